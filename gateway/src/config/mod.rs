@@ -1,0 +1,502 @@
+//! Gateway configuration: TOML file, validated at start-up.
+//!
+//! Every error names the file, the key and what is wrong, so an operator can fix it without
+//! reading code. Unknown keys are rejected (a typo must not silently fall back to a default).
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, with enough context to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type / is unknown.
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    /// A key has a value that is well-typed but not acceptable.
+    #[error("config file {path}: key `{key}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// Digest algorithms the registrar can offer (RFC 8760).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+pub enum DigestAlgorithm {
+    /// SHA-256, preferred by RFC 8760.
+    #[serde(rename = "SHA-256")]
+    Sha256,
+    /// MD5, for older user agents.
+    #[serde(rename = "MD5")]
+    Md5,
+}
+
+impl DigestAlgorithm {
+    /// The token used in `algorithm=` parameters.
+    pub fn token(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Sha256 => "SHA-256",
+            DigestAlgorithm::Md5 => "MD5",
+        }
+    }
+}
+
+/// SIP transports the gateway can listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportName {
+    /// UDP datagrams.
+    Udp,
+    /// TCP streams.
+    Tcp,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// SIP listening and identity.
+    pub sip: SipConfig,
+    /// Digest authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Registrar limits.
+    #[serde(default)]
+    pub registrar: RegistrarConfig,
+    /// Call handling.
+    #[serde(default)]
+    pub calls: CallsConfig,
+    /// Feature codes.
+    #[serde(default)]
+    pub features: FeaturesConfig,
+    /// Where state is kept.
+    pub database: DatabaseConfig,
+    /// The extensions (SIP phones) served.
+    #[serde(default, rename = "extension")]
+    pub extensions: Vec<ExtensionConfig>,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Identifier of this gateway node (stored with call contexts).
+    pub id: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { id: "gw1".into() }
+    }
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Address and port to listen on, e.g. `127.0.0.1:5060`.
+    pub listen: String,
+    /// Transports to serve on that address.
+    #[serde(default = "default_transports")]
+    pub transports: Vec<TransportName>,
+    /// Largest accepted message, in bytes.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Dropped-datagram log lines per second, at most.
+    #[serde(default = "default_log_rate")]
+    pub bad_message_log_per_second: u32,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Digest realm.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Challenge algorithms, in the order offered.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<DigestAlgorithm>,
+    /// Seconds a nonce stays valid; older ones get `stale=true`.
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            realm: default_realm(),
+            algorithms: default_algorithms(),
+            nonce_lifetime_secs: default_nonce_lifetime(),
+        }
+    }
+}
+
+/// `[registrar]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// Shortest registration accepted (423 below it).
+    #[serde(default = "default_min_expires")]
+    pub min_expires_secs: u32,
+    /// Longest registration granted (longer requests are shortened).
+    #[serde(default = "default_max_expires")]
+    pub max_expires_secs: u32,
+    /// Granted when the request names no expiry.
+    #[serde(default = "default_default_expires")]
+    pub default_expires_secs: u32,
+    /// Most contacts kept per extension.
+    #[serde(default = "default_max_contacts")]
+    pub max_contacts: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires_secs: default_min_expires(),
+            max_expires_secs: default_max_expires(),
+            default_expires_secs: default_default_expires(),
+            max_contacts: default_max_contacts(),
+        }
+    }
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Seconds an unanswered call rings before the caller gets 480.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            ring_timeout_secs: default_ring_timeout(),
+        }
+    }
+}
+
+/// `[features]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// Group pickup code.
+    #[serde(default = "default_group_pickup")]
+    pub group_pickup: String,
+    /// Directed pickup prefix, followed by the extension.
+    #[serde(default = "default_directed_pickup")]
+    pub directed_pickup_prefix: String,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            group_pickup: default_group_pickup(),
+            directed_pickup_prefix: default_directed_pickup(),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// SQLite file (created with its directory if missing).
+    pub path: PathBuf,
+}
+
+/// `[[extension]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionConfig {
+    /// The number dialled to reach it, also the digest user name.
+    pub number: String,
+    /// Digest password.
+    pub password: String,
+    /// Name shown to callees.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Groups whose pickers may pick up calls ringing this extension.
+    #[serde(default)]
+    pub call_groups: Vec<String>,
+    /// Groups whose ringing calls this extension may pick up.
+    #[serde(default)]
+    pub pickup_groups: Vec<String>,
+    /// Overrides `[auth].algorithms` for this extension.
+    #[serde(default)]
+    pub auth_algorithms: Option<Vec<DigestAlgorithm>>,
+}
+
+fn default_transports() -> Vec<TransportName> {
+    vec![TransportName::Udp, TransportName::Tcp]
+}
+fn default_max_message_size() -> usize {
+    crate::sip::message::MAX_MESSAGE_SIZE
+}
+fn default_log_rate() -> u32 {
+    5
+}
+fn default_realm() -> String {
+    "gateway".into()
+}
+fn default_algorithms() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+}
+fn default_nonce_lifetime() -> u64 {
+    300
+}
+fn default_min_expires() -> u32 {
+    60
+}
+fn default_max_expires() -> u32 {
+    3600
+}
+fn default_default_expires() -> u32 {
+    3600
+}
+fn default_max_contacts() -> usize {
+    10
+}
+fn default_ring_timeout() -> u64 {
+    60
+}
+fn default_group_pickup() -> String {
+    "*8".into()
+}
+fn default_directed_pickup() -> String {
+    "**".into()
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in messages and to resolve the database path.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The listening address (validated at load time).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.sip
+            .listen
+            .parse()
+            .expect("validated when the config was loaded")
+    }
+
+    /// Ring timeout as a duration.
+    pub fn ring_timeout(&self) -> Duration {
+        Duration::from_secs(self.calls.ring_timeout_secs)
+    }
+
+    /// The extension with this number, if configured.
+    pub fn extension(&self, number: &str) -> Option<&ExtensionConfig> {
+        self.extensions.iter().find(|e| e.number == number)
+    }
+
+    /// Challenge algorithms for an extension (its override, else the global list).
+    pub fn algorithms_for(&self, number: Option<&str>) -> &[DigestAlgorithm] {
+        number
+            .and_then(|n| self.extension(n))
+            .and_then(|e| e.auth_algorithms.as_deref())
+            .unwrap_or(&self.auth.algorithms)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.sip.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "sip.listen",
+                format!(
+                    "{:?} is not an IP address with a port, e.g. \"127.0.0.1:5060\" or \"[::1]:5060\"",
+                    self.sip.listen
+                ),
+            ));
+        }
+        if self.sip.transports.is_empty() {
+            return Err(invalid(
+                "sip.transports",
+                "name at least one of \"udp\", \"tcp\"".into(),
+            ));
+        }
+        if !(1024..=crate::sip::message::MAX_MESSAGE_SIZE).contains(&self.sip.max_message_size) {
+            return Err(invalid(
+                "sip.max_message_size",
+                format!(
+                    "must be between 1024 and {}",
+                    crate::sip::message::MAX_MESSAGE_SIZE
+                ),
+            ));
+        }
+        if self.auth.algorithms.is_empty() {
+            return Err(invalid(
+                "auth.algorithms",
+                "offer at least one of \"SHA-256\", \"MD5\"".into(),
+            ));
+        }
+        if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
+            return Err(invalid(
+                "auth.realm",
+                "must be non-empty and contain no double quote".into(),
+            ));
+        }
+        if self.auth.nonce_lifetime_secs == 0 {
+            return Err(invalid("auth.nonce_lifetime_secs", "must be positive".into()));
+        }
+        let r = &self.registrar;
+        if r.min_expires_secs == 0
+            || r.min_expires_secs > r.max_expires_secs
+            || !(r.min_expires_secs..=r.max_expires_secs).contains(&r.default_expires_secs)
+        {
+            return Err(invalid(
+                "registrar",
+                "need 0 < min_expires_secs <= default_expires_secs <= max_expires_secs".into(),
+            ));
+        }
+        if r.max_contacts == 0 {
+            return Err(invalid("registrar.max_contacts", "must be at least 1".into()));
+        }
+        if self.calls.ring_timeout_secs == 0 {
+            return Err(invalid("calls.ring_timeout_secs", "must be positive".into()));
+        }
+        for (key, code) in [
+            ("features.group_pickup", &self.features.group_pickup),
+            (
+                "features.directed_pickup_prefix",
+                &self.features.directed_pickup_prefix,
+            ),
+        ] {
+            if code.is_empty() || !code.bytes().all(|b| b.is_ascii_digit() || b == b'*' || b == b'#') {
+                return Err(invalid(
+                    key,
+                    format!("{code:?} must be digits, '*' and '#' only"),
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, ext) in self.extensions.iter().enumerate() {
+            let key = |field: &str| format!("extension[{i}].{field}");
+            if ext.number.is_empty() || !ext.number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    &key("number"),
+                    format!("{:?} must be digits only", ext.number),
+                ));
+            }
+            if !seen.insert(ext.number.as_str()) {
+                return Err(invalid(
+                    &key("number"),
+                    format!("extension {} is defined twice", ext.number),
+                ));
+            }
+            if ext.password.is_empty() {
+                return Err(invalid(&key("password"), "must not be empty".into()));
+            }
+            if ext.auth_algorithms.as_ref().is_some_and(|a| a.is_empty()) {
+                return Err(invalid(
+                    &key("auth_algorithms"),
+                    "offer at least one algorithm, or remove the key to use [auth].algorithms"
+                        .into(),
+                ));
+            }
+            let features = &self.features;
+            if ext.number.starts_with(&features.group_pickup) {
+                return Err(invalid(
+                    &key("number"),
+                    format!("{} clashes with the group pickup code", ext.number),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[sip]
+listen = "127.0.0.1:5060"
+[database]
+path = "./data/gw.db"
+[[extension]]
+number = "201"
+password = "pw201"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.features.group_pickup, "*8");
+        assert_eq!(
+            config.algorithms_for(Some("201")),
+            &[DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        );
+        assert_eq!(config.listen_addr().port(), 5060);
+    }
+
+    #[test]
+    fn example_office_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+        let config = Config::load(&path).unwrap();
+        for n in ["201", "202", "203", "204"] {
+            let ext = config.extension(n).unwrap();
+            assert_eq!(ext.password, format!("pw{n}"));
+        }
+        assert!(config.extension("204").unwrap().call_groups.is_empty());
+        assert_eq!(config.extension("201").unwrap().pickup_groups, ["sales"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad_listen = MINIMAL.replace("127.0.0.1:5060", "localhost");
+        let err = load(&bad_listen).unwrap_err().to_string();
+        assert!(err.contains("sip.listen"), "{err}");
+
+        let typo = MINIMAL.replace("password", "pasword");
+        let err = load(&typo).unwrap_err().to_string();
+        assert!(err.contains("pasword"), "{err}");
+
+        let twice = format!("{MINIMAL}[[extension]]\nnumber = \"201\"\npassword = \"x\"\n");
+        let err = load(&twice).unwrap_err().to_string();
+        assert!(err.contains("extension[1].number") && err.contains("twice"), "{err}");
+
+        let bad_alg = MINIMAL.replace("[sip]", "[auth]\nalgorithms = [\"SHA-1\"]\n[sip]");
+        let err = load(&bad_alg).unwrap_err().to_string();
+        assert!(err.contains("SHA-1"), "{err}");
+    }
+}

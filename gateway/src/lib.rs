@@ -1,0 +1,10 @@
+//! Control plane of the POTS-to-SIP gateway.
+//!
+//! Protocol logic (transactions, registrar, B2BUA) is sans-IO: state machines that take
+//! events and an explicit `now` and return actions. The tokio runtime in [`runtime`] is the
+//! only place that touches sockets and clocks.
+#![forbid(unsafe_code)]
+
+pub mod sip;
+pub mod config;
+pub mod transport;

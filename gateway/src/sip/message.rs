@@ -1,0 +1,879 @@
+//! The SIP message facade: one owned message type over ezk-sip-types' header model.
+//!
+//! Parsing is tolerant where RFC 3261 allows it (compact names, folded lines, LWS around
+//! separators, several values per line) and strict where a wrong guess would be harmful
+//! (start line, Content-Length, status code range). Header values are stored canonicalised
+//! (folding removed, LWS around `/ ; = ,` dropped outside quoted strings) so the typed
+//! parsers of ezk-sip-types and our own accessors see one spelling.
+
+use bytes::Bytes;
+use bytesstr::BytesStr;
+use ezk_sip_types::header::typed::{CSeq, Via};
+use ezk_sip_types::header::HeaderParse;
+use ezk_sip_types::msg::{Line, PullParser};
+use ezk_sip_types::parse::Parse;
+use ezk_sip_types::uri::SipUri;
+use ezk_sip_types::{Headers, Method, Name};
+use std::fmt::{self, Write as _};
+
+/// The largest message we accept; larger ones are rejected (RFC 3261 §18.1.1 keeps UDP well
+/// under this, and TCP peers sending more are misbehaving or hostile).
+pub const MAX_MESSAGE_SIZE: usize = 65_535;
+
+/// Why bytes could not be turned into a [`SipMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The head (start line + headers) did not end with an empty line.
+    #[error("message head is incomplete (no empty line after the headers)")]
+    Incomplete,
+    /// The first line is neither `METHOD URI SIP/x.y` nor `SIP/x.y CODE reason`.
+    #[error("malformed start line: {0}")]
+    StartLine(String),
+    /// A header line has no `name:` part.
+    #[error("malformed header line: {0}")]
+    HeaderLine(String),
+    /// Content-Length is missing where required, negative, repeated or not a number.
+    #[error("invalid Content-Length: {0}")]
+    ContentLength(String),
+    /// Content-Length announces more bytes than the datagram carries.
+    #[error("body shorter than Content-Length ({declared} declared, {present} present)")]
+    BodyTruncated { declared: usize, present: usize },
+    /// The message is larger than [`MAX_MESSAGE_SIZE`].
+    #[error("message of {0} bytes exceeds the {MAX_MESSAGE_SIZE}-byte limit")]
+    TooLarge(usize),
+    /// The bytes are not UTF-8 text.
+    #[error("message head is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// A Request-URI. Non-SIP schemes are kept so the core can answer 416 instead of 400.
+#[derive(Debug, Clone)]
+pub enum RequestUri {
+    /// `sip:` or `sips:` URI, parsed.
+    Sip(SipUri),
+    /// Any other scheme (`tel:`, `urn:`, ...), kept as text.
+    Other { scheme: String, text: String },
+}
+
+impl fmt::Display for RequestUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
+        match self {
+            RequestUri::Sip(uri) => {
+                let ctx = PrintCtx {
+                    method: None,
+                    uri: Some(UriContext::ReqUri),
+                };
+                write!(f, "{}", uri.print_ctx(ctx))
+            }
+            RequestUri::Other { text, .. } => f.write_str(text),
+        }
+    }
+}
+
+impl RequestUri {
+    /// Parses a URI as it appears in a request line.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::StartLine(format!("malformed Request-URI {text:?}"));
+        let scheme_end = text.find(':').ok_or_else(bad)?;
+        let scheme = &text[..scheme_end];
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err(bad());
+        }
+        if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+            let uri = SipUri::parse_str(text).map_err(|_| bad())?;
+            Ok(RequestUri::Sip(uri))
+        } else {
+            Ok(RequestUri::Other {
+                scheme: scheme.to_ascii_lowercase(),
+                text: text.to_string(),
+            })
+        }
+    }
+
+    /// The user part of a SIP URI (`201` in `sip:201@host`), if any.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            RequestUri::Sip(uri) => sip_uri_user(uri),
+            RequestUri::Other { .. } => None,
+        }
+    }
+}
+
+/// The user part of a SIP URI, if it has one.
+pub fn sip_uri_user(uri: &SipUri) -> Option<&str> {
+    use ezk_sip_types::uri::SipUriUserPart;
+    match &uri.user_part {
+        SipUriUserPart::Empty => None,
+        SipUriUserPart::User(user) => Some(user.as_str()),
+        SipUriUserPart::UserPw(user_pw) => Some(user_pw.user.as_str()),
+    }
+}
+
+/// First line of a request.
+#[derive(Debug, Clone)]
+pub struct RequestLine {
+    /// The method, e.g. INVITE.
+    pub method: Method,
+    /// The Request-URI.
+    pub uri: RequestUri,
+    /// The protocol version as written (`SIP/2.0` for every version we speak).
+    pub version: String,
+}
+
+/// First line of a response.
+#[derive(Debug, Clone)]
+pub struct StatusLine {
+    /// Status code, 100..=699.
+    pub code: u16,
+    /// Reason phrase (may be empty).
+    pub reason: String,
+    /// The protocol version as written.
+    pub version: String,
+}
+
+/// The start line of a message.
+#[derive(Debug, Clone)]
+pub enum StartLine {
+    /// A request line.
+    Request(RequestLine),
+    /// A status line.
+    Response(StatusLine),
+}
+
+/// A whole SIP message: start line, headers (ezk-sip-types model) and body.
+#[derive(Debug, Clone)]
+pub struct SipMessage {
+    /// Request or status line.
+    pub start: StartLine,
+    /// Header fields, canonicalised, in arrival order per name.
+    pub headers: Headers,
+    /// The body, exactly Content-Length bytes.
+    pub body: Bytes,
+}
+
+/// A display name + URI + parameters, as in From, To, Contact, Route.
+///
+/// Our own small parser, because it must accept any URI scheme (RFC 4475 §3.3.4) and RFC 3261
+/// "addr-spec without angle brackets" forms, where ezk's typed headers only take `sip:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddrValue {
+    /// Display name without quotes, if present.
+    pub display: Option<String>,
+    /// The URI text (without the angle brackets).
+    pub uri: String,
+    /// Header parameters after the URI (`tag`, `expires`, `q`, ...), lower-cased names.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl NameAddrValue {
+    /// Parses one name-addr or addr-spec value (a single element of a comma list).
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        let (display, uri, rest) = if let Some(lt) = find_unquoted(value, b'<') {
+            let gt = value[lt..].find('>')? + lt;
+            let display = value[..lt].trim();
+            let display = if display.is_empty() {
+                None
+            } else if display.starts_with('"') {
+                Some(unquote(display)?)
+            } else {
+                if display.contains('"') {
+                    return None;
+                }
+                Some(display.to_string())
+            };
+            (display, value[lt + 1..gt].trim().to_string(), &value[gt + 1..])
+        } else {
+            // addr-spec form: parameters after the first ';' belong to the header.
+            if value.contains('"') || value.contains('>') {
+                return None;
+            }
+            let end = value.find(';').unwrap_or(value.len());
+            (None, value[..end].trim().to_string(), &value[end..])
+        };
+        if uri.is_empty() || !uri.contains(':') || uri.contains(char::is_whitespace) {
+            return None;
+        }
+        Some(NameAddrValue {
+            display,
+            uri,
+            params: parse_params(rest)?,
+        })
+    }
+
+    /// Value of a header parameter (`tag`, `expires`, ...), case-insensitive name.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref().unwrap_or(""))
+    }
+
+    /// The `tag` parameter.
+    pub fn tag(&self) -> Option<&str> {
+        self.param("tag")
+    }
+
+    /// The URI parsed as a SIP URI, if its scheme is sip/sips.
+    pub fn sip_uri(&self) -> Option<SipUri> {
+        SipUri::parse_str(&self.uri).ok()
+    }
+
+    /// The user part of the URI (`201` of `sip:201@host`), for SIP and tel URIs.
+    pub fn user(&self) -> Option<String> {
+        let (scheme, rest) = self.uri.split_once(':')?;
+        if scheme.eq_ignore_ascii_case("tel") {
+            return Some(rest.split(';').next().unwrap_or(rest).to_string());
+        }
+        if !(scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")) {
+            return None;
+        }
+        let at = rest.find('@')?;
+        let user = rest[..at].split(':').next().unwrap_or("");
+        (!user.is_empty()).then(|| user.to_string())
+    }
+}
+
+impl fmt::Display for NameAddrValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(display) = &self.display {
+            write!(f, "\"{}\" ", display.replace('\\', "\\\\").replace('"', "\\\""))?;
+        }
+        write!(f, "<{}>", self.uri)?;
+        for (name, value) in &self.params {
+            match value {
+                Some(value) => write!(f, ";{name}={value}")?,
+                None => write!(f, ";{name}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find_unquoted(s: &str, wanted: u8) -> Option<usize> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_quotes = false;
+            }
+        } else if b == b'"' {
+            in_quotes = true;
+        } else if b == wanted {
+            return Some(i);
+        }
+    }
+    None
+}
+
+fn unquote(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// Parses `;name=value;flag` parameter lists. Returns None on a malformed list.
+fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
+    let mut params = Vec::new();
+    rest = rest.trim();
+    while !rest.is_empty() {
+        rest = rest.strip_prefix(';')?.trim_start();
+        let end = find_unquoted(rest, b';').unwrap_or(rest.len());
+        let item = rest[..end].trim();
+        rest = rest[end..].trim_start();
+        if item.is_empty() {
+            continue;
+        }
+        match item.split_once('=') {
+            Some((name, value)) => params.push((
+                name.trim().to_ascii_lowercase(),
+                Some(value.trim().to_string()),
+            )),
+            None => params.push((item.to_ascii_lowercase(), None)),
+        }
+    }
+    Some(params)
+}
+
+/// Splits a header value at top-level commas (not inside quotes or angle brackets).
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut in_quotes, mut escaped, mut depth, mut start) = (false, false, 0u32, 0);
+    for (i, b) in value.bytes().enumerate() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_quotes = true,
+            b'<' => depth += 1,
+            b'>' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// Removes line folding and LWS around the separators `/ ; = ,` (outside quoted strings and
+/// angle brackets), as RFC 3261 §7.3.1 allows senders to insert it.
+pub fn canonicalize_value(raw: &str) -> String {
+    // Unfold: any CR/LF followed by whitespace becomes one space.
+    let mut unfolded = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' || c == '\n' {
+            while matches!(chars.peek(), Some('\r' | '\n' | ' ' | '\t')) {
+                chars.next();
+            }
+            unfolded.push(' ');
+        } else if c == '\t' {
+            unfolded.push(' ');
+        } else {
+            unfolded.push(c);
+        }
+    }
+    let mut out = String::with_capacity(unfolded.len());
+    let (mut in_quotes, mut escaped, mut in_angle) = (false, false, false);
+    let bytes: Vec<char> = unfolded.trim().chars().collect();
+    let is_sep = |c: char| matches!(c, '/' | ';' | '=' | ',');
+    for (i, &c) in bytes.iter().enumerate() {
+        if in_quotes {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quotes = true,
+            '<' => in_angle = true,
+            '>' => in_angle = false,
+            _ => {}
+        }
+        if c == ' ' && !in_angle {
+            let prev = out.chars().last();
+            let next = bytes[i + 1..].iter().find(|&&n| n != ' ').copied();
+            if prev.is_none_or(is_sep) || next.is_none_or(is_sep) || prev == Some(' ') {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Headers that may appear only once (RFC 3261 §7.3 / §20); a second value is a 400.
+const SINGLE_VALUE: [Name; 6] = [
+    Name::CALL_ID,
+    Name::CSEQ,
+    Name::FROM,
+    Name::TO,
+    Name::MAX_FORWARDS,
+    Name::CONTENT_LENGTH,
+];
+
+/// How a transport delivers bytes, which decides how a missing Content-Length is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One datagram is one message; a missing Content-Length means "the rest".
+    Datagram,
+    /// A byte stream; Content-Length is mandatory (RFC 3261 §18.3).
+    Stream,
+}
+
+impl SipMessage {
+    /// Parses one message from a datagram. Bytes after Content-Length are ignored
+    /// (RFC 3261 §18.3, RFC 4475 §3.1.1.8).
+    pub fn parse_datagram(data: &[u8]) -> Result<SipMessage, ParseError> {
+        Self::parse_with(data, Framing::Datagram).map(|(msg, _)| msg)
+    }
+
+    /// Parses one message; returns it and the number of bytes it used.
+    pub fn parse_with(data: &[u8], framing: Framing) -> Result<(SipMessage, usize), ParseError> {
+        if data.len() > MAX_MESSAGE_SIZE && framing == Framing::Datagram {
+            return Err(ParseError::TooLarge(data.len()));
+        }
+        // RFC 3261 §7.5: ignore CRLFs before the start line (keep-alives).
+        let skip = data
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(data.len());
+        let data = &data[skip..];
+        let mut lines = PullParser::new(data, 0);
+        for line in lines.by_ref() {
+            line.map_err(|_| ParseError::Incomplete)?;
+        }
+        let head_end = lines.head_end();
+        if head_end == 0 {
+            return Err(ParseError::Incomplete);
+        }
+        // The typed parsers slice into the buffer they parse, so lines must borrow `head`.
+        let head = Bytes::copy_from_slice(&data[..head_end]);
+        let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0)
+            .map_while(Result::ok)
+            .collect();
+        if raw_lines.is_empty() {
+            return Err(ParseError::Incomplete);
+        }
+        let start_text = std::str::from_utf8(raw_lines[0]).map_err(|_| ParseError::NotUtf8)?;
+        let start = parse_start_line(start_text)?;
+
+        let mut headers = Headers::with_capacity(raw_lines.len());
+        for raw in &raw_lines[1..] {
+            let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotUtf8)?;
+            let (_, line) = Line::parse(&head, text)
+                .map_err(|_| ParseError::HeaderLine(truncate(text)))?;
+            let name_text = line.name.as_print_str();
+            if name_text.is_empty() {
+                return Err(ParseError::HeaderLine(truncate(text)));
+            }
+            let value = canonicalize_value(line.value.as_str());
+            headers.insert(line.name, BytesStr::from(value));
+        }
+
+        let lengths: Vec<&BytesStr> = headers.get_raw(&Name::CONTENT_LENGTH).collect();
+        let available = data.len() - head_end;
+        let body_len = match lengths.as_slice() {
+            [] if framing == Framing::Datagram => available,
+            [] => return Err(ParseError::ContentLength("missing on a stream transport".into())),
+            [one] => one
+                .as_str()
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| ParseError::ContentLength(format!("{:?}", one.as_str())))?,
+            _ => return Err(ParseError::ContentLength("header repeated".into())),
+        };
+        if head_end + body_len > MAX_MESSAGE_SIZE {
+            return Err(ParseError::TooLarge(head_end + body_len));
+        }
+        if body_len > available {
+            return Err(ParseError::BodyTruncated {
+                declared: body_len,
+                present: available,
+            });
+        }
+        let body = Bytes::copy_from_slice(&data[head_end..head_end + body_len]);
+        Ok((
+            SipMessage {
+                start,
+                headers,
+                body,
+            },
+            skip + head_end + body_len,
+        ))
+    }
+
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request(_))
+    }
+
+    /// The request line, for requests.
+    pub fn request_line(&self) -> Option<&RequestLine> {
+        match &self.start {
+            StartLine::Request(line) => Some(line),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    /// The method of a request, or None for a response.
+    pub fn method(&self) -> Option<&Method> {
+        self.request_line().map(|line| &line.method)
+    }
+
+    /// The status code of a response, or None for a request.
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response(line) => Some(line.code),
+            StartLine::Request(_) => None,
+        }
+    }
+
+    /// First raw value of a header, canonicalised.
+    pub fn header(&self, name: &Name) -> Option<&str> {
+        self.headers.get_raw(name).next().map(|v| v.as_str())
+    }
+
+    /// Every value of a header, each line split at top-level commas.
+    pub fn header_list(&self, name: &Name) -> Vec<&str> {
+        self.headers
+            .get_raw(name)
+            .flat_map(|v| split_list(v.as_str()))
+            .collect()
+    }
+
+    /// Number of raw header lines/values stored for a name.
+    pub fn header_count(&self, name: &Name) -> usize {
+        self.headers.get_raw(name).count()
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Option<&str> {
+        self.header(&Name::CALL_ID)
+    }
+
+    /// The CSeq header, parsed.
+    pub fn cseq(&self) -> Option<CSeq> {
+        let raw = self.headers.get_raw(&Name::CSEQ).next()?;
+        let (rest, cseq) = CSeq::parse(raw.as_ref(), raw.as_str()).ok()?;
+        rest.trim().is_empty().then_some(cseq)
+    }
+
+    /// All Via values, top first.
+    pub fn vias(&self) -> Vec<Via> {
+        self.header_list(&Name::VIA)
+            .into_iter()
+            .filter_map(|v| {
+                let bytes = Bytes::copy_from_slice(v.as_bytes());
+                let text = std::str::from_utf8(&bytes).ok()?;
+                Via::parse(&bytes, text).ok().map(|(_, via)| via)
+            })
+            .collect()
+    }
+
+    /// The top Via, parsed.
+    pub fn top_via(&self) -> Option<Via> {
+        let first = *self.header_list(&Name::VIA).first()?;
+        let bytes = Bytes::copy_from_slice(first.as_bytes());
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (rest, via) = Via::parse(&bytes, text).ok()?;
+        rest.trim().is_empty().then_some(via)
+    }
+
+    /// The branch parameter of the top Via.
+    pub fn top_branch(&self) -> Option<String> {
+        self.top_via()?
+            .params
+            .get_val("branch")
+            .map(|b| b.as_str().to_string())
+    }
+
+    /// From header, parsed leniently (any URI scheme).
+    pub fn from_header(&self) -> Option<NameAddrValue> {
+        NameAddrValue::parse(self.header(&Name::FROM)?)
+    }
+
+    /// To header, parsed leniently (any URI scheme).
+    pub fn to_header(&self) -> Option<NameAddrValue> {
+        NameAddrValue::parse(self.header(&Name::TO)?)
+    }
+
+    /// Contact values, parsed; `*` yields an entry whose uri is `*`.
+    pub fn contacts(&self) -> Option<Vec<NameAddrValue>> {
+        self.header_list(&Name::CONTACT)
+            .into_iter()
+            .map(|v| {
+                if v == "*" {
+                    Some(NameAddrValue {
+                        display: None,
+                        uri: "*".into(),
+                        params: Vec::new(),
+                    })
+                } else {
+                    NameAddrValue::parse(v)
+                }
+            })
+            .collect()
+    }
+
+    /// Max-Forwards as a number, if present and valid.
+    pub fn max_forwards(&self) -> Option<Result<u32, ()>> {
+        self.header(&Name::MAX_FORWARDS)
+            .map(|v| v.trim().parse::<u32>().map_err(|_| ()))
+    }
+
+    /// Option tags listed in a header such as Require or Supported, lower-cased.
+    pub fn option_tags(&self, name: &Name) -> Vec<String> {
+        self.header_list(name)
+            .into_iter()
+            .map(|t| t.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// Which single-value header (if any) appears more than once.
+    pub fn repeated_single_value_header(&self) -> Option<&'static str> {
+        SINGLE_VALUE.iter().find_map(|name| {
+            let values = self.header_list(name);
+            (values.len() > 1).then(|| static_name(name))
+        })
+    }
+
+    /// Serialises the message; Content-Length is always written from the body.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = String::with_capacity(512 + self.body.len());
+        match &self.start {
+            StartLine::Request(line) => {
+                let _ = write!(out, "{} {} SIP/2.0\r\n", line.method, line.uri);
+            }
+            StartLine::Response(line) => {
+                let _ = write!(out, "SIP/2.0 {} {}\r\n", line.code, line.reason);
+            }
+        }
+        for (name, value) in self.headers.iter() {
+            if *name == Name::CONTENT_LENGTH {
+                continue;
+            }
+            let _ = write!(out, "{}: {}\r\n", name.as_print_str(), value);
+        }
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        Bytes::from(bytes)
+    }
+
+    /// Builds a response to this request (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq
+    /// copied; `to_tag` added to To when it has none (pass None for 100 Trying).
+    pub fn response(&self, code: u16, reason: &str, to_tag: Option<&str>) -> SipMessage {
+        let mut headers = Headers::with_capacity(8);
+        for via in self.headers.get_raw(&Name::VIA) {
+            headers.insert(Name::VIA, via.clone());
+        }
+        if let Some(from) = self.header(&Name::FROM) {
+            headers.insert(Name::FROM, BytesStr::from(from.to_string()));
+        }
+        if let Some(to) = self.header(&Name::TO) {
+            let has_tag = NameAddrValue::parse(to).is_some_and(|t| t.tag().is_some());
+            let value = match to_tag {
+                Some(tag) if !has_tag => format!("{to};tag={tag}"),
+                _ => to.to_string(),
+            };
+            headers.insert(Name::TO, BytesStr::from(value));
+        }
+        for name in [Name::CALL_ID, Name::CSEQ] {
+            if let Some(value) = self.header(&name) {
+                headers.insert(name, BytesStr::from(value.to_string()));
+            }
+        }
+        SipMessage {
+            start: StartLine::Response(StatusLine {
+                code,
+                reason: reason.to_string(),
+                version: "SIP/2.0".into(),
+            }),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    /// Sets a header to exactly one value, replacing earlier ones.
+    pub fn set_header(&mut self, name: Name, value: impl Into<String>) {
+        self.headers.remove(&name);
+        self.headers.insert(name, BytesStr::from(value.into()));
+    }
+
+    /// Appends a header value.
+    pub fn add_header(&mut self, name: Name, value: impl Into<String>) {
+        self.headers.insert(name, BytesStr::from(value.into()));
+    }
+
+    /// Removes every value of a header.
+    pub fn remove_header(&mut self, name: &Name) {
+        self.headers.remove(name);
+    }
+}
+
+fn static_name(name: &Name) -> &'static str {
+    match name {
+        n if *n == Name::CALL_ID => "Call-ID",
+        n if *n == Name::CSEQ => "CSeq",
+        n if *n == Name::FROM => "From",
+        n if *n == Name::TO => "To",
+        n if *n == Name::MAX_FORWARDS => "Max-Forwards",
+        _ => "Content-Length",
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
+    let bad = || ParseError::StartLine(truncate(line));
+    let parts: Vec<&str> = line.split([' ', '\t']).filter(|p| !p.is_empty()).collect();
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+        let version = parts.first().ok_or_else(bad)?;
+        let code_text = parts.get(1).ok_or_else(bad)?;
+        if code_text.len() != 3 || !code_text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let code: u16 = code_text.parse().map_err(|_| bad())?;
+        if !(100..=699).contains(&code) {
+            return Err(bad());
+        }
+        let reason_start = line.find(code_text).map_or(line.len(), |i| i + 3);
+        return Ok(StartLine::Response(StatusLine {
+            code,
+            reason: line[reason_start..].trim().to_string(),
+            version: version.to_string(),
+        }));
+    }
+    let [method, uri, version] = parts.as_slice() else {
+        return Err(bad());
+    };
+    if !method.bytes().all(is_token_byte) {
+        return Err(bad());
+    }
+    if !version.starts_with("SIP/") {
+        return Err(bad());
+    }
+    let head = Bytes::copy_from_slice(method.as_bytes());
+    let method = Method::from_parse(&head, method);
+    Ok(StartLine::Request(RequestLine {
+        method,
+        uri: RequestUri::parse(uri)?,
+        version: version.to_string(),
+    }))
+}
+
+/// RFC 3261 `token` characters.
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:201@127.0.0.1 SIP/2.0\r\n\
+v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;rport\r\n\
+f: \"Alice\" <sip:202@127.0.0.1>;tag=a1\r\n\
+t: <sip:201@127.0.0.1>\r\n\
+i: call-1@host\r\n\
+CSeq: 1 INVITE\r\n\
+Max-Forwards: 70\r\n\
+m: <sip:202@127.0.0.1:5070>\r\n\
+c: application/sdp\r\n\
+l: 4\r\n\r\nv=0\r\n";
+
+    #[test]
+    fn compact_header_names_are_understood() {
+        let msg = SipMessage::parse_datagram(INVITE.as_bytes()).unwrap();
+        assert_eq!(msg.call_id(), Some("call-1@host"));
+        assert_eq!(msg.from_header().unwrap().tag(), Some("a1"));
+        assert_eq!(msg.from_header().unwrap().display.as_deref(), Some("Alice"));
+        assert_eq!(msg.top_branch().as_deref(), Some("z9hG4bK1"));
+        assert_eq!(msg.cseq().unwrap().cseq, 1);
+        assert_eq!(&msg.body[..], b"v=0\r");
+        assert_eq!(msg.header(&Name::CONTENT_TYPE), Some("application/sdp"));
+    }
+
+    #[test]
+    fn folded_lines_and_lws_around_separators() {
+        let text = "OPTIONS sip:201@h SIP/2.0\r\nVia  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw\r\n\
+To: <sip:201@h>\r\nFrom: <sip:1@h>\r\n  ;\r\n  tag = 98asjd8\r\nCall-ID: x\r\ncseq: 0009\r\n  OPTIONS\r\nl: 0\r\n\r\n";
+        let msg = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        assert_eq!(msg.top_branch().as_deref(), Some("390skdjuw"));
+        assert_eq!(msg.from_header().unwrap().tag(), Some("98asjd8"));
+        assert_eq!(msg.cseq().unwrap().cseq, 9);
+    }
+
+    #[test]
+    fn several_values_in_one_line() {
+        let text = "OPTIONS sip:201@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKa, SIP/2.0/TCP b;branch=z9hG4bKb\r\n\
+To: <sip:201@h>\r\nFrom: <sip:1@h>;tag=1\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\
+Contact: <sip:a@h>;expires=10, \"B, c\" <sip:b@h>\r\nl: 0\r\n\r\n";
+        let msg = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        assert_eq!(msg.vias().len(), 2);
+        let contacts = msg.contacts().unwrap();
+        assert_eq!(contacts.len(), 2);
+        assert_eq!(contacts[0].param("expires"), Some("10"));
+        assert_eq!(contacts[1].display.as_deref(), Some("B, c"));
+    }
+
+    #[test]
+    fn ipv6_hosts() {
+        let text = "REGISTER sip:[2001:db8::10] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3\r\n\
+To: <sip:user@[2001:db8::10]>\r\nFrom: <sip:user@[2001:db8::10]>;tag=81x2\r\nCall-ID: v6\r\nCSeq: 1 REGISTER\r\n\
+Contact: \"Caller\" <sip:caller@[2001:db8::1]>\r\nl: 0\r\n\r\n";
+        let msg = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        let via = msg.top_via().unwrap();
+        assert_eq!(
+            via.sent_by.host,
+            ezk_sip_types::host::Host::IP6("2001:db8::9:1".parse().unwrap())
+        );
+        assert!(matches!(msg.request_line().unwrap().uri, RequestUri::Sip(_)));
+        assert_eq!(msg.contacts().unwrap()[0].uri, "sip:caller@[2001:db8::1]");
+    }
+
+    #[test]
+    fn content_length_errors() {
+        let base = "OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKa\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n";
+        let long = format!("{base}Content-Length: 10\r\n\r\nabc");
+        assert!(matches!(
+            SipMessage::parse_datagram(long.as_bytes()),
+            Err(ParseError::BodyTruncated { .. })
+        ));
+        let negative = format!("{base}Content-Length: -5\r\n\r\n");
+        assert!(matches!(
+            SipMessage::parse_datagram(negative.as_bytes()),
+            Err(ParseError::ContentLength(_))
+        ));
+        let missing_on_stream = format!("{base}\r\n");
+        assert!(SipMessage::parse_with(missing_on_stream.as_bytes(), Framing::Stream).is_err());
+    }
+
+    #[test]
+    fn serialise_then_parse_round_trip() {
+        let msg = SipMessage::parse_datagram(INVITE.as_bytes()).unwrap();
+        let again = SipMessage::parse_datagram(&msg.to_bytes()).unwrap();
+        assert_eq!(again.call_id(), msg.call_id());
+        assert_eq!(again.body, msg.body);
+        assert_eq!(again.top_branch(), msg.top_branch());
+    }
+
+    #[test]
+    fn non_sip_request_uri_is_kept() {
+        let text = "OPTIONS tel:+1-201-555-0123 SIP/2.0\r\nl: 0\r\n\r\n";
+        let msg = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        match &msg.request_line().unwrap().uri {
+            RequestUri::Other { scheme, .. } => assert_eq!(scheme, "tel"),
+            other => panic!("expected a tel URI, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn response_codes_out_of_range_are_rejected() {
+        assert!(SipMessage::parse_datagram(b"SIP/2.0 4294967301 better not break\r\nl: 0\r\n\r\n").is_err());
+        assert!(SipMessage::parse_datagram(b"SIP/2.0 99 x\r\nl: 0\r\n\r\n").is_err());
+        let ok = SipMessage::parse_datagram(b"SIP/2.0 200\r\nl: 0\r\n\r\n").unwrap();
+        assert_eq!(ok.status(), Some(200));
+    }
+}

@@ -1,0 +1,4 @@
+//! The SIP layer: message facade, stream framing, validation, transactions.
+
+pub mod framing;
+pub mod message;

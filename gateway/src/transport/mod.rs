@@ -1,0 +1,58 @@
+//! Transports: how SIP bytes enter and leave the gateway.
+//!
+//! The SIP core never touches sockets. It sees [`Peer`]s (protocol + address) and hands
+//! [`Outgoing`] bytes to whatever implements the transport; today a tokio UDP socket and a
+//! TCP listener, later the io_uring fastpath for UDP.
+
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+/// A SIP transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// UDP: unreliable, the transaction layer retransmits.
+    Udp,
+    /// TCP: reliable stream, no retransmissions, Content-Length framing.
+    Tcp,
+}
+
+impl Protocol {
+    /// Reliable transports switch off retransmission timers (RFC 3261 §17).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Protocol::Tcp)
+    }
+
+    /// The transport token in a Via header.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Protocol::Udp => "UDP",
+            Protocol::Tcp => "TCP",
+        }
+    }
+
+    /// The `transport=` URI parameter value.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// The far end of a message: protocol and address (for TCP, the connection's remote address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Remote address.
+    pub addr: SocketAddr,
+}
+
+/// Bytes the SIP core wants sent.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Where to.
+    pub peer: Peer,
+    /// A whole serialised message.
+    pub bytes: Bytes,
+}
