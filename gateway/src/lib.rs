@@ -8,3 +8,5 @@
 pub mod sip;
 pub mod config;
 pub mod transport;
+// pub mod engine;
+// pub mod runtime;

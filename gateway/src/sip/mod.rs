@@ -1,4 +1,6 @@
 //! The SIP layer: message facade, stream framing, validation, transactions.
 
 pub mod framing;
+pub mod ids;
 pub mod message;
+pub mod transaction;

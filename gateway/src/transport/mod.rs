@@ -56,3 +56,50 @@ pub struct Outgoing {
     /// A whole serialised message.
     pub bytes: Bytes,
 }
+
+pub mod tcp;
+pub mod udp;
+
+/// What a transport delivers to the SIP core.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A datagram, not yet parsed (UDP).
+    Datagram {
+        /// Sender.
+        peer: Peer,
+        /// The datagram's bytes.
+        bytes: Bytes,
+    },
+    /// A message already framed out of a stream (TCP).
+    Message {
+        /// Sender (the connection's remote address).
+        peer: Peer,
+        /// The framed message.
+        message: crate::sip::message::SipMessage,
+    },
+    /// A stream sent bytes that are not SIP; the connection was closed.
+    StreamGarbage {
+        /// The offending peer.
+        peer: Peer,
+        /// What was wrong.
+        error: crate::sip::message::ParseError,
+    },
+}
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The transport's worker has stopped (shutdown or a fatal socket error).
+    #[error("{0} transport is not running")]
+    Closed(&'static str),
+}
+
+/// A SIP transport as the core's runtime sees it: a non-blocking send, and inbound messages
+/// pushed into the [`Inbound`] channel given at start. The UDP path of the io_uring fastpath
+/// will implement this trait too, so the SIP core does not change when it arrives.
+pub trait Transport: Send + Sync {
+    /// The protocol served.
+    fn protocol(&self) -> Protocol;
+    /// Queues bytes for `addr`. Never blocks the caller.
+    fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError>;
+}

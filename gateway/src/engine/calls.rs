@@ -1,0 +1,627 @@
+//! The B2BUA: a caller's INVITE (leg A) forks to every registered contact of the callee
+//! (legs B), each leg a dialog of its own with its own Call-ID and tags. Provisional and
+//! final responses, ACK, BYE, CANCEL and in-dialog requests (re-INVITE, UPDATE, INFO...) are
+//! relayed between the legs; SDP passes through unchanged.
+
+use super::dialog::{copy_body, Dialog};
+use super::registration::ChallengeKind;
+use super::{add_capabilities, Engine, Now};
+use crate::sip::ids;
+use crate::sip::message::{NameAddrValue, SipMessage};
+use crate::sip::transaction::{ClientTxId, ServerTxId};
+use crate::transport::Peer;
+use ezk_sip_types::{Method, Name};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+/// Which leg of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The caller.
+    A,
+    /// The answering callee.
+    B,
+}
+
+/// What a client transaction belongs to.
+#[derive(Debug, Clone, Copy)]
+enum ClientRole {
+    /// The INVITE of fork number N.
+    Fork(usize),
+    /// A relayed in-dialog request.
+    Relay(u64),
+    /// A request whose answer nobody waits for (BYE at teardown).
+    Detached,
+}
+
+/// What a server transaction belongs to.
+#[derive(Debug, Clone, Copy)]
+enum ServerRole {
+    /// The caller's initial INVITE.
+    Invite,
+    /// An in-dialog request being relayed.
+    Relay(u64),
+}
+
+/// One INVITE sent to one registered contact of the callee.
+#[derive(Debug)]
+struct Fork {
+    tx: ClientTxId,
+    dialog: Dialog,
+    /// Final status received (or 408 on timeout); None while pending.
+    final_status: Option<(u16, String)>,
+}
+
+/// An in-dialog request relayed from one leg to the other.
+#[derive(Debug)]
+struct Relay {
+    from: Side,
+    server_tx: ServerTxId,
+    client_tx: ClientTxId,
+    method: Method,
+    /// CSeq number used toward the other leg (the ACK for a 2xx reuses it).
+    cseq: u32,
+    /// The ACK sent for the other leg's 2xx, resent when that 2xx is retransmitted.
+    ack_sent: Option<SipMessage>,
+    cancelled: bool,
+}
+
+/// One B2BUA call.
+#[derive(Debug)]
+struct Call {
+    a_tx: ServerTxId,
+    a: Dialog,
+    /// Whether the caller's INVITE carried an offer (else B's 2xx holds it and A's ACK the answer).
+    a_had_offer: bool,
+    forks: Vec<Fork>,
+    /// Index of the fork that answered.
+    answered: Option<usize>,
+    /// The ACK sent for the answering fork's 2xx (resent on retransmissions).
+    b_ack: Option<SipMessage>,
+    deadline: Option<Instant>,
+    relays: HashMap<u64, Relay>,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+impl Call {
+    fn dialog(&mut self, side: Side) -> Option<&mut Dialog> {
+        match side {
+            Side::A => Some(&mut self.a),
+            Side::B => self.answered.map(|i| &mut self.forks[i].dialog),
+        }
+    }
+}
+
+/// The call table and its indexes.
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    calls: HashMap<u64, Call>,
+    next_id: u64,
+    next_relay: u64,
+    by_server_tx: HashMap<ServerTxId, (u64, ServerRole)>,
+    by_client_tx: HashMap<ClientTxId, (u64, ClientRole)>,
+    by_dialog: HashMap<(String, String), (u64, Side)>,
+    deadlines: BTreeSet<(Instant, u64)>,
+}
+
+impl Calls {
+    /// The earliest ring timeout.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Call> {
+        let call = self.calls.remove(&id)?;
+        self.by_server_tx.retain(|_, (call_id, _)| *call_id != id);
+        self.by_client_tx.retain(|_, (call_id, role)| {
+            *call_id != id || matches!(role, ClientRole::Detached)
+        });
+        self.by_dialog.retain(|_, (call_id, _)| *call_id != id);
+        if let Some(at) = call.deadline {
+            self.deadlines.remove(&(at, id));
+        }
+        Some(call)
+    }
+}
+
+/// A name-addr without its tag parameter, as a dialog's local/remote URI.
+fn without_tag(value: &NameAddrValue) -> String {
+    let mut value = value.clone();
+    value.params.retain(|(name, _)| name != "tag");
+    value.to_string()
+}
+
+/// Picks the response the caller gets when every fork failed (RFC 3261 §16.7 in spirit:
+/// a 6xx wins, then busy, then the lowest class; auth and redirects become 480).
+fn best_failure(finals: &[(u16, String)]) -> (u16, String) {
+    let pick = finals
+        .iter()
+        .find(|(code, _)| *code >= 600)
+        .or_else(|| finals.iter().find(|(code, _)| *code == 486))
+        .or_else(|| finals.iter().min_by_key(|(code, _)| *code))
+        .cloned()
+        .unwrap_or((480, "Temporarily Unavailable".into()));
+    match pick.0 {
+        300..=399 | 401 | 407 => (480, "Temporarily Unavailable".into()),
+        _ => pick,
+    }
+}
+
+impl Engine {
+    pub(super) fn on_invite(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
+        let (Some(from), Some(to)) = (msg.from_header(), msg.to_header()) else {
+            self.reply(now, tx, 400, "Bad Request (malformed From or To)");
+            return;
+        };
+        let claimed = from.user();
+        let Some(user) = self.authenticate(now, tx, &msg, claimed.as_deref(), ChallengeKind::Proxy)
+        else {
+            return;
+        };
+        if claimed.as_deref() != Some(user.as_str()) {
+            self.reply(now, tx, 403, "Forbidden (From does not match the authenticated user)");
+            return;
+        }
+        let target = msg.request_line().and_then(|line| line.uri.user()).map(str::to_string);
+        let Some(target) = target.filter(|t| self.config.extension(t).is_some()) else {
+            self.reply(now, tx, 404, "Not Found");
+            return;
+        };
+        let bindings = self.registrar.lookup(now.unix, &target);
+        if bindings.is_empty() {
+            self.reply(now, tx, 480, "Temporarily Unavailable");
+            return;
+        }
+        let a = Dialog {
+            call_id: msg.call_id().unwrap_or_default().to_string(),
+            local_tag: ids::tag(),
+            remote_tag: from.tag().map(str::to_string),
+            local_uri: without_tag(&to),
+            remote_uri: without_tag(&from),
+            remote_target: msg
+                .contacts()
+                .and_then(|c| c.first().map(|c| c.uri.clone()))
+                .unwrap_or_else(|| from.uri.clone()),
+            local_cseq: 0,
+            peer,
+        };
+        let caller_name = self
+            .config
+            .extension(&user)
+            .and_then(|e| e.display_name.clone())
+            .or(from.display.clone());
+        let caller_uri = NameAddrValue {
+            display: caller_name,
+            uri: self.local.uri_for(&user),
+            params: Vec::new(),
+        }
+        .to_string();
+        let max_forwards = msg
+            .max_forwards()
+            .and_then(Result::ok)
+            .unwrap_or(70)
+            .saturating_sub(1);
+        let id = self.calls.next_id;
+        self.calls.next_id += 1;
+        let mut forks = Vec::with_capacity(bindings.len());
+        for (index, binding) in bindings.into_iter().enumerate() {
+            let mut dialog = Dialog {
+                call_id: ids::call_id(&self.local.host),
+                local_tag: ids::tag(),
+                remote_tag: None,
+                local_uri: caller_uri.clone(),
+                remote_uri: format!("<{}>", self.local.uri_for(&target)),
+                remote_target: binding.contact.clone(),
+                local_cseq: 0,
+                peer: binding.source,
+            };
+            let mut invite = dialog.request(Method::INVITE, None, &self.local);
+            invite.set_header(Name::MAX_FORWARDS, max_forwards.to_string());
+            add_capabilities(&mut invite);
+            invite.remove_header(&Name::ACCEPT);
+            copy_body(&msg, &mut invite);
+            let fork_tx = self.tx.send_request(now.mono, invite, binding.source);
+            self.calls
+                .by_client_tx
+                .insert(fork_tx, (id, ClientRole::Fork(index)));
+            forks.push(Fork {
+                tx: fork_tx,
+                dialog,
+                final_status: None,
+            });
+        }
+        tracing::info!("call {id}: {user} -> {target}, ringing {} contact(s)", forks.len());
+        let deadline = now.mono + self.config.ring_timeout();
+        self.calls.deadlines.insert((deadline, id));
+        self.calls.by_server_tx.insert(tx, (id, ServerRole::Invite));
+        self.calls
+            .by_dialog
+            .insert((a.call_id.clone(), a.local_tag.clone()), (id, Side::A));
+        self.calls.calls.insert(
+            id,
+            Call {
+                a_tx: tx,
+                a,
+                a_had_offer: !msg.body.is_empty(),
+                forks,
+                answered: None,
+                b_ack: None,
+                deadline: Some(deadline),
+                relays: HashMap::new(),
+            },
+        );
+    }
+
+    pub(super) fn on_response(&mut self, now: Now, tx: ClientTxId, msg: SipMessage) {
+        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else { return };
+        match role {
+            ClientRole::Fork(index) => self.on_fork_response(now, id, index, msg),
+            ClientRole::Relay(relay) => self.on_relay_response(now, id, relay, msg),
+            ClientRole::Detached => {
+                if msg.status().is_some_and(|code| code >= 200) {
+                    self.calls.by_client_tx.remove(&tx);
+                }
+            }
+        }
+    }
+
+    fn on_fork_response(&mut self, now: Now, id: u64, index: usize, msg: SipMessage) {
+        let Some(code) = msg.status() else { return };
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        if code == 100 || call.answered.is_some_and(|winner| winner != index) {
+            return;
+        }
+        let fork = &mut call.forks[index];
+        if let Some(to) = msg.to_header() {
+            if let Some(tag) = to.tag() {
+                fork.dialog.remote_tag = Some(tag.to_string());
+            }
+        }
+        if let Some(contact) = msg.contacts().and_then(|c| c.into_iter().next()) {
+            fork.dialog.remote_target = contact.uri;
+        }
+        let reason = match &msg.start {
+            crate::sip::message::StartLine::Response(line) => line.reason.clone(),
+            crate::sip::message::StartLine::Request(_) => String::new(),
+        };
+        match code {
+            101..=199 => {
+                let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
+                self.relay_to_caller(now, a_tx, &a_tag, peer, code, &reason, &msg);
+            }
+            200..=299 => {
+                if call.answered == Some(index) {
+                    // A retransmitted 2xx: our ACK got lost.
+                    if let Some(ack) = call.b_ack.clone() {
+                        self.tx.send_stateless(ack, call.forks[index].dialog.peer);
+                    }
+                    return;
+                }
+                call.answered = Some(index);
+                if let Some(at) = call.deadline.take() {
+                    self.calls.deadlines.remove(&(at, id));
+                }
+                let fork = &mut call.forks[index];
+                self.calls.by_dialog.insert(
+                    (fork.dialog.call_id.clone(), fork.dialog.local_tag.clone()),
+                    (id, Side::B),
+                );
+                if call.a_had_offer {
+                    let ack = fork.dialog.request(Method::ACK, Some(1), &self.local);
+                    self.tx.send_stateless(ack.clone(), fork.dialog.peer);
+                    call.b_ack = Some(ack);
+                }
+                for (other, fork) in call.forks.iter().enumerate() {
+                    if other != index && fork.final_status.is_none() {
+                        self.tx.cancel(now.mono, fork.tx);
+                    }
+                }
+                tracing::info!("call {id}: answered");
+                let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
+                self.relay_to_caller(now, a_tx, &a_tag, peer, code, &reason, &msg);
+            }
+            _ => {
+                fork.final_status = Some((code, reason));
+                self.finish_if_all_forks_failed(now, id);
+            }
+        }
+    }
+
+    fn finish_if_all_forks_failed(&mut self, now: Now, id: u64) {
+        let Some(call) = self.calls.calls.get(&id) else { return };
+        if call.answered.is_some() {
+            return;
+        }
+        let finals: Option<Vec<(u16, String)>> =
+            call.forks.iter().map(|f| f.final_status.clone()).collect();
+        let Some(finals) = finals else { return };
+        let (code, reason) = best_failure(&finals);
+        let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
+        tracing::info!("call {id}: failed with {code} {reason}");
+        self.answer_caller(now, a_tx, &a_tag, code, &reason);
+        self.calls.remove(id);
+    }
+
+    /// Relays a B-leg response to the caller's INVITE, under the caller's dialog tag.
+    #[allow(clippy::too_many_arguments)]
+    fn relay_to_caller(
+        &mut self,
+        now: Now,
+        a_tx: ServerTxId,
+        a_tag: &str,
+        a_peer: Peer,
+        code: u16,
+        reason: &str,
+        from_b: &SipMessage,
+    ) {
+        let Some(request) = self.tx.request(a_tx) else { return };
+        let mut response = request.response(code, reason, Some(a_tag));
+        response.set_header(Name::CONTACT, self.local.contact(a_peer));
+        copy_body(from_b, &mut response);
+        self.tx.send_response(now.mono, a_tx, response);
+    }
+
+    /// A final response without body to the caller's INVITE.
+    fn answer_caller(&mut self, now: Now, a_tx: ServerTxId, a_tag: &str, code: u16, reason: &str) {
+        let Some(request) = self.tx.request(a_tx) else { return };
+        let response = request.response(code, reason, Some(a_tag));
+        self.tx.send_response(now.mono, a_tx, response);
+    }
+
+    pub(super) fn on_client_timeout(&mut self, now: Now, tx: ClientTxId) {
+        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else { return };
+        match role {
+            ClientRole::Fork(index) => {
+                if let Some(call) = self.calls.calls.get_mut(&id) {
+                    call.forks[index].final_status = Some((408, "Request Timeout".into()));
+                }
+                self.finish_if_all_forks_failed(now, id);
+            }
+            ClientRole::Relay(relay) => {
+                let server_tx = self
+                    .calls
+                    .calls
+                    .get_mut(&id)
+                    .and_then(|call| call.relays.remove(&relay))
+                    .map(|relay| relay.server_tx);
+                self.calls.by_client_tx.remove(&tx);
+                if let Some(server_tx) = server_tx {
+                    self.calls.by_server_tx.remove(&server_tx);
+                    self.reply_in_dialog(now, server_tx, 408, "Request Timeout");
+                }
+            }
+            ClientRole::Detached => {
+                self.calls.by_client_tx.remove(&tx);
+            }
+        }
+    }
+
+    /// A final response to an in-dialog request (To already carries our tag).
+    fn reply_in_dialog(&mut self, now: Now, tx: ServerTxId, code: u16, reason: &str) {
+        if let Some(request) = self.tx.request(tx) {
+            let response = request.response(code, reason, None);
+            self.tx.send_response(now.mono, tx, response);
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, now: Now, invite: ServerTxId) {
+        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else { return };
+        match role {
+            ServerRole::Invite => {
+                let Some(call) = self.calls.calls.get(&id) else { return };
+                if call.answered.is_some() {
+                    return; // too late: the 2xx is already on its way (RFC 3261 §9.2)
+                }
+                for fork in &call.forks {
+                    if fork.final_status.is_none() {
+                        self.tx.cancel(now.mono, fork.tx);
+                    }
+                }
+                let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
+                tracing::info!("call {id}: cancelled by the caller");
+                self.answer_caller(now, a_tx, &a_tag, 487, "Request Terminated");
+                self.calls.remove(id);
+            }
+            ServerRole::Relay(relay_id) => {
+                let Some(relay) = self
+                    .calls
+                    .calls
+                    .get_mut(&id)
+                    .and_then(|call| call.relays.get_mut(&relay_id))
+                else {
+                    return;
+                };
+                relay.cancelled = true;
+                let (client_tx, server_tx) = (relay.client_tx, relay.server_tx);
+                self.tx.cancel(now.mono, client_tx);
+                self.reply_in_dialog(now, server_tx, 487, "Request Terminated");
+            }
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, _now: Now, invite: Option<ServerTxId>, msg: SipMessage) {
+        let Some(invite) = invite else { return };
+        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else { return };
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        match role {
+            ServerRole::Invite => {
+                // Late offer: B's 2xx carried the offer, A's ACK carries the answer.
+                if let (Some(index), None) = (call.answered, &call.b_ack) {
+                    let dialog = &mut call.forks[index].dialog;
+                    let mut ack = dialog.request(Method::ACK, Some(1), &self.local);
+                    copy_body(&msg, &mut ack);
+                    self.tx.send_stateless(ack.clone(), dialog.peer);
+                    call.b_ack = Some(ack);
+                }
+            }
+            ServerRole::Relay(relay_id) => {
+                // The relay stays (until the call ends) so a retransmitted 2xx is re-ACKed.
+                self.calls.by_server_tx.remove(&invite);
+                let Some(relay) = call.relays.get(&relay_id) else { return };
+                let (other, cseq) = (relay.from.other(), relay.cseq);
+                let Some(dialog) = call.dialog(other) else { return };
+                let mut ack = dialog.request(Method::ACK, Some(cseq), &self.local);
+                copy_body(&msg, &mut ack);
+                self.tx.send_stateless(ack.clone(), dialog.peer);
+                if let Some(relay) = call.relays.get_mut(&relay_id) {
+                    relay.ack_sent = Some(ack);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_ack_timeout(&mut self, now: Now, invite: ServerTxId) {
+        let Some(&(id, ServerRole::Invite)) = self.calls.by_server_tx.get(&invite) else {
+            return;
+        };
+        tracing::warn!("call {id}: the caller never ACKed our 200 OK; hanging up");
+        self.hang_up(now, id, &[Side::A, Side::B]);
+    }
+
+    /// Sends BYE to the given (established) sides and forgets the call.
+    fn hang_up(&mut self, now: Now, id: u64, sides: &[Side]) {
+        let Some(mut call) = self.calls.remove(id) else { return };
+        for &side in sides {
+            if let Some(dialog) = call.dialog(side) {
+                let bye = dialog.request(Method::BYE, None, &self.local);
+                let peer = dialog.peer;
+                let tx = self.tx.send_request(now.mono, bye, peer);
+                self.calls.by_client_tx.insert(tx, (id, ClientRole::Detached));
+            }
+        }
+    }
+
+    pub(super) fn on_in_dialog_request(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, _peer: Peer) {
+        let key = (
+            msg.call_id().unwrap_or_default().to_string(),
+            msg.to_header().and_then(|to| to.tag().map(str::to_string)).unwrap_or_default(),
+        );
+        let Some(&(id, side)) = self.calls.by_dialog.get(&key) else {
+            self.reply_in_dialog(now, tx, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        let method = msg.method().cloned().unwrap_or(Method::OPTIONS);
+        let answered = self.calls.calls.get(&id).is_some_and(|c| c.answered.is_some());
+        if method == Method::BYE {
+            self.reply_in_dialog(now, tx, 200, "OK");
+            if answered {
+                tracing::info!("call {id}: ended by {side:?}");
+                self.hang_up(now, id, &[side.other()]);
+            } else if let Some(invite) = self.calls.calls.get(&id).map(|c| c.a_tx) {
+                // BYE on the caller's early dialog ends the attempt like a CANCEL.
+                self.on_cancel(now, invite);
+            }
+            return;
+        }
+        if !answered {
+            self.reply_in_dialog(now, tx, 481, "Call/Transaction Does Not Exist (dialog not established)");
+            return;
+        }
+        self.relay_in_dialog(now, id, side, tx, msg, method);
+    }
+
+    fn relay_in_dialog(&mut self, now: Now, id: u64, side: Side, server_tx: ServerTxId, msg: SipMessage, method: Method) {
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        if let Some(contact) = msg.contacts().and_then(|c| c.into_iter().next()) {
+            if method == Method::INVITE || method == Method::UPDATE {
+                if let Some(dialog) = call.dialog(side) {
+                    dialog.remote_target = contact.uri; // target refresh (RFC 3261 §12.2.2)
+                }
+            }
+        }
+        let Some(dialog) = call.dialog(side.other()) else { return };
+        let mut request = dialog.request(method.clone(), None, &self.local);
+        copy_body(&msg, &mut request);
+        for name in [Name::EVENT, Name::SUBSCRIPTION_STATE] {
+            if let Some(value) = msg.header(&name) {
+                request.set_header(name, value.to_string());
+            }
+        }
+        let cseq = dialog.local_cseq;
+        let peer = dialog.peer;
+        let client_tx = self.tx.send_request(now.mono, request, peer);
+        let relay_id = self.calls.next_relay;
+        self.calls.next_relay += 1;
+        call.relays.insert(
+            relay_id,
+            Relay {
+                from: side,
+                server_tx,
+                client_tx,
+                method,
+                cseq,
+                ack_sent: None,
+                cancelled: false,
+            },
+        );
+        self.calls.by_client_tx.insert(client_tx, (id, ClientRole::Relay(relay_id)));
+        self.calls.by_server_tx.insert(server_tx, (id, ServerRole::Relay(relay_id)));
+    }
+
+    fn on_relay_response(&mut self, now: Now, id: u64, relay_id: u64, msg: SipMessage) {
+        let Some(code) = msg.status().filter(|&code| code > 100) else { return };
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let Some(relay) = call.relays.get_mut(&relay_id) else { return };
+        if let Some(ack) = relay.ack_sent.clone() {
+            // Retransmitted 2xx of a re-INVITE we already ACKed.
+            if let Some(dialog) = call.dialog(relay.from.other()) {
+                self.tx.send_stateless(ack, dialog.peer);
+            }
+            return;
+        }
+        let (server_tx, client_tx, method, cancelled, from) =
+            (relay.server_tx, relay.client_tx, relay.method.clone(), relay.cancelled, relay.from);
+        let is_final = code >= 200;
+        let awaits_ack = method == Method::INVITE && (200..300).contains(&code) && !cancelled;
+        if is_final && !awaits_ack {
+            call.relays.remove(&relay_id);
+            self.calls.by_client_tx.remove(&client_tx);
+            self.calls.by_server_tx.remove(&server_tx);
+        }
+        if cancelled {
+            return;
+        }
+        let Some(request) = self.tx.request(server_tx) else { return };
+        let reason = match &msg.start {
+            crate::sip::message::StartLine::Response(line) => line.reason.clone(),
+            crate::sip::message::StartLine::Request(_) => String::new(),
+        };
+        let mut response = request.response(code, &reason, None);
+        copy_body(&msg, &mut response);
+        if (method == Method::INVITE || method == Method::UPDATE) && code < 300 {
+            let peer = call.dialog(from).map(|d| d.peer);
+            if let Some(peer) = peer {
+                response.set_header(Name::CONTACT, self.local.contact(peer));
+            }
+        }
+        self.tx.send_response(now.mono, server_tx, response);
+    }
+
+    pub(super) fn ring_timeouts(&mut self, now: Now) {
+        while let Some(&(at, id)) = self.calls.deadlines.first() {
+            if at > now.mono {
+                break;
+            }
+            self.calls.deadlines.remove(&(at, id));
+            let Some(call) = self.calls.calls.get_mut(&id) else { continue };
+            call.deadline = None;
+            for fork in &call.forks {
+                if fork.final_status.is_none() {
+                    self.tx.cancel(now.mono, fork.tx);
+                }
+            }
+            let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
+            tracing::info!("call {id}: no answer within the ring timeout");
+            self.answer_caller(now, a_tx, &a_tag, 480, "Temporarily Unavailable (no answer)");
+            self.calls.remove(id);
+        }
+    }
+}

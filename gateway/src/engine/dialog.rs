@@ -1,0 +1,119 @@
+//! One side of a B2BUA call as a SIP dialog (RFC 3261 §12): identifiers, CSeq, remote
+//! target, and how to build in-dialog requests toward that side.
+
+use crate::sip::ids;
+use crate::sip::message::{RequestLine, RequestUri, SipMessage, StartLine};
+use crate::transport::Peer;
+use bytes::Bytes;
+use bytesstr::BytesStr;
+use ezk_sip_types::{Headers, Method, Name};
+
+/// How the gateway names itself in Via and Contact.
+#[derive(Debug, Clone)]
+pub struct LocalIdentity {
+    /// `host:port` the gateway is reachable at.
+    pub host_port: String,
+    /// Host part only, for URIs such as `sip:201@host`.
+    pub host: String,
+}
+
+impl LocalIdentity {
+    /// A Via value for a request sent over `peer`'s transport, with a fresh branch.
+    pub fn via(&self, peer: Peer) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            peer.protocol.via_token(),
+            self.host_port,
+            ids::branch()
+        )
+    }
+
+    /// Our Contact value for dialogs over `peer`'s transport.
+    pub fn contact(&self, peer: Peer) -> String {
+        format!(
+            "<sip:gw@{};transport={}>",
+            self.host_port,
+            peer.protocol.uri_param()
+        )
+    }
+
+    /// `sip:user@host` for an extension or caller number.
+    pub fn uri_for(&self, user: &str) -> String {
+        format!("sip:{user}@{}", self.host)
+    }
+}
+
+/// Dialog state for one leg, seen from the gateway.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    /// The leg's Call-ID.
+    pub call_id: String,
+    /// Our tag.
+    pub local_tag: String,
+    /// The far end's tag (None while a B leg has not answered with a tag).
+    pub remote_tag: Option<String>,
+    /// Our name-addr (without tag), as in our From (B leg) or To (A leg).
+    pub local_uri: String,
+    /// The far end's name-addr (without tag).
+    pub remote_uri: String,
+    /// Where in-dialog requests go (the far end's Contact URI).
+    pub remote_target: String,
+    /// Last CSeq number we used in this dialog.
+    pub local_cseq: u32,
+    /// Transport address of the far end (we send to the source address: NAT-friendly).
+    pub peer: Peer,
+}
+
+impl Dialog {
+    /// Builds an in-dialog request; `cseq` None takes the next number.
+    pub fn request(
+        &mut self,
+        method: Method,
+        cseq: Option<u32>,
+        local: &LocalIdentity,
+    ) -> SipMessage {
+        let number = cseq.unwrap_or_else(|| {
+            self.local_cseq += 1;
+            self.local_cseq
+        });
+        let uri = RequestUri::parse(&self.remote_target)
+            .unwrap_or_else(|_| RequestUri::parse("sip:invalid").expect("static URI parses"));
+        let mut headers = Headers::with_capacity(10);
+        let mut put = |name: Name, value: String| headers.insert(name, BytesStr::from(value));
+        put(Name::VIA, local.via(self.peer));
+        put(Name::MAX_FORWARDS, "70".into());
+        put(Name::FROM, format!("{};tag={}", self.local_uri, self.local_tag));
+        put(
+            Name::TO,
+            match &self.remote_tag {
+                Some(tag) => format!("{};tag={tag}", self.remote_uri),
+                None => self.remote_uri.clone(),
+            },
+        );
+        put(Name::CALL_ID, self.call_id.clone());
+        put(Name::CSEQ, format!("{number} {method}"));
+        if method == Method::INVITE || method == Method::UPDATE {
+            put(Name::CONTACT, local.contact(self.peer));
+        }
+        SipMessage {
+            start: StartLine::Request(RequestLine {
+                method,
+                uri,
+                version: "SIP/2.0".into(),
+            }),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// Copies the body and its Content-Type from one message to another.
+pub fn copy_body(from: &SipMessage, to: &mut SipMessage) {
+    to.remove_header(&Name::CONTENT_TYPE);
+    if !from.body.is_empty() {
+        if let Some(content_type) = from.header(&Name::CONTENT_TYPE) {
+            to.set_header(Name::CONTENT_TYPE, content_type.to_string());
+        }
+    }
+    to.body = from.body.clone();
+}

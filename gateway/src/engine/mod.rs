@@ -1,0 +1,317 @@
+//! The gateway's SIP engine, sans-IO: bytes and messages in with an explicit `now`,
+//! transmissions, store commands and a next-timeout out.
+//!
+//! It owns the transaction layer, the digest authenticator, the registrar and the B2BUA call
+//! table, and routes each transaction event to the handler that owns it. The tokio runtime
+//! (`crate::runtime`) drives it; tests drive it in virtual time.
+
+mod calls;
+pub mod dialog;
+
+mod registration;
+mod stats;
+
+pub use stats::Stats;
+
+use crate::auth::DigestAuthenticator;
+use crate::config::Config;
+use crate::registrar::{Binding, Registrar};
+use crate::sip::ids;
+use crate::sip::message::{ParseError, SipMessage};
+use crate::sip::transaction::{ServerTxId, TimerConfig, TxEvent, TxLayer};
+use crate::sip::validate::{self, Capabilities};
+use crate::store::StoreCommand;
+use crate::transport::{Outgoing, Peer};
+use calls::Calls;
+use dialog::LocalIdentity;
+use ezk_sip_types::{Method, Name};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How often registrations are expired and nonces purged.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The current time, in both clocks the engine needs: monotonic for timers, Unix seconds
+/// for registration expiry that must survive a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time, for transaction and call timers.
+    pub mono: Instant,
+    /// Seconds since the Unix epoch, for stored expiry times.
+    pub unix: u64,
+}
+
+impl Now {
+    /// Reads both system clocks (used by the runtime only; tests build `Now` by hand).
+    pub fn system() -> Now {
+        Now {
+            mono: Instant::now(),
+            unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What the gateway supports, for validation and for Allow/Supported headers.
+pub const CAPABILITIES: Capabilities = validate::DEFAULT_CAPABILITIES;
+
+/// The sans-IO gateway.
+pub struct Engine {
+    config: Config,
+    local: LocalIdentity,
+    tx: TxLayer,
+    auth: DigestAuthenticator,
+    registrar: Registrar,
+    calls: Calls,
+    store_commands: VecDeque<StoreCommand>,
+    stats: Stats,
+    next_maintenance: Instant,
+}
+
+impl Engine {
+    /// A new engine; `bindings` are the registrations restored from the store, `secret`
+    /// keys the digest nonces.
+    pub fn new(config: Config, bindings: Vec<(String, Binding)>, secret: [u8; 32], now: Now) -> Self {
+        let listen = config.listen_addr();
+        let local = LocalIdentity {
+            host_port: listen.to_string(),
+            host: match listen.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+            },
+        };
+        let auth = DigestAuthenticator::new(
+            config.auth.realm.clone(),
+            Duration::from_secs(config.auth.nonce_lifetime_secs),
+            secret,
+        );
+        let registrar = Registrar::from_bindings(config.registrar.clone(), bindings);
+        Engine {
+            local,
+            tx: TxLayer::new(TimerConfig::default()),
+            auth,
+            registrar,
+            calls: Calls::default(),
+            store_commands: VecDeque::new(),
+            stats: Stats::new(config.sip.bad_message_log_per_second),
+            next_maintenance: now.mono + MAINTENANCE_INTERVAL,
+            config,
+        }
+    }
+
+    /// Counters of what was dropped or rejected.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Handles one UDP datagram.
+    pub fn handle_datagram(&mut self, now: Now, peer: Peer, bytes: &[u8]) {
+        if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return; // keep-alive (RFC 5626 CRLF or NAT pings)
+        }
+        if bytes.len() > self.config.sip.max_message_size {
+            self.reject_oversized(peer, bytes);
+            return;
+        }
+        match SipMessage::parse_datagram(bytes) {
+            Ok(msg) => self.handle_message(now, peer, msg),
+            Err(error) => self.reject_unparseable(peer, bytes, &error),
+        }
+    }
+
+    /// A stream peer sent bytes that are not SIP; the transport has closed the connection.
+    pub fn handle_stream_garbage(&mut self, peer: Peer, error: &ParseError) {
+        self.stats.stream_garbage += 1;
+        if self.stats.should_log(Instant::now()) {
+            tracing::warn!("closed {} connection from {}: {error}", peer.protocol.via_token(), peer.addr);
+        }
+    }
+
+    /// RFC 3261 §21.5.14: a request over the size limit gets 513 when it can be answered.
+    fn reject_oversized(&mut self, peer: Peer, bytes: &[u8]) {
+        let request = SipMessage::parse_with(bytes, crate::sip::message::Framing::Datagram)
+            .ok()
+            .map(|(msg, _)| msg)
+            .filter(|msg| msg.is_request() && msg.method() != Some(&Method::ACK));
+        match request {
+            Some(msg) => {
+                self.stats.rejected_requests += 1;
+                self.tx.send_stateless(msg.response(513, "Message Too Large", None), peer);
+            }
+            None => self.stats.undecodable_dropped += 1,
+        }
+    }
+
+    fn reject_unparseable(&mut self, peer: Peer, bytes: &[u8], error: &ParseError) {
+        match validate::reject_unparseable(bytes, error) {
+            Some(response) => {
+                self.stats.rejected_requests += 1;
+                self.tx.send_stateless(response, peer);
+            }
+            None => {
+                self.stats.undecodable_dropped += 1;
+                if self.stats.should_log(Instant::now()) {
+                    tracing::warn!(
+                        "dropped undecodable datagram of {} bytes from {}: {error} ({} dropped so far)",
+                        bytes.len(),
+                        peer.addr,
+                        self.stats.undecodable_dropped
+                    );
+                }
+            }
+        }
+    }
+
+    /// Handles one parsed message (from a datagram or framed out of a stream).
+    pub fn handle_message(&mut self, now: Now, peer: Peer, mut msg: SipMessage) {
+        if msg.is_request() {
+            if let Err(rejection) = validate::validate_request(&msg, &CAPABILITIES) {
+                self.stats.rejected_requests += 1;
+                tracing::debug!("rejecting request from {}: {} {}", peer.addr, rejection.code, rejection.reason);
+                let response = rejection.to_response(&msg);
+                if msg.method() != Some(&Method::ACK) {
+                    self.tx.send_stateless(response, peer);
+                }
+                return;
+            }
+            stamp_received(&mut msg, peer);
+        } else if validate::validate_response(&msg).is_err() || !self.is_our_via(&msg) {
+            self.stats.responses_dropped += 1;
+            return;
+        }
+        self.tx.handle_message(now.mono, msg, peer);
+        self.process_events(now);
+    }
+
+    /// A response is ours only if its top Via names us (RFC 3261 §18.1.2).
+    fn is_our_via(&self, msg: &SipMessage) -> bool {
+        msg.header_list(&Name::VIA)
+            .first()
+            .and_then(|via| via.split_whitespace().nth(1))
+            .map(|sent_by| sent_by.split(';').next().unwrap_or(sent_by))
+            .is_some_and(|sent_by| sent_by.eq_ignore_ascii_case(&self.local.host_port))
+    }
+
+    /// Runs due timers.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.tx.handle_timeout(now.mono);
+        if now.mono >= self.next_maintenance {
+            self.next_maintenance = now.mono + MAINTENANCE_INTERVAL;
+            self.expire_registrations(now);
+            self.auth.purge(now.mono);
+        }
+        self.process_events(now);
+        self.ring_timeouts(now);
+    }
+
+    /// When [`Engine::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.tx.poll_timeout(),
+            Some(self.next_maintenance),
+            self.calls.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Next message to put on the wire.
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.tx.poll_transmit()
+    }
+
+    /// Next write for the persistent store.
+    pub fn poll_store_command(&mut self) -> Option<StoreCommand> {
+        self.store_commands.pop_front()
+    }
+
+    fn process_events(&mut self, now: Now) {
+        while let Some(event) = self.tx.poll_event() {
+            match event {
+                TxEvent::Request { tx, msg, peer } => self.on_request(now, tx, msg, peer),
+                TxEvent::Cancel { invite, .. } => self.on_cancel(now, invite),
+                TxEvent::Ack { invite, msg, .. } => self.on_ack(now, invite, msg),
+                TxEvent::Response { tx, msg } => self.on_response(now, tx, msg),
+                TxEvent::Timeout { tx } => self.on_client_timeout(now, tx),
+                TxEvent::AckTimeout { invite } => self.on_ack_timeout(now, invite),
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
+        let method = msg.method().cloned().unwrap_or(Method::OPTIONS);
+        let in_dialog = msg.to_header().is_some_and(|to| to.tag().is_some());
+        if in_dialog {
+            self.on_in_dialog_request(now, tx, msg, peer);
+        } else if method == Method::REGISTER {
+            self.on_register(now, tx, msg, peer);
+        } else if method == Method::INVITE {
+            self.on_invite(now, tx, msg, peer);
+        } else if method == Method::OPTIONS {
+            let mut response = msg.response(200, "OK", Some(&ids::tag()));
+            add_capabilities(&mut response);
+            self.tx.send_response(now.mono, tx, response);
+        } else if method == Method::BYE {
+            let response = msg.response(481, "Call/Transaction Does Not Exist", Some(&ids::tag()));
+            self.tx.send_response(now.mono, tx, response);
+        } else {
+            let mut response = msg.response(405, "Method Not Allowed", Some(&ids::tag()));
+            add_capabilities(&mut response);
+            self.tx.send_response(now.mono, tx, response);
+        }
+    }
+
+    /// Sends a final response to a server transaction with a fresh To tag.
+    fn reply(&mut self, now: Now, tx: ServerTxId, code: u16, reason: &str) {
+        if let Some(request) = self.tx.request(tx) {
+            let response = request.response(code, reason, Some(&ids::tag()));
+            self.tx.send_response(now.mono, tx, response);
+        }
+    }
+}
+
+/// Adds Allow, Accept and Supported headers describing what the gateway does.
+fn add_capabilities(response: &mut SipMessage) {
+    response.set_header(Name::ALLOW, CAPABILITIES.methods.join(", "));
+    response.set_header(Name::ACCEPT, CAPABILITIES.content_types.join(", "));
+    if !CAPABILITIES.extensions.is_empty() {
+        response.set_header(Name::SUPPORTED, CAPABILITIES.extensions.join(", "));
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581: record where a request really came from in its top Via,
+/// so responses go back to the source address and port.
+fn stamp_received(msg: &mut SipMessage, peer: Peer) {
+    let mut vias: Vec<String> = msg
+        .header_list(&Name::VIA)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let Some(top) = vias.first_mut() else { return };
+    let mut params: Vec<String> = top.split(';').map(str::to_string).collect();
+    let source_ip = peer.addr.ip().to_string();
+    let mut has_received = false;
+    for param in params.iter_mut().skip(1) {
+        let name = param.split('=').next().unwrap_or("").to_ascii_lowercase();
+        if name == "rport" {
+            *param = format!("rport={}", peer.addr.port());
+        } else if name == "received" {
+            *param = format!("received={source_ip}");
+            has_received = true;
+        }
+    }
+    if !has_received {
+        params.push(format!("received={source_ip}"));
+    }
+    *top = params.join(";");
+    msg.remove_header(&Name::VIA);
+    for via in vias {
+        msg.add_header(Name::VIA, via);
+    }
+}
+
+#[cfg(test)]
+mod tests;

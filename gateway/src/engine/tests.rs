@@ -1,0 +1,343 @@
+//! The engine driven in virtual time by scripted phones: registration, calls, failures.
+
+use super::{Engine, Now};
+use crate::config::Config;
+use crate::sip::message::SipMessage;
+use crate::transport::{Peer, Protocol};
+use ezk_sip_types::Name;
+use md5::{Digest, Md5};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"
+[sip]
+listen = "127.0.0.1:5060"
+[auth]
+realm = "office"
+algorithms = ["MD5"]
+[calls]
+ring_timeout_secs = 30
+[database]
+path = "unused.db"
+[[extension]]
+number = "201"
+password = "pw201"
+[[extension]]
+number = "202"
+password = "pw202"
+display_name = "Bob"
+[[extension]]
+number = "203"
+password = "pw203"
+"#;
+
+fn udp(port: u16) -> Peer {
+    Peer {
+        protocol: Protocol::Udp,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    now: Now,
+}
+
+fn md5_hex(text: &str) -> String {
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+fn param(challenge: &str, name: &str) -> String {
+    let start = challenge.find(&format!("{name}=")).expect("parameter present") + name.len() + 1;
+    let rest = &challenge[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        quoted[..quoted.find('"').unwrap()].to_string()
+    } else {
+        rest.split(',').next().unwrap().trim().to_string()
+    }
+}
+
+/// An Authorization value answering `challenge` (MD5, qop=auth).
+fn credentials(challenge: &str, user: &str, password: &str, method: &str, uri: &str, nc: u32) -> String {
+    let (realm, nonce) = (param(challenge, "realm"), param(challenge, "nonce"));
+    let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let nc = format!("{nc:08x}");
+    let response = md5_hex(&format!("{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}"));
+    let mut value = format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c0ffee\""
+    );
+    if challenge.contains("opaque=") {
+        value.push_str(&format!(", opaque=\"{}\"", param(challenge, "opaque")));
+    }
+    value
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let config = Config::from_toml(CONFIG, Path::new("test.toml")).unwrap();
+        let now = Now {
+            mono: Instant::now(),
+            unix: 1_700_000_000,
+        };
+        Harness {
+            engine: Engine::new(config, Vec::new(), [7; 32], now),
+            now,
+        }
+    }
+
+    fn send(&mut self, from: Peer, text: &str) {
+        self.engine.handle_datagram(self.now, from, text.as_bytes());
+    }
+
+    fn sent(&mut self) -> Vec<(Peer, SipMessage)> {
+        std::iter::from_fn(|| self.engine.poll_transmit())
+            .map(|out| (out.peer, SipMessage::parse_datagram(&out.bytes).unwrap()))
+            .collect()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let end = self.now.mono + by;
+        while let Some(at) = self.engine.poll_timeout().filter(|at| *at <= end) {
+            self.now.mono = at.max(self.now.mono);
+            self.engine.handle_timeout(self.now);
+        }
+        self.now.mono = end;
+        self.now.unix += by.as_secs();
+    }
+
+    /// Sends a request, answers a digest challenge if one comes, returns what followed.
+    fn request_with_auth(&mut self, from: Peer, text: &str, user: &str, password: &str) -> Vec<(Peer, SipMessage)> {
+        self.send(from, text);
+        let replies = self.sent();
+        let Some((_, challenge)) = replies
+            .iter()
+            .find(|(_, m)| matches!(m.status(), Some(401 | 407)))
+        else {
+            return replies;
+        };
+        let (header, answer) = if challenge.status() == Some(401) {
+            (Name::WWW_AUTHENTICATE, "Authorization")
+        } else {
+            (Name::PROXY_AUTHENTICATE, "Proxy-Authorization")
+        };
+        let challenge = challenge.header(&header).unwrap().to_string();
+        let request = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        let method = request.method().unwrap().to_string();
+        let uri = request.request_line().unwrap().uri.to_string();
+        let auth = credentials(&challenge, user, password, &method, &uri, 1);
+        let retry = text
+            .replacen("CSeq: 1 ", "CSeq: 2 ", 1)
+            .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
+            .replacen("Content-Length:", &format!("{answer}: {auth}\r\nContent-Length:"), 1);
+        self.send(from, &retry);
+        self.sent()
+    }
+
+    fn register(&mut self, ext: &str, password: &str, from: Peer, expires: u32) -> Vec<(Peer, SipMessage)> {
+        let port = from.addr.port();
+        let text = format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKreg{ext}{port};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{ext}@127.0.0.1>;tag=r{port}\r\nTo: <sip:{ext}@127.0.0.1>\r\n\
+Call-ID: reg-{ext}-{port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{ext}@127.0.0.1:{port}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+        );
+        self.request_with_auth(from, &text, ext, password)
+    }
+}
+
+fn invite(from_ext: &str, to: &str, port: u16, call_id: &str) -> String {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{to}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id};rport\r\n\
+Max-Forwards: 70\r\nFrom: \"Caller\" <sip:{from_ext}@127.0.0.1>;tag=a{port}\r\nTo: <sip:{to}@127.0.0.1>\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_ext}@127.0.0.1:{port}>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// A UAS answer to a forked INVITE, as text.
+fn answer(invite: &SipMessage, code: u16, reason: &str, tag: &str, port: u16, body: &str) -> String {
+    let mut response = invite.response(code, reason, Some(tag));
+    response.set_header(Name::CONTACT, format!("<sip:201@127.0.0.1:{port}>"));
+    if !body.is_empty() {
+        response.set_header(Name::CONTENT_TYPE, "application/sdp");
+        response.body = bytes::Bytes::copy_from_slice(body.as_bytes());
+    }
+    String::from_utf8(response.to_bytes().to_vec()).unwrap()
+}
+
+fn statuses(msgs: &[(Peer, SipMessage)]) -> Vec<u16> {
+    msgs.iter().filter_map(|(_, m)| m.status()).collect()
+}
+
+fn requests<'a>(msgs: &'a [(Peer, SipMessage)], method: &str) -> Vec<&'a (Peer, SipMessage)> {
+    msgs.iter()
+        .filter(|(_, m)| m.method().is_some_and(|x| x.to_string() == method))
+        .collect()
+}
+
+#[test]
+fn register_challenges_then_accepts_and_persists() {
+    let mut h = Harness::new();
+    h.send(udp(5071), "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKa\r\nFrom: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\nContact: <sip:201@127.0.0.1:5071>\r\nContent-Length: 0\r\n\r\n");
+    let challenge = h.sent();
+    assert_eq!(statuses(&challenge), [401]);
+    let www = challenge[0].1.header(&Name::WWW_AUTHENTICATE).unwrap();
+    assert!(www.contains("algorithm=MD5") && www.contains("qop=\"auth\""), "{www}");
+
+    let replies = h.register("201", "pw201", udp(5071), 600);
+    assert_eq!(statuses(&replies), [200]);
+    let contact = replies[0].1.header(&Name::CONTACT).unwrap();
+    assert!(contact.contains("sip:201@127.0.0.1:5071") && contact.contains("expires=600"), "{contact}");
+    assert!(h.engine.poll_store_command().is_some(), "the binding is persisted");
+}
+
+#[test]
+fn wrong_password_and_unknown_user_look_the_same() {
+    let mut h = Harness::new();
+    let wrong = h.register("201", "nope", udp(5071), 600);
+    let unknown = h.register("299", "nope", udp(5072), 600);
+    assert_eq!(statuses(&wrong), [403]);
+    assert_eq!(statuses(&unknown), [403]);
+    let shape = |m: &SipMessage| {
+        let mut names: Vec<String> = m.headers.iter().map(|(n, _)| n.as_print_str().to_string()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(shape(&wrong[0].1), shape(&unknown[0].1));
+}
+
+#[test]
+fn call_rings_answers_and_ends_with_bye_from_caller() {
+    let mut h = Harness::new();
+    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
+    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "call1"), "202", "pw202");
+    assert!(statuses(&out).contains(&100));
+    let forked = requests(&out, "INVITE");
+    assert_eq!(forked.len(), 1);
+    let (peer, b_invite) = forked[0].clone();
+    assert_eq!(peer, udp(5071), "sent to the registered source address");
+    assert_ne!(b_invite.call_id(), Some("call1"), "the B leg has its own Call-ID");
+    assert!(b_invite.from_header().unwrap().display.as_deref() == Some("Bob"));
+    assert!(!b_invite.body.is_empty(), "SDP passed through");
+
+    h.send(udp(5071), &answer(&b_invite, 180, "Ringing", "b1", 5071, ""));
+    let ringing = h.sent();
+    assert_eq!(statuses(&ringing), [180]);
+    let a_tag = ringing[0].1.to_header().unwrap().tag().unwrap().to_string();
+    assert_ne!(a_tag, "b1", "each leg has its own tags");
+
+    h.send(udp(5071), &answer(&b_invite, 200, "OK", "b1", 5071, "v=0\r\n"));
+    let answered = h.sent();
+    assert_eq!(requests(&answered, "ACK").len(), 1, "B's 2xx is ACKed");
+    let ok = answered.iter().find(|(_, m)| m.status() == Some(200)).unwrap();
+    assert_eq!(ok.0, udp(5072));
+    assert_eq!(&ok.1.body[..], b"v=0\r\n");
+
+    let dialog = format!(
+        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK{{b}}\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\n\
+To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: call1\r\nMax-Forwards: 70\r\n"
+    );
+    h.send(udp(5072), &format!("ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n", dialog.replace("{b}", "ack1")));
+    assert!(h.sent().is_empty());
+    h.send(udp(5072), &format!("BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n", dialog.replace("{b}", "bye1")));
+    let bye = h.sent();
+    assert_eq!(statuses(&bye), [200]);
+    let b_bye = requests(&bye, "BYE");
+    assert_eq!(b_bye.len(), 1);
+    assert_eq!(b_bye[0].1.call_id(), b_invite.call_id());
+    assert_eq!(b_bye[0].1.to_header().unwrap().tag(), Some("b1"));
+}
+
+#[test]
+fn cancel_before_answer_reaches_the_callee() {
+    let mut h = Harness::new();
+    h.register("201", "pw201", udp(5071), 600);
+    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "call2"), "202", "pw202");
+    let b_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(udp(5071), &answer(&b_invite, 180, "Ringing", "b1", 5071, ""));
+    h.sent();
+    let cancel = "CANCEL sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKretrycall2;rport\r\n\
+Max-Forwards: 70\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: call2\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    h.send(udp(5072), cancel);
+    let out = h.sent();
+    let mut codes = statuses(&out);
+    codes.sort();
+    assert_eq!(codes, [200, 487]);
+    assert_eq!(requests(&out, "CANCEL").len(), 1, "the callee's INVITE is cancelled");
+}
+
+#[test]
+fn busy_unknown_unregistered_and_no_answer() {
+    let mut h = Harness::new();
+    h.register("201", "pw201", udp(5071), 600);
+    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "busy"), "202", "pw202");
+    let b_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(udp(5071), &answer(&b_invite, 486, "Busy Here", "b1", 5071, ""));
+    let out = h.sent();
+    assert!(statuses(&out).contains(&486));
+    assert_eq!(requests(&out, "ACK").len(), 1, "the 486 is ACKed");
+
+    let out = h.request_with_auth(udp(5072), &invite("202", "299", 5072, "unknown"), "202", "pw202");
+    assert!(statuses(&out).contains(&404));
+    let out = h.request_with_auth(udp(5072), &invite("202", "203", 5072, "unreg"), "202", "pw202");
+    assert!(statuses(&out).contains(&480));
+
+    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "noanswer"), "202", "pw202");
+    let b_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(udp(5071), &answer(&b_invite, 180, "Ringing", "b1", 5071, ""));
+    h.sent();
+    h.advance(Duration::from_secs(31));
+    let out = h.sent();
+    assert!(statuses(&out).contains(&480), "{:?}", statuses(&out));
+    assert_eq!(requests(&out, "CANCEL").len(), 1);
+}
+
+#[test]
+fn forks_to_every_contact_and_cancels_the_losers() {
+    let mut h = Harness::new();
+    h.register("201", "pw201", udp(5071), 600);
+    h.register("201", "pw201", udp(5073), 600);
+    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "fork"), "202", "pw202");
+    let forks = requests(&out, "INVITE");
+    assert_eq!(forks.len(), 2);
+    let (first, second) = (forks[0].clone(), forks[1].clone());
+    h.send(second.0, &answer(&second.1, 180, "Ringing", "s", second.0.addr.port(), ""));
+    h.send(first.0, &answer(&first.1, 180, "Ringing", "f", first.0.addr.port(), ""));
+    h.sent();
+    h.send(first.0, &answer(&first.1, 200, "OK", "f", first.0.addr.port(), "v=0\r\n"));
+    let out = h.sent();
+    let cancels = requests(&out, "CANCEL");
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].0, second.0, "the other fork is cancelled");
+}
+
+#[test]
+fn unauthenticated_from_spoofing_is_refused() {
+    let mut h = Harness::new();
+    h.register("201", "pw201", udp(5071), 600);
+    // 202's credentials, but From claims 203.
+    let out = h.request_with_auth(udp(5072), &invite("203", "201", 5072, "spoof"), "202", "pw202");
+    assert!(statuses(&out).contains(&403));
+    assert!(requests(&out, "INVITE").is_empty());
+}
+
+#[test]
+fn garbage_is_dropped_and_counted() {
+    let mut h = Harness::new();
+    h.send(udp(5099), "\u{1}\u{2}this is not SIP at all");
+    assert!(h.sent().is_empty());
+    assert_eq!(h.engine.stats().undecodable_dropped, 1);
+}
+
+#[test]
+fn registrations_expire() {
+    let mut h = Harness::new();
+    h.register("201", "pw201", udp(5071), 60);
+    while h.engine.poll_store_command().is_some() {}
+    h.advance(Duration::from_secs(61));
+    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "expired"), "202", "pw202");
+    assert!(statuses(&out).contains(&480));
+}

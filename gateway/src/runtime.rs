@@ -1,0 +1,118 @@
+//! The tokio glue: binds the transports, restores registrations, and drives the sans-IO
+//! [`Engine`] with real time. The only place where the SIP core meets sockets and clocks.
+
+use crate::config::{Config, ConfigError, TransportName};
+use crate::engine::{Engine, Now};
+use crate::store::{Store, StoreError, StoreWriter};
+use crate::transport::tcp::TcpTransport;
+use crate::transport::udp::UdpTransport;
+use crate::transport::{Inbound, Protocol, Transport};
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::sync::mpsc;
+
+/// Inbound messages buffered between the transports and the engine.
+const INBOUND_QUEUE: usize = 8192;
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {protocol} {addr}: {source} (is another process using the port, or is the address not local?)")]
+    Bind {
+        /// udp or tcp.
+        protocol: &'static str,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the gateway until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let now = Now::system();
+    let store = Store::open(&config.database.path)?;
+    let bindings = store.load_bindings(now.unix)?;
+    tracing::info!(
+        "database {} opened, {} registration(s) restored",
+        config.database.path.display(),
+        bindings.len()
+    );
+    let writer = StoreWriter::start(store);
+
+    let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
+    let listen = config.listen_addr();
+    let mut udp: Option<UdpTransport> = None;
+    let mut tcp: Option<TcpTransport> = None;
+    for transport in &config.sip.transports {
+        match transport {
+            TransportName::Udp => {
+                let bound = UdpTransport::bind(listen, inbound_tx.clone())
+                    .await
+                    .map_err(|source| RunError::Bind { protocol: "udp", addr: listen, source })?;
+                tracing::info!("listening on udp {}", bound.local_addr().unwrap_or(listen));
+                udp = Some(bound);
+            }
+            TransportName::Tcp => {
+                let bound = TcpTransport::bind(listen, inbound_tx.clone())
+                    .await
+                    .map_err(|source| RunError::Bind { protocol: "tcp", addr: listen, source })?;
+                tracing::info!("listening on tcp {}", bound.local_addr());
+                tcp = Some(bound);
+            }
+        }
+    }
+    drop(inbound_tx);
+
+    let mut engine = Engine::new(config, bindings, rand::random(), now);
+    tokio::pin!(shutdown);
+    loop {
+        while let Some(out) = engine.poll_transmit() {
+            let transport: Option<&dyn Transport> = match out.peer.protocol {
+                Protocol::Udp => udp.as_ref().map(|t| t as &dyn Transport),
+                Protocol::Tcp => tcp.as_ref().map(|t| t as &dyn Transport),
+            };
+            match transport {
+                Some(transport) => {
+                    if let Err(e) = transport.send(out.peer.addr, out.bytes) {
+                        tracing::warn!("send to {} failed: {e}", out.peer.addr);
+                    }
+                }
+                None => tracing::warn!(
+                    "no {} transport configured to reach {}",
+                    out.peer.protocol.via_token(),
+                    out.peer.addr
+                ),
+            }
+        }
+        while let Some(command) = engine.poll_store_command() {
+            writer.send(command);
+        }
+        let deadline = engine
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        tokio::select! {
+            message = inbound.recv() => match message {
+                Some(Inbound::Datagram { peer, bytes }) => engine.handle_datagram(Now::system(), peer, &bytes),
+                Some(Inbound::Message { peer, message }) => engine.handle_message(Now::system(), peer, message),
+                Some(Inbound::StreamGarbage { peer, error }) => engine.handle_stream_garbage(peer, &error),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::system()),
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
+    }
+    writer.flush();
+    Ok(())
+}

@@ -1,0 +1,522 @@
+//! The transaction layer (RFC 3261 §17, RFC 6026), sans-IO.
+//!
+//! Messages and an explicit `now` go in; [`TxEvent`]s for the transaction user (the engine)
+//! and [`Outgoing`] bytes come out, and [`TxLayer::poll_timeout`] says when to call
+//! [`TxLayer::handle_timeout`]. Retransmissions, absorption of retransmitted requests, the ACK
+//! for non-2xx finals, CANCEL matching and the 2xx-until-ACK retransmission all live here, so
+//! the engine only sees each request and response once.
+
+mod client;
+mod requests;
+mod server;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+pub use timers::TimerConfig;
+
+use crate::sip::message::SipMessage;
+use crate::transport::{Outgoing, Peer};
+use client::{ClientAction, ClientTx};
+use ezk_sip_types::Method;
+use server::{ServerAction, ServerTx};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+/// Identifies a server transaction (a request we received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerTxId(pub u64);
+
+/// Identifies a client transaction (a request we sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTxId(pub u64);
+
+/// What the transaction layer tells its user.
+#[derive(Debug)]
+pub enum TxEvent {
+    /// A new request (never a retransmission). INVITEs have already been answered 100 Trying.
+    Request {
+        /// Answer it with [`TxLayer::send_response`].
+        tx: ServerTxId,
+        /// The request, with `received`/`rport` as the engine stamped them.
+        msg: SipMessage,
+        /// Where it came from.
+        peer: Peer,
+    },
+    /// A CANCEL matched a pending INVITE and was answered 200 OK; answer the INVITE 487.
+    Cancel {
+        /// The INVITE's server transaction.
+        invite: ServerTxId,
+        /// The CANCEL.
+        msg: SipMessage,
+        /// Where it came from.
+        peer: Peer,
+    },
+    /// An ACK for a 2xx. `invite` names the Accepted INVITE transaction it acknowledges, if any.
+    Ack {
+        /// The INVITE transaction acknowledged, None when it matched nothing.
+        invite: Option<ServerTxId>,
+        /// The ACK (it may carry the SDP answer).
+        msg: SipMessage,
+        /// Where it came from.
+        peer: Peer,
+    },
+    /// A response to one of our requests: provisional, final, and retransmitted 2xx for INVITE.
+    Response {
+        /// The client transaction.
+        tx: ClientTxId,
+        /// The response.
+        msg: SipMessage,
+    },
+    /// Timer B or F fired: treat as 408 Request Timeout.
+    Timeout {
+        /// The client transaction that got no answer.
+        tx: ClientTxId,
+    },
+    /// Our 2xx to an INVITE was not ACKed within 64·T1: the dialog should be ended with BYE.
+    AckTimeout {
+        /// The INVITE's server transaction.
+        invite: ServerTxId,
+    },
+}
+
+/// Server transaction matching key (RFC 3261 §17.2.3, with the RFC 2543 fallback).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ServerKey {
+    /// Branch with the magic cookie + sent-by + method (ACK counts as INVITE).
+    Branch {
+        branch: String,
+        sent_by: String,
+        method: String,
+    },
+    /// Pre-RFC 3261 peers: Request-URI, From tag, Call-ID, CSeq, top Via, method.
+    Legacy {
+        request_uri: String,
+        from_tag: String,
+        call_id: String,
+        cseq: u32,
+        via: String,
+        method: String,
+    },
+}
+
+/// How an ACK for a 2xx finds its INVITE: Call-ID, CSeq number, From tag, To tag.
+type AckKey = (String, u32, String, String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum TxRef {
+    Client(ClientTxId),
+    Server(ServerTxId),
+}
+
+struct ClientEntry {
+    tx: ClientTx,
+    key: (String, String),
+    peer: Peer,
+}
+
+struct ServerEntry {
+    tx: ServerTx,
+    key: ServerKey,
+    peer: Peer,
+    ack_key: Option<AckKey>,
+}
+
+/// All transactions of one engine.
+pub struct TxLayer {
+    timers: TimerConfig,
+    next_id: u64,
+    clients: HashMap<ClientTxId, ClientEntry>,
+    client_index: HashMap<(String, String), ClientTxId>,
+    servers: HashMap<ServerTxId, ServerEntry>,
+    server_index: HashMap<ServerKey, ServerTxId>,
+    ack_index: HashMap<AckKey, ServerTxId>,
+    scheduled: HashMap<TxRef, Instant>,
+    timer_queue: BTreeSet<(Instant, TxRef)>,
+    events: VecDeque<TxEvent>,
+    transmits: VecDeque<Outgoing>,
+    stray_responses: u64,
+}
+
+fn method_key(method: &Method) -> String {
+    if *method == Method::ACK {
+        "INVITE".to_string()
+    } else {
+        method.to_string()
+    }
+}
+
+fn top_sent_by(msg: &SipMessage) -> String {
+    msg.header_list(&ezk_sip_types::Name::VIA)
+        .first()
+        .and_then(|via| via.split_whitespace().nth(1))
+        .map(|s| s.split(';').next().unwrap_or(s).to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The key of a request, looked up as if its method were `method`.
+fn server_key(msg: &SipMessage, method: &Method) -> ServerKey {
+    let method = method_key(method);
+    match msg.top_branch().filter(|b| b.starts_with("z9hG4bK")) {
+        Some(branch) => ServerKey::Branch {
+            branch,
+            sent_by: top_sent_by(msg),
+            method,
+        },
+        None => ServerKey::Legacy {
+            request_uri: msg
+                .request_line()
+                .map(|line| line.uri.to_string())
+                .unwrap_or_default(),
+            from_tag: msg
+                .from_header()
+                .and_then(|f| f.tag().map(str::to_string))
+                .unwrap_or_default(),
+            call_id: msg.call_id().unwrap_or_default().to_string(),
+            cseq: msg.cseq().map(|c| c.cseq).unwrap_or(0),
+            via: msg
+                .header_list(&ezk_sip_types::Name::VIA)
+                .first()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            method,
+        },
+    }
+}
+
+fn ack_key(msg: &SipMessage, to_tag: Option<&str>) -> Option<AckKey> {
+    Some((
+        msg.call_id()?.to_string(),
+        msg.cseq()?.cseq,
+        msg.from_header()?.tag()?.to_string(),
+        match to_tag {
+            Some(tag) => tag.to_string(),
+            None => msg.to_header()?.tag()?.to_string(),
+        },
+    ))
+}
+
+impl TxLayer {
+    /// An empty layer with these timer values.
+    pub fn new(timers: TimerConfig) -> Self {
+        TxLayer {
+            timers,
+            next_id: 1,
+            clients: HashMap::new(),
+            client_index: HashMap::new(),
+            servers: HashMap::new(),
+            server_index: HashMap::new(),
+            ack_index: HashMap::new(),
+            scheduled: HashMap::new(),
+            timer_queue: BTreeSet::new(),
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            stray_responses: 0,
+        }
+    }
+
+    /// Responses that matched no client transaction (dropped).
+    pub fn stray_responses(&self) -> u64 {
+        self.stray_responses
+    }
+
+    /// Transactions alive (client + server), for tests and metrics.
+    pub fn len(&self) -> usize {
+        self.clients.len() + self.servers.len()
+    }
+
+    /// True when no transaction is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn transmit(&mut self, peer: Peer, bytes: bytes::Bytes) {
+        self.transmits.push_back(Outgoing { peer, bytes });
+    }
+
+    /// Feeds a parsed message received from `peer`.
+    pub fn handle_message(&mut self, now: Instant, msg: SipMessage, peer: Peer) {
+        if msg.is_request() {
+            self.handle_request(now, msg, peer);
+        } else {
+            self.handle_response(now, msg);
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, msg: SipMessage, peer: Peer) {
+        let Some(method) = msg.method().cloned() else { return };
+        if method == Method::ACK {
+            self.handle_ack(now, msg, peer);
+            return;
+        }
+        let key = server_key(&msg, &method);
+        if let Some(&id) = self.server_index.get(&key) {
+            let actions = self
+                .servers
+                .get_mut(&id)
+                .map(|entry| entry.tx.on_retransmission())
+                .unwrap_or_default();
+            self.apply_server_actions(id, actions);
+            return;
+        }
+        let id = ServerTxId(self.next_id);
+        self.next_id += 1;
+        let tx = ServerTx::new(msg.clone(), peer.protocol.is_reliable(), &self.timers);
+        self.server_index.insert(key.clone(), id);
+        self.servers.insert(
+            id,
+            ServerEntry {
+                tx,
+                key,
+                peer,
+                ack_key: None,
+            },
+        );
+        if method == Method::INVITE {
+            let trying = msg.response(100, "Trying", None);
+            self.send_response(now, id, trying);
+            self.events.push_back(TxEvent::Request { tx: id, msg, peer });
+        } else if method == Method::CANCEL {
+            self.handle_cancel(now, id, msg, peer);
+        } else {
+            self.events.push_back(TxEvent::Request { tx: id, msg, peer });
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, id: ServerTxId, msg: SipMessage, peer: Peer) {
+        let invite = self
+            .server_index
+            .get(&server_key(&msg, &Method::INVITE))
+            .copied()
+            .filter(|invite| self.servers.get(invite).is_some_and(|e| e.tx.is_invite()));
+        match invite {
+            Some(invite) => {
+                let ok = msg.response(200, "OK", None);
+                self.send_response(now, id, ok);
+                if self.servers.get(&invite).is_some_and(|e| e.tx.is_pending()) {
+                    self.events.push_back(TxEvent::Cancel { invite, msg, peer });
+                }
+            }
+            None => {
+                let response = msg.response(481, "Call/Transaction Does Not Exist", None);
+                self.send_response(now, id, response);
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, msg: SipMessage, peer: Peer) {
+        let by_branch = self.server_index.get(&server_key(&msg, &Method::ACK)).copied();
+        let by_dialog = ack_key(&msg, None).and_then(|key| self.ack_index.get(&key).copied());
+        let Some(id) = by_branch.or(by_dialog) else {
+            self.events.push_back(TxEvent::Ack {
+                invite: None,
+                msg,
+                peer,
+            });
+            return;
+        };
+        let timers = self.timers;
+        let first_ack_of_2xx = self
+            .servers
+            .get_mut(&id)
+            .is_some_and(|entry| entry.tx.on_ack(now, &timers));
+        if first_ack_of_2xx {
+            self.events.push_back(TxEvent::Ack {
+                invite: Some(id),
+                msg,
+                peer,
+            });
+        }
+        self.reschedule(TxRef::Server(id));
+    }
+
+    fn handle_response(&mut self, now: Instant, msg: SipMessage) {
+        let key = (
+            msg.top_branch().unwrap_or_default(),
+            msg.cseq().map(|c| c.method.to_string()).unwrap_or_default(),
+        );
+        let Some(&id) = self.client_index.get(&key) else {
+            self.stray_responses += 1;
+            return;
+        };
+        let timers = self.timers;
+        let Some(entry) = self.clients.get_mut(&id) else { return };
+        let actions = entry.tx.on_response(now, msg, &timers);
+        self.apply_client_actions(now, id, actions);
+    }
+
+    /// Starts a client transaction for `msg` (INVITE or non-INVITE) toward `peer`. The
+    /// request must carry a top Via with a fresh branch.
+    pub fn send_request(&mut self, now: Instant, msg: SipMessage, peer: Peer) -> ClientTxId {
+        self.start_client(now, msg, peer, false)
+    }
+
+    fn start_client(&mut self, now: Instant, msg: SipMessage, peer: Peer, internal: bool) -> ClientTxId {
+        let id = ClientTxId(self.next_id);
+        self.next_id += 1;
+        let key = (
+            msg.top_branch().unwrap_or_default(),
+            msg.method().map(|m| m.to_string()).unwrap_or_default(),
+        );
+        let tx = ClientTx::new(now, msg, peer.protocol.is_reliable(), internal, &self.timers);
+        self.transmit(peer, tx.bytes().clone());
+        self.client_index.insert(key.clone(), id);
+        self.clients.insert(id, ClientEntry { tx, key, peer });
+        self.reschedule(TxRef::Client(id));
+        id
+    }
+
+    /// Sends a response through a server transaction (provisional or final).
+    pub fn send_response(&mut self, now: Instant, tx: ServerTxId, msg: SipMessage) {
+        let timers = self.timers;
+        let Some(entry) = self.servers.get_mut(&tx) else { return };
+        let actions = entry.tx.send_response(now, &msg, &timers);
+        if entry.tx.is_accepted() && entry.ack_key.is_none() {
+            let to_tag = msg.to_header().and_then(|to| to.tag().map(str::to_string));
+            if let Some(key) = ack_key(entry.tx.request(), to_tag.as_deref()) {
+                entry.ack_key = Some(key.clone());
+                self.ack_index.insert(key, tx);
+            }
+        }
+        self.apply_server_actions(tx, actions);
+    }
+
+    /// Sends a message outside any transaction (ACK for a 2xx, stateless answers).
+    pub fn send_stateless(&mut self, msg: SipMessage, peer: Peer) {
+        self.transmit(peer, msg.to_bytes());
+    }
+
+    /// Cancels a client INVITE transaction: CANCEL goes out once a provisional has arrived
+    /// (never if a final arrived first). A 2xx that still arrives is ACKed and BYEd here and
+    /// not passed up (RFC 5407 §3.1.2); other finals (487) are passed up.
+    pub fn cancel(&mut self, now: Instant, tx: ClientTxId) {
+        let timers = self.timers;
+        let Some(entry) = self.clients.get_mut(&tx) else { return };
+        let actions = entry.tx.cancel(now, &timers);
+        self.apply_client_actions(now, tx, actions);
+    }
+
+    /// The request that created a server transaction.
+    pub fn request(&self, tx: ServerTxId) -> Option<&SipMessage> {
+        self.servers.get(&tx).map(|entry| entry.tx.request())
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, tx_ref)) = self.timer_queue.first() {
+            if at > now {
+                break;
+            }
+            self.timer_queue.remove(&(at, tx_ref));
+            self.scheduled.remove(&tx_ref);
+            let timers = self.timers;
+            match tx_ref {
+                TxRef::Client(id) => {
+                    let Some(entry) = self.clients.get_mut(&id) else { continue };
+                    let actions = entry.tx.on_timer(now, &timers);
+                    self.apply_client_actions(now, id, actions);
+                }
+                TxRef::Server(id) => {
+                    let Some(entry) = self.servers.get_mut(&id) else { continue };
+                    let actions = entry.tx.on_timer(now, &timers);
+                    self.apply_server_actions(id, actions);
+                }
+            }
+        }
+    }
+
+    /// When [`TxLayer::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timer_queue.first().map(|(at, _)| *at)
+    }
+
+    /// The next event for the transaction user.
+    pub fn poll_event(&mut self) -> Option<TxEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next message to put on the wire.
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.transmits.pop_front()
+    }
+
+    fn apply_client_actions(&mut self, now: Instant, id: ClientTxId, actions: Vec<ClientAction>) {
+        let Some(entry) = self.clients.get(&id) else { return };
+        let (peer, internal) = (entry.peer, entry.tx.is_internal());
+        for action in actions {
+            match action {
+                ClientAction::Retransmit(bytes) => self.transmit(peer, bytes),
+                ClientAction::Deliver(msg) if !internal => {
+                    self.events.push_back(TxEvent::Response { tx: id, msg });
+                }
+                ClientAction::Deliver(_) => {}
+                ClientAction::Timeout => self.events.push_back(TxEvent::Timeout { tx: id }),
+                ClientAction::SendStateless(msg) => self.transmit(peer, msg.to_bytes()),
+                ClientAction::StartInternal(msg) => {
+                    self.start_client(now, msg, peer, true);
+                }
+            }
+        }
+        self.reschedule(TxRef::Client(id));
+    }
+
+    fn apply_server_actions(&mut self, id: ServerTxId, actions: Vec<ServerAction>) {
+        let Some(entry) = self.servers.get(&id) else { return };
+        let peer = entry.peer;
+        for action in actions {
+            match action {
+                ServerAction::Transmit(bytes) => self.transmit(peer, bytes),
+                ServerAction::AckTimeout => {
+                    self.events.push_back(TxEvent::AckTimeout { invite: id });
+                }
+            }
+        }
+        self.reschedule(TxRef::Server(id));
+    }
+
+    /// Re-files a transaction's timer after it changed, or forgets it if it terminated.
+    fn reschedule(&mut self, tx_ref: TxRef) {
+        if let Some(at) = self.scheduled.remove(&tx_ref) {
+            self.timer_queue.remove(&(at, tx_ref));
+        }
+        let (deadline, terminated) = match tx_ref {
+            TxRef::Client(id) => match self.clients.get(&id) {
+                Some(entry) => (entry.tx.deadline(), entry.tx.is_terminated()),
+                None => return,
+            },
+            TxRef::Server(id) => match self.servers.get(&id) {
+                Some(entry) => (entry.tx.deadline(), entry.tx.is_terminated()),
+                None => return,
+            },
+        };
+        if terminated {
+            self.forget(tx_ref);
+        } else if let Some(at) = deadline {
+            self.scheduled.insert(tx_ref, at);
+            self.timer_queue.insert((at, tx_ref));
+        }
+    }
+
+    fn forget(&mut self, tx_ref: TxRef) {
+        match tx_ref {
+            TxRef::Client(id) => {
+                if let Some(entry) = self.clients.remove(&id) {
+                    if self.client_index.get(&entry.key) == Some(&id) {
+                        self.client_index.remove(&entry.key);
+                    }
+                }
+            }
+            TxRef::Server(id) => {
+                if let Some(entry) = self.servers.remove(&id) {
+                    if self.server_index.get(&entry.key) == Some(&id) {
+                        self.server_index.remove(&entry.key);
+                    }
+                    if let Some(key) = entry.ack_key {
+                        self.ack_index.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
