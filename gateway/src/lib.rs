@@ -8,5 +8,6 @@
 pub mod sip;
 pub mod config;
 pub mod transport;
+pub mod auth;
 // pub mod engine;
 // pub mod runtime;
