@@ -9,5 +9,7 @@ pub mod sip;
 pub mod config;
 pub mod transport;
 pub mod auth;
+pub mod registrar;
+pub mod store;
 // pub mod engine;
 // pub mod runtime;

@@ -1,0 +1,227 @@
+//! Registrar (RFC 3261 §10.3): bindings of contacts to extensions, with expiry. Sans-IO:
+//! the caller passes the Unix time, so expiry survives restarts through the store.
+
+use crate::config::RegistrarConfig;
+use crate::sip::message::SipMessage;
+use crate::transport::Peer;
+use ezk_sip_types::Name;
+use std::collections::HashMap;
+
+#[cfg(test)]
+mod tests;
+
+/// One registered contact of an extension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// The Contact URI.
+    pub contact: String,
+    /// Unix time at which the binding expires.
+    pub expires_at: u64,
+    /// Call-ID of the REGISTER that made it (RFC 3261 §10.3 step 7 ordering).
+    pub call_id: String,
+    /// CSeq of that REGISTER.
+    pub cseq: u32,
+    /// Where the REGISTER came from: requests for this contact go there (NAT-friendly).
+    pub source: Peer,
+    /// Preference (`q` parameter).
+    pub q: Option<f32>,
+}
+
+/// Why a REGISTER was refused; each maps to a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// An expiry below the configured minimum: 423 with Min-Expires.
+    #[error("registration interval too brief (minimum {min} s)")]
+    IntervalTooBrief {
+        /// The shortest interval accepted.
+        min: u32,
+    },
+    /// Malformed Contact/Expires, or `*` misused: 400.
+    #[error("invalid REGISTER: {0}")]
+    InvalidRequest(String),
+    /// Same Call-ID with a CSeq not above the stored one: 500 (RFC 3261 §10.3 step 7).
+    #[error("REGISTER out of order (CSeq not increasing for this Call-ID)")]
+    OutOfOrder,
+    /// More contacts than `registrar.max_contacts`: 403.
+    #[error("too many contacts for this extension")]
+    TooManyContacts,
+}
+
+impl RegisterError {
+    /// Status code and reason phrase of the response.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            RegisterError::IntervalTooBrief { .. } => (423, "Interval Too Brief"),
+            RegisterError::InvalidRequest(_) => (400, "Bad Request"),
+            RegisterError::OutOfOrder => (500, "Server Internal Error (REGISTER out of order)"),
+            RegisterError::TooManyContacts => (403, "Forbidden (too many contacts)"),
+        }
+    }
+}
+
+/// What a successful REGISTER leaves behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    /// Every current binding with its remaining seconds, for the 200 OK's Contact headers.
+    pub contacts: Vec<(String, u32)>,
+    /// Whether anything changed (and must be persisted).
+    pub changed: bool,
+}
+
+/// Bindings of every extension.
+#[derive(Debug)]
+pub struct Registrar {
+    config: RegistrarConfig,
+    bindings: HashMap<String, Vec<Binding>>,
+}
+
+/// A requested change, validated before any is applied.
+struct Update {
+    contact: String,
+    expires: u32,
+    q: Option<f32>,
+}
+
+impl Registrar {
+    /// An empty registrar.
+    pub fn new(config: RegistrarConfig) -> Self {
+        Registrar {
+            config,
+            bindings: HashMap::new(),
+        }
+    }
+
+    /// A registrar holding bindings restored from the store.
+    pub fn from_bindings(config: RegistrarConfig, restored: Vec<(String, Binding)>) -> Self {
+        let mut registrar = Registrar::new(config);
+        for (aor, binding) in restored {
+            registrar.bindings.entry(aor).or_default().push(binding);
+        }
+        registrar
+    }
+
+    /// Applies an authenticated REGISTER for `aor` received from `source` at Unix time `now`.
+    pub fn register(
+        &mut self,
+        now: u64,
+        aor: &str,
+        msg: &SipMessage,
+        source: Peer,
+    ) -> Result<RegisterOutcome, RegisterError> {
+        let contacts = msg
+            .contacts()
+            .ok_or_else(|| RegisterError::InvalidRequest("malformed Contact".into()))?;
+        let header_expires = match msg.header(&Name::EXPIRES) {
+            None => None,
+            Some(text) => Some(text.trim().parse::<u32>().map_err(|_| {
+                RegisterError::InvalidRequest(format!("Expires {text:?} is not a number"))
+            })?),
+        };
+        let call_id = msg.call_id().unwrap_or_default().to_string();
+        let cseq = msg.cseq().map(|c| c.cseq).unwrap_or(0);
+        let current = self.bindings.entry(aor.to_string()).or_default();
+
+        if contacts.iter().any(|c| c.uri == "*") {
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return Err(RegisterError::InvalidRequest(
+                    "Contact: * needs Expires: 0 and no other contact".into(),
+                ));
+            }
+            if current.iter().any(|b| b.call_id == call_id && cseq <= b.cseq) {
+                return Err(RegisterError::OutOfOrder);
+            }
+            let changed = !current.is_empty();
+            current.clear();
+            return Ok(RegisterOutcome {
+                contacts: Vec::new(),
+                changed,
+            });
+        }
+
+        let mut updates = Vec::with_capacity(contacts.len());
+        for contact in &contacts {
+            let expires = match contact.param("expires") {
+                Some(text) => text.parse::<u32>().map_err(|_| {
+                    RegisterError::InvalidRequest(format!("contact expires {text:?} is not a number"))
+                })?,
+                None => header_expires.unwrap_or(self.config.default_expires_secs),
+            };
+            if expires != 0 && expires < self.config.min_expires_secs {
+                return Err(RegisterError::IntervalTooBrief {
+                    min: self.config.min_expires_secs,
+                });
+            }
+            let q = contact.param("q").and_then(|q| q.parse::<f32>().ok());
+            updates.push(Update {
+                contact: contact.uri.clone(),
+                expires: expires.min(self.config.max_expires_secs),
+                q,
+            });
+        }
+        for update in &updates {
+            if current
+                .iter()
+                .any(|b| b.contact == update.contact && b.call_id == call_id && cseq <= b.cseq)
+            {
+                return Err(RegisterError::OutOfOrder);
+            }
+        }
+        current.retain(|b| b.expires_at > now);
+        let new_contacts = updates
+            .iter()
+            .filter(|u| u.expires > 0 && !current.iter().any(|b| b.contact == u.contact))
+            .count();
+        if current.len() + new_contacts > self.config.max_contacts {
+            return Err(RegisterError::TooManyContacts);
+        }
+        let changed = !updates.is_empty();
+        for update in updates {
+            current.retain(|b| b.contact != update.contact);
+            if update.expires > 0 {
+                current.push(Binding {
+                    contact: update.contact,
+                    expires_at: now + u64::from(update.expires),
+                    call_id: call_id.clone(),
+                    cseq,
+                    source,
+                    q: update.q,
+                });
+            }
+        }
+        let contacts = current
+            .iter()
+            .map(|b| (b.contact.clone(), remaining(b, now)))
+            .collect();
+        Ok(RegisterOutcome { contacts, changed })
+    }
+
+    /// Unexpired bindings of `aor`, highest `q` first.
+    pub fn lookup(&self, now: u64, aor: &str) -> Vec<Binding> {
+        let mut found: Vec<Binding> = self
+            .bindings
+            .get(aor)
+            .map(|list| list.iter().filter(|b| b.expires_at > now).cloned().collect())
+            .unwrap_or_default();
+        found.sort_by(|a, b| b.q.unwrap_or(1.0).total_cmp(&a.q.unwrap_or(1.0)));
+        found
+    }
+
+    /// Removes expired bindings; returns the extensions that lost some.
+    pub fn expire(&mut self, now: u64) -> Vec<String> {
+        let mut affected = Vec::new();
+        for (aor, list) in &mut self.bindings {
+            let before = list.len();
+            list.retain(|b| b.expires_at > now);
+            if list.len() != before {
+                affected.push(aor.clone());
+            }
+        }
+        self.bindings.retain(|_, list| !list.is_empty());
+        affected.sort();
+        affected
+    }
+}
+
+fn remaining(binding: &Binding, now: u64) -> u32 {
+    u32::try_from(binding.expires_at.saturating_sub(now)).unwrap_or(u32::MAX)
+}

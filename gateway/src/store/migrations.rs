@@ -1,0 +1,50 @@
+//! Versioned schema migrations: each entry brings the schema from version N to N+1.
+
+use super::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// The migrations, in order. Never edit a released one; append a new one.
+const MIGRATIONS: &[&str] = &["CREATE TABLE registrations (
+        aor TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        source_proto TEXT NOT NULL,
+        source_addr TEXT NOT NULL,
+        q REAL,
+        PRIMARY KEY (aor, contact)
+    );
+    CREATE INDEX registrations_expiry ON registrations (expires_at);"];
+
+/// Newest schema version this build knows.
+pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Applies the missing migrations in one transaction.
+pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tx = conn.transaction().map_err(sqlite)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(sqlite)?;
+    let current: u32 = tx
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(migration).map_err(sqlite)?;
+        tx.execute("DELETE FROM schema_version", []).map_err(sqlite)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [index as u32 + 1])
+            .map_err(sqlite)?;
+    }
+    tx.commit().map_err(sqlite)
+}

@@ -1,0 +1,170 @@
+//! Persistent state in SQLite (rusqlite, bundled): versioned schema migrations, WAL, and a
+//! writer thread so SIP handling never waits for the disk.
+
+mod migrations;
+mod writer;
+
+pub use writer::{StoreCommand, StoreWriter};
+
+use crate::registrar::Binding;
+use crate::transport::{Peer, Protocol};
+use rusqlite::{params, Connection};
+use std::path::{Path, PathBuf};
+
+/// A database problem, with the file and what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory for the database could not be created.
+    #[error("cannot create directory {dir} for the database: {source} (check permissions and free space)")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("database {path}: {source} (check that the file is a gateway database, is writable, and the disk is not full)")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer gateway.
+    #[error("database {path} has schema version {found}, newer than this gateway's {supported}: upgrade the gateway or use another file")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Version in the file.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+}
+
+/// The gateway's SQLite database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
+        migrations::apply(&mut conn, path)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Replaces every stored binding of `aor` with `bindings`.
+    pub fn replace_bindings(&mut self, aor: &str, bindings: &[Binding]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        tx.execute("DELETE FROM registrations WHERE aor = ?1", params![aor])
+            .map_err(sqlite)?;
+        for b in bindings {
+            tx.execute(
+                "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    aor,
+                    b.contact,
+                    i64::try_from(b.expires_at).unwrap_or(i64::MAX),
+                    b.call_id,
+                    b.cseq,
+                    b.source.protocol.uri_param(),
+                    b.source.addr.to_string(),
+                    b.q.map(f64::from),
+                ],
+            )
+            .map_err(sqlite)?;
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    /// Every unexpired binding; expired rows are deleted on the way.
+    pub fn load_bindings(&self, now: u64) -> Result<Vec<(String, Binding)>, StoreError> {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        self.conn
+            .execute("DELETE FROM registrations WHERE expires_at <= ?1", params![now])
+            .map_err(|e| self.error(e))?;
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q \
+                 FROM registrations ORDER BY aor, contact",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                let proto: String = row.get(5)?;
+                let addr: String = row.get(6)?;
+                let expires_at: i64 = row.get(2)?;
+                let q: Option<f64> = row.get(7)?;
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    expires_at,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, u32>(4)?,
+                    proto,
+                    addr,
+                    q,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut bindings = Vec::new();
+        for row in rows {
+            let (aor, contact, expires_at, call_id, cseq, proto, addr, q) =
+                row.map_err(|e| self.error(e))?;
+            let protocol = if proto == "tcp" { Protocol::Tcp } else { Protocol::Udp };
+            // A row that does not parse (edited by hand) is skipped, not fatal.
+            let Ok(addr) = addr.parse() else {
+                tracing::warn!("{}: skipping registration of {aor} with bad address {addr:?}", self.path.display());
+                continue;
+            };
+            bindings.push((
+                aor,
+                Binding {
+                    contact,
+                    expires_at: u64::try_from(expires_at).unwrap_or(0),
+                    call_id,
+                    cseq,
+                    source: Peer { protocol, addr },
+                    q: q.map(|q| q as f32),
+                },
+            ));
+        }
+        Ok(bindings)
+    }
+}
+
+#[cfg(test)]
+mod tests;
