@@ -5,11 +5,11 @@
 //! only place that touches sockets and clocks.
 #![forbid(unsafe_code)]
 
-pub mod sip;
-pub mod config;
-pub mod transport;
 pub mod auth;
+pub mod config;
+pub mod engine;
 pub mod registrar;
+pub mod runtime;
+pub mod sip;
 pub mod store;
-// pub mod engine;
-// pub mod runtime;
+pub mod transport;

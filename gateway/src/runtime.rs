@@ -56,14 +56,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             TransportName::Udp => {
                 let bound = UdpTransport::bind(listen, inbound_tx.clone())
                     .await
-                    .map_err(|source| RunError::Bind { protocol: "udp", addr: listen, source })?;
+                    .map_err(|source| RunError::Bind {
+                        protocol: "udp",
+                        addr: listen,
+                        source,
+                    })?;
                 tracing::info!("listening on udp {}", bound.local_addr().unwrap_or(listen));
                 udp = Some(bound);
             }
             TransportName::Tcp => {
                 let bound = TcpTransport::bind(listen, inbound_tx.clone())
                     .await
-                    .map_err(|source| RunError::Bind { protocol: "tcp", addr: listen, source })?;
+                    .map_err(|source| RunError::Bind {
+                        protocol: "tcp",
+                        addr: listen,
+                        source,
+                    })?;
                 tracing::info!("listening on tcp {}", bound.local_addr());
                 tcp = Some(bound);
             }

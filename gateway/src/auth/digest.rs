@@ -52,5 +52,8 @@ pub fn digest_response(input: &DigestInput<'_>) -> String {
     } = *input;
     let ha1 = hash(algorithm, &format!("{username}:{realm}:{password}"));
     let ha2 = hash(algorithm, &format!("{method}:{uri}"));
-    hash(algorithm, &format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"))
+    hash(
+        algorithm,
+        &format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"),
+    )
 }

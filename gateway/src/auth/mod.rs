@@ -115,7 +115,12 @@ impl DigestAuthenticator {
 
     /// Header values for WWW-Authenticate or Proxy-Authenticate: one per algorithm, in the
     /// order given, sharing one fresh nonce.
-    pub fn challenge(&mut self, now: Instant, algorithms: &[DigestAlgorithm], stale: bool) -> Vec<String> {
+    pub fn challenge(
+        &mut self,
+        now: Instant,
+        algorithms: &[DigestAlgorithm],
+        stale: bool,
+    ) -> Vec<String> {
         let nonce = self.new_nonce(now);
         algorithms
             .iter()
@@ -201,7 +206,12 @@ impl DigestAuthenticator {
             cnonce,
             qop,
         });
-        if known.is_none() || !constant_time_eq(expected.as_bytes(), credentials.response.to_ascii_lowercase().as_bytes()) {
+        if known.is_none()
+            || !constant_time_eq(
+                expected.as_bytes(),
+                credentials.response.to_ascii_lowercase().as_bytes(),
+            )
+        {
             return AuthOutcome::Rejected(RejectReason::BadCredentials);
         }
         if let Some(state) = self.nonces.get_mut(&credentials.nonce) {

@@ -33,7 +33,13 @@ fn nonce_of(challenge: &str) -> String {
     challenge[start..start + challenge[start..].find('"').unwrap()].to_string()
 }
 
-fn answer(challenge: &str, algorithm: DigestAlgorithm, user: &str, password: &str, nc: u32) -> String {
+fn answer(
+    challenge: &str,
+    algorithm: DigestAlgorithm,
+    user: &str,
+    password: &str,
+    nc: u32,
+) -> String {
     let nonce = nonce_of(challenge);
     let nc = format!("{nc:08x}");
     let response = digest_response(&DigestInput {
@@ -68,7 +74,9 @@ fn sha256_is_offered_before_md5_with_one_nonce() {
     assert_eq!(challenges.len(), 2);
     assert!(challenges[0].contains("algorithm=SHA-256"));
     assert!(challenges[1].contains("algorithm=MD5"));
-    assert!(challenges.iter().all(|c| c.contains("qop=\"auth\"") && !c.contains("stale")));
+    assert!(challenges
+        .iter()
+        .all(|c| c.contains("qop=\"auth\"") && !c.contains("stale")));
     assert_eq!(nonce_of(&challenges[0]), nonce_of(&challenges[1]));
 }
 
@@ -78,7 +86,13 @@ fn good_credentials_for_either_algorithm() {
     let mut auth = DigestAuthenticator::new("office".into(), Duration::from_secs(60), [1; 32]);
     for algorithm in BOTH {
         let challenge = auth.challenge(now, &BOTH, false).remove(0);
-        let outcome = auth.verify(now, "REGISTER", &answer(&challenge, algorithm, "201", "pw201", 1), &BOTH, passwords);
+        let outcome = auth.verify(
+            now,
+            "REGISTER",
+            &answer(&challenge, algorithm, "201", "pw201", 1),
+            &BOTH,
+            passwords,
+        );
         assert_eq!(outcome, AuthOutcome::Authenticated { user: "201".into() });
     }
 }
@@ -88,8 +102,20 @@ fn wrong_password_and_unknown_user_are_indistinguishable() {
     let now = Instant::now();
     let mut auth = DigestAuthenticator::new("office".into(), Duration::from_secs(60), [1; 32]);
     let challenge = auth.challenge(now, &BOTH, false).remove(0);
-    let wrong = auth.verify(now, "REGISTER", &answer(&challenge, DigestAlgorithm::Md5, "201", "nope", 1), &BOTH, passwords);
-    let unknown = auth.verify(now, "REGISTER", &answer(&challenge, DigestAlgorithm::Md5, "299", "nope", 1), &BOTH, passwords);
+    let wrong = auth.verify(
+        now,
+        "REGISTER",
+        &answer(&challenge, DigestAlgorithm::Md5, "201", "nope", 1),
+        &BOTH,
+        passwords,
+    );
+    let unknown = auth.verify(
+        now,
+        "REGISTER",
+        &answer(&challenge, DigestAlgorithm::Md5, "299", "nope", 1),
+        &BOTH,
+        passwords,
+    );
     assert_eq!(wrong, AuthOutcome::Rejected(RejectReason::BadCredentials));
     assert_eq!(wrong, unknown);
 }
@@ -100,11 +126,23 @@ fn expired_and_foreign_nonces_are_stale() {
     let mut auth = DigestAuthenticator::new("office".into(), Duration::from_secs(60), [1; 32]);
     let challenge = auth.challenge(now, &BOTH, false).remove(0);
     let late = now + Duration::from_secs(61);
-    let outcome = auth.verify(late, "REGISTER", &answer(&challenge, DigestAlgorithm::Md5, "201", "pw201", 1), &BOTH, passwords);
+    let outcome = auth.verify(
+        late,
+        "REGISTER",
+        &answer(&challenge, DigestAlgorithm::Md5, "201", "pw201", 1),
+        &BOTH,
+        passwords,
+    );
     assert_eq!(outcome, AuthOutcome::Stale);
     let mut other = DigestAuthenticator::new("office".into(), Duration::from_secs(60), [2; 32]);
     let foreign = other.challenge(now, &BOTH, false).remove(0);
-    let outcome = auth.verify(now, "REGISTER", &answer(&foreign, DigestAlgorithm::Md5, "201", "pw201", 1), &BOTH, passwords);
+    let outcome = auth.verify(
+        now,
+        "REGISTER",
+        &answer(&foreign, DigestAlgorithm::Md5, "201", "pw201", 1),
+        &BOTH,
+        passwords,
+    );
     assert_eq!(outcome, AuthOutcome::Stale);
     assert!(auth.challenge(now, &BOTH, true)[0].ends_with("stale=true"));
 }
@@ -115,10 +153,19 @@ fn nonce_count_must_increase() {
     let mut auth = DigestAuthenticator::new("office".into(), Duration::from_secs(60), [1; 32]);
     let challenge = auth.challenge(now, &BOTH, false).remove(0);
     let first = answer(&challenge, DigestAlgorithm::Md5, "201", "pw201", 1);
-    assert!(matches!(auth.verify(now, "REGISTER", &first, &BOTH, passwords), AuthOutcome::Authenticated { .. }));
-    assert_eq!(auth.verify(now, "REGISTER", &first, &BOTH, passwords), AuthOutcome::Rejected(RejectReason::Replay));
+    assert!(matches!(
+        auth.verify(now, "REGISTER", &first, &BOTH, passwords),
+        AuthOutcome::Authenticated { .. }
+    ));
+    assert_eq!(
+        auth.verify(now, "REGISTER", &first, &BOTH, passwords),
+        AuthOutcome::Rejected(RejectReason::Replay)
+    );
     let second = answer(&challenge, DigestAlgorithm::Md5, "201", "pw201", 2);
-    assert!(matches!(auth.verify(now, "REGISTER", &second, &BOTH, passwords), AuthOutcome::Authenticated { .. }));
+    assert!(matches!(
+        auth.verify(now, "REGISTER", &second, &BOTH, passwords),
+        AuthOutcome::Authenticated { .. }
+    ));
 }
 
 #[test]
@@ -132,9 +179,15 @@ fn algorithm_not_offered_and_wrong_realm_are_refused() {
         AuthOutcome::Rejected(RejectReason::AlgorithmNotOffered(_))
     ));
     let other_realm = md5.replace("realm=\"office\"", "realm=\"elsewhere\"");
-    assert_eq!(auth.verify(now, "REGISTER", &other_realm, &BOTH, passwords), AuthOutcome::Rejected(RejectReason::WrongRealm));
+    assert_eq!(
+        auth.verify(now, "REGISTER", &other_realm, &BOTH, passwords),
+        AuthOutcome::Rejected(RejectReason::WrongRealm)
+    );
     let no_qop = md5.replace(", qop=auth", "");
-    assert_eq!(auth.verify(now, "REGISTER", &no_qop, &BOTH, passwords), AuthOutcome::Rejected(RejectReason::QopRequired));
+    assert_eq!(
+        auth.verify(now, "REGISTER", &no_qop, &BOTH, passwords),
+        AuthOutcome::Rejected(RejectReason::QopRequired)
+    );
 }
 
 #[test]
@@ -149,8 +202,18 @@ fn garbage_never_panics() {
             assert!(!matches!(outcome, AuthOutcome::Authenticated { .. }));
         }
     }
-    for junk in ["", "Basic abc", "Digest", "Digest ,,,", "Digest a=\"unterminated", "Digest nc=zz, username=1"] {
-        assert!(matches!(auth.verify(now, "REGISTER", junk, &BOTH, passwords), AuthOutcome::Rejected(_)));
+    for junk in [
+        "",
+        "Basic abc",
+        "Digest",
+        "Digest ,,,",
+        "Digest a=\"unterminated",
+        "Digest nc=zz, username=1",
+    ] {
+        assert!(matches!(
+            auth.verify(now, "REGISTER", junk, &BOTH, passwords),
+            AuthOutcome::Rejected(_)
+        ));
     }
 }
 

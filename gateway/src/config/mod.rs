@@ -371,7 +371,10 @@ impl Config {
             ));
         }
         if self.auth.nonce_lifetime_secs == 0 {
-            return Err(invalid("auth.nonce_lifetime_secs", "must be positive".into()));
+            return Err(invalid(
+                "auth.nonce_lifetime_secs",
+                "must be positive".into(),
+            ));
         }
         let r = &self.registrar;
         if r.min_expires_secs == 0
@@ -384,10 +387,16 @@ impl Config {
             ));
         }
         if r.max_contacts == 0 {
-            return Err(invalid("registrar.max_contacts", "must be at least 1".into()));
+            return Err(invalid(
+                "registrar.max_contacts",
+                "must be at least 1".into(),
+            ));
         }
         if self.calls.ring_timeout_secs == 0 {
-            return Err(invalid("calls.ring_timeout_secs", "must be positive".into()));
+            return Err(invalid(
+                "calls.ring_timeout_secs",
+                "must be positive".into(),
+            ));
         }
         for (key, code) in [
             ("features.group_pickup", &self.features.group_pickup),
@@ -396,7 +405,11 @@ impl Config {
                 &self.features.directed_pickup_prefix,
             ),
         ] {
-            if code.is_empty() || !code.bytes().all(|b| b.is_ascii_digit() || b == b'*' || b == b'#') {
+            if code.is_empty()
+                || !code
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+            {
                 return Err(invalid(
                     key,
                     format!("{code:?} must be digits, '*' and '#' only"),
@@ -493,7 +506,10 @@ password = "pw201"
 
         let twice = format!("{MINIMAL}[[extension]]\nnumber = \"201\"\npassword = \"x\"\n");
         let err = load(&twice).unwrap_err().to_string();
-        assert!(err.contains("extension[1].number") && err.contains("twice"), "{err}");
+        assert!(
+            err.contains("extension[1].number") && err.contains("twice"),
+            "{err}"
+        );
 
         let bad_alg = MINIMAL.replace("[sip]", "[auth]\nalgorithms = [\"SHA-1\"]\n[sip]");
         let err = load(&bad_alg).unwrap_err().to_string();

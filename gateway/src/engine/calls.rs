@@ -121,9 +121,8 @@ impl Calls {
     fn remove(&mut self, id: u64) -> Option<Call> {
         let call = self.calls.remove(&id)?;
         self.by_server_tx.retain(|_, (call_id, _)| *call_id != id);
-        self.by_client_tx.retain(|_, (call_id, role)| {
-            *call_id != id || matches!(role, ClientRole::Detached)
-        });
+        self.by_client_tx
+            .retain(|_, (call_id, role)| *call_id != id || matches!(role, ClientRole::Detached));
         self.by_dialog.retain(|_, (call_id, _)| *call_id != id);
         if let Some(at) = call.deadline {
             self.deadlines.remove(&(at, id));
@@ -167,10 +166,18 @@ impl Engine {
             return;
         };
         if claimed.as_deref() != Some(user.as_str()) {
-            self.reply(now, tx, 403, "Forbidden (From does not match the authenticated user)");
+            self.reply(
+                now,
+                tx,
+                403,
+                "Forbidden (From does not match the authenticated user)",
+            );
             return;
         }
-        let target = msg.request_line().and_then(|line| line.uri.user()).map(str::to_string);
+        let target = msg
+            .request_line()
+            .and_then(|line| line.uri.user())
+            .map(str::to_string);
         let Some(target) = target.filter(|t| self.config.extension(t).is_some()) else {
             self.reply(now, tx, 404, "Not Found");
             return;
@@ -238,7 +245,10 @@ impl Engine {
                 final_status: None,
             });
         }
-        tracing::info!("call {id}: {user} -> {target}, ringing {} contact(s)", forks.len());
+        tracing::info!(
+            "call {id}: {user} -> {target}, ringing {} contact(s)",
+            forks.len()
+        );
         let deadline = now.mono + self.config.ring_timeout();
         self.calls.deadlines.insert((deadline, id));
         self.calls.by_server_tx.insert(tx, (id, ServerRole::Invite));
@@ -261,7 +271,9 @@ impl Engine {
     }
 
     pub(super) fn on_response(&mut self, now: Now, tx: ClientTxId, msg: SipMessage) {
-        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else { return };
+        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else {
+            return;
+        };
         match role {
             ClientRole::Fork(index) => self.on_fork_response(now, id, index, msg),
             ClientRole::Relay(relay) => self.on_relay_response(now, id, relay, msg),
@@ -275,7 +287,9 @@ impl Engine {
 
     fn on_fork_response(&mut self, now: Now, id: u64, index: usize, msg: SipMessage) {
         let Some(code) = msg.status() else { return };
-        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
         if code == 100 || call.answered.is_some_and(|winner| winner != index) {
             return;
         }
@@ -336,7 +350,9 @@ impl Engine {
     }
 
     fn finish_if_all_forks_failed(&mut self, now: Now, id: u64) {
-        let Some(call) = self.calls.calls.get(&id) else { return };
+        let Some(call) = self.calls.calls.get(&id) else {
+            return;
+        };
         if call.answered.is_some() {
             return;
         }
@@ -362,7 +378,9 @@ impl Engine {
         reason: &str,
         from_b: &SipMessage,
     ) {
-        let Some(request) = self.tx.request(a_tx) else { return };
+        let Some(request) = self.tx.request(a_tx) else {
+            return;
+        };
         let mut response = request.response(code, reason, Some(a_tag));
         response.set_header(Name::CONTACT, self.local.contact(a_peer));
         copy_body(from_b, &mut response);
@@ -371,13 +389,17 @@ impl Engine {
 
     /// A final response without body to the caller's INVITE.
     fn answer_caller(&mut self, now: Now, a_tx: ServerTxId, a_tag: &str, code: u16, reason: &str) {
-        let Some(request) = self.tx.request(a_tx) else { return };
+        let Some(request) = self.tx.request(a_tx) else {
+            return;
+        };
         let response = request.response(code, reason, Some(a_tag));
         self.tx.send_response(now.mono, a_tx, response);
     }
 
     pub(super) fn on_client_timeout(&mut self, now: Now, tx: ClientTxId) {
-        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else { return };
+        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else {
+            return;
+        };
         match role {
             ClientRole::Fork(index) => {
                 if let Some(call) = self.calls.calls.get_mut(&id) {
@@ -413,10 +435,14 @@ impl Engine {
     }
 
     pub(super) fn on_cancel(&mut self, now: Now, invite: ServerTxId) {
-        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else { return };
+        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else {
+            return;
+        };
         match role {
             ServerRole::Invite => {
-                let Some(call) = self.calls.calls.get(&id) else { return };
+                let Some(call) = self.calls.calls.get(&id) else {
+                    return;
+                };
                 if call.answered.is_some() {
                     return; // too late: the 2xx is already on its way (RFC 3261 §9.2)
                 }
@@ -449,8 +475,12 @@ impl Engine {
 
     pub(super) fn on_ack(&mut self, _now: Now, invite: Option<ServerTxId>, msg: SipMessage) {
         let Some(invite) = invite else { return };
-        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else { return };
-        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else {
+            return;
+        };
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
         match role {
             ServerRole::Invite => {
                 // Late offer: B's 2xx carried the offer, A's ACK carries the answer.
@@ -465,9 +495,13 @@ impl Engine {
             ServerRole::Relay(relay_id) => {
                 // The relay stays (until the call ends) so a retransmitted 2xx is re-ACKed.
                 self.calls.by_server_tx.remove(&invite);
-                let Some(relay) = call.relays.get(&relay_id) else { return };
+                let Some(relay) = call.relays.get(&relay_id) else {
+                    return;
+                };
                 let (other, cseq) = (relay.from.other(), relay.cseq);
-                let Some(dialog) = call.dialog(other) else { return };
+                let Some(dialog) = call.dialog(other) else {
+                    return;
+                };
                 let mut ack = dialog.request(Method::ACK, Some(cseq), &self.local);
                 copy_body(&msg, &mut ack);
                 self.tx.send_stateless(ack.clone(), dialog.peer);
@@ -488,28 +522,44 @@ impl Engine {
 
     /// Sends BYE to the given (established) sides and forgets the call.
     fn hang_up(&mut self, now: Now, id: u64, sides: &[Side]) {
-        let Some(mut call) = self.calls.remove(id) else { return };
+        let Some(mut call) = self.calls.remove(id) else {
+            return;
+        };
         for &side in sides {
             if let Some(dialog) = call.dialog(side) {
                 let bye = dialog.request(Method::BYE, None, &self.local);
                 let peer = dialog.peer;
                 let tx = self.tx.send_request(now.mono, bye, peer);
-                self.calls.by_client_tx.insert(tx, (id, ClientRole::Detached));
+                self.calls
+                    .by_client_tx
+                    .insert(tx, (id, ClientRole::Detached));
             }
         }
     }
 
-    pub(super) fn on_in_dialog_request(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, _peer: Peer) {
+    pub(super) fn on_in_dialog_request(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        msg: SipMessage,
+        _peer: Peer,
+    ) {
         let key = (
             msg.call_id().unwrap_or_default().to_string(),
-            msg.to_header().and_then(|to| to.tag().map(str::to_string)).unwrap_or_default(),
+            msg.to_header()
+                .and_then(|to| to.tag().map(str::to_string))
+                .unwrap_or_default(),
         );
         let Some(&(id, side)) = self.calls.by_dialog.get(&key) else {
             self.reply_in_dialog(now, tx, 481, "Call/Transaction Does Not Exist");
             return;
         };
         let method = msg.method().cloned().unwrap_or(Method::OPTIONS);
-        let answered = self.calls.calls.get(&id).is_some_and(|c| c.answered.is_some());
+        let answered = self
+            .calls
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.answered.is_some());
         if method == Method::BYE {
             self.reply_in_dialog(now, tx, 200, "OK");
             if answered {
@@ -522,14 +572,29 @@ impl Engine {
             return;
         }
         if !answered {
-            self.reply_in_dialog(now, tx, 481, "Call/Transaction Does Not Exist (dialog not established)");
+            self.reply_in_dialog(
+                now,
+                tx,
+                481,
+                "Call/Transaction Does Not Exist (dialog not established)",
+            );
             return;
         }
         self.relay_in_dialog(now, id, side, tx, msg, method);
     }
 
-    fn relay_in_dialog(&mut self, now: Now, id: u64, side: Side, server_tx: ServerTxId, msg: SipMessage, method: Method) {
-        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+    fn relay_in_dialog(
+        &mut self,
+        now: Now,
+        id: u64,
+        side: Side,
+        server_tx: ServerTxId,
+        msg: SipMessage,
+        method: Method,
+    ) {
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
         if let Some(contact) = msg.contacts().and_then(|c| c.into_iter().next()) {
             if method == Method::INVITE || method == Method::UPDATE {
                 if let Some(dialog) = call.dialog(side) {
@@ -537,7 +602,9 @@ impl Engine {
                 }
             }
         }
-        let Some(dialog) = call.dialog(side.other()) else { return };
+        let Some(dialog) = call.dialog(side.other()) else {
+            return;
+        };
         let mut request = dialog.request(method.clone(), None, &self.local);
         copy_body(&msg, &mut request);
         for name in [Name::EVENT, Name::SUBSCRIPTION_STATE] {
@@ -562,23 +629,39 @@ impl Engine {
                 cancelled: false,
             },
         );
-        self.calls.by_client_tx.insert(client_tx, (id, ClientRole::Relay(relay_id)));
-        self.calls.by_server_tx.insert(server_tx, (id, ServerRole::Relay(relay_id)));
+        self.calls
+            .by_client_tx
+            .insert(client_tx, (id, ClientRole::Relay(relay_id)));
+        self.calls
+            .by_server_tx
+            .insert(server_tx, (id, ServerRole::Relay(relay_id)));
     }
 
     fn on_relay_response(&mut self, now: Now, id: u64, relay_id: u64, msg: SipMessage) {
-        let Some(code) = msg.status().filter(|&code| code > 100) else { return };
-        let Some(call) = self.calls.calls.get_mut(&id) else { return };
-        let Some(relay) = call.relays.get_mut(&relay_id) else { return };
+        let Some(code) = msg.status().filter(|&code| code > 100) else {
+            return;
+        };
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(relay) = call.relays.get(&relay_id) else {
+            return;
+        };
         if let Some(ack) = relay.ack_sent.clone() {
             // Retransmitted 2xx of a re-INVITE we already ACKed.
-            if let Some(dialog) = call.dialog(relay.from.other()) {
+            let other = relay.from.other();
+            if let Some(dialog) = call.dialog(other) {
                 self.tx.send_stateless(ack, dialog.peer);
             }
             return;
         }
-        let (server_tx, client_tx, method, cancelled, from) =
-            (relay.server_tx, relay.client_tx, relay.method.clone(), relay.cancelled, relay.from);
+        let (server_tx, client_tx, method, cancelled, from) = (
+            relay.server_tx,
+            relay.client_tx,
+            relay.method.clone(),
+            relay.cancelled,
+            relay.from,
+        );
         let is_final = code >= 200;
         let awaits_ack = method == Method::INVITE && (200..300).contains(&code) && !cancelled;
         if is_final && !awaits_ack {
@@ -589,7 +672,9 @@ impl Engine {
         if cancelled {
             return;
         }
-        let Some(request) = self.tx.request(server_tx) else { return };
+        let Some(request) = self.tx.request(server_tx) else {
+            return;
+        };
         let reason = match &msg.start {
             crate::sip::message::StartLine::Response(line) => line.reason.clone(),
             crate::sip::message::StartLine::Request(_) => String::new(),
@@ -611,7 +696,9 @@ impl Engine {
                 break;
             }
             self.calls.deadlines.remove(&(at, id));
-            let Some(call) = self.calls.calls.get_mut(&id) else { continue };
+            let Some(call) = self.calls.calls.get_mut(&id) else {
+                continue;
+            };
             call.deadline = None;
             for fork in &call.forks {
                 if fork.final_status.is_none() {
@@ -620,7 +707,13 @@ impl Engine {
             }
             let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
             tracing::info!("call {id}: no answer within the ring timeout");
-            self.answer_caller(now, a_tx, &a_tag, 480, "Temporarily Unavailable (no answer)");
+            self.answer_caller(
+                now,
+                a_tx,
+                &a_tag,
+                480,
+                "Temporarily Unavailable (no answer)",
+            );
             self.calls.remove(id);
         }
     }

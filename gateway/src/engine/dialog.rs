@@ -82,7 +82,10 @@ impl Dialog {
         let mut put = |name: Name, value: String| headers.insert(name, BytesStr::from(value));
         put(Name::VIA, local.via(self.peer));
         put(Name::MAX_FORWARDS, "70".into());
-        put(Name::FROM, format!("{};tag={}", self.local_uri, self.local_tag));
+        put(
+            Name::FROM,
+            format!("{};tag={}", self.local_uri, self.local_tag),
+        );
         put(
             Name::TO,
             match &self.remote_tag {

@@ -73,7 +73,12 @@ pub struct Engine {
 impl Engine {
     /// A new engine; `bindings` are the registrations restored from the store, `secret`
     /// keys the digest nonces.
-    pub fn new(config: Config, bindings: Vec<(String, Binding)>, secret: [u8; 32], now: Now) -> Self {
+    pub fn new(
+        config: Config,
+        bindings: Vec<(String, Binding)>,
+        secret: [u8; 32],
+        now: Now,
+    ) -> Self {
         let listen = config.listen_addr();
         let local = LocalIdentity {
             host_port: listen.to_string(),
@@ -125,7 +130,11 @@ impl Engine {
     pub fn handle_stream_garbage(&mut self, peer: Peer, error: &ParseError) {
         self.stats.stream_garbage += 1;
         if self.stats.should_log(Instant::now()) {
-            tracing::warn!("closed {} connection from {}: {error}", peer.protocol.via_token(), peer.addr);
+            tracing::warn!(
+                "closed {} connection from {}: {error}",
+                peer.protocol.via_token(),
+                peer.addr
+            );
         }
     }
 
@@ -138,7 +147,8 @@ impl Engine {
         match request {
             Some(msg) => {
                 self.stats.rejected_requests += 1;
-                self.tx.send_stateless(msg.response(513, "Message Too Large", None), peer);
+                self.tx
+                    .send_stateless(msg.response(513, "Message Too Large", None), peer);
             }
             None => self.stats.undecodable_dropped += 1,
         }
@@ -169,7 +179,12 @@ impl Engine {
         if msg.is_request() {
             if let Err(rejection) = validate::validate_request(&msg, &CAPABILITIES) {
                 self.stats.rejected_requests += 1;
-                tracing::debug!("rejecting request from {}: {} {}", peer.addr, rejection.code, rejection.reason);
+                tracing::debug!(
+                    "rejecting request from {}: {} {}",
+                    peer.addr,
+                    rejection.code,
+                    rejection.reason
+                );
                 let response = rejection.to_response(&msg);
                 if msg.method() != Some(&Method::ACK) {
                     self.tx.send_stateless(response, peer);

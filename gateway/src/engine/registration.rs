@@ -1,9 +1,9 @@
 //! REGISTER handling: digest challenge, verification, binding update, persistence.
 
 use super::{Engine, Now};
-use crate::sip::ids;
 use crate::auth::AuthOutcome;
 use crate::registrar::RegisterError;
+use crate::sip::ids;
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::ServerTxId;
 use crate::store::StoreCommand;
@@ -45,23 +45,30 @@ impl Engine {
     ) -> Option<String> {
         let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
         let algorithms = self.config.algorithms_for(claimed_user).to_vec();
+        // Not header_list: a credentials value is itself a comma-separated parameter list.
         let credentials = msg
-            .header_list(&kind.credentials())
-            .into_iter()
+            .headers
+            .get_raw(&kind.credentials())
+            .map(|value| value.as_str())
             .find(|value| value.len() > 6 && value[..6].eq_ignore_ascii_case("digest"))
             .map(str::to_string);
         let stale = match credentials {
             None => false,
             Some(value) => {
                 let config = &self.config;
-                let outcome = self.auth.verify(now.mono, &method, &value, &algorithms, |user| {
-                    config.extension(user).map(|e| e.password.clone())
-                });
+                let outcome = self
+                    .auth
+                    .verify(now.mono, &method, &value, &algorithms, |user| {
+                        config.extension(user).map(|e| e.password.clone())
+                    });
                 match outcome {
                     AuthOutcome::Authenticated { user } => return Some(user),
                     AuthOutcome::Stale => true,
                     AuthOutcome::Rejected(reason) => {
-                        tracing::info!("{method} from {:?}: authentication failed: {reason}", claimed_user);
+                        tracing::info!(
+                            "{method} from {:?}: authentication failed: {reason}",
+                            claimed_user
+                        );
                         self.reply(now, tx, 403, "Forbidden");
                         return None;
                     }
@@ -74,7 +81,11 @@ impl Engine {
         };
         let (code, reason, header) = match kind {
             ChallengeKind::Registrar => (401, "Unauthorized", Name::WWW_AUTHENTICATE),
-            ChallengeKind::Proxy => (407, "Proxy Authentication Required", Name::PROXY_AUTHENTICATE),
+            ChallengeKind::Proxy => (
+                407,
+                "Proxy Authentication Required",
+                Name::PROXY_AUTHENTICATE,
+            ),
         };
         let mut response = request.response(code, reason, Some(&ids::tag()));
         for challenge in challenges {
@@ -89,7 +100,8 @@ impl Engine {
             self.reply(now, tx, 400, "Bad Request (To has no user part)");
             return;
         };
-        let Some(user) = self.authenticate(now, tx, &msg, Some(&aor), ChallengeKind::Registrar) else {
+        let Some(user) = self.authenticate(now, tx, &msg, Some(&aor), ChallengeKind::Registrar)
+        else {
             return;
         };
         if user != aor {
@@ -128,9 +140,10 @@ impl Engine {
     }
 
     fn persist_bindings(&mut self, now: Now, aor: &str) {
-        self.store_commands.push_back(StoreCommand::ReplaceBindings {
-            aor: aor.to_string(),
-            bindings: self.registrar.lookup(now.unix, aor),
-        });
+        self.store_commands
+            .push_back(StoreCommand::ReplaceBindings {
+                aor: aor.to_string(),
+                bindings: self.registrar.lookup(now.unix, aor),
+            });
     }
 }

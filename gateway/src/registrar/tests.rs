@@ -20,8 +20,14 @@ fn source() -> Peer {
 }
 
 fn register(contacts: &str, expires: Option<u32>, call_id: &str, cseq: u32) -> SipMessage {
-    let expires = expires.map(|e| format!("Expires: {e}\r\n")).unwrap_or_default();
-    let contact = if contacts.is_empty() { String::new() } else { format!("Contact: {contacts}\r\n") };
+    let expires = expires
+        .map(|e| format!("Expires: {e}\r\n"))
+        .unwrap_or_default();
+    let contact = if contacts.is_empty() {
+        String::new()
+    } else {
+        format!("Contact: {contacts}\r\n")
+    };
     let text = format!(
         "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK{cseq}\r\n\
 From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
@@ -33,10 +39,21 @@ From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: {call_id}
 #[test]
 fn several_contacts_with_their_own_expiry() {
     let mut r = Registrar::new(config());
-    let msg = register("<sip:201@a:1>;expires=120, <sip:201@b:2>", Some(600), "c1", 1);
+    let msg = register(
+        "<sip:201@a:1>;expires=120, <sip:201@b:2>",
+        Some(600),
+        "c1",
+        1,
+    );
     let outcome = r.register(1000, "201", &msg, source()).unwrap();
     assert!(outcome.changed);
-    assert_eq!(outcome.contacts, [("sip:201@a:1".to_string(), 120), ("sip:201@b:2".to_string(), 600)]);
+    assert_eq!(
+        outcome.contacts,
+        [
+            ("sip:201@a:1".to_string(), 120),
+            ("sip:201@b:2".to_string(), 600)
+        ]
+    );
     assert_eq!(r.lookup(1000, "201").len(), 2);
     assert_eq!(r.expire(1121), ["201"]);
     assert_eq!(r.lookup(1121, "201").len(), 1);
@@ -45,16 +62,37 @@ fn several_contacts_with_their_own_expiry() {
 #[test]
 fn default_and_maximum_expiry() {
     let mut r = Registrar::new(config());
-    let outcome = r.register(0, "201", &register("<sip:201@a:1>", None, "c1", 1), source()).unwrap();
+    let outcome = r
+        .register(
+            0,
+            "201",
+            &register("<sip:201@a:1>", None, "c1", 1),
+            source(),
+        )
+        .unwrap();
     assert_eq!(outcome.contacts[0].1, 1800);
-    let outcome = r.register(0, "201", &register("<sip:201@a:1>", Some(99999), "c1", 2), source()).unwrap();
+    let outcome = r
+        .register(
+            0,
+            "201",
+            &register("<sip:201@a:1>", Some(99999), "c1", 2),
+            source(),
+        )
+        .unwrap();
     assert_eq!(outcome.contacts[0].1, 3600);
 }
 
 #[test]
 fn too_brief_is_423_with_the_minimum() {
     let mut r = Registrar::new(config());
-    let err = r.register(0, "201", &register("<sip:201@a:1>", Some(10), "c1", 1), source()).unwrap_err();
+    let err = r
+        .register(
+            0,
+            "201",
+            &register("<sip:201@a:1>", Some(10), "c1", 1),
+            source(),
+        )
+        .unwrap_err();
     assert_eq!(err, RegisterError::IntervalTooBrief { min: 60 });
     assert_eq!(err.status().0, 423);
 }
@@ -62,21 +100,46 @@ fn too_brief_is_423_with_the_minimum() {
 #[test]
 fn expires_zero_removes_one_and_star_removes_all() {
     let mut r = Registrar::new(config());
-    r.register(0, "201", &register("<sip:201@a:1>, <sip:201@b:2>", Some(600), "c1", 1), source()).unwrap();
-    let outcome = r.register(0, "201", &register("<sip:201@a:1>", Some(0), "c1", 2), source()).unwrap();
+    r.register(
+        0,
+        "201",
+        &register("<sip:201@a:1>, <sip:201@b:2>", Some(600), "c1", 1),
+        source(),
+    )
+    .unwrap();
+    let outcome = r
+        .register(
+            0,
+            "201",
+            &register("<sip:201@a:1>", Some(0), "c1", 2),
+            source(),
+        )
+        .unwrap();
     assert_eq!(outcome.contacts.len(), 1);
-    let outcome = r.register(0, "201", &register("*", Some(0), "c1", 3), source()).unwrap();
+    let outcome = r
+        .register(0, "201", &register("*", Some(0), "c1", 3), source())
+        .unwrap();
     assert!(outcome.contacts.is_empty() && outcome.changed);
     assert!(r.lookup(0, "201").is_empty());
-    let err = r.register(0, "201", &register("*", Some(60), "c1", 4), source()).unwrap_err();
+    let err = r
+        .register(0, "201", &register("*", Some(60), "c1", 4), source())
+        .unwrap_err();
     assert!(matches!(err, RegisterError::InvalidRequest(_)));
 }
 
 #[test]
 fn query_without_contact_lists_bindings() {
     let mut r = Registrar::new(config());
-    r.register(0, "201", &register("<sip:201@a:1>", Some(600), "c1", 1), source()).unwrap();
-    let outcome = r.register(100, "201", &register("", None, "c2", 1), source()).unwrap();
+    r.register(
+        0,
+        "201",
+        &register("<sip:201@a:1>", Some(600), "c1", 1),
+        source(),
+    )
+    .unwrap();
+    let outcome = r
+        .register(100, "201", &register("", None, "c2", 1), source())
+        .unwrap();
     assert!(!outcome.changed);
     assert_eq!(outcome.contacts, [("sip:201@a:1".to_string(), 500)]);
 }
@@ -84,11 +147,26 @@ fn query_without_contact_lists_bindings() {
 #[test]
 fn out_of_order_and_too_many() {
     let mut r = Registrar::new(config());
-    r.register(0, "201", &register("<sip:201@a:1>", Some(600), "c1", 5), source()).unwrap();
-    let err = r.register(0, "201", &register("<sip:201@a:1>", Some(600), "c1", 5), source()).unwrap_err();
+    r.register(
+        0,
+        "201",
+        &register("<sip:201@a:1>", Some(600), "c1", 5),
+        source(),
+    )
+    .unwrap();
+    let err = r
+        .register(
+            0,
+            "201",
+            &register("<sip:201@a:1>", Some(600), "c1", 5),
+            source(),
+        )
+        .unwrap_err();
     assert_eq!(err, RegisterError::OutOfOrder);
     let many = "<sip:201@b:1>, <sip:201@c:1>, <sip:201@d:1>";
-    let err = r.register(0, "201", &register(many, Some(600), "c2", 1), source()).unwrap_err();
+    let err = r
+        .register(0, "201", &register(many, Some(600), "c2", 1), source())
+        .unwrap_err();
     assert_eq!(err, RegisterError::TooManyContacts);
 }
 

@@ -187,7 +187,11 @@ impl NameAddrValue {
                 }
                 Some(display.to_string())
             };
-            (display, value[lt + 1..gt].trim().to_string(), &value[gt + 1..])
+            (
+                display,
+                value[lt + 1..gt].trim().to_string(),
+                &value[gt + 1..],
+            )
         } else {
             // addr-spec form: parameters after the first ';' belong to the header.
             if value.contains('"') || value.contains('>') {
@@ -242,7 +246,11 @@ impl NameAddrValue {
 impl fmt::Display for NameAddrValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(display) = &self.display {
-            write!(f, "\"{}\" ", display.replace('\\', "\\\\").replace('"', "\\\""))?;
+            write!(
+                f,
+                "\"{}\" ",
+                display.replace('\\', "\\\\").replace('"', "\\\"")
+            )?;
         }
         write!(f, "<{}>", self.uri)?;
         for (name, value) in &self.params {
@@ -443,9 +451,7 @@ impl SipMessage {
         }
         // The typed parsers slice into the buffer they parse, so lines must borrow `head`.
         let head = Bytes::copy_from_slice(&data[..head_end]);
-        let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0)
-            .map_while(Result::ok)
-            .collect();
+        let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0).map_while(Result::ok).collect();
         if raw_lines.is_empty() {
             return Err(ParseError::Incomplete);
         }
@@ -455,8 +461,8 @@ impl SipMessage {
         let mut headers = Headers::with_capacity(raw_lines.len());
         for raw in &raw_lines[1..] {
             let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotUtf8)?;
-            let (_, line) = Line::parse(&head, text)
-                .map_err(|_| ParseError::HeaderLine(truncate(text)))?;
+            let (_, line) =
+                Line::parse(&head, text).map_err(|_| ParseError::HeaderLine(truncate(text)))?;
             let name_text = line.name.as_print_str();
             if name_text.is_empty() {
                 return Err(ParseError::HeaderLine(truncate(text)));
@@ -469,7 +475,11 @@ impl SipMessage {
         let available = data.len() - head_end;
         let body_len = match lengths.as_slice() {
             [] if framing == Framing::Datagram => available,
-            [] => return Err(ParseError::ContentLength("missing on a stream transport".into())),
+            [] => {
+                return Err(ParseError::ContentLength(
+                    "missing on a stream transport".into(),
+                ))
+            }
             [one] => one
                 .as_str()
                 .trim()
@@ -750,8 +760,10 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     if !version.starts_with("SIP/") {
         return Err(bad());
     }
-    let head = Bytes::copy_from_slice(method.as_bytes());
-    let method = Method::from_parse(&head, method);
+    // ezk's parsers slice into the buffer they are given: the text must borrow from it.
+    let owned = Bytes::copy_from_slice(method.as_bytes());
+    let text = std::str::from_utf8(&owned).map_err(|_| bad())?;
+    let method = Method::from_parse(&owned, text);
     Ok(StartLine::Request(RequestLine {
         method,
         uri: RequestUri::parse(uri)?,
@@ -829,7 +841,10 @@ Contact: \"Caller\" <sip:caller@[2001:db8::1]>\r\nl: 0\r\n\r\n";
             via.sent_by.host,
             ezk_sip_types::host::Host::IP6("2001:db8::9:1".parse().unwrap())
         );
-        assert!(matches!(msg.request_line().unwrap().uri, RequestUri::Sip(_)));
+        assert!(matches!(
+            msg.request_line().unwrap().uri,
+            RequestUri::Sip(_)
+        ));
         assert_eq!(msg.contacts().unwrap()[0].uri, "sip:caller@[2001:db8::1]");
     }
 
@@ -871,7 +886,10 @@ Contact: \"Caller\" <sip:caller@[2001:db8::1]>\r\nl: 0\r\n\r\n";
 
     #[test]
     fn response_codes_out_of_range_are_rejected() {
-        assert!(SipMessage::parse_datagram(b"SIP/2.0 4294967301 better not break\r\nl: 0\r\n\r\n").is_err());
+        assert!(
+            SipMessage::parse_datagram(b"SIP/2.0 4294967301 better not break\r\nl: 0\r\n\r\n")
+                .is_err()
+        );
         assert!(SipMessage::parse_datagram(b"SIP/2.0 99 x\r\nl: 0\r\n\r\n").is_err());
         let ok = SipMessage::parse_datagram(b"SIP/2.0 200\r\nl: 0\r\n\r\n").unwrap();
         assert_eq!(ok.status(), Some(200));

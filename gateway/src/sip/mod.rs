@@ -4,3 +4,4 @@ pub mod framing;
 pub mod ids;
 pub mod message;
 pub mod transaction;
+pub mod validate;

@@ -31,7 +31,11 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .map_err(sqlite)?;
     let current: u32 = tx
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |row| row.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |row| row.get(0),
+        )
         .map_err(sqlite)?;
     if current > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
@@ -42,9 +46,13 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(migration).map_err(sqlite)?;
-        tx.execute("DELETE FROM schema_version", []).map_err(sqlite)?;
-        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [index as u32 + 1])
+        tx.execute("DELETE FROM schema_version", [])
             .map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [index as u32 + 1],
+        )
+        .map_err(sqlite)?;
     }
     tx.commit().map_err(sqlite)
 }

@@ -62,9 +62,12 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(path).map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
         migrations::apply(&mut conn, path)?;
         Ok(Store {
             conn,
@@ -113,7 +116,10 @@ impl Store {
     pub fn load_bindings(&self, now: u64) -> Result<Vec<(String, Binding)>, StoreError> {
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         self.conn
-            .execute("DELETE FROM registrations WHERE expires_at <= ?1", params![now])
+            .execute(
+                "DELETE FROM registrations WHERE expires_at <= ?1",
+                params![now],
+            )
             .map_err(|e| self.error(e))?;
         let mut statement = self
             .conn
@@ -144,10 +150,17 @@ impl Store {
         for row in rows {
             let (aor, contact, expires_at, call_id, cseq, proto, addr, q) =
                 row.map_err(|e| self.error(e))?;
-            let protocol = if proto == "tcp" { Protocol::Tcp } else { Protocol::Udp };
+            let protocol = if proto == "tcp" {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            };
             // A row that does not parse (edited by hand) is skipped, not fatal.
             let Ok(addr) = addr.parse() else {
-                tracing::warn!("{}: skipping registration of {aor} with bad address {addr:?}", self.path.display());
+                tracing::warn!(
+                    "{}: skipping registration of {aor} with bad address {addr:?}",
+                    self.path.display()
+                );
                 continue;
             };
             bindings.push((

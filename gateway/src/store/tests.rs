@@ -22,21 +22,32 @@ fn bindings_survive_a_reopen() {
     let path = dir.path().join("sub/dir/gw.db");
     let mut store = Store::open(&path).unwrap();
     store
-        .replace_bindings("201", &[binding("sip:201@a", 500), binding("sip:201@b", 50)])
+        .replace_bindings(
+            "201",
+            &[binding("sip:201@a", 500), binding("sip:201@b", 50)],
+        )
         .unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
     let loaded = store.load_bindings(100).unwrap();
     assert_eq!(loaded, [("201".to_string(), binding("sip:201@a", 500))]);
-    assert_eq!(store.load_bindings(100).unwrap().len(), 1, "the expired row is gone");
+    assert_eq!(
+        store.load_bindings(100).unwrap().len(),
+        1,
+        "the expired row is gone"
+    );
 }
 
 #[test]
 fn replace_overwrites_and_empty_removes() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
-    store.replace_bindings("201", &[binding("sip:201@a", 500)]).unwrap();
-    store.replace_bindings("201", &[binding("sip:201@c", 600)]).unwrap();
+    store
+        .replace_bindings("201", &[binding("sip:201@a", 500)])
+        .unwrap();
+    store
+        .replace_bindings("201", &[binding("sip:201@c", 600)])
+        .unwrap();
     let loaded = store.load_bindings(0).unwrap();
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].1.contact, "sip:201@c");
@@ -55,7 +66,8 @@ fn migrations_are_idempotent_and_newer_schemas_refused() {
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, migrations::SCHEMA_VERSION);
-    conn.execute("UPDATE schema_version SET version = 99", []).unwrap();
+    conn.execute("UPDATE schema_version SET version = 99", [])
+        .unwrap();
     drop(conn);
     let error = Store::open(&path).err().unwrap().to_string();
     assert!(error.contains("schema version 99"), "{error}");

@@ -87,7 +87,11 @@ fn start_connection(
                 match framer.next_message() {
                     Ok(Framed::NeedMore) => break,
                     Ok(Framed::Message(message)) => {
-                        if inbound.send(Inbound::Message { peer, message }).await.is_err() {
+                        if inbound
+                            .send(Inbound::Message { peer, message })
+                            .await
+                            .is_err()
+                        {
                             break 'read;
                         }
                     }

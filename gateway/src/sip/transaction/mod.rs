@@ -245,7 +245,9 @@ impl TxLayer {
     }
 
     fn handle_request(&mut self, now: Instant, msg: SipMessage, peer: Peer) {
-        let Some(method) = msg.method().cloned() else { return };
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
         if method == Method::ACK {
             self.handle_ack(now, msg, peer);
             return;
@@ -276,11 +278,13 @@ impl TxLayer {
         if method == Method::INVITE {
             let trying = msg.response(100, "Trying", None);
             self.send_response(now, id, trying);
-            self.events.push_back(TxEvent::Request { tx: id, msg, peer });
+            self.events
+                .push_back(TxEvent::Request { tx: id, msg, peer });
         } else if method == Method::CANCEL {
             self.handle_cancel(now, id, msg, peer);
         } else {
-            self.events.push_back(TxEvent::Request { tx: id, msg, peer });
+            self.events
+                .push_back(TxEvent::Request { tx: id, msg, peer });
         }
     }
 
@@ -306,7 +310,10 @@ impl TxLayer {
     }
 
     fn handle_ack(&mut self, now: Instant, msg: SipMessage, peer: Peer) {
-        let by_branch = self.server_index.get(&server_key(&msg, &Method::ACK)).copied();
+        let by_branch = self
+            .server_index
+            .get(&server_key(&msg, &Method::ACK))
+            .copied();
         let by_dialog = ack_key(&msg, None).and_then(|key| self.ack_index.get(&key).copied());
         let Some(id) = by_branch.or(by_dialog) else {
             self.events.push_back(TxEvent::Ack {
@@ -341,7 +348,9 @@ impl TxLayer {
             return;
         };
         let timers = self.timers;
-        let Some(entry) = self.clients.get_mut(&id) else { return };
+        let Some(entry) = self.clients.get_mut(&id) else {
+            return;
+        };
         let actions = entry.tx.on_response(now, msg, &timers);
         self.apply_client_actions(now, id, actions);
     }
@@ -352,14 +361,26 @@ impl TxLayer {
         self.start_client(now, msg, peer, false)
     }
 
-    fn start_client(&mut self, now: Instant, msg: SipMessage, peer: Peer, internal: bool) -> ClientTxId {
+    fn start_client(
+        &mut self,
+        now: Instant,
+        msg: SipMessage,
+        peer: Peer,
+        internal: bool,
+    ) -> ClientTxId {
         let id = ClientTxId(self.next_id);
         self.next_id += 1;
         let key = (
             msg.top_branch().unwrap_or_default(),
             msg.method().map(|m| m.to_string()).unwrap_or_default(),
         );
-        let tx = ClientTx::new(now, msg, peer.protocol.is_reliable(), internal, &self.timers);
+        let tx = ClientTx::new(
+            now,
+            msg,
+            peer.protocol.is_reliable(),
+            internal,
+            &self.timers,
+        );
         self.transmit(peer, tx.bytes().clone());
         self.client_index.insert(key.clone(), id);
         self.clients.insert(id, ClientEntry { tx, key, peer });
@@ -370,7 +391,9 @@ impl TxLayer {
     /// Sends a response through a server transaction (provisional or final).
     pub fn send_response(&mut self, now: Instant, tx: ServerTxId, msg: SipMessage) {
         let timers = self.timers;
-        let Some(entry) = self.servers.get_mut(&tx) else { return };
+        let Some(entry) = self.servers.get_mut(&tx) else {
+            return;
+        };
         let actions = entry.tx.send_response(now, &msg, &timers);
         if entry.tx.is_accepted() && entry.ack_key.is_none() {
             let to_tag = msg.to_header().and_then(|to| to.tag().map(str::to_string));
@@ -392,7 +415,9 @@ impl TxLayer {
     /// not passed up (RFC 5407 §3.1.2); other finals (487) are passed up.
     pub fn cancel(&mut self, now: Instant, tx: ClientTxId) {
         let timers = self.timers;
-        let Some(entry) = self.clients.get_mut(&tx) else { return };
+        let Some(entry) = self.clients.get_mut(&tx) else {
+            return;
+        };
         let actions = entry.tx.cancel(now, &timers);
         self.apply_client_actions(now, tx, actions);
     }
@@ -413,12 +438,16 @@ impl TxLayer {
             let timers = self.timers;
             match tx_ref {
                 TxRef::Client(id) => {
-                    let Some(entry) = self.clients.get_mut(&id) else { continue };
+                    let Some(entry) = self.clients.get_mut(&id) else {
+                        continue;
+                    };
                     let actions = entry.tx.on_timer(now, &timers);
                     self.apply_client_actions(now, id, actions);
                 }
                 TxRef::Server(id) => {
-                    let Some(entry) = self.servers.get_mut(&id) else { continue };
+                    let Some(entry) = self.servers.get_mut(&id) else {
+                        continue;
+                    };
                     let actions = entry.tx.on_timer(now, &timers);
                     self.apply_server_actions(id, actions);
                 }
@@ -442,7 +471,9 @@ impl TxLayer {
     }
 
     fn apply_client_actions(&mut self, now: Instant, id: ClientTxId, actions: Vec<ClientAction>) {
-        let Some(entry) = self.clients.get(&id) else { return };
+        let Some(entry) = self.clients.get(&id) else {
+            return;
+        };
         let (peer, internal) = (entry.peer, entry.tx.is_internal());
         for action in actions {
             match action {
@@ -462,7 +493,9 @@ impl TxLayer {
     }
 
     fn apply_server_actions(&mut self, id: ServerTxId, actions: Vec<ServerAction>) {
-        let Some(entry) = self.servers.get(&id) else { return };
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
         let peer = entry.peer;
         for action in actions {
             match action {

@@ -33,7 +33,10 @@ fn request_uri(invite: &SipMessage) -> RequestUri {
 }
 
 fn top_via(invite: &SipMessage) -> Option<String> {
-    invite.header_list(&Name::VIA).first().map(|v| v.to_string())
+    invite
+        .header_list(&Name::VIA)
+        .first()
+        .map(|v| v.to_string())
 }
 
 fn cseq_number(invite: &SipMessage) -> u32 {

@@ -184,7 +184,9 @@ impl ServerTx {
 
     /// Runs the timers due at `now`.
     pub(super) fn on_timer(&mut self, now: Instant, timers: &TimerConfig) -> Vec<ServerAction> {
-        if self.confirmed_until.is_some_and(|at| at <= now) || self.end_at.is_some_and(|at| at <= now) {
+        if self.confirmed_until.is_some_and(|at| at <= now)
+            || self.end_at.is_some_and(|at| at <= now)
+        {
             let unacknowledged = self.state == State::Accepted && !self.acked;
             self.state = State::Terminated;
             self.retransmit_at = None;

@@ -39,12 +39,19 @@ impl Clock {
         Clock { start, now: start }
     }
 
-    fn run_until(&mut self, layer: &mut TxLayer, end: Duration) -> (Vec<(Duration, SipMessage)>, Vec<(Duration, TxEvent)>) {
+    fn run_until(
+        &mut self,
+        layer: &mut TxLayer,
+        end: Duration,
+    ) -> (Vec<(Duration, SipMessage)>, Vec<(Duration, TxEvent)>) {
         let end = self.start + end;
         let (mut sent, mut events) = (Vec::new(), Vec::new());
         loop {
             while let Some(out) = layer.poll_transmit() {
-                sent.push((self.now - self.start, SipMessage::parse_datagram(&out.bytes).unwrap()));
+                sent.push((
+                    self.now - self.start,
+                    SipMessage::parse_datagram(&out.bytes).unwrap(),
+                ));
             }
             while let Some(event) = layer.poll_event() {
                 events.push((self.now - self.start, event));
@@ -70,11 +77,17 @@ fn secs(offsets: &[(Duration, SipMessage)]) -> Vec<f64> {
 fn invite_client_sends_seven_times_then_times_out_at_32s() {
     let mut layer = TxLayer::new(TimerConfig::default());
     let mut clock = Clock::new();
-    let tx = layer.send_request(clock.now, request("INVITE", "z9hG4bKa"), peer(Protocol::Udp));
+    let tx = layer.send_request(
+        clock.now,
+        request("INVITE", "z9hG4bKa"),
+        peer(Protocol::Udp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(40));
     assert_eq!(secs(&sent), [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]);
     assert_eq!(events.len(), 1);
-    assert!(matches!(events[0], (at, TxEvent::Timeout { tx: t }) if t == tx && at == Duration::from_secs(32)));
+    assert!(
+        matches!(events[0], (at, TxEvent::Timeout { tx: t }) if t == tx && at == Duration::from_secs(32))
+    );
     assert!(layer.is_empty() && layer.poll_timeout().is_none());
 }
 
@@ -82,7 +95,11 @@ fn invite_client_sends_seven_times_then_times_out_at_32s() {
 fn non_invite_client_sends_eleven_times_then_times_out_at_32s() {
     let mut layer = TxLayer::new(TimerConfig::default());
     let mut clock = Clock::new();
-    layer.send_request(clock.now, request("OPTIONS", "z9hG4bKb"), peer(Protocol::Udp));
+    layer.send_request(
+        clock.now,
+        request("OPTIONS", "z9hG4bKb"),
+        peer(Protocol::Udp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(40));
     assert_eq!(
         secs(&sent),
@@ -109,8 +126,16 @@ fn non_invite_client_retransmits_every_t2_after_a_provisional() {
 fn reliable_transport_never_retransmits() {
     let mut layer = TxLayer::new(TimerConfig::default());
     let mut clock = Clock::new();
-    layer.send_request(clock.now, request("INVITE", "z9hG4bKc"), peer(Protocol::Tcp));
-    layer.send_request(clock.now, request("OPTIONS", "z9hG4bKd"), peer(Protocol::Tcp));
+    layer.send_request(
+        clock.now,
+        request("INVITE", "z9hG4bKc"),
+        peer(Protocol::Tcp),
+    );
+    layer.send_request(
+        clock.now,
+        request("OPTIONS", "z9hG4bKd"),
+        peer(Protocol::Tcp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(40));
     assert_eq!(secs(&sent), [0.0, 0.0]);
     assert_eq!(events.len(), 2, "both still time out");
@@ -126,7 +151,9 @@ fn non_2xx_final_is_acked_and_retransmissions_reacked() {
     let busy = response_to(&invite, 486, "callee");
     layer.handle_message(clock.now, busy.clone(), peer(Protocol::Udp));
     let (sent, events) = clock.run_until(&mut layer, Duration::from_millis(200));
-    assert!(matches!(&events[..], [(_, TxEvent::Response { tx: t, msg })] if *t == tx && msg.status() == Some(486)));
+    assert!(
+        matches!(&events[..], [(_, TxEvent::Response { tx: t, msg })] if *t == tx && msg.status() == Some(486))
+    );
     let ack = &sent[0].1;
     assert_eq!(ack.method(), Some(&Method::ACK));
     assert_eq!(ack.top_branch().as_deref(), Some("z9hG4bKe"));
@@ -158,12 +185,17 @@ fn server_absorbs_retransmitted_requests() {
     let options = request("OPTIONS", "z9hG4bKg");
     layer.handle_message(clock.now, options.clone(), peer(Protocol::Udp));
     let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
-    let TxEvent::Request { tx, .. } = events[0].1 else { panic!("a request") };
+    let TxEvent::Request { tx, .. } = events[0].1 else {
+        panic!("a request")
+    };
     layer.send_response(clock.now, tx, options.response(200, "OK", Some("t")));
     layer.handle_message(clock.now, options, peer(Protocol::Udp));
     let (sent, events) = clock.run_until(&mut layer, Duration::ZERO);
     assert!(events.is_empty());
-    assert_eq!(sent.iter().filter(|(_, m)| m.status() == Some(200)).count(), 2);
+    assert_eq!(
+        sent.iter().filter(|(_, m)| m.status() == Some(200)).count(),
+        2
+    );
 }
 
 #[test]
@@ -173,13 +205,19 @@ fn server_non_2xx_retransmits_with_timer_g_until_ack_then_timer_i() {
     let invite = request("INVITE", "z9hG4bKh");
     layer.handle_message(clock.now, invite.clone(), peer(Protocol::Udp));
     let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
-    let TxEvent::Request { tx, .. } = events[0].1 else { panic!("a request") };
+    let TxEvent::Request { tx, .. } = events[0].1 else {
+        panic!("a request")
+    };
     layer.send_response(clock.now, tx, invite.response(486, "Busy Here", Some("gw")));
     let (sent, _) = clock.run_until(&mut layer, Duration::from_secs(20));
     assert_eq!(secs(&sent), [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5]);
     let ack = "ACK sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKh\r\n\
 From: <sip:202@127.0.0.1>;tag=ft\r\nTo: <sip:201@127.0.0.1>;tag=gw\r\nCall-ID: cid-z9hG4bKh\r\nCSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n";
-    layer.handle_message(clock.now, SipMessage::parse_datagram(ack.as_bytes()).unwrap(), peer(Protocol::Udp));
+    layer.handle_message(
+        clock.now,
+        SipMessage::parse_datagram(ack.as_bytes()).unwrap(),
+        peer(Protocol::Udp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(30));
     assert!(sent.is_empty() && events.is_empty(), "the ACK is absorbed");
     assert!(layer.is_empty(), "Timer I ended the transaction");
@@ -192,7 +230,9 @@ fn server_gives_up_with_timer_h_without_ack() {
     let invite = request("INVITE", "z9hG4bKi");
     layer.handle_message(clock.now, invite.clone(), peer(Protocol::Udp));
     let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
-    let TxEvent::Request { tx, .. } = events[0].1 else { panic!("a request") };
+    let TxEvent::Request { tx, .. } = events[0].1 else {
+        panic!("a request")
+    };
     layer.send_response(clock.now, tx, invite.response(404, "Not Found", Some("gw")));
     let (sent, _) = clock.run_until(&mut layer, Duration::from_secs(40));
     assert_eq!(*secs(&sent).last().unwrap(), 31.5);
@@ -206,7 +246,9 @@ fn server_2xx_is_retransmitted_until_ack_and_ack_is_passed_up() {
     let invite = request("INVITE", "z9hG4bKj");
     layer.handle_message(clock.now, invite.clone(), peer(Protocol::Udp));
     let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
-    let TxEvent::Request { tx, .. } = events[0].1 else { panic!("a request") };
+    let TxEvent::Request { tx, .. } = events[0].1 else {
+        panic!("a request")
+    };
     layer.send_response(clock.now, tx, invite.response(200, "OK", Some("gw")));
     let (sent, _) = clock.run_until(&mut layer, Duration::from_secs(2));
     assert_eq!(secs(&sent), [0.0, 0.5, 1.5]);
@@ -230,14 +272,18 @@ fn unacknowledged_2xx_reports_ack_timeout() {
     let invite = request("INVITE", "z9hG4bKk");
     layer.handle_message(clock.now, invite.clone(), peer(Protocol::Udp));
     let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
-    let TxEvent::Request { tx, .. } = events[0].1 else { panic!("a request") };
+    let TxEvent::Request { tx, .. } = events[0].1 else {
+        panic!("a request")
+    };
     layer.send_response(clock.now, tx, invite.response(200, "OK", Some("gw")));
     let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(40));
     assert_eq!(
         secs(&sent),
         [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     );
-    assert!(matches!(events[..], [(at, TxEvent::AckTimeout { invite })] if invite == tx && at == Duration::from_secs(32)));
+    assert!(
+        matches!(events[..], [(at, TxEvent::AckTimeout { invite })] if invite == tx && at == Duration::from_secs(32))
+    );
 }
 
 #[test]
@@ -247,13 +293,21 @@ fn cancel_matches_its_invite_or_gets_481() {
     let invite = request("INVITE", "z9hG4bKl");
     layer.handle_message(clock.now, invite, peer(Protocol::Udp));
     clock.run_until(&mut layer, Duration::ZERO);
-    layer.handle_message(clock.now, request("CANCEL", "z9hG4bKl"), peer(Protocol::Udp));
+    layer.handle_message(
+        clock.now,
+        request("CANCEL", "z9hG4bKl"),
+        peer(Protocol::Udp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::ZERO);
     assert_eq!(sent[0].1.status(), Some(200));
     assert_eq!(sent[0].1.cseq().unwrap().method, Method::CANCEL);
     assert!(matches!(events[..], [(_, TxEvent::Cancel { .. })]));
 
-    layer.handle_message(clock.now, request("CANCEL", "z9hG4bKnone"), peer(Protocol::Udp));
+    layer.handle_message(
+        clock.now,
+        request("CANCEL", "z9hG4bKnone"),
+        peer(Protocol::Udp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::ZERO);
     assert_eq!(sent[0].1.status(), Some(481));
     assert!(events.is_empty());
@@ -269,7 +323,11 @@ fn cancel_waits_for_a_provisional() {
     layer.cancel(clock.now, tx);
     let (sent, _) = clock.run_until(&mut layer, Duration::from_millis(200));
     assert!(sent.is_empty(), "no CANCEL before a provisional");
-    layer.handle_message(clock.now, response_to(&invite, 180, "callee"), peer(Protocol::Udp));
+    layer.handle_message(
+        clock.now,
+        response_to(&invite, 180, "callee"),
+        peer(Protocol::Udp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::from_millis(300));
     let cancel = &sent[0].1;
     assert_eq!(cancel.method(), Some(&Method::CANCEL));
@@ -278,10 +336,16 @@ fn cancel_waits_for_a_provisional() {
     assert!(cancel.to_header().unwrap().tag().is_none());
     assert!(matches!(events[..], [(_, TxEvent::Response { .. })]));
     // 487 for the INVITE is passed up and ACKed.
-    layer.handle_message(clock.now, response_to(&invite, 487, "callee"), peer(Protocol::Udp));
+    layer.handle_message(
+        clock.now,
+        response_to(&invite, 487, "callee"),
+        peer(Protocol::Udp),
+    );
     let (sent, events) = clock.run_until(&mut layer, Duration::from_millis(400));
     assert!(sent.iter().any(|(_, m)| m.method() == Some(&Method::ACK)));
-    assert!(matches!(&events[..], [(_, TxEvent::Response { msg, .. })] if msg.status() == Some(487)));
+    assert!(
+        matches!(&events[..], [(_, TxEvent::Response { msg, .. })] if msg.status() == Some(487))
+    );
 }
 
 #[test]
@@ -290,25 +354,38 @@ fn late_2xx_after_cancel_is_acked_then_byed() {
     let mut clock = Clock::new();
     let invite = request("INVITE", "z9hG4bKn");
     let tx = layer.send_request(clock.now, invite.clone(), peer(Protocol::Udp));
-    layer.handle_message(clock.now, response_to(&invite, 180, "callee"), peer(Protocol::Udp));
+    layer.handle_message(
+        clock.now,
+        response_to(&invite, 180, "callee"),
+        peer(Protocol::Udp),
+    );
     layer.cancel(clock.now, tx);
     clock.run_until(&mut layer, Duration::from_millis(10));
     let ok = response_to(&invite, 200, "callee");
     layer.handle_message(clock.now, ok.clone(), peer(Protocol::Udp));
     let (sent, events) = clock.run_until(&mut layer, Duration::from_millis(20));
     assert!(events.is_empty(), "the TU does not see the 2xx");
-    let methods: Vec<_> = sent.iter().filter_map(|(_, m)| m.method().cloned()).collect();
+    let methods: Vec<_> = sent
+        .iter()
+        .filter_map(|(_, m)| m.method().cloned())
+        .collect();
     assert_eq!(methods, [Method::ACK, Method::BYE]);
     let (ack, bye) = (&sent[0].1, &sent[1].1);
     assert_eq!(ack.to_header().unwrap().tag(), Some("callee"));
     assert_eq!(ack.cseq().unwrap().cseq, 7);
-    assert_eq!(ack.request_line().unwrap().uri.to_string(), "sip:201@127.0.0.1:5071");
+    assert_eq!(
+        ack.request_line().unwrap().uri.to_string(),
+        "sip:201@127.0.0.1:5071"
+    );
     assert_eq!(bye.cseq().unwrap().cseq, 8);
     assert_ne!(bye.top_branch(), ack.top_branch());
     // A retransmitted 2xx is ACKed again but not BYEd twice.
     layer.handle_message(clock.now, ok, peer(Protocol::Udp));
     let (sent, _) = clock.run_until(&mut layer, Duration::from_millis(30));
-    let methods: Vec<_> = sent.iter().filter_map(|(_, m)| m.method().cloned()).collect();
+    let methods: Vec<_> = sent
+        .iter()
+        .filter_map(|(_, m)| m.method().cloned())
+        .collect();
     assert_eq!(methods, [Method::ACK]);
 }
 
@@ -333,7 +410,11 @@ fn non_invite_timers_j_and_k_clean_up() {
     let options = request("OPTIONS", "z9hG4bKp");
     let client = request("OPTIONS", "z9hG4bKq");
     layer.send_request(clock.now, client.clone(), peer(Protocol::Udp));
-    layer.handle_message(clock.now, response_to(&client, 200, "x"), peer(Protocol::Udp));
+    layer.handle_message(
+        clock.now,
+        response_to(&client, 200, "x"),
+        peer(Protocol::Udp),
+    );
     layer.handle_message(clock.now, options.clone(), peer(Protocol::Udp));
     let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
     let tx = events
@@ -345,7 +426,11 @@ fn non_invite_timers_j_and_k_clean_up() {
         .unwrap();
     layer.send_response(clock.now, tx, options.response(200, "OK", Some("t")));
     clock.run_until(&mut layer, Duration::from_secs(6));
-    assert_eq!(layer.len(), 1, "Timer K (5 s) ended the client; Timer J (32 s) still holds the server");
+    assert_eq!(
+        layer.len(),
+        1,
+        "Timer K (5 s) ended the client; Timer J (32 s) still holds the server"
+    );
     clock.run_until(&mut layer, Duration::from_secs(33));
     assert!(layer.is_empty() && layer.poll_timeout().is_none());
 }
@@ -354,7 +439,11 @@ fn non_invite_timers_j_and_k_clean_up() {
 fn stray_responses_are_counted() {
     let mut layer = TxLayer::new(TimerConfig::default());
     let invite = request("INVITE", "z9hG4bKr");
-    layer.handle_message(Instant::now(), response_to(&invite, 200, "x"), peer(Protocol::Udp));
+    layer.handle_message(
+        Instant::now(),
+        response_to(&invite, 200, "x"),
+        peer(Protocol::Udp),
+    );
     assert_eq!(layer.stray_responses(), 1);
     assert!(layer.poll_event().is_none());
 }
