@@ -1,1 +1,462 @@
-//! Shared helpers for the end-to-end tests in `tests/tests/`.
+//! Harness for the end-to-end tests: start the real `gateway` binary on free ports with a
+//! config in a temporary directory, drive it with SIPp scenarios from `tests/scenarios/`,
+//! and talk raw UDP/TCP to it for the bad-input tests.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The gateway binary: `$GATEWAY_BIN`, else `$CARGO_TARGET_DIR/debug/gateway`, else
+/// `<workspace>/target/debug/gateway`. Panics with instructions when it is missing.
+pub fn gateway_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("GATEWAY_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let binary = target.join("debug").join("gateway");
+    assert!(
+        binary.exists(),
+        "gateway binary not found at {}: build it with `cargo build -p gateway` (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
+/// Hands out ports from a per-process range and checks that UDP and TCP are both free.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 2000) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 4000;
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Settings a test may change in the generated config.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// `registrar.min_expires_secs`.
+    pub min_expires_secs: u32,
+    /// `calls.ring_timeout_secs`.
+    pub ring_timeout_secs: u64,
+    /// `sip.max_message_size`.
+    pub max_message_size: usize,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            min_expires_secs: 1,
+            ring_timeout_secs: 30,
+            max_message_size: 65_535,
+        }
+    }
+}
+
+/// A running gateway process, killed on drop.
+pub struct Gateway {
+    child: Child,
+    /// Its SIP port (UDP and TCP).
+    pub port: u16,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Gateway {
+    /// Starts a gateway with the quick-start extensions 201-204 on a free port.
+    pub fn start(options: GatewayOptions) -> Gateway {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let port = free_port();
+        let config = dir.path().join("gateway.toml");
+        let office = std::fs::read_to_string(workspace_root().join("examples/office.toml"))
+            .expect("examples/office.toml");
+        let text = office
+            .replace("127.0.0.1:5060", &format!("127.0.0.1:{port}"))
+            .replace(
+                "./data/gateway.db",
+                &dir.path().join("gateway.db").display().to_string(),
+            )
+            .replace(
+                "min_expires_secs = 60",
+                &format!("min_expires_secs = {}", options.min_expires_secs),
+            )
+            .replace(
+                "ring_timeout_secs = 60",
+                &format!("ring_timeout_secs = {}", options.ring_timeout_secs),
+            )
+            .replace(
+                "transports = [\"udp\", \"tcp\"]",
+                &format!(
+                    "transports = [\"udp\", \"tcp\"]\nmax_message_size = {}",
+                    options.max_message_size
+                ),
+            );
+        std::fs::write(&config, text).expect("write config");
+        let mut gateway = Gateway {
+            child: spawn_gateway(&config, dir.path()),
+            port,
+            dir,
+            config,
+        };
+        gateway.wait_until_listening(0);
+        gateway
+    }
+
+    /// Stops the process and starts it again on the same config and database.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log_start = self.log().len();
+        self.child = spawn_gateway(&self.config, self.dir.path());
+        self.wait_until_listening(log_start);
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM first so the store writer flushes, as in production.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the `listening` lines the process started at log offset `log_start` prints.
+    fn wait_until_listening(&mut self, log_start: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = self.log().get(log_start..).unwrap_or_default().to_string();
+            if log.contains("listening on udp") && log.contains("listening on tcp") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited with {status} before listening:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start listening within 15 s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// A scratch directory for SIPp logs and generated scenarios.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn spawn_gateway(config: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .expect("gateway log file");
+    Command::new(gateway_binary())
+        .arg("--config")
+        .arg(config)
+        .arg("--log")
+        .arg("debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the gateway binary")
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- gateway log ----\n{}", self.log());
+        }
+    }
+}
+
+/// The SIP transport a SIPp run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `-t u1`
+    Udp,
+    /// `-t t1`
+    Tcp,
+}
+
+/// One SIPp run: scenario, local port, credentials and keys.
+#[derive(Debug, Clone)]
+pub struct Sipp {
+    scenario: String,
+    local_port: u16,
+    transport: Transport,
+    args: Vec<String>,
+    substitutions: Vec<(String, String)>,
+}
+
+fn sipp_binary() -> &'static str {
+    let found = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "sipp not found: install the sip-tester package or run scripts/test.sh"
+    );
+    "sipp"
+}
+
+impl Sipp {
+    /// A run of `tests/scenarios/<scenario>` from `local_port` over UDP.
+    pub fn new(scenario: &str, local_port: u16) -> Sipp {
+        Sipp {
+            scenario: scenario.into(),
+            local_port,
+            transport: Transport::Udp,
+            args: Vec::new(),
+            substitutions: Vec::new(),
+        }
+    }
+
+    /// Uses TCP instead of UDP.
+    pub fn tcp(mut self) -> Sipp {
+        self.transport = Transport::Tcp;
+        self
+    }
+
+    /// `-s user`: the Request-URI user (the callee, or the registering extension).
+    pub fn service(self, user: &str) -> Sipp {
+        self.arg("-s").arg(user)
+    }
+
+    /// `-au user -ap password`: digest credentials.
+    pub fn credentials(self, user: &str, password: &str) -> Sipp {
+        self.arg("-au").arg(user).arg("-ap").arg(password)
+    }
+
+    /// `-key name value`: a scenario keyword.
+    pub fn key(self, name: &str, value: &str) -> Sipp {
+        self.arg("-key").arg(name).arg(value)
+    }
+
+    /// Replaces `@EXPECT@` in the scenario (expected status codes).
+    pub fn expect(mut self, code: u16) -> Sipp {
+        self.substitutions
+            .push(("@EXPECT@".into(), code.to_string()));
+        self
+    }
+
+    fn arg(mut self, value: &str) -> Sipp {
+        self.args.push(value.into());
+        self
+    }
+
+    fn command(&self, gateway: &Gateway, tag: &str) -> (Command, PathBuf) {
+        let template = workspace_root()
+            .join("tests/scenarios")
+            .join(&self.scenario);
+        let mut text = std::fs::read_to_string(&template)
+            .unwrap_or_else(|e| panic!("scenario {}: {e}", template.display()));
+        for (from, to) in &self.substitutions {
+            text = text.replace(from, to);
+        }
+        let scenario = gateway.scratch().join(format!("{tag}-{}", self.scenario));
+        std::fs::write(&scenario, text).expect("write scenario");
+        let errors = gateway
+            .scratch()
+            .join(format!("{tag}-{}.errors", self.scenario));
+        let mut command = Command::new(sipp_binary());
+        command
+            .arg("-sf")
+            .arg(&scenario)
+            .args(["-i", "127.0.0.1", "-p"])
+            .arg(self.local_port.to_string())
+            .args([
+                "-m",
+                "1",
+                "-timeout",
+                "20s",
+                "-timeout_error",
+                "-recv_timeout",
+                "10000",
+            ])
+            .args(["-nostdin", "-trace_err", "-error_file"])
+            .arg(&errors)
+            .args([
+                "-t",
+                if self.transport == Transport::Tcp {
+                    "t1"
+                } else {
+                    "u1"
+                },
+            ])
+            .args(&self.args)
+            .arg(gateway.addr().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        (command, errors)
+    }
+
+    /// Runs to completion; panics with SIPp's error log unless the call succeeded.
+    pub fn run(&self, gateway: &Gateway) {
+        self.spawn(gateway).wait();
+    }
+
+    /// Starts in the background (a callee waiting for the gateway's INVITE).
+    pub fn spawn(&self, gateway: &Gateway) -> SippRun {
+        static RUN: AtomicU16 = AtomicU16::new(0);
+        let tag = format!("run{}", RUN.fetch_add(1, Ordering::Relaxed));
+        let (mut command, errors) = self.command(gateway, &tag);
+        let child = command.spawn().expect("start sipp");
+        SippRun {
+            child,
+            errors,
+            scenario: self.scenario.clone(),
+        }
+    }
+}
+
+/// A SIPp process started with [`Sipp::spawn`].
+pub struct SippRun {
+    child: Child,
+    errors: PathBuf,
+    scenario: String,
+}
+
+impl SippRun {
+    /// Waits for SIPp to end; panics with its error log unless it reported success.
+    pub fn wait(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for sipp") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("sipp {} did not finish within 40 s", self.scenario);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let errors = std::fs::read_to_string(&self.errors).unwrap_or_default();
+        // SIPp 3.6 logs this harmless line when it exits; anything else is a failure.
+        let real_errors: Vec<&str> = errors
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter(|l| !l.contains("The following events occurred"))
+            .filter(|l| !l.contains("Failed to delete FD from epoll"))
+            .collect();
+        assert!(
+            status.success() && real_errors.is_empty(),
+            "sipp {} failed ({status}):\n{}\n{stderr}",
+            self.scenario,
+            errors
+        );
+    }
+}
+
+/// Sends one UDP datagram to the gateway from a fresh socket and returns the first answer
+/// (None if nothing comes within `wait`). 100 Trying is skipped.
+pub fn udp_exchange(gateway: &Gateway, bytes: &[u8], wait: Duration) -> Option<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    socket.send_to(bytes, gateway.addr()).expect("send udp");
+    let deadline = Instant::now() + wait;
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        let (n, _) = socket.recv_from(&mut buffer).ok()?;
+        let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+        if !text.starts_with("SIP/2.0 100 ") {
+            return Some(text);
+        }
+    }
+}
+
+/// The status code of a response text.
+pub fn status_of(response: &str) -> Option<u16> {
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A minimal, valid request for raw tests; `{port}` and `{branch}` are filled in.
+pub fn options_request(port: u16, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:{port}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p{branch}\r\nTo: <sip:gw@127.0.0.1>\r\n\
+Call-ID: {branch}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// True when the gateway answers an OPTIONS with 200 (it is alive and serving).
+pub fn answers_options(gateway: &Gateway) -> bool {
+    let branch = format!("alive{}", free_port());
+    let request =
+        options_request(gateway.port, &branch).replace(&format!("sip:{}@", gateway.port), "sip:");
+    udp_exchange(gateway, request.as_bytes(), Duration::from_secs(2)).and_then(|r| status_of(&r))
+        == Some(200)
+}
+
+/// Connects over TCP, writes `bytes`, and reports whether the gateway closed the
+/// connection within `wait` (reading whatever it sent first).
+pub fn tcp_closed_after(gateway: &Gateway, bytes: &[u8], wait: Duration) -> bool {
+    let mut stream = TcpStream::connect(gateway.addr()).expect("tcp connect");
+    stream.write_all(bytes).expect("tcp write");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Registers `ext` (password `pw<ext>`) from `port` and expects `code`.
+pub fn register(gateway: &Gateway, ext: &str, port: u16, expires: u32, code: u16) {
+    Sipp::new("register.xml", port)
+        .service(ext)
+        .credentials(ext, &format!("pw{ext}"))
+        .key("expires", &expires.to_string())
+        .expect(code)
+        .run(gateway);
+}

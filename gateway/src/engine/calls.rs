@@ -6,10 +6,11 @@
 use super::dialog::{copy_body, Dialog};
 use super::registration::ChallengeKind;
 use super::{add_capabilities, Engine, Now};
+use crate::registrar::Binding;
 use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage};
 use crate::sip::transaction::{ClientTxId, ServerTxId};
-use crate::transport::Peer;
+use crate::transport::{Peer, Protocol};
 use ezk_sip_types::{Method, Name};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
@@ -131,6 +132,27 @@ impl Calls {
     }
 }
 
+/// Where requests for a registered contact go. Over UDP: the address the REGISTER came
+/// from (what phones behind NAT need). Over TCP: the Contact's address when it is an IP
+/// address and port, because the registering connection may be gone (the transport reuses a
+/// live connection to that address, or opens one).
+fn route_to(binding: &Binding) -> Peer {
+    if binding.source.protocol == Protocol::Tcp {
+        let host_port = binding
+            .contact
+            .split_once(':')
+            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, hp)| hp))
+            .map(|hp| hp.split(';').next().unwrap_or(hp));
+        if let Some(addr) = host_port.and_then(|hp| hp.parse().ok()) {
+            return Peer {
+                protocol: Protocol::Tcp,
+                addr,
+            };
+        }
+    }
+    binding.source
+}
+
 /// A name-addr without its tag parameter, as a dialog's local/remote URI.
 fn without_tag(value: &NameAddrValue) -> String {
     let mut value = value.clone();
@@ -220,6 +242,7 @@ impl Engine {
         self.calls.next_id += 1;
         let mut forks = Vec::with_capacity(bindings.len());
         for (index, binding) in bindings.into_iter().enumerate() {
+            let peer = route_to(&binding);
             let mut dialog = Dialog {
                 call_id: ids::call_id(&self.local.host),
                 local_tag: ids::tag(),
@@ -228,14 +251,14 @@ impl Engine {
                 remote_uri: format!("<{}>", self.local.uri_for(&target)),
                 remote_target: binding.contact.clone(),
                 local_cseq: 0,
-                peer: binding.source,
+                peer,
             };
             let mut invite = dialog.request(Method::INVITE, None, &self.local);
             invite.set_header(Name::MAX_FORWARDS, max_forwards.to_string());
             add_capabilities(&mut invite);
             invite.remove_header(&Name::ACCEPT);
             copy_body(&msg, &mut invite);
-            let fork_tx = self.tx.send_request(now.mono, invite, binding.source);
+            let fork_tx = self.tx.send_request(now.mono, invite, peer);
             self.calls
                 .by_client_tx
                 .insert(fork_tx, (id, ClientRole::Fork(index)));

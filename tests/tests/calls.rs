@@ -1,0 +1,90 @@
+//! B2BUA calls between extensions against the real binary, driven by SIPp.
+
+use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp};
+
+fn caller(scenario: &str, callee: &str) -> Sipp {
+    Sipp::new(scenario, free_port())
+        .service(callee)
+        .credentials("202", "pw202")
+        .key("caller", "202")
+}
+
+#[test]
+fn call_rings_is_answered_and_caller_hangs_up() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone).spawn(&gateway);
+    caller("uac_call.xml", "201").run(&gateway);
+    callee.wait();
+    assert!(gateway.log().contains("ended by A"));
+}
+
+#[test]
+fn callee_hangs_up() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer_then_bye.xml", phone).spawn(&gateway);
+    caller("uac_call_callee_hangs_up.xml", "201").run(&gateway);
+    callee.wait();
+    assert!(gateway.log().contains("ended by B"));
+}
+
+#[test]
+fn caller_cancels_before_answer() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_cancel.xml", phone).spawn(&gateway);
+    caller("uac_cancel.xml", "201").run(&gateway);
+    callee.wait();
+}
+
+#[test]
+fn busy_callee_gives_486() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_reject.xml", phone)
+        .expect(486)
+        .spawn(&gateway);
+    caller("uac_fail.xml", "201").expect(486).run(&gateway);
+    callee.wait();
+}
+
+#[test]
+fn unknown_and_unregistered_extensions() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    caller("uac_fail.xml", "299").expect(404).run(&gateway);
+    caller("uac_fail.xml", "203").expect(480).run(&gateway);
+}
+
+#[test]
+fn no_answer_ends_with_480_after_the_ring_timeout() {
+    let gateway = Gateway::start(GatewayOptions {
+        ring_timeout_secs: 2,
+        ..GatewayOptions::default()
+    });
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_cancel.xml", phone).spawn(&gateway);
+    caller("uac_fail.xml", "201").expect(480).run(&gateway);
+    callee.wait();
+}
+
+#[test]
+fn call_over_tcp() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    Sipp::new("register.xml", phone)
+        .tcp()
+        .service("201")
+        .credentials("201", "pw201")
+        .key("expires", "600")
+        .expect(200)
+        .run(&gateway);
+    let callee = Sipp::new("uas_answer.xml", phone).tcp().spawn(&gateway);
+    caller("uac_call.xml", "201").tcp().run(&gateway);
+    callee.wait();
+}
