@@ -110,7 +110,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::select! {
             message = inbound.recv() => match message {
                 Some(Inbound::Datagram { peer, bytes }) => engine.handle_datagram(Now::system(), peer, &bytes),
-                Some(Inbound::Message { peer, message }) => engine.handle_message(Now::system(), peer, message),
+                Some(Inbound::Message { peer, message }) => engine.handle_message(Now::system(), peer, *message),
                 Some(Inbound::StreamGarbage { peer, error }) => engine.handle_stream_garbage(peer, &error),
                 None => break,
             },

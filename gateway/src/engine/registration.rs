@@ -4,7 +4,7 @@ use super::{Engine, Now};
 use crate::auth::AuthOutcome;
 use crate::registrar::RegisterError;
 use crate::sip::ids;
-use crate::sip::message::SipMessage;
+use crate::sip::message::{starts_with_ignore_case, SipMessage};
 use crate::sip::transaction::ServerTxId;
 use crate::store::StoreCommand;
 use crate::transport::Peer;
@@ -50,7 +50,7 @@ impl Engine {
             .headers
             .get_raw(&kind.credentials())
             .map(|value| value.as_str())
-            .find(|value| value.len() > 6 && value[..6].eq_ignore_ascii_case("digest"))
+            .find(|value| starts_with_ignore_case(value, "digest "))
             .map(str::to_string);
         let stale = match credentials {
             None => false,
@@ -76,9 +76,7 @@ impl Engine {
             }
         };
         let challenges = self.auth.challenge(now.mono, &algorithms, stale);
-        let Some(request) = self.tx.request(tx) else {
-            return None;
-        };
+        let request = self.tx.request(tx)?;
         let (code, reason, header) = match kind {
             ChallengeKind::Registrar => (401, "Unauthorized", Name::WWW_AUTHENTICATE),
             ChallengeKind::Proxy => (

@@ -13,8 +13,8 @@ pub struct StreamFramer {
 /// What the framer found in the buffered bytes.
 #[derive(Debug)]
 pub enum Framed {
-    /// A whole message was parsed.
-    Message(SipMessage),
+    /// A whole message was parsed (boxed: a message is large, `NeedMore` is not).
+    Message(Box<SipMessage>),
     /// More bytes are needed.
     NeedMore,
 }
@@ -46,7 +46,7 @@ impl StreamFramer {
         match SipMessage::parse_with(&self.buffer, Framing::Stream) {
             Ok((message, used)) => {
                 self.buffer.advance(used);
-                Ok(Framed::Message(message))
+                Ok(Framed::Message(Box::new(message)))
             }
             Err(ParseError::Incomplete) | Err(ParseError::BodyTruncated { .. }) => {
                 if self.buffer.len() > MAX_MESSAGE_SIZE {
@@ -75,7 +75,7 @@ CSeq: 1 OPTIONS\r\nFrom: <sip:1@h>;tag=1\r\nTo: <sip:201@h>\r\nContent-Length: {
     fn drain(framer: &mut StreamFramer) -> Vec<SipMessage> {
         let mut out = Vec::new();
         while let Framed::Message(m) = framer.next_message().unwrap() {
-            out.push(m);
+            out.push(*m);
         }
         out
     }

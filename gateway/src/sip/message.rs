@@ -734,7 +734,7 @@ fn truncate(text: &str) -> String {
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let bad = || ParseError::StartLine(truncate(line));
     let parts: Vec<&str> = line.split([' ', '\t']).filter(|p| !p.is_empty()).collect();
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+    if starts_with_ignore_case(line, "SIP/") {
         let version = parts.first().ok_or_else(bad)?;
         let code_text = parts.get(1).ok_or_else(bad)?;
         if code_text.len() != 3 || !code_text.bytes().all(|b| b.is_ascii_digit()) {
@@ -769,6 +769,13 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         uri: RequestUri::parse(uri)?,
         version: version.to_string(),
     }))
+}
+
+/// Case-insensitive ASCII prefix test that never slices inside a UTF-8 character.
+pub fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// RFC 3261 `token` characters.

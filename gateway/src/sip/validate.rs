@@ -1,7 +1,7 @@
 //! Checks a UAS/registrar/B2BUA makes before handling a message, and the RFC answer for each
 //! failure (RFC 3261 §8.2, §16.3; dispositions of RFC 4475 and RFC 5118).
 
-use super::message::{canonicalize_value, NameAddrValue};
+use super::message::{canonicalize_value, starts_with_ignore_case, NameAddrValue};
 use super::message::{sip_uri_user, ParseError, RequestUri, SipMessage, StartLine, StatusLine};
 use bytes::Bytes;
 use bytesstr::BytesStr;
@@ -94,12 +94,52 @@ pub enum DropReason {
 
 const MAX_CSEQ: u32 = (1 << 31) - 1;
 
+/// False for list values with empty elements or empty parameters (`;;`, `,,`, a trailing
+/// `;`), which RFC 4475 §3.1.2.1 says make the message invalid.
+fn well_formed_list(value: &str) -> bool {
+    let mut outside_quotes = String::with_capacity(value.len());
+    let (mut in_quotes, mut escaped) = (false, false);
+    for c in value.chars() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quotes = false;
+                outside_quotes.push('q');
+            }
+        } else if c == '"' {
+            in_quotes = true;
+        } else if !c.is_whitespace() {
+            outside_quotes.push(c);
+        }
+    }
+    let separators = |pair: &[char]| matches!(pair, [';' | ',', ';' | ',']);
+    let chars: Vec<char> = outside_quotes.chars().collect();
+    !in_quotes
+        && !chars.windows(2).any(separators)
+        && !matches!(chars.first(), Some(',' | ';'))
+        && !matches!(chars.last(), Some(',' | ';'))
+}
+
 fn mandatory_headers(msg: &SipMessage) -> Result<(), String> {
     if msg.header_count(&Name::VIA) == 0 {
         return Err("missing Via".into());
     }
-    if msg.top_via().is_none() {
+    let vias_well_formed = msg
+        .headers
+        .get_raw(&Name::VIA)
+        .all(|v| well_formed_list(v.as_str()));
+    if !vias_well_formed || msg.top_via().is_none() {
         return Err("malformed Via".into());
+    }
+    let contacts_well_formed = msg
+        .headers
+        .get_raw(&Name::CONTACT)
+        .all(|v| well_formed_list(v.as_str()));
+    if !contacts_well_formed || (msg.header_count(&Name::CONTACT) > 0 && msg.contacts().is_none()) {
+        return Err("malformed Contact".into());
     }
     for (name, label) in [(Name::FROM, "From"), (Name::TO, "To")] {
         match msg.header(&name) {
@@ -162,6 +202,12 @@ pub fn validate_request(msg: &SipMessage, caps: &Capabilities) -> Result<(), Rej
             return Err(Rejection::bad_request("Max-Forwards above 255"))
         }
         _ => {}
+    }
+    // RFC 3261 §8.2.1: a known method we do not implement is 405, before header checks.
+    if !token_in(caps.methods, &method) {
+        return Err(
+            Rejection::new(405, "Method Not Allowed").with(Name::ALLOW, caps.methods.join(", "))
+        );
     }
     if let Some(expires) = msg.header(&Name::EXPIRES) {
         if expires.trim().parse::<u32>().is_err() {
@@ -309,7 +355,7 @@ pub fn reject_unparseable(bytes: &[u8], error: &ParseError) -> Option<SipMessage
     }
     let text = String::from_utf8_lossy(bytes);
     let first = text.lines().next()?.trim();
-    if first.len() < 4 || first[..4].eq_ignore_ascii_case("SIP/") || !first.ends_with("SIP/2.0") {
+    if starts_with_ignore_case(first, "SIP/") || !first.ends_with("SIP/2.0") {
         return None; // a response, or not SIP at all
     }
     let method = first.split_whitespace().next()?;

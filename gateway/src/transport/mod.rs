@@ -74,8 +74,8 @@ pub enum Inbound {
     Message {
         /// Sender (the connection's remote address).
         peer: Peer,
-        /// The framed message.
-        message: crate::sip::message::SipMessage,
+        /// The framed message (boxed: messages are large, datagrams are not).
+        message: Box<crate::sip::message::SipMessage>,
     },
     /// A stream sent bytes that are not SIP; the connection was closed.
     StreamGarbage {

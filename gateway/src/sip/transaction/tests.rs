@@ -26,6 +26,9 @@ fn response_to(req: &SipMessage, code: u16, to_tag: &str) -> SipMessage {
     response
 }
 
+/// Things that happened, with when (offset from the start).
+type Timeline<T> = Vec<(Duration, T)>;
+
 /// Advances time to `end`, running every timer on the way; returns (offset, message) of
 /// each transmission and every event.
 struct Clock {
@@ -43,7 +46,7 @@ impl Clock {
         &mut self,
         layer: &mut TxLayer,
         end: Duration,
-    ) -> (Vec<(Duration, SipMessage)>, Vec<(Duration, TxEvent)>) {
+    ) -> (Timeline<SipMessage>, Timeline<TxEvent>) {
         let end = self.start + end;
         let (mut sent, mut events) = (Vec::new(), Vec::new());
         loop {
