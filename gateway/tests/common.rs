@@ -36,3 +36,48 @@ pub fn answer_codes(engine: &mut Engine, now: Now, bytes: &[u8]) -> Vec<u16> {
         .filter(|&code| code != 100)
         .collect()
 }
+
+/// The bytes of `tests/fixtures/<set>/<name>.dat`.
+pub fn fixture(set: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(set)
+        .join(format!("{name}.dat"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// How many `.dat` fixtures a set holds.
+pub fn fixture_count(set: &str) -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(set);
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "dat"))
+        })
+        .count()
+}
+
+/// Checks that each fixture of `set` gets exactly the expected answer (None: nothing sent).
+pub fn check_dispositions(set: &str, dispositions: &[(&str, Option<u16>)]) {
+    assert_eq!(
+        fixture_count(set),
+        dispositions.len(),
+        "one disposition per fixture"
+    );
+    let mut wrong = Vec::new();
+    for (name, expected) in dispositions {
+        let (mut engine, now) = office_engine();
+        let codes = answer_codes(&mut engine, now, &fixture(set, name));
+        if codes.first().copied() != *expected || codes.len() > 1 {
+            wrong.push(format!("{name}: expected {expected:?}, got {codes:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong dispositions:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -3,15 +3,11 @@
 
 mod common;
 
-use common::{answer_codes, office_engine};
+use common::{answer_codes, check_dispositions, office_engine};
 use gateway::sip::message::{RequestUri, SipMessage};
-use std::path::Path;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/rfc4475")
-        .join(format!("{name}.dat"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::fixture("rfc4475", name)
 }
 
 fn parse(name: &str) -> SipMessage {
@@ -80,32 +76,7 @@ const DISPOSITIONS: &[(&str, Option<u16>)] = &[
 
 #[test]
 fn every_torture_message_gets_its_disposition() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475");
-    let files = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "dat")
-        })
-        .count();
-    assert_eq!(files, DISPOSITIONS.len(), "one disposition per fixture");
-    let mut wrong = Vec::new();
-    for (name, expected) in DISPOSITIONS {
-        let (mut engine, now) = office_engine();
-        let codes = answer_codes(&mut engine, now, &fixture(name));
-        let got = codes.first().copied();
-        if got != *expected || codes.len() > 1 {
-            wrong.push(format!("{name}: expected {expected:?}, got {codes:?}"));
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "wrong dispositions:\n{}",
-        wrong.join("\n")
-    );
+    check_dispositions("rfc4475", DISPOSITIONS);
 }
 
 #[test]
