@@ -256,13 +256,28 @@ fn wrong_password_and_unknown_user_look_the_same() {
     assert_eq!(shape(&wrong[0].1), shape(&unknown[0].1));
 }
 
-#[test]
-fn call_rings_answers_and_ends_with_bye_from_caller() {
-    let mut h = Harness::new();
+/// An answered call 202 (port 5072, Call-ID `call_id`) -> 201 (port 5071, tag `b1`).
+struct Established {
+    b_invite: SipMessage,
+    a_tag: String,
+}
+
+impl Established {
+    /// Headers of a request from the caller inside its dialog, with a fresh branch.
+    fn from_caller(&self, call_id: &str, branch: &str) -> String {
+        format!(
+            "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK{branch}\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\n\
+To: <sip:201@127.0.0.1>;tag={}\r\nCall-ID: {call_id}\r\nMax-Forwards: 70\r\n",
+            self.a_tag
+        )
+    }
+}
+
+fn establish(h: &mut Harness, call_id: &str) -> Established {
     assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
     let out = h.request_with_auth(
         udp(5072),
-        &invite("202", "201", 5072, "call1"),
+        &invite("202", "201", 5072, call_id),
         "202",
         "pw202",
     );
@@ -273,7 +288,7 @@ fn call_rings_answers_and_ends_with_bye_from_caller() {
     assert_eq!(peer, udp(5071), "sent to the registered source address");
     assert_ne!(
         b_invite.call_id(),
-        Some("call1"),
+        Some(call_id),
         "the B leg has its own Call-ID"
     );
     assert!(b_invite.from_header().unwrap().display.as_deref() == Some("Bob"));
@@ -300,32 +315,120 @@ fn call_rings_answers_and_ends_with_bye_from_caller() {
         .unwrap();
     assert_eq!(ok.0, udp(5072));
     assert_eq!(&ok.1.body[..], b"v=0\r\n");
+    let call = Established { b_invite, a_tag };
+    let ack = format!(
+        "ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+        call.from_caller(call_id, "ack1")
+    );
+    h.send(udp(5072), &ack);
+    assert!(
+        h.sent().is_empty(),
+        "the 2xx ACK ends the retransmissions, nothing to relay"
+    );
+    call
+}
 
-    let dialog = format!(
-        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK{{b}}\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\n\
-To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: call1\r\nMax-Forwards: 70\r\n"
-    );
-    h.send(
-        udp(5072),
-        &format!(
-            "ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
-            dialog.replace("{b}", "ack1")
-        ),
-    );
-    assert!(h.sent().is_empty());
+#[test]
+fn call_rings_answers_and_ends_with_bye_from_caller() {
+    let mut h = Harness::new();
+    let call = establish(&mut h, "call1");
     h.send(
         udp(5072),
         &format!(
             "BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
-            dialog.replace("{b}", "bye1")
+            call.from_caller("call1", "bye1")
         ),
     );
     let bye = h.sent();
     assert_eq!(statuses(&bye), [200]);
     let b_bye = requests(&bye, "BYE");
     assert_eq!(b_bye.len(), 1);
-    assert_eq!(b_bye[0].1.call_id(), b_invite.call_id());
+    assert_eq!(b_bye[0].1.call_id(), call.b_invite.call_id());
     assert_eq!(b_bye[0].1.to_header().unwrap().tag(), Some("b1"));
+}
+
+#[test]
+fn re_invite_and_info_are_relayed_between_legs() {
+    let mut h = Harness::new();
+    let call = establish(&mut h, "reinv");
+    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\na=sendonly\r\n";
+    h.send(
+        udp(5072),
+        &format!(
+            "INVITE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 INVITE\r\nContact: <sip:202@127.0.0.1:5072>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            call.from_caller("reinv", "re1"),
+            sdp.len()
+        ),
+    );
+    let out = h.sent();
+    let relayed = requests(&out, "INVITE");
+    assert_eq!(relayed.len(), 1);
+    let (peer, b_reinvite) = relayed[0].clone();
+    assert_eq!(peer, udp(5071));
+    assert_eq!(b_reinvite.call_id(), call.b_invite.call_id());
+    assert_eq!(b_reinvite.to_header().unwrap().tag(), Some("b1"));
+    assert_eq!(
+        b_reinvite.cseq().unwrap().cseq,
+        2,
+        "next CSeq in the B dialog"
+    );
+    assert_eq!(&b_reinvite.body[..], sdp.as_bytes());
+    assert_eq!(
+        b_reinvite.request_line().unwrap().uri.to_string(),
+        "sip:201@127.0.0.1:5071"
+    );
+
+    let mut ok = b_reinvite.response(200, "OK", None);
+    ok.set_header(Name::CONTACT, "<sip:201@127.0.0.1:5071>");
+    ok.set_header(Name::CONTENT_TYPE, "application/sdp");
+    ok.body = bytes::Bytes::from_static(b"v=0\r\na=recvonly\r\n");
+    h.send(udp(5071), std::str::from_utf8(&ok.to_bytes()).unwrap());
+    let out = h.sent();
+    let to_caller = out.iter().find(|(_, m)| m.status() == Some(200)).unwrap();
+    assert_eq!(to_caller.0, udp(5072));
+    assert_eq!(to_caller.1.cseq().unwrap().cseq, 3);
+    assert_eq!(&to_caller.1.body[..], b"v=0\r\na=recvonly\r\n");
+
+    h.send(
+        udp(5072),
+        &format!(
+            "ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 ACK\r\nContent-Length: 0\r\n\r\n",
+            call.from_caller("reinv", "reack")
+        ),
+    );
+    let out = h.sent();
+    let acks = requests(&out, "ACK");
+    assert_eq!(acks.len(), 1, "the caller's ACK is relayed to the callee");
+    assert_eq!(acks[0].1.cseq().unwrap().cseq, 2);
+
+    // INFO from the callee reaches the caller in the caller's dialog.
+    let mut info = b_reinvite.clone();
+    info.start = crate::sip::message::StartLine::Request(crate::sip::message::RequestLine {
+        method: ezk_sip_types::Method::INFO,
+        uri: crate::sip::message::RequestUri::parse("sip:gw@127.0.0.1:5060").unwrap(),
+        version: "SIP/2.0".into(),
+    });
+    // Seen from the callee, the dialog's From/To are swapped.
+    let (from, to) = (
+        b_reinvite.header(&Name::FROM).unwrap().to_string(),
+        b_reinvite.header(&Name::TO).unwrap().to_string(),
+    );
+    info.set_header(Name::FROM, to);
+    info.set_header(Name::TO, from);
+    info.set_header(Name::VIA, "SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKinfo1");
+    info.set_header(Name::CSEQ, "7 INFO");
+    info.set_header(Name::CONTENT_TYPE, "application/sdp");
+    h.send(udp(5071), std::str::from_utf8(&info.to_bytes()).unwrap());
+    let out = h.sent();
+    let infos = requests(&out, "INFO");
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].0, udp(5072));
+    assert_eq!(infos[0].1.call_id(), Some("reinv"));
+    assert_eq!(
+        infos[0].1.from_header().unwrap().tag(),
+        Some(call.a_tag.as_str())
+    );
 }
 
 #[test]
