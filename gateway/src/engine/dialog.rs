@@ -2,9 +2,8 @@
 //! target, and how to build in-dialog requests toward that side.
 
 use crate::sip::ids;
-use crate::sip::message::{RequestLine, RequestUri, SipMessage, StartLine};
+use crate::sip::message::{RequestUri, SipMessage};
 use crate::transport::Peer;
-use bytes::Bytes;
 use bytesstr::BytesStr;
 use ezk_sip_types::{Headers, Method, Name};
 
@@ -98,15 +97,7 @@ impl Dialog {
         if method == Method::INVITE || method == Method::UPDATE {
             put(Name::CONTACT, local.contact(self.peer));
         }
-        SipMessage {
-            start: StartLine::Request(RequestLine {
-                method,
-                uri,
-                version: "SIP/2.0".into(),
-            }),
-            headers,
-            body: Bytes::new(),
-        }
+        SipMessage::new_request(method, uri, headers)
     }
 }
 

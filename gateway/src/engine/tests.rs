@@ -156,6 +156,12 @@ impl Harness {
         self.sent()
     }
 
+    /// 202 (port 5072) calls `callee`, answering the 407.
+    fn dial(&mut self, callee: &str, call_id: &str) -> Vec<(Peer, SipMessage)> {
+        let text = invite("202", callee, 5072, call_id);
+        self.request_with_auth(udp(5072), &text, "202", "pw202")
+    }
+
     fn register(
         &mut self,
         ext: &str,
@@ -264,7 +270,7 @@ struct Established {
 
 impl Established {
     /// Headers of a request from the caller inside its dialog, with a fresh branch.
-    fn from_caller(&self, call_id: &str, branch: &str) -> String {
+    fn caller_headers(&self, call_id: &str, branch: &str) -> String {
         format!(
             "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK{branch}\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\n\
 To: <sip:201@127.0.0.1>;tag={}\r\nCall-ID: {call_id}\r\nMax-Forwards: 70\r\n",
@@ -275,12 +281,7 @@ To: <sip:201@127.0.0.1>;tag={}\r\nCall-ID: {call_id}\r\nMax-Forwards: 70\r\n",
 
 fn establish(h: &mut Harness, call_id: &str) -> Established {
     assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "201", 5072, call_id),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("201", call_id);
     assert!(statuses(&out).contains(&100));
     let forked = requests(&out, "INVITE");
     assert_eq!(forked.len(), 1);
@@ -318,7 +319,7 @@ fn establish(h: &mut Harness, call_id: &str) -> Established {
     let call = Established { b_invite, a_tag };
     let ack = format!(
         "ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
-        call.from_caller(call_id, "ack1")
+        call.caller_headers(call_id, "ack1")
     );
     h.send(udp(5072), &ack);
     assert!(
@@ -336,7 +337,7 @@ fn call_rings_answers_and_ends_with_bye_from_caller() {
         udp(5072),
         &format!(
             "BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
-            call.from_caller("call1", "bye1")
+            call.caller_headers("call1", "bye1")
         ),
     );
     let bye = h.sent();
@@ -357,7 +358,7 @@ fn re_invite_and_info_are_relayed_between_legs() {
         &format!(
             "INVITE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 INVITE\r\nContact: <sip:202@127.0.0.1:5072>\r\n\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            call.from_caller("reinv", "re1"),
+            call.caller_headers("reinv", "re1"),
             sdp.len()
         ),
     );
@@ -394,7 +395,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         udp(5072),
         &format!(
             "ACK sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 ACK\r\nContent-Length: 0\r\n\r\n",
-            call.from_caller("reinv", "reack")
+            call.caller_headers("reinv", "reack")
         ),
     );
     let out = h.sent();
@@ -435,12 +436,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
 fn cancel_before_answer_reaches_the_callee() {
     let mut h = Harness::new();
     h.register("201", "pw201", udp(5071), 600);
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "201", 5072, "call2"),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("201", "call2");
     let b_invite = requests(&out, "INVITE")[0].1.clone();
     h.send(
         udp(5071),
@@ -465,12 +461,7 @@ Max-Forwards: 70\r\nFrom: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:2
 fn busy_unknown_unregistered_and_no_answer() {
     let mut h = Harness::new();
     h.register("201", "pw201", udp(5071), 600);
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "201", 5072, "busy"),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("201", "busy");
     let b_invite = requests(&out, "INVITE")[0].1.clone();
     h.send(
         udp(5071),
@@ -480,27 +471,12 @@ fn busy_unknown_unregistered_and_no_answer() {
     assert!(statuses(&out).contains(&486));
     assert_eq!(requests(&out, "ACK").len(), 1, "the 486 is ACKed");
 
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "299", 5072, "unknown"),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("299", "unknown");
     assert!(statuses(&out).contains(&404));
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "203", 5072, "unreg"),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("203", "unreg");
     assert!(statuses(&out).contains(&480));
 
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "201", 5072, "noanswer"),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("201", "noanswer");
     let b_invite = requests(&out, "INVITE")[0].1.clone();
     h.send(
         udp(5071),
@@ -522,12 +498,7 @@ fn forks_to_every_contact_and_cancels_the_losers() {
     let mut h = Harness::new();
     h.register("201", "pw201", udp(5071), 600);
     h.register("201", "pw201", udp(5073), 600);
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "201", 5072, "fork"),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("201", "fork");
     let forks = requests(&out, "INVITE");
     assert_eq!(forks.len(), 2);
     let (first, second) = (forks[0].clone(), forks[1].clone());
@@ -579,11 +550,6 @@ fn registrations_expire() {
     h.register("201", "pw201", udp(5071), 60);
     while h.engine.poll_store_command().is_some() {}
     h.advance(Duration::from_secs(61));
-    let out = h.request_with_auth(
-        udp(5072),
-        &invite("202", "201", 5072, "expired"),
-        "202",
-        "pw202",
-    );
+    let out = h.dial("201", "expired");
     assert!(statuses(&out).contains(&480));
 }

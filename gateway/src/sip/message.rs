@@ -174,7 +174,7 @@ impl NameAddrValue {
     /// Parses one name-addr or addr-spec value (a single element of a comma list).
     pub fn parse(value: &str) -> Option<Self> {
         let value = value.trim();
-        let (display, uri, rest) = if let Some(lt) = find_unquoted(value, b'<') {
+        let (display, uri, rest) = if let Some(lt) = find_unquoted(value, '<') {
             let gt = value[lt..].find('>')? + lt;
             let display = value[..lt].trim();
             let display = if display.is_empty() {
@@ -263,25 +263,43 @@ impl fmt::Display for NameAddrValue {
     }
 }
 
-fn find_unquoted(s: &str, wanted: u8) -> Option<usize> {
-    let mut in_quotes = false;
-    let mut escaped = false;
-    for (i, b) in s.bytes().enumerate() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quotes = false;
+/// Tracks, one character at a time, whether a scan is inside a quoted string
+/// (RFC 3261 `quoted-string`, with backslash escapes).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuoteTracker {
+    in_quotes: bool,
+    escaped: bool,
+}
+
+impl QuoteTracker {
+    /// Feeds the next character; true when it belongs to a quoted string (quotes included).
+    pub fn inside(&mut self, c: char) -> bool {
+        if self.in_quotes {
+            if self.escaped {
+                self.escaped = false;
+            } else if c == '\\' {
+                self.escaped = true;
+            } else if c == '"' {
+                self.in_quotes = false;
             }
-        } else if b == b'"' {
-            in_quotes = true;
-        } else if b == wanted {
-            return Some(i);
+            true
+        } else {
+            self.in_quotes = c == '"';
+            self.in_quotes
         }
     }
-    None
+
+    /// True while a quote has been opened and not closed.
+    pub fn is_open(&self) -> bool {
+        self.in_quotes
+    }
+}
+
+fn find_unquoted(s: &str, wanted: char) -> Option<usize> {
+    let mut quotes = QuoteTracker::default();
+    s.char_indices()
+        .find(|&(_, c)| !quotes.inside(c) && c == wanted)
+        .map(|(i, _)| i)
 }
 
 fn unquote(s: &str) -> Option<String> {
@@ -304,7 +322,7 @@ fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
     rest = rest.trim();
     while !rest.is_empty() {
         rest = rest.strip_prefix(';')?.trim_start();
-        let end = find_unquoted(rest, b';').unwrap_or(rest.len());
+        let end = find_unquoted(rest, ';').unwrap_or(rest.len());
         let item = rest[..end].trim();
         rest = rest[end..].trim_start();
         if item.is_empty() {
@@ -324,23 +342,15 @@ fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
 /// Splits a header value at top-level commas (not inside quotes or angle brackets).
 pub fn split_list(value: &str) -> Vec<&str> {
     let mut parts = Vec::new();
-    let (mut in_quotes, mut escaped, mut depth, mut start) = (false, false, 0u32, 0);
-    for (i, b) in value.bytes().enumerate() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quotes = false;
-            }
+    let (mut quotes, mut depth, mut start) = (QuoteTracker::default(), 0u32, 0);
+    for (i, c) in value.char_indices() {
+        if quotes.inside(c) {
             continue;
         }
-        match b {
-            b'"' => in_quotes = true,
-            b'<' => depth += 1,
-            b'>' => depth = depth.saturating_sub(1),
-            b',' if depth == 0 => {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
                 parts.push(value[start..i].trim());
                 start = i + 1;
             }
@@ -371,23 +381,15 @@ pub fn canonicalize_value(raw: &str) -> String {
         }
     }
     let mut out = String::with_capacity(unfolded.len());
-    let (mut in_quotes, mut escaped, mut in_angle) = (false, false, false);
+    let (mut quotes, mut in_angle) = (QuoteTracker::default(), false);
     let bytes: Vec<char> = unfolded.trim().chars().collect();
     let is_sep = |c: char| matches!(c, '/' | ';' | '=' | ',');
     for (i, &c) in bytes.iter().enumerate() {
-        if in_quotes {
+        if quotes.inside(c) {
             out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quotes = false;
-            }
             continue;
         }
         match c {
-            '"' => in_quotes = true,
             '<' => in_angle = true,
             '>' => in_angle = false,
             _ => {}
@@ -692,6 +694,19 @@ impl SipMessage {
             start: StartLine::Response(StatusLine {
                 code,
                 reason: reason.to_string(),
+                version: "SIP/2.0".into(),
+            }),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    /// A request with these headers and no body.
+    pub fn new_request(method: Method, uri: RequestUri, headers: Headers) -> SipMessage {
+        SipMessage {
+            start: StartLine::Request(RequestLine {
+                method,
+                uri,
                 version: "SIP/2.0".into(),
             }),
             headers,

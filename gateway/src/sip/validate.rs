@@ -1,7 +1,7 @@
 //! Checks a UAS/registrar/B2BUA makes before handling a message, and the RFC answer for each
 //! failure (RFC 3261 §8.2, §16.3; dispositions of RFC 4475 and RFC 5118).
 
-use super::message::{canonicalize_value, starts_with_ignore_case, NameAddrValue};
+use super::message::{canonicalize_value, starts_with_ignore_case, NameAddrValue, QuoteTracker};
 use super::message::{sip_uri_user, ParseError, RequestUri, SipMessage, StartLine, StatusLine};
 use bytes::Bytes;
 use bytesstr::BytesStr;
@@ -98,26 +98,19 @@ const MAX_CSEQ: u32 = (1 << 31) - 1;
 /// `;`), which RFC 4475 §3.1.2.1 says make the message invalid.
 fn well_formed_list(value: &str) -> bool {
     let mut outside_quotes = String::with_capacity(value.len());
-    let (mut in_quotes, mut escaped) = (false, false);
+    let mut quotes = QuoteTracker::default();
     for c in value.chars() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quotes = false;
-                outside_quotes.push('q');
+        if quotes.inside(c) {
+            if !quotes.is_open() {
+                outside_quotes.push('q'); // a whole quoted string stands for one token
             }
-        } else if c == '"' {
-            in_quotes = true;
         } else if !c.is_whitespace() {
             outside_quotes.push(c);
         }
     }
     let separators = |pair: &[char]| matches!(pair, [';' | ',', ';' | ',']);
     let chars: Vec<char> = outside_quotes.chars().collect();
-    !in_quotes
+    !quotes.is_open()
         && !chars.windows(2).any(separators)
         && !matches!(chars.first(), Some(',' | ';'))
         && !matches!(chars.last(), Some(',' | ';'))

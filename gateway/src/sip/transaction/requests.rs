@@ -2,22 +2,9 @@
 //! CANCEL (§9.1), and the ACK + BYE that end a dialog created by a 2xx that crossed our
 //! CANCEL (RFC 5407 §3.1.2).
 
-use crate::sip::message::{RequestLine, RequestUri, SipMessage, StartLine};
-use bytes::Bytes;
+use crate::sip::message::{RequestUri, SipMessage};
 use bytesstr::BytesStr;
 use ezk_sip_types::{Headers, Method, Name};
-
-fn request(method: Method, uri: RequestUri, headers: Headers) -> SipMessage {
-    SipMessage {
-        start: StartLine::Request(RequestLine {
-            method,
-            uri,
-            version: "SIP/2.0".into(),
-        }),
-        headers,
-        body: Bytes::new(),
-    }
-}
 
 fn copy(from: &SipMessage, name: Name, headers: &mut Headers) {
     for value in from.headers.get_raw(&name) {
@@ -59,7 +46,7 @@ pub(super) fn ack_for_failure(invite: &SipMessage, response: &SipMessage) -> Sip
         BytesStr::from(format!("{} ACK", cseq_number(invite))),
     );
     copy(invite, Name::ROUTE, &mut headers);
-    request(Method::ACK, request_uri(invite), headers)
+    SipMessage::new_request(Method::ACK, request_uri(invite), headers)
 }
 
 /// CANCEL for a pending INVITE: same Request-URI, top Via, Call-ID, From, To, CSeq number.
@@ -77,7 +64,7 @@ pub(super) fn cancel(invite: &SipMessage) -> SipMessage {
         BytesStr::from(format!("{} CANCEL", cseq_number(invite))),
     );
     copy(invite, Name::ROUTE, &mut headers);
-    request(Method::CANCEL, request_uri(invite), headers)
+    SipMessage::new_request(Method::CANCEL, request_uri(invite), headers)
 }
 
 /// A request in the dialog a 2xx created (ACK with the INVITE's CSeq, BYE with the next one),
@@ -108,5 +95,5 @@ pub(super) fn in_answered_dialog(
         .and_then(|contacts| contacts.into_iter().next())
         .and_then(|contact| RequestUri::parse(&contact.uri).ok())
         .unwrap_or_else(|| request_uri(invite));
-    request(method, target, headers)
+    SipMessage::new_request(method, target, headers)
 }
