@@ -30,41 +30,33 @@ fn cseq_number(invite: &SipMessage) -> u32 {
     invite.cseq().map(|c| c.cseq).unwrap_or(1)
 }
 
-/// The ACK for a non-2xx final response: same branch and Request-URI as the INVITE, the
-/// To of the response, CSeq method ACK.
-pub(super) fn ack_for_failure(invite: &SipMessage, response: &SipMessage) -> SipMessage {
+/// A request that belongs to the INVITE's own transaction: its top Via (branch), Request-URI,
+/// Call-ID, From, Route and CSeq number, with `method` and the To of `to_from`.
+fn in_invite_transaction(invite: &SipMessage, method: Method, to_from: &SipMessage) -> SipMessage {
     let mut headers = Headers::with_capacity(8);
     if let Some(via) = top_via(invite) {
         headers.insert(Name::VIA, BytesStr::from(via));
     }
     headers.insert(Name::MAX_FORWARDS, BytesStr::from_static("70"));
     copy(invite, Name::FROM, &mut headers);
-    copy(response, Name::TO, &mut headers);
+    copy(to_from, Name::TO, &mut headers);
     copy(invite, Name::CALL_ID, &mut headers);
     headers.insert(
         Name::CSEQ,
-        BytesStr::from(format!("{} ACK", cseq_number(invite))),
+        BytesStr::from(format!("{} {method}", cseq_number(invite))),
     );
     copy(invite, Name::ROUTE, &mut headers);
-    SipMessage::new_request(Method::ACK, request_uri(invite), headers)
+    SipMessage::new_request(method, request_uri(invite), headers)
 }
 
-/// CANCEL for a pending INVITE: same Request-URI, top Via, Call-ID, From, To, CSeq number.
+/// The ACK for a non-2xx final response: To (with its tag) from the response.
+pub(super) fn ack_for_failure(invite: &SipMessage, response: &SipMessage) -> SipMessage {
+    in_invite_transaction(invite, Method::ACK, response)
+}
+
+/// CANCEL for a pending INVITE: To from the INVITE (no tag).
 pub(super) fn cancel(invite: &SipMessage) -> SipMessage {
-    let mut headers = Headers::with_capacity(8);
-    if let Some(via) = top_via(invite) {
-        headers.insert(Name::VIA, BytesStr::from(via));
-    }
-    headers.insert(Name::MAX_FORWARDS, BytesStr::from_static("70"));
-    copy(invite, Name::FROM, &mut headers);
-    copy(invite, Name::TO, &mut headers);
-    copy(invite, Name::CALL_ID, &mut headers);
-    headers.insert(
-        Name::CSEQ,
-        BytesStr::from(format!("{} CANCEL", cseq_number(invite))),
-    );
-    copy(invite, Name::ROUTE, &mut headers);
-    SipMessage::new_request(Method::CANCEL, request_uri(invite), headers)
+    in_invite_transaction(invite, Method::CANCEL, invite)
 }
 
 /// A request in the dialog a 2xx created (ACK with the INVITE's CSeq, BYE with the next one),
