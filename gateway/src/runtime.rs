@@ -41,7 +41,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = Store::open(&config.database.path)?;
     let bindings = store.load_bindings(now.unix)?;
     tracing::info!(
-        "database {} opened, {} registration(s) restored",
+        "node {}: database {} opened, {} registration(s) restored",
+        config.node.id,
         config.database.path.display(),
         bindings.len()
     );
