@@ -3,7 +3,7 @@
 
 use crate::config::{Config, ConfigError, TransportName};
 use crate::engine::{Engine, Now};
-use crate::store::{Store, StoreError, StoreWriter};
+use crate::store::{CallStore, Store, StoreError, StoreWriter};
 use crate::transport::tcp::TcpTransport;
 use crate::transport::udp::UdpTransport;
 use crate::transport::{Inbound, Protocol, Transport};
@@ -38,15 +38,22 @@ pub enum RunError {
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let now = Now::system();
-    let store = Store::open(&config.database.path)?;
-    let bindings = store.load_bindings(now.unix)?;
+    let mut store = Store::open(&config.database.path)?;
+    let bindings = store.load_bindings(now.unix())?;
+    let stale = store.remove_stale(&config.node.id)?;
+    if stale > 0 {
+        tracing::info!("removed {stale} call context(s) left by an earlier run");
+    }
     tracing::info!(
         "node {}: database {} opened, {} registration(s) restored",
         config.node.id,
         config.database.path.display(),
         bindings.len()
     );
-    let writer = StoreWriter::start(store);
+    let (results_tx, mut results) = mpsc::unbounded_channel();
+    let writer = StoreWriter::start(store, move |result| {
+        let _ = results_tx.send(result);
+    });
 
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
     let listen = config.listen_addr();
@@ -115,6 +122,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 Some(Inbound::StreamGarbage { peer, error }) => engine.handle_stream_garbage(peer, &error),
                 None => break,
             },
+            Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::system()),
             _ = &mut shutdown => {
                 tracing::info!("shutting down");

@@ -51,6 +51,19 @@ impl DigestAlgorithm {
     }
 }
 
+/// How a picker is connected to the call it picks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PickupMode {
+    /// INVITE with Replaces when the phone advertises `Supported: replaces`, else bridge.
+    #[default]
+    Auto,
+    /// Always send the INVITE with Replaces (falls back on 420/481/488 or silence).
+    Replaces,
+    /// Never: answer the picker's own INVITE and bridge it (phones without Replaces).
+    Bridge,
+}
+
 /// SIP transports the gateway can listen on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -240,6 +253,9 @@ pub struct ExtensionConfig {
     /// Overrides `[auth].algorithms` for this extension.
     #[serde(default)]
     pub auth_algorithms: Option<Vec<DigestAlgorithm>>,
+    /// How this extension is connected when it picks up a call.
+    #[serde(default)]
+    pub pickup_mode: PickupMode,
 }
 
 fn default_transports() -> Vec<TransportName> {

@@ -1,136 +1,21 @@
 //! The B2BUA: a caller's INVITE (leg A) forks to every registered contact of the callee
 //! (legs B), each leg a dialog of its own with its own Call-ID and tags. Provisional and
 //! final responses, ACK, BYE, CANCEL and in-dialog requests (re-INVITE, UPDATE, INFO...) are
-//! relayed between the legs; SDP passes through unchanged.
+//! relayed between the legs; SDP passes through unchanged. Pickups (`pickup.rs`) hook in
+//! where a call rings.
 
+use super::call::{Call, ClientRole, Fork, Party, Relay, ServerRole, Side};
 use super::dialog::{copy_body, Dialog};
 use super::registration::ChallengeKind;
 use super::{add_capabilities, Engine, Now};
 use crate::registrar::Binding;
 use crate::sip::ids;
-use crate::sip::message::{NameAddrValue, SipMessage};
+use crate::sip::message::{NameAddrValue, SipMessage, StartLine};
 use crate::sip::transaction::{ClientTxId, ServerTxId};
+use crate::store::{CallContext, LegIds, StoreCommand};
 use crate::transport::{Peer, Protocol};
 use ezk_sip_types::{Method, Name};
-use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
-
-/// Which leg of a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    /// The caller.
-    A,
-    /// The answering callee.
-    B,
-}
-
-/// What a client transaction belongs to.
-#[derive(Debug, Clone, Copy)]
-enum ClientRole {
-    /// The INVITE of fork number N.
-    Fork(usize),
-    /// A relayed in-dialog request.
-    Relay(u64),
-    /// A request whose answer nobody waits for (BYE at teardown).
-    Detached,
-}
-
-/// What a server transaction belongs to.
-#[derive(Debug, Clone, Copy)]
-enum ServerRole {
-    /// The caller's initial INVITE.
-    Invite,
-    /// An in-dialog request being relayed.
-    Relay(u64),
-}
-
-/// One INVITE sent to one registered contact of the callee.
-#[derive(Debug)]
-struct Fork {
-    tx: ClientTxId,
-    dialog: Dialog,
-    /// Final status received (or 408 on timeout); None while pending.
-    final_status: Option<(u16, String)>,
-}
-
-/// An in-dialog request relayed from one leg to the other.
-#[derive(Debug)]
-struct Relay {
-    from: Side,
-    server_tx: ServerTxId,
-    client_tx: ClientTxId,
-    method: Method,
-    /// CSeq number used toward the other leg (the ACK for a 2xx reuses it).
-    cseq: u32,
-    /// The ACK sent for the other leg's 2xx, resent when that 2xx is retransmitted.
-    ack_sent: Option<SipMessage>,
-    cancelled: bool,
-}
-
-/// One B2BUA call.
-#[derive(Debug)]
-struct Call {
-    a_tx: ServerTxId,
-    a: Dialog,
-    /// Whether the caller's INVITE carried an offer (else B's 2xx holds it and A's ACK the answer).
-    a_had_offer: bool,
-    forks: Vec<Fork>,
-    /// Index of the fork that answered.
-    answered: Option<usize>,
-    /// The ACK sent for the answering fork's 2xx (resent on retransmissions).
-    b_ack: Option<SipMessage>,
-    deadline: Option<Instant>,
-    relays: HashMap<u64, Relay>,
-}
-
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        }
-    }
-}
-
-impl Call {
-    fn dialog(&mut self, side: Side) -> Option<&mut Dialog> {
-        match side {
-            Side::A => Some(&mut self.a),
-            Side::B => self.answered.map(|i| &mut self.forks[i].dialog),
-        }
-    }
-}
-
-/// The call table and its indexes.
-#[derive(Debug, Default)]
-pub(super) struct Calls {
-    calls: HashMap<u64, Call>,
-    next_id: u64,
-    next_relay: u64,
-    by_server_tx: HashMap<ServerTxId, (u64, ServerRole)>,
-    by_client_tx: HashMap<ClientTxId, (u64, ClientRole)>,
-    by_dialog: HashMap<(String, String), (u64, Side)>,
-    deadlines: BTreeSet<(Instant, u64)>,
-}
-
-impl Calls {
-    /// The earliest ring timeout.
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _)| *at)
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Call> {
-        let call = self.calls.remove(&id)?;
-        self.by_server_tx.retain(|_, (call_id, _)| *call_id != id);
-        self.by_client_tx
-            .retain(|_, (call_id, role)| *call_id != id || matches!(role, ClientRole::Detached));
-        self.by_dialog.retain(|_, (call_id, _)| *call_id != id);
-        if let Some(at) = call.deadline {
-            self.deadlines.remove(&(at, id));
-        }
-        Some(call)
-    }
-}
+use std::collections::HashMap;
 
 /// Where requests for a registered contact go. Over UDP: the address the REGISTER came
 /// from (what phones behind NAT need). Over TCP: the Contact's address when it is an IP
@@ -154,10 +39,18 @@ fn route_to(binding: &Binding) -> Peer {
 }
 
 /// A name-addr without its tag parameter, as a dialog's local/remote URI.
-fn without_tag(value: &NameAddrValue) -> String {
+pub(super) fn without_tag(value: &NameAddrValue) -> String {
     let mut value = value.clone();
     value.params.retain(|(name, _)| name != "tag");
     value.to_string()
+}
+
+/// The reason phrase of a response.
+pub(super) fn reason_of(msg: &SipMessage) -> String {
+    match &msg.start {
+        StartLine::Response(line) => line.reason.clone(),
+        StartLine::Request(_) => String::new(),
+    }
 }
 
 /// Picks the response the caller gets when every fork failed (RFC 3261 §16.7 in spirit:
@@ -173,6 +66,16 @@ fn best_failure(finals: &[(u16, String)]) -> (u16, String) {
     match pick.0 {
         300..=399 | 401 | 407 => (480, "Temporarily Unavailable".into()),
         _ => pick,
+    }
+}
+
+/// The CDR disposition for a failed call's final status.
+fn disposition_of(code: u16) -> &'static str {
+    match code {
+        486 | 600 => "busy",
+        408 | 480 => "no-answer",
+        487 => "cancelled",
+        _ => "failed",
     }
 }
 
@@ -199,13 +102,17 @@ impl Engine {
         let target = msg
             .request_line()
             .and_then(|line| line.uri.user())
-            .map(str::to_string);
-        let Some(target) = target.filter(|t| self.config.extension(t).is_some()) else {
+            .map(str::to_string)
+            .unwrap_or_default();
+        if let Some(pickup_target) = self.pickup_target(&msg, &target) {
+            self.start_pickup(now, tx, msg, peer, user, pickup_target);
+            return;
+        }
+        if self.config.extension(&target).is_none() {
             self.reply(now, tx, 404, "Not Found");
             return;
-        };
-        let bindings = self.registrar.lookup(now.unix, &target);
-        if bindings.is_empty() {
+        }
+        if self.registrar.lookup(now.unix(), &target).is_empty() {
             self.reply(now, tx, 480, "Temporarily Unavailable");
             return;
         }
@@ -222,75 +129,130 @@ impl Engine {
             local_cseq: 0,
             peer,
         };
-        let caller_name = self
-            .config
-            .extension(&user)
-            .and_then(|e| e.display_name.clone())
-            .or(from.display.clone());
-        let caller_uri = NameAddrValue {
-            display: caller_name,
+        let caller = Party {
+            display: self
+                .config
+                .extension(&user)
+                .and_then(|e| e.display_name.clone())
+                .or(from.display.clone()),
             uri: self.local.uri_for(&user),
+            number: user,
+        };
+        let id = self.calls.next_id;
+        self.calls.next_id += 1;
+        let key = format!("{}-{}-{id}", self.config.node.id, now.unix_ms);
+        self.calls.by_server_tx.insert(tx, (id, ServerRole::Invite));
+        self.calls
+            .by_dialog
+            .insert((a.call_id.clone(), a.local_tag.clone()), (id, Side::A));
+        self.calls.by_key.insert(key.clone(), id);
+        self.calls.calls.insert(
+            id,
+            Call {
+                key,
+                a_tx: tx,
+                a,
+                offer: msg.body.clone(),
+                offer_type: msg.header(&Name::CONTENT_TYPE).map(str::to_string),
+                caller,
+                called: target,
+                forks: Vec::new(),
+                answered: None,
+                b_ack: None,
+                deadline: None,
+                relays: HashMap::new(),
+                ring_started_ms: now.unix_ms,
+                answered_ms: None,
+                picking: None,
+                picked: None,
+            },
+        );
+        self.ring_callee(now, id);
+    }
+
+    /// Sends an INVITE to every registered contact of the called extension (again, after a
+    /// failed pickup), files the call's context in the store and arms the ring timeout.
+    pub(super) fn ring_callee(&mut self, now: Now, id: u64) {
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        let bindings = self.registrar.lookup(now.unix(), &call.called);
+        let caller_uri = NameAddrValue {
+            display: call.caller.display.clone(),
+            uri: call.caller.uri.clone(),
             params: Vec::new(),
         }
         .to_string();
-        let max_forwards = msg
-            .max_forwards()
-            .and_then(Result::ok)
-            .unwrap_or(70)
-            .saturating_sub(1);
-        let id = self.calls.next_id;
-        self.calls.next_id += 1;
-        let mut forks = Vec::with_capacity(bindings.len());
-        for (index, binding) in bindings.into_iter().enumerate() {
+        let mut legs = Vec::new();
+        for binding in bindings {
             let peer = route_to(&binding);
             let mut dialog = Dialog {
                 call_id: ids::call_id(&self.local.host),
                 local_tag: ids::tag(),
                 remote_tag: None,
                 local_uri: caller_uri.clone(),
-                remote_uri: format!("<{}>", self.local.uri_for(&target)),
+                remote_uri: format!("<{}>", self.local.uri_for(&call.called)),
                 remote_target: binding.contact.clone(),
                 local_cseq: 0,
                 peer,
             };
             let mut invite = dialog.request(Method::INVITE, None, &self.local);
-            invite.set_header(Name::MAX_FORWARDS, max_forwards.to_string());
             add_capabilities(&mut invite);
             invite.remove_header(&Name::ACCEPT);
-            copy_body(&msg, &mut invite);
+            if !call.offer.is_empty() {
+                let content_type = call.offer_type.as_deref().unwrap_or("application/sdp");
+                invite.set_header(Name::CONTENT_TYPE, content_type);
+                invite.body = call.offer.clone();
+            }
             let fork_tx = self.tx.send_request(now.mono, invite, peer);
             self.calls
                 .by_client_tx
-                .insert(fork_tx, (id, ClientRole::Fork(index)));
-            forks.push(Fork {
-                tx: fork_tx,
+                .insert(fork_tx, (id, ClientRole::Fork(call.forks.len())));
+            legs.push(LegIds {
+                call_id: dialog.call_id.clone(),
+                local_tag: dialog.local_tag.clone(),
+                remote_tag: None,
+            });
+            call.forks.push(Fork {
+                tx: Some(fork_tx),
                 dialog,
                 final_status: None,
+                pickup: None,
             });
         }
         tracing::info!(
-            "call {id}: {user} -> {target}, ringing {} contact(s)",
-            forks.len()
+            "call {id}: {} -> {}, ringing {} contact(s)",
+            call.caller.number,
+            call.called,
+            legs.len()
         );
-        let deadline = now.mono + self.config.ring_timeout();
-        self.calls.deadlines.insert((deadline, id));
-        self.calls.by_server_tx.insert(tx, (id, ServerRole::Invite));
-        self.calls
-            .by_dialog
-            .insert((a.call_id.clone(), a.local_tag.clone()), (id, Side::A));
-        self.calls.calls.insert(
-            id,
-            Call {
-                a_tx: tx,
-                a,
-                a_had_offer: !msg.body.is_empty(),
-                forks,
-                answered: None,
-                b_ack: None,
-                deadline: Some(deadline),
-                relays: HashMap::new(),
-            },
-        );
+        if call.deadline.is_none() {
+            let deadline = now.mono + self.config.ring_timeout();
+            call.deadline = Some(deadline);
+            self.calls.deadlines.insert((deadline, id));
+        }
+        let context = CallContext {
+            call_key: call.key.clone(),
+            node: self.config.node.id.clone(),
+            caller_display: call.caller.display.clone(),
+            caller_number: call.caller.number.clone(),
+            caller_uri: call.caller.uri.clone(),
+            caller_offer: call.offer.to_vec(),
+            called: call.called.clone(),
+            call_groups: self
+                .config
+                .extension(&call.called)
+                .map(|e| e.call_groups.clone())
+                .unwrap_or_default(),
+            legs,
+            ring_started_ms: call.ring_started_ms,
+        };
+        self.store_commands
+            .push_back(StoreCommand::InsertRinging(Box::new(context)));
+        if call.forks.iter().all(|f| f.final_status.is_some()) {
+            // Every contact vanished meanwhile: nothing rings.
+            self.finish_if_all_forks_failed(now, id);
+        }
     }
 
     pub(super) fn on_response(&mut self, now: Now, tx: ClientTxId, msg: SipMessage) {
@@ -317,58 +279,91 @@ impl Engine {
             return;
         }
         let fork = &mut call.forks[index];
-        if let Some(to) = msg.to_header() {
-            if let Some(tag) = to.tag() {
-                fork.dialog.remote_tag = Some(tag.to_string());
+        if let Some(tag) = msg.to_header().and_then(|to| to.tag().map(str::to_string)) {
+            if fork.dialog.remote_tag.is_none() && fork.pickup.is_none() {
+                self.store_commands
+                    .push_back(StoreCommand::SetLegRemoteTag {
+                        call_id: fork.dialog.call_id.clone(),
+                        remote_tag: tag.clone(),
+                    });
             }
+            fork.dialog.remote_tag = Some(tag);
         }
         if let Some(contact) = msg.contacts().and_then(|c| c.into_iter().next()) {
             fork.dialog.remote_target = contact.uri;
         }
-        let reason = match &msg.start {
-            crate::sip::message::StartLine::Response(line) => line.reason.clone(),
-            crate::sip::message::StartLine::Request(_) => String::new(),
-        };
+        let pickup = fork.pickup;
+        let reason = reason_of(&msg);
         match code {
-            101..=199 => {
-                let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
-                self.relay_to_caller(now, a_tx, &a_tag, peer, code, &reason, &msg);
-            }
-            200..=299 => {
-                if call.answered == Some(index) {
-                    // A retransmitted 2xx: our ACK got lost.
-                    if let Some(ack) = call.b_ack.clone() {
-                        self.tx.send_stateless(ack, call.forks[index].dialog.peer);
-                    }
-                    return;
+            101..=199 => match pickup {
+                Some(pickup) => self.replaces_progress(pickup),
+                None => {
+                    let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
+                    self.relay_to_caller(now, a_tx, &a_tag, peer, code, &reason, &msg);
                 }
-                call.answered = Some(index);
-                if let Some(at) = call.deadline.take() {
-                    self.calls.deadlines.remove(&(at, id));
-                }
-                let fork = &mut call.forks[index];
-                self.calls.by_dialog.insert(
-                    (fork.dialog.call_id.clone(), fork.dialog.local_tag.clone()),
-                    (id, Side::B),
-                );
-                if call.a_had_offer {
-                    let ack = fork.dialog.request(Method::ACK, Some(1), &self.local);
-                    self.tx.send_stateless(ack.clone(), fork.dialog.peer);
-                    call.b_ack = Some(ack);
-                }
-                for (other, fork) in call.forks.iter().enumerate() {
-                    if other != index && fork.final_status.is_none() {
-                        self.tx.cancel(now.mono, fork.tx);
-                    }
-                }
-                tracing::info!("call {id}: answered");
-                let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
-                self.relay_to_caller(now, a_tx, &a_tag, peer, code, &reason, &msg);
-            }
+            },
+            200..=299 => self.fork_answered(now, id, index, code, &reason, &msg),
             _ => {
                 fork.final_status = Some((code, reason));
-                self.finish_if_all_forks_failed(now, id);
+                match pickup {
+                    Some(pickup) => self.replaces_failed(now, pickup, code),
+                    None => self.finish_if_all_forks_failed(now, id),
+                }
             }
+        }
+    }
+
+    /// A 2xx from fork `index`: the first one wins the call, the other forks are cancelled.
+    fn fork_answered(
+        &mut self,
+        now: Now,
+        id: u64,
+        index: usize,
+        code: u16,
+        reason: &str,
+        msg: &SipMessage,
+    ) {
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        if call.answered == Some(index) {
+            // A retransmitted 2xx: our ACK got lost.
+            if let Some(ack) = call.b_ack.clone() {
+                self.tx.send_stateless(ack, call.forks[index].dialog.peer);
+            }
+            return;
+        }
+        call.answered = Some(index);
+        call.answered_ms = Some(now.unix_ms);
+        if let Some(at) = call.deadline.take() {
+            self.calls.deadlines.remove(&(at, id));
+        }
+        let fork = &mut call.forks[index];
+        self.calls.by_dialog.insert(
+            (fork.dialog.call_id.clone(), fork.dialog.local_tag.clone()),
+            (id, Side::B),
+        );
+        if !call.offer.is_empty() {
+            let ack = fork.dialog.request(Method::ACK, Some(1), &self.local);
+            self.tx.send_stateless(ack.clone(), fork.dialog.peer);
+            call.b_ack = Some(ack);
+        }
+        let pickup = fork.pickup;
+        let pending: Vec<ClientTxId> = call
+            .pending_forks()
+            .filter(|tx| Some(*tx) != call.forks[index].tx)
+            .collect();
+        for tx in pending {
+            self.tx.cancel(now.mono, tx);
+        }
+        self.store_commands.push_back(StoreCommand::MarkAnswered {
+            call_key: call.key.clone(),
+        });
+        tracing::info!("call {id}: answered");
+        let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
+        self.relay_to_caller(now, a_tx, &a_tag, peer, code, reason, msg);
+        if let Some(pickup) = pickup {
+            self.pickup_connected(now, pickup);
         }
     }
 
@@ -376,7 +371,7 @@ impl Engine {
         let Some(call) = self.calls.calls.get(&id) else {
             return;
         };
-        if call.answered.is_some() {
+        if call.answered.is_some() || call.picking.is_some() {
             return;
         }
         let finals: Option<Vec<(u16, String)>> =
@@ -386,12 +381,28 @@ impl Engine {
         let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
         tracing::info!("call {id}: failed with {code} {reason}");
         self.answer_caller(now, a_tx, &a_tag, code, &reason);
-        self.calls.remove(id);
+        self.end_call(now, id, disposition_of(code), &format!("{code} {reason}"));
+    }
+
+    /// Forgets a call: its context leaves the store, its CDR is written, any pickup of it ends.
+    pub(super) fn end_call(&mut self, now: Now, id: u64, disposition: &str, cause: &str) {
+        let Some(call) = self.calls.remove(id) else {
+            return;
+        };
+        if let Some(pickup) = call.picking {
+            self.abandon_pickup(now, pickup, 480, "Temporarily Unavailable (the call ended)");
+        }
+        self.store_commands.push_back(StoreCommand::RemoveCall {
+            call_key: call.key.clone(),
+        });
+        let cdr = call.cdr(&self.config.node.id, now.unix_ms, disposition, cause);
+        self.store_commands
+            .push_back(StoreCommand::WriteCdr(Box::new(cdr)));
     }
 
     /// Relays a B-leg response to the caller's INVITE, under the caller's dialog tag.
     #[allow(clippy::too_many_arguments)]
-    fn relay_to_caller(
+    pub(super) fn relay_to_caller(
         &mut self,
         now: Now,
         a_tx: ServerTxId,
@@ -411,7 +422,14 @@ impl Engine {
     }
 
     /// A final response without body to the caller's INVITE.
-    fn answer_caller(&mut self, now: Now, a_tx: ServerTxId, a_tag: &str, code: u16, reason: &str) {
+    pub(super) fn answer_caller(
+        &mut self,
+        now: Now,
+        a_tx: ServerTxId,
+        a_tag: &str,
+        code: u16,
+        reason: &str,
+    ) {
         let Some(request) = self.tx.request(a_tx) else {
             return;
         };
@@ -425,10 +443,14 @@ impl Engine {
         };
         match role {
             ClientRole::Fork(index) => {
-                if let Some(call) = self.calls.calls.get_mut(&id) {
+                let pickup = self.calls.calls.get_mut(&id).and_then(|call| {
                     call.forks[index].final_status = Some((408, "Request Timeout".into()));
+                    call.forks[index].pickup
+                });
+                match pickup {
+                    Some(pickup) => self.replaces_failed(now, pickup, 408),
+                    None => self.finish_if_all_forks_failed(now, id),
                 }
-                self.finish_if_all_forks_failed(now, id);
             }
             ClientRole::Relay(relay) => {
                 let server_tx = self
@@ -450,7 +472,7 @@ impl Engine {
     }
 
     /// A final response to an in-dialog request (To already carries our tag).
-    fn reply_in_dialog(&mut self, now: Now, tx: ServerTxId, code: u16, reason: &str) {
+    pub(super) fn reply_in_dialog(&mut self, now: Now, tx: ServerTxId, code: u16, reason: &str) {
         if let Some(request) = self.tx.request(tx) {
             let response = request.response(code, reason, None);
             self.tx.send_response(now.mono, tx, response);
@@ -458,6 +480,10 @@ impl Engine {
     }
 
     pub(super) fn on_cancel(&mut self, now: Now, invite: ServerTxId) {
+        if let Some(&pickup) = self.calls.pickup_by_tx.get(&invite) {
+            self.picker_gave_up(now, pickup);
+            return;
+        }
         let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else {
             return;
         };
@@ -469,15 +495,14 @@ impl Engine {
                 if call.answered.is_some() {
                     return; // too late: the 2xx is already on its way (RFC 3261 §9.2)
                 }
-                for fork in &call.forks {
-                    if fork.final_status.is_none() {
-                        self.tx.cancel(now.mono, fork.tx);
-                    }
+                let pending: Vec<ClientTxId> = call.pending_forks().collect();
+                for tx in pending {
+                    self.tx.cancel(now.mono, tx);
                 }
                 let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
                 tracing::info!("call {id}: cancelled by the caller");
                 self.answer_caller(now, a_tx, &a_tag, 487, "Request Terminated");
-                self.calls.remove(id);
+                self.end_call(now, id, "cancelled", "CANCEL from caller");
             }
             ServerRole::Relay(relay_id) => {
                 let Some(relay) = self
@@ -540,12 +565,12 @@ impl Engine {
             return;
         };
         tracing::warn!("call {id}: the caller never ACKed our 200 OK; hanging up");
-        self.hang_up(now, id, &[Side::A, Side::B]);
+        self.hang_up(now, id, &[Side::A, Side::B], "no ACK from caller");
     }
 
-    /// Sends BYE to the given (established) sides and forgets the call.
-    fn hang_up(&mut self, now: Now, id: u64, sides: &[Side]) {
-        let Some(mut call) = self.calls.remove(id) else {
+    /// Sends BYE to the given (established) sides and ends the call.
+    fn hang_up(&mut self, now: Now, id: u64, sides: &[Side], cause: &str) {
+        let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
         for &side in sides {
@@ -558,6 +583,7 @@ impl Engine {
                     .insert(tx, (id, ClientRole::Detached));
             }
         }
+        self.end_call(now, id, "answered", cause);
     }
 
     pub(super) fn on_in_dialog_request(
@@ -573,6 +599,21 @@ impl Engine {
                 .and_then(|to| to.tag().map(str::to_string))
                 .unwrap_or_default(),
         );
+        if let Some(&pickup) = self.calls.pickup_by_dialog.get(&key) {
+            // A request in the dummy early dialog: only BYE makes sense there.
+            if msg.method() == Some(&Method::BYE) {
+                self.reply_in_dialog(now, tx, 200, "OK");
+                self.picker_gave_up(now, pickup);
+            } else {
+                self.reply_in_dialog(
+                    now,
+                    tx,
+                    481,
+                    "Call/Transaction Does Not Exist (early pickup dialog)",
+                );
+            }
+            return;
+        }
         let Some(&(id, side)) = self.calls.by_dialog.get(&key) else {
             self.reply_in_dialog(now, tx, 481, "Call/Transaction Does Not Exist");
             return;
@@ -587,7 +628,11 @@ impl Engine {
             self.reply_in_dialog(now, tx, 200, "OK");
             if answered {
                 tracing::info!("call {id}: ended by {side:?}");
-                self.hang_up(now, id, &[side.other()]);
+                let cause = match side {
+                    Side::A => "BYE from caller",
+                    Side::B => "BYE from callee",
+                };
+                self.hang_up(now, id, &[side.other()], cause);
             } else if let Some(invite) = self.calls.calls.get(&id).map(|c| c.a_tx) {
                 // BYE on the caller's early dialog ends the attempt like a CANCEL.
                 self.on_cancel(now, invite);
@@ -723,10 +768,9 @@ impl Engine {
                 continue;
             };
             call.deadline = None;
-            for fork in &call.forks {
-                if fork.final_status.is_none() {
-                    self.tx.cancel(now.mono, fork.tx);
-                }
+            let pending: Vec<ClientTxId> = call.pending_forks().collect();
+            for tx in pending {
+                self.tx.cancel(now.mono, tx);
             }
             let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
             tracing::info!("call {id}: no answer within the ring timeout");
@@ -737,7 +781,7 @@ impl Engine {
                 480,
                 "Temporarily Unavailable (no answer)",
             );
-            self.calls.remove(id);
+            self.end_call(now, id, "no-answer", "480 ring timeout");
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct LocalIdentity {
     pub host_port: String,
     /// Host part only, for URIs such as `sip:201@host`.
     pub host: String,
+    /// The address, for SDP the gateway writes itself.
+    pub ip: std::net::IpAddr,
 }
 
 impl LocalIdentity {

@@ -5,10 +5,12 @@
 //! table, and routes each transaction event to the handler that owns it. The tokio runtime
 //! (`crate::runtime`) drives it; tests drive it in virtual time.
 
+mod call;
 mod calls;
 pub mod dialog;
-
+mod pickup;
 mod registration;
+mod sdp;
 mod stats;
 
 pub use stats::Stats;
@@ -20,9 +22,9 @@ use crate::sip::ids;
 use crate::sip::message::{ParseError, SipMessage};
 use crate::sip::transaction::{ServerTxId, TimerConfig, TxEvent, TxLayer};
 use crate::sip::validate::{self, Capabilities};
-use crate::store::StoreCommand;
+use crate::store::{StoreCommand, StoreResult};
 use crate::transport::{Outgoing, Peer};
-use calls::Calls;
+use call::Calls;
 use dialog::LocalIdentity;
 use ezk_sip_types::{Method, Name};
 use std::collections::VecDeque;
@@ -31,14 +33,14 @@ use std::time::{Duration, Instant};
 /// How often registrations are expired and nonces purged.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The current time, in both clocks the engine needs: monotonic for timers, Unix seconds
-/// for registration expiry that must survive a restart.
+/// The current time, in both clocks the engine needs: monotonic for timers, wall-clock
+/// Unix time for registration expiry (which must survive a restart) and CDRs.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     /// Monotonic time, for transaction and call timers.
     pub mono: Instant,
-    /// Seconds since the Unix epoch, for stored expiry times.
-    pub unix: u64,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
 }
 
 impl Now {
@@ -46,11 +48,16 @@ impl Now {
     pub fn system() -> Now {
         Now {
             mono: Instant::now(),
-            unix: std::time::SystemTime::now()
+            unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0),
         }
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix(&self) -> u64 {
+        self.unix_ms / 1000
     }
 }
 
@@ -81,6 +88,7 @@ impl Engine {
     ) -> Self {
         let listen = config.listen_addr();
         let local = LocalIdentity {
+            ip: listen.ip(),
             host_port: listen.to_string(),
             host: match listen.ip() {
                 std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -219,6 +227,14 @@ impl Engine {
         }
         self.process_events(now);
         self.ring_timeouts(now);
+        self.pickup_timeouts(now);
+    }
+
+    /// Takes an answer from the store (a pickup claim's outcome).
+    pub fn handle_store_result(&mut self, now: Now, result: StoreResult) {
+        match result {
+            StoreResult::Claim { pickup, outcome } => self.on_claim(now, pickup, outcome),
+        }
     }
 
     /// When [`Engine::handle_timeout`] should next run.

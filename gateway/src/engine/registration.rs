@@ -107,7 +107,7 @@ impl Engine {
             self.reply(now, tx, 403, "Forbidden");
             return;
         }
-        match self.registrar.register(now.unix, &aor, &msg, peer) {
+        match self.registrar.register(now.unix(), &aor, &msg, peer) {
             Ok(outcome) => {
                 let mut response = msg.response(200, "OK", Some(&ids::tag()));
                 for (contact, expires) in &outcome.contacts {
@@ -131,7 +131,7 @@ impl Engine {
     }
 
     pub(super) fn expire_registrations(&mut self, now: Now) {
-        for aor in self.registrar.expire(now.unix) {
+        for aor in self.registrar.expire(now.unix()) {
             tracing::info!("registration of {aor} expired");
             self.persist_bindings(now, &aor);
         }
@@ -141,7 +141,7 @@ impl Engine {
         self.store_commands
             .push_back(StoreCommand::ReplaceBindings {
                 aor: aor.to_string(),
-                bindings: self.registrar.lookup(now.unix, aor),
+                bindings: self.registrar.lookup(now.unix(), aor),
             });
     }
 }

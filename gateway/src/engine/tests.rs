@@ -3,6 +3,7 @@
 use super::{Engine, Now};
 use crate::config::Config;
 use crate::sip::message::SipMessage;
+use crate::store::{execute, Store};
 use crate::transport::{Peer, Protocol};
 use ezk_sip_types::Name;
 use md5::{Digest, Md5};
@@ -41,6 +42,9 @@ fn udp(port: u16) -> Peer {
 struct Harness {
     engine: Engine,
     now: Now,
+    /// The store the engine's commands go to, as the runtime's store thread would apply them.
+    store: Store,
+    _dir: tempfile::TempDir,
 }
 
 fn md5_hex(text: &str) -> String {
@@ -90,16 +94,29 @@ impl Harness {
         let config = Config::from_toml(CONFIG, Path::new("test.toml")).unwrap();
         let now = Now {
             mono: Instant::now(),
-            unix: 1_700_000_000,
+            unix_ms: 1_700_000_000_000,
         };
+        let dir = tempfile::tempdir().unwrap();
         Harness {
             engine: Engine::new(config, Vec::new(), [7; 32], now),
             now,
+            store: Store::open(&dir.path().join("gw.db")).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// Applies the engine's store commands and feeds the answers back, until quiet.
+    fn run_store(&mut self) {
+        while let Some(command) = self.engine.poll_store_command() {
+            if let Some(result) = execute(&mut self.store, command) {
+                self.engine.handle_store_result(self.now, result);
+            }
         }
     }
 
     fn send(&mut self, from: Peer, text: &str) {
         self.engine.handle_datagram(self.now, from, text.as_bytes());
+        self.run_store();
     }
 
     fn sent(&mut self) -> Vec<(Peer, SipMessage)> {
@@ -113,9 +130,11 @@ impl Harness {
         while let Some(at) = self.engine.poll_timeout().filter(|at| *at <= end) {
             self.now.mono = at.max(self.now.mono);
             self.engine.handle_timeout(self.now);
+            self.run_store();
         }
         self.now.mono = end;
-        self.now.unix += by.as_secs();
+        self.now.unix_ms += u64::try_from(by.as_millis()).unwrap();
+        self.run_store();
     }
 
     /// Sends a request, answers a digest challenge if one comes, returns what followed.
@@ -237,10 +256,9 @@ fn register_challenges_then_accepts_and_persists() {
         contact.contains("sip:201@127.0.0.1:5071") && contact.contains("expires=600"),
         "{contact}"
     );
-    assert!(
-        h.engine.poll_store_command().is_some(),
-        "the binding is persisted"
-    );
+    let stored = h.store.load_bindings(h.now.unix()).unwrap();
+    assert_eq!(stored.len(), 1, "the binding is persisted");
+    assert_eq!(stored[0].1.contact, "sip:201@127.0.0.1:5071");
 }
 
 #[test]

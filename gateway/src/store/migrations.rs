@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// The migrations, in order. Never edit a released one; append a new one.
-const MIGRATIONS: &[&str] = &["CREATE TABLE registrations (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE registrations (
         aor TEXT NOT NULL,
         contact TEXT NOT NULL,
         expires_at INTEGER NOT NULL,
@@ -16,7 +17,52 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE registrations (
         q REAL,
         PRIMARY KEY (aor, contact)
     );
-    CREATE INDEX registrations_expiry ON registrations (expires_at);"];
+    CREATE INDEX registrations_expiry ON registrations (expires_at);",
+    "CREATE TABLE call_contexts (
+        call_key TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        state TEXT NOT NULL,
+        caller_display TEXT,
+        caller_number TEXT NOT NULL,
+        caller_uri TEXT NOT NULL,
+        caller_offer BLOB NOT NULL,
+        called TEXT NOT NULL,
+        ring_started_ms INTEGER NOT NULL,
+        claimed_by TEXT,
+        claimed_at_ms INTEGER
+    );
+    CREATE INDEX call_contexts_ringing ON call_contexts (state, node, ring_started_ms);
+    CREATE TABLE call_groups (
+        call_key TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        PRIMARY KEY (call_key, group_name)
+    );
+    CREATE TABLE call_legs (
+        call_key TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        remote_tag TEXT,
+        PRIMARY KEY (call_key, call_id)
+    );
+    CREATE INDEX call_legs_call_id ON call_legs (call_id);
+    CREATE TABLE cdrs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_key TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        called TEXT NOT NULL,
+        answered_by TEXT,
+        pickup_method TEXT NOT NULL,
+        billed TEXT,
+        ring_start_ms INTEGER NOT NULL,
+        pickup_ms INTEGER,
+        answer_ms INTEGER,
+        end_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        disposition TEXT NOT NULL,
+        hangup_cause TEXT NOT NULL,
+        node TEXT NOT NULL
+    );",
+];
 
 /// Newest schema version this build knows.
 pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -1,10 +1,14 @@
 //! Persistent state in SQLite (rusqlite, bundled): versioned schema migrations, WAL, and a
 //! writer thread so SIP handling never waits for the disk.
 
+mod calls;
 mod migrations;
 mod writer;
 
-pub use writer::{StoreCommand, StoreWriter};
+pub use calls::{
+    CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, LegIds, PickupMethod, PickupTarget,
+};
+pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 
 use crate::registrar::Binding;
 use crate::transport::{Peer, Protocol};

@@ -90,7 +90,7 @@ fn unusable_paths_name_the_file() {
 fn writer_thread_applies_commands_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.db");
-    let writer = StoreWriter::start(Store::open(&path).unwrap());
+    let writer = StoreWriter::start(Store::open(&path).unwrap(), |_| {});
     for expires in [100, 200, 300] {
         writer.send(StoreCommand::ReplaceBindings {
             aor: "202".into(),
@@ -100,4 +100,228 @@ fn writer_thread_applies_commands_in_order() {
     writer.flush();
     let loaded = Store::open(&path).unwrap().load_bindings(0).unwrap();
     assert_eq!(loaded[0].1.expires_at, 300);
+}
+
+fn context(key: &str, called: &str, groups: &[&str], ring_started_ms: u64) -> CallContext {
+    CallContext {
+        call_key: key.into(),
+        node: "gw1".into(),
+        caller_display: Some("Reception".into()),
+        caller_number: "204".into(),
+        caller_uri: "sip:204@127.0.0.1".into(),
+        caller_offer: b"v=0\r\n".to_vec(),
+        called: called.into(),
+        call_groups: groups.iter().map(|g| g.to_string()).collect(),
+        legs: vec![LegIds {
+            call_id: format!("leg-{key}"),
+            local_tag: "gt".into(),
+            remote_tag: None,
+        }],
+        ring_started_ms,
+    }
+}
+
+fn claim(picker: &str, groups: &[&str], target: PickupTarget) -> ClaimRequest {
+    ClaimRequest {
+        picker: picker.into(),
+        pickup_groups: groups.iter().map(|g| g.to_string()).collect(),
+        target,
+        node: "gw1".into(),
+        now_ms: 5000,
+    }
+}
+
+fn claimed_key(outcome: ClaimOutcome) -> String {
+    match outcome {
+        ClaimOutcome::Claimed(context) => context.call_key,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+#[test]
+fn group_pickup_claims_the_oldest_eligible_call_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+    store
+        .insert_ringing(&context("new", "201", &["sales"], 2000))
+        .unwrap();
+    store
+        .insert_ringing(&context("old", "203", &["sales", "support"], 1000))
+        .unwrap();
+    store
+        .insert_ringing(&context("other", "205", &["support"], 500))
+        .unwrap();
+    let first = store
+        .claim(&claim("202", &["sales"], PickupTarget::Group))
+        .unwrap();
+    let first = match first {
+        ClaimOutcome::Claimed(context) => context,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.call_key, "old");
+    assert_eq!(first.call_groups, ["sales", "support"]);
+    assert_eq!(first.legs[0].call_id, "leg-old");
+    assert_eq!(first.caller_offer, b"v=0\r\n");
+    assert_eq!(
+        claimed_key(
+            store
+                .claim(&claim("203", &["sales"], PickupTarget::Group))
+                .unwrap()
+        ),
+        "new"
+    );
+    assert_eq!(
+        store
+            .claim(&claim("204", &["sales"], PickupTarget::Group))
+            .unwrap(),
+        ClaimOutcome::NothingRinging
+    );
+}
+
+#[test]
+fn directed_pickup_checks_groups_and_leg_lookup_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+    store
+        .insert_ringing(&context("c1", "201", &["sales"], 1000))
+        .unwrap();
+    assert_eq!(
+        store
+            .claim(&claim("205", &[], PickupTarget::Directed("201".into())))
+            .unwrap(),
+        ClaimOutcome::NotAllowed
+    );
+    assert_eq!(
+        store
+            .claim(&claim("205", &[], PickupTarget::Group))
+            .unwrap(),
+        ClaimOutcome::NotAllowed,
+        "calls ring, but 205 has no pickup group"
+    );
+    assert_eq!(
+        store
+            .claim(&claim("204", &["sales"], PickupTarget::Group))
+            .unwrap(),
+        ClaimOutcome::NothingRinging,
+        "the caller cannot pick up its own call"
+    );
+    assert_eq!(
+        store
+            .claim(&claim(
+                "202",
+                &["sales"],
+                PickupTarget::Directed("203".into())
+            ))
+            .unwrap(),
+        ClaimOutcome::NothingRinging
+    );
+    assert_eq!(
+        claimed_key(
+            store
+                .claim(&claim(
+                    "202",
+                    &["sales"],
+                    PickupTarget::Leg("leg-c1".into())
+                ))
+                .unwrap()
+        ),
+        "c1"
+    );
+    store.release("c1").unwrap();
+    assert_eq!(
+        claimed_key(
+            store
+                .claim(&claim(
+                    "203",
+                    &["sales"],
+                    PickupTarget::Directed("201".into())
+                ))
+                .unwrap()
+        ),
+        "c1",
+        "a released call can be picked again"
+    );
+    store.mark_answered("c1").unwrap();
+    store.release("c2-unknown").unwrap();
+    store.remove("c1").unwrap();
+    assert_eq!(
+        store
+            .claim(&claim("202", &["sales"], PickupTarget::Group))
+            .unwrap(),
+        ClaimOutcome::NothingRinging
+    );
+}
+
+#[test]
+fn two_connections_claiming_at_once_give_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let mut store = Store::open(&path).unwrap();
+    for i in 0..20 {
+        store
+            .insert_ringing(&context(&format!("c{i}"), "201", &["sales"], 1000 + i))
+            .unwrap();
+    }
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut store = Store::open(&path).unwrap();
+                let mut won = Vec::new();
+                for _ in 0..20 {
+                    if let ClaimOutcome::Claimed(c) = store
+                        .claim(&claim(&format!("20{w}"), &["sales"], PickupTarget::Group))
+                        .unwrap()
+                    {
+                        won.push(c.call_key);
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    all.sort();
+    let unique = all.len();
+    all.dedup();
+    assert_eq!(all.len(), unique, "no call was claimed twice");
+    assert_eq!(unique, 20, "every call was claimed once");
+}
+
+#[test]
+fn stale_contexts_are_removed_and_cdrs_listed_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+    store
+        .insert_ringing(&context("c1", "201", &["sales"], 1000))
+        .unwrap();
+    assert_eq!(store.remove_stale("gw1").unwrap(), 1);
+    for (key, picker) in [("a", None), ("b", Some("202"))] {
+        store
+            .write_cdr(&Cdr {
+                call_key: key.into(),
+                caller: "204".into(),
+                called: "201".into(),
+                answered_by: picker.map(str::to_string).or(Some("201".into())),
+                pickup_method: if picker.is_some() { "group" } else { "none" }.into(),
+                billed: picker.map(str::to_string),
+                ring_start_ms: 1,
+                pickup_ms: picker.map(|_| 2),
+                answer_ms: Some(3),
+                end_ms: 10,
+                duration_ms: 7,
+                disposition: "answered".into(),
+                hangup_cause: "BYE from caller".into(),
+                node: "gw1".into(),
+            })
+            .unwrap();
+    }
+    let cdrs = store.recent_cdrs(10).unwrap();
+    assert_eq!(cdrs.len(), 2);
+    assert_eq!(cdrs[0].call_key, "b");
+    assert_eq!(cdrs[0].billed.as_deref(), Some("202"));
+    assert_eq!(cdrs[1].pickup_ms, None);
 }

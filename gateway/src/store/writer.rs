@@ -1,11 +1,13 @@
-//! The store's writer thread: the engine queues commands and never waits for SQLite.
+//! The store's worker thread: the engine queues commands and never waits for SQLite;
+//! answers (claim outcomes) come back through a callback the runtime turns into events.
 
+use super::calls::{CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest};
 use super::Store;
 use crate::registrar::Binding;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-/// A write the engine asks for.
+/// Work the engine asks of the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreCommand {
     /// Store exactly these bindings for the extension.
@@ -15,6 +17,78 @@ pub enum StoreCommand {
         /// Its current bindings.
         bindings: Vec<Binding>,
     },
+    /// A call started ringing.
+    InsertRinging(Box<CallContext>),
+    /// A ringing leg got the far end's tag.
+    SetLegRemoteTag {
+        /// The leg's Call-ID.
+        call_id: String,
+        /// The far end's tag.
+        remote_tag: String,
+    },
+    /// Claim a ringing call for a pickup; the outcome comes back as [`StoreResult::Claim`].
+    Claim {
+        /// The engine's pickup number, echoed in the result.
+        pickup: u64,
+        /// What to claim.
+        request: ClaimRequest,
+    },
+    /// A failed pickup gives the call back (it rings again).
+    Release {
+        /// The call.
+        call_key: String,
+    },
+    /// The call was answered.
+    MarkAnswered {
+        /// The call.
+        call_key: String,
+    },
+    /// The call ended: forget its context.
+    RemoveCall {
+        /// The call.
+        call_key: String,
+    },
+    /// Commit a call detail record.
+    WriteCdr(Box<Cdr>),
+}
+
+/// An answer from the store to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreResult {
+    /// The outcome of a [`StoreCommand::Claim`].
+    Claim {
+        /// The pickup number from the command.
+        pickup: u64,
+        /// What happened (a database error counts as nothing claimed).
+        outcome: ClaimOutcome,
+    },
+}
+
+/// Applies one command to the store; returns the answer the engine waits for, if any.
+pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> {
+    let result = match command {
+        StoreCommand::ReplaceBindings { aor, bindings } => store.replace_bindings(&aor, &bindings),
+        StoreCommand::InsertRinging(context) => store.insert_ringing(&context),
+        StoreCommand::SetLegRemoteTag {
+            call_id,
+            remote_tag,
+        } => store.set_leg_remote_tag(&call_id, &remote_tag),
+        StoreCommand::Claim { pickup, request } => {
+            let outcome = store.claim(&request).unwrap_or_else(|e| {
+                tracing::error!("pickup claim failed: {e}");
+                ClaimOutcome::NothingRinging
+            });
+            return Some(StoreResult::Claim { pickup, outcome });
+        }
+        StoreCommand::Release { call_key } => store.release(&call_key),
+        StoreCommand::MarkAnswered { call_key } => store.mark_answered(&call_key),
+        StoreCommand::RemoveCall { call_key } => store.remove(&call_key),
+        StoreCommand::WriteCdr(cdr) => store.write_cdr(&cdr),
+    };
+    if let Err(e) = result {
+        tracing::error!("store write failed: {e}");
+    }
+    None
 }
 
 enum Message {
@@ -22,24 +96,28 @@ enum Message {
     Flush(mpsc::Sender<()>),
 }
 
-/// Handle to the writer thread. Dropping it drains the queue and joins the thread.
+/// Handle to the store thread. Dropping it drains the queue and joins the thread.
 pub struct StoreWriter {
     sender: Option<mpsc::Sender<Message>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl StoreWriter {
-    /// Moves `store` to a new thread that applies commands in order.
-    pub fn start(mut store: Store) -> StoreWriter {
+    /// Moves `store` to a new thread that applies commands in order and passes answers to
+    /// `on_result`.
+    pub fn start(
+        mut store: Store,
+        on_result: impl Fn(StoreResult) + Send + 'static,
+    ) -> StoreWriter {
         let (sender, receiver) = mpsc::channel::<Message>();
         let thread = std::thread::Builder::new()
-            .name("store-writer".into())
+            .name("store".into())
             .spawn(move || {
                 for message in receiver {
                     match message {
-                        Message::Command(StoreCommand::ReplaceBindings { aor, bindings }) => {
-                            if let Err(e) = store.replace_bindings(&aor, &bindings) {
-                                tracing::error!("registration of {aor} not saved: {e}");
+                        Message::Command(command) => {
+                            if let Some(result) = execute(&mut store, command) {
+                                on_result(result);
                             }
                         }
                         Message::Flush(done) => {
@@ -48,7 +126,7 @@ impl StoreWriter {
                     }
                 }
             })
-            .expect("spawning the store writer thread");
+            .expect("spawning the store thread");
         StoreWriter {
             sender: Some(sender),
             thread: Some(thread),
@@ -59,12 +137,12 @@ impl StoreWriter {
     pub fn send(&self, command: StoreCommand) {
         if let Some(sender) = &self.sender {
             if sender.send(Message::Command(command)).is_err() {
-                tracing::error!("store writer thread has stopped; a write was lost");
+                tracing::error!("store thread has stopped; a write was lost");
             }
         }
     }
 
-    /// Blocks until every command queued so far is written (shutdown, tests).
+    /// Blocks until every command queued so far is applied (shutdown, tests).
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
         if let Some(sender) = &self.sender {

@@ -52,6 +52,8 @@ pub(super) struct ClientTx {
     ack: Option<SipMessage>,
     cancel_requested: bool,
     cancel_sent: bool,
+    /// Reason header value for the CANCEL (RFC 3326).
+    cancel_reason: Option<String>,
     /// To-tags of 2xx that crossed our CANCEL and were already BYEd.
     byed_tags: Vec<String>,
     /// Responses are swallowed (CANCEL and BYE the layer sent itself).
@@ -82,6 +84,7 @@ impl ClientTx {
             ack: None,
             cancel_requested: false,
             cancel_sent: false,
+            cancel_reason: None,
             byed_tags: Vec::new(),
             internal,
         }
@@ -258,11 +261,17 @@ impl ClientTx {
     }
 
     /// Asks for the INVITE to be cancelled: at once if a provisional came, else when one does.
-    pub(super) fn cancel(&mut self, now: Instant, timers: &TimerConfig) -> Vec<ClientAction> {
+    pub(super) fn cancel(
+        &mut self,
+        now: Instant,
+        timers: &TimerConfig,
+        reason: Option<&str>,
+    ) -> Vec<ClientAction> {
         if !self.invite || self.cancel_requested {
             return Vec::new();
         }
         self.cancel_requested = true;
+        self.cancel_reason = reason.map(str::to_string);
         if self.state == State::Proceeding {
             return self.send_cancel(now, timers);
         }
@@ -274,6 +283,9 @@ impl ClientTx {
     fn send_cancel(&mut self, now: Instant, timers: &TimerConfig) -> Vec<ClientAction> {
         self.cancel_sent = true;
         self.end_at = Some(now + timers.transaction_timeout());
-        vec![ClientAction::StartInternal(requests::cancel(&self.request))]
+        vec![ClientAction::StartInternal(requests::cancel(
+            &self.request,
+            self.cancel_reason.as_deref(),
+        ))]
     }
 }

@@ -414,11 +414,17 @@ impl TxLayer {
     /// (never if a final arrived first). A 2xx that still arrives is ACKed and BYEd here and
     /// not passed up (RFC 5407 §3.1.2); other finals (487) are passed up.
     pub fn cancel(&mut self, now: Instant, tx: ClientTxId) {
+        self.cancel_with_reason(now, tx, None);
+    }
+
+    /// [`TxLayer::cancel`] with a `Reason` header on the CANCEL (RFC 3326), e.g.
+    /// `SIP;cause=200;text="Call completed elsewhere"` so the phone logs no missed call.
+    pub fn cancel_with_reason(&mut self, now: Instant, tx: ClientTxId, reason: Option<&str>) {
         let timers = self.timers;
         let Some(entry) = self.clients.get_mut(&tx) else {
             return;
         };
-        let actions = entry.tx.cancel(now, &timers);
+        let actions = entry.tx.cancel(now, &timers, reason);
         self.apply_client_actions(now, tx, actions);
     }
 

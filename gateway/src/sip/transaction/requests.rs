@@ -54,9 +54,13 @@ pub(super) fn ack_for_failure(invite: &SipMessage, response: &SipMessage) -> Sip
     in_invite_transaction(invite, Method::ACK, response)
 }
 
-/// CANCEL for a pending INVITE: To from the INVITE (no tag).
-pub(super) fn cancel(invite: &SipMessage) -> SipMessage {
-    in_invite_transaction(invite, Method::CANCEL, invite)
+/// CANCEL for a pending INVITE: To from the INVITE (no tag), and a Reason (RFC 3326) if given.
+pub(super) fn cancel(invite: &SipMessage, reason: Option<&str>) -> SipMessage {
+    let mut cancel = in_invite_transaction(invite, Method::CANCEL, invite);
+    if let Some(reason) = reason {
+        cancel.set_header(Name::from("Reason"), reason);
+    }
+    cancel
 }
 
 /// A request in the dialog a 2xx created (ACK with the INVITE's CSeq, BYE with the next one),

@@ -14,7 +14,7 @@ pub fn office_engine() -> (Engine, Now) {
     let config = Config::load(&path).expect("office.toml loads");
     let now = Now {
         mono: Instant::now(),
-        unix: 1_700_000_000,
+        unix_ms: 1_700_000_000_000,
     };
     (Engine::new(config, Vec::new(), [9; 32], now), now)
 }

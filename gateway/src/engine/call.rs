@@ -1,0 +1,227 @@
+//! The B2BUA's data model: a call (leg A and its forks), the in-dialog relays, the pickups in
+//! progress, and the indexes that map transactions and dialogs back to them.
+
+use super::dialog::Dialog;
+use crate::sip::message::SipMessage;
+use crate::sip::transaction::{ClientTxId, ServerTxId};
+use crate::store::{CallContext, Cdr, PickupMethod};
+use crate::transport::Peer;
+use bytes::Bytes;
+use ezk_sip_types::Method;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+/// Which leg of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// The caller.
+    A,
+    /// The answering callee (or the picker who took the call).
+    B,
+}
+
+impl Side {
+    pub(super) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// What a client transaction belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ClientRole {
+    /// The INVITE of fork number N.
+    Fork(usize),
+    /// A relayed in-dialog request.
+    Relay(u64),
+    /// A request whose answer nobody waits for (BYE at teardown).
+    Detached,
+}
+
+/// What a server transaction belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ServerRole {
+    /// The caller's initial INVITE.
+    Invite,
+    /// An in-dialog request being relayed.
+    Relay(u64),
+}
+
+/// One dialog toward the B side: an INVITE to a registered contact of the callee, the
+/// Replaces INVITE to a picker, or (fallback) the picker's own INVITE answered by us.
+#[derive(Debug)]
+pub(super) struct Fork {
+    /// Our INVITE's transaction (None for the picker's own INVITE, which we answered).
+    pub(super) tx: Option<ClientTxId>,
+    pub(super) dialog: Dialog,
+    /// Final status received (or 408 on timeout); None while pending.
+    pub(super) final_status: Option<(u16, String)>,
+    /// The pickup this fork belongs to, if it reaches a picker.
+    pub(super) pickup: Option<u64>,
+}
+
+/// An in-dialog request relayed from one leg to the other.
+#[derive(Debug)]
+pub(super) struct Relay {
+    pub(super) from: Side,
+    pub(super) server_tx: ServerTxId,
+    pub(super) client_tx: ClientTxId,
+    pub(super) method: Method,
+    /// CSeq number used toward the other leg (the ACK for a 2xx reuses it).
+    pub(super) cseq: u32,
+    /// The ACK sent for the other leg's 2xx, resent when that 2xx is retransmitted.
+    pub(super) ack_sent: Option<SipMessage>,
+    pub(super) cancelled: bool,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub(super) struct Party {
+    pub(super) number: String,
+    pub(super) display: Option<String>,
+    pub(super) uri: String,
+}
+
+/// How a call was picked up, for the CDR.
+#[derive(Debug, Clone)]
+pub(super) struct PickupRecord {
+    pub(super) picker: String,
+    pub(super) method: PickupMethod,
+    pub(super) at_ms: u64,
+}
+
+/// One B2BUA call.
+#[derive(Debug)]
+pub(super) struct Call {
+    /// Key of the call's context in the store.
+    pub(super) key: String,
+    pub(super) a_tx: ServerTxId,
+    pub(super) a: Dialog,
+    /// The caller's offer (empty when the INVITE had none).
+    pub(super) offer: Bytes,
+    pub(super) offer_type: Option<String>,
+    pub(super) caller: Party,
+    pub(super) called: String,
+    pub(super) forks: Vec<Fork>,
+    /// Index of the fork that answered.
+    pub(super) answered: Option<usize>,
+    /// The ACK sent for the answering fork's 2xx (resent on retransmissions).
+    pub(super) b_ack: Option<SipMessage>,
+    pub(super) deadline: Option<Instant>,
+    pub(super) relays: HashMap<u64, Relay>,
+    pub(super) ring_started_ms: u64,
+    pub(super) answered_ms: Option<u64>,
+    /// The pickup in progress, if any (the call is claimed and not ringing the callee).
+    pub(super) picking: Option<u64>,
+    /// The pickup that took (or last tried to take) the call.
+    pub(super) picked: Option<PickupRecord>,
+}
+
+impl Call {
+    pub(super) fn dialog(&mut self, side: Side) -> Option<&mut Dialog> {
+        match side {
+            Side::A => Some(&mut self.a),
+            Side::B => self.answered.map(|i| &mut self.forks[i].dialog),
+        }
+    }
+
+    /// Forks still waiting for a final response, with their INVITE transactions.
+    pub(super) fn pending_forks(&self) -> impl Iterator<Item = ClientTxId> + '_ {
+        self.forks
+            .iter()
+            .filter(|f| f.final_status.is_none())
+            .filter_map(|f| f.tx)
+    }
+
+    /// The CDR for this call, ending at `end_ms`.
+    pub(super) fn cdr(&self, node: &str, end_ms: u64, disposition: &str, cause: &str) -> Cdr {
+        let answered = self.answered_ms.is_some();
+        let picked = self.picked.as_ref().filter(|_| answered);
+        Cdr {
+            call_key: self.key.clone(),
+            caller: self.caller.number.clone(),
+            called: self.called.clone(),
+            answered_by: answered
+                .then(|| picked.map_or_else(|| self.called.clone(), |p| p.picker.clone())),
+            pickup_method: picked
+                .map_or(PickupMethod::None, |p| p.method)
+                .as_str()
+                .into(),
+            billed: Some(picked.map_or_else(|| self.caller.number.clone(), |p| p.picker.clone())),
+            ring_start_ms: self.ring_started_ms,
+            pickup_ms: self.picked.as_ref().map(|p| p.at_ms),
+            answer_ms: self.answered_ms,
+            end_ms,
+            duration_ms: self.answered_ms.map_or(0, |at| end_ms.saturating_sub(at)),
+            disposition: disposition.into(),
+            hangup_cause: cause.into(),
+            node: node.into(),
+        }
+    }
+}
+
+/// A pickup in progress: the picker's INVITE and what became of it.
+#[derive(Debug)]
+pub(super) struct Pickup {
+    pub(super) picker: String,
+    pub(super) method: PickupMethod,
+    /// The picker's INVITE.
+    pub(super) tx: ServerTxId,
+    pub(super) peer: Peer,
+    /// Our To-tag in the dummy early dialog.
+    pub(super) dummy_tag: String,
+    /// Whether the picker's INVITE is still unanswered (the dummy early dialog is open).
+    pub(super) dummy_open: bool,
+    /// Whether to send an INVITE with Replaces (else bridge the picker's own INVITE).
+    pub(super) use_replaces: bool,
+    /// The claimed call, once the store answered.
+    pub(super) call: Option<u64>,
+    /// The claimed call's context, as read from the store.
+    pub(super) context: Option<Box<CallContext>>,
+}
+
+/// The call table, pickups, and their indexes.
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    pub(super) calls: HashMap<u64, Call>,
+    pub(super) next_id: u64,
+    pub(super) next_relay: u64,
+    pub(super) by_server_tx: HashMap<ServerTxId, (u64, ServerRole)>,
+    pub(super) by_client_tx: HashMap<ClientTxId, (u64, ClientRole)>,
+    pub(super) by_dialog: HashMap<(String, String), (u64, Side)>,
+    pub(super) by_key: HashMap<String, u64>,
+    pub(super) deadlines: BTreeSet<(Instant, u64)>,
+    pub(super) pickups: HashMap<u64, Pickup>,
+    pub(super) next_pickup: u64,
+    /// The picker's INVITE transaction -> pickup.
+    pub(super) pickup_by_tx: HashMap<ServerTxId, u64>,
+    /// The dummy early dialog (picker's Call-ID, our tag) -> pickup.
+    pub(super) pickup_by_dialog: HashMap<(String, String), u64>,
+    /// Pickups whose Replaces INVITE got no answer at all yet: when to fall back.
+    pub(super) silence_deadlines: BTreeSet<(Instant, u64)>,
+}
+
+impl Calls {
+    /// The earliest ring timeout or pickup fallback deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let ring = self.deadlines.first().map(|(at, _)| *at);
+        let silence = self.silence_deadlines.first().map(|(at, _)| *at);
+        ring.into_iter().chain(silence).min()
+    }
+
+    /// Forgets a call and every index entry pointing at it.
+    pub(super) fn remove(&mut self, id: u64) -> Option<Call> {
+        let call = self.calls.remove(&id)?;
+        self.by_server_tx.retain(|_, (call_id, _)| *call_id != id);
+        self.by_client_tx
+            .retain(|_, (call_id, role)| *call_id != id || matches!(role, ClientRole::Detached));
+        self.by_dialog.retain(|_, (call_id, _)| *call_id != id);
+        self.by_key.remove(&call.key);
+        if let Some(at) = call.deadline {
+            self.deadlines.remove(&(at, id));
+        }
+        Some(call)
+    }
+}

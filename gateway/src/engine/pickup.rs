@@ -1,0 +1,519 @@
+//! Server-side call pickup, the flow of DESIGN.md §2.
+//!
+//! The picker's INVITE (`*8`, `**<ext>`, or an INVITE with Replaces from a BLF key) is
+//! authenticated, then the store claims a ringing call atomically (one picker wins). The
+//! picker is held in a dummy early dialog (183 with an inactive SDP answer), the ringing legs
+//! are cancelled with `Reason: SIP;cause=200;text="Call completed elsewhere"`, and the picker
+//! gets an INVITE with `Replaces` carrying the caller's identity and offer from the stored
+//! context. That INVITE is one more fork of the call, so its 2xx connects the caller exactly
+//! like a callee's answer would. Fallback: a picker that cannot do Replaces (none advertised,
+//! 420/481/488, or no answer at all within [`REPLACES_SILENCE`]) has its own INVITE answered
+//! 200 and bridged. A pickup that fails after the legs were cancelled rings them again.
+
+use super::call::{ClientRole, Fork, Pickup, PickupRecord, Side};
+use super::calls::without_tag;
+use super::dialog::{copy_body, Dialog};
+use super::{add_capabilities, sdp, Engine, Now};
+use crate::config::PickupMode;
+use crate::sip::ids;
+use crate::sip::message::{NameAddrValue, SipMessage};
+use crate::sip::transaction::{ClientTxId, ServerTxId};
+use crate::store::{
+    CallContext, ClaimOutcome, ClaimRequest, PickupMethod, PickupTarget, StoreCommand,
+};
+use crate::transport::Peer;
+use bytes::Bytes;
+use ezk_sip_types::{Method, Name};
+use std::time::Duration;
+
+/// How long a Replaces INVITE may go without any response before we fall back to bridging.
+/// A 100 or 180 stops this clock: a ringing phone has a person to wait for (DESIGN.md §2).
+pub const REPLACES_SILENCE: Duration = Duration::from_secs(3);
+
+/// The Reason header on the CANCELs of the ringing legs (RFC 3326), so phones log no missed call.
+const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+
+impl Engine {
+    /// Whether an INVITE asks for a pickup, and of what.
+    pub(super) fn pickup_target(&self, msg: &SipMessage, target: &str) -> Option<PickupTarget> {
+        if let Some(replaces) = msg.header(&Name::REPLACES) {
+            let call_id = replaces.split(';').next().unwrap_or_default().trim();
+            return Some(PickupTarget::Leg(call_id.to_string()));
+        }
+        let features = &self.config.features;
+        if target == features.group_pickup {
+            return Some(PickupTarget::Group);
+        }
+        target
+            .strip_prefix(features.directed_pickup_prefix.as_str())
+            .filter(|ext| !ext.is_empty())
+            .map(|ext| PickupTarget::Directed(ext.to_string()))
+    }
+
+    /// An authenticated picker asks for a call: claim one in the store.
+    pub(super) fn start_pickup(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        msg: SipMessage,
+        peer: Peer,
+        picker: String,
+        target: PickupTarget,
+    ) {
+        let extension = self.config.extension(&picker);
+        let pickup_groups = extension
+            .map(|e| e.pickup_groups.clone())
+            .unwrap_or_default();
+        let mode = extension.map_or(PickupMode::Auto, |e| e.pickup_mode);
+        let advertises_replaces = msg
+            .option_tags(&Name::SUPPORTED)
+            .iter()
+            .chain(msg.option_tags(&Name::REQUIRE).iter())
+            .any(|tag| tag == "replaces");
+        let method = match target {
+            PickupTarget::Group => PickupMethod::Group,
+            PickupTarget::Directed(_) => PickupMethod::Directed,
+            PickupTarget::Leg(_) => PickupMethod::Replaces,
+        };
+        // A BLF INVITE with Replaces is itself the picker's new dialog: answer it directly.
+        let use_replaces = method != PickupMethod::Replaces
+            && match mode {
+                PickupMode::Auto => advertises_replaces,
+                PickupMode::Replaces => true,
+                PickupMode::Bridge => false,
+            };
+        let id = self.calls.next_pickup;
+        self.calls.next_pickup += 1;
+        tracing::info!(
+            "pickup {id}: {picker} asks for {target:?} ({})",
+            if use_replaces { "Replaces" } else { "bridge" }
+        );
+        self.calls.pickup_by_tx.insert(tx, id);
+        self.calls.pickups.insert(
+            id,
+            Pickup {
+                picker: picker.clone(),
+                method,
+                tx,
+                peer,
+                dummy_tag: ids::tag(),
+                dummy_open: true,
+                use_replaces,
+                call: None,
+                context: None,
+            },
+        );
+        self.store_commands.push_back(StoreCommand::Claim {
+            pickup: id,
+            request: ClaimRequest {
+                picker,
+                pickup_groups,
+                target,
+                node: self.config.node.id.clone(),
+                now_ms: now.unix_ms,
+            },
+        });
+    }
+
+    /// The store answered a claim.
+    pub(super) fn on_claim(&mut self, now: Now, id: u64, outcome: ClaimOutcome) {
+        let Some(pickup) = self.calls.pickups.get(&id) else {
+            // The picker gave up before the store answered: give the call back.
+            if let ClaimOutcome::Claimed(context) = outcome {
+                self.store_commands.push_back(StoreCommand::Release {
+                    call_key: context.call_key,
+                });
+            }
+            return;
+        };
+        let context = match outcome {
+            ClaimOutcome::Claimed(context) => context,
+            ClaimOutcome::NotAllowed => {
+                tracing::info!(
+                    "pickup {id}: {} is not in a pickup group of that call",
+                    pickup.picker
+                );
+                self.finish_pickup(
+                    now,
+                    id,
+                    Some((403, "Forbidden (not in a pickup group of that call)")),
+                );
+                return;
+            }
+            ClaimOutcome::NothingRinging if pickup.method == PickupMethod::Replaces => {
+                self.finish_pickup(now, id, Some((481, "Call/Transaction Does Not Exist")));
+                return;
+            }
+            ClaimOutcome::NothingRinging => {
+                tracing::info!("pickup {id}: nothing to pick up for {}", pickup.picker);
+                self.finish_pickup(
+                    now,
+                    id,
+                    Some((480, "Temporarily Unavailable (nothing to pick up)")),
+                );
+                return;
+            }
+        };
+        let call_id = self.calls.by_key.get(&context.call_key).copied();
+        let ringing = call_id
+            .and_then(|c| self.calls.calls.get(&c))
+            .is_some_and(|call| call.answered.is_none() && call.picking.is_none());
+        let Some(call_id) = call_id.filter(|_| ringing) else {
+            // Answered (or ended) between the claim and now: the callee won.
+            self.finish_pickup(
+                now,
+                id,
+                Some((480, "Temporarily Unavailable (the call was answered)")),
+            );
+            return;
+        };
+        let (picker, method, use_replaces) =
+            (pickup.picker.clone(), pickup.method, pickup.use_replaces);
+        if let Some(pickup) = self.calls.pickups.get_mut(&id) {
+            pickup.call = Some(call_id);
+            pickup.context = Some(context);
+        }
+        let Some(call) = self.calls.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.picking = Some(id);
+        call.picked = Some(PickupRecord {
+            picker: picker.clone(),
+            method,
+            at_ms: now.unix_ms,
+        });
+        tracing::info!("pickup {id}: {picker} claimed call {call_id}");
+        let pending: Vec<ClientTxId> = call.pending_forks().collect();
+        for tx in pending {
+            self.tx
+                .cancel_with_reason(now.mono, tx, Some(COMPLETED_ELSEWHERE));
+        }
+        if use_replaces {
+            self.send_dummy_progress(now, id);
+            self.send_replaces_invite(now, id, call_id);
+        } else {
+            self.bridge_picker(now, id);
+        }
+    }
+
+    /// 183 with an inactive SDP answer: the dummy early dialog that holds the picker.
+    fn send_dummy_progress(&mut self, now: Now, id: u64) {
+        let Some(pickup) = self.calls.pickups.get(&id) else {
+            return;
+        };
+        let Some(request) = self.tx.request(pickup.tx) else {
+            return;
+        };
+        let mut progress = request.response(183, "Session Progress", Some(&pickup.dummy_tag));
+        progress.set_header(Name::CONTACT, self.local.contact(pickup.peer));
+        if let Some(answer) = sdp::inactive_answer(&request.body, self.local.ip) {
+            progress.set_header(Name::CONTENT_TYPE, "application/sdp");
+            progress.body = answer;
+        }
+        let key = (
+            request.call_id().unwrap_or_default().to_string(),
+            pickup.dummy_tag.clone(),
+        );
+        self.calls.pickup_by_dialog.insert(key, id);
+        self.tx.send_response(now.mono, pickup.tx, progress);
+    }
+
+    /// The caller's identity as a name-addr, from the stored context.
+    fn caller_name_addr(context: &CallContext) -> String {
+        NameAddrValue {
+            display: context.caller_display.clone(),
+            uri: context.caller_uri.clone(),
+            params: Vec::new(),
+        }
+        .to_string()
+    }
+
+    /// The INVITE with Replaces that moves the picker from the dummy dialog to the call.
+    fn send_replaces_invite(&mut self, now: Now, id: u64, call_id: u64) {
+        let Some(pickup) = self.calls.pickups.get(&id) else {
+            return;
+        };
+        let (Some(request), Some(context)) = (self.tx.request(pickup.tx), pickup.context.as_ref())
+        else {
+            return;
+        };
+        let (Some(from), Some(picker_tag)) = (
+            request.from_header(),
+            request
+                .from_header()
+                .and_then(|f| f.tag().map(str::to_string)),
+        ) else {
+            return;
+        };
+        let caller = Self::caller_name_addr(context);
+        let mut dialog = Dialog {
+            call_id: ids::call_id(&self.local.host),
+            local_tag: ids::tag(),
+            remote_tag: None,
+            local_uri: caller.clone(),
+            remote_uri: without_tag(&from),
+            remote_target: request
+                .contacts()
+                .and_then(|c| c.first().map(|c| c.uri.clone()))
+                .unwrap_or_else(|| from.uri.clone()),
+            local_cseq: 0,
+            peer: pickup.peer,
+        };
+        let mut invite = dialog.request(Method::INVITE, None, &self.local);
+        add_capabilities(&mut invite);
+        invite.remove_header(&Name::ACCEPT);
+        invite.set_header(Name::from("P-Asserted-Identity"), caller);
+        invite.set_header(
+            Name::REPLACES,
+            format!(
+                "{};to-tag={picker_tag};from-tag={};early-only",
+                request.call_id().unwrap_or_default(),
+                pickup.dummy_tag
+            ),
+        );
+        invite.set_header(
+            Name::CALL_INFO,
+            format!("<sip:gw@{}>;answer-after=0", self.local.host_port),
+        );
+        invite.set_header(
+            Name::ALERT_INFO,
+            format!("<sip:gw@{}>;info=alert-autoanswer", self.local.host_port),
+        );
+        if !context.caller_offer.is_empty() {
+            invite.set_header(Name::CONTENT_TYPE, "application/sdp");
+            invite.body = Bytes::from(context.caller_offer.clone());
+        }
+        let peer = pickup.peer;
+        let tx = self.tx.send_request(now.mono, invite, peer);
+        let Some(call) = self.calls.calls.get_mut(&call_id) else {
+            return;
+        };
+        self.calls
+            .by_client_tx
+            .insert(tx, (call_id, ClientRole::Fork(call.forks.len())));
+        call.forks.push(Fork {
+            tx: Some(tx),
+            dialog,
+            final_status: None,
+            pickup: Some(id),
+        });
+        self.calls
+            .silence_deadlines
+            .insert((now.mono + REPLACES_SILENCE, id));
+    }
+
+    /// The Replaces INVITE got a provisional: a phone is there, wait for its user.
+    pub(super) fn replaces_progress(&mut self, id: u64) {
+        self.calls.silence_deadlines.retain(|(_, p)| *p != id);
+    }
+
+    /// The picker answered the Replaces INVITE and is connected to the caller.
+    pub(super) fn pickup_connected(&mut self, now: Now, id: u64) {
+        tracing::info!("pickup {id}: connected through Replaces");
+        // The picker normally CANCELs the dummy itself; if not, end it for the picker.
+        self.finish_pickup(now, id, Some((487, "Request Terminated")));
+    }
+
+    /// The Replaces INVITE failed with `code` (408 when nothing came back at all).
+    pub(super) fn replaces_failed(&mut self, now: Now, id: u64, code: u16) {
+        self.calls.silence_deadlines.retain(|(_, p)| *p != id);
+        let dummy_open = self.calls.pickups.get(&id).is_some_and(|p| p.dummy_open);
+        if dummy_open && matches!(code, 408 | 420 | 481 | 488) {
+            tracing::info!(
+                "pickup {id}: Replaces INVITE failed with {code}; bridging the picker's own INVITE"
+            );
+            self.bridge_picker(now, id);
+        } else {
+            tracing::info!("pickup {id}: the picker did not take the call ({code}); ringing again");
+            self.pickup_failed(now, id);
+        }
+    }
+
+    /// Replaces INVITEs that got no response at all in time: fall back to bridging.
+    pub(super) fn pickup_timeouts(&mut self, now: Now) {
+        while let Some(&(at, id)) = self.calls.silence_deadlines.first() {
+            if at > now.mono {
+                break;
+            }
+            self.calls.silence_deadlines.remove(&(at, id));
+            let call_id = self.calls.pickups.get(&id).and_then(|p| p.call);
+            let silent_fork = call_id
+                .and_then(|c| self.calls.calls.get_mut(&c))
+                .and_then(|call| {
+                    let fork = call
+                        .forks
+                        .iter_mut()
+                        .find(|f| f.pickup == Some(id) && f.final_status.is_none())?;
+                    // Detach it: its 487 must not count as the pickup failing.
+                    fork.pickup = None;
+                    fork.final_status = Some((408, "Request Timeout".into()));
+                    fork.tx
+                });
+            if let Some(tx) = silent_fork {
+                self.tx.cancel(now.mono, tx);
+                tracing::info!("pickup {id}: no answer to the Replaces INVITE; bridging instead");
+                self.bridge_picker(now, id);
+            }
+        }
+    }
+
+    /// Fallback: answer the picker's own INVITE with the caller's offer and connect it.
+    fn bridge_picker(&mut self, now: Now, id: u64) {
+        let Some(pickup) = self.calls.pickups.get(&id) else {
+            return;
+        };
+        let (Some(call_id), Some(request)) = (pickup.call, self.tx.request(pickup.tx)) else {
+            return;
+        };
+        let (Some(from), Some(to)) = (request.from_header(), request.to_header()) else {
+            return;
+        };
+        let dialog = Dialog {
+            call_id: request.call_id().unwrap_or_default().to_string(),
+            local_tag: pickup.dummy_tag.clone(),
+            remote_tag: from.tag().map(str::to_string),
+            local_uri: without_tag(&to),
+            remote_uri: without_tag(&from),
+            remote_target: request
+                .contacts()
+                .and_then(|c| c.first().map(|c| c.uri.clone()))
+                .unwrap_or_else(|| from.uri.clone()),
+            local_cseq: 0,
+            peer: pickup.peer,
+        };
+        let mut ok = request.response(200, "OK", Some(&pickup.dummy_tag));
+        ok.set_header(Name::CONTACT, self.local.contact(pickup.peer));
+        if let Some(context) = pickup
+            .context
+            .as_ref()
+            .filter(|c| !c.caller_offer.is_empty())
+        {
+            ok.set_header(Name::CONTENT_TYPE, "application/sdp");
+            ok.body = Bytes::from(context.caller_offer.clone());
+        }
+        // Without media anchoring each side's offer serves as the other's answer.
+        let picker_offer = request.clone();
+        let picker_tx = pickup.tx;
+        self.tx.send_response(now.mono, picker_tx, ok);
+        if let Some(pickup) = self.calls.pickups.get_mut(&id) {
+            pickup.dummy_open = false;
+        }
+        let Some(call) = self.calls.calls.get_mut(&call_id) else {
+            return;
+        };
+        let index = call.forks.len();
+        self.calls.by_dialog.insert(
+            (dialog.call_id.clone(), dialog.local_tag.clone()),
+            (call_id, Side::B),
+        );
+        call.forks.push(Fork {
+            tx: None,
+            dialog,
+            final_status: None,
+            pickup: Some(id),
+        });
+        call.answered = Some(index);
+        call.answered_ms = Some(now.unix_ms);
+        if let Some(at) = call.deadline.take() {
+            self.calls.deadlines.remove(&(at, call_id));
+        }
+        let pending: Vec<ClientTxId> = call.pending_forks().collect();
+        for tx in pending {
+            self.tx.cancel(now.mono, tx);
+        }
+        self.store_commands.push_back(StoreCommand::MarkAnswered {
+            call_key: call.key.clone(),
+        });
+        let (a_tx, a_tag, a_peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
+        let Some(a_request) = self.tx.request(a_tx) else {
+            return;
+        };
+        let mut answer = a_request.response(200, "OK", Some(&a_tag));
+        answer.set_header(Name::CONTACT, self.local.contact(a_peer));
+        copy_body(&picker_offer, &mut answer);
+        self.tx.send_response(now.mono, a_tx, answer);
+        tracing::info!("pickup {id}: call {call_id} bridged to the picker");
+        self.finish_pickup(now, id, None);
+    }
+
+    /// The picker CANCELled (or BYEd) its INVITE: while a Replaces INVITE is pending this is
+    /// the replacement itself; otherwise the picker gave up and the call rings again.
+    pub(super) fn picker_gave_up(&mut self, now: Now, id: u64) {
+        let Some(pickup) = self.calls.pickups.get_mut(&id) else {
+            return;
+        };
+        if pickup.dummy_open {
+            pickup.dummy_open = false;
+            let (tx, tag) = (pickup.tx, pickup.dummy_tag.clone());
+            self.answer_picker(now, tx, &tag, 487, "Request Terminated");
+        }
+        let Some(pickup) = self.calls.pickups.get(&id) else {
+            return;
+        };
+        let replaces_pending = pickup
+            .call
+            .and_then(|c| self.calls.calls.get(&c))
+            .is_some_and(|call| {
+                call.forks
+                    .iter()
+                    .any(|f| f.pickup == Some(id) && f.final_status.is_none())
+            });
+        if replaces_pending {
+            tracing::info!("pickup {id}: the picker ended the dummy dialog; waiting for the Replaces INVITE's answer");
+        } else if pickup.call.is_some() {
+            tracing::info!("pickup {id}: the picker hung up before being connected");
+            self.pickup_failed(now, id);
+        } else {
+            // Still claiming: the claim's answer finds no pickup and releases the call.
+            self.finish_pickup(now, id, None);
+        }
+    }
+
+    /// The pickup failed after the ringing legs were cancelled: ring them again.
+    fn pickup_failed(&mut self, now: Now, id: u64) {
+        let call_id = self.calls.pickups.get(&id).and_then(|p| p.call);
+        self.finish_pickup(
+            now,
+            id,
+            Some((480, "Temporarily Unavailable (pickup failed)")),
+        );
+        if let Some(call) = call_id.and_then(|c| self.calls.calls.get_mut(&c)) {
+            if call.answered.is_none() {
+                if let Some(call_id) = call_id {
+                    self.ring_callee(now, call_id);
+                }
+            }
+        }
+    }
+
+    /// The call a pickup was for ended: end the picker's side too.
+    pub(super) fn abandon_pickup(&mut self, now: Now, id: u64, code: u16, reason: &str) {
+        self.finish_pickup(now, id, Some((code, reason)));
+    }
+
+    /// Forgets a pickup; answers the picker's INVITE with `answer` if it is still open.
+    fn finish_pickup(&mut self, now: Now, id: u64, answer: Option<(u16, &str)>) {
+        self.calls.silence_deadlines.retain(|(_, p)| *p != id);
+        let Some(pickup) = self.calls.pickups.remove(&id) else {
+            return;
+        };
+        self.calls.pickup_by_tx.retain(|_, p| *p != id);
+        self.calls.pickup_by_dialog.retain(|_, p| *p != id);
+        if let Some(call) = pickup.call.and_then(|c| self.calls.calls.get_mut(&c)) {
+            if call.picking == Some(id) {
+                call.picking = None;
+            }
+        }
+        if let (true, Some((code, reason))) = (pickup.dummy_open, answer) {
+            self.answer_picker(now, pickup.tx, &pickup.dummy_tag, code, reason);
+        }
+    }
+
+    /// A final response to a picker's INVITE, in the dummy dialog (our tag `tag`).
+    fn answer_picker(&mut self, now: Now, tx: ServerTxId, tag: &str, code: u16, reason: &str) {
+        if let Some(request) = self.tx.request(tx) {
+            let response = request.response(code, reason, Some(tag));
+            self.tx.send_response(now.mono, tx, response);
+        }
+    }
+}

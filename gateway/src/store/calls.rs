@@ -1,0 +1,485 @@
+//! Call contexts (what a pickup needs to know about a ringing call), the atomic claim that
+//! lets exactly one picker win, and call detail records.
+//!
+//! The SQL is written so that a PostgreSQL implementation of [`CallStore`] can keep the same
+//! guarantee across nodes: the claim is one conditional `UPDATE ... WHERE state = 'ringing'`
+//! on a row chosen in the same statement (PostgreSQL would add `FOR UPDATE SKIP LOCKED`).
+
+use super::{Store, StoreError};
+use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+
+/// A leg of a ringing call, by its dialog identifiers (the gateway's side of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegIds {
+    /// Call-ID of the leg.
+    pub call_id: String,
+    /// The gateway's tag on that leg.
+    pub local_tag: String,
+    /// The far end's tag, once it answered with one.
+    pub remote_tag: Option<String>,
+}
+
+/// Everything a pickup needs about a ringing call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallContext {
+    /// Unique key of the call (node + sequence).
+    pub call_key: String,
+    /// The node that owns the call.
+    pub node: String,
+    /// Caller's display name, if any.
+    pub caller_display: Option<String>,
+    /// Caller's number (extension, analog port or PSTN number).
+    pub caller_number: String,
+    /// Caller's URI.
+    pub caller_uri: String,
+    /// The caller's SDP offer.
+    pub caller_offer: Vec<u8>,
+    /// The called extension.
+    pub called: String,
+    /// The called extension's call groups.
+    pub call_groups: Vec<String>,
+    /// Every ringing leg.
+    pub legs: Vec<LegIds>,
+    /// When ringing started (Unix milliseconds).
+    pub ring_started_ms: u64,
+}
+
+/// Which ringing call a picker asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PickupTarget {
+    /// `*8`: the oldest ringing call whose callee's call groups meet the picker's pickup groups.
+    Group,
+    /// `**<ext>`: the call ringing this extension.
+    Directed(String),
+    /// INVITE with Replaces (BLF key): the call with a leg of this Call-ID.
+    Leg(String),
+}
+
+/// A pickup's claim on a ringing call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The picking extension.
+    pub picker: String,
+    /// Its pickup groups.
+    pub pickup_groups: Vec<String>,
+    /// What it asks for.
+    pub target: PickupTarget,
+    /// This node (only its calls can be picked up for now).
+    pub node: String,
+    /// Unix milliseconds of the claim.
+    pub now_ms: u64,
+}
+
+/// The result of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This picker won the call.
+    Claimed(Box<CallContext>),
+    /// Calls are ringing there, but the picker's groups do not allow it.
+    NotAllowed,
+    /// Nothing (left) to pick up.
+    NothingRinging,
+}
+
+/// How a call was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickupMethod {
+    /// Answered by the called extension.
+    None,
+    /// Group pickup (`*8`).
+    Group,
+    /// Directed pickup (`**<ext>`).
+    Directed,
+    /// INVITE with Replaces (BLF key).
+    Replaces,
+}
+
+impl PickupMethod {
+    /// The word stored in CDRs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PickupMethod::None => "none",
+            PickupMethod::Group => "group",
+            PickupMethod::Directed => "directed",
+            PickupMethod::Replaces => "replaces",
+        }
+    }
+}
+
+/// A call detail record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cdr {
+    /// The call's key.
+    pub call_key: String,
+    /// Caller number.
+    pub caller: String,
+    /// Called extension.
+    pub called: String,
+    /// Who answered (the callee, or the picker).
+    pub answered_by: Option<String>,
+    /// none, group, directed, replaces.
+    pub pickup_method: String,
+    /// Who pays: the picker when picked up, else the caller.
+    pub billed: Option<String>,
+    /// Ringing started (Unix ms).
+    pub ring_start_ms: u64,
+    /// Pickup claimed (Unix ms).
+    pub pickup_ms: Option<u64>,
+    /// Answered (Unix ms).
+    pub answer_ms: Option<u64>,
+    /// Ended (Unix ms).
+    pub end_ms: u64,
+    /// Talk time in ms (0 if never answered).
+    pub duration_ms: u64,
+    /// answered, no-answer, busy, cancelled, failed.
+    pub disposition: String,
+    /// What ended it, e.g. "BYE from caller", "480 no answer".
+    pub hangup_cause: String,
+    /// The node that handled the call.
+    pub node: String,
+}
+
+/// Persistence of call contexts and CDRs; SQLite here, PostgreSQL for several nodes later.
+pub trait CallStore {
+    /// Records a call that starts ringing.
+    fn insert_ringing(&mut self, context: &CallContext) -> Result<(), StoreError>;
+    /// Records the far end's tag of a ringing leg (needed to match a BLF Replaces).
+    fn set_leg_remote_tag(&mut self, call_id: &str, remote_tag: &str) -> Result<(), StoreError>;
+    /// Atomically claims one ringing call for a picker: exactly one concurrent claim wins.
+    fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
+    /// Puts a claimed call back to ringing (the pickup failed and the callee rings again).
+    fn release(&mut self, call_key: &str) -> Result<(), StoreError>;
+    /// Marks a call answered (no longer pickable).
+    fn mark_answered(&mut self, call_key: &str) -> Result<(), StoreError>;
+    /// Forgets a call's context (the call ended).
+    fn remove(&mut self, call_key: &str) -> Result<(), StoreError>;
+    /// Removes contexts a previous run of `node` left behind; returns how many.
+    fn remove_stale(&mut self, node: &str) -> Result<usize, StoreError>;
+    /// Commits a CDR durably.
+    fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError>;
+    /// The most recent CDRs, newest first.
+    fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError>;
+}
+
+const CONTEXT_COLUMNS: &str = "call_key, node, caller_display, caller_number, caller_uri, \
+     caller_offer, called, ring_started_ms";
+
+fn context_from_row(row: &Row<'_>) -> rusqlite::Result<CallContext> {
+    Ok(CallContext {
+        call_key: row.get(0)?,
+        node: row.get(1)?,
+        caller_display: row.get(2)?,
+        caller_number: row.get(3)?,
+        caller_uri: row.get(4)?,
+        caller_offer: row.get(5)?,
+        called: row.get(6)?,
+        ring_started_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+        call_groups: Vec::new(),
+        legs: Vec::new(),
+    })
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn opt_ms(value: Option<u64>) -> Option<i64> {
+    value.map(ms)
+}
+
+impl Store {
+    fn load_details(&self, mut context: CallContext) -> Result<CallContext, StoreError> {
+        let sqlite = |e| self.error(e);
+        let mut groups = self
+            .conn
+            .prepare_cached(
+                "SELECT group_name FROM call_groups WHERE call_key = ?1 ORDER BY group_name",
+            )
+            .map_err(sqlite)?;
+        context.call_groups = groups
+            .query_map([&context.call_key], |row| row.get(0))
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        let mut legs = self
+            .conn
+            .prepare_cached("SELECT call_id, local_tag, remote_tag FROM call_legs WHERE call_key = ?1 ORDER BY call_id")
+            .map_err(sqlite)?;
+        context.legs = legs
+            .query_map([&context.call_key], |row| {
+                Ok(LegIds {
+                    call_id: row.get(0)?,
+                    local_tag: row.get(1)?,
+                    remote_tag: row.get(2)?,
+                })
+            })
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        Ok(context)
+    }
+
+    fn set_state(&mut self, call_key: &str, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(sql, params![call_key])
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+}
+
+impl CallStore for Store {
+    fn insert_ringing(&mut self, context: &CallContext) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO call_contexts (call_key, node, state, caller_display, caller_number, \
+             caller_uri, caller_offer, called, ring_started_ms) VALUES (?1, ?2, 'ringing', ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                context.call_key,
+                context.node,
+                context.caller_display,
+                context.caller_number,
+                context.caller_uri,
+                context.caller_offer,
+                context.called,
+                ms(context.ring_started_ms),
+            ],
+        )
+        .map_err(sqlite)?;
+        for group in &context.call_groups {
+            tx.execute(
+                "INSERT OR IGNORE INTO call_groups (call_key, group_name) VALUES (?1, ?2)",
+                params![context.call_key, group],
+            )
+            .map_err(sqlite)?;
+        }
+        for leg in &context.legs {
+            tx.execute(
+                "INSERT OR REPLACE INTO call_legs (call_key, call_id, local_tag, remote_tag) VALUES (?1, ?2, ?3, ?4)",
+                params![context.call_key, leg.call_id, leg.local_tag, leg.remote_tag],
+            )
+            .map_err(sqlite)?;
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    fn set_leg_remote_tag(&mut self, call_id: &str, remote_tag: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE call_legs SET remote_tag = ?2 WHERE call_id = ?1",
+                params![call_id, remote_tag],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // Which ringing calls the target names, regardless of groups.
+        let (filter, target_value) = match &request.target {
+            // `?3` is always referenced so every statement binds the same parameters.
+            PickupTarget::Group => ("?3 = ''", String::new()),
+            PickupTarget::Directed(ext) => ("c.called = ?3", ext.clone()),
+            PickupTarget::Leg(call_id) => (
+                "EXISTS (SELECT 1 FROM call_legs l WHERE l.call_key = c.call_key AND l.call_id = ?3)",
+                call_id.clone(),
+            ),
+        };
+        let candidates = format!(
+            "FROM call_contexts c WHERE c.state = 'ringing' AND c.node = ?1 AND c.called != ?2 \
+             AND c.caller_number != ?2 AND ({filter})"
+        );
+        let placeholders: Vec<String> = (0..request.pickup_groups.len())
+            .map(|i| format!("?{}", i + 6))
+            .collect();
+        let eligible = if placeholders.is_empty() {
+            "0 = 1".to_string()
+        } else {
+            format!(
+                "EXISTS (SELECT 1 FROM call_groups g WHERE g.call_key = c.call_key AND g.group_name IN ({}))",
+                placeholders.join(", ")
+            )
+        };
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            request.node.clone().into(),
+            request.picker.clone().into(),
+            target_value.into(),
+            request.picker.clone().into(),
+            ms(request.now_ms).into(),
+        ];
+        values.extend(request.pickup_groups.iter().map(|g| g.clone().into()));
+
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let claimed: Option<CallContext> = tx
+            .query_row(
+                &format!(
+                    "UPDATE call_contexts SET state = 'claimed', claimed_by = ?4, claimed_at_ms = ?5 \
+                     WHERE state = 'ringing' AND call_key = (SELECT c.call_key {candidates} AND {eligible} \
+                     ORDER BY c.ring_started_ms, c.call_key LIMIT 1) RETURNING {CONTEXT_COLUMNS}"
+                ),
+                params_from_iter(values.iter()),
+                context_from_row,
+            )
+            .optional()
+            .map_err(sqlite)?;
+        let outcome = match claimed {
+            Some(context) => ClaimOutcome::Claimed(Box::new(context)),
+            None => {
+                let ringing: i64 = tx
+                    .query_row(
+                        &format!("SELECT COUNT(*) {candidates}"),
+                        params_from_iter(values.iter().take(3)),
+                        |row| row.get(0),
+                    )
+                    .map_err(sqlite)?;
+                if ringing > 0 {
+                    ClaimOutcome::NotAllowed
+                } else {
+                    ClaimOutcome::NothingRinging
+                }
+            }
+        };
+        tx.commit().map_err(sqlite)?;
+        match outcome {
+            ClaimOutcome::Claimed(context) => Ok(ClaimOutcome::Claimed(Box::new(
+                self.load_details(*context)?,
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    fn release(&mut self, call_key: &str) -> Result<(), StoreError> {
+        self.set_state(
+            call_key,
+            "UPDATE call_contexts SET state = 'ringing', claimed_by = NULL, claimed_at_ms = NULL WHERE call_key = ?1",
+        )
+    }
+
+    fn mark_answered(&mut self, call_key: &str) -> Result<(), StoreError> {
+        self.set_state(
+            call_key,
+            "UPDATE call_contexts SET state = 'answered' WHERE call_key = ?1",
+        )
+    }
+
+    fn remove(&mut self, call_key: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        for table in ["call_groups", "call_legs", "call_contexts"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE call_key = ?1"),
+                [call_key],
+            )
+            .map_err(sqlite)?;
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    fn remove_stale(&mut self, node: &str) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        for table in ["call_groups", "call_legs"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE call_key IN (SELECT call_key FROM call_contexts WHERE node = ?1)"
+                ),
+                [node],
+            )
+            .map_err(sqlite)?;
+        }
+        let removed = tx
+            .execute("DELETE FROM call_contexts WHERE node = ?1", [node])
+            .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        Ok(removed)
+    }
+
+    fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError> {
+        // A completed call's record must survive a crash: sync this commit to disk.
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        let result = self.conn.execute(
+            "INSERT INTO cdrs (call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, \
+             pickup_ms, answer_ms, end_ms, duration_ms, disposition, hangup_cause, node) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                cdr.call_key,
+                cdr.caller,
+                cdr.called,
+                cdr.answered_by,
+                cdr.pickup_method,
+                cdr.billed,
+                ms(cdr.ring_start_ms),
+                opt_ms(cdr.pickup_ms),
+                opt_ms(cdr.answer_ms),
+                ms(cdr.end_ms),
+                ms(cdr.duration_ms),
+                cdr.disposition,
+                cdr.hangup_cause,
+                cdr.node,
+            ],
+        );
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        result.map(|_| ()).map_err(sqlite)
+    }
+
+    fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError> {
+        let sqlite = |e| self.error(e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, pickup_ms, \
+                 answer_ms, end_ms, duration_ms, disposition, hangup_cause, node FROM cdrs ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(sqlite)?;
+        let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        let rows = statement
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok(Cdr {
+                    call_key: row.get(0)?,
+                    caller: row.get(1)?,
+                    called: row.get(2)?,
+                    answered_by: row.get(3)?,
+                    pickup_method: row.get(4)?,
+                    billed: row.get(5)?,
+                    ring_start_ms: as_u64(row.get(6)?),
+                    pickup_ms: row.get::<_, Option<i64>>(7)?.map(as_u64),
+                    answer_ms: row.get::<_, Option<i64>>(8)?.map(as_u64),
+                    end_ms: as_u64(row.get(9)?),
+                    duration_ms: as_u64(row.get(10)?),
+                    disposition: row.get(11)?,
+                    hangup_cause: row.get(12)?,
+                    node: row.get(13)?,
+                })
+            })
+            .map_err(sqlite)?;
+        rows.collect::<Result<_, _>>().map_err(sqlite)
+    }
+}
