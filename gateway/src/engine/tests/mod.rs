@@ -1,5 +1,7 @@
 //! The engine driven in virtual time by scripted phones: registration, calls, failures.
 
+mod pickup;
+
 use super::{Engine, Now};
 use crate::config::Config;
 use crate::sip::message::SipMessage;
@@ -91,7 +93,17 @@ fn credentials(
 
 impl Harness {
     fn new() -> Harness {
-        let config = Config::from_toml(CONFIG, Path::new("test.toml")).unwrap();
+        Harness::with_config(CONFIG)
+    }
+
+    /// The quick-start config: 201-203 in `sales`, 204 in no group.
+    fn office() -> Harness {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+        Harness::with_config(&std::fs::read_to_string(path).unwrap())
+    }
+
+    fn with_config(text: &str) -> Harness {
+        let config = Config::from_toml(text, Path::new("test.toml")).unwrap();
         let now = Now {
             mono: Instant::now(),
             unix_ms: 1_700_000_000_000,

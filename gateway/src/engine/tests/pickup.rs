@@ -1,0 +1,389 @@
+//! Pickup in virtual time: 204 (port 5074) calls 201 (registered at 5071), pickers 202
+//! (5072) and 203 (5073) take the call. The store is a real SQLite database.
+
+use super::*;
+use crate::store::CallStore;
+
+/// A ringing call 204 -> 201; returns the INVITE the gateway sent to 201.
+fn ringing_call(h: &mut Harness) -> SipMessage {
+    ringing_call_from(h, "204")
+}
+
+/// A ringing call `caller` (port 5074) -> 201.
+fn ringing_call_from(h: &mut Harness, caller: &str) -> SipMessage {
+    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
+    let text = invite(caller, "201", 5074, "c1");
+    let out = h.request_with_auth(udp(5074), &text, caller, &format!("pw{caller}"));
+    let b_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+    );
+    assert_eq!(statuses(&h.sent()), [180]);
+    b_invite
+}
+
+/// `picker` dials `code` from `port`; `replaces` adds `Supported: replaces`.
+fn pick(
+    h: &mut Harness,
+    picker: &str,
+    code: &str,
+    port: u16,
+    replaces: bool,
+) -> Vec<(Peer, SipMessage)> {
+    let mut text = invite(picker, code, port, &format!("pick{port}"));
+    if replaces {
+        text = text.replacen(
+            "Content-Type",
+            "Supported: replaces, timer\r\nContent-Type",
+            1,
+        );
+    }
+    h.request_with_auth(udp(port), &text, picker, &format!("pw{picker}"))
+}
+
+fn response_to(
+    msgs: &[(Peer, SipMessage)],
+    peer: Peer,
+    code: u16,
+) -> Option<&SipMessage> {
+    msgs.iter()
+        .find(|(p, m)| *p == peer && m.status() == Some(code))
+        .map(|(_, m)| m)
+}
+
+/// The picker's CANCEL of its own `*8` INVITE (the retried one, CSeq 2).
+fn cancel_pick(port: u16, code: &str) -> String {
+    format!(
+        "CANCEL sip:{code}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKretrypick{port};rport\r\n\
+Max-Forwards: 70\r\nFrom: \"Caller\" <sip:20{}@127.0.0.1>;tag=a{port}\r\nTo: <sip:{code}@127.0.0.1>\r\n\
+Call-ID: pick{port}\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        port % 10
+    )
+}
+
+#[test]
+fn group_pickup_follows_the_seed_flow_and_bills_the_picker() {
+    let mut h = Harness::office();
+    let b_invite = ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+
+    // 183 to the picker (the dummy early dialog), before the INVITE with Replaces.
+    let progress_at = out
+        .iter()
+        .position(|(p, m)| *p == udp(5072) && m.status() == Some(183));
+    let replaces_at = out
+        .iter()
+        .position(|(p, m)| *p == udp(5072) && m.method() == Some(&ezk_sip_types::Method::INVITE));
+    let (Some(progress_at), Some(replaces_at)) = (progress_at, replaces_at) else {
+        panic!(
+            "expected 183 and an INVITE to the picker: {:?}",
+            statuses(&out)
+        );
+    };
+    assert!(
+        progress_at < replaces_at,
+        "183 comes before the Replaces INVITE"
+    );
+    let progress = &out[progress_at].1;
+    let dummy_tag = progress.to_header().unwrap().tag().unwrap().to_string();
+    assert!(String::from_utf8_lossy(&progress.body).contains("a=inactive"));
+
+    // The ringing leg is cancelled with the Reason that suppresses a missed-call entry.
+    let cancel = requests(&out, "CANCEL");
+    assert_eq!(cancel.len(), 1);
+    assert_eq!(cancel[0].0, udp(5071));
+    assert_eq!(cancel[0].1.top_branch(), b_invite.top_branch());
+    assert_eq!(
+        cancel[0].1.header(&Name::from("Reason")),
+        Some("SIP;cause=200;text=\"Call completed elsewhere\"")
+    );
+
+    // The INVITE with Replaces names the dummy dialog per RFC 3891 §3 and shows the caller.
+    let replaces_invite = out[replaces_at].1.clone();
+    assert_eq!(
+        replaces_invite.header(&Name::REPLACES),
+        Some(format!("pick5072;to-tag=a5072;from-tag={dummy_tag};early-only").as_str())
+    );
+    let from = replaces_invite.from_header().unwrap();
+    assert_eq!(from.display.as_deref(), Some("Reception 204"));
+    assert_eq!(from.user().as_deref(), Some("204"));
+    assert!(replaces_invite
+        .header(&Name::from("P-Asserted-Identity"))
+        .unwrap()
+        .contains("sip:204@"));
+    assert!(replaces_invite
+        .header(&Name::CALL_INFO)
+        .unwrap()
+        .contains("answer-after=0"));
+    assert!(
+        String::from_utf8_lossy(&replaces_invite.body).contains("m=audio 4000"),
+        "the caller's offer"
+    );
+
+    // The phone rings, CANCELs the dummy first, then answers (what linphone does).
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 180, "Ringing", "pk", 5072, ""),
+    );
+    h.sent();
+    h.send(udp(5072), &cancel_pick(5072, "*8"));
+    let out = h.sent();
+    let mut codes = statuses(&out);
+    codes.sort();
+    assert_eq!(
+        codes,
+        [200, 487],
+        "the dummy CANCEL is answered, the pickup goes on"
+    );
+    let terminated = response_to(&out, udp(5072), 487).unwrap();
+    assert_eq!(
+        terminated.to_header().unwrap().tag(),
+        Some(dummy_tag.as_str())
+    );
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 487, "Request Terminated", "b1", 5071, ""),
+    );
+    h.sent();
+    h.send(
+        udp(5072),
+        &answer(
+            &replaces_invite,
+            200,
+            "OK",
+            "pk",
+            5072,
+            "v=0\r\ns=picker\r\n",
+        ),
+    );
+    let out = h.sent();
+    assert_eq!(requests(&out, "ACK").len(), 1, "the picker's 200 is ACKed");
+    let connected = response_to(&out, udp(5074), 200).expect("the caller gets 200");
+    assert_eq!(
+        &connected.body[..],
+        b"v=0\r\ns=picker\r\n",
+        "with the picker's answer"
+    );
+
+    // The caller hangs up; the CDR bills the picker.
+    let a_tag = connected.to_header().unwrap().tag().unwrap().to_string();
+    let dialog = format!(
+        "Via: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bK{{b}}\r\nFrom: <sip:204@127.0.0.1>;tag=a5074\r\n\
+To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: c1\r\nMax-Forwards: 70\r\n"
+    );
+    h.send(
+        udp(5074),
+        &format!(
+            "ACK sip:gw@127.0.0.1 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+            dialog.replace("{b}", "ack")
+        ),
+    );
+    h.advance(Duration::from_secs(5));
+    h.send(
+        udp(5074),
+        &format!(
+            "BYE sip:gw@127.0.0.1 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+            dialog.replace("{b}", "bye")
+        ),
+    );
+    let out = h.sent();
+    let bye = requests(&out, "BYE");
+    assert_eq!(bye.len(), 1);
+    assert_eq!(bye[0].0, udp(5072), "the picker is hung up");
+    let cdr = &h.store.recent_cdrs(1).unwrap()[0];
+    assert_eq!(cdr.caller, "204");
+    assert_eq!(cdr.called, "201");
+    assert_eq!(cdr.answered_by.as_deref(), Some("202"));
+    assert_eq!(cdr.billed.as_deref(), Some("202"));
+    assert_eq!(cdr.pickup_method, "group");
+    assert_eq!(cdr.disposition, "answered");
+    assert!(cdr.pickup_ms.is_some() && cdr.duration_ms >= 5000);
+}
+
+#[test]
+fn a_picker_without_replaces_is_bridged() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let out = pick(&mut h, "203", "**201", 5073, false);
+    assert_eq!(requests(&out, "CANCEL").len(), 1);
+    assert!(
+        requests(&out, "INVITE").is_empty(),
+        "no Replaces INVITE to a phone without it"
+    );
+    let to_picker = response_to(&out, udp(5073), 200).expect("the picker's own INVITE is answered");
+    assert!(
+        String::from_utf8_lossy(&to_picker.body).contains("m=audio 4000"),
+        "with the caller's offer"
+    );
+    let to_caller = response_to(&out, udp(5074), 200).expect("the caller is connected");
+    assert!(String::from_utf8_lossy(&to_caller.body).contains("m=audio 4000"));
+}
+
+#[test]
+fn eligibility_answers_403_and_480_before_touching_the_call() {
+    let mut h = Harness::office();
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    assert!(
+        response_to(&out, udp(5072), 480).is_some(),
+        "nothing rings: 480"
+    );
+    ringing_call_from(&mut h, "203");
+    let out = pick(&mut h, "204", "*8", 5075, true);
+    assert!(
+        response_to(&out, udp(5075), 403).is_some(),
+        "{:?}",
+        statuses(&out)
+    );
+    let out = pick(&mut h, "204", "**201", 5076, true);
+    let forbidden = out.iter().find(|(_, m)| m.status() == Some(403));
+    assert!(
+        forbidden.is_some(),
+        "204 is in no pickup group: {:?}",
+        statuses(&out)
+    );
+    assert!(requests(&out, "CANCEL").is_empty(), "nothing was cancelled");
+    let out = pick(&mut h, "203", "**202", 5073, true);
+    assert!(
+        response_to(&out, udp(5073), 480).is_some(),
+        "202 is not ringing"
+    );
+}
+
+#[test]
+fn two_pickers_at_once_one_wins() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let first = pick(&mut h, "202", "*8", 5072, true);
+    assert!(response_to(&first, udp(5072), 183).is_some());
+    let second = pick(&mut h, "203", "*8", 5073, true);
+    assert!(
+        response_to(&second, udp(5073), 480).is_some(),
+        "{:?}",
+        statuses(&second)
+    );
+}
+
+#[test]
+fn a_rejected_replaces_invite_rings_the_callee_again() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 603, "Decline", "pk", 5072, ""),
+    );
+    let out = h.sent();
+    let again = requests(&out, "INVITE");
+    assert_eq!(again.len(), 1, "201 rings again: {:?}", statuses(&out));
+    assert_eq!(again[0].0, udp(5071));
+    assert!(
+        response_to(&out, udp(5072), 480).is_some(),
+        "the picker's INVITE fails"
+    );
+    assert!(
+        response_to(&out, udp(5074), 480).is_none(),
+        "the caller is not dropped"
+    );
+}
+
+#[test]
+fn an_unsupported_replaces_falls_back_to_bridging() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 420, "Bad Extension", "pk", 5072, ""),
+    );
+    let out = h.sent();
+    assert!(
+        response_to(&out, udp(5072), 200).is_some(),
+        "the picker's own INVITE is answered"
+    );
+    assert!(
+        response_to(&out, udp(5074), 200).is_some(),
+        "the caller is connected"
+    );
+}
+
+#[test]
+fn a_silent_picker_falls_back_after_a_few_seconds_but_a_ringing_one_is_waited_for() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    pick(&mut h, "202", "*8", 5072, true);
+    h.advance(Duration::from_millis(3100));
+    let out = h.sent();
+    assert!(
+        response_to(&out, udp(5072), 200).is_some(),
+        "bridged after silence: {:?}",
+        statuses(&out)
+    );
+
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 180, "Ringing", "pk", 5072, ""),
+    );
+    h.advance(Duration::from_secs(10));
+    let out = h.sent();
+    assert!(
+        response_to(&out, udp(5072), 200).is_none(),
+        "a ringing picker is not bridged"
+    );
+}
+
+#[test]
+fn the_caller_hanging_up_ends_every_picker_dialog() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 180, "Ringing", "pk", 5072, ""),
+    );
+    h.sent();
+    let cancel = "CANCEL sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bKretryc1;rport\r\n\
+Max-Forwards: 70\r\nFrom: \"Caller\" <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    h.send(udp(5074), cancel);
+    let out = h.sent();
+    assert!(response_to(&out, udp(5074), 487).is_some());
+    let cancels = requests(&out, "CANCEL");
+    assert!(cancels
+        .iter()
+        .any(|(p, m)| *p == udp(5072) && m.top_branch() == replaces_invite.top_branch()));
+    assert!(
+        out.iter()
+            .any(|(p, m)| *p == udp(5072) && m.status().is_some_and(|c| c >= 400)),
+        "the dummy dialog ends"
+    );
+    assert_eq!(h.store.recent_cdrs(1).unwrap()[0].disposition, "cancelled");
+}
+
+#[test]
+fn a_callee_answering_during_the_pickup_is_acked_and_byed() {
+    let mut h = Harness::office();
+    let b_invite = ringing_call(&mut h);
+    pick(&mut h, "202", "*8", 5072, true);
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 200, "OK", "b1", 5071, "v=0\r\n"),
+    );
+    let out = h.sent();
+    let methods: Vec<String> = out
+        .iter()
+        .filter(|(p, _)| *p == udp(5071))
+        .filter_map(|(_, m)| m.method().map(|m| m.to_string()))
+        .collect();
+    assert_eq!(methods, ["ACK", "BYE"], "the late 2xx is ended");
+    assert!(
+        response_to(&out, udp(5074), 200).is_none(),
+        "the picker keeps the call"
+    );
+}
