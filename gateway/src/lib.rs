@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod registrar;
+pub mod report;
 pub mod runtime;
 pub mod sip;
 pub mod store;

@@ -1,6 +1,6 @@
 //! `gateway`: the POTS-to-SIP gateway daemon.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use gateway::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,11 +10,39 @@ use std::process::ExitCode;
 #[command(version, about)]
 struct Cli {
     /// Configuration file (TOML), e.g. examples/office.toml.
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     /// Log filter (tracing env-filter syntax), overrides RUST_LOG.
-    #[arg(long)]
+    #[arg(long, global = true)]
     log: Option<String>,
+    /// What to do; without a subcommand the gateway runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lists the most recent call detail records from the configured database.
+    Cdr {
+        /// How many records.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// `gateway cdr`: prints recent CDRs.
+fn list_cdrs(config: &Config, limit: usize) -> ExitCode {
+    use gateway::store::{CallStore, Store};
+    match Store::open(&config.database.path).and_then(|store| store.recent_cdrs(limit)) {
+        Ok(cdrs) => {
+            print!("{}", gateway::report::cdr_table(&cdrs));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -29,13 +57,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match Config::load(&cli.config) {
+    let Some(path) = cli.config.clone() else {
+        eprintln!("gateway: --config PATH is required (e.g. --config examples/office.toml)");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("gateway: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Cdr { limit }) = cli.command {
+        return list_cdrs(&config, limit);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,5 +101,19 @@ fn main() -> ExitCode {
             eprintln!("gateway: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from(["gateway", "cdr", "--config", "x.toml", "--limit", "5"]);
+        assert!(matches!(cli.command, Some(Command::Cdr { limit: 5 })));
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
     }
 }

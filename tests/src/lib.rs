@@ -172,6 +172,35 @@ impl Gateway {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The CDR table the `gateway cdr` subcommand prints for this gateway's database.
+    pub fn cdrs(&self) -> String {
+        let output = Command::new(gateway_binary())
+            .arg("cdr")
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run gateway cdr");
+        assert!(
+            output.status.success(),
+            "gateway cdr failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
+    /// Waits until the log contains `text` (panics after 10 s).
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "gateway never logged {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A scratch directory for SIPp logs and generated scenarios.
     pub fn scratch(&self) -> &Path {
         self.dir.path()
@@ -223,6 +252,7 @@ pub struct Sipp {
     transport: Transport,
     args: Vec<String>,
     substitutions: Vec<(String, String)>,
+    out_of_call: Option<String>,
 }
 
 fn sipp_binary() -> &'static str {
@@ -248,7 +278,15 @@ impl Sipp {
             transport: Transport::Udp,
             args: Vec::new(),
             substitutions: Vec::new(),
+            out_of_call: None,
         }
+    }
+
+    /// Handles requests with a new Call-ID (the gateway's INVITE with Replaces) with
+    /// `tests/scenarios/<scenario>` (SIPp's `-oocsf`).
+    pub fn out_of_call(mut self, scenario: &str) -> Sipp {
+        self.out_of_call = Some(scenario.into());
+        self
     }
 
     /// Uses TCP instead of UDP.
@@ -284,17 +322,21 @@ impl Sipp {
         self
     }
 
-    fn command(&self, gateway: &Gateway, tag: &str) -> (Command, PathBuf) {
-        let template = workspace_root()
-            .join("tests/scenarios")
-            .join(&self.scenario);
+    /// Writes a scenario template into the scratch directory with the substitutions applied.
+    fn prepare(&self, gateway: &Gateway, tag: &str, name: &str) -> PathBuf {
+        let template = workspace_root().join("tests/scenarios").join(name);
         let mut text = std::fs::read_to_string(&template)
             .unwrap_or_else(|e| panic!("scenario {}: {e}", template.display()));
         for (from, to) in &self.substitutions {
             text = text.replace(from, to);
         }
-        let scenario = gateway.scratch().join(format!("{tag}-{}", self.scenario));
+        let scenario = gateway.scratch().join(format!("{tag}-{name}"));
         std::fs::write(&scenario, text).expect("write scenario");
+        scenario
+    }
+
+    fn command(&self, gateway: &Gateway, tag: &str) -> (Command, PathBuf) {
+        let scenario = self.prepare(gateway, tag, &self.scenario);
         let errors = gateway
             .scratch()
             .join(format!("{tag}-{}.errors", self.scenario));
@@ -323,7 +365,14 @@ impl Sipp {
                     "u1"
                 },
             ])
-            .args(&self.args)
+            .args(&self.args);
+        if let Some(name) = &self.out_of_call {
+            command
+                .arg("-oocsf")
+                .arg(self.prepare(gateway, tag, name))
+                .arg("-callid_slash_ign");
+        }
+        command
             .arg(gateway.addr().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -376,12 +425,16 @@ impl SippRun {
             let _ = pipe.read_to_string(&mut stderr);
         }
         let errors = std::fs::read_to_string(&self.errors).unwrap_or_default();
-        // SIPp 3.6 logs this harmless line when it exits; anything else is a failure.
+        // SIPp 3.6 logs these harmless lines (exit, -oocsf dispatch); anything else fails.
         let real_errors: Vec<&str> = errors
             .lines()
             .filter(|l| !l.trim().is_empty())
             .filter(|l| !l.contains("The following events occurred"))
             .filter(|l| !l.contains("Failed to delete FD from epoll"))
+            .filter(|l| {
+                !l.contains("Received out-of-call INVITE message, using the out-of-call scenario")
+            })
+            .filter(|l| !l.starts_with("Resolving remote host"))
             .collect();
         assert!(
             status.success() && real_errors.is_empty(),

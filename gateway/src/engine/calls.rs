@@ -531,8 +531,10 @@ impl Engine {
         };
         match role {
             ServerRole::Invite => {
-                // Late offer: B's 2xx carried the offer, A's ACK carries the answer.
-                if let (Some(index), None) = (call.answered, &call.b_ack) {
+                // Late offer: B's 2xx carried the offer, A's ACK carries the answer. (A
+                // bridged picker's INVITE was answered by us: it ACKs us, we ACK nobody.)
+                let answered_our_invite = call.answered.filter(|&i| call.forks[i].tx.is_some());
+                if let (Some(index), None) = (answered_our_invite, &call.b_ack) {
                     let dialog = &mut call.forks[index].dialog;
                     let mut ack = dialog.request(Method::ACK, Some(1), &self.local);
                     copy_body(&msg, &mut ack);

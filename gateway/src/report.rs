@@ -1,0 +1,71 @@
+//! Operator-facing text reports (the `gateway cdr` subcommand).
+
+use crate::store::Cdr;
+use std::fmt::Write as _;
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for Unix milliseconds (civil-from-days, proleptic Gregorian).
+pub fn utc_time(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The CDRs as an aligned table, newest first.
+pub fn cdr_table(cdrs: &[Cdr]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9}  cause",
+        "ring start (UTC)",
+        "caller",
+        "called",
+        "answered by",
+        "pickup",
+        "billed",
+        "result",
+        "talk (s)"
+    );
+    for cdr in cdrs {
+        let _ = writeln!(
+            out,
+            "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9.1}  {}",
+            utc_time(cdr.ring_start_ms),
+            cdr.caller,
+            cdr.called,
+            cdr.answered_by.as_deref().unwrap_or("-"),
+            cdr.pickup_method,
+            cdr.billed.as_deref().unwrap_or("-"),
+            cdr.disposition,
+            cdr.duration_ms as f64 / 1000.0,
+            cdr.hangup_cause
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc_time(1_795_550_766_942), "2026-11-24 20:06:06");
+    }
+}

@@ -1,0 +1,102 @@
+//! Call pickup against the real binary, driven by SIPp: 204 calls 201; 202 takes the call
+//! with `*8` through the seed's flow (183 dummy, CANCEL with Reason, INVITE with Replaces),
+//! 203 with `**201` without Replaces (bridged); 204 may not pick up calls ringing in `sales`.
+
+use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp};
+
+/// 201 registered and ringing with a call from 204; returns (callee, caller) SIPp runs.
+fn ringing(
+    gateway: &Gateway,
+    callee_scenario: &str,
+    caller_scenario: &str,
+) -> (e2e_tests::SippRun, e2e_tests::SippRun) {
+    let phone = free_port();
+    register(gateway, "201", phone, 600, 200);
+    let callee = Sipp::new(callee_scenario, phone).spawn(gateway);
+    let caller = Sipp::new(caller_scenario, free_port())
+        .service("201")
+        .credentials("204", "pw204")
+        .key("caller", "204")
+        .expect(480)
+        .spawn(gateway);
+    gateway.wait_for_log("ringing 1 contact(s)");
+    (callee, caller)
+}
+
+#[test]
+fn group_pickup_with_replaces() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    Sipp::new("uac_pickup.xml", free_port())
+        .service("*8")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .out_of_call("uas_replaces.xml")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    gateway.wait_for_log("connected through Replaces");
+    let cdrs = gateway.cdrs();
+    let row = cdrs.lines().nth(1).unwrap_or_default();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &fields[2..8],
+        ["204", "201", "202", "group", "202", "answered"],
+        "{cdrs}"
+    );
+}
+
+#[test]
+fn directed_pickup_without_replaces_is_bridged() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    Sipp::new("uac_pickup_bridge.xml", free_port())
+        .service("**201")
+        .credentials("203", "pw203")
+        .key("caller", "203")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    let cdrs = gateway.cdrs();
+    let fields: Vec<&str> = cdrs
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &fields[2..8],
+        ["204", "201", "203", "directed", "203", "answered"],
+        "{cdrs}"
+    );
+}
+
+#[test]
+fn an_extension_outside_the_group_cannot_pick_up() {
+    let gateway = Gateway::start(GatewayOptions {
+        ring_timeout_secs: 3,
+        ..GatewayOptions::default()
+    });
+    // 203 calls 201 this time, so 204 is not the caller.
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_cancel.xml", phone).spawn(&gateway);
+    let caller = Sipp::new("uac_fail.xml", free_port())
+        .service("201")
+        .credentials("203", "pw203")
+        .key("caller", "203")
+        .expect(480)
+        .spawn(&gateway);
+    gateway.wait_for_log("ringing 1 contact(s)");
+    for code in ["*8", "**201"] {
+        Sipp::new("uac_fail.xml", free_port())
+            .service(code)
+            .credentials("204", "pw204")
+            .key("caller", "204")
+            .expect(403)
+            .run(&gateway);
+    }
+    caller.wait();
+    callee.wait();
+    assert!(gateway.cdrs().contains("no-answer"), "{}", gateway.cdrs());
+}
