@@ -127,6 +127,12 @@ impl Gateway {
         self.wait_until_listening(log_start);
     }
 
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn stop(&mut self) {
         // SIGTERM first so the store writer flushes, as in production.
         let _ = Command::new("kill")

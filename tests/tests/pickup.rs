@@ -25,7 +25,7 @@ fn ringing(
 
 #[test]
 fn group_pickup_with_replaces() {
-    let gateway = Gateway::start(GatewayOptions::default());
+    let mut gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
     Sipp::new("uac_pickup.xml", free_port())
         .service("*8")
@@ -34,8 +34,10 @@ fn group_pickup_with_replaces() {
         .out_of_call("uas_replaces.xml")
         .run(&gateway);
     caller.wait();
-    callee.wait();
     gateway.wait_for_log("connected through Replaces");
+    // The caller got its 200 OK to the BYE: the CDR must already be on disk.
+    gateway.kill();
+    callee.wait();
     let cdrs = gateway.cdrs();
     let row = cdrs.lines().nth(1).unwrap_or_default();
     let fields: Vec<&str> = row.split_whitespace().collect();

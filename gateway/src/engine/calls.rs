@@ -386,7 +386,24 @@ impl Engine {
 
     /// Forgets a call: its context leaves the store, its CDR is written, any pickup of it ends.
     pub(super) fn end_call(&mut self, now: Now, id: u64, disposition: &str, cause: &str) {
+        self.end_call_then(now, id, disposition, cause, None);
+    }
+
+    /// [`Engine::end_call`], holding back `last_word` (the 200 OK to the BYE that ended the
+    /// call) until the store confirms the CDR is on disk: whoever hung up and got the 200 OK
+    /// knows the call's record survives a crash. SIP handling does not wait meanwhile.
+    fn end_call_then(
+        &mut self,
+        now: Now,
+        id: u64,
+        disposition: &str,
+        cause: &str,
+        last_word: Option<(ServerTxId, SipMessage)>,
+    ) {
         let Some(call) = self.calls.remove(id) else {
+            if let Some((tx, response)) = last_word {
+                self.tx.send_response(now.mono, tx, response);
+            }
             return;
         };
         if let Some(pickup) = call.picking {
@@ -396,8 +413,21 @@ impl Engine {
             call_key: call.key.clone(),
         });
         let cdr = call.cdr(&self.config.node.id, now.unix_ms, disposition, cause);
-        self.store_commands
-            .push_back(StoreCommand::WriteCdr(Box::new(cdr)));
+        let confirm = last_word.is_some();
+        if let Some(last_word) = last_word {
+            self.cdr_waiters.insert(call.key.clone(), last_word);
+        }
+        self.store_commands.push_back(StoreCommand::WriteCdr {
+            cdr: Box::new(cdr),
+            confirm,
+        });
+    }
+
+    /// The store wrote a CDR: release the response that was waiting for it.
+    pub(super) fn on_cdr_written(&mut self, now: Now, call_key: &str) {
+        if let Some((tx, response)) = self.cdr_waiters.remove(call_key) {
+            self.tx.send_response(now.mono, tx, response);
+        }
     }
 
     /// Relays a B-leg response to the caller's INVITE, under the caller's dialog tag.
@@ -567,11 +597,19 @@ impl Engine {
             return;
         };
         tracing::warn!("call {id}: the caller never ACKed our 200 OK; hanging up");
-        self.hang_up(now, id, &[Side::A, Side::B], "no ACK from caller");
+        self.hang_up(now, id, &[Side::A, Side::B], "no ACK from caller", None);
     }
 
-    /// Sends BYE to the given (established) sides and ends the call.
-    fn hang_up(&mut self, now: Now, id: u64, sides: &[Side], cause: &str) {
+    /// Sends BYE to the given (established) sides and ends the call; `last_word` is sent
+    /// once the CDR is on disk.
+    fn hang_up(
+        &mut self,
+        now: Now,
+        id: u64,
+        sides: &[Side],
+        cause: &str,
+        last_word: Option<(ServerTxId, SipMessage)>,
+    ) {
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
@@ -585,7 +623,7 @@ impl Engine {
                     .insert(tx, (id, ClientRole::Detached));
             }
         }
-        self.end_call(now, id, "answered", cause);
+        self.end_call_then(now, id, "answered", cause, last_word);
     }
 
     pub(super) fn on_in_dialog_request(
@@ -627,15 +665,18 @@ impl Engine {
             .get(&id)
             .is_some_and(|c| c.answered.is_some());
         if method == Method::BYE {
-            self.reply_in_dialog(now, tx, 200, "OK");
             if answered {
                 tracing::info!("call {id}: ended by {side:?}");
                 let cause = match side {
                     Side::A => "BYE from caller",
                     Side::B => "BYE from callee",
                 };
-                self.hang_up(now, id, &[side.other()], cause);
-            } else if let Some(invite) = self.calls.calls.get(&id).map(|c| c.a_tx) {
+                let ok = msg.response(200, "OK", None);
+                self.hang_up(now, id, &[side.other()], cause, Some((tx, ok)));
+                return;
+            }
+            self.reply_in_dialog(now, tx, 200, "OK");
+            if let Some(invite) = self.calls.calls.get(&id).map(|c| c.a_tx) {
                 // BYE on the caller's early dialog ends the attempt like a CANCEL.
                 self.on_cancel(now, invite);
             }

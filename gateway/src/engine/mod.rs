@@ -27,7 +27,7 @@ use crate::transport::{Outgoing, Peer};
 use call::Calls;
 use dialog::LocalIdentity;
 use ezk_sip_types::{Method, Name};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How often registrations are expired and nonces purged.
@@ -73,6 +73,8 @@ pub struct Engine {
     registrar: Registrar,
     calls: Calls,
     store_commands: VecDeque<StoreCommand>,
+    /// Responses held until the store confirms a CDR (by call key).
+    cdr_waiters: HashMap<String, (ServerTxId, SipMessage)>,
     stats: Stats,
     next_maintenance: Instant,
 }
@@ -108,6 +110,7 @@ impl Engine {
             registrar,
             calls: Calls::default(),
             store_commands: VecDeque::new(),
+            cdr_waiters: HashMap::new(),
             stats: Stats::new(config.sip.bad_message_log_per_second),
             next_maintenance: now.mono + MAINTENANCE_INTERVAL,
             config,
@@ -234,6 +237,7 @@ impl Engine {
     pub fn handle_store_result(&mut self, now: Now, result: StoreResult) {
         match result {
             StoreResult::Claim { pickup, outcome } => self.on_claim(now, pickup, outcome),
+            StoreResult::CdrWritten { call_key } => self.on_cdr_written(now, &call_key),
         }
     }
 

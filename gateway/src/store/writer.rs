@@ -48,8 +48,13 @@ pub enum StoreCommand {
         /// The call.
         call_key: String,
     },
-    /// Commit a call detail record.
-    WriteCdr(Box<Cdr>),
+    /// Commit a call detail record; with `confirm`, answer [`StoreResult::CdrWritten`].
+    WriteCdr {
+        /// The record.
+        cdr: Box<Cdr>,
+        /// Whether the engine waits for the commit (to release a held response).
+        confirm: bool,
+    },
 }
 
 /// An answer from the store to the engine.
@@ -61,6 +66,11 @@ pub enum StoreResult {
         pickup: u64,
         /// What happened (a database error counts as nothing claimed).
         outcome: ClaimOutcome,
+    },
+    /// A CDR written with `confirm` is committed (or failed and was logged).
+    CdrWritten {
+        /// The call's key.
+        call_key: String,
     },
 }
 
@@ -83,7 +93,14 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
         StoreCommand::Release { call_key } => store.release(&call_key),
         StoreCommand::MarkAnswered { call_key } => store.mark_answered(&call_key),
         StoreCommand::RemoveCall { call_key } => store.remove(&call_key),
-        StoreCommand::WriteCdr(cdr) => store.write_cdr(&cdr),
+        StoreCommand::WriteCdr { cdr, confirm } => {
+            if let Err(e) = store.write_cdr(&cdr) {
+                tracing::error!("CDR of call {} not saved: {e}", cdr.call_key);
+            }
+            return confirm.then(|| StoreResult::CdrWritten {
+                call_key: cdr.call_key.clone(),
+            });
+        }
     };
     if let Err(e) = result {
         tracing::error!("store write failed: {e}");
