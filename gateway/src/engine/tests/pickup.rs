@@ -383,3 +383,106 @@ fn a_callee_answering_during_the_pickup_is_acked_and_byed() {
         "the picker keeps the call"
     );
 }
+
+#[test]
+fn a_blf_invite_with_replaces_takes_the_ringing_leg_directly() {
+    let mut h = Harness::office();
+    let b_invite = ringing_call(&mut h);
+    // The BLF key knows the ringing dialog (201's side of it) from the dialog event package.
+    let leg_call_id = b_invite.call_id().unwrap().to_string();
+    let gateway_tag = b_invite.from_header().unwrap().tag().unwrap().to_string();
+    let text = invite("203", "201", 5073, "blf").replacen(
+        "Content-Type",
+        &format!("Replaces: {leg_call_id};to-tag=b1;from-tag={gateway_tag}\r\nContent-Type"),
+        1,
+    );
+    let out = h.request_with_auth(udp(5073), &text, "203", "pw203");
+    assert!(
+        response_to(&out, udp(5073), 183).is_none(),
+        "no dummy dialog for a BLF pickup"
+    );
+    assert!(
+        response_to(&out, udp(5073), 200).is_some(),
+        "the BLF INVITE itself is answered"
+    );
+    assert!(
+        response_to(&out, udp(5074), 200).is_some(),
+        "the caller is connected"
+    );
+    let cancel = requests(&out, "CANCEL");
+    assert_eq!(cancel[0].0, udp(5071), "the ringing phone stops");
+
+    let unknown = invite("203", "201", 5073, "blf2").replacen(
+        "Content-Type",
+        "Replaces: nosuchcall;to-tag=x;from-tag=y\r\nContent-Type",
+        1,
+    );
+    let out = h.request_with_auth(udp(5073), &unknown, "203", "pw203");
+    assert!(
+        response_to(&out, udp(5073), 481).is_some(),
+        "{:?}",
+        statuses(&out)
+    );
+}
+
+#[test]
+fn a_bye_on_the_dummy_dialog_is_the_replacement_not_a_give_up() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    let dummy_tag = response_to(&out, udp(5072), 183)
+        .unwrap()
+        .to_header()
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_string();
+    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 180, "Ringing", "pk", 5072, ""),
+    );
+    let bye = format!(
+        "BYE sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKdummybye\r\n\
+From: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:*8@127.0.0.1>;tag={dummy_tag}\r\n\
+Call-ID: pick5072\r\nCSeq: 3 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.send(udp(5072), &bye);
+    let out = h.sent();
+    assert!(
+        response_to(&out, udp(5072), 200).is_some(),
+        "the BYE is answered"
+    );
+    assert!(
+        requests(&out, "INVITE").is_empty(),
+        "201 does not ring again"
+    );
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 200, "OK", "pk", 5072, "v=0\r\n"),
+    );
+    assert!(
+        response_to(&h.sent(), udp(5074), 200).is_some(),
+        "the caller is connected"
+    );
+}
+
+#[test]
+fn the_per_extension_mode_forces_bridging() {
+    let office = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml"),
+    )
+    .unwrap();
+    let config = office.replace(
+        "display_name = \"Sales 202\"",
+        "display_name = \"Sales 202\"\npickup_mode = \"bridge\"",
+    );
+    let mut h = Harness::with_config(&config);
+    ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    assert!(
+        requests(&out, "INVITE").is_empty(),
+        "no Replaces INVITE in bridge mode"
+    );
+    assert!(response_to(&out, udp(5072), 200).is_some());
+}
