@@ -317,9 +317,13 @@ impl Sipp {
     }
 
     /// Replaces `@EXPECT@` in the scenario (expected status codes).
-    pub fn expect(mut self, code: u16) -> Sipp {
-        self.substitutions
-            .push(("@EXPECT@".into(), code.to_string()));
+    pub fn expect(self, code: u16) -> Sipp {
+        self.fill("@EXPECT@", &code.to_string())
+    }
+
+    /// Replaces a `@PLACEHOLDER@` of the scenario (and its out-of-call scenario) with `value`.
+    pub fn fill(mut self, placeholder: &str, value: &str) -> Sipp {
+        self.substitutions.push((placeholder.into(), value.into()));
         self
     }
 

@@ -37,7 +37,9 @@ fn caller_cancels_before_answer() {
     let phone = free_port();
     register(&gateway, "201", phone, 600, 200);
     let callee = Sipp::new("uas_ring_cancel.xml", phone).spawn(&gateway);
-    caller("uac_cancel.xml", "201").run(&gateway);
+    caller("uac_cancel.xml", "201")
+        .fill("@CANCEL_AFTER_MS@", "0")
+        .run(&gateway);
     callee.wait();
 }
 

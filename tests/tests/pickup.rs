@@ -102,3 +102,43 @@ fn an_extension_outside_the_group_cannot_pick_up() {
     callee.wait();
     assert!(gateway.cdrs().contains("no-answer"), "{}", gateway.cdrs());
 }
+
+#[test]
+fn a_picker_phone_rejecting_replaces_is_bridged_instead() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    Sipp::new("uac_pickup_fallback.xml", free_port())
+        .service("*8")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .out_of_call("uas_replaces_reject.xml")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    gateway.wait_for_log("bridged to the picker");
+}
+
+#[test]
+fn the_caller_hanging_up_during_a_pickup_ends_the_picker_dialogs() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_picked.xml", phone).spawn(&gateway);
+    let caller = Sipp::new("uac_cancel.xml", free_port())
+        .service("201")
+        .credentials("204", "pw204")
+        .key("caller", "204")
+        .fill("@CANCEL_AFTER_MS@", "1500")
+        .spawn(&gateway);
+    gateway.wait_for_log("ringing 1 contact(s)");
+    Sipp::new("uac_pickup_abandoned.xml", free_port())
+        .service("*8")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .expect(480)
+        .out_of_call("uas_replaces_cancelled.xml")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    assert!(gateway.cdrs().contains("cancelled"), "{}", gateway.cdrs());
+}
