@@ -345,13 +345,18 @@ impl Sipp {
         scenario
     }
 
-    fn command(&self, gateway: &Gateway, tag: &str) -> (Command, PathBuf) {
+    fn command(&self, gateway: &Gateway, tag: &str) -> (Command, PathBuf, PathBuf) {
         let scenario = self.prepare(gateway, tag, &self.scenario);
         let errors = gateway
             .scratch()
             .join(format!("{tag}-{}.errors", self.scenario));
+        let log = gateway
+            .scratch()
+            .join(format!("{tag}-{}.log", self.scenario));
         let mut command = Command::new(sipp_binary());
         command
+            .args(["-trace_logs", "-log_file"])
+            .arg(&log)
             .arg("-sf")
             .arg(&scenario)
             .args(["-i", "127.0.0.1", "-p"])
@@ -387,7 +392,7 @@ impl Sipp {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        (command, errors)
+        (command, errors, log)
     }
 
     /// Runs to completion; panics with SIPp's error log unless the call succeeded.
@@ -399,11 +404,12 @@ impl Sipp {
     pub fn spawn(&self, gateway: &Gateway) -> SippRun {
         static RUN: AtomicU16 = AtomicU16::new(0);
         let tag = format!("run{}", RUN.fetch_add(1, Ordering::Relaxed));
-        let (mut command, errors) = self.command(gateway, &tag);
+        let (mut command, errors, log) = self.command(gateway, &tag);
         let child = command.spawn().expect("start sipp");
         SippRun {
             child,
             errors,
+            log,
             scenario: self.scenario.clone(),
         }
     }
@@ -413,10 +419,32 @@ impl Sipp {
 pub struct SippRun {
     child: Child,
     errors: PathBuf,
+    log: PathBuf,
     scenario: String,
 }
 
 impl SippRun {
+    /// Waits until the scenario's `<log>` output has a line starting with `prefix`, and
+    /// returns the rest of that line (panics after 10 s).
+    pub fn wait_for_log_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(rest) = text
+                .lines()
+                .find_map(|l| l.split_once(prefix).map(|(_, r)| r))
+            {
+                return rest.trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sipp {} never logged {prefix:?}",
+                self.scenario
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for SIPp to end; panics with its error log unless it reported success.
     pub fn wait(mut self) {
         let deadline = Instant::now() + Duration::from_secs(40);

@@ -142,3 +142,41 @@ fn the_caller_hanging_up_during_a_pickup_ends_the_picker_dialogs() {
     callee.wait();
     assert!(gateway.cdrs().contains("cancelled"), "{}", gateway.cdrs());
 }
+
+#[test]
+fn a_blf_key_invite_with_replaces_takes_the_call() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    let leg = callee.wait_for_log_line("ringing leg");
+    Sipp::new("uac_blf.xml", free_port())
+        .service("201")
+        .credentials("203", "pw203")
+        .key("caller", "203")
+        .key("leg", &leg)
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    let cdrs = gateway.cdrs();
+    let fields: Vec<&str> = cdrs
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &fields[2..8],
+        ["204", "201", "203", "replaces", "203", "answered"],
+        "{cdrs}"
+    );
+}
+
+#[test]
+fn nothing_to_pick_up_is_480() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    Sipp::new("uac_fail.xml", free_port())
+        .service("*8")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .expect(480)
+        .run(&gateway);
+}
