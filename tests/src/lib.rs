@@ -259,6 +259,7 @@ pub struct Sipp {
     args: Vec<String>,
     substitutions: Vec<(String, String)>,
     out_of_call: Option<String>,
+    calls: u32,
 }
 
 fn sipp_binary() -> &'static str {
@@ -285,7 +286,14 @@ impl Sipp {
             args: Vec::new(),
             substitutions: Vec::new(),
             out_of_call: None,
+            calls: 1,
         }
+    }
+
+    /// How many calls the scenario handles before SIPp exits (`-m`, default 1).
+    pub fn calls(mut self, calls: u32) -> Sipp {
+        self.calls = calls;
+        self
     }
 
     /// Handles requests with a new Call-ID (the gateway's INVITE with Replaces) with
@@ -362,8 +370,6 @@ impl Sipp {
             .args(["-i", "127.0.0.1", "-p"])
             .arg(self.local_port.to_string())
             .args([
-                "-m",
-                "1",
                 "-timeout",
                 "20s",
                 "-timeout_error",
@@ -380,6 +386,8 @@ impl Sipp {
                     "u1"
                 },
             ])
+            .arg("-m")
+            .arg(self.calls.to_string())
             .args(&self.args);
         if let Some(name) = &self.out_of_call {
             command

@@ -112,6 +112,7 @@ fn a_picker_phone_rejecting_replaces_is_bridged_instead() {
         .credentials("202", "pw202")
         .key("caller", "202")
         .out_of_call("uas_replaces_reject.xml")
+        .fill("@REJECT@", "420")
         .run(&gateway);
     caller.wait();
     callee.wait();
@@ -179,4 +180,104 @@ fn nothing_to_pick_up_is_480() {
         .key("caller", "202")
         .expect(480)
         .run(&gateway);
+}
+
+#[test]
+fn a_declined_pickup_rings_the_callee_again() {
+    let gateway = Gateway::start(GatewayOptions {
+        ring_timeout_secs: 4,
+        ..GatewayOptions::default()
+    });
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    // 201 is rung twice: before the pickup, and again after the picker declined.
+    let callee = Sipp::new("uas_ring_cancel.xml", phone)
+        .calls(2)
+        .spawn(&gateway);
+    let caller = Sipp::new("uac_fail.xml", free_port())
+        .service("201")
+        .credentials("204", "pw204")
+        .key("caller", "204")
+        .expect(480)
+        .spawn(&gateway);
+    gateway.wait_for_log("ringing 1 contact(s)");
+    Sipp::new("uac_pickup_abandoned.xml", free_port())
+        .service("*8")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .expect(480)
+        .out_of_call("uas_replaces_reject.xml")
+        .fill("@REJECT@", "603")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    assert!(gateway.log().contains("ringing again"), "{}", gateway.log());
+    assert_eq!(gateway.log().matches("ringing 1 contact(s)").count(), 2);
+}
+
+#[test]
+fn two_pickers_at_once_exactly_one_wins() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    let pickers: Vec<_> = [("202", "*8"), ("203", "**201")]
+        .into_iter()
+        .map(|(picker, code)| {
+            Sipp::new("uac_pickup_race.xml", free_port())
+                .service(code)
+                .credentials(picker, &format!("pw{picker}"))
+                .key("caller", picker)
+                .spawn(&gateway)
+        })
+        .collect();
+    for picker in pickers {
+        picker.wait();
+    }
+    caller.wait();
+    callee.wait();
+    let log = gateway.log();
+    assert_eq!(log.matches("bridged to the picker").count(), 1, "{log}");
+    let cdrs = gateway.cdrs();
+    let fields: Vec<&str> = cdrs
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(["202", "203"].contains(&fields[4]), "{cdrs}");
+}
+
+#[test]
+fn a_callee_answering_during_the_pickup_is_acked_and_byed() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let (callee, caller) = ringing(&gateway, "uas_answer_crossing_cancel.xml", "uac_call.xml");
+    Sipp::new("uac_pickup_bridge.xml", free_port())
+        .service("**201")
+        .credentials("203", "pw203")
+        .key("caller", "203")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    let cdrs = gateway.cdrs();
+    let fields: Vec<&str> = cdrs
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[4], "203", "the picker keeps the call: {cdrs}");
+}
+
+#[test]
+fn a_silent_picker_phone_is_bridged_after_a_few_seconds() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    Sipp::new("uac_pickup_fallback.xml", free_port())
+        .service("*8")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .out_of_call("uas_replaces_silent.xml")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    gateway.wait_for_log("no answer to the Replaces INVITE; bridging instead");
 }
