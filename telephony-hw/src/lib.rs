@@ -1,5 +1,9 @@
-//! Analog telephony hardware support (not built yet).
+//! Analog telephony support: DSP today (G.711, DTMF, call-progress tones, caller ID);
+//! DAHDI bindings, the emulated analog card and the FXS/FXO line state machines next.
 //!
-//! This crate will own DAHDI ioctl bindings, an emulated analog card with the kernel's
-//! semantics, FXS/FXO line state machines and the DSP (G.711, DTMF, tones, caller ID).
-//! It holds no code yet, on purpose: nothing here pretends to work.
+//! Everything in [`dsp`] is pure code with no I/O and no allocation on the per-frame path
+//! (detectors and generators keep their state in fixed-size fields), so one core can serve
+//! thousands of 20 ms channel frames.
+#![forbid(unsafe_code)]
+
+pub mod dsp;

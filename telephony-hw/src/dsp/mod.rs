@@ -1,0 +1,6 @@
+//! Digital signal processing for analog lines, at 8 kHz.
+
+pub mod g711;
+
+/// The sample rate of every analog channel (Hz).
+pub const SAMPLE_RATE: u32 = 8000;
