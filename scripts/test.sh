@@ -16,8 +16,14 @@ install_packages() {
     fi
 }
 
-if ! command -v sipp >/dev/null 2>&1; then
-    install_packages sip-tester
+# Test peers and independent checkers: SIPp (sip-tester), DTMF and FSK decoders, sox.
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v multimon-ng >/dev/null 2>&1 || missing+=(multimon-ng)
+command -v minimodem >/dev/null 2>&1 || missing+=(minimodem)
+command -v sox >/dev/null 2>&1 || missing+=(sox)
+if [ ${#missing[@]} -gt 0 ]; then
+    install_packages "${missing[@]}"
 fi
 echo "==> $(sipp -v 2>/dev/null | grep -m1 SIPp || echo 'sipp present')"
 

@@ -22,7 +22,11 @@ const fn ulaw_expand(code: u8) -> i16 {
 /// Linear sample to µ-law code (G.191 `ulaw_compress`).
 const fn ulaw_compress(sample: i16) -> u8 {
     let x = sample as i32;
-    let mut magnitude = if x < 0 { ((!x) >> 2) + 33 } else { (x >> 2) + 33 };
+    let mut magnitude = if x < 0 {
+        ((!x) >> 2) + 33
+    } else {
+        (x >> 2) + 33
+    };
     if magnitude > 0x1FFF {
         magnitude = 0x1FFF;
     }
@@ -186,7 +190,11 @@ mod tests {
         assert_eq!(Law::Alaw.decode_sample(0xAA), 32256);
         assert_eq!(Law::Alaw.decode_sample(0x2A), -32256);
         assert_eq!(Law::Ulaw.encode_sample(0), 0xFF);
-        assert_eq!(Law::Ulaw.encode_sample(-1), 0x7F, "one's complement: -1 codes as -0");
+        assert_eq!(
+            Law::Ulaw.encode_sample(-1),
+            0x7F,
+            "one's complement: -1 codes as -0"
+        );
         assert_eq!(Law::Ulaw.encode_sample(i16::MAX), 0x80);
         assert_eq!(Law::Ulaw.encode_sample(i16::MIN), 0x00);
         assert_eq!(Law::Alaw.encode_sample(0), 0xD5);
@@ -229,11 +237,18 @@ mod tests {
                 let back = law.decode_sample(code) as i32;
                 let error = (back - sample as i32).abs();
                 // Largest step is 1024 (µ-law) / 1024 (A-law segment 7): half of it, plus clipping.
-                let limit = if (sample as i32).abs() > 32000 { 800 } else { 512 };
+                let limit = if (sample as i32).abs() > 32000 {
+                    800
+                } else {
+                    512
+                };
                 assert!(error <= limit, "{law:?} {sample} -> {code:#04x} -> {back}");
                 // And relative to the level: G.711's ~ 6% step for loud samples.
                 if (sample as i32).abs() > 256 {
-                    assert!(error * 100 / (sample as i32).abs() <= 7, "{law:?} {sample} -> {back}");
+                    assert!(
+                        error * 100 / (sample as i32).abs() <= 7,
+                        "{law:?} {sample} -> {back}"
+                    );
                 }
             }
         }
@@ -242,9 +257,14 @@ mod tests {
     #[test]
     fn decoding_is_monotonic_in_the_code() {
         // Positive µ-law codes 0xFF..=0x80 grow in magnitude as the code falls.
-        let positive: Vec<i16> = (0x80..=0xFFu8).rev().map(|c| Law::Ulaw.decode_sample(c)).collect();
+        let positive: Vec<i16> = (0x80..=0xFFu8)
+            .rev()
+            .map(|c| Law::Ulaw.decode_sample(c))
+            .collect();
         assert!(positive.windows(2).all(|w| w[0] < w[1]));
-        let alaw: Vec<i16> = (0..128u8).map(|i| Law::Alaw.decode_sample((i | 0x80) ^ 0x55)).collect();
+        let alaw: Vec<i16> = (0..128u8)
+            .map(|i| Law::Alaw.decode_sample((i | 0x80) ^ 0x55))
+            .collect();
         assert!(alaw.windows(2).all(|w| w[0] < w[1]));
     }
 }

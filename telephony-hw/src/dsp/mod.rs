@@ -1,6 +1,9 @@
 //! Digital signal processing for analog lines, at 8 kHz.
 
+pub mod dtmf;
 pub mod g711;
+pub mod level;
+pub mod telephone_event;
 
 /// The sample rate of every analog channel (Hz).
 pub const SAMPLE_RATE: u32 = 8000;
