@@ -125,7 +125,7 @@ impl CallerId {
         match (&self.number, self.number_absent) {
             (Some(number), _) => param(0x02, number.as_bytes()),
             (None, Some(absence)) => param(0x04, &[absence.code()]),
-            (None, None) => param(0x04, &[b'O']),
+            (None, None) => param(0x04, b"O"),
         }
         match (&self.name, self.name_absent) {
             (Some(name), _) => param(0x07, name.as_bytes()),
