@@ -27,6 +27,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 echo "==> $(sipp -v 2>/dev/null | grep -m1 SIPp || echo 'sipp present')"
 
+# The real DAHDI header, for the ABI test (installing dahdi-source would pull in
+# module-assistant; downloading and unpacking it is enough).
+header_dir="$PWD/target/dahdi-source"
+if [ ! -f "$header_dir/usr/include/dahdi/user.h" ]; then
+    echo "==> fetching dahdi/user.h from the dahdi-source package"
+    mkdir -p "$header_dir"
+    (cd "$header_dir" && { apt-get download dahdi-source || { as_root apt-get update && apt-get download dahdi-source; }; } \
+        && dpkg -x dahdi-source_*.deb .)
+fi
+export DAHDI_INCLUDE="$header_dir/usr/include"
+
 echo "==> cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 echo "==> cargo test --workspace"

@@ -1,0 +1,5 @@
+//! DAHDI, the Linux driver framework for analog and digital telephony cards: its user-space
+//! ABI, checked against the real header.
+
+pub mod abi;
+pub mod ioctl;
