@@ -3,3 +3,4 @@
 
 pub mod abi;
 pub mod ioctl;
+pub mod system_conf;
