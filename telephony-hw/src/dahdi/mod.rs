@@ -2,5 +2,6 @@
 //! ABI, checked against the real header.
 
 pub mod abi;
+pub mod channel;
 pub mod ioctl;
 pub mod system_conf;
