@@ -3,5 +3,6 @@
 
 pub mod abi;
 pub mod channel;
+pub mod emulator;
 pub mod ioctl;
 pub mod system_conf;
