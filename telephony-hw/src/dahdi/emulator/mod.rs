@@ -10,11 +10,16 @@
 //! flash, longer an ONHOOK reported when the 1250 ms timer ends), kewlstart battery drop on
 //! hangup. Line ports (FXO hardware) come next.
 
+mod line;
+mod phone;
+
 use super::abi::{event, flush, hook, DahdiParams};
 use super::channel::{Channel, ChannelError, BLOCK_SIZE};
 use super::system_conf::{Signalling, SystemConf};
+use crate::dsp::callerid::{modulate, CallerId, Modem};
 use crate::dsp::dtmf::DtmfGenerator;
 use crate::dsp::g711::Law;
+use crate::dsp::tones::{self, TonePlayer, Zone};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
@@ -76,6 +81,7 @@ struct Port {
     battery_until: Option<u64>,
     polarity_reversed: bool,
     phone: Phone,
+    co: line::CentralOffice,
 }
 
 impl Port {
@@ -98,6 +104,7 @@ impl Port {
             battery_until: None,
             polarity_reversed: false,
             phone: Phone::default(),
+            co: line::CentralOffice::default(),
         }
     }
 
@@ -113,6 +120,8 @@ struct CardState {
     now_ms: u64,
     ports: BTreeMap<u32, Port>,
     zone_loaded: bool,
+    /// The zone whose tones the central office plays.
+    zone: &'static Zone,
 }
 
 /// The emulated card: configure it from a [`SystemConf`], open channels on it, act as the
@@ -142,6 +151,11 @@ impl EmulatedCard {
                 now_ms: 0,
                 ports,
                 zone_loaded: conf.zone().is_some(),
+                zone: conf
+                    .zone()
+                    .and_then(tones::zone)
+                    .or_else(|| tones::zone("us"))
+                    .expect("the us zone is built in"),
             })),
         }
     }
@@ -171,9 +185,13 @@ impl EmulatedCard {
         let mut state = self.state.borrow_mut();
         for _ in 0..ms {
             state.now_ms += 1;
-            let (now, zone) = (state.now_ms, state.zone_loaded);
+            let now = state.now_ms;
             for port in state.ports.values_mut() {
-                tick_phone_port(port, now, zone);
+                if port.signalling.is_phone_port() {
+                    phone::tick(port, now);
+                } else {
+                    line::tick(port, now);
+                }
             }
         }
     }
@@ -270,133 +288,69 @@ impl EmulatedCard {
         self.with_port(number, |port, _| port.ringer_on)
     }
 
+    /// The central office rings line `number` with the zone's cadence, sending caller ID
+    /// (Bell 202 MDMF) between the first and second ring when given.
+    pub fn co_ring(&self, number: u32, caller_id: Option<&CallerId>) {
+        let zone = self.state.borrow().zone;
+        let cadence = [
+            u64::from(zone.ring_cadence[0]),
+            zone.ring_cadence[1..].iter().map(|&ms| u64::from(ms)).sum(),
+        ];
+        let spill = caller_id.map(|id| modulate(Modem::Bell202, &id.encode_mdmf(), -13.0));
+        self.with_port(number, |port, now| port.co.ring(now, cadence, spill));
+    }
+
+    /// The caller gives up before the gateway answers.
+    pub fn co_stop_ringing(&self, number: u32) {
+        self.with_port(number, |port, _| port.co.stop_ringing());
+    }
+
+    /// The office removes battery for `ms` (a disconnect signal) and restores it.
+    pub fn co_battery_drop(&self, number: u32, ms: u64) {
+        self.with_port(number, |port, now| port.co.set_battery(now, false));
+        self.advance(ms);
+        self.with_port(number, |port, now| port.co.set_battery(now, true));
+    }
+
+    /// The office reverses line polarity (answer supervision, or a disconnect signal).
+    pub fn co_reverse_polarity(&self, number: u32) {
+        self.with_port(number, |port, now| port.co.reverse_polarity(now));
+    }
+
+    /// The office plays the zone's busy tone (the far end hung up; no disconnect signal).
+    pub fn co_busy_tone(&self, number: u32) {
+        let busy = self.state.borrow().zone.busy.clone();
+        self.with_port(number, |port, _| {
+            port.co.tone = Some(TonePlayer::new(busy, -13.0))
+        });
+    }
+
+    /// Audio the far end sends down the line.
+    pub fn co_send_audio(&self, number: u32, samples: &[i16]) {
+        self.with_port(number, |port, _| port.co.outgoing.extend(samples));
+    }
+
+    /// Digits the office collected from the gateway's dialling.
+    pub fn co_digits(&self, number: u32) -> String {
+        self.with_port(number, |port, _| port.co.digits.clone())
+    }
+
+    /// Whether the gateway holds the line (loop closed).
+    pub fn co_loop_closed(&self, number: u32) -> bool {
+        self.with_port(number, |port, _| port.co.loop_closed)
+    }
+
+    /// Pulls the line cable out (true) or plugs it back in (false).
+    pub fn unplug_line(&self, number: u32, unplugged: bool) {
+        self.with_port(number, |port, now| {
+            port.co.plugged = !unplugged;
+            port.co.battery_changed(now);
+        });
+    }
+
     /// Everything the phone's earpiece played so far (linear samples), then forgets it.
     pub fn take_heard(&self, number: u32) -> Vec<i16> {
         self.with_port(number, |port, _| std::mem::take(&mut port.phone.heard))
-    }
-}
-
-/// One millisecond of a phone port: the phone's script, hook debouncing, ringing, audio.
-fn tick_phone_port(port: &mut Port, now: u64, _zone: bool) {
-    while let Some(&(at, action)) = port.phone.script.front() {
-        if at > now {
-            break;
-        }
-        port.phone.script.pop_front();
-        match action {
-            PhoneAction::Handset(off) => set_handset(port, now, off),
-            PhoneAction::Dtmf(digit, ms) => port.phone.sending = Some((digit, ms)),
-        }
-    }
-    // A long on-hook becomes a hangup when the flash timer ends.
-    if let Some(since) = port.on_hook_since {
-        if port.kernel_off_hook && now - since >= FLASH_MAX_MS {
-            port.kernel_off_hook = false;
-            port.on_hook_since = None;
-            port.pulses = 0;
-            port.queue_event(event::ONHOOK);
-        }
-    }
-    // A pulse-dialled digit ends when the line stays closed long enough.
-    if let Some(end) = port.last_pulse_end {
-        if port.phone.off_hook && now - end >= PULSE_DIGIT_GAP_MS && port.pulses > 0 {
-            let digit = if port.pulses == 10 {
-                b'0'
-            } else {
-                b'0' + port.pulses
-            };
-            port.queue_event(event::PULSEDIGIT | i32::from(digit));
-            port.pulses = 0;
-            port.last_pulse_end = None;
-        }
-    }
-    // Ringing follows the cadence: on/off pairs, repeating.
-    if let Some(since) = port.ringing_since {
-        let period: u64 = port
-            .cadence
-            .iter()
-            .map(|&ms| u64::from(ms))
-            .sum::<u64>()
-            .max(1);
-        let mut position = (now - since) % period;
-        let mut on = false;
-        for (i, &ms) in port.cadence.iter().enumerate() {
-            if position < u64::from(ms) {
-                on = i % 2 == 0;
-                break;
-            }
-            position -= u64::from(ms);
-        }
-        if on != port.ringer_on {
-            port.ringer_on = on;
-            port.queue_event(if on {
-                event::RINGERON
-            } else {
-                event::RINGEROFF
-            });
-        }
-    }
-    // Audio, 8 samples per millisecond, both ways.
-    let mut mic = [0i16; 8];
-    if let Some((digit, left)) = port.phone.sending {
-        port.phone
-            .generator
-            .get_or_insert_with(|| DtmfGenerator::new(-8.0, -6.0))
-            .render(digit, &mut mic);
-        port.phone.sending = (left > 1).then_some((digit, left - 1));
-    }
-    for sample in mic {
-        if port.rx.len() >= RX_BLOCKS * BLOCK_SIZE {
-            port.rx.pop_front();
-        }
-        port.rx.push_back(port.law.encode_sample(sample));
-    }
-    for _ in 0..8 {
-        let Some(code) = port.tx.pop_front() else {
-            break;
-        };
-        if port.phone.off_hook && port.phone.heard.len() < 8000 * 120 {
-            port.phone.heard.push(port.law.decode_sample(code));
-        }
-    }
-}
-
-/// The phone's handset changes; the kernel debounces what it reports.
-fn set_handset(port: &mut Port, now: u64, off: bool) {
-    if port.phone.off_hook == off {
-        return;
-    }
-    port.phone.off_hook = off;
-    if !off {
-        port.on_hook_since = Some(now);
-        return;
-    }
-    if port.ringing_since.take().is_some() {
-        port.ringer_on = false;
-    }
-    match port.on_hook_since.take() {
-        None if !port.kernel_off_hook => {
-            port.kernel_off_hook = true;
-            port.queue_event(event::RINGOFFHOOK);
-        }
-        None => {}
-        Some(since) => {
-            let length = now - since;
-            if !port.kernel_off_hook {
-                port.kernel_off_hook = true;
-                port.queue_event(event::RINGOFFHOOK);
-            } else if length < DEBOUNCE_MS {
-                // Contact bounce: nothing happened.
-            } else if length <= PULSE_MAX_MS {
-                if port.pulses == 0 {
-                    port.queue_event(event::PULSE_START);
-                }
-                port.pulses = (port.pulses + 1).min(10);
-                port.last_pulse_end = Some(now);
-            } else {
-                port.queue_event(event::WINKFLASH);
-            }
-        }
     }
 }
 
@@ -427,6 +381,21 @@ impl EmulatedChannel {
             .get_mut(&number)
             .ok_or(ChannelError::NotConfigured(number))?;
         f(port, now, zone)
+    }
+
+    /// HOOK on a line port: the gateway closes or opens the loop.
+    fn line_hook(&mut self, operation: i32) -> Result<(), ChannelError> {
+        let dial_tone = self.state.borrow().zone.dial.clone();
+        self.port(|port, now, _| {
+            let closed = match operation {
+                hook::OFFHOOK => true,
+                hook::ONHOOK => false,
+                _ => return Err(ChannelError::Invalid("line ports take OFFHOOK and ONHOOK")),
+            };
+            port.co.set_loop(now, closed, &dial_tone);
+            port.kernel_off_hook = closed;
+            Ok(())
+        })
     }
 }
 
@@ -485,10 +454,11 @@ impl Channel for EmulatedChannel {
     }
 
     fn hook(&mut self, operation: i32) -> Result<(), ChannelError> {
+        let phone_port = self.port(|port, _, _| Ok(port.signalling.is_phone_port()))?;
+        if !phone_port {
+            return self.line_hook(operation);
+        }
         self.port(|port, now, zone| {
-            if !port.signalling.is_phone_port() {
-                return Err(ChannelError::Invalid("line ports are not emulated yet"));
-            }
             match operation {
                 hook::RING => {
                     if !zone {
