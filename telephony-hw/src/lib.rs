@@ -10,3 +10,4 @@
 
 pub mod dahdi;
 pub mod dsp;
+pub mod line;

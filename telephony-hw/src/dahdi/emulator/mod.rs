@@ -244,12 +244,12 @@ impl EmulatedCard {
             None => return,
         };
         self.with_port(number, |port, now| {
+            // Rotary dials pause ~700 ms between digits (the dial returning to rest).
             let start = port
                 .phone
                 .script
                 .back()
-                .map_or(now, |(at, _)| (*at).max(now))
-                + 40;
+                .map_or(now + 40, |(at, _)| (*at).max(now) + 700);
             for i in 0..pulses {
                 let at = start + i * 100;
                 port.phone

@@ -87,7 +87,8 @@ pub(super) fn tick(port: &mut Port, now: u64) {
         let Some(code) = port.tx.pop_front() else {
             break;
         };
-        if port.phone.off_hook && port.phone.heard.len() < 8000 * 120 {
+        // The phone listens on hook too: that is how caller ID reaches it between rings.
+        if port.phone.heard.len() < 8000 * 120 {
             port.phone.heard.push(port.law.decode_sample(code));
         }
     }

@@ -1,0 +1,135 @@
+//! The I/O edge of a phone port: moves events, audio and actions between a [`Channel`] and
+//! the [`PhonePort`] state machine, 20 ms at a time.
+
+use super::dial_plan::DialPlan;
+use super::phone_port::{PhoneAction, PhoneCommand, PhonePort, ToneKind};
+use crate::dahdi::abi::{event, hook};
+use crate::dahdi::channel::{Channel, ChannelError, BLOCK_SIZE};
+use crate::dsp::callerid::{modulate, Modem};
+use crate::dsp::dtmf::{DtmfDetector, DtmfEvent};
+use crate::dsp::g711::Law;
+use crate::dsp::tones::{TonePlayer, Zone};
+use std::collections::VecDeque;
+
+/// Drives one phone port.
+pub struct PhonePortDriver<C: Channel> {
+    channel: C,
+    line: PhonePort,
+    zone: &'static Zone,
+    law: Law,
+    detector: DtmfDetector,
+    tone: Option<TonePlayer>,
+    /// Audio queued for the phone (caller ID spills).
+    outgoing: VecDeque<i16>,
+    rings_ended: u32,
+}
+
+impl<C: Channel> PhonePortDriver<C> {
+    /// Takes an opened channel; sets 20 ms blocks.
+    pub fn new(mut channel: C, plan: DialPlan, zone: &'static Zone) -> Result<Self, ChannelError> {
+        channel.set_blocksize(BLOCK_SIZE)?;
+        Ok(PhonePortDriver {
+            channel,
+            line: PhonePort::new(plan),
+            zone,
+            law: Law::Ulaw,
+            detector: DtmfDetector::default(),
+            tone: None,
+            outgoing: VecDeque::new(),
+            rings_ended: 0,
+        })
+    }
+
+    /// A command from the control plane.
+    pub fn command(
+        &mut self,
+        now: u64,
+        command: PhoneCommand,
+    ) -> Result<Vec<PhoneAction>, ChannelError> {
+        if matches!(command, PhoneCommand::Incoming(_)) {
+            self.rings_ended = 0;
+        }
+        self.line.command(now, command);
+        self.perform()
+    }
+
+    /// One 20 ms step at `now` (ms): returns what the control plane must hear about.
+    pub fn step(&mut self, now: u64) -> Result<Vec<PhoneAction>, ChannelError> {
+        let mut block = [0u8; BLOCK_SIZE];
+        let mut pcm = [0i16; BLOCK_SIZE];
+        loop {
+            match self.channel.read(&mut block) {
+                Ok(n) => {
+                    self.law.decode(&block[..n], &mut pcm[..n]);
+                    let (line, detector) = (&mut self.line, &mut self.detector);
+                    detector.process(&pcm[..n], |e| {
+                        if let DtmfEvent::Down(digit) = e {
+                            line.handle_dtmf(now, digit);
+                        }
+                    });
+                }
+                Err(ChannelError::EventPending) => {
+                    let e = self.channel.get_event()?;
+                    if e == event::RINGEROFF {
+                        self.rings_ended += 1;
+                        if self.rings_ended == 1 {
+                            self.line.handle_first_ring_end();
+                        }
+                    }
+                    self.line.handle_event(now, e);
+                }
+                Err(ChannelError::WouldBlock) => break,
+                Err(other) => return Err(other),
+            }
+        }
+        self.line.handle_timeout(now);
+        let notices = self.perform()?;
+        let mut out = [0i16; BLOCK_SIZE];
+        for sample in out.iter_mut() {
+            *sample = self.outgoing.pop_front().unwrap_or(0);
+        }
+        if self.outgoing.is_empty() {
+            if let Some(tone) = self.tone.as_mut() {
+                tone.fill(&mut out);
+            }
+        }
+        self.law.encode(&out, &mut block);
+        match self.channel.write(&block) {
+            Ok(_) | Err(ChannelError::WouldBlock) | Err(ChannelError::EventPending) => {}
+            Err(other) => return Err(other),
+        }
+        Ok(notices)
+    }
+
+    /// Performs the state machine's actions; returns those meant for the control plane.
+    fn perform(&mut self) -> Result<Vec<PhoneAction>, ChannelError> {
+        let mut notices = Vec::new();
+        while let Some(action) = self.line.poll_action() {
+            match action {
+                PhoneAction::PlayTone(kind) => {
+                    let tone = match kind {
+                        ToneKind::Dial => &self.zone.dial,
+                        ToneKind::Ringback => &self.zone.ringback,
+                        ToneKind::Busy => &self.zone.busy,
+                        ToneKind::Congestion => &self.zone.congestion,
+                    };
+                    self.tone = Some(TonePlayer::new(tone.clone(), -13.0));
+                }
+                PhoneAction::StopTone | PhoneAction::Connect => self.tone = None,
+                PhoneAction::Ring => {
+                    self.channel.set_cadence(&self.zone.ring_cadence)?;
+                    self.channel.hook(hook::RING)?;
+                }
+                PhoneAction::StopRing => self.channel.hook(hook::RINGOFF)?,
+                PhoneAction::SendCallerId(id) => {
+                    // GR-30: the spill goes on-hook between the first and second ring.
+                    self.channel.onhook_transfer(4000)?;
+                    self.outgoing
+                        .extend(modulate(Modem::Bell202, &id.encode_mdmf(), -13.0));
+                }
+                notice => notices.push(notice),
+            }
+        }
+        Ok(notices)
+    }
+}
