@@ -1,12 +1,13 @@
-//! The I/O edge of a phone port: moves events, audio and actions between a [`Channel`] and
-//! the [`PhonePort`] state machine, 20 ms at a time.
+//! The I/O edge of the line state machines: moves events, audio and actions between a
+//! [`Channel`] and a [`PhonePort`] or [`LinePort`], 20 ms at a time.
 
 use super::dial_plan::DialPlan;
+use super::line_port::{LineAction, LineCommand, LinePort};
 use super::phone_port::{PhoneAction, PhoneCommand, PhonePort, ToneKind};
 use crate::dahdi::abi::{event, hook};
 use crate::dahdi::channel::{Channel, ChannelError, BLOCK_SIZE};
 use crate::dsp::callerid::{modulate, Modem};
-use crate::dsp::dtmf::{DtmfDetector, DtmfEvent};
+use crate::dsp::dtmf::{DtmfDetector, DtmfEvent, DtmfGenerator};
 use crate::dsp::g711::Law;
 use crate::dsp::tones::{TonePlayer, Zone};
 use std::collections::VecDeque;
@@ -126,6 +127,103 @@ impl<C: Channel> PhonePortDriver<C> {
                     self.channel.onhook_transfer(4000)?;
                     self.outgoing
                         .extend(modulate(Modem::Bell202, &id.encode_mdmf(), -13.0));
+                }
+                notice => notices.push(notice),
+            }
+        }
+        Ok(notices)
+    }
+}
+
+/// Drives one line port.
+pub struct LinePortDriver<C: Channel> {
+    channel: C,
+    line: LinePort,
+    law: Law,
+    /// DTMF audio being dialled.
+    outgoing: VecDeque<i16>,
+    dialling: bool,
+}
+
+impl<C: Channel> LinePortDriver<C> {
+    /// Takes an opened channel; offers calls after `rings_before_offer` rings.
+    pub fn new(
+        mut channel: C,
+        zone: &'static Zone,
+        rings_before_offer: u32,
+    ) -> Result<Self, ChannelError> {
+        channel.set_blocksize(BLOCK_SIZE)?;
+        Ok(LinePortDriver {
+            channel,
+            line: LinePort::new(zone, rings_before_offer),
+            law: Law::Ulaw,
+            outgoing: VecDeque::new(),
+            dialling: false,
+        })
+    }
+
+    /// A command from the control plane.
+    pub fn command(
+        &mut self,
+        now: u64,
+        command: LineCommand,
+    ) -> Result<Vec<LineAction>, ChannelError> {
+        self.line.command(now, command);
+        self.perform()
+    }
+
+    /// One 20 ms step at `now` (ms): returns what the control plane must hear about.
+    pub fn step(&mut self, now: u64) -> Result<Vec<LineAction>, ChannelError> {
+        let mut block = [0u8; BLOCK_SIZE];
+        let mut pcm = [0i16; BLOCK_SIZE];
+        loop {
+            match self.channel.read(&mut block) {
+                Ok(n) => {
+                    self.law.decode(&block[..n], &mut pcm[..n]);
+                    self.line.handle_audio(&pcm[..n]);
+                }
+                Err(ChannelError::EventPending) => {
+                    let e = self.channel.get_event()?;
+                    self.line.handle_event(now, e);
+                }
+                Err(ChannelError::WouldBlock) => break,
+                Err(other) => return Err(other),
+            }
+        }
+        self.line.handle_timeout(now);
+        let notices = self.perform()?;
+        let mut out = [0i16; BLOCK_SIZE];
+        for sample in out.iter_mut() {
+            *sample = self.outgoing.pop_front().unwrap_or(0);
+        }
+        if self.dialling && self.outgoing.is_empty() {
+            self.dialling = false;
+            self.line.digits_sent();
+        }
+        self.law.encode(&out, &mut block);
+        match self.channel.write(&block) {
+            Ok(_) | Err(ChannelError::WouldBlock) | Err(ChannelError::EventPending) => {}
+            Err(other) => return Err(other),
+        }
+        Ok(notices)
+    }
+
+    fn perform(&mut self) -> Result<Vec<LineAction>, ChannelError> {
+        let mut notices = Vec::new();
+        while let Some(action) = self.line.poll_action() {
+            match action {
+                LineAction::Hook(closed) => {
+                    self.channel
+                        .hook(if closed { hook::OFFHOOK } else { hook::ONHOOK })?;
+                    if !closed {
+                        self.outgoing.clear();
+                        self.dialling = false;
+                    }
+                }
+                LineAction::SendDigits(digits) => {
+                    self.outgoing
+                        .extend(DtmfGenerator::new(-8.0, -6.0).dial(&digits, 80, 80));
+                    self.dialling = true;
                 }
                 notice => notices.push(notice),
             }

@@ -3,4 +3,5 @@
 
 pub mod dial_plan;
 pub mod driver;
+pub mod line_port;
 pub mod phone_port;

@@ -210,6 +210,9 @@ pub(super) fn tick(port: &mut Port, now: u64) {
             tone.fill(&mut samples);
         }
     }
+    if !co.plugged {
+        samples = [0; 8]; // no line, no sound
+    }
     // Audio from the gateway: the office listens for digits while the loop is closed.
     let mut heard = [0i16; 8];
     for slot in heard.iter_mut() {
