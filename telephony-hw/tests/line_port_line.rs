@@ -69,9 +69,12 @@ fn an_incoming_call_is_offered_after_two_rings_with_its_caller_id() {
     assert!(b.card.co_loop_closed(LINE), "answering closes the loop");
 }
 
+/// Something the central office does to the line.
+type Signal = fn(&EmulatedCard);
+
 #[test]
 fn each_disconnect_signal_ends_the_call() {
-    let cases: [(fn(&EmulatedCard), Disconnect); 3] = [
+    let cases: [(Signal, Disconnect); 3] = [
         (
             |card| card.co_battery_drop(LINE, 300),
             Disconnect::BatteryDrop,
