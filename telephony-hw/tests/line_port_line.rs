@@ -8,7 +8,7 @@ use telephony_hw::dahdi::emulator::{EmulatedCard, EmulatedChannel};
 use telephony_hw::dahdi::system_conf::SystemConf;
 use telephony_hw::dsp::callerid::CallerId;
 use telephony_hw::dsp::tones::zone;
-use telephony_hw::line::driver::LinePortDriver;
+use telephony_hw::line::driver::{DialMode, LinePortDriver};
 use telephony_hw::line::line_port::{Disconnect, LineAction, LineCommand};
 
 const LINE: u32 = 3;
@@ -20,9 +20,14 @@ struct Bench {
 
 impl Bench {
     fn new() -> Bench {
+        Bench::with_dialling(DialMode::Dtmf)
+    }
+
+    fn with_dialling(mode: DialMode) -> Bench {
         let conf = SystemConf::parse("fxoks=1-2\nfxsks=3\nloadzone=us\n", Path::new("s")).unwrap();
         let card = EmulatedCard::new(&conf);
-        let driver = LinePortDriver::new(card.open(LINE).unwrap(), zone("us").unwrap(), 2).unwrap();
+        let driver =
+            LinePortDriver::new(card.open(LINE).unwrap(), zone("us").unwrap(), 2, mode).unwrap();
         Bench { card, driver }
     }
 
@@ -132,4 +137,15 @@ fn no_line_means_red_alarm_and_no_dial_tone() {
     assert_eq!(notices, [LineAction::NoDialTone]);
     b.card.unplug_line(LINE, false);
     assert_eq!(b.run(200), [LineAction::Alarm(false)]);
+}
+
+#[test]
+fn pulse_dialling_out_is_counted_by_the_office() {
+    let mut b = Bench::with_dialling(DialMode::Pulse);
+    b.command(LineCommand::Dial("5550123".into()));
+    b.run(12_000);
+    assert_eq!(b.card.co_digits(LINE), "5550123");
+    assert!(b.card.co_loop_closed(LINE), "pulses are not a hangup");
+    b.card.co_reverse_polarity(LINE);
+    assert_eq!(b.run(200), [LineAction::RemoteAnswered]);
 }

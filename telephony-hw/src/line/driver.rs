@@ -135,13 +135,25 @@ impl<C: Channel> PhonePortDriver<C> {
     }
 }
 
+/// How a line port dials out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialMode {
+    /// Touch tones.
+    Dtmf,
+    /// Rotary pulses: 60 ms break, 40 ms make per pulse, 700 ms between digits.
+    Pulse,
+}
+
 /// Drives one line port.
 pub struct LinePortDriver<C: Channel> {
     channel: C,
     line: LinePort,
     law: Law,
+    dial_mode: DialMode,
     /// DTMF audio being dialled.
     outgoing: VecDeque<i16>,
+    /// Pulse dialling: when to open (false) or close (true) the loop.
+    pulses: VecDeque<(u64, bool)>,
     dialling: bool,
 }
 
@@ -151,13 +163,16 @@ impl<C: Channel> LinePortDriver<C> {
         mut channel: C,
         zone: &'static Zone,
         rings_before_offer: u32,
+        dial_mode: DialMode,
     ) -> Result<Self, ChannelError> {
         channel.set_blocksize(BLOCK_SIZE)?;
         Ok(LinePortDriver {
             channel,
             line: LinePort::new(zone, rings_before_offer),
             law: Law::Ulaw,
+            dial_mode,
             outgoing: VecDeque::new(),
+            pulses: VecDeque::new(),
             dialling: false,
         })
     }
@@ -169,7 +184,7 @@ impl<C: Channel> LinePortDriver<C> {
         command: LineCommand,
     ) -> Result<Vec<LineAction>, ChannelError> {
         self.line.command(now, command);
-        self.perform()
+        self.perform(now)
     }
 
     /// One 20 ms step at `now` (ms): returns what the control plane must hear about.
@@ -191,12 +206,20 @@ impl<C: Channel> LinePortDriver<C> {
             }
         }
         self.line.handle_timeout(now);
-        let notices = self.perform()?;
+        let notices = self.perform(now)?;
+        while let Some(&(at, closed)) = self.pulses.front() {
+            if at > now {
+                break;
+            }
+            self.pulses.pop_front();
+            self.channel
+                .hook(if closed { hook::OFFHOOK } else { hook::ONHOOK })?;
+        }
         let mut out = [0i16; BLOCK_SIZE];
         for sample in out.iter_mut() {
             *sample = self.outgoing.pop_front().unwrap_or(0);
         }
-        if self.dialling && self.outgoing.is_empty() {
+        if self.dialling && self.outgoing.is_empty() && self.pulses.is_empty() {
             self.dialling = false;
             self.line.digits_sent();
         }
@@ -208,7 +231,7 @@ impl<C: Channel> LinePortDriver<C> {
         Ok(notices)
     }
 
-    fn perform(&mut self) -> Result<Vec<LineAction>, ChannelError> {
+    fn perform(&mut self, now: u64) -> Result<Vec<LineAction>, ChannelError> {
         let mut notices = Vec::new();
         while let Some(action) = self.line.poll_action() {
             match action {
@@ -217,17 +240,40 @@ impl<C: Channel> LinePortDriver<C> {
                         .hook(if closed { hook::OFFHOOK } else { hook::ONHOOK })?;
                     if !closed {
                         self.outgoing.clear();
+                        self.pulses.clear();
                         self.dialling = false;
                     }
                 }
                 LineAction::SendDigits(digits) => {
-                    self.outgoing
-                        .extend(DtmfGenerator::new(-8.0, -6.0).dial(&digits, 80, 80));
+                    match self.dial_mode {
+                        DialMode::Dtmf => self
+                            .outgoing
+                            .extend(DtmfGenerator::new(-8.0, -6.0).dial(&digits, 80, 80)),
+                        DialMode::Pulse => self.schedule_pulses(now, &digits),
+                    }
                     self.dialling = true;
                 }
                 notice => notices.push(notice),
             }
         }
         Ok(notices)
+    }
+
+    /// Rotary dialling as hook operations: 60 ms break, 40 ms make, 700 ms between digits.
+    fn schedule_pulses(&mut self, now: u64, digits: &str) {
+        let mut at = now + 100;
+        for digit in digits.chars() {
+            let count = match digit.to_digit(10) {
+                Some(0) => 10,
+                Some(n) => u64::from(n),
+                None => continue, // * and # cannot be pulse-dialled
+            };
+            for _ in 0..count {
+                self.pulses.push_back((at, false));
+                self.pulses.push_back((at + 60, true));
+                at += 100;
+            }
+            at += 700;
+        }
     }
 }

@@ -24,6 +24,10 @@ const LINE_DEBOUNCE_MS: u64 = 64;
 const RED_ALARM_MS: u64 = 1000;
 /// Caller ID starts this long after the first ring ends (GR-30: at least 500 ms).
 const CALLER_ID_DELAY_MS: u64 = 600;
+/// A loop break shorter than this is a dial pulse; longer is a hangup (ms).
+const PULSE_BREAK_MAX_MS: u64 = 300;
+/// The loop closed this long after the last pulse ends a pulse-dialled digit (ms).
+const PULSE_DIGIT_GAP_MS: u64 = 300;
 
 /// The central office side of one line.
 #[derive(Debug)]
@@ -47,6 +51,10 @@ pub(super) struct CentralOffice {
     /// The gateway's loop is closed (off hook).
     pub(super) loop_closed: bool,
     last_hangup: Option<u64>,
+    /// The loop opened at this time while seized: a dial pulse, or a hangup once it lasts.
+    open_since: Option<u64>,
+    pulses: u8,
+    last_make: Option<u64>,
     /// Audio the office sends toward the gateway.
     pub(super) outgoing: VecDeque<i16>,
     /// A tone the office plays continuously (dial tone, busy).
@@ -74,6 +82,9 @@ impl Default for CentralOffice {
             caller_id_at: None,
             loop_closed: false,
             last_hangup: None,
+            open_since: None,
+            pulses: 0,
+            last_make: None,
             outgoing: VecDeque::new(),
             tone: None,
             digits: String::new(),
@@ -121,6 +132,15 @@ impl CentralOffice {
         }
         self.loop_closed = closed;
         if closed {
+            if let Some(opened) = self.open_since.take() {
+                if now - opened < PULSE_BREAK_MAX_MS {
+                    // A short break on a seized line: one rotary dial pulse.
+                    self.pulses = (self.pulses + 1).min(10);
+                    self.last_make = Some(now);
+                    return;
+                }
+                self.hang_up(opened);
+            }
             if self.ringing.take().is_some() {
                 self.ring_voltage = false;
                 self.caller_id = None;
@@ -130,10 +150,18 @@ impl CentralOffice {
                 self.digits.clear();
             }
         } else {
-            self.last_hangup = Some(now);
-            self.tone = None;
-            self.outgoing.clear();
+            // A hangup, unless the loop closes again soon (a dial pulse).
+            self.open_since = Some(now);
         }
+    }
+
+    /// The loop has been open long enough to be a hangup.
+    fn hang_up(&mut self, opened: u64) {
+        self.last_hangup = Some(opened);
+        self.tone = None;
+        self.outgoing.clear();
+        self.pulses = 0;
+        self.last_make = None;
     }
 }
 
@@ -167,11 +195,32 @@ pub(super) fn tick(port: &mut Port, now: u64) {
             events.push(event::POLARITY);
         }
     }
+    // A loop left open is a hangup; a pause after pulses ends a digit.
+    if let Some(opened) = co.open_since {
+        if now - opened >= PULSE_BREAK_MAX_MS {
+            co.open_since = None;
+            co.hang_up(opened);
+        }
+    }
+    if let Some(made) = co.last_make {
+        if co.loop_closed && now - made >= PULSE_DIGIT_GAP_MS && co.pulses > 0 {
+            let digit = if co.pulses == 10 {
+                '0'
+            } else {
+                (b'0' + co.pulses) as char
+            };
+            co.digits.push(digit);
+            co.pulses = 0;
+            co.last_make = None;
+            co.tone = None;
+        }
+    }
     // Ringing voltage, burst by burst.
     if let Some((since, [on_ms, off_ms])) = co.ringing {
         let voltage = (now - since) % (on_ms + off_ms) < on_ms;
         let debounced = co
             .last_hangup
+            .or(co.open_since)
             .is_some_and(|at| now - at < RING_DEBOUNCE_AFTER_HANGUP_MS);
         if voltage != co.ring_voltage {
             co.ring_voltage = voltage;
