@@ -1,7 +1,7 @@
 //! The tokio glue: binds the transports, restores registrations, and drives the sans-IO
 //! [`Engine`] with real time. The only place where the SIP core meets sockets and clocks.
 
-use crate::config::{Config, ConfigError, TransportName};
+use crate::config::{AnalogConfig, Config, ConfigError, PortKind, TransportName};
 use crate::engine::{Engine, Now};
 use crate::store::{CallStore, Store, StoreError, StoreWriter};
 use crate::transport::tcp::TcpTransport;
@@ -23,6 +23,12 @@ pub enum RunError {
     /// The database could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// /etc/dahdi/system.conf is unreadable or malformed.
+    #[error(transparent)]
+    SystemConf(#[from] telephony_hw::dahdi::system_conf::SystemConfError),
+    /// The analog port configuration is unusable.
+    #[error("analog ports: {0}")]
+    AnalogPorts(#[from] telephony_hw::dahdi::ports::PlanError),
     /// A listening socket could not be bound.
     #[error("cannot listen on {protocol} {addr}: {source} (is another process using the port, or is the address not local?)")]
     Bind {
@@ -35,8 +41,59 @@ pub enum RunError {
     },
 }
 
+/// Checks and logs the analog ports: system.conf merged with `[analog]` overrides.
+fn analog_ports(analog: &AnalogConfig) -> Result<(), RunError> {
+    use telephony_hw::dahdi::ports::{plan, PortOverride};
+    use telephony_hw::dahdi::system_conf::{Signalling, SystemConf};
+    let conf = if analog.system_conf.exists() {
+        SystemConf::load(&analog.system_conf)?
+    } else {
+        tracing::warn!(
+            "{} not found: only the [[analog.port]] entries of the config define analog ports",
+            analog.system_conf.display()
+        );
+        SystemConf::default()
+    };
+    let overrides: Vec<PortOverride> = analog
+        .ports
+        .iter()
+        .map(|port| PortOverride {
+            channel: port.channel,
+            signalling: port.kind.map(|kind| match kind {
+                PortKind::Phone => Signalling::FxoKs,
+                PortKind::Line => Signalling::FxsKs,
+            }),
+            zone: port.zone.clone(),
+        })
+        .collect();
+    for port in plan(&conf, analog.zone.as_deref(), &overrides)? {
+        let kind = if port.signalling.is_phone_port() {
+            "phone"
+        } else {
+            "line"
+        };
+        tracing::info!(
+            "analog port {}: {kind} port ({:?} signalling), tone zone {}",
+            port.channel,
+            port.signalling,
+            port.zone.name
+        );
+    }
+    if !analog.dahdi_dir.exists() {
+        tracing::warn!(
+            "{} not found: the DAHDI kernel modules are not loaded on this machine",
+            analog.dahdi_dir.display()
+        );
+    }
+    tracing::info!("analog ports are configured; calls on them are not handled yet");
+    Ok(())
+}
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    if let Some(analog) = &config.analog {
+        analog_ports(analog)?;
+    }
     let now = Now::system();
     let mut store = Store::open(&config.database.path)?;
     let bindings = store.load_bindings(now.unix())?;

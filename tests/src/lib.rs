@@ -58,6 +58,8 @@ pub struct GatewayOptions {
     pub ring_timeout_secs: u64,
     /// `sip.max_message_size`.
     pub max_message_size: usize,
+    /// TOML appended to the config (extra sections).
+    pub extra: String,
 }
 
 impl Default for GatewayOptions {
@@ -66,6 +68,7 @@ impl Default for GatewayOptions {
             min_expires_secs: 1,
             ring_timeout_secs: 30,
             max_message_size: 65_535,
+            extra: String::new(),
         }
     }
 }
@@ -80,8 +83,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a gateway with the quick-start extensions 201-204 on a free port.
-    pub fn start(options: GatewayOptions) -> Gateway {
+    /// Writes the quick-start config with `options` into a new temporary directory.
+    fn configure(options: &GatewayOptions) -> (tempfile::TempDir, u16, PathBuf) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
         let config = dir.path().join("gateway.toml");
@@ -108,7 +111,34 @@ impl Gateway {
                     options.max_message_size
                 ),
             );
+        let text = format!("{text}\n{}\n", options.extra);
         std::fs::write(&config, text).expect("write config");
+        (dir, port, config)
+    }
+
+    /// Runs the binary on a config that must be refused; returns what it printed.
+    pub fn start_failing(options: GatewayOptions) -> String {
+        let (dir, _, config) = Gateway::configure(&options);
+        let mut child = spawn_gateway(&config, dir.path());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the gateway") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the gateway did not refuse the config within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+        assert!(!status.success(), "the gateway accepted the config:\n{log}");
+        log
+    }
+
+    /// Starts a gateway with the quick-start extensions 201-204 on a free port.
+    pub fn start(options: GatewayOptions) -> Gateway {
+        let (dir, port, config) = Gateway::configure(&options);
         let mut gateway = Gateway {
             child: spawn_gateway(&config, dir.path()),
             port,

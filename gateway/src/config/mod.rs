@@ -100,6 +100,59 @@ pub struct Config {
     /// The extensions (SIP phones) served.
     #[serde(default, rename = "extension")]
     pub extensions: Vec<ExtensionConfig>,
+    /// Analog ports (DAHDI), if this gateway has any.
+    #[serde(default)]
+    pub analog: Option<AnalogConfig>,
+}
+
+/// `[analog]`: the DAHDI ports, as /etc/dahdi/system.conf configures them, with overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalogConfig {
+    /// DAHDI's port configuration file.
+    #[serde(default = "default_system_conf")]
+    pub system_conf: PathBuf,
+    /// Where DAHDI's device nodes live.
+    #[serde(default = "default_dahdi_dir")]
+    pub dahdi_dir: PathBuf,
+    /// Tone zone for every port, instead of system.conf's loadzone/defaultzone.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Per-port overrides.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<AnalogPortConfig>,
+}
+
+/// `[[analog.port]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalogPortConfig {
+    /// DAHDI channel number.
+    pub channel: u32,
+    /// `phone` (FXS port, fxoks signalling) or `line` (FXO port, fxsks signalling).
+    #[serde(default)]
+    pub kind: Option<PortKind>,
+    /// Tone zone for this port.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// What is plugged into an analog port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// An analog phone (FXS hardware, FXO kewlstart signalling).
+    Phone,
+    /// A PSTN line (FXO hardware, FXS kewlstart signalling).
+    Line,
+}
+
+fn default_system_conf() -> PathBuf {
+    PathBuf::from("/etc/dahdi/system.conf")
+}
+
+fn default_dahdi_dir() -> PathBuf {
+    PathBuf::from("/dev/dahdi")
 }
 
 /// `[node]`
@@ -432,6 +485,44 @@ impl Config {
                 ));
             }
         }
+        if let Some(analog) = &self.analog {
+            let zone_problem = |name: &str| {
+                let known: Vec<&str> = telephony_hw::dsp::tones::zones()
+                    .iter()
+                    .map(|z| z.name)
+                    .collect();
+                format!("unknown tone zone {name:?} (known: {})", known.join(", "))
+            };
+            if let Some(zone) = analog
+                .zone
+                .as_deref()
+                .filter(|z| telephony_hw::dsp::tones::zone(z).is_none())
+            {
+                return Err(invalid("analog.zone", zone_problem(zone)));
+            }
+            let mut channels = BTreeSet::new();
+            for (i, port) in analog.ports.iter().enumerate() {
+                if port.channel == 0 || !channels.insert(port.channel) {
+                    return Err(invalid(
+                        &format!("analog.port[{i}].channel"),
+                        format!(
+                            "{} must be a positive channel number, listed once",
+                            port.channel
+                        ),
+                    ));
+                }
+                if let Some(zone) = port
+                    .zone
+                    .as_deref()
+                    .filter(|z| telephony_hw::dsp::tones::zone(z).is_none())
+                {
+                    return Err(invalid(
+                        &format!("analog.port[{i}].zone"),
+                        zone_problem(zone),
+                    ));
+                }
+            }
+        }
         let mut seen = BTreeSet::new();
         for (i, ext) in self.extensions.iter().enumerate() {
             let key = |field: &str| format!("extension[{i}].{field}");
@@ -526,6 +617,19 @@ password = "pw201"
             err.contains("extension[1].number") && err.contains("twice"),
             "{err}"
         );
+
+        let zone = format!("{MINIMAL}[analog]\nzone = \"atlantis\"\n");
+        let err = load(&zone).unwrap_err().to_string();
+        assert!(
+            err.contains("analog.zone") && err.contains("atlantis"),
+            "{err}"
+        );
+        let twice =
+            format!("{MINIMAL}[[analog.port]]\nchannel = 1\n[[analog.port]]\nchannel = 1\n");
+        let err = load(&twice).unwrap_err().to_string();
+        assert!(err.contains("analog.port[1].channel"), "{err}");
+        let kind = format!("{MINIMAL}[[analog.port]]\nchannel = 1\nkind = \"modem\"\n");
+        assert!(load(&kind).unwrap_err().to_string().contains("modem"));
 
         let bad_alg = MINIMAL.replace("[sip]", "[auth]\nalgorithms = [\"SHA-1\"]\n[sip]");
         let err = load(&bad_alg).unwrap_err().to_string();

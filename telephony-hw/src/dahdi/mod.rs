@@ -5,4 +5,5 @@ pub mod abi;
 pub mod channel;
 pub mod emulator;
 pub mod ioctl;
+pub mod ports;
 pub mod system_conf;
