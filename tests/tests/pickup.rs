@@ -4,6 +4,27 @@
 
 use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp};
 
+/// A SIPp picker `ext` (password `pw<ext>`) dialling `code` with `scenario`.
+fn picker(scenario: &str, code: &str, ext: &str) -> Sipp {
+    Sipp::new(scenario, free_port())
+        .service(code)
+        .credentials(ext, &format!("pw{ext}"))
+        .key("caller", ext)
+}
+
+/// The `gateway cdr` table and the fields of its newest row.
+fn last_cdr(gateway: &Gateway) -> (String, Vec<String>) {
+    let cdrs = gateway.cdrs();
+    let fields = cdrs
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    (cdrs, fields)
+}
+
 /// 201 registered and ringing with a call from 204; returns (callee, caller) SIPp runs.
 fn ringing(
     gateway: &Gateway,
@@ -27,10 +48,7 @@ fn ringing(
 fn group_pickup_with_replaces() {
     let mut gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
-    Sipp::new("uac_pickup.xml", free_port())
-        .service("*8")
-        .credentials("202", "pw202")
-        .key("caller", "202")
+    picker("uac_pickup.xml", "*8", "202")
         .out_of_call("uas_replaces.xml")
         .run(&gateway);
     caller.wait();
@@ -38,9 +56,7 @@ fn group_pickup_with_replaces() {
     // The caller got its 200 OK to the BYE: the CDR must already be on disk.
     gateway.kill();
     callee.wait();
-    let cdrs = gateway.cdrs();
-    let row = cdrs.lines().nth(1).unwrap_or_default();
-    let fields: Vec<&str> = row.split_whitespace().collect();
+    let (cdrs, fields) = last_cdr(&gateway);
     assert_eq!(
         &fields[2..8],
         ["204", "201", "202", "group", "202", "answered"],
@@ -52,20 +68,10 @@ fn group_pickup_with_replaces() {
 fn directed_pickup_without_replaces_is_bridged() {
     let gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
-    Sipp::new("uac_pickup_bridge.xml", free_port())
-        .service("**201")
-        .credentials("203", "pw203")
-        .key("caller", "203")
-        .run(&gateway);
+    picker("uac_pickup_bridge.xml", "**201", "203").run(&gateway);
     caller.wait();
     callee.wait();
-    let cdrs = gateway.cdrs();
-    let fields: Vec<&str> = cdrs
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let (cdrs, fields) = last_cdr(&gateway);
     assert_eq!(
         &fields[2..8],
         ["204", "201", "203", "directed", "203", "answered"],
@@ -83,10 +89,7 @@ fn an_extension_outside_the_group_cannot_pick_up() {
     let phone = free_port();
     register(&gateway, "201", phone, 600, 200);
     let callee = Sipp::new("uas_ring_cancel.xml", phone).spawn(&gateway);
-    let caller = Sipp::new("uac_fail.xml", free_port())
-        .service("201")
-        .credentials("203", "pw203")
-        .key("caller", "203")
+    let caller = picker("uac_fail.xml", "201", "203")
         .expect(480)
         .spawn(&gateway);
     gateway.wait_for_log("ringing 1 contact(s)");
@@ -107,10 +110,7 @@ fn an_extension_outside_the_group_cannot_pick_up() {
 fn a_picker_phone_rejecting_replaces_is_bridged_instead() {
     let gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
-    Sipp::new("uac_pickup_fallback.xml", free_port())
-        .service("*8")
-        .credentials("202", "pw202")
-        .key("caller", "202")
+    picker("uac_pickup_fallback.xml", "*8", "202")
         .out_of_call("uas_replaces_reject.xml")
         .fill("@REJECT@", "420")
         .run(&gateway);
@@ -125,17 +125,11 @@ fn the_caller_hanging_up_during_a_pickup_ends_the_picker_dialogs() {
     let phone = free_port();
     register(&gateway, "201", phone, 600, 200);
     let callee = Sipp::new("uas_ring_picked.xml", phone).spawn(&gateway);
-    let caller = Sipp::new("uac_cancel.xml", free_port())
-        .service("201")
-        .credentials("204", "pw204")
-        .key("caller", "204")
+    let caller = picker("uac_cancel.xml", "201", "204")
         .fill("@CANCEL_AFTER_MS@", "1500")
         .spawn(&gateway);
     gateway.wait_for_log("ringing 1 contact(s)");
-    Sipp::new("uac_pickup_abandoned.xml", free_port())
-        .service("*8")
-        .credentials("202", "pw202")
-        .key("caller", "202")
+    picker("uac_pickup_abandoned.xml", "*8", "202")
         .expect(480)
         .out_of_call("uas_replaces_cancelled.xml")
         .run(&gateway);
@@ -149,21 +143,12 @@ fn a_blf_key_invite_with_replaces_takes_the_call() {
     let gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
     let leg = callee.wait_for_log_line("ringing leg");
-    Sipp::new("uac_blf.xml", free_port())
-        .service("201")
-        .credentials("203", "pw203")
-        .key("caller", "203")
+    picker("uac_blf.xml", "201", "203")
         .key("leg", &leg)
         .run(&gateway);
     caller.wait();
     callee.wait();
-    let cdrs = gateway.cdrs();
-    let fields: Vec<&str> = cdrs
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let (cdrs, fields) = last_cdr(&gateway);
     assert_eq!(
         &fields[2..8],
         ["204", "201", "203", "replaces", "203", "answered"],
@@ -174,10 +159,7 @@ fn a_blf_key_invite_with_replaces_takes_the_call() {
 #[test]
 fn nothing_to_pick_up_is_480() {
     let gateway = Gateway::start(GatewayOptions::default());
-    Sipp::new("uac_fail.xml", free_port())
-        .service("*8")
-        .credentials("202", "pw202")
-        .key("caller", "202")
+    picker("uac_fail.xml", "*8", "202")
         .expect(480)
         .run(&gateway);
 }
@@ -194,17 +176,11 @@ fn a_declined_pickup_rings_the_callee_again() {
     let callee = Sipp::new("uas_ring_cancel.xml", phone)
         .calls(2)
         .spawn(&gateway);
-    let caller = Sipp::new("uac_fail.xml", free_port())
-        .service("201")
-        .credentials("204", "pw204")
-        .key("caller", "204")
+    let caller = picker("uac_fail.xml", "201", "204")
         .expect(480)
         .spawn(&gateway);
     gateway.wait_for_log("ringing 1 contact(s)");
-    Sipp::new("uac_pickup_abandoned.xml", free_port())
-        .service("*8")
-        .credentials("202", "pw202")
-        .key("caller", "202")
+    picker("uac_pickup_abandoned.xml", "*8", "202")
         .expect(480)
         .out_of_call("uas_replaces_reject.xml")
         .fill("@REJECT@", "603")
@@ -236,34 +212,18 @@ fn two_pickers_at_once_exactly_one_wins() {
     callee.wait();
     let log = gateway.log();
     assert_eq!(log.matches("bridged to the picker").count(), 1, "{log}");
-    let cdrs = gateway.cdrs();
-    let fields: Vec<&str> = cdrs
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert!(["202", "203"].contains(&fields[4]), "{cdrs}");
+    let (cdrs, fields) = last_cdr(&gateway);
+    assert!(["202", "203"].contains(&fields[4].as_str()), "{cdrs}");
 }
 
 #[test]
 fn a_callee_answering_during_the_pickup_is_acked_and_byed() {
     let gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_answer_crossing_cancel.xml", "uac_call.xml");
-    Sipp::new("uac_pickup_bridge.xml", free_port())
-        .service("**201")
-        .credentials("203", "pw203")
-        .key("caller", "203")
-        .run(&gateway);
+    picker("uac_pickup_bridge.xml", "**201", "203").run(&gateway);
     caller.wait();
     callee.wait();
-    let cdrs = gateway.cdrs();
-    let fields: Vec<&str> = cdrs
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let (cdrs, fields) = last_cdr(&gateway);
     assert_eq!(fields[4], "203", "the picker keeps the call: {cdrs}");
 }
 
@@ -271,10 +231,7 @@ fn a_callee_answering_during_the_pickup_is_acked_and_byed() {
 fn a_silent_picker_phone_is_bridged_after_a_few_seconds() {
     let gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
-    Sipp::new("uac_pickup_fallback.xml", free_port())
-        .service("*8")
-        .credentials("202", "pw202")
-        .key("caller", "202")
+    picker("uac_pickup_fallback.xml", "*8", "202")
         .out_of_call("uas_replaces_silent.xml")
         .run(&gateway);
     caller.wait();

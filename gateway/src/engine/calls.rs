@@ -38,13 +38,6 @@ fn route_to(binding: &Binding) -> Peer {
     binding.source
 }
 
-/// A name-addr without its tag parameter, as a dialog's local/remote URI.
-pub(super) fn without_tag(value: &NameAddrValue) -> String {
-    let mut value = value.clone();
-    value.params.retain(|(name, _)| name != "tag");
-    value.to_string()
-}
-
 /// The reason phrase of a response.
 pub(super) fn reason_of(msg: &SipMessage) -> String {
     match &msg.start {
@@ -81,8 +74,8 @@ fn disposition_of(code: u16) -> &'static str {
 
 impl Engine {
     pub(super) fn on_invite(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
-        let (Some(from), Some(to)) = (msg.from_header(), msg.to_header()) else {
-            self.reply(now, tx, 400, "Bad Request (malformed From or To)");
+        let Some(from) = msg.from_header() else {
+            self.reply(now, tx, 400, "Bad Request (malformed From)");
             return;
         };
         let claimed = from.user();
@@ -116,18 +109,9 @@ impl Engine {
             self.reply(now, tx, 480, "Temporarily Unavailable");
             return;
         }
-        let a = Dialog {
-            call_id: msg.call_id().unwrap_or_default().to_string(),
-            local_tag: ids::tag(),
-            remote_tag: from.tag().map(str::to_string),
-            local_uri: without_tag(&to),
-            remote_uri: without_tag(&from),
-            remote_target: msg
-                .contacts()
-                .and_then(|c| c.first().map(|c| c.uri.clone()))
-                .unwrap_or_else(|| from.uri.clone()),
-            local_cseq: 0,
-            peer,
+        let Some(a) = Dialog::answering(&msg, ids::tag(), peer) else {
+            self.reply(now, tx, 400, "Bad Request (malformed From or To)");
+            return;
         };
         let caller = Party {
             display: self

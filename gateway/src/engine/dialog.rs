@@ -66,6 +66,22 @@ pub struct Dialog {
 }
 
 impl Dialog {
+    /// Our (UAS) side of the dialog a request creates: its From is the far end, its To is
+    /// us with `local_tag`. None when From or To do not parse.
+    pub fn answering(request: &SipMessage, local_tag: String, peer: Peer) -> Option<Dialog> {
+        let (from, to) = (request.from_header()?, request.to_header()?);
+        Some(Dialog {
+            call_id: request.call_id().unwrap_or_default().to_string(),
+            local_tag,
+            remote_tag: from.tag().map(str::to_string),
+            local_uri: to.without_tag(),
+            remote_uri: from.without_tag(),
+            remote_target: request.remote_target()?,
+            local_cseq: 0,
+            peer,
+        })
+    }
+
     /// Builds an in-dialog request; `cseq` None takes the next number.
     pub fn request(
         &mut self,

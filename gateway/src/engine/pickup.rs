@@ -11,7 +11,6 @@
 //! 200 and bridged. A pickup that fails after the legs were cancelled rings them again.
 
 use super::call::{ClientRole, Fork, Pickup, PickupRecord, Side};
-use super::calls::without_tag;
 use super::dialog::{copy_body, Dialog};
 use super::{add_capabilities, sdp, Engine, Now};
 use crate::config::PickupMode;
@@ -251,11 +250,8 @@ impl Engine {
             local_tag: ids::tag(),
             remote_tag: None,
             local_uri: caller.clone(),
-            remote_uri: without_tag(&from),
-            remote_target: request
-                .contacts()
-                .and_then(|c| c.first().map(|c| c.uri.clone()))
-                .unwrap_or_else(|| from.uri.clone()),
+            remote_uri: from.without_tag(),
+            remote_target: request.remote_target().unwrap_or_else(|| from.uri.clone()),
             local_cseq: 0,
             peer: pickup.peer,
         };
@@ -365,21 +361,8 @@ impl Engine {
         let (Some(call_id), Some(request)) = (pickup.call, self.tx.request(pickup.tx)) else {
             return;
         };
-        let (Some(from), Some(to)) = (request.from_header(), request.to_header()) else {
+        let Some(dialog) = Dialog::answering(request, pickup.dummy_tag.clone(), pickup.peer) else {
             return;
-        };
-        let dialog = Dialog {
-            call_id: request.call_id().unwrap_or_default().to_string(),
-            local_tag: pickup.dummy_tag.clone(),
-            remote_tag: from.tag().map(str::to_string),
-            local_uri: without_tag(&to),
-            remote_uri: without_tag(&from),
-            remote_target: request
-                .contacts()
-                .and_then(|c| c.first().map(|c| c.uri.clone()))
-                .unwrap_or_else(|| from.uri.clone()),
-            local_cseq: 0,
-            peer: pickup.peer,
         };
         let mut ok = request.response(200, "OK", Some(&pickup.dummy_tag));
         ok.set_header(Name::CONTACT, self.local.contact(pickup.peer));

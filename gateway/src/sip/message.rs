@@ -223,6 +223,13 @@ impl NameAddrValue {
         self.param("tag")
     }
 
+    /// This value without its `tag` parameter, as a dialog's local or remote URI.
+    pub fn without_tag(&self) -> String {
+        let mut value = self.clone();
+        value.params.retain(|(name, _)| name != "tag");
+        value.to_string()
+    }
+
     /// The URI parsed as a SIP URI, if its scheme is sip/sips.
     pub fn sip_uri(&self) -> Option<SipUri> {
         SipUri::parse_str(&self.uri).ok()
@@ -620,6 +627,14 @@ impl SipMessage {
                 }
             })
             .collect()
+    }
+
+    /// Where requests in a dialog created by this message go: its first Contact's URI, else
+    /// its From URI.
+    pub fn remote_target(&self) -> Option<String> {
+        self.contacts()
+            .and_then(|c| c.into_iter().next().map(|c| c.uri))
+            .or_else(|| self.from_header().map(|from| from.uri))
     }
 
     /// Max-Forwards as a number, if present and valid.

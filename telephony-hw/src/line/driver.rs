@@ -12,6 +12,49 @@ use crate::dsp::g711::Law;
 use crate::dsp::tones::{TonePlayer, Zone};
 use std::collections::VecDeque;
 
+/// What a channel delivered.
+enum Input<'a> {
+    /// One block of decoded audio.
+    Audio(&'a [i16]),
+    /// A DAHDI event.
+    Event(i32),
+}
+
+/// Reads every block and event the channel has ready, in order.
+fn drain(
+    channel: &mut impl Channel,
+    law: Law,
+    mut on_input: impl FnMut(Input<'_>),
+) -> Result<(), ChannelError> {
+    let mut block = [0u8; BLOCK_SIZE];
+    let mut pcm = [0i16; BLOCK_SIZE];
+    loop {
+        match channel.read(&mut block) {
+            Ok(n) => {
+                law.decode(&block[..n], &mut pcm[..n]);
+                on_input(Input::Audio(&pcm[..n]));
+            }
+            Err(ChannelError::EventPending) => on_input(Input::Event(channel.get_event()?)),
+            Err(ChannelError::WouldBlock) => return Ok(()),
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// Writes one block; a full buffer or a pending event just drops it (the next comes in 20 ms).
+fn write_block(
+    channel: &mut impl Channel,
+    law: Law,
+    samples: &[i16; BLOCK_SIZE],
+) -> Result<(), ChannelError> {
+    let mut block = [0u8; BLOCK_SIZE];
+    law.encode(samples, &mut block);
+    match channel.write(&block) {
+        Ok(_) | Err(ChannelError::WouldBlock) | Err(ChannelError::EventPending) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
 /// Drives one phone port.
 pub struct PhonePortDriver<C: Channel> {
     channel: C,
@@ -56,33 +99,24 @@ impl<C: Channel> PhonePortDriver<C> {
 
     /// One 20 ms step at `now` (ms): returns what the control plane must hear about.
     pub fn step(&mut self, now: u64) -> Result<Vec<PhoneAction>, ChannelError> {
-        let mut block = [0u8; BLOCK_SIZE];
-        let mut pcm = [0i16; BLOCK_SIZE];
-        loop {
-            match self.channel.read(&mut block) {
-                Ok(n) => {
-                    self.law.decode(&block[..n], &mut pcm[..n]);
-                    let (line, detector) = (&mut self.line, &mut self.detector);
-                    detector.process(&pcm[..n], |e| {
-                        if let DtmfEvent::Down(digit) = e {
-                            line.handle_dtmf(now, digit);
-                        }
-                    });
+        let (line, detector, rings_ended) =
+            (&mut self.line, &mut self.detector, &mut self.rings_ended);
+        drain(&mut self.channel, self.law, |input| match input {
+            Input::Audio(pcm) => detector.process(pcm, |e| {
+                if let DtmfEvent::Down(digit) = e {
+                    line.handle_dtmf(now, digit);
                 }
-                Err(ChannelError::EventPending) => {
-                    let e = self.channel.get_event()?;
-                    if e == event::RINGEROFF {
-                        self.rings_ended += 1;
-                        if self.rings_ended == 1 {
-                            self.line.handle_first_ring_end();
-                        }
+            }),
+            Input::Event(e) => {
+                if e == event::RINGEROFF {
+                    *rings_ended += 1;
+                    if *rings_ended == 1 {
+                        line.handle_first_ring_end();
                     }
-                    self.line.handle_event(now, e);
                 }
-                Err(ChannelError::WouldBlock) => break,
-                Err(other) => return Err(other),
+                line.handle_event(now, e);
             }
-        }
+        })?;
         self.line.handle_timeout(now);
         let notices = self.perform()?;
         let mut out = [0i16; BLOCK_SIZE];
@@ -94,11 +128,7 @@ impl<C: Channel> PhonePortDriver<C> {
                 tone.fill(&mut out);
             }
         }
-        self.law.encode(&out, &mut block);
-        match self.channel.write(&block) {
-            Ok(_) | Err(ChannelError::WouldBlock) | Err(ChannelError::EventPending) => {}
-            Err(other) => return Err(other),
-        }
+        write_block(&mut self.channel, self.law, &out)?;
         Ok(notices)
     }
 
@@ -189,22 +219,11 @@ impl<C: Channel> LinePortDriver<C> {
 
     /// One 20 ms step at `now` (ms): returns what the control plane must hear about.
     pub fn step(&mut self, now: u64) -> Result<Vec<LineAction>, ChannelError> {
-        let mut block = [0u8; BLOCK_SIZE];
-        let mut pcm = [0i16; BLOCK_SIZE];
-        loop {
-            match self.channel.read(&mut block) {
-                Ok(n) => {
-                    self.law.decode(&block[..n], &mut pcm[..n]);
-                    self.line.handle_audio(&pcm[..n]);
-                }
-                Err(ChannelError::EventPending) => {
-                    let e = self.channel.get_event()?;
-                    self.line.handle_event(now, e);
-                }
-                Err(ChannelError::WouldBlock) => break,
-                Err(other) => return Err(other),
-            }
-        }
+        let line = &mut self.line;
+        drain(&mut self.channel, self.law, |input| match input {
+            Input::Audio(pcm) => line.handle_audio(pcm),
+            Input::Event(e) => line.handle_event(now, e),
+        })?;
         self.line.handle_timeout(now);
         let notices = self.perform(now)?;
         while let Some(&(at, closed)) = self.pulses.front() {
@@ -223,11 +242,7 @@ impl<C: Channel> LinePortDriver<C> {
             self.dialling = false;
             self.line.digits_sent();
         }
-        self.law.encode(&out, &mut block);
-        match self.channel.write(&block) {
-            Ok(_) | Err(ChannelError::WouldBlock) | Err(ChannelError::EventPending) => {}
-            Err(other) => return Err(other),
-        }
+        write_block(&mut self.channel, self.law, &out)?;
         Ok(notices)
     }
 
