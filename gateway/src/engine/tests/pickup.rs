@@ -23,6 +23,15 @@ fn ringing_call_from(h: &mut Harness, caller: &str) -> SipMessage {
     b_invite
 }
 
+/// 204 calls 201, 202 dials `*8` advertising Replaces: returns the INVITE with Replaces.
+fn picked_with_replaces() -> (Harness, SipMessage) {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    (h, replaces_invite)
+}
+
 /// `picker` dials `code` from `port`; `replaces` adds `Supported: replaces`.
 fn pick(
     h: &mut Harness,
@@ -262,10 +271,7 @@ fn two_pickers_at_once_one_wins() {
 
 #[test]
 fn a_rejected_replaces_invite_rings_the_callee_again() {
-    let mut h = Harness::office();
-    ringing_call(&mut h);
-    let out = pick(&mut h, "202", "*8", 5072, true);
-    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    let (mut h, replaces_invite) = picked_with_replaces();
     h.send(
         udp(5072),
         &answer(&replaces_invite, 603, "Decline", "pk", 5072, ""),
@@ -286,10 +292,7 @@ fn a_rejected_replaces_invite_rings_the_callee_again() {
 
 #[test]
 fn an_unsupported_replaces_falls_back_to_bridging() {
-    let mut h = Harness::office();
-    ringing_call(&mut h);
-    let out = pick(&mut h, "202", "*8", 5072, true);
-    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    let (mut h, replaces_invite) = picked_with_replaces();
     h.send(
         udp(5072),
         &answer(&replaces_invite, 420, "Bad Extension", "pk", 5072, ""),
@@ -318,10 +321,7 @@ fn a_silent_picker_falls_back_after_a_few_seconds_but_a_ringing_one_is_waited_fo
         statuses(&out)
     );
 
-    let mut h = Harness::office();
-    ringing_call(&mut h);
-    let out = pick(&mut h, "202", "*8", 5072, true);
-    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    let (mut h, replaces_invite) = picked_with_replaces();
     h.send(
         udp(5072),
         &answer(&replaces_invite, 180, "Ringing", "pk", 5072, ""),
@@ -336,10 +336,7 @@ fn a_silent_picker_falls_back_after_a_few_seconds_but_a_ringing_one_is_waited_fo
 
 #[test]
 fn the_caller_hanging_up_ends_every_picker_dialog() {
-    let mut h = Harness::office();
-    ringing_call(&mut h);
-    let out = pick(&mut h, "202", "*8", 5072, true);
-    let replaces_invite = requests(&out, "INVITE")[0].1.clone();
+    let (mut h, replaces_invite) = picked_with_replaces();
     h.send(
         udp(5072),
         &answer(&replaces_invite, 180, "Ringing", "pk", 5072, ""),
