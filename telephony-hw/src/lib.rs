@@ -11,3 +11,4 @@
 pub mod dahdi;
 pub mod dsp;
 pub mod line;
+pub mod media;
