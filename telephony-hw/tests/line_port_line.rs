@@ -8,7 +8,7 @@ use telephony_hw::dahdi::emulator::{EmulatedCard, EmulatedChannel};
 use telephony_hw::dahdi::system_conf::SystemConf;
 use telephony_hw::dsp::callerid::CallerId;
 use telephony_hw::dsp::tones::zone;
-use telephony_hw::line::driver::{DialMode, LinePortDriver};
+use telephony_hw::line::driver::{DialMode, LinePortDriver, NoCallAudio};
 use telephony_hw::line::line_port::{Disconnect, LineAction, LineCommand};
 
 const LINE: u32 = 3;
@@ -35,7 +35,11 @@ impl Bench {
         let mut notices = Vec::new();
         for _ in 0..ms / 20 {
             self.card.advance(20);
-            notices.extend(self.driver.step(self.card.now_ms()).unwrap());
+            notices.extend(
+                self.driver
+                    .step(self.card.now_ms(), &mut NoCallAudio)
+                    .unwrap(),
+            );
         }
         notices
     }

@@ -8,7 +8,7 @@ use telephony_hw::dahdi::system_conf::SystemConf;
 use telephony_hw::dsp::callerid::{decode_spill, demodulate, CallerId, Modem};
 use telephony_hw::dsp::tones::{zone, Progress, ProgressDetector};
 use telephony_hw::line::dial_plan::DialPlan;
-use telephony_hw::line::driver::PhonePortDriver;
+use telephony_hw::line::driver::{NoCallAudio, PhonePortDriver};
 use telephony_hw::line::phone_port::{PhoneAction, PhoneCommand};
 
 struct Bench {
@@ -31,7 +31,11 @@ impl Bench {
         let mut notices = Vec::new();
         for _ in 0..ms / 20 {
             self.card.advance(20);
-            notices.extend(self.driver.step(self.card.now_ms()).unwrap());
+            notices.extend(
+                self.driver
+                    .step(self.card.now_ms(), &mut NoCallAudio)
+                    .unwrap(),
+            );
         }
         notices
     }

@@ -1,5 +1,6 @@
 //! Digital signal processing for analog lines, at 8 kHz.
 
+pub mod analysis;
 pub mod callerid;
 pub mod dtmf;
 pub mod g711;

@@ -12,6 +12,29 @@ use crate::dsp::g711::Law;
 use crate::dsp::tones::{TonePlayer, Zone};
 use std::collections::VecDeque;
 
+/// The call's audio as a driver sees it: what the line hears goes in, what the line plays
+/// comes out. The gateway's RTP session implements it while a call is connected.
+pub trait CallAudio {
+    /// Audio the line heard (one block, usually 20 ms).
+    fn heard_on_line(&mut self, samples: &[i16]);
+    /// A DTMF key heard on the line went down or up.
+    fn digit(&mut self, event: DtmfEvent);
+    /// Fills the next block the line plays when no tone or signal takes precedence.
+    fn play_to_line(&mut self, out: &mut [i16; BLOCK_SIZE]);
+}
+
+/// No call audio: the line hears silence and what it says goes nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCallAudio;
+
+impl CallAudio for NoCallAudio {
+    fn heard_on_line(&mut self, _samples: &[i16]) {}
+    fn digit(&mut self, _event: DtmfEvent) {}
+    fn play_to_line(&mut self, out: &mut [i16; BLOCK_SIZE]) {
+        out.fill(0);
+    }
+}
+
 /// What a channel delivered.
 enum Input<'a> {
     /// One block of decoded audio.
@@ -97,16 +120,25 @@ impl<C: Channel> PhonePortDriver<C> {
         self.perform()
     }
 
-    /// One 20 ms step at `now` (ms): returns what the control plane must hear about.
-    pub fn step(&mut self, now: u64) -> Result<Vec<PhoneAction>, ChannelError> {
+    /// One 20 ms step at `now` (ms), exchanging audio with `audio`: returns what the control
+    /// plane must hear about.
+    pub fn step(
+        &mut self,
+        now: u64,
+        audio: &mut impl CallAudio,
+    ) -> Result<Vec<PhoneAction>, ChannelError> {
         let (line, detector, rings_ended) =
             (&mut self.line, &mut self.detector, &mut self.rings_ended);
         drain(&mut self.channel, self.law, |input| match input {
-            Input::Audio(pcm) => detector.process(pcm, |e| {
-                if let DtmfEvent::Down(digit) = e {
-                    line.handle_dtmf(now, digit);
-                }
-            }),
+            Input::Audio(pcm) => {
+                audio.heard_on_line(pcm);
+                detector.process(pcm, |e| {
+                    audio.digit(e);
+                    if let DtmfEvent::Down(digit) = e {
+                        line.handle_dtmf(now, digit);
+                    }
+                })
+            }
             Input::Event(e) => {
                 if e == event::RINGEROFF {
                     *rings_ended += 1;
@@ -120,12 +152,14 @@ impl<C: Channel> PhonePortDriver<C> {
         self.line.handle_timeout(now);
         let notices = self.perform()?;
         let mut out = [0i16; BLOCK_SIZE];
-        for sample in out.iter_mut() {
-            *sample = self.outgoing.pop_front().unwrap_or(0);
-        }
         if self.outgoing.is_empty() {
-            if let Some(tone) = self.tone.as_mut() {
-                tone.fill(&mut out);
+            match self.tone.as_mut() {
+                Some(tone) => tone.fill(&mut out),
+                None => audio.play_to_line(&mut out),
+            }
+        } else {
+            for sample in out.iter_mut() {
+                *sample = self.outgoing.pop_front().unwrap_or(0);
             }
         }
         write_block(&mut self.channel, self.law, &out)?;
@@ -180,6 +214,7 @@ pub struct LinePortDriver<C: Channel> {
     line: LinePort,
     law: Law,
     dial_mode: DialMode,
+    detector: DtmfDetector,
     /// DTMF audio being dialled.
     outgoing: VecDeque<i16>,
     /// Pulse dialling: when to open (false) or close (true) the loop.
@@ -201,6 +236,7 @@ impl<C: Channel> LinePortDriver<C> {
             line: LinePort::new(zone, rings_before_offer),
             law: Law::Ulaw,
             dial_mode,
+            detector: DtmfDetector::default(),
             outgoing: VecDeque::new(),
             pulses: VecDeque::new(),
             dialling: false,
@@ -217,11 +253,20 @@ impl<C: Channel> LinePortDriver<C> {
         self.perform(now)
     }
 
-    /// One 20 ms step at `now` (ms): returns what the control plane must hear about.
-    pub fn step(&mut self, now: u64) -> Result<Vec<LineAction>, ChannelError> {
-        let line = &mut self.line;
+    /// One 20 ms step at `now` (ms), exchanging audio with `audio`: returns what the control
+    /// plane must hear about.
+    pub fn step(
+        &mut self,
+        now: u64,
+        audio: &mut impl CallAudio,
+    ) -> Result<Vec<LineAction>, ChannelError> {
+        let (line, detector) = (&mut self.line, &mut self.detector);
         drain(&mut self.channel, self.law, |input| match input {
-            Input::Audio(pcm) => line.handle_audio(pcm),
+            Input::Audio(pcm) => {
+                line.handle_audio(pcm);
+                audio.heard_on_line(pcm);
+                detector.process(pcm, |e| audio.digit(e));
+            }
             Input::Event(e) => line.handle_event(now, e),
         })?;
         self.line.handle_timeout(now);
@@ -235,8 +280,12 @@ impl<C: Channel> LinePortDriver<C> {
                 .hook(if closed { hook::OFFHOOK } else { hook::ONHOOK })?;
         }
         let mut out = [0i16; BLOCK_SIZE];
-        for sample in out.iter_mut() {
-            *sample = self.outgoing.pop_front().unwrap_or(0);
+        if self.outgoing.is_empty() && self.pulses.is_empty() {
+            audio.play_to_line(&mut out);
+        } else {
+            for sample in out.iter_mut() {
+                *sample = self.outgoing.pop_front().unwrap_or(0);
+            }
         }
         if self.dialling && self.outgoing.is_empty() && self.pulses.is_empty() {
             self.dialling = false;

@@ -29,6 +29,9 @@ const PULSE_BREAK_MAX_MS: u64 = 300;
 /// The loop closed this long after the last pulse ends a pulse-dialled digit (ms).
 const PULSE_DIGIT_GAP_MS: u64 = 300;
 
+/// The office keeps this much of what it heard (two minutes of samples).
+const HEARD_LIMIT: usize = 8000 * 120;
+
 /// The central office side of one line.
 #[derive(Debug)]
 pub(super) struct CentralOffice {
@@ -61,6 +64,8 @@ pub(super) struct CentralOffice {
     pub(super) tone: Option<TonePlayer>,
     /// Digits the office heard from the gateway.
     pub(super) digits: String,
+    /// What the office heard from the gateway while the loop was closed (linear), bounded.
+    pub(super) heard: Vec<i16>,
     detector: DtmfDetector,
 }
 
@@ -88,6 +93,7 @@ impl Default for CentralOffice {
             outgoing: VecDeque::new(),
             tone: None,
             digits: String::new(),
+            heard: Vec::new(),
             detector: DtmfDetector::default(),
         }
     }
@@ -270,6 +276,9 @@ pub(super) fn tick(port: &mut Port, now: u64) {
         }
     }
     if co.loop_closed {
+        if co.heard.len() < HEARD_LIMIT {
+            co.heard.extend_from_slice(&heard);
+        }
         let (detector, digits, tone) = (&mut co.detector, &mut co.digits, &mut co.tone);
         detector.process(&heard, |e| {
             if let DtmfEvent::Down(d) = e {

@@ -58,6 +58,8 @@ struct Phone {
     generator: Option<DtmfGenerator>,
     /// What the phone's earpiece played (linear), bounded.
     heard: Vec<i16>,
+    /// What the phone's user says into the handset next (linear).
+    speech: VecDeque<i16>,
 }
 
 /// One channel of the card.
@@ -351,6 +353,32 @@ impl EmulatedCard {
     /// Everything the phone's earpiece played so far (linear samples), then forgets it.
     pub fn take_heard(&self, number: u32) -> Vec<i16> {
         self.with_port(number, |port, _| std::mem::take(&mut port.phone.heard))
+    }
+
+    /// The phone's user speaks these samples into the handset (after any DTMF being sent).
+    pub fn speak(&self, number: u32, samples: &[i16]) {
+        self.with_port(number, |port, _| port.phone.speech.extend(samples));
+    }
+
+    /// Whether the phone's handset is off hook.
+    pub fn off_hook(&self, number: u32) -> bool {
+        self.with_port(number, |port, _| port.phone.off_hook)
+    }
+
+    /// Everything the central office heard from the gateway on line `number` (linear
+    /// samples, while the loop was closed), then forgets it.
+    pub fn co_take_heard(&self, number: u32) -> Vec<i16> {
+        self.with_port(number, |port, _| std::mem::take(&mut port.co.heard))
+    }
+
+    /// The channels on the card: number and whether it is a phone port (else a line port).
+    pub fn channels(&self) -> Vec<(u32, bool)> {
+        self.state
+            .borrow()
+            .ports
+            .iter()
+            .map(|(&number, port)| (number, port.signalling.is_phone_port()))
+            .collect()
     }
 }
 

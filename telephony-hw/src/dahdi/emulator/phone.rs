@@ -76,6 +76,10 @@ pub(super) fn tick(port: &mut Port, now: u64) {
             .get_or_insert_with(|| DtmfGenerator::new(-8.0, -6.0))
             .render(digit, &mut mic);
         port.phone.sending = (left > 1).then_some((digit, left - 1));
+    } else if port.phone.off_hook {
+        for sample in mic.iter_mut() {
+            *sample = port.phone.speech.pop_front().unwrap_or(0);
+        }
     }
     for sample in mic {
         if port.rx.len() >= RX_BLOCKS * BLOCK_SIZE {
