@@ -5,6 +5,7 @@
 //! only place that touches sockets and clocks.
 #![forbid(unsafe_code)]
 
+pub mod analog;
 pub mod auth;
 pub mod config;
 pub mod engine;

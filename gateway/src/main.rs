@@ -28,6 +28,36 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Demo mode: acts as the emulated analog phones and central office of the running
+    /// gateway, e.g. `lift 1`, `dial 1 201`, `listen 1`, `ring 3 5551234 Jane`, `hangup 1`.
+    Analog {
+        /// The command and its arguments (run `gateway analog help` for the list).
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+}
+
+/// `gateway analog ...`: one operator command to the running gateway.
+fn operate_analog(config: &Config, words: &[String]) -> ExitCode {
+    let Some(analog) = &config.analog else {
+        eprintln!("gateway: this configuration has no [analog] section");
+        return ExitCode::FAILURE;
+    };
+    let socket = analog.control_socket_path(&config.database.path);
+    match gateway::analog::control::request(&socket, &words.join(" ")) {
+        Ok(answer) if answer.starts_with("ok") => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprint!("gateway: {answer}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `gateway cdr`: prints recent CDRs.
@@ -68,8 +98,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Cdr { limit }) = cli.command {
-        return list_cdrs(&config, limit);
+    match &cli.command {
+        Some(Command::Cdr { limit }) => return list_cdrs(&config, *limit),
+        Some(Command::Analog { words }) => return operate_analog(&config, words),
+        None => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,5 +147,9 @@ mod tests {
         let cli = Cli::parse_from(["gateway", "cdr", "--config", "x.toml", "--limit", "5"]);
         assert!(matches!(cli.command, Some(Command::Cdr { limit: 5 })));
         assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
+        let cli = Cli::parse_from([
+            "gateway", "analog", "-c", "x.toml", "ring", "3", "555", "Jane", "Doe",
+        ]);
+        assert!(matches!(cli.command, Some(Command::Analog { words }) if words.len() == 5));
     }
 }

@@ -1,6 +1,7 @@
 //! The tokio glue: binds the transports, restores registrations, and drives the sans-IO
 //! [`Engine`] with real time. The only place where the SIP core meets sockets and clocks.
 
+use crate::analog::service::{AnalogService, ServiceError};
 use crate::config::{AnalogConfig, Config, ConfigError, PortKind, TransportName};
 use crate::engine::{Engine, Now};
 use crate::store::{CallStore, Store, StoreError, StoreWriter};
@@ -9,6 +10,7 @@ use crate::transport::udp::UdpTransport;
 use crate::transport::{Inbound, Protocol, Transport};
 use std::future::Future;
 use std::net::SocketAddr;
+use telephony_hw::dahdi::ports::PortPlan;
 use tokio::sync::mpsc;
 
 /// Inbound messages buffered between the transports and the engine.
@@ -29,6 +31,19 @@ pub enum RunError {
     /// The analog port configuration is unusable.
     #[error("analog ports: {0}")]
     AnalogPorts(#[from] telephony_hw::dahdi::ports::PlanError),
+    /// An analog extension names a channel that is not a phone port.
+    #[error("extension {number}: analog_channel {channel} {problem}")]
+    AnalogExtension {
+        /// The extension.
+        number: String,
+        /// Its channel.
+        channel: u32,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The analog ports could not be opened.
+    #[error(transparent)]
+    Analog(#[from] ServiceError),
     /// A listening socket could not be bound.
     #[error("cannot listen on {protocol} {addr}: {source} (is another process using the port, or is the address not local?)")]
     Bind {
@@ -42,7 +57,7 @@ pub enum RunError {
 }
 
 /// Checks and logs the analog ports: system.conf merged with `[analog]` overrides.
-fn analog_ports(analog: &AnalogConfig) -> Result<(), RunError> {
+fn analog_ports(config: &Config, analog: &AnalogConfig) -> Result<Vec<PortPlan>, RunError> {
     use telephony_hw::dahdi::ports::{plan, PortOverride};
     use telephony_hw::dahdi::system_conf::{Signalling, SystemConf};
     let conf = if analog.system_conf.exists() {
@@ -66,7 +81,25 @@ fn analog_ports(analog: &AnalogConfig) -> Result<(), RunError> {
             zone: port.zone.clone(),
         })
         .collect();
-    for port in plan(&conf, analog.zone.as_deref(), &overrides)? {
+    let ports = plan(&conf, analog.zone.as_deref(), &overrides)?;
+    for extension in &config.extensions {
+        let Some(channel) = extension.analog_channel else {
+            continue;
+        };
+        let port = ports.iter().find(|p| p.channel == channel);
+        if !port.is_some_and(|p| p.signalling.is_phone_port()) {
+            return Err(RunError::AnalogExtension {
+                number: extension.number.clone(),
+                channel,
+                problem: if port.is_some() {
+                    "is a line port (FXO); extensions need a phone port (fxoks)"
+                } else {
+                    "is neither in system.conf nor in [[analog.port]]"
+                },
+            });
+        }
+    }
+    for port in &ports {
         let kind = if port.signalling.is_phone_port() {
             "phone"
         } else {
@@ -79,21 +112,15 @@ fn analog_ports(analog: &AnalogConfig) -> Result<(), RunError> {
             port.zone.name
         );
     }
-    if !analog.dahdi_dir.exists() {
-        tracing::warn!(
-            "{} not found: the DAHDI kernel modules are not loaded on this machine",
-            analog.dahdi_dir.display()
-        );
-    }
-    tracing::info!("analog ports are configured; calls on them are not handled yet");
-    Ok(())
+    Ok(ports)
 }
 
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    if let Some(analog) = &config.analog {
-        analog_ports(analog)?;
-    }
+    let analog_plan = match &config.analog {
+        Some(analog) => Some(analog_ports(&config, analog)?),
+        None => None,
+    };
     let now = Now::system();
     let mut store = Store::open(&config.database.path)?;
     let bindings = store.load_bindings(now.unix())?;
@@ -142,6 +169,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     }
+    let analog = match (&config.analog, analog_plan) {
+        (Some(analog), Some(ports)) => Some(AnalogService::start(
+            crate::analog::service_config(&config, analog, ports),
+            inbound_tx.clone(),
+        )?),
+        _ => None,
+    };
     drop(inbound_tx);
 
     let mut engine = Engine::new(config, bindings, rand::random(), now);
@@ -151,6 +185,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let transport: Option<&dyn Transport> = match out.peer.protocol {
                 Protocol::Udp => udp.as_ref().map(|t| t as &dyn Transport),
                 Protocol::Tcp => tcp.as_ref().map(|t| t as &dyn Transport),
+                Protocol::Internal => {
+                    match &analog {
+                        Some(service) => service.send_sip(out.bytes),
+                        None => tracing::warn!("no analog ports: message for them dropped"),
+                    }
+                    continue;
+                }
             };
             match transport {
                 Some(transport) => {
@@ -188,5 +229,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     writer.flush();
+    drop(analog);
     Ok(())
 }

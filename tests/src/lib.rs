@@ -2,6 +2,8 @@
 //! config in a temporary directory, drive it with SIPp scenarios from `tests/scenarios/`,
 //! and talk raw UDP/TCP to it for the bad-input tests.
 
+pub mod analog;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -60,6 +62,8 @@ pub struct GatewayOptions {
     pub max_message_size: usize,
     /// TOML appended to the config (extra sections).
     pub extra: String,
+    /// Replaces the quick-start config's `[analog]` section and its `[[analog.port]]`s.
+    pub analog: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -69,6 +73,7 @@ impl Default for GatewayOptions {
             ring_timeout_secs: 30,
             max_message_size: 65_535,
             extra: String::new(),
+            analog: None,
         }
     }
 }
@@ -111,6 +116,17 @@ impl Gateway {
                     options.max_message_size
                 ),
             );
+        let text = match &options.analog {
+            Some(analog) => {
+                let start = text.find("\n[analog]").expect("office.toml has [analog]");
+                let end = start
+                    + text[start..]
+                        .find("\n[[extension]]")
+                        .expect("extensions follow [analog]");
+                format!("{}\n{analog}\n{}", &text[..start], &text[end..])
+            }
+            None => text,
+        };
         let text = format!("{text}\n{}\n", options.extra);
         std::fs::write(&config, text).expect("write config");
         (dir, port, config)
@@ -235,6 +251,11 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The generated config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// A scratch directory for SIPp logs and generated scenarios.
@@ -378,6 +399,9 @@ impl Sipp {
         for (from, to) in &self.substitutions {
             text = text.replace(from, to);
         }
+        // Media goes to SIPp's own port unless a test points it at its RTP peer.
+        text = text.replace("@MEDIA_PORT@", "[media_port]");
+        text = text.replace("@HOLD_MS@", "300");
         let scenario = gateway.scratch().join(format!("{tag}-{name}"));
         std::fs::write(&scenario, text).expect("write scenario");
         scenario

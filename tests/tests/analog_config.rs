@@ -8,11 +8,11 @@ fn with_system_conf(text: &str, extra: &str) -> (tempfile::TempDir, GatewayOptio
     let path = dir.path().join("system.conf");
     std::fs::write(&path, text).unwrap();
     let options = GatewayOptions {
-        extra: format!(
+        analog: Some(format!(
             "[analog]\nsystem_conf = \"{}\"\ndahdi_dir = \"{}\"\n{extra}",
             path.display(),
             dir.path().join("no-dahdi-here").display()
-        ),
+        )),
         ..GatewayOptions::default()
     };
     (dir, options)
@@ -36,7 +36,7 @@ fn ports_come_from_system_conf_with_overrides() {
     );
     assert!(log.contains("analog port 4: line port"), "{log}");
     assert!(
-        log.contains("no-dahdi-here not found: the DAHDI kernel modules are not loaded"),
+        log.contains("no-dahdi-here: running on the emulated analog card (demo mode)"),
         "{log}"
     );
 }
@@ -50,6 +50,13 @@ fn a_missing_tone_zone_and_a_broken_system_conf_are_refused() {
     let log = Gateway::start_failing(options);
     assert!(
         log.contains("system.conf:2") && log.contains("already"),
+        "{log}"
+    );
+    // The quick-start config's extension 101 sits on channel 1: here a line port.
+    let (_dir, options) = with_system_conf("fxsks=1\nfxoks=2\nloadzone=us\n", "");
+    let log = Gateway::start_failing(options);
+    assert!(
+        log.contains("extension 101: analog_channel 1 is a line port"),
         "{log}"
     );
 }

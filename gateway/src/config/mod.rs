@@ -121,6 +121,19 @@ pub struct AnalogConfig {
     /// Per-port overrides.
     #[serde(default, rename = "port")]
     pub ports: Vec<AnalogPortConfig>,
+    /// The operator interface's Unix socket (demo mode: `gateway analog ...` talks to it);
+    /// default `analog.sock` next to the database.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+}
+
+impl AnalogConfig {
+    /// The operator interface's socket path for a gateway whose database is `database`.
+    pub fn control_socket_path(&self, database: &Path) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| database.with_file_name("analog.sock"))
+    }
 }
 
 /// `[[analog.port]]`
@@ -135,6 +148,38 @@ pub struct AnalogPortConfig {
     /// Tone zone for this port.
     #[serde(default)]
     pub zone: Option<String>,
+    /// Line ports: the extension or call group that incoming calls ring.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Line ports: SIP calls to this prefix followed by a number go out on this line.
+    #[serde(default)]
+    pub dial_prefix: Option<String>,
+    /// Line ports: rings before an incoming call is offered (caller ID arrives after the
+    /// first).
+    #[serde(default = "default_rings_before_offer")]
+    pub rings_before_offer: u32,
+    /// Line ports: `dtmf` or `pulse` dialling.
+    #[serde(default)]
+    pub dial_mode: DialModeName,
+    /// Line ports: the line reverses polarity when the called party answers, so SIP gets
+    /// its 200 OK then (otherwise as soon as the number is dialled).
+    #[serde(default)]
+    pub answer_supervision: bool,
+}
+
+/// How a line port dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DialModeName {
+    /// Touch tones.
+    #[default]
+    Dtmf,
+    /// Rotary pulses.
+    Pulse,
+}
+
+fn default_rings_before_offer() -> u32 {
+    2
 }
 
 /// What is plugged into an analog port.
@@ -292,8 +337,12 @@ pub struct DatabaseConfig {
 pub struct ExtensionConfig {
     /// The number dialled to reach it, also the digest user name.
     pub number: String,
-    /// Digest password.
-    pub password: String,
+    /// Digest password (SIP phones; an analog extension has none).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The analog phone port (DAHDI channel) this extension is, instead of a SIP phone.
+    #[serde(default)]
+    pub analog_channel: Option<u32>,
     /// Name shown to callees.
     #[serde(default)]
     pub display_name: Option<String>,
@@ -382,6 +431,28 @@ impl Config {
     /// Ring timeout as a duration.
     pub fn ring_timeout(&self) -> Duration {
         Duration::from_secs(self.calls.ring_timeout_secs)
+    }
+
+    /// The extension bound to analog phone port `channel`, if any.
+    pub fn analog_extension(&self, channel: u32) -> Option<&ExtensionConfig> {
+        self.extensions
+            .iter()
+            .find(|e| e.analog_channel == Some(channel))
+    }
+
+    /// The analog ports that are trunks (line ports with a target or a dial prefix).
+    pub fn trunks(&self) -> impl Iterator<Item = &AnalogPortConfig> {
+        self.analog
+            .iter()
+            .flat_map(|a| a.ports.iter())
+            .filter(|p| p.target.is_some() || p.dial_prefix.is_some())
+    }
+
+    /// Whether some extension rings for calls to this call group.
+    pub fn is_call_group(&self, name: &str) -> bool {
+        self.extensions
+            .iter()
+            .any(|e| e.call_groups.iter().any(|g| g == name))
     }
 
     /// The extension with this number, if configured.
@@ -521,6 +592,21 @@ impl Config {
                         zone_problem(zone),
                     ));
                 }
+                if let Some(prefix) = port.dial_prefix.as_deref() {
+                    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(invalid(
+                            &format!("analog.port[{i}].dial_prefix"),
+                            format!("{prefix:?} must be digits only"),
+                        ));
+                    }
+                }
+                let for_lines = port.target.is_some() || port.dial_prefix.is_some();
+                if for_lines && port.kind == Some(PortKind::Phone) {
+                    return Err(invalid(
+                        &format!("analog.port[{i}]"),
+                        "target and dial_prefix belong to line ports, not phone ports".into(),
+                    ));
+                }
             }
         }
         let mut seen = BTreeSet::new();
@@ -538,8 +624,29 @@ impl Config {
                     format!("extension {} is defined twice", ext.number),
                 ));
             }
-            if ext.password.is_empty() {
-                return Err(invalid(&key("password"), "must not be empty".into()));
+            match (&ext.password, ext.analog_channel) {
+                (Some(password), None) if !password.is_empty() => {}
+                (None, Some(channel)) => {
+                    // Whether the channel is a phone port is known once system.conf is read.
+                    if self.analog.is_none() {
+                        return Err(invalid(
+                            &key("analog_channel"),
+                            format!("channel {channel} needs an [analog] section"),
+                        ));
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        &key("password"),
+                        "an analog extension (analog_channel) takes no password".into(),
+                    ))
+                }
+                _ => {
+                    return Err(invalid(
+                        &key("password"),
+                        "must be set and non-empty for a SIP extension".into(),
+                    ))
+                }
             }
             if ext.auth_algorithms.as_ref().is_some_and(|a| a.is_empty()) {
                 return Err(invalid(
@@ -554,6 +661,16 @@ impl Config {
                     &key("number"),
                     format!("{} clashes with the group pickup code", ext.number),
                 ));
+            }
+        }
+        for (i, port) in self.analog.iter().flat_map(|a| a.ports.iter()).enumerate() {
+            if let Some(target) = port.target.as_deref() {
+                if self.extension(target).is_none() && !self.is_call_group(target) {
+                    return Err(invalid(
+                        &format!("analog.port[{i}].target"),
+                        format!("{target:?} is neither an extension nor a call group"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -595,7 +712,7 @@ password = "pw201"
         let config = Config::load(&path).unwrap();
         for n in ["201", "202", "203", "204"] {
             let ext = config.extension(n).unwrap();
-            assert_eq!(ext.password, format!("pw{n}"));
+            assert_eq!(ext.password.as_deref(), Some(format!("pw{n}").as_str()));
         }
         assert!(config.extension("204").unwrap().call_groups.is_empty());
         assert_eq!(config.extension("201").unwrap().pickup_groups, ["sales"]);

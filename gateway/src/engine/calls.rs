@@ -79,9 +79,17 @@ impl Engine {
             return;
         };
         let claimed = from.user();
-        let Some(user) = self.authenticate(now, tx, &msg, claimed.as_deref(), ChallengeKind::Proxy)
-        else {
-            return;
+        let user = if peer.protocol == Protocol::Internal {
+            // The analog ports' own user agent: it speaks for its port (an extension, or
+            // the PSTN caller on a line).
+            claimed.clone().unwrap_or_default()
+        } else {
+            let Some(user) =
+                self.authenticate(now, tx, &msg, claimed.as_deref(), ChallengeKind::Proxy)
+            else {
+                return;
+            };
+            user
         };
         if claimed.as_deref() != Some(user.as_str()) {
             self.reply(
@@ -101,11 +109,11 @@ impl Engine {
             self.start_pickup(now, tx, msg, peer, user, pickup_target);
             return;
         }
-        if self.config.extension(&target).is_none() {
+        if !self.is_routable(&target) {
             self.reply(now, tx, 404, "Not Found");
             return;
         }
-        if self.registrar.lookup(now.unix(), &target).is_empty() {
+        if self.contacts_for(now, &target).is_empty() {
             self.reply(now, tx, 480, "Temporarily Unavailable");
             return;
         }
@@ -157,10 +165,14 @@ impl Engine {
     /// Sends an INVITE to every registered contact of the called extension (again, after a
     /// failed pickup), files the call's context in the store and arms the ring timeout.
     pub(super) fn ring_callee(&mut self, now: Now, id: u64) {
+        let Some(called) = self.calls.calls.get(&id).map(|c| c.called.clone()) else {
+            return;
+        };
+        let bindings = self.contacts_for(now, &called);
+        let call_groups = self.call_groups_of(&called);
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
-        let bindings = self.registrar.lookup(now.unix(), &call.called);
         let caller_uri = NameAddrValue {
             display: call.caller.display.clone(),
             uri: call.caller.uri.clone(),
@@ -223,11 +235,7 @@ impl Engine {
             caller_uri: call.caller.uri.clone(),
             caller_offer: call.offer.to_vec(),
             called: call.called.clone(),
-            call_groups: self
-                .config
-                .extension(&call.called)
-                .map(|e| e.call_groups.clone())
-                .unwrap_or_default(),
+            call_groups,
             legs,
             ring_started_ms: call.ring_started_ms,
         };

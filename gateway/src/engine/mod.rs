@@ -10,6 +10,7 @@ mod calls;
 pub mod dialog;
 mod pickup;
 mod registration;
+pub mod routing;
 mod sdp;
 mod stats;
 

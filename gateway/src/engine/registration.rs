@@ -59,7 +59,7 @@ impl Engine {
                 let outcome = self
                     .auth
                     .verify(now.mono, &method, &value, &algorithms, |user| {
-                        config.extension(user).map(|e| e.password.clone())
+                        config.extension(user).and_then(|e| e.password.clone())
                     });
                 match outcome {
                     AuthOutcome::Authenticated { user } => return Some(user),

@@ -14,12 +14,15 @@ pub enum Protocol {
     Udp,
     /// TCP: reliable stream, no retransmissions, Content-Length framing.
     Tcp,
+    /// The in-process link to the analog ports' user agent (`crate::analog`): messages
+    /// pass as values over a channel, reliably and in order.
+    Internal,
 }
 
 impl Protocol {
     /// Reliable transports switch off retransmission timers (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Protocol::Tcp)
+        matches!(self, Protocol::Tcp | Protocol::Internal)
     }
 
     /// The transport token in a Via header.
@@ -27,6 +30,7 @@ impl Protocol {
         match self {
             Protocol::Udp => "UDP",
             Protocol::Tcp => "TCP",
+            Protocol::Internal => "INTERNAL",
         }
     }
 
@@ -35,6 +39,7 @@ impl Protocol {
         match self {
             Protocol::Udp => "udp",
             Protocol::Tcp => "tcp",
+            Protocol::Internal => "internal",
         }
     }
 }
@@ -47,6 +52,12 @@ pub struct Peer {
     /// Remote address.
     pub addr: SocketAddr,
 }
+
+/// The analog ports' user agent as the SIP core sees it (the address is not used).
+pub const ANALOG_PEER: Peer = Peer {
+    protocol: Protocol::Internal,
+    addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
+};
 
 /// Bytes the SIP core wants sent.
 #[derive(Debug, Clone)]

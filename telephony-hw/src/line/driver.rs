@@ -43,22 +43,25 @@ enum Input<'a> {
     Event(i32),
 }
 
-/// Reads every block and event the channel has ready, in order.
+/// Reads every block and event the channel has ready, in order; returns how many audio
+/// blocks came. The driver writes as many: the card's clock paces both directions.
 fn drain(
     channel: &mut impl Channel,
     law: Law,
     mut on_input: impl FnMut(Input<'_>),
-) -> Result<(), ChannelError> {
+) -> Result<usize, ChannelError> {
     let mut block = [0u8; BLOCK_SIZE];
     let mut pcm = [0i16; BLOCK_SIZE];
+    let mut blocks = 0;
     loop {
         match channel.read(&mut block) {
             Ok(n) => {
                 law.decode(&block[..n], &mut pcm[..n]);
                 on_input(Input::Audio(&pcm[..n]));
+                blocks += 1;
             }
             Err(ChannelError::EventPending) => on_input(Input::Event(channel.get_event()?)),
-            Err(ChannelError::WouldBlock) => return Ok(()),
+            Err(ChannelError::WouldBlock) => return Ok(blocks),
             Err(other) => return Err(other),
         }
     }
@@ -129,7 +132,7 @@ impl<C: Channel> PhonePortDriver<C> {
     ) -> Result<Vec<PhoneAction>, ChannelError> {
         let (line, detector, rings_ended) =
             (&mut self.line, &mut self.detector, &mut self.rings_ended);
-        drain(&mut self.channel, self.law, |input| match input {
+        let blocks = drain(&mut self.channel, self.law, |input| match input {
             Input::Audio(pcm) => {
                 audio.heard_on_line(pcm);
                 detector.process(pcm, |e| {
@@ -151,18 +154,20 @@ impl<C: Channel> PhonePortDriver<C> {
         })?;
         self.line.handle_timeout(now);
         let notices = self.perform()?;
-        let mut out = [0i16; BLOCK_SIZE];
-        if self.outgoing.is_empty() {
-            match self.tone.as_mut() {
-                Some(tone) => tone.fill(&mut out),
-                None => audio.play_to_line(&mut out),
+        for _ in 0..blocks {
+            let mut out = [0i16; BLOCK_SIZE];
+            if self.outgoing.is_empty() {
+                match self.tone.as_mut() {
+                    Some(tone) => tone.fill(&mut out),
+                    None => audio.play_to_line(&mut out),
+                }
+            } else {
+                for sample in out.iter_mut() {
+                    *sample = self.outgoing.pop_front().unwrap_or(0);
+                }
             }
-        } else {
-            for sample in out.iter_mut() {
-                *sample = self.outgoing.pop_front().unwrap_or(0);
-            }
+            write_block(&mut self.channel, self.law, &out)?;
         }
-        write_block(&mut self.channel, self.law, &out)?;
         Ok(notices)
     }
 
@@ -220,7 +225,13 @@ pub struct LinePortDriver<C: Channel> {
     /// Pulse dialling: when to open (false) or close (true) the loop.
     pulses: VecDeque<(u64, bool)>,
     dialling: bool,
+    /// When the loop was last opened (a hangup).
+    released_at: Option<u64>,
 }
+
+/// The loop stays open at least this long between calls (ms): a shorter break is a dial
+/// pulse to the office.
+pub const RELEASE_GUARD_MS: u64 = 1000;
 
 impl<C: Channel> LinePortDriver<C> {
     /// Takes an opened channel; offers calls after `rings_before_offer` rings.
@@ -240,6 +251,7 @@ impl<C: Channel> LinePortDriver<C> {
             outgoing: VecDeque::new(),
             pulses: VecDeque::new(),
             dialling: false,
+            released_at: None,
         })
     }
 
@@ -261,7 +273,7 @@ impl<C: Channel> LinePortDriver<C> {
         audio: &mut impl CallAudio,
     ) -> Result<Vec<LineAction>, ChannelError> {
         let (line, detector) = (&mut self.line, &mut self.detector);
-        drain(&mut self.channel, self.law, |input| match input {
+        let blocks = drain(&mut self.channel, self.law, |input| match input {
             Input::Audio(pcm) => {
                 line.handle_audio(pcm);
                 audio.heard_on_line(pcm);
@@ -279,19 +291,21 @@ impl<C: Channel> LinePortDriver<C> {
             self.channel
                 .hook(if closed { hook::OFFHOOK } else { hook::ONHOOK })?;
         }
-        let mut out = [0i16; BLOCK_SIZE];
-        if self.outgoing.is_empty() && self.pulses.is_empty() {
-            audio.play_to_line(&mut out);
-        } else {
-            for sample in out.iter_mut() {
-                *sample = self.outgoing.pop_front().unwrap_or(0);
+        for _ in 0..blocks {
+            let mut out = [0i16; BLOCK_SIZE];
+            if self.outgoing.is_empty() && self.pulses.is_empty() {
+                audio.play_to_line(&mut out);
+            } else {
+                for sample in out.iter_mut() {
+                    *sample = self.outgoing.pop_front().unwrap_or(0);
+                }
             }
+            write_block(&mut self.channel, self.law, &out)?;
         }
         if self.dialling && self.outgoing.is_empty() && self.pulses.is_empty() {
             self.dialling = false;
             self.line.digits_sent();
         }
-        write_block(&mut self.channel, self.law, &out)?;
         Ok(notices)
     }
 
@@ -299,14 +313,19 @@ impl<C: Channel> LinePortDriver<C> {
         let mut notices = Vec::new();
         while let Some(action) = self.line.poll_action() {
             match action {
-                LineAction::Hook(closed) => {
-                    self.channel
-                        .hook(if closed { hook::OFFHOOK } else { hook::ONHOOK })?;
-                    if !closed {
-                        self.outgoing.clear();
-                        self.pulses.clear();
-                        self.dialling = false;
+                LineAction::Hook(true) => match self.released_at {
+                    // Too soon after a release the office would count a dial pulse.
+                    Some(at) if now < at + RELEASE_GUARD_MS => {
+                        self.pulses.push_back((at + RELEASE_GUARD_MS, true));
                     }
+                    _ => self.channel.hook(hook::OFFHOOK)?,
+                },
+                LineAction::Hook(false) => {
+                    self.channel.hook(hook::ONHOOK)?;
+                    self.released_at = Some(now);
+                    self.outgoing.clear();
+                    self.pulses.clear();
+                    self.dialling = false;
                 }
                 LineAction::SendDigits(digits) => {
                     match self.dial_mode {

@@ -22,6 +22,8 @@ pub struct RtpSender {
     started: bool,
     /// Event in progress: (timestamp of its start, whether its first packet went out).
     event: Option<(u32, bool)>,
+    /// The last event's final packet (start timestamp, payload), for its repeats.
+    last_end: Option<(u32, [u8; 4])>,
 }
 
 impl RtpSender {
@@ -41,6 +43,7 @@ impl RtpSender {
             event_payload_type,
             started: false,
             event: None,
+            last_end: None,
         }
     }
 
@@ -99,10 +102,20 @@ impl RtpSender {
             duration,
         }
         .encode();
+        if end {
+            self.last_end = Some((start, payload));
+        }
         Some(self.build(self.event_payload_type, marker, start, &payload, out))
     }
 
-    /// How many times the caller should send an event's end packet.
+    /// A repeat of the last event's final packet (RFC 4733 §2.5.1.4), with its own
+    /// sequence number; None when no event ended.
+    pub fn repeat_end(&mut self, out: &mut [u8; MAX_PACKET]) -> Option<usize> {
+        let (start, payload) = self.last_end?;
+        Some(self.build(self.event_payload_type, false, start, &payload, out))
+    }
+
+    /// How many times the caller should send an event's end packet in all.
     pub fn end_repeats(&self) -> usize {
         END_REPEATS
     }
@@ -180,6 +193,19 @@ mod tests {
             "audio time ran on"
         );
         assert_eq!(sender.end_repeats(), 3);
+        let before = RtpReader::new(&out[..n]).unwrap().sequence_number();
+        let n = sender.repeat_end(&mut out).unwrap();
+        let repeat = RtpReader::new(&out[..n]).unwrap();
+        assert_eq!(
+            u16::from(repeat.sequence_number()),
+            u16::from(before) + 1,
+            "own number"
+        );
+        assert_eq!(
+            (repeat.timestamp(), repeat.payload()[1] >> 7),
+            (8160, 1),
+            "same end packet"
+        );
         assert!(sender.event('x', 160, true, &mut out).is_none());
     }
 }

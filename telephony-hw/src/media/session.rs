@@ -192,15 +192,16 @@ impl MediaSession {
                     self.sending = None;
                     return;
                 };
-                let repeats = if event.released {
+                self.queue(packet, length);
+                if event.released {
                     self.sending = None;
-                    self.sender.end_repeats()
+                    for _ in 1..self.sender.end_repeats() {
+                        if let Some(length) = self.sender.repeat_end(&mut packet) {
+                            self.queue(packet, length);
+                        }
+                    }
                 } else {
                     self.sending = Some(event);
-                    1
-                };
-                for _ in 0..repeats {
-                    self.queue(packet, length);
                 }
             }
             _ => {

@@ -29,9 +29,6 @@ const PULSE_BREAK_MAX_MS: u64 = 300;
 /// The loop closed this long after the last pulse ends a pulse-dialled digit (ms).
 const PULSE_DIGIT_GAP_MS: u64 = 300;
 
-/// The office keeps this much of what it heard (two minutes of samples).
-const HEARD_LIMIT: usize = 8000 * 120;
-
 /// The central office side of one line.
 #[derive(Debug)]
 pub(super) struct CentralOffice {
@@ -276,9 +273,7 @@ pub(super) fn tick(port: &mut Port, now: u64) {
         }
     }
     if co.loop_closed {
-        if co.heard.len() < HEARD_LIMIT {
-            co.heard.extend_from_slice(&heard);
-        }
+        Port::keep_heard(&mut co.heard, &heard);
         let (detector, digits, tone) = (&mut co.detector, &mut co.digits, &mut co.tone);
         detector.process(&heard, |e| {
             if let DtmfEvent::Down(d) = e {

@@ -38,6 +38,8 @@ const PULSE_DIGIT_GAP_MS: u64 = 250;
 const KEWLSTART_DROP_MS: u64 = 500;
 /// Audio blocks buffered toward the gateway before the oldest is dropped.
 const RX_BLOCKS: usize = 16;
+/// How much of what a far end heard is kept (the newest two minutes of samples).
+const HEARD_LIMIT: usize = 8000 * 120;
 /// Audio blocks the gateway may queue toward the phone.
 const TX_BLOCKS: usize = 8;
 
@@ -108,6 +110,14 @@ impl Port {
             phone: Phone::default(),
             co: line::CentralOffice::default(),
         }
+    }
+
+    /// Keeps what a far end heard bounded, dropping the oldest second when full.
+    fn keep_heard(heard: &mut Vec<i16>, samples: &[i16]) {
+        if heard.len() + samples.len() > HEARD_LIMIT {
+            heard.drain(..8000.min(heard.len()));
+        }
+        heard.extend_from_slice(samples);
     }
 
     fn queue_event(&mut self, event: i32) {
@@ -275,6 +285,23 @@ impl EmulatedCard {
             port.phone
                 .script
                 .push_back((at, PhoneAction::Dtmf(digit, ms)));
+        });
+    }
+
+    /// Touch-tone dialling of a string: each key `on_ms` long, `gap_ms` apart.
+    pub fn dial_dtmf_digits(&self, number: u32, digits: &str, on_ms: u32, gap_ms: u32) {
+        self.with_port(number, |port, now| {
+            let mut at = port
+                .phone
+                .script
+                .back()
+                .map_or(now, |(at, _)| (*at).max(now));
+            for digit in digits.chars() {
+                port.phone
+                    .script
+                    .push_back((at, PhoneAction::Dtmf(digit, on_ms)));
+                at += u64::from(on_ms + gap_ms);
+            }
         });
     }
 

@@ -87,15 +87,17 @@ pub(super) fn tick(port: &mut Port, now: u64) {
         }
         port.rx.push_back(port.law.encode_sample(sample));
     }
-    for _ in 0..8 {
+    let mut heard = [0i16; 8];
+    let mut count = 0;
+    while count < 8 {
         let Some(code) = port.tx.pop_front() else {
             break;
         };
-        // The phone listens on hook too: that is how caller ID reaches it between rings.
-        if port.phone.heard.len() < 8000 * 120 {
-            port.phone.heard.push(port.law.decode_sample(code));
-        }
+        heard[count] = port.law.decode_sample(code);
+        count += 1;
     }
+    // The phone listens on hook too: that is how caller ID reaches it between rings.
+    Port::keep_heard(&mut port.phone.heard, &heard[..count]);
 }
 
 /// The phone's handset changes; the kernel debounces what it reports.

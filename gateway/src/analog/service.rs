@@ -1,0 +1,682 @@
+//! The analog service thread: owns the channels (real DAHDI, or the emulated card in demo
+//! mode), the line drivers, one RTP socket per port and the analog user agent, and runs
+//! them every 20 ms. SIP crosses to the engine as bytes over channels; operator commands
+//! (demo mode) arrive from the control socket.
+
+use super::agent::{AgentAction, AnalogAgent, PortRole, PortSetup};
+use super::control::{self, Command, Request};
+use crate::transport::{Inbound, ANALOG_PEER};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use telephony_hw::dahdi::channel::{Channel, ChannelError, DahdiChannel};
+use telephony_hw::dahdi::emulator::EmulatedCard;
+use telephony_hw::dahdi::ports::PortPlan;
+use telephony_hw::dahdi::system_conf::SystemConf;
+use telephony_hw::dsp::analysis::dominant_frequency;
+use telephony_hw::dsp::callerid::{decode_spill, demodulate, CallerId, Modem};
+use telephony_hw::dsp::dtmf::{detect_digits, DtmfThresholds};
+use telephony_hw::dsp::level::amplitude_for_dbm0;
+use telephony_hw::line::dial_plan::DialPlan;
+use telephony_hw::line::driver::{
+    CallAudio, DialMode, LinePortDriver, NoCallAudio, PhonePortDriver,
+};
+use telephony_hw::media::rtp_out::MAX_PACKET;
+use telephony_hw::media::session::{MediaSession, StreamStart};
+
+/// One driver step.
+const TICK: Duration = Duration::from_millis(20);
+/// Largest RTP datagram read.
+const MAX_DATAGRAM: usize = 1500;
+
+/// What the service receives.
+pub enum ServiceInput {
+    /// A SIP message from the engine.
+    Sip(Bytes),
+    /// An operator command (demo mode).
+    Control(Request),
+}
+
+/// How a port is set up, from the configuration.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    /// Channel, signalling, tone zone.
+    pub plan: PortPlan,
+    /// What it is to the control plane.
+    pub role: PortRole,
+    /// Phone ports: the numbers it can dial.
+    pub dial_plan: Vec<String>,
+    /// Line ports: rings before an incoming call is offered.
+    pub rings_before_offer: u32,
+    /// Line ports: how it dials.
+    pub dial_mode: DialMode,
+}
+
+/// Everything the service needs to start.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The ports.
+    pub ports: Vec<PortConfig>,
+    /// DAHDI device directory; when it does not exist the emulated card is used.
+    pub dahdi_dir: PathBuf,
+    /// The IP address RTP sockets bind to (and SDP names).
+    pub rtp_ip: std::net::IpAddr,
+    /// The engine's host, for URIs.
+    pub gateway_host: String,
+    /// The operator interface's socket (demo mode).
+    pub control_socket: PathBuf,
+}
+
+/// Why the analog service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A channel could not be opened or set up.
+    #[error("analog port {channel}: {source}")]
+    Channel {
+        /// The port.
+        channel: u32,
+        /// What DAHDI (or the emulated card) said.
+        source: ChannelError,
+    },
+    /// An RTP socket could not be bound.
+    #[error("analog port {channel}: cannot bind an RTP socket on {ip}: {source}")]
+    Rtp {
+        /// The port.
+        channel: u32,
+        /// The address.
+        ip: std::net::IpAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The operator socket could not be created.
+    #[error("operator interface {path}: {source}")]
+    Control {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The thread could not be spawned.
+    #[error("cannot start the analog thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The runtime's handle on the service.
+pub struct AnalogService {
+    input: mpsc::Sender<ServiceInput>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AnalogService {
+    /// Starts the service; messages for the engine go into `to_engine`. Returns once every
+    /// port is open (or with the first error).
+    pub fn start(
+        config: ServiceConfig,
+        to_engine: tokio::sync::mpsc::Sender<Inbound>,
+    ) -> Result<AnalogService, ServiceError> {
+        let (input, inputs) = mpsc::channel();
+        let (started_tx, started) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("analog".into())
+            .spawn(move || {
+                let emulated = !config.dahdi_dir.exists();
+                let result = if emulated {
+                    run_emulated(config, inputs, to_engine, &started_tx)
+                } else {
+                    run_dahdi(config, inputs, to_engine, &started_tx)
+                };
+                if let Err(e) = result {
+                    let _ = started_tx.send(Err(e));
+                }
+            })
+            .map_err(ServiceError::Thread)?;
+        let control_input = input.clone();
+        match started.recv() {
+            Ok(Ok(control_socket)) => {
+                if let Some(path) = control_socket {
+                    control::serve(&path, move |request| {
+                        control_input.send(ServiceInput::Control(request)).is_ok()
+                    })
+                    .map_err(|source| ServiceError::Control { path, source })?;
+                }
+                Ok(AnalogService {
+                    input,
+                    thread: Some(thread),
+                })
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ServiceError::Thread(std::io::Error::other(
+                "the analog thread stopped while starting",
+            ))),
+        }
+    }
+
+    /// Hands a SIP message from the engine to the analog ports.
+    pub fn send_sip(&self, bytes: Bytes) {
+        if self.input.send(ServiceInput::Sip(bytes)).is_err() {
+            tracing::warn!("the analog service has stopped; message dropped");
+        }
+    }
+}
+
+impl Drop for AnalogService {
+    fn drop(&mut self) {
+        // Closing the input channel stops the thread at its next tick.
+        let (closed, _) = mpsc::channel();
+        self.input = closed;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Started = mpsc::Sender<Result<Option<PathBuf>, ServiceError>>;
+
+fn run_emulated(
+    config: ServiceConfig,
+    inputs: mpsc::Receiver<ServiceInput>,
+    to_engine: tokio::sync::mpsc::Sender<Inbound>,
+    started: &Started,
+) -> Result<(), ServiceError> {
+    let conf = SystemConf {
+        channels: config
+            .ports
+            .iter()
+            .map(|p| (p.plan.channel, p.plan.signalling))
+            .collect(),
+        load_zones: config
+            .ports
+            .iter()
+            .map(|p| p.plan.zone.name.to_string())
+            .collect(),
+        default_zone: config.ports.first().map(|p| p.plan.zone.name.to_string()),
+    };
+    let card = EmulatedCard::new(&conf);
+    tracing::info!(
+        "no DAHDI at {}: running on the emulated analog card (demo mode); operator interface: gateway analog --config <file> ... (socket {})",
+        config.dahdi_dir.display(),
+        config.control_socket.display()
+    );
+    let mut service = Service::open(&config, |channel| card.open(channel), Some(card.clone()))?;
+    let _ = started.send(Ok(Some(config.control_socket.clone())));
+    service.run(inputs, to_engine);
+    Ok(())
+}
+
+fn run_dahdi(
+    config: ServiceConfig,
+    inputs: mpsc::Receiver<ServiceInput>,
+    to_engine: tokio::sync::mpsc::Sender<Inbound>,
+    started: &Started,
+) -> Result<(), ServiceError> {
+    let dir = config.dahdi_dir.clone();
+    let mut service = Service::open(&config, |channel| DahdiChannel::open(&dir, channel), None)?;
+    tracing::info!("analog ports open on DAHDI ({})", dir.display());
+    let _ = started.send(Ok(None));
+    service.run(inputs, to_engine);
+    Ok(())
+}
+
+enum Driver<C: Channel> {
+    Phone(Box<PhonePortDriver<C>>),
+    Line(Box<LinePortDriver<C>>),
+}
+
+struct Port<C: Channel> {
+    driver: Driver<C>,
+    socket: UdpSocket,
+    media: Option<(MediaSession, SocketAddr)>,
+}
+
+struct Service<C: Channel> {
+    ports: BTreeMap<u32, Port<C>>,
+    agent: AnalogAgent,
+    card: Option<EmulatedCard>,
+    started: Instant,
+}
+
+impl<C: Channel> Service<C> {
+    fn open(
+        config: &ServiceConfig,
+        mut open: impl FnMut(u32) -> Result<C, ChannelError>,
+        card: Option<EmulatedCard>,
+    ) -> Result<Self, ServiceError> {
+        let mut ports = BTreeMap::new();
+        let mut setups = Vec::new();
+        for port in &config.ports {
+            let channel = port.plan.channel;
+            let failed = |source| ServiceError::Channel { channel, source };
+            let opened = open(channel).map_err(failed)?;
+            let driver = match port.role {
+                PortRole::Phone { .. } => Driver::Phone(Box::new(
+                    PhonePortDriver::new(
+                        opened,
+                        DialPlan::new(port.dial_plan.iter().cloned()),
+                        port.plan.zone,
+                    )
+                    .map_err(failed)?,
+                )),
+                PortRole::Line { .. } => Driver::Line(Box::new(
+                    LinePortDriver::new(
+                        opened,
+                        port.plan.zone,
+                        port.rings_before_offer,
+                        port.dial_mode,
+                    )
+                    .map_err(failed)?,
+                )),
+            };
+            let socket = UdpSocket::bind((config.rtp_ip, 0))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|source| ServiceError::Rtp {
+                    channel,
+                    ip: config.rtp_ip,
+                    source,
+                })?;
+            let rtp = socket.local_addr().map_err(|source| ServiceError::Rtp {
+                channel,
+                ip: config.rtp_ip,
+                source,
+            })?;
+            setups.push(PortSetup {
+                channel,
+                role: port.role.clone(),
+                rtp,
+            });
+            ports.insert(
+                channel,
+                Port {
+                    driver,
+                    socket,
+                    media: None,
+                },
+            );
+        }
+        Ok(Service {
+            ports,
+            agent: AnalogAgent::new(setups, config.gateway_host.clone()),
+            card,
+            started: Instant::now(),
+        })
+    }
+
+    /// Line time in ms: the emulated card's clock, or real time on DAHDI.
+    fn now_ms(&self) -> u64 {
+        match &self.card {
+            Some(card) => card.now_ms(),
+            None => self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    fn run(
+        &mut self,
+        inputs: mpsc::Receiver<ServiceInput>,
+        to_engine: tokio::sync::mpsc::Sender<Inbound>,
+    ) {
+        let mut next_tick = Instant::now();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match inputs.recv_timeout(wait) {
+                Ok(ServiceInput::Sip(bytes)) => self.agent.handle_datagram(Instant::now(), &bytes),
+                Ok(ServiceInput::Control(request)) => {
+                    let answer = self.operate(&request.command);
+                    let _ = request.answer.send(answer);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                if let Some(card) = &self.card {
+                    // Emulated time follows the wall clock, 1 ms steps.
+                    let behind =
+                        (self.started.elapsed().as_millis() as u64).saturating_sub(card.now_ms());
+                    card.advance(behind.min(1000));
+                }
+                self.step_ports(now);
+                if self.agent.poll_timeout().is_some_and(|at| at <= now) {
+                    self.agent.handle_timeout(now);
+                }
+                next_tick += TICK;
+                if next_tick < now {
+                    next_tick = now + TICK; // fell behind (suspended?): do not race to catch up
+                }
+            }
+            self.flush(now, &to_engine);
+        }
+    }
+
+    /// One 20 ms step of every port: RTP in, line step, RTP out.
+    fn step_ports(&mut self, now: Instant) {
+        let line_now = self.now_ms();
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        let mut notices = Vec::new();
+        for (&channel, port) in self.ports.iter_mut() {
+            if let Some((media, _)) = port.media.as_mut() {
+                media.set_now(line_now);
+                while let Ok((n, _from)) = port.socket.recv_from(&mut buffer) {
+                    media.receive(&buffer[..n]);
+                }
+            } else {
+                while port.socket.recv_from(&mut buffer).is_ok() {} // stray packets
+            }
+            let result = match (&mut port.driver, port.media.as_mut()) {
+                (Driver::Phone(d), Some((media, _))) => step_phone(d, line_now, media),
+                (Driver::Phone(d), None) => step_phone(d, line_now, &mut NoCallAudio),
+                (Driver::Line(d), Some((media, _))) => step_line(d, line_now, media),
+                (Driver::Line(d), None) => step_line(d, line_now, &mut NoCallAudio),
+            };
+            match result {
+                Ok(mut list) => notices.extend(list.drain(..).map(|n| (channel, n))),
+                Err(e) => tracing::warn!("analog port {channel}: {e}"),
+            }
+            if let Some((media, remote)) = port.media.as_mut() {
+                let mut packet = [0u8; MAX_PACKET];
+                while let Some(n) = media.pop_packet(&mut packet) {
+                    let _ = port.socket.send_to(&packet[..n], *remote);
+                }
+            }
+        }
+        for (channel, notice) in notices {
+            match notice {
+                Notice::Phone(n) => self.agent.phone_notice(now, channel, n),
+                Notice::Line(n) => self.agent.line_notice(now, channel, n),
+            }
+        }
+    }
+
+    /// Sends the agent's messages to the engine and carries out its actions.
+    fn flush(&mut self, now: Instant, to_engine: &tokio::sync::mpsc::Sender<Inbound>) {
+        loop {
+            let mut progressed = false;
+            while let Some(bytes) = self.agent.poll_transmit() {
+                progressed = true;
+                let inbound = Inbound::Datagram {
+                    peer: ANALOG_PEER,
+                    bytes,
+                };
+                if to_engine.blocking_send(inbound).is_err() {
+                    return; // the engine is gone: shutting down
+                }
+            }
+            while let Some(action) = self.agent.poll_action() {
+                progressed = true;
+                self.perform(now, action);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn perform(&mut self, now: Instant, action: AgentAction) {
+        let line_now = self.now_ms();
+        match action {
+            AgentAction::Phone(channel, command) => {
+                if let Some(Port {
+                    driver: Driver::Phone(driver),
+                    ..
+                }) = self.ports.get_mut(&channel)
+                {
+                    match driver.command(line_now, command) {
+                        Ok(notices) => {
+                            for notice in notices {
+                                self.agent.phone_notice(now, channel, notice);
+                            }
+                        }
+                        Err(e) => tracing::warn!("analog port {channel}: {e}"),
+                    }
+                }
+            }
+            AgentAction::Line(channel, command) => {
+                if let Some(Port {
+                    driver: Driver::Line(driver),
+                    ..
+                }) = self.ports.get_mut(&channel)
+                {
+                    match driver.command(line_now, command) {
+                        Ok(notices) => {
+                            for notice in notices {
+                                self.agent.line_notice(now, channel, notice);
+                            }
+                        }
+                        Err(e) => tracing::warn!("analog port {channel}: {e}"),
+                    }
+                }
+            }
+            AgentAction::StartMedia { channel, remote } => {
+                if let Some(port) = self.ports.get_mut(&channel) {
+                    let start = StreamStart {
+                        ssrc: rand::random(),
+                        sequence: rand::random(),
+                        timestamp: rand::random(),
+                    };
+                    tracing::info!(
+                        "analog port {channel}: RTP {:?} to {}",
+                        remote.format.law,
+                        remote.addr
+                    );
+                    port.media = Some((MediaSession::new(remote.format, start), remote.addr));
+                }
+            }
+            AgentAction::StopMedia(channel) => {
+                if let Some(port) = self.ports.get_mut(&channel) {
+                    if let Some((media, _)) = port.media.take() {
+                        tracing::info!("analog port {channel}: RTP stopped: {:?}", media.stats());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out an operator command; returns the answer text.
+    fn operate(&mut self, command: &Command) -> String {
+        let Some(card) = self.card.clone() else {
+            return "error: the operator interface acts on the emulated card only (this gateway runs on DAHDI)\n".into();
+        };
+        let channels: BTreeMap<u32, bool> = card.channels().into_iter().collect();
+        let port = match command {
+            Command::Ports => None,
+            Command::Lift(p)
+            | Command::HangUp(p)
+            | Command::Flash(p)
+            | Command::Dial(p, _)
+            | Command::Pulse(p, _)
+            | Command::Say(p, ..)
+            | Command::Ring(p, ..)
+            | Command::StopRing(p)
+            | Command::BatteryDrop(p)
+            | Command::Reverse(p)
+            | Command::Busy(p)
+            | Command::Status(p)
+            | Command::Listen(p) => Some(*p),
+        };
+        let is_phone = match port.map(|p| (p, channels.get(&p))) {
+            None => false,
+            Some((p, None)) => return format!("error: no analog port {p}\n"),
+            Some((_, Some(&phone))) => phone,
+        };
+        let needs_phone = matches!(
+            command,
+            Command::Lift(_)
+                | Command::HangUp(_)
+                | Command::Flash(_)
+                | Command::Dial(..)
+                | Command::Pulse(..)
+        );
+        let needs_line = matches!(
+            command,
+            Command::Ring(..)
+                | Command::StopRing(_)
+                | Command::BatteryDrop(_)
+                | Command::Reverse(_)
+                | Command::Busy(_)
+        );
+        if needs_phone && !is_phone {
+            return "error: that is a line port; phone commands act on phone ports\n".into();
+        }
+        if needs_line && is_phone {
+            return "error: that is a phone port; central office commands act on line ports\n"
+                .into();
+        }
+        let mut answer = String::from("ok\n");
+        match command {
+            Command::Ports => {
+                for (channel, phone) in channels {
+                    let _ = writeln!(
+                        answer,
+                        "port{channel}={} {}",
+                        if phone { "phone" } else { "line" },
+                        if self.agent.is_busy(channel) {
+                            "busy"
+                        } else {
+                            "idle"
+                        }
+                    );
+                }
+            }
+            Command::Lift(p) => card.lift(*p),
+            Command::HangUp(p) => card.hang_up(*p),
+            Command::Flash(p) => card.flash(*p, 500),
+            Command::Dial(p, digits) => card.dial_dtmf_digits(*p, digits, 80, 80),
+            Command::Pulse(p, digits) => {
+                for digit in digits.chars() {
+                    card.dial_pulse(*p, digit);
+                }
+            }
+            Command::Say(p, hz, ms) => {
+                let amplitude = amplitude_for_dbm0(-10.0);
+                let samples: Vec<i16> = (0..(*ms as usize * 8))
+                    .map(|n| {
+                        let t = n as f32 / 8000.0;
+                        (amplitude * (std::f32::consts::TAU * hz * t).sin()) as i16
+                    })
+                    .collect();
+                if is_phone {
+                    card.speak(*p, &samples);
+                } else {
+                    card.co_send_audio(*p, &samples);
+                }
+            }
+            Command::Ring(p, number, name) => {
+                let id = CallerId {
+                    number: number.clone(),
+                    name: name.clone(),
+                    ..CallerId::default()
+                };
+                card.co_ring(*p, (number.is_some() || name.is_some()).then_some(&id));
+            }
+            Command::StopRing(p) => card.co_stop_ringing(*p),
+            Command::BatteryDrop(p) => {
+                // Drop for 600 ms (kewlstart disconnect), restored later by the card.
+                card.co_battery_drop(*p, 600);
+            }
+            Command::Reverse(p) => card.co_reverse_polarity(*p),
+            Command::Busy(p) => card.co_busy_tone(*p),
+            Command::Status(p) => {
+                let call = if self.agent.is_busy(*p) {
+                    "busy"
+                } else {
+                    "idle"
+                };
+                if is_phone {
+                    let _ = write!(
+                        answer,
+                        "kind=phone\noff_hook={}\nringing={}\nbattery={}\ncall={call}\n",
+                        card.off_hook(*p),
+                        card.ringing(*p),
+                        card.battery(*p)
+                    );
+                } else {
+                    let _ = write!(
+                        answer,
+                        "kind=line\nloop_closed={}\ndigits={}\ncall={call}\n",
+                        card.co_loop_closed(*p),
+                        card.co_digits(*p)
+                    );
+                }
+                if let Some((media, remote)) =
+                    self.ports.get(p).and_then(|port| port.media.as_ref())
+                {
+                    let stats = media.stats();
+                    let _ = write!(
+                        answer,
+                        "rtp_remote={remote}\nrtp_sent={}\nrtp_received={}\nrtp_concealed={}\n",
+                        stats.sent, stats.jitter.received, stats.jitter.concealed
+                    );
+                }
+            }
+            Command::Listen(p) => {
+                let heard = if is_phone {
+                    card.take_heard(*p)
+                } else {
+                    card.co_take_heard(*p)
+                };
+                describe_heard(&heard, &mut answer);
+            }
+        }
+        answer
+    }
+}
+
+/// What a far end heard, as `key=value` lines: the strongest tone, DTMF digits, caller ID.
+fn describe_heard(heard: &[i16], answer: &mut String) {
+    let _ = writeln!(answer, "seconds={:.2}", heard.len() as f32 / 8000.0);
+    // The tone measured is the last one heard: trailing silence is left out.
+    let sounding = heard
+        .iter()
+        .rposition(|s| s.unsigned_abs() > 200)
+        .map_or(0, |last| last + 1);
+    if let Some(tone) = dominant_frequency(&heard[..sounding]) {
+        let _ = write!(
+            answer,
+            "tone_hz={:.1}\ntone_dbm0={:.1}\n",
+            tone.frequency_hz, tone.level_dbm0
+        );
+    }
+    let digits = detect_digits(heard, DtmfThresholds::default());
+    if !digits.is_empty() {
+        let _ = writeln!(answer, "dtmf={digits}");
+    }
+    if let Ok(id) = decode_spill(&demodulate(Modem::Bell202, heard)) {
+        let _ = write!(
+            answer,
+            "callerid_number={}\ncallerid_name={}\n",
+            id.number.unwrap_or_default(),
+            id.name.unwrap_or_default()
+        );
+    }
+}
+
+enum Notice {
+    Phone(telephony_hw::line::phone_port::PhoneAction),
+    Line(telephony_hw::line::line_port::LineAction),
+}
+
+fn step_phone<C: Channel>(
+    driver: &mut PhonePortDriver<C>,
+    now: u64,
+    audio: &mut impl CallAudio,
+) -> Result<VecDeque<Notice>, ChannelError> {
+    Ok(driver
+        .step(now, audio)?
+        .into_iter()
+        .map(Notice::Phone)
+        .collect())
+}
+
+fn step_line<C: Channel>(
+    driver: &mut LinePortDriver<C>,
+    now: u64,
+    audio: &mut impl CallAudio,
+) -> Result<VecDeque<Notice>, ChannelError> {
+    Ok(driver
+        .step(now, audio)?
+        .into_iter()
+        .map(Notice::Line)
+        .collect())
+}

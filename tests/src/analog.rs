@@ -1,0 +1,229 @@
+//! Demo-mode helpers: the operator interface of a running gateway (`gateway analog ...`),
+//! and an RTP peer standing in for a SIP phone's media (SIPp does the signalling, pointing
+//! its SDP at this socket).
+
+use crate::{gateway_binary, Gateway};
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use telephony_hw::dsp::g711::Law;
+use telephony_hw::dsp::telephone_event::TelephoneEvent;
+
+impl Gateway {
+    /// Runs `gateway analog <command>` against this gateway; returns its `key=value` answer
+    /// (panics when the command fails).
+    pub fn analog(&self, command: &str) -> HashMap<String, String> {
+        let output = Command::new(gateway_binary())
+            .arg("analog")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(command.split_whitespace())
+            .output()
+            .expect("run gateway analog");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "gateway analog {command} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Runs `gateway analog <command>` expecting a refusal; returns the error text.
+    pub fn analog_refused(&self, command: &str) -> String {
+        let output = Command::new(gateway_binary())
+            .arg("analog")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(command.split_whitespace())
+            .output()
+            .expect("run gateway analog");
+        assert!(
+            !output.status.success(),
+            "gateway analog {command} was accepted"
+        );
+        String::from_utf8_lossy(&output.stderr).to_string()
+    }
+
+    /// Polls `status <port>` until `key` has `value` (panics after `within`).
+    pub fn wait_for_analog(&self, port: u32, key: &str, value: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.analog(&format!("status {port}"));
+            if status.get(key).map(String::as_str) == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "analog port {port}: {key} never became {value}: {status:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// What an [`RtpPeer`] received.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// The decoded audio of the audio packets, in arrival order.
+    pub audio: Vec<i16>,
+    /// Telephone events: (RTP timestamp, key, end bit).
+    pub events: Vec<(u32, char, bool)>,
+    /// Audio packets whose sequence number or timestamp did not follow the previous one.
+    pub discontinuities: usize,
+    /// SSRCs seen.
+    pub ssrcs: Vec<u32>,
+    /// Where the packets came from.
+    pub source: Option<SocketAddr>,
+}
+
+/// A SIP phone's media end: receives and sends G.711 RTP.
+pub struct RtpPeer {
+    socket: UdpSocket,
+    sequence: u16,
+    timestamp: u32,
+}
+
+impl RtpPeer {
+    /// A peer on a free loopback port.
+    pub fn new() -> RtpPeer {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind rtp");
+        RtpPeer {
+            socket,
+            sequence: 1000,
+            timestamp: 50_000,
+        }
+    }
+
+    /// Its port, for the SDP SIPp sends.
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().expect("local addr").port()
+    }
+
+    /// Collects packets for `duration` (PCMU payload 0; events on `event_pt`).
+    pub fn receive(&self, duration: Duration, law: Law, event_pt: u8) -> Received {
+        let mut received = Received::default();
+        let deadline = Instant::now() + duration;
+        let mut buffer = [0u8; 1500];
+        let mut last: Option<(u16, u32)> = None;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            self.socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("timeout");
+            let Ok((n, from)) = self.socket.recv_from(&mut buffer) else {
+                continue;
+            };
+            received.source = Some(from);
+            let Ok(rtp) = RtpReader::new(&buffer[..n]) else {
+                continue;
+            };
+            if !received.ssrcs.contains(&rtp.ssrc()) {
+                received.ssrcs.push(rtp.ssrc());
+            }
+            let (sequence, timestamp) = (u16::from(rtp.sequence_number()), rtp.timestamp());
+            if rtp.payload_type() == event_pt {
+                if let Ok(event) = TelephoneEvent::decode(rtp.payload()) {
+                    if let Some(key) = event.digit() {
+                        received.events.push((timestamp, key, event.end));
+                    }
+                }
+                last = Some((sequence, timestamp));
+                continue;
+            }
+            if let Some((last_sequence, last_timestamp)) = last {
+                let in_order = sequence == last_sequence.wrapping_add(1);
+                let advanced = timestamp.wrapping_sub(last_timestamp) % 160 == 0
+                    && timestamp != last_timestamp;
+                if !in_order || !advanced {
+                    received.discontinuities += 1;
+                }
+            }
+            last = Some((sequence, timestamp));
+            let mut samples = vec![0i16; rtp.payload().len()];
+            law.decode(rtp.payload(), &mut samples);
+            received.audio.extend(samples);
+        }
+        received
+    }
+
+    fn send(
+        &mut self,
+        to: SocketAddr,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) {
+        let packet = RtpPacketBuilder::new()
+            .payload_type(payload_type)
+            .ssrc(0x5eed)
+            .sequence(Seq::from(self.sequence))
+            .timestamp(timestamp)
+            .marked(marker)
+            .payload(payload)
+            .build()
+            .expect("rtp packet");
+        self.sequence = self.sequence.wrapping_add(1);
+        self.socket.send_to(&packet, to).expect("send rtp");
+    }
+
+    /// Sends `ms` of a `hz` tone (G.711 `law`, payload type `pt`) to `to`, paced at 20 ms.
+    pub fn send_tone(&mut self, to: SocketAddr, law: Law, pt: u8, hz: f32, ms: u32) {
+        let start = Instant::now();
+        for frame in 0..ms / 20 {
+            let samples: Vec<i16> = (0..160)
+                .map(|n| {
+                    let t = (frame * 160 + n) as f32 / 8000.0;
+                    (6000.0 * (std::f32::consts::TAU * hz * t).sin()) as i16
+                })
+                .collect();
+            let mut codes = vec![0u8; 160];
+            law.encode(&samples, &mut codes);
+            self.send(to, pt, frame == 0, self.timestamp, &codes);
+            self.timestamp = self.timestamp.wrapping_add(160);
+            pace(start, frame + 1);
+        }
+    }
+
+    /// Sends DTMF `key` as RFC 4733 events (`ms` long, three end packets), paced at 20 ms.
+    pub fn send_event(&mut self, to: SocketAddr, event_pt: u8, key: char, ms: u32) {
+        let start = Instant::now();
+        let code = TelephoneEvent::code_for_digit(key).expect("a DTMF key");
+        let frames = ms / 20;
+        for frame in 0..frames + 3 {
+            let end = frame >= frames;
+            let duration = (frame.min(frames) + 1) * 160;
+            let payload = TelephoneEvent {
+                event: code,
+                end,
+                volume: 10,
+                duration: duration as u16,
+            }
+            .encode();
+            self.send(to, event_pt, frame == 0, self.timestamp, &payload);
+            pace(start, frame + 1);
+        }
+        self.timestamp = self.timestamp.wrapping_add((frames + 1) * 160);
+    }
+}
+
+impl Default for RtpPeer {
+    fn default() -> Self {
+        RtpPeer::new()
+    }
+}
+
+fn pace(start: Instant, frames: u32) {
+    let due = start + Duration::from_millis(20 * u64::from(frames));
+    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+}

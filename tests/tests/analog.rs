@@ -1,0 +1,326 @@
+//! Analog ports end to end, in demo mode: the real binary runs its emulated card (phones on
+//! ports 1 and 2 as extensions 101 and 102, a PSTN line on port 3 ringing `sales` and taking
+//! `9` + number), SIPp plays the SIP phones' signalling, an RTP peer plays their media, and
+//! `gateway analog ...` acts as the analog phones and the central office. Audio is checked
+//! by measuring tones on both sides; DTMF and caller ID by decoding them.
+
+use e2e_tests::analog::RtpPeer;
+use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp, SippRun};
+use std::net::SocketAddr;
+use std::time::Duration;
+use telephony_hw::dsp::analysis::dominant_frequency;
+use telephony_hw::dsp::g711::Law;
+
+const EVENT_PT: u8 = 101;
+
+fn assert_near(measured: f32, expected: f32, what: &str) {
+    assert!(
+        (measured - expected).abs() < 5.0,
+        "{what}: measured {measured} Hz, expected {expected} Hz"
+    );
+}
+
+/// The tone an analog port's far end heard last (`listen`), in Hz.
+fn heard_tone(gateway: &Gateway, port: u32) -> f32 {
+    let heard = gateway.analog(&format!("listen {port}"));
+    heard
+        .get("tone_hz")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("port {port} heard no tone: {heard:?}"))
+}
+
+/// The analog side says a 1004 Hz tone; the SIP side's RTP carries it, continuously.
+fn analog_to_sip_audio(gateway: &Gateway, port: u32, peer: &RtpPeer) -> SocketAddr {
+    gateway.analog(&format!("say {port} 1004 1500"));
+    let received = peer.receive(Duration::from_millis(1200), Law::Ulaw, EVENT_PT);
+    let tone = dominant_frequency(&received.audio).expect("the SIP side received silence");
+    assert_near(tone.frequency_hz, 1004.0, "analog -> RTP");
+    assert_eq!(received.discontinuities, 0, "sequence/timestamp gaps");
+    assert_eq!(received.ssrcs.len(), 1, "one SSRC: {:?}", received.ssrcs);
+    received.source.expect("RTP came from somewhere")
+}
+
+/// The SIP side sends a 1400 Hz tone; the analog side hears it.
+fn sip_to_analog_audio(gateway: &Gateway, port: u32, peer: &mut RtpPeer, to: SocketAddr) {
+    gateway.analog(&format!("listen {port}")); // forget what came before
+    peer.send_tone(to, Law::Ulaw, 0, 1400.0, 800);
+    std::thread::sleep(Duration::from_millis(150)); // the jitter buffer's delay
+    assert_near(heard_tone(gateway, port), 1400.0, "RTP -> analog");
+}
+
+/// A picker `ext` dialling `*8`, whose phone answers the INVITE with Replaces with its
+/// media at `peer`.
+fn picker(ext: &str, peer: &RtpPeer) -> Sipp {
+    Sipp::new("uac_pickup.xml", free_port())
+        .service("*8")
+        .credentials(ext, &format!("pw{ext}"))
+        .key("caller", ext)
+        .out_of_call("uas_replaces.xml")
+        .fill("@MEDIA_PORT@", &peer.port().to_string())
+}
+
+/// The fields of the newest CDR: caller, called, answered by, pickup, billed, result
+/// (waiting for it to be committed: the call may have just ended).
+fn last_cdr(gateway: &Gateway) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let cdrs = gateway.cdrs();
+        let fields: Vec<String> = cdrs
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if fields.len() >= 8 {
+            return fields[2..8].to_vec();
+        }
+        assert!(std::time::Instant::now() < deadline, "no CDR: {cdrs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A SIP phone registered as `ext` running `scenario` with its media at `peer`.
+fn sip_phone(gateway: &Gateway, ext: &str, scenario: &str, peer: &RtpPeer) -> SippRun {
+    let port = free_port();
+    register(gateway, ext, port, 600, 200);
+    Sipp::new(scenario, port)
+        .fill("@MEDIA_PORT@", &peer.port().to_string())
+        .spawn(gateway)
+}
+
+#[test]
+fn an_analog_phone_calls_a_sip_phone_with_audio_and_dtmf_both_ways() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let mut peer = RtpPeer::new();
+    let phone = sip_phone(&gateway, "201", "uas_answer.xml", &peer);
+    gateway.analog("lift 1");
+    std::thread::sleep(Duration::from_millis(300));
+    let dial_tone = heard_tone(&gateway, 1);
+    assert!(
+        (dial_tone - 350.0).abs() < 5.0 || (dial_tone - 440.0).abs() < 5.0,
+        "dial tone (us: 350+440 Hz), heard {dial_tone}"
+    );
+    gateway.analog("dial 1 201");
+    gateway.wait_for_log("analog port 1: call answered");
+    let analog_rtp = analog_to_sip_audio(&gateway, 1, &peer);
+    sip_to_analog_audio(&gateway, 1, &mut peer, analog_rtp);
+    // A key pressed on the analog phone arrives as RFC 4733 events, not as audio.
+    gateway.analog("dial 1 5");
+    let received = peer.receive(Duration::from_millis(600), Law::Ulaw, EVENT_PT);
+    assert!(
+        received
+            .events
+            .iter()
+            .any(|&(_, key, end)| key == '5' && end),
+        "no event for 5: {:?}",
+        received.events
+    );
+    // An event from the SIP side is played to the analog phone as a DTMF tone.
+    gateway.analog("listen 1");
+    peer.send_event(analog_rtp, EVENT_PT, '7', 200);
+    std::thread::sleep(Duration::from_millis(150));
+    let heard = gateway.analog("listen 1");
+    assert_eq!(
+        heard.get("dtmf").map(String::as_str),
+        Some("7"),
+        "{heard:?}"
+    );
+    // Hanging up the handset sends BYE to the SIP phone.
+    gateway.analog("hangup 1");
+    phone.wait();
+    assert_eq!(
+        last_cdr(&gateway)[..2],
+        ["101".to_string(), "201".to_string()]
+    );
+}
+
+#[test]
+fn a_sip_phone_calls_an_analog_phone_which_shows_caller_id_and_answers() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let peer = RtpPeer::new();
+    let caller = Sipp::new("uac_call.xml", free_port())
+        .service("101")
+        .credentials("204", "pw204")
+        .key("caller", "204")
+        .fill("@MEDIA_PORT@", &peer.port().to_string())
+        .fill("@HOLD_MS@", "3000")
+        .spawn(&gateway);
+    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(5));
+    // Caller ID is sent between the first ring (2 s) and the second.
+    std::thread::sleep(Duration::from_millis(3800));
+    let heard = gateway.analog("listen 1");
+    assert_eq!(
+        heard.get("callerid_number").map(String::as_str),
+        Some("204"),
+        "{heard:?}"
+    );
+    assert_eq!(
+        heard.get("callerid_name").map(String::as_str),
+        Some("Reception 204"),
+        "{heard:?}"
+    );
+    gateway.analog("lift 1");
+    gateway.wait_for_log("analog port 1: answered");
+    analog_to_sip_audio(&gateway, 1, &peer);
+    // The SIP caller hangs up: the analog phone hears busy until it hangs up too.
+    gateway.wait_for_analog(1, "call", "idle", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(600));
+    let busy = heard_tone(&gateway, 1);
+    assert!(
+        (busy - 480.0).abs() < 5.0 || (busy - 620.0).abs() < 5.0,
+        "busy tone (us: 480+620 Hz), heard {busy}"
+    );
+    gateway.analog("hangup 1");
+    caller.wait();
+}
+
+#[test]
+fn an_analog_caller_is_picked_up_by_a_sip_phone_with_replaces() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let mut peer = RtpPeer::new();
+    let unused = RtpPeer::new();
+    let callee = sip_phone(&gateway, "201", "uas_ring_picked.xml", &unused);
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 201");
+    gateway.wait_for_log("ringing 1 contact(s)");
+    std::thread::sleep(Duration::from_millis(1500));
+    let ringback = heard_tone(&gateway, 1);
+    assert!(
+        (ringback - 440.0).abs() < 5.0 || (ringback - 480.0).abs() < 5.0,
+        "ringback (us: 440+480 Hz), heard {ringback}"
+    );
+    let pickup = picker("202", &peer).spawn(&gateway);
+    gateway.wait_for_log("analog port 1: call answered");
+    let analog_rtp = analog_to_sip_audio(&gateway, 1, &peer);
+    sip_to_analog_audio(&gateway, 1, &mut peer, analog_rtp);
+    gateway.analog("hangup 1");
+    pickup.wait();
+    callee.wait();
+    assert_eq!(
+        last_cdr(&gateway),
+        ["101", "201", "202", "group", "202", "answered"]
+    );
+}
+
+#[test]
+fn a_pstn_caller_ringing_sales_is_picked_up_by_a_sip_phone() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let peer = RtpPeer::new();
+    let unused = RtpPeer::new();
+    let callee = sip_phone(&gateway, "201", "uas_ring_picked.xml", &unused);
+    gateway.analog("ring 3 5551234 Jane Doe");
+    // Offered after two rings, with the caller ID captured between them: the sales group
+    // rings 201 and the analog phones 101 and 102.
+    gateway.wait_for_log("5551234 -> sales, ringing 3 contact(s)");
+    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(3));
+    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(3));
+    let pickup = picker("202", &peer).spawn(&gateway);
+    gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(10));
+    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(3));
+    analog_to_sip_audio(&gateway, 3, &peer);
+    // The PSTN caller hangs up: the office drops battery, the picker gets BYE.
+    gateway.analog("battery-drop 3");
+    pickup.wait();
+    callee.wait();
+    assert_eq!(
+        last_cdr(&gateway),
+        ["5551234", "sales", "202", "group", "202", "answered"]
+    );
+}
+
+#[test]
+fn a_sip_caller_ringing_an_analog_phone_is_picked_up_by_another_sip_phone() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let peer = RtpPeer::new();
+    let caller = Sipp::new("uac_call.xml", free_port())
+        .service("102")
+        .credentials("204", "pw204")
+        .key("caller", "204")
+        .fill("@HOLD_MS@", "1000")
+        .spawn(&gateway);
+    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(5));
+    let pickup = picker("203", &peer).spawn(&gateway);
+    gateway.wait_for_analog(2, "ringing", "false", Duration::from_secs(10));
+    gateway.wait_for_analog(2, "call", "idle", Duration::from_secs(5));
+    caller.wait();
+    pickup.wait();
+    assert_eq!(
+        last_cdr(&gateway),
+        ["204", "102", "203", "group", "203", "answered"]
+    );
+}
+
+/// A gateway whose line offers calls after one ring, to 201.
+fn quick_line() -> GatewayOptions {
+    GatewayOptions {
+        analog: Some(
+            "[analog]\nzone = \"us\"\ndahdi_dir = \"/nonexistent/dahdi\"\n\
+[[analog.port]]\nchannel = 1\nkind = \"phone\"\n[[analog.port]]\nchannel = 2\nkind = \"phone\"\n\
+[[analog.port]]\nchannel = 3\nkind = \"line\"\ntarget = \"201\"\ndial_prefix = \"9\"\nrings_before_offer = 1\n"
+                .into(),
+        ),
+        ..GatewayOptions::default()
+    }
+}
+
+#[test]
+fn the_pstn_far_end_hanging_up_ends_the_sip_call_whatever_the_signal() {
+    let gateway = Gateway::start(quick_line());
+    let peer = RtpPeer::new();
+    for signal in ["battery-drop", "reverse", "busy"] {
+        let phone = sip_phone(&gateway, "201", "uas_answer.xml", &peer);
+        gateway.analog("ring 3");
+        gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(8));
+        gateway.analog(&format!("{signal} 3"));
+        phone.wait(); // it got the BYE
+        gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(5));
+        gateway.wait_for_analog(3, "call", "idle", Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(2500)); // the office's ring guard time
+    }
+}
+
+#[test]
+fn a_sip_bye_puts_the_line_on_hook_and_sip_phones_dial_out_with_the_prefix() {
+    let gateway = Gateway::start(quick_line());
+    let peer = RtpPeer::new();
+    let first_call_media = RtpPeer::new();
+    let phone = sip_phone(
+        &gateway,
+        "201",
+        "uas_answer_then_bye.xml",
+        &first_call_media,
+    );
+    gateway.analog("ring 3");
+    gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(8));
+    phone.wait(); // it hung up after 300 ms
+    gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(5));
+
+    let caller = Sipp::new("uac_call.xml", free_port())
+        .service("95551234")
+        .credentials("204", "pw204")
+        .key("caller", "204")
+        .fill("@MEDIA_PORT@", &peer.port().to_string())
+        .fill("@HOLD_MS@", "4000")
+        .spawn(&gateway);
+    gateway.wait_for_analog(3, "digits", "5551234", Duration::from_secs(8));
+    analog_to_sip_audio(&gateway, 3, &peer);
+    caller.wait();
+    gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(5));
+}
+
+#[test]
+fn operator_commands_are_checked() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let ports = gateway.analog("ports");
+    assert_eq!(ports.get("port3").map(String::as_str), Some("line idle"));
+    assert!(gateway.analog_refused("lift 3").contains("line port"));
+    assert!(gateway.analog_refused("ring 1").contains("phone port"));
+    assert!(gateway
+        .analog_refused("lift 9")
+        .contains("no analog port 9"));
+    assert!(gateway.analog_refused("dial 1 12x").contains("DTMF digits"));
+    assert!(gateway
+        .log()
+        .contains("running on the emulated analog card (demo mode)"));
+}
