@@ -177,8 +177,27 @@ impl RtpPeer {
 
     /// Sends `ms` of a `hz` tone (G.711 `law`, payload type `pt`) to `to`, paced at 20 ms.
     pub fn send_tone(&mut self, to: SocketAddr, law: Law, pt: u8, hz: f32, ms: u32) {
+        self.send_tone_losing(to, law, pt, hz, ms, None);
+    }
+
+    /// Like [`RtpPeer::send_tone`], but every `lose_every`-th packet is lost on the way.
+    pub fn send_tone_losing(
+        &mut self,
+        to: SocketAddr,
+        law: Law,
+        pt: u8,
+        hz: f32,
+        ms: u32,
+        lose_every: Option<u32>,
+    ) {
         let start = Instant::now();
         for frame in 0..ms / 20 {
+            if lose_every.is_some_and(|n| frame % n == n - 1) {
+                self.sequence = self.sequence.wrapping_add(1);
+                self.timestamp = self.timestamp.wrapping_add(160);
+                pace(start, frame + 1);
+                continue;
+            }
             let samples: Vec<i16> = (0..160)
                 .map(|n| {
                     let t = (frame * 160 + n) as f32 / 8000.0;

@@ -105,6 +105,13 @@ fn an_analog_phone_calls_a_sip_phone_with_audio_and_dtmf_both_ways() {
     gateway.wait_for_log("analog port 1: call answered");
     let analog_rtp = analog_to_sip_audio(&gateway, 1, &peer);
     sip_to_analog_audio(&gateway, 1, &mut peer, analog_rtp);
+    // One packet in five lost: concealed, and the tone still comes through.
+    gateway.analog("listen 1");
+    peer.send_tone_losing(analog_rtp, Law::Ulaw, 0, 1400.0, 1000, Some(5));
+    std::thread::sleep(Duration::from_millis(150));
+    assert_near(heard_tone(&gateway, 1), 1400.0, "RTP with loss -> analog");
+    let concealed: u32 = gateway.analog("status 1")["rtp_concealed"].parse().unwrap();
+    assert!(concealed >= 5, "{concealed} frames concealed");
     // A key pressed on the analog phone arrives as RFC 4733 events, not as audio.
     gateway.analog("dial 1 5");
     let received = peer.receive(Duration::from_millis(600), Law::Ulaw, EVENT_PT);
@@ -133,6 +140,32 @@ fn an_analog_phone_calls_a_sip_phone_with_audio_and_dtmf_both_ways() {
         last_cdr(&gateway)[..2],
         ["101".to_string(), "201".to_string()]
     );
+}
+
+#[test]
+fn an_analog_caller_hears_busy_when_the_sip_phone_is_busy_and_congestion_for_nowhere() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let port = free_port();
+    register(&gateway, "201", port, 600, 200);
+    let phone = Sipp::new("uas_reject.xml", port)
+        .expect(486)
+        .spawn(&gateway);
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 201");
+    gateway.wait_for_log("analog port 1: call failed with 486");
+    phone.wait();
+    std::thread::sleep(Duration::from_millis(800));
+    let busy = heard_tone(&gateway, 1);
+    assert!(
+        (busy - 480.0).abs() < 5.0 || (busy - 620.0).abs() < 5.0,
+        "busy (us: 480+620 Hz), heard {busy}"
+    );
+    gateway.analog("hangup 1");
+    // 202 is not registered: 480, congestion.
+    std::thread::sleep(Duration::from_millis(1500));
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 202");
+    gateway.wait_for_log("analog port 1: call failed with 480");
 }
 
 #[test]

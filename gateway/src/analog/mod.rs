@@ -5,6 +5,8 @@
 //! with its operator interface (`control`).
 
 pub mod agent;
+#[cfg(test)]
+mod agent_tests;
 pub mod control;
 pub mod sdp;
 pub mod service;
