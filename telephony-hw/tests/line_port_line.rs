@@ -3,12 +3,14 @@
 //! signals, abandoned ringing, outgoing calls with dial tone, digits and answer supervision,
 //! red alarm and missing dial tone.
 
+mod common;
+
 use std::path::Path;
 use telephony_hw::dahdi::emulator::{EmulatedCard, EmulatedChannel};
 use telephony_hw::dahdi::system_conf::SystemConf;
 use telephony_hw::dsp::callerid::CallerId;
 use telephony_hw::dsp::tones::zone;
-use telephony_hw::line::driver::{DialMode, LinePortDriver, NoCallAudio};
+use telephony_hw::line::driver::{DialMode, LinePortDriver, PortDriver};
 use telephony_hw::line::line_port::{Disconnect, LineAction, LineCommand};
 
 const LINE: u32 = 3;
@@ -31,17 +33,9 @@ impl Bench {
         Bench { card, driver }
     }
 
+    /// Runs `ms` in 20 ms steps; returns the notices for the control plane.
     fn run(&mut self, ms: u64) -> Vec<LineAction> {
-        let mut notices = Vec::new();
-        for _ in 0..ms / 20 {
-            self.card.advance(20);
-            notices.extend(
-                self.driver
-                    .step(self.card.now_ms(), &mut NoCallAudio)
-                    .unwrap(),
-            );
-        }
-        notices
+        common::run(&self.card, &mut self.driver, ms)
     }
 
     fn command(&mut self, command: LineCommand) -> Vec<LineAction> {

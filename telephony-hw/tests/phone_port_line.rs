@@ -2,13 +2,15 @@
 //! (DTMF and pulse), dial plan and inter-digit timeout, ringback/busy/congestion, incoming
 //! calls with caller ID between the first and second ring, answer, flash, hangup.
 
+mod common;
+
 use std::path::Path;
 use telephony_hw::dahdi::emulator::{EmulatedCard, EmulatedChannel};
 use telephony_hw::dahdi::system_conf::SystemConf;
 use telephony_hw::dsp::callerid::{decode_spill, demodulate, CallerId, Modem};
 use telephony_hw::dsp::tones::{zone, Progress, ProgressDetector};
 use telephony_hw::line::dial_plan::DialPlan;
-use telephony_hw::line::driver::{NoCallAudio, PhonePortDriver};
+use telephony_hw::line::driver::{PhonePortDriver, PortDriver};
 use telephony_hw::line::phone_port::{PhoneAction, PhoneCommand};
 
 struct Bench {
@@ -28,16 +30,7 @@ impl Bench {
 
     /// Runs `ms` in 20 ms steps; returns the notices for the control plane.
     fn run(&mut self, ms: u64) -> Vec<PhoneAction> {
-        let mut notices = Vec::new();
-        for _ in 0..ms / 20 {
-            self.card.advance(20);
-            notices.extend(
-                self.driver
-                    .step(self.card.now_ms(), &mut NoCallAudio)
-                    .unwrap(),
-            );
-        }
-        notices
+        common::run(&self.card, &mut self.driver, ms)
     }
 
     /// What call-progress tone the phone heard since the last call.

@@ -12,16 +12,20 @@ use telephony_hw::dsp::g711::Law;
 use telephony_hw::dsp::telephone_event::TelephoneEvent;
 
 impl Gateway {
-    /// Runs `gateway analog <command>` against this gateway; returns its `key=value` answer
-    /// (panics when the command fails).
-    pub fn analog(&self, command: &str) -> HashMap<String, String> {
-        let output = Command::new(gateway_binary())
+    fn run_analog(&self, command: &str) -> std::process::Output {
+        Command::new(gateway_binary())
             .arg("analog")
             .arg("--config")
             .arg(self.config_path())
             .args(command.split_whitespace())
             .output()
-            .expect("run gateway analog");
+            .expect("run gateway analog")
+    }
+
+    /// Runs `gateway analog <command>` against this gateway; returns its `key=value` answer
+    /// (panics when the command fails).
+    pub fn analog(&self, command: &str) -> HashMap<String, String> {
+        let output = self.run_analog(command);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -38,13 +42,7 @@ impl Gateway {
 
     /// Runs `gateway analog <command>` expecting a refusal; returns the error text.
     pub fn analog_refused(&self, command: &str) -> String {
-        let output = Command::new(gateway_binary())
-            .arg("analog")
-            .arg("--config")
-            .arg(self.config_path())
-            .args(command.split_whitespace())
-            .output()
-            .expect("run gateway analog");
+        let output = self.run_analog(command);
         assert!(
             !output.status.success(),
             "gateway analog {command} was accepted"

@@ -224,6 +224,26 @@ impl Gateway {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The `gateway cdr` table and the fields of its newest row, waiting up to 5 s for a
+    /// row (a call that just ended may not be committed yet).
+    pub fn last_cdr(&self) -> (String, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let cdrs = self.cdrs();
+            let fields: Vec<String> = cdrs
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !fields.is_empty() || Instant::now() > deadline {
+                return (cdrs, fields);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The CDR table the `gateway cdr` subcommand prints for this gateway's database.
     pub fn cdrs(&self) -> String {
         let output = Command::new(gateway_binary())

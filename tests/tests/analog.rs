@@ -59,25 +59,11 @@ fn picker(ext: &str, peer: &RtpPeer) -> Sipp {
         .fill("@MEDIA_PORT@", &peer.port().to_string())
 }
 
-/// The fields of the newest CDR: caller, called, answered by, pickup, billed, result
-/// (waiting for it to be committed: the call may have just ended).
+/// The fields of the newest CDR: caller, called, answered by, pickup, billed, result.
 fn last_cdr(gateway: &Gateway) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let cdrs = gateway.cdrs();
-        let fields: Vec<String> = cdrs
-            .lines()
-            .nth(1)
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        if fields.len() >= 8 {
-            return fields[2..8].to_vec();
-        }
-        assert!(std::time::Instant::now() < deadline, "no CDR: {cdrs}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (cdrs, fields) = gateway.last_cdr();
+    assert!(fields.len() >= 8, "{cdrs}");
+    fields[2..8].to_vec()
 }
 
 /// A SIP phone registered as `ext` running `scenario` with its media at `peer`.

@@ -12,19 +12,6 @@ fn picker(scenario: &str, code: &str, ext: &str) -> Sipp {
         .key("caller", ext)
 }
 
-/// The `gateway cdr` table and the fields of its newest row.
-fn last_cdr(gateway: &Gateway) -> (String, Vec<String>) {
-    let cdrs = gateway.cdrs();
-    let fields = cdrs
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    (cdrs, fields)
-}
-
 /// 201 registered and ringing with a call from 204; returns (callee, caller) SIPp runs.
 fn ringing(
     gateway: &Gateway,
@@ -56,7 +43,7 @@ fn group_pickup_with_replaces() {
     // The caller got its 200 OK to the BYE: the CDR must already be on disk.
     gateway.kill();
     callee.wait();
-    let (cdrs, fields) = last_cdr(&gateway);
+    let (cdrs, fields) = gateway.last_cdr();
     assert_eq!(
         &fields[2..8],
         ["204", "201", "202", "group", "202", "answered"],
@@ -71,7 +58,7 @@ fn directed_pickup_without_replaces_is_bridged() {
     picker("uac_pickup_bridge.xml", "**201", "203").run(&gateway);
     caller.wait();
     callee.wait();
-    let (cdrs, fields) = last_cdr(&gateway);
+    let (cdrs, fields) = gateway.last_cdr();
     assert_eq!(
         &fields[2..8],
         ["204", "201", "203", "directed", "203", "answered"],
@@ -148,7 +135,7 @@ fn a_blf_key_invite_with_replaces_takes_the_call() {
         .run(&gateway);
     caller.wait();
     callee.wait();
-    let (cdrs, fields) = last_cdr(&gateway);
+    let (cdrs, fields) = gateway.last_cdr();
     assert_eq!(
         &fields[2..8],
         ["204", "201", "203", "replaces", "203", "answered"],
@@ -212,7 +199,7 @@ fn two_pickers_at_once_exactly_one_wins() {
     callee.wait();
     let log = gateway.log();
     assert_eq!(log.matches("bridged to the picker").count(), 1, "{log}");
-    let (cdrs, fields) = last_cdr(&gateway);
+    let (cdrs, fields) = gateway.last_cdr();
     assert!(["202", "203"].contains(&fields[4].as_str()), "{cdrs}");
 }
 
@@ -223,7 +210,7 @@ fn a_callee_answering_during_the_pickup_is_acked_and_byed() {
     picker("uac_pickup_bridge.xml", "**201", "203").run(&gateway);
     caller.wait();
     callee.wait();
-    let (cdrs, fields) = last_cdr(&gateway);
+    let (cdrs, fields) = gateway.last_cdr();
     assert_eq!(fields[4], "203", "the picker keeps the call: {cdrs}");
 }
 

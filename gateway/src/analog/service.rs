@@ -7,7 +7,7 @@ use super::agent::{AgentAction, AnalogAgent, PortRole, PortSetup};
 use super::control::{self, Command, Request};
 use crate::transport::{Inbound, ANALOG_PEER};
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use telephony_hw::dsp::dtmf::{detect_digits, DtmfThresholds};
 use telephony_hw::dsp::level::amplitude_for_dbm0;
 use telephony_hw::line::dial_plan::DialPlan;
 use telephony_hw::line::driver::{
-    CallAudio, DialMode, LinePortDriver, NoCallAudio, PhonePortDriver,
+    CallAudio, DialMode, LinePortDriver, NoCallAudio, PhonePortDriver, PortDriver,
 };
 use telephony_hw::media::rtp_out::MAX_PACKET;
 use telephony_hw::media::session::{MediaSession, StreamStart};
@@ -364,16 +364,11 @@ impl<C: Channel> Service<C> {
             } else {
                 while port.socket.recv_from(&mut buffer).is_ok() {} // stray packets
             }
-            let result = match (&mut port.driver, port.media.as_mut()) {
-                (Driver::Phone(d), Some((media, _))) => step_phone(d, line_now, media),
-                (Driver::Phone(d), None) => step_phone(d, line_now, &mut NoCallAudio),
-                (Driver::Line(d), Some((media, _))) => step_line(d, line_now, media),
-                (Driver::Line(d), None) => step_line(d, line_now, &mut NoCallAudio),
+            let result = match port.media.as_mut() {
+                Some((media, _)) => port.driver.step(line_now, media),
+                None => port.driver.step(line_now, &mut NoCallAudio),
             };
-            match result {
-                Ok(mut list) => notices.extend(list.drain(..).map(|n| (channel, n))),
-                Err(e) => tracing::warn!("analog port {channel}: {e}"),
-            }
+            notices.push((channel, result));
             if let Some((media, remote)) = port.media.as_mut() {
                 let mut packet = [0u8; MAX_PACKET];
                 while let Some(n) = media.pop_packet(&mut packet) {
@@ -381,11 +376,20 @@ impl<C: Channel> Service<C> {
                 }
             }
         }
-        for (channel, notice) in notices {
-            match notice {
-                Notice::Phone(n) => self.agent.phone_notice(now, channel, n),
-                Notice::Line(n) => self.agent.line_notice(now, channel, n),
-            }
+        for (channel, result) in notices {
+            self.deliver_or_warn(now, channel, result);
+        }
+    }
+
+    fn deliver_or_warn(
+        &mut self,
+        now: Instant,
+        channel: u32,
+        result: Result<Vec<Notice>, ChannelError>,
+    ) {
+        match result {
+            Ok(notices) => self.deliver(now, channel, notices),
+            Err(e) => tracing::warn!("analog port {channel}: {e}"),
         }
     }
 
@@ -413,40 +417,36 @@ impl<C: Channel> Service<C> {
         }
     }
 
+    /// Hands the agent what a port's state machine reported.
+    fn deliver(&mut self, now: Instant, channel: u32, notices: Vec<Notice>) {
+        for notice in notices {
+            match notice {
+                Notice::Phone(n) => self.agent.phone_notice(now, channel, n),
+                Notice::Line(n) => self.agent.line_notice(now, channel, n),
+            }
+        }
+    }
+
     fn perform(&mut self, now: Instant, action: AgentAction) {
         let line_now = self.now_ms();
         match action {
             AgentAction::Phone(channel, command) => {
-                if let Some(Port {
-                    driver: Driver::Phone(driver),
-                    ..
-                }) = self.ports.get_mut(&channel)
-                {
-                    match driver.command(line_now, command) {
-                        Ok(notices) => {
-                            for notice in notices {
-                                self.agent.phone_notice(now, channel, notice);
-                            }
-                        }
-                        Err(e) => tracing::warn!("analog port {channel}: {e}"),
+                let result = match self.ports.get_mut(&channel).map(|p| &mut p.driver) {
+                    Some(Driver::Phone(driver)) => {
+                        notices(driver.command(line_now, command), Notice::Phone)
                     }
-                }
+                    _ => Ok(Vec::new()),
+                };
+                self.deliver_or_warn(now, channel, result);
             }
             AgentAction::Line(channel, command) => {
-                if let Some(Port {
-                    driver: Driver::Line(driver),
-                    ..
-                }) = self.ports.get_mut(&channel)
-                {
-                    match driver.command(line_now, command) {
-                        Ok(notices) => {
-                            for notice in notices {
-                                self.agent.line_notice(now, channel, notice);
-                            }
-                        }
-                        Err(e) => tracing::warn!("analog port {channel}: {e}"),
+                let result = match self.ports.get_mut(&channel).map(|p| &mut p.driver) {
+                    Some(Driver::Line(driver)) => {
+                        notices(driver.command(line_now, command), Notice::Line)
                     }
-                }
+                    _ => Ok(Vec::new()),
+                };
+                self.deliver_or_warn(now, channel, result);
             }
             AgentAction::StartMedia { channel, remote } => {
                 if let Some(port) = self.ports.get_mut(&channel) {
@@ -657,26 +657,19 @@ enum Notice {
     Line(telephony_hw::line::line_port::LineAction),
 }
 
-fn step_phone<C: Channel>(
-    driver: &mut PhonePortDriver<C>,
-    now: u64,
-    audio: &mut impl CallAudio,
-) -> Result<VecDeque<Notice>, ChannelError> {
-    Ok(driver
-        .step(now, audio)?
-        .into_iter()
-        .map(Notice::Phone)
-        .collect())
+/// Wraps a driver's notices for the agent.
+fn notices<N>(
+    result: Result<Vec<N>, ChannelError>,
+    wrap: fn(N) -> Notice,
+) -> Result<Vec<Notice>, ChannelError> {
+    result.map(|list| list.into_iter().map(wrap).collect())
 }
 
-fn step_line<C: Channel>(
-    driver: &mut LinePortDriver<C>,
-    now: u64,
-    audio: &mut impl CallAudio,
-) -> Result<VecDeque<Notice>, ChannelError> {
-    Ok(driver
-        .step(now, audio)?
-        .into_iter()
-        .map(Notice::Line)
-        .collect())
+impl<C: Channel> Driver<C> {
+    fn step(&mut self, now: u64, audio: &mut impl CallAudio) -> Result<Vec<Notice>, ChannelError> {
+        match self {
+            Driver::Phone(driver) => notices(driver.step(now, audio), Notice::Phone),
+            Driver::Line(driver) => notices(driver.step(now, audio), Notice::Line),
+        }
+    }
 }

@@ -23,6 +23,27 @@ pub trait CallAudio {
     fn play_to_line(&mut self, out: &mut [i16; BLOCK_SIZE]);
 }
 
+/// A port driver as its caller sees it: 20 ms steps and commands in, notices for the
+/// control plane out. [`PhonePortDriver`] and [`LinePortDriver`] implement it.
+pub trait PortDriver {
+    /// What the driver reports.
+    type Notice;
+    /// What the control plane tells it.
+    type Command;
+    /// One step at `now` (ms), exchanging the call's audio with `audio`.
+    fn step(
+        &mut self,
+        now: u64,
+        audio: &mut impl CallAudio,
+    ) -> Result<Vec<Self::Notice>, ChannelError>;
+    /// A command from the control plane.
+    fn command(
+        &mut self,
+        now: u64,
+        command: Self::Command,
+    ) -> Result<Vec<Self::Notice>, ChannelError>;
+}
+
 /// No call audio: the line hears silence and what it says goes nowhere.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoCallAudio;
@@ -110,8 +131,21 @@ impl<C: Channel> PhonePortDriver<C> {
         })
     }
 
-    /// A command from the control plane.
-    pub fn command(
+    /// Performs the state machine's actions; returns those meant for the control plane.
+    fn perform(&mut self) -> Result<Vec<PhoneAction>, ChannelError> {
+        let mut notices = Vec::new();
+        while let Some(action) = self.line.poll_action() {
+            self.perform_one(action, &mut notices)?;
+        }
+        Ok(notices)
+    }
+}
+
+impl<C: Channel> PortDriver for PhonePortDriver<C> {
+    type Notice = PhoneAction;
+    type Command = PhoneCommand;
+
+    fn command(
         &mut self,
         now: u64,
         command: PhoneCommand,
@@ -123,9 +157,7 @@ impl<C: Channel> PhonePortDriver<C> {
         self.perform()
     }
 
-    /// One 20 ms step at `now` (ms), exchanging audio with `audio`: returns what the control
-    /// plane must hear about.
-    pub fn step(
+    fn step(
         &mut self,
         now: u64,
         audio: &mut impl CallAudio,
@@ -170,37 +202,41 @@ impl<C: Channel> PhonePortDriver<C> {
         }
         Ok(notices)
     }
+}
 
-    /// Performs the state machine's actions; returns those meant for the control plane.
-    fn perform(&mut self) -> Result<Vec<PhoneAction>, ChannelError> {
-        let mut notices = Vec::new();
-        while let Some(action) = self.line.poll_action() {
-            match action {
-                PhoneAction::PlayTone(kind) => {
-                    let tone = match kind {
-                        ToneKind::Dial => &self.zone.dial,
-                        ToneKind::Ringback => &self.zone.ringback,
-                        ToneKind::Busy => &self.zone.busy,
-                        ToneKind::Congestion => &self.zone.congestion,
-                    };
-                    self.tone = Some(TonePlayer::new(tone.clone(), -13.0));
-                }
-                PhoneAction::StopTone | PhoneAction::Connect => self.tone = None,
-                PhoneAction::Ring => {
-                    self.channel.set_cadence(&self.zone.ring_cadence)?;
-                    self.channel.hook(hook::RING)?;
-                }
-                PhoneAction::StopRing => self.channel.hook(hook::RINGOFF)?,
-                PhoneAction::SendCallerId(id) => {
-                    // GR-30: the spill goes on-hook between the first and second ring.
-                    self.channel.onhook_transfer(4000)?;
-                    self.outgoing
-                        .extend(modulate(Modem::Bell202, &id.encode_mdmf(), -13.0));
-                }
-                notice => notices.push(notice),
+impl<C: Channel> PhonePortDriver<C> {
+    /// Performs one action of the state machine; those meant for the control plane go to
+    /// `notices`.
+    fn perform_one(
+        &mut self,
+        action: PhoneAction,
+        notices: &mut Vec<PhoneAction>,
+    ) -> Result<(), ChannelError> {
+        match action {
+            PhoneAction::PlayTone(kind) => {
+                let tone = match kind {
+                    ToneKind::Dial => &self.zone.dial,
+                    ToneKind::Ringback => &self.zone.ringback,
+                    ToneKind::Busy => &self.zone.busy,
+                    ToneKind::Congestion => &self.zone.congestion,
+                };
+                self.tone = Some(TonePlayer::new(tone.clone(), -13.0));
             }
+            PhoneAction::StopTone | PhoneAction::Connect => self.tone = None,
+            PhoneAction::Ring => {
+                self.channel.set_cadence(&self.zone.ring_cadence)?;
+                self.channel.hook(hook::RING)?;
+            }
+            PhoneAction::StopRing => self.channel.hook(hook::RINGOFF)?,
+            PhoneAction::SendCallerId(id) => {
+                // GR-30: the spill goes on-hook between the first and second ring.
+                self.channel.onhook_transfer(4000)?;
+                self.outgoing
+                    .extend(modulate(Modem::Bell202, &id.encode_mdmf(), -13.0));
+            }
+            notice => notices.push(notice),
         }
-        Ok(notices)
+        Ok(())
     }
 }
 
@@ -254,20 +290,18 @@ impl<C: Channel> LinePortDriver<C> {
             released_at: None,
         })
     }
+}
 
-    /// A command from the control plane.
-    pub fn command(
-        &mut self,
-        now: u64,
-        command: LineCommand,
-    ) -> Result<Vec<LineAction>, ChannelError> {
+impl<C: Channel> PortDriver for LinePortDriver<C> {
+    type Notice = LineAction;
+    type Command = LineCommand;
+
+    fn command(&mut self, now: u64, command: LineCommand) -> Result<Vec<LineAction>, ChannelError> {
         self.line.command(now, command);
         self.perform(now)
     }
 
-    /// One 20 ms step at `now` (ms), exchanging audio with `audio`: returns what the control
-    /// plane must hear about.
-    pub fn step(
+    fn step(
         &mut self,
         now: u64,
         audio: &mut impl CallAudio,
@@ -308,7 +342,9 @@ impl<C: Channel> LinePortDriver<C> {
         }
         Ok(notices)
     }
+}
 
+impl<C: Channel> LinePortDriver<C> {
     fn perform(&mut self, now: u64) -> Result<Vec<LineAction>, ChannelError> {
         let mut notices = Vec::new();
         while let Some(action) = self.line.poll_action() {
