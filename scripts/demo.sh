@@ -10,8 +10,10 @@ if ! command -v sipp >/dev/null; then
     echo "== installing SIPp (package sip-tester)"
     ${SUDO:-$( [ "$(id -u)" = 0 ] || echo sudo )} apt-get install -y sip-tester >/dev/null
 fi
-cargo build --release -p gateway
-gateway=target/release/gateway
+# DEMO_PROFILE=debug reuses the test suite's build (scripts/test.sh runs this demo).
+profile=${DEMO_PROFILE:-release}
+if [ "$profile" = release ]; then cargo build --release -p gateway; else cargo build -p gateway; fi
+gateway=target/$profile/gateway
 config=examples/office.toml
 work=$(mktemp -d)
 say() { printf '\n== %s\n' "$*"; }
@@ -61,4 +63,9 @@ analog hangup 1
 wait "$picker" "$callee" || true
 sleep 0.5
 say "the call detail record (202 answered and is billed)"
-"$gateway" cdr --config "$config" --limit 1
+"$gateway" cdr --config "$config" --limit 1 | tee "$work/cdr"
+if ! grep -Eq '101 +201 +202 +group +202 +answered' "$work/cdr"; then
+    echo "the demo did not end with 202 answering the call; the gateway's log:" >&2
+    cat "$work/gateway.log" >&2
+    exit 1
+fi

@@ -42,3 +42,5 @@ echo "==> cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 echo "==> cargo test --workspace"
 cargo test --workspace
+echo "==> the README's demo (scripts/demo.sh: an analog caller picked up by a SIP phone)"
+DEMO_PROFILE=debug scripts/demo.sh

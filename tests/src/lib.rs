@@ -180,19 +180,26 @@ impl Gateway {
     }
 
     fn stop(&mut self) {
-        // SIGTERM first so the store writer flushes, as in production.
+        if self.terminate().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// SIGTERM, as in production (the store writer flushes, the analog thread stops); the
+    /// exit status if the process ended within 5 s.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        None
     }
 
     /// Waits for the `listening` lines the process started at log offset `log_start` prints.

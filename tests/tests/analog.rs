@@ -329,8 +329,8 @@ fn a_sip_bye_puts_the_line_on_hook_and_sip_phones_dial_out_with_the_prefix() {
 }
 
 #[test]
-fn operator_commands_are_checked() {
-    let gateway = Gateway::start(GatewayOptions::default());
+fn operator_commands_are_checked_and_sigterm_stops_the_gateway() {
+    let mut gateway = Gateway::start(GatewayOptions::default());
     let ports = gateway.analog("ports");
     assert_eq!(ports.get("port3").map(String::as_str), Some("line idle"));
     assert!(gateway.analog_refused("lift 3").contains("line port"));
@@ -342,4 +342,10 @@ fn operator_commands_are_checked() {
     assert!(gateway
         .log()
         .contains("running on the emulated analog card (demo mode)"));
+    let status = gateway.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean exit on SIGTERM: {status:?}\n{}",
+        gateway.log()
+    );
 }

@@ -39,6 +39,8 @@ pub enum ServiceInput {
     Sip(Bytes),
     /// An operator command (demo mode).
     Control(Request),
+    /// Stop (the gateway is shutting down).
+    Shutdown,
 }
 
 /// How a port is set up, from the configuration.
@@ -165,9 +167,8 @@ impl AnalogService {
 
 impl Drop for AnalogService {
     fn drop(&mut self) {
-        // Closing the input channel stops the thread at its next tick.
-        let (closed, _) = mpsc::channel();
-        self.input = closed;
+        // The control socket's thread holds a sender too: ask the thread to stop.
+        let _ = self.input.send(ServiceInput::Shutdown);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -327,7 +328,7 @@ impl<C: Channel> Service<C> {
                     let _ = request.answer.send(answer);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Ok(ServiceInput::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             let now = Instant::now();
             if now >= next_tick {
