@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{answer_codes, check_dispositions, office_engine};
+use common::{answer_codes, check_dispositions, office_engine, Rng};
 use gateway::sip::message::{RequestUri, SipMessage};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -148,17 +148,6 @@ fn valid_messages_parse_to_the_right_values() {
 }
 
 /// Deterministic xorshift, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn mutated_torture_messages_never_panic() {
     use gateway::sip::framing::StreamFramer;

@@ -458,6 +458,8 @@ impl SipMessage {
         if head_end == 0 {
             return Err(ParseError::Incomplete);
         }
+        // ezk's line reader drops a line holding a non-UTF-8 byte: refuse the head instead.
+        std::str::from_utf8(&data[..head_end]).map_err(|_| ParseError::NotUtf8)?;
         // The typed parsers slice into the buffer they parse, so lines must borrow `head`.
         let head = Bytes::copy_from_slice(&data[..head_end]);
         let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0).map_while(Result::ok).collect();
@@ -568,6 +570,16 @@ impl SipMessage {
     /// The CSeq header, parsed.
     pub fn cseq(&self) -> Option<CSeq> {
         let raw = self.headers.get_raw(&Name::CSEQ).next()?;
+        // `1*DIGIT LWS Method`: ezk would also read "3TE" as 3 TE.
+        let digits = raw
+            .trim_start()
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let after = raw.trim_start().as_bytes().get(digits)?;
+        if digits == 0 || !after.is_ascii_whitespace() {
+            return None;
+        }
         let (rest, cseq) = CSeq::parse(raw.as_ref(), raw.as_str()).ok()?;
         rest.trim().is_empty().then_some(cseq)
     }
@@ -595,10 +607,15 @@ impl SipMessage {
 
     /// The branch parameter of the top Via.
     pub fn top_branch(&self) -> Option<String> {
-        self.top_via()?
-            .params
-            .get_val("branch")
-            .map(|b| b.as_str().to_string())
+        // From the raw value: parameter names are case-insensitive (RFC 3261 §7.3.1) and the
+        // branch is compared as written, never percent-decoded (§17.2.3).
+        let top = *self.header_list(&Name::VIA).first()?;
+        top.split(';').skip(1).find_map(|param| {
+            let (name, value) = param.split_once('=')?;
+            let value = value.trim();
+            (name.trim().eq_ignore_ascii_case("branch") && !value.is_empty())
+                .then(|| value.to_string())
+        })
     }
 
     /// From header, parsed leniently (any URI scheme).

@@ -1,6 +1,9 @@
 //! Shared helpers for the gateway's integration tests: an engine on the quick-start config,
 //! fed raw bytes, reporting what it sent back.
 
+// Each test binary uses a different part of these helpers.
+#![allow(dead_code)]
+
 use gateway::config::Config;
 use gateway::engine::{Engine, Now};
 use gateway::sip::message::SipMessage;
@@ -80,4 +83,43 @@ pub fn check_dispositions(set: &str, dispositions: &[(&str, Option<u16>)]) {
         "wrong dispositions:\n{}",
         wrong.join("\n")
     );
+}
+
+/// A small deterministic xorshift generator for mutation tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next pseudo-random number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Every fixture of a set, with its name.
+pub fn fixtures(set: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(set);
+    let mut all: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .map(|p| {
+            let name = p
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            (
+                name,
+                std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+            )
+        })
+        .collect();
+    all.sort();
+    all
 }

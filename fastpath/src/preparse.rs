@@ -1,0 +1,370 @@
+//! The SIP pre-parser: frames one UDP datagram and pulls out what routing needs (request
+//! method or response status, Call-ID, the top Via's branch, CSeq) without allocating or
+//! copying: every field borrows from the datagram. Headers are read lazily, as Kamailio does;
+//! everything else is left to the control plane's full parser.
+
+/// Whether the message is a request or a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// A request with this method token.
+    Request(&'a str),
+    /// A response with this status code.
+    Response(u16),
+}
+
+/// The routing keys of one message, borrowed from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreParsed<'a> {
+    /// Request method or response status.
+    pub kind: Kind<'a>,
+    /// The Call-ID value.
+    pub call_id: &'a str,
+    /// The top Via's `branch` parameter, if it has one.
+    pub branch: Option<&'a str>,
+    /// CSeq number.
+    pub cseq: u32,
+    /// CSeq method.
+    pub cseq_method: &'a str,
+    /// Where the body starts (bytes from the start of the datagram).
+    pub body_offset: usize,
+}
+
+/// Why a datagram is not a SIP message the fast path can route; it is dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PreParseError {
+    /// No blank line ends the headers.
+    #[error("no end of headers")]
+    NoHeaderEnd,
+    /// The head is not UTF-8 text.
+    #[error("header bytes are not text")]
+    NotText,
+    /// The first line is neither a request line nor a status line.
+    #[error("malformed start line")]
+    StartLine,
+    /// No Call-ID header (or an empty one).
+    #[error("no Call-ID")]
+    CallId,
+    /// No CSeq, or not `number method`.
+    #[error("missing or malformed CSeq")]
+    CSeq,
+    /// No Via header.
+    #[error("no Via")]
+    Via,
+}
+
+/// Tokens allowed in a SIP method (RFC 3261 `token`).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                )
+        })
+}
+
+/// `SIP/` followed by anything: the version itself is the control plane's to judge (it
+/// answers a request for another version with 505).
+fn is_sip_version(word: &str) -> bool {
+    word.get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+}
+
+/// The start line, read as tolerantly as the control plane reads it (extra spaces and tabs
+/// between and after the parts are accepted, RFC 4475 §3.1.2.6-7).
+fn parse_start_line(line: &str) -> Result<Kind<'_>, PreParseError> {
+    let mut parts = line.split([' ', '\t']).filter(|p| !p.is_empty());
+    let first = parts.next().ok_or(PreParseError::StartLine)?;
+    let second = parts.next().ok_or(PreParseError::StartLine)?;
+    if is_sip_version(first) {
+        let status = second
+            .parse::<u16>()
+            .ok()
+            .filter(|code| second.len() == 3 && (100..=699).contains(code))
+            .ok_or(PreParseError::StartLine)?;
+        return Ok(Kind::Response(status));
+    }
+    let version = parts.next().ok_or(PreParseError::StartLine)?;
+    if !is_token(first) || !is_sip_version(version) || parts.next().is_some() {
+        return Err(PreParseError::StartLine);
+    }
+    Ok(Kind::Request(first))
+}
+
+/// The header a line names, by its long or compact name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    CallId,
+    Via,
+    CSeq,
+    Other,
+}
+
+fn classify(name: &str) -> Wanted {
+    let is = |long: &str, compact: &str| {
+        name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(compact)
+    };
+    if is("call-id", "i") {
+        Wanted::CallId
+    } else if is("via", "v") {
+        Wanted::Via
+    } else if name.eq_ignore_ascii_case("cseq") {
+        Wanted::CSeq
+    } else {
+        Wanted::Other
+    }
+}
+
+/// The first non-empty comma-separated value of a header (commas inside quotes or `<>` do
+/// not count).
+fn first_value(value: &str) -> Option<&str> {
+    let (mut quoted, mut angle, mut escaped, mut start) = (false, false, false, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                let item = trim_lws(&value[start..i]);
+                if !item.is_empty() {
+                    return Some(item);
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    Some(trim_lws(&value[start..])).filter(|item| !item.is_empty())
+}
+
+/// The `branch` parameter of a Via value.
+fn branch_of(via: &str) -> Option<&str> {
+    via.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("branch")
+            .then(|| value.trim())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// The length of the head (up to the line break before the empty line) and where the body
+/// starts. Lines end with CRLF or, tolerated as the control plane does, a bare LF.
+fn head_end(data: &[u8]) -> Option<(usize, usize)> {
+    let mut at = 0;
+    loop {
+        let newline = at + memchr::memchr(b'\n', &data[at..])?;
+        let next = newline + 1;
+        match data.get(next..) {
+            Some([b'\n', ..]) => return Some((newline, next + 1)),
+            Some([b'\r', b'\n', ..]) => return Some((newline, next + 2)),
+            _ => at = next,
+        }
+    }
+}
+
+/// Header lines with their continuation lines folded in, without the line breaks at their
+/// ends (a line starting with a space or a tab continues the one before).
+struct LogicalLines<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for LogicalLines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        let line = loop {
+            match self.rest[end..].find('\n') {
+                Some(at) => {
+                    let next = end + at + 1;
+                    if self.rest[next..].starts_with([' ', '\t']) {
+                        end = next;
+                        continue;
+                    }
+                    let line = &self.rest[..end + at];
+                    self.rest = &self.rest[next..];
+                    break line;
+                }
+                None => break std::mem::take(&mut self.rest),
+            }
+        };
+        Some(line.strip_suffix('\r').unwrap_or(line))
+    }
+}
+
+/// Trims SIP linear white space (spaces, tabs, folded line breaks) at both ends.
+fn trim_lws(text: &str) -> &str {
+    text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+}
+
+/// Pre-parses one datagram.
+pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
+    // Line breaks before the start line are ignored (RFC 3261 §7.5).
+    let skip = datagram
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .ok_or(PreParseError::NoHeaderEnd)?;
+    let (head_len, body_offset) = head_end(&datagram[skip..]).ok_or(PreParseError::NoHeaderEnd)?;
+    let head = std::str::from_utf8(&datagram[skip..skip + head_len])
+        .map_err(|_| PreParseError::NotText)?;
+    let mut lines = LogicalLines { rest: head };
+    let kind = parse_start_line(lines.next().unwrap_or_default())?;
+    let (mut call_id, mut via, mut cseq) = (None, None, None);
+    for line in lines {
+        // A malformed line is the control plane's to judge (it answers 400): skip it here.
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim_end_matches([' ', '\t']);
+        let value = trim_lws(value);
+        match classify(name) {
+            Wanted::CallId if call_id.is_none() => call_id = Some(value),
+            Wanted::Via if via.is_none() => via = first_value(value),
+            Wanted::CSeq if cseq.is_none() => cseq = Some(value),
+            _ => {}
+        }
+    }
+    let body_offset = skip + body_offset;
+    let call_id = call_id
+        .filter(|v| !v.is_empty())
+        .ok_or(PreParseError::CallId)?;
+    let (number, method) = cseq
+        .and_then(|v| {
+            let mut words = v.split([' ', '\t', '\r', '\n']).filter(|w| !w.is_empty());
+            let number = words.next()?.parse::<u32>().ok()?;
+            let method = words.next().filter(|m| is_token(m))?;
+            words.next().is_none().then_some((number, method))
+        })
+        .ok_or(PreParseError::CSeq)?;
+    // Content-Length, like the version, is checked by the control plane (it answers 400).
+    let via = via.ok_or(PreParseError::Via)?;
+    Ok(PreParsed {
+        kind,
+        call_id,
+        branch: branch_of(via),
+        cseq: number,
+        cseq_method: method,
+        body_offset,
+    })
+}
+
+/// Which of `shards` queues a Call-ID belongs to (FNV-1a): every message of a call goes to
+/// the same control-plane shard.
+pub fn shard_of(call_id: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in call_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:201@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKabc, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKold\r\n\
+Via: SIP/2.0/UDP 10.0.0.8;branch=z9hG4bKolder\r\n\
+From: \"A, B\" <sip:204@example.com>;tag=1\r\nTo: <sip:201@example.com>\r\n\
+Call-ID: a84b4c76e66710@pc33\r\nCSeq: 314159 INVITE\r\nContent-Length: 4\r\n\r\nv=0\n";
+
+    #[test]
+    fn a_request_gives_its_keys() {
+        let parsed = preparse(INVITE.as_bytes()).unwrap();
+        assert_eq!(parsed.kind, Kind::Request("INVITE"));
+        assert_eq!(parsed.call_id, "a84b4c76e66710@pc33");
+        assert_eq!(parsed.branch, Some("z9hG4bKabc"));
+        assert_eq!((parsed.cseq, parsed.cseq_method), (314159, "INVITE"));
+        assert_eq!(&INVITE.as_bytes()[parsed.body_offset..], b"v=0\n");
+    }
+
+    #[test]
+    fn compact_names_folding_and_odd_spacing() {
+        let text = "SIP/2.0 180 Ringing\r\nv : SIP/2.0/UDP h;BRANCH = z9hG4bK1\r\n\
+i:\r\n  folded-id\r\ncseq:\t7\r\n INVITE\r\nl: 0\r\n\r\n";
+        let parsed = preparse(text.as_bytes()).unwrap();
+        assert_eq!(parsed.kind, Kind::Response(180));
+        assert_eq!(parsed.call_id, "folded-id");
+        assert_eq!(parsed.branch, Some("z9hG4bK1"));
+        assert_eq!((parsed.cseq, parsed.cseq_method), (7, "INVITE"));
+    }
+
+    #[test]
+    fn broken_datagrams_are_named() {
+        let cases: &[(&str, PreParseError)] = &[
+            (
+                "INVITE sip:x SIP/2.0\r\nCall-ID: a\r\n",
+                PreParseError::NoHeaderEnd,
+            ),
+            ("HELLO\r\n\r\n", PreParseError::StartLine),
+            ("SIP/2.0 99 Low\r\n\r\n", PreParseError::StartLine),
+            ("INVITE sip:x HTTP/1.1\r\n\r\n", PreParseError::StartLine),
+            (
+                "INVITE sip:x SIP/2.0 extra\r\n\r\n",
+                PreParseError::StartLine,
+            ),
+            (
+                "INVITE sip:x SIP/2.0\r\nVia: a\r\nCSeq: 1 INVITE\r\n\r\n",
+                PreParseError::CallId,
+            ),
+            (
+                "INVITE sip:x SIP/2.0\r\nVia: a\r\nCall-ID: x\r\nCSeq: one INVITE\r\n\r\n",
+                PreParseError::CSeq,
+            ),
+            (
+                "INVITE sip:x SIP/2.0\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n",
+                PreParseError::Via,
+            ),
+        ];
+        for (text, error) in cases {
+            assert_eq!(preparse(text.as_bytes()), Err(*error), "{text:?}");
+        }
+        assert_eq!(
+            preparse(b"INVITE \xff\r\n\r\n"),
+            Err(PreParseError::NotText)
+        );
+    }
+
+    #[test]
+    fn what_the_control_plane_answers_is_passed_on() {
+        // Another version (505), a short body (400), blank lines first, spaces: all keyed.
+        let text =
+            "\r\nINVITE  sip:x  SIP/7.0 \r\nVia: a;branch=b\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\
+Content-Length: 9\r\n\r\nabc";
+        let parsed = preparse(text.as_bytes()).unwrap();
+        assert_eq!(
+            (parsed.kind, parsed.call_id),
+            (Kind::Request("INVITE"), "x")
+        );
+    }
+
+    #[test]
+    fn no_input_panics() {
+        let bytes = INVITE.as_bytes();
+        for cut in 0..bytes.len() {
+            let _ = preparse(&bytes[..cut]);
+            let mut flipped = bytes.to_vec();
+            flipped[cut] ^= 0x20;
+            let _ = preparse(&flipped);
+        }
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("abc", 4), shard_of("abc", 4));
+        let mut used = [false; 4];
+        for i in 0..64 {
+            used[shard_of(&format!("call-{i}"), 4)] = true;
+        }
+        assert!(used.iter().all(|&u| u));
+        assert_eq!(shard_of("x", 0), 0);
+    }
+}
