@@ -1,0 +1,208 @@
+//! The portable backend: epoll for readiness, recvmmsg to read up to [`BATCH`] datagrams per
+//! system call, sendmmsg to send the outbox in batches. Used where io_uring is unavailable
+//! (old kernels, `kernel.io_uring_disabled`, seccomp profiles such as Docker's default).
+#![allow(unsafe_code)]
+
+use super::sockaddr::{self, RawAddr};
+use super::{Handler, LoopContext, Outbox, WorkerStats};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Datagrams per recvmmsg/sendmmsg call.
+const BATCH: usize = 32;
+/// The epoll key of the wake-up eventfd.
+const WAKE: u64 = u64::MAX;
+/// Bytes reserved for a source address (`sockaddr_storage`).
+const NAME: usize = 128;
+
+fn zeroed<T>() -> T {
+    // SAFETY: used only for libc's plain C structs (mmsghdr, iovec), valid when all-zero.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The receive side's buffers and headers for one recvmmsg call.
+struct ReceiveBatch {
+    data: Vec<u8>,
+    names: Vec<[u8; NAME]>,
+    iovs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    size: usize,
+}
+
+impl ReceiveBatch {
+    fn new(size: usize) -> ReceiveBatch {
+        ReceiveBatch {
+            data: vec![0; size * BATCH],
+            names: vec![[0; NAME]; BATCH],
+            iovs: (0..BATCH).map(|_| zeroed()).collect(),
+            headers: (0..BATCH).map(|_| zeroed()).collect(),
+            size,
+        }
+    }
+
+    /// Reads up to BATCH datagrams from `fd`; returns how many (0 when none are waiting).
+    fn receive(&mut self, fd: RawFd) -> usize {
+        for i in 0..BATCH {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.data[i * self.size..].as_mut_ptr().cast(),
+                iov_len: self.size,
+            };
+            let header = &mut self.headers[i];
+            *header = zeroed();
+            header.msg_hdr.msg_name = self.names[i].as_mut_ptr().cast();
+            header.msg_hdr.msg_namelen = NAME as libc::socklen_t;
+            header.msg_hdr.msg_iov = &mut self.iovs[i];
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at its own name buffer and iovec, which point into
+        // `self.data`; all outlive the call, and the lengths given match the buffers.
+        let received = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        usize::try_from(received).unwrap_or(0)
+    }
+
+    /// Datagram `i` of the last receive: source and bytes, or None when truncated.
+    fn datagram(&self, i: usize) -> Option<(std::net::SocketAddr, &[u8])> {
+        let header = &self.headers[i];
+        if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let name_len = (header.msg_hdr.msg_namelen as usize).min(NAME);
+        let from = sockaddr::parse(&self.names[i][..name_len])?;
+        let len = (header.msg_len as usize).min(self.size);
+        Some((from, &self.data[i * self.size..i * self.size + len]))
+    }
+}
+
+/// Sends the outbox, BATCH datagrams per sendmmsg call, socket by socket.
+fn send_all(fds: &[RawFd], outbox: &mut Outbox, stats: &WorkerStats) {
+    let mut pending: Vec<(usize, RawAddr, Vec<u8>)> = Vec::new();
+    outbox.drain(|socket, to, bytes| pending.push((socket, RawAddr::new(to), bytes.to_vec())));
+    pending.sort_by_key(|(socket, _, _)| *socket);
+    for group in pending.chunk_by_mut(|a, b| a.0 == b.0) {
+        let Some(&fd) = fds.get(group[0].0) else {
+            WorkerStats::add(&stats.send_dropped, group.len() as u64);
+            continue;
+        };
+        for chunk in group.chunks_mut(BATCH) {
+            let mut iovs: Vec<libc::iovec> = chunk
+                .iter_mut()
+                .map(|(_, _, bytes)| libc::iovec {
+                    iov_base: bytes.as_mut_ptr().cast(),
+                    iov_len: bytes.len(),
+                })
+                .collect();
+            let mut headers: Vec<libc::mmsghdr> = chunk
+                .iter_mut()
+                .zip(iovs.iter_mut())
+                .map(|((_, addr, _), iov)| {
+                    let mut header: libc::mmsghdr = zeroed();
+                    header.msg_hdr.msg_name = addr.as_ptr();
+                    header.msg_hdr.msg_namelen = addr.len();
+                    header.msg_hdr.msg_iov = iov;
+                    header.msg_hdr.msg_iovlen = 1;
+                    header
+                })
+                .collect();
+            let mut done = 0;
+            while done < headers.len() {
+                // SAFETY: the headers point at addresses, iovecs and bytes in `chunk` and
+                // `iovs`, which live until after the call.
+                let sent = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        headers[done..].as_mut_ptr(),
+                        (headers.len() - done) as libc::c_uint,
+                        0,
+                    )
+                };
+                match usize::try_from(sent) {
+                    Ok(n) if n > 0 => {
+                        WorkerStats::add(&stats.sent, n as u64);
+                        done += n;
+                    }
+                    _ => {
+                        // The first unsent datagram failed (e.g. unreachable): skip it.
+                        WorkerStats::add(&stats.send_dropped, 1);
+                        done += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs until the worker is stopped.
+pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
+    let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
+        return;
+    };
+    for (index, socket) in context.sockets.iter().enumerate() {
+        if epoll
+            .add(socket, EpollEvent::new(EpollFlags::EPOLLIN, index as u64))
+            .is_err()
+        {
+            return;
+        }
+    }
+    if epoll
+        .add(
+            &context.waker.fd,
+            EpollEvent::new(EpollFlags::EPOLLIN, WAKE),
+        )
+        .is_err()
+    {
+        return;
+    }
+    let fds: Vec<RawFd> = context.sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let mut batch = ReceiveBatch::new(context.config.buffer_size);
+    let mut events = vec![EpollEvent::empty(); 64];
+    let mut outbox = Outbox::default();
+    let shared = context.shared.clone();
+    loop {
+        let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        };
+        for event in &events[..ready] {
+            let key = event.data();
+            if key == WAKE {
+                context.take_queued(&mut outbox);
+                continue;
+            }
+            let socket = key as usize;
+            let Some(&fd) = fds.get(socket) else {
+                continue;
+            };
+            loop {
+                let count = batch.receive(fd);
+                for i in 0..count {
+                    match batch.datagram(i) {
+                        Some((from, bytes)) => {
+                            WorkerStats::add(&shared.stats.received, 1);
+                            context.handler.datagram(socket, from, bytes, &mut outbox);
+                        }
+                        None => WorkerStats::add(&shared.stats.truncated, 1),
+                    }
+                }
+                if count < BATCH {
+                    break;
+                }
+            }
+        }
+        if context.stopping() {
+            return;
+        }
+        if !outbox.is_empty() {
+            send_all(&fds, &mut outbox, &shared.stats);
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! UDP workers: one thread owning a set of sockets, receiving datagrams in batches and
+//! handing each to a handler on the same thread (which may queue sends without a thread
+//! hop), and sending what other threads queue through a [`SendHandle`]. Two backends with
+//! the same interface: io_uring (multishot recvmsg into a ring-mapped provided-buffer pool,
+//! batched submissions, single issuer with deferred task running) and, where io_uring is
+//! unavailable, epoll with recvmmsg/sendmmsg.
+
+mod epoll;
+mod sockaddr;
+mod uring;
+
+use crossbeam_channel::{Receiver, Sender};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// epoll with recvmmsg/sendmmsg.
+    Epoll,
+}
+
+/// The backend a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// io_uring.
+    IoUring,
+    /// epoll + recvmmsg/sendmmsg.
+    Epoll,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Epoll => "epoll",
+        })
+    }
+}
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Thread name.
+    pub name: String,
+    /// Backend.
+    pub backend: BackendChoice,
+    /// Pin the thread to this CPU.
+    pub core: Option<usize>,
+    /// Receive buffer size: larger datagrams are dropped and counted as truncated.
+    pub buffer_size: usize,
+    /// Receive buffers in the pool (a power of two).
+    pub buffers: u16,
+}
+
+impl WorkerConfig {
+    /// A worker for SIP: 64 KiB datagrams.
+    pub fn sip(name: &str) -> WorkerConfig {
+        WorkerConfig {
+            name: name.into(),
+            backend: BackendChoice::Auto,
+            core: None,
+            buffer_size: 65_536 + 256,
+            buffers: 64,
+        }
+    }
+}
+
+/// Counters of one worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Datagrams sent.
+    pub sent: AtomicU64,
+    /// Datagrams too large for a buffer (dropped).
+    pub truncated: AtomicU64,
+    /// Sends that failed or found no free send slot (dropped).
+    pub send_dropped: AtomicU64,
+}
+
+impl WorkerStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A counter's value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends queued by the handler while it handles a batch; the worker sends them after it.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    sends: Vec<(usize, SocketAddr, std::ops::Range<usize>)>,
+    data: Vec<u8>,
+}
+
+impl Outbox {
+    /// Queues `bytes` to `to` from socket number `socket`.
+    pub fn send(&mut self, socket: usize, to: SocketAddr, bytes: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.sends.push((socket, to, start..self.data.len()));
+    }
+
+    fn drain(&mut self, mut each: impl FnMut(usize, SocketAddr, &[u8])) {
+        for (socket, to, range) in self.sends.drain(..) {
+            each(socket, to, &self.data[range]);
+        }
+        self.data.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sends.is_empty()
+    }
+}
+
+/// What a worker does with each datagram, on its own thread.
+pub trait Handler: Send + 'static {
+    /// `bytes` arrived on socket number `socket` from `from`.
+    fn datagram(&mut self, socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox);
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(usize, SocketAddr, &[u8], &mut Outbox) + Send + 'static,
+{
+    fn datagram(&mut self, socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox) {
+        self(socket, from, bytes, out)
+    }
+}
+
+/// A datagram another thread wants sent.
+#[derive(Debug)]
+struct Outgoing {
+    socket: usize,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Wakes a worker (an eventfd).
+#[derive(Debug)]
+struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    fn new() -> std::io::Result<Waker> {
+        let fd = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+        )?;
+        Ok(Waker { fd: fd.into() })
+    }
+
+    fn wake(&self) {
+        let _ = nix::unistd::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter after a wake-up.
+    fn reset(&self) {
+        let mut value = [0u8; 8];
+        let _ = nix::unistd::read(&self.fd, &mut value);
+    }
+}
+
+/// Sends datagrams through a worker's sockets from any thread.
+#[derive(Debug, Clone)]
+pub struct SendHandle {
+    queue: Sender<Outgoing>,
+    waker: Arc<Waker>,
+}
+
+impl SendHandle {
+    /// Queues `bytes` to `to` from socket number `socket`; false when the worker stopped.
+    pub fn send(&self, socket: usize, to: SocketAddr, bytes: Vec<u8>) -> bool {
+        let queued = self.queue.send(Outgoing { socket, to, bytes }).is_ok();
+        self.waker.wake();
+        queued
+    }
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FastpathError {
+    /// io_uring was required and is not available.
+    #[error("io_uring is not available ({0}): the kernel may be older than 6.0, io_uring may be disabled (kernel.io_uring_disabled) or blocked by a seccomp profile; choose the epoll backend")]
+    IoUringUnavailable(String),
+    /// A system call failed while setting up.
+    #[error("fast path set-up failed: {0}")]
+    Setup(#[from] std::io::Error),
+    /// The worker thread died while starting.
+    #[error("the fast path worker stopped while starting")]
+    Thread,
+}
+
+/// What the worker thread shares with its owner.
+struct Shared {
+    stop: AtomicBool,
+    stats: WorkerStats,
+}
+
+/// Everything a backend loop needs.
+struct LoopContext<H: Handler> {
+    sockets: Vec<UdpSocket>,
+    handler: H,
+    queue: Receiver<Outgoing>,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    config: WorkerConfig,
+}
+
+impl<H: Handler> LoopContext<H> {
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Moves what other threads queued into the outbox.
+    fn take_queued(&self, outbox: &mut Outbox) {
+        self.waker.reset();
+        while let Ok(out) = self.queue.try_recv() {
+            outbox.send(out.socket, out.to, &out.bytes);
+        }
+    }
+}
+
+/// A running worker; stopped and joined on drop.
+pub struct Worker {
+    handle: SendHandle,
+    backend: BackendKind,
+    fallback_reason: Option<String>,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl Worker {
+    /// Starts a worker serving `sockets` (numbered by their position) with `handler`.
+    /// Returns once the backend is set up.
+    pub fn spawn(
+        config: WorkerConfig,
+        sockets: Vec<UdpSocket>,
+        handler: impl Handler,
+    ) -> Result<Worker, FastpathError> {
+        let local_addrs = sockets
+            .iter()
+            .map(UdpSocket::local_addr)
+            .collect::<Result<Vec<_>, _>>()?;
+        for socket in &sockets {
+            socket.set_nonblocking(true)?;
+        }
+        let (queue_tx, queue) = crossbeam_channel::unbounded();
+        let waker = Arc::new(Waker::new()?);
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            stats: WorkerStats::default(),
+        });
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let context = LoopContext {
+            sockets,
+            handler,
+            queue,
+            waker: waker.clone(),
+            shared: shared.clone(),
+            config: config.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(config.name.clone())
+            .spawn(move || run(context, started_tx))?;
+        let (backend, fallback_reason) = started.recv().map_err(|_| FastpathError::Thread)??;
+        Ok(Worker {
+            handle: SendHandle {
+                queue: queue_tx,
+                waker,
+            },
+            backend,
+            fallback_reason,
+            shared,
+            thread: Some(thread),
+            local_addrs,
+        })
+    }
+
+    /// Sends from other threads.
+    pub fn sender(&self) -> SendHandle {
+        self.handle.clone()
+    }
+
+    /// The backend running.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// Why io_uring was not used, when `Auto` fell back to epoll.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// The sockets' local addresses, by number.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.shared.stats
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.handle.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type StartResult = Result<(BackendKind, Option<String>), FastpathError>;
+
+/// The worker thread: pin, choose the backend, run until stopped.
+fn run<H: Handler>(context: LoopContext<H>, started: std::sync::mpsc::Sender<StartResult>) {
+    if let Some(core) = context.config.core {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(core).is_ok() {
+            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+        }
+    }
+    match context.config.backend {
+        BackendChoice::Epoll => {
+            let _ = started.send(Ok((BackendKind::Epoll, None)));
+            epoll::run(context);
+        }
+        choice => match uring::Ring::new(&context) {
+            Ok(ring) => {
+                let _ = started.send(Ok((BackendKind::IoUring, None)));
+                ring.run(context);
+            }
+            Err(e) if choice == BackendChoice::Auto => {
+                let _ = started.send(Ok((BackendKind::Epoll, Some(e.to_string()))));
+                epoll::run(context);
+            }
+            Err(e) => {
+                let _ = started.send(Err(FastpathError::IoUringUnavailable(e.to_string())));
+            }
+        },
+    }
+}

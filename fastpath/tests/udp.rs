@@ -1,0 +1,191 @@
+//! The UDP workers on both backends: echo, relay between sockets, sends from other threads,
+//! oversized datagrams, backend choice and shutdown.
+
+use fastpath::udp::{BackendChoice, BackendKind, Outbox, Worker, WorkerConfig, WorkerStats};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+const BACKENDS: [BackendChoice; 2] = [BackendChoice::IoUring, BackendChoice::Epoll];
+
+fn config(backend: BackendChoice) -> WorkerConfig {
+    WorkerConfig {
+        name: "test-worker".into(),
+        backend,
+        core: Some(0),
+        buffer_size: 2048,
+        buffers: 256,
+    }
+}
+
+fn bound() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+fn client() -> UdpSocket {
+    let socket = bound();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+}
+
+fn receive(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buffer = [0u8; 4096];
+    let (n, from) = socket
+        .recv_from(&mut buffer)
+        .expect("a datagram within 5 s");
+    (buffer[..n].to_vec(), from)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn each_backend_echoes_every_datagram_on_every_socket() {
+    for backend in BACKENDS {
+        let worker = Worker::spawn(
+            config(backend),
+            vec![bound(), bound()],
+            |socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox| {
+                let mut reply = vec![b'0' + socket as u8];
+                reply.extend_from_slice(bytes);
+                out.send(socket, from, &reply);
+            },
+        )
+        .unwrap();
+        let expected = match backend {
+            BackendChoice::Epoll => BackendKind::Epoll,
+            _ => BackendKind::IoUring,
+        };
+        assert_eq!(worker.backend(), expected);
+        let client = client();
+        for (socket, &addr) in worker.local_addrs().iter().enumerate() {
+            for i in 0..300u32 {
+                client.send_to(&i.to_be_bytes(), addr).unwrap();
+                let (reply, from) = receive(&client);
+                assert_eq!(from, addr, "answered from the socket it came to");
+                assert_eq!(reply[0], b'0' + socket as u8);
+                assert_eq!(&reply[1..], i.to_be_bytes());
+            }
+        }
+        let stats = worker.stats();
+        assert_eq!(WorkerStats::get(&stats.received), 600, "{backend:?}");
+        wait_for("all sent", || WorkerStats::get(&stats.sent) == 600);
+    }
+}
+
+#[test]
+fn a_relay_forwards_from_one_socket_out_of_another_in_bursts() {
+    for backend in BACKENDS {
+        let far_end = client();
+        let target = far_end.local_addr().unwrap();
+        let worker = Worker::spawn(
+            config(backend),
+            vec![bound(), bound()],
+            move |socket: usize, _from: SocketAddr, bytes: &[u8], out: &mut Outbox| {
+                if socket == 0 {
+                    out.send(1, target, bytes);
+                }
+            },
+        )
+        .unwrap();
+        let (entry, exit) = (worker.local_addrs()[0], worker.local_addrs()[1]);
+        let sender = client();
+        let mut seen = vec![false; 2000];
+        for burst in 0..20u16 {
+            for i in 0..100u16 {
+                sender
+                    .send_to(&(burst * 100 + i).to_be_bytes(), entry)
+                    .unwrap();
+            }
+            for _ in 0..100 {
+                let (bytes, from) = receive(&far_end);
+                assert_eq!(from, exit);
+                seen[usize::from(u16::from_be_bytes([bytes[0], bytes[1]]))] = true;
+            }
+        }
+        assert!(
+            seen.iter().all(|&s| s),
+            "{backend:?}: every packet relayed once"
+        );
+    }
+}
+
+#[test]
+fn other_threads_send_through_the_worker() {
+    for backend in BACKENDS {
+        let worker = Worker::spawn(
+            config(backend),
+            vec![bound()],
+            |_: usize, _: SocketAddr, _: &[u8], _: &mut Outbox| {},
+        )
+        .unwrap();
+        let far_end = client();
+        let to = far_end.local_addr().unwrap();
+        let handle = worker.sender();
+        let thread = std::thread::spawn(move || {
+            for i in 0..200u32 {
+                assert!(handle.send(0, to, i.to_be_bytes().to_vec()));
+            }
+        });
+        thread.join().unwrap();
+        let mut got: Vec<u32> = (0..200)
+            .map(|_| {
+                let (bytes, from) = receive(&far_end);
+                assert_eq!(from, worker.local_addrs()[0]);
+                u32::from_be_bytes(bytes[..4].try_into().unwrap())
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..200).collect::<Vec<_>>(), "{backend:?}");
+    }
+}
+
+#[test]
+fn oversized_datagrams_are_dropped_and_counted() {
+    for backend in BACKENDS {
+        let mut small = config(backend);
+        small.buffer_size = 512;
+        let worker = Worker::spawn(
+            small,
+            vec![bound()],
+            |socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox| {
+                out.send(socket, from, bytes)
+            },
+        )
+        .unwrap();
+        let client = client();
+        let addr = worker.local_addrs()[0];
+        client.send_to(&[7u8; 2000], addr).unwrap();
+        client.send_to(b"small", addr).unwrap();
+        assert_eq!(receive(&client).0, b"small");
+        assert_eq!(
+            WorkerStats::get(&worker.stats().truncated),
+            1,
+            "{backend:?}"
+        );
+    }
+}
+
+#[test]
+fn auto_takes_io_uring_here_and_workers_stop_when_dropped() {
+    let worker = Worker::spawn(
+        config(BackendChoice::Auto),
+        vec![bound()],
+        |_: usize, _: SocketAddr, _: &[u8], _: &mut Outbox| {},
+    )
+    .unwrap();
+    assert_eq!(worker.backend(), BackendKind::IoUring);
+    assert_eq!(worker.fallback_reason(), None);
+    let started = Instant::now();
+    drop(worker);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the worker stopped"
+    );
+}
