@@ -2,14 +2,16 @@
 //! [`Engine`] with real time. The only place where the SIP core meets sockets and clocks.
 
 use crate::analog::service::{AnalogService, ServiceError};
-use crate::config::{AnalogConfig, Config, ConfigError, PortKind, TransportName};
+use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind, TransportName};
 use crate::engine::{Engine, Now};
 use crate::store::{CallStore, Store, StoreError, StoreWriter};
+use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
 use crate::transport::tcp::TcpTransport;
 use crate::transport::udp::UdpTransport;
 use crate::transport::{Inbound, Protocol, Transport};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use telephony_hw::dahdi::ports::PortPlan;
 use tokio::sync::mpsc;
 
@@ -31,6 +33,9 @@ pub enum RunError {
     /// The analog port configuration is unusable.
     #[error("analog ports: {0}")]
     AnalogPorts(#[from] telephony_hw::dahdi::ports::PlanError),
+    /// The fast path could not start.
+    #[error(transparent)]
+    Fastpath(fastpath::udp::FastpathError),
     /// An analog extension names a channel that is not a phone port.
     #[error("extension {number}: analog_channel {channel} {problem}")]
     AnalogExtension {
@@ -115,6 +120,15 @@ fn analog_ports(config: &Config, analog: &AnalogConfig) -> Result<Vec<PortPlan>,
     Ok(ports)
 }
 
+/// Hands one inbound message to the engine.
+fn deliver(engine: &mut Engine, message: Inbound) {
+    match message {
+        Inbound::Datagram { peer, bytes } => engine.handle_datagram(Now::system(), peer, &bytes),
+        Inbound::Message { peer, message } => engine.handle_message(Now::system(), peer, *message),
+        Inbound::StreamGarbage { peer, error } => engine.handle_stream_garbage(peer, &error),
+    }
+}
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let analog_plan = match &config.analog {
@@ -141,11 +155,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
     let listen = config.listen_addr();
-    let mut udp: Option<UdpTransport> = None;
+    let mut udp: Option<Box<dyn Transport>> = None;
     let mut tcp: Option<TcpTransport> = None;
+    let mut fast: Option<(ShardReceivers, Arc<FastpathUdpTransport>)> = None;
     for transport in &config.sip.transports {
         match transport {
-            TransportName::Udp => {
+            TransportName::Udp if config.fastpath.backend == FastpathBackend::Off => {
                 let bound = UdpTransport::bind(listen, inbound_tx.clone())
                     .await
                     .map_err(|source| RunError::Bind {
@@ -154,7 +169,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         source,
                     })?;
                 tracing::info!("listening on udp {}", bound.local_addr().unwrap_or(listen));
-                udp = Some(bound);
+                udp = Some(Box::new(bound));
+            }
+            TransportName::Udp => {
+                let (bound, receivers) = FastpathUdpTransport::bind(listen, &config.fastpath, 1)
+                    .map_err(|e| match e {
+                        FastpathBindError::Bind(source) => RunError::Bind {
+                            protocol: "udp",
+                            addr: listen,
+                            source,
+                        },
+                        FastpathBindError::Worker(e) => RunError::Fastpath(e),
+                    })?;
+                match bound.fallback_reason() {
+                    Some(reason) => tracing::warn!(
+                        "listening on udp {} (fast path on epoll: io_uring unavailable: {reason})",
+                        bound.local_addr()
+                    ),
+                    None => tracing::info!(
+                        "listening on udp {} (fast path on {})",
+                        bound.local_addr(),
+                        bound.backend()
+                    ),
+                }
+                let bound = Arc::new(bound);
+                udp = Some(Box::new(bound.clone()));
+                fast = Some((receivers, bound));
             }
             TransportName::Tcp => {
                 let bound = TcpTransport::bind(listen, inbound_tx.clone())
@@ -183,7 +223,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     loop {
         while let Some(out) = engine.poll_transmit() {
             let transport: Option<&dyn Transport> = match out.peer.protocol {
-                Protocol::Udp => udp.as_ref().map(|t| t as &dyn Transport),
+                Protocol::Udp => udp.as_deref(),
                 Protocol::Tcp => tcp.as_ref().map(|t| t as &dyn Transport),
                 Protocol::Internal => {
                     match &analog {
@@ -213,13 +253,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        let fast_ready = async {
+            match &fast {
+                Some((receivers, _)) => receivers.ready().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             message = inbound.recv() => match message {
-                Some(Inbound::Datagram { peer, bytes }) => engine.handle_datagram(Now::system(), peer, &bytes),
-                Some(Inbound::Message { peer, message }) => engine.handle_message(Now::system(), peer, *message),
-                Some(Inbound::StreamGarbage { peer, error }) => engine.handle_stream_garbage(peer, &error),
+                Some(message) => deliver(&mut engine, message),
                 None => break,
             },
+            _ = fast_ready => {
+                if let Some((receivers, _)) = &fast {
+                    while let Some(message) = receivers.try_recv() {
+                        deliver(&mut engine, message);
+                    }
+                }
+            }
             Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::system()),
             _ = &mut shutdown => {
@@ -230,5 +281,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     writer.flush();
     drop(analog);
+    if let Some((_, transport)) = &fast {
+        tracing::info!(
+            "fast path: {} malformed datagram(s) dropped",
+            transport.malformed()
+        );
+    }
     Ok(())
 }

@@ -64,6 +64,8 @@ pub struct GatewayOptions {
     pub extra: String,
     /// Replaces the quick-start config's `[analog]` section and its `[[analog.port]]`s.
     pub analog: Option<String>,
+    /// `fastpath.backend` (the quick-start config says `auto`).
+    pub fastpath_backend: Option<&'static str>,
 }
 
 impl Default for GatewayOptions {
@@ -74,6 +76,7 @@ impl Default for GatewayOptions {
             max_message_size: 65_535,
             extra: String::new(),
             analog: None,
+            fastpath_backend: None,
         }
     }
 }
@@ -116,6 +119,12 @@ impl Gateway {
                     options.max_message_size
                 ),
             );
+        let text = match options.fastpath_backend {
+            Some(backend) => {
+                text.replace("backend = \"auto\"", &format!("backend = \"{backend}\""))
+            }
+            None => text,
+        };
         let text = match &options.analog {
             Some(analog) => {
                 let start = text.find("\n[analog]").expect("office.toml has [analog]");

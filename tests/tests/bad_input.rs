@@ -105,7 +105,7 @@ fn broken_requests_get_rfc_answers() {
 
 #[test]
 fn garbage_is_dropped_and_tcp_garbage_disconnected() {
-    let gateway = Gateway::start(GatewayOptions::default());
+    let mut gateway = Gateway::start(GatewayOptions::default());
     for junk in [
         &b"\x00\x01\x02\x03"[..],
         b"hello world\r\n\r\n",
@@ -117,7 +117,10 @@ fn garbage_is_dropped_and_tcp_garbage_disconnected() {
             None
         );
     }
-    assert!(gateway.log().contains("dropped undecodable datagram"));
+    // The fast path drops them before the control plane sees them, and counts them.
+    assert!(gateway
+        .log()
+        .contains("fast path dropped a malformed datagram"));
     assert!(tcp_closed_after(&gateway, b"this is not SIP\r\n\r\n", WAIT));
     assert!(tcp_closed_after(
         &gateway,
@@ -125,6 +128,14 @@ fn garbage_is_dropped_and_tcp_garbage_disconnected() {
         WAIT
     ));
     assert!(answers_options(&gateway));
+    assert!(gateway.terminate().is_some());
+    assert!(
+        gateway
+            .log()
+            .contains("fast path: 4 malformed datagram(s) dropped"),
+        "{}",
+        gateway.log()
+    );
 }
 
 #[test]

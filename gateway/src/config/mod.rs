@@ -103,6 +103,46 @@ pub struct Config {
     /// Analog ports (DAHDI), if this gateway has any.
     #[serde(default)]
     pub analog: Option<AnalogConfig>,
+    /// The fast path for UDP.
+    #[serde(default)]
+    pub fastpath: FastpathConfig,
+}
+
+/// `[fastpath]`: who serves the UDP SIP socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastpathConfig {
+    /// `auto` (io_uring where the kernel allows it, else epoll), `io_uring`, `epoll`, or
+    /// `off` (the control plane's own tokio socket).
+    #[serde(default)]
+    pub backend: FastpathBackend,
+    /// CPUs the fast path worker is pinned to (the first is used today); none: not pinned.
+    #[serde(default)]
+    pub cores: Vec<usize>,
+}
+
+impl Default for FastpathConfig {
+    fn default() -> Self {
+        FastpathConfig {
+            backend: FastpathBackend::Auto,
+            cores: Vec::new(),
+        }
+    }
+}
+
+/// `[fastpath] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FastpathBackend {
+    /// io_uring, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only (fail to start without it).
+    IoUring,
+    /// epoll + recvmmsg/sendmmsg.
+    Epoll,
+    /// No fast path: tokio serves UDP.
+    Off,
 }
 
 /// `[analog]`: the DAHDI ports, as /etc/dahdi/system.conf configures them, with overrides.

@@ -68,6 +68,7 @@ pub struct Outgoing {
     pub bytes: Bytes,
 }
 
+pub mod fastpath;
 pub mod tcp;
 pub mod udp;
 
@@ -113,4 +114,15 @@ pub trait Transport: Send + Sync {
     fn protocol(&self) -> Protocol;
     /// Queues bytes for `addr`. Never blocks the caller.
     fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError>;
+}
+
+/// A shared transport is a transport (the runtime keeps the fast path's for its counters).
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    fn protocol(&self) -> Protocol {
+        self.as_ref().protocol()
+    }
+
+    fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError> {
+        self.as_ref().send(addr, bytes)
+    }
 }

@@ -1,0 +1,74 @@
+//! UDP SIP on every fast path backend (io_uring, epoll) and without it: the gateway says
+//! which one serves the socket, registrations and calls work, malformed datagrams are
+//! dropped and counted on the fast path while broken requests still get their RFC answer.
+
+use e2e_tests::{
+    answers_options, free_port, register, status_of, udp_exchange, Gateway, GatewayOptions, Sipp,
+};
+use std::time::Duration;
+
+fn gateway_on(backend: &'static str) -> Gateway {
+    Gateway::start(GatewayOptions {
+        fastpath_backend: Some(backend),
+        ..GatewayOptions::default()
+    })
+}
+
+fn a_call_works(gateway: &Gateway) {
+    let phone = free_port();
+    register(gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone).spawn(gateway);
+    Sipp::new("uac_call.xml", free_port())
+        .service("201")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .run(gateway);
+    callee.wait();
+}
+
+#[test]
+fn every_backend_serves_registrations_calls_and_bad_input() {
+    for (backend, log_line) in [
+        ("io_uring", "(fast path on io_uring)"),
+        ("epoll", "(fast path on epoll)"),
+        ("off", "listening on udp"),
+    ] {
+        let mut gateway = gateway_on(backend);
+        assert!(
+            gateway.log().contains(log_line),
+            "{backend}: {}",
+            gateway.log()
+        );
+        a_call_works(&gateway);
+        assert_eq!(
+            udp_exchange(
+                &gateway,
+                b"not sip at all\r\n\r\n",
+                Duration::from_millis(300)
+            ),
+            None
+        );
+        let no_call_id = "OPTIONS sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKfp\r\n\
+From: <sip:probe@127.0.0.1>;tag=fp\r\nTo: <sip:201@127.0.0.1>\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let answer = udp_exchange(&gateway, no_call_id.as_bytes(), Duration::from_secs(2));
+        assert_eq!(
+            answer.as_deref().and_then(status_of),
+            Some(400),
+            "{backend}"
+        );
+        assert!(answers_options(&gateway), "{backend}");
+        assert!(
+            gateway.terminate().is_some_and(|s| s.success()),
+            "{backend}"
+        );
+        if backend != "off" {
+            assert!(
+                gateway
+                    .log()
+                    .contains("fast path: 1 malformed datagram(s) dropped"),
+                "{backend}: {}",
+                gateway.log()
+            );
+        }
+    }
+}
