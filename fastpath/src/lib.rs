@@ -6,4 +6,5 @@
 #![deny(unsafe_code)]
 
 pub mod preparse;
+pub mod relay;
 pub mod udp;

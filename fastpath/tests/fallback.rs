@@ -3,7 +3,7 @@
 //! EPERM, then starts a worker and proves it serves traffic.
 #![allow(unsafe_code)]
 
-use fastpath::udp::{BackendChoice, Outbox, Worker, WorkerConfig};
+use fastpath::udp::{BackendChoice, Io, Worker, WorkerConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -52,9 +52,8 @@ fn child() {
         buffer_size: 2048,
         buffers: 64,
     };
-    let echo = |socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox| {
-        out.send(socket, from, bytes)
-    };
+    let echo =
+        |out: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]| out.send(socket, from, bytes);
     let worker = Worker::spawn(
         config.clone(),
         vec![UdpSocket::bind("127.0.0.1:0").unwrap()],

@@ -1,7 +1,7 @@
 //! The UDP workers on both backends: echo, relay between sockets, sends from other threads,
 //! oversized datagrams, backend choice and shutdown.
 
-use fastpath::udp::{BackendChoice, BackendKind, Outbox, Worker, WorkerConfig, WorkerStats};
+use fastpath::udp::{BackendChoice, BackendKind, Io, Worker, WorkerConfig, WorkerStats};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ fn each_backend_echoes_every_datagram_on_every_socket() {
         let worker = Worker::spawn(
             config(backend),
             vec![bound(), bound()],
-            |socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox| {
+            |out: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]| {
                 let mut reply = vec![b'0' + socket as u8];
                 reply.extend_from_slice(bytes);
                 out.send(socket, from, &reply);
@@ -87,7 +87,7 @@ fn a_relay_forwards_from_one_socket_out_of_another_in_bursts() {
         let worker = Worker::spawn(
             config(backend),
             vec![bound(), bound()],
-            move |socket: usize, _from: SocketAddr, bytes: &[u8], out: &mut Outbox| {
+            move |out: &mut Io, socket: usize, _from: SocketAddr, bytes: &[u8]| {
                 if socket == 0 {
                     out.send(1, target, bytes);
                 }
@@ -122,7 +122,7 @@ fn other_threads_send_through_the_worker() {
         let worker = Worker::spawn(
             config(backend),
             vec![bound()],
-            |_: usize, _: SocketAddr, _: &[u8], _: &mut Outbox| {},
+            |_: &mut Io, _: usize, _: SocketAddr, _: &[u8]| {},
         )
         .unwrap();
         let far_end = client();
@@ -154,7 +154,7 @@ fn oversized_datagrams_are_dropped_and_counted() {
         let worker = Worker::spawn(
             small,
             vec![bound()],
-            |socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox| {
+            |out: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]| {
                 out.send(socket, from, bytes)
             },
         )
@@ -177,7 +177,7 @@ fn auto_takes_io_uring_here_and_workers_stop_when_dropped() {
     let worker = Worker::spawn(
         config(BackendChoice::Auto),
         vec![bound()],
-        |_: usize, _: SocketAddr, _: &[u8], _: &mut Outbox| {},
+        |_: &mut Io, _: usize, _: SocketAddr, _: &[u8]| {},
     )
     .unwrap();
     assert_eq!(worker.backend(), BackendKind::IoUring);

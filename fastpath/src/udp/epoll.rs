@@ -4,9 +4,9 @@
 #![allow(unsafe_code)]
 
 use super::sockaddr::{self, RawAddr};
-use super::{Handler, LoopContext, Outbox, WorkerStats};
+use super::{Handler, Io, LoopContext, WorkerStats};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, RawFd};
 
 /// Datagrams per recvmmsg/sendmmsg call.
 const BATCH: usize = 32;
@@ -81,16 +81,16 @@ impl ReceiveBatch {
     }
 }
 
-/// Sends the outbox, BATCH datagrams per sendmmsg call, socket by socket.
-fn send_all(fds: &[RawFd], outbox: &mut Outbox, stats: &WorkerStats) {
-    let mut pending: Vec<(usize, RawAddr, Vec<u8>)> = Vec::new();
-    outbox.drain(|socket, to, bytes| pending.push((socket, RawAddr::new(to), bytes.to_vec())));
-    pending.sort_by_key(|(socket, _, _)| *socket);
+/// Sends the queued datagrams, BATCH per sendmmsg call, socket by socket.
+fn send_all(io: &mut Io, stats: &WorkerStats) {
+    let mut pending: Vec<(RawFd, RawAddr, Vec<u8>)> = Vec::new();
+    io.drain_sends(|_, fd, to, bytes| match fd {
+        Some(fd) => pending.push((fd, RawAddr::new(to), bytes.to_vec())),
+        None => WorkerStats::add(&stats.send_dropped, 1),
+    });
+    pending.sort_by_key(|(fd, _, _)| *fd);
     for group in pending.chunk_by_mut(|a, b| a.0 == b.0) {
-        let Some(&fd) = fds.get(group[0].0) else {
-            WorkerStats::add(&stats.send_dropped, group.len() as u64);
-            continue;
-        };
+        let fd = group[0].0;
         for chunk in group.chunks_mut(BATCH) {
             let mut iovs: Vec<libc::iovec> = chunk
                 .iter_mut()
@@ -139,19 +139,29 @@ fn send_all(fds: &[RawFd], outbox: &mut Outbox, stats: &WorkerStats) {
     }
 }
 
+/// Adds new sockets to the epoll set and closes removed ones.
+fn apply_socket_changes(epoll: &Epoll, io: &mut Io) {
+    for index in std::mem::take(&mut io.added) {
+        if let Some(socket) = io.sockets[index].as_ref() {
+            // Cannot fail for a fresh UDP socket; if it did, the socket would not be served.
+            let _ = epoll.add(
+                socket.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, index as u64),
+            );
+        }
+    }
+    for (index, socket) in std::mem::take(&mut io.removed) {
+        let _ = epoll.delete(socket.as_fd());
+        drop(socket);
+        io.release(index);
+    }
+}
+
 /// Runs until the worker is stopped.
 pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
     let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
         return;
     };
-    for (index, socket) in context.sockets.iter().enumerate() {
-        if epoll
-            .add(socket, EpollEvent::new(EpollFlags::EPOLLIN, index as u64))
-            .is_err()
-        {
-            return;
-        }
-    }
     if epoll
         .add(
             &context.waker.fd,
@@ -161,10 +171,9 @@ pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
     {
         return;
     }
-    let fds: Vec<RawFd> = context.sockets.iter().map(|s| s.as_raw_fd()).collect();
+    apply_socket_changes(&epoll, &mut context.io);
     let mut batch = ReceiveBatch::new(context.config.buffer_size);
     let mut events = vec![EpollEvent::empty(); 64];
-    let mut outbox = Outbox::default();
     let shared = context.shared.clone();
     loop {
         let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
@@ -175,21 +184,16 @@ pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
         for event in &events[..ready] {
             let key = event.data();
             if key == WAKE {
-                context.take_queued(&mut outbox);
+                context.take_queued();
                 continue;
             }
             let socket = key as usize;
-            let Some(&fd) = fds.get(socket) else {
-                continue;
-            };
-            loop {
+            // The socket may be removed while its batch is handled.
+            while let Some(fd) = context.io.fd(socket) {
                 let count = batch.receive(fd);
                 for i in 0..count {
                     match batch.datagram(i) {
-                        Some((from, bytes)) => {
-                            WorkerStats::add(&shared.stats.received, 1);
-                            context.handler.datagram(socket, from, bytes, &mut outbox);
-                        }
+                        Some((from, bytes)) => context.deliver(socket, from, bytes),
                         None => WorkerStats::add(&shared.stats.truncated, 1),
                     }
                 }
@@ -201,8 +205,9 @@ pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
         if context.stopping() {
             return;
         }
-        if !outbox.is_empty() {
-            send_all(&fds, &mut outbox, &shared.stats);
+        apply_socket_changes(&epoll, &mut context.io);
+        if context.io.has_sends() {
+            send_all(&mut context.io, &shared.stats);
         }
     }
 }

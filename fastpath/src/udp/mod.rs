@@ -97,54 +97,137 @@ impl WorkerStats {
     }
 }
 
-/// Sends queued by the handler while it handles a batch; the worker sends them after it.
+/// What a handler may do on its worker's thread: queue sends (sent after the batch), and add
+/// or remove sockets (served from the next loop turn on).
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub struct Io {
     sends: Vec<(usize, SocketAddr, std::ops::Range<usize>)>,
     data: Vec<u8>,
+    sockets: Vec<Option<UdpSocket>>,
+    /// Slots that may not be reused yet (open, or closing in the kernel).
+    reserved: Vec<bool>,
+    added: Vec<usize>,
+    removed: Vec<(usize, UdpSocket)>,
 }
 
-impl Outbox {
-    /// Queues `bytes` to `to` from socket number `socket`.
+impl Io {
+    fn with_sockets(sockets: Vec<UdpSocket>) -> Io {
+        Io {
+            reserved: vec![true; sockets.len()],
+            added: (0..sockets.len()).collect(),
+            sockets: sockets.into_iter().map(Some).collect(),
+            ..Io::default()
+        }
+    }
+
+    /// Queues `bytes` to `to` from socket `socket`.
     pub fn send(&mut self, socket: usize, to: SocketAddr, bytes: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
         self.sends.push((socket, to, start..self.data.len()));
     }
 
-    fn drain(&mut self, mut each: impl FnMut(usize, SocketAddr, &[u8])) {
+    /// Serves one more socket; returns its number.
+    pub fn add_socket(&mut self, socket: UdpSocket) -> std::io::Result<usize> {
+        socket.set_nonblocking(true)?;
+        let index = match self.reserved.iter().position(|&r| !r) {
+            Some(free) => free,
+            None => {
+                self.sockets.push(None);
+                self.reserved.push(false);
+                self.sockets.len() - 1
+            }
+        };
+        self.sockets[index] = Some(socket);
+        self.reserved[index] = true;
+        self.added.push(index);
+        Ok(index)
+    }
+
+    /// Stops serving a socket and closes it.
+    pub fn remove_socket(&mut self, socket: usize) {
+        if let Some(taken) = self.sockets.get_mut(socket).and_then(Option::take) {
+            self.added.retain(|&a| a != socket);
+            self.removed.push((socket, taken));
+        }
+    }
+
+    /// A socket's local address.
+    pub fn local_addr(&self, socket: usize) -> Option<SocketAddr> {
+        self.sockets.get(socket)?.as_ref()?.local_addr().ok()
+    }
+
+    /// The descriptor of an open socket.
+    fn fd(&self, socket: usize) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.sockets.get(socket)?.as_ref()?.as_raw_fd())
+    }
+
+    /// The kernel is done with a removed socket's slot: it may be reused.
+    fn release(&mut self, socket: usize) {
+        if let Some(reserved) = self.reserved.get_mut(socket) {
+            *reserved = self.sockets[socket].is_some();
+        }
+    }
+
+    /// Hands each queued send to `each` with its socket's descriptor (None: no such socket).
+    fn drain_sends(
+        &mut self,
+        mut each: impl FnMut(usize, Option<std::os::fd::RawFd>, SocketAddr, &[u8]),
+    ) {
+        use std::os::fd::AsRawFd;
         for (socket, to, range) in self.sends.drain(..) {
-            each(socket, to, &self.data[range]);
+            let fd = self
+                .sockets
+                .get(socket)
+                .and_then(Option::as_ref)
+                .map(|s| s.as_raw_fd());
+            each(socket, fd, to, &self.data[range]);
         }
         self.data.clear();
     }
 
-    fn is_empty(&self) -> bool {
-        self.sends.is_empty()
+    fn has_sends(&self) -> bool {
+        !self.sends.is_empty()
     }
 }
 
-/// What a worker does with each datagram, on its own thread.
+/// What a worker does with each datagram and each command, on its own thread.
 pub trait Handler: Send + 'static {
-    /// `bytes` arrived on socket number `socket` from `from`.
-    fn datagram(&mut self, socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox);
+    /// Commands other threads send it (through [`SendHandle::command`]).
+    type Command: Send + 'static;
+    /// `bytes` arrived on socket `socket` from `from`.
+    fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]);
+    /// A command from another thread.
+    fn command(&mut self, io: &mut Io, command: Self::Command);
 }
 
 impl<F> Handler for F
 where
-    F: FnMut(usize, SocketAddr, &[u8], &mut Outbox) + Send + 'static,
+    F: FnMut(&mut Io, usize, SocketAddr, &[u8]) + Send + 'static,
 {
-    fn datagram(&mut self, socket: usize, from: SocketAddr, bytes: &[u8], out: &mut Outbox) {
-        self(socket, from, bytes, out)
+    type Command = std::convert::Infallible;
+
+    fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        self(io, socket, from, bytes)
+    }
+
+    fn command(&mut self, _io: &mut Io, command: Self::Command) {
+        match command {}
     }
 }
 
-/// A datagram another thread wants sent.
+/// What other threads hand a worker.
 #[derive(Debug)]
-struct Outgoing {
-    socket: usize,
-    to: SocketAddr,
-    bytes: Vec<u8>,
+enum Message<C> {
+    /// A datagram to send.
+    Send {
+        socket: usize,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// A command for the handler.
+    Command(C),
 }
 
 /// Wakes a worker (an eventfd).
@@ -173,19 +256,37 @@ impl Waker {
     }
 }
 
-/// Sends datagrams through a worker's sockets from any thread.
-#[derive(Debug, Clone)]
-pub struct SendHandle {
-    queue: Sender<Outgoing>,
+/// Sends datagrams through a worker's sockets, and commands to its handler, from any thread.
+#[derive(Debug)]
+pub struct SendHandle<C> {
+    queue: Sender<Message<C>>,
     waker: Arc<Waker>,
 }
 
-impl SendHandle {
-    /// Queues `bytes` to `to` from socket number `socket`; false when the worker stopped.
-    pub fn send(&self, socket: usize, to: SocketAddr, bytes: Vec<u8>) -> bool {
-        let queued = self.queue.send(Outgoing { socket, to, bytes }).is_ok();
+impl<C> Clone for SendHandle<C> {
+    fn clone(&self) -> Self {
+        SendHandle {
+            queue: self.queue.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<C> SendHandle<C> {
+    fn post(&self, message: Message<C>) -> bool {
+        let queued = self.queue.send(message).is_ok();
         self.waker.wake();
         queued
+    }
+
+    /// Queues `bytes` to `to` from socket number `socket`; false when the worker stopped.
+    pub fn send(&self, socket: usize, to: SocketAddr, bytes: Vec<u8>) -> bool {
+        self.post(Message::Send { socket, to, bytes })
+    }
+
+    /// Hands `command` to the worker's handler; false when the worker stopped.
+    pub fn command(&self, command: C) -> bool {
+        self.post(Message::Command(command))
     }
 }
 
@@ -211,9 +312,9 @@ struct Shared {
 
 /// Everything a backend loop needs.
 struct LoopContext<H: Handler> {
-    sockets: Vec<UdpSocket>,
+    io: Io,
     handler: H,
-    queue: Receiver<Outgoing>,
+    queue: Receiver<Message<H::Command>>,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
     config: WorkerConfig,
@@ -224,18 +325,27 @@ impl<H: Handler> LoopContext<H> {
         self.shared.stop.load(Ordering::Acquire)
     }
 
-    /// Moves what other threads queued into the outbox.
-    fn take_queued(&self, outbox: &mut Outbox) {
+    /// Takes what other threads queued: sends into the outbox, commands to the handler.
+    fn take_queued(&mut self) {
         self.waker.reset();
-        while let Ok(out) = self.queue.try_recv() {
-            outbox.send(out.socket, out.to, &out.bytes);
+        while let Ok(message) = self.queue.try_recv() {
+            match message {
+                Message::Send { socket, to, bytes } => self.io.send(socket, to, &bytes),
+                Message::Command(command) => self.handler.command(&mut self.io, command),
+            }
         }
+    }
+
+    /// Hands one datagram to the handler.
+    fn deliver(&mut self, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        WorkerStats::add(&self.shared.stats.received, 1);
+        self.handler.datagram(&mut self.io, socket, from, bytes);
     }
 }
 
 /// A running worker; stopped and joined on drop.
-pub struct Worker {
-    handle: SendHandle,
+pub struct Worker<C: Send + 'static> {
+    handle: SendHandle<C>,
     backend: BackendKind,
     fallback_reason: Option<String>,
     shared: Arc<Shared>,
@@ -243,14 +353,14 @@ pub struct Worker {
     local_addrs: Vec<SocketAddr>,
 }
 
-impl Worker {
+impl<C: Send + 'static> Worker<C> {
     /// Starts a worker serving `sockets` (numbered by their position) with `handler`.
     /// Returns once the backend is set up.
-    pub fn spawn(
+    pub fn spawn<H: Handler<Command = C>>(
         config: WorkerConfig,
         sockets: Vec<UdpSocket>,
-        handler: impl Handler,
-    ) -> Result<Worker, FastpathError> {
+        handler: H,
+    ) -> Result<Worker<C>, FastpathError> {
         let local_addrs = sockets
             .iter()
             .map(UdpSocket::local_addr)
@@ -266,7 +376,7 @@ impl Worker {
         });
         let (started_tx, started) = std::sync::mpsc::channel();
         let context = LoopContext {
-            sockets,
+            io: Io::with_sockets(sockets),
             handler,
             queue,
             waker: waker.clone(),
@@ -290,8 +400,8 @@ impl Worker {
         })
     }
 
-    /// Sends from other threads.
-    pub fn sender(&self) -> SendHandle {
+    /// Sends and commands from other threads.
+    pub fn sender(&self) -> SendHandle<C> {
         self.handle.clone()
     }
 
@@ -316,7 +426,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl<C: Send + 'static> Drop for Worker<C> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.handle.waker.wake();

@@ -6,9 +6,10 @@
 #![allow(unsafe_code)]
 
 use super::sockaddr::{self, RawAddr};
-use super::{Handler, LoopContext, Outbox, WorkerStats};
+use super::{Handler, Io, LoopContext, WorkerStats};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -23,6 +24,7 @@ const TAG_SHIFT: u32 = 56;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const WAKE: u64 = 3;
+const CANCEL: u64 = 4;
 
 /// Page-aligned memory the kernel shares with us.
 struct Shared {
@@ -212,32 +214,26 @@ impl Ring {
         socket: usize,
         bid: u16,
         len: usize,
-        outbox: &mut Outbox,
     ) {
-        let stats = &context.shared.stats;
         let Ok(message) = types::RecvMsgOut::parse(self.buffers.filled(bid, len), &self.recv_msg)
         else {
-            WorkerStats::add(&stats.truncated, 1);
+            WorkerStats::add(&context.shared.stats.truncated, 1);
             return;
         };
         if message.is_payload_truncated() || message.is_name_data_truncated() {
-            WorkerStats::add(&stats.truncated, 1);
+            WorkerStats::add(&context.shared.stats.truncated, 1);
             return;
         }
-        let Some(from) = sockaddr::parse(message.name_data()) else {
-            return;
-        };
-        WorkerStats::add(&stats.received, 1);
-        context
-            .handler
-            .datagram(socket, from, message.payload_data(), outbox);
+        if let Some(from) = sockaddr::parse(message.name_data()) {
+            context.deliver(socket, from, message.payload_data());
+        }
     }
 
-    /// Turns the outbox into sendmsg operations.
-    fn flush(&mut self, fds: &[RawFd], outbox: &mut Outbox, stats: &WorkerStats) {
+    /// Turns the queued sends into sendmsg operations.
+    fn flush(&mut self, io: &mut Io, stats: &WorkerStats) {
         let mut entries = Vec::new();
-        outbox.drain(|socket, to, bytes| {
-            let (Some(&fd), Some(index)) = (fds.get(socket), self.free.pop()) else {
+        io.drain_sends(|_, fd, to, bytes| {
+            let (Some(fd), Some(index)) = (fd, self.free.pop()) else {
                 WorkerStats::add(&stats.send_dropped, 1);
                 return;
             };
@@ -265,15 +261,33 @@ impl Ring {
         }
     }
 
+    /// Arms receives on new sockets and cancels those of removed ones (which stay open until
+    /// the kernel confirms: their slots are reused only then).
+    fn apply_socket_changes(
+        &mut self,
+        io: &mut Io,
+        closing: &mut HashMap<usize, std::net::UdpSocket>,
+    ) {
+        for index in std::mem::take(&mut io.added) {
+            if let Some(fd) = io.fd(index) {
+                self.arm_recv(index, fd);
+            }
+        }
+        for (index, socket) in std::mem::take(&mut io.removed) {
+            let cancel = opcode::AsyncCancel::new((RECV << TAG_SHIFT) | index as u64)
+                .build()
+                .user_data(CANCEL << TAG_SHIFT);
+            self.push(cancel);
+            closing.insert(index, socket);
+        }
+    }
+
     /// Runs until the worker is stopped.
     pub(super) fn run<H: Handler>(mut self, mut context: LoopContext<H>) {
-        let fds: Vec<RawFd> = context.sockets.iter().map(|s| s.as_raw_fd()).collect();
         let wake_fd = context.waker.fd.as_raw_fd();
-        for (index, &fd) in fds.iter().enumerate() {
-            self.arm_recv(index, fd);
-        }
+        let mut closing = HashMap::new();
+        self.apply_socket_changes(&mut context.io, &mut closing);
         self.arm_wake(wake_fd);
-        let mut outbox = Outbox::default();
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(ENTRIES as usize);
         let shared = context.shared.clone();
         loop {
@@ -293,13 +307,18 @@ impl Ring {
                 match data >> TAG_SHIFT {
                     RECV => {
                         if let (true, Some(bid)) = (result >= 0, cqueue::buffer_select(flags)) {
-                            self.deliver(&mut context, index, bid, result as usize, &mut outbox);
+                            if !closing.contains_key(&index) {
+                                self.deliver(&mut context, index, bid, result as usize);
+                            }
                             self.buffers.provide(bid);
                         }
                         if !cqueue::more(flags) {
-                            // Out of buffers (ENOBUFS) or an error ended the multishot: the
-                            // buffers are handed back below, then it is armed again.
-                            if let Some(&fd) = fds.get(index) {
+                            if closing.remove(&index).is_some() {
+                                // Cancelled: the socket closes, its slot may be reused.
+                                context.io.release(index);
+                            } else if let Some(fd) = context.io.fd(index) {
+                                // Out of buffers (ENOBUFS) or an error ended the multishot:
+                                // the buffers are handed back below, then it is armed again.
                                 self.arm_recv(index, fd);
                             }
                         }
@@ -314,7 +333,7 @@ impl Ring {
                         WorkerStats::add(counter, 1);
                     }
                     WAKE => {
-                        context.take_queued(&mut outbox);
+                        context.take_queued();
                         rearm_wake |= !cqueue::more(flags);
                     }
                     _ => {}
@@ -327,8 +346,9 @@ impl Ring {
             if context.stopping() {
                 return;
             }
-            if !outbox.is_empty() {
-                self.flush(&fds, &mut outbox, &shared.stats);
+            self.apply_socket_changes(&mut context.io, &mut closing);
+            if context.io.has_sends() {
+                self.flush(&mut context.io, &shared.stats);
             }
         }
     }

@@ -9,7 +9,7 @@ use crate::config::{FastpathBackend, FastpathConfig};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use fastpath::preparse::{preparse, shard_of, PreParseError};
-use fastpath::udp::{BackendChoice, BackendKind, Outbox, SendHandle, Worker, WorkerConfig};
+use fastpath::udp::{BackendChoice, BackendKind, Io, SendHandle, Worker, WorkerConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,8 +59,8 @@ fn shard_queues(shards: usize) -> (ShardSenders, ShardReceivers) {
 
 /// UDP SIP served by a fast path worker.
 pub struct FastpathUdpTransport {
-    worker: Worker,
-    sender: SendHandle,
+    worker: Worker<std::convert::Infallible>,
+    sender: SendHandle<std::convert::Infallible>,
     malformed: Arc<AtomicU64>,
 }
 
@@ -75,7 +75,7 @@ impl FastpathUdpTransport {
         let (queues, receivers) = shard_queues(shards);
         let malformed = Arc::new(AtomicU64::new(0));
         let counter = malformed.clone();
-        let handler = move |_socket: usize, from: SocketAddr, bytes: &[u8], _: &mut Outbox| {
+        let handler = move |_: &mut Io, _socket: usize, from: SocketAddr, bytes: &[u8]| {
             if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
                 return; // keep-alive
             }
