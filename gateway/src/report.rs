@@ -30,7 +30,7 @@ pub fn cdr_table(cdrs: &[Cdr]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9}  cause",
+        "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9}  {:<36} cause",
         "ring start (UTC)",
         "caller",
         "called",
@@ -38,12 +38,13 @@ pub fn cdr_table(cdrs: &[Cdr]) -> String {
         "pickup",
         "billed",
         "result",
-        "talk (s)"
+        "talk (s)",
+        "media (packets/lost/jitter per side)"
     );
     for cdr in cdrs {
         let _ = writeln!(
             out,
-            "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9.1}  {}",
+            "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9.1}  {:<36} {}",
             utc_time(cdr.ring_start_ms),
             cdr.caller,
             cdr.called,
@@ -52,6 +53,7 @@ pub fn cdr_table(cdrs: &[Cdr]) -> String {
             cdr.billed.as_deref().unwrap_or("-"),
             cdr.disposition,
             cdr.duration_ms as f64 / 1000.0,
+            cdr.media.as_deref().unwrap_or("-"),
             cdr.hangup_cause
         );
     }

@@ -2,8 +2,10 @@
 //! [`Engine`] with real time. The only place where the SIP core meets sockets and clocks.
 
 use crate::analog::service::{AnalogService, ServiceError};
+use crate::config::AnchorMode;
 use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind, TransportName};
 use crate::engine::{Engine, Now};
+use crate::relay::MediaRelay;
 use crate::store::{CallStore, Store, StoreError, StoreWriter};
 use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
 use crate::transport::tcp::TcpTransport;
@@ -218,9 +220,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     drop(inbound_tx);
 
+    let relay = match config.media.anchor {
+        AnchorMode::Never => None,
+        _ => {
+            let relay = MediaRelay::start(&config).map_err(RunError::Fastpath)?;
+            tracing::info!(
+                "media anchoring: {:?}, relay on {} (ports {}-{} on {})",
+                config.media.anchor,
+                relay.backend(),
+                config.media.port_min,
+                config.media.port_max,
+                config.media_ip()
+            );
+            Some(relay)
+        }
+    };
+    let mut media_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut engine = Engine::new(config, bindings, rand::random(), now);
     tokio::pin!(shutdown);
     loop {
+        // Relay ports first: the SDP about to be sent names them.
+        while let Some(command) = engine.poll_media_command() {
+            match &relay {
+                Some(relay) => relay.apply(command),
+                None => tracing::warn!("media command without a relay: {command:?}"),
+            }
+        }
         while let Some(out) = engine.poll_transmit() {
             let transport: Option<&dyn Transport> = match out.peer.protocol {
                 Protocol::Udp => udp.as_deref(),
@@ -273,6 +298,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::system()),
+            _ = media_tick.tick() => {
+                if let Some(relay) = &relay {
+                    relay.tick(std::time::Instant::now());
+                    for (id, legs) in relay.ended() {
+                        engine.handle_media_ended(id, legs);
+                    }
+                }
+            }
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 break;

@@ -66,6 +66,8 @@ pub struct GatewayOptions {
     pub analog: Option<String>,
     /// `fastpath.backend` (the quick-start config says `auto`).
     pub fastpath_backend: Option<&'static str>,
+    /// `media.anchor` (the quick-start config says `analog`).
+    pub media_anchor: Option<&'static str>,
 }
 
 impl Default for GatewayOptions {
@@ -77,6 +79,7 @@ impl Default for GatewayOptions {
             extra: String::new(),
             analog: None,
             fastpath_backend: None,
+            media_anchor: None,
         }
     }
 }
@@ -134,6 +137,18 @@ impl Gateway {
                         .expect("extensions follow [analog]");
                 format!("{}\n{analog}\n{}", &text[..start], &text[end..])
             }
+            None => text,
+        };
+        // Gateways of parallel tests must not share relay ports.
+        static RANGES: AtomicU16 = AtomicU16::new(0);
+        let slot = (std::process::id() as u16 % 50 + RANGES.fetch_add(1, Ordering::Relaxed)) % 100;
+        let port_min = 40_000 + slot * 200;
+        let text = text.replace(
+            "port_min = 30000\nport_max = 39999",
+            &format!("port_min = {port_min}\nport_max = {}", port_min + 199),
+        );
+        let text = match options.media_anchor {
+            Some(mode) => text.replace("anchor = \"analog\"", &format!("anchor = \"{mode}\"")),
             None => text,
         };
         let text = format!("{text}\n{}\n", options.extra);

@@ -119,9 +119,31 @@ fn an_analog_phone_calls_a_sip_phone_with_audio_and_dtmf_both_ways() {
         Some("7"),
         "{heard:?}"
     );
+    // The media went through the gateway's relay (anchored: a call with an analog leg).
+    assert!(
+        (40_000..60_000).contains(&analog_rtp.port()),
+        "RTP came from the relay's port range: {analog_rtp}"
+    );
     // Hanging up the handset sends BYE to the SIP phone.
     gateway.analog("hangup 1");
     phone.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let media = loop {
+        let cdrs = gateway.cdrs();
+        if let Some(media) = cdrs.split_whitespace().find(|w| w.starts_with("A:")) {
+            break media.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no media counters in the CDR: {cdrs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let packets: u64 = media[2..media.find('p').unwrap()].parse().unwrap();
+    assert!(
+        packets > 100,
+        "the relay counted the analog side's packets: {media}"
+    );
     assert_eq!(
         last_cdr(&gateway)[..2],
         ["101".to_string(), "201".to_string()]

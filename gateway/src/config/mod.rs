@@ -106,6 +106,65 @@ pub struct Config {
     /// The fast path for UDP.
     #[serde(default)]
     pub fastpath: FastpathConfig,
+    /// Media anchoring.
+    #[serde(default)]
+    pub media: MediaConfig,
+}
+
+/// `[media]`: whether calls' RTP goes through the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `always`, `analog` (calls with an analog leg) or `never`.
+    #[serde(default)]
+    pub anchor: AnchorMode,
+    /// First port of the relay's range (RTP on even ports, RTCP on the next).
+    #[serde(default = "default_port_min")]
+    pub port_min: u16,
+    /// Last port of the range.
+    #[serde(default = "default_port_max")]
+    pub port_max: u16,
+    /// The address anchored SDP names (default: the SIP listen address).
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
+    /// A relay with no packets for this long ends (seconds).
+    #[serde(default = "default_media_idle")]
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            anchor: AnchorMode::default(),
+            port_min: default_port_min(),
+            port_max: default_port_max(),
+            address: None,
+            idle_timeout_secs: default_media_idle(),
+        }
+    }
+}
+
+fn default_port_min() -> u16 {
+    30_000
+}
+fn default_port_max() -> u16 {
+    39_999
+}
+fn default_media_idle() -> u64 {
+    60
+}
+
+/// `[media] anchor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnchorMode {
+    /// Every call's media goes through the relay.
+    Always,
+    /// Calls with an analog leg only.
+    #[default]
+    Analog,
+    /// Never: phones send RTP to each other (or to the analog ports) directly.
+    Never,
 }
 
 /// `[fastpath]`: who serves the UDP SIP socket.
@@ -473,6 +532,13 @@ impl Config {
         Duration::from_secs(self.calls.ring_timeout_secs)
     }
 
+    /// The address anchored SDP names.
+    pub fn media_ip(&self) -> std::net::IpAddr {
+        self.media
+            .address
+            .unwrap_or_else(|| self.listen_addr().ip())
+    }
+
     /// The extension bound to analog phone port `channel`, if any.
     pub fn analog_extension(&self, channel: u32) -> Option<&ExtensionConfig> {
         self.extensions
@@ -702,6 +768,16 @@ impl Config {
                     format!("{} clashes with the group pickup code", ext.number),
                 ));
             }
+        }
+        let media = &self.media;
+        if media.port_min < 1024 || u32::from(media.port_min) + 3 > u32::from(media.port_max) {
+            return Err(invalid(
+                "media",
+                format!(
+                    "port_min ({}) must be at least 1024 and leave room for two port pairs below port_max ({})",
+                    media.port_min, media.port_max
+                ),
+            ));
         }
         for (i, port) in self.analog.iter().flat_map(|a| a.ports.iter()).enumerate() {
             if let Some(target) = port.target.as_deref() {

@@ -117,6 +117,8 @@ pub(super) struct Call {
     pub(super) picking: Option<u64>,
     /// The pickup that took (or last tried to take) the call.
     pub(super) picked: Option<PickupRecord>,
+    /// The call's media relay, when anchored.
+    pub(super) anchor: Option<super::media::Anchor>,
 }
 
 impl Call {
@@ -158,6 +160,7 @@ impl Call {
             disposition: disposition.into(),
             hangup_cause: cause.into(),
             node: node.into(),
+            media: None,
         }
     }
 }

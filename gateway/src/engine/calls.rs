@@ -121,6 +121,17 @@ impl Engine {
             self.reply(now, tx, 400, "Bad Request (malformed From or To)");
             return;
         };
+        let anchor = if !msg.body.is_empty()
+            && self.wants_anchor(now, peer.protocol == Protocol::Internal, &target)
+        {
+            self.start_anchor()
+        } else {
+            None
+        };
+        let offer = match anchor {
+            Some(anchor) => self.anchor_body(anchor, Side::A, &msg.body),
+            None => msg.body.clone(),
+        };
         let caller = Party {
             display: self
                 .config
@@ -144,7 +155,7 @@ impl Engine {
                 key,
                 a_tx: tx,
                 a,
-                offer: msg.body.clone(),
+                offer,
                 offer_type: msg.header(&Name::CONTENT_TYPE).map(str::to_string),
                 caller,
                 called: target,
@@ -157,6 +168,7 @@ impl Engine {
                 answered_ms: None,
                 picking: None,
                 picked: None,
+                anchor,
             },
         );
         self.ring_callee(now, id);
@@ -404,6 +416,9 @@ impl Engine {
         self.store_commands.push_back(StoreCommand::RemoveCall {
             call_key: call.key.clone(),
         });
+        if let Some(anchor) = call.anchor {
+            self.stop_anchor(&call.key, anchor);
+        }
         let cdr = call.cdr(&self.config.node.id, now.unix_ms, disposition, cause);
         let confirm = last_word.is_some();
         if let Some(last_word) = last_word {
@@ -434,12 +449,21 @@ impl Engine {
         reason: &str,
         from_b: &SipMessage,
     ) {
+        let anchor = self
+            .calls
+            .by_server_tx
+            .get(&a_tx)
+            .and_then(|(id, _)| self.calls.calls.get(id))
+            .and_then(|call| call.anchor);
         let Some(request) = self.tx.request(a_tx) else {
             return;
         };
         let mut response = request.response(code, reason, Some(a_tag));
         response.set_header(Name::CONTACT, self.local.contact(a_peer));
         copy_body(from_b, &mut response);
+        if let Some(anchor) = anchor {
+            response.body = self.anchor_body(anchor, Side::B, &response.body);
+        }
         self.tx.send_response(now.mono, a_tx, response);
     }
 
@@ -705,6 +729,7 @@ impl Engine {
                 }
             }
         }
+        let anchor = call.anchor;
         let Some(dialog) = call.dialog(side.other()) else {
             return;
         };
@@ -717,6 +742,12 @@ impl Engine {
         }
         let cseq = dialog.local_cseq;
         let peer = dialog.peer;
+        if let Some(anchor) = anchor {
+            request.body = self.anchor_body(anchor, side, &request.body);
+        }
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
         let client_tx = self.tx.send_request(now.mono, request, peer);
         let relay_id = self.calls.next_relay;
         self.calls.next_relay += 1;
@@ -789,6 +820,9 @@ impl Engine {
             if let Some(peer) = peer {
                 response.set_header(Name::CONTACT, self.local.contact(peer));
             }
+        }
+        if let Some(anchor) = call.anchor {
+            response.body = self.anchor_body(anchor, from.other(), &response.body);
         }
         self.tx.send_response(now.mono, server_tx, response);
     }

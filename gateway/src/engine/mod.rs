@@ -8,6 +8,7 @@
 mod call;
 mod calls;
 pub mod dialog;
+pub mod media;
 mod pickup;
 mod registration;
 pub mod routing;
@@ -78,6 +79,11 @@ pub struct Engine {
     cdr_waiters: HashMap<String, (ServerTxId, SipMessage)>,
     stats: Stats,
     next_maintenance: Instant,
+    media_ports: media::PortPool,
+    media_commands: VecDeque<media::MediaCommand>,
+    next_relay: u64,
+    /// Relays removed, waiting for their counters: relay -> (call key, anchor).
+    anchored: HashMap<u64, (String, media::Anchor)>,
 }
 
 impl Engine {
@@ -114,6 +120,10 @@ impl Engine {
             cdr_waiters: HashMap::new(),
             stats: Stats::new(config.sip.bad_message_log_per_second),
             next_maintenance: now.mono + MAINTENANCE_INTERVAL,
+            media_ports: media::PortPool::new(config.media.port_min, config.media.port_max),
+            media_commands: VecDeque::new(),
+            next_relay: 1,
+            anchored: HashMap::new(),
             config,
         }
     }

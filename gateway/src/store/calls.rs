@@ -137,6 +137,8 @@ pub struct Cdr {
     pub hangup_cause: String,
     /// The node that handled the call.
     pub node: String,
+    /// Media counters of an anchored call (per side: packets, lost, jitter), once known.
+    pub media: Option<String>,
 }
 
 /// Persistence of call contexts and CDRs; SQLite here, PostgreSQL for several nodes later.
@@ -159,6 +161,8 @@ pub trait CallStore {
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError>;
     /// The most recent CDRs, newest first.
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError>;
+    /// Adds the media counters to a call's CDR.
+    fn set_cdr_media(&mut self, call_key: &str, media: &str) -> Result<(), StoreError>;
 }
 
 const CONTEXT_COLUMNS: &str = "call_key, node, caller_display, caller_number, caller_uri, \
@@ -450,13 +454,23 @@ impl CallStore for Store {
         result.map(|_| ()).map_err(sqlite)
     }
 
+    fn set_cdr_media(&mut self, call_key: &str, media: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE cdrs SET media = ?2 WHERE call_key = ?1",
+                params![call_key, media],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError> {
         let sqlite = |e| self.error(e);
         let mut statement = self
             .conn
             .prepare(
                 "SELECT call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, pickup_ms, \
-                 answer_ms, end_ms, duration_ms, disposition, hangup_cause, node FROM cdrs ORDER BY id DESC LIMIT ?1",
+                 answer_ms, end_ms, duration_ms, disposition, hangup_cause, node, media FROM cdrs ORDER BY id DESC LIMIT ?1",
             )
             .map_err(sqlite)?;
         let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -477,6 +491,7 @@ impl CallStore for Store {
                     disposition: row.get(11)?,
                     hangup_cause: row.get(12)?,
                     node: row.get(13)?,
+                    media: row.get(14)?,
                 })
             })
             .map_err(sqlite)?;

@@ -62,6 +62,8 @@ const MIGRATIONS: &[&str] = &[
         hangup_cause TEXT NOT NULL,
         node TEXT NOT NULL
     );",
+    // 3: media counters of anchored calls.
+    "ALTER TABLE cdrs ADD COLUMN media TEXT;",
 ];
 
 /// Newest schema version this build knows.

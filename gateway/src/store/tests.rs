@@ -316,11 +316,20 @@ fn stale_contexts_are_removed_and_cdrs_listed_newest_first() {
                 disposition: "answered".into(),
                 hangup_cause: "BYE from caller".into(),
                 node: "gw1".into(),
+                media: None,
             })
             .unwrap();
     }
+    store
+        .set_cdr_media("b", "A:10p/0lost/0.5ms B:9p/1lost/0.7ms")
+        .unwrap();
     let cdrs = store.recent_cdrs(10).unwrap();
     assert_eq!(cdrs.len(), 2);
+    assert_eq!(
+        cdrs[0].media.as_deref(),
+        Some("A:10p/0lost/0.5ms B:9p/1lost/0.7ms")
+    );
+    assert_eq!(cdrs[1].media, None);
     assert_eq!(cdrs[0].call_key, "b");
     assert_eq!(cdrs[0].billed.as_deref(), Some("202"));
     assert_eq!(cdrs[1].pickup_ms, None);

@@ -55,6 +55,13 @@ pub enum StoreCommand {
         /// Whether the engine waits for the commit (to release a held response).
         confirm: bool,
     },
+    /// Add an anchored call's media counters to its CDR.
+    SetCdrMedia {
+        /// The call.
+        call_key: String,
+        /// The counters, as `gateway cdr` shows them.
+        media: String,
+    },
 }
 
 /// An answer from the store to the engine.
@@ -93,6 +100,7 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
         StoreCommand::Release { call_key } => store.release(&call_key),
         StoreCommand::MarkAnswered { call_key } => store.mark_answered(&call_key),
         StoreCommand::RemoveCall { call_key } => store.remove(&call_key),
+        StoreCommand::SetCdrMedia { call_key, media } => store.set_cdr_media(&call_key, &media),
         StoreCommand::WriteCdr { cdr, confirm } => {
             if let Err(e) = store.write_cdr(&cdr) {
                 tracing::error!("CDR of call {} not saved: {e}", cdr.call_key);

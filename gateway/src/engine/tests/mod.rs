@@ -583,3 +583,86 @@ fn registrations_expire() {
     let out = h.dial("201", "expired");
     assert!(statuses(&out).contains(&480));
 }
+
+#[test]
+fn anchored_calls_point_both_sides_at_the_relay_and_the_cdr_gets_the_counters() {
+    use super::media::{audio_address, MediaCommand, MediaLegReport};
+    use crate::store::CallStore;
+    let mut h = Harness::with_config(&format!(
+        "{CONFIG}[media]\nanchor = \"always\"\nport_min = 30000\nport_max = 30100\n"
+    ));
+    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
+    let out = h.dial("201", "anchored");
+    let (_, b_invite) = requests(&out, "INVITE")[0].clone();
+    assert_eq!(
+        audio_address(&b_invite.body),
+        Some("127.0.0.1:30002".parse().unwrap()),
+        "the callee sends to the relay's B port"
+    );
+    let commands: Vec<MediaCommand> =
+        std::iter::from_fn(|| h.engine.poll_media_command()).collect();
+    assert_eq!(
+        commands,
+        [
+            MediaCommand::Install {
+                relay: 1,
+                a_port: 30000,
+                b_port: 30002
+            },
+            MediaCommand::SetPeer {
+                relay: 1,
+                leg: 0,
+                peer: "127.0.0.1:4000".parse().unwrap()
+            },
+        ]
+    );
+    let answer_sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 200, "OK", "b1", 5071, answer_sdp),
+    );
+    let answered = h.sent();
+    let (_, ok) = answered
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap();
+    assert_eq!(
+        audio_address(&ok.body),
+        Some("127.0.0.1:30000".parse().unwrap()),
+        "the caller sends to the relay's A port"
+    );
+    assert_eq!(
+        h.engine.poll_media_command(),
+        Some(MediaCommand::SetPeer {
+            relay: 1,
+            leg: 1,
+            peer: "127.0.0.1:5000".parse().unwrap()
+        })
+    );
+    let a_tag = ok.to_header().unwrap().tag().unwrap().to_string();
+    h.send(
+        udp(5072),
+        &format!(
+            "BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKabye\r\n\
+From: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: anchored\r\n\
+Max-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    assert_eq!(
+        h.engine.poll_media_command(),
+        Some(MediaCommand::Remove { relay: 1 })
+    );
+    let leg = |packets, lost| MediaLegReport {
+        packets,
+        lost,
+        jitter_ms: 0.5,
+        foreign_dropped: 0,
+    };
+    h.engine.handle_media_ended(1, [leg(150, 2), leg(149, 0)]);
+    h.run_store();
+    let cdrs = h.store.recent_cdrs(1).unwrap();
+    assert_eq!(
+        cdrs[0].media.as_deref(),
+        Some("A:150p/2lost/0.5ms B:149p/0lost/0.5ms")
+    );
+}

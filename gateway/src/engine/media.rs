@@ -1,0 +1,285 @@
+//! Media anchoring, sans-IO: for an anchored call the engine takes two port pairs from the
+//! configured range (one each side sends to), rewrites every SDP body crossing the call so
+//! each side sends its RTP to the gateway, and tells the runtime to install a relay on the
+//! fast path (`MediaCommand`). The relay's counters come back when it ends and go into the
+//! call's CDR.
+
+use super::call::Side;
+use super::{Engine, Now};
+use crate::config::AnchorMode;
+use crate::store::StoreCommand;
+use crate::transport::Protocol;
+use bytes::Bytes;
+use sdp_types::{Connection, Session};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+/// What the runtime must do on the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// Bind the two port pairs and relay between them.
+    Install {
+        /// The relay's number.
+        relay: u64,
+        /// The port side A (the caller) sends to; RTCP on the next.
+        a_port: u16,
+        /// The port side B (callee or picker) sends to.
+        b_port: u16,
+    },
+    /// SDP named a side's media address (leg 0: A, leg 1: B).
+    SetPeer {
+        /// The relay.
+        relay: u64,
+        /// 0 or 1.
+        leg: usize,
+        /// Its RTP address.
+        peer: SocketAddr,
+    },
+    /// The call ended: stop relaying (the counters come back through
+    /// [`Engine::handle_media_ended`]).
+    Remove {
+        /// The relay.
+        relay: u64,
+    },
+}
+
+/// One leg's media counters, as the relay reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MediaLegReport {
+    /// RTP packets received from that side.
+    pub packets: u64,
+    /// Of those expected, how many never came.
+    pub lost: u64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f32,
+    /// Packets from strangers dropped.
+    pub foreign_dropped: u64,
+}
+
+/// A call's anchoring.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Anchor {
+    pub(super) relay: u64,
+    pub(super) a_port: u16,
+    pub(super) b_port: u16,
+}
+
+/// Even ports of the configured range, handed out and taken back.
+#[derive(Debug)]
+pub(super) struct PortPool {
+    min: u16,
+    max: u16,
+    next: u16,
+    in_use: BTreeSet<u16>,
+}
+
+impl PortPool {
+    pub(super) fn new(min: u16, max: u16) -> PortPool {
+        let min = min + min % 2;
+        PortPool {
+            min,
+            max,
+            next: min,
+            in_use: BTreeSet::new(),
+        }
+    }
+
+    /// An even port whose pair (port, port + 1) is free, round-robin through the range.
+    pub(super) fn allocate(&mut self) -> Option<u16> {
+        let slots = (u32::from(self.max) + 1).saturating_sub(u32::from(self.min)) / 2;
+        for _ in 0..slots {
+            let port = self.next;
+            self.next = if u32::from(port) + 3 > u32::from(self.max) {
+                self.min
+            } else {
+                port + 2
+            };
+            if port < self.max && self.in_use.insert(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    pub(super) fn release(&mut self, port: u16) {
+        self.in_use.remove(&port);
+    }
+}
+
+/// The first audio stream's address in an SDP body.
+pub(super) fn audio_address(body: &[u8]) -> Option<SocketAddr> {
+    let session = Session::parse(body).ok()?;
+    let audio = session
+        .medias
+        .iter()
+        .find(|m| m.media == "audio" && m.port != 0)?;
+    let ip = audio
+        .connections
+        .first()
+        .or(session.connection.as_ref())?
+        .try_address()
+        .ok()?
+        .ip;
+    Some(SocketAddr::new(ip, audio.port))
+}
+
+/// `body` with its connection addresses set to `ip` and its first audio port to `port`.
+pub(super) fn rewrite(body: &[u8], ip: IpAddr, port: u16) -> Option<Bytes> {
+    let mut session = Session::parse(body).ok()?;
+    session.connection = Some(Connection::from_ip_addr(ip));
+    let mut done = false;
+    for media in &mut session.medias {
+        media.connections.clear();
+        if !done && media.media == "audio" && media.port != 0 {
+            media.port = port;
+            done = true;
+        }
+    }
+    if !done {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + 16);
+    session.write(&mut out).ok()?;
+    Some(Bytes::from(out))
+}
+
+impl Engine {
+    /// Whether a new call from `peer` to `target` is anchored.
+    pub(super) fn wants_anchor(&self, now: Now, peer_is_analog: bool, target: &str) -> bool {
+        match self.config.media.anchor {
+            AnchorMode::Never => false,
+            AnchorMode::Always => true,
+            AnchorMode::Analog => {
+                peer_is_analog
+                    || self
+                        .contacts_for(now, target)
+                        .iter()
+                        .any(|b| b.source.protocol == Protocol::Internal)
+            }
+        }
+    }
+
+    /// Takes two port pairs and installs a relay; None when the range is exhausted.
+    pub(super) fn start_anchor(&mut self) -> Option<Anchor> {
+        let a_port = self.media_ports.allocate()?;
+        let Some(b_port) = self.media_ports.allocate() else {
+            self.media_ports.release(a_port);
+            tracing::warn!("media port range exhausted: this call is not anchored");
+            return None;
+        };
+        let relay = self.next_relay;
+        self.next_relay += 1;
+        self.media_commands.push_back(MediaCommand::Install {
+            relay,
+            a_port,
+            b_port,
+        });
+        Some(Anchor {
+            relay,
+            a_port,
+            b_port,
+        })
+    }
+
+    /// An SDP body travelling from side `from` to the other side: the other side is told to
+    /// send to the gateway, and the relay learns where `from` receives.
+    pub(super) fn anchor_body(&mut self, anchor: Anchor, from: Side, body: &Bytes) -> Bytes {
+        if body.is_empty() {
+            return body.clone();
+        }
+        let (leg, facing_port) = match from {
+            Side::A => (0, anchor.b_port),
+            Side::B => (1, anchor.a_port),
+        };
+        if let Some(peer) = audio_address(body) {
+            self.media_commands.push_back(MediaCommand::SetPeer {
+                relay: anchor.relay,
+                leg,
+                peer,
+            });
+        }
+        rewrite(body, self.media_ip(), facing_port).unwrap_or_else(|| body.clone())
+    }
+
+    /// The address anchored SDP names.
+    fn media_ip(&self) -> IpAddr {
+        self.config.media_ip()
+    }
+
+    /// A call ended: its relay goes.
+    pub(super) fn stop_anchor(&mut self, call_key: &str, anchor: Anchor) {
+        self.media_commands.push_back(MediaCommand::Remove {
+            relay: anchor.relay,
+        });
+        self.anchored
+            .insert(anchor.relay, (call_key.to_string(), anchor));
+    }
+
+    /// Next instruction for the relay.
+    pub fn poll_media_command(&mut self) -> Option<MediaCommand> {
+        self.media_commands.pop_front()
+    }
+
+    /// A relay ended with these counters (leg 0: the caller's side, leg 1: the other): the
+    /// ports return to the pool and the counters go into the call's CDR.
+    pub fn handle_media_ended(&mut self, relay: u64, legs: [MediaLegReport; 2]) {
+        let Some((call_key, anchor)) = self.anchored.remove(&relay) else {
+            return;
+        };
+        self.media_ports.release(anchor.a_port);
+        self.media_ports.release(anchor.b_port);
+        let describe = |side: &str, leg: &MediaLegReport| {
+            format!(
+                "{side}:{}p/{}lost/{:.1}ms{}",
+                leg.packets,
+                leg.lost,
+                leg.jitter_ms,
+                if leg.foreign_dropped > 0 {
+                    format!("/{}foreign", leg.foreign_dropped)
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let media = format!("{} {}", describe("A", &legs[0]), describe("B", &legs[1]));
+        self.store_commands
+            .push_back(StoreCommand::SetCdrMedia { call_key, media });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &[u8] = b"v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\nm=video 0 RTP/AVP 31\r\n";
+
+    #[test]
+    fn the_audio_stream_is_pointed_at_the_gateway() {
+        assert_eq!(audio_address(OFFER), Some("10.0.0.9:6000".parse().unwrap()));
+        let rewritten = rewrite(OFFER, "192.0.2.1".parse().unwrap(), 30_000).unwrap();
+        let text = String::from_utf8(rewritten.to_vec()).unwrap();
+        assert!(text.contains("c=IN IP4 192.0.2.1"), "{text}");
+        assert!(text.contains("m=audio 30000 RTP/AVP 0 101"), "{text}");
+        assert!(text.contains("a=rtpmap:101 telephone-event/8000"), "{text}");
+        assert!(
+            text.contains("m=video 0 RTP/AVP 31"),
+            "a rejected stream stays rejected"
+        );
+        assert_eq!(
+            audio_address(&rewritten),
+            Some("192.0.2.1:30000".parse().unwrap())
+        );
+        assert_eq!(rewrite(b"not sdp", "192.0.2.1".parse().unwrap(), 1), None);
+    }
+
+    #[test]
+    fn ports_come_in_even_pairs_and_run_out() {
+        let mut pool = PortPool::new(30_001, 30_007);
+        let ports: Vec<u16> = std::iter::from_fn(|| pool.allocate()).collect();
+        assert_eq!(ports, [30_002, 30_004, 30_006]);
+        pool.release(30_002);
+        assert_eq!(pool.allocate(), Some(30_002));
+        assert_eq!(pool.allocate(), None);
+    }
+}
