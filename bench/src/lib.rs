@@ -1,5 +1,9 @@
-//! Benchmark harness. Today: the per-channel DSP cost of an analog line (`cargo bench -p
-//! bench --bench dsp`). Later: RTP relay against rtpengine, call rate against Kamailio.
+//! Benchmark harness: the per-channel DSP cost of an analog line (`cargo bench -p bench
+//! --bench dsp`), SIP pre-parsing against full parsers (`sip-preparse`), the RTP relay
+//! against rtpengine (`rtp-relay`). Results: tables and SVG charts under
+//! `target/bench-results/` ([`report`]).
+
+pub mod report;
 
 use telephony_hw::dsp::dtmf::DtmfGenerator;
 use telephony_hw::dsp::g711::Law;

@@ -101,24 +101,32 @@ enum Wanted {
     Other,
 }
 
-fn classify(name: &str) -> Wanted {
-    let is = |long: &str, compact: &str| {
-        name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(compact)
-    };
-    if is("call-id", "i") {
-        Wanted::CallId
-    } else if is("via", "v") {
-        Wanted::Via
-    } else if name.eq_ignore_ascii_case("cseq") {
-        Wanted::CSeq
-    } else {
-        Wanted::Other
+/// Classifies a header name by its length first: most names are ruled out by one compare.
+fn classify(name: &[u8]) -> Wanted {
+    match name.len() {
+        1 => match name[0] | 0x20 {
+            b'i' => Wanted::CallId,
+            b'v' => Wanted::Via,
+            _ => Wanted::Other,
+        },
+        3 if name.eq_ignore_ascii_case(b"via") => Wanted::Via,
+        4 if name.eq_ignore_ascii_case(b"cseq") => Wanted::CSeq,
+        7 if name.eq_ignore_ascii_case(b"call-id") => Wanted::CallId,
+        _ => Wanted::Other,
     }
 }
 
 /// The first non-empty comma-separated value of a header (commas inside quotes or `<>` do
 /// not count).
 fn first_value(value: &str) -> Option<&str> {
+    // Fast path: no quote or angle bracket before the first comma (a Via never has one).
+    match memchr::memchr3(b',', b'"', b'<', value.as_bytes()) {
+        None => return Some(value).filter(|v| !v.is_empty()),
+        Some(at) if value.as_bytes()[at] == b',' && !trim_lws(&value[..at]).is_empty() => {
+            return Some(trim_lws(&value[..at]));
+        }
+        _ => {}
+    }
     let (mut quoted, mut angle, mut escaped, mut start) = (false, false, false, 0);
     for (i, c) in value.char_indices() {
         match c {
@@ -152,39 +160,57 @@ fn branch_of(via: &str) -> Option<&str> {
 }
 
 /// The length of the head (up to the line break before the empty line) and where the body
-/// starts. Lines end with CRLF or, tolerated as the control plane does, a bare LF.
+/// starts. Lines end with CRLF or, tolerated as the control plane does, a bare LF: the head
+/// ends at the first `\n\r\n` or `\n\n`, whichever comes first (both found with SIMD).
 fn head_end(data: &[u8]) -> Option<(usize, usize)> {
-    let mut at = 0;
-    loop {
-        let newline = at + memchr::memchr(b'\n', &data[at..])?;
-        let next = newline + 1;
-        match data.get(next..) {
-            Some([b'\n', ..]) => return Some((newline, next + 1)),
-            Some([b'\r', b'\n', ..]) => return Some((newline, next + 2)),
-            _ => at = next,
-        }
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    // Searchers built once: building one costs more than searching a datagram.
+    static CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static BARE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    let crlf = CRLF.find(data).map(|at| (at, at + 3));
+    let bare = BARE
+        .find(&data[..crlf.map_or(data.len(), |(at, _)| at)])
+        .map(|at| (at, at + 2));
+    match (crlf, bare) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (found, None) | (None, found) => found,
     }
+}
+
+/// A line without its trailing carriage return.
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// A header name without the spaces or tabs before its colon.
+fn trim_end_ws(name: &[u8]) -> &[u8] {
+    let end = name
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    &name[..end]
 }
 
 /// Header lines with their continuation lines folded in, without the line breaks at their
 /// ends (a line starting with a space or a tab continues the one before).
 struct LogicalLines<'a> {
-    rest: &'a str,
+    rest: &'a [u8],
 }
 
 impl<'a> Iterator for LogicalLines<'a> {
-    type Item = &'a str;
+    type Item = &'a [u8];
 
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<&'a [u8]> {
         if self.rest.is_empty() {
             return None;
         }
         let mut end = 0;
         let line = loop {
-            match self.rest[end..].find('\n') {
+            match memchr::memchr(b'\n', &self.rest[end..]) {
                 Some(at) => {
                     let next = end + at + 1;
-                    if self.rest[next..].starts_with([' ', '\t']) {
+                    if matches!(self.rest.get(next), Some(b' ' | b'\t')) {
                         end = next;
                         continue;
                     }
@@ -195,13 +221,18 @@ impl<'a> Iterator for LogicalLines<'a> {
                 None => break std::mem::take(&mut self.rest),
             }
         };
-        Some(line.strip_suffix('\r').unwrap_or(line))
+        Some(strip_cr(line))
     }
 }
 
 /// Trims SIP linear white space (spaces, tabs, folded line breaks) at both ends.
 fn trim_lws(text: &str) -> &str {
-    text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+    let lws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !lws(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !lws(b)).map_or(start, |i| i + 1);
+    // Both ends are at ASCII bytes, so at character boundaries.
+    &text[start..end]
 }
 
 /// Pre-parses one datagram.
@@ -211,20 +242,35 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(PreParseError::NoHeaderEnd)?;
-    let (head_len, body_offset) = head_end(&datagram[skip..]).ok_or(PreParseError::NoHeaderEnd)?;
-    let head = std::str::from_utf8(&datagram[skip..skip + head_len])
-        .map_err(|_| PreParseError::NotText)?;
-    let mut lines = LogicalLines { rest: head };
-    let kind = parse_start_line(lines.next().unwrap_or_default())?;
+    let data = &datagram[skip..];
+    let (head_len, body_offset) = head_end(data).ok_or(PreParseError::NoHeaderEnd)?;
+    let head = &data[..head_len];
+    let first_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    let start =
+        std::str::from_utf8(strip_cr(&head[..first_end])).map_err(|_| PreParseError::NotText)?;
+    let kind = parse_start_line(start)?;
     let (mut call_id, mut via, mut cseq) = (None, None, None);
-    for line in lines {
+    // Lazily, as Kamailio does: stop once the three headers are found.
+    let mut lines = LogicalLines {
+        rest: head.get(first_end + 1..).unwrap_or_default(),
+    };
+    while call_id.is_none() || via.is_none() || cseq.is_none() {
+        let Some(line) = lines.next() else {
+            break;
+        };
         // A malformed line is the control plane's to judge (it answers 400): skip it here.
-        let Some((name, value)) = line.split_once(':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
-        let name = name.trim_end_matches([' ', '\t']);
+        let wanted = classify(trim_end_ws(&line[..colon]));
+        if wanted == Wanted::Other {
+            continue;
+        }
+        let Ok(value) = std::str::from_utf8(&line[colon + 1..]) else {
+            continue;
+        };
         let value = trim_lws(value);
-        match classify(name) {
+        match wanted {
             Wanted::CallId if call_id.is_none() => call_id = Some(value),
             Wanted::Via if via.is_none() => via = first_value(value),
             Wanted::CSeq if cseq.is_none() => cseq = Some(value),
