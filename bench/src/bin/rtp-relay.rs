@@ -466,11 +466,12 @@ fn main() {
     let total_steps = kinds.len() * (rates.len() + steps as usize);
     let mut step = 0;
     for kind in kinds {
-        let (relay, targets) = match kind {
+        let start = || match kind {
             "io_uring" => start_ours(BackendChoice::IoUring, &senders, &receivers),
             "epoll" => start_ours(BackendChoice::Epoll, &senders, &receivers),
             _ => start_rtpengine(&senders, &receivers),
         };
+        let (mut relay, mut targets) = start();
         let name = relay.name();
         // Warm up (rtpengine learns addresses, caches fill).
         bench.run(&relay, &targets, 20_000, 0.5);
@@ -488,7 +489,16 @@ fn main() {
             );
             runs.push(run);
         }
-        let (mut low, mut high) = (10_000u64, 1_000_000u64);
+        // Upward from the highest loss-free rate measured; an overloaded relay is started
+        // afresh before the next step (rtpengine may not recover from an overload).
+        let mut low = rates
+            .iter()
+            .zip(&runs)
+            .filter(|(_, run)| run.loss <= 0.0)
+            .map(|(&rate, _)| rate)
+            .max()
+            .unwrap_or(10_000);
+        let mut high = 1_000_000u64;
         for _ in 0..steps {
             step += 1;
             let mid = (low + high) / 2;
@@ -506,6 +516,10 @@ fn main() {
                 low = mid;
             } else {
                 high = mid;
+                drop(relay);
+                std::thread::sleep(Duration::from_millis(300));
+                (relay, targets) = start();
+                bench.run(&relay, &targets, 20_000, 0.5);
             }
         }
         results.push((name, runs, low as f64));
