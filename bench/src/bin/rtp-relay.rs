@@ -110,12 +110,15 @@ fn stat_cpu_seconds(stat: &str) -> f64 {
 
 /// The /proc stat line of this process's thread named `name`.
 fn thread_stat(name: &str) -> Option<String> {
-    std::fs::read_dir("/proc/self/task").ok()?.flatten().find_map(|task| {
-        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-        (comm.trim() == name)
-            .then(|| std::fs::read_to_string(task.path().join("stat")).ok())
-            .flatten()
-    })
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            (comm.trim() == name)
+                .then(|| std::fs::read_to_string(task.path().join("stat")).ok())
+                .flatten()
+        })
 }
 
 /// Busy CPU time of the whole machine so far, seconds.
@@ -150,7 +153,11 @@ fn loopback() -> UdpSocket {
 }
 
 /// Our relay, with one relay per stream from `senders[i]` to `receivers[i]`.
-fn start_ours(backend: BackendChoice, senders: &[SocketAddr], receivers: &[SocketAddr]) -> (Relay, Vec<SocketAddr>) {
+fn start_ours(
+    backend: BackendChoice,
+    senders: &[SocketAddr],
+    receivers: &[SocketAddr],
+) -> (Relay, Vec<SocketAddr>) {
     let (events, _ignored) = crossbeam_channel::unbounded();
     let config = WorkerConfig {
         name: "rtp-relay-bench".into(),
@@ -159,8 +166,12 @@ fn start_ours(backend: BackendChoice, senders: &[SocketAddr], receivers: &[Socke
         buffer_size: 2048,
         buffers: 4096,
     };
-    let worker = Worker::spawn(config, Vec::new(), RelayHandler::new(RelayConfig::default(), events))
-        .expect("start our relay");
+    let worker = Worker::spawn(
+        config,
+        Vec::new(),
+        RelayHandler::new(RelayConfig::default(), events),
+    )
+    .expect("start our relay");
     let control = worker.sender();
     let mut targets = Vec::with_capacity(senders.len());
     for (i, (&from, &to)) in senders.iter().zip(receivers).enumerate() {
@@ -169,8 +180,16 @@ fn start_ours(backend: BackendChoice, senders: &[SocketAddr], receivers: &[Socke
         control.command(RelayCommand::Install {
             id: i as u64,
             legs: [
-                LegSockets { rtp: a_rtp, rtcp: a_rtcp, peer: Some(from) },
-                LegSockets { rtp: b_rtp, rtcp: b_rtcp, peer: Some(to) },
+                LegSockets {
+                    rtp: a_rtp,
+                    rtcp: a_rtcp,
+                    peer: Some(from),
+                },
+                LegSockets {
+                    rtp: b_rtp,
+                    rtcp: b_rtcp,
+                    peer: Some(to),
+                },
             ],
         });
     }
@@ -226,7 +245,11 @@ fn ng(control: &UdpSocket, cookie: usize, request: &NgRequest<'_>) -> String {
         .nth(1)
         .expect("ng cookie");
     let response: NgResponse = serde_bencode::from_bytes(body).expect("ng answer decodes");
-    assert_eq!(response.result, "ok", "rtpengine: {:?}", response.error_reason);
+    assert_eq!(
+        response.result, "ok",
+        "rtpengine: {:?}",
+        response.error_reason
+    );
     response.sdp.expect("an SDP")
 }
 
@@ -318,7 +341,8 @@ impl Bench {
     fn new() -> Bench {
         let start = Instant::now();
         let sender = loopback();
-        let _ = nix::sys::socket::setsockopt(&sender, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
+        let _ =
+            nix::sys::socket::setsockopt(&sender, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
         let receivers: Vec<UdpSocket> = (0..STREAMS).map(|_| loopback()).collect();
         let sink = Worker::spawn(
             WorkerConfig {
@@ -565,7 +589,12 @@ fn main() {
         let cpu: Vec<String> = runs
             .iter()
             .zip(&reference_runs)
-            .map(|(r, base)| format!("{:.2}x", r.system_us / base.system_us.max(f64::MIN_POSITIVE)))
+            .map(|(r, base)| {
+                format!(
+                    "{:.2}x",
+                    r.system_us / base.system_us.max(f64::MIN_POSITIVE)
+                )
+            })
             .collect();
         ratios.row(vec![
             name.clone(),
@@ -577,7 +606,10 @@ fn main() {
     let chart = BarChart {
         title: format!("RTP relay, {STREAMS} streams: system CPU per forwarded packet"),
         unit: "microseconds per packet".into(),
-        categories: rates.iter().map(|r| format!("{} pps", report::short(*r as f64))).collect(),
+        categories: rates
+            .iter()
+            .map(|r| format!("{} pps", report::short(*r as f64)))
+            .collect(),
         series: results
             .iter()
             .map(|(name, runs, _)| (name.clone(), runs.iter().map(|r| r.system_us).collect()))
