@@ -51,6 +51,7 @@ fn child() {
         core: None,
         buffer_size: 2048,
         buffers: 64,
+        tick: None,
     };
     let echo =
         |out: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]| out.send(socket, from, bytes);

@@ -23,6 +23,7 @@ fn bench(backend: BackendChoice, config: RelayConfig) -> Bench {
         core: None,
         buffer_size: 2048,
         buffers: 256,
+        tick: None,
     };
     let worker = Worker::spawn(worker_config, Vec::new(), RelayHandler::new(config, tx)).unwrap();
     Bench {

@@ -14,6 +14,7 @@ fn config(backend: BackendChoice) -> WorkerConfig {
         core: Some(0),
         buffer_size: 2048,
         buffers: 256,
+        tick: None,
     }
 }
 
@@ -188,4 +189,43 @@ fn auto_takes_io_uring_here_and_workers_stop_when_dropped() {
         started.elapsed() < Duration::from_secs(2),
         "the worker stopped"
     );
+}
+
+/// Counts ticks; built on the worker thread (an `Rc` cannot cross threads).
+struct Ticker {
+    ticks: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl fastpath::udp::Handler for Ticker {
+    type Command = crossbeam_channel::Sender<u32>;
+
+    fn datagram(&mut self, _: &mut Io, _: usize, _: SocketAddr, _: &[u8]) {}
+
+    fn command(&mut self, _: &mut Io, reply: crossbeam_channel::Sender<u32>) {
+        let _ = reply.send(self.ticks.get());
+    }
+
+    fn tick(&mut self, _: &mut Io, _: Instant) {
+        self.ticks.set(self.ticks.get() + 1);
+    }
+}
+
+#[test]
+fn handlers_built_on_the_worker_thread_tick_every_period() {
+    for backend in BACKENDS {
+        let mut ticking = config(backend);
+        ticking.tick = Some(Duration::from_millis(20));
+        let worker = Worker::spawn_with(ticking, vec![bound()], || Ticker {
+            ticks: std::rc::Rc::new(std::cell::Cell::new(0)),
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        worker.sender().command(reply);
+        let ticks = answer.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert!(
+            (20..=26).contains(&ticks),
+            "{backend:?}: {ticks} ticks in 500 ms"
+        );
+    }
 }

@@ -50,6 +50,7 @@ impl MediaRelay {
                 .copied(),
             buffer_size: 2048,
             buffers: 1024,
+            tick: None,
         };
         let worker = Worker::spawn(
             worker_config,

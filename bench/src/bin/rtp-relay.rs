@@ -165,6 +165,7 @@ fn start_ours(
         core: Some(RELAY_CORE),
         buffer_size: 2048,
         buffers: 4096,
+        tick: None,
     };
     let worker = Worker::spawn(
         config,
@@ -351,6 +352,7 @@ impl Bench {
                 core: Some(LOAD_CORE),
                 buffer_size: 2048,
                 buffers: 1024,
+                tick: None,
             },
             receivers,
             Sink {

@@ -176,7 +176,13 @@ pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
     let mut events = vec![EpollEvent::empty(); 64];
     let shared = context.shared.clone();
     loop {
-        let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
+        let timeout = match context.until_tick() {
+            // Rounded up: waking a little late beats spinning until the tick.
+            Some(wait) => EpollTimeout::try_from(wait + std::time::Duration::from_micros(999))
+                .unwrap_or(EpollTimeout::MAX),
+            None => EpollTimeout::NONE,
+        };
+        let ready = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
@@ -205,6 +211,7 @@ pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
         if context.stopping() {
             return;
         }
+        context.run_tick();
         apply_socket_changes(&epoll, &mut context.io);
         if context.io.has_sends() {
             send_all(&mut context.io, &shared.stats);

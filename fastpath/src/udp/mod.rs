@@ -58,6 +58,8 @@ pub struct WorkerConfig {
     pub buffer_size: usize,
     /// Receive buffers in the pool (a power of two).
     pub buffers: u16,
+    /// Call [`Handler::tick`] this often (e.g. 20 ms for line audio); None: never.
+    pub tick: Option<std::time::Duration>,
 }
 
 impl WorkerConfig {
@@ -69,6 +71,7 @@ impl WorkerConfig {
             core: None,
             buffer_size: 65_536 + 256,
             buffers: 64,
+            tick: None,
         }
     }
 }
@@ -193,13 +196,17 @@ impl Io {
 }
 
 /// What a worker does with each datagram and each command, on its own thread.
-pub trait Handler: Send + 'static {
+pub trait Handler: 'static {
     /// Commands other threads send it (through [`SendHandle::command`]).
     type Command: Send + 'static;
     /// `bytes` arrived on socket `socket` from `from`.
     fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]);
     /// A command from another thread.
     fn command(&mut self, io: &mut Io, command: Self::Command);
+    /// The worker's periodic tick ([`WorkerConfig::tick`]).
+    fn tick(&mut self, io: &mut Io, now: std::time::Instant) {
+        let _ = (io, now);
+    }
 }
 
 impl<F> Handler for F
@@ -318,6 +325,8 @@ struct LoopContext<H: Handler> {
     waker: Arc<Waker>,
     shared: Arc<Shared>,
     config: WorkerConfig,
+    /// When the handler's next tick is due.
+    next_tick: Option<std::time::Instant>,
 }
 
 impl<H: Handler> LoopContext<H> {
@@ -334,6 +343,26 @@ impl<H: Handler> LoopContext<H> {
                 Message::Command(command) => self.handler.command(&mut self.io, command),
             }
         }
+    }
+
+    /// Runs the handler's tick if it is due (never racing to catch up after a stall).
+    fn run_tick(&mut self) {
+        let (Some(at), Some(period)) = (self.next_tick, self.config.tick) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if now < at {
+            return;
+        }
+        self.handler.tick(&mut self.io, now);
+        let next = at + period;
+        self.next_tick = Some(if next <= now { now + period } else { next });
+    }
+
+    /// How long until the next tick.
+    fn until_tick(&self) -> Option<std::time::Duration> {
+        self.next_tick
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()))
     }
 
     /// Hands one datagram to the handler.
@@ -356,10 +385,20 @@ pub struct Worker<C: Send + 'static> {
 impl<C: Send + 'static> Worker<C> {
     /// Starts a worker serving `sockets` (numbered by their position) with `handler`.
     /// Returns once the backend is set up.
-    pub fn spawn<H: Handler<Command = C>>(
+    pub fn spawn<H: Handler<Command = C> + Send>(
         config: WorkerConfig,
         sockets: Vec<UdpSocket>,
         handler: H,
+    ) -> Result<Worker<C>, FastpathError> {
+        Worker::spawn_with(config, sockets, move || handler)
+    }
+
+    /// Like [`Worker::spawn`], with the handler built by `make` on the worker thread (for
+    /// handlers that may not cross threads).
+    pub fn spawn_with<H: Handler<Command = C>>(
+        config: WorkerConfig,
+        sockets: Vec<UdpSocket>,
+        make: impl FnOnce() -> H + Send + 'static,
     ) -> Result<Worker<C>, FastpathError> {
         let local_addrs = sockets
             .iter()
@@ -375,17 +414,24 @@ impl<C: Send + 'static> Worker<C> {
             stats: WorkerStats::default(),
         });
         let (started_tx, started) = std::sync::mpsc::channel();
-        let context = LoopContext {
-            io: Io::with_sockets(sockets),
-            handler,
-            queue,
-            waker: waker.clone(),
-            shared: shared.clone(),
-            config: config.clone(),
-        };
+        let (context_waker, context_shared, context_config) =
+            (waker.clone(), shared.clone(), config.clone());
         let thread = std::thread::Builder::new()
             .name(config.name.clone())
-            .spawn(move || run(context, started_tx))?;
+            .spawn(move || {
+                let context = LoopContext {
+                    io: Io::with_sockets(sockets),
+                    handler: make(),
+                    queue,
+                    waker: context_waker,
+                    shared: context_shared,
+                    next_tick: context_config
+                        .tick
+                        .map(|period| std::time::Instant::now() + period),
+                    config: context_config,
+                };
+                run(context, started_tx)
+            })?;
         let (backend, fallback_reason) = started.recv().map_err(|_| FastpathError::Thread)??;
         Ok(Worker {
             handle: SendHandle {

@@ -25,6 +25,7 @@ const RECV: u64 = 1;
 const SEND: u64 = 2;
 const WAKE: u64 = 3;
 const CANCEL: u64 = 4;
+const TICK: u64 = 5;
 
 /// Page-aligned memory the kernel shares with us.
 struct Shared {
@@ -136,6 +137,9 @@ pub(super) struct Ring {
     /// holds pointers into them.
     slots: Vec<SendSlot>,
     free: Vec<usize>,
+    /// The pending tick timeout's duration (the kernel reads it while the timeout waits).
+    tick_spec: Box<types::Timespec>,
+    tick_armed: bool,
 }
 
 impl Ring {
@@ -176,6 +180,8 @@ impl Ring {
             recv_msg,
             slots,
             free: (0..SEND_SLOTS).rev().collect(),
+            tick_spec: Box::new(types::Timespec::new()),
+            tick_armed: false,
         })
     }
 
@@ -205,6 +211,18 @@ impl Ring {
             .build()
             .user_data(WAKE << TAG_SHIFT);
         self.push(entry);
+    }
+
+    /// Arms a timeout that completes when the handler's next tick is due.
+    fn arm_tick(&mut self, wait: std::time::Duration) {
+        *self.tick_spec = types::Timespec::new()
+            .sec(wait.as_secs())
+            .nsec(wait.subsec_nanos());
+        let entry = opcode::Timeout::new(&*self.tick_spec)
+            .build()
+            .user_data(TICK << TAG_SHIFT);
+        self.push(entry);
+        self.tick_armed = true;
     }
 
     /// Hands one received datagram to the handler.
@@ -288,6 +306,9 @@ impl Ring {
         let mut closing = HashMap::new();
         self.apply_socket_changes(&mut context.io, &mut closing);
         self.arm_wake(wake_fd);
+        if let Some(wait) = context.until_tick() {
+            self.arm_tick(wait);
+        }
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(ENTRIES as usize);
         let shared = context.shared.clone();
         loop {
@@ -336,6 +357,7 @@ impl Ring {
                         context.take_queued();
                         rearm_wake |= !cqueue::more(flags);
                     }
+                    TICK => self.tick_armed = false,
                     _ => {}
                 }
             }
@@ -345,6 +367,10 @@ impl Ring {
             }
             if context.stopping() {
                 return;
+            }
+            context.run_tick();
+            if let (false, Some(wait)) = (self.tick_armed, context.until_tick()) {
+                self.arm_tick(wait);
             }
             self.apply_socket_changes(&mut context.io, &mut closing);
             if context.io.has_sends() {
