@@ -2,11 +2,11 @@
 //! engine's [`MediaCommand`]s turned into bound port pairs and relay commands, and the
 //! relay's reports handed back to the engine.
 
-use crate::config::{Config, FastpathBackend};
+use crate::config::Config;
 use crate::engine::media::{MediaCommand, MediaLegReport};
 use crossbeam_channel::Receiver;
 use fastpath::relay::{LegReport, LegSockets, RelayCommand, RelayConfig, RelayEvent, RelayHandler};
-use fastpath::udp::{BackendChoice, BackendKind, FastpathError, SendHandle, Worker, WorkerConfig};
+use fastpath::udp::{BackendKind, FastpathError, SendHandle, Worker, WorkerConfig};
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -37,11 +37,7 @@ impl MediaRelay {
         };
         let worker_config = WorkerConfig {
             name: "rtp-relay".into(),
-            backend: match config.fastpath.backend {
-                FastpathBackend::IoUring => BackendChoice::IoUring,
-                FastpathBackend::Epoll | FastpathBackend::Off => BackendChoice::Epoll,
-                FastpathBackend::Auto => BackendChoice::Auto,
-            },
+            backend: config.fastpath.backend.worker_backend(),
             core: config
                 .fastpath
                 .cores

@@ -214,6 +214,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let analog = match (&config.analog, analog_plan) {
         (Some(analog), Some(ports)) => Some(AnalogService::start(
             crate::analog::service_config(&config, analog, ports),
+            config.fastpath.backend.worker_backend(),
             inbound_tx.clone(),
         )?),
         _ => None,

@@ -1,12 +1,15 @@
-//! The analog service thread: owns the channels (real DAHDI, or the emulated card in demo
-//! mode), the line drivers, one RTP socket per port and the analog user agent, and runs
-//! them every 20 ms. SIP crosses to the engine as bytes over channels; operator commands
-//! (demo mode) arrive from the control socket.
+//! The analog service: a fast path worker (io_uring or epoll) whose handler owns the
+//! channels (real DAHDI, or the emulated card in demo mode), the line drivers, the analog
+//! user agent and one RTP socket per port. Its 20 ms tick steps the lines; RTP arrives and
+//! leaves on the same thread, in the same ring, so line audio reaches RTP without a thread
+//! hop. SIP crosses to the engine as bytes; operator commands (demo mode) arrive from the
+//! control socket, both as worker commands.
 
 use super::agent::{AgentAction, AnalogAgent, PortRole, PortSetup};
 use super::control::{self, Command, Request};
 use crate::transport::{Inbound, ANALOG_PEER};
 use bytes::Bytes;
+use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -30,8 +33,6 @@ use telephony_hw::media::session::{MediaSession, StreamStart};
 
 /// One driver step.
 const TICK: Duration = Duration::from_millis(20);
-/// Largest RTP datagram read.
-const MAX_DATAGRAM: usize = 1500;
 
 /// What the service receives.
 pub enum ServiceInput {
@@ -39,8 +40,6 @@ pub enum ServiceInput {
     Sip(Bytes),
     /// An operator command (demo mode).
     Control(Request),
-    /// Stop (the gateway is shutting down).
-    Shutdown,
 }
 
 /// How a port is set up, from the configuration.
@@ -107,82 +106,105 @@ pub enum ServiceError {
     Thread(std::io::Error),
 }
 
-/// The runtime's handle on the service.
+/// The runtime's handle on the service; dropping it stops the worker.
 pub struct AnalogService {
-    input: mpsc::Sender<ServiceInput>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    worker: Worker<ServiceInput>,
 }
+
+/// Binds one RTP socket per port on `ip`.
+fn rtp_sockets(config: &ServiceConfig) -> Result<Vec<UdpSocket>, ServiceError> {
+    config
+        .ports
+        .iter()
+        .map(|port| {
+            UdpSocket::bind((config.rtp_ip, 0)).map_err(|source| ServiceError::Rtp {
+                channel: port.plan.channel,
+                ip: config.rtp_ip,
+                source,
+            })
+        })
+        .collect()
+}
+
+type Started = mpsc::Sender<Result<(), ServiceError>>;
 
 impl AnalogService {
     /// Starts the service; messages for the engine go into `to_engine`. Returns once every
     /// port is open (or with the first error).
     pub fn start(
         config: ServiceConfig,
+        backend: BackendChoice,
         to_engine: tokio::sync::mpsc::Sender<Inbound>,
     ) -> Result<AnalogService, ServiceError> {
-        let (input, inputs) = mpsc::channel();
+        let sockets = rtp_sockets(&config)?;
+        let rtp: Vec<SocketAddr> = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<Result<_, _>>()
+            .map_err(|source| ServiceError::Rtp {
+                channel: 0,
+                ip: config.rtp_ip,
+                source,
+            })?;
+        let emulated = !config.dahdi_dir.exists();
         let (started_tx, started) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("analog".into())
-            .spawn(move || {
-                let emulated = !config.dahdi_dir.exists();
-                let result = if emulated {
-                    run_emulated(config, inputs, to_engine, &started_tx)
-                } else {
-                    run_dahdi(config, inputs, to_engine, &started_tx)
-                };
-                if let Err(e) = result {
-                    let _ = started_tx.send(Err(e));
-                }
+        let worker_config = WorkerConfig {
+            name: "analog".into(),
+            backend,
+            core: None,
+            buffer_size: 2048,
+            buffers: 256,
+            tick: Some(TICK),
+        };
+        let service_config = config.clone();
+        let worker = if emulated {
+            Worker::spawn_with(worker_config, sockets, move || {
+                emulated_service(service_config, rtp, to_engine, &started_tx)
             })
-            .map_err(ServiceError::Thread)?;
-        let control_input = input.clone();
-        match started.recv() {
-            Ok(Ok(control_socket)) => {
-                if let Some(path) = control_socket {
-                    control::serve(&path, move |request| {
-                        control_input.send(ServiceInput::Control(request)).is_ok()
-                    })
-                    .map_err(|source| ServiceError::Control { path, source })?;
-                }
-                Ok(AnalogService {
-                    input,
-                    thread: Some(thread),
-                })
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ServiceError::Thread(std::io::Error::other(
-                "the analog thread stopped while starting",
-            ))),
+        } else {
+            Worker::spawn_with(worker_config, sockets, move || {
+                dahdi_service(service_config, rtp, to_engine, &started_tx)
+            })
         }
+        .map_err(|e| ServiceError::Thread(std::io::Error::other(e.to_string())))?;
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(ServiceError::Thread(std::io::Error::other(
+                    "the analog worker stopped while starting",
+                )))
+            }
+        }
+        if emulated {
+            let control = worker.sender();
+            let path = config.control_socket.clone();
+            control::serve(&path, move |request| {
+                control.command(ServiceInput::Control(request))
+            })
+            .map_err(|source| ServiceError::Control { path, source })?;
+        }
+        tracing::info!(
+            "analog ports served by the fast path on {}",
+            worker.backend()
+        );
+        Ok(AnalogService { worker })
     }
 
     /// Hands a SIP message from the engine to the analog ports.
     pub fn send_sip(&self, bytes: Bytes) {
-        if self.input.send(ServiceInput::Sip(bytes)).is_err() {
+        if !self.worker.sender().command(ServiceInput::Sip(bytes)) {
             tracing::warn!("the analog service has stopped; message dropped");
         }
     }
 }
 
-impl Drop for AnalogService {
-    fn drop(&mut self) {
-        // The control socket's thread holds a sender too: ask the thread to stop.
-        let _ = self.input.send(ServiceInput::Shutdown);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-type Started = mpsc::Sender<Result<Option<PathBuf>, ServiceError>>;
-
-fn run_emulated(
+fn emulated_service(
     config: ServiceConfig,
-    inputs: mpsc::Receiver<ServiceInput>,
+    rtp: Vec<SocketAddr>,
     to_engine: tokio::sync::mpsc::Sender<Inbound>,
     started: &Started,
-) -> Result<(), ServiceError> {
+) -> Service<telephony_hw::dahdi::emulator::EmulatedChannel> {
     let conf = SystemConf {
         channels: config
             .ports
@@ -202,24 +224,36 @@ fn run_emulated(
         config.dahdi_dir.display(),
         config.control_socket.display()
     );
-    let mut service = Service::open(&config, |channel| card.open(channel), Some(card.clone()))?;
-    let _ = started.send(Ok(Some(config.control_socket.clone())));
-    service.run(inputs, to_engine);
-    Ok(())
+    let mut service = Service::open(
+        &config,
+        rtp,
+        |channel| card.open(channel),
+        Some(card.clone()),
+        to_engine,
+    );
+    let _ = started.send(service.failure.take().map_or(Ok(()), Err));
+    service
 }
 
-fn run_dahdi(
+fn dahdi_service(
     config: ServiceConfig,
-    inputs: mpsc::Receiver<ServiceInput>,
+    rtp: Vec<SocketAddr>,
     to_engine: tokio::sync::mpsc::Sender<Inbound>,
     started: &Started,
-) -> Result<(), ServiceError> {
+) -> Service<DahdiChannel> {
     let dir = config.dahdi_dir.clone();
-    let mut service = Service::open(&config, |channel| DahdiChannel::open(&dir, channel), None)?;
-    tracing::info!("analog ports open on DAHDI ({})", dir.display());
-    let _ = started.send(Ok(None));
-    service.run(inputs, to_engine);
-    Ok(())
+    let mut service = Service::open(
+        &config,
+        rtp,
+        |channel| DahdiChannel::open(&dir, channel),
+        None,
+        to_engine,
+    );
+    if service.failure.is_none() {
+        tracing::info!("analog ports open on DAHDI ({})", dir.display());
+    }
+    let _ = started.send(service.failure.take().map_or(Ok(()), Err));
+    service
 }
 
 enum Driver<C: Channel> {
@@ -229,66 +263,75 @@ enum Driver<C: Channel> {
 
 struct Port<C: Channel> {
     driver: Driver<C>,
-    socket: UdpSocket,
+    /// Its RTP socket's number in the worker.
+    socket: usize,
     media: Option<(MediaSession, SocketAddr)>,
 }
 
+/// The analog ports as a fast path handler.
 struct Service<C: Channel> {
     ports: BTreeMap<u32, Port<C>>,
+    /// Port (channel) by RTP socket number.
+    socket_channels: Vec<u32>,
     agent: AnalogAgent,
     card: Option<EmulatedCard>,
     started: Instant,
+    to_engine: tokio::sync::mpsc::Sender<Inbound>,
+    /// Why the ports could not be opened (reported to `AnalogService::start`).
+    failure: Option<ServiceError>,
 }
 
-impl<C: Channel> Service<C> {
+impl<C: Channel + 'static> Service<C> {
+    /// Opens every port; `rtp` are the RTP sockets' addresses (worker sockets 0, 1, ...).
     fn open(
         config: &ServiceConfig,
+        rtp: Vec<SocketAddr>,
         mut open: impl FnMut(u32) -> Result<C, ChannelError>,
         card: Option<EmulatedCard>,
-    ) -> Result<Self, ServiceError> {
-        let mut ports = BTreeMap::new();
+        to_engine: tokio::sync::mpsc::Sender<Inbound>,
+    ) -> Self {
+        let mut service = Service {
+            ports: BTreeMap::new(),
+            socket_channels: Vec::new(),
+            agent: AnalogAgent::new(Vec::new(), config.gateway_host.clone()),
+            card,
+            started: Instant::now(),
+            to_engine,
+            failure: None,
+        };
         let mut setups = Vec::new();
-        for port in &config.ports {
+        for (socket, (port, &rtp)) in config.ports.iter().zip(&rtp).enumerate() {
             let channel = port.plan.channel;
             let failed = |source| ServiceError::Channel { channel, source };
-            let opened = open(channel).map_err(failed)?;
-            let driver = match port.role {
-                PortRole::Phone { .. } => Driver::Phone(Box::new(
-                    PhonePortDriver::new(
+            let driver = open(channel).and_then(|opened| {
+                Ok(match port.role {
+                    PortRole::Phone { .. } => Driver::Phone(Box::new(PhonePortDriver::new(
                         opened,
                         DialPlan::new(port.dial_plan.iter().cloned()),
                         port.plan.zone,
-                    )
-                    .map_err(failed)?,
-                )),
-                PortRole::Line { .. } => Driver::Line(Box::new(
-                    LinePortDriver::new(
+                    )?)),
+                    PortRole::Line { .. } => Driver::Line(Box::new(LinePortDriver::new(
                         opened,
                         port.plan.zone,
                         port.rings_before_offer,
                         port.dial_mode,
-                    )
-                    .map_err(failed)?,
-                )),
+                    )?)),
+                })
+            });
+            let driver = match driver {
+                Ok(driver) => driver,
+                Err(e) => {
+                    service.failure = Some(failed(e));
+                    return service;
+                }
             };
-            let socket = UdpSocket::bind((config.rtp_ip, 0))
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .map_err(|source| ServiceError::Rtp {
-                    channel,
-                    ip: config.rtp_ip,
-                    source,
-                })?;
-            let rtp = socket.local_addr().map_err(|source| ServiceError::Rtp {
-                channel,
-                ip: config.rtp_ip,
-                source,
-            })?;
             setups.push(PortSetup {
                 channel,
                 role: port.role.clone(),
                 rtp,
             });
-            ports.insert(
+            service.socket_channels.push(channel);
+            service.ports.insert(
                 channel,
                 Port {
                     driver,
@@ -297,12 +340,8 @@ impl<C: Channel> Service<C> {
                 },
             );
         }
-        Ok(Service {
-            ports,
-            agent: AnalogAgent::new(setups, config.gateway_host.clone()),
-            card,
-            started: Instant::now(),
-        })
+        service.agent = AnalogAgent::new(setups, config.gateway_host.clone());
+        service
     }
 
     /// Line time in ms: the emulated card's clock, or real time on DAHDI.
@@ -313,58 +352,11 @@ impl<C: Channel> Service<C> {
         }
     }
 
-    fn run(
-        &mut self,
-        inputs: mpsc::Receiver<ServiceInput>,
-        to_engine: tokio::sync::mpsc::Sender<Inbound>,
-    ) {
-        let mut next_tick = Instant::now();
-        loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            match inputs.recv_timeout(wait) {
-                Ok(ServiceInput::Sip(bytes)) => self.agent.handle_datagram(Instant::now(), &bytes),
-                Ok(ServiceInput::Control(request)) => {
-                    let answer = self.operate(&request.command);
-                    let _ = request.answer.send(answer);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(ServiceInput::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-            let now = Instant::now();
-            if now >= next_tick {
-                if let Some(card) = &self.card {
-                    // Emulated time follows the wall clock, 1 ms steps.
-                    let behind =
-                        (self.started.elapsed().as_millis() as u64).saturating_sub(card.now_ms());
-                    card.advance(behind.min(1000));
-                }
-                self.step_ports(now);
-                if self.agent.poll_timeout().is_some_and(|at| at <= now) {
-                    self.agent.handle_timeout(now);
-                }
-                next_tick += TICK;
-                if next_tick < now {
-                    next_tick = now + TICK; // fell behind (suspended?): do not race to catch up
-                }
-            }
-            self.flush(now, &to_engine);
-        }
-    }
-
-    /// One 20 ms step of every port: RTP in, line step, RTP out.
-    fn step_ports(&mut self, now: Instant) {
+    /// One 20 ms step of every port: the line, then its RTP out through the ring.
+    fn step_ports(&mut self, io: &mut Io, now: Instant) {
         let line_now = self.now_ms();
-        let mut buffer = [0u8; MAX_DATAGRAM];
         let mut notices = Vec::new();
         for (&channel, port) in self.ports.iter_mut() {
-            if let Some((media, _)) = port.media.as_mut() {
-                media.set_now(line_now);
-                while let Ok((n, _from)) = port.socket.recv_from(&mut buffer) {
-                    media.receive(&buffer[..n]);
-                }
-            } else {
-                while port.socket.recv_from(&mut buffer).is_ok() {} // stray packets
-            }
             let result = match port.media.as_mut() {
                 Some((media, _)) => port.driver.step(line_now, media),
                 None => port.driver.step(line_now, &mut NoCallAudio),
@@ -373,7 +365,7 @@ impl<C: Channel> Service<C> {
             if let Some((media, remote)) = port.media.as_mut() {
                 let mut packet = [0u8; MAX_PACKET];
                 while let Some(n) = media.pop_packet(&mut packet) {
-                    let _ = port.socket.send_to(&packet[..n], *remote);
+                    io.send(port.socket, *remote, &packet[..n]);
                 }
             }
         }
@@ -395,7 +387,7 @@ impl<C: Channel> Service<C> {
     }
 
     /// Sends the agent's messages to the engine and carries out its actions.
-    fn flush(&mut self, now: Instant, to_engine: &tokio::sync::mpsc::Sender<Inbound>) {
+    fn flush(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
             while let Some(bytes) = self.agent.poll_transmit() {
@@ -404,8 +396,13 @@ impl<C: Channel> Service<C> {
                     peer: ANALOG_PEER,
                     bytes,
                 };
-                if to_engine.blocking_send(inbound).is_err() {
-                    return; // the engine is gone: shutting down
+                // Never block the ring's thread: a full engine queue drops (SIP retries).
+                match self.to_engine.try_send(inbound) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!("engine queue full: an analog port's message was dropped")
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             while let Some(action) = self.agent.poll_action() {
@@ -621,6 +618,45 @@ impl<C: Channel> Service<C> {
             }
         }
         answer
+    }
+}
+
+impl<C: Channel + 'static> Handler for Service<C> {
+    type Command = ServiceInput;
+
+    fn datagram(&mut self, _io: &mut Io, socket: usize, _from: SocketAddr, bytes: &[u8]) {
+        let line_now = self.now_ms();
+        let Some(channel) = self.socket_channels.get(socket) else {
+            return;
+        };
+        if let Some((media, _)) = self.ports.get_mut(channel).and_then(|p| p.media.as_mut()) {
+            media.set_now(line_now);
+            media.receive(bytes);
+        }
+    }
+
+    fn command(&mut self, _io: &mut Io, input: ServiceInput) {
+        match input {
+            ServiceInput::Sip(bytes) => self.agent.handle_datagram(Instant::now(), &bytes),
+            ServiceInput::Control(request) => {
+                let answer = self.operate(&request.command);
+                let _ = request.answer.send(answer);
+            }
+        }
+        self.flush(Instant::now());
+    }
+
+    fn tick(&mut self, io: &mut Io, now: Instant) {
+        if let Some(card) = &self.card {
+            // Emulated time follows the wall clock, 1 ms steps.
+            let behind = (self.started.elapsed().as_millis() as u64).saturating_sub(card.now_ms());
+            card.advance(behind.min(1000));
+        }
+        self.step_ports(io, now);
+        if self.agent.poll_timeout().is_some_and(|at| at <= now) {
+            self.agent.handle_timeout(now);
+        }
+        self.flush(now);
     }
 }
 

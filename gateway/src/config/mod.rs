@@ -189,6 +189,19 @@ impl Default for FastpathConfig {
     }
 }
 
+impl FastpathBackend {
+    /// The fast path workers' backend (`off` concerns the SIP socket only: the relay and
+    /// the analog ports still run on workers, on epoll).
+    pub fn worker_backend(self) -> fastpath::udp::BackendChoice {
+        use fastpath::udp::BackendChoice;
+        match self {
+            FastpathBackend::Auto => BackendChoice::Auto,
+            FastpathBackend::IoUring => BackendChoice::IoUring,
+            FastpathBackend::Epoll | FastpathBackend::Off => BackendChoice::Epoll,
+        }
+    }
+}
+
 /// `[fastpath] backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

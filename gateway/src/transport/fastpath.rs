@@ -5,11 +5,11 @@
 //! the worker's ring.
 
 use super::{Inbound, Peer, Protocol, Transport, TransportError};
-use crate::config::{FastpathBackend, FastpathConfig};
+use crate::config::FastpathConfig;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use fastpath::preparse::{preparse, shard_of, PreParseError};
-use fastpath::udp::{BackendChoice, BackendKind, Io, SendHandle, Worker, WorkerConfig};
+use fastpath::udp::{BackendKind, Io, SendHandle, Worker, WorkerConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -109,11 +109,7 @@ impl FastpathUdpTransport {
         };
         let mut worker_config = WorkerConfig::sip("sip-fastpath");
         worker_config.core = config.cores.first().copied();
-        worker_config.backend = match config.backend {
-            FastpathBackend::IoUring => BackendChoice::IoUring,
-            FastpathBackend::Epoll => BackendChoice::Epoll,
-            FastpathBackend::Auto | FastpathBackend::Off => BackendChoice::Auto,
-        };
+        worker_config.backend = config.backend.worker_backend();
         let worker = Worker::spawn(worker_config, vec![socket], handler)
             .map_err(FastpathBindError::Worker)?;
         Ok((
