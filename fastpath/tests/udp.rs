@@ -229,3 +229,86 @@ fn handlers_built_on_the_worker_thread_tick_every_period() {
         );
     }
 }
+
+/// Copies what it reads from one file to another, in blocks; reports end of file.
+struct Pump {
+    files: Option<(usize, usize)>,
+    eof: Option<crossbeam_channel::Sender<()>>,
+}
+
+enum PumpCommand {
+    Serve {
+        from: std::os::fd::OwnedFd,
+        to: std::os::fd::OwnedFd,
+        eof: crossbeam_channel::Sender<()>,
+    },
+}
+
+impl fastpath::udp::Handler for Pump {
+    type Command = PumpCommand;
+
+    fn datagram(&mut self, _: &mut Io, _: usize, _: SocketAddr, _: &[u8]) {}
+
+    fn command(&mut self, io: &mut Io, command: PumpCommand) {
+        let PumpCommand::Serve { from, to, eof } = command;
+        let reader = io.add_file(from, 160).unwrap();
+        let writer = io.add_file(to, 160).unwrap();
+        self.files = Some((reader, writer));
+        self.eof = Some(eof);
+    }
+
+    fn file_read(&mut self, io: &mut Io, file: usize, data: Result<&[u8], i32>) {
+        let Some((reader, writer)) = self.files else {
+            return;
+        };
+        match data {
+            Ok([]) if file == reader => {
+                if let Some(eof) = self.eof.take() {
+                    let _ = eof.send(());
+                }
+                io.remove_file(reader);
+            }
+            Ok(bytes) if file == reader => io.write_file(writer, bytes),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn files_such_as_dahdi_channels_are_read_and_written_in_the_ring() {
+    use std::io::{Read, Write};
+    for backend in BACKENDS {
+        let worker = Worker::spawn(
+            config(backend),
+            Vec::new(),
+            Pump {
+                files: None,
+                eof: None,
+            },
+        )
+        .unwrap();
+        let (line_in_read, line_in_write) = nix::unistd::pipe().unwrap();
+        let (line_out_read, line_out_write) = nix::unistd::pipe().unwrap();
+        let (eof_tx, eof) = crossbeam_channel::bounded(1);
+        worker.sender().command(PumpCommand::Serve {
+            from: line_in_read,
+            to: line_out_write,
+            eof: eof_tx,
+        });
+        let mut card_side = std::fs::File::from(line_in_write);
+        let mut far_side = std::fs::File::from(line_out_read);
+        let blocks: Vec<u8> = (0..50 * 160).map(|i| (i % 251) as u8).collect();
+        for block in blocks.chunks(160) {
+            card_side.write_all(block).unwrap();
+        }
+        let mut copied = vec![0u8; blocks.len()];
+        far_side.read_exact(&mut copied).unwrap();
+        assert_eq!(
+            copied, blocks,
+            "{backend:?}: every 20 ms block crossed the ring in order"
+        );
+        drop(card_side);
+        eof.recv_timeout(Duration::from_secs(2))
+            .expect("end of file reported");
+    }
+}

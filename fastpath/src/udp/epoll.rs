@@ -81,8 +81,22 @@ impl ReceiveBatch {
     }
 }
 
-/// Sends the queued datagrams, BATCH per sendmmsg call, socket by socket.
+/// Sends the queued datagrams, BATCH per sendmmsg call, socket by socket, and writes the
+/// queued file writes.
 fn send_all(io: &mut Io, stats: &WorkerStats) {
+    io.drain_file_writes(|_, fd, bytes| match fd {
+        Some(fd) => {
+            if nix::unistd::write(fd, bytes).is_err() {
+                WorkerStats::add(&stats.send_dropped, 1);
+            }
+        }
+        None => WorkerStats::add(&stats.send_dropped, 1),
+    });
+    send_datagrams(io, stats);
+    io.clear_data();
+}
+
+fn send_datagrams(io: &mut Io, stats: &WorkerStats) {
     let mut pending: Vec<(RawFd, RawAddr, Vec<u8>)> = Vec::new();
     io.drain_sends(|_, fd, to, bytes| match fd {
         Some(fd) => pending.push((fd, RawAddr::new(to), bytes.to_vec())),
@@ -139,8 +153,56 @@ fn send_all(io: &mut Io, stats: &WorkerStats) {
     }
 }
 
+/// The epoll key of file `index` (sockets use their number, the waker u64::MAX).
+const FILE_KEY: u64 = 1 << 62;
+
+/// Reads file `file` until it would block, handing each read to the handler.
+fn read_file<H: Handler>(
+    context: &mut LoopContext<H>,
+    epoll: &Epoll,
+    file: usize,
+    buffer: &mut Vec<u8>,
+) {
+    loop {
+        let Some((fd, block)) = context.io.file(file) else {
+            return;
+        };
+        buffer.resize(block, 0);
+        // SAFETY: `fd` is open (the Io owns it) and `buffer` holds `block` writable bytes.
+        let read = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), block) };
+        match read {
+            0 => {
+                context.deliver_file(file, Ok(&[]));
+                if let Some((fd, _)) = context.io.files.get(file).and_then(Option::as_ref) {
+                    let _ = epoll.delete(fd);
+                }
+                return;
+            }
+            n if n > 0 => context.deliver_file(file, Ok(&buffer[..n as usize])),
+            _ => {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno != libc::EAGAIN {
+                    context.deliver_file(file, Err(errno));
+                }
+                return;
+            }
+        }
+    }
+}
+
 /// Adds new sockets to the epoll set and closes removed ones.
 fn apply_socket_changes(epoll: &Epoll, io: &mut Io) {
+    for index in std::mem::take(&mut io.files_added) {
+        if let Some((fd, _)) = io.files[index].as_ref() {
+            let _ = epoll.add(
+                fd,
+                EpollEvent::new(EpollFlags::EPOLLIN, FILE_KEY | index as u64),
+            );
+        }
+    }
+    for (_, fd) in std::mem::take(&mut io.files_removed) {
+        let _ = epoll.delete(&fd);
+    }
     for index in std::mem::take(&mut io.added) {
         if let Some(socket) = io.sockets[index].as_ref() {
             // Cannot fail for a fresh UDP socket; if it did, the socket would not be served.
@@ -173,6 +235,7 @@ pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
     }
     apply_socket_changes(&epoll, &mut context.io);
     let mut batch = ReceiveBatch::new(context.config.buffer_size);
+    let mut file_buffer = Vec::new();
     let mut events = vec![EpollEvent::empty(); 64];
     let shared = context.shared.clone();
     loop {
@@ -191,6 +254,15 @@ pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
             let key = event.data();
             if key == WAKE {
                 context.take_queued();
+                continue;
+            }
+            if key & FILE_KEY != 0 {
+                read_file(
+                    &mut context,
+                    &epoll,
+                    (key & !FILE_KEY) as usize,
+                    &mut file_buffer,
+                );
                 continue;
             }
             let socket = key as usize;

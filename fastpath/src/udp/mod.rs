@@ -111,6 +111,11 @@ pub struct Io {
     reserved: Vec<bool>,
     added: Vec<usize>,
     removed: Vec<(usize, UdpSocket)>,
+    /// Other file descriptors served (e.g. DAHDI channels), with their read block sizes.
+    files: Vec<Option<(OwnedFd, usize)>>,
+    files_added: Vec<usize>,
+    files_removed: Vec<(usize, OwnedFd)>,
+    file_writes: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 impl Io {
@@ -166,6 +171,62 @@ impl Io {
         Some(self.sockets.get(socket)?.as_ref()?.as_raw_fd())
     }
 
+    /// Serves a file descriptor (a DAHDI channel, a pipe): a read of up to `block` bytes is
+    /// kept in flight and each result handed to [`Handler::file_read`]. Returns its number.
+    pub fn add_file(&mut self, fd: OwnedFd, block: usize) -> std::io::Result<usize> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        let index = match self.files.iter().position(Option::is_none) {
+            Some(free) if !self.files_removed.iter().any(|(i, _)| *i == free) => free,
+            _ => {
+                self.files.push(None);
+                self.files.len() - 1
+            }
+        };
+        self.files[index] = Some((fd, block.max(1)));
+        self.files_added.push(index);
+        Ok(index)
+    }
+
+    /// Queues `bytes` to be written to file `file`.
+    pub fn write_file(&mut self, file: usize, bytes: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.file_writes.push((file, start..self.data.len()));
+    }
+
+    /// Stops serving a file descriptor and closes it.
+    pub fn remove_file(&mut self, file: usize) {
+        if let Some((fd, _)) = self.files.get_mut(file).and_then(Option::take) {
+            self.files_added.retain(|&a| a != file);
+            self.files_removed.push((file, fd));
+        }
+    }
+
+    /// A served file's descriptor and read block size.
+    fn file(&self, file: usize) -> Option<(std::os::fd::RawFd, usize)> {
+        use std::os::fd::AsRawFd;
+        let (fd, block) = self.files.get(file)?.as_ref()?;
+        Some((fd.as_raw_fd(), *block))
+    }
+
+    /// Hands each queued file write to `each` with the file's descriptor.
+    fn drain_file_writes(
+        &mut self,
+        mut each: impl FnMut(usize, Option<std::os::fd::BorrowedFd<'_>>, &[u8]),
+    ) {
+        use std::os::fd::AsFd;
+        for (file, range) in std::mem::take(&mut self.file_writes) {
+            let fd = self
+                .files
+                .get(file)
+                .and_then(Option::as_ref)
+                .map(|(fd, _)| fd.as_fd());
+            each(file, fd, &self.data[range]);
+        }
+    }
+
     /// The kernel is done with a removed socket's slot: it may be reused.
     fn release(&mut self, socket: usize) {
         if let Some(reserved) = self.reserved.get_mut(socket) {
@@ -187,11 +248,17 @@ impl Io {
                 .map(|s| s.as_raw_fd());
             each(socket, fd, to, &self.data[range]);
         }
-        self.data.clear();
     }
 
     fn has_sends(&self) -> bool {
-        !self.sends.is_empty()
+        !self.sends.is_empty() || !self.file_writes.is_empty()
+    }
+
+    /// Forgets the queued bytes once sends and file writes are all handed over.
+    fn clear_data(&mut self) {
+        if self.sends.is_empty() && self.file_writes.is_empty() {
+            self.data.clear();
+        }
     }
 }
 
@@ -203,6 +270,11 @@ pub trait Handler: 'static {
     fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]);
     /// A command from another thread.
     fn command(&mut self, io: &mut Io, command: Self::Command);
+    /// A read on a file added with [`Io::add_file`] completed: data (empty at end of file)
+    /// or an errno.
+    fn file_read(&mut self, io: &mut Io, file: usize, data: Result<&[u8], i32>) {
+        let _ = (io, file, data);
+    }
     /// The worker's periodic tick ([`WorkerConfig::tick`]).
     fn tick(&mut self, io: &mut Io, now: std::time::Instant) {
         let _ = (io, now);
@@ -363,6 +435,11 @@ impl<H: Handler> LoopContext<H> {
     fn until_tick(&self) -> Option<std::time::Duration> {
         self.next_tick
             .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// Hands one file read's result to the handler.
+    fn deliver_file(&mut self, file: usize, data: Result<&[u8], i32>) {
+        self.handler.file_read(&mut self.io, file, data);
     }
 
     /// Hands one datagram to the handler.

@@ -26,6 +26,8 @@ const SEND: u64 = 2;
 const WAKE: u64 = 3;
 const CANCEL: u64 = 4;
 const TICK: u64 = 5;
+const FILE_READ: u64 = 6;
+const FILE_WRITE: u64 = 7;
 
 /// Page-aligned memory the kernel shares with us.
 struct Shared {
@@ -140,6 +142,10 @@ pub(super) struct Ring {
     /// The pending tick timeout's duration (the kernel reads it while the timeout waits).
     tick_spec: Box<types::Timespec>,
     tick_armed: bool,
+    /// Each served file's read buffer, in flight while its read is.
+    file_buffers: HashMap<usize, Vec<u8>>,
+    /// Removed files, kept open until their cancelled read completes.
+    closing_files: HashMap<usize, std::os::fd::OwnedFd>,
 }
 
 impl Ring {
@@ -182,6 +188,8 @@ impl Ring {
             free: (0..SEND_SLOTS).rev().collect(),
             tick_spec: Box::new(types::Timespec::new()),
             tick_armed: false,
+            file_buffers: HashMap::new(),
+            closing_files: HashMap::new(),
         })
     }
 
@@ -211,6 +219,53 @@ impl Ring {
             .build()
             .user_data(WAKE << TAG_SHIFT);
         self.push(entry);
+    }
+
+    /// Keeps one read in flight on file `file`.
+    fn arm_file_read(&mut self, file: usize, fd: RawFd, block: usize) {
+        let buffer = self.file_buffers.entry(file).or_default();
+        buffer.resize(block, 0);
+        let entry = opcode::Read::new(types::Fd(fd), buffer.as_mut_ptr(), block as u32)
+            .build()
+            .user_data((FILE_READ << TAG_SHIFT) | file as u64);
+        self.push(entry);
+    }
+
+    /// A file read completed: hand it over, keep reading (until end of file or a fatal
+    /// error), or finish closing a removed file.
+    fn file_read_done<H: Handler>(
+        &mut self,
+        context: &mut LoopContext<H>,
+        file: usize,
+        result: i32,
+    ) {
+        if self.closing_files.remove(&file).is_some() {
+            self.file_buffers.remove(&file);
+            return;
+        }
+        let Some(buffer) = self.file_buffers.remove(&file) else {
+            return;
+        };
+        let keep_reading = match result {
+            n if n > 0 => {
+                context.deliver_file(file, Ok(&buffer[..n as usize]));
+                true
+            }
+            0 => {
+                context.deliver_file(file, Ok(&[]));
+                false
+            }
+            error => {
+                context.deliver_file(file, Err(-error));
+                !matches!(-error, libc::EBADF | libc::EINVAL | libc::ECANCELED)
+            }
+        };
+        self.file_buffers.insert(file, buffer);
+        if keep_reading {
+            if let Some((fd, block)) = context.io.file(file) {
+                self.arm_file_read(file, fd, block);
+            }
+        }
     }
 
     /// Arms a timeout that completes when the handler's next tick is due.
@@ -247,9 +302,27 @@ impl Ring {
         }
     }
 
-    /// Turns the queued sends into sendmsg operations.
+    /// Turns the queued sends into sendmsg operations and file writes into write operations.
     fn flush(&mut self, io: &mut Io, stats: &WorkerStats) {
         let mut entries = Vec::new();
+        io.drain_file_writes(|_, fd, bytes| {
+            let (Some(fd), Some(index)) = (fd, self.free.pop()) else {
+                WorkerStats::add(&stats.send_dropped, 1);
+                return;
+            };
+            let slot = &mut self.slots[index];
+            slot.data.clear();
+            slot.data.extend_from_slice(bytes);
+            entries.push(
+                opcode::Write::new(
+                    types::Fd(fd.as_raw_fd()),
+                    slot.data.as_ptr(),
+                    slot.data.len() as u32,
+                )
+                .build()
+                .user_data((FILE_WRITE << TAG_SHIFT) | index as u64),
+            );
+        });
         io.drain_sends(|_, fd, to, bytes| {
             let (Some(fd), Some(index)) = (fd, self.free.pop()) else {
                 WorkerStats::add(&stats.send_dropped, 1);
@@ -274,6 +347,7 @@ impl Ring {
                     .user_data((SEND << TAG_SHIFT) | index as u64),
             );
         });
+        io.clear_data();
         for entry in entries {
             self.push(entry);
         }
@@ -297,6 +371,18 @@ impl Ring {
                 .user_data(CANCEL << TAG_SHIFT);
             self.push(cancel);
             closing.insert(index, socket);
+        }
+        for file in std::mem::take(&mut io.files_added) {
+            if let Some((fd, block)) = io.file(file) {
+                self.arm_file_read(file, fd, block);
+            }
+        }
+        for (file, fd) in std::mem::take(&mut io.files_removed) {
+            let cancel = opcode::AsyncCancel::new((FILE_READ << TAG_SHIFT) | file as u64)
+                .build()
+                .user_data(CANCEL << TAG_SHIFT);
+            self.push(cancel);
+            self.closing_files.insert(file, fd);
         }
     }
 
@@ -344,7 +430,8 @@ impl Ring {
                             }
                         }
                     }
-                    SEND => {
+                    FILE_READ => self.file_read_done(&mut context, index, result),
+                    SEND | FILE_WRITE => {
                         self.free.push(index);
                         let counter = if result >= 0 {
                             &shared.stats.sent
