@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use telephony_hw::dahdi::channel::{Channel, ChannelError, DahdiChannel};
 use telephony_hw::dahdi::emulator::EmulatedCard;
 use telephony_hw::dahdi::ports::PortPlan;
+use telephony_hw::dahdi::queued::QueuedChannel;
 use telephony_hw::dahdi::system_conf::SystemConf;
 use telephony_hw::dsp::analysis::dominant_frequency;
 use telephony_hw::dsp::callerid::{decode_spill, demodulate, CallerId, Modem};
@@ -104,6 +105,44 @@ pub enum ServiceError {
     /// The thread could not be spawned.
     #[error("cannot start the analog thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// How a channel's audio meets the ring: DAHDI channels are read and written by the ring
+/// (through a [`QueuedChannel`]); the emulated card's channels have no descriptor and are
+/// read in the tick.
+trait RingAudio {
+    /// A second descriptor for the ring, if the channel has one.
+    fn ring_fd(&self) -> Option<std::os::fd::OwnedFd>;
+    /// The ring read a block (or failed with an errno).
+    fn ring_read(&mut self, data: Result<&[u8], i32>);
+    /// Blocks the driver wrote, for the ring to write.
+    fn ring_writes(&mut self) -> Vec<Vec<u8>>;
+}
+
+impl RingAudio for telephony_hw::dahdi::emulator::EmulatedChannel {
+    fn ring_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+    fn ring_read(&mut self, _data: Result<&[u8], i32>) {}
+    fn ring_writes(&mut self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+}
+
+impl RingAudio for QueuedChannel<DahdiChannel> {
+    fn ring_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.inner().duplicate_fd().ok()
+    }
+    fn ring_read(&mut self, data: Result<&[u8], i32>) {
+        match data {
+            Ok(block) if !block.is_empty() => self.push_read(block),
+            Ok(_) => {}
+            Err(errno) => self.push_error(errno),
+        }
+    }
+    fn ring_writes(&mut self) -> Vec<Vec<u8>> {
+        self.take_writes().collect()
+    }
 }
 
 /// The runtime's handle on the service; dropping it stops the worker.
@@ -240,12 +279,12 @@ fn dahdi_service(
     rtp: Vec<SocketAddr>,
     to_engine: tokio::sync::mpsc::Sender<Inbound>,
     started: &Started,
-) -> Service<DahdiChannel> {
+) -> Service<QueuedChannel<DahdiChannel>> {
     let dir = config.dahdi_dir.clone();
     let mut service = Service::open(
         &config,
         rtp,
-        |channel| DahdiChannel::open(&dir, channel),
+        |channel| DahdiChannel::open(&dir, channel).map(QueuedChannel::new),
         None,
         to_engine,
     );
@@ -265,6 +304,8 @@ struct Port<C: Channel> {
     driver: Driver<C>,
     /// Its RTP socket's number in the worker.
     socket: usize,
+    /// Its channel's descriptor in the ring (DAHDI), once attached.
+    file: Option<usize>,
     media: Option<(MediaSession, SocketAddr)>,
 }
 
@@ -279,9 +320,13 @@ struct Service<C: Channel> {
     to_engine: tokio::sync::mpsc::Sender<Inbound>,
     /// Why the ports could not be opened (reported to `AnalogService::start`).
     failure: Option<ServiceError>,
+    /// Whether the channels' descriptors were handed to the ring (done on the first tick).
+    files_attached: bool,
+    /// Port (channel) by ring file number.
+    file_channels: Vec<u32>,
 }
 
-impl<C: Channel + 'static> Service<C> {
+impl<C: Channel + RingAudio + 'static> Service<C> {
     /// Opens every port; `rtp` are the RTP sockets' addresses (worker sockets 0, 1, ...).
     fn open(
         config: &ServiceConfig,
@@ -298,6 +343,8 @@ impl<C: Channel + 'static> Service<C> {
             started: Instant::now(),
             to_engine,
             failure: None,
+            files_attached: false,
+            file_channels: Vec::new(),
         };
         let mut setups = Vec::new();
         for (socket, (port, &rtp)) in config.ports.iter().zip(&rtp).enumerate() {
@@ -336,12 +383,33 @@ impl<C: Channel + 'static> Service<C> {
                 Port {
                     driver,
                     socket,
+                    file: None,
                     media: None,
                 },
             );
         }
         service.agent = AnalogAgent::new(setups, config.gateway_host.clone());
         service
+    }
+
+    /// Hands the DAHDI channels' descriptors to the ring: their 20 ms blocks are read and
+    /// written there from now on (the emulated card's channels have none).
+    fn attach_files(&mut self, io: &mut Io) {
+        for (&channel, port) in self.ports.iter_mut() {
+            let Some(fd) = port.driver.channel_mut().ring_fd() else {
+                continue;
+            };
+            match io.add_file(fd, telephony_hw::dahdi::channel::BLOCK_SIZE) {
+                Ok(file) => {
+                    port.file = Some(file);
+                    if self.file_channels.len() <= file {
+                        self.file_channels.resize(file + 1, 0);
+                    }
+                    self.file_channels[file] = channel;
+                }
+                Err(e) => tracing::warn!("analog port {channel}: the ring cannot serve it: {e}"),
+            }
+        }
     }
 
     /// Line time in ms: the emulated card's clock, or real time on DAHDI.
@@ -621,7 +689,7 @@ impl<C: Channel + 'static> Service<C> {
     }
 }
 
-impl<C: Channel + 'static> Handler for Service<C> {
+impl<C: Channel + RingAudio + 'static> Handler for Service<C> {
     type Command = ServiceInput;
 
     fn datagram(&mut self, _io: &mut Io, socket: usize, _from: SocketAddr, bytes: &[u8]) {
@@ -646,13 +714,33 @@ impl<C: Channel + 'static> Handler for Service<C> {
         self.flush(Instant::now());
     }
 
+    fn file_read(&mut self, _io: &mut Io, file: usize, data: Result<&[u8], i32>) {
+        let Some(channel) = self.file_channels.get(file) else {
+            return;
+        };
+        if let Some(port) = self.ports.get_mut(channel) {
+            port.driver.channel_mut().ring_read(data);
+        }
+    }
+
     fn tick(&mut self, io: &mut Io, now: Instant) {
+        if !self.files_attached {
+            self.files_attached = true;
+            self.attach_files(io);
+        }
         if let Some(card) = &self.card {
             // Emulated time follows the wall clock, 1 ms steps.
             let behind = (self.started.elapsed().as_millis() as u64).saturating_sub(card.now_ms());
             card.advance(behind.min(1000));
         }
         self.step_ports(io, now);
+        for port in self.ports.values_mut() {
+            if let Some(file) = port.file {
+                for block in port.driver.channel_mut().ring_writes() {
+                    io.write_file(file, &block);
+                }
+            }
+        }
         if self.agent.poll_timeout().is_some_and(|at| at <= now) {
             self.agent.handle_timeout(now);
         }
@@ -703,6 +791,13 @@ fn notices<N>(
 }
 
 impl<C: Channel> Driver<C> {
+    fn channel_mut(&mut self) -> &mut C {
+        match self {
+            Driver::Phone(driver) => driver.channel_mut(),
+            Driver::Line(driver) => driver.channel_mut(),
+        }
+    }
+
     fn step(&mut self, now: u64, audio: &mut impl CallAudio) -> Result<Vec<Notice>, ChannelError> {
         match self {
             Driver::Phone(driver) => notices(driver.step(now, audio), Notice::Phone),

@@ -95,7 +95,15 @@ pub struct DahdiChannel {
 }
 
 /// DAHDI's "event pending" errno (ELAST, 500), unknown to nix's Errno enum.
-const ELAST: i32 = 500;
+pub const ELAST: i32 = 500;
+
+impl DahdiChannel {
+    /// A second descriptor of the same open channel, for reads and writes done elsewhere
+    /// (the fast path's ring) while ioctls stay on this one.
+    pub fn duplicate_fd(&self) -> std::io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+}
 
 fn os_error(errno: Errno, number: u32) -> ChannelError {
     if errno == Errno::UnknownErrno && Errno::last_raw() == ELAST {

@@ -6,4 +6,5 @@ pub mod channel;
 pub mod emulator;
 pub mod ioctl;
 pub mod ports;
+pub mod queued;
 pub mod system_conf;

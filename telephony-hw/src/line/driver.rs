@@ -131,6 +131,11 @@ impl<C: Channel> PhonePortDriver<C> {
         })
     }
 
+    /// The channel (e.g. to feed a queued channel the blocks its ring read).
+    pub fn channel_mut(&mut self) -> &mut C {
+        &mut self.channel
+    }
+
     /// Performs the state machine's actions; returns those meant for the control plane.
     fn perform(&mut self) -> Result<Vec<PhoneAction>, ChannelError> {
         let mut notices = Vec::new();
@@ -289,6 +294,11 @@ impl<C: Channel> LinePortDriver<C> {
             dialling: false,
             released_at: None,
         })
+    }
+
+    /// The channel (e.g. to feed a queued channel the blocks its ring read).
+    pub fn channel_mut(&mut self) -> &mut C {
+        &mut self.channel
     }
 }
 
