@@ -95,3 +95,76 @@ From: <sip:probe@127.0.0.1>;tag=fp\r\nTo: <sip:201@127.0.0.1>\r\nCSeq: 1 OPTIONS
         }
     }
 }
+
+/// The port in a logged "m=audio PORT" line.
+fn logged_port(line: &str) -> u16 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+#[test]
+fn anchored_sip_calls_send_their_rtp_through_the_relay() {
+    use e2e_tests::analog::RtpPeer;
+    use telephony_hw::dsp::analysis::dominant_frequency;
+    use telephony_hw::dsp::g711::Law;
+    let gateway = Gateway::start(GatewayOptions {
+        media_anchor: Some("always"),
+        ..GatewayOptions::default()
+    });
+    let (mut phone_a, mut phone_b) = (RtpPeer::new(), RtpPeer::new());
+    let port = free_port();
+    register(&gateway, "201", port, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", port)
+        .fill("@MEDIA_PORT@", &phone_b.port().to_string())
+        .spawn(&gateway);
+    let caller = Sipp::new("uac_call.xml", free_port())
+        .service("201")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .fill("@MEDIA_PORT@", &phone_a.port().to_string())
+        .fill("@HOLD_MS@", "3000")
+        .spawn(&gateway);
+    let relay_b: std::net::SocketAddr = (
+        [127, 0, 0, 1],
+        logged_port(&callee.wait_for_log_line("offered")),
+    )
+        .into();
+    let relay_a: std::net::SocketAddr = (
+        [127, 0, 0, 1],
+        logged_port(&caller.wait_for_log_line("answered")),
+    )
+        .into();
+    assert_ne!(
+        relay_a.port(),
+        phone_b.port(),
+        "the caller is pointed at the relay"
+    );
+    assert_ne!(
+        relay_b.port(),
+        phone_a.port(),
+        "the callee is pointed at the relay"
+    );
+    let check = |to: &RtpPeer, relay_out, hz: f32| {
+        let received = to.receive(Duration::from_millis(300), Law::Ulaw, 101);
+        assert_eq!(
+            received.source,
+            Some(relay_out),
+            "relayed from the gateway's port"
+        );
+        let tone = dominant_frequency(&received.audio).expect("audio relayed");
+        assert!((tone.frequency_hz - hz).abs() < 5.0, "{tone:?}");
+    };
+    phone_a.send_tone(relay_a, Law::Ulaw, 0, 1004.0, 600);
+    check(&phone_b, relay_b, 1004.0);
+    phone_b.send_tone(relay_b, Law::Ulaw, 0, 1400.0, 600);
+    check(&phone_a, relay_a, 1400.0);
+    caller.wait();
+    callee.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gateway.cdrs().contains("A:") {
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.cdrs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
