@@ -373,7 +373,10 @@ impl RelayHandler {
         let mut idle = Vec::new();
         for (&id, relay) in &mut self.relays {
             let packets = relay.packets();
-            if packets != relay.activity.0 {
+            // Until both sides are known (a ringing call has no answer yet), silence is
+            // normal: the idle clock starts once media can flow both ways.
+            let established = relay.legs.iter().all(|leg| leg.rtp_destination().is_some());
+            if packets != relay.activity.0 || !established {
                 relay.activity = (packets, now);
             } else if now.saturating_duration_since(relay.activity.1) >= self.config.idle_timeout {
                 idle.push(id);

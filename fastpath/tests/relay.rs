@@ -244,20 +244,34 @@ fn an_idle_relay_ends_by_itself_and_unknown_peers_are_counted() {
         a.rtp.send_to(&rtp(0, 0), relay_a).unwrap(); // B unknown yet: not relayed
         std::thread::sleep(Duration::from_millis(50));
         let start = Instant::now();
-        bench.control.command(RelayCommand::Tick { now: start });
-        bench.control.command(RelayCommand::Tick {
-            now: start + Duration::from_secs(10),
-        });
-        assert!(
+        let tick = |secs| {
+            bench.control.command(RelayCommand::Tick {
+                now: start + Duration::from_secs(secs),
+            })
+        };
+        let quiet = || {
             bench
                 .events
                 .recv_timeout(Duration::from_millis(200))
-                .is_err(),
-            "not idle yet"
+                .is_err()
+        };
+        tick(0);
+        tick(40);
+        assert!(
+            quiet(),
+            "B unknown (a ringing call): silence is not idleness"
         );
-        bench.control.command(RelayCommand::Tick {
-            now: start + Duration::from_secs(31),
+        // The answer names B: from now on silence counts.
+        let far_b = Phone::new();
+        bench.control.command(RelayCommand::SetPeer {
+            id: 3,
+            leg: 1,
+            peer: far_b.addr(),
         });
+        tick(41);
+        tick(51);
+        assert!(quiet(), "not idle yet");
+        tick(72);
         let RelayEvent::Ended { id, reason, legs } = next_event(&bench) else {
             panic!("ended");
         };

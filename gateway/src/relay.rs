@@ -119,14 +119,15 @@ impl MediaRelay {
         self.control.command(RelayCommand::Tick { now });
     }
 
-    /// Relays that ended since the last call, with their counters.
-    pub fn ended(&self) -> Vec<(u64, [MediaLegReport; 2])> {
+    /// Relays that ended since the last call: number, whether by idle timeout, counters.
+    pub fn ended(&self) -> Vec<(u64, bool, [MediaLegReport; 2])> {
         let mut ended = Vec::new();
         while let Ok(event) = self.events.try_recv() {
             match event {
                 RelayEvent::Ended { id, reason, legs } => {
                     tracing::info!("media relay {id} ended ({reason:?})");
-                    ended.push((id, [report(&legs[0]), report(&legs[1])]));
+                    let idle = reason == fastpath::relay::EndReason::Idle;
+                    ended.push((id, idle, [report(&legs[0]), report(&legs[1])]));
                 }
                 RelayEvent::Failed { id, problem } => {
                     tracing::error!("media relay {id}: {problem}")

@@ -302,8 +302,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             _ = media_tick.tick() => {
                 if let Some(relay) = &relay {
                     relay.tick(std::time::Instant::now());
-                    for (id, legs) in relay.ended() {
-                        engine.handle_media_ended(id, legs);
+                    for (id, idle, legs) in relay.ended() {
+                        engine.handle_media_ended(Now::system(), id, idle, legs);
                     }
                 }
             }

@@ -25,6 +25,8 @@ fn ports_come_from_system_conf_with_overrides() {
         "[[analog.port]]\nchannel = 3\nzone = \"de\"\n[[analog.port]]\nchannel = 4\nkind = \"line\"\n",
     );
     let gateway = Gateway::start(options);
+    // The analog worker starts right after the SIP sockets: wait for its line.
+    gateway.wait_for_log("running on the emulated analog card (demo mode)");
     let log = gateway.log();
     assert!(
         log.contains("analog port 1: phone port (FxoKs signalling), tone zone us"),

@@ -618,6 +618,11 @@ impl Engine {
 
     /// Sends BYE to the given (established) sides and ends the call; `last_word` is sent
     /// once the CDR is on disk.
+    /// Sends BYE to both sides of an answered call and ends it.
+    pub(super) fn hang_up_both(&mut self, now: Now, id: u64, cause: &str) {
+        self.hang_up(now, id, &[Side::A, Side::B], cause, None);
+    }
+
     fn hang_up(
         &mut self,
         now: Now,

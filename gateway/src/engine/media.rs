@@ -221,10 +221,41 @@ impl Engine {
     }
 
     /// A relay ended with these counters (leg 0: the caller's side, leg 1: the other): the
-    /// ports return to the pool and the counters go into the call's CDR.
-    pub fn handle_media_ended(&mut self, relay: u64, legs: [MediaLegReport; 2]) {
-        let Some((call_key, anchor)) = self.anchored.remove(&relay) else {
-            return;
+    /// ports return to the pool and the counters go into the call's CDR. A relay that went
+    /// idle under a live, answered call ends that call: no RTP for the idle timeout means
+    /// the phones are gone (the usual RTP timeout of a media proxy).
+    pub fn handle_media_ended(
+        &mut self,
+        now: Now,
+        relay: u64,
+        idle: bool,
+        legs: [MediaLegReport; 2],
+    ) {
+        let live = self
+            .calls
+            .calls
+            .iter()
+            .find(|(_, call)| call.anchor.is_some_and(|a| a.relay == relay))
+            .map(|(&id, call)| (id, call.key.clone(), call.answered.is_some()));
+        let (call_key, anchor) = match live {
+            Some((id, key, answered)) => {
+                let Some(anchor) = self.calls.calls.get_mut(&id).and_then(|c| c.anchor.take())
+                else {
+                    return;
+                };
+                if idle && answered {
+                    tracing::warn!(
+                        "call {id}: no media for {} s: hanging up",
+                        self.config.media.idle_timeout_secs
+                    );
+                    self.hang_up_both(now, id, "media timeout (no RTP)");
+                }
+                (key, anchor)
+            }
+            None => match self.anchored.remove(&relay) {
+                Some(ended) => ended,
+                None => return,
+            },
         };
         self.media_ports.release(anchor.a_port);
         self.media_ports.release(anchor.b_port);

@@ -584,23 +584,45 @@ fn registrations_expire() {
     assert!(statuses(&out).contains(&480));
 }
 
-#[test]
-fn anchored_calls_point_both_sides_at_the_relay_and_the_cdr_gets_the_counters() {
-    use super::media::{audio_address, MediaCommand, MediaLegReport};
-    use crate::store::CallStore;
+/// 202 calls 201 with `[media] anchor = "always"`; 201 answers. Returns the harness, the
+/// callee's INVITE, the caller's 200 OK and the media commands so far.
+fn anchored_call() -> (
+    Harness,
+    SipMessage,
+    SipMessage,
+    Vec<super::media::MediaCommand>,
+) {
     let mut h = Harness::with_config(&format!(
         "{CONFIG}[media]\nanchor = \"always\"\nport_min = 30000\nport_max = 30100\n"
     ));
     assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
     let out = h.dial("201", "anchored");
     let (_, b_invite) = requests(&out, "INVITE")[0].clone();
+    let answer_sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 200, "OK", "b1", 5071, answer_sdp),
+    );
+    let answered = h.sent();
+    let (_, ok) = answered
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .clone();
+    let commands = std::iter::from_fn(|| h.engine.poll_media_command()).collect();
+    (h, b_invite, ok, commands)
+}
+
+#[test]
+fn anchored_calls_point_both_sides_at_the_relay_and_the_cdr_gets_the_counters() {
+    use super::media::{audio_address, MediaCommand, MediaLegReport};
+    use crate::store::CallStore;
+    let (mut h, b_invite, ok, commands) = anchored_call();
     assert_eq!(
         audio_address(&b_invite.body),
         Some("127.0.0.1:30002".parse().unwrap()),
         "the callee sends to the relay's B port"
     );
-    let commands: Vec<MediaCommand> =
-        std::iter::from_fn(|| h.engine.poll_media_command()).collect();
     assert_eq!(
         commands,
         [
@@ -614,30 +636,17 @@ fn anchored_calls_point_both_sides_at_the_relay_and_the_cdr_gets_the_counters() 
                 leg: 0,
                 peer: "127.0.0.1:4000".parse().unwrap()
             },
+            MediaCommand::SetPeer {
+                relay: 1,
+                leg: 1,
+                peer: "127.0.0.1:5000".parse().unwrap()
+            },
         ]
     );
-    let answer_sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
-    h.send(
-        udp(5071),
-        &answer(&b_invite, 200, "OK", "b1", 5071, answer_sdp),
-    );
-    let answered = h.sent();
-    let (_, ok) = answered
-        .iter()
-        .find(|(_, m)| m.status() == Some(200))
-        .unwrap();
     assert_eq!(
         audio_address(&ok.body),
         Some("127.0.0.1:30000".parse().unwrap()),
         "the caller sends to the relay's A port"
-    );
-    assert_eq!(
-        h.engine.poll_media_command(),
-        Some(MediaCommand::SetPeer {
-            relay: 1,
-            leg: 1,
-            peer: "127.0.0.1:5000".parse().unwrap()
-        })
     );
     let a_tag = ok.to_header().unwrap().tag().unwrap().to_string();
     h.send(
@@ -658,11 +667,31 @@ Max-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
         jitter_ms: 0.5,
         foreign_dropped: 0,
     };
-    h.engine.handle_media_ended(1, [leg(150, 2), leg(149, 0)]);
+    h.engine
+        .handle_media_ended(h.now, 1, false, [leg(150, 2), leg(149, 0)]);
     h.run_store();
     let cdrs = h.store.recent_cdrs(1).unwrap();
     assert_eq!(
         cdrs[0].media.as_deref(),
         Some("A:150p/2lost/0.5ms B:149p/0lost/0.5ms")
+    );
+}
+
+#[test]
+fn a_call_whose_media_stops_is_hung_up() {
+    use super::media::MediaLegReport;
+    use crate::store::CallStore;
+    let (mut h, _, _, _) = anchored_call();
+    h.sent();
+    h.engine
+        .handle_media_ended(h.now, 1, true, [MediaLegReport::default(); 2]);
+    h.run_store();
+    let byes = h.sent();
+    assert_eq!(requests(&byes, "BYE").len(), 2, "both phones are told");
+    let cdrs = h.store.recent_cdrs(1).unwrap();
+    assert_eq!(cdrs[0].hangup_cause, "media timeout (no RTP)");
+    assert_eq!(
+        cdrs[0].media.as_deref(),
+        Some("A:0p/0lost/0.0ms B:0p/0lost/0.0ms")
     );
 }
