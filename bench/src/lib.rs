@@ -4,6 +4,7 @@
 //! `target/bench-results/` ([`report`]).
 
 pub mod report;
+pub mod sipload;
 
 use telephony_hw::dsp::dtmf::DtmfGenerator;
 use telephony_hw::dsp::g711::Law;

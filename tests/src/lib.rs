@@ -277,10 +277,17 @@ impl Gateway {
 
     /// The CDR table the `gateway cdr` subcommand prints for this gateway's database.
     pub fn cdrs(&self) -> String {
+        self.recent_cdrs(20)
+    }
+
+    /// The newest `limit` CDRs as `gateway cdr --limit` prints them.
+    pub fn recent_cdrs(&self, limit: usize) -> String {
         let output = Command::new(gateway_binary())
             .arg("cdr")
             .arg("--config")
             .arg(&self.config)
+            .arg("--limit")
+            .arg(limit.to_string())
             .output()
             .expect("run gateway cdr");
         assert!(
@@ -403,6 +410,11 @@ impl Sipp {
     pub fn out_of_call(mut self, scenario: &str) -> Sipp {
         self.out_of_call = Some(scenario.into());
         self
+    }
+
+    /// Places calls at `cps` per second (`-r`).
+    pub fn rate(self, cps: u32) -> Sipp {
+        self.arg("-r").arg(&cps.to_string())
     }
 
     /// Uses TCP instead of UDP.

@@ -1,0 +1,488 @@
+//! A SIP load generator for full calls through a B2BUA or proxy: callees (UAS, one socket
+//! each) register with digest authentication and answer every INVITE (180, 200 with SDP,
+//! 200 to BYE); callers (UAC, one socket each) place calls at a paced rate, answer the 407
+//! challenge, ACK the 2xx, hold, and hang up. Both roles run on fast path workers (epoll or
+//! io_uring), so one process drives thousands of calls per second. A call counts as
+//! completed when the 200 to its BYE arrives; anything else (a final error, a timeout) is a
+//! failure. Setup latency (first INVITE to 200) goes into a histogram.
+
+use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
+use gateway::auth::{digest_response, DigestInput};
+use gateway::config::DigestAlgorithm;
+use gateway::sip::message::SipMessage;
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The SIP server under test.
+    pub server: SocketAddr,
+    /// Caller extensions with their passwords.
+    pub callers: Vec<(String, String)>,
+    /// Callee extensions with their passwords.
+    pub callees: Vec<(String, String)>,
+    /// Calls per second offered.
+    pub rate: f64,
+    /// Calls placed in all.
+    pub calls: u64,
+    /// How long an answered call lasts before the caller hangs up.
+    pub hold: Duration,
+    /// A call not completed this long after its INVITE fails.
+    pub timeout: Duration,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Calls placed.
+    pub attempted: u64,
+    /// Calls that went INVITE .. BYE/200.
+    pub completed: u64,
+    /// Calls that got an error or timed out.
+    pub failed: u64,
+    /// First INVITE to 200 OK, microseconds.
+    pub setup_us: Histogram<u64>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+fn tag() -> String {
+    format!("{:016x}", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish()
+}
+
+/// A quoted parameter of a challenge header, e.g. `nonce`.
+fn challenge_param(challenge: &str, name: &str) -> String {
+    let key = format!("{name}=");
+    challenge
+        .split(',')
+        .map(|p| p.trim().trim_start_matches("Digest ").trim())
+        .find_map(|p| p.strip_prefix(&key))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default()
+}
+
+/// An Authorization/Proxy-Authorization value answering `challenge`.
+fn authorization(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+    let (realm, nonce) = (
+        challenge_param(challenge, "realm"),
+        challenge_param(challenge, "nonce"),
+    );
+    let response = digest_response(&DigestInput {
+        algorithm: DigestAlgorithm::Md5,
+        username: user,
+        realm: &realm,
+        password,
+        method,
+        uri,
+        nonce: &nonce,
+        nc: "00000001",
+        cnonce: "10ad",
+        qop: "auth",
+    });
+    let mut value = format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"10ad\""
+    );
+    if challenge.contains("opaque=") {
+        value.push_str(&format!(
+            ", opaque=\"{}\"",
+            challenge_param(challenge, "opaque")
+        ));
+    }
+    value
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+
+/// Registers `ext` from `socket` (answering the 401), blocking; the socket then belongs to a
+/// callee.
+fn register(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    ext: &str,
+    password: &str,
+) -> std::io::Result<()> {
+    let local = socket.local_addr()?;
+    let call_id = format!("reg-{ext}-{}", tag());
+    let request = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+From: <sip:{ext}@{server}>;tag={}\r\nTo: <sip:{ext}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+Contact: <sip:{ext}@{local}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n",
+            tag(),
+            tag()
+        )
+    };
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    socket.send_to(request(1, "").as_bytes(), server)?;
+    let mut buffer = vec![0u8; 65_536];
+    for _ in 0..4 {
+        let (n, _) = socket.recv_from(&mut buffer)?;
+        let Ok(response) = SipMessage::parse_datagram(&buffer[..n]) else {
+            continue;
+        };
+        match response.status() {
+            Some(200) => return Ok(()),
+            Some(401) => {
+                let challenge = response
+                    .header(&ezk_sip_types::Name::WWW_AUTHENTICATE)
+                    .unwrap_or_default()
+                    .to_string();
+                let auth = authorization(
+                    &challenge,
+                    ext,
+                    password,
+                    "REGISTER",
+                    &format!("sip:{server}"),
+                );
+                socket.send_to(
+                    request(2, &format!("Authorization: {auth}\r\n")).as_bytes(),
+                    server,
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Err(std::io::Error::other(format!("{ext} could not register")))
+}
+
+/// The callees: answer every INVITE, ACK needs nothing, BYE gets 200.
+fn callee_handler(io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
+    let Ok(request) = SipMessage::parse_datagram(bytes) else {
+        return;
+    };
+    let Some(method) = request.method().map(|m| m.to_string()) else {
+        return;
+    };
+    let local = io.local_addr(socket);
+    let to_tag = format!("uas{}", request.call_id().unwrap_or_default().len());
+    let answer = |code: u16, reason: &str, body: bool| {
+        let mut response = request.response(code, reason, Some(&to_tag));
+        if let Some(local) = local {
+            response.set_header(ezk_sip_types::Name::CONTACT, format!("<sip:uas@{local}>"));
+        }
+        if body {
+            response.set_header(ezk_sip_types::Name::CONTENT_TYPE, "application/sdp");
+            response.body = bytes::Bytes::from_static(SDP.as_bytes());
+        }
+        response.to_bytes()
+    };
+    match method.as_str() {
+        "INVITE" => {
+            io.send(socket, from, &answer(180, "Ringing", false));
+            io.send(socket, from, &answer(200, "OK", true));
+        }
+        "BYE" => io.send(socket, from, &answer(200, "OK", false)),
+        _ => {}
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Inviting,
+    Answered,
+    Hanging,
+}
+
+struct Call {
+    caller: usize,
+    callee: String,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    branch: String,
+    started: Instant,
+    stage: Stage,
+    to: Option<String>,
+    target: Option<String>,
+    bye_at: Option<Instant>,
+}
+
+/// Commands for the callers' worker.
+pub enum CallerCommand {
+    /// Place call number `n`.
+    Start(u64),
+    /// Report the counts so far.
+    Report(crossbeam_channel::Sender<(u64, u64, Histogram<u64>)>),
+}
+
+struct Callers {
+    server: SocketAddr,
+    credentials: Vec<(String, String)>,
+    callees: Vec<String>,
+    hold: Duration,
+    timeout: Duration,
+    calls: HashMap<String, Call>,
+    completed: u64,
+    failed: u64,
+    setup_us: Histogram<u64>,
+}
+
+impl Callers {
+    fn invite(&self, io: &mut Io, call: &Call, auth: Option<&str>) {
+        let Some(local) = io.local_addr(call.caller) else {
+            return;
+        };
+        let (user, server) = (&self.credentials[call.caller].0, self.server);
+        let authorization = auth
+            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "INVITE sip:{}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={};rport\r\nMax-Forwards: 70\r\n\
+From: <sip:{user}@{server}>;tag={}\r\nTo: <sip:{}@{server}>\r\nCall-ID: {}\r\nCSeq: {} INVITE\r\n\
+Contact: <sip:{user}@{local}>\r\n{authorization}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            call.callee,
+            call.branch,
+            call.from_tag,
+            call.callee,
+            call.call_id,
+            call.cseq,
+            SDP.len()
+        );
+        io.send(call.caller, server, text.as_bytes());
+    }
+
+    /// An in-dialog request (ACK for the 2xx, BYE).
+    fn in_dialog(&self, io: &mut Io, call: &Call, method: &str, cseq: u32) {
+        let Some(local) = io.local_addr(call.caller) else {
+            return;
+        };
+        let user = &self.credentials[call.caller].0;
+        let server = self.server;
+        let target = call
+            .target
+            .clone()
+            .unwrap_or_else(|| format!("sip:{}@{server}", call.callee));
+        let text = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            tag(),
+            call.from_tag,
+            call.to.as_deref().unwrap_or_default(),
+            call.call_id
+        );
+        io.send(call.caller, server, text.as_bytes());
+    }
+
+    /// The ACK of a non-2xx final response: same branch and CSeq number as the INVITE.
+    fn ack_failure(&self, io: &mut Io, call: &Call, response: &SipMessage) {
+        let Some(local) = io.local_addr(call.caller) else {
+            return;
+        };
+        let (user, server) = (&self.credentials[call.caller].0, self.server);
+        let text = format!(
+            "ACK sip:{}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={};rport\r\nMax-Forwards: 70\r\n\
+From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+            call.callee,
+            call.branch,
+            call.from_tag,
+            response.header(&ezk_sip_types::Name::TO).unwrap_or_default(),
+            call.call_id,
+            call.cseq
+        );
+        io.send(call.caller, server, text.as_bytes());
+    }
+
+    fn response(&mut self, io: &mut Io, response: SipMessage) {
+        let Some(call_id) = response.call_id().map(str::to_string) else {
+            return;
+        };
+        let (Some(code), Some(cseq)) = (response.status(), response.cseq()) else {
+            return;
+        };
+        let Some(mut call) = self.calls.remove(&call_id) else {
+            return;
+        };
+        let method = cseq.method.to_string();
+        match (call.stage, method.as_str(), code) {
+            (Stage::Inviting, "INVITE", 407) if call.cseq == 1 => {
+                self.ack_failure(io, &call, &response);
+                let challenge = response
+                    .header(&ezk_sip_types::Name::PROXY_AUTHENTICATE)
+                    .unwrap_or_default()
+                    .to_string();
+                let (user, password) = &self.credentials[call.caller];
+                let uri = format!("sip:{}@{}", call.callee, self.server);
+                let auth = authorization(&challenge, user, password, "INVITE", &uri);
+                call.cseq = 2;
+                call.branch = format!("z9hG4bK{}", tag());
+                self.invite(io, &call, Some(&auth));
+            }
+            (Stage::Inviting, "INVITE", 100..=199) => {}
+            (Stage::Inviting, "INVITE", 200..=299) => {
+                call.to = response
+                    .header(&ezk_sip_types::Name::TO)
+                    .map(str::to_string);
+                call.target = response.remote_target();
+                self.in_dialog(io, &call, "ACK", call.cseq);
+                let _ = self
+                    .setup_us
+                    .record(call.started.elapsed().as_micros() as u64);
+                call.stage = Stage::Answered;
+                call.bye_at = Some(Instant::now() + self.hold);
+            }
+            (Stage::Hanging, "BYE", 200..=299) => {
+                self.completed += 1;
+                return;
+            }
+            (Stage::Inviting, "INVITE", _) | (Stage::Hanging, "BYE", 300..) => {
+                if method == "INVITE" {
+                    self.ack_failure(io, &call, &response);
+                }
+                self.failed += 1;
+                return;
+            }
+            _ => {}
+        }
+        self.calls.insert(call_id, call);
+    }
+}
+
+impl Handler for Callers {
+    type Command = CallerCommand;
+
+    fn datagram(&mut self, io: &mut Io, _socket: usize, _from: SocketAddr, bytes: &[u8]) {
+        if let Ok(message) = SipMessage::parse_datagram(bytes) {
+            if message.status().is_some() {
+                self.response(io, message);
+            }
+        }
+    }
+
+    fn command(&mut self, io: &mut Io, command: CallerCommand) {
+        match command {
+            CallerCommand::Start(n) => {
+                let caller = (n as usize) % self.credentials.len();
+                let call = Call {
+                    caller,
+                    callee: self.callees[(n as usize) % self.callees.len()].clone(),
+                    call_id: format!("load-{n}-{}", tag()),
+                    from_tag: tag(),
+                    cseq: 1,
+                    branch: format!("z9hG4bK{}", tag()),
+                    started: Instant::now(),
+                    stage: Stage::Inviting,
+                    to: None,
+                    target: None,
+                    bye_at: None,
+                };
+                self.invite(io, &call, None);
+                self.calls.insert(call.call_id.clone(), call);
+            }
+            CallerCommand::Report(reply) => {
+                let _ = reply.send((self.completed, self.failed, self.setup_us.clone()));
+            }
+        }
+    }
+
+    fn tick(&mut self, io: &mut Io, now: Instant) {
+        let mut timed_out = Vec::new();
+        let mut byes = Vec::new();
+        for (id, call) in &mut self.calls {
+            if now.duration_since(call.started) > self.timeout {
+                timed_out.push(id.clone());
+            } else if call.stage == Stage::Answered && call.bye_at.is_some_and(|at| at <= now) {
+                call.stage = Stage::Hanging;
+                byes.push(id.clone());
+            }
+        }
+        for id in timed_out {
+            self.calls.remove(&id);
+            self.failed += 1;
+        }
+        for id in byes {
+            if let Some(call) = self.calls.get(&id) {
+                self.in_dialog(io, call, "BYE", call.cseq + 1);
+            }
+        }
+    }
+}
+
+fn worker_config(name: &str, tick: Option<Duration>) -> WorkerConfig {
+    WorkerConfig {
+        name: name.into(),
+        backend: BackendChoice::Auto,
+        core: None,
+        buffer_size: 65_536 + 256,
+        buffers: 256,
+        tick,
+    }
+}
+
+/// Registers the callees, offers the calls at the configured rate, waits for them to end.
+pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
+    let bind = || UdpSocket::bind("127.0.0.1:0");
+    let callee_sockets: Vec<UdpSocket> = config
+        .callees
+        .iter()
+        .map(|_| bind())
+        .collect::<Result<_, _>>()?;
+    for (socket, (ext, password)) in callee_sockets.iter().zip(&config.callees) {
+        register(socket, config.server, ext, password)?;
+    }
+    let _callees = Worker::spawn(
+        worker_config("load-uas", None),
+        callee_sockets,
+        callee_handler,
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let caller_sockets: Vec<UdpSocket> = config
+        .callers
+        .iter()
+        .map(|_| bind())
+        .collect::<Result<_, _>>()?;
+    let callers = Worker::spawn(
+        worker_config("load-uac", Some(Duration::from_millis(10))),
+        caller_sockets,
+        Callers {
+            server: config.server,
+            credentials: config.callers.clone(),
+            callees: config.callees.iter().map(|(e, _)| e.clone()).collect(),
+            hold: config.hold,
+            timeout: config.timeout,
+            calls: HashMap::new(),
+            completed: 0,
+            failed: 0,
+            setup_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        },
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let control = callers.sender();
+    let began = Instant::now();
+    for n in 0..config.calls {
+        let due = began + Duration::from_secs_f64(n as f64 / config.rate.max(0.001));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        control.command(CallerCommand::Start(n));
+    }
+    let deadline = Instant::now() + config.timeout + config.hold + Duration::from_secs(1);
+    loop {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        control.command(CallerCommand::Report(reply));
+        let (completed, failed, setup_us) = answer
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| std::io::Error::other("the callers' worker did not answer"))?;
+        if completed + failed >= config.calls || Instant::now() > deadline {
+            return Ok(LoadReport {
+                attempted: config.calls,
+                completed,
+                failed: config.calls - completed,
+                setup_us,
+                elapsed: began.elapsed(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
