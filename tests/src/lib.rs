@@ -488,10 +488,10 @@ impl Sipp {
             .arg(self.local_port.to_string())
             .args([
                 "-timeout",
-                "20s",
+                "30s",
                 "-timeout_error",
                 "-recv_timeout",
-                "10000",
+                "20000",
             ])
             .args(["-nostdin", "-trace_err", "-error_file"])
             .arg(&errors)
