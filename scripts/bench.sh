@@ -17,11 +17,13 @@ fi
 # The package starts a system rtpengine; the benchmark runs its own.
 as_root systemctl stop rtpengine-daemon 2>/dev/null || true
 
-cargo build --release -p bench --bins
+cargo build --release -p bench --bins -p gateway
 echo "==> SIP pre-parsing"
 target/release/sip-preparse
 echo "==> RTP relay, 1,000 streams"
 target/release/rtp-relay "$@"
+echo "==> SIP call rate (zero failed calls, RFC 7501)"
+target/release/sip-load "$@"
 echo "==> analog DSP per channel"
 cargo bench -p bench --bench dsp 2>/dev/null | grep -E "time:|channels" || true
 echo "==> results in target/bench-results/"

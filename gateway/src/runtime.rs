@@ -239,6 +239,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut media_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut engine = Engine::new(config, bindings, rand::random(), now);
     tokio::pin!(shutdown);
+    let mut inbound_open = true;
     loop {
         // Relay ports first: the SDP about to be sent names them.
         while let Some(command) = engine.poll_media_command() {
@@ -286,9 +287,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         };
         tokio::select! {
-            message = inbound.recv() => match message {
+            // The queue closes when no transport task feeds it (UDP on the fast path, no
+            // TCP, no analog ports): the fast path's own queue carries on.
+            message = inbound.recv(), if inbound_open => match message {
                 Some(message) => deliver(&mut engine, message),
-                None => break,
+                None => inbound_open = false,
             },
             _ = fast_ready => {
                 if let Some((receivers, _)) = &fast {

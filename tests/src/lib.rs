@@ -68,6 +68,8 @@ pub struct GatewayOptions {
     pub fastpath_backend: Option<&'static str>,
     /// `media.anchor` (the quick-start config says `analog`).
     pub media_anchor: Option<&'static str>,
+    /// SIP over UDP only, and no analog ports (the quick-start config's last part).
+    pub udp_only_without_analog: bool,
 }
 
 impl Default for GatewayOptions {
@@ -80,6 +82,7 @@ impl Default for GatewayOptions {
             analog: None,
             fastpath_backend: None,
             media_anchor: None,
+            udp_only_without_analog: false,
         }
     }
 }
@@ -122,6 +125,12 @@ impl Gateway {
                     options.max_message_size
                 ),
             );
+        let text = if options.udp_only_without_analog {
+            let cut = text.find("\n# Analog ports.").unwrap_or(text.len());
+            text[..cut].replace("transports = [\"udp\", \"tcp\"]", "transports = [\"udp\"]")
+        } else {
+            text
+        };
         let text = match options.fastpath_backend {
             Some(backend) => {
                 text.replace("backend = \"auto\"", &format!("backend = \"{backend}\""))
@@ -231,7 +240,10 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let log = self.log().get(log_start..).unwrap_or_default().to_string();
-            if log.contains("listening on udp") && log.contains("listening on tcp") {
+            let tcp_expected = self.config_text().contains("\"tcp\"");
+            if log.contains("listening on udp")
+                && (!tcp_expected || log.contains("listening on tcp"))
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -314,6 +326,10 @@ impl Gateway {
     /// The generated config file.
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap_or_default()
     }
 
     /// A scratch directory for SIPp logs and generated scenarios.

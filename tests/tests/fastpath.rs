@@ -168,3 +168,14 @@ fn anchored_sip_calls_send_their_rtp_through_the_relay() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_udp_only_gateway_keeps_serving() {
+    // Only the fast path feeds the control plane here: no TCP task, no analog ports.
+    let gateway = Gateway::start(GatewayOptions {
+        udp_only_without_analog: true,
+        ..GatewayOptions::default()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(answers_options(&gateway), "{}", gateway.log());
+}
