@@ -9,6 +9,7 @@
 use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
 use gateway::auth::{digest_response, DigestInput};
 use gateway::config::DigestAlgorithm;
+use gateway::sip::ids::{branch, tag};
 use gateway::sip::message::SipMessage;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
@@ -47,17 +48,6 @@ pub struct LoadReport {
     pub setup_us: Histogram<u64>,
     /// Wall time of the run.
     pub elapsed: Duration,
-}
-
-fn tag() -> String {
-    format!("{:016x}", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    hasher.finish()
 }
 
 /// A quoted parameter of a challenge header, e.g. `nonce`.
@@ -116,10 +106,10 @@ fn register(
     let call_id = format!("reg-{ext}-{}", tag());
     let request = |cseq: u32, auth: &str| {
         format!(
-            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\nMax-Forwards: 70\r\n\
 From: <sip:{ext}@{server}>;tag={}\r\nTo: <sip:{ext}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
 Contact: <sip:{ext}@{local}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n",
-            tag(),
+            branch(),
             tag()
         )
     };
@@ -264,9 +254,9 @@ Contact: <sip:{user}@{local}>\r\n{authorization}Content-Type: application/sdp\r\
             .clone()
             .unwrap_or_else(|| format!("sip:{}@{server}", call.callee));
         let text = format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\nMax-Forwards: 70\r\n\
 From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
-            tag(),
+            branch(),
             call.from_tag,
             call.to.as_deref().unwrap_or_default(),
             call.call_id
@@ -315,7 +305,7 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
                 let uri = format!("sip:{}@{}", call.callee, self.server);
                 let auth = authorization(&challenge, user, password, "INVITE", &uri);
                 call.cseq = 2;
-                call.branch = format!("z9hG4bK{}", tag());
+                call.branch = branch();
                 self.invite(io, &call, Some(&auth));
             }
             (Stage::Inviting, "INVITE", 100..=199) => {}
@@ -369,7 +359,7 @@ impl Handler for Callers {
                     call_id: format!("load-{n}-{}", tag()),
                     from_tag: tag(),
                     cseq: 1,
-                    branch: format!("z9hG4bK{}", tag()),
+                    branch: branch(),
                     started: Instant::now(),
                     stage: Stage::Inviting,
                     to: None,

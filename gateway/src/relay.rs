@@ -3,7 +3,7 @@
 //! relay's reports handed back to the engine.
 
 use crate::config::Config;
-use crate::engine::media::{MediaCommand, MediaLegReport};
+use crate::engine::media::MediaCommand;
 use crossbeam_channel::Receiver;
 use fastpath::relay::{LegReport, LegSockets, RelayCommand, RelayConfig, RelayEvent, RelayHandler};
 use fastpath::udp::{BackendKind, FastpathError, SendHandle, Worker, WorkerConfig};
@@ -16,15 +16,6 @@ pub struct MediaRelay {
     control: SendHandle<RelayCommand>,
     events: Receiver<RelayEvent>,
     ip: IpAddr,
-}
-
-fn report(leg: &LegReport) -> MediaLegReport {
-    MediaLegReport {
-        packets: leg.packets,
-        lost: leg.lost,
-        jitter_ms: leg.jitter_ms,
-        foreign_dropped: leg.foreign_dropped,
-    }
 }
 
 impl MediaRelay {
@@ -120,14 +111,14 @@ impl MediaRelay {
     }
 
     /// Relays that ended since the last call: number, whether by idle timeout, counters.
-    pub fn ended(&self) -> Vec<(u64, bool, [MediaLegReport; 2])> {
+    pub fn ended(&self) -> Vec<(u64, bool, [LegReport; 2])> {
         let mut ended = Vec::new();
         while let Ok(event) = self.events.try_recv() {
             match event {
                 RelayEvent::Ended { id, reason, legs } => {
                     tracing::info!("media relay {id} ended ({reason:?})");
                     let idle = reason == fastpath::relay::EndReason::Idle;
-                    ended.push((id, idle, [report(&legs[0]), report(&legs[1])]));
+                    ended.push((id, idle, legs));
                 }
                 RelayEvent::Failed { id, problem } => {
                     tracing::error!("media relay {id}: {problem}")

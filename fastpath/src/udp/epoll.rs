@@ -97,26 +97,28 @@ fn send_all(io: &mut Io, stats: &WorkerStats) {
 }
 
 fn send_datagrams(io: &mut Io, stats: &WorkerStats) {
-    let mut pending: Vec<(RawFd, RawAddr, Vec<u8>)> = Vec::new();
+    // The datagrams stay in the Io's buffer (untouched until `clear_data` after this
+    // function): the iovecs point into it, nothing is copied per packet.
+    let mut pending: Vec<(RawFd, RawAddr, *const u8, usize)> = Vec::new();
     io.drain_sends(|_, fd, to, bytes| match fd {
-        Some(fd) => pending.push((fd, RawAddr::new(to), bytes.to_vec())),
+        Some(fd) => pending.push((fd, RawAddr::new(to), bytes.as_ptr(), bytes.len())),
         None => WorkerStats::add(&stats.send_dropped, 1),
     });
-    pending.sort_by_key(|(fd, _, _)| *fd);
+    pending.sort_by_key(|(fd, ..)| *fd);
     for group in pending.chunk_by_mut(|a, b| a.0 == b.0) {
         let fd = group[0].0;
         for chunk in group.chunks_mut(BATCH) {
             let mut iovs: Vec<libc::iovec> = chunk
-                .iter_mut()
-                .map(|(_, _, bytes)| libc::iovec {
-                    iov_base: bytes.as_mut_ptr().cast(),
-                    iov_len: bytes.len(),
+                .iter()
+                .map(|&(_, _, bytes, len)| libc::iovec {
+                    iov_base: bytes.cast_mut().cast(),
+                    iov_len: len,
                 })
                 .collect();
             let mut headers: Vec<libc::mmsghdr> = chunk
                 .iter_mut()
                 .zip(iovs.iter_mut())
-                .map(|((_, addr, _), iov)| {
+                .map(|((_, addr, ..), iov)| {
                     let mut header: libc::mmsghdr = zeroed();
                     header.msg_hdr.msg_name = addr.as_ptr();
                     header.msg_hdr.msg_namelen = addr.len();
@@ -127,8 +129,9 @@ fn send_datagrams(io: &mut Io, stats: &WorkerStats) {
                 .collect();
             let mut done = 0;
             while done < headers.len() {
-                // SAFETY: the headers point at addresses, iovecs and bytes in `chunk` and
-                // `iovs`, which live until after the call.
+                // SAFETY: the headers point at addresses in `chunk` and iovecs in `iovs`,
+                // which point into the Io's buffer; all live, unmoved, until after the call
+                // (the kernel only reads the bytes).
                 let sent = unsafe {
                     libc::sendmmsg(
                         fd,

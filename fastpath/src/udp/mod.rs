@@ -177,14 +177,10 @@ impl Io {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
         let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
         fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-        let index = match self.files.iter().position(Option::is_none) {
-            Some(free) if !self.files_removed.iter().any(|(i, _)| *i == free) => free,
-            _ => {
-                self.files.push(None);
-                self.files.len() - 1
-            }
-        };
-        self.files[index] = Some((fd, block.max(1)));
+        // Numbers are never reused: a removed file's cancelled read may still complete
+        // under its number (files are few: a card's channels).
+        self.files.push(Some((fd, block.max(1))));
+        let index = self.files.len() - 1;
         self.files_added.push(index);
         Ok(index)
     }

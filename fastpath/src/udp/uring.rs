@@ -221,6 +221,14 @@ impl Ring {
         self.push(entry);
     }
 
+    /// Cancels the operation tagged `user_data` (its completion still comes, cancelled).
+    fn cancel(&mut self, user_data: u64) {
+        let entry = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(CANCEL << TAG_SHIFT);
+        self.push(entry);
+    }
+
     /// Keeps one read in flight on file `file`.
     fn arm_file_read(&mut self, file: usize, fd: RawFd, block: usize) {
         let buffer = self.file_buffers.entry(file).or_default();
@@ -366,10 +374,7 @@ impl Ring {
             }
         }
         for (index, socket) in std::mem::take(&mut io.removed) {
-            let cancel = opcode::AsyncCancel::new((RECV << TAG_SHIFT) | index as u64)
-                .build()
-                .user_data(CANCEL << TAG_SHIFT);
-            self.push(cancel);
+            self.cancel((RECV << TAG_SHIFT) | index as u64);
             closing.insert(index, socket);
         }
         for file in std::mem::take(&mut io.files_added) {
@@ -378,10 +383,7 @@ impl Ring {
             }
         }
         for (file, fd) in std::mem::take(&mut io.files_removed) {
-            let cancel = opcode::AsyncCancel::new((FILE_READ << TAG_SHIFT) | file as u64)
-                .build()
-                .user_data(CANCEL << TAG_SHIFT);
-            self.push(cancel);
+            self.cancel((FILE_READ << TAG_SHIFT) | file as u64);
             self.closing_files.insert(file, fd);
         }
     }

@@ -68,6 +68,16 @@ pub enum AgentAction {
     StopMedia(u32),
 }
 
+/// Which dialog a request from the engine belongs to.
+enum Addressed {
+    /// No To tag: a new call.
+    NewDialog,
+    /// A dialog of this port.
+    Dialog(u32),
+    /// A To tag matching no dialog.
+    UnknownDialog,
+}
+
 /// The SIP side of one port's call.
 #[derive(Debug)]
 enum PortCall {
@@ -207,6 +217,13 @@ impl AnalogAgent {
                 }
             }
         }
+    }
+
+    /// Whether `channel` is a phone port (else a line port, or unknown).
+    fn is_phone(&self, channel: u32) -> bool {
+        self.ports
+            .get(&channel)
+            .is_some_and(|p| matches!(p.setup.role, PortRole::Phone { .. }))
     }
 
     fn port_by(&self, matches: impl Fn(&PortCall) -> bool) -> Option<u32> {
@@ -492,10 +509,7 @@ impl AnalogAgent {
             return;
         };
         tracing::info!("analog port {channel}: call failed with {code}");
-        let is_phone = self
-            .ports
-            .get(&channel)
-            .is_some_and(|p| matches!(p.setup.role, PortRole::Phone { .. }));
+        let is_phone = self.is_phone(channel);
         if hung_up || !is_phone {
             // A line keeps ringing until the PSTN caller gives up: nothing to tell it.
             return;
@@ -516,10 +530,9 @@ impl AnalogAgent {
     }
 
     fn on_request(&mut self, now: Instant, tx: ServerTxId, msg: SipMessage) {
-        let in_dialog = msg
-            .to_header()
-            .and_then(|t| t.tag().map(str::to_string))
-            .and_then(|tag| {
+        let addressed = match msg.to_header().and_then(|t| t.tag().map(str::to_string)) {
+            None => Addressed::NewDialog,
+            Some(tag) => {
                 let call_id = msg.call_id().unwrap_or_default().to_string();
                 self.port_by(|c| match c {
                     PortCall::Connected { dialog } | PortCall::Alerting { dialog, .. } => {
@@ -527,27 +540,28 @@ impl AnalogAgent {
                     }
                     _ => false,
                 })
-                .map(Some)
-                .or(Some(None))
-            });
-        match (msg.method().cloned(), in_dialog) {
-            (Some(Method::INVITE), None) => self.on_invite(now, tx, msg),
-            (Some(Method::BYE), Some(Some(channel))) => {
+                .map_or(Addressed::UnknownDialog, Addressed::Dialog)
+            }
+        };
+        match (msg.method().cloned(), addressed) {
+            (Some(Method::INVITE), Addressed::NewDialog) => self.on_invite(now, tx, msg),
+            (Some(Method::BYE), Addressed::Dialog(channel)) => {
                 self.reply(now, tx, 200, "OK");
-                let is_phone = self
-                    .ports
-                    .get(&channel)
-                    .is_some_and(|p| matches!(p.setup.role, PortRole::Phone { .. }));
+                let is_phone = self.is_phone(channel);
                 self.take_call(channel);
                 self.actions.push_back(AgentAction::StopMedia(channel));
                 self.tell_far_end_gone(channel, is_phone);
                 tracing::info!("analog port {channel}: far end hung up");
             }
-            (Some(Method::INVITE), Some(Some(channel))) => self.on_reinvite(now, tx, channel, &msg),
-            (Some(Method::INFO | Method::UPDATE | Method::OPTIONS), Some(Some(_))) => {
+            (Some(Method::INVITE), Addressed::Dialog(channel)) => {
+                self.on_reinvite(now, tx, channel, &msg)
+            }
+            (Some(Method::INFO | Method::UPDATE | Method::OPTIONS), Addressed::Dialog(_)) => {
                 self.reply(now, tx, 200, "OK")
             }
-            (Some(_), Some(_)) => self.reply(now, tx, 481, "Call/Transaction Does Not Exist"),
+            (Some(_), Addressed::Dialog(_) | Addressed::UnknownDialog) => {
+                self.reply(now, tx, 481, "Call/Transaction Does Not Exist")
+            }
             _ => self.reply(now, tx, 405, "Method Not Allowed"),
         }
     }
@@ -649,10 +663,7 @@ impl AnalogAgent {
         else {
             return;
         };
-        let is_phone = self
-            .ports
-            .get(&channel)
-            .is_some_and(|p| matches!(p.setup.role, PortRole::Phone { .. }));
+        let is_phone = self.is_phone(channel);
         self.take_call(channel);
         self.reply(now, invite, 487, "Request Terminated");
         self.tell_far_end_gone(channel, is_phone);

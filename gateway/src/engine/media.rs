@@ -10,6 +10,7 @@ use crate::config::AnchorMode;
 use crate::store::StoreCommand;
 use crate::transport::Protocol;
 use bytes::Bytes;
+use fastpath::relay::LegReport;
 use sdp_types::{Connection, Session};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -41,19 +42,6 @@ pub enum MediaCommand {
         /// The relay.
         relay: u64,
     },
-}
-
-/// One leg's media counters, as the relay reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct MediaLegReport {
-    /// RTP packets received from that side.
-    pub packets: u64,
-    /// Of those expected, how many never came.
-    pub lost: u64,
-    /// Interarrival jitter, ms.
-    pub jitter_ms: f32,
-    /// Packets from strangers dropped.
-    pub foreign_dropped: u64,
 }
 
 /// A call's anchoring.
@@ -224,13 +212,7 @@ impl Engine {
     /// ports return to the pool and the counters go into the call's CDR. A relay that went
     /// idle under a live, answered call ends that call: no RTP for the idle timeout means
     /// the phones are gone (the usual RTP timeout of a media proxy).
-    pub fn handle_media_ended(
-        &mut self,
-        now: Now,
-        relay: u64,
-        idle: bool,
-        legs: [MediaLegReport; 2],
-    ) {
+    pub fn handle_media_ended(&mut self, now: Now, relay: u64, idle: bool, legs: [LegReport; 2]) {
         let live = self
             .calls
             .calls
@@ -259,7 +241,7 @@ impl Engine {
         };
         self.media_ports.release(anchor.a_port);
         self.media_ports.release(anchor.b_port);
-        let describe = |side: &str, leg: &MediaLegReport| {
+        let describe = |side: &str, leg: &LegReport| {
             format!(
                 "{side}:{}p/{}lost/{:.1}ms{}",
                 leg.packets,

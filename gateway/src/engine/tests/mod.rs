@@ -615,8 +615,9 @@ fn anchored_call() -> (
 
 #[test]
 fn anchored_calls_point_both_sides_at_the_relay_and_the_cdr_gets_the_counters() {
-    use super::media::{audio_address, MediaCommand, MediaLegReport};
+    use super::media::{audio_address, MediaCommand};
     use crate::store::CallStore;
+    use fastpath::relay::LegReport;
     let (mut h, b_invite, ok, commands) = anchored_call();
     assert_eq!(
         audio_address(&b_invite.body),
@@ -661,11 +662,12 @@ Max-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
         h.engine.poll_media_command(),
         Some(MediaCommand::Remove { relay: 1 })
     );
-    let leg = |packets, lost| MediaLegReport {
+    let leg = |packets, lost| LegReport {
         packets,
         lost,
         jitter_ms: 0.5,
         foreign_dropped: 0,
+        ..LegReport::default()
     };
     h.engine
         .handle_media_ended(h.now, 1, false, [leg(150, 2), leg(149, 0)]);
@@ -679,12 +681,12 @@ Max-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
 
 #[test]
 fn a_call_whose_media_stops_is_hung_up() {
-    use super::media::MediaLegReport;
     use crate::store::CallStore;
+    use fastpath::relay::LegReport;
     let (mut h, _, _, _) = anchored_call();
     h.sent();
     h.engine
-        .handle_media_ended(h.now, 1, true, [MediaLegReport::default(); 2]);
+        .handle_media_ended(h.now, 1, true, [LegReport::default(); 2]);
     h.run_store();
     let byes = h.sent();
     assert_eq!(requests(&byes, "BYE").len(), 2, "both phones are told");
