@@ -3,7 +3,9 @@
 //! against rtpengine (`rtp-relay`). Results: tables and SVG charts under
 //! `target/bench-results/` ([`report`]).
 
+pub mod procfs;
 pub mod report;
+pub mod servers;
 pub mod sipload;
 
 use telephony_hw::dsp::dtmf::DtmfGenerator;

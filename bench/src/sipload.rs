@@ -5,6 +5,11 @@
 //! io_uring), so one process drives thousands of calls per second. A call counts as
 //! completed when the 200 to its BYE arrives; anything else (a final error, a timeout) is a
 //! failure. Setup latency (first INVITE to 200) goes into a histogram.
+//!
+//! It behaves as RFC 3261 asks of a UA where a proxy relies on it: callees copy Record-Route
+//! into their responses, callers send ACK and BYE along the recorded route set, INVITE and
+//! BYE are retransmitted on Timer A/E (T1 doubling) until answered, and a retransmitted 2xx is
+//! ACKed again. So the same generator drives the gateway (a B2BUA) and Kamailio (a proxy).
 
 use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
 use gateway::auth::{digest_response, DigestInput};
@@ -158,6 +163,9 @@ fn callee_handler(io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
     let to_tag = format!("uas{}", request.call_id().unwrap_or_default().len());
     let answer = |code: u16, reason: &str, body: bool| {
         let mut response = request.response(code, reason, Some(&to_tag));
+        for route in request.header_list(&ezk_sip_types::Name::RECORD_ROUTE) {
+            response.add_header(ezk_sip_types::Name::RECORD_ROUTE, route);
+        }
         if let Some(local) = local {
             response.set_header(ezk_sip_types::Name::CONTACT, format!("<sip:uas@{local}>"));
         }
@@ -195,7 +203,31 @@ struct Call {
     stage: Stage,
     to: Option<String>,
     target: Option<String>,
+    /// Route header values for in-dialog requests (the 2xx's Record-Route, reversed).
+    route_set: Vec<String>,
     bye_at: Option<Instant>,
+    /// The request to send again until answered (INVITE until a provisional, BYE until final).
+    retransmit: Option<Retransmit>,
+}
+
+/// RFC 3261 T1.
+const T1: Duration = Duration::from_millis(500);
+
+/// A request awaiting its answer, with Timer A/E state.
+struct Retransmit {
+    bytes: Vec<u8>,
+    next: Instant,
+    interval: Duration,
+}
+
+impl Retransmit {
+    fn new(bytes: Vec<u8>) -> Retransmit {
+        Retransmit {
+            bytes,
+            next: Instant::now() + T1,
+            interval: T1,
+        }
+    }
 }
 
 /// Commands for the callers' worker.
@@ -219,7 +251,7 @@ struct Callers {
 }
 
 impl Callers {
-    fn invite(&self, io: &mut Io, call: &Call, auth: Option<&str>) {
+    fn invite(&self, io: &mut Io, call: &mut Call, auth: Option<&str>) {
         let Some(local) = io.local_addr(call.caller) else {
             return;
         };
@@ -240,12 +272,13 @@ Contact: <sip:{user}@{local}>\r\n{authorization}Content-Type: application/sdp\r\
             SDP.len()
         );
         io.send(call.caller, server, text.as_bytes());
+        call.retransmit = Some(Retransmit::new(text.into_bytes()));
     }
 
-    /// An in-dialog request (ACK for the 2xx, BYE).
-    fn in_dialog(&self, io: &mut Io, call: &Call, method: &str, cseq: u32) {
+    /// An in-dialog request (ACK for the 2xx, BYE) along the dialog's route set; returns it.
+    fn in_dialog(&self, io: &mut Io, call: &Call, method: &str, cseq: u32) -> Vec<u8> {
         let Some(local) = io.local_addr(call.caller) else {
-            return;
+            return Vec::new();
         };
         let user = &self.credentials[call.caller].0;
         let server = self.server;
@@ -253,15 +286,21 @@ Contact: <sip:{user}@{local}>\r\n{authorization}Content-Type: application/sdp\r\
             .target
             .clone()
             .unwrap_or_else(|| format!("sip:{}@{server}", call.callee));
+        let routes: String = call
+            .route_set
+            .iter()
+            .map(|route| format!("Route: {route}\r\n"))
+            .collect();
         let text = format!(
             "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\nMax-Forwards: 70\r\n\
-From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{routes}Content-Length: 0\r\n\r\n",
             branch(),
             call.from_tag,
             call.to.as_deref().unwrap_or_default(),
             call.call_id
         );
         io.send(call.caller, server, text.as_bytes());
+        text.into_bytes()
     }
 
     /// The ACK of a non-2xx final response: same branch and CSeq number as the INVITE.
@@ -306,20 +345,31 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
                 let auth = authorization(&challenge, user, password, "INVITE", &uri);
                 call.cseq = 2;
                 call.branch = branch();
-                self.invite(io, &call, Some(&auth));
+                self.invite(io, &mut call, Some(&auth));
             }
-            (Stage::Inviting, "INVITE", 100..=199) => {}
+            (Stage::Inviting, "INVITE", 100..=199) => call.retransmit = None,
             (Stage::Inviting, "INVITE", 200..=299) => {
+                call.retransmit = None;
                 call.to = response
                     .header(&ezk_sip_types::Name::TO)
                     .map(str::to_string);
                 call.target = response.remote_target();
+                call.route_set = response
+                    .header_list(&ezk_sip_types::Name::RECORD_ROUTE)
+                    .into_iter()
+                    .rev()
+                    .map(str::to_string)
+                    .collect();
                 self.in_dialog(io, &call, "ACK", call.cseq);
                 let _ = self
                     .setup_us
                     .record(call.started.elapsed().as_micros() as u64);
                 call.stage = Stage::Answered;
                 call.bye_at = Some(Instant::now() + self.hold);
+            }
+            // The 2xx again: our ACK was lost.
+            (Stage::Answered | Stage::Hanging, "INVITE", 200..=299) => {
+                self.in_dialog(io, &call, "ACK", call.cseq);
             }
             (Stage::Hanging, "BYE", 200..=299) => {
                 self.completed += 1;
@@ -353,7 +403,7 @@ impl Handler for Callers {
         match command {
             CallerCommand::Start(n) => {
                 let caller = (n as usize) % self.credentials.len();
-                let call = Call {
+                let mut call = Call {
                     caller,
                     callee: self.callees[(n as usize) % self.callees.len()].clone(),
                     call_id: format!("load-{n}-{}", tag()),
@@ -364,9 +414,11 @@ impl Handler for Callers {
                     stage: Stage::Inviting,
                     to: None,
                     target: None,
+                    route_set: Vec::new(),
                     bye_at: None,
+                    retransmit: None,
                 };
-                self.invite(io, &call, None);
+                self.invite(io, &mut call, None);
                 self.calls.insert(call.call_id.clone(), call);
             }
             CallerCommand::Report(reply) => {
@@ -381,7 +433,19 @@ impl Handler for Callers {
         for (id, call) in &mut self.calls {
             if now.duration_since(call.started) > self.timeout {
                 timed_out.push(id.clone());
-            } else if call.stage == Stage::Answered && call.bye_at.is_some_and(|at| at <= now) {
+                continue;
+            }
+            if let Some(pending) = call.retransmit.as_mut().filter(|r| r.next <= now) {
+                io.send(call.caller, self.server, &pending.bytes);
+                let cap = if call.stage == Stage::Inviting {
+                    self.timeout
+                } else {
+                    4 * T1
+                };
+                pending.interval = (pending.interval * 2).min(cap);
+                pending.next = now + pending.interval;
+            }
+            if call.stage == Stage::Answered && call.bye_at.is_some_and(|at| at <= now) {
                 call.stage = Stage::Hanging;
                 byes.push(id.clone());
             }
@@ -392,7 +456,10 @@ impl Handler for Callers {
         }
         for id in byes {
             if let Some(call) = self.calls.get(&id) {
-                self.in_dialog(io, call, "BYE", call.cseq + 1);
+                let bye = self.in_dialog(io, call, "BYE", call.cseq + 1);
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.retransmit = Some(Retransmit::new(bye));
+                }
             }
         }
     }

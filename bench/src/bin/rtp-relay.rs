@@ -8,6 +8,7 @@
 //! Run: `scripts/bench.sh` (installs rtpengine-daemon), or
 //! `cargo run --release -p bench --bin rtp-relay -- [--quick]`.
 
+use bench::procfs::{stat_cpu_seconds, system_busy_seconds};
 use bench::report::{self, BarChart, Table};
 use fastpath::relay::{LegSockets, RelayCommand, RelayConfig, RelayHandler};
 use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
@@ -97,17 +98,6 @@ impl Drop for Relay {
     }
 }
 
-/// utime + stime of a /proc stat line, in seconds (clock ticks of 1/100 s on Linux).
-fn stat_cpu_seconds(stat: &str) -> f64 {
-    let after_name = stat.rsplit_once(')').map_or(stat, |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
-}
-
 /// The /proc stat line of this process's thread named `name`.
 fn thread_stat(name: &str) -> Option<String> {
     std::fs::read_dir("/proc/self/task")
@@ -119,26 +109,6 @@ fn thread_stat(name: &str) -> Option<String> {
                 .then(|| std::fs::read_to_string(task.path().join("stat")).ok())
                 .flatten()
         })
-}
-
-/// Busy CPU time of the whole machine so far, seconds.
-fn system_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().next().unwrap_or_default();
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy: u64 = ticks
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, v)| v)
-        .take(8)
-        .sum();
-    busy as f64 / 100.0
 }
 
 fn pin(core: usize) {

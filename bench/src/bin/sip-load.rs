@@ -1,165 +1,161 @@
-//! SIP call rate of the gateway, as RFC 7501/7502 define it: the highest rate of full calls
-//! (INVITE with digest, 180, 200, ACK, hold, BYE) with zero failed calls, by binary search,
-//! driven by the load generator in `bench::sipload` through the real gateway binary. Prints
-//! each step and a table, writes `target/bench-results/sip-load.{md,svg}`.
+//! SIP call rate as RFC 7501/7502 define it, the gateway side by side with Kamailio: the
+//! highest rate of full calls (INVITE with digest, 180, 200, ACK, hold, BYE) with zero failed
+//! calls, found by binary search with the load generator in `bench::sipload`, a fresh server
+//! per trial. Several runs; the median is reported, with CPU per call of each server (and of
+//! the whole machine, generator included) measured at one common rate. Prints each step and
+//! a table, writes `target/bench-results/sip-load.{md,svg}`.
 //!
-//! Run: `cargo run --release -p bench --bin sip-load -- [--quick]` (needs `cargo build
-//! --release -p gateway` first; `scripts/bench.sh` does both). Kamailio side by side: next.
+//! Run: `scripts/bench.sh` (builds, installs kamailio if missing), or
+//! `cargo run --release -p bench --bin sip-load -- [--quick]` after
+//! `cargo build --release -p gateway`.
 
+use bench::procfs::system_busy_seconds;
 use bench::report::{self, BarChart, Table};
-use bench::sipload::{run, LoadConfig};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use bench::servers::{credentials, extension_blocks, start_gateway, start_kamailio, Server};
+use bench::sipload::{run, LoadConfig, LoadReport};
 use std::time::{Duration, Instant};
 
 /// Extensions on each side.
 const PHONES: u32 = 100;
+const CALLERS: u32 = 20_000;
+const CALLEES: u32 = 30_000;
+/// Kamailio UDP worker processes: the best of 2, 4 and 8 measured on 2 cores (see README).
+const KAMAILIO_CHILDREN: u32 = 4;
 
-fn extensions(first: u32) -> Vec<(String, String)> {
-    (first..first + PHONES)
-        .map(|n| (n.to_string(), format!("pw{n}")))
-        .collect()
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Gateway,
+    Kamailio,
 }
 
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    _dir: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Peer {
+    fn start(self) -> Server {
+        let server = match self {
+            Peer::Gateway => start_gateway(&format!(
+                "[calls]\nring_timeout_secs = 30\n{}{}",
+                extension_blocks(CALLERS, PHONES, ""),
+                extension_blocks(CALLEES, PHONES, "")
+            )),
+            Peer::Kamailio => start_kamailio(KAMAILIO_CHILDREN),
+        };
+        server.unwrap_or_else(|e| panic!("could not start the server under test: {e}"))
     }
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn start_gateway(callers: &[(String, String)], callees: &[(String, String)]) -> Gateway {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binary = root.join("target/release/gateway");
-    assert!(
-        binary.exists(),
-        "{} missing: cargo build --release -p gateway",
-        binary.display()
-    );
-    let dir = std::env::temp_dir().join(format!("sip-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temporary directory");
-    let port = free_port();
-    let mut config = format!(
-        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n\
-[calls]\nring_timeout_secs = 30\n[database]\npath = \"{}\"\n[media]\nanchor = \"never\"\n",
-        dir.join("gateway.db").display()
-    );
-    for (number, password) in callers.iter().chain(callees) {
-        config.push_str(&format!(
-            "[[extension]]\nnumber = \"{number}\"\npassword = \"{password}\"\n"
-        ));
-    }
-    let config_path = dir.join("gateway.toml");
-    std::fs::write(&config_path, config).expect("write the config");
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--log")
-        .arg("warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the gateway");
-    std::thread::sleep(Duration::from_millis(500));
-    Gateway {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        _dir: dir,
-    }
-}
-
-/// One trial: `rate` calls/s for `seconds`; true when no call failed.
-fn trial(gateway: &Gateway, rate: f64, seconds: f64) -> (bool, bench::sipload::LoadReport) {
+/// One trial: `rate` calls/s for `seconds` against a fresh server. Returns the report, the
+/// server's CPU seconds and the machine's busy CPU seconds during the trial.
+fn trial(peer: Peer, rate: f64, seconds: f64) -> (LoadReport, f64, f64, String) {
+    let server = peer.start();
+    let (cpu_before, busy_before) = (server.cpu_seconds(), system_busy_seconds());
     let report = run(&LoadConfig {
-        server: gateway.addr,
-        callers: extensions(20_000),
-        callees: extensions(30_000),
+        server: server.addr,
+        callers: credentials(CALLERS, PHONES),
+        callees: credentials(CALLEES, PHONES),
         rate,
         calls: (rate * seconds).max(1.0) as u64,
         hold: Duration::from_millis(500),
         timeout: Duration::from_secs(5),
     })
-    .expect("the load generator runs");
-    (report.failed == 0, report)
+    .unwrap_or_else(|e| panic!("the load generator failed against {}: {e}", server.name));
+    let cpu = server.cpu_seconds() - cpu_before;
+    let busy = system_busy_seconds() - busy_before;
+    (report, cpu, busy, server.name.clone())
+}
+
+/// Binary search for the zero-failure rate; returns it and the name of the server.
+fn zero_failure_rate(peer: Peer, label: &str, steps: u32, seconds: f64) -> (f64, String) {
+    let (mut low, mut high) = (0.0f64, 8000.0f64);
+    let mut name = String::new();
+    for step in 1..=steps {
+        let rate = (low + high) / 2.0;
+        let started = Instant::now();
+        let (report, _, _, server) = trial(peer, rate, seconds);
+        let ok = report.failed == 0;
+        eprintln!(
+            "  [{label} step {step}/{steps}] {server}: {rate:.0} calls/s: {} completed, {} failed, setup p99 {:.1} ms ({:.1} s) -> {}",
+            report.completed,
+            report.failed,
+            report.setup_us.value_at_quantile(0.99) as f64 / 1000.0,
+            started.elapsed().as_secs_f64(),
+            if ok { "ok" } else { "failures" }
+        );
+        name = server;
+        if ok {
+            low = rate;
+        } else {
+            high = rate;
+        }
+    }
+    (low, name)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (runs, seconds, steps) = if quick { (1, 2.0, 5) } else { (3, 5.0, 7) };
-    let mut results = Vec::new();
-    let mut table = Table::new(&[
-        "run",
-        "zero-failure calls/s",
-        "setup p50 ms",
-        "setup p99 ms",
-    ]);
+    let peers = [Peer::Gateway, Peer::Kamailio];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut names = vec![String::new(); peers.len()];
     for run_number in 1..=runs {
-        let (mut low, mut high) = (20.0f64, 4000.0f64);
-        let mut best = None;
-        for step in 1..=steps {
-            // A fresh gateway per step: no leftover dialogs skew the next rate.
-            let gateway = start_gateway(&extensions(20_000), &extensions(30_000));
-            let rate = (low + high) / 2.0;
-            let started = Instant::now();
-            let (ok, report) = trial(&gateway, rate, seconds);
-            eprintln!(
-                "[run {run_number}/{runs}, step {step}/{steps}] {rate:.0} calls/s: {} completed, {} failed ({:.1} s) -> {}",
-                report.completed,
-                report.failed,
-                started.elapsed().as_secs_f64(),
-                if ok { "ok" } else { "failures" }
-            );
-            if ok {
-                low = rate;
-                best = Some(report);
-            } else {
-                high = rate;
-            }
+        for (i, &peer) in peers.iter().enumerate() {
+            let label = format!("run {run_number}/{runs}");
+            let (rate, name) = zero_failure_rate(peer, &label, steps, seconds);
+            eprintln!("[{label}] {name}: zero-failure rate {rate:.0} calls/s");
+            rates[i].push(rate);
+            names[i] = name;
         }
-        let (p50, p99) = best.as_ref().map_or((0.0, 0.0), |r| {
-            (
-                r.setup_us.value_at_quantile(0.5) as f64 / 1000.0,
-                r.setup_us.value_at_quantile(0.99) as f64 / 1000.0,
-            )
-        });
-        table.row(vec![
-            run_number.to_string(),
-            format!("{low:.0}"),
-            format!("{p50:.2}"),
-            format!("{p99:.2}"),
-        ]);
-        results.push(low);
     }
-    results.sort_by(f64::total_cmp);
-    let median = results[results.len() / 2];
-    table.row(vec![
-        "median".into(),
-        format!("{median:.0}"),
-        String::new(),
-        String::new(),
+    let medians: Vec<f64> = rates.iter().map(|r| median(r.clone())).collect();
+    // CPU per call at one common rate both sustain: half the lower median.
+    let common = (medians.iter().copied().fold(f64::MAX, f64::min) / 2.0).max(50.0);
+    let mut cpu = Vec::new();
+    for &peer in &peers {
+        let (report, server_cpu, busy, name) = trial(peer, common, seconds.max(5.0));
+        let calls = report.completed.max(1) as f64;
+        eprintln!(
+            "[cpu] {name} at {common:.0} calls/s: {} completed, {} failed, server {server_cpu:.2} s, machine {busy:.2} s",
+            report.completed, report.failed
+        );
+        cpu.push((server_cpu * 1000.0 / calls, busy * 1000.0 / calls));
+    }
+    let mut table = Table::new(&[
+        "server",
+        "zero-failure calls/s (median)",
+        "runs",
+        "ratio to kamailio",
+        "server CPU ms/call",
+        "machine CPU ms/call",
     ]);
-    let chart = BarChart {
-        title: "Zero-failure call rate (RFC 7501), full calls through the B2BUA".into(),
-        unit: "calls per second".into(),
-        categories: vec!["gateway (ours)".into()],
-        series: vec![("median of runs".into(), vec![median])],
-    };
+    let kamailio_rate = medians[1].max(1.0);
+    for (i, name) in names.iter().enumerate() {
+        table.row(vec![
+            name.clone(),
+            format!("{:.0}", medians[i]),
+            rates[i]
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            format!("{:.2}x", medians[i] / kamailio_rate),
+            format!("{:.3}", cpu[i].0),
+            format!("{:.3}", cpu[i].1),
+        ]);
+    }
+    println!(
+        "Full calls (INVITE+407+INVITE, 180, 200, ACK, 0.5 s hold, BYE), {PHONES} callers -> {PHONES} callees, \
+{seconds} s per trial, {steps} binary-search steps; CPU per call at {common:.0} calls/s"
+    );
     print!("{}", table.render());
+    let chart = BarChart {
+        title: "Zero-failure call rate (RFC 7501), median of runs".into(),
+        unit: "calls per second".into(),
+        categories: names.clone(),
+        series: vec![("median".into(), medians)],
+    };
     match report::write("sip-load", &table, &chart) {
         Ok((md, svg)) => eprintln!("written: {} {}", md.display(), svg.display()),
         Err(e) => eprintln!("could not write results: {e}"),

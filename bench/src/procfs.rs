@@ -1,0 +1,90 @@
+//! What the kernel says a process and the machine spent: CPU time and resident memory from
+//! `/proc`, so benchmarks can report CPU per call or packet and memory per registration.
+
+/// Clock ticks per second of `/proc` CPU counters (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+pub fn stat_cpu_seconds(stat: &str) -> f64 {
+    let after_name = stat.rsplit_once(')').map_or(stat, |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / TICKS_PER_SECOND
+}
+
+/// The parent pid field of a `/proc/.../stat` line.
+fn stat_parent(stat: &str) -> Option<u32> {
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system, all threads) of process `pid` and of its live children, seconds.
+/// Kamailio works in forked children, the gateway in threads; this counts both the same way.
+pub fn process_tree_cpu_seconds(pid: u32) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|candidate| {
+            let stat = std::fs::read_to_string(format!("/proc/{candidate}/stat")).ok()?;
+            (candidate == pid || stat_parent(&stat) == Some(pid)).then(|| stat_cpu_seconds(&stat))
+        })
+        .sum()
+}
+
+/// Busy CPU time of the whole machine so far (all cores, everything but idle and iowait),
+/// seconds. Loopback charges receive work to the sender's core, so per-packet and per-call
+/// costs are fairest measured here as well as per process.
+pub fn system_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or_default();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy as f64 / TICKS_PER_SECOND
+}
+
+/// Resident memory of process `pid` (`VmRSS`), KiB; 0 when it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_parent_come_from_the_fields_after_the_name() {
+        // A process name with spaces and a parenthesis, as comm may hold.
+        let stat = "42 (a (b) c) S 7 42 42 0 -1 4194304 1 0 0 0 250 150 0 0 20 0 3 0";
+        assert_eq!(stat_parent(stat), Some(7));
+        assert!((stat_cpu_seconds(stat) - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn this_process_has_resident_memory_and_the_machine_has_been_busy() {
+        assert!(rss_kib(std::process::id()) > 0);
+        assert!(system_busy_seconds() > 0.0);
+        assert_eq!(rss_kib(u32::MAX), 0);
+    }
+}

@@ -1,0 +1,197 @@
+//! The SIP servers under test, started fresh for each trial: the gateway's release binary
+//! with a generated config, and Kamailio with `bench/kamailio/kamailio.cfg`. Each runs in its
+//! own process group (killed as a whole on drop) and is ready once it answers OPTIONS.
+
+use crate::procfs;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's kamailio package keeps its modules.
+const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+
+/// A running SIP server.
+pub struct Server {
+    /// What it is, for tables ("gateway (ours)", "kamailio 5.6.3").
+    pub name: String,
+    /// Where it listens (UDP).
+    pub addr: SocketAddr,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    /// Its main process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU seconds it (all threads and child processes) has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        procfs::process_tree_cpu_seconds(self.pid())
+    }
+
+    /// Its resident memory, KiB (main process).
+    pub fn rss_kib(&self) -> u64 {
+        procfs::rss_kib(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The whole process group: Kamailio's children too.
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The workspace root (bench/..).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A UDP port nobody uses right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `[[extension]]` blocks for `first..first+count`, password "pw" + number (Kamailio's
+/// config computes the same), each with `extra` TOML lines.
+pub fn extension_blocks(first: u32, count: u32, extra: &str) -> String {
+    (first..first + count)
+        .map(|n| format!("[[extension]]\nnumber = \"{n}\"\npassword = \"pw{n}\"\n{extra}"))
+        .collect()
+}
+
+/// Extension numbers and passwords as the load generator takes them.
+pub fn credentials(first: u32, count: u32) -> Vec<(String, String)> {
+    (first..first + count)
+        .map(|n| (n.to_string(), format!("pw{n}")))
+        .collect()
+}
+
+fn scratch_dir(tag: &str) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn spawn(
+    mut command: Command,
+    name: String,
+    addr: SocketAddr,
+    dir: PathBuf,
+) -> std::io::Result<Server> {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log"))?)
+        .process_group(0)
+        .spawn()?;
+    let server = Server {
+        name,
+        addr,
+        child,
+        dir,
+    };
+    wait_until_answering(addr).map_err(|e| {
+        let log = std::fs::read_to_string(server.dir.join("stderr.log")).unwrap_or_default();
+        std::io::Error::other(format!("{}: {e}\n{log}", server.name))
+    })?;
+    Ok(server)
+}
+
+/// Sends OPTIONS every 100 ms until any response comes back (10 s at most).
+fn wait_until_answering(server: SocketAddr) -> std::io::Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let local = socket.local_addr()?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        let options = format!(
+            "OPTIONS sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+From: <sip:probe@{local}>;tag=probe\r\nTo: <sip:{server}>\r\nCall-ID: probe-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            gateway::sip::ids::tag(),
+            gateway::sip::ids::tag()
+        );
+        socket.send_to(options.as_bytes(), server)?;
+        if let Ok((n, _)) = socket.recv_from(&mut buffer) {
+            if buffer[..n].starts_with(b"SIP/2.0 ") {
+                return Ok(());
+            }
+        }
+    }
+    Err(std::io::Error::other("did not answer OPTIONS within 10 s"))
+}
+
+/// The gateway's release binary with `[sip]` on a free UDP port, MD5 digest (what the load
+/// generator answers), no media anchoring, and `body` (extensions and further sections).
+pub fn start_gateway(body: &str) -> std::io::Result<Server> {
+    let binary = workspace_root().join("target/release/gateway");
+    if !binary.exists() {
+        return Err(std::io::Error::other(format!(
+            "{} missing: run cargo build --release -p gateway (scripts/bench.sh does)",
+            binary.display()
+        )));
+    }
+    let dir = scratch_dir("gateway")?;
+    let port = free_port()?;
+    let config = format!(
+        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n\
+[database]\npath = \"{}\"\n[media]\nanchor = \"never\"\n{body}",
+        dir.join("gateway.db").display()
+    );
+    let config_path = dir.join("gateway.toml");
+    std::fs::write(&config_path, config)?;
+    let mut command = Command::new(binary);
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--log")
+        .arg("warn");
+    spawn(
+        command,
+        "gateway (ours)".into(),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    )
+}
+
+/// Kamailio (the `kamailio` package) with `bench/kamailio/kamailio.cfg`, `children` UDP
+/// worker processes, 256 MB of shared memory.
+pub fn start_kamailio(children: u32) -> std::io::Result<Server> {
+    let version = Command::new("kamailio").arg("-v").output().map_err(|e| {
+        std::io::Error::other(format!(
+            "kamailio not found ({e}): apt-get install kamailio"
+        ))
+    })?;
+    let version = String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("?")
+        .to_string();
+    let dir = scratch_dir("kamailio")?;
+    let port = free_port()?;
+    let mut command = Command::new("kamailio");
+    command
+        .arg("-f")
+        .arg(workspace_root().join("bench/kamailio/kamailio.cfg"))
+        .args(["-DD", "-E", "-L", KAMAILIO_MODULES, "-m", "256", "-M", "16"])
+        .arg("-A")
+        .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
+        .arg("-A")
+        .arg(format!("CHILDREN={children}"))
+        .current_dir(&dir);
+    spawn(
+        command,
+        format!("kamailio {version}"),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    )
+}
