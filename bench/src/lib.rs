@@ -3,6 +3,7 @@
 //! against rtpengine (`rtp-relay`). Results: tables and SVG charts under
 //! `target/bench-results/` ([`report`]).
 
+pub mod phones;
 pub mod procfs;
 pub mod report;
 pub mod servers;

@@ -66,8 +66,14 @@ fn challenge_param(challenge: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// An Authorization/Proxy-Authorization value answering `challenge`.
-fn authorization(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+/// An Authorization/Proxy-Authorization value answering `challenge` (MD5, qop=auth).
+pub fn authorization(
+    challenge: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+) -> String {
     let (realm, nonce) = (
         challenge_param(challenge, "realm"),
         challenge_param(challenge, "nonce"),
@@ -97,11 +103,12 @@ fn authorization(challenge: &str, user: &str, password: &str, method: &str, uri:
     value
 }
 
-const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+/// The audio offer and answer every generated phone sends.
+pub const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
 
 /// Registers `ext` from `socket` (answering the 401), blocking; the socket then belongs to a
 /// callee.
-fn register(
+pub fn register(
     socket: &UdpSocket,
     server: SocketAddr,
     ext: &str,
