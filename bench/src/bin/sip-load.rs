@@ -94,7 +94,29 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The value after `flag` on the command line, if any.
+fn option(flag: &str) -> Option<f64> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1)?.parse().ok()
+}
+
 fn main() {
+    // `--rate R [--seconds S]`: one trial per server at a fixed rate (for profiling).
+    if let Some(rate) = option("--rate") {
+        let seconds = option("--seconds").unwrap_or(10.0);
+        for peer in [Peer::Gateway, Peer::Kamailio] {
+            let (report, cpu, busy, name) = trial(peer, rate, seconds);
+            println!(
+                "{name}: {rate} calls/s for {seconds} s: {} completed, {} failed, setup p50 {:.2} ms p99 {:.2} ms, server CPU {cpu:.2} s, machine {busy:.2} s",
+                report.completed,
+                report.failed,
+                report.setup_us.value_at_quantile(0.5) as f64 / 1000.0,
+                report.setup_us.value_at_quantile(0.99) as f64 / 1000.0,
+            );
+        }
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let (runs, seconds, steps) = if quick { (1, 2.0, 5) } else { (3, 5.0, 7) };
     let peers = [Peer::Gateway, Peer::Kamailio];

@@ -5,7 +5,7 @@
 //! guarantee across nodes: the claim is one conditional `UPDATE ... WHERE state = 'ringing'`
 //! on a row chosen in the same statement (PostgreSQL would add `FOR UPDATE SKIP LOCKED`).
 
-use super::{Store, StoreError};
+use super::{cached_execute, Store, StoreError};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 
 /// A leg of a ringing call, by its dialog identifiers (the gateway's side of it).
@@ -224,8 +224,7 @@ impl Store {
     }
 
     fn set_state(&mut self, call_key: &str, sql: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(sql, params![call_key])
+        cached_execute(&self.conn, sql, params![call_key])
             .map(|_| ())
             .map_err(|e| self.error(e))
     }
@@ -238,8 +237,9 @@ impl CallStore for Store {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        tx.execute(
+        let tx = self.conn.savepoint().map_err(sqlite)?;
+        cached_execute(
+            &tx,
             "INSERT OR REPLACE INTO call_contexts (call_key, node, state, caller_display, caller_number, \
              caller_uri, caller_offer, called, ring_started_ms) VALUES (?1, ?2, 'ringing', ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -255,14 +255,16 @@ impl CallStore for Store {
         )
         .map_err(sqlite)?;
         for group in &context.call_groups {
-            tx.execute(
+            cached_execute(
+                &tx,
                 "INSERT OR IGNORE INTO call_groups (call_key, group_name) VALUES (?1, ?2)",
                 params![context.call_key, group],
             )
             .map_err(sqlite)?;
         }
         for leg in &context.legs {
-            tx.execute(
+            cached_execute(
+                &tx,
                 "INSERT OR REPLACE INTO call_legs (call_key, call_id, local_tag, remote_tag) VALUES (?1, ?2, ?3, ?4)",
                 params![context.call_key, leg.call_id, leg.local_tag, leg.remote_tag],
             )
@@ -272,11 +274,11 @@ impl CallStore for Store {
     }
 
     fn set_leg_remote_tag(&mut self, call_id: &str, remote_tag: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE call_legs SET remote_tag = ?2 WHERE call_id = ?1",
-                params![call_id, remote_tag],
-            )
+        cached_execute(
+            &self.conn,
+            "UPDATE call_legs SET remote_tag = ?2 WHERE call_id = ?1",
+            params![call_id, remote_tag],
+        )
             .map(|_| ())
             .map_err(|e| self.error(e))
     }
@@ -321,11 +323,21 @@ impl CallStore for Store {
         ];
         values.extend(request.pickup_groups.iter().map(|g| g.clone().into()));
 
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        let claimed: Option<CallContext> = tx
+        // Alone: an IMMEDIATE transaction (the write lock before reading); in a batch (already
+        // IMMEDIATE) the statements run in it: the claim is one UPDATE, atomic by itself.
+        let tx = if self.in_batch() {
+            None
+        } else {
+            Some(
+                rusqlite::Transaction::new_unchecked(
+                    &self.conn,
+                    rusqlite::TransactionBehavior::Immediate,
+                )
+                .map_err(sqlite)?,
+            )
+        };
+        let tx_conn = &self.conn;
+        let claimed: Option<CallContext> = tx_conn
             .query_row(
                 &format!(
                     "UPDATE call_contexts SET state = 'claimed', claimed_by = ?4, claimed_at_ms = ?5 \
@@ -340,7 +352,7 @@ impl CallStore for Store {
         let outcome = match claimed {
             Some(context) => ClaimOutcome::Claimed(Box::new(context)),
             None => {
-                let ringing: i64 = tx
+                let ringing: i64 = tx_conn
                     .query_row(
                         &format!("SELECT COUNT(*) {candidates}"),
                         params_from_iter(values.iter().take(3)),
@@ -354,7 +366,9 @@ impl CallStore for Store {
                 }
             }
         };
-        tx.commit().map_err(sqlite)?;
+        if let Some(tx) = tx {
+            tx.commit().map_err(sqlite)?;
+        }
         match outcome {
             ClaimOutcome::Claimed(context) => Ok(ClaimOutcome::Claimed(Box::new(
                 self.load_details(*context)?,
@@ -383,13 +397,13 @@ impl CallStore for Store {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        for table in ["call_groups", "call_legs", "call_contexts"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE call_key = ?1"),
-                [call_key],
-            )
-            .map_err(sqlite)?;
+        let tx = self.conn.savepoint().map_err(sqlite)?;
+        for sql in [
+            "DELETE FROM call_groups WHERE call_key = ?1",
+            "DELETE FROM call_legs WHERE call_key = ?1",
+            "DELETE FROM call_contexts WHERE call_key = ?1",
+        ] {
+            cached_execute(&tx, sql, [call_key]).map_err(sqlite)?;
         }
         tx.commit().map_err(sqlite)
     }
@@ -418,16 +432,21 @@ impl CallStore for Store {
     }
 
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError> {
-        // A completed call's record must survive a crash: sync this commit to disk.
+        // A completed call's record must survive a crash: sync this commit to disk (a batch
+        // holding a CDR is begun durable, so only a lone CDR switches here).
         let path = self.path.clone();
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        self.conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite)?;
-        let result = self.conn.execute(
+        let alone = !self.in_batch();
+        if alone {
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(sqlite)?;
+        }
+        let result = cached_execute(
+            &self.conn,
             "INSERT INTO cdrs (call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, \
              pickup_ms, answer_ms, end_ms, duration_ms, disposition, hangup_cause, node) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -448,18 +467,20 @@ impl CallStore for Store {
                 cdr.node,
             ],
         );
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sqlite)?;
+        if alone {
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(sqlite)?;
+        }
         result.map(|_| ()).map_err(sqlite)
     }
 
     fn set_cdr_media(&mut self, call_key: &str, media: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE cdrs SET media = ?2 WHERE call_key = ?1",
-                params![call_key, media],
-            )
+        cached_execute(
+            &self.conn,
+            "UPDATE cdrs SET media = ?2 WHERE call_key = ?1",
+            params![call_key, media],
+        )
             .map(|_| ())
             .map_err(|e| self.error(e))
     }

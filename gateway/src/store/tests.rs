@@ -300,25 +300,7 @@ fn stale_contexts_are_removed_and_cdrs_listed_newest_first() {
         .unwrap();
     assert_eq!(store.remove_stale("gw1").unwrap(), 1);
     for (key, picker) in [("a", None), ("b", Some("202"))] {
-        store
-            .write_cdr(&Cdr {
-                call_key: key.into(),
-                caller: "204".into(),
-                called: "201".into(),
-                answered_by: picker.map(str::to_string).or(Some("201".into())),
-                pickup_method: if picker.is_some() { "group" } else { "none" }.into(),
-                billed: picker.map(str::to_string),
-                ring_start_ms: 1,
-                pickup_ms: picker.map(|_| 2),
-                answer_ms: Some(3),
-                end_ms: 10,
-                duration_ms: 7,
-                disposition: "answered".into(),
-                hangup_cause: "BYE from caller".into(),
-                node: "gw1".into(),
-                media: None,
-            })
-            .unwrap();
+        store.write_cdr(&cdr(key, picker)).unwrap();
     }
     store
         .set_cdr_media("b", "A:10p/0lost/0.5ms B:9p/1lost/0.7ms")
@@ -333,4 +315,104 @@ fn stale_contexts_are_removed_and_cdrs_listed_newest_first() {
     assert_eq!(cdrs[0].call_key, "b");
     assert_eq!(cdrs[0].billed.as_deref(), Some("202"));
     assert_eq!(cdrs[1].pickup_ms, None);
+}
+
+fn cdr(key: &str, picker: Option<&str>) -> Cdr {
+    Cdr {
+        call_key: key.into(),
+        caller: "204".into(),
+        called: "201".into(),
+        answered_by: picker.map(str::to_string).or(Some("201".into())),
+        pickup_method: if picker.is_some() { "group" } else { "none" }.into(),
+        billed: picker.map(str::to_string),
+        ring_start_ms: 1,
+        pickup_ms: picker.map(|_| 2),
+        answer_ms: Some(3),
+        end_ms: 10,
+        duration_ms: 7,
+        disposition: "answered".into(),
+        hangup_cause: "BYE from caller".into(),
+        node: "gw1".into(),
+        media: None,
+    }
+}
+
+#[test]
+fn a_batch_is_one_transaction_whose_commands_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let mut store = Store::open(&path).unwrap();
+    // Committed: the claim inside the batch sees the ringing call inserted before it.
+    store.begin_batch(true).unwrap();
+    store
+        .insert_ringing(&context("c1", "201", &["sales"], 1000))
+        .unwrap();
+    let outcome = store
+        .claim(&claim("202", &["sales"], PickupTarget::Group))
+        .unwrap();
+    assert_eq!(claimed_key(outcome), "c1");
+    store.write_cdr(&cdr("c0", None)).unwrap();
+    store.commit_batch().unwrap();
+    // Begun but never committed (the process died): none of it is stored.
+    store.begin_batch(false).unwrap();
+    store
+        .insert_ringing(&context("c2", "203", &["sales"], 2000))
+        .unwrap();
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.recent_cdrs(10).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim(&claim("204", &["sales"], PickupTarget::Group))
+            .unwrap(),
+        ClaimOutcome::NothingRinging,
+        "c1 stays claimed and c2 was never stored"
+    );
+}
+
+#[test]
+fn the_writer_answers_only_after_the_batch_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = answers.clone();
+    let check_path = path.clone();
+    let writer = StoreWriter::start(Store::open(&path).unwrap(), move |result| {
+        // Another connection sees everything the answer is about: it was committed first.
+        let cdrs = Store::open(&check_path).unwrap().recent_cdrs(10).unwrap();
+        seen.lock().unwrap().push((result, cdrs.len()));
+    });
+    writer.send(StoreCommand::InsertRinging(Box::new(context(
+        "c1",
+        "201",
+        &["sales"],
+        1000,
+    ))));
+    writer.send(StoreCommand::Claim {
+        pickup: 7,
+        request: claim("202", &["sales"], PickupTarget::Group),
+    });
+    writer.send(StoreCommand::RemoveCall {
+        call_key: "c1".into(),
+    });
+    writer.send(StoreCommand::WriteCdr {
+        cdr: Box::new(cdr("c1", Some("202"))),
+        confirm: true,
+    });
+    writer.flush();
+    let answers = answers.lock().unwrap();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(matches!(
+        &answers[0].0,
+        StoreResult::Claim { pickup: 7, outcome: ClaimOutcome::Claimed(context) } if context.call_key == "c1"
+    ));
+    assert_eq!(
+        answers[1],
+        (
+            StoreResult::CdrWritten {
+                call_key: "c1".into()
+            },
+            1
+        )
+    );
 }
