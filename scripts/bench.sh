@@ -1,29 +1,66 @@
 #!/usr/bin/env bash
 # Runs the benchmarks side by side with their peers and writes tables and SVG charts to
-# target/bench-results/: SIP pre-parsing (vs the full parser and rsip 0.4), the RTP relay
-# (ours on io_uring and epoll vs rtpengine 10.5 userspace), the analog DSP cost.
-# Installs rtpengine-daemon when missing. Pass --quick for a shorter RTP run.
+# target/bench-results/:
+#   SIP:    call rate with zero failures (RFC 7501) vs Kamailio 5.6 and CPU per call
+#           (sip-load), pickup latency with 10/100/1,000 calls ringing (sip-pickup), memory
+#           per registration and per call (sip-memory);
+#   media:  SIP pre-parsing vs full parsers (sip-preparse), the RTP relay vs rtpengine 10.5
+#           (rtp-relay), the analog DSP cost per channel.
+# Installs kamailio, sip-tester and rtpengine-daemon when missing.
+# Usage: scripts/bench.sh [--sip | --media] [--quick]   (default: everything, full length)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+part=all
+quick=()
+for arg in "$@"; do
+    case "$arg" in
+        --sip) part=sip ;;
+        --media) part=media ;;
+        --quick) quick=(--quick) ;;
+        *) echo "usage: $0 [--sip | --media] [--quick]" >&2; exit 2 ;;
+    esac
+done
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
-if ! command -v rtpengine >/dev/null 2>&1; then
-    echo "==> installing rtpengine-daemon"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rtpengine-daemon \
-        || { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rtpengine-daemon; }
+install_missing() { # command package
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "==> installing $2"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2" \
+            || { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2"; }
+    fi
+}
+if [ "$part" != media ]; then
+    install_missing kamailio kamailio
+    install_missing sipp sip-tester
+    # The package may start a system kamailio on 5060; the benchmark runs its own.
+    as_root systemctl stop kamailio 2>/dev/null || true
 fi
-# The package starts a system rtpengine; the benchmark runs its own.
-as_root systemctl stop rtpengine-daemon 2>/dev/null || true
+if [ "$part" != sip ]; then
+    install_missing rtpengine rtpengine-daemon
+    # The package starts a system rtpengine; the benchmark runs its own.
+    as_root systemctl stop rtpengine-daemon 2>/dev/null || true
+fi
 
-cargo build --release -p bench --bins -p gateway
-echo "==> SIP pre-parsing"
-target/release/sip-preparse
-echo "==> RTP relay, 1,000 streams"
-target/release/rtp-relay "$@"
-echo "==> SIP call rate (zero failed calls, RFC 7501)"
-target/release/sip-load "$@"
-echo "==> analog DSP per channel"
-cargo bench -p bench --bench dsp 2>/dev/null | grep -E "time:|channels" || true
+echo "==> building (release)"
+cargo build --release -p bench --bins
+cargo build --release -p gateway
+if [ "$part" != media ]; then
+    echo "==> SIP call rate, zero failed calls (RFC 7501), gateway vs Kamailio"
+    target/release/sip-load "${quick[@]}"
+    echo "==> pickup latency, 10 / 100 / 1,000 calls ringing"
+    target/release/sip-pickup "${quick[@]}"
+    echo "==> memory per registration and per call"
+    target/release/sip-memory "${quick[@]}"
+fi
+if [ "$part" != sip ]; then
+    echo "==> SIP pre-parsing"
+    target/release/sip-preparse
+    echo "==> RTP relay, 1,000 streams"
+    target/release/rtp-relay "${quick[@]}"
+    echo "==> analog DSP per channel"
+    cargo bench -p bench --bench dsp 2>/dev/null | grep -E "time:|channels" || true
+fi
 echo "==> results in target/bench-results/"

@@ -185,15 +185,92 @@ pub(super) struct Pickup {
     pub(super) context: Option<Box<CallContext>>,
 }
 
+/// Which call a transaction or dialog belongs to, with each call's own keys so forgetting
+/// a call touches only its entries (not every entry of every call).
+#[derive(Debug, Default)]
+pub(super) struct CallIndex {
+    pub(super) by_server_tx: HashMap<ServerTxId, (u64, ServerRole)>,
+    pub(super) by_client_tx: HashMap<ClientTxId, (u64, ClientRole)>,
+    pub(super) by_dialog: HashMap<(String, String), (u64, Side)>,
+    keys: HashMap<u64, CallKeys>,
+}
+
+/// The index keys one call added.
+#[derive(Debug, Default)]
+struct CallKeys {
+    server_txs: Vec<ServerTxId>,
+    client_txs: Vec<ClientTxId>,
+    dialogs: Vec<(String, String)>,
+}
+
+impl CallIndex {
+    /// Files server transaction `tx` under call `id`.
+    pub(super) fn add_server_tx(&mut self, tx: ServerTxId, id: u64, role: ServerRole) {
+        self.by_server_tx.insert(tx, (id, role));
+        self.keys.entry(id).or_default().server_txs.push(tx);
+    }
+
+    /// Files client transaction `tx` under call `id`.
+    pub(super) fn add_client_tx(&mut self, tx: ClientTxId, id: u64, role: ClientRole) {
+        self.by_client_tx.insert(tx, (id, role));
+        if !matches!(role, ClientRole::Detached) {
+            self.keys.entry(id).or_default().client_txs.push(tx);
+        }
+    }
+
+    /// Files dialog (Call-ID, our tag) under call `id`.
+    pub(super) fn add_dialog(&mut self, dialog: (String, String), id: u64, side: Side) {
+        self.keys
+            .entry(id)
+            .or_default()
+            .dialogs
+            .push(dialog.clone());
+        self.by_dialog.insert(dialog, (id, side));
+    }
+
+    /// Drops every entry of call `id`, except detached transactions (a BYE still running
+    /// after the call ended finds its way through them).
+    fn forget(&mut self, id: u64) {
+        let Some(keys) = self.keys.remove(&id) else {
+            return;
+        };
+        for tx in keys.server_txs {
+            if self
+                .by_server_tx
+                .get(&tx)
+                .is_some_and(|(call, _)| *call == id)
+            {
+                self.by_server_tx.remove(&tx);
+            }
+        }
+        for tx in keys.client_txs {
+            if self
+                .by_client_tx
+                .get(&tx)
+                .is_some_and(|(call, role)| *call == id && !matches!(role, ClientRole::Detached))
+            {
+                self.by_client_tx.remove(&tx);
+            }
+        }
+        for dialog in keys.dialogs {
+            if self
+                .by_dialog
+                .get(&dialog)
+                .is_some_and(|(call, _)| *call == id)
+            {
+                self.by_dialog.remove(&dialog);
+            }
+        }
+    }
+}
+
 /// The call table, pickups, and their indexes.
 #[derive(Debug, Default)]
 pub(super) struct Calls {
     pub(super) calls: HashMap<u64, Call>,
     pub(super) next_id: u64,
     pub(super) next_relay: u64,
-    pub(super) by_server_tx: HashMap<ServerTxId, (u64, ServerRole)>,
-    pub(super) by_client_tx: HashMap<ClientTxId, (u64, ClientRole)>,
-    pub(super) by_dialog: HashMap<(String, String), (u64, Side)>,
+    pub(super) index: CallIndex,
     pub(super) by_key: HashMap<String, u64>,
     pub(super) deadlines: BTreeSet<(Instant, u64)>,
     pub(super) pickups: HashMap<u64, Pickup>,
@@ -217,14 +294,41 @@ impl Calls {
     /// Forgets a call and every index entry pointing at it.
     pub(super) fn remove(&mut self, id: u64) -> Option<Call> {
         let call = self.calls.remove(&id)?;
-        self.by_server_tx.retain(|_, (call_id, _)| *call_id != id);
-        self.by_client_tx
-            .retain(|_, (call_id, role)| *call_id != id || matches!(role, ClientRole::Detached));
-        self.by_dialog.retain(|_, (call_id, _)| *call_id != id);
+        self.index.forget(id);
         self.by_key.remove(&call.key);
         if let Some(at) = call.deadline {
             self.deadlines.remove(&(at, id));
         }
         Some(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_a_call_drops_only_its_own_entries_and_keeps_detached_byes() {
+        let mut index = CallIndex::default();
+        for id in [1, 2] {
+            index.add_server_tx(ServerTxId(id), id, ServerRole::Invite);
+            index.add_client_tx(ClientTxId(id), id, ClientRole::Fork(0));
+            index.add_dialog((format!("call-{id}"), "tag".into()), id, Side::A);
+        }
+        index.add_client_tx(ClientTxId(10), 1, ClientRole::Detached);
+        // An entry refiled under another call stays with that call.
+        index.add_dialog(("call-1".into(), "tag".into()), 2, Side::B);
+        index.forget(1);
+        assert!(!index.by_server_tx.contains_key(&ServerTxId(1)));
+        assert!(!index.by_client_tx.contains_key(&ClientTxId(1)));
+        assert!(index.by_client_tx.contains_key(&ClientTxId(10)));
+        assert!(index
+            .by_dialog
+            .contains_key(&("call-1".to_string(), "tag".to_string())));
+        index.forget(2);
+        assert_eq!(index.by_server_tx.len(), 0);
+        assert_eq!(index.by_dialog.len(), 0);
+        assert_eq!(index.by_client_tx.len(), 1, "only the detached BYE is left");
+        assert!(index.keys.is_empty());
     }
 }

@@ -144,10 +144,10 @@ impl Engine {
         let id = self.calls.next_id;
         self.calls.next_id += 1;
         let key = format!("{}-{}-{id}", self.config.node.id, now.unix_ms);
-        self.calls.by_server_tx.insert(tx, (id, ServerRole::Invite));
+        self.calls.index.add_server_tx(tx, id, ServerRole::Invite);
         self.calls
-            .by_dialog
-            .insert((a.call_id.clone(), a.local_tag.clone()), (id, Side::A));
+            .index
+            .add_dialog((a.call_id.clone(), a.local_tag.clone()), id, Side::A);
         self.calls.by_key.insert(key.clone(), id);
         self.calls.calls.insert(
             id,
@@ -214,8 +214,8 @@ impl Engine {
             }
             let fork_tx = self.tx.send_request(now.mono, invite, peer);
             self.calls
-                .by_client_tx
-                .insert(fork_tx, (id, ClientRole::Fork(call.forks.len())));
+                .index
+                .add_client_tx(fork_tx, id, ClientRole::Fork(call.forks.len()));
             legs.push(LegIds {
                 call_id: dialog.call_id.clone(),
                 local_tag: dialog.local_tag.clone(),
@@ -260,7 +260,7 @@ impl Engine {
     }
 
     pub(super) fn on_response(&mut self, now: Now, tx: ClientTxId, msg: SipMessage) {
-        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else {
+        let Some(&(id, role)) = self.calls.index.by_client_tx.get(&tx) else {
             return;
         };
         match role {
@@ -268,7 +268,7 @@ impl Engine {
             ClientRole::Relay(relay) => self.on_relay_response(now, id, relay, msg),
             ClientRole::Detached => {
                 if msg.status().is_some_and(|code| code >= 200) {
-                    self.calls.by_client_tx.remove(&tx);
+                    self.calls.index.by_client_tx.remove(&tx);
                 }
             }
         }
@@ -343,9 +343,10 @@ impl Engine {
             self.calls.deadlines.remove(&(at, id));
         }
         let fork = &mut call.forks[index];
-        self.calls.by_dialog.insert(
+        self.calls.index.add_dialog(
             (fork.dialog.call_id.clone(), fork.dialog.local_tag.clone()),
-            (id, Side::B),
+            id,
+            Side::B,
         );
         if !call.offer.is_empty() {
             let ack = fork.dialog.request(Method::ACK, Some(1), &self.local);
@@ -451,6 +452,7 @@ impl Engine {
     ) {
         let anchor = self
             .calls
+            .index
             .by_server_tx
             .get(&a_tx)
             .and_then(|(id, _)| self.calls.calls.get(id))
@@ -484,7 +486,7 @@ impl Engine {
     }
 
     pub(super) fn on_client_timeout(&mut self, now: Now, tx: ClientTxId) {
-        let Some(&(id, role)) = self.calls.by_client_tx.get(&tx) else {
+        let Some(&(id, role)) = self.calls.index.by_client_tx.get(&tx) else {
             return;
         };
         match role {
@@ -505,14 +507,14 @@ impl Engine {
                     .get_mut(&id)
                     .and_then(|call| call.relays.remove(&relay))
                     .map(|relay| relay.server_tx);
-                self.calls.by_client_tx.remove(&tx);
+                self.calls.index.by_client_tx.remove(&tx);
                 if let Some(server_tx) = server_tx {
-                    self.calls.by_server_tx.remove(&server_tx);
+                    self.calls.index.by_server_tx.remove(&server_tx);
                     self.reply_in_dialog(now, server_tx, 408, "Request Timeout");
                 }
             }
             ClientRole::Detached => {
-                self.calls.by_client_tx.remove(&tx);
+                self.calls.index.by_client_tx.remove(&tx);
             }
         }
     }
@@ -530,7 +532,7 @@ impl Engine {
             self.picker_gave_up(now, pickup);
             return;
         }
-        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else {
+        let Some(&(id, role)) = self.calls.index.by_server_tx.get(&invite) else {
             return;
         };
         match role {
@@ -569,7 +571,7 @@ impl Engine {
 
     pub(super) fn on_ack(&mut self, _now: Now, invite: Option<ServerTxId>, msg: SipMessage) {
         let Some(invite) = invite else { return };
-        let Some(&(id, role)) = self.calls.by_server_tx.get(&invite) else {
+        let Some(&(id, role)) = self.calls.index.by_server_tx.get(&invite) else {
             return;
         };
         let Some(call) = self.calls.calls.get_mut(&id) else {
@@ -590,7 +592,7 @@ impl Engine {
             }
             ServerRole::Relay(relay_id) => {
                 // The relay stays (until the call ends) so a retransmitted 2xx is re-ACKed.
-                self.calls.by_server_tx.remove(&invite);
+                self.calls.index.by_server_tx.remove(&invite);
                 let Some(relay) = call.relays.get(&relay_id) else {
                     return;
                 };
@@ -609,7 +611,7 @@ impl Engine {
     }
 
     pub(super) fn on_ack_timeout(&mut self, now: Now, invite: ServerTxId) {
-        let Some(&(id, ServerRole::Invite)) = self.calls.by_server_tx.get(&invite) else {
+        let Some(&(id, ServerRole::Invite)) = self.calls.index.by_server_tx.get(&invite) else {
             return;
         };
         tracing::warn!("call {id}: the caller never ACKed our 200 OK; hanging up");
@@ -639,9 +641,7 @@ impl Engine {
                 let bye = dialog.request(Method::BYE, None, &self.local);
                 let peer = dialog.peer;
                 let tx = self.tx.send_request(now.mono, bye, peer);
-                self.calls
-                    .by_client_tx
-                    .insert(tx, (id, ClientRole::Detached));
+                self.calls.index.add_client_tx(tx, id, ClientRole::Detached);
             }
         }
         self.end_call_then(now, id, "answered", cause, last_word);
@@ -675,7 +675,7 @@ impl Engine {
             }
             return;
         }
-        let Some(&(id, side)) = self.calls.by_dialog.get(&key) else {
+        let Some(&(id, side)) = self.calls.index.by_dialog.get(&key) else {
             self.reply_in_dialog(now, tx, 481, "Call/Transaction Does Not Exist");
             return;
         };
@@ -769,11 +769,11 @@ impl Engine {
             },
         );
         self.calls
-            .by_client_tx
-            .insert(client_tx, (id, ClientRole::Relay(relay_id)));
+            .index
+            .add_client_tx(client_tx, id, ClientRole::Relay(relay_id));
         self.calls
-            .by_server_tx
-            .insert(server_tx, (id, ServerRole::Relay(relay_id)));
+            .index
+            .add_server_tx(server_tx, id, ServerRole::Relay(relay_id));
     }
 
     fn on_relay_response(&mut self, now: Now, id: u64, relay_id: u64, msg: SipMessage) {
@@ -805,8 +805,8 @@ impl Engine {
         let awaits_ack = method == Method::INVITE && (200..300).contains(&code) && !cancelled;
         if is_final && !awaits_ack {
             call.relays.remove(&relay_id);
-            self.calls.by_client_tx.remove(&client_tx);
-            self.calls.by_server_tx.remove(&server_tx);
+            self.calls.index.by_client_tx.remove(&client_tx);
+            self.calls.index.by_server_tx.remove(&server_tx);
         }
         if cancelled {
             return;

@@ -285,8 +285,8 @@ impl Engine {
             return;
         };
         self.calls
-            .by_client_tx
-            .insert(tx, (call_id, ClientRole::Fork(call.forks.len())));
+            .index
+            .add_client_tx(tx, call_id, ClientRole::Fork(call.forks.len()));
         call.forks.push(Fork {
             tx: Some(tx),
             dialog,
@@ -385,9 +385,10 @@ impl Engine {
             return;
         };
         let index = call.forks.len();
-        self.calls.by_dialog.insert(
+        self.calls.index.add_dialog(
             (dialog.call_id.clone(), dialog.local_tag.clone()),
-            (call_id, Side::B),
+            call_id,
+            Side::B,
         );
         call.forks.push(Fork {
             tx: None,

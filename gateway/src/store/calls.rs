@@ -279,8 +279,8 @@ impl CallStore for Store {
             "UPDATE call_legs SET remote_tag = ?2 WHERE call_id = ?1",
             params![call_id, remote_tag],
         )
-            .map(|_| ())
-            .map_err(|e| self.error(e))
+        .map(|_| ())
+        .map_err(|e| self.error(e))
     }
 
     fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
@@ -481,8 +481,8 @@ impl CallStore for Store {
             "UPDATE cdrs SET media = ?2 WHERE call_key = ?1",
             params![call_key, media],
         )
-            .map(|_| ())
-            .map_err(|e| self.error(e))
+        .map(|_| ())
+        .map_err(|e| self.error(e))
     }
 
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError> {

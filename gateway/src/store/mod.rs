@@ -137,8 +137,12 @@ impl Store {
             source,
         };
         let tx = self.conn.savepoint().map_err(sqlite)?;
-        cached_execute(&tx, "DELETE FROM registrations WHERE aor = ?1", params![aor])
-            .map_err(sqlite)?;
+        cached_execute(
+            &tx,
+            "DELETE FROM registrations WHERE aor = ?1",
+            params![aor],
+        )
+        .map_err(sqlite)?;
         for b in bindings {
             cached_execute(
                 &tx,

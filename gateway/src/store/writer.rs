@@ -2,7 +2,8 @@
 //! answers (claim outcomes) come back through a callback the runtime turns into events.
 //! Commands that queued up while the previous batch was written go into one transaction
 //! (group commit): at hundreds of calls per second that is one commit, and one disk sync for
-//! the CDRs in it, instead of five commits per call. Answers leave only after the commit.
+//! the CDRs in it, instead of five commits per call. Answers leave only after the commit;
+//! the CDRs are committed after the rest, so a pickup's claim never waits for a disk sync.
 
 use super::calls::{CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest};
 use super::Store;
@@ -127,11 +128,39 @@ enum Message {
 /// At most this many commands share one transaction (bounds the time answers wait).
 const MAX_BATCH: usize = 512;
 
-/// Applies `messages` in one transaction, then passes the answers on and releases flushes.
+/// Applies `messages`: first everything but the CDRs in one transaction (claims answered
+/// without waiting for a disk sync), then the CDRs, in their order, in a durable one; flushes
+/// are released after both. CDRs touch only their own table, so moving them behind the rest
+/// changes no outcome.
 fn apply_batch(store: &mut Store, messages: Vec<Message>, on_result: &impl Fn(StoreResult)) {
-    let durable = messages
-        .iter()
-        .any(|m| matches!(m, Message::Command(StoreCommand::WriteCdr { .. })));
+    let mut flushes = Vec::new();
+    let (mut cdrs, mut rest) = (Vec::new(), Vec::new());
+    for message in messages {
+        match message {
+            Message::Flush(done) => flushes.push(done),
+            Message::Command(
+                command @ (StoreCommand::WriteCdr { .. } | StoreCommand::SetCdrMedia { .. }),
+            ) => cdrs.push(command),
+            Message::Command(command) => rest.push(command),
+        }
+    }
+    for (commands, durable) in [(rest, false), (cdrs, true)] {
+        if !commands.is_empty() {
+            apply_transaction(store, commands, durable, on_result);
+        }
+    }
+    for done in flushes {
+        let _ = done.send(());
+    }
+}
+
+/// Applies `commands` in one transaction, then passes the answers on.
+fn apply_transaction(
+    store: &mut Store,
+    commands: Vec<StoreCommand>,
+    durable: bool,
+    on_result: &impl Fn(StoreResult),
+) {
     let batched = match store.begin_batch(durable) {
         Ok(()) => true,
         Err(e) => {
@@ -139,15 +168,11 @@ fn apply_batch(store: &mut Store, messages: Vec<Message>, on_result: &impl Fn(St
             false
         }
     };
-    let mut results = Vec::new();
-    let mut flushes = Vec::new();
-    let count = messages.len();
-    for message in messages {
-        match message {
-            Message::Command(command) => results.extend(execute(store, command)),
-            Message::Flush(done) => flushes.push(done),
-        }
-    }
+    let count = commands.len();
+    let mut results: Vec<StoreResult> = commands
+        .into_iter()
+        .filter_map(|command| execute(store, command))
+        .collect();
     if batched {
         if let Err(e) = store.commit_batch() {
             tracing::error!("store batch of {count} command(s) not committed: {e}");
@@ -160,9 +185,6 @@ fn apply_batch(store: &mut Store, messages: Vec<Message>, on_result: &impl Fn(St
         }
     }
     results.into_iter().for_each(on_result);
-    for done in flushes {
-        let _ = done.send(());
-    }
 }
 
 /// Handle to the store thread. Dropping it drains the queue and joins the thread.
