@@ -1,6 +1,7 @@
 //! The SIP servers under test, started fresh for each trial: the gateway's release binary
 //! with a generated config, and Kamailio with `bench/kamailio/kamailio.cfg`. Each runs in its
 //! own process group (killed as a whole on drop) and is ready once it answers OPTIONS.
+//! With `BENCH_KEEP_LOGS` set, each server's directory (config, stderr log) is kept.
 
 use crate::procfs;
 use std::net::{SocketAddr, UdpSocket};
@@ -45,7 +46,11 @@ impl Drop for Server {
         let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
         let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+            eprintln!("  {} log kept in {}", self.name, self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -75,7 +80,9 @@ pub fn credentials(first: u32, count: u32) -> Vec<(String, String)> {
 }
 
 fn scratch_dir(tag: &str) -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bench-{tag}-{}", std::process::id()));
+    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("bench-{tag}-{}-{serial}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
@@ -164,7 +171,8 @@ pub fn start_gateway(body: &str) -> std::io::Result<Server> {
 }
 
 /// Kamailio (the `kamailio` package) with `bench/kamailio/kamailio.cfg`, `children` UDP
-/// worker processes, 256 MB of shared memory.
+/// worker processes, 2 GB of shared memory (its transaction table fills 256 MB at 2,000
+/// calls/s) and 32 MB of private memory per process.
 pub fn start_kamailio(children: u32) -> std::io::Result<Server> {
     let version = Command::new("kamailio").arg("-v").output().map_err(|e| {
         std::io::Error::other(format!(
@@ -182,7 +190,16 @@ pub fn start_kamailio(children: u32) -> std::io::Result<Server> {
     command
         .arg("-f")
         .arg(workspace_root().join("bench/kamailio/kamailio.cfg"))
-        .args(["-DD", "-E", "-L", KAMAILIO_MODULES, "-m", "256", "-M", "16"])
+        .args([
+            "-DD",
+            "-E",
+            "-L",
+            KAMAILIO_MODULES,
+            "-m",
+            "2048",
+            "-M",
+            "32",
+        ])
         .arg("-A")
         .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
         .arg("-A")

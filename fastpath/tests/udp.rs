@@ -312,3 +312,16 @@ fn files_such_as_dahdi_channels_are_read_and_written_in_the_ring() {
             .expect("end of file reported");
     }
 }
+
+#[test]
+fn socket_buffers_are_enlarged_up_to_what_the_kernel_allows() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let asked = 1 << 20;
+    let granted = fastpath::udp::enlarge_buffers(&socket, asked).unwrap();
+    assert_eq!(granted, asked.min(rmem_max), "rmem_max {rmem_max}");
+}

@@ -11,6 +11,7 @@ mod uring;
 
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -584,4 +585,16 @@ fn run<H: Handler>(context: LoopContext<H>, started: std::sync::mpsc::Sender<Sta
             }
         },
     }
+}
+
+/// Asks the kernel for `bytes` of receive and send buffer on `socket` and returns the receive
+/// buffer it granted (capped by `net.core.rmem_max`). A busy SIP or RTP socket whose
+/// thread is descheduled for a few milliseconds on a small machine overflows the default
+/// 208 KiB (about 150 datagrams) and the kernel drops what does not fit.
+pub fn enlarge_buffers(socket: &impl AsFd, bytes: usize) -> std::io::Result<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    setsockopt(socket, sockopt::RcvBuf, &bytes)?;
+    setsockopt(socket, sockopt::SndBuf, &bytes)?;
+    // Linux reports twice what it granted (the other half is its bookkeeping).
+    Ok(getsockopt(socket, sockopt::RcvBuf)? / 2)
 }

@@ -47,8 +47,7 @@ impl Engine {
         let algorithms = self.config.algorithms_for(claimed_user).to_vec();
         // Not header_list: a credentials value is itself a comma-separated parameter list.
         let credentials = msg
-            .headers
-            .get_raw(&kind.credentials())
+            .raw_values(&kind.credentials())
             .map(|value| value.as_str())
             .find(|value| starts_with_ignore_case(value, "digest "))
             .map(str::to_string);

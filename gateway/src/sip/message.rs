@@ -544,22 +544,38 @@ impl SipMessage {
         }
     }
 
+    /// Every raw value of a header, in order. Faster than ezk's `Headers::get_raw`: parsed
+    /// names are canonical (compact forms already mapped to the full name), so comparing
+    /// printed names once replaces ezk's alias-by-alias `Name == Name`.
+    pub fn raw_values<'a, 'n>(
+        &'a self,
+        name: &'n Name,
+    ) -> impl Iterator<Item = &'a BytesStr> + use<'a, 'n> {
+        let wanted = name.as_print_str();
+        self.headers
+            .iter()
+            .filter(move |(n, _)| {
+                let n = n.as_print_str();
+                n.len() == wanted.len() && n.eq_ignore_ascii_case(wanted)
+            })
+            .map(|(_, v)| v)
+    }
+
     /// First raw value of a header, canonicalised.
     pub fn header(&self, name: &Name) -> Option<&str> {
-        self.headers.get_raw(name).next().map(|v| v.as_str())
+        self.raw_values(name).next().map(|v| v.as_str())
     }
 
     /// Every value of a header, each line split at top-level commas.
     pub fn header_list(&self, name: &Name) -> Vec<&str> {
-        self.headers
-            .get_raw(name)
+        self.raw_values(name)
             .flat_map(|v| split_list(v.as_str()))
             .collect()
     }
 
     /// Number of raw header lines/values stored for a name.
     pub fn header_count(&self, name: &Name) -> usize {
-        self.headers.get_raw(name).count()
+        self.raw_values(name).count()
     }
 
     /// The Call-ID.
@@ -569,7 +585,7 @@ impl SipMessage {
 
     /// The CSeq header, parsed.
     pub fn cseq(&self) -> Option<CSeq> {
-        let raw = self.headers.get_raw(&Name::CSEQ).next()?;
+        let raw = self.raw_values(&Name::CSEQ).next()?;
         // `1*DIGIT LWS Method`: ezk would also read "3TE" as 3 TE.
         let digits = raw
             .trim_start()
@@ -703,7 +719,7 @@ impl SipMessage {
     /// copied; `to_tag` added to To when it has none (pass None for 100 Trying).
     pub fn response(&self, code: u16, reason: &str, to_tag: Option<&str>) -> SipMessage {
         let mut headers = Headers::with_capacity(8);
-        for via in self.headers.get_raw(&Name::VIA) {
+        for via in self.raw_values(&Name::VIA) {
             headers.insert(Name::VIA, via.clone());
         }
         if let Some(from) = self.header(&Name::FROM) {
@@ -848,6 +864,27 @@ Max-Forwards: 70\r\n\
 m: <sip:202@127.0.0.1:5070>\r\n\
 c: application/sdp\r\n\
 l: 4\r\n\r\nv=0\r\n";
+
+    #[test]
+    fn header_lookups_match_compact_forms_and_unknown_names_in_any_case() {
+        let text = INVITE.replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2\r\nX-Trace: 1\r\nx-trace: 2\r\n",
+        );
+        let msg = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        assert_eq!(
+            msg.header_count(&Name::VIA),
+            2,
+            "v: and Via: are one header"
+        );
+        assert_eq!(msg.header_list(&Name::from("X-TRACE")), ["1", "2"]);
+        assert_eq!(msg.header(&Name::CONTENT_TYPE), Some("application/sdp"));
+        assert_eq!(msg.header(&Name::from("X-Missing")), None);
+        // The same answers ezk's own lookup gives.
+        for name in [Name::VIA, Name::from("x-Trace"), Name::CALL_ID, Name::ROUTE] {
+            assert!(msg.raw_values(&name).eq(msg.headers.get_raw(&name)));
+        }
+    }
 
     #[test]
     fn compact_header_names_are_understood() {

@@ -121,15 +121,13 @@ fn mandatory_headers(msg: &SipMessage) -> Result<(), String> {
         return Err("missing Via".into());
     }
     let vias_well_formed = msg
-        .headers
-        .get_raw(&Name::VIA)
+        .raw_values(&Name::VIA)
         .all(|v| well_formed_list(v.as_str()));
     if !vias_well_formed || msg.top_via().is_none() {
         return Err("malformed Via".into());
     }
     let contacts_well_formed = msg
-        .headers
-        .get_raw(&Name::CONTACT)
+        .raw_values(&Name::CONTACT)
         .all(|v| well_formed_list(v.as_str()));
     if !contacts_well_formed || (msg.header_count(&Name::CONTACT) > 0 && msg.contacts().is_none()) {
         return Err("malformed Contact".into());

@@ -72,6 +72,7 @@ impl FastpathUdpTransport {
         shards: usize,
     ) -> Result<(FastpathUdpTransport, ShardReceivers), FastpathBindError> {
         let socket = UdpSocket::bind(addr).map_err(FastpathBindError::Bind)?;
+        super::enlarge_sip_buffers(&socket, addr);
         let (queues, receivers) = shard_queues(shards);
         let malformed = Arc::new(AtomicU64::new(0));
         let counter = malformed.clone();

@@ -1,11 +1,28 @@
 //! Transports: how SIP bytes enter and leave the gateway.
 //!
 //! The SIP core never touches sockets. It sees [`Peer`]s (protocol + address) and hands
-//! [`Outgoing`] bytes to whatever implements the transport; today a tokio UDP socket and a
-//! TCP listener, later the io_uring fastpath for UDP.
+//! [`Outgoing`] bytes to whatever implements the transport: UDP on a fast path worker (or a
+//! tokio socket when the fast path is off), a TCP listener.
 
 use bytes::Bytes;
 use std::net::SocketAddr;
+
+/// Kernel buffer asked for on the SIP UDP socket: all SIP traffic arrives on one socket,
+/// and at thousands of calls per second a few milliseconds without its thread overflow the
+/// default 208 KiB. Kamailio raises its buffer the same way.
+const SIP_UDP_BUFFER: usize = 4 << 20;
+
+/// Enlarges the SIP UDP socket's buffers, saying so when the kernel grants less.
+fn enlarge_sip_buffers(socket: &impl std::os::fd::AsFd, addr: SocketAddr) {
+    match ::fastpath::udp::enlarge_buffers(socket, SIP_UDP_BUFFER) {
+        Ok(granted) if granted < SIP_UDP_BUFFER => tracing::info!(
+            "udp {addr}: receive buffer {granted} bytes (asked {SIP_UDP_BUFFER}); raise \
+             net.core.rmem_max for bursts of thousands of calls per second"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("udp {addr}: receive buffer not enlarged: {e}"),
+    }
+}
 
 /// A SIP transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -19,6 +19,7 @@ impl UdpTransport {
     /// Binds `addr` and starts the receive task, which pushes datagrams into `inbound`.
     pub async fn bind(addr: SocketAddr, inbound: mpsc::Sender<Inbound>) -> std::io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind(addr).await?);
+        super::enlarge_sip_buffers(&*socket, addr);
         let receiver = socket.clone();
         tokio::spawn(async move {
             let mut buffer = vec![0u8; RECV_BUFFER];

@@ -7,7 +7,7 @@ use bytesstr::BytesStr;
 use ezk_sip_types::{Headers, Method, Name};
 
 fn copy(from: &SipMessage, name: Name, headers: &mut Headers) {
-    for value in from.headers.get_raw(&name) {
+    for value in from.raw_values(&name) {
         headers.insert(name.clone(), value.clone());
     }
 }
