@@ -348,25 +348,38 @@ fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
 
 /// Splits a header value at top-level commas (not inside quotes or angle brackets).
 pub fn split_list(value: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
+    list_items(value).collect()
+}
+
+/// The items of a comma-separated header value, as [`split_list`] gives them, without
+/// collecting them (lookups on every message only count or take the first).
+pub fn list_items(value: &str) -> impl Iterator<Item = &str> + '_ {
     let (mut quotes, mut depth, mut start) = (QuoteTracker::default(), 0u32, 0);
-    for (i, c) in value.char_indices() {
-        if quotes.inside(c) {
-            continue;
-        }
-        match c {
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
+    let mut chars = value.char_indices();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        for (i, c) in chars.by_ref() {
+            if quotes.inside(c) {
+                continue;
             }
-            _ => {}
+            match c {
+                '<' => depth += 1,
+                '>' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    let item = value[start..i].trim();
+                    start = i + 1;
+                    return Some(item);
+                }
+                _ => {}
+            }
         }
-    }
-    parts.push(value[start..].trim());
-    parts.retain(|p| !p.is_empty());
-    parts
+        if done {
+            return None;
+        }
+        done = true;
+        Some(value[start..].trim())
+    })
+    .filter(|item| !item.is_empty())
 }
 
 /// Removes line folding and LWS around the separators `/ ; = ,` (outside quoted strings and
@@ -569,8 +582,15 @@ impl SipMessage {
     /// Every value of a header, each line split at top-level commas.
     pub fn header_list(&self, name: &Name) -> Vec<&str> {
         self.raw_values(name)
-            .flat_map(|v| split_list(v.as_str()))
+            .flat_map(|v| list_items(v.as_str()))
             .collect()
+    }
+
+    /// The first item of a header (its first value, split at top-level commas).
+    pub fn first_item(&self, name: &Name) -> Option<&str> {
+        self.raw_values(name)
+            .flat_map(|v| list_items(v.as_str()))
+            .next()
     }
 
     /// Number of raw header lines/values stored for a name.
@@ -614,7 +634,7 @@ impl SipMessage {
 
     /// The top Via, parsed.
     pub fn top_via(&self) -> Option<Via> {
-        let first = *self.header_list(&Name::VIA).first()?;
+        let first = self.first_item(&Name::VIA)?;
         let bytes = Bytes::copy_from_slice(first.as_bytes());
         let text = std::str::from_utf8(&bytes).ok()?;
         let (rest, via) = Via::parse(&bytes, text).ok()?;
@@ -625,7 +645,7 @@ impl SipMessage {
     pub fn top_branch(&self) -> Option<String> {
         // From the raw value: parameter names are case-insensitive (RFC 3261 §7.3.1) and the
         // branch is compared as written, never percent-decoded (§17.2.3).
-        let top = *self.header_list(&Name::VIA).first()?;
+        let top = self.first_item(&Name::VIA)?;
         top.split(';').skip(1).find_map(|param| {
             let (name, value) = param.split_once('=')?;
             let value = value.trim();
@@ -687,8 +707,8 @@ impl SipMessage {
     /// Which single-value header (if any) appears more than once.
     pub fn repeated_single_value_header(&self) -> Option<&'static str> {
         SINGLE_VALUE.iter().find_map(|name| {
-            let values = self.header_list(name);
-            (values.len() > 1).then(|| static_name(name))
+            let mut values = self.raw_values(name).flat_map(|v| list_items(v.as_str()));
+            (values.next().is_some() && values.next().is_some()).then(|| static_name(name))
         })
     }
 
