@@ -59,6 +59,7 @@ pub enum Event {
 }
 
 /// A call this switchboard placed.
+#[derive(Clone)]
 struct Placed {
     user: String,
     password: String,
@@ -298,6 +299,19 @@ From: <sip:{}@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {meth
             return Ok(None);
         };
         let to = response.header(&Name::TO).unwrap_or_default().to_string();
+        if cseq.cseq != call.cseq {
+            // A retransmission answering the earlier (challenged) INVITE: ACK it again.
+            if code >= 300 {
+                let earlier = Placed {
+                    cseq: cseq.cseq,
+                    branch: response.top_branch().unwrap_or_default(),
+                    ..call.clone()
+                };
+                let ack = self.request_text(&call_id, &earlier, "ACK", Some(&to));
+                self.socket.send_to(ack.as_bytes(), self.server)?;
+            }
+            return Ok(None);
+        }
         match code {
             100 => Ok(None),
             407 if call.cseq == 1 && cseq.cseq == 1 => {

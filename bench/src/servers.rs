@@ -42,9 +42,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // The whole process group: Kamailio's children too.
+        // SIGTERM first (the gateway logs its fast path counters on the way out), then the
+        // whole process group (Kamailio's children too) after 3 s.
+        use nix::sys::signal::{kill, Signal};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = kill(group, Signal::SIGKILL);
         let _ = self.child.wait();
         if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
             eprintln!("  {} log kept in {}", self.name, self.dir.display());

@@ -17,7 +17,7 @@ use gateway::config::DigestAlgorithm;
 use gateway::sip::ids::{branch, tag};
 use gateway::sip::message::SipMessage;
 use hdrhistogram::Histogram;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,8 @@ pub struct LoadReport {
     pub completed: u64,
     /// Calls that got an error or timed out.
     pub failed: u64,
+    /// Why they failed ("INVITE 503", "timeout while ringing", ...), with counts.
+    pub failures: BTreeMap<String, u64>,
     /// First INVITE to 200 OK, microseconds.
     pub setup_us: Histogram<u64>,
     /// Wall time of the run.
@@ -242,7 +244,7 @@ pub enum CallerCommand {
     /// Place call number `n`.
     Start(u64),
     /// Report the counts so far.
-    Report(crossbeam_channel::Sender<(u64, u64, Histogram<u64>)>),
+    Report(crossbeam_channel::Sender<(u64, BTreeMap<String, u64>, Histogram<u64>)>),
 }
 
 struct Callers {
@@ -253,7 +255,7 @@ struct Callers {
     timeout: Duration,
     calls: HashMap<String, Call>,
     completed: u64,
-    failed: u64,
+    failures: BTreeMap<String, u64>,
     setup_us: Histogram<u64>,
 }
 
@@ -310,7 +312,8 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {met
         text.into_bytes()
     }
 
-    /// The ACK of a non-2xx final response: same branch and CSeq number as the INVITE.
+    /// The ACK of a non-2xx final response: the branch and CSeq number of the INVITE it
+    /// answers (taken from the response: it may answer an earlier INVITE of the call).
     fn ack_failure(&self, io: &mut Io, call: &Call, response: &SipMessage) {
         let Some(local) = io.local_addr(call.caller) else {
             return;
@@ -320,11 +323,11 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {met
             "ACK sip:{}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={};rport\r\nMax-Forwards: 70\r\n\
 From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             call.callee,
-            call.branch,
+            response.top_branch().unwrap_or_else(|| call.branch.clone()),
             call.from_tag,
             response.header(&ezk_sip_types::Name::TO).unwrap_or_default(),
             call.call_id,
-            call.cseq
+            response.cseq().map_or(call.cseq, |c| c.cseq)
         );
         io.send(call.caller, server, text.as_bytes());
     }
@@ -340,6 +343,14 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
             return;
         };
         let method = cseq.method.to_string();
+        if method == "INVITE" && cseq.cseq != call.cseq {
+            // A retransmission answering the earlier (challenged) INVITE: ACK it again.
+            if code >= 300 {
+                self.ack_failure(io, &call, &response);
+            }
+            self.calls.insert(call_id, call);
+            return;
+        }
         match (call.stage, method.as_str(), code) {
             (Stage::Inviting, "INVITE", 407) if call.cseq == 1 => {
                 self.ack_failure(io, &call, &response);
@@ -386,7 +397,7 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
                 if method == "INVITE" {
                     self.ack_failure(io, &call, &response);
                 }
-                self.failed += 1;
+                *self.failures.entry(format!("{method} {code}")).or_default() += 1;
                 return;
             }
             _ => {}
@@ -429,7 +440,7 @@ impl Handler for Callers {
                 self.calls.insert(call.call_id.clone(), call);
             }
             CallerCommand::Report(reply) => {
-                let _ = reply.send((self.completed, self.failed, self.setup_us.clone()));
+                let _ = reply.send((self.completed, self.failures.clone(), self.setup_us.clone()));
             }
         }
     }
@@ -458,8 +469,14 @@ impl Handler for Callers {
             }
         }
         for id in timed_out {
-            self.calls.remove(&id);
-            self.failed += 1;
+            if let Some(call) = self.calls.remove(&id) {
+                let stage = match call.stage {
+                    Stage::Inviting => "timeout before the answer",
+                    Stage::Answered => "timeout while answered",
+                    Stage::Hanging => "timeout waiting for the BYE's 200",
+                };
+                *self.failures.entry(stage.into()).or_default() += 1;
+            }
         }
         for id in byes {
             if let Some(call) = self.calls.get(&id) {
@@ -516,7 +533,7 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
             timeout: config.timeout,
             calls: HashMap::new(),
             completed: 0,
-            failed: 0,
+            failures: BTreeMap::new(),
             setup_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         },
@@ -535,14 +552,20 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
     loop {
         let (reply, answer) = crossbeam_channel::bounded(1);
         control.command(CallerCommand::Report(reply));
-        let (completed, failed, setup_us) = answer
+        let (completed, mut failures, setup_us) = answer
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| std::io::Error::other("the callers' worker did not answer"))?;
+        let failed: u64 = failures.values().sum();
         if completed + failed >= config.calls || Instant::now() > deadline {
+            let unfinished = config.calls.saturating_sub(completed + failed);
+            if unfinished > 0 {
+                failures.insert("unfinished at the end".into(), unfinished);
+            }
             return Ok(LoadReport {
                 attempted: config.calls,
                 completed,
                 failed: config.calls - completed,
+                failures,
                 setup_us,
                 elapsed: began.elapsed(),
             });

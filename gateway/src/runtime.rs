@@ -319,10 +319,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     writer.flush();
     drop(analog);
     if let Some((_, transport)) = &fast {
-        tracing::info!(
-            "fast path: {} malformed datagram(s) dropped",
-            transport.malformed()
+        let stats = transport.stats();
+        let count = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let summary = format!(
+            "fast path: {} datagram(s) received, {} sent, {} malformed dropped, {} too large, {} send(s) dropped",
+            count(&stats.received),
+            count(&stats.sent),
+            transport.malformed(),
+            count(&stats.truncated),
+            count(&stats.send_dropped),
         );
+        if count(&stats.send_dropped) > 0 {
+            tracing::warn!("{summary} (no free send slot or a failed send)");
+        } else {
+            tracing::info!("{summary}");
+        }
     }
     Ok(())
 }

@@ -73,9 +73,10 @@ fn zero_failure_rate(peer: Peer, label: &str, steps: u32, seconds: f64) -> (f64,
         let (report, _, _, server) = trial(peer, rate, seconds);
         let ok = report.failed == 0;
         eprintln!(
-            "  [{label} step {step}/{steps}] {server}: {rate:.0} calls/s: {} completed, {} failed, setup p99 {:.1} ms ({:.1} s) -> {}",
+            "  [{label} step {step}/{steps}] {server}: {rate:.0} calls/s: {} completed, {} failed{}, setup p99 {:.1} ms ({:.1} s) -> {}",
             report.completed,
             report.failed,
+            why(&report),
             report.setup_us.value_at_quantile(0.99) as f64 / 1000.0,
             started.elapsed().as_secs_f64(),
             if ok { "ok" } else { "failures" }
@@ -88,6 +89,19 @@ fn zero_failure_rate(peer: Peer, label: &str, steps: u32, seconds: f64) -> (f64,
         }
     }
     (low, name)
+}
+
+/// The failures by reason, e.g. " (INVITE 503: 3, timeout before the answer: 1)".
+fn why(report: &LoadReport) -> String {
+    if report.failures.is_empty() {
+        return String::new();
+    }
+    let reasons: Vec<String> = report
+        .failures
+        .iter()
+        .map(|(reason, count)| format!("{reason}: {count}"))
+        .collect();
+    format!(" ({})", reasons.join(", "))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -112,9 +126,10 @@ fn main() {
         for peer in [Peer::Gateway, kamailio] {
             let (report, cpu, busy, name) = trial(peer, rate, seconds);
             println!(
-                "{name}: {rate} calls/s for {seconds} s: {} completed, {} failed, setup p50 {:.2} ms p99 {:.2} ms, server CPU {cpu:.2} s, machine {busy:.2} s",
+                "{name}: {rate} calls/s for {seconds} s: {} completed, {} failed{}, setup p50 {:.2} ms p99 {:.2} ms, server CPU {cpu:.2} s, machine {busy:.2} s",
                 report.completed,
                 report.failed,
+                why(&report),
                 report.setup_us.value_at_quantile(0.5) as f64 / 1000.0,
                 report.setup_us.value_at_quantile(0.99) as f64 / 1000.0,
             );

@@ -142,6 +142,11 @@ impl FastpathUdpTransport {
     pub fn malformed(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
     }
+
+    /// The worker's counters (received, sent, dropped sends, truncated datagrams).
+    pub fn stats(&self) -> &fastpath::udp::WorkerStats {
+        self.worker.stats()
+    }
 }
 
 impl Transport for FastpathUdpTransport {
