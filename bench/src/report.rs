@@ -137,8 +137,10 @@ impl BarChart {
                 xml(category)
             );
         }
+        // Legend entries side by side, each as wide as its label (about 7 px a character
+        // at 12 px sans-serif).
+        let mut x = left;
         for (s, (name, _)) in self.series.iter().enumerate() {
-            let x = left + 160.0 * s as f64;
             let _ = writeln!(
                 svg,
                 "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
@@ -148,6 +150,7 @@ impl BarChart {
                 height - 14.0,
                 xml(name)
             );
+            x += 36.0 + 7.0 * name.chars().count() as f64;
         }
         svg.push_str("</svg>\n");
         svg

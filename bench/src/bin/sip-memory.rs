@@ -158,14 +158,14 @@ fn main() {
         ],
         series: vec![
             (
-                "transactions kept".into(),
+                "right after".into(),
                 [readings.idle, registered.0, in_calls.0]
                     .iter()
                     .map(|&k| k as f64 / 1024.0)
                     .collect(),
             ),
             (
-                "transactions expired".into(),
+                "34 s later".into(),
                 [readings.idle, registered.1, in_calls.1]
                     .iter()
                     .map(|&k| k as f64 / 1024.0)

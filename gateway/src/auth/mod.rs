@@ -8,7 +8,7 @@ pub use credentials::{parse_credentials, Credentials};
 pub use digest::{digest_response, DigestInput};
 
 use crate::config::DigestAlgorithm;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Nonces remembered at most; beyond this the oldest are forgotten (their users get a
@@ -66,6 +66,10 @@ pub struct DigestAuthenticator {
     opaque: String,
     nonce_key: [u8; 32],
     nonces: HashMap<String, NonceState>,
+    /// Nonces in the order they were issued: expiry and eviction of the oldest take the
+    /// front, so a full table costs nothing per challenge (a scan of 50,000 nonces per
+    /// challenge would stall a gateway under sustained load).
+    issue_order: VecDeque<(Instant, String)>,
     issued: u64,
 }
 
@@ -78,6 +82,7 @@ impl DigestAuthenticator {
             opaque: hex::encode(&secret[..8]),
             nonce_key: secret,
             nonces: HashMap::new(),
+            issue_order: VecDeque::new(),
             issued: 0,
         }
     }
@@ -90,18 +95,12 @@ impl DigestAuthenticator {
         hasher.update(self.issued.to_be_bytes());
         hasher.update(rand::random::<[u8; 16]>());
         let nonce = hex::encode(&hasher.finalize()[..18]);
-        if self.nonces.len() >= MAX_NONCES {
-            self.purge(now);
-        }
-        if self.nonces.len() >= MAX_NONCES {
-            if let Some(oldest) = self
-                .nonces
-                .iter()
-                .min_by_key(|(_, state)| state.issued)
-                .map(|(nonce, _)| nonce.clone())
-            {
-                self.nonces.remove(&oldest);
-            }
+        self.purge(now);
+        while self.nonces.len() >= MAX_NONCES {
+            let Some((_, oldest)) = self.issue_order.pop_front() else {
+                break;
+            };
+            self.nonces.remove(&oldest);
         }
         self.nonces.insert(
             nonce.clone(),
@@ -110,6 +109,7 @@ impl DigestAuthenticator {
                 last_count: 0,
             },
         );
+        self.issue_order.push_back((now, nonce.clone()));
         nonce
     }
 
@@ -222,11 +222,15 @@ impl DigestAuthenticator {
         }
     }
 
-    /// Forgets expired nonces.
+    /// Forgets expired nonces (the oldest first; it stops at the first one still valid).
     pub fn purge(&mut self, now: Instant) {
-        let lifetime = self.lifetime;
-        self.nonces
-            .retain(|_, state| now.duration_since(state.issued) <= lifetime);
+        while let Some((issued, nonce)) = self.issue_order.front() {
+            if now.duration_since(*issued) <= self.lifetime {
+                break;
+            }
+            self.nonces.remove(nonce);
+            self.issue_order.pop_front();
+        }
     }
 
     /// Nonces currently remembered.

@@ -228,3 +228,34 @@ fn expired_nonces_are_purged() {
     auth.purge(now + Duration::from_secs(61));
     assert_eq!(auth.nonce_count(), 0);
 }
+
+#[test]
+fn a_full_nonce_table_forgets_the_oldest_nonce_first() {
+    let now = Instant::now();
+    let mut auth = DigestAuthenticator::new("office".into(), Duration::from_secs(300), [1; 32]);
+    let oldest = auth.challenge(now, &BOTH, false).remove(0);
+    let second = auth.challenge(now, &BOTH, false).remove(0);
+    for _ in 2..MAX_NONCES {
+        auth.challenge(now, &BOTH, false);
+    }
+    assert_eq!(auth.nonce_count(), MAX_NONCES);
+    // One more: the oldest goes, everything else stays.
+    let newest = auth.challenge(now, &BOTH, false).remove(0);
+    assert_eq!(auth.nonce_count(), MAX_NONCES);
+    let verify = |auth: &mut DigestAuthenticator, challenge: &str| {
+        auth.verify(
+            now,
+            "REGISTER",
+            &answer(challenge, DigestAlgorithm::Md5, "201", "pw201", 1),
+            &BOTH,
+            passwords,
+        )
+    };
+    assert_eq!(verify(&mut auth, &oldest), AuthOutcome::Stale);
+    for challenge in [&second, &newest] {
+        assert!(matches!(
+            verify(&mut auth, challenge),
+            AuthOutcome::Authenticated { .. }
+        ));
+    }
+}
