@@ -132,7 +132,7 @@ fn garbage_is_dropped_and_tcp_garbage_disconnected() {
     assert!(
         gateway
             .log()
-            .contains("fast path: 4 malformed datagram(s) dropped"),
+            .contains("4 malformed dropped, 0 too large, 0 send(s) dropped"),
         "{}",
         gateway.log()
     );

@@ -88,7 +88,7 @@ From: <sip:probe@127.0.0.1>;tag=fp\r\nTo: <sip:201@127.0.0.1>\r\nCSeq: 1 OPTIONS
             assert!(
                 gateway
                     .log()
-                    .contains("fast path: 1 malformed datagram(s) dropped"),
+                    .contains(" 1 malformed dropped, 0 too large, 0 send(s) dropped"),
                 "{backend}: {}",
                 gateway.log()
             );
