@@ -90,31 +90,35 @@ impl Store {
     }
 
     /// Starts a batch: the writer applies many commands in one IMMEDIATE transaction with one
-    /// commit instead of one each. With `durable` (a CDR is in it) the commit is synced to
-    /// disk, as a lone CDR's is. Commands inside run as savepoints of the batch.
-    pub fn begin_batch(&mut self, durable: bool) -> Result<(), StoreError> {
-        if durable {
-            self.conn
-                .pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| self.error(e))?;
-        }
+    /// commit instead of one each. Commands inside run as savepoints of the batch. The commit
+    /// is not synced to disk here: the writer's sync thread does that for CDRs, off the path
+    /// of pickup claims.
+    pub fn begin_batch(&mut self) -> Result<(), StoreError> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.error(e))
     }
 
-    /// Commits the batch [`Store::begin_batch`] started (rolling it back if the commit fails)
-    /// and returns to normal syncing.
+    /// Commits the batch [`Store::begin_batch`] started (rolling it back if the commit fails).
     pub fn commit_batch(&mut self) -> Result<(), StoreError> {
         let committed = self.conn.execute_batch("COMMIT").map_err(|e| self.error(e));
         if committed.is_err() && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-        let normal = self
-            .conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| self.error(e));
-        committed.and(normal)
+        committed
+    }
+
+    /// The file whose sync makes commits durable: the write-ahead log (the database itself
+    /// when it is not in WAL mode).
+    pub fn journal_path(&self) -> PathBuf {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        if wal.exists() {
+            wal
+        } else {
+            self.path.clone()
+        }
     }
 
     /// Whether a batch is open (commands then run as savepoints of it).

@@ -343,7 +343,7 @@ fn a_batch_is_one_transaction_whose_commands_see_each_other() {
     let path = dir.path().join("gw.db");
     let mut store = Store::open(&path).unwrap();
     // Committed: the claim inside the batch sees the ringing call inserted before it.
-    store.begin_batch(true).unwrap();
+    store.begin_batch().unwrap();
     store
         .insert_ringing(&context("c1", "201", &["sales"], 1000))
         .unwrap();
@@ -353,8 +353,10 @@ fn a_batch_is_one_transaction_whose_commands_see_each_other() {
     assert_eq!(claimed_key(outcome), "c1");
     store.write_cdr(&cdr("c0", None)).unwrap();
     store.commit_batch().unwrap();
+    // What the writer's sync thread syncs to make the commit durable: the write-ahead log.
+    assert!(store.journal_path().ends_with("gw.db-wal"));
     // Begun but never committed (the process died): none of it is stored.
-    store.begin_batch(false).unwrap();
+    store.begin_batch().unwrap();
     store
         .insert_ringing(&context("c2", "203", &["sales"], 2000))
         .unwrap();

@@ -1,14 +1,17 @@
 //! The store's worker thread: the engine queues commands and never waits for SQLite;
 //! answers (claim outcomes) come back through a callback the runtime turns into events.
 //! Commands that queued up while the previous batch was written go into one transaction
-//! (group commit): at hundreds of calls per second that is one commit, and one disk sync for
-//! the CDRs in it, instead of five commits per call. Answers leave only after the commit;
-//! the CDRs are committed after the rest, so a pickup's claim never waits for a disk sync.
+//! (group commit): at hundreds of calls per second that is one commit instead of five per
+//! call. Answers leave only after the commit. CDRs must also survive a power cut: they are
+//! committed after the rest of the batch and a second thread syncs the write-ahead log
+//! before confirming them (one sync for all CDRs committed meanwhile), so a pickup's claim
+//! never waits behind a disk sync.
 
 use super::calls::{CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest};
 use super::Store;
 use crate::registrar::Binding;
-use std::sync::mpsc;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 /// Work the engine asks of the store.
@@ -125,14 +128,30 @@ enum Message {
     Flush(mpsc::Sender<()>),
 }
 
+/// Work for the sync thread, in commit order.
+enum SyncJob {
+    /// CDRs are committed: make them durable, then pass on these answers.
+    Cdrs(Vec<StoreResult>),
+    /// Everything queued before is durable once this is reached.
+    Flush(mpsc::Sender<()>),
+}
+
+/// Where answers go; called from the store thread (claims) and the sync thread (CDRs).
+type OnResult = Arc<dyn Fn(StoreResult) + Send + Sync>;
+
 /// At most this many commands share one transaction (bounds the time answers wait).
 const MAX_BATCH: usize = 512;
 
-/// Applies `messages`: first everything but the CDRs in one transaction (claims answered
-/// without waiting for a disk sync), then the CDRs, in their order, in a durable one; flushes
-/// are released after both. CDRs touch only their own table, so moving them behind the rest
-/// changes no outcome.
-fn apply_batch(store: &mut Store, messages: Vec<Message>, on_result: &impl Fn(StoreResult)) {
+/// Applies `messages`: first everything but the CDRs in one transaction, answered at once;
+/// then the CDRs, in their order, in another, handed to the sync thread which makes them
+/// durable before answering. CDRs touch only their own table, so moving them behind the
+/// rest changes no outcome, and a pickup's claim never waits for a disk sync.
+fn apply_batch(
+    store: &mut Store,
+    messages: Vec<Message>,
+    on_result: &OnResult,
+    sync: &mpsc::Sender<SyncJob>,
+) {
     let mut flushes = Vec::new();
     let (mut cdrs, mut rest) = (Vec::new(), Vec::new());
     for message in messages {
@@ -144,24 +163,22 @@ fn apply_batch(store: &mut Store, messages: Vec<Message>, on_result: &impl Fn(St
             Message::Command(command) => rest.push(command),
         }
     }
-    for (commands, durable) in [(rest, false), (cdrs, true)] {
-        if !commands.is_empty() {
-            apply_transaction(store, commands, durable, on_result);
-        }
+    if !rest.is_empty() {
+        apply_transaction(store, rest)
+            .into_iter()
+            .for_each(|result| on_result(result));
+    }
+    if !cdrs.is_empty() {
+        let _ = sync.send(SyncJob::Cdrs(apply_transaction(store, cdrs)));
     }
     for done in flushes {
-        let _ = done.send(());
+        let _ = sync.send(SyncJob::Flush(done));
     }
 }
 
-/// Applies `commands` in one transaction, then passes the answers on.
-fn apply_transaction(
-    store: &mut Store,
-    commands: Vec<StoreCommand>,
-    durable: bool,
-    on_result: &impl Fn(StoreResult),
-) {
-    let batched = match store.begin_batch(durable) {
+/// Applies `commands` in one transaction; returns the answers.
+fn apply_transaction(store: &mut Store, commands: Vec<StoreCommand>) -> Vec<StoreResult> {
+    let batched = match store.begin_batch() {
         Ok(()) => true,
         Err(e) => {
             tracing::error!("store batch not begun ({e}); applying commands one by one");
@@ -184,36 +201,73 @@ fn apply_transaction(
             }
         }
     }
-    results.into_iter().for_each(on_result);
+    results
 }
 
-/// Handle to the store thread. Dropping it drains the queue and joins the thread.
+/// The sync thread: syncs the journal once for all the jobs that queued up meanwhile (group
+/// sync), then answers them in order.
+fn run_sync(journal: &Path, jobs: mpsc::Receiver<SyncJob>, on_result: &OnResult) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter());
+        if batch.iter().any(|job| matches!(job, SyncJob::Cdrs(_))) {
+            let synced = std::fs::File::open(journal).and_then(|file| file.sync_data());
+            if let Err(e) = synced {
+                tracing::error!(
+                    "CDRs committed but not synced to disk ({}: {e}); a power cut could lose them",
+                    journal.display()
+                );
+            }
+        }
+        for job in batch {
+            match job {
+                SyncJob::Cdrs(results) => results.into_iter().for_each(|result| on_result(result)),
+                SyncJob::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Handle to the store thread and its sync thread. Dropping it drains the queue and joins
+/// both.
 pub struct StoreWriter {
     sender: Option<mpsc::Sender<Message>>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl StoreWriter {
     /// Moves `store` to a new thread that applies commands in order, in batches, and passes
-    /// answers to `on_result` once their batch is committed.
+    /// answers to `on_result` once their batch is committed (CDR confirmations once synced
+    /// to disk, by a second thread).
     pub fn start(
         mut store: Store,
-        on_result: impl Fn(StoreResult) + Send + 'static,
+        on_result: impl Fn(StoreResult) + Send + Sync + 'static,
     ) -> StoreWriter {
+        let on_result: OnResult = Arc::new(on_result);
         let (sender, receiver) = mpsc::channel::<Message>();
-        let thread = std::thread::Builder::new()
+        let (sync, jobs) = mpsc::channel::<SyncJob>();
+        let journal = store.journal_path();
+        let sync_answers = on_result.clone();
+        let syncer = std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(move || run_sync(&journal, jobs, &sync_answers))
+            .expect("spawning the store sync thread");
+        let writer = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
                 while let Ok(first) = receiver.recv() {
                     let mut batch = vec![first];
                     batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
-                    apply_batch(&mut store, batch, &on_result);
+                    apply_batch(&mut store, batch, &on_result, &sync);
                 }
             })
             .expect("spawning the store thread");
         StoreWriter {
             sender: Some(sender),
-            thread: Some(thread),
+            // The writer first: it ends when the queue closes, and closes the sync queue.
+            threads: vec![writer, syncer],
         }
     }
 
@@ -226,7 +280,8 @@ impl StoreWriter {
         }
     }
 
-    /// Blocks until every command queued so far is applied (shutdown, tests).
+    /// Blocks until every command queued so far is applied and its CDRs synced (shutdown,
+    /// tests).
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
         if let Some(sender) = &self.sender {
@@ -240,7 +295,7 @@ impl StoreWriter {
 impl Drop for StoreWriter {
     fn drop(&mut self) {
         self.sender.take();
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
