@@ -385,6 +385,27 @@ pub fn list_items(value: &str) -> impl Iterator<Item = &str> + '_ {
 /// Removes line folding and LWS around the separators `/ ; = ,` (outside quoted strings and
 /// angle brackets), as RFC 3261 §7.3.1 allows senders to insert it.
 pub fn canonicalize_value(raw: &str) -> String {
+    if already_canonical(raw) {
+        return raw.to_string();
+    }
+    canonicalize_folded(raw)
+}
+
+/// True when [`canonicalize_value`] would return `raw` unchanged: no line folding or tabs,
+/// and every space sits between two characters that are neither spaces nor separators
+/// (most header values: one scan instead of three copies).
+fn already_canonical(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let is_sep = |b: u8| matches!(b, b'/' | b';' | b'=' | b',' | b' ');
+    bytes.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' | b'\n' | b'\t' => false,
+        b' ' => i > 0 && i + 1 < bytes.len() && !is_sep(bytes[i - 1]) && !is_sep(bytes[i + 1]),
+        _ => true,
+    })
+}
+
+/// The full canonicalisation: unfold, then drop LWS around separators.
+fn canonicalize_folded(raw: &str) -> String {
     // Unfold: any CR/LF followed by whitespace becomes one space.
     let mut unfolded = String::with_capacity(raw.len());
     let mut chars = raw.chars().peekable();
@@ -884,6 +905,39 @@ Max-Forwards: 70\r\n\
 m: <sip:202@127.0.0.1:5070>\r\n\
 c: application/sdp\r\n\
 l: 4\r\n\r\nv=0\r\n";
+
+    #[test]
+    fn values_taken_as_already_canonical_are_unchanged_by_the_full_canonicalisation() {
+        let values = [
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;rport",
+            "\"Alice Smith\" <sip:202@127.0.0.1>;tag=a1",
+            "1 INVITE",
+            "Digest username=\"201\", realm=\"office\", nc=00000001",
+            "Sat, 15 Oct 2005 11:00:00 GMT",
+            "a \"b ; c\" d",
+            "<sip:a b@x> ;lr",
+            " leading",
+            "trailing ",
+            "two  spaces",
+            "folded\r\n value",
+            "tab\tinside",
+            "x = y",
+            "",
+        ];
+        let mut fast = 0;
+        for value in values {
+            if already_canonical(value) {
+                fast += 1;
+                assert_eq!(canonicalize_folded(value), value, "{value:?}");
+            }
+            assert_eq!(
+                canonicalize_value(value),
+                canonicalize_folded(value),
+                "{value:?}"
+            );
+        }
+        assert_eq!(fast, 4, "the common shapes take the fast path");
+    }
 
     #[test]
     fn header_lookups_match_compact_forms_and_unknown_names_in_any_case() {
