@@ -587,14 +587,20 @@ fn run<H: Handler>(context: LoopContext<H>, started: std::sync::mpsc::Sender<Sta
     }
 }
 
-/// Asks the kernel for `bytes` of receive and send buffer on `socket` and returns the receive
-/// buffer it granted (capped by `net.core.rmem_max`). A busy SIP or RTP socket whose
+/// Asks the kernel for at least `bytes` of receive and send buffer on `socket` (never less
+/// than it already has) and returns the receive buffer granted (capped by
+/// `net.core.rmem_max`). A busy SIP or RTP socket whose
 /// thread is descheduled for a few milliseconds on a small machine overflows the default
 /// 208 KiB (about 150 datagrams) and the kernel drops what does not fit.
 pub fn enlarge_buffers(socket: &impl AsFd, bytes: usize) -> std::io::Result<usize> {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    setsockopt(socket, sockopt::RcvBuf, &bytes)?;
-    setsockopt(socket, sockopt::SndBuf, &bytes)?;
+    // Never shrink what the system default already gives (reported doubled).
+    if getsockopt(socket, sockopt::RcvBuf)? / 2 < bytes {
+        setsockopt(socket, sockopt::RcvBuf, &bytes)?;
+    }
+    if getsockopt(socket, sockopt::SndBuf)? / 2 < bytes {
+        setsockopt(socket, sockopt::SndBuf, &bytes)?;
+    }
     // Linux reports twice what it granted (the other half is its bookkeeping).
     Ok(getsockopt(socket, sockopt::RcvBuf)? / 2)
 }

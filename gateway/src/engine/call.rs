@@ -228,6 +228,24 @@ impl CallIndex {
         self.by_dialog.insert(dialog, (id, side));
     }
 
+    /// Drops server transaction `tx` (it ended while its call goes on).
+    pub(super) fn remove_server_tx(&mut self, tx: &ServerTxId) {
+        if let Some((id, _)) = self.by_server_tx.remove(tx) {
+            if let Some(keys) = self.keys.get_mut(&id) {
+                keys.server_txs.retain(|t| t != tx);
+            }
+        }
+    }
+
+    /// Drops client transaction `tx` (it ended while its call goes on, or it was detached).
+    pub(super) fn remove_client_tx(&mut self, tx: &ClientTxId) {
+        if let Some((id, _)) = self.by_client_tx.remove(tx) {
+            if let Some(keys) = self.keys.get_mut(&id) {
+                keys.client_txs.retain(|t| t != tx);
+            }
+        }
+    }
+
     /// Drops every entry of call `id`, except detached transactions (a BYE still running
     /// after the call ended finds its way through them).
     fn forget(&mut self, id: u64) {
@@ -318,6 +336,10 @@ mod tests {
         index.add_client_tx(ClientTxId(10), 1, ClientRole::Detached);
         // An entry refiled under another call stays with that call.
         index.add_dialog(("call-1".into(), "tag".into()), 2, Side::B);
+        // A transaction that ends while its call goes on leaves no key behind.
+        index.add_client_tx(ClientTxId(20), 2, ClientRole::Relay(1));
+        index.remove_client_tx(&ClientTxId(20));
+        assert_eq!(index.keys[&2].client_txs, [ClientTxId(2)]);
         index.forget(1);
         assert!(!index.by_server_tx.contains_key(&ServerTxId(1)));
         assert!(!index.by_client_tx.contains_key(&ClientTxId(1)));

@@ -268,7 +268,7 @@ impl Engine {
             ClientRole::Relay(relay) => self.on_relay_response(now, id, relay, msg),
             ClientRole::Detached => {
                 if msg.status().is_some_and(|code| code >= 200) {
-                    self.calls.index.by_client_tx.remove(&tx);
+                    self.calls.index.remove_client_tx(&tx);
                 }
             }
         }
@@ -507,14 +507,14 @@ impl Engine {
                     .get_mut(&id)
                     .and_then(|call| call.relays.remove(&relay))
                     .map(|relay| relay.server_tx);
-                self.calls.index.by_client_tx.remove(&tx);
+                self.calls.index.remove_client_tx(&tx);
                 if let Some(server_tx) = server_tx {
-                    self.calls.index.by_server_tx.remove(&server_tx);
+                    self.calls.index.remove_server_tx(&server_tx);
                     self.reply_in_dialog(now, server_tx, 408, "Request Timeout");
                 }
             }
             ClientRole::Detached => {
-                self.calls.index.by_client_tx.remove(&tx);
+                self.calls.index.remove_client_tx(&tx);
             }
         }
     }
@@ -592,7 +592,7 @@ impl Engine {
             }
             ServerRole::Relay(relay_id) => {
                 // The relay stays (until the call ends) so a retransmitted 2xx is re-ACKed.
-                self.calls.index.by_server_tx.remove(&invite);
+                self.calls.index.remove_server_tx(&invite);
                 let Some(relay) = call.relays.get(&relay_id) else {
                     return;
                 };
@@ -805,8 +805,8 @@ impl Engine {
         let awaits_ack = method == Method::INVITE && (200..300).contains(&code) && !cancelled;
         if is_final && !awaits_ack {
             call.relays.remove(&relay_id);
-            self.calls.index.by_client_tx.remove(&client_tx);
-            self.calls.index.by_server_tx.remove(&server_tx);
+            self.calls.index.remove_client_tx(&client_tx);
+            self.calls.index.remove_server_tx(&server_tx);
         }
         if cancelled {
             return;

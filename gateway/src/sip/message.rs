@@ -397,11 +397,14 @@ pub fn canonicalize_value(raw: &str) -> String {
 fn already_canonical(raw: &str) -> bool {
     let bytes = raw.as_bytes();
     let is_sep = |b: u8| matches!(b, b'/' | b';' | b'=' | b',' | b' ');
-    bytes.iter().enumerate().all(|(i, &b)| match b {
-        b'\r' | b'\n' | b'\t' => false,
-        b' ' => i > 0 && i + 1 < bytes.len() && !is_sep(bytes[i - 1]) && !is_sep(bytes[i + 1]),
-        _ => true,
-    })
+    // The full canonicalisation trims any Unicode whitespace at the ends.
+    let untrimmed = raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace);
+    !untrimmed
+        && bytes.iter().enumerate().all(|(i, &b)| match b {
+            b'\r' | b'\n' | b'\t' => false,
+            b' ' => i > 0 && i + 1 < bytes.len() && !is_sep(bytes[i - 1]) && !is_sep(bytes[i + 1]),
+            _ => true,
+        })
 }
 
 /// The full canonicalisation: unfold, then drop LWS around separators.
@@ -922,6 +925,8 @@ l: 4\r\n\r\nv=0\r\n";
             "folded\r\n value",
             "tab\tinside",
             "x = y",
+            "no-break\u{a0}",
+            "\u{3000}ideographic",
             "",
         ];
         let mut fast = 0;

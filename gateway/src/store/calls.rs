@@ -432,8 +432,8 @@ impl CallStore for Store {
     }
 
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError> {
-        // A completed call's record must survive a crash: sync this commit to disk (a batch
-        // holding a CDR is begun durable, so only a lone CDR switches here).
+        // A completed call's record must survive a power cut: sync this commit to disk when
+        // it is alone (in the writer's batches the sync thread syncs the WAL instead).
         let path = self.path.clone();
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),

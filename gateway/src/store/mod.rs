@@ -60,6 +60,9 @@ fn cached_execute(
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The write-ahead log SQLite writes (named after the resolved database path), when the
+    /// database is in WAL mode.
+    wal: Option<PathBuf>,
 }
 
 impl Store {
@@ -76,8 +79,19 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(path).map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(sqlite)?;
+        let wal = match (mode.eq_ignore_ascii_case("wal"), conn.path()) {
+            (true, Some(db)) if !db.is_empty() => Some(PathBuf::from(format!("{db}-wal"))),
+            _ => {
+                tracing::warn!(
+                    "{}: journal mode {mode}, not WAL: every CDR commit is synced in the store thread",
+                    path.display()
+                );
+                None
+            }
+        };
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -86,6 +100,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            wal,
         })
     }
 
@@ -99,6 +114,13 @@ impl Store {
             .map_err(|e| self.error(e))
     }
 
+    /// Rolls back whatever transaction is open (a batch that can no longer commit).
+    pub fn rollback_batch(&mut self) {
+        if self.in_batch() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     /// Commits the batch [`Store::begin_batch`] started (rolling it back if the commit fails).
     pub fn commit_batch(&mut self) -> Result<(), StoreError> {
         let committed = self.conn.execute_batch("COMMIT").map_err(|e| self.error(e));
@@ -108,21 +130,23 @@ impl Store {
         committed
     }
 
-    /// The file whose sync makes commits durable: the write-ahead log (the database itself
-    /// when it is not in WAL mode).
-    pub fn journal_path(&self) -> PathBuf {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
-        if wal.exists() {
-            wal
-        } else {
-            self.path.clone()
-        }
+    /// The write-ahead log whose sync makes commits durable; None when the database is not
+    /// in WAL mode (commits must then be synced as they are made: [`Store::set_full_sync`]).
+    pub fn wal_path(&self) -> Option<&Path> {
+        self.wal.as_deref()
+    }
+
+    /// Whether each commit is synced to disk before it returns (`synchronous=FULL`) or not
+    /// (`NORMAL`, the default: durable once the WAL is synced).
+    pub fn set_full_sync(&mut self, full: bool) -> Result<(), StoreError> {
+        let mode = if full { "FULL" } else { "NORMAL" };
+        self.conn
+            .pragma_update(None, "synchronous", mode)
+            .map_err(|e| self.error(e))
     }
 
     /// Whether a batch is open (commands then run as savepoints of it).
-    fn in_batch(&self) -> bool {
+    pub fn in_batch(&self) -> bool {
         !self.conn.is_autocommit()
     }
 

@@ -354,7 +354,7 @@ fn a_batch_is_one_transaction_whose_commands_see_each_other() {
     store.write_cdr(&cdr("c0", None)).unwrap();
     store.commit_batch().unwrap();
     // What the writer's sync thread syncs to make the commit durable: the write-ahead log.
-    assert!(store.journal_path().ends_with("gw.db-wal"));
+    assert!(store.wal_path().unwrap().ends_with("gw.db-wal"));
     // Begun but never committed (the process died): none of it is stored.
     store.begin_batch().unwrap();
     store

@@ -169,54 +169,95 @@ fn apply_batch(
             .for_each(|result| on_result(result));
     }
     if !cdrs.is_empty() {
-        let _ = sync.send(SyncJob::Cdrs(apply_transaction(store, cdrs)));
+        // Without a WAL to sync later, each CDR commit is synced as it is made.
+        let sync_now = store.wal_path().is_none();
+        if sync_now {
+            let _ = store.set_full_sync(true);
+        }
+        let results = apply_transaction(store, cdrs);
+        if sync_now {
+            let _ = store.set_full_sync(false);
+        }
+        let _ = sync.send(SyncJob::Cdrs(results));
     }
     for done in flushes {
         let _ = sync.send(SyncJob::Flush(done));
     }
 }
 
-/// Applies `commands` in one transaction; returns the answers.
+/// Applies `commands` in one transaction; returns the answers. If SQLite rolls the batch
+/// back on its own (disk full, I/O error), the claims made in it are answered as failed and
+/// the remaining commands go into a new batch.
 fn apply_transaction(store: &mut Store, commands: Vec<StoreCommand>) -> Vec<StoreResult> {
-    let batched = match store.begin_batch() {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!("store batch not begun ({e}); applying commands one by one");
-            false
+    let mut results = Vec::new();
+    // Answers given inside the current batch (index into `results` where it began).
+    let mut batch_start = 0;
+    let mut batched = begin(store);
+    for command in commands {
+        let result = execute(store, command);
+        if batched && !store.in_batch() {
+            tracing::error!("the store batch was rolled back by SQLite; starting a new one");
+            fail_claims(&mut results[batch_start..]);
+            // The command during which it happened failed; its answer already says so.
+            results.extend(result);
+            batch_start = results.len();
+            batched = begin(store);
+            continue;
         }
-    };
-    let count = commands.len();
-    let mut results: Vec<StoreResult> = commands
-        .into_iter()
-        .filter_map(|command| execute(store, command))
-        .collect();
+        results.extend(result);
+    }
     if batched {
         if let Err(e) = store.commit_batch() {
-            tracing::error!("store batch of {count} command(s) not committed: {e}");
-            // Nothing of it is stored: no claim holds.
-            for result in &mut results {
-                if let StoreResult::Claim { outcome, .. } = result {
-                    *outcome = ClaimOutcome::NothingRinging;
-                }
-            }
+            tracing::error!("store batch not committed: {e}");
+            fail_claims(&mut results[batch_start..]);
         }
     }
     results
 }
 
-/// The sync thread: syncs the journal once for all the jobs that queued up meanwhile (group
-/// sync), then answers them in order.
-fn run_sync(journal: &Path, jobs: mpsc::Receiver<SyncJob>, on_result: &OnResult) {
+/// Opens a batch, clearing a transaction a failed rollback left open; false when the
+/// commands must run one by one.
+fn begin(store: &mut Store) -> bool {
+    if store.in_batch() {
+        store.rollback_batch();
+    }
+    match store.begin_batch() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("store batch not begun ({e}); applying commands one by one");
+            false
+        }
+    }
+}
+
+/// Claims of a batch that was not stored hold nothing.
+fn fail_claims(results: &mut [StoreResult]) {
+    for result in results {
+        if let StoreResult::Claim { outcome, .. } = result {
+            *outcome = ClaimOutcome::NothingRinging;
+        }
+    }
+}
+
+/// The sync thread: syncs the write-ahead log once for all the jobs that queued up meanwhile
+/// (group sync), then answers them in order. Without a WAL (`wal` None) the commits were
+/// synced as they were made.
+fn run_sync(wal: Option<&Path>, jobs: mpsc::Receiver<SyncJob>, on_result: &OnResult) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
-        if batch.iter().any(|job| matches!(job, SyncJob::Cdrs(_))) {
-            let synced = std::fs::File::open(journal).and_then(|file| file.sync_data());
-            if let Err(e) = synced {
-                tracing::error!(
+        if let Some(wal) = wal.filter(|_| batch.iter().any(|job| matches!(job, SyncJob::Cdrs(_)))) {
+            match std::fs::File::open(wal).and_then(|file| file.sync_data()) {
+                Ok(()) => {}
+                // The connection closed (shutdown without a flush): closing checkpointed
+                // the WAL into the synced database and removed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::debug!("{}: gone at shutdown, already checkpointed", wal.display())
+                }
+                Err(e) => tracing::error!(
                     "CDRs committed but not synced to disk ({}: {e}); a power cut could lose them",
-                    journal.display()
-                );
+                    wal.display()
+                ),
             }
         }
         for job in batch {
@@ -248,11 +289,11 @@ impl StoreWriter {
         let on_result: OnResult = Arc::new(on_result);
         let (sender, receiver) = mpsc::channel::<Message>();
         let (sync, jobs) = mpsc::channel::<SyncJob>();
-        let journal = store.journal_path();
+        let wal = store.wal_path().map(Path::to_path_buf);
         let sync_answers = on_result.clone();
         let syncer = std::thread::Builder::new()
             .name("store-sync".into())
-            .spawn(move || run_sync(&journal, jobs, &sync_answers))
+            .spawn(move || run_sync(wal.as_deref(), jobs, &sync_answers))
             .expect("spawning the store sync thread");
         let writer = std::thread::Builder::new()
             .name("store".into())
