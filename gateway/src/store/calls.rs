@@ -5,7 +5,7 @@
 //! guarantee across nodes: the claim is one conditional `UPDATE ... WHERE state = 'ringing'`
 //! on a row chosen in the same statement (PostgreSQL would add `FOR UPDATE SKIP LOCKED`).
 
-use super::{cached_execute, Store, StoreError};
+use super::{cached_execute, sqlite_error, Store, StoreError};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 
 /// A leg of a ringing call, by its dialog identifiers (the gateway's side of it).
@@ -232,11 +232,7 @@ impl Store {
 
 impl CallStore for Store {
     fn insert_ringing(&mut self, context: &CallContext) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&self.path);
         let tx = self.conn.savepoint().map_err(sqlite)?;
         cached_execute(
             &tx,
@@ -284,11 +280,7 @@ impl CallStore for Store {
     }
 
     fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&self.path);
         // Which ringing calls the target names, regardless of groups.
         let (filter, target_value) = match &request.target {
             // `?3` is always referenced so every statement binds the same parameters.
@@ -392,11 +384,7 @@ impl CallStore for Store {
     }
 
     fn remove(&mut self, call_key: &str) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&self.path);
         let tx = self.conn.savepoint().map_err(sqlite)?;
         for sql in [
             "DELETE FROM call_groups WHERE call_key = ?1",
@@ -409,11 +397,7 @@ impl CallStore for Store {
     }
 
     fn remove_stale(&mut self, node: &str) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&self.path);
         let tx = self.conn.transaction().map_err(sqlite)?;
         for table in ["call_groups", "call_legs"] {
             tx.execute(
@@ -434,11 +418,7 @@ impl CallStore for Store {
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError> {
         // A completed call's record must survive a power cut: sync this commit to disk when
         // it is alone (in the writer's batches the sync thread syncs the WAL instead).
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&self.path);
         let alone = !self.in_batch();
         if alone {
             self.conn

@@ -46,6 +46,15 @@ pub enum StoreError {
     },
 }
 
+/// Maps SQLite errors to [`StoreError`] naming the database file; borrows only the path, so
+/// it can be used while the connection is borrowed for a transaction.
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Runs a statement through the connection's statement cache (the hot writes repeat a
 /// handful of statements thousands of times a second).
 fn cached_execute(
@@ -74,10 +83,7 @@ impl Store {
                 source,
             })?;
         }
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
+        let sqlite = sqlite_error(path);
         let mut conn = Connection::open(path).map_err(sqlite)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -159,11 +165,7 @@ impl Store {
 
     /// Replaces every stored binding of `aor` with `bindings`.
     pub fn replace_bindings(&mut self, aor: &str, bindings: &[Binding]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&self.path);
         let tx = self.conn.savepoint().map_err(sqlite)?;
         cached_execute(
             &tx,
