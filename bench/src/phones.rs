@@ -59,7 +59,6 @@ pub enum Event {
 }
 
 /// A call this switchboard placed.
-#[derive(Clone)]
 struct Placed {
     user: String,
     password: String,
@@ -251,28 +250,35 @@ Contact: <sip:{}@{local}>\r\n{supported}{authorization}Content-Type: application
         Ok(())
     }
 
-    /// An ACK or BYE of call `call_id`: in the dialog (`to` with the remote tag, sent to the
-    /// remote target on a new branch) or, for the ACK of a failure, on the INVITE's branch.
+    /// An ACK or BYE of call `call_id`: in the dialog (To with the remote tag, sent to the
+    /// remote target on a new branch) or, for the ACK of a `failure` response, on the branch
+    /// and CSeq of the INVITE it answers (taken from the response: it may answer an earlier,
+    /// challenged INVITE of the call).
     fn request_text(
         &self,
         call_id: &str,
         call: &Placed,
         method: &str,
-        failure_to: Option<&str>,
+        failure: Option<&SipMessage>,
     ) -> String {
         let local = self.local;
-        let (target, via_branch, to) = match failure_to {
-            Some(to) => (call.target.clone(), call.branch.clone(), to.to_string()),
+        let (target, via_branch, to, cseq) = match failure {
+            Some(response) => (
+                call.target.clone(),
+                response.top_branch().unwrap_or(call.branch.clone()),
+                response.header(&Name::TO).unwrap_or_default().to_string(),
+                response.cseq().map_or(call.cseq, |c| c.cseq),
+            ),
             None => (
                 call.remote_target.clone().unwrap_or(call.target.clone()),
                 branch(),
                 call.to.clone().unwrap_or_default(),
+                if method == "BYE" {
+                    call.cseq + 1
+                } else {
+                    call.cseq
+                },
             ),
-        };
-        let cseq = if method == "BYE" {
-            call.cseq + 1
-        } else {
-            call.cseq
         };
         format!(
             "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={via_branch};rport\r\nMax-Forwards: 70\r\n\
@@ -295,63 +301,56 @@ From: <sip:{}@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {meth
             return Ok(None);
         }
         let call_id = call_id.to_string();
-        let Some(call) = self.placed.get_mut(&call_id) else {
+        let Some(mut call) = self.placed.remove(&call_id) else {
             return Ok(None);
         };
-        let to = response.header(&Name::TO).unwrap_or_default().to_string();
-        if cseq.cseq != call.cseq {
-            // A retransmission answering the earlier (challenged) INVITE: ACK it again.
-            if code >= 300 {
-                let earlier = Placed {
-                    cseq: cseq.cseq,
-                    branch: response.top_branch().unwrap_or_default(),
-                    ..call.clone()
-                };
-                let ack = self.request_text(&call_id, &earlier, "ACK", Some(&to));
-                self.socket.send_to(ack.as_bytes(), self.server)?;
-            }
-            return Ok(None);
+        if code >= 300 {
+            let ack = self.request_text(&call_id, &call, "ACK", Some(response));
+            self.socket.send_to(ack.as_bytes(), self.server)?;
         }
-        match code {
-            100 => Ok(None),
-            407 if call.cseq == 1 && cseq.cseq == 1 => {
-                let challenge = response
-                    .header(&Name::PROXY_AUTHENTICATE)
-                    .unwrap_or_default()
-                    .to_string();
-                let call = &self.placed[&call_id];
-                let ack = self.request_text(&call_id, call, "ACK", Some(&to));
-                self.socket.send_to(ack.as_bytes(), self.server)?;
-                let auth = authorization(
-                    &challenge,
-                    &call.user,
-                    &call.password,
-                    "INVITE",
-                    &call.target,
-                );
-                let call = self.placed.get_mut(&call_id).expect("present");
-                call.cseq = 2;
-                call.branch = branch();
-                let call = &self.placed[&call_id];
-                self.send_invite(&call_id, call, Some(&auth))?;
-                Ok(None)
+        let event = if cseq.cseq != call.cseq {
+            // A retransmission answering the earlier (challenged) INVITE: ACKed above.
+            None
+        } else {
+            match code {
+                407 if call.cseq == 1 => {
+                    let challenge = response
+                        .header(&Name::PROXY_AUTHENTICATE)
+                        .unwrap_or_default();
+                    let auth = authorization(
+                        challenge,
+                        &call.user,
+                        &call.password,
+                        "INVITE",
+                        &call.target,
+                    );
+                    call.cseq = 2;
+                    call.branch = branch();
+                    self.send_invite(&call_id, &call, Some(&auth))?;
+                    None
+                }
+                100 => None,
+                101..=199 => Some(Event::Ringing {
+                    call_id: call_id.clone(),
+                }),
+                200..=299 => {
+                    call.to = response.header(&Name::TO).map(str::to_string);
+                    call.remote_target = response.remote_target();
+                    let ack = self.request_text(&call_id, &call, "ACK", None);
+                    self.socket.send_to(ack.as_bytes(), self.server)?;
+                    Some(Event::Answered {
+                        call_id: call_id.clone(),
+                        at,
+                    })
+                }
+                _ => {
+                    // The call is over: not put back.
+                    return Ok(Some(Event::Failed { call_id, code }));
+                }
             }
-            101..=199 => Ok(Some(Event::Ringing { call_id })),
-            200..=299 => {
-                call.to = Some(to);
-                call.remote_target = response.remote_target();
-                let call = &self.placed[&call_id];
-                let ack = self.request_text(&call_id, call, "ACK", None);
-                self.socket.send_to(ack.as_bytes(), self.server)?;
-                Ok(Some(Event::Answered { call_id, at }))
-            }
-            _ => {
-                let call = self.placed.remove(&call_id).expect("present");
-                let ack = self.request_text(&call_id, &call, "ACK", Some(&to));
-                self.socket.send_to(ack.as_bytes(), self.server)?;
-                Ok(Some(Event::Failed { call_id, code }))
-            }
-        }
+        };
+        self.placed.insert(call_id, call);
+        Ok(event)
     }
 
     fn request(&mut self, request: &SipMessage) -> Result<(), PhonesError> {

@@ -252,32 +252,28 @@ impl CallIndex {
         let Some(keys) = self.keys.remove(&id) else {
             return;
         };
-        for tx in keys.server_txs {
-            if self
-                .by_server_tx
-                .get(&tx)
-                .is_some_and(|(call, _)| *call == id)
-            {
-                self.by_server_tx.remove(&tx);
-            }
-        }
-        for tx in keys.client_txs {
-            if self
-                .by_client_tx
-                .get(&tx)
-                .is_some_and(|(call, role)| *call == id && !matches!(role, ClientRole::Detached))
-            {
-                self.by_client_tx.remove(&tx);
-            }
-        }
-        for dialog in keys.dialogs {
-            if self
-                .by_dialog
-                .get(&dialog)
-                .is_some_and(|(call, _)| *call == id)
-            {
-                self.by_dialog.remove(&dialog);
-            }
+        drop_owned(&mut self.by_server_tx, keys.server_txs, id, |_| true);
+        drop_owned(&mut self.by_client_tx, keys.client_txs, id, |role| {
+            !matches!(role, ClientRole::Detached)
+        });
+        drop_owned(&mut self.by_dialog, keys.dialogs, id, |_| true);
+    }
+}
+
+/// Removes the entries under `keys` that still belong to call `id` and that `droppable`
+/// accepts (an entry refiled under another call stays).
+fn drop_owned<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, (u64, V)>,
+    keys: Vec<K>,
+    id: u64,
+    droppable: impl Fn(&V) -> bool,
+) {
+    for key in keys {
+        if map
+            .get(&key)
+            .is_some_and(|(call, value)| *call == id && droppable(value))
+        {
+            map.remove(&key);
         }
     }
 }

@@ -223,8 +223,9 @@ impl Store {
         Ok(context)
     }
 
-    fn set_state(&mut self, call_key: &str, sql: &str) -> Result<(), StoreError> {
-        cached_execute(&self.conn, sql, params![call_key])
+    /// Runs one cached statement outside any transaction of its own.
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+        cached_execute(&self.conn, sql, params)
             .map(|_| ())
             .map_err(|e| self.error(e))
     }
@@ -270,13 +271,10 @@ impl CallStore for Store {
     }
 
     fn set_leg_remote_tag(&mut self, call_id: &str, remote_tag: &str) -> Result<(), StoreError> {
-        cached_execute(
-            &self.conn,
+        self.run(
             "UPDATE call_legs SET remote_tag = ?2 WHERE call_id = ?1",
             params![call_id, remote_tag],
         )
-        .map(|_| ())
-        .map_err(|e| self.error(e))
     }
 
     fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
@@ -370,16 +368,17 @@ impl CallStore for Store {
     }
 
     fn release(&mut self, call_key: &str) -> Result<(), StoreError> {
-        self.set_state(
-            call_key,
-            "UPDATE call_contexts SET state = 'ringing', claimed_by = NULL, claimed_at_ms = NULL WHERE call_key = ?1",
+        self.run(
+            "UPDATE call_contexts SET state = 'ringing', claimed_by = NULL, claimed_at_ms = NULL \
+             WHERE call_key = ?1",
+            params![call_key],
         )
     }
 
     fn mark_answered(&mut self, call_key: &str) -> Result<(), StoreError> {
-        self.set_state(
-            call_key,
+        self.run(
             "UPDATE call_contexts SET state = 'answered' WHERE call_key = ?1",
+            params![call_key],
         )
     }
 
@@ -456,13 +455,10 @@ impl CallStore for Store {
     }
 
     fn set_cdr_media(&mut self, call_key: &str, media: &str) -> Result<(), StoreError> {
-        cached_execute(
-            &self.conn,
+        self.run(
             "UPDATE cdrs SET media = ?2 WHERE call_key = ?1",
             params![call_key, media],
         )
-        .map(|_| ())
-        .map_err(|e| self.error(e))
     }
 
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError> {
