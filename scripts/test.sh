@@ -16,12 +16,14 @@ install_packages() {
     fi
 }
 
-# Test peers and independent checkers: SIPp (sip-tester), DTMF and FSK decoders, sox.
+# Test peers and independent checkers: SIPp (sip-tester), DTMF and FSK decoders, sox,
+# fail2ban-regex (checks the fail2ban filter in contrib/ against the gateway's real log).
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v multimon-ng >/dev/null 2>&1 || missing+=(multimon-ng)
 command -v minimodem >/dev/null 2>&1 || missing+=(minimodem)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
+command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 if [ ${#missing[@]} -gt 0 ]; then
     install_packages "${missing[@]}"
 fi

@@ -9,6 +9,7 @@ pub mod analog;
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod log_limit;
 pub mod registrar;
 pub mod relay;
 pub mod report;

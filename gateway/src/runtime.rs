@@ -318,6 +318,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     writer.flush();
     drop(analog);
+    let guard = engine.guard_stats();
+    tracing::info!(
+        "auth: {} failed authentication(s), {} source(s) blocked, {} request(s) from blocked sources dropped, {} extension(s) locked",
+        guard.failures,
+        guard.sources_blocked,
+        guard.blocked_requests_dropped,
+        guard.extensions_locked
+    );
     if let Some((_, transport)) = &fast {
         let stats = transport.stats();
         let count = |counter: &std::sync::atomic::AtomicU64| {

@@ -259,7 +259,12 @@ impl Gateway {
 
     /// Everything the gateway logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The file the gateway logs to (its stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
     }
 
     /// `127.0.0.1:<port>`.
@@ -522,6 +527,21 @@ impl Sipp {
             .arg("-m")
             .arg(self.calls.to_string())
             .args(&self.args);
+        // SIPp computes a digest over `sip:<remote_ip>:<remote_port>` unless told otherwise;
+        // the gateway requires the digest uri to be the Request-URI (RFC 3261 §22.4).
+        let service = self
+            .args
+            .iter()
+            .position(|arg| arg == "-s")
+            .and_then(|at| self.args.get(at + 1));
+        let scenario_text = std::fs::read_to_string(&scenario).unwrap_or_default();
+        if let Some(service) = service {
+            if scenario_text.contains("INVITE sip:[service]@[remote_ip]:[remote_port]") {
+                command
+                    .arg("-auth_uri")
+                    .arg(format!("{service}@{}", gateway.addr()));
+            }
+        }
         if let Some(name) = &self.out_of_call {
             command
                 .arg("-oocsf")

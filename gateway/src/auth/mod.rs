@@ -3,17 +3,16 @@
 
 mod credentials;
 mod digest;
+pub mod guard;
+pub mod nonce;
 
 pub use credentials::{parse_credentials, Credentials};
 pub use digest::{digest_response, DigestInput};
 
 use crate::config::DigestAlgorithm;
-use std::collections::{HashMap, VecDeque};
+use crate::sip::message::RequestUri;
+use nonce::{NonceCheck, NonceIssuer};
 use std::time::{Duration, Instant};
-
-/// Nonces remembered at most; beyond this the oldest are forgotten (their users get a
-/// fresh challenge with `stale=true`, which phones answer without asking the user).
-const MAX_NONCES: usize = 50_000;
 
 /// Why credentials were refused. Unknown users and wrong passwords share one variant so
 /// nothing reveals which extensions exist.
@@ -31,12 +30,37 @@ pub enum RejectReason {
     /// qop=auth with cnonce and nc is required.
     #[error("qop=auth with cnonce and nc is required")]
     QopRequired,
+    /// The digest `uri` is not the request's Request-URI: credentials computed for one
+    /// request presented on another (toll fraud by retargeting).
+    #[error("digest uri {digest_uri:?} does not match the Request-URI")]
+    UriMismatch {
+        /// The uri the credentials were computed for.
+        digest_uri: String,
+    },
     /// The nonce count did not increase: a replayed request.
     #[error("nonce count did not increase (replay)")]
     Replay,
     /// Unknown user or wrong password.
     #[error("wrong user name or password")]
     BadCredentials,
+    /// The extension is locked after repeated failures and this source may not
+    /// authenticate as it (answered like a wrong password: a guesser learns nothing).
+    #[error("extension locked after repeated failures")]
+    Locked,
+}
+
+impl RejectReason {
+    /// The response status and reason phrase for a request refused for this reason.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            RejectReason::UriMismatch { .. } => (
+                400,
+                "Bad Request (digest uri does not match the Request-URI)",
+            ),
+            RejectReason::Malformed(_) => (400, "Bad Request (malformed credentials)"),
+            _ => (403, "Forbidden"),
+        }
+    }
 }
 
 /// The result of checking credentials.
@@ -47,88 +71,55 @@ pub enum AuthOutcome {
         /// The authenticated user name.
         user: String,
     },
-    /// The nonce expired or is unknown: challenge again with `stale=true`.
+    /// The nonce expired, was forgotten or is not ours: challenge again with `stale=true`.
     Stale,
-    /// Refused; answer 403.
-    Rejected(RejectReason),
+    /// Refused; answer with [`RejectReason::status`].
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+        /// The digest user name the credentials claimed, when they could be read.
+        username: Option<String>,
+    },
 }
 
-#[derive(Debug)]
-struct NonceState {
-    issued: Instant,
-    last_count: u32,
-}
-
-/// Issues challenges and verifies digest responses for one realm.
+/// Issues challenges and verifies digest responses for one realm. Challenges are
+/// stateless (see [`nonce`]): only a nonce that authenticated a request is remembered.
 pub struct DigestAuthenticator {
     realm: String,
-    lifetime: Duration,
-    opaque: String,
-    nonce_key: [u8; 32],
-    nonces: HashMap<String, NonceState>,
-    /// Nonces in the order they were issued: expiry and eviction of the oldest take the
-    /// front, so a full table costs nothing per challenge (a scan of 50,000 nonces per
-    /// challenge would stall a gateway under sustained load).
-    issue_order: VecDeque<(Instant, String)>,
-    issued: u64,
+    nonces: NonceIssuer,
+    /// Password for unknown users: the work and the answer are those of a wrong password.
+    decoy_password: String,
 }
 
 impl DigestAuthenticator {
-    /// An authenticator for `realm` whose nonces live `lifetime`; `secret` seeds nonces.
-    pub fn new(realm: String, lifetime: Duration, secret: [u8; 32]) -> Self {
-        DigestAuthenticator {
-            realm,
-            lifetime,
-            opaque: hex::encode(&secret[..8]),
-            nonce_key: secret,
-            nonces: HashMap::new(),
-            issue_order: VecDeque::new(),
-            issued: 0,
-        }
-    }
-
-    fn new_nonce(&mut self, now: Instant) -> String {
+    /// An authenticator for `realm` whose nonces live `lifetime`; `secret` keys the nonces'
+    /// HMAC and `now` is the clock origin.
+    pub fn new(realm: String, lifetime: Duration, secret: [u8; 32], now: Instant) -> Self {
         use sha2::{Digest, Sha256};
-        self.issued += 1;
-        let mut hasher = Sha256::new();
-        hasher.update(self.nonce_key);
-        hasher.update(self.issued.to_be_bytes());
-        hasher.update(rand::random::<[u8; 16]>());
-        let nonce = hex::encode(&hasher.finalize()[..18]);
-        self.purge(now);
-        while self.nonces.len() >= MAX_NONCES {
-            let Some((_, oldest)) = self.issue_order.pop_front() else {
-                break;
-            };
-            self.nonces.remove(&oldest);
+        let decoy = Sha256::new_with_prefix(b"decoy password").chain_update(secret);
+        DigestAuthenticator {
+            nonces: NonceIssuer::new(realm.clone(), lifetime, secret, now),
+            realm,
+            decoy_password: hex::encode(decoy.finalize()),
         }
-        self.nonces.insert(
-            nonce.clone(),
-            NonceState {
-                issued: now,
-                last_count: 0,
-            },
-        );
-        self.issue_order.push_back((now, nonce.clone()));
-        nonce
     }
 
     /// Header values for WWW-Authenticate or Proxy-Authenticate: one per algorithm, in the
-    /// order given, sharing one fresh nonce.
+    /// order given, sharing one fresh nonce. No `opaque`: it is optional (RFC 7616
+    /// §3.3) and would only add bytes to every challenge.
     pub fn challenge(
         &mut self,
         now: Instant,
         algorithms: &[DigestAlgorithm],
         stale: bool,
     ) -> Vec<String> {
-        let nonce = self.new_nonce(now);
+        let nonce = self.nonces.issue(now);
         algorithms
             .iter()
             .map(|algorithm| {
                 let mut value = format!(
-                    "Digest realm=\"{}\", nonce=\"{nonce}\", opaque=\"{}\", algorithm={}, qop=\"auth\"",
+                    "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
                     self.realm,
-                    self.opaque,
                     algorithm.token()
                 );
                 if stale {
@@ -139,66 +130,97 @@ impl DigestAuthenticator {
             .collect()
     }
 
-    /// Checks an Authorization / Proxy-Authorization value for a request with `method`.
+    /// Checks an Authorization / Proxy-Authorization value for a request with `method`
+    /// and `request_uri`.
     pub fn verify(
         &mut self,
         now: Instant,
-        method: &str,
+        request: (&str, &RequestUri),
         header_value: &str,
         allowed: &[DigestAlgorithm],
         password_of: impl Fn(&str) -> Option<String>,
     ) -> AuthOutcome {
         let credentials = match parse_credentials(header_value) {
             Ok(credentials) => credentials,
-            Err(problem) => return AuthOutcome::Rejected(RejectReason::Malformed(problem)),
+            Err(problem) => {
+                return AuthOutcome::Rejected {
+                    reason: RejectReason::Malformed(problem),
+                    username: None,
+                }
+            }
         };
+        let username = credentials.username.clone();
+        match self.check(now, request, &credentials, allowed, password_of) {
+            Ok(true) => AuthOutcome::Authenticated { user: username },
+            Ok(false) => AuthOutcome::Stale,
+            Err(reason) => AuthOutcome::Rejected {
+                reason,
+                username: Some(username),
+            },
+        }
+    }
+
+    /// Ok(true): authenticated; Ok(false): stale nonce; Err: refused.
+    fn check(
+        &mut self,
+        now: Instant,
+        (method, request_uri): (&str, &RequestUri),
+        credentials: &Credentials,
+        allowed: &[DigestAlgorithm],
+        password_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<bool, RejectReason> {
         if credentials.realm != self.realm {
-            return AuthOutcome::Rejected(RejectReason::WrongRealm);
+            return Err(RejectReason::WrongRealm);
         }
         let algorithm = match credentials.algorithm.as_deref() {
             None => DigestAlgorithm::Md5,
             Some(name) if name.eq_ignore_ascii_case("MD5") => DigestAlgorithm::Md5,
             Some(name) if name.eq_ignore_ascii_case("SHA-256") => DigestAlgorithm::Sha256,
-            Some(other) => {
-                return AuthOutcome::Rejected(RejectReason::AlgorithmNotOffered(other.to_string()))
-            }
+            Some(other) => return Err(RejectReason::AlgorithmNotOffered(other.to_string())),
         };
         if !allowed.contains(&algorithm) {
-            return AuthOutcome::Rejected(RejectReason::AlgorithmNotOffered(
+            return Err(RejectReason::AlgorithmNotOffered(
                 algorithm.token().to_string(),
             ));
+        }
+        let same_target = RequestUri::parse(&credentials.uri)
+            .is_ok_and(|digest_uri| crate::sip::uri::equivalent(&digest_uri, request_uri));
+        if !same_target {
+            return Err(RejectReason::UriMismatch {
+                digest_uri: credentials.uri.chars().take(80).collect(),
+            });
         }
         let (Some(qop), Some(cnonce), Some(count_text)) =
             (&credentials.qop, &credentials.cnonce, &credentials.nc)
         else {
-            return AuthOutcome::Rejected(RejectReason::QopRequired);
+            return Err(RejectReason::QopRequired);
         };
         if !qop.eq_ignore_ascii_case("auth") {
-            return AuthOutcome::Rejected(RejectReason::QopRequired);
+            return Err(RejectReason::QopRequired);
         }
         let Ok(count) = u32::from_str_radix(count_text, 16) else {
-            return AuthOutcome::Rejected(RejectReason::Malformed(format!("nc={count_text}")));
+            return Err(RejectReason::Malformed(format!("nc={count_text}")));
         };
-        let lifetime = self.lifetime;
-        let Some(state) = self.nonces.get(&credentials.nonce) else {
-            return AuthOutcome::Stale;
+        let NonceCheck::Valid {
+            serial,
+            issued,
+            last_count,
+        } = self.nonces.check(now, &credentials.nonce)
+        else {
+            return Ok(false);
         };
-        if now.duration_since(state.issued) > lifetime {
-            self.nonces.remove(&credentials.nonce);
-            return AuthOutcome::Stale;
-        }
-        if count <= state.last_count {
-            return AuthOutcome::Rejected(RejectReason::Replay);
+        if count <= last_count {
+            return Err(RejectReason::Replay);
         }
         // Unknown users are checked against a password nobody has, so the work (and the
         // answer) is the same as for a wrong password.
         let known = password_of(&credentials.username);
-        let password = known.clone().unwrap_or_else(|| hex::encode(self.nonce_key));
+        let password = known.as_deref().unwrap_or(&self.decoy_password);
         let expected = digest_response(&DigestInput {
             algorithm,
             username: &credentials.username,
             realm: &self.realm,
-            password: &password,
+            password,
             method,
             uri: &credentials.uri,
             nonce: &credentials.nonce,
@@ -206,36 +228,25 @@ impl DigestAuthenticator {
             cnonce,
             qop,
         });
-        if known.is_none()
-            || !constant_time_eq(
-                expected.as_bytes(),
-                credentials.response.to_ascii_lowercase().as_bytes(),
-            )
-        {
-            return AuthOutcome::Rejected(RejectReason::BadCredentials);
+        let matches = constant_time_eq(
+            expected.as_bytes(),
+            credentials.response.to_ascii_lowercase().as_bytes(),
+        );
+        if known.is_none() || !matches {
+            return Err(RejectReason::BadCredentials);
         }
-        if let Some(state) = self.nonces.get_mut(&credentials.nonce) {
-            state.last_count = count;
-        }
-        AuthOutcome::Authenticated {
-            user: credentials.username,
-        }
+        self.nonces.record_use(serial, issued, count);
+        Ok(true)
     }
 
-    /// Forgets expired nonces (the oldest first; it stops at the first one still valid).
+    /// Forgets nonces in use whose lifetime is over.
     pub fn purge(&mut self, now: Instant) {
-        while let Some((issued, nonce)) = self.issue_order.front() {
-            if now.duration_since(*issued) <= self.lifetime {
-                break;
-            }
-            self.nonces.remove(nonce);
-            self.issue_order.pop_front();
-        }
+        self.nonces.purge(now);
     }
 
-    /// Nonces currently remembered.
+    /// Nonces currently remembered (only those that authenticated a request).
     pub fn nonce_count(&self) -> usize {
-        self.nonces.len()
+        self.nonces.in_use()
     }
 }
 

@@ -356,6 +356,53 @@ pub struct AuthConfig {
     /// Seconds a nonce stays valid; older ones get `stale=true`.
     #[serde(default = "default_nonce_lifetime")]
     pub nonce_lifetime_secs: u64,
+    /// Failed authentications from one source address, within `failure_window_secs`,
+    /// that block the address for `block_secs` (its requests are dropped).
+    #[serde(default = "default_max_failures_per_source")]
+    pub max_failures_per_source: u32,
+    /// Failed authentications against one extension, from any source, within the window,
+    /// that lock it for `block_secs`: only trusted networks and the addresses it is
+    /// registered from may then authenticate as it (a guesser spread over many addresses).
+    #[serde(default = "default_max_failures_per_extension")]
+    pub max_failures_per_extension: u32,
+    /// The window in which failures are counted.
+    #[serde(default = "default_failure_window")]
+    pub failure_window_secs: u64,
+    /// How long a block or a lock lasts.
+    #[serde(default = "default_block")]
+    pub block_secs: u64,
+    /// Networks (CIDR, e.g. "10.0.0.0/8", "2001:db8::/32", or a single address) never
+    /// blocked, e.g. the office LAN or a trusted proxy.
+    #[serde(default)]
+    pub trusted_networks: Vec<String>,
+    /// Log lines about failed authentications and blocks per second, at most.
+    #[serde(default = "default_auth_log_per_second")]
+    pub log_per_second: u32,
+}
+
+impl AuthConfig {
+    /// The failure limits for the guard; `trusted_networks` must have been validated.
+    pub fn guard(&self) -> crate::auth::guard::GuardConfig {
+        crate::auth::guard::GuardConfig {
+            max_failures_per_source: self.max_failures_per_source,
+            max_failures_per_extension: self.max_failures_per_extension,
+            failure_window: Duration::from_secs(self.failure_window_secs),
+            block: Duration::from_secs(self.block_secs),
+            trusted_networks: self
+                .trusted_networks
+                .iter()
+                .filter_map(|net| parse_network(net).ok())
+                .collect(),
+            log_per_second: self.log_per_second,
+        }
+    }
+}
+
+/// A CIDR network or a single address (as a /32 or /128).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not a network such as \"10.0.0.0/8\" or an address"))
 }
 
 impl Default for AuthConfig {
@@ -364,6 +411,12 @@ impl Default for AuthConfig {
             realm: default_realm(),
             algorithms: default_algorithms(),
             nonce_lifetime_secs: default_nonce_lifetime(),
+            max_failures_per_source: default_max_failures_per_source(),
+            max_failures_per_extension: default_max_failures_per_extension(),
+            failure_window_secs: default_failure_window(),
+            block_secs: default_block(),
+            trusted_networks: Vec::new(),
+            log_per_second: default_auth_log_per_second(),
         }
     }
 }
@@ -489,6 +542,21 @@ fn default_algorithms() -> Vec<DigestAlgorithm> {
 }
 fn default_nonce_lifetime() -> u64 {
     300
+}
+fn default_max_failures_per_source() -> u32 {
+    5
+}
+fn default_max_failures_per_extension() -> u32 {
+    20
+}
+fn default_failure_window() -> u64 {
+    60
+}
+fn default_block() -> u64 {
+    900
+}
+fn default_auth_log_per_second() -> u32 {
+    20
 }
 fn default_min_expires() -> u32 {
     60
@@ -634,6 +702,36 @@ impl Config {
                 "auth.nonce_lifetime_secs",
                 "must be positive".into(),
             ));
+        }
+        for (key, value) in [
+            (
+                "auth.max_failures_per_source",
+                self.auth.max_failures_per_source,
+            ),
+            (
+                "auth.max_failures_per_extension",
+                self.auth.max_failures_per_extension,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        for (key, value) in [
+            ("auth.failure_window_secs", self.auth.failure_window_secs),
+            ("auth.block_secs", self.auth.block_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive".into()));
+            }
+        }
+        if let Some(problem) = self
+            .auth
+            .trusted_networks
+            .iter()
+            .find_map(|net| parse_network(net).err())
+        {
+            return Err(invalid("auth.trusted_networks", problem));
         }
         let r = &self.registrar;
         if r.min_expires_secs == 0

@@ -84,9 +84,13 @@ impl Engine {
             // the PSTN caller on a line).
             claimed.clone().unwrap_or_default()
         } else {
-            let Some(user) =
-                self.authenticate(now, tx, &msg, claimed.as_deref(), ChallengeKind::Proxy)
-            else {
+            let Some(user) = self.authenticate(
+                now,
+                tx,
+                &msg,
+                (claimed.as_deref(), peer),
+                ChallengeKind::Proxy,
+            ) else {
                 return;
             };
             user

@@ -17,6 +17,7 @@ mod stats;
 
 pub use stats::Stats;
 
+use crate::auth::guard::AuthGuard;
 use crate::auth::DigestAuthenticator;
 use crate::config::Config;
 use crate::registrar::{Binding, Registrar};
@@ -25,7 +26,7 @@ use crate::sip::message::{ParseError, SipMessage};
 use crate::sip::transaction::{ServerTxId, TimerConfig, TxEvent, TxLayer};
 use crate::sip::validate::{self, Capabilities};
 use crate::store::{StoreCommand, StoreResult};
-use crate::transport::{Outgoing, Peer};
+use crate::transport::{Outgoing, Peer, Protocol};
 use call::Calls;
 use dialog::LocalIdentity;
 use ezk_sip_types::{Method, Name};
@@ -72,6 +73,7 @@ pub struct Engine {
     local: LocalIdentity,
     tx: TxLayer,
     auth: DigestAuthenticator,
+    guard: AuthGuard,
     registrar: Registrar,
     calls: Calls,
     store_commands: VecDeque<StoreCommand>,
@@ -108,12 +110,14 @@ impl Engine {
             config.auth.realm.clone(),
             Duration::from_secs(config.auth.nonce_lifetime_secs),
             secret,
+            now.mono,
         );
         let registrar = Registrar::from_bindings(config.registrar.clone(), bindings);
         Engine {
             local,
             tx: TxLayer::new(TimerConfig::default()),
             auth,
+            guard: AuthGuard::new(config.auth.guard()),
             registrar,
             calls: Calls::default(),
             store_commands: VecDeque::new(),
@@ -133,17 +137,34 @@ impl Engine {
         &self.stats
     }
 
+    /// Failed-authentication counters (failures, blocks, dropped requests, locks).
+    pub fn guard_stats(&self) -> crate::auth::guard::GuardStats {
+        self.guard.stats()
+    }
+
+    /// False for a request from a blocked source: it is dropped (and counted) unread.
+    /// Responses are let through (they answer our own requests), and so is the analog
+    /// ports' internal peer.
+    fn admits(&mut self, now: Now, peer: Peer, is_response: bool) -> bool {
+        is_response
+            || peer.protocol == Protocol::Internal
+            || self.guard.admits(now.mono, peer.addr.ip())
+    }
+
     /// Handles one UDP datagram.
     pub fn handle_datagram(&mut self, now: Now, peer: Peer, bytes: &[u8]) {
         if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return; // keep-alive (RFC 5626 CRLF or NAT pings)
+        }
+        if !self.admits(now, peer, bytes.starts_with(b"SIP/")) {
+            return;
         }
         if bytes.len() > self.config.sip.max_message_size {
             self.reject_oversized(peer, bytes);
             return;
         }
         match SipMessage::parse_datagram(bytes) {
-            Ok(msg) => self.handle_message(now, peer, msg),
+            Ok(msg) => self.handle_admitted(now, peer, msg),
             Err(error) => self.reject_unparseable(peer, bytes, &error),
         }
     }
@@ -197,7 +218,13 @@ impl Engine {
     }
 
     /// Handles one parsed message (from a datagram or framed out of a stream).
-    pub fn handle_message(&mut self, now: Now, peer: Peer, mut msg: SipMessage) {
+    pub fn handle_message(&mut self, now: Now, peer: Peer, msg: SipMessage) {
+        if self.admits(now, peer, !msg.is_request()) {
+            self.handle_admitted(now, peer, msg);
+        }
+    }
+
+    fn handle_admitted(&mut self, now: Now, peer: Peer, mut msg: SipMessage) {
         if msg.is_request() {
             if let Err(rejection) = validate::validate_request(&msg, &CAPABILITIES) {
                 self.stats.rejected_requests += 1;
@@ -238,6 +265,7 @@ impl Engine {
             self.next_maintenance = now.mono + MAINTENANCE_INTERVAL;
             self.expire_registrations(now);
             self.auth.purge(now.mono);
+            self.guard.purge(now.mono);
         }
         self.process_events(now);
         self.ring_timeouts(now);

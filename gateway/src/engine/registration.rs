@@ -1,7 +1,9 @@
 //! REGISTER handling: digest challenge, verification, binding update, persistence.
 
 use super::{Engine, Now};
-use crate::auth::AuthOutcome;
+use crate::auth::guard::Failure;
+use crate::auth::{AuthOutcome, RejectReason};
+use crate::config::DigestAlgorithm;
 use crate::registrar::RegisterError;
 use crate::sip::ids;
 use crate::sip::message::{starts_with_ignore_case, SipMessage};
@@ -29,18 +31,22 @@ impl ChallengeKind {
 }
 
 impl Engine {
-    /// Authenticates a request. Returns the authenticated user, or None after answering
-    /// the request with a challenge (401/407) or 403 itself.
+    /// Authenticates a request from `peer`. Returns the authenticated user, or None after
+    /// answering the request itself: a challenge (401/407) when it has no usable
+    /// credentials, 403 (or 400) when they are refused.
     ///
-    /// Unknown users and wrong passwords get the same 403, and the first challenge does not
-    /// depend on whether the user exists beyond its configured algorithm list, so responses
-    /// do not reveal which extensions exist.
+    /// Those answers are stateless (sent once, no transaction kept), so unauthenticated
+    /// requests cost no memory and get exactly one response each. Unknown users and wrong
+    /// passwords get the same 403, and the first challenge does not depend on whether the
+    /// user exists beyond its configured algorithm list, so responses do not reveal which
+    /// extensions exist. Every refusal counts against the source and the extension (see
+    /// [`crate::auth::guard`]).
     pub(super) fn authenticate(
         &mut self,
         now: Now,
         tx: ServerTxId,
         msg: &SipMessage,
-        claimed_user: Option<&str>,
+        (claimed_user, peer): (Option<&str>, Peer),
         kind: ChallengeKind,
     ) -> Option<String> {
         let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
@@ -49,33 +55,46 @@ impl Engine {
         let credentials = msg
             .raw_values(&kind.credentials())
             .map(|value| value.as_str())
-            .find(|value| starts_with_ignore_case(value, "digest "))
-            .map(str::to_string);
-        let stale = match credentials {
-            None => false,
-            Some(value) => {
-                let config = &self.config;
-                let outcome = self
-                    .auth
-                    .verify(now.mono, &method, &value, &algorithms, |user| {
-                        config.extension(user).and_then(|e| e.password.clone())
-                    });
-                match outcome {
-                    AuthOutcome::Authenticated { user } => return Some(user),
-                    AuthOutcome::Stale => true,
-                    AuthOutcome::Rejected(reason) => {
-                        tracing::info!(
-                            "{method} from {:?}: authentication failed: {reason}",
-                            claimed_user
-                        );
-                        self.reply(now, tx, 403, "Forbidden");
-                        return None;
-                    }
-                }
+            .find(|value| starts_with_ignore_case(value, "digest "));
+        let request_uri = &msg.request_line()?.uri;
+        let Some(value) = credentials else {
+            self.challenge(now, tx, msg, &algorithms, kind, false);
+            return None;
+        };
+        let config = &self.config;
+        let outcome = self.auth.verify(
+            now.mono,
+            (&method, request_uri),
+            value,
+            &algorithms,
+            |user| config.extension(user).and_then(|e| e.password.clone()),
+        );
+        let (reason, username) = match outcome {
+            AuthOutcome::Authenticated { user } if !self.locked_out(now, &user, peer) => {
+                return Some(user);
+            }
+            AuthOutcome::Authenticated { user } => (RejectReason::Locked, Some(user)),
+            AuthOutcome::Rejected { reason, username } => (reason, username),
+            AuthOutcome::Stale => {
+                self.challenge(now, tx, msg, &algorithms, kind, true);
+                return None;
             }
         };
-        let challenges = self.auth.challenge(now.mono, &algorithms, stale);
-        let request = self.tx.request(tx)?;
+        let user = username.as_deref().or(claimed_user);
+        self.refuse(now, tx, msg, peer, user, &reason);
+        None
+    }
+
+    /// Answers a request without usable credentials with a challenge, statelessly.
+    fn challenge(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        msg: &SipMessage,
+        algorithms: &[DigestAlgorithm],
+        kind: ChallengeKind,
+        stale: bool,
+    ) {
         let (code, reason, header) = match kind {
             ChallengeKind::Registrar => (401, "Unauthorized", Name::WWW_AUTHENTICATE),
             ChallengeKind::Proxy => (
@@ -84,12 +103,64 @@ impl Engine {
                 Name::PROXY_AUTHENTICATE,
             ),
         };
-        let mut response = request.response(code, reason, Some(&ids::tag()));
-        for challenge in challenges {
-            response.add_header(header.clone(), challenge);
+        let mut response = msg.response(code, reason, Some(&ids::tag()));
+        // One challenge per algorithm, in order of preference, but never a response
+        // larger than the request beyond the first (no amplification).
+        let request_size = msg.to_bytes().len();
+        for (i, challenge) in self
+            .auth
+            .challenge(now.mono, algorithms, stale)
+            .into_iter()
+            .enumerate()
+        {
+            let mut with = response.clone();
+            with.add_header(header.clone(), challenge);
+            if i > 0 && with.to_bytes().len() > request_size {
+                break;
+            }
+            response = with;
         }
-        self.tx.send_response(now.mono, tx, response);
-        None
+        self.tx.respond_statelessly(tx, response);
+    }
+
+    /// True when `user` is locked (too many failures against it) and `peer` may not
+    /// authenticate as it anyway: only trusted networks and the addresses it is
+    /// registered from may.
+    fn locked_out(&self, now: Now, user: &str, peer: Peer) -> bool {
+        self.guard.is_locked(now.mono, user)
+            && !self.guard.is_trusted(peer.addr.ip())
+            && !self
+                .registrar
+                .lookup(now.unix(), user)
+                .iter()
+                .any(|binding| binding.source.addr.ip() == peer.addr.ip())
+    }
+
+    /// Refuses a request's credentials: counts the failure (which may block the source
+    /// or lock the extension) and answers once, statelessly.
+    fn refuse(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        msg: &SipMessage,
+        peer: Peer,
+        user: Option<&str>,
+        reason: &RejectReason,
+    ) {
+        let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
+        self.guard.record_failure(
+            now.mono,
+            Failure {
+                source: peer.addr,
+                method: &method,
+                user,
+                known_extension: user.is_some_and(|u| self.config.extension(u).is_some()),
+                reason,
+            },
+        );
+        let (code, phrase) = reason.status();
+        let response = msg.response(code, phrase, Some(&ids::tag()));
+        self.tx.respond_statelessly(tx, response);
     }
 
     pub(super) fn on_register(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
@@ -97,7 +168,8 @@ impl Engine {
             self.reply(now, tx, 400, "Bad Request (To has no user part)");
             return;
         };
-        let Some(user) = self.authenticate(now, tx, &msg, Some(&aor), ChallengeKind::Registrar)
+        let Some(user) =
+            self.authenticate(now, tx, &msg, (Some(&aor), peer), ChallengeKind::Registrar)
         else {
             return;
         };

@@ -1,6 +1,7 @@
 //! Counters of dropped and rejected input, with a rate limit for the log lines they cause.
 
-use std::time::{Duration, Instant};
+use crate::log_limit::LogLimiter;
+use std::time::Instant;
 
 /// What the engine dropped or rejected since start.
 #[derive(Debug, Default, Clone)]
@@ -13,32 +14,20 @@ pub struct Stats {
     pub responses_dropped: u64,
     /// Stream connections closed because the peer sent garbage.
     pub stream_garbage: u64,
-    log_window: Option<Instant>,
-    log_lines: u32,
-    log_limit: u32,
+    log: LogLimiter,
 }
 
 impl Stats {
     /// Counters at zero; at most `log_limit` warnings per second about bad input.
     pub fn new(log_limit: u32) -> Stats {
         Stats {
-            log_limit,
+            log: LogLimiter::new(log_limit),
             ..Stats::default()
         }
     }
 
     /// True when another warning line may be written now.
     pub fn should_log(&mut self, now: Instant) -> bool {
-        match self.log_window {
-            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {
-                self.log_lines += 1;
-                self.log_lines <= self.log_limit
-            }
-            _ => {
-                self.log_window = Some(now);
-                self.log_lines = 1;
-                self.log_limit > 0
-            }
-        }
+        self.log.allows(now)
     }
 }

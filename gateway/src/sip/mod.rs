@@ -4,4 +4,5 @@ pub mod framing;
 pub mod ids;
 pub mod message;
 pub mod transaction;
+pub mod uri;
 pub mod validate;

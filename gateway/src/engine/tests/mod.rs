@@ -1,6 +1,7 @@
 //! The engine driven in virtual time by scripted phones: registration, calls, failures.
 
 mod pickup;
+mod security;
 
 use super::{Engine, Now};
 use crate::config::Config;

@@ -121,6 +121,10 @@ struct ServerEntry {
     key: ServerKey,
     peer: Peer,
     ack_key: Option<AckKey>,
+    /// An INVITE owed its 100 Trying: sent at the next transmit unless the transaction
+    /// user answered first (RFC 3261 §17.2.1), so a request answered at once (a stateless
+    /// challenge) gets one response, not two.
+    trying_owed: bool,
 }
 
 /// All transactions of one engine.
@@ -136,6 +140,8 @@ pub struct TxLayer {
     timer_queue: BTreeSet<(Instant, TxRef)>,
     events: VecDeque<TxEvent>,
     transmits: VecDeque<Outgoing>,
+    /// INVITE transactions that may still owe a 100 Trying, with their arrival time.
+    owed_trying: Vec<(ServerTxId, Instant)>,
     stray_responses: u64,
 }
 
@@ -212,6 +218,7 @@ impl TxLayer {
             timer_queue: BTreeSet::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
+            owed_trying: Vec::new(),
             stray_responses: 0,
         }
     }
@@ -273,11 +280,11 @@ impl TxLayer {
                 key,
                 peer,
                 ack_key: None,
+                trying_owed: method == Method::INVITE,
             },
         );
         if method == Method::INVITE {
-            let trying = msg.response(100, "Trying", None);
-            self.send_response(now, id, trying);
+            self.owed_trying.push((id, now));
             self.events
                 .push_back(TxEvent::Request { tx: id, msg, peer });
         } else if method == Method::CANCEL {
@@ -394,6 +401,7 @@ impl TxLayer {
         let Some(entry) = self.servers.get_mut(&tx) else {
             return;
         };
+        entry.trying_owed = false;
         let actions = entry.tx.send_response(now, &msg, &timers);
         if entry.tx.is_accepted() && entry.ack_key.is_none() {
             let to_tag = msg.to_header().and_then(|to| to.tag().map(str::to_string));
@@ -408,6 +416,22 @@ impl TxLayer {
     /// Sends a message outside any transaction (ACK for a 2xx, stateless answers).
     pub fn send_stateless(&mut self, msg: SipMessage, peer: Peer) {
         self.transmit(peer, msg.to_bytes());
+    }
+
+    /// Answers a server transaction's request once and forgets the transaction: nothing
+    /// is retransmitted and nothing is kept (a retransmitted request is a new request).
+    /// For answers to unauthenticated requests (challenges, refusals), which must cost
+    /// no memory and never more than one response per request (as Kamailio's stateless
+    /// replies).
+    pub fn respond_statelessly(&mut self, tx: ServerTxId, msg: SipMessage) {
+        let Some(peer) = self.servers.get(&tx).map(|entry| entry.peer) else {
+            return;
+        };
+        self.transmit(peer, msg.to_bytes());
+        if let Some(at) = self.scheduled.remove(&TxRef::Server(tx)) {
+            self.timer_queue.remove(&(at, TxRef::Server(tx)));
+        }
+        self.forget(TxRef::Server(tx));
     }
 
     /// Cancels a client INVITE transaction: CANCEL goes out once a provisional has arrived
@@ -473,7 +497,22 @@ impl TxLayer {
 
     /// The next message to put on the wire.
     pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        if !self.owed_trying.is_empty() {
+            self.send_owed_tryings();
+        }
         self.transmits.pop_front()
+    }
+
+    fn send_owed_tryings(&mut self) {
+        for (id, arrived) in std::mem::take(&mut self.owed_trying) {
+            let trying = match self.servers.get(&id) {
+                Some(entry) if entry.trying_owed => {
+                    entry.tx.request().response(100, "Trying", None)
+                }
+                _ => continue,
+            };
+            self.send_response(arrived, id, trying);
+        }
     }
 
     fn apply_client_actions(&mut self, now: Instant, id: ClientTxId, actions: Vec<ClientAction>) {
