@@ -1,5 +1,6 @@
 //! The SIP pre-parser: frames one UDP datagram and pulls out what routing needs (request
-//! method or response status, Call-ID, the top Via's branch, CSeq) without allocating or
+//! method or response status, Call-ID, the top Via's branch, CSeq, the To tag that tells
+//! an in-dialog request from a new one) without allocating or
 //! copying: every field borrows from the datagram. Headers are read lazily, as Kamailio does;
 //! everything else is left to the control plane's full parser.
 
@@ -25,6 +26,8 @@ pub struct PreParsed<'a> {
     pub cseq: u32,
     /// CSeq method.
     pub cseq_method: &'a str,
+    /// The To header's `tag` parameter: a request with one belongs to a dialog.
+    pub to_tag: Option<&'a str>,
     /// Where the body starts (bytes from the start of the datagram).
     pub body_offset: usize,
 }
@@ -98,6 +101,7 @@ enum Wanted {
     CallId,
     Via,
     CSeq,
+    To,
     Other,
 }
 
@@ -107,8 +111,10 @@ fn classify(name: &[u8]) -> Wanted {
         1 => match name[0] | 0x20 {
             b'i' => Wanted::CallId,
             b'v' => Wanted::Via,
+            b't' => Wanted::To,
             _ => Wanted::Other,
         },
+        2 if name.eq_ignore_ascii_case(b"to") => Wanted::To,
         3 if name.eq_ignore_ascii_case(b"via") => Wanted::Via,
         4 if name.eq_ignore_ascii_case(b"cseq") => Wanted::CSeq,
         7 if name.eq_ignore_ascii_case(b"call-id") => Wanted::CallId,
@@ -249,12 +255,12 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
     let start =
         std::str::from_utf8(strip_cr(&head[..first_end])).map_err(|_| PreParseError::NotText)?;
     let kind = parse_start_line(start)?;
-    let (mut call_id, mut via, mut cseq) = (None, None, None);
-    // Lazily, as Kamailio does: stop once the three headers are found.
+    let (mut call_id, mut via, mut cseq, mut to) = (None, None, None, None);
+    // Lazily, as Kamailio does: stop once the four headers are found.
     let mut lines = LogicalLines {
         rest: head.get(first_end + 1..).unwrap_or_default(),
     };
-    while call_id.is_none() || via.is_none() || cseq.is_none() {
+    while call_id.is_none() || via.is_none() || cseq.is_none() || to.is_none() {
         let Some(line) = lines.next() else {
             break;
         };
@@ -274,6 +280,7 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
             Wanted::CallId if call_id.is_none() => call_id = Some(value),
             Wanted::Via if via.is_none() => via = first_value(value),
             Wanted::CSeq if cseq.is_none() => cseq = Some(value),
+            Wanted::To if to.is_none() => to = Some(value),
             _ => {}
         }
     }
@@ -297,8 +304,41 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         branch: branch_of(via),
         cseq: number,
         cseq_method: method,
+        to_tag: to.and_then(tag_of),
         body_offset,
     })
+}
+
+/// The `tag` parameter of a From/To value: parameters follow the `>` of a name-addr
+/// (`"A <b>" <sip:x@h>;tag=1`), or the URI of a bare addr-spec (`sip:x@h;tag=1`).
+fn tag_of(value: &str) -> Option<&str> {
+    let params = match angle_close(value) {
+        Some(close) => &value[close + 1..],
+        None => &value[value.find(';')?..],
+    };
+    // A `tag` without a value is still a tag (empty), as the full parser reads it.
+    params.split(';').find_map(|param| {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        trim_lws(name)
+            .eq_ignore_ascii_case("tag")
+            .then(|| trim_lws(value))
+    })
+}
+
+/// Where the `>` closing a name-addr's URI is (quoted display names skipped).
+fn angle_close(value: &str) -> Option<usize> {
+    let (mut quoted, mut escaped, mut open) = (false, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => open = true,
+            '>' if !quoted && open => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Which of `shards` queues a Call-ID belongs to (FNV-1a): every message of a call goes to
@@ -329,7 +369,26 @@ Call-ID: a84b4c76e66710@pc33\r\nCSeq: 314159 INVITE\r\nContent-Length: 4\r\n\r\n
         assert_eq!(parsed.call_id, "a84b4c76e66710@pc33");
         assert_eq!(parsed.branch, Some("z9hG4bKabc"));
         assert_eq!((parsed.cseq, parsed.cseq_method), (314159, "INVITE"));
+        assert_eq!(parsed.to_tag, None, "a new INVITE");
         assert_eq!(&INVITE.as_bytes()[parsed.body_offset..], b"v=0\n");
+    }
+
+    #[test]
+    fn the_to_tag_in_every_form() {
+        for (to, tag) in [
+            ("To: <sip:201@h>;tag=abc", Some("abc")),
+            ("t: sip:201@h;TAG = x1", Some("x1")),
+            (
+                "To: \"A <b>;tag=no\" <sip:201@h;tag=no>;tag=yes",
+                Some("yes"),
+            ),
+            ("To: \"q \\\" ;tag=no\" <sip:201@h>", None),
+            ("To: <sip:201@h>", None),
+            ("To: sip:201@h", None),
+        ] {
+            let text = format!("BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n{to}\r\nCall-ID: c\r\nCSeq: 2 BYE\r\n\r\n");
+            assert_eq!(preparse(text.as_bytes()).unwrap().to_tag, tag, "{to}");
+        }
     }
 
     #[test]

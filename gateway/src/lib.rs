@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod log_limit;
+pub mod overload;
 pub mod registrar;
 pub mod relay;
 pub mod report;

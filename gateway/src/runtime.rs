@@ -5,6 +5,7 @@ use crate::analog::service::{AnalogService, ServiceError};
 use crate::config::AnchorMode;
 use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind, TransportName};
 use crate::engine::{Engine, Now};
+use crate::overload::{Class, Shedder};
 use crate::relay::MediaRelay;
 use crate::store::{CallStore, Store, StoreError, StoreWriter};
 use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
@@ -123,6 +124,42 @@ fn analog_ports(config: &Config, analog: &AnalogConfig) -> Result<Vec<PortPlan>,
 }
 
 /// Hands one inbound message to the engine.
+/// Messages taken from the fast path per turn of the loop, at most, before sends, timers
+/// and the other queues run again; of them, new requests served and new requests shed.
+const MESSAGES_PER_TURN: usize = 1024;
+const NEW_SERVED_PER_TURN: usize = 64;
+const NEW_SHED_PER_TURN: usize = 512;
+
+/// Serves the fast path's queues: priority messages first, then new requests, those
+/// that waited too long answered 503 (see [`crate::overload`]). What is left for the next
+/// turn wakes the loop again at once.
+fn serve_fast_path(engine: &mut Engine, receivers: &ShardReceivers, shedder: &Shedder) {
+    let (mut served, mut shed) = (0, 0);
+    for _ in 0..MESSAGES_PER_TURN {
+        if served == NEW_SERVED_PER_TURN || shed == NEW_SHED_PER_TURN {
+            break;
+        }
+        let Some(queued) = receivers.try_recv() else {
+            break;
+        };
+        let now = Now::system();
+        match queued.class {
+            Class::Priority => engine.handle_datagram(now, queued.peer, &queued.bytes),
+            Class::New if shedder.serves(now.mono, queued.received) => {
+                served += 1;
+                engine.handle_datagram(now, queued.peer, &queued.bytes);
+            }
+            Class::New => {
+                shed += 1;
+                engine.reject_overloaded(now, queued.peer, &queued.bytes);
+            }
+        }
+    }
+    if !receivers.is_empty() {
+        receivers.wake();
+    }
+}
+
 fn deliver(engine: &mut Engine, message: Inbound) {
     match message {
         Inbound::Datagram { peer, bytes } => engine.handle_datagram(Now::system(), peer, &bytes),
@@ -174,15 +211,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 udp = Some(Box::new(bound));
             }
             TransportName::Udp => {
-                let (bound, receivers) = FastpathUdpTransport::bind(listen, &config.fastpath, 1)
-                    .map_err(|e| match e {
-                        FastpathBindError::Bind(source) => RunError::Bind {
-                            protocol: "udp",
-                            addr: listen,
-                            source,
-                        },
-                        FastpathBindError::Worker(e) => RunError::Fastpath(e),
-                    })?;
+                let (bound, receivers) = FastpathUdpTransport::bind(
+                    listen,
+                    &config.fastpath,
+                    (1, config.overload.queue_capacity),
+                )
+                .map_err(|e| match e {
+                    FastpathBindError::Bind(source) => RunError::Bind {
+                        protocol: "udp",
+                        addr: listen,
+                        source,
+                    },
+                    FastpathBindError::Worker(e) => RunError::Fastpath(e),
+                })?;
                 match bound.fallback_reason() {
                     Some(reason) => tracing::warn!(
                         "listening on udp {} (fast path on epoll: io_uring unavailable: {reason})",
@@ -237,6 +278,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     let mut media_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let shedder = Shedder::new(std::time::Duration::from_millis(
+        config.overload.max_queue_delay_ms,
+    ));
     let mut engine = Engine::new(config, bindings, rand::random(), now);
     tokio::pin!(shutdown);
     let mut inbound_open = true;
@@ -295,9 +339,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
             _ = fast_ready => {
                 if let Some((receivers, _)) = &fast {
-                    while let Some(message) = receivers.try_recv() {
-                        deliver(&mut engine, message);
-                    }
+                    serve_fast_path(&mut engine, receivers, &shedder);
                 }
             }
             Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
@@ -331,13 +373,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let count = |counter: &std::sync::atomic::AtomicU64| {
             counter.load(std::sync::atomic::Ordering::Relaxed)
         };
+        let drops = transport.queue_drops();
         let summary = format!(
-            "fast path: {} datagram(s) received, {} sent, {} malformed dropped, {} too large, {} send(s) dropped",
+            "fast path: {} datagram(s) received, {} sent, {} malformed dropped, {} too large, {} send(s) dropped, {} priority and {} new dropped on full queues; {} new request(s) answered 503 (overload)",
             count(&stats.received),
             count(&stats.sent),
             transport.malformed(),
             count(&stats.truncated),
             count(&stats.send_dropped),
+            count(&drops.priority),
+            count(&drops.new),
+            engine.stats().overload_rejected,
         );
         if count(&stats.send_dropped) > 0 {
             tracing::warn!("{summary} (no free send slot or a failed send)");
@@ -346,4 +392,89 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::fastpath::{shard_queues, QueueDrops, Queued};
+    use crate::transport::Peer;
+    use std::time::{Duration, Instant};
+
+    const CONFIG: &str = "[sip]\nlisten = \"127.0.0.1:5060\"\n[database]\npath = \"unused.db\"\n\
+[overload]\nqueue_capacity = 200\nretry_after_secs = 7\n";
+
+    fn request(method: &str, n: usize, to_tag: &str) -> bytes::Bytes {
+        bytes::Bytes::from(format!(
+            "{method} sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{method}{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:202@127.0.0.1>;tag=f{n}\r\nTo: <sip:201@127.0.0.1>{to_tag}\r\n\
+Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    fn queued(bytes: bytes::Bytes, received: Instant, class: Class) -> Queued {
+        Queued {
+            peer: Peer {
+                protocol: crate::transport::Protocol::Udp,
+                addr: "127.0.0.1:5099".parse().unwrap(),
+            },
+            bytes,
+            received,
+            class,
+        }
+    }
+
+    /// Under a backlog of new requests, the probe queued last is answered first, late new
+    /// requests get 503 with Retry-After, fresh ones are served, and a full queue drops.
+    #[test]
+    fn priority_first_late_new_requests_shed_full_queues_drop() {
+        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).unwrap();
+        let mut engine = Engine::new(config, Vec::new(), [7; 32], Now::system());
+        let (senders, receivers) = shard_queues(1, 200);
+        let drops = QueueDrops::default();
+        let now = Instant::now();
+        let late = now - Duration::from_secs(1);
+        for n in 0..210 {
+            let received = if n < 50 { late } else { now };
+            senders.push(
+                0,
+                queued(request("INVITE", n, ""), received, Class::New),
+                &drops,
+            );
+        }
+        assert_eq!(
+            drops.new.load(std::sync::atomic::Ordering::Relaxed),
+            10,
+            "a full queue drops"
+        );
+        senders.push(
+            0,
+            queued(request("OPTIONS", 0, ""), now, Class::Priority),
+            &drops,
+        );
+        let shedder = Shedder::new(Duration::from_millis(100));
+        serve_fast_path(&mut engine, &receivers, &shedder);
+        let answers: Vec<_> = std::iter::from_fn(|| engine.poll_transmit())
+            .map(|out| crate::sip::message::SipMessage::parse_datagram(&out.bytes).unwrap())
+            .collect();
+        assert_eq!(answers[0].status(), Some(200), "the probe first");
+        let count = |code| answers.iter().filter(|m| m.status() == Some(code)).count();
+        assert_eq!(count(503), 50, "the late ones are shed");
+        assert!(answers
+            .iter()
+            .filter(|m| m.status() == Some(503))
+            .all(|m| m.header(&ezk_sip_types::Name::RETRY_AFTER) == Some("7")));
+        assert_eq!(
+            count(407),
+            NEW_SERVED_PER_TURN,
+            "fresh ones served, a turn's worth"
+        );
+        assert!(!receivers.is_empty(), "the rest waits for the next turn");
+        while !receivers.is_empty() {
+            serve_fast_path(&mut engine, &receivers, &shedder);
+        }
+        let rest = std::iter::from_fn(|| engine.poll_transmit()).count();
+        assert_eq!(rest, 150 - NEW_SERVED_PER_TURN);
+        assert_eq!(engine.stats().overload_rejected, 50);
+    }
 }

@@ -54,6 +54,15 @@ fn disagreement(bytes: &[u8]) -> Option<String> {
             format!("{:?}", full.top_branch()),
             format!("{:?}", pre.branch.map(str::to_string)),
         ),
+        (
+            "To tag",
+            full.to_header()
+                .and_then(|to| to.tag().map(|tag| format!("tag {tag}")))
+                .unwrap_or_else(|| "no tag".into()),
+            pre.to_tag
+                .map(|tag| format!("tag {tag}"))
+                .unwrap_or_else(|| "no tag".into()),
+        ),
     ];
     // Whitespace inside these values is invalid (RFC 3261: callid = word ["@" word]); the
     // full parser canonicalises it and the pre-parser keeps the bytes, both deterministically,

@@ -237,3 +237,42 @@ fn a_digest_for_one_target_cannot_dial_the_pstn() {
     );
     gateway.wait_for_log("digest uri \"sip:203@127.0.0.1\" does not match the Request-URI");
 }
+
+/// Finding 4: fast path -> engine queues were unbounded and served in arrival order, so a
+/// flood of new INVITEs delayed everything by seconds. A backlog of new requests now gets
+/// 503 with Retry-After once they waited too long, and an OPTIONS probe sent behind the
+/// flood is answered at once.
+#[test]
+fn a_flood_of_new_invites_is_shed_with_503_while_a_probe_is_answered() {
+    let gateway = Gateway::start(GatewayOptions {
+        extra: "[overload]\nmax_queue_delay_ms = 1\nretry_after_secs = 9\n".into(),
+        ..GatewayOptions::default()
+    });
+    let flood = Client::new();
+    for n in 0..5_000 {
+        flood.send(
+            &gateway,
+            &flood.request("INVITE", "sip:201@127.0.0.1", &format!("f{n}"), 1, None),
+        );
+    }
+    let probe = Client::new();
+    probe.send(
+        &gateway,
+        &e2e_tests::options_request(gateway.port, "probe")
+            .replace(&format!("sip:{}@", gateway.port), "sip:"),
+    );
+    let answer = probe
+        .response(Duration::from_secs(5))
+        .expect("the probe is answered");
+    assert_eq!(status_of(&answer), Some(200), "{answer}");
+    gateway.wait_for_log("overload: answered 503");
+    let mut shed = None;
+    while shed.is_none() {
+        let Some(response) = flood.response(Duration::from_secs(5)) else {
+            break;
+        };
+        shed = Some(response).filter(|r| status_of(r) == Some(503));
+    }
+    let shed = shed.expect("a 503 reached the flooder");
+    assert!(shed.contains("Retry-After: 9"), "{shed}");
+}

@@ -109,6 +109,47 @@ pub struct Config {
     /// Media anchoring.
     #[serde(default)]
     pub media: MediaConfig,
+    /// Overload control.
+    #[serde(default)]
+    pub overload: OverloadConfig,
+}
+
+/// `[overload]`: what happens when SIP arrives faster than the control plane serves it
+/// (see [`crate::overload`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverloadConfig {
+    /// Datagrams queued from the fast path per class (priority, new) at most; more are
+    /// dropped and counted.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// A new request (INVITE, REGISTER...) that waited longer than this is answered
+    /// 503 instead of being served late (milliseconds).
+    #[serde(default = "default_max_queue_delay_ms")]
+    pub max_queue_delay_ms: u64,
+    /// The `Retry-After` of those 503s (seconds).
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u32,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            queue_capacity: default_queue_capacity(),
+            max_queue_delay_ms: default_max_queue_delay_ms(),
+            retry_after_secs: default_retry_after(),
+        }
+    }
+}
+
+fn default_queue_capacity() -> usize {
+    10_000
+}
+fn default_max_queue_delay_ms() -> u64 {
+    100
+}
+fn default_retry_after() -> u32 {
+    5
 }
 
 /// `[media]`: whether calls' RTP goes through the gateway.
@@ -716,6 +757,12 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
             }
+        }
+        if self.overload.queue_capacity == 0 || self.overload.max_queue_delay_ms == 0 {
+            return Err(invalid(
+                "overload",
+                "queue_capacity and max_queue_delay_ms must be positive".into(),
+            ));
         }
         for (key, value) in [
             ("auth.failure_window_secs", self.auth.failure_window_secs),

@@ -169,6 +169,36 @@ impl Engine {
         }
     }
 
+    /// Answers a new request that waited too long in the queue (overload, see
+    /// [`crate::overload`]) with `503 Service Unavailable` and `Retry-After`, statelessly:
+    /// parsing it is all it costs.
+    pub fn reject_overloaded(&mut self, now: Now, peer: Peer, bytes: &[u8]) {
+        if !self.admits(now, peer, false) {
+            return;
+        }
+        let Ok(msg) = SipMessage::parse_datagram(bytes) else {
+            self.stats.undecodable_dropped += 1;
+            return;
+        };
+        if !msg.is_request() || msg.method() == Some(&Method::ACK) {
+            return;
+        }
+        let mut response = msg.response(503, "Service Unavailable", Some(&ids::tag()));
+        response.set_header(
+            Name::RETRY_AFTER,
+            self.config.overload.retry_after_secs.to_string(),
+        );
+        self.stats.overload_rejected += 1;
+        if self.stats.should_log(now.mono) {
+            tracing::warn!(
+                "overload: answered 503 to a request from {} that waited too long ({} so far)",
+                peer.addr,
+                self.stats.overload_rejected
+            );
+        }
+        self.tx.send_stateless(response, peer);
+    }
+
     /// A stream peer sent bytes that are not SIP; the transport has closed the connection.
     pub fn handle_stream_garbage(&mut self, peer: Peer, error: &ParseError) {
         self.stats.stream_garbage += 1;
@@ -325,16 +355,18 @@ impl Engine {
         } else if method == Method::INVITE {
             self.on_invite(now, tx, msg, peer);
         } else if method == Method::OPTIONS {
+            // Out-of-dialog answers that start nothing are stateless (a flood of them
+            // costs no memory): the request's retransmission is simply answered again.
             let mut response = msg.response(200, "OK", Some(&ids::tag()));
             add_capabilities(&mut response);
-            self.tx.send_response(now.mono, tx, response);
+            self.tx.respond_statelessly(tx, response);
         } else if method == Method::BYE {
             let response = msg.response(481, "Call/Transaction Does Not Exist", Some(&ids::tag()));
-            self.tx.send_response(now.mono, tx, response);
+            self.tx.respond_statelessly(tx, response);
         } else {
             let mut response = msg.response(405, "Method Not Allowed", Some(&ids::tag()));
             add_capabilities(&mut response);
-            self.tx.send_response(now.mono, tx, response);
+            self.tx.respond_statelessly(tx, response);
         }
     }
 

@@ -14,6 +14,8 @@ pub struct Stats {
     pub responses_dropped: u64,
     /// Stream connections closed because the peer sent garbage.
     pub stream_garbage: u64,
+    /// New requests answered 503 because they waited too long (overload).
+    pub overload_rejected: u64,
     log: LogLimiter,
 }
 

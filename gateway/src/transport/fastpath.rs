@@ -4,8 +4,9 @@
 //! crossbeam queue per shard, chosen by Call-ID. The control plane's sends go back through
 //! the worker's ring.
 
-use super::{Inbound, Peer, Protocol, Transport, TransportError};
+use super::{Peer, Protocol, Transport, TransportError};
 use crate::config::FastpathConfig;
+use crate::overload::{class_of, Class};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use fastpath::preparse::{preparse, shard_of, PreParseError};
@@ -13,14 +14,29 @@ use fastpath::udp::{BackendKind, Io, SendHandle, Worker, WorkerConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Notify;
 
 /// Drops logged one by one before only every thousandth is.
 const LOGGED_DROPS: u64 = 10;
 
+/// A datagram waiting for the control plane.
+#[derive(Debug)]
+pub struct Queued {
+    /// Its sender.
+    pub peer: Peer,
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// When the fast path received it (how long it waited decides whether it is served).
+    pub received: Instant,
+    /// How urgent it is.
+    pub class: Class,
+}
+
 /// The control plane's end of the shard queues.
 pub struct ShardReceivers {
-    receivers: Vec<Receiver<Inbound>>,
+    priority: Vec<Receiver<Queued>>,
+    new: Vec<Receiver<Queued>>,
     notify: Arc<Notify>,
 }
 
@@ -30,31 +46,86 @@ impl ShardReceivers {
         self.notify.notified().await;
     }
 
-    /// Takes the next message of any shard.
-    pub fn try_recv(&self) -> Option<Inbound> {
-        self.receivers.iter().find_map(|r| r.try_recv().ok())
+    /// Takes the next message of any shard: priority messages first.
+    pub fn try_recv(&self) -> Option<Queued> {
+        self.priority
+            .iter()
+            .chain(&self.new)
+            .find_map(|r| r.try_recv().ok())
+    }
+
+    /// Makes the next [`ShardReceivers::ready`] return at once (messages were left queued
+    /// so that sends and timers could run in between).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.priority
+            .iter()
+            .chain(&self.new)
+            .all(Receiver::is_empty)
     }
 }
 
-/// The worker's end: one queue per control-plane shard.
-struct ShardSenders {
-    senders: Vec<Sender<Inbound>>,
+/// The worker's end: per control-plane shard, a priority and a new-request queue.
+pub(crate) struct ShardSenders {
+    priority: Vec<Sender<Queued>>,
+    new: Vec<Sender<Queued>>,
     notify: Arc<Notify>,
 }
 
-/// `shards` queues from the fast path to the control plane.
-fn shard_queues(shards: usize) -> (ShardSenders, ShardReceivers) {
+impl ShardSenders {
+    /// Queues a datagram for `shard` in its class's queue; a full queue drops it and
+    /// counts it in `drops` (logged one by one at first, then every thousandth).
+    pub(crate) fn push(&self, shard: usize, queued: Queued, drops: &QueueDrops) {
+        let (queue, dropped) = match queued.class {
+            Class::Priority => (&self.priority[shard % self.priority.len()], &drops.priority),
+            Class::New => (&self.new[shard % self.new.len()], &drops.new),
+        };
+        let (class, from) = (queued.class, queued.peer.addr);
+        match queue.try_send(queued) {
+            Ok(()) => self.notify.notify_one(),
+            Err(_) => {
+                let dropped = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped <= LOGGED_DROPS || dropped % 1000 == 0 {
+                    tracing::warn!(
+                        "fast path queue to the control plane full: {class:?} datagram from {from} dropped ({dropped} so far)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `shards` pairs of queues of `capacity` each from the fast path to the control plane.
+pub(crate) fn shard_queues(shards: usize, capacity: usize) -> (ShardSenders, ShardReceivers) {
     let notify = Arc::new(Notify::new());
-    let (senders, receivers) = (0..shards.max(1))
-        .map(|_| crossbeam_channel::unbounded())
-        .unzip();
+    let queues = |_| crossbeam_channel::bounded(capacity.max(1));
+    let (priority, priority_rx) = (0..shards.max(1)).map(queues).unzip();
+    let (new, new_rx) = (0..shards.max(1)).map(queues).unzip();
     (
         ShardSenders {
-            senders,
+            priority,
+            new,
             notify: notify.clone(),
         },
-        ShardReceivers { receivers, notify },
+        ShardReceivers {
+            priority: priority_rx,
+            new: new_rx,
+            notify,
+        },
     )
+}
+
+/// Datagrams the fast path dropped because a queue to the control plane was full.
+#[derive(Debug, Default)]
+pub struct QueueDrops {
+    /// Priority messages dropped.
+    pub priority: AtomicU64,
+    /// New requests dropped.
+    pub new: AtomicU64,
 }
 
 /// UDP SIP served by a fast path worker.
@@ -62,30 +133,37 @@ pub struct FastpathUdpTransport {
     worker: Worker<std::convert::Infallible>,
     sender: SendHandle<std::convert::Infallible>,
     malformed: Arc<AtomicU64>,
+    queue_drops: Arc<QueueDrops>,
 }
 
 impl FastpathUdpTransport {
-    /// Binds `addr` and starts the worker; messages come out of the returned receivers.
+    /// Binds `addr` and starts the worker; messages come out of the returned receivers,
+    /// whose queues hold `queue_capacity` datagrams per class and shard.
     pub fn bind(
         addr: SocketAddr,
         config: &FastpathConfig,
-        shards: usize,
+        (shards, queue_capacity): (usize, usize),
     ) -> Result<(FastpathUdpTransport, ShardReceivers), FastpathBindError> {
         let socket = UdpSocket::bind(addr).map_err(FastpathBindError::Bind)?;
         super::enlarge_sip_buffers(&socket, addr);
-        let (queues, receivers) = shard_queues(shards);
+        let (queues, receivers) = shard_queues(shards, queue_capacity);
         let malformed = Arc::new(AtomicU64::new(0));
         let counter = malformed.clone();
+        let queue_drops = Arc::new(QueueDrops::default());
+        let drops = queue_drops.clone();
         let handler = move |_: &mut Io, _socket: usize, from: SocketAddr, bytes: &[u8]| {
             if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
                 return; // keep-alive
             }
-            let shard = match preparse(bytes) {
-                Ok(keys) => shard_of(keys.call_id, queues.senders.len()),
+            let (shard, class) = match preparse(bytes) {
+                Ok(keys) => (
+                    shard_of(keys.call_id, queues.priority.len()),
+                    class_of(&keys),
+                ),
                 // A request without a usable Call-ID or CSeq still gets its 400 from the
                 // control plane (any shard will do: it belongs to no call).
                 Err(PreParseError::CallId | PreParseError::CSeq) if !bytes.starts_with(b"SIP/") => {
-                    0
+                    (0, Class::New)
                 }
                 Err(error) => {
                     let dropped = counter.fetch_add(1, Ordering::Relaxed) + 1;
@@ -97,16 +175,16 @@ impl FastpathUdpTransport {
                     return;
                 }
             };
-            let inbound = Inbound::Datagram {
+            let queued = Queued {
                 peer: Peer {
                     protocol: Protocol::Udp,
                     addr: from,
                 },
                 bytes: Bytes::copy_from_slice(bytes),
+                received: Instant::now(),
+                class,
             };
-            if queues.senders[shard].send(inbound).is_ok() {
-                queues.notify.notify_one();
-            }
+            queues.push(shard, queued, &drops);
         };
         let mut worker_config = WorkerConfig::sip("sip-fastpath");
         worker_config.core = config.cores.first().copied();
@@ -118,6 +196,7 @@ impl FastpathUdpTransport {
                 sender: worker.sender(),
                 worker,
                 malformed,
+                queue_drops,
             },
             receivers,
         ))
@@ -141,6 +220,11 @@ impl FastpathUdpTransport {
     /// Datagrams dropped on the fast path as malformed.
     pub fn malformed(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams dropped because a queue to the control plane was full.
+    pub fn queue_drops(&self) -> &QueueDrops {
+        &self.queue_drops
     }
 
     /// The worker's counters (received, sent, dropped sends, truncated datagrams).
