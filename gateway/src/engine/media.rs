@@ -95,7 +95,7 @@ impl PortPool {
 }
 
 /// The first audio stream's address in an SDP body.
-pub(super) fn audio_address(body: &[u8]) -> Option<SocketAddr> {
+pub fn audio_address(body: &[u8]) -> Option<SocketAddr> {
     let session = Session::parse(body).ok()?;
     let audio = session
         .medias
@@ -112,7 +112,7 @@ pub(super) fn audio_address(body: &[u8]) -> Option<SocketAddr> {
 }
 
 /// `body` with its connection addresses set to `ip` and its first audio port to `port`.
-pub(super) fn rewrite(body: &[u8], ip: IpAddr, port: u16) -> Option<Bytes> {
+pub fn rewrite(body: &[u8], ip: IpAddr, port: u16) -> Option<Bytes> {
     let mut session = Session::parse(body).ok()?;
     session.connection = Some(Connection::from_ip_addr(ip));
     let mut done = false;

@@ -12,7 +12,7 @@ pub mod media;
 mod pickup;
 mod registration;
 pub mod routing;
-mod sdp;
+pub mod sdp;
 mod stats;
 
 pub use stats::Stats;

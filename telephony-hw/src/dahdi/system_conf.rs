@@ -91,6 +91,9 @@ pub enum SystemConfError {
     },
 }
 
+/// The highest channel number DAHDI has (`DAHDI_MAX_CHANNELS` in the kernel is 1024).
+pub const MAX_CHANNEL: u32 = 1024;
+
 /// Parses `1-4,6,8-9` into channel numbers.
 fn channel_list(text: &str) -> Result<Vec<u32>, String> {
     let mut channels = Vec::new();
@@ -99,8 +102,8 @@ fn channel_list(text: &str) -> Result<Vec<u32>, String> {
             n.trim()
                 .parse::<u32>()
                 .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| format!("{n:?} is not a channel number"))
+                .filter(|&n| (1..=MAX_CHANNEL).contains(&n))
+                .ok_or_else(|| format!("{n:?} is not a channel number (1 to {MAX_CHANNEL})"))
         };
         match part.split_once('-') {
             Some((from, to)) => {
@@ -188,6 +191,17 @@ fxsks=3,4\n\
 echocanceller=oslec,1-4\n\
 loadzone = us,de\n\
 defaultzone=us\n";
+
+    /// Found by the system_conf fuzz target: `fxsks = 5-4000000000` made the parser list
+    /// four billion channels (out of memory) instead of naming the line.
+    #[test]
+    fn a_huge_channel_range_is_an_error_not_an_allocation() {
+        let text = "fxoks = 1-2\nfxsks = 3,5-4000000000\n";
+        let error = SystemConf::parse(text, Path::new("system.conf")).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("system.conf:2:") && message.contains("1 to 1024"), "{message}");
+        assert!(SystemConf::parse("fxoks = 1-1024\n", Path::new("s")).is_ok());
+    }
 
     #[test]
     fn reads_the_analog_ports_and_zones() {

@@ -1,0 +1,21 @@
+//! SDP handling on arbitrary bodies: the analog ports' negotiation, the dummy dialog's
+//! inactive answer and the relay's SDP rewrite. Nothing panics; what we write parses.
+#![no_main]
+
+use gateway::analog::sdp::negotiate;
+use gateway::engine::media::{audio_address, rewrite};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = negotiate(data);
+    let _ = audio_address(data);
+    let ip = "192.0.2.1".parse().unwrap();
+    if let Some(rewritten) = rewrite(data, ip, 40_000) {
+        assert_eq!(
+            audio_address(&rewritten).map(|a| a.port()),
+            Some(40_000),
+            "a rewritten body names the relay"
+        );
+    }
+    let _ = gateway::engine::sdp::inactive_answer(data, ip);
+});
