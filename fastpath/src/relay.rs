@@ -1,23 +1,36 @@
 //! The RTP relay: a [`Handler`] for a UDP worker that forwards each call's media between its
 //! two legs. The control plane installs a relay (two port pairs: RTP on an even port, RTCP on
 //! the next) with commands; the table lives on the worker thread only, so the packet path
-//! takes no lock. Each leg latches the address its packets come from during its first
-//! packets (NAT-friendly), then drops packets from any other source (the RTP Bleed defence).
+//! takes no lock.
+//!
+//! Each leg takes packets only from its far end, by the strict source rules of
+//! [`strict_source`] (the RTP Bleed defence): the address SDP gave (`LegSockets::peer`,
+//! `RelayCommand::SetPeer`) latches on its first packet; another source is learned only while
+//! nothing is latched and after a probation of consecutive in-sequence packets with one SSRC
+//! (a phone behind a NAT); a latched leg moves only with new SDP; RTCP is accepted only from
+//! the latched source (its port + 1, or rtcp-mux). Packets from anyone else are dropped,
+//! counted (`foreign_dropped`) and are no sign of life for the idle timeout.
+//!
 //! Per-leg counters (packets, bytes, loss, jitter, foreign packets dropped) are reported when
 //! a relay ends, by removal or after an idle timeout.
+
+pub mod strict_source;
 
 use crate::udp::{Handler, Io};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+use strict_source::{RtpHeader, StrictSource, DEFAULT_PROBATION_PACKETS};
 
 /// How the relay behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayConfig {
-    /// Packets during which a leg's source address may still change (then it is fixed).
-    pub latch_packets: u32,
-    /// A relay with no packet at all for this long ends.
+    /// Consecutive in-sequence RTP packets (one SSRC) a source other than the one SDP gave
+    /// must send before a leg with nothing latched learns it (NAT traversal).
+    pub probation_packets: u32,
+    /// A relay with no packet from its far ends for this long ends (foreign packets do not
+    /// count).
     pub idle_timeout: Duration,
     /// RTP clock rate for jitter (8000 for G.711 and telephone-event).
     pub clock_rate: u32,
@@ -26,7 +39,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            latch_packets: 20,
+            probation_packets: DEFAULT_PROBATION_PACKETS,
             idle_timeout: Duration::from_secs(60),
             clock_rate: 8000,
         }
@@ -40,8 +53,8 @@ pub struct LegSockets {
     pub rtp: UdpSocket,
     /// RTCP socket (the next port).
     pub rtcp: UdpSocket,
-    /// The far end's RTP address from SDP (its RTCP is taken to be the next port), until a
-    /// packet from it latches the real one.
+    /// The far end's RTP address from SDP (its RTCP is taken to be the next port): packets
+    /// from it latch the leg at once.
     pub peer: Option<SocketAddr>,
 }
 
@@ -55,7 +68,8 @@ pub enum RelayCommand {
         /// Leg 0 and leg 1.
         legs: [LegSockets; 2],
     },
-    /// SDP gave a leg's far end address (e.g. the answer arrived).
+    /// SDP gave a leg's far end address (the answer arrived, or a re-INVITE or UPDATE): a
+    /// new address re-latches the leg there; the same one changes nothing.
     SetPeer {
         /// The relay.
         id: u64,
@@ -98,7 +112,8 @@ pub struct LegReport {
     pub jitter_ms: f32,
     /// RTCP packets forwarded.
     pub rtcp_packets: u64,
-    /// Packets dropped because they came from an address other than the latched one.
+    /// Packets (RTP and RTCP) dropped because they did not come from the leg's far end: any
+    /// source but the latched one, and a source still on probation.
     pub foreign_dropped: u64,
     /// Packets dropped because the other leg's address is not known yet.
     pub unroutable: u64,
@@ -123,26 +138,6 @@ pub enum RelayEvent {
         /// What went wrong.
         problem: String,
     },
-}
-
-/// A source address that may still change during the first packets.
-#[derive(Debug, Clone, Copy, Default)]
-struct Latch {
-    addr: Option<SocketAddr>,
-    packets: u32,
-}
-
-impl Latch {
-    /// Whether a packet from `from` is accepted (and latched).
-    fn admit(&mut self, from: SocketAddr, limit: u32) -> bool {
-        if self.packets < limit {
-            self.addr = Some(from);
-            self.packets += 1;
-            true
-        } else {
-            self.addr == Some(from)
-        }
-    }
 }
 
 /// RFC 3550 receive statistics of one leg.
@@ -198,25 +193,13 @@ impl Reception {
 struct Leg {
     rtp_socket: usize,
     rtcp_socket: usize,
-    sdp_peer: Option<SocketAddr>,
-    rtp: Latch,
-    rtcp: Latch,
+    /// Which source the leg takes packets from, and where the other leg's go.
+    source: StrictSource,
     reception: Reception,
     report: LegReport,
 }
 
 impl Leg {
-    fn rtp_destination(&self) -> Option<SocketAddr> {
-        self.rtp.addr.or(self.sdp_peer)
-    }
-
-    fn rtcp_destination(&self) -> Option<SocketAddr> {
-        self.rtcp.addr.or_else(|| {
-            self.sdp_peer
-                .map(|p| SocketAddr::new(p.ip(), p.port().wrapping_add(1)))
-        })
-    }
-
     fn report(&self, clock_rate: u32) -> LegReport {
         LegReport {
             lost: self.reception.lost(),
@@ -234,10 +217,12 @@ struct Relay {
 }
 
 impl Relay {
+    /// Packets accepted from the far ends so far: the relay's sign of life (foreign packets
+    /// are not, or an attacker could keep a dead call's relay up).
     fn packets(&self) -> u64 {
         self.legs
             .iter()
-            .map(|l| l.report.packets + l.report.rtcp_packets + l.report.foreign_dropped)
+            .map(|l| l.report.packets + l.report.rtcp_packets)
             .sum()
     }
 }
@@ -324,12 +309,14 @@ impl RelayHandler {
                     rtcp: true,
                 },
             );
+            let mut source = StrictSource::new(self.config.probation_packets);
+            if let Some(peer) = sockets.peer {
+                source.signal(peer);
+            }
             built.push(Leg {
                 rtp_socket,
                 rtcp_socket,
-                sdp_peer: sockets.peer,
-                rtp: Latch::default(),
-                rtcp: Latch::default(),
+                source,
                 reception: Reception::default(),
                 report: LegReport::default(),
             });
@@ -375,7 +362,10 @@ impl RelayHandler {
             let packets = relay.packets();
             // Until both sides are known (a ringing call has no answer yet), silence is
             // normal: the idle clock starts once media can flow both ways.
-            let established = relay.legs.iter().all(|leg| leg.rtp_destination().is_some());
+            let established = relay
+                .legs
+                .iter()
+                .all(|leg| leg.source.destination().is_some());
             if packets != relay.activity.0 || !established {
                 relay.activity = (packets, now);
             } else if now.saturating_duration_since(relay.activity.1) >= self.config.idle_timeout {
@@ -402,7 +392,6 @@ impl Handler for RelayHandler {
             return;
         };
         let arrival = if route.rtcp { 0 } else { self.arrival() };
-        let limit = self.config.latch_packets;
         let Some(relay) = self.relays.get_mut(&route.id) else {
             return;
         };
@@ -412,31 +401,26 @@ impl Handler for RelayHandler {
         } else {
             (&mut second[0], &mut first[0])
         };
-        let latch = if route.rtcp {
-            &mut this.rtcp
-        } else {
-            &mut this.rtp
-        };
-        if !latch.admit(from, limit) {
-            this.report.foreign_dropped += 1;
-            return;
-        }
         let (destination, out_socket) = if route.rtcp {
-            (other.rtcp_destination(), other.rtcp_socket)
-        } else {
-            (other.rtp_destination(), other.rtp_socket)
-        };
-        if route.rtcp {
+            if !this.source.admits_rtcp(from) {
+                this.report.foreign_dropped += 1;
+                return;
+            }
             this.report.rtcp_packets += 1;
+            (other.source.rtcp_destination(), other.rtcp_socket)
         } else {
+            if !this.source.admit(from, bytes).is_accepted() {
+                this.report.foreign_dropped += 1;
+                return;
+            }
             this.report.packets += 1;
             this.report.bytes += bytes.len() as u64;
-            if bytes.len() >= 12 && bytes[0] >> 6 == 2 {
-                let sequence = u16::from_be_bytes([bytes[2], bytes[3]]);
-                let timestamp = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-                this.reception.packet(sequence, timestamp, arrival);
+            if let Some(header) = RtpHeader::parse(bytes) {
+                this.reception
+                    .packet(header.sequence, header.timestamp, arrival);
             }
-        }
+            (other.source.destination(), other.rtp_socket)
+        };
         match destination {
             Some(to) => io.send(out_socket, to, bytes),
             None => this.report.unroutable += 1,
@@ -448,7 +432,7 @@ impl Handler for RelayHandler {
             RelayCommand::Install { id, legs } => self.install(io, id, legs),
             RelayCommand::SetPeer { id, leg, peer } => {
                 if let Some(leg) = self.relays.get_mut(&id).and_then(|r| r.legs.get_mut(leg)) {
-                    leg.sdp_peer = Some(peer);
+                    leg.source.signal(peer);
                 }
             }
             RelayCommand::Remove { id } => self.end(io, id, EndReason::Removed),
@@ -480,19 +464,5 @@ mod tests {
             .count();
         assert_eq!(reception.received, (expected - missing) as u64);
         assert_eq!(reception.lost(), missing as u64);
-    }
-
-    #[test]
-    fn a_latch_follows_the_first_packets_then_holds() {
-        let (a, b): (SocketAddr, SocketAddr) = (
-            "10.0.0.1:4000".parse().unwrap(),
-            "10.0.0.2:4000".parse().unwrap(),
-        );
-        let mut latch = Latch::default();
-        assert!(latch.admit(a, 3));
-        assert!(latch.admit(b, 3), "re-latched during the first packets");
-        assert!(latch.admit(b, 3));
-        assert!(!latch.admit(a, 3), "then another source is refused");
-        assert!(latch.admit(b, 3));
     }
 }

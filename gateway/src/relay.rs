@@ -24,6 +24,7 @@ impl MediaRelay {
         let (events_tx, events) = crossbeam_channel::unbounded();
         let relay_config = RelayConfig {
             idle_timeout: Duration::from_secs(config.media.idle_timeout_secs),
+            probation_packets: config.media.probation_packets,
             ..RelayConfig::default()
         };
         let worker_config = WorkerConfig {

@@ -6,8 +6,9 @@
 
 use e2e_tests::analog::RtpPeer;
 use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp, SippRun};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use telephony_hw::dsp::analysis::dominant_frequency;
 use telephony_hw::dsp::g711::Law;
 
@@ -148,6 +149,103 @@ fn an_analog_phone_calls_a_sip_phone_with_audio_and_dtmf_both_ways() {
         last_cdr(&gateway)[..2],
         ["101".to_string(), "201".to_string()]
     );
+}
+
+/// Listens on `port` until what its far end heard passes `check` (panics after 3 s).
+fn hears(
+    gateway: &Gateway,
+    port: u32,
+    what: &str,
+    check: impl Fn(&HashMap<String, String>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if check(&gateway.analog(&format!("listen {port}"))) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "port {port} never heard {what}");
+        std::thread::sleep(Duration::from_millis(20)); // polling interval
+    }
+}
+
+/// The port's count of RTP packets dropped as foreign.
+fn foreign_dropped(gateway: &Gateway, port: u32) -> u64 {
+    gateway.analog(&format!("status {port}"))["rtp_foreign_dropped"]
+        .parse()
+        .expect("a count")
+}
+
+/// What `port`'s far end heard while `send` sent `packets` RTP packets that the port drops
+/// as foreign (returns once all of them are counted).
+fn heard_while_dropped(
+    gateway: &Gateway,
+    port: u32,
+    packets: u64,
+    send: impl FnOnce(),
+) -> HashMap<String, String> {
+    gateway.analog(&format!("listen {port}"));
+    let expected = foreign_dropped(gateway, port) + packets;
+    send();
+    gateway.wait_for_analog(
+        port,
+        "rtp_foreign_dropped",
+        &expected.to_string(),
+        Duration::from_secs(5),
+    );
+    gateway.analog(&format!("listen {port}"))
+}
+
+#[test]
+fn rtp_from_anyone_but_the_far_end_is_not_played_on_an_analog_port() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let mut attacker = RtpPeer::new();
+    let status = gateway.analog("status 1");
+    let analog_rtp: SocketAddr = status["rtp_local"].parse().expect("the port's RTP address");
+    // With no call, the port takes nothing.
+    attacker.send_tone(analog_rtp, Law::Ulaw, 0, 2000.0, 100);
+    gateway.wait_for_analog(1, "rtp_foreign_dropped", "5", Duration::from_secs(5));
+
+    let mut peer = RtpPeer::new();
+    let phone = sip_phone(&gateway, "201", "uas_answer.xml", &peer);
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 201");
+    gateway.wait_for_log("analog port 1: call answered");
+    // The SIP phone's media arrives through the relay, from the address the port's SDP
+    // answer named: it latches at once.
+    let relay = analog_to_sip_audio(&gateway, 1, &peer);
+    gateway.analog("listen 1");
+    peer.send_tone(relay, Law::Ulaw, 0, 1400.0, 400);
+    hears(&gateway, 1, "the far end's 1400 Hz", |heard| {
+        heard
+            .get("tone_hz")
+            .and_then(|t| t.parse::<f32>().ok())
+            .is_some_and(|hz| (hz - 1400.0).abs() < 5.0)
+    });
+    gateway.wait_for_log("analog port 1: RTP from ");
+
+    // An attacker sends audio, then an RFC 4733 digit, straight at the port's RTP socket.
+    let heard = heard_while_dropped(&gateway, 1, 30, || {
+        attacker.send_tone(analog_rtp, Law::Ulaw, 0, 2000.0, 600)
+    });
+    assert!(
+        heard
+            .get("tone_hz")
+            .and_then(|t| t.parse::<f32>().ok())
+            .is_none_or(|hz| (hz - 2000.0).abs() > 50.0),
+        "the injected tone was played: {heard:?}"
+    );
+    let heard = heard_while_dropped(&gateway, 1, 13, || {
+        attacker.send_event(analog_rtp, EVENT_PT, '9', 200)
+    });
+    assert_eq!(heard.get("dtmf"), None, "the injected digit was played");
+
+    // The far end's digit still is.
+    peer.send_event(relay, EVENT_PT, '7', 200);
+    hears(&gateway, 1, "the far end's 7", |heard| {
+        heard.get("dtmf").map(String::as_str) == Some("7")
+    });
+    gateway.analog("hangup 1");
+    phone.wait();
 }
 
 #[test]

@@ -83,5 +83,6 @@ pub fn service_config(
             std::net::IpAddr::V4(ip) => ip.to_string(),
         },
         control_socket: analog.control_socket_path(&config.database.path),
+        rtp_probation_packets: config.media.probation_packets,
     }
 }

@@ -4,11 +4,18 @@
 //! leaves on the same thread, in the same ring, so line audio reaches RTP without a thread
 //! hop. SIP crosses to the engine as bytes; operator commands (demo mode) arrive from the
 //! control socket, both as worker commands.
+//!
+//! A port's RTP socket takes packets only from the far end of its current call, by the
+//! relay's strict source rules ([`StrictSource`]): the address the SDP of the call named
+//! latches on its first packet, another source only after probation while nothing is
+//! latched, and with no call nothing is taken. Anything else (injected audio or RFC 4733
+//! digits) is dropped and counted (`rtp_foreign_dropped` in the operator's `status`).
 
 use super::agent::{AgentAction, AnalogAgent, PortRole, PortSetup};
 use super::control::{self, Command, Request};
 use crate::transport::{Inbound, ANALOG_PEER};
 use bytes::Bytes;
+use fastpath::relay::strict_source::{Admission, StrictSource};
 use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -71,6 +78,10 @@ pub struct ServiceConfig {
     pub gateway_host: String,
     /// The operator interface's socket (demo mode).
     pub control_socket: PathBuf,
+    /// RTP packets a source other than the address in the call's SDP must send, in
+    /// sequence, before a port with nothing latched takes its media (`[media]
+    /// probation_packets`).
+    pub rtp_probation_packets: u32,
 }
 
 /// Why the analog service could not start.
@@ -304,9 +315,21 @@ struct Port<C: Channel> {
     driver: Driver<C>,
     /// Its RTP socket's number in the worker.
     socket: usize,
+    /// Its RTP socket's address (what its SDP names).
+    rtp: SocketAddr,
     /// Its channel's descriptor in the ring (DAHDI), once attached.
     file: Option<usize>,
-    media: Option<(MediaSession, SocketAddr)>,
+    media: Option<CallMedia>,
+    /// RTP packets dropped since the port opened: from anyone but the far end of the call,
+    /// or with no call at all.
+    foreign_dropped: u64,
+}
+
+/// The media of a port's call.
+struct CallMedia {
+    session: MediaSession,
+    /// Whose packets the port takes, and where its own go.
+    far_end: StrictSource,
 }
 
 /// The analog ports as a fast path handler.
@@ -324,6 +347,8 @@ struct Service<C: Channel> {
     files_attached: bool,
     /// Port (channel) by ring file number.
     file_channels: Vec<u32>,
+    /// `[media] probation_packets`, for each call's [`StrictSource`].
+    rtp_probation_packets: u32,
 }
 
 impl<C: Channel + RingAudio + 'static> Service<C> {
@@ -345,6 +370,7 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
             failure: None,
             files_attached: false,
             file_channels: Vec::new(),
+            rtp_probation_packets: config.rtp_probation_packets,
         };
         let mut setups = Vec::new();
         for (socket, (port, &rtp)) in config.ports.iter().zip(&rtp).enumerate() {
@@ -383,8 +409,10 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                 Port {
                     driver,
                     socket,
+                    rtp,
                     file: None,
                     media: None,
+                    foreign_dropped: 0,
                 },
             );
         }
@@ -426,14 +454,16 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
         let mut notices = Vec::new();
         for (&channel, port) in self.ports.iter_mut() {
             let result = match port.media.as_mut() {
-                Some((media, _)) => port.driver.step(line_now, media),
+                Some(media) => port.driver.step(line_now, &mut media.session),
                 None => port.driver.step(line_now, &mut NoCallAudio),
             };
             notices.push((channel, result));
-            if let Some((media, remote)) = port.media.as_mut() {
+            if let Some(media) = port.media.as_mut() {
                 let mut packet = [0u8; MAX_PACKET];
-                while let Some(n) = media.pop_packet(&mut packet) {
-                    io.send(port.socket, *remote, &packet[..n]);
+                while let Some(n) = media.session.pop_packet(&mut packet) {
+                    if let Some(remote) = media.far_end.destination() {
+                        io.send(port.socket, remote, &packet[..n]);
+                    }
                 }
             }
         }
@@ -526,13 +556,27 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                         remote.format.law,
                         remote.addr
                     );
-                    port.media = Some((MediaSession::new(remote.format, start), remote.addr));
+                    // New SDP in the same call (a re-INVITE) keeps what was latched unless
+                    // it names another address.
+                    let mut far_end = port.media.take().map_or_else(
+                        || StrictSource::new(self.rtp_probation_packets),
+                        |media| media.far_end,
+                    );
+                    far_end.signal(remote.addr);
+                    port.media = Some(CallMedia {
+                        session: MediaSession::new(remote.format, start),
+                        far_end,
+                    });
                 }
             }
             AgentAction::StopMedia(channel) => {
                 if let Some(port) = self.ports.get_mut(&channel) {
-                    if let Some((media, _)) = port.media.take() {
-                        tracing::info!("analog port {channel}: RTP stopped: {:?}", media.stats());
+                    if let Some(media) = port.media.take() {
+                        tracing::info!(
+                            "analog port {channel}: RTP stopped: {:?}; {} foreign packet(s) dropped since the port opened",
+                            media.session.stats(),
+                            port.foreign_dropped
+                        );
                     }
                 }
             }
@@ -665,13 +709,21 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                         card.co_digits(*p)
                     );
                 }
-                if let Some((media, remote)) =
-                    self.ports.get(p).and_then(|port| port.media.as_ref())
-                {
-                    let stats = media.stats();
+                if let Some(port) = self.ports.get(p) {
                     let _ = write!(
                         answer,
-                        "rtp_remote={remote}\nrtp_sent={}\nrtp_received={}\nrtp_concealed={}\n",
+                        "rtp_local={}\nrtp_foreign_dropped={}\n",
+                        port.rtp, port.foreign_dropped
+                    );
+                }
+                if let Some(media) = self.ports.get(p).and_then(|port| port.media.as_ref()) {
+                    let stats = media.session.stats();
+                    if let Some(remote) = media.far_end.destination() {
+                        let _ = writeln!(answer, "rtp_remote={remote}");
+                    }
+                    let _ = write!(
+                        answer,
+                        "rtp_sent={}\nrtp_received={}\nrtp_concealed={}\n",
                         stats.sent, stats.jitter.received, stats.jitter.concealed
                     );
                 }
@@ -692,15 +744,30 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
 impl<C: Channel + RingAudio + 'static> Handler for Service<C> {
     type Command = ServiceInput;
 
-    fn datagram(&mut self, _io: &mut Io, socket: usize, _from: SocketAddr, bytes: &[u8]) {
+    fn datagram(&mut self, _io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
         let line_now = self.now_ms();
-        let Some(channel) = self.socket_channels.get(socket) else {
+        let Some(&channel) = self.socket_channels.get(socket) else {
             return;
         };
-        if let Some((media, _)) = self.ports.get_mut(channel).and_then(|p| p.media.as_mut()) {
-            media.set_now(line_now);
-            media.receive(bytes);
+        let Some(port) = self.ports.get_mut(&channel) else {
+            return;
+        };
+        let Some(media) = port.media.as_mut() else {
+            port.foreign_dropped += 1; // no call: nobody may send
+            return;
+        };
+        match media.far_end.admit(from, bytes) {
+            Admission::Foreign => {
+                port.foreign_dropped += 1;
+                return;
+            }
+            Admission::Latched => {
+                tracing::info!("analog port {channel}: RTP from {from} taken as the far end's")
+            }
+            Admission::Accepted => {}
         }
+        media.session.set_now(line_now);
+        media.session.receive(bytes);
     }
 
     fn command(&mut self, _io: &mut Io, input: ServiceInput) {

@@ -171,6 +171,11 @@ pub struct MediaConfig {
     /// A relay with no packets for this long ends (seconds).
     #[serde(default = "default_media_idle")]
     pub idle_timeout_secs: u64,
+    /// RTP packets (consecutive, in sequence, one SSRC) a source other than the address SDP
+    /// gave must send before a relay leg or an analog port with nothing latched takes its
+    /// media (a phone behind NAT); the signalled address needs none.
+    #[serde(default = "default_probation_packets")]
+    pub probation_packets: u32,
 }
 
 impl Default for MediaConfig {
@@ -181,6 +186,7 @@ impl Default for MediaConfig {
             port_max: default_port_max(),
             address: None,
             idle_timeout_secs: default_media_idle(),
+            probation_packets: default_probation_packets(),
         }
     }
 }
@@ -193,6 +199,9 @@ fn default_port_max() -> u16 {
 }
 fn default_media_idle() -> u64 {
     60
+}
+fn default_probation_packets() -> u32 {
+    fastpath::relay::strict_source::DEFAULT_PROBATION_PACKETS
 }
 
 /// `[media] anchor`.
@@ -937,6 +946,12 @@ impl Config {
                 ),
             ));
         }
+        if media.probation_packets == 0 {
+            return Err(invalid(
+                "media.probation_packets",
+                "must be at least 1 (packets a source not named in SDP sends before its media is taken)".to_string(),
+            ));
+        }
         for (i, port) in self.analog.iter().flat_map(|a| a.ports.iter()).enumerate() {
             if let Some(target) = port.target.as_deref() {
                 if self.extension(target).is_none() && !self.is_call_group(target) {
@@ -978,6 +993,7 @@ password = "pw201"
             &[DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
         );
         assert_eq!(config.listen_addr().port(), 5060);
+        assert_eq!(config.media.probation_packets, 4);
     }
 
     #[test]
@@ -1021,6 +1037,10 @@ password = "pw201"
         assert!(err.contains("analog.port[1].channel"), "{err}");
         let kind = format!("{MINIMAL}[[analog.port]]\nchannel = 1\nkind = \"modem\"\n");
         assert!(load(&kind).unwrap_err().to_string().contains("modem"));
+
+        let no_probation = format!("{MINIMAL}[media]\nprobation_packets = 0\n");
+        let err = load(&no_probation).unwrap_err().to_string();
+        assert!(err.contains("media.probation_packets"), "{err}");
 
         let bad_alg = MINIMAL.replace("[sip]", "[auth]\nalgorithms = [\"SHA-1\"]\n[sip]");
         let err = load(&bad_alg).unwrap_err().to_string();

@@ -11,8 +11,9 @@ use crate::store::StoreCommand;
 use crate::transport::Protocol;
 use bytes::Bytes;
 use fastpath::relay::LegReport;
+use rand::rngs::StdRng;
+use rand::RngExt;
 use sdp_types::{Connection, Session};
-use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 /// What the runtime must do on the relay.
@@ -52,46 +53,88 @@ pub(super) struct Anchor {
     pub(super) b_port: u16,
 }
 
-/// Even ports of the configured range, handed out and taken back.
+/// The relay's port pairs (RTP on an even port, RTCP on the next) in the configured range,
+/// handed out at random so that the port of a call cannot be guessed from an earlier one
+/// (RTP Bleed scanners start next to a port they know), and taken back when the call ends.
+/// The draw comes from a seeded generator: the same seed replays the same ports.
 #[derive(Debug)]
 pub(super) struct PortPool {
-    min: u16,
-    max: u16,
-    next: u16,
-    in_use: BTreeSet<u16>,
+    /// The first pair's RTP port (even).
+    first: u16,
+    /// Whether each pair is handed out, by index from `first` (pair `i` is `first + 2i`).
+    taken: Vec<bool>,
+    /// Pairs not handed out.
+    free: usize,
+    rng: StdRng,
 }
 
+/// Random draws before an allocation looks for a free pair by counting: with few pairs
+/// taken the first draw nearly always hits one.
+const DRAWS_BEFORE_COUNTING: usize = 16;
+
 impl PortPool {
-    pub(super) fn new(min: u16, max: u16) -> PortPool {
-        let min = min + min % 2;
+    /// The pairs whose two ports lie in `min..=max`, drawn with `rng`.
+    pub(super) fn new(min: u16, max: u16, rng: StdRng) -> PortPool {
+        let first = u32::from(min) + u32::from(min) % 2;
+        let pairs = (u32::from(max) + 1).saturating_sub(first) / 2;
         PortPool {
-            min,
-            max,
-            next: min,
-            in_use: BTreeSet::new(),
+            first: u16::try_from(first).unwrap_or(u16::MAX),
+            taken: vec![false; pairs as usize],
+            free: pairs as usize,
+            rng,
         }
     }
 
-    /// An even port whose pair (port, port + 1) is free, round-robin through the range.
+    /// A free pair's RTP port, chosen uniformly among the free pairs; None when every pair
+    /// is handed out.
     pub(super) fn allocate(&mut self) -> Option<u16> {
-        let slots = (u32::from(self.max) + 1).saturating_sub(u32::from(self.min)) / 2;
-        for _ in 0..slots {
-            let port = self.next;
-            self.next = if u32::from(port) + 3 > u32::from(self.max) {
-                self.min
-            } else {
-                port + 2
-            };
-            if port < self.max && self.in_use.insert(port) {
-                return Some(port);
-            }
+        if self.free == 0 {
+            return None;
         }
-        None
+        let pairs = self.taken.len();
+        let drawn = (0..DRAWS_BEFORE_COUNTING)
+            .map(|_| self.rng.random_range(0..pairs))
+            .find(|&pair| !self.taken[pair]);
+        let pair = drawn.or_else(|| {
+            let nth = self.rng.random_range(0..self.free);
+            (0..pairs).filter(|&pair| !self.taken[pair]).nth(nth)
+        })?;
+        self.taken[pair] = true;
+        self.free -= 1;
+        Some(self.port_of(pair))
     }
 
+    /// `port`'s pair may be handed out again (a port not handed out is ignored).
     pub(super) fn release(&mut self, port: u16) {
-        self.in_use.remove(&port);
+        let Some(pair) = port
+            .checked_sub(self.first)
+            .filter(|offset| offset % 2 == 0)
+            .map(|offset| usize::from(offset / 2))
+        else {
+            return;
+        };
+        if let Some(taken) = self.taken.get_mut(pair).filter(|taken| **taken) {
+            *taken = false;
+            self.free += 1;
+        }
     }
+
+    fn port_of(&self, pair: usize) -> u16 {
+        // Pairs lie below the configured maximum, a u16.
+        self.first + 2 * pair as u16
+    }
+}
+
+/// The port pool's generator, seeded from the engine's secret (hashed with a label of its
+/// own, so that the ports drawn tell nothing about the key of the digest nonces).
+pub(super) fn port_rng(secret: &[u8; 32]) -> StdRng {
+    use rand::SeedableRng;
+    use sha2::{Digest, Sha256};
+    let seed = Sha256::new()
+        .chain_update(b"media port pool")
+        .chain_update(secret)
+        .finalize();
+    StdRng::from_seed(seed.into())
 }
 
 /// The first audio stream's address in an SDP body.
@@ -286,13 +329,64 @@ m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\nm=video 0 RTP
         assert_eq!(rewrite(b"not sdp", "192.0.2.1".parse().unwrap(), 1), None);
     }
 
+    fn pool(min: u16, max: u16, seed: u64) -> PortPool {
+        use rand::SeedableRng;
+        PortPool::new(min, max, StdRng::seed_from_u64(seed))
+    }
+
     #[test]
     fn ports_come_in_even_pairs_and_run_out() {
-        let mut pool = PortPool::new(30_001, 30_007);
-        let ports: Vec<u16> = std::iter::from_fn(|| pool.allocate()).collect();
-        assert_eq!(ports, [30_002, 30_004, 30_006]);
-        pool.release(30_002);
-        assert_eq!(pool.allocate(), Some(30_002));
+        let mut pool = pool(30_001, 30_007, 1);
+        let mut ports: Vec<u16> = std::iter::from_fn(|| pool.allocate()).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [30_002, 30_004, 30_006], "RTCP on 30_007 still fits");
+        assert_eq!(pool.allocate(), None, "exhausted");
+        pool.release(30_004);
+        pool.release(30_004);
+        pool.release(30_005);
+        pool.release(29_000);
+        assert_eq!(pool.allocate(), Some(30_004), "the released pair, once");
         assert_eq!(pool.allocate(), None);
+    }
+
+    #[test]
+    fn ports_are_drawn_at_random_and_replay_from_the_seed() {
+        let draw = |seed| {
+            let mut pool = pool(30_000, 39_999, seed);
+            std::iter::from_fn(|| pool.allocate())
+                .take(1000)
+                .collect::<Vec<u16>>()
+        };
+        let ports = draw(7);
+        assert!(ports
+            .iter()
+            .all(|&p| (30_000..=39_998).contains(&p) && p % 2 == 0));
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "no pair handed out twice");
+        assert_eq!(draw(7), ports, "the same seed, the same ports");
+        assert_ne!(draw(8), ports, "another seed, other ports");
+        // Not in order: a port does not give away the next call's.
+        let steps = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+        assert!(steps < 10, "{steps} of 999 allocations were the next pair");
+        let spread = ports.iter().filter(|&&p| p >= 35_000).count();
+        assert!(
+            (400..600).contains(&spread),
+            "{spread} of 1000 in the upper half"
+        );
+    }
+
+    #[test]
+    fn an_almost_full_pool_still_finds_its_last_pairs() {
+        let mut pool = pool(30_000, 30_999, 3);
+        let mut ports: Vec<u16> = std::iter::from_fn(|| pool.allocate()).collect();
+        assert_eq!(ports.len(), 500);
+        ports.sort_unstable();
+        assert_eq!(ports, (30_000..31_000).step_by(2).collect::<Vec<u16>>());
+        for port in [30_010, 30_500, 30_998] {
+            pool.release(port);
+        }
+        let mut last: Vec<u16> = std::iter::from_fn(|| pool.allocate()).collect();
+        last.sort_unstable();
+        assert_eq!(last, [30_010, 30_500, 30_998]);
     }
 }

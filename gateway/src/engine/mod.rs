@@ -90,7 +90,8 @@ pub struct Engine {
 
 impl Engine {
     /// A new engine; `bindings` are the registrations restored from the store, `secret`
-    /// keys the digest nonces.
+    /// keys the digest nonces and seeds the draw of media relay ports (the same secret
+    /// replays the same ports).
     pub fn new(
         config: Config,
         bindings: Vec<(String, Binding)>,
@@ -124,7 +125,11 @@ impl Engine {
             cdr_waiters: HashMap::new(),
             stats: Stats::new(config.sip.bad_message_log_per_second),
             next_maintenance: now.mono + MAINTENANCE_INTERVAL,
-            media_ports: media::PortPool::new(config.media.port_min, config.media.port_max),
+            media_ports: media::PortPool::new(
+                config.media.port_min,
+                config.media.port_max,
+                media::port_rng(&secret),
+            ),
             media_commands: VecDeque::new(),
             next_relay: 1,
             anchored: HashMap::new(),

@@ -619,20 +619,31 @@ fn anchored_calls_point_both_sides_at_the_relay_and_the_cdr_gets_the_counters() 
     use super::media::{audio_address, MediaCommand};
     use crate::store::CallStore;
     use fastpath::relay::LegReport;
+    use std::net::SocketAddr;
     let (mut h, b_invite, ok, commands) = anchored_call();
+    let MediaCommand::Install {
+        relay: 1,
+        a_port,
+        b_port,
+    } = commands[0]
+    else {
+        panic!("the relay is installed first: {commands:?}");
+    };
+    for port in [a_port, b_port] {
+        assert!(
+            (30_000..=30_098).contains(&port) && port % 2 == 0,
+            "an even port of the range, its RTCP port too: {port}"
+        );
+    }
+    assert_ne!(a_port, b_port);
     assert_eq!(
         audio_address(&b_invite.body),
-        Some("127.0.0.1:30002".parse().unwrap()),
+        Some(SocketAddr::from(([127, 0, 0, 1], b_port))),
         "the callee sends to the relay's B port"
     );
     assert_eq!(
-        commands,
+        commands[1..],
         [
-            MediaCommand::Install {
-                relay: 1,
-                a_port: 30000,
-                b_port: 30002
-            },
             MediaCommand::SetPeer {
                 relay: 1,
                 leg: 0,
@@ -647,7 +658,7 @@ fn anchored_calls_point_both_sides_at_the_relay_and_the_cdr_gets_the_counters() 
     );
     assert_eq!(
         audio_address(&ok.body),
-        Some("127.0.0.1:30000".parse().unwrap()),
+        Some(SocketAddr::from(([127, 0, 0, 1], a_port))),
         "the caller sends to the relay's A port"
     );
     let a_tag = ok.to_header().unwrap().tag().unwrap().to_string();
