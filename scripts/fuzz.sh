@@ -11,7 +11,7 @@ seconds="${1:-10}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(sip_roundtrip preparse engine sdp rtp callerid system_conf config)
+    targets=(sip_roundtrip preparse engine sdp rtp relay_source callerid system_conf config)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

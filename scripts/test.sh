@@ -46,3 +46,5 @@ echo "==> cargo test --workspace"
 cargo test --workspace
 echo "==> the README's demo (scripts/demo.sh: an analog caller picked up by a SIP phone)"
 DEMO_PROFILE=debug scripts/demo.sh
+echo "==> fuzz smoke run (scripts/fuzz.sh: every cargo fuzz target for 10 s)"
+scripts/fuzz.sh 10
