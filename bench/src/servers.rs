@@ -148,6 +148,11 @@ From: <sip:probe@{local}>;tag=probe\r\nTo: <sip:{server}>\r\nCall-ID: probe-{}\r
 /// The gateway's release binary with `[sip]` on a free UDP port, MD5 digest (what the load
 /// generator answers), no media anchoring, and `body` (extensions and further sections).
 pub fn start_gateway(body: &str) -> std::io::Result<Server> {
+    start_gateway_with("", body)
+}
+
+/// [`start_gateway`] with more `[auth]` keys (`auth`, lines such as `trusted_networks = [...]`).
+pub fn start_gateway_with(auth: &str, body: &str) -> std::io::Result<Server> {
     let binary = workspace_root().join("target/release/gateway");
     if !binary.exists() {
         return Err(std::io::Error::other(format!(
@@ -158,7 +163,7 @@ pub fn start_gateway(body: &str) -> std::io::Result<Server> {
     let dir = scratch_dir("gateway")?;
     let port = free_port()?;
     let config = format!(
-        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n\
+        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n{auth}\n\
 [database]\npath = \"{}\"\n[media]\nanchor = \"never\"\n{body}",
         dir.join("gateway.db").display()
     );

@@ -362,11 +362,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(analog);
     let guard = engine.guard_stats();
     tracing::info!(
-        "auth: {} failed authentication(s), {} source(s) blocked, {} request(s) from blocked sources dropped, {} extension(s) locked",
+        "auth: {} failed authentication(s), {} source(s) blocked, {} request(s) from blocked sources dropped, {} extension(s) locked, {} challenge(s) over the per-source rate left unanswered",
         guard.failures,
         guard.sources_blocked,
         guard.blocked_requests_dropped,
-        guard.extensions_locked
+        guard.extensions_locked,
+        guard.challenges_dropped
     );
     if let Some((_, transport)) = &fast {
         let stats = transport.stats();

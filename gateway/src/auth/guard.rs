@@ -32,6 +32,10 @@ pub struct GuardConfig {
     pub trusted_networks: Vec<IpNet>,
     /// Log lines about failures and blocks per second, at most.
     pub log_per_second: u32,
+    /// Challenges sent to one source address per second, at most (trusted networks are
+    /// not limited): a reflection attack with a spoofed source gets at most this many
+    /// replies a second toward its victim.
+    pub max_challenges_per_source: u32,
 }
 
 /// Failures counted in one window.
@@ -72,6 +76,8 @@ pub struct GuardStats {
     pub blocked_requests_dropped: u64,
     /// Extensions locked so far.
     pub extensions_locked: u64,
+    /// Requests left unanswered because their source had its challenges for the second.
+    pub challenges_dropped: u64,
 }
 
 /// A failed authentication, as the guard records it.
@@ -103,6 +109,8 @@ pub struct AuthGuard {
     block_order: VecDeque<(Instant, IpAddr)>,
     extensions: HashMap<String, Window>,
     locked: HashMap<String, Instant>,
+    /// Challenges sent per source in the current one-second window.
+    challenges: HashMap<IpAddr, Window>,
     log: LogLimiter,
     stats: GuardStats,
 }
@@ -119,6 +127,7 @@ impl AuthGuard {
             block_order: VecDeque::new(),
             extensions: HashMap::new(),
             locked: HashMap::new(),
+            challenges: HashMap::new(),
             stats: GuardStats::default(),
         }
     }
@@ -158,6 +167,31 @@ impl AuthGuard {
                 block.dropped
             );
         }
+    }
+
+    /// True when a challenge may be sent to `source` at `now`; false (counted) when it had
+    /// its share of challenges this second. When too many sources are tracked to count a
+    /// new one, the challenge is allowed: the limit protects single victims of reflection.
+    pub fn allows_challenge(&mut self, now: Instant, source: IpAddr) -> bool {
+        if self.is_trusted(source) {
+            return true;
+        }
+        if !self.challenges.contains_key(&source) && self.challenges.len() >= MAX_TRACKED {
+            return true;
+        }
+        let sent = self
+            .challenges
+            .entry(source)
+            .or_insert(Window {
+                start: now,
+                failures: 0,
+            })
+            .count(now, Duration::from_secs(1));
+        if sent > self.config.max_challenges_per_source {
+            self.stats.challenges_dropped += 1;
+            return false;
+        }
+        true
     }
 
     /// True when `extension` is locked at `now` (too many failures against it).
@@ -306,6 +340,8 @@ impl AuthGuard {
         self.extensions
             .retain(|_, w| now.duration_since(w.start) < window);
         self.locked.retain(|_, &mut until| now < until);
+        self.challenges
+            .retain(|_, w| now.duration_since(w.start) < Duration::from_secs(1));
     }
 }
 

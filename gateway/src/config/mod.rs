@@ -428,6 +428,11 @@ pub struct AuthConfig {
     /// Log lines about failed authentications and blocks per second, at most.
     #[serde(default = "default_auth_log_per_second")]
     pub log_per_second: u32,
+    /// Challenges (401/407) sent to one source address per second, at most; requests
+    /// beyond are left unanswered (a phone retransmits), so a spoofed source cannot turn
+    /// the gateway into a reflector. Trusted networks are not limited.
+    #[serde(default = "default_max_challenges_per_source")]
+    pub max_challenges_per_source: u32,
 }
 
 impl AuthConfig {
@@ -444,6 +449,7 @@ impl AuthConfig {
                 .filter_map(|net| parse_network(net).ok())
                 .collect(),
             log_per_second: self.log_per_second,
+            max_challenges_per_source: self.max_challenges_per_source,
         }
     }
 }
@@ -467,6 +473,7 @@ impl Default for AuthConfig {
             block_secs: default_block(),
             trusted_networks: Vec::new(),
             log_per_second: default_auth_log_per_second(),
+            max_challenges_per_source: default_max_challenges_per_source(),
         }
     }
 }
@@ -604,6 +611,9 @@ fn default_failure_window() -> u64 {
 }
 fn default_block() -> u64 {
     900
+}
+fn default_max_challenges_per_source() -> u32 {
+    200
 }
 fn default_auth_log_per_second() -> u32 {
     20
@@ -761,6 +771,10 @@ impl Config {
             (
                 "auth.max_failures_per_extension",
                 self.auth.max_failures_per_extension,
+            ),
+            (
+                "auth.max_challenges_per_source",
+                self.auth.max_challenges_per_source,
             ),
         ] {
             if value == 0 {

@@ -9,7 +9,7 @@ use crate::sip::ids;
 use crate::sip::message::{starts_with_ignore_case, SipMessage};
 use crate::sip::transaction::ServerTxId;
 use crate::store::StoreCommand;
-use crate::transport::Peer;
+use crate::transport::{Peer, Protocol};
 use ezk_sip_types::Name;
 
 /// Which digest header pair a challenge uses.
@@ -95,6 +95,15 @@ impl Engine {
         kind: ChallengeKind,
         stale: bool,
     ) {
+        let Some(peer) = self.tx.peer(tx) else {
+            return;
+        };
+        if peer.protocol != Protocol::Internal
+            && !self.guard.allows_challenge(now.mono, peer.addr.ip())
+        {
+            self.tx.forget_server(tx);
+            return;
+        }
         let (code, reason, header) = match kind {
             ChallengeKind::Registrar => (401, "Unauthorized", Name::WWW_AUTHENTICATE),
             ChallengeKind::Proxy => (

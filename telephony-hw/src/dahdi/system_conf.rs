@@ -199,7 +199,10 @@ defaultzone=us\n";
         let text = "fxoks = 1-2\nfxsks = 3,5-4000000000\n";
         let error = SystemConf::parse(text, Path::new("system.conf")).unwrap_err();
         let message = error.to_string();
-        assert!(message.contains("system.conf:2:") && message.contains("1 to 1024"), "{message}");
+        assert!(
+            message.contains("system.conf:2:") && message.contains("1 to 1024"),
+            "{message}"
+        );
         assert!(SystemConf::parse("fxoks = 1-1024\n", Path::new("s")).is_ok());
     }
 

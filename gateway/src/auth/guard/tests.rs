@@ -10,6 +10,7 @@ fn config() -> GuardConfig {
         block: Duration::from_secs(900),
         trusted_networks: vec!["10.0.0.0/8".parse().unwrap()],
         log_per_second: 10,
+        max_challenges_per_source: 3,
     }
 }
 
@@ -133,4 +134,29 @@ fn memory_is_bounded_for_any_number_of_sources() {
     guard.purge(now + Duration::from_secs(901));
     assert!(guard.blocked.is_empty() && guard.block_order.is_empty());
     assert!(guard.sources.is_empty() && guard.source_order.is_empty());
+}
+
+#[test]
+fn challenges_per_source_are_limited_each_second() {
+    let now = Instant::now();
+    let mut guard = AuthGuard::new(config());
+    let victim = ip("192.0.2.9");
+    assert_eq!(
+        (0..10)
+            .filter(|_| guard.allows_challenge(now, victim))
+            .count(),
+        3
+    );
+    assert!(guard.allows_challenge(now, ip("192.0.2.10")), "per source");
+    assert!(
+        (0..10).all(|_| guard.allows_challenge(now, ip("10.0.0.1"))),
+        "trusted: no limit"
+    );
+    assert!(
+        guard.allows_challenge(now + Duration::from_secs(1), victim),
+        "next second"
+    );
+    assert_eq!(guard.stats().challenges_dropped, 7);
+    guard.purge(now + Duration::from_secs(3));
+    assert!(guard.challenges.is_empty());
 }

@@ -202,3 +202,23 @@ fn a_locked_extension_still_serves_its_registered_phone() {
     assert_eq!(statuses(&again), [200]);
     assert_eq!(h.engine.guard_stats().extensions_locked, 1);
 }
+
+/// A spoofed source (a reflection attack's victim) gets at most
+/// `auth.max_challenges_per_source` challenges a second; the rest go unanswered.
+#[test]
+fn challenges_to_one_source_are_capped_per_second() {
+    let mut h = Harness::new();
+    for n in 0..250 {
+        h.engine.handle_datagram(
+            h.now,
+            udp(5072),
+            invite_with("201", &format!("r{n}"), &format!("r{n}"), 1, None).as_bytes(),
+        );
+    }
+    assert_eq!(statuses(&h.sent()), [407; 200]);
+    assert_eq!(h.engine.guard_stats().challenges_dropped, 50);
+    assert_eq!(h.engine.tx.len(), 0, "nothing kept for the unanswered ones");
+    h.advance(Duration::from_secs(1));
+    h.send(udp(5072), &invite_with("201", "later", "later", 1, None));
+    assert_eq!(statuses(&h.sent()), [407]);
+}

@@ -418,6 +418,20 @@ impl TxLayer {
         self.transmit(peer, msg.to_bytes());
     }
 
+    /// Where a server transaction's request came from.
+    pub fn peer(&self, tx: ServerTxId) -> Option<Peer> {
+        self.servers.get(&tx).map(|entry| entry.peer)
+    }
+
+    /// Forgets a server transaction without answering (a request deliberately left
+    /// unanswered, e.g. over a rate limit): its retransmission is a new request.
+    pub fn forget_server(&mut self, tx: ServerTxId) {
+        if let Some(at) = self.scheduled.remove(&TxRef::Server(tx)) {
+            self.timer_queue.remove(&(at, TxRef::Server(tx)));
+        }
+        self.forget(TxRef::Server(tx));
+    }
+
     /// Answers a server transaction's request once and forgets the transaction: nothing
     /// is retransmitted and nothing is kept (a retransmitted request is a new request).
     /// For answers to unauthenticated requests (challenges, refusals), which must cost
@@ -428,10 +442,7 @@ impl TxLayer {
             return;
         };
         self.transmit(peer, msg.to_bytes());
-        if let Some(at) = self.scheduled.remove(&TxRef::Server(tx)) {
-            self.timer_queue.remove(&(at, TxRef::Server(tx)));
-        }
-        self.forget(TxRef::Server(tx));
+        self.forget_server(tx);
     }
 
     /// Cancels a client INVITE transaction: CANCEL goes out once a provisional has arrived
