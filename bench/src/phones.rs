@@ -56,6 +56,13 @@ pub enum Event {
         /// The status code.
         code: u16,
     },
+    /// A call we hung up got the final response to its BYE.
+    HungUp {
+        /// Its Call-ID.
+        call_id: String,
+        /// The status code (200: ended cleanly).
+        code: u16,
+    },
 }
 
 /// A call this switchboard placed.
@@ -115,6 +122,8 @@ pub struct Phones {
     ringing: HashMap<String, SipMessage>,
     /// INVITEs with Replaces received so far (how a benchmark proves which path it measured).
     pub replaces_received: u64,
+    /// Calls hung up whose BYE is not answered yet.
+    hanging_up: std::collections::HashSet<String>,
 }
 
 impl Phones {
@@ -134,6 +143,7 @@ impl Phones {
             replaces_answer: ReplacesAnswer::Accept,
             ringing: HashMap::new(),
             replaces_received: 0,
+            hanging_up: std::collections::HashSet::new(),
         })
     }
 
@@ -169,11 +179,13 @@ impl Phones {
         Ok(call_id)
     }
 
-    /// Hangs up an answered call we placed (BYE; its 200 is absorbed by [`Phones::pump`]).
+    /// Hangs up an answered call we placed (BYE; [`Phones::pump`] reports its final
+    /// response as [`Event::HungUp`]).
     pub fn hang_up(&mut self, call_id: &str) -> Result<(), PhonesError> {
         if let Some(call) = self.placed.remove(call_id) {
             let bye = self.request_text(call_id, &call, "BYE", None);
             self.socket.send_to(bye.as_bytes(), self.server)?;
+            self.hanging_up.insert(call_id.to_string());
         }
         Ok(())
     }
@@ -297,6 +309,12 @@ From: <sip:{}@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {meth
         else {
             return Ok(None);
         };
+        if cseq.method.to_string() == "BYE" && code >= 200 && self.hanging_up.remove(call_id) {
+            return Ok(Some(Event::HungUp {
+                call_id: call_id.to_string(),
+                code,
+            }));
+        }
         if cseq.method.to_string() != "INVITE" {
             return Ok(None);
         }

@@ -127,8 +127,8 @@ fn analog_ports(config: &Config, analog: &AnalogConfig) -> Result<Vec<PortPlan>,
 /// Messages taken from the fast path per turn of the loop, at most, before sends, timers
 /// and the other queues run again; of them, new requests served and new requests shed.
 const MESSAGES_PER_TURN: usize = 1024;
-const NEW_SERVED_PER_TURN: usize = 64;
-const NEW_SHED_PER_TURN: usize = 512;
+const NEW_SERVED_PER_TURN: usize = 32;
+const NEW_SHED_PER_TURN: usize = 256;
 
 /// Serves the fast path's queues: priority messages first, then new requests, those
 /// that waited too long answered 503 (see [`crate::overload`]). What is left for the next

@@ -85,7 +85,7 @@ fn run(registrations: u32, calls: u32) -> Result<Readings, Box<dyn std::error::E
                 Event::Answered { call_id, .. } | Event::Failed { call_id, .. } => {
                     waiting.contains(call_id)
                 }
-                Event::Ringing { .. } => false,
+                Event::Ringing { .. } | Event::HungUp { .. } => false,
             })? {
                 Event::Answered { call_id, .. } => {
                     waiting.remove(&call_id);
@@ -94,7 +94,7 @@ fn run(registrations: u32, calls: u32) -> Result<Readings, Box<dyn std::error::E
                 Event::Failed { call_id, code } => {
                     return Err(format!("call {call_id} failed with {code}").into())
                 }
-                Event::Ringing { .. } => {}
+                Event::Ringing { .. } | Event::HungUp { .. } => {}
             }
         }
     }
