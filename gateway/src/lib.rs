@@ -8,6 +8,7 @@
 pub mod analog;
 pub mod auth;
 pub mod config;
+pub mod descriptors;
 pub mod engine;
 pub mod log_limit;
 pub mod overload;

@@ -4,12 +4,14 @@
 use crate::analog::service::{AnalogService, ServiceError};
 use crate::config::AnchorMode;
 use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind, TransportName};
+use crate::descriptors::{tcp_cap, Reserve};
 use crate::engine::{Engine, Now};
 use crate::overload::{Class, Shedder};
 use crate::relay::MediaRelay;
 use crate::store::{CallStore, Store, StoreError, StoreWriter};
 use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
-use crate::transport::tcp::TcpTransport;
+use crate::transport::tcp::policy::TcpLimits;
+use crate::transport::tcp::{TcpSettings, TcpTransport};
 use crate::transport::udp::UdpTransport;
 use crate::transport::{Inbound, Protocol, Transport};
 use std::future::Future;
@@ -123,6 +125,39 @@ fn analog_ports(config: &Config, analog: &AnalogConfig) -> Result<Vec<PortPlan>,
     Ok(ports)
 }
 
+/// The TCP transport's settings: `[tcp]`, with the total cap lowered to what the
+/// descriptor `limit` leaves after the store, the media relay and `analog_ports`.
+fn tcp_settings(config: &Config, limit: u64, analog_ports: usize) -> TcpSettings {
+    let reserve = Reserve::for_gateway(config, analog_ports);
+    let cap = tcp_cap(config.tcp.max_connections, limit, &reserve);
+    let summary = format!(
+        "tcp: at most {} connection(s), {} per address (tcp.max_connections = {}; \
+         descriptor limit {limit}, {} reserved: store {}, media relay {}, analog ports {}, \
+         other {})",
+        cap.connections,
+        config.tcp.max_connections_per_source.min(cap.connections),
+        config.tcp.max_connections,
+        reserve.total(),
+        reserve.store,
+        reserve.media,
+        reserve.analog,
+        reserve.base
+    );
+    if cap.short {
+        tracing::warn!(
+            "{summary}; the reserve leaves less than a quarter of the limit, so TCP gets a \
+             quarter and the media range cannot be used in full: raise the hard descriptor \
+             limit (LimitNOFILE=) or narrow media.port_min..port_max"
+        );
+    } else {
+        tracing::info!("{summary}");
+    }
+    TcpSettings {
+        limits: TcpLimits::from_config(&config.tcp, cap.connections),
+        max_message_size: config.sip.max_message_size,
+    }
+}
+
 /// Hands one inbound message to the engine.
 /// Messages taken from the fast path per turn of the loop, at most, before sends, timers
 /// and the other queues run again; of them, new requests served and new requests shed.
@@ -174,6 +209,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(analog) => Some(analog_ports(&config, analog)?),
         None => None,
     };
+    let descriptors = match crate::descriptors::raise_limit() {
+        Ok(limit) => {
+            if limit.now > limit.before {
+                tracing::info!(
+                    "descriptor limit raised from {} to the hard limit {}",
+                    limit.before,
+                    limit.now
+                );
+            } else {
+                tracing::info!("descriptor limit {} (the hard limit)", limit.now);
+            }
+            limit.now
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            match e {
+                crate::descriptors::LimitError::Raise { soft, .. } => soft,
+                crate::descriptors::LimitError::Read(_) => 1024,
+            }
+        }
+    };
+    let tcp_settings = tcp_settings(
+        &config,
+        descriptors,
+        analog_plan.as_ref().map_or(0, Vec::len),
+    );
     let now = Now::system();
     let mut store = Store::open(&config.database.path)?;
     let bindings = store.load_bindings(now.unix())?;
@@ -240,7 +301,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 fast = Some((receivers, bound));
             }
             TransportName::Tcp => {
-                let bound = TcpTransport::bind(listen, inbound_tx.clone())
+                let bound = TcpTransport::bind(listen, inbound_tx.clone(), tcp_settings)
                     .await
                     .map_err(|source| RunError::Bind {
                         protocol: "tcp",
@@ -315,6 +376,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     out.peer.protocol.via_token(),
                     out.peer.addr
                 ),
+            }
+        }
+        while let Some(change) = engine.poll_source_change() {
+            if let Some(tcp) = &tcp {
+                tcp.set_registered(change.peer.addr, change.registered);
             }
         }
         while let Some(command) = engine.poll_store_command() {

@@ -176,7 +176,7 @@ fn mutated_torture_messages_never_panic() {
                 }
             }
             answer_codes(&mut engine, now, &bytes);
-            let mut framer = StreamFramer::new();
+            let mut framer = StreamFramer::new(gateway::sip::message::MAX_MESSAGE_SIZE);
             framer.push(&bytes);
             let _ = framer.next_message();
         }

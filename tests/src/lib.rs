@@ -70,6 +70,10 @@ pub struct GatewayOptions {
     pub media_anchor: Option<&'static str>,
     /// SIP over UDP only, and no analog ports (the quick-start config's last part).
     pub udp_only_without_analog: bool,
+    /// Replaces the keys of the quick-start config's `[tcp]` section.
+    pub tcp: Option<String>,
+    /// The soft and hard descriptor limits the gateway is started with (`ulimit -n`).
+    pub nofile: Option<(u64, u64)>,
 }
 
 impl Default for GatewayOptions {
@@ -83,6 +87,8 @@ impl Default for GatewayOptions {
             fastpath_backend: None,
             media_anchor: None,
             udp_only_without_analog: false,
+            tcp: None,
+            nofile: None,
         }
     }
 }
@@ -94,6 +100,7 @@ pub struct Gateway {
     pub port: u16,
     dir: tempfile::TempDir,
     config: PathBuf,
+    nofile: Option<(u64, u64)>,
 }
 
 impl Gateway {
@@ -160,6 +167,14 @@ impl Gateway {
             Some(mode) => text.replace("anchor = \"analog\"", &format!("anchor = \"{mode}\"")),
             None => text,
         };
+        let text = match &options.tcp {
+            Some(tcp) => {
+                let start = text.find("\n[tcp]\n").expect("office.toml has [tcp]") + 7;
+                let end = start + text[start..].find("\n\n").expect("a blank line ends [tcp]");
+                format!("{}{tcp}{}", &text[..start], &text[end..])
+            }
+            None => text,
+        };
         let text = format!("{text}\n{}\n", options.extra);
         std::fs::write(&config, text).expect("write config");
         (dir, port, config)
@@ -168,7 +183,7 @@ impl Gateway {
     /// Runs the binary on a config that must be refused; returns what it printed.
     pub fn start_failing(options: GatewayOptions) -> String {
         let (dir, _, config) = Gateway::configure(&options);
-        let mut child = spawn_gateway(&config, dir.path());
+        let mut child = spawn_gateway(&config, dir.path(), options.nofile);
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait for the gateway") {
@@ -189,10 +204,11 @@ impl Gateway {
     pub fn start(options: GatewayOptions) -> Gateway {
         let (dir, port, config) = Gateway::configure(&options);
         let mut gateway = Gateway {
-            child: spawn_gateway(&config, dir.path()),
+            child: spawn_gateway(&config, dir.path(), options.nofile),
             port,
             dir,
             config,
+            nofile: options.nofile,
         };
         gateway.wait_until_listening(0);
         gateway
@@ -202,7 +218,7 @@ impl Gateway {
     pub fn restart(&mut self) {
         self.stop();
         let log_start = self.log().len();
-        self.child = spawn_gateway(&self.config, self.dir.path());
+        self.child = spawn_gateway(&self.config, self.dir.path(), self.nofile);
         self.wait_until_listening(log_start);
     }
 
@@ -343,13 +359,27 @@ impl Gateway {
     }
 }
 
-fn spawn_gateway(config: &Path, dir: &Path) -> Child {
+/// Starts the binary; with `nofile`, through `sh` setting the soft and hard descriptor
+/// limits first (`exec` keeps the process id, so the child is the gateway itself).
+fn spawn_gateway(config: &Path, dir: &Path, nofile: Option<(u64, u64)>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("gateway.log"))
         .expect("gateway log file");
-    Command::new(gateway_binary())
+    let mut command = match nofile {
+        Some((soft, hard)) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!(
+                    "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+                ))
+                .arg(gateway_binary());
+            sh
+        }
+        None => Command::new(gateway_binary()),
+    };
+    command
         .arg("--config")
         .arg(config)
         .arg("--log")
@@ -701,6 +731,20 @@ pub fn tcp_closed_after(gateway: &Gateway, bytes: &[u8], wait: Duration) -> bool
             Err(_) => return false,
         }
     }
+}
+
+/// A TCP connection to the gateway from address `source` (any of 127/8 is local on
+/// Linux, so tests can play several client addresses).
+pub fn tcp_connect_from(gateway: &Gateway, source: std::net::IpAddr) -> TcpStream {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("tcp socket");
+    socket
+        .bind(&SockAddr::from(SocketAddr::new(source, 0)))
+        .expect("bind the client address");
+    socket
+        .connect(&SockAddr::from(gateway.addr()))
+        .expect("tcp connect");
+    socket.into()
 }
 
 /// Registers `ext` (password `pw<ext>`) from `port` and expects `code`.

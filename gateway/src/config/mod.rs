@@ -112,6 +112,9 @@ pub struct Config {
     /// Overload control.
     #[serde(default)]
     pub overload: OverloadConfig,
+    /// Defences of the TCP transport: timeouts and connection caps.
+    #[serde(default)]
+    pub tcp: TcpConfig,
 }
 
 /// `[overload]`: what happens when SIP arrives faster than the control plane serves it
@@ -142,6 +145,39 @@ impl Default for OverloadConfig {
     }
 }
 
+/// `[tcp]`: how long a TCP peer may take and how many connections it may hold, so that
+/// idle, slow or numerous connections cannot exhaust memory or descriptors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// A message must be complete this many seconds after its first byte (slowloris).
+    #[serde(default = "default_tcp_message_timeout")]
+    pub message_timeout_secs: u64,
+    /// A connection whose remote address holds no registration is closed after this many
+    /// seconds without receiving anything (a message or an RFC 5626 CRLF keep-alive).
+    /// Connections of registered phones stay open.
+    #[serde(default = "default_tcp_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Open connections allowed from one IP address; more are accepted and closed at once.
+    #[serde(default = "default_tcp_max_per_source")]
+    pub max_connections_per_source: usize,
+    /// Open connections allowed in total; lowered at start to what the descriptor limit
+    /// leaves after the store, the media relay and the analog ports.
+    #[serde(default = "default_tcp_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            message_timeout_secs: default_tcp_message_timeout(),
+            idle_timeout_secs: default_tcp_idle_timeout(),
+            max_connections_per_source: default_tcp_max_per_source(),
+            max_connections: default_tcp_max_connections(),
+        }
+    }
+}
+
 fn default_queue_capacity() -> usize {
     10_000
 }
@@ -150,6 +186,18 @@ fn default_max_queue_delay_ms() -> u64 {
 }
 fn default_retry_after() -> u32 {
     5
+}
+fn default_tcp_message_timeout() -> u64 {
+    10
+}
+fn default_tcp_idle_timeout() -> u64 {
+    60
+}
+fn default_tcp_max_per_source() -> usize {
+    32
+}
+fn default_tcp_max_connections() -> usize {
+    4096
 }
 
 /// `[media]`: whether calls' RTP goes through the gateway.
@@ -950,6 +998,32 @@ impl Config {
                 ));
             }
         }
+        let tcp = &self.tcp;
+        for (key, secs) in [
+            ("tcp.message_timeout_secs", tcp.message_timeout_secs),
+            ("tcp.idle_timeout_secs", tcp.idle_timeout_secs),
+        ] {
+            if !(1..=86_400).contains(&secs) {
+                return Err(invalid(
+                    key,
+                    format!("{secs} must be between 1 and 86400 seconds"),
+                ));
+            }
+        }
+        if tcp.max_connections == 0 {
+            return Err(invalid("tcp.max_connections", "must be at least 1".into()));
+        }
+        if tcp.max_connections_per_source == 0
+            || tcp.max_connections_per_source > tcp.max_connections
+        {
+            return Err(invalid(
+                "tcp.max_connections_per_source",
+                format!(
+                    "{} must be at least 1 and at most tcp.max_connections ({})",
+                    tcp.max_connections_per_source, tcp.max_connections
+                ),
+            ));
+        }
         let media = &self.media;
         if media.port_min < 1024 || u32::from(media.port_min) + 3 > u32::from(media.port_max) {
             return Err(invalid(
@@ -1008,6 +1082,10 @@ password = "pw201"
         );
         assert_eq!(config.listen_addr().port(), 5060);
         assert_eq!(config.media.probation_packets, 4);
+        assert_eq!(config.tcp.message_timeout_secs, 10);
+        assert_eq!(config.tcp.idle_timeout_secs, 60);
+        assert_eq!(config.tcp.max_connections_per_source, 32);
+        assert_eq!(config.tcp.max_connections, 4096);
     }
 
     #[test]
@@ -1055,6 +1133,20 @@ password = "pw201"
         let no_probation = format!("{MINIMAL}[media]\nprobation_packets = 0\n");
         let err = load(&no_probation).unwrap_err().to_string();
         assert!(err.contains("media.probation_packets"), "{err}");
+        for (tcp, key) in [
+            ("message_timeout_secs = 0", "tcp.message_timeout_secs"),
+            ("idle_timeout_secs = 0", "tcp.idle_timeout_secs"),
+            ("max_connections = 0", "tcp.max_connections"),
+            (
+                "max_connections = 8\nmax_connections_per_source = 9",
+                "tcp.max_connections_per_source",
+            ),
+        ] {
+            let err = load(&format!("{MINIMAL}[tcp]\n{tcp}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{tcp}: {err}");
+        }
 
         let bad_alg = MINIMAL.replace("[sip]", "[auth]\nalgorithms = [\"SHA-1\"]\n[sip]");
         let err = load(&bad_alg).unwrap_err().to_string();

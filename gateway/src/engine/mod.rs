@@ -20,7 +20,8 @@ pub use stats::Stats;
 use crate::auth::guard::AuthGuard;
 use crate::auth::DigestAuthenticator;
 use crate::config::Config;
-use crate::registrar::{Binding, Registrar};
+use crate::registrar::{Binding, Registrar, SourceChange};
+use crate::sip::framing::FrameError;
 use crate::sip::ids;
 use crate::sip::message::{ParseError, SipMessage};
 use crate::sip::transaction::{ServerTxId, TimerConfig, TxEvent, TxLayer};
@@ -204,16 +205,30 @@ impl Engine {
         self.tx.send_stateless(response, peer);
     }
 
-    /// A stream peer sent bytes that are not SIP; the transport has closed the connection.
-    pub fn handle_stream_garbage(&mut self, peer: Peer, error: &ParseError) {
+    /// A stream peer sent bytes that cannot be framed; the transport has written the
+    /// error's answer (513 or 400, when there is one) and closed the connection.
+    pub fn handle_stream_garbage(&mut self, peer: Peer, error: &FrameError) {
         self.stats.stream_garbage += 1;
+        let answered = match error.answer().and_then(SipMessage::status) {
+            Some(code) => {
+                self.stats.rejected_requests += 1;
+                format!(" after answering {code}")
+            }
+            None => String::new(),
+        };
         if self.stats.should_log(Instant::now()) {
             tracing::warn!(
-                "closed {} connection from {}: {error}",
+                "closed {} connection from {}{answered}: {error}",
                 peer.protocol.via_token(),
                 peer.addr
             );
         }
+    }
+
+    /// Next change in which connection-oriented remote addresses hold a registration: the
+    /// runtime tells the TCP transport, which keeps those connections open while idle.
+    pub fn poll_source_change(&mut self) -> Option<SourceChange> {
+        self.registrar.poll_source_change()
     }
 
     /// RFC 3261 §21.5.14: a request over the size limit gets 513 when it can be answered.

@@ -3,9 +3,9 @@
 
 use crate::config::RegistrarConfig;
 use crate::sip::message::SipMessage;
-use crate::transport::Peer;
+use crate::transport::{Peer, Protocol};
 use ezk_sip_types::Name;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 #[cfg(test)]
 mod tests;
@@ -68,11 +68,32 @@ pub struct RegisterOutcome {
     pub changed: bool,
 }
 
+/// A connection's remote address gained its first binding or lost its last one.
+///
+/// Only connection-oriented sources (TCP) are reported: the TCP transport keeps the idle
+/// connections of registered phones open and closes the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceChange {
+    /// The source of the REGISTERs (the connection's remote address).
+    pub peer: Peer,
+    /// True when it now holds a binding, false when it holds none any more.
+    pub registered: bool,
+}
+
 /// Bindings of every extension.
 #[derive(Debug)]
 pub struct Registrar {
     config: RegistrarConfig,
     bindings: HashMap<String, Vec<Binding>>,
+    /// How many bindings each TCP source holds (an entry only while above zero).
+    sources: HashMap<Peer, usize>,
+    /// Source changes not yet taken by [`Registrar::poll_source_change`].
+    source_changes: VecDeque<SourceChange>,
+}
+
+/// Whether a binding's source is a connection whose life depends on the registration.
+fn tracked(peer: &Peer) -> bool {
+    peer.protocol == Protocol::Tcp
 }
 
 /// A requested change, validated before any is applied.
@@ -88,6 +109,8 @@ impl Registrar {
         Registrar {
             config,
             bindings: HashMap::new(),
+            sources: HashMap::new(),
+            source_changes: VecDeque::new(),
         }
     }
 
@@ -95,13 +118,73 @@ impl Registrar {
     pub fn from_bindings(config: RegistrarConfig, restored: Vec<(String, Binding)>) -> Self {
         let mut registrar = Registrar::new(config);
         for (aor, binding) in restored {
+            registrar.count_sources([binding.source], []);
             registrar.bindings.entry(aor).or_default().push(binding);
         }
         registrar
     }
 
+    /// Next change in which TCP sources hold a binding.
+    pub fn poll_source_change(&mut self) -> Option<SourceChange> {
+        self.source_changes.pop_front()
+    }
+
+    /// Updates the per-source binding counts: `added` bindings' sources, then `removed`
+    /// ones (in that order, so a source in both is never reported as lost).
+    fn count_sources(
+        &mut self,
+        added: impl IntoIterator<Item = Peer>,
+        removed: impl IntoIterator<Item = Peer>,
+    ) {
+        for peer in added.into_iter().filter(tracked) {
+            let count = self.sources.entry(peer).or_default();
+            *count += 1;
+            if *count == 1 {
+                self.source_changes.push_back(SourceChange {
+                    peer,
+                    registered: true,
+                });
+            }
+        }
+        for peer in removed.into_iter().filter(tracked) {
+            let Some(count) = self.sources.get_mut(&peer) else {
+                continue;
+            };
+            *count -= 1;
+            if *count == 0 {
+                self.sources.remove(&peer);
+                self.source_changes.push_back(SourceChange {
+                    peer,
+                    registered: false,
+                });
+            }
+        }
+    }
+
+    /// The sources of `aor`'s bindings.
+    fn sources_of(&self, aor: &str) -> Vec<Peer> {
+        self.bindings
+            .get(aor)
+            .map(|list| list.iter().map(|b| b.source).collect())
+            .unwrap_or_default()
+    }
+
     /// Applies an authenticated REGISTER for `aor` received from `source` at Unix time `now`.
     pub fn register(
+        &mut self,
+        now: u64,
+        aor: &str,
+        msg: &SipMessage,
+        source: Peer,
+    ) -> Result<RegisterOutcome, RegisterError> {
+        let before = self.sources_of(aor);
+        let outcome = self.apply_register(now, aor, msg, source);
+        let after = self.sources_of(aor);
+        self.count_sources(after, before);
+        outcome
+    }
+
+    fn apply_register(
         &mut self,
         now: u64,
         aor: &str,
@@ -219,14 +302,22 @@ impl Registrar {
     /// Removes expired bindings; returns the extensions that lost some.
     pub fn expire(&mut self, now: u64) -> Vec<String> {
         let mut affected = Vec::new();
+        let mut removed = Vec::new();
         for (aor, list) in &mut self.bindings {
             let before = list.len();
-            list.retain(|b| b.expires_at > now);
+            list.retain(|b| {
+                let keep = b.expires_at > now;
+                if !keep {
+                    removed.push(b.source);
+                }
+                keep
+            });
             if list.len() != before {
                 affected.push(aor.clone());
             }
         }
         self.bindings.retain(|_, list| !list.is_empty());
+        self.count_sources([], removed);
         affected.sort();
         affected
     }

@@ -184,3 +184,84 @@ fn restored_bindings_are_served() {
     assert_eq!(r.lookup(100, "201"), [binding]);
     assert!(r.lookup(500, "201").is_empty());
 }
+
+/// A TCP source is reported once when it gains its first binding (of any extension) and
+/// once when it loses its last (by unregistration or expiry); UDP sources are not.
+#[test]
+fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
+    let tcp = Peer {
+        protocol: Protocol::Tcp,
+        addr: "127.0.0.1:40000".parse().unwrap(),
+    };
+    let mut r = Registrar::new(config());
+    let changes =
+        |r: &mut Registrar| std::iter::from_fn(|| r.poll_source_change()).collect::<Vec<_>>();
+    r.register(
+        1000,
+        "201",
+        &register("<sip:201@a:1>", Some(600), "u", 1),
+        source(),
+    )
+    .unwrap();
+    assert_eq!(changes(&mut r), []);
+    r.register(
+        1000,
+        "201",
+        &register("<sip:201@t:1>", Some(600), "t", 1),
+        tcp,
+    )
+    .unwrap();
+    r.register(
+        1000,
+        "202",
+        &register("<sip:202@t:1>", Some(120), "t2", 1),
+        tcp,
+    )
+    .unwrap();
+    r.register(
+        1000,
+        "201",
+        &register("<sip:201@t:1>", Some(600), "t", 2),
+        tcp,
+    )
+    .unwrap();
+    assert_eq!(
+        changes(&mut r),
+        [SourceChange {
+            peer: tcp,
+            registered: true
+        }]
+    );
+    r.register(
+        1000,
+        "201",
+        &register("<sip:201@t:1>", Some(0), "t", 3),
+        tcp,
+    )
+    .unwrap();
+    assert_eq!(changes(&mut r), [], "202 is still registered from there");
+    r.expire(1121);
+    assert_eq!(
+        changes(&mut r),
+        [SourceChange {
+            peer: tcp,
+            registered: false
+        }]
+    );
+    let restored = Registrar::from_bindings(
+        config(),
+        vec![(
+            "203".into(),
+            Binding {
+                contact: "sip:203@t:1".into(),
+                expires_at: 2000,
+                call_id: "r".into(),
+                cseq: 1,
+                source: tcp,
+                q: None,
+            },
+        )],
+    );
+    let mut restored = restored;
+    assert_eq!(changes(&mut restored).len(), 1);
+}

@@ -469,6 +469,92 @@ pub enum Framing {
     Stream,
 }
 
+/// A parsed message head (start line and headers) without its body: what a stream framer
+/// holds between the empty line and the last byte of the body, so the head is parsed once.
+#[derive(Debug, Clone)]
+pub struct MessageHead {
+    /// Request or status line.
+    pub start: StartLine,
+    /// Header fields, canonicalised.
+    pub headers: Headers,
+}
+
+impl MessageHead {
+    /// Parses a head a stream framer delimited: the start line, the header lines and the
+    /// empty line, with CRLF or bare LF line ends. A carriage return inside a line is refused
+    /// (the line reader would otherwise drop the lines after it).
+    pub fn parse_stream_head(raw: &[u8]) -> Result<MessageHead, ParseError> {
+        let content_len = raw
+            .iter()
+            .rposition(|&b| b != b'\r' && b != b'\n')
+            .map_or(0, |last| last + 1);
+        let content = &raw[..content_len];
+        if memchr::memchr_iter(b'\r', content).any(|at| content.get(at + 1) != Some(&b'\n')) {
+            return Err(ParseError::HeaderLine(
+                "carriage return without a line feed".into(),
+            ));
+        }
+        let mut head = Vec::with_capacity(content_len + 4);
+        head.extend_from_slice(content);
+        head.extend_from_slice(b"\r\n\r\n");
+        Self::parse(Bytes::from(head))
+    }
+
+    /// Parses `head`: the start line, header lines and the empty line after them.
+    fn parse(head: Bytes) -> Result<MessageHead, ParseError> {
+        // ezk's line reader drops a line holding a non-UTF-8 byte: refuse the head instead.
+        std::str::from_utf8(&head).map_err(|_| ParseError::NotUtf8)?;
+        // The typed parsers slice into the buffer they parse, so lines must borrow `head`.
+        let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0).map_while(Result::ok).collect();
+        if raw_lines.is_empty() {
+            return Err(ParseError::Incomplete);
+        }
+        let start_text = std::str::from_utf8(raw_lines[0]).map_err(|_| ParseError::NotUtf8)?;
+        let start = parse_start_line(start_text)?;
+
+        let mut headers = Headers::with_capacity(raw_lines.len());
+        for raw in &raw_lines[1..] {
+            let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotUtf8)?;
+            let (_, line) =
+                Line::parse(&head, text).map_err(|_| ParseError::HeaderLine(truncate(text)))?;
+            let name_text = line.name.as_print_str();
+            if name_text.is_empty() {
+                return Err(ParseError::HeaderLine(truncate(text)));
+            }
+            let value = canonicalize_value(line.value.as_str());
+            headers.insert(line.name, BytesStr::from(value));
+        }
+        Ok(MessageHead { start, headers })
+    }
+
+    /// The body length the head announces (RFC 3261 §18.3, §20.14): Content-Length, which a
+    /// stream requires; without it a datagram's body is the `available` rest.
+    pub fn body_length(&self, framing: Framing, available: usize) -> Result<usize, ParseError> {
+        let lengths: Vec<&BytesStr> = self.headers.get_raw(&Name::CONTENT_LENGTH).collect();
+        match lengths.as_slice() {
+            [] if framing == Framing::Datagram => Ok(available),
+            [] => Err(ParseError::ContentLength(
+                "missing on a stream transport".into(),
+            )),
+            [one] => one
+                .as_str()
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| ParseError::ContentLength(format!("{:?}", one.as_str()))),
+            _ => Err(ParseError::ContentLength("header repeated".into())),
+        }
+    }
+
+    /// The whole message, with `body` (exactly the announced length).
+    pub fn with_body(self, body: Bytes) -> SipMessage {
+        SipMessage {
+            start: self.start,
+            headers: self.headers,
+            body,
+        }
+    }
+}
+
 impl SipMessage {
     /// Parses one message from a datagram. Bytes after Content-Length are ignored
     /// (RFC 3261 §18.3, RFC 4475 §3.1.1.8).
@@ -495,46 +581,9 @@ impl SipMessage {
         if head_end == 0 {
             return Err(ParseError::Incomplete);
         }
-        // ezk's line reader drops a line holding a non-UTF-8 byte: refuse the head instead.
-        std::str::from_utf8(&data[..head_end]).map_err(|_| ParseError::NotUtf8)?;
-        // The typed parsers slice into the buffer they parse, so lines must borrow `head`.
-        let head = Bytes::copy_from_slice(&data[..head_end]);
-        let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0).map_while(Result::ok).collect();
-        if raw_lines.is_empty() {
-            return Err(ParseError::Incomplete);
-        }
-        let start_text = std::str::from_utf8(raw_lines[0]).map_err(|_| ParseError::NotUtf8)?;
-        let start = parse_start_line(start_text)?;
-
-        let mut headers = Headers::with_capacity(raw_lines.len());
-        for raw in &raw_lines[1..] {
-            let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotUtf8)?;
-            let (_, line) =
-                Line::parse(&head, text).map_err(|_| ParseError::HeaderLine(truncate(text)))?;
-            let name_text = line.name.as_print_str();
-            if name_text.is_empty() {
-                return Err(ParseError::HeaderLine(truncate(text)));
-            }
-            let value = canonicalize_value(line.value.as_str());
-            headers.insert(line.name, BytesStr::from(value));
-        }
-
-        let lengths: Vec<&BytesStr> = headers.get_raw(&Name::CONTENT_LENGTH).collect();
+        let head = MessageHead::parse(Bytes::copy_from_slice(&data[..head_end]))?;
         let available = data.len() - head_end;
-        let body_len = match lengths.as_slice() {
-            [] if framing == Framing::Datagram => available,
-            [] => {
-                return Err(ParseError::ContentLength(
-                    "missing on a stream transport".into(),
-                ))
-            }
-            [one] => one
-                .as_str()
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| ParseError::ContentLength(format!("{:?}", one.as_str())))?,
-            _ => return Err(ParseError::ContentLength("header repeated".into())),
-        };
+        let body_len = head.body_length(framing, available)?;
         if head_end + body_len > MAX_MESSAGE_SIZE {
             return Err(ParseError::TooLarge(head_end + body_len));
         }
@@ -545,14 +594,7 @@ impl SipMessage {
             });
         }
         let body = Bytes::copy_from_slice(&data[head_end..head_end + body_len]);
-        Ok((
-            SipMessage {
-                start,
-                headers,
-                body,
-            },
-            skip + head_end + body_len,
-        ))
+        Ok((head.with_body(body), skip + head_end + body_len))
     }
 
     /// True for requests.

@@ -344,6 +344,14 @@ pub fn reject_unparseable(bytes: &[u8], error: &ParseError) -> Option<SipMessage
         let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
         std::str::from_utf8(&bytes[..end]).ok()?;
     }
+    answer_raw_request(bytes, 400, &format!("Bad Request ({})", reason_for(error)))
+}
+
+/// A stateless answer (`code`, `reason`) to a request that could not be parsed (or not
+/// read whole), built from the raw lines of its head: the Via, From, To, Call-ID and CSeq
+/// values copied, a To tag added. None when the bytes are a response, an ACK (never
+/// answered), not SIP, or lack one of those headers.
+pub fn answer_raw_request(bytes: &[u8], code: u16, reason: &str) -> Option<SipMessage> {
     let text = String::from_utf8_lossy(bytes);
     let first = text.lines().next()?.trim();
     if starts_with_ignore_case(first, "SIP/") || !first.ends_with("SIP/2.0") {
@@ -378,8 +386,8 @@ pub fn reject_unparseable(bytes: &[u8], error: &ParseError) -> Option<SipMessage
     }
     Some(SipMessage {
         start: StartLine::Response(StatusLine {
-            code: 400,
-            reason: format!("Bad Request ({})", reason_for(error)),
+            code,
+            reason: reason.to_string(),
             version: "SIP/2.0".into(),
         }),
         headers: response,

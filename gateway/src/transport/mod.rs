@@ -106,12 +106,13 @@ pub enum Inbound {
         /// The framed message (boxed: messages are large, datagrams are not).
         message: Box<crate::sip::message::SipMessage>,
     },
-    /// A stream sent bytes that are not SIP; the connection was closed.
+    /// A stream sent bytes that cannot be framed; the transport wrote the error's answer,
+    /// if any, and closed the connection.
     StreamGarbage {
         /// The offending peer.
         peer: Peer,
         /// What was wrong.
-        error: crate::sip::message::ParseError,
+        error: crate::sip::framing::FrameError,
     },
 }
 

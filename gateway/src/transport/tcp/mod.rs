@@ -1,0 +1,386 @@
+//! TCP transport on tokio: accepted and outgoing connections, Content-Length framing,
+//! one writer task per connection.
+//!
+//! Defences ([`policy`] decides, this module acts): a connection over the per-source or
+//! total cap is accepted and closed at once (so the backlog never fills and locks everyone
+//! out); a message must be complete within the message timeout of its first byte; a
+//! connection whose remote address holds no registration is closed when idle; accept
+//! errors (EMFILE) back off instead of spinning; a stream that cannot be framed gets its
+//! 513 or 400 before it is closed; RFC 5626 CRLFCRLF pings get a CRLF pong. Repeated
+//! events are logged at most once a second, with their count.
+
+pub mod policy;
+
+use super::{Inbound, Peer, Protocol, Transport, TransportError};
+use crate::sip::framing::{Framed, StreamFramer};
+use bytes::Bytes;
+use policy::{Admission, ConnectionTimers, Expiry, RateLimitedLog, TcpLimits};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Queued writes per connection before further sends are dropped.
+const WRITE_QUEUE: usize = 256;
+/// Bytes read from a socket at once.
+const READ_SIZE: usize = 16 * 1024;
+/// First pause after a failed accept; doubled on each further failure up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accepts while they fail.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a rejected stream's input is still read (and discarded) after its answer, so
+/// the close is a FIN after the answer rather than a reset that could destroy it.
+const LINGER: Duration = Duration::from_secs(2);
+/// Repeated events (refusals, accept failures, timeouts) are logged at most this often.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How the TCP transport is run.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpSettings {
+    /// Timeouts and caps.
+    pub limits: TcpLimits,
+    /// Largest message accepted (`sip.max_message_size`).
+    pub max_message_size: usize,
+}
+
+/// A TCP listener serving SIP, plus the table of open connections by remote address.
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    local: SocketAddr,
+}
+
+/// What the accept loop, the connection tasks and [`TcpTransport`] share.
+struct Shared {
+    settings: TcpSettings,
+    inbound: mpsc::Sender<Inbound>,
+    state: Mutex<State>,
+}
+
+/// The transport's mutable state; it owns the connection table and the admission counts.
+struct State {
+    connections: HashMap<SocketAddr, Connection>,
+    /// Remote addresses holding a registration (told by the runtime from the registrar).
+    registered: HashSet<SocketAddr>,
+    admission: Admission,
+    /// Connections closed by a timeout, for the rate-limited log line.
+    expired: RateLimitedLog,
+    next_id: u64,
+}
+
+/// An open connection as the table holds it.
+struct Connection {
+    /// Distinguishes it from a later connection with the same remote address.
+    id: u64,
+    writer: mpsc::Sender<Bytes>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("tcp state lock poisoned")
+    }
+}
+
+impl TcpTransport {
+    /// Listens on `addr` and starts accepting connections.
+    pub async fn bind(
+        addr: SocketAddr,
+        inbound: mpsc::Sender<Inbound>,
+        settings: TcpSettings,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            settings,
+            inbound,
+            state: Mutex::new(State {
+                connections: HashMap::new(),
+                registered: HashSet::new(),
+                admission: Admission::new(&settings.limits),
+                expired: RateLimitedLog::new(LOG_INTERVAL),
+                next_id: 0,
+            }),
+        });
+        tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(TcpTransport { shared, local })
+    }
+
+    /// The listening address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Records whether `addr` holds a registration: an idle connection from a registered
+    /// phone stays open, the others are closed after the idle timeout.
+    pub fn set_registered(&self, addr: SocketAddr, registered: bool) {
+        let mut state = self.shared.state();
+        if registered {
+            state.registered.insert(addr);
+        } else {
+            state.registered.remove(&addr);
+        }
+    }
+}
+
+/// Accepts connections until the process ends: admitted ones get their tasks, refused ones
+/// are closed at once, failures back off.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut refused = RateLimitedLog::new(LOG_INTERVAL);
+    let mut failed = RateLimitedLog::new(LOG_INTERVAL);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                let (admitted, open) = {
+                    let mut state = shared.state();
+                    (state.admission.admit(remote.ip()), state.admission.open())
+                };
+                match admitted {
+                    Ok(()) => {
+                        start_connection(stream, remote, &shared);
+                    }
+                    Err(refusal) => {
+                        drop(stream); // closed at once: the client sees EOF, not a hang
+                        if let Some(count) = refused.record(Instant::now()) {
+                            tracing::warn!(
+                                "tcp: refused {} connection(s) since the last report ({} in all, \
+                                 {open} open), the last from {remote}: {refusal}",
+                                count.since_last,
+                                count.total
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if let Some(count) = failed.record(Instant::now()) {
+                    tracing::warn!(
+                        "tcp accept failed {} time(s) since the last report ({} in all): {e}; \
+                         pausing accepts for {backoff:?} (if out of descriptors: lower \
+                         tcp.max_connections or raise the hard descriptor limit)",
+                        count.since_last,
+                        count.total
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Holds a connection's place in the table and in the admission counts; gives both back
+/// when dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+    id: u64,
+}
+
+impl Slot {
+    /// Takes the connection out of the table, so no more sends are queued for it.
+    fn detach(&self) {
+        let mut state = self.shared.state();
+        if state
+            .connections
+            .get(&self.remote)
+            .is_some_and(|c| c.id == self.id)
+        {
+            state.connections.remove(&self.remote);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.detach();
+        self.shared.state().admission.release(self.remote.ip());
+    }
+}
+
+/// Starts the reader and writer tasks of a connection already counted in the admission.
+fn start_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    shared: &Arc<Shared>,
+) -> mpsc::Sender<Bytes> {
+    let _ = stream.set_nodelay(true);
+    let (reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let id = {
+        let mut state = shared.state();
+        state.next_id += 1;
+        let id = state.next_id;
+        state.connections.insert(
+            remote,
+            Connection {
+                id,
+                writer: tx.clone(),
+            },
+        );
+        id
+    };
+    let slot = Slot {
+        shared: shared.clone(),
+        remote,
+        id,
+    };
+    let reader_tx = tx.clone();
+    tokio::spawn(async move {
+        let mut reader = reader;
+        let end = read_loop(&mut reader, &reader_tx, &slot).await;
+        // Dropping the last sender ends the writer task once it has written what is
+        // queued (a 513/400 included), which then closes the socket.
+        slot.detach();
+        drop(reader_tx);
+        match end {
+            End::Rejected { answered: true } => linger(&mut reader).await,
+            End::Rejected { answered: false } => {}
+            End::Expired(expiry) => {
+                let count = slot.shared.state().expired.record(Instant::now());
+                if let Some(count) = count {
+                    tracing::info!(
+                        "tcp: closed {} connection(s) for timeouts since the last report \
+                         ({} in all), the last from {remote}: {expiry}",
+                        count.since_last,
+                        count.total
+                    );
+                }
+            }
+            End::Closed => {}
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    tx
+}
+
+/// How a connection's reading ended.
+enum End {
+    /// The peer closed it, it failed, or the gateway is stopping.
+    Closed,
+    /// It could not be framed; `answered` if its 513/400 is queued.
+    Rejected {
+        /// Whether an answer was queued (then the peer is given time to read it).
+        answered: bool,
+    },
+    /// A timeout of the policy.
+    Expired(Expiry),
+}
+
+/// Reads, frames and delivers messages until the connection ends.
+async fn read_loop(reader: &mut OwnedReadHalf, writer: &mpsc::Sender<Bytes>, slot: &Slot) -> End {
+    let shared = &slot.shared;
+    let peer = Peer {
+        protocol: Protocol::Tcp,
+        addr: slot.remote,
+    };
+    let mut framer = StreamFramer::new(shared.settings.max_message_size);
+    let mut timers = ConnectionTimers::new(Instant::now(), &shared.settings.limits);
+    let mut buffer = vec![0u8; READ_SIZE];
+    loop {
+        let deadline = tokio::time::Instant::from_std(timers.deadline());
+        let n = tokio::select! {
+            read = reader.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return End::Closed,
+                Ok(n) => n,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                let registered = shared.state().registered.contains(&peer.addr);
+                if let Some(expiry) = timers.on_deadline(Instant::now(), registered) {
+                    return End::Expired(expiry);
+                }
+                continue;
+            }
+        };
+        framer.push(&buffer[..n]);
+        let mut completed = false;
+        loop {
+            match framer.next_message() {
+                Ok(Framed::NeedMore) => break,
+                Ok(Framed::Ping) => {
+                    let _ = writer.try_send(Bytes::from_static(b"\r\n"));
+                }
+                Ok(Framed::Message(message)) => {
+                    completed = true;
+                    let delivered = shared.inbound.send(Inbound::Message { peer, message });
+                    if delivered.await.is_err() {
+                        return End::Closed;
+                    }
+                }
+                Err(error) => {
+                    let answered = match error.answer() {
+                        Some(answer) => writer.try_send(answer.to_bytes()).is_ok(),
+                        None => false,
+                    };
+                    let _ = shared
+                        .inbound
+                        .send(Inbound::StreamGarbage { peer, error })
+                        .await;
+                    return End::Rejected { answered };
+                }
+            }
+        }
+        timers.on_read(Instant::now(), completed, framer.in_message());
+    }
+}
+
+/// Reads and discards what a rejected peer still sends, until it closes or [`LINGER`]
+/// passes.
+async fn linger(reader: &mut OwnedReadHalf) {
+    let mut sink = vec![0u8; READ_SIZE];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+impl Transport for TcpTransport {
+    fn protocol(&self) -> Protocol {
+        Protocol::Tcp
+    }
+
+    fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError> {
+        let existing = self
+            .shared
+            .state()
+            .connections
+            .get(&addr)
+            .map(|c| c.writer.clone());
+        match existing {
+            Some(writer) => {
+                if writer.try_send(bytes).is_err() {
+                    tracing::warn!("tcp write queue to {addr} full or closed; message dropped");
+                }
+            }
+            None => {
+                // No connection (e.g. the phone reconnected): open one, as RFC 3261 §18.1.1 says.
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    match TcpStream::connect(addr).await {
+                        Ok(stream) => {
+                            shared.state().admission.add(addr.ip());
+                            let writer = start_connection(stream, addr, &shared);
+                            let _ = writer.send(bytes).await;
+                        }
+                        Err(e) => tracing::warn!("tcp connect to {addr} failed: {e}"),
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
