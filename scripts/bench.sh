@@ -3,7 +3,8 @@
 # target/bench-results/:
 #   SIP:    call rate with zero failures (RFC 7501) vs Kamailio 5.6 and CPU per call
 #           (sip-load), pickup latency with 10/100/1,000 calls ringing (sip-pickup), memory
-#           per registration and per call (sip-memory);
+#           per registration and per call (sip-memory), floods of unauthenticated requests
+#           (sip-flood), overload at 3x the sustainable call rate (sip-overload);
 #   media:  SIP pre-parsing vs full parsers (sip-preparse), the RTP relay vs rtpengine 10.5
 #           (rtp-relay), the analog DSP cost per channel.
 # Installs kamailio, sip-tester and rtpengine-daemon when missing.
@@ -54,6 +55,10 @@ if [ "$part" != media ]; then
     target/release/sip-pickup "${quick[@]}"
     echo "==> memory per registration and per call"
     target/release/sip-memory "${quick[@]}"
+    echo "==> floods of unauthenticated requests: memory, replies"
+    target/release/sip-flood "${quick[@]}"
+    echo "==> overload: calls up and a probe while new calls arrive at 3x the sustainable rate"
+    target/release/sip-overload "${quick[@]}"
 fi
 if [ "$part" != sip ]; then
     echo "==> SIP pre-parsing"

@@ -28,6 +28,9 @@ pub struct PreParsed<'a> {
     pub cseq_method: &'a str,
     /// The To header's `tag` parameter: a request with one belongs to a dialog.
     pub to_tag: Option<&'a str>,
+    /// A request carries `Authorization` or `Proxy-Authorization`: it answers a challenge,
+    /// so the call it starts is already under way (overload control serves it first).
+    pub has_credentials: bool,
     /// Where the body starts (bytes from the start of the datagram).
     pub body_offset: usize,
 }
@@ -102,6 +105,7 @@ enum Wanted {
     Via,
     CSeq,
     To,
+    Credentials,
     Other,
 }
 
@@ -118,6 +122,8 @@ fn classify(name: &[u8]) -> Wanted {
         3 if name.eq_ignore_ascii_case(b"via") => Wanted::Via,
         4 if name.eq_ignore_ascii_case(b"cseq") => Wanted::CSeq,
         7 if name.eq_ignore_ascii_case(b"call-id") => Wanted::CallId,
+        13 if name.eq_ignore_ascii_case(b"authorization") => Wanted::Credentials,
+        19 if name.eq_ignore_ascii_case(b"proxy-authorization") => Wanted::Credentials,
         _ => Wanted::Other,
     }
 }
@@ -256,11 +262,13 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         std::str::from_utf8(strip_cr(&head[..first_end])).map_err(|_| PreParseError::NotText)?;
     let kind = parse_start_line(start)?;
     let (mut call_id, mut via, mut cseq, mut to) = (None, None, None, None);
-    // Lazily, as Kamailio does: stop once the four headers are found.
+    // Credentials matter only in requests: a response is done once the four are found.
+    let mut has_credentials = matches!(kind, Kind::Response(_));
+    // Lazily, as Kamailio does: stop once the wanted headers are found.
     let mut lines = LogicalLines {
         rest: head.get(first_end + 1..).unwrap_or_default(),
     };
-    while call_id.is_none() || via.is_none() || cseq.is_none() || to.is_none() {
+    while call_id.is_none() || via.is_none() || cseq.is_none() || to.is_none() || !has_credentials {
         let Some(line) = lines.next() else {
             break;
         };
@@ -270,6 +278,10 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         };
         let wanted = classify(trim_end_ws(&line[..colon]));
         if wanted == Wanted::Other {
+            continue;
+        }
+        if wanted == Wanted::Credentials {
+            has_credentials = true;
             continue;
         }
         let Ok(value) = std::str::from_utf8(&line[colon + 1..]) else {
@@ -305,6 +317,7 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         cseq: number,
         cseq_method: method,
         to_tag: to.and_then(tag_of),
+        has_credentials: has_credentials && matches!(kind, Kind::Request(_)),
         body_offset,
     })
 }
@@ -370,6 +383,9 @@ Call-ID: a84b4c76e66710@pc33\r\nCSeq: 314159 INVITE\r\nContent-Length: 4\r\n\r\n
         assert_eq!(parsed.branch, Some("z9hG4bKabc"));
         assert_eq!((parsed.cseq, parsed.cseq_method), (314159, "INVITE"));
         assert_eq!(parsed.to_tag, None, "a new INVITE");
+        assert!(!parsed.has_credentials);
+        let answered = INVITE.replace("CSeq:", "proxy-AUTHORIZATION: Digest x\r\nCSeq:");
+        assert!(preparse(answered.as_bytes()).unwrap().has_credentials);
         assert_eq!(&INVITE.as_bytes()[parsed.body_offset..], b"v=0\n");
     }
 

@@ -3,8 +3,11 @@
 //! Messages that keep calls already up going (responses, ACK, CANCEL, BYE, every
 //! in-dialog request, and OPTIONS probes, which are cheap and tell monitors we are alive)
 //! are [`Class::Priority`]; requests that start something new (INVITE, REGISTER,
-//! SUBSCRIBE...) are [`Class::New`]. Each class has its own bounded queue from the fast
-//! path (a full queue drops and counts); priority messages are always taken first, and a
+//! SUBSCRIBE...) are [`Class::New`], or [`Class::Answering`] when they carry credentials
+//! (the second INVITE of a call, after its 407: shedding it would waste the work already
+//! done for the call, so under overload new calls are refused at their first INVITE).
+//! Each class has its own bounded queue from the fast path (a full queue drops and
+//! counts); priority messages are always taken first, then answering ones, and a
 //! new request that waited longer than the configured delay is answered
 //! `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4; RFC 7339 is the idea of
 //! the signal) instead of being served late, so a flood of new calls never delays the calls
@@ -18,6 +21,9 @@ use std::time::{Duration, Instant};
 pub enum Class {
     /// Keeps existing calls working: served first, never shed.
     Priority,
+    /// Starts something new and answers a challenge (the call is under way): served
+    /// before [`Class::New`], shed with 503 when it waited too long.
+    Answering,
     /// Starts something new: shed with 503 when it waited too long.
     New,
 }
@@ -39,6 +45,7 @@ pub fn class_of(keys: &PreParsed<'_>) -> Class {
         {
             Class::Priority
         }
+        Kind::Request(_) if keys.has_credentials => Class::Answering,
         Kind::Request(_) => Class::New,
     }
 }
@@ -94,6 +101,14 @@ mod tests {
         assert_eq!(class("INVITE sip:a@h SIP/2.0", "<sip:a@h>"), Class::New);
         assert_eq!(class("REGISTER sip:h SIP/2.0", "<sip:a@h>"), Class::New);
         assert_eq!(class("SUBSCRIBE sip:a@h SIP/2.0", "<sip:a@h>"), Class::New);
+        assert_eq!(
+            class(
+                "INVITE sip:a@h SIP/2.0",
+                "<sip:a@h>\r\nProxy-Authorization: Digest username=\"a\""
+            ),
+            Class::Answering,
+            "a call answering its challenge"
+        );
     }
 
     #[test]

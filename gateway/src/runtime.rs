@@ -180,11 +180,11 @@ fn serve_fast_path(engine: &mut Engine, receivers: &ShardReceivers, shedder: &Sh
         let now = Now::system();
         match queued.class {
             Class::Priority => engine.handle_datagram(now, queued.peer, &queued.bytes),
-            Class::New if shedder.serves(now.mono, queued.received) => {
+            Class::Answering | Class::New if shedder.serves(now.mono, queued.received) => {
                 served += 1;
                 engine.handle_datagram(now, queued.peer, &queued.bytes);
             }
-            Class::New => {
+            Class::Answering | Class::New => {
                 shed += 1;
                 engine.reject_overloaded(now, queued.peer, &queued.bytes);
             }
@@ -519,6 +519,14 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
             queued(request("OPTIONS", 0, ""), now, Class::Priority),
             &drops,
         );
+        // The second INVITE of a call (it answers its 407), queued last.
+        let answering = String::from_utf8(request("INVITE", 999, "").to_vec())
+            .unwrap()
+            .replace(
+                "Content-Length",
+                "Proxy-Authorization: Digest username=\"202\"\r\nContent-Length",
+            );
+        senders.push(0, queued(answering.into(), now, Class::Answering), &drops);
         let shedder = Shedder::new(Duration::from_millis(100));
         serve_fast_path(&mut engine, &receivers, &shedder);
         let answers: Vec<_> = std::iter::from_fn(|| engine.poll_transmit())
@@ -526,6 +534,16 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
             .collect();
         assert_eq!(answers[0].status(), Some(200), "the probe first");
         let count = |code| answers.iter().filter(|m| m.status() == Some(code)).count();
+        assert_eq!(
+            count(400) + count(403) + count(407),
+            NEW_SERVED_PER_TURN,
+            "a turn's worth served"
+        );
+        assert_eq!(
+            answers[1].call_id(),
+            Some("INVITE999@test"),
+            "the call answering its challenge next, before new ones"
+        );
         assert_eq!(count(503), 50, "the late ones are shed");
         assert!(answers
             .iter()
@@ -533,15 +551,15 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
             .all(|m| m.header(&ezk_sip_types::Name::RETRY_AFTER) == Some("7")));
         assert_eq!(
             count(407),
-            NEW_SERVED_PER_TURN,
-            "fresh ones served, a turn's worth"
+            NEW_SERVED_PER_TURN - 1,
+            "then fresh new ones, to a turn's worth"
         );
         assert!(!receivers.is_empty(), "the rest waits for the next turn");
         while !receivers.is_empty() {
             serve_fast_path(&mut engine, &receivers, &shedder);
         }
         let rest = std::iter::from_fn(|| engine.poll_transmit()).count();
-        assert_eq!(rest, 150 - NEW_SERVED_PER_TURN);
+        assert_eq!(rest, 150 - (NEW_SERVED_PER_TURN - 1));
         assert_eq!(engine.stats().overload_rejected, 50);
     }
 }

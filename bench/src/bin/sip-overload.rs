@@ -105,7 +105,10 @@ fn main() {
             other => panic!("established call {i} did not come up: {other:?}"),
         }
     }
-    eprintln!("==> {} calls up; flooding with {flood_rate:.0} calls/s for {seconds} s", up.len());
+    eprintln!(
+        "==> {} calls up; flooding with {flood_rate:.0} calls/s for {seconds} s",
+        up.len()
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let prober = {
         let (server, stop) = (gateway.addr, stop.clone());
@@ -129,13 +132,17 @@ fn main() {
     eprintln!("==> hanging up the established calls in the middle of the flood");
     let mut waiting: HashSet<String> = up.iter().cloned().collect();
     for call_id in &up {
-        phones.hang_up(call_id).unwrap_or_else(|e| panic!("hang up: {e}"));
+        phones
+            .hang_up(call_id)
+            .unwrap_or_else(|e| panic!("hang up: {e}"));
     }
     let (mut clean, mut unclean) = (0, 0);
     while !waiting.is_empty() {
-        match phones.pump(Duration::from_secs(35), "BYE answered", |e| {
-            matches!(e, Event::HungUp { call_id, .. } if waiting.contains(call_id))
-        }) {
+        match phones.pump(
+            Duration::from_secs(35),
+            "BYE answered",
+            |e| matches!(e, Event::HungUp { call_id, .. } if waiting.contains(call_id)),
+        ) {
             Ok(Event::HungUp { call_id, code }) => {
                 waiting.remove(&call_id);
                 if code == 200 {

@@ -36,6 +36,7 @@ pub struct Queued {
 /// The control plane's end of the shard queues.
 pub struct ShardReceivers {
     priority: Vec<Receiver<Queued>>,
+    answering: Vec<Receiver<Queued>>,
     new: Vec<Receiver<Queued>>,
     notify: Arc<Notify>,
 }
@@ -46,12 +47,14 @@ impl ShardReceivers {
         self.notify.notified().await;
     }
 
-    /// Takes the next message of any shard: priority messages first.
+    /// Takes the next message of any shard: priority messages first, then requests
+    /// answering a challenge, then new ones.
     pub fn try_recv(&self) -> Option<Queued> {
-        self.priority
-            .iter()
-            .chain(&self.new)
-            .find_map(|r| r.try_recv().ok())
+        self.all().find_map(|r| r.try_recv().ok())
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Receiver<Queued>> {
+        self.priority.iter().chain(&self.answering).chain(&self.new)
     }
 
     /// Makes the next [`ShardReceivers::ready`] return at once (messages were left queued
@@ -69,9 +72,10 @@ impl ShardReceivers {
     }
 }
 
-/// The worker's end: per control-plane shard, a priority and a new-request queue.
+/// The worker's end: per control-plane shard, a queue per class.
 pub(crate) struct ShardSenders {
     priority: Vec<Sender<Queued>>,
+    answering: Vec<Sender<Queued>>,
     new: Vec<Sender<Queued>>,
     notify: Arc<Notify>,
 }
@@ -80,10 +84,12 @@ impl ShardSenders {
     /// Queues a datagram for `shard` in its class's queue; a full queue drops it and
     /// counts it in `drops` (logged one by one at first, then every thousandth).
     pub(crate) fn push(&self, shard: usize, queued: Queued, drops: &QueueDrops) {
-        let (queue, dropped) = match queued.class {
-            Class::Priority => (&self.priority[shard % self.priority.len()], &drops.priority),
-            Class::New => (&self.new[shard % self.new.len()], &drops.new),
+        let (queues, dropped) = match queued.class {
+            Class::Priority => (&self.priority, &drops.priority),
+            Class::Answering => (&self.answering, &drops.new),
+            Class::New => (&self.new, &drops.new),
         };
+        let queue = &queues[shard % queues.len()];
         let (class, from) = (queued.class, queued.peer.addr);
         match queue.try_send(queued) {
             Ok(()) => self.notify.notify_one(),
@@ -99,20 +105,24 @@ impl ShardSenders {
     }
 }
 
-/// `shards` pairs of queues of `capacity` each from the fast path to the control plane.
+/// `shards` sets of queues (one per class) of `capacity` each from the fast path to the
+/// control plane.
 pub(crate) fn shard_queues(shards: usize, capacity: usize) -> (ShardSenders, ShardReceivers) {
     let notify = Arc::new(Notify::new());
     let queues = |_| crossbeam_channel::bounded(capacity.max(1));
     let (priority, priority_rx) = (0..shards.max(1)).map(queues).unzip();
+    let (answering, answering_rx) = (0..shards.max(1)).map(queues).unzip();
     let (new, new_rx) = (0..shards.max(1)).map(queues).unzip();
     (
         ShardSenders {
             priority,
+            answering,
             new,
             notify: notify.clone(),
         },
         ShardReceivers {
             priority: priority_rx,
+            answering: answering_rx,
             new: new_rx,
             notify,
         },
@@ -124,7 +134,7 @@ pub(crate) fn shard_queues(shards: usize, capacity: usize) -> (ShardSenders, Sha
 pub struct QueueDrops {
     /// Priority messages dropped.
     pub priority: AtomicU64,
-    /// New requests dropped.
+    /// New requests (answering a challenge or not) dropped.
     pub new: AtomicU64,
 }
 
