@@ -168,7 +168,13 @@ const NEW_SHED_PER_TURN: usize = 256;
 /// Serves the fast path's queues: priority messages first, then new requests, those
 /// that waited too long answered 503 (see [`crate::overload`]). What is left for the next
 /// turn wakes the loop again at once.
-fn serve_fast_path(engine: &mut Engine, receivers: &ShardReceivers, shedder: &Shedder) {
+/// `clock` is read per message (the runtime passes [`Now::system`]).
+fn serve_fast_path(
+    engine: &mut Engine,
+    receivers: &ShardReceivers,
+    shedder: &Shedder,
+    clock: impl Fn() -> Now,
+) {
     let (mut served, mut shed) = (0, 0);
     for _ in 0..MESSAGES_PER_TURN {
         if served == NEW_SERVED_PER_TURN || shed == NEW_SHED_PER_TURN {
@@ -177,7 +183,7 @@ fn serve_fast_path(engine: &mut Engine, receivers: &ShardReceivers, shedder: &Sh
         let Some(queued) = receivers.try_recv() else {
             break;
         };
-        let now = Now::system();
+        let now = clock();
         match queued.class {
             Class::Priority => engine.handle_datagram(now, queued.peer, &queued.bytes),
             Class::Answering | Class::New if shedder.serves(now.mono, queued.received) => {
@@ -405,7 +411,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
             _ = fast_ready => {
                 if let Some((receivers, _)) = &fast {
-                    serve_fast_path(&mut engine, receivers, &shedder);
+                    serve_fast_path(&mut engine, receivers, &shedder, Now::system);
                 }
             }
             Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
@@ -499,7 +505,8 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         let mut engine = Engine::new(config, Vec::new(), [7; 32], Now::system());
         let (senders, receivers) = shard_queues(1, 200);
         let drops = QueueDrops::default();
-        let now = Instant::now();
+        let clock = Now::system();
+        let now = clock.mono;
         let late = now - Duration::from_secs(1);
         for n in 0..210 {
             let received = if n < 50 { late } else { now };
@@ -528,7 +535,7 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
             );
         senders.push(0, queued(answering.into(), now, Class::Answering), &drops);
         let shedder = Shedder::new(Duration::from_millis(100));
-        serve_fast_path(&mut engine, &receivers, &shedder);
+        serve_fast_path(&mut engine, &receivers, &shedder, || clock);
         let answers: Vec<_> = std::iter::from_fn(|| engine.poll_transmit())
             .map(|out| crate::sip::message::SipMessage::parse_datagram(&out.bytes).unwrap())
             .collect();
@@ -556,7 +563,7 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         );
         assert!(!receivers.is_empty(), "the rest waits for the next turn");
         while !receivers.is_empty() {
-            serve_fast_path(&mut engine, &receivers, &shedder);
+            serve_fast_path(&mut engine, &receivers, &shedder, || clock);
         }
         let rest = std::iter::from_fn(|| engine.poll_transmit()).count();
         assert_eq!(rest, 150 - (NEW_SERVED_PER_TURN - 1));

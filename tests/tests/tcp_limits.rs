@@ -92,6 +92,13 @@ Call-ID: {branch}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
     )
 }
 
+/// The status of the answer to an OPTIONS sent on `stream`.
+fn options_status(gateway: &Gateway, stream: &mut TcpStream, branch: &str) -> Option<u16> {
+    let probe = options(gateway, stream.local_addr().unwrap(), branch);
+    stream.write_all(probe.as_bytes()).unwrap();
+    status_of(&read_message(stream))
+}
+
 /// Slowloris: connections sending one byte every 200 ms are closed once the message
 /// timeout (1 s) has passed since their first byte, although each byte is input; the
 /// gateway serves normally meanwhile.
@@ -125,9 +132,7 @@ fn slow_senders_are_cut_off_by_the_message_timeout() {
     gateway.wait_for_log("no complete message within 1s of its first byte");
     assert!(answers_options(&gateway));
     let mut fresh = connect_from(&gateway, "127.0.0.1");
-    let probe = options(&gateway, fresh.local_addr().unwrap(), "fresh");
-    fresh.write_all(probe.as_bytes()).unwrap();
-    assert_eq!(status_of(&read_message(&mut fresh)), Some(200));
+    assert_eq!(options_status(&gateway, &mut fresh, "fresh"), Some(200));
 }
 
 /// Heads of 60 KB that never end are cut at `sip.max_message_size` (4 KB here), each
@@ -268,9 +273,7 @@ fn a_registered_phones_idle_connection_survives_the_idle_timeout() {
         answers_ping(&mut phone),
         "the registered phone's connection was closed"
     );
-    let probe = options(&gateway, phone.local_addr().unwrap(), "still");
-    phone.write_all(probe.as_bytes()).unwrap();
-    assert_eq!(status_of(&read_message(&mut phone)), Some(200));
+    assert_eq!(options_status(&gateway, &mut phone, "still"), Some(200));
 }
 
 /// Started with a soft descriptor limit of 128 under a hard one of 256, the gateway raises

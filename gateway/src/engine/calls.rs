@@ -680,7 +680,9 @@ impl Engine {
             return;
         }
         let Some(&(id, side)) = self.calls.index.by_dialog.get(&key) else {
-            self.reply_in_dialog(now, tx, 481, "Call/Transaction Does Not Exist");
+            // Anyone can make up a dialog: answering it costs no state.
+            let response = msg.response(481, "Call/Transaction Does Not Exist", None);
+            self.tx.respond_statelessly(tx, response);
             return;
         };
         let method = msg.method().cloned().unwrap_or(Method::OPTIONS);

@@ -222,3 +222,30 @@ fn challenges_to_one_source_are_capped_per_second() {
     h.send(udp(5072), &invite_with("201", "later", "later", 1, None));
     assert_eq!(statuses(&h.sent()), [407]);
 }
+
+/// Requests for dialogs or transactions that do not exist (anyone can make them up) are
+/// answered 481 once and cost no state.
+#[test]
+fn made_up_dialogs_and_cancels_cost_no_state() {
+    let mut h = Harness::new();
+    for n in 0..500 {
+        let headers = format!(
+            "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKfake{n}\r\nMax-Forwards: 70\r\n\
+From: <sip:202@127.0.0.1>;tag=a{n}\r\nTo: <sip:201@127.0.0.1>;tag=made-up{n}\r\n\
+Call-ID: fake{n}\r\nContent-Length: 0\r\n"
+        );
+        h.engine.handle_datagram(
+            h.now,
+            udp(5072),
+            format!("BYE sip:201@127.0.0.1 SIP/2.0\r\n{headers}CSeq: 2 BYE\r\n\r\n").as_bytes(),
+        );
+        h.engine.handle_datagram(
+            h.now,
+            udp(5072),
+            format!("CANCEL sip:201@127.0.0.1 SIP/2.0\r\n{headers}CSeq: 1 CANCEL\r\n\r\n")
+                .as_bytes(),
+        );
+    }
+    assert_eq!(statuses(&h.sent()), [481; 1000]);
+    assert_eq!(h.engine.tx.len(), 0);
+}

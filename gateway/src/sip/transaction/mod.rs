@@ -310,8 +310,9 @@ impl TxLayer {
                 }
             }
             None => {
+                // A CANCEL for nothing we know (anyone can send one): answered once, no state.
                 let response = msg.response(481, "Call/Transaction Does Not Exist", None);
-                self.send_response(now, id, response);
+                self.respond_statelessly(id, response);
             }
         }
     }
