@@ -49,7 +49,7 @@ analog listen 1
 
 say "SIP phone 202 dials *8: the gateway hands it the call with INVITE + Replaces"
 sipp_run -sf "$work/uac_pickup.xml" -oocsf "$work/uas_replaces.xml" -callid_slash_ign \
-    -p 5072 -s '*8' -au 202 -ap pw202 -key caller 202 &
+    -p 5072 -s '*8' -au 202 -ap pw202 -auth_uri '*8@127.0.0.1:5060' -key caller 202 &
 picker=$!
 for _ in $(seq 100); do grep -q "analog port 1: call answered" "$work/gateway.log" && break; sleep 0.1; done
 grep -E "claimed|Replaces|analog port 1: call answered" "$work/gateway.log" | sed 's/^[^ ]* *//'
