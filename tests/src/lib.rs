@@ -256,9 +256,13 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let log = self.log().get(log_start..).unwrap_or_default().to_string();
-            let tcp_expected = self.config_text().contains("\"tcp\"");
+            let config = self.config_text();
+            let tcp_expected = config.contains("\"tcp\"");
+            // The analog operator socket exists once the analog service says it serves.
+            let analog_expected = config.contains("[[analog.port]]");
             if log.contains("listening on udp")
                 && (!tcp_expected || log.contains("listening on tcp"))
+                && (!analog_expected || log.contains("analog ports served by the fast path"))
             {
                 return;
             }
