@@ -114,20 +114,23 @@ impl Engine {
         };
         let mut response = msg.response(code, reason, Some(&ids::tag()));
         // One challenge per algorithm, in order of preference, but never a response
-        // larger than the request beyond the first (no amplification).
-        let request_size = msg.to_bytes().len();
-        for (i, challenge) in self
-            .auth
-            .challenge(now.mono, algorithms, stale)
-            .into_iter()
-            .enumerate()
-        {
-            let mut with = response.clone();
-            with.add_header(header.clone(), challenge);
-            if i > 0 && with.to_bytes().len() > request_size {
-                break;
+        // larger than the request beyond the first (no amplification). The sizes are
+        // only measured when there is more than one.
+        let mut challenges = self.auth.challenge(now.mono, algorithms, stale).into_iter();
+        if let Some(first) = challenges.next() {
+            response.add_header(header.clone(), first);
+        }
+        if challenges.len() > 0 {
+            let request_size = msg.to_bytes().len();
+            let mut size = response.to_bytes().len();
+            for challenge in challenges {
+                // `Name: value\r\n`
+                size += header.as_print_str().len() + 2 + challenge.len() + 2;
+                if size > request_size {
+                    break;
+                }
+                response.add_header(header.clone(), challenge);
             }
-            response = with;
         }
         self.tx.respond_statelessly(tx, response);
     }
