@@ -318,10 +318,21 @@ impl TxLayer {
     }
 
     fn handle_ack(&mut self, now: Instant, msg: SipMessage, peer: Peer) {
+        // An ACK for a non-2xx final is part of its INVITE transaction: matched by branch,
+        // and only with the INVITE's CSeq number. An ACK for a 2xx is a transaction of its
+        // own, matched by dialog and CSeq number only (RFC 3261 §17.2.1, §13.2.2.4): a UA
+        // re-ACKing an earlier INVITE's 407 with the later INVITE's branch (SIPp under loss
+        // does) must not stop the 2xx retransmissions.
+        let cseq = msg.cseq().map(|c| c.cseq);
         let by_branch = self
             .server_index
             .get(&server_key(&msg, &Method::ACK))
-            .copied();
+            .copied()
+            .filter(|id| {
+                self.servers.get(id).is_some_and(|entry| {
+                    !entry.tx.is_accepted() && entry.tx.request().cseq().map(|c| c.cseq) == cseq
+                })
+            });
         let by_dialog = ack_key(&msg, None).and_then(|key| self.ack_index.get(&key).copied());
         let Some(id) = by_branch.or(by_dialog) else {
             self.events.push_back(TxEvent::Ack {

@@ -268,6 +268,52 @@ From: <sip:202@127.0.0.1>;tag=ft\r\nTo: <sip:201@127.0.0.1>;tag=gw\r\nCall-ID: c
     assert!(layer.is_empty(), "Timer L ended the transaction");
 }
 
+/// Issue 14: under loss SIPp re-ACKs a retransmitted 407 of the first INVITE (CSeq 6 here)
+/// with the *second* INVITE's branch. That ACK is not for the 2xx of the second INVITE
+/// (CSeq 7): the 2xx is matched by dialog and CSeq number (RFC 3261 §13.2.2.4, §17.2.1), so
+/// it keeps being retransmitted until the real ACK.
+#[test]
+fn an_ack_with_the_2xx_branch_but_another_cseq_does_not_stop_the_2xx() {
+    let mut layer = TxLayer::new(TimerConfig::default());
+    let mut clock = Clock::new();
+    let invite = request("INVITE", "z9hG4bKsecond");
+    layer.handle_message(clock.now, invite.clone(), peer(Protocol::Udp));
+    let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
+    let TxEvent::Request { tx, .. } = events[0].1 else {
+        panic!("a request")
+    };
+    layer.send_response(clock.now, tx, invite.response(200, "OK", Some("gw")));
+    let (sent, _) = clock.run_until(&mut layer, Duration::from_secs(1));
+    assert_eq!(secs(&sent), [0.0, 0.5]);
+    let ack = |cseq: u32, to_tag: &str| {
+        let text = format!(
+            "ACK sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsecond\r\n\
+From: <sip:202@127.0.0.1>;tag=ft\r\nTo: <sip:201@127.0.0.1>{to_tag}\r\nCall-ID: cid-z9hG4bKsecond\r\n\
+CSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse_datagram(text.as_bytes()).unwrap()
+    };
+    // The 407's re-ACK: CSeq 6, the 407's To tag, the second INVITE's branch.
+    layer.handle_message(clock.now, ack(6, ";tag=challenge"), peer(Protocol::Udp));
+    let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(4));
+    assert_eq!(secs(&sent), [1.5, 3.5], "the 2xx is still retransmitted");
+    assert!(
+        events.iter().all(|(_, e)| !matches!(
+            e,
+            TxEvent::Ack {
+                invite: Some(_),
+                ..
+            }
+        )),
+        "not taken as the 2xx's ACK"
+    );
+    // The real ACK (CSeq 7, our To tag) stops it, even with the same branch.
+    layer.handle_message(clock.now, ack(7, ";tag=gw"), peer(Protocol::Udp));
+    let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(40));
+    assert!(sent.is_empty(), "no more 2xx after the real ACK");
+    assert!(matches!(events[..], [(_, TxEvent::Ack { invite: Some(t), .. })] if t == tx));
+}
+
 #[test]
 fn unacknowledged_2xx_reports_ack_timeout() {
     let mut layer = TxLayer::new(TimerConfig::default());
