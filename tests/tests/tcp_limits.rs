@@ -200,30 +200,37 @@ fn bad_content_lengths_are_answered_400() {
 #[test]
 fn a_flood_from_one_address_does_not_lock_out_another() {
     let gateway = gateway("max_connections_per_source = 4");
-    let mut flood: Vec<TcpStream> = (0..20)
+    let flood: Vec<TcpStream> = (0..20)
         .map(|_| connect_from(&gateway, "127.0.0.2"))
         .collect();
-    let mut refused = 0;
-    let mut held = Vec::new();
-    for mut stream in flood.drain(..) {
-        if answers_ping(&mut stream) {
-            held.push(stream);
-        } else {
-            refused += 1;
-        }
-    }
+    let (mut held, refused) = held_and_refused(flood);
     assert_eq!((held.len(), refused), (4, 16));
     gateway.wait_for_log("connections already open from that address");
-    Sipp::new("register.xml", free_port())
-        .tcp()
-        .service("203")
-        .credentials("203", "pw203")
-        .key("expires", "600")
-        .expect(200)
-        .run(&gateway);
+    register_over_tcp(&gateway, "203");
     for stream in &mut held {
         assert!(answers_ping(stream), "a held connection was dropped");
     }
+}
+
+/// The connections the gateway kept, and how many it refused: a refused connection was
+/// closed at once (its ping gets EOF or a reset), a held one answers it.
+fn held_and_refused(streams: Vec<TcpStream>) -> (Vec<TcpStream>, usize) {
+    let (held, refused): (Vec<_>, Vec<_>) = streams
+        .into_iter()
+        .map(|mut stream| (answers_ping(&mut stream), stream))
+        .partition(|(answered, _)| *answered);
+    (held.into_iter().map(|(_, s)| s).collect(), refused.len())
+}
+
+/// Registers `ext` (password `pw<ext>`) over TCP with SIPp and expects 200.
+fn register_over_tcp(gateway: &Gateway, ext: &str) {
+    Sipp::new("register.xml", free_port())
+        .tcp()
+        .service(ext)
+        .credentials(ext, &format!("pw{ext}"))
+        .key("expires", "600")
+        .expect(200)
+        .run(gateway);
 }
 
 /// Registers 201 over `stream` (answering the digest challenge).
@@ -294,29 +301,13 @@ fn the_total_cap_fits_the_descriptor_limit_and_never_locks_tcp_out() {
     let flood: Vec<TcpStream> = (0..200)
         .map(|_| connect_from(&gateway, "127.0.0.2"))
         .collect();
-    // A refused connection was closed at once (its ping gets EOF or a reset); a held one
-    // answers it.
-    let mut held = Vec::new();
-    let mut refused = 0;
-    for mut stream in flood {
-        if answers_ping(&mut stream) {
-            held.push(stream);
-        } else {
-            refused += 1;
-        }
-    }
+    let (held, refused) = held_and_refused(flood);
     assert_eq!((held.len(), refused), (152, 48));
     gateway.wait_for_log("connections already open in total");
     for mut stream in held {
         assert_eq!(read_until_closed(&mut stream), "");
     }
-    Sipp::new("register.xml", free_port())
-        .tcp()
-        .service("203")
-        .credentials("203", "pw203")
-        .key("expires", "600")
-        .expect(200)
-        .run(&gateway);
+    register_over_tcp(&gateway, "203");
     assert!(
         !gateway.log().contains("tcp accept failed"),
         "{}",
