@@ -24,6 +24,9 @@ command -v multimon-ng >/dev/null 2>&1 || missing+=(multimon-ng)
 command -v minimodem >/dev/null 2>&1 || missing+=(minimodem)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
+# nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
     install_packages "${missing[@]}"
 fi

@@ -50,13 +50,16 @@ fn sip_to_analog_audio(gateway: &Gateway, port: u32, peer: &mut RtpPeer, to: Soc
 }
 
 /// A picker `ext` dialling `*8`, whose phone answers the INVITE with Replaces with its
-/// media at `peer`.
-fn picker(ext: &str, peer: &RtpPeer) -> Sipp {
+/// media at `peer` and must be shown the caller `from` (the start of its From header). Its
+/// dummy dialog stays up 15 s: long enough for the media checks of the replacing call.
+fn picker(ext: &str, peer: &RtpPeer, from: &str) -> Sipp {
     Sipp::new("uac_pickup.xml", free_port())
         .service("*8")
         .credentials(ext, &format!("pw{ext}"))
         .key("caller", ext)
         .out_of_call("uas_replaces.xml")
+        .caller_id(from)
+        .fill("@PICKED_CALL_MS@", "15000")
         .fill("@MEDIA_PORT@", &peer.port().to_string())
 }
 
@@ -329,7 +332,7 @@ fn an_analog_caller_is_picked_up_by_a_sip_phone_with_replaces() {
         (ringback - 440.0).abs() < 5.0 || (ringback - 480.0).abs() < 5.0,
         "ringback (us: 440+480 Hz), heard {ringback}"
     );
-    let pickup = picker("202", &peer).spawn(&gateway);
+    let pickup = picker("202", &peer, "\"Analog 101\" <sip:101@").spawn(&gateway);
     gateway.wait_for_log("analog port 1: call answered");
     let analog_rtp = analog_to_sip_audio(&gateway, 1, &peer);
     sip_to_analog_audio(&gateway, 1, &mut peer, analog_rtp);
@@ -354,7 +357,7 @@ fn a_pstn_caller_ringing_sales_is_picked_up_by_a_sip_phone() {
     gateway.wait_for_log("5551234 -> sales, ringing 3 contact(s)");
     gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(3));
     gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(3));
-    let pickup = picker("202", &peer).spawn(&gateway);
+    let pickup = picker("202", &peer, "\"Jane Doe\" <sip:5551234@").spawn(&gateway);
     gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(10));
     gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(3));
     analog_to_sip_audio(&gateway, 3, &peer);
@@ -379,7 +382,7 @@ fn a_sip_caller_ringing_an_analog_phone_is_picked_up_by_another_sip_phone() {
         .fill("@HOLD_MS@", "1000")
         .spawn(&gateway);
     gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(5));
-    let pickup = picker("203", &peer).spawn(&gateway);
+    let pickup = picker("203", &peer, "\"Reception 204\" <sip:204@").spawn(&gateway);
     gateway.wait_for_analog(2, "ringing", "false", Duration::from_secs(10));
     gateway.wait_for_analog(2, "call", "idle", Duration::from_secs(5));
     caller.wait();

@@ -21,7 +21,7 @@ use crate::transport::{Outgoing, Peer};
 use client::{ClientAction, ClientTx};
 use ezk_sip_types::Method;
 use server::{ServerAction, ServerTx};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 /// Identifies a server transaction (a request we received).
@@ -101,8 +101,9 @@ enum ServerKey {
     },
 }
 
-/// How an ACK for a 2xx finds its INVITE: Call-ID, CSeq number, From tag, To tag.
-type AckKey = (String, u32, String, String);
+/// How an ACK for a 2xx finds its INVITE: Call-ID, From tag, To tag, CSeq number (in this
+/// order, so the INVITEs of one dialog are neighbours in the index).
+type AckKey = (String, String, String, u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum TxRef {
@@ -135,7 +136,7 @@ pub struct TxLayer {
     client_index: HashMap<(String, String), ClientTxId>,
     servers: HashMap<ServerTxId, ServerEntry>,
     server_index: HashMap<ServerKey, ServerTxId>,
-    ack_index: HashMap<AckKey, ServerTxId>,
+    ack_index: BTreeMap<AckKey, ServerTxId>,
     scheduled: HashMap<TxRef, Instant>,
     timer_queue: BTreeSet<(Instant, TxRef)>,
     events: VecDeque<TxEvent>,
@@ -194,12 +195,12 @@ fn server_key(msg: &SipMessage, method: &Method) -> ServerKey {
 fn ack_key(msg: &SipMessage, to_tag: Option<&str>) -> Option<AckKey> {
     Some((
         msg.call_id()?.to_string(),
-        msg.cseq()?.cseq,
         msg.from_header()?.tag()?.to_string(),
         match to_tag {
             Some(tag) => tag.to_string(),
             None => msg.to_header()?.tag()?.to_string(),
         },
+        msg.cseq()?.cseq,
     ))
 }
 
@@ -213,7 +214,7 @@ impl TxLayer {
             client_index: HashMap::new(),
             servers: HashMap::new(),
             server_index: HashMap::new(),
-            ack_index: HashMap::new(),
+            ack_index: BTreeMap::new(),
             scheduled: HashMap::new(),
             timer_queue: BTreeSet::new(),
             events: VecDeque::new(),
@@ -283,6 +284,9 @@ impl TxLayer {
                 trying_owed: method == Method::INVITE,
             },
         );
+        if method == Method::BYE {
+            self.stop_2xx_retransmissions_before(&msg);
+        }
         if method == Method::INVITE {
             self.owed_trying.push((id, now));
             self.events
@@ -292,6 +296,28 @@ impl TxLayer {
         } else {
             self.events
                 .push_back(TxEvent::Request { tx: id, msg, peer });
+        }
+    }
+
+    /// A BYE proves its sender got our 2xx for every earlier INVITE of the dialog: their
+    /// retransmissions stop, as if the lost ACK had come (a UA that lost the ACK and hung up
+    /// would otherwise be sent the 2xx until Timer L, 32 s after the call ended).
+    fn stop_2xx_retransmissions_before(&mut self, bye: &SipMessage) {
+        let Some((call_id, from_tag, to_tag, cseq)) = ack_key(bye, None) else {
+            return;
+        };
+        let first = (call_id, from_tag, to_tag, 0);
+        let last = (first.0.clone(), first.1.clone(), first.2.clone(), cseq);
+        let invites: Vec<ServerTxId> = self
+            .ack_index
+            .range(first..last)
+            .map(|(_, &id)| id)
+            .collect();
+        for id in invites {
+            if let Some(entry) = self.servers.get_mut(&id) {
+                entry.tx.stop_2xx_retransmissions();
+            }
+            self.reschedule(TxRef::Server(id));
         }
     }
 

@@ -182,6 +182,15 @@ impl ServerTx {
         }
     }
 
+    /// A later request of the dialog (a BYE) shows the 2xx arrived although its ACK did not:
+    /// no more retransmissions, and no ACK timeout when the transaction ends.
+    pub(super) fn stop_2xx_retransmissions(&mut self) {
+        if self.state == State::Accepted {
+            self.acked = true;
+            self.retransmit_at = None;
+        }
+    }
+
     /// Runs the timers due at `now`.
     pub(super) fn on_timer(&mut self, now: Instant, timers: &TimerConfig) -> Vec<ServerAction> {
         if self.confirmed_until.is_some_and(|at| at <= now)

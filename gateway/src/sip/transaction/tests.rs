@@ -314,6 +314,44 @@ CSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
     assert!(matches!(events[..], [(_, TxEvent::Ack { invite: Some(t), .. })] if t == tx));
 }
 
+/// The caller's ACK was lost and it hung up: its BYE (a later CSeq of the same dialog) shows
+/// the 2xx arrived, so the 2xx is not retransmitted into the ended call until Timer L, and
+/// no ACK timeout is reported. A BYE of another dialog changes nothing.
+#[test]
+fn a_bye_of_the_dialog_stops_the_2xx_retransmissions() {
+    let mut layer = TxLayer::new(TimerConfig::default());
+    let mut clock = Clock::new();
+    let invite = request("INVITE", "z9hG4bKhangup");
+    layer.handle_message(clock.now, invite.clone(), peer(Protocol::Udp));
+    let (_, events) = clock.run_until(&mut layer, Duration::ZERO);
+    let TxEvent::Request { tx, .. } = events[0].1 else {
+        panic!("a request")
+    };
+    layer.send_response(clock.now, tx, invite.response(200, "OK", Some("gw")));
+    let bye = |to_tag: &str| {
+        let text = format!(
+            "BYE sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye{to_tag}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:202@127.0.0.1>;tag=ft\r\nTo: <sip:201@127.0.0.1>;tag={to_tag}\r\n\
+Call-ID: cid-z9hG4bKhangup\r\nCSeq: 8 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse_datagram(text.as_bytes()).unwrap()
+    };
+    let (sent, _) = clock.run_until(&mut layer, Duration::from_secs(1));
+    assert_eq!(secs(&sent), [0.0, 0.5]);
+    layer.handle_message(clock.now, bye("other"), peer(Protocol::Udp));
+    let (sent, _) = clock.run_until(&mut layer, Duration::from_secs(2));
+    assert_eq!(secs(&sent), [1.5], "another dialog's BYE stops nothing");
+    layer.handle_message(clock.now, bye("gw"), peer(Protocol::Udp));
+    let (sent, events) = clock.run_until(&mut layer, Duration::from_secs(40));
+    assert!(sent.is_empty(), "no 2xx after the BYE: {:?}", secs(&sent));
+    assert!(
+        events
+            .iter()
+            .all(|(_, e)| !matches!(e, TxEvent::AckTimeout { .. })),
+        "no ACK timeout: {events:?}"
+    );
+}
+
 #[test]
 fn unacknowledged_2xx_reports_ack_timeout() {
     let mut layer = TxLayer::new(TimerConfig::default());
