@@ -86,8 +86,11 @@ pub struct Received {
 /// A SIP phone's media end: receives and sends G.711 RTP.
 pub struct RtpPeer {
     socket: UdpSocket,
+    ssrc: u32,
     sequence: u16,
     timestamp: u32,
+    /// Samples per audio packet.
+    packet_samples: u32,
 }
 
 impl RtpPeer {
@@ -96,9 +99,21 @@ impl RtpPeer {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind rtp");
         RtpPeer {
             socket,
+            ssrc: 0x5eed,
             sequence: 1000,
             timestamp: 50_000,
+            packet_samples: 160,
         }
+    }
+
+    /// From now on its media comes from another source, as after a pickup or a transfer:
+    /// SSRC `ssrc`, sequence numbers from `sequence`, timestamps moved by `timestamp_shift`
+    /// (wrapping), audio packets of `ptime_ms`.
+    pub fn switch_source(&mut self, ssrc: u32, sequence: u16, timestamp_shift: i32, ptime_ms: u32) {
+        self.ssrc = ssrc;
+        self.sequence = sequence;
+        self.timestamp = self.timestamp.wrapping_add_signed(timestamp_shift);
+        self.packet_samples = ptime_ms * 8;
     }
 
     /// Its port, for the SDP SIPp sends.
@@ -162,7 +177,7 @@ impl RtpPeer {
     ) {
         let packet = RtpPacketBuilder::new()
             .payload_type(payload_type)
-            .ssrc(0x5eed)
+            .ssrc(self.ssrc)
             .sequence(Seq::from(self.sequence))
             .timestamp(timestamp)
             .marked(marker)
@@ -173,7 +188,8 @@ impl RtpPeer {
         self.socket.send_to(&packet, to).expect("send rtp");
     }
 
-    /// Sends `ms` of a `hz` tone (G.711 `law`, payload type `pt`) to `to`, paced at 20 ms.
+    /// Sends `ms` of a `hz` tone (G.711 `law`, payload type `pt`) to `to`, paced in real
+    /// time, in packets of the source's ptime (20 ms unless switched).
     pub fn send_tone(&mut self, to: SocketAddr, law: Law, pt: u8, hz: f32, ms: u32) {
         self.send_tone_losing(to, law, pt, hz, ms, None);
     }
@@ -189,24 +205,26 @@ impl RtpPeer {
         lose_every: Option<u32>,
     ) {
         let start = Instant::now();
-        for frame in 0..ms / 20 {
-            if lose_every.is_some_and(|n| frame % n == n - 1) {
+        let size = self.packet_samples;
+        let ptime_ms = size / 8;
+        for packet in 0..ms / ptime_ms {
+            if lose_every.is_some_and(|n| packet % n == n - 1) {
                 self.sequence = self.sequence.wrapping_add(1);
-                self.timestamp = self.timestamp.wrapping_add(160);
-                pace(start, frame + 1);
+                self.timestamp = self.timestamp.wrapping_add(size);
+                pace(start, (packet + 1) * ptime_ms);
                 continue;
             }
-            let samples: Vec<i16> = (0..160)
+            let samples: Vec<i16> = (0..size)
                 .map(|n| {
-                    let t = (frame * 160 + n) as f32 / 8000.0;
+                    let t = (packet * size + n) as f32 / 8000.0;
                     (6000.0 * (std::f32::consts::TAU * hz * t).sin()) as i16
                 })
                 .collect();
-            let mut codes = vec![0u8; 160];
+            let mut codes = vec![0u8; samples.len()];
             law.encode(&samples, &mut codes);
-            self.send(to, pt, frame == 0, self.timestamp, &codes);
-            self.timestamp = self.timestamp.wrapping_add(160);
-            pace(start, frame + 1);
+            self.send(to, pt, packet == 0, self.timestamp, &codes);
+            self.timestamp = self.timestamp.wrapping_add(size);
+            pace(start, (packet + 1) * ptime_ms);
         }
     }
 
@@ -226,7 +244,7 @@ impl RtpPeer {
             }
             .encode();
             self.send(to, event_pt, frame == 0, self.timestamp, &payload);
-            pace(start, frame + 1);
+            pace(start, (frame + 1) * 20);
         }
         self.timestamp = self.timestamp.wrapping_add((frames + 1) * 160);
     }
@@ -238,8 +256,9 @@ impl Default for RtpPeer {
     }
 }
 
-fn pace(start: Instant, frames: u32) {
-    let due = start + Duration::from_millis(20 * u64::from(frames));
+/// Waits until `ms` after `start`.
+fn pace(start: Instant, ms: u32) {
+    let due = start + Duration::from_millis(u64::from(ms));
     if let Some(wait) = due.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }

@@ -251,6 +251,45 @@ fn rtp_from_anyone_but_the_far_end_is_not_played_on_an_analog_port() {
     phone.wait();
 }
 
+/// The far end sends `ms` of a `hz` tone; port 1 hears it.
+fn port_1_hears(gateway: &Gateway, peer: &mut RtpPeer, to: SocketAddr, hz: f32, ms: u32) {
+    gateway.analog("listen 1"); // forget what came before
+    peer.send_tone(to, Law::Ulaw, 0, hz, ms);
+    hears(gateway, 1, &format!("the far end's {hz} Hz"), |heard| {
+        heard
+            .get("tone_hz")
+            .and_then(|t| t.parse::<f32>().ok())
+            .is_some_and(|measured| (measured - hz).abs() < 5.0)
+    });
+}
+
+#[test]
+fn an_analog_phone_keeps_hearing_the_far_end_when_its_ssrc_and_ptime_change() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let mut peer = RtpPeer::new();
+    let phone = sip_phone(&gateway, "201", "uas_answer.xml", &peer);
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 201");
+    gateway.wait_for_log("analog port 1: call answered");
+    let relay = analog_to_sip_audio(&gateway, 1, &peer);
+    port_1_hears(&gateway, &mut peer, relay, 1400.0, 600);
+    // Another phone's media (a picker's, a transfer target's) takes over: its own SSRC and
+    // sequence numbers, a timestamp base behind the old one, 60 ms packets.
+    peer.switch_source(0x0b0b_0001, 40_000, -1_000_000, 60);
+    port_1_hears(&gateway, &mut peer, relay, 1800.0, 900);
+    // And again: a base far ahead, 10 ms packets.
+    peer.switch_source(0x0b0b_0002, 7, 1 << 30, 10);
+    port_1_hears(&gateway, &mut peer, relay, 1000.0, 600);
+    let status = gateway.analog("status 1");
+    assert_eq!(
+        status.get("rtp_resyncs").map(String::as_str),
+        Some("2"),
+        "{status:?}"
+    );
+    gateway.analog("hangup 1");
+    phone.wait();
+}
+
 #[test]
 fn an_analog_caller_hears_busy_when_the_sip_phone_is_busy_and_congestion_for_nowhere() {
     let gateway = Gateway::start(GatewayOptions::default());

@@ -723,8 +723,11 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                     }
                     let _ = write!(
                         answer,
-                        "rtp_sent={}\nrtp_received={}\nrtp_concealed={}\n",
-                        stats.sent, stats.jitter.received, stats.jitter.concealed
+                        "rtp_sent={}\nrtp_received={}\nrtp_concealed={}\nrtp_resyncs={}\n",
+                        stats.sent,
+                        stats.jitter.received,
+                        stats.jitter.concealed,
+                        stats.jitter.resyncs
                     );
                 }
             }

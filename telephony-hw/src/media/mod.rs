@@ -5,6 +5,7 @@
 pub mod jitter;
 pub mod rtp_out;
 pub mod session;
+pub mod stream;
 
 /// Samples (and RTP timestamp units) in one 20 ms G.711 packet.
 pub const PACKET_SAMPLES: usize = 160;
