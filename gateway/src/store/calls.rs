@@ -75,7 +75,8 @@ pub struct ClaimRequest {
 pub enum ClaimOutcome {
     /// This picker won the call.
     Claimed(Box<CallContext>),
-    /// Calls are ringing there, but the picker's groups do not allow it.
+    /// The call a directed or BLF pickup names rings, but the picker's groups do not allow
+    /// it (a group pickup gets [`ClaimOutcome::NothingRinging`] instead).
     NotAllowed,
     /// Nothing (left) to pick up.
     NothingRinging,
@@ -341,6 +342,9 @@ impl CallStore for Store {
             .map_err(sqlite)?;
         let outcome = match claimed {
             Some(context) => ClaimOutcome::Claimed(Box::new(context)),
+            // A group pickup names no call: one the picker may not take is none of its
+            // business, so it hears what it would hear if nothing rang (no leak of calls).
+            None if request.target == PickupTarget::Group => ClaimOutcome::NothingRinging,
             None => {
                 let ringing: i64 = tx_conn
                     .query_row(

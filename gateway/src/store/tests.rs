@@ -195,8 +195,8 @@ fn directed_pickup_checks_groups_and_leg_lookup_works() {
         store
             .claim(&claim("205", &[], PickupTarget::Group))
             .unwrap(),
-        ClaimOutcome::NotAllowed,
-        "calls ring, but 205 has no pickup group"
+        ClaimOutcome::NothingRinging,
+        "calls ring, but 205 has no pickup group: a group pickup reveals none of them"
     );
     assert_eq!(
         store

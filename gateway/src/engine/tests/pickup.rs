@@ -2,6 +2,7 @@
 //! (5072) and 203 (5073) take the call. The store is a real SQLite database.
 
 use super::*;
+use crate::engine::calls::reason_of;
 use crate::store::CallStore;
 
 /// A ringing call 204 -> 201; returns the INVITE the gateway sent to 201.
@@ -226,25 +227,23 @@ fn a_picker_without_replaces_is_bridged() {
 }
 
 #[test]
-fn eligibility_answers_403_and_480_before_touching_the_call() {
+fn a_group_pickup_reveals_no_call_it_may_not_take_but_a_directed_one_is_refused() {
     let mut h = Harness::office();
     let out = pick(&mut h, "202", "*8", 5072, true);
-    assert!(
-        response_to(&out, udp(5072), 480).is_some(),
-        "nothing rings: 480"
-    );
+    let nothing = response_to(&out, udp(5072), 480)
+        .expect("nothing rings: 480")
+        .clone();
     ringing_call_from(&mut h, "203");
+    // 204 is in no pickup group: to its `*8` the call ringing in sales does not exist.
     let out = pick(&mut h, "204", "*8", 5075, true);
-    assert!(
-        response_to(&out, udp(5075), 403).is_some(),
-        "{:?}",
-        statuses(&out)
-    );
+    let ineligible = response_to(&out, udp(5075), 480)
+        .unwrap_or_else(|| panic!("like nothing ringing: {:?}", statuses(&out)));
+    assert_eq!(reason_of(ineligible), reason_of(&nothing));
+    // A directed pickup names the call: refusing it reveals nothing.
     let out = pick(&mut h, "204", "**201", 5076, true);
-    let forbidden = out.iter().find(|(_, m)| m.status() == Some(403));
     assert!(
-        forbidden.is_some(),
-        "204 is in no pickup group: {:?}",
+        response_to(&out, udp(5076), 403).is_some(),
+        "204 may not take 201's call: {:?}",
         statuses(&out)
     );
     assert!(requests(&out, "CANCEL").is_empty(), "nothing was cancelled");
