@@ -30,7 +30,7 @@ pub fn cdr_table(calls: &[(Cdr, Vec<FailedPickup>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9}  {:<36} cause",
+        "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<11} {:>9}  {:<36} cause",
         "ring start (UTC)",
         "caller",
         "called",
@@ -44,7 +44,7 @@ pub fn cdr_table(calls: &[(Cdr, Vec<FailedPickup>)]) -> String {
     for (cdr, failed_pickups) in calls {
         let _ = writeln!(
             out,
-            "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9.1}  {:<36} {}",
+            "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<11} {:>9.1}  {:<36} {}",
             utc_time(cdr.ring_start_ms),
             cdr.caller,
             cdr.called,

@@ -181,6 +181,38 @@ fn a_declined_pickup_rings_the_callee_again() {
 }
 
 #[test]
+fn a_declined_pickup_then_the_callee_answering_bills_the_callee_and_lists_the_attempt() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    // 201 rings, is cancelled for the pickup, rings again after 202 declined, and answers.
+    let callee = Sipp::new("uas_ring_cancelled_then_answer.xml", phone)
+        .calls(2)
+        .spawn(&gateway);
+    let caller = picker("uac_call.xml", "201", "204").spawn(&gateway);
+    gateway.wait_for_log("ringing 1 contact(s)");
+    picker("uac_pickup_abandoned.xml", "*8", "202")
+        .expect(480)
+        .out_of_call("uas_replaces_reject.xml")
+        .fill("@REJECT@", "603")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    let (cdrs, fields) = gateway.last_cdr();
+    assert_eq!(
+        &fields[2..8],
+        ["204", "201", "201", "none", "204", "answered"],
+        "answered by the callee and billed as such: {cdrs}"
+    );
+    let attempt = cdrs.lines().nth(2).unwrap_or_default();
+    assert!(
+        attempt.starts_with("    failed pickup by 202 (group), claimed ")
+            && attempt.ends_with(": 603 Rejected"),
+        "the failed pickup is listed under its call: {cdrs}"
+    );
+}
+
+#[test]
 fn two_pickers_at_once_exactly_one_wins() {
     let gateway = Gateway::start(GatewayOptions::default());
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");

@@ -204,6 +204,9 @@ fn apply_batch(
         apply_transaction(store, rest, sync_now && billing)
             .into_iter()
             .for_each(|result| on_result(result));
+        if billing {
+            tracing::debug!("billing records committed");
+        }
     }
     if !cdrs.is_empty() {
         let results = apply_transaction(store, cdrs, sync_now);
