@@ -63,9 +63,19 @@ fn operate_analog(config: &Config, words: &[String]) -> ExitCode {
 /// `gateway cdr`: prints recent CDRs.
 fn list_cdrs(config: &Config, limit: usize) -> ExitCode {
     use gateway::store::{CallStore, Store};
-    match Store::open(&config.database.path).and_then(|store| store.recent_cdrs(limit)) {
-        Ok(cdrs) => {
-            print!("{}", gateway::report::cdr_table(&cdrs));
+    let calls = Store::open(&config.database.path).and_then(|store| {
+        store
+            .recent_cdrs(limit)?
+            .into_iter()
+            .map(|cdr| {
+                let failed = store.failed_pickups(&cdr.call_key)?;
+                Ok((cdr, failed))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    match calls {
+        Ok(calls) => {
+            print!("{}", gateway::report::cdr_table(&calls));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,6 +1,6 @@
 //! Operator-facing text reports (the `gateway cdr` subcommand).
 
-use crate::store::Cdr;
+use crate::store::{Cdr, FailedPickup};
 use std::fmt::Write as _;
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) for Unix milliseconds (civil-from-days, proleptic Gregorian).
@@ -25,12 +25,12 @@ pub fn utc_time(unix_ms: u64) -> String {
     )
 }
 
-/// The CDRs as an aligned table, newest first.
-pub fn cdr_table(cdrs: &[Cdr]) -> String {
+/// The CDRs as an aligned table, newest first; under each call, a line per failed pickup.
+pub fn cdr_table(calls: &[(Cdr, Vec<FailedPickup>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9}  {:<36} cause",
+        "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<11} {:>9}  {:<36} cause",
         "ring start (UTC)",
         "caller",
         "called",
@@ -41,10 +41,10 @@ pub fn cdr_table(cdrs: &[Cdr]) -> String {
         "talk (s)",
         "media (packets/lost/jitter per side)"
     );
-    for cdr in cdrs {
+    for (cdr, failed_pickups) in calls {
         let _ = writeln!(
             out,
-            "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<10} {:>9.1}  {:<36} {}",
+            "{:<19}  {:<8} {:<8} {:<11} {:<8} {:<8} {:<11} {:>9.1}  {:<36} {}",
             utc_time(cdr.ring_start_ms),
             cdr.caller,
             cdr.called,
@@ -56,6 +56,17 @@ pub fn cdr_table(cdrs: &[Cdr]) -> String {
             cdr.media.as_deref().unwrap_or("-"),
             cdr.hangup_cause
         );
+        for failed in failed_pickups {
+            let _ = writeln!(
+                out,
+                "    failed pickup by {} ({}), claimed {}, failed {}: {}",
+                failed.picker,
+                failed.method,
+                utc_time(failed.claimed_ms),
+                utc_time(failed.failed_ms),
+                failed.reason
+            );
+        }
     }
     out
 }
@@ -69,5 +80,44 @@ mod tests {
         assert_eq!(utc_time(0), "1970-01-01 00:00:00");
         assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(utc_time(1_795_550_766_942), "2026-11-24 20:06:06");
+    }
+
+    #[test]
+    fn failed_pickups_are_listed_under_their_call() {
+        let cdr = Cdr {
+            call_key: "k".into(),
+            caller: "203".into(),
+            called: "201".into(),
+            answered_by: Some("201".into()),
+            pickup_method: "none".into(),
+            billed: Some("203".into()),
+            ring_start_ms: 0,
+            pickup_ms: None,
+            answer_ms: Some(9_000),
+            end_ms: 19_000,
+            duration_ms: 10_000,
+            disposition: "answered".into(),
+            hangup_cause: "BYE from caller".into(),
+            node: "gw1".into(),
+            media: None,
+        };
+        let failed = FailedPickup {
+            picker: "202".into(),
+            method: "group".into(),
+            claimed_ms: 2_000,
+            failed_ms: 5_000,
+            reason: "603 Decline".into(),
+        };
+        let table = cdr_table(&[(cdr, vec![failed])]);
+        let lines: Vec<&str> = table.lines().collect();
+        let fields: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            fields[2..8],
+            ["203", "201", "201", "none", "203", "answered"]
+        );
+        assert_eq!(
+            lines[2],
+            "    failed pickup by 202 (group), claimed 1970-01-01 00:00:02, failed 1970-01-01 00:00:05: 603 Decline"
+        );
     }
 }

@@ -8,7 +8,7 @@ use crate::descriptors::{tcp_cap, Reserve};
 use crate::engine::{Engine, Now};
 use crate::overload::{Class, Shedder};
 use crate::relay::MediaRelay;
-use crate::store::{CallStore, Store, StoreError, StoreWriter};
+use crate::store::{CallStore, Interrupted, Store, StoreError, StoreWriter};
 use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
 use crate::transport::tcp::policy::TcpLimits;
 use crate::transport::tcp::{TcpSettings, TcpTransport};
@@ -244,9 +244,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let now = Now::system();
     let mut store = Store::open(&config.database.path)?;
     let bindings = store.load_bindings(now.unix())?;
-    let stale = store.remove_stale(&config.node.id)?;
-    if stale > 0 {
-        tracing::info!("removed {stale} call context(s) left by an earlier run");
+    let interrupted = store.recover_interrupted(&config.node.id)?;
+    if interrupted != Interrupted::default() {
+        tracing::warn!(
+            "an earlier run stopped with {} call(s) up and {} ringing: their CDRs say interrupted (talk time billed to the last mark)",
+            interrupted.answered,
+            interrupted.unanswered
+        );
     }
     tracing::info!(
         "node {}: database {} opened, {} registration(s) restored",
@@ -429,6 +433,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 break;
             }
         }
+    }
+    // Calls still up are billed to here when the next start records them as interrupted.
+    engine.mark_calls_up(Now::system());
+    while let Some(command) = engine.poll_store_command() {
+        writer.send(command);
     }
     writer.flush();
     drop(analog);

@@ -59,6 +59,8 @@ pub struct GatewayOptions {
     pub min_expires_secs: u32,
     /// `calls.ring_timeout_secs`.
     pub ring_timeout_secs: u64,
+    /// `calls.billing_mark_secs`.
+    pub billing_mark_secs: u64,
     /// `sip.max_message_size`.
     pub max_message_size: usize,
     /// TOML appended to the config (extra sections).
@@ -82,6 +84,7 @@ impl Default for GatewayOptions {
         GatewayOptions {
             min_expires_secs: 1,
             ring_timeout_secs: 30,
+            billing_mark_secs: 15,
             max_message_size: 65_535,
             extra: String::new(),
             analog: None,
@@ -125,6 +128,10 @@ impl Gateway {
             .replace(
                 "ring_timeout_secs = 60",
                 &format!("ring_timeout_secs = {}", options.ring_timeout_secs),
+            )
+            .replace(
+                "billing_mark_secs = 15",
+                &format!("billing_mark_secs = {}", options.billing_mark_secs),
             )
             .replace(
                 "transports = [\"udp\", \"tcp\"]",
@@ -218,6 +225,12 @@ impl Gateway {
     /// Stops the process and starts it again on the same config and database.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Starts the stopped process (after [`Gateway::kill`]) again on the same config and
+    /// database, and waits until it listens.
+    pub fn start_again(&mut self) {
         let log_start = self.log().len();
         self.child = spawn_gateway(&self.config, self.dir.path(), self.nofile);
         self.wait_until_listening(log_start);
@@ -684,6 +697,12 @@ impl SippRun {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Ends the SIPp process at once (its peer is gone, say) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for SIPp to end; panics with its error log unless it reported success.

@@ -90,3 +90,53 @@ fn call_over_tcp() {
     caller("uac_call.xml", "201").tcp().run(&gateway);
     callee.wait();
 }
+
+#[test]
+fn calls_up_when_the_gateway_is_killed_get_interrupted_cdrs_with_their_talk_time() {
+    let mut gateway = Gateway::start(GatewayOptions {
+        billing_mark_secs: 1,
+        ..GatewayOptions::default()
+    });
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone).calls(2).spawn(&gateway);
+    let caller = caller("uac_call.xml", "201")
+        .calls(2)
+        .fill("@HOLD_MS@", "60000")
+        .spawn(&gateway);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while gateway.log().matches("answered by 201").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The store logs each mark as it applies it, then the commit. The second mark with both
+    // calls up came a full interval after the first, so after both answers: once a commit
+    // follows it, a crash keeps more than no talk time.
+    let up_from = gateway.log().len();
+    let second_mark_committed = |log: &str| {
+        log.match_indices("2 answered call(s) marked up")
+            .nth(1)
+            .is_some_and(|(at, _)| log[at..].contains("billing records committed"))
+    };
+    while !second_mark_committed(&gateway.log()[up_from..]) {
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    gateway.kill();
+    caller.kill();
+    callee.kill();
+    gateway.start_again();
+    gateway.wait_for_log("an earlier run stopped with 2 call(s) up and 0 ringing");
+    let cdrs = gateway.cdrs();
+    let interrupted: Vec<Vec<&str>> = cdrs
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.get(7) == Some(&"interrupted"))
+        .collect();
+    assert_eq!(interrupted.len(), 2, "{cdrs}");
+    for fields in interrupted {
+        assert_eq!(fields[2..7], ["202", "201", "201", "none", "202"], "{cdrs}");
+        let talk: f64 = fields[8].parse().unwrap();
+        assert!(talk >= 1.0, "talk time to the last mark: {cdrs}");
+    }
+}

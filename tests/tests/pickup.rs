@@ -80,12 +80,14 @@ fn an_extension_outside_the_group_cannot_pick_up() {
         .expect(480)
         .spawn(&gateway);
     gateway.wait_for_log("ringing 1 contact(s)");
-    for code in ["*8", "**201"] {
+    // Group pickup: the only ringing call is one 204 may not take, so nothing rings for it
+    // (480, not a 403 that reveals the call); directed pickup names the call: 403.
+    for (code, expected) in [("*8", 480), ("**201", 403)] {
         Sipp::new("uac_fail.xml", free_port())
             .service(code)
             .credentials("204", "pw204")
             .key("caller", "204")
-            .expect(403)
+            .expect(expected)
             .run(&gateway);
     }
     caller.wait();
@@ -176,6 +178,38 @@ fn a_declined_pickup_rings_the_callee_again() {
     callee.wait();
     assert!(gateway.log().contains("ringing again"), "{}", gateway.log());
     assert_eq!(gateway.log().matches("ringing 1 contact(s)").count(), 2);
+}
+
+#[test]
+fn a_declined_pickup_then_the_callee_answering_bills_the_callee_and_lists_the_attempt() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    // 201 rings, is cancelled for the pickup, rings again after 202 declined, and answers.
+    let callee = Sipp::new("uas_ring_cancelled_then_answer.xml", phone)
+        .calls(2)
+        .spawn(&gateway);
+    let caller = picker("uac_call.xml", "201", "204").spawn(&gateway);
+    gateway.wait_for_log("ringing 1 contact(s)");
+    picker("uac_pickup_abandoned.xml", "*8", "202")
+        .expect(480)
+        .out_of_call("uas_replaces_reject.xml")
+        .fill("@REJECT@", "603")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    let (cdrs, fields) = gateway.last_cdr();
+    assert_eq!(
+        &fields[2..8],
+        ["204", "201", "201", "none", "204", "answered"],
+        "answered by the callee and billed as such: {cdrs}"
+    );
+    let attempt = cdrs.lines().nth(2).unwrap_or_default();
+    assert!(
+        attempt.starts_with("    failed pickup by 202 (group), claimed ")
+            && attempt.ends_with(": 603 Rejected"),
+        "the failed pickup is listed under its call: {cdrs}"
+    );
 }
 
 #[test]

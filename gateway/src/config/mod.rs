@@ -562,12 +562,17 @@ pub struct CallsConfig {
     /// Seconds an unanswered call rings before the caller gets 480.
     #[serde(default = "default_ring_timeout")]
     pub ring_timeout_secs: u64,
+    /// Seconds between the durable marks of the calls up: a crash loses at most this much of
+    /// their talk time (the next start bills them to their last mark).
+    #[serde(default = "default_billing_mark")]
+    pub billing_mark_secs: u64,
 }
 
 impl Default for CallsConfig {
     fn default() -> Self {
         CallsConfig {
             ring_timeout_secs: default_ring_timeout(),
+            billing_mark_secs: default_billing_mark(),
         }
     }
 }
@@ -681,6 +686,9 @@ fn default_max_contacts() -> usize {
 fn default_ring_timeout() -> u64 {
     60
 }
+fn default_billing_mark() -> u64 {
+    15
+}
 fn default_group_pickup() -> String {
     "*8".into()
 }
@@ -719,6 +727,11 @@ impl Config {
     /// Ring timeout as a duration.
     pub fn ring_timeout(&self) -> Duration {
         Duration::from_secs(self.calls.ring_timeout_secs)
+    }
+
+    /// The interval of the durable marks of the calls up, as a duration.
+    pub fn billing_mark(&self) -> Duration {
+        Duration::from_secs(self.calls.billing_mark_secs)
     }
 
     /// The address anchored SDP names.
@@ -870,6 +883,12 @@ impl Config {
         if self.calls.ring_timeout_secs == 0 {
             return Err(invalid(
                 "calls.ring_timeout_secs",
+                "must be positive".into(),
+            ));
+        }
+        if self.calls.billing_mark_secs == 0 {
+            return Err(invalid(
+                "calls.billing_mark_secs",
                 "must be positive".into(),
             ));
         }

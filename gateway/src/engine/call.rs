@@ -4,7 +4,7 @@
 use super::dialog::Dialog;
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::{ClientTxId, ServerTxId};
-use crate::store::{CallContext, Cdr, PickupMethod};
+use crate::store::{Answer, CallContext, Cdr, FailedPickup, PickupMethod, StoreCommand};
 use crate::transport::Peer;
 use bytes::Bytes;
 use ezk_sip_types::Method;
@@ -84,9 +84,11 @@ pub(super) struct Party {
     pub(super) uri: String,
 }
 
-/// How a call was picked up, for the CDR.
+/// The claim a pickup holds on a call while it tries to take it.
 #[derive(Debug, Clone)]
 pub(super) struct PickupRecord {
+    /// The pickup's number.
+    pub(super) id: u64,
     pub(super) picker: String,
     pub(super) method: PickupMethod,
     pub(super) at_ms: u64,
@@ -112,11 +114,12 @@ pub(super) struct Call {
     pub(super) deadline: Option<Instant>,
     pub(super) relays: HashMap<u64, Relay>,
     pub(super) ring_started_ms: u64,
-    pub(super) answered_ms: Option<u64>,
+    /// Who answered and who pays, once answered.
+    pub(super) answer: Option<Answer>,
     /// The pickup in progress, if any (the call is claimed and not ringing the callee).
     pub(super) picking: Option<u64>,
-    /// The pickup that took (or last tried to take) the call.
-    pub(super) picked: Option<PickupRecord>,
+    /// The claim of the pickup in progress, until it takes the call or fails.
+    pub(super) claim: Option<PickupRecord>,
     /// The call's media relay, when anchored.
     pub(super) anchor: Option<super::media::Anchor>,
 }
@@ -137,26 +140,65 @@ impl Call {
             .filter_map(|f| f.tx)
     }
 
+    /// Accepts fork `index`'s answer: the callee answered, or the picker whose fork it is
+    /// (its claim becomes the answer). Returns what the store records.
+    pub(super) fn accept_answer(&mut self, index: usize, now_ms: u64) -> Answer {
+        let pickup = self.forks[index].pickup;
+        let answer = match self.claim.take_if(|claim| pickup == Some(claim.id)) {
+            Some(claim) => Answer {
+                answer_ms: now_ms,
+                answered_by: claim.picker.clone(),
+                billed: claim.picker,
+                pickup_method: claim.method,
+                pickup_ms: Some(claim.at_ms),
+            },
+            None => Answer {
+                answer_ms: now_ms,
+                answered_by: self.called.clone(),
+                billed: self.caller.number.clone(),
+                pickup_method: PickupMethod::None,
+                pickup_ms: None,
+            },
+        };
+        self.answered = Some(index);
+        self.answer = Some(answer.clone());
+        answer
+    }
+
+    /// The pickup holding the claim failed at `now_ms` for `reason`: the record the store
+    /// keeps of it (None without a claim).
+    pub(super) fn fail_claim(&mut self, now_ms: u64, reason: &str) -> Option<StoreCommand> {
+        let claim = self.claim.take()?;
+        Some(StoreCommand::RecordFailedPickup {
+            call_key: self.key.clone(),
+            failed: FailedPickup {
+                picker: claim.picker,
+                method: claim.method.as_str().into(),
+                claimed_ms: claim.at_ms,
+                failed_ms: now_ms,
+                reason: reason.into(),
+            },
+        })
+    }
+
     /// The CDR for this call, ending at `end_ms`.
     pub(super) fn cdr(&self, node: &str, end_ms: u64, disposition: &str, cause: &str) -> Cdr {
-        let answered = self.answered_ms.is_some();
-        let picked = self.picked.as_ref().filter(|_| answered);
+        let answer = self.answer.as_ref();
         Cdr {
             call_key: self.key.clone(),
             caller: self.caller.number.clone(),
             called: self.called.clone(),
-            answered_by: answered
-                .then(|| picked.map_or_else(|| self.called.clone(), |p| p.picker.clone())),
-            pickup_method: picked
-                .map_or(PickupMethod::None, |p| p.method)
+            answered_by: answer.map(|a| a.answered_by.clone()),
+            pickup_method: answer
+                .map_or(PickupMethod::None, |a| a.pickup_method)
                 .as_str()
                 .into(),
-            billed: Some(picked.map_or_else(|| self.caller.number.clone(), |p| p.picker.clone())),
+            billed: Some(answer.map_or_else(|| self.caller.number.clone(), |a| a.billed.clone())),
             ring_start_ms: self.ring_started_ms,
-            pickup_ms: self.picked.as_ref().map(|p| p.at_ms),
-            answer_ms: self.answered_ms,
+            pickup_ms: answer.and_then(|a| a.pickup_ms),
+            answer_ms: answer.map(|a| a.answer_ms),
             end_ms,
-            duration_ms: self.answered_ms.map_or(0, |at| end_ms.saturating_sub(at)),
+            duration_ms: answer.map_or(0, |a| end_ms.saturating_sub(a.answer_ms)),
             disposition: disposition.into(),
             hangup_cause: cause.into(),
             node: node.into(),

@@ -169,9 +169,9 @@ impl Engine {
                 deadline: None,
                 relays: HashMap::new(),
                 ring_started_ms: now.unix_ms,
-                answered_ms: None,
+                answer: None,
                 picking: None,
-                picked: None,
+                claim: None,
                 anchor,
             },
         );
@@ -312,9 +312,10 @@ impl Engine {
             },
             200..=299 => self.fork_answered(now, id, index, code, &reason, &msg),
             _ => {
+                let why = format!("{code} {reason}");
                 fork.final_status = Some((code, reason));
                 match pickup {
-                    Some(pickup) => self.replaces_failed(now, pickup, code),
+                    Some(pickup) => self.replaces_failed(now, pickup, code, &why),
                     None => self.finish_if_all_forks_failed(now, id),
                 }
             }
@@ -341,8 +342,7 @@ impl Engine {
             }
             return;
         }
-        call.answered = Some(index);
-        call.answered_ms = Some(now.unix_ms);
+        let answer = call.accept_answer(index, now.unix_ms);
         if let Some(at) = call.deadline.take() {
             self.calls.deadlines.remove(&(at, id));
         }
@@ -365,10 +365,11 @@ impl Engine {
         for tx in pending {
             self.tx.cancel(now.mono, tx);
         }
+        tracing::info!("call {id}: answered by {}", answer.answered_by);
         self.store_commands.push_back(StoreCommand::MarkAnswered {
             call_key: call.key.clone(),
+            answer,
         });
-        tracing::info!("call {id}: answered");
         let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
         self.relay_to_caller(now, a_tx, &a_tag, peer, code, reason, msg);
         if let Some(pickup) = pickup {
@@ -409,7 +410,7 @@ impl Engine {
         cause: &str,
         last_word: Option<(ServerTxId, SipMessage)>,
     ) {
-        let Some(call) = self.calls.remove(id) else {
+        let Some(mut call) = self.calls.remove(id) else {
             if let Some((tx, response)) = last_word {
                 self.tx.send_response(now.mono, tx, response);
             }
@@ -418,9 +419,9 @@ impl Engine {
         if let Some(pickup) = call.picking {
             self.abandon_pickup(now, pickup, 480, "Temporarily Unavailable (the call ended)");
         }
-        self.store_commands.push_back(StoreCommand::RemoveCall {
-            call_key: call.key.clone(),
-        });
+        if let Some(failed) = call.fail_claim(now.unix_ms, &format!("the call ended ({cause})")) {
+            self.store_commands.push_back(failed);
+        }
         if let Some(anchor) = call.anchor {
             self.stop_anchor(&call.key, anchor);
         }
@@ -500,7 +501,7 @@ impl Engine {
                     call.forks[index].pickup
                 });
                 match pickup {
-                    Some(pickup) => self.replaces_failed(now, pickup, 408),
+                    Some(pickup) => self.replaces_failed(now, pickup, 408, "timeout"),
                     None => self.finish_if_all_forks_failed(now, id),
                 }
             }

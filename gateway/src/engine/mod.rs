@@ -82,6 +82,8 @@ pub struct Engine {
     cdr_waiters: HashMap<String, (ServerTxId, SipMessage)>,
     stats: Stats,
     next_maintenance: Instant,
+    /// When the calls up are next marked durably (`calls.billing_mark_secs`).
+    next_billing_mark: Instant,
     media_ports: media::PortPool,
     media_commands: VecDeque<media::MediaCommand>,
     next_relay: u64,
@@ -126,6 +128,7 @@ impl Engine {
             cdr_waiters: HashMap::new(),
             stats: Stats::new(config.sip.bad_message_log_per_second),
             next_maintenance: now.mono + MAINTENANCE_INTERVAL,
+            next_billing_mark: now.mono + config.billing_mark(),
             media_ports: media::PortPool::new(
                 config.media.port_min,
                 config.media.port_max,
@@ -317,9 +320,25 @@ impl Engine {
             self.auth.purge(now.mono);
             self.guard.purge(now.mono);
         }
+        if now.mono >= self.next_billing_mark {
+            self.next_billing_mark = now.mono + self.config.billing_mark();
+            self.mark_calls_up(now);
+        }
         self.process_events(now);
         self.ring_timeouts(now);
         self.pickup_timeouts(now);
+    }
+
+    /// Records durably that the answered calls are up at `now`: a crash loses no talk time
+    /// before it (the next start bills them to here). Runs every `calls.billing_mark_secs`;
+    /// the runtime calls it once more at shutdown.
+    pub fn mark_calls_up(&mut self, now: Now) {
+        if self.calls.calls.values().any(|call| call.answer.is_some()) {
+            self.store_commands.push_back(StoreCommand::MarkUp {
+                node: self.config.node.id.clone(),
+                now_ms: now.unix_ms,
+            });
+        }
     }
 
     /// Takes an answer from the store (a pickup claim's outcome).
@@ -335,6 +354,7 @@ impl Engine {
         [
             self.tx.poll_timeout(),
             Some(self.next_maintenance),
+            Some(self.next_billing_mark),
             self.calls.next_deadline(),
         ]
         .into_iter()

@@ -69,11 +69,7 @@ impl Engine {
             .iter()
             .chain(msg.option_tags(&Name::REQUIRE).iter())
             .any(|tag| tag == "replaces");
-        let method = match target {
-            PickupTarget::Group => PickupMethod::Group,
-            PickupTarget::Directed(_) => PickupMethod::Directed,
-            PickupTarget::Leg(_) => PickupMethod::Replaces,
-        };
+        let method = target.method();
         // A BLF INVITE with Replaces is itself the picker's new dialog: answer it directly.
         let use_replaces = method != PickupMethod::Replaces
             && match mode {
@@ -176,7 +172,8 @@ impl Engine {
             return;
         };
         call.picking = Some(id);
-        call.picked = Some(PickupRecord {
+        call.claim = Some(PickupRecord {
+            id,
             picker: picker.clone(),
             method,
             at_ms: now.unix_ms,
@@ -310,8 +307,9 @@ impl Engine {
         self.finish_pickup(now, id, Some((487, "Request Terminated")));
     }
 
-    /// The Replaces INVITE failed with `code` (408 when nothing came back at all).
-    pub(super) fn replaces_failed(&mut self, now: Now, id: u64, code: u16) {
+    /// The Replaces INVITE failed with `code` (408 when nothing came back at all); `why` says
+    /// so for the record ("603 Decline", "timeout").
+    pub(super) fn replaces_failed(&mut self, now: Now, id: u64, code: u16, why: &str) {
         self.calls.silence_deadlines.retain(|(_, p)| *p != id);
         let dummy_open = self.calls.pickups.get(&id).is_some_and(|p| p.dummy_open);
         if dummy_open && matches!(code, 408 | 420 | 481 | 488) {
@@ -320,8 +318,8 @@ impl Engine {
             );
             self.bridge_picker(now, id);
         } else {
-            tracing::info!("pickup {id}: the picker did not take the call ({code}); ringing again");
-            self.pickup_failed(now, id);
+            tracing::info!("pickup {id}: the picker did not take the call ({why}); ringing again");
+            self.pickup_failed(now, id, why);
         }
     }
 
@@ -396,8 +394,7 @@ impl Engine {
             final_status: None,
             pickup: Some(id),
         });
-        call.answered = Some(index);
-        call.answered_ms = Some(now.unix_ms);
+        let answer = call.accept_answer(index, now.unix_ms);
         if let Some(at) = call.deadline.take() {
             self.calls.deadlines.remove(&(at, call_id));
         }
@@ -407,6 +404,7 @@ impl Engine {
         }
         self.store_commands.push_back(StoreCommand::MarkAnswered {
             call_key: call.key.clone(),
+            answer,
         });
         let (a_tx, a_tag, a_peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
         let Some(a_request) = self.tx.request(a_tx) else {
@@ -446,15 +444,16 @@ impl Engine {
             tracing::info!("pickup {id}: the picker ended the dummy dialog; waiting for the Replaces INVITE's answer");
         } else if pickup.call.is_some() {
             tracing::info!("pickup {id}: the picker hung up before being connected");
-            self.pickup_failed(now, id);
+            self.pickup_failed(now, id, "the picker hung up before being connected");
         } else {
             // Still claiming: the claim's answer finds no pickup and releases the call.
             self.finish_pickup(now, id, None);
         }
     }
 
-    /// The pickup failed after the ringing legs were cancelled: ring them again.
-    fn pickup_failed(&mut self, now: Now, id: u64) {
+    /// The pickup failed (for `why`) after the ringing legs were cancelled: the attempt is
+    /// recorded and they ring again.
+    fn pickup_failed(&mut self, now: Now, id: u64, why: &str) {
         let call_id = self.calls.pickups.get(&id).and_then(|p| p.call);
         self.finish_pickup(
             now,
@@ -462,6 +461,9 @@ impl Engine {
             Some((480, "Temporarily Unavailable (pickup failed)")),
         );
         if let Some(call) = call_id.and_then(|c| self.calls.calls.get_mut(&c)) {
+            if let Some(failed) = call.fail_claim(now.unix_ms, why) {
+                self.store_commands.push_back(failed);
+            }
             if call.answered.is_none() {
                 if let Some(call_id) = call_id {
                     self.ring_callee(now, call_id);

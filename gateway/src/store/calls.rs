@@ -1,5 +1,7 @@
 //! Call contexts (what a pickup needs to know about a ringing call), the atomic claim that
-//! lets exactly one picker win, and call detail records.
+//! lets exactly one picker win, call detail records and failed pickups. What a crash must not
+//! lose is in the context before the crash: who answered and when, and the last time the
+//! call was known to be up; the next start turns each context left behind into a CDR.
 //!
 //! The SQL is written so that a PostgreSQL implementation of [`CallStore`] can keep the same
 //! guarantee across nodes: the claim is one conditional `UPDATE ... WHERE state = 'ringing'`
@@ -55,6 +57,17 @@ pub enum PickupTarget {
     Leg(String),
 }
 
+impl PickupTarget {
+    /// How a pickup of this target takes the call, as CDRs name it.
+    pub fn method(&self) -> PickupMethod {
+        match self {
+            PickupTarget::Group => PickupMethod::Group,
+            PickupTarget::Directed(_) => PickupMethod::Directed,
+            PickupTarget::Leg(_) => PickupMethod::Replaces,
+        }
+    }
+}
+
 /// A pickup's claim on a ringing call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
@@ -75,7 +88,8 @@ pub struct ClaimRequest {
 pub enum ClaimOutcome {
     /// This picker won the call.
     Claimed(Box<CallContext>),
-    /// Calls are ringing there, but the picker's groups do not allow it.
+    /// The call a directed or BLF pickup names rings, but the picker's groups do not allow
+    /// it (a group pickup gets [`ClaimOutcome::NothingRinging`] instead).
     NotAllowed,
     /// Nothing (left) to pick up.
     NothingRinging,
@@ -106,6 +120,49 @@ impl PickupMethod {
     }
 }
 
+/// Who answered a call and who pays for it: stored when the call is answered, so that a
+/// crash leaves enough to bill it ([`CallStore::recover_interrupted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// When the call was answered (Unix ms).
+    pub answer_ms: u64,
+    /// Whose answer connected the caller: the callee, or the picker who took the call.
+    pub answered_by: String,
+    /// Who pays: the picker when picked up, else the caller.
+    pub billed: String,
+    /// How it was answered.
+    pub pickup_method: PickupMethod,
+    /// When the pickup that answered claimed the call (Unix ms).
+    pub pickup_ms: Option<u64>,
+}
+
+/// A pickup that claimed a call and did not take it (an auditor asks for them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedPickup {
+    /// The picking extension.
+    pub picker: String,
+    /// group, directed, replaces.
+    pub method: String,
+    /// When it claimed the call (Unix ms).
+    pub claimed_ms: u64,
+    /// When it failed (Unix ms).
+    pub failed_ms: u64,
+    /// Why: the picker's final response ("603 Decline"), "timeout", "the picker hung up"...
+    pub reason: String,
+}
+
+/// The calls a run left behind, recorded by [`CallStore::recover_interrupted`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interrupted {
+    /// Calls that were up: billed up to their last mark.
+    pub answered: usize,
+    /// Calls that were still ringing or being picked up.
+    pub unanswered: usize,
+}
+
+/// The disposition of a call the gateway stopped under (crash, kill, power cut).
+pub const INTERRUPTED: &str = "interrupted";
+
 /// A call detail record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cdr {
@@ -131,7 +188,7 @@ pub struct Cdr {
     pub end_ms: u64,
     /// Talk time in ms (0 if never answered).
     pub duration_ms: u64,
-    /// answered, no-answer, busy, cancelled, failed.
+    /// answered, no-answer, busy, cancelled, failed, interrupted ([`INTERRUPTED`]).
     pub disposition: String,
     /// What ended it, e.g. "BYE from caller", "480 no answer".
     pub hangup_cause: String,
@@ -151,13 +208,25 @@ pub trait CallStore {
     fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
     /// Puts a claimed call back to ringing (the pickup failed and the callee rings again).
     fn release(&mut self, call_key: &str) -> Result<(), StoreError>;
-    /// Marks a call answered (no longer pickable).
-    fn mark_answered(&mut self, call_key: &str) -> Result<(), StoreError>;
-    /// Forgets a call's context (the call ended).
-    fn remove(&mut self, call_key: &str) -> Result<(), StoreError>;
-    /// Removes contexts a previous run of `node` left behind; returns how many.
-    fn remove_stale(&mut self, node: &str) -> Result<usize, StoreError>;
-    /// Commits a CDR durably.
+    /// Marks a call answered (no longer pickable), with who answered and who pays.
+    fn mark_answered(&mut self, call_key: &str, answer: &Answer) -> Result<(), StoreError>;
+    /// Records that the answered calls of `node` are still up at `now_ms`: a crash loses
+    /// no talk time before it. Returns how many calls were marked.
+    fn mark_up(&mut self, node: &str, now_ms: u64) -> Result<usize, StoreError>;
+    /// Records a pickup of the call that failed.
+    fn record_failed_pickup(
+        &mut self,
+        call_key: &str,
+        failed: &FailedPickup,
+    ) -> Result<(), StoreError>;
+    /// The failed pickups of a call, oldest first.
+    fn failed_pickups(&self, call_key: &str) -> Result<Vec<FailedPickup>, StoreError>;
+    /// Gives every call a previous run of `node` left behind (it stopped without ending them)
+    /// a CDR marked [`INTERRUPTED`] and forgets its context: an answered call is billed
+    /// from its answer to its last mark; a pickup in progress is recorded as failed.
+    fn recover_interrupted(&mut self, node: &str) -> Result<Interrupted, StoreError>;
+    /// Commits a CDR and forgets its call's context, in one transaction: after a crash the
+    /// call has either its CDR or a context to recover.
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError>;
     /// The most recent CDRs, newest first.
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError>;
@@ -181,6 +250,158 @@ fn context_from_row(row: &Row<'_>) -> rusqlite::Result<CallContext> {
         call_groups: Vec::new(),
         legs: Vec::new(),
     })
+}
+
+/// The columns [`interrupted_from_row`] reads.
+const INTERRUPTED_COLUMNS: &str = "call_key, caller_number, called, ring_started_ms, state, \
+     claimed_by, claimed_at_ms, claim_method, answer_ms, answered_by, billed, pickup_method, \
+     pickup_ms, up_ms";
+
+/// The CDR of a call left behind by a run that stopped, and its pickup in progress, if any.
+fn interrupted_from_row(
+    row: &Row<'_>,
+    node: &str,
+) -> rusqlite::Result<(Cdr, Option<FailedPickup>)> {
+    let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+    let opt_u64 = |index: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(row.get::<_, Option<i64>>(index)?.map(as_u64))
+    };
+    let call_key: String = row.get(0)?;
+    let caller: String = row.get(1)?;
+    let ring_start_ms = as_u64(row.get(3)?);
+    let state: String = row.get(4)?;
+    let claimed_ms = opt_u64(6)?;
+    // A context written before schema 4 has no answer time: it counts as unanswered.
+    let answer_ms = opt_u64(8)?;
+    let mut cdr = Cdr {
+        call_key,
+        caller: caller.clone(),
+        called: row.get(2)?,
+        answered_by: None,
+        pickup_method: PickupMethod::None.as_str().into(),
+        billed: Some(caller),
+        ring_start_ms,
+        pickup_ms: None,
+        answer_ms,
+        end_ms: claimed_ms.unwrap_or(ring_start_ms).max(ring_start_ms),
+        duration_ms: 0,
+        disposition: INTERRUPTED.into(),
+        hangup_cause: "the gateway stopped while the call rang".into(),
+        node: node.into(),
+        media: None,
+    };
+    if let Some(answer_ms) = answer_ms {
+        let up_to = opt_u64(13)?.unwrap_or(answer_ms).max(answer_ms);
+        cdr.answered_by = row.get(9)?;
+        cdr.billed = row.get::<_, Option<String>>(10)?.or(cdr.billed);
+        if let Some(method) = row.get::<_, Option<String>>(11)? {
+            cdr.pickup_method = method;
+        }
+        cdr.pickup_ms = opt_u64(12)?;
+        cdr.end_ms = up_to;
+        cdr.duration_ms = up_to - answer_ms;
+        cdr.hangup_cause =
+            "the gateway stopped while the call was up (talk time to its last mark)".into();
+        return Ok((cdr, None));
+    }
+    let failed = match (state.as_str(), row.get::<_, Option<String>>(5)?, claimed_ms) {
+        ("claimed", Some(picker), Some(claimed_ms)) => Some(FailedPickup {
+            picker,
+            method: row
+                .get::<_, Option<String>>(7)?
+                .unwrap_or_else(|| "unknown".into()),
+            claimed_ms,
+            failed_ms: claimed_ms,
+            reason: "the gateway stopped during the pickup".into(),
+        }),
+        _ => None,
+    };
+    Ok((cdr, failed))
+}
+
+fn insert_cdr(conn: &rusqlite::Connection, cdr: &Cdr) -> rusqlite::Result<()> {
+    cached_execute(
+        conn,
+        "INSERT INTO cdrs (call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, \
+         pickup_ms, answer_ms, end_ms, duration_ms, disposition, hangup_cause, node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            cdr.call_key,
+            cdr.caller,
+            cdr.called,
+            cdr.answered_by,
+            cdr.pickup_method,
+            cdr.billed,
+            ms(cdr.ring_start_ms),
+            opt_ms(cdr.pickup_ms),
+            opt_ms(cdr.answer_ms),
+            ms(cdr.end_ms),
+            ms(cdr.duration_ms),
+            cdr.disposition,
+            cdr.hangup_cause,
+            cdr.node,
+        ],
+    )
+    .map(|_| ())
+}
+
+fn insert_failed_pickup(
+    conn: &rusqlite::Connection,
+    call_key: &str,
+    failed: &FailedPickup,
+) -> rusqlite::Result<()> {
+    cached_execute(
+        conn,
+        "INSERT INTO failed_pickups (call_key, picker, method, claimed_ms, failed_ms, reason) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            call_key,
+            failed.picker,
+            failed.method,
+            ms(failed.claimed_ms),
+            ms(failed.failed_ms),
+            failed.reason,
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Deletes a call's context (its groups, legs and row).
+fn forget_context(conn: &rusqlite::Connection, call_key: &str) -> rusqlite::Result<()> {
+    for sql in [
+        "DELETE FROM call_groups WHERE call_key = ?1",
+        "DELETE FROM call_legs WHERE call_key = ?1",
+        "DELETE FROM call_contexts WHERE call_key = ?1",
+    ] {
+        cached_execute(conn, sql, [call_key])?;
+    }
+    Ok(())
+}
+
+/// [`CallStore::recover_interrupted`] in one transaction.
+fn recover(conn: &mut rusqlite::Connection, node: &str) -> rusqlite::Result<Interrupted> {
+    let tx = conn.transaction()?;
+    let calls: Vec<(Cdr, Option<FailedPickup>)> = tx
+        .prepare(&format!(
+            "SELECT {INTERRUPTED_COLUMNS} FROM call_contexts WHERE node = ?1 \
+             ORDER BY ring_started_ms, call_key"
+        ))?
+        .query_map([node], |row| interrupted_from_row(row, node))?
+        .collect::<Result<_, _>>()?;
+    let mut found = Interrupted::default();
+    for (cdr, failed) in &calls {
+        if let Some(failed) = failed {
+            insert_failed_pickup(&tx, &cdr.call_key, failed)?;
+        }
+        insert_cdr(&tx, cdr)?;
+        forget_context(&tx, &cdr.call_key)?;
+        match cdr.answer_ms {
+            Some(_) => found.answered += 1,
+            None => found.unanswered += 1,
+        }
+    }
+    tx.commit()?;
+    Ok(found)
 }
 
 fn ms(value: u64) -> i64 {
@@ -294,7 +515,7 @@ impl CallStore for Store {
              AND c.caller_number != ?2 AND ({filter})"
         );
         let placeholders: Vec<String> = (0..request.pickup_groups.len())
-            .map(|i| format!("?{}", i + 6))
+            .map(|i| format!("?{}", i + 7))
             .collect();
         let eligible = if placeholders.is_empty() {
             "0 = 1".to_string()
@@ -310,6 +531,7 @@ impl CallStore for Store {
             target_value.into(),
             request.picker.clone().into(),
             ms(request.now_ms).into(),
+            request.target.method().as_str().to_string().into(),
         ];
         values.extend(request.pickup_groups.iter().map(|g| g.clone().into()));
 
@@ -330,7 +552,7 @@ impl CallStore for Store {
         let claimed: Option<CallContext> = tx_conn
             .query_row(
                 &format!(
-                    "UPDATE call_contexts SET state = 'claimed', claimed_by = ?4, claimed_at_ms = ?5 \
+                    "UPDATE call_contexts SET state = 'claimed', claimed_by = ?4, claimed_at_ms = ?5, claim_method = ?6 \
                      WHERE state = 'ringing' AND call_key = (SELECT c.call_key {candidates} AND {eligible} \
                      ORDER BY c.ring_started_ms, c.call_key LIMIT 1) RETURNING {CONTEXT_COLUMNS}"
                 ),
@@ -341,6 +563,9 @@ impl CallStore for Store {
             .map_err(sqlite)?;
         let outcome = match claimed {
             Some(context) => ClaimOutcome::Claimed(Box::new(context)),
+            // A group pickup names no call: one the picker may not take is none of its
+            // business, so it hears what it would hear if nothing rang (no leak of calls).
+            None if request.target == PickupTarget::Group => ClaimOutcome::NothingRinging,
             None => {
                 let ringing: i64 = tx_conn
                     .query_row(
@@ -369,49 +594,79 @@ impl CallStore for Store {
 
     fn release(&mut self, call_key: &str) -> Result<(), StoreError> {
         self.run(
-            "UPDATE call_contexts SET state = 'ringing', claimed_by = NULL, claimed_at_ms = NULL \
-             WHERE call_key = ?1",
+            "UPDATE call_contexts SET state = 'ringing', claimed_by = NULL, claimed_at_ms = NULL, \
+             claim_method = NULL WHERE call_key = ?1",
             params![call_key],
         )
     }
 
-    fn mark_answered(&mut self, call_key: &str) -> Result<(), StoreError> {
+    fn mark_answered(&mut self, call_key: &str, answer: &Answer) -> Result<(), StoreError> {
         self.run(
-            "UPDATE call_contexts SET state = 'answered' WHERE call_key = ?1",
-            params![call_key],
+            "UPDATE call_contexts SET state = 'answered', answer_ms = ?2, up_ms = ?2, answered_by = ?3, \
+             billed = ?4, pickup_method = ?5, pickup_ms = ?6 WHERE call_key = ?1",
+            params![
+                call_key,
+                ms(answer.answer_ms),
+                answer.answered_by,
+                answer.billed,
+                answer.pickup_method.as_str(),
+                opt_ms(answer.pickup_ms),
+            ],
         )
     }
 
-    fn remove(&mut self, call_key: &str) -> Result<(), StoreError> {
-        let sqlite = sqlite_error(&self.path);
-        let tx = self.conn.savepoint().map_err(sqlite)?;
-        for sql in [
-            "DELETE FROM call_groups WHERE call_key = ?1",
-            "DELETE FROM call_legs WHERE call_key = ?1",
-            "DELETE FROM call_contexts WHERE call_key = ?1",
-        ] {
-            cached_execute(&tx, sql, [call_key]).map_err(sqlite)?;
-        }
-        tx.commit().map_err(sqlite)
+    fn mark_up(&mut self, node: &str, now_ms: u64) -> Result<usize, StoreError> {
+        cached_execute(
+            &self.conn,
+            "UPDATE call_contexts SET up_ms = ?2 WHERE node = ?1 AND state = 'answered'",
+            params![node, ms(now_ms)],
+        )
+        .map_err(|e| self.error(e))
     }
 
-    fn remove_stale(&mut self, node: &str) -> Result<usize, StoreError> {
-        let sqlite = sqlite_error(&self.path);
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        for table in ["call_groups", "call_legs"] {
-            tx.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE call_key IN (SELECT call_key FROM call_contexts WHERE node = ?1)"
-                ),
-                [node],
+    fn record_failed_pickup(
+        &mut self,
+        call_key: &str,
+        failed: &FailedPickup,
+    ) -> Result<(), StoreError> {
+        insert_failed_pickup(&self.conn, call_key, failed).map_err(|e| self.error(e))
+    }
+
+    fn failed_pickups(&self, call_key: &str) -> Result<Vec<FailedPickup>, StoreError> {
+        let sqlite = |e| self.error(e);
+        let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT picker, method, claimed_ms, failed_ms, reason FROM failed_pickups \
+                 WHERE call_key = ?1 ORDER BY id",
             )
             .map_err(sqlite)?;
-        }
-        let removed = tx
-            .execute("DELETE FROM call_contexts WHERE node = ?1", [node])
+        let rows = statement
+            .query_map([call_key], |row| {
+                Ok(FailedPickup {
+                    picker: row.get(0)?,
+                    method: row.get(1)?,
+                    claimed_ms: as_u64(row.get(2)?),
+                    failed_ms: as_u64(row.get(3)?),
+                    reason: row.get(4)?,
+                })
+            })
             .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)?;
-        Ok(removed)
+        rows.collect::<Result<_, _>>().map_err(sqlite)
+    }
+
+    fn recover_interrupted(&mut self, node: &str) -> Result<Interrupted, StoreError> {
+        // Billing records: synced to disk before the run goes on, like every CDR.
+        let sqlite = sqlite_error(&self.path);
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        let found = recover(&mut self.conn, node);
+        let restored = self.conn.pragma_update(None, "synchronous", "NORMAL");
+        let found = found.map_err(sqlite)?;
+        restored.map_err(sqlite)?;
+        Ok(found)
     }
 
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError> {
@@ -424,34 +679,17 @@ impl CallStore for Store {
                 .pragma_update(None, "synchronous", "FULL")
                 .map_err(sqlite)?;
         }
-        let result = cached_execute(
-            &self.conn,
-            "INSERT INTO cdrs (call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, \
-             pickup_ms, answer_ms, end_ms, duration_ms, disposition, hangup_cause, node) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                cdr.call_key,
-                cdr.caller,
-                cdr.called,
-                cdr.answered_by,
-                cdr.pickup_method,
-                cdr.billed,
-                ms(cdr.ring_start_ms),
-                opt_ms(cdr.pickup_ms),
-                opt_ms(cdr.answer_ms),
-                ms(cdr.end_ms),
-                ms(cdr.duration_ms),
-                cdr.disposition,
-                cdr.hangup_cause,
-                cdr.node,
-            ],
-        );
+        let result = self.conn.savepoint().and_then(|tx| {
+            insert_cdr(&tx, cdr)?;
+            forget_context(&tx, &cdr.call_key)?;
+            tx.commit()
+        });
         if alone {
             self.conn
                 .pragma_update(None, "synchronous", "NORMAL")
                 .map_err(sqlite)?;
         }
-        result.map(|_| ()).map_err(sqlite)
+        result.map_err(sqlite)
     }
 
     fn set_cdr_media(&mut self, call_key: &str, media: &str) -> Result<(), StoreError> {

@@ -64,6 +64,26 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: media counters of anchored calls.
     "ALTER TABLE cdrs ADD COLUMN media TEXT;",
+    // 4: what a crash must not lose: how a claimed call is being picked up, who answered a
+    // call and who pays (written at the answer), the last time it was known to be up; and
+    // the pickups that failed, for the auditors.
+    "ALTER TABLE call_contexts ADD COLUMN claim_method TEXT;
+    ALTER TABLE call_contexts ADD COLUMN answer_ms INTEGER;
+    ALTER TABLE call_contexts ADD COLUMN answered_by TEXT;
+    ALTER TABLE call_contexts ADD COLUMN billed TEXT;
+    ALTER TABLE call_contexts ADD COLUMN pickup_method TEXT;
+    ALTER TABLE call_contexts ADD COLUMN pickup_ms INTEGER;
+    ALTER TABLE call_contexts ADD COLUMN up_ms INTEGER;
+    CREATE TABLE failed_pickups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_key TEXT NOT NULL,
+        picker TEXT NOT NULL,
+        method TEXT NOT NULL,
+        claimed_ms INTEGER NOT NULL,
+        failed_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX failed_pickups_call ON failed_pickups (call_key);",
 ];
 
 /// Newest schema version this build knows.

@@ -6,7 +6,8 @@ mod migrations;
 mod writer;
 
 pub use calls::{
-    CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, LegIds, PickupMethod, PickupTarget,
+    Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup, Interrupted,
+    LegIds, PickupMethod, PickupTarget, INTERRUPTED,
 };
 pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 

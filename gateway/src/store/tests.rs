@@ -195,8 +195,8 @@ fn directed_pickup_checks_groups_and_leg_lookup_works() {
         store
             .claim(&claim("205", &[], PickupTarget::Group))
             .unwrap(),
-        ClaimOutcome::NotAllowed,
-        "calls ring, but 205 has no pickup group"
+        ClaimOutcome::NothingRinging,
+        "calls ring, but 205 has no pickup group: a group pickup reveals none of them"
     );
     assert_eq!(
         store
@@ -241,9 +241,9 @@ fn directed_pickup_checks_groups_and_leg_lookup_works() {
         "c1",
         "a released call can be picked again"
     );
-    store.mark_answered("c1").unwrap();
+    store.mark_answered("c1", &answer("203", 6000)).unwrap();
     store.release("c2-unknown").unwrap();
-    store.remove("c1").unwrap();
+    store.write_cdr(&cdr("c1", Some("203"))).unwrap();
     assert_eq!(
         store
             .claim(&claim("202", &["sales"], PickupTarget::Group))
@@ -292,13 +292,9 @@ fn two_connections_claiming_at_once_give_one_winner() {
 }
 
 #[test]
-fn stale_contexts_are_removed_and_cdrs_listed_newest_first() {
+fn cdrs_are_listed_newest_first_with_their_media() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
-    store
-        .insert_ringing(&context("c1", "201", &["sales"], 1000))
-        .unwrap();
-    assert_eq!(store.remove_stale("gw1").unwrap(), 1);
     for (key, picker) in [("a", None), ("b", Some("202"))] {
         store.write_cdr(&cdr(key, picker)).unwrap();
     }
@@ -394,9 +390,6 @@ fn the_writer_answers_only_after_the_batch_is_committed() {
         pickup: 7,
         request: claim("202", &["sales"], PickupTarget::Group),
     });
-    writer.send(StoreCommand::RemoveCall {
-        call_key: "c1".into(),
-    });
     writer.send(StoreCommand::WriteCdr {
         cdr: Box::new(cdr("c1", Some("202"))),
         confirm: true,
@@ -416,5 +409,154 @@ fn the_writer_answers_only_after_the_batch_is_committed() {
             },
             1
         )
+    );
+}
+
+/// 202 answered at `answer_ms` after picking the call up (claimed at 5000).
+fn answer(picker: &str, answer_ms: u64) -> Answer {
+    Answer {
+        answer_ms,
+        answered_by: picker.into(),
+        billed: picker.into(),
+        pickup_method: PickupMethod::Group,
+        pickup_ms: Some(5000),
+    }
+}
+
+#[test]
+fn a_cdr_replaces_its_call_context_and_failed_pickups_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+    store
+        .insert_ringing(&context("c1", "201", &["sales"], 1000))
+        .unwrap();
+    let declined = FailedPickup {
+        picker: "202".into(),
+        method: "group".into(),
+        claimed_ms: 5000,
+        failed_ms: 7000,
+        reason: "603 Decline".into(),
+    };
+    store.record_failed_pickup("c1", &declined).unwrap();
+    store.write_cdr(&cdr("c1", None)).unwrap();
+    assert_eq!(
+        store.recover_interrupted("gw1").unwrap(),
+        Interrupted::default(),
+        "the ended call left no context behind"
+    );
+    assert_eq!(store.failed_pickups("c1").unwrap(), [declined]);
+    assert!(store.failed_pickups("c2").unwrap().is_empty());
+}
+
+#[test]
+fn calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let mut store = Store::open(&path).unwrap();
+    // c1 was picked up by 202 and is up; c2 rings 203; 203 is picking up c3 (ringing 205).
+    for (key, called, ring) in [
+        ("c1", "201", 1000),
+        ("c2", "203", 2000),
+        ("c3", "205", 3000),
+    ] {
+        store
+            .insert_ringing(&context(key, called, &["sales"], ring))
+            .unwrap();
+    }
+    let mut other_node = context("c4", "201", &["sales"], 4000);
+    other_node.node = "gw2".into();
+    store.insert_ringing(&other_node).unwrap();
+    claimed_key(
+        store
+            .claim(&claim(
+                "202",
+                &["sales"],
+                PickupTarget::Directed("201".into()),
+            ))
+            .unwrap(),
+    );
+    store.mark_answered("c1", &answer("202", 6000)).unwrap();
+    assert_eq!(store.mark_up("gw1", 9000).unwrap(), 1, "only c1 is up");
+    assert_eq!(store.mark_up("gw2", 9500).unwrap(), 0);
+    claimed_key(
+        store
+            .claim(&claim(
+                "203",
+                &["sales"],
+                PickupTarget::Directed("205".into()),
+            ))
+            .unwrap(),
+    );
+    // The process dies; the next start finds the contexts.
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.recover_interrupted("gw1").unwrap(),
+        Interrupted {
+            answered: 1,
+            unanswered: 2
+        }
+    );
+    let cdrs = store.recent_cdrs(10).unwrap();
+    let by_key = |key: &str| cdrs.iter().find(|c| c.call_key == key).unwrap().clone();
+    let up = by_key("c1");
+    assert_eq!(
+        (
+            up.disposition.as_str(),
+            up.answer_ms,
+            up.end_ms,
+            up.duration_ms
+        ),
+        (INTERRUPTED, Some(6000), 9000, 3000),
+        "billed from the answer to the last mark: {up:?}"
+    );
+    assert_eq!(up.answered_by.as_deref(), Some("202"));
+    assert_eq!(up.billed.as_deref(), Some("202"));
+    assert_eq!(
+        (up.pickup_method.as_str(), up.pickup_ms),
+        ("group", Some(5000))
+    );
+    let ringing = by_key("c2");
+    assert_eq!(
+        (
+            ringing.disposition.as_str(),
+            ringing.answered_by,
+            ringing.duration_ms
+        ),
+        (INTERRUPTED, None, 0)
+    );
+    assert_eq!(
+        ringing.billed.as_deref(),
+        Some("204"),
+        "the caller, as for any call"
+    );
+    assert_eq!(by_key("c3").disposition, INTERRUPTED);
+    let failed = store.failed_pickups("c3").unwrap();
+    assert_eq!(
+        failed.len(),
+        1,
+        "the pickup in progress is recorded as failed"
+    );
+    assert_eq!(
+        (
+            failed[0].picker.as_str(),
+            failed[0].method.as_str(),
+            failed[0].claimed_ms
+        ),
+        ("203", "directed", 5000)
+    );
+    assert!(
+        cdrs.iter().all(|c| c.call_key != "c4"),
+        "another node's call"
+    );
+    assert_eq!(
+        store.recover_interrupted("gw1").unwrap(),
+        Interrupted::default(),
+        "recorded once"
+    );
+    assert_eq!(
+        store.recover_interrupted("gw2").unwrap().unanswered,
+        1,
+        "another node's call stays for that node"
     );
 }

@@ -5,9 +5,10 @@
 //! call. Answers leave only after the commit. CDRs must also survive a power cut: they are
 //! committed after the rest of the batch and a second thread syncs the write-ahead log
 //! before confirming them (one sync for all CDRs committed meanwhile), so a pickup's claim
-//! never waits behind a disk sync.
+//! never waits behind a disk sync. What billing needs before a call's CDR exists (the answer,
+//! the marks of calls up, failed pickups) is synced the same way.
 
-use super::calls::{CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest};
+use super::calls::{Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup};
 use super::Store;
 use crate::registrar::Binding;
 use std::path::Path;
@@ -49,13 +50,25 @@ pub enum StoreCommand {
     MarkAnswered {
         /// The call.
         call_key: String,
+        /// Who answered, who pays, when.
+        answer: Answer,
     },
-    /// The call ended: forget its context.
-    RemoveCall {
+    /// The answered calls of a node are still up (their talk time so far survives a crash).
+    MarkUp {
+        /// The node.
+        node: String,
+        /// Unix milliseconds.
+        now_ms: u64,
+    },
+    /// A pickup of the call failed.
+    RecordFailedPickup {
         /// The call.
         call_key: String,
+        /// Who tried, when, and why it failed.
+        failed: FailedPickup,
     },
-    /// Commit a call detail record; with `confirm`, answer [`StoreResult::CdrWritten`].
+    /// Commit a call detail record and forget the call's context; with `confirm`, answer
+    /// [`StoreResult::CdrWritten`].
     WriteCdr {
         /// The record.
         cdr: Box<Cdr>,
@@ -69,6 +82,19 @@ pub enum StoreCommand {
         /// The counters, as `gateway cdr` shows them.
         media: String,
     },
+}
+
+impl StoreCommand {
+    /// Whether billing depends on this write before the call's CDR exists (it must survive
+    /// a power cut, like the CDR).
+    fn is_billing_record(&self) -> bool {
+        matches!(
+            self,
+            StoreCommand::MarkAnswered { .. }
+                | StoreCommand::MarkUp { .. }
+                | StoreCommand::RecordFailedPickup { .. }
+        )
+    }
 }
 
 /// An answer from the store to the engine.
@@ -105,8 +131,13 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
             return Some(StoreResult::Claim { pickup, outcome });
         }
         StoreCommand::Release { call_key } => store.release(&call_key),
-        StoreCommand::MarkAnswered { call_key } => store.mark_answered(&call_key),
-        StoreCommand::RemoveCall { call_key } => store.remove(&call_key),
+        StoreCommand::MarkAnswered { call_key, answer } => store.mark_answered(&call_key, &answer),
+        StoreCommand::MarkUp { node, now_ms } => store.mark_up(&node, now_ms).map(|marked| {
+            tracing::debug!("{marked} answered call(s) marked up at {now_ms}");
+        }),
+        StoreCommand::RecordFailedPickup { call_key, failed } => {
+            store.record_failed_pickup(&call_key, &failed)
+        }
         StoreCommand::SetCdrMedia { call_key, media } => store.set_cdr_media(&call_key, &media),
         StoreCommand::WriteCdr { cdr, confirm } => {
             if let Err(e) = store.write_cdr(&cdr) {
@@ -130,7 +161,8 @@ enum Message {
 
 /// Work for the sync thread, in commit order.
 enum SyncJob {
-    /// CDRs are committed: make them durable, then pass on these answers.
+    /// CDRs (or other billing records) are committed: make them durable, then pass on these
+    /// answers.
     Cdrs(Vec<StoreResult>),
     /// Everything queued before is durable once this is reached.
     Flush(mpsc::Sender<()>),
@@ -144,8 +176,10 @@ const MAX_BATCH: usize = 512;
 
 /// Applies `messages`: first everything but the CDRs in one transaction, answered at once;
 /// then the CDRs, in their order, in another, handed to the sync thread which makes them
-/// durable before answering. CDRs touch only their own table, so moving them behind the
-/// rest changes no outcome, and a pickup's claim never waits for a disk sync.
+/// durable before answering (and the first transaction too when it holds billing records).
+/// CDRs touch only their own table and their call's context, which nothing in the batch
+/// needs after the call ended, so moving them behind the rest changes no outcome, and a
+/// pickup's claim never waits for a disk sync.
 fn apply_batch(
     store: &mut Store,
     messages: Vec<Message>,
@@ -163,32 +197,49 @@ fn apply_batch(
             Message::Command(command) => rest.push(command),
         }
     }
+    // Without a WAL to sync later, each durable commit is synced as it is made.
+    let sync_now = store.wal_path().is_none();
+    let billing = rest.iter().any(StoreCommand::is_billing_record);
     if !rest.is_empty() {
-        apply_transaction(store, rest)
+        apply_transaction(store, rest, sync_now && billing)
             .into_iter()
             .for_each(|result| on_result(result));
+        if billing {
+            tracing::debug!("billing records committed");
+        }
     }
     if !cdrs.is_empty() {
-        // Without a WAL to sync later, each CDR commit is synced as it is made.
-        let sync_now = store.wal_path().is_none();
-        if sync_now {
-            let _ = store.set_full_sync(true);
-        }
-        let results = apply_transaction(store, cdrs);
-        if sync_now {
-            let _ = store.set_full_sync(false);
-        }
+        let results = apply_transaction(store, cdrs, sync_now);
         let _ = sync.send(SyncJob::Cdrs(results));
+    } else if billing {
+        let _ = sync.send(SyncJob::Cdrs(Vec::new()));
     }
     for done in flushes {
         let _ = sync.send(SyncJob::Flush(done));
     }
 }
 
-/// Applies `commands` in one transaction; returns the answers. If SQLite rolls the batch
-/// back on its own (disk full, I/O error), the claims made in it are answered as failed and
-/// the remaining commands go into a new batch.
-fn apply_transaction(store: &mut Store, commands: Vec<StoreCommand>) -> Vec<StoreResult> {
+/// Applies `commands` in one transaction (synced to disk as it commits with `full_sync`);
+/// returns the answers. If SQLite rolls the batch back on its own (disk full, I/O error),
+/// the claims made in it are answered as failed and the remaining commands go into a new
+/// batch.
+fn apply_transaction(
+    store: &mut Store,
+    commands: Vec<StoreCommand>,
+    full_sync: bool,
+) -> Vec<StoreResult> {
+    if full_sync {
+        let _ = store.set_full_sync(true);
+    }
+    let results = apply_commands(store, commands);
+    if full_sync {
+        let _ = store.set_full_sync(false);
+    }
+    results
+}
+
+/// [`apply_transaction`]'s work.
+fn apply_commands(store: &mut Store, commands: Vec<StoreCommand>) -> Vec<StoreResult> {
     let mut results = Vec::new();
     // Answers given inside the current batch (index into `results` where it began).
     let mut batch_start = 0;

@@ -138,15 +138,20 @@ impl Harness {
             .collect()
     }
 
+    /// Runs the timers due within `by`, each at its own time (both clocks in step).
     fn advance(&mut self, by: Duration) {
-        let end = self.now.mono + by;
+        let (start, start_unix_ms) = (self.now.mono, self.now.unix_ms);
+        let end = start + by;
+        let at_time = |mono: Instant| Now {
+            mono,
+            unix_ms: start_unix_ms + u64::try_from((mono - start).as_millis()).unwrap(),
+        };
         while let Some(at) = self.engine.poll_timeout().filter(|at| *at <= end) {
-            self.now.mono = at.max(self.now.mono);
+            self.now = at_time(at.max(self.now.mono));
             self.engine.handle_timeout(self.now);
             self.run_store();
         }
-        self.now.mono = end;
-        self.now.unix_ms += u64::try_from(by.as_millis()).unwrap();
+        self.now = at_time(end);
         self.run_store();
     }
 
@@ -707,5 +712,26 @@ fn a_call_whose_media_stops_is_hung_up() {
     assert_eq!(
         cdrs[0].media.as_deref(),
         Some("A:0p/0lost/0.0ms B:0p/0lost/0.0ms")
+    );
+}
+
+#[test]
+fn a_call_up_when_the_gateway_dies_is_billed_to_its_last_mark() {
+    use crate::store::{CallStore, INTERRUPTED};
+    let mut h = Harness::new();
+    establish(&mut h, "crash");
+    let answered_ms = h.now.unix_ms;
+    // Marks every 15 s (the default): at 15 and 30 s; the gateway dies at 40 s, and the
+    // next start finds the call in the store.
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.store.recover_interrupted("gw1").unwrap().answered, 1);
+    let cdr = &h.store.recent_cdrs(1).unwrap()[0];
+    assert_eq!(cdr.disposition, INTERRUPTED);
+    assert_eq!(cdr.answer_ms, Some(answered_ms));
+    assert_eq!(cdr.answered_by.as_deref(), Some("201"));
+    assert_eq!(cdr.billed.as_deref(), Some("202"));
+    assert_eq!(
+        cdr.duration_ms, 30_000,
+        "talk time to the last mark, 30 s after the answer"
     );
 }

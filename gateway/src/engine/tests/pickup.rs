@@ -2,6 +2,7 @@
 //! (5072) and 203 (5073) take the call. The store is a real SQLite database.
 
 use super::*;
+use crate::engine::calls::reason_of;
 use crate::store::CallStore;
 
 /// A ringing call 204 -> 201; returns the INVITE the gateway sent to 201.
@@ -55,6 +56,36 @@ fn response_to(msgs: &[(Peer, SipMessage)], peer: Peer, code: u16) -> Option<&Si
     msgs.iter()
         .find(|(p, m)| *p == peer && m.status() == Some(code))
         .map(|(_, m)| m)
+}
+
+/// The caller 204 ACKs the 200 OK `connected`, talks for `talk`, and hangs up with BYE;
+/// returns what the gateway sent for the BYE.
+fn talk_then_hang_up(
+    h: &mut Harness,
+    connected: SipMessage,
+    talk: Duration,
+) -> Vec<(Peer, SipMessage)> {
+    let a_tag = connected.to_header().unwrap().tag().unwrap().to_string();
+    let dialog = format!(
+        "Via: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bK{{b}}\r\nFrom: <sip:204@127.0.0.1>;tag=a5074\r\n\
+To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: c1\r\nMax-Forwards: 70\r\n"
+    );
+    h.send(
+        udp(5074),
+        &format!(
+            "ACK sip:gw@127.0.0.1 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+            dialog.replace("{b}", "ack")
+        ),
+    );
+    h.advance(talk);
+    h.send(
+        udp(5074),
+        &format!(
+            "BYE sip:gw@127.0.0.1 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+            dialog.replace("{b}", "bye")
+        ),
+    );
+    h.sent()
 }
 
 /// The picker's CANCEL of its own `*8` INVITE (the retried one, CSeq 2).
@@ -172,27 +203,7 @@ fn group_pickup_follows_the_seed_flow_and_bills_the_picker() {
     );
 
     // The caller hangs up; the CDR bills the picker.
-    let a_tag = connected.to_header().unwrap().tag().unwrap().to_string();
-    let dialog = format!(
-        "Via: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bK{{b}}\r\nFrom: <sip:204@127.0.0.1>;tag=a5074\r\n\
-To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: c1\r\nMax-Forwards: 70\r\n"
-    );
-    h.send(
-        udp(5074),
-        &format!(
-            "ACK sip:gw@127.0.0.1 SIP/2.0\r\n{}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
-            dialog.replace("{b}", "ack")
-        ),
-    );
-    h.advance(Duration::from_secs(5));
-    h.send(
-        udp(5074),
-        &format!(
-            "BYE sip:gw@127.0.0.1 SIP/2.0\r\n{}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
-            dialog.replace("{b}", "bye")
-        ),
-    );
-    let out = h.sent();
+    let out = talk_then_hang_up(&mut h, connected.clone(), Duration::from_secs(5));
     let bye = requests(&out, "BYE");
     assert_eq!(bye.len(), 1);
     assert_eq!(bye[0].0, udp(5072), "the picker is hung up");
@@ -204,6 +215,7 @@ To: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: c1\r\nMax-Forwards: 70\r\n"
     assert_eq!(cdr.pickup_method, "group");
     assert_eq!(cdr.disposition, "answered");
     assert!(cdr.pickup_ms.is_some() && cdr.duration_ms >= 5000);
+    assert!(h.store.failed_pickups(&cdr.call_key).unwrap().is_empty());
 }
 
 #[test]
@@ -226,25 +238,23 @@ fn a_picker_without_replaces_is_bridged() {
 }
 
 #[test]
-fn eligibility_answers_403_and_480_before_touching_the_call() {
+fn a_group_pickup_reveals_no_call_it_may_not_take_but_a_directed_one_is_refused() {
     let mut h = Harness::office();
     let out = pick(&mut h, "202", "*8", 5072, true);
-    assert!(
-        response_to(&out, udp(5072), 480).is_some(),
-        "nothing rings: 480"
-    );
+    let nothing = response_to(&out, udp(5072), 480)
+        .expect("nothing rings: 480")
+        .clone();
     ringing_call_from(&mut h, "203");
+    // 204 is in no pickup group: to its `*8` the call ringing in sales does not exist.
     let out = pick(&mut h, "204", "*8", 5075, true);
-    assert!(
-        response_to(&out, udp(5075), 403).is_some(),
-        "{:?}",
-        statuses(&out)
-    );
+    let ineligible = response_to(&out, udp(5075), 480)
+        .unwrap_or_else(|| panic!("like nothing ringing: {:?}", statuses(&out)));
+    assert_eq!(reason_of(ineligible), reason_of(&nothing));
+    // A directed pickup names the call: refusing it reveals nothing.
     let out = pick(&mut h, "204", "**201", 5076, true);
-    let forbidden = out.iter().find(|(_, m)| m.status() == Some(403));
     assert!(
-        forbidden.is_some(),
-        "204 is in no pickup group: {:?}",
+        response_to(&out, udp(5076), 403).is_some(),
+        "204 may not take 201's call: {:?}",
         statuses(&out)
     );
     assert!(requests(&out, "CANCEL").is_empty(), "nothing was cancelled");
@@ -287,6 +297,55 @@ fn a_rejected_replaces_invite_rings_the_callee_again() {
     assert!(
         response_to(&out, udp(5074), 480).is_none(),
         "the caller is not dropped"
+    );
+}
+
+#[test]
+fn a_declined_pickup_then_the_callee_answering_is_billed_as_the_callee_answering() {
+    let (mut h, replaces_invite) = picked_with_replaces();
+    let claimed_ms = h.now.unix_ms;
+    h.advance(Duration::from_secs(2));
+    h.sent(); // the Replaces INVITE's retransmissions
+    h.send(
+        udp(5072),
+        &answer(&replaces_invite, 603, "Decline", "pk", 5072, ""),
+    );
+    let out = h.sent();
+    let again = requests(&out, "INVITE")[0].1.clone();
+    h.send(udp(5071), &answer(&again, 200, "OK", "b2", 5071, "v=0\r\n"));
+    let out = h.sent();
+    let connected = response_to(&out, udp(5074), 200)
+        .unwrap_or_else(|| panic!("the callee connects the caller: {out:?}"))
+        .clone();
+    let out = talk_then_hang_up(&mut h, connected, Duration::from_secs(4));
+    assert_eq!(
+        requests(&out, "BYE")[0].0,
+        udp(5071),
+        "the callee is hung up"
+    );
+    let cdr = &h.store.recent_cdrs(1).unwrap()[0];
+    assert_eq!(cdr.answered_by.as_deref(), Some("201"), "{cdr:?}");
+    assert_eq!(cdr.pickup_method, "none");
+    assert_eq!(
+        cdr.billed.as_deref(),
+        Some("204"),
+        "billed as any answered call"
+    );
+    assert_eq!(cdr.pickup_ms, None);
+    assert_eq!(
+        (cdr.disposition.as_str(), cdr.duration_ms),
+        ("answered", 4000)
+    );
+    assert_eq!(
+        h.store.failed_pickups(&cdr.call_key).unwrap(),
+        [crate::store::FailedPickup {
+            picker: "202".into(),
+            method: "group".into(),
+            claimed_ms,
+            failed_ms: claimed_ms + 2000,
+            reason: "603 Decline".into(),
+        }],
+        "the auditor sees who tried, when, and why it failed"
     );
 }
 
