@@ -664,13 +664,6 @@ pub struct SippRun {
 }
 
 impl SippRun {
-    /// Stops a SIPp that serves calls until told to stop (a callee run with more calls than
-    /// it will get), without judging it: the test judges by the other side and the CDRs.
-    pub fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
     /// Waits until the scenario's `<log>` output has a line containing `prefix`, and
     /// returns the rest of that line (panics after 10 s).
     pub fn wait_for_log_line(&self, prefix: &str) -> String {
@@ -699,7 +692,8 @@ impl SippRun {
         }
     }
 
-    /// Ends the SIPp process at once (its peer is gone, say) and reaps it.
+    /// Ends the SIPp process at once and reaps it, without judging it (its peer is gone, or
+    /// it serves calls until told to stop and the test judges by the other side and CDRs).
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -63,7 +63,7 @@ fn five_hundred_calls_complete_at_ten_percent_loss() {
         .retransmissions(7, 11)
         .time_limit(limit)
         .run(&gateway);
-    callee.stop();
+    callee.kill();
     let dropped = network.dropped();
     assert!(
         dropped > 500,
