@@ -248,7 +248,7 @@ impl Engine {
     }
 
     fn reject_unparseable(&mut self, peer: Peer, bytes: &[u8], error: &ParseError) {
-        match validate::reject_unparseable(bytes, error) {
+        match validate::reject_unparseable_datagram(bytes, error) {
             Some(response) => {
                 self.stats.rejected_requests += 1;
                 self.tx.send_stateless(response, peer);
