@@ -575,6 +575,45 @@ fn garbage_is_dropped_and_counted() {
     assert_eq!(h.engine.stats().undecodable_dropped, 1);
 }
 
+/// RFC 3261 §18.2.2: without `rport` in the top Via a response goes to the Via's port (at
+/// the source address), 5060 when it names none; with `rport`, to the source port (RFC
+/// 3581). The same for transaction responses, stateless answers and rejections.
+#[test]
+fn responses_go_to_the_via_port_unless_rport_asks_for_the_source_port() {
+    let mut h = Harness::new();
+    let request = |method: &str, n: u32, sent_by: &str, params: &str| {
+        format!(
+            "{method} sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {sent_by};branch=z9hG4bKvia{n}{params}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:202@127.0.0.1>;tag=v{n}\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: via{n}\r\n\
+CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let destinations = |h: &mut Harness, text: &str| -> Vec<(u16, u16)> {
+        h.send(udp(40001), text);
+        h.sent()
+            .iter()
+            .filter_map(|(peer, msg)| Some((msg.status()?, peer.addr.port())))
+            .collect()
+    };
+    let cases = [
+        ("OPTIONS", "127.0.0.1:5071", "", vec![(200, 5071)]),
+        ("OPTIONS", "127.0.0.1:5071", ";rport", vec![(200, 40001)]),
+        ("OPTIONS", "127.0.0.1", "", vec![(200, 5060)]),
+        ("REGISTER", "127.0.0.1:5071", "", vec![(401, 5071)]),
+        ("INVITE", "127.0.0.1:5071", "", vec![(407, 5071)]),
+        ("INVITE", "127.0.0.1:5071", ";rport", vec![(407, 40001)]),
+        ("FROBNICATE", "127.0.0.1:5071", "", vec![(501, 5071)]),
+    ];
+    for (n, (method, sent_by, params, expected)) in cases.into_iter().enumerate() {
+        let text = request(method, n as u32, sent_by, params);
+        assert_eq!(
+            destinations(&mut h, &text),
+            expected,
+            "{method} via {sent_by}{params}"
+        );
+    }
+}
+
 #[test]
 fn registrations_expire() {
     let mut h = Harness::new();
