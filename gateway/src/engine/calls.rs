@@ -11,6 +11,7 @@ use super::{add_capabilities, Engine, Now};
 use crate::registrar::Binding;
 use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage, StartLine};
+use crate::sip::target::UriTarget;
 use crate::sip::transaction::{ClientTxId, ServerTxId};
 use crate::store::{CallContext, LegIds, StoreCommand};
 use crate::transport::{Peer, Protocol};
@@ -23,12 +24,8 @@ use std::collections::HashMap;
 /// live connection to that address, or opens one).
 fn route_to(binding: &Binding) -> Peer {
     if binding.source.protocol == Protocol::Tcp {
-        let host_port = binding
-            .contact
-            .split_once(':')
-            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, hp)| hp))
-            .map(|hp| hp.split(';').next().unwrap_or(hp));
-        if let Some(addr) = host_port.and_then(|hp| hp.parse().ok()) {
+        let contact = UriTarget::parse(&binding.contact).and_then(|t| t.explicit_addr());
+        if let Some(addr) = contact {
             return Peer {
                 protocol: Protocol::Tcp,
                 addr,

@@ -114,7 +114,7 @@ impl Engine {
             secret,
             now.mono,
         );
-        let registrar = Registrar::from_bindings(config.registrar.clone(), bindings);
+        let registrar = Registrar::from_bindings(config.registrar.clone(), listen, bindings);
         Engine {
             local,
             tx: TxLayer::new(TimerConfig::default()),

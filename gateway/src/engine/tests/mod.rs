@@ -614,6 +614,20 @@ CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
     }
 }
 
+/// A phone (or an attacker with its password) registering the gateway's own address would
+/// make calls to the extension loop back into the gateway: 403, nothing bound.
+#[test]
+fn a_registration_naming_the_gateway_itself_is_refused() {
+    let mut h = Harness::new();
+    let text = "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKloop;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:201@127.0.0.1>;tag=l1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: loop-201\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:201@127.0.0.1:5060>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+    let replies = h.request_with_auth(udp(5071), text, "201", "pw201");
+    assert_eq!(statuses(&replies), [403]);
+    assert!(h.store.load_bindings(h.now.unix()).unwrap().is_empty());
+    assert!(statuses(&h.dial("201", "to-loop")).contains(&480));
+}
+
 #[test]
 fn registrations_expire() {
     let mut h = Harness::new();
