@@ -183,6 +183,7 @@ impl Engine {
         };
         let bindings = self.contacts_for(now, &called);
         let call_groups = self.call_groups_of(&called);
+        let tcp_served = self.serves_tcp();
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
@@ -213,6 +214,17 @@ impl Engine {
                 invite.set_header(Name::CONTENT_TYPE, content_type);
                 invite.body = call.offer.clone();
             }
+            if let Err(error) = dialog.fit_transport(&mut invite, &self.local, tcp_served) {
+                tracing::warn!("call {id}: INVITE to {} not sent: {error}", binding.contact);
+                call.forks.push(Fork {
+                    tx: None,
+                    dialog,
+                    final_status: Some((513, "Message Too Large".into())),
+                    pickup: None,
+                });
+                continue;
+            }
+            let peer = dialog.peer;
             let fork_tx = self.tx.send_request(now.mono, invite, peer);
             self.calls
                 .index
@@ -749,13 +761,22 @@ impl Engine {
             }
         }
         let cseq = dialog.local_cseq;
-        let peer = dialog.peer;
         if let Some(anchor) = anchor {
             request.body = self.anchor_body(anchor, side, &request.body);
         }
+        let tcp_served = self.serves_tcp();
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
+        let Some(dialog) = call.dialog(side.other()) else {
+            return;
+        };
+        if let Err(error) = dialog.fit_transport(&mut request, &self.local, tcp_served) {
+            tracing::warn!("call {id}: {method} not relayed: {error}");
+            self.reply_in_dialog(now, server_tx, 513, "Message Too Large");
+            return;
+        }
+        let peer = dialog.peer;
         let client_tx = self.tx.send_request(now.mono, request, peer);
         let relay_id = self.calls.next_relay;
         self.calls.next_relay += 1;

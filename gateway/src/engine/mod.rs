@@ -138,6 +138,14 @@ impl Engine {
         }
     }
 
+    /// Whether the gateway runs a TCP transport (requests too large for UDP may use it).
+    fn serves_tcp(&self) -> bool {
+        self.config
+            .sip
+            .transports
+            .contains(&crate::config::TransportName::Tcp)
+    }
+
     /// Counters of what was dropped or rejected.
     pub fn stats(&self) -> &Stats {
         &self.stats
