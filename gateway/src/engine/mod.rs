@@ -416,8 +416,9 @@ fn add_capabilities(response: &mut SipMessage) {
     }
 }
 
-/// RFC 3261 §18.2.1 and RFC 3581: record where a request really came from in its top Via,
-/// so responses go back to the source address and port.
+/// RFC 3261 §18.2.1 and RFC 3581: record where a request really came from in its top Via
+/// (`received`, and `rport` when the request asked for it), which decides where its
+/// responses go ([`crate::sip::response_route`]).
 fn stamp_received(msg: &mut SipMessage, peer: Peer) {
     let mut vias: Vec<String> = msg
         .header_list(&Name::VIA)
