@@ -35,18 +35,28 @@ pub struct PreParsed<'a> {
     pub body_offset: usize,
 }
 
-/// Why a datagram is not a SIP message the fast path can route; it is dropped and counted.
+/// Why a datagram is not a SIP message the fast path can route. Most are dropped and
+/// counted; the ones [`PreParseError::answerable`] names are requests the control plane
+/// still answers with 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PreParseError {
     /// No blank line ends the headers.
     #[error("no end of headers")]
     NoHeaderEnd,
+    /// A request line, but no blank line ends the headers.
+    #[error("request without an end of headers")]
+    IncompleteRequest,
     /// The head is not UTF-8 text.
     #[error("header bytes are not text")]
     NotText,
     /// The first line is neither a request line nor a status line.
     #[error("malformed start line")]
     StartLine,
+    /// The first line ends in a SIP version, so it is a request line, but its method is
+    /// empty or not a token, or its Request-URI is missing or holds whitespace (RFC 4475
+    /// §3.1.2.8 `INVITE sip:user@example.com; lr SIP/2.0`).
+    #[error("malformed request line")]
+    RequestLine,
     /// No Call-ID header (or an empty one).
     #[error("no Call-ID")]
     CallId,
@@ -56,6 +66,22 @@ pub enum PreParseError {
     /// No Via header.
     #[error("no Via")]
     Via,
+}
+
+impl PreParseError {
+    /// True when the datagram is a request the control plane can still answer with 400
+    /// (RFC 3261 §8.2): its request line, Call-ID or CSeq is malformed, but the headers a
+    /// response copies may be there. (A datagram starting with `SIP/` is a response and
+    /// never answered, whatever the error.)
+    pub fn answerable(self) -> bool {
+        matches!(
+            self,
+            PreParseError::RequestLine
+                | PreParseError::IncompleteRequest
+                | PreParseError::CallId
+                | PreParseError::CSeq
+        )
+    }
 }
 
 /// Tokens allowed in a SIP method (RFC 3261 `token`).
@@ -78,7 +104,7 @@ fn is_sip_version(word: &str) -> bool {
 }
 
 /// The start line, read as tolerantly as the control plane reads it (extra spaces and tabs
-/// between and after the parts are accepted, RFC 4475 §3.1.2.6-7).
+/// between and after the parts are accepted, RFC 4475 §3.1.2.9-10).
 fn parse_start_line(line: &str) -> Result<Kind<'_>, PreParseError> {
     let mut parts = line.split([' ', '\t']).filter(|p| !p.is_empty());
     let first = parts.next().ok_or(PreParseError::StartLine)?;
@@ -91,11 +117,40 @@ fn parse_start_line(line: &str) -> Result<Kind<'_>, PreParseError> {
             .ok_or(PreParseError::StartLine)?;
         return Ok(Kind::Response(status));
     }
-    let version = parts.next().ok_or(PreParseError::StartLine)?;
-    if !is_token(first) || !is_sip_version(version) || parts.next().is_some() {
-        return Err(PreParseError::StartLine);
+    match (parts.next(), parts.next()) {
+        (Some(version), None) if is_token(first) && is_sip_version(version) => {
+            Ok(Kind::Request(first))
+        }
+        _ => Err(malformed_start_line(line)),
     }
-    Ok(Kind::Request(first))
+}
+
+/// Why a start line that is neither a request line nor a status line was refused: a line
+/// that ends in `SIP/2.0` and does not start with a version is a broken request line (an
+/// empty method, a method that is not a token, whitespace inside the Request-URI), which
+/// the control plane answers with 400 as it answers any request whose head it can read;
+/// anything else is not SIP. Off the hot path: only refused lines get here.
+fn malformed_start_line(line: &str) -> PreParseError {
+    if looks_like_request(line) {
+        PreParseError::RequestLine
+    } else {
+        PreParseError::StartLine
+    }
+}
+
+/// The control plane's test for a request it may answer although it cannot parse it.
+fn looks_like_request(line: &str) -> bool {
+    !is_sip_version(line) && line.trim_end_matches([' ', '\t']).ends_with("SIP/2.0")
+}
+
+/// Why a datagram without an empty line after its headers was refused: a request (the
+/// control plane answers it 400 when it can read the headers) or not.
+fn unterminated(data: &[u8]) -> PreParseError {
+    let first_end = memchr::memchr(b'\n', data).unwrap_or(data.len());
+    match std::str::from_utf8(strip_cr(&data[..first_end])) {
+        Ok(line) if looks_like_request(line) => PreParseError::IncompleteRequest,
+        _ => PreParseError::NoHeaderEnd,
+    }
 }
 
 /// The header a line names, by its long or compact name.
@@ -255,7 +310,7 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(PreParseError::NoHeaderEnd)?;
     let data = &datagram[skip..];
-    let (head_len, body_offset) = head_end(data).ok_or(PreParseError::NoHeaderEnd)?;
+    let (head_len, body_offset) = head_end(data).ok_or_else(|| unterminated(data))?;
     let head = &data[..head_len];
     let first_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
     let start =
@@ -423,8 +478,13 @@ i:\r\n  folded-id\r\ncseq:\t7\r\n INVITE\r\nl: 0\r\n\r\n";
         let cases: &[(&str, PreParseError)] = &[
             (
                 "INVITE sip:x SIP/2.0\r\nCall-ID: a\r\n",
+                PreParseError::IncompleteRequest,
+            ),
+            (
+                "SIP/2.0 200 OK\r\nCall-ID: a\r\n",
                 PreParseError::NoHeaderEnd,
             ),
+            ("hello\r\n", PreParseError::NoHeaderEnd),
             ("HELLO\r\n\r\n", PreParseError::StartLine),
             ("SIP/2.0 99 Low\r\n\r\n", PreParseError::StartLine),
             ("INVITE sip:x HTTP/1.1\r\n\r\n", PreParseError::StartLine),
@@ -452,6 +512,34 @@ i:\r\n  folded-id\r\ncseq:\t7\r\n INVITE\r\nl: 0\r\n\r\n";
             preparse(b"INVITE \xff\r\n\r\n"),
             Err(PreParseError::NotText)
         );
+    }
+
+    #[test]
+    fn broken_request_lines_are_told_from_garbage() {
+        // RFC 4475 §3.1.2.8 (whitespace in the Request-URI), an empty method, a method that
+        // is not a token, a missing Request-URI: requests the control plane answers 400.
+        for line in [
+            "INVITE sip:user@example.com; lr SIP/2.0",
+            " sip:x SIP/2.0",
+            "\tsip:x SIP/2.0",
+            "IN<VITE sip:x SIP/2.0",
+            "INVITE SIP/2.0",
+        ] {
+            let text = format!("{line}\r\nVia: a;branch=b\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n");
+            let error = preparse(text.as_bytes()).unwrap_err();
+            assert_eq!(error, PreParseError::RequestLine, "{line:?}");
+            assert!(error.answerable());
+        }
+        for line in [
+            "hello world",
+            "SIP/2.0 sip:x SIP/2.0",
+            "INVITE sip:x SIP/2.0 extra",
+        ] {
+            let text = format!("{line}\r\n\r\n");
+            let error = preparse(text.as_bytes()).unwrap_err();
+            assert_eq!(error, PreParseError::StartLine, "{line:?}");
+            assert!(!error.answerable());
+        }
     }
 
     #[test]

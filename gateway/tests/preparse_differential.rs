@@ -2,14 +2,17 @@
 //! 4475 and RFC 5118 messages and thousands of mutations of them, whenever the control plane
 //! would route a message (the full parser reads it and validation finds it well-formed), the
 //! pre-parser must read it too and extract the same method or status, Call-ID, CSeq and top
-//! Via branch.
+//! Via branch; and whenever the control plane would answer a request it cannot parse (a
+//! 400), the pre-parser must pass it on rather than drop it.
 
 mod common;
 
 use common::{fixtures, Rng};
-use fastpath::preparse::{preparse, Kind};
+use fastpath::preparse::{preparse, Kind, PreParseError};
 use gateway::sip::message::SipMessage;
-use gateway::sip::validate::{validate_request, validate_response, DEFAULT_CAPABILITIES};
+use gateway::sip::validate::{
+    reject_unparseable_datagram, validate_request, validate_response, DEFAULT_CAPABILITIES,
+};
 
 /// The messages the control plane would route: the full parser reads them, and validation
 /// does not find them malformed (it may still refuse them: 405, 416, 420, 505...).
@@ -23,9 +26,28 @@ fn routable(bytes: &[u8]) -> Option<SipMessage> {
     well_formed.then_some(full)
 }
 
+/// A request the full parser refuses but the control plane answers (400) that the
+/// pre-parser would drop: the sender would get silence instead of its answer. Not counted:
+/// a request in which the pre-parser finds no Via (the two read a mangled Via line, or a
+/// bare line feed before it, differently, and a Via is what the answer is routed by).
+fn silenced(bytes: &[u8]) -> Option<String> {
+    let error = SipMessage::parse_datagram(bytes).err()?;
+    reject_unparseable_datagram(bytes, &error)?;
+    match preparse(bytes) {
+        Err(PreParseError::Via) => None,
+        Err(e) if !e.answerable() => Some(format!(
+            "answered {error}, but the pre-parser drops it ({e})"
+        )),
+        _ => None,
+    }
+}
+
 /// None when the two agree (or the control plane would not route the message); else what
 /// differs.
 fn disagreement(bytes: &[u8]) -> Option<String> {
+    if let Some(problem) = silenced(bytes) {
+        return Some(problem);
+    }
     let full = routable(bytes)?;
     let (call_id, cseq, _) = (full.call_id()?, full.cseq()?, full.top_via()?);
     let pre = match preparse(bytes) {

@@ -58,7 +58,7 @@ const DISPOSITIONS: &[(&str, Option<u16>)] = &[
     ("insuf", Some(400)),
     ("unkscm", Some(416)),
     ("novelsc", Some(416)),
-    ("unksm2", Some(400)),
+    ("unksm2", Some(400)), // parsed; a registrar refuses a To that is not sip:/sips:
     ("bext01", Some(420)),
     ("invut", Some(415)),
     ("regaut01", Some(401)),
@@ -145,6 +145,59 @@ fn valid_messages_parse_to_the_right_values() {
     );
     // dblreq: the REGISTER is taken, the trailing INVITE ignored.
     assert_eq!(parse("dblreq").method().unwrap().to_string(), "REGISTER");
+}
+
+/// The responses the engine sends to one datagram (100 Trying left out).
+fn responses(bytes: &[u8]) -> Vec<SipMessage> {
+    let (mut engine, now) = office_engine();
+    engine.handle_datagram(now, common::udp_peer(), bytes);
+    std::iter::from_fn(|| engine.poll_transmit())
+        .filter_map(|out| SipMessage::parse_datagram(&out.bytes).ok())
+        .filter(|msg| msg.status().is_some_and(|code| code != 100))
+        .collect()
+}
+
+fn reason(msg: &SipMessage) -> &str {
+    match &msg.start {
+        gateway::sip::message::StartLine::Response(line) => &line.reason,
+        gateway::sip::message::StartLine::Request(_) => "",
+    }
+}
+
+/// RFC 4475 §3.3.4: unknown schemes in To, From and Contact are parsed; a registrar refuses
+/// the REGISTER with 400 because its To must be a SIP or SIPS address-of-record; the same
+/// headers in other requests are handled as in any request (200 to OPTIONS, a challenge to
+/// an INVITE).
+#[test]
+fn unknown_schemes_in_header_fields_are_parsed_and_handled_per_method() {
+    let unksm2 = parse("unksm2");
+    assert_eq!(unksm2.to_header().unwrap().uri, "isbn:2983792873");
+    assert_eq!(unksm2.from_header().unwrap().uri, "http://www.example.com");
+    assert_eq!(unksm2.contacts().unwrap()[0].uri, "name:John_Smith");
+
+    let register = responses(&fixture("unksm2"));
+    assert_eq!(register.len(), 1);
+    assert_eq!(register[0].status(), Some(400));
+    assert_eq!(
+        reason(&register[0]),
+        "Bad Request (To is not a SIP or SIPS URI)"
+    );
+
+    let text = String::from_utf8(fixture("unksm2")).unwrap();
+    let as_method = |method: &str, uri: &str| {
+        text.replacen("REGISTER sip:example.com", &format!("{method} {uri}"), 1)
+            .replacen("234902 REGISTER", &format!("234902 {method}"), 1)
+    };
+    let options = responses(as_method("OPTIONS", "sip:127.0.0.1").as_bytes());
+    assert_eq!(
+        options.iter().map(|m| m.status()).collect::<Vec<_>>(),
+        [Some(200)]
+    );
+    let invite = responses(as_method("INVITE", "sip:201@127.0.0.1").as_bytes());
+    assert_eq!(
+        invite.iter().map(|m| m.status()).collect::<Vec<_>>(),
+        [Some(407)]
+    );
 }
 
 /// Deterministic xorshift, so failures reproduce.

@@ -16,7 +16,7 @@ fn answer(gateway: &Gateway, text: &str) -> Option<String> {
 
 fn request(method: &str, uri: &str, branch: &str, extra: &str) -> String {
     format!(
-        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch}\r\n\
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch};rport\r\n\
 Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p{branch}\r\nTo: <sip:201@127.0.0.1>\r\n\
 Call-ID: {branch}@probe\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
     )
@@ -70,6 +70,17 @@ fn broken_requests_get_rfc_answers() {
             "Content-Length larger than the datagram",
             request("OPTIONS", "sip:201@127.0.0.1", "m7", "")
                 .replace("Content-Length: 0", "Content-Length: 300"),
+            400,
+        ),
+        (
+            // RFC 4475 §3.1.2.8 (lwsruri): the fast path used to drop it unanswered.
+            "whitespace in the Request-URI",
+            request("INVITE", "sip:201@127.0.0.1; lr", "m10", ""),
+            400,
+        ),
+        (
+            "empty method",
+            request("", "sip:201@127.0.0.1", "m11", ""),
             400,
         ),
         (

@@ -70,7 +70,7 @@ fn every_backend_serves_registrations_calls_and_bad_input() {
             ),
             None
         );
-        let no_call_id = "OPTIONS sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKfp\r\n\
+        let no_call_id = "OPTIONS sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKfp;rport\r\n\
 From: <sip:probe@127.0.0.1>;tag=fp\r\nTo: <sip:201@127.0.0.1>\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         let answer = udp_exchange(&gateway, no_call_id.as_bytes(), Duration::from_secs(2));
         assert_eq!(

@@ -11,6 +11,7 @@ use super::{add_capabilities, Engine, Now};
 use crate::registrar::Binding;
 use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage, StartLine};
+use crate::sip::target::UriTarget;
 use crate::sip::transaction::{ClientTxId, ServerTxId};
 use crate::store::{CallContext, LegIds, StoreCommand};
 use crate::transport::{Peer, Protocol};
@@ -23,12 +24,8 @@ use std::collections::HashMap;
 /// live connection to that address, or opens one).
 fn route_to(binding: &Binding) -> Peer {
     if binding.source.protocol == Protocol::Tcp {
-        let host_port = binding
-            .contact
-            .split_once(':')
-            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, hp)| hp))
-            .map(|hp| hp.split(';').next().unwrap_or(hp));
-        if let Some(addr) = host_port.and_then(|hp| hp.parse().ok()) {
+        let contact = UriTarget::parse(&binding.contact).and_then(|t| t.explicit_addr());
+        if let Some(addr) = contact {
             return Peer {
                 protocol: Protocol::Tcp,
                 addr,
@@ -186,6 +183,7 @@ impl Engine {
         };
         let bindings = self.contacts_for(now, &called);
         let call_groups = self.call_groups_of(&called);
+        let tcp_served = self.serves_tcp();
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
@@ -216,6 +214,17 @@ impl Engine {
                 invite.set_header(Name::CONTENT_TYPE, content_type);
                 invite.body = call.offer.clone();
             }
+            if let Err(error) = dialog.fit_transport(&mut invite, &self.local, tcp_served) {
+                tracing::warn!("call {id}: INVITE to {} not sent: {error}", binding.contact);
+                call.forks.push(Fork {
+                    tx: None,
+                    dialog,
+                    final_status: Some((513, "Message Too Large".into())),
+                    pickup: None,
+                });
+                continue;
+            }
+            let peer = dialog.peer;
             let fork_tx = self.tx.send_request(now.mono, invite, peer);
             self.calls
                 .index
@@ -753,13 +762,22 @@ impl Engine {
             }
         }
         let cseq = dialog.local_cseq;
-        let peer = dialog.peer;
         if let Some(anchor) = anchor {
             request.body = self.anchor_body(anchor, side, &request.body);
         }
+        let tcp_served = self.serves_tcp();
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
+        let Some(dialog) = call.dialog(side.other()) else {
+            return;
+        };
+        if let Err(error) = dialog.fit_transport(&mut request, &self.local, tcp_served) {
+            tracing::warn!("call {id}: {method} not relayed: {error}");
+            self.reply_in_dialog(now, server_tx, 513, "Message Too Large");
+            return;
+        }
+        let peer = dialog.peer;
         let client_tx = self.tx.send_request(now.mono, request, peer);
         let relay_id = self.calls.next_relay;
         self.calls.next_relay += 1;

@@ -3,6 +3,7 @@
 
 use crate::sip::ids;
 use crate::sip::message::{RequestUri, SipMessage};
+use crate::transport::mtu::{route_by_size, SizeRoute, UDP_REQUEST_LIMIT};
 use crate::transport::Peer;
 use bytesstr::BytesStr;
 use ezk_sip_types::{Headers, Method, Name};
@@ -116,6 +117,47 @@ impl Dialog {
             put(Name::CONTACT, local.contact(self.peer));
         }
         SipMessage::new_request(method, uri, headers)
+    }
+}
+
+/// A request too large for UDP toward a far end not known to take TCP (RFC 3261 §18.1.1,
+/// see [`crate::transport::mtu`]): it is not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "request of {size} bytes is larger than the {limit} bytes UDP may carry (RFC 3261 §18.1.1) \
+     and the far end takes no TCP: have the phone register over TCP or with transport=tcp",
+    limit = UDP_REQUEST_LIMIT
+)]
+pub struct RequestTooLarge {
+    /// The request's size in bytes.
+    pub size: usize,
+}
+
+impl Dialog {
+    /// Applies RFC 3261 §18.1.1 to `request`, built by [`Dialog::request`] for this dialog:
+    /// when it is too large for UDP and the remote target takes TCP (`transport=tcp`), the
+    /// dialog moves to TCP and the request's Via and Contact say so; when it cannot, the
+    /// request must not be sent.
+    pub fn fit_transport(
+        &mut self,
+        request: &mut SipMessage,
+        local: &LocalIdentity,
+        tcp_served: bool,
+    ) -> Result<(), RequestTooLarge> {
+        let size = request.encoded_len();
+        match route_by_size(self.peer, &self.remote_target, size, tcp_served) {
+            SizeRoute::Keep => Ok(()),
+            SizeRoute::Tcp(peer) => {
+                self.peer = peer;
+                request.headers.remove(&Name::VIA);
+                request.headers.insert_front(Name::VIA, local.via(peer));
+                if request.headers.contains(&Name::CONTACT) {
+                    request.set_header(Name::CONTACT, local.contact(peer));
+                }
+                Ok(())
+            }
+            SizeRoute::TooLarge => Err(RequestTooLarge { size }),
+        }
     }
 }
 

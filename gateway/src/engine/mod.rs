@@ -116,7 +116,7 @@ impl Engine {
             secret,
             now.mono,
         );
-        let registrar = Registrar::from_bindings(config.registrar.clone(), bindings);
+        let registrar = Registrar::from_bindings(config.registrar.clone(), listen, bindings);
         Engine {
             local,
             tx: TxLayer::new(TimerConfig::default()),
@@ -139,6 +139,14 @@ impl Engine {
             anchored: HashMap::new(),
             config,
         }
+    }
+
+    /// Whether the gateway runs a TCP transport (requests too large for UDP may use it).
+    fn serves_tcp(&self) -> bool {
+        self.config
+            .sip
+            .transports
+            .contains(&crate::config::TransportName::Tcp)
     }
 
     /// Counters of what was dropped or rejected.
@@ -251,7 +259,7 @@ impl Engine {
     }
 
     fn reject_unparseable(&mut self, peer: Peer, bytes: &[u8], error: &ParseError) {
-        match validate::reject_unparseable(bytes, error) {
+        match validate::reject_unparseable_datagram(bytes, error) {
             Some(response) => {
                 self.stats.rejected_requests += 1;
                 self.tx.send_stateless(response, peer);
@@ -428,8 +436,9 @@ fn add_capabilities(response: &mut SipMessage) {
     }
 }
 
-/// RFC 3261 §18.2.1 and RFC 3581: record where a request really came from in its top Via,
-/// so responses go back to the source address and port.
+/// RFC 3261 §18.2.1 and RFC 3581: record where a request really came from in its top Via
+/// (`received`, and `rport` when the request asked for it), which decides where its
+/// responses go ([`crate::sip::response_route`]).
 fn stamp_received(msg: &mut SipMessage, peer: Peer) {
     let mut vias: Vec<String> = msg
         .header_list(&Name::VIA)

@@ -276,7 +276,12 @@ impl Engine {
             invite.set_header(Name::CONTENT_TYPE, "application/sdp");
             invite.body = Bytes::from(context.caller_offer.clone());
         }
-        let peer = pickup.peer;
+        if let Err(error) = dialog.fit_transport(&mut invite, &self.local, self.serves_tcp()) {
+            tracing::info!("pickup {id}: Replaces INVITE not sent ({error}); bridging instead");
+            self.bridge_picker(now, id);
+            return;
+        }
+        let peer = dialog.peer;
         let tx = self.tx.send_request(now.mono, invite, peer);
         let Some(call) = self.calls.calls.get_mut(&call_id) else {
             return;

@@ -176,7 +176,13 @@ impl Engine {
     }
 
     pub(super) fn on_register(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
-        let Some(aor) = msg.to_header().and_then(|to| to.user()) else {
+        // The address-of-record in To must be a SIP or SIPS URI (RFC 3261 §10.2); RFC 4475
+        // §3.3.4 (unksm2: `To: isbn:2983792873`) has a registrar answer 400 for anything else.
+        let Some(to) = msg.to_header().filter(|to| to.sip_uri().is_some()) else {
+            self.reply(now, tx, 400, "Bad Request (To is not a SIP or SIPS URI)");
+            return;
+        };
+        let Some(aor) = to.user() else {
             self.reply(now, tx, 400, "Bad Request (To has no user part)");
             return;
         };

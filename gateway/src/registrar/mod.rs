@@ -3,9 +3,11 @@
 
 use crate::config::RegistrarConfig;
 use crate::sip::message::SipMessage;
+use crate::sip::target::UriTarget;
 use crate::transport::{Peer, Protocol};
 use ezk_sip_types::Name;
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +47,10 @@ pub enum RegisterError {
     /// More contacts than `registrar.max_contacts`: 403.
     #[error("too many contacts for this extension")]
     TooManyContacts,
+    /// A Contact names the gateway's own SIP address: calls to it would come back to the
+    /// gateway (a loop), so it is refused with 403.
+    #[error("contact {0} is the gateway's own address")]
+    OwnAddress(String),
 }
 
 impl RegisterError {
@@ -55,6 +61,9 @@ impl RegisterError {
             RegisterError::InvalidRequest(_) => (400, "Bad Request"),
             RegisterError::OutOfOrder => (500, "Server Internal Error (REGISTER out of order)"),
             RegisterError::TooManyContacts => (403, "Forbidden (too many contacts)"),
+            RegisterError::OwnAddress(_) => {
+                (403, "Forbidden (Contact is the gateway's own address)")
+            }
         }
     }
 }
@@ -84,6 +93,8 @@ pub struct SourceChange {
 #[derive(Debug)]
 pub struct Registrar {
     config: RegistrarConfig,
+    /// The gateway's SIP address: no contact may name it.
+    own: SocketAddr,
     bindings: HashMap<String, Vec<Binding>>,
     /// How many bindings each TCP source holds (an entry only while above zero).
     sources: HashMap<Peer, usize>,
@@ -103,20 +114,41 @@ struct Update {
     q: Option<f32>,
 }
 
+/// True when `contact` names `own` (the gateway's SIP listen address): its IP and port, or,
+/// when the gateway listens on every address, a loopback or unspecified IP with its port;
+/// an unspecified IP (`0.0.0.0`, which a send reaches the local host by) with its port
+/// always. Host names are not resolved (no DNS), so a name for the gateway is not caught.
+fn names_own_address(contact: &str, own: SocketAddr) -> bool {
+    let Some(addr) = UriTarget::parse(contact).map(|target| target.addr()) else {
+        return false;
+    };
+    let ip = addr.ip();
+    addr.port() == own.port()
+        && (ip == own.ip()
+            || ip.is_unspecified()
+            || (own.ip().is_unspecified() && ip.is_loopback()))
+}
+
 impl Registrar {
-    /// An empty registrar.
-    pub fn new(config: RegistrarConfig) -> Self {
+    /// An empty registrar for a gateway listening on `own`.
+    pub fn new(config: RegistrarConfig, own: SocketAddr) -> Self {
         Registrar {
             config,
+            own,
             bindings: HashMap::new(),
             sources: HashMap::new(),
             source_changes: VecDeque::new(),
         }
     }
 
-    /// A registrar holding bindings restored from the store.
-    pub fn from_bindings(config: RegistrarConfig, restored: Vec<(String, Binding)>) -> Self {
-        let mut registrar = Registrar::new(config);
+    /// A registrar for a gateway listening on `own`, holding bindings restored from the
+    /// store.
+    pub fn from_bindings(
+        config: RegistrarConfig,
+        own: SocketAddr,
+        restored: Vec<(String, Binding)>,
+    ) -> Self {
+        let mut registrar = Registrar::new(config, own);
         for (aor, binding) in restored {
             registrar.count_sources([binding.source], []);
             registrar.bindings.entry(aor).or_default().push(binding);
@@ -238,6 +270,10 @@ impl Registrar {
                 return Err(RegisterError::IntervalTooBrief {
                     min: self.config.min_expires_secs,
                 });
+            }
+            // Removing such a binding (stored before this check existed) stays allowed.
+            if expires != 0 && names_own_address(&contact.uri, self.own) {
+                return Err(RegisterError::OwnAddress(contact.uri.clone()));
             }
             let q = contact.param("q").and_then(|q| q.parse::<f32>().ok());
             updates.push(Update {

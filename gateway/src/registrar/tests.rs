@@ -12,6 +12,11 @@ fn config() -> RegistrarConfig {
     }
 }
 
+/// The gateway's SIP address.
+fn own() -> SocketAddr {
+    "127.0.0.1:5060".parse().unwrap()
+}
+
 fn source() -> Peer {
     Peer {
         protocol: Protocol::Udp,
@@ -38,7 +43,7 @@ From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: {call_id}
 
 #[test]
 fn several_contacts_with_their_own_expiry() {
-    let mut r = Registrar::new(config());
+    let mut r = Registrar::new(config(), own());
     let msg = register(
         "<sip:201@a:1>;expires=120, <sip:201@b:2>",
         Some(600),
@@ -61,7 +66,7 @@ fn several_contacts_with_their_own_expiry() {
 
 #[test]
 fn default_and_maximum_expiry() {
-    let mut r = Registrar::new(config());
+    let mut r = Registrar::new(config(), own());
     let outcome = r
         .register(
             0,
@@ -84,7 +89,7 @@ fn default_and_maximum_expiry() {
 
 #[test]
 fn too_brief_is_423_with_the_minimum() {
-    let mut r = Registrar::new(config());
+    let mut r = Registrar::new(config(), own());
     let err = r
         .register(
             0,
@@ -99,7 +104,7 @@ fn too_brief_is_423_with_the_minimum() {
 
 #[test]
 fn expires_zero_removes_one_and_star_removes_all() {
-    let mut r = Registrar::new(config());
+    let mut r = Registrar::new(config(), own());
     r.register(
         0,
         "201",
@@ -129,7 +134,7 @@ fn expires_zero_removes_one_and_star_removes_all() {
 
 #[test]
 fn query_without_contact_lists_bindings() {
-    let mut r = Registrar::new(config());
+    let mut r = Registrar::new(config(), own());
     r.register(
         0,
         "201",
@@ -146,7 +151,7 @@ fn query_without_contact_lists_bindings() {
 
 #[test]
 fn out_of_order_and_too_many() {
-    let mut r = Registrar::new(config());
+    let mut r = Registrar::new(config(), own());
     r.register(
         0,
         "201",
@@ -180,7 +185,7 @@ fn restored_bindings_are_served() {
         source: source(),
         q: None,
     };
-    let r = Registrar::from_bindings(config(), vec![("201".into(), binding.clone())]);
+    let r = Registrar::from_bindings(config(), own(), vec![("201".into(), binding.clone())]);
     assert_eq!(r.lookup(100, "201"), [binding]);
     assert!(r.lookup(500, "201").is_empty());
 }
@@ -193,7 +198,7 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
         protocol: Protocol::Tcp,
         addr: "127.0.0.1:40000".parse().unwrap(),
     };
-    let mut r = Registrar::new(config());
+    let mut r = Registrar::new(config(), own());
     let changes =
         |r: &mut Registrar| std::iter::from_fn(|| r.poll_source_change()).collect::<Vec<_>>();
     r.register(
@@ -250,6 +255,7 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
     );
     let restored = Registrar::from_bindings(
         config(),
+        own(),
         vec![(
             "203".into(),
             Binding {
@@ -264,4 +270,46 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
     );
     let mut restored = restored;
     assert_eq!(changes(&mut restored).len(), 1);
+}
+
+/// A contact naming the gateway's own address would make every call to the extension come
+/// back to the gateway: refused with 403, nothing stored. Removing such a binding is fine.
+#[test]
+fn a_contact_naming_the_gateway_itself_is_refused() {
+    let mut r = Registrar::new(config(), own());
+    for contact in [
+        "<sip:201@127.0.0.1:5060>",
+        "<sip:201@127.0.0.1>",
+        "<sip:201@127.0.0.1:5060;transport=tcp>",
+        "<sip:201@0.0.0.0:5060>",
+        "<sip:201@192.0.2.9:5070>, <sip:201@127.0.0.1:5060>",
+    ] {
+        let msg = register(contact, Some(600), "loop", 1);
+        let error = r.register(1000, "201", &msg, source()).unwrap_err();
+        assert!(matches!(error, RegisterError::OwnAddress(_)), "{contact}");
+        assert_eq!(error.status().0, 403);
+        assert!(r.lookup(1000, "201").is_empty(), "{contact}");
+    }
+    for other in [
+        "<sip:201@127.0.0.1:5071>",
+        "<sip:201@127.0.0.2:5060>",
+        "<sips:201@127.0.0.1>",
+        "<sip:201@phone.example.com:5060>",
+    ] {
+        let msg = register(other, Some(600), other, 1);
+        let mut fresh = Registrar::new(config(), own());
+        assert!(
+            fresh.register(1000, "201", &msg, source()).is_ok(),
+            "{other}"
+        );
+    }
+    let removal = register("<sip:201@127.0.0.1:5060>", Some(0), "loop", 2);
+    assert!(r.register(1000, "201", &removal, source()).is_ok());
+
+    let mut any = Registrar::new(config(), "0.0.0.0:5060".parse().unwrap());
+    let msg = register("<sip:201@127.0.0.1:5060>", Some(600), "any", 1);
+    assert!(
+        any.register(1000, "201", &msg, source()).is_err(),
+        "listening on every address: loopback is ours too"
+    );
 }

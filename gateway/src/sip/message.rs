@@ -14,7 +14,7 @@ use ezk_sip_types::msg::{Line, PullParser};
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::uri::SipUri;
 use ezk_sip_types::{Headers, Method, Name};
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 /// The largest message we accept; larger ones are rejected (RFC 3261 §18.1.1 keeps UDP well
 /// under this, and TCP peers sending more are misbehaving or hostile).
@@ -29,6 +29,16 @@ pub enum ParseError {
     /// The first line is neither `METHOD URI SIP/x.y` nor `SIP/x.y CODE reason`.
     #[error("malformed start line: {0}")]
     StartLine(String),
+    /// The first line ends in a SIP version, so it is a request line, but not
+    /// `METHOD Request-URI SIP/x.y`: `problem` says what is wrong (an empty method,
+    /// whitespace inside the Request-URI as in RFC 4475 §3.1.2.8...).
+    #[error("malformed request line ({problem}): {line}")]
+    RequestLine {
+        /// What is wrong, fit for a reason phrase.
+        problem: &'static str,
+        /// The line, shortened.
+        line: String,
+    },
     /// A header line has no `name:` part.
     #[error("malformed header line: {0}")]
     HeaderLine(String),
@@ -781,6 +791,29 @@ impl SipMessage {
     /// Serialises the message; Content-Length is always written from the body.
     pub fn to_bytes(&self) -> Bytes {
         let mut out = String::with_capacity(512 + self.body.len());
+        self.write_head(&mut out);
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        Bytes::from(bytes)
+    }
+
+    /// The length of [`SipMessage::to_bytes`], counted without building the bytes.
+    pub fn encoded_len(&self) -> usize {
+        /// A writer that only counts.
+        struct Count(usize);
+        impl fmt::Write for Count {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0 += s.len();
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        self.write_head(&mut count);
+        count.0 + self.body.len()
+    }
+
+    /// Writes the start line, the headers (Content-Length from the body) and the empty line.
+    fn write_head(&self, out: &mut impl fmt::Write) {
         match &self.start {
             StartLine::Request(line) => {
                 let _ = write!(out, "{} {} SIP/2.0\r\n", line.method, line.uri);
@@ -796,9 +829,6 @@ impl SipMessage {
             let _ = write!(out, "{}: {}\r\n", name.as_print_str(), value);
         }
         let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        Bytes::from(bytes)
     }
 
     /// Builds a response to this request (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq
@@ -900,14 +930,27 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
             version: version.to_string(),
         }));
     }
-    let [method, uri, version] = parts.as_slice() else {
-        return Err(bad());
+    let request_line = |problem| ParseError::RequestLine {
+        problem,
+        line: truncate(line),
     };
-    if !method.bytes().all(is_token_byte) {
-        return Err(bad());
-    }
+    let ends_in_version = parts.len() >= 2 && parts.last().is_some_and(|v| v.starts_with("SIP/"));
+    let [method, uri, version] = parts.as_slice() else {
+        return Err(match parts.as_slice() {
+            _ if !ends_in_version => bad(),
+            // ` sip:x SIP/2.0`: the first word is already the URI.
+            [first, _] if line.starts_with([' ', '\t']) || first.contains(':') => {
+                request_line("empty method")
+            }
+            [_, _] => request_line("no Request-URI"),
+            _ => request_line("whitespace in the Request-URI"),
+        });
+    };
     if !version.starts_with("SIP/") {
         return Err(bad());
+    }
+    if !method.bytes().all(is_token_byte) {
+        return Err(request_line("method is not a token"));
     }
     // ezk's parsers slice into the buffer they are given: the text must borrow from it.
     let owned = Bytes::copy_from_slice(method.as_bytes());

@@ -3,6 +3,8 @@
 pub mod framing;
 pub mod ids;
 pub mod message;
+pub mod response_route;
+pub mod target;
 pub mod transaction;
 pub mod uri;
 pub mod validate;

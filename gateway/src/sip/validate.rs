@@ -336,8 +336,9 @@ fn raw_headers(text: &str) -> Vec<(Name, String)> {
         .collect()
 }
 
-/// For a request that could not be parsed, a best-effort 400 when the headers needed to
-/// answer (Via, From, To, Call-ID, CSeq) can be recovered; None means drop it.
+/// For a request that could not be parsed, a best-effort 400 naming the problem when the
+/// headers needed to answer (Via, From, To, Call-ID, CSeq) can be recovered; None means
+/// drop it.
 pub fn reject_unparseable(bytes: &[u8], error: &ParseError) -> Option<SipMessage> {
     if matches!(error, ParseError::NotUtf8) && std::str::from_utf8(bytes).is_err() {
         // Only the head must be text; find it and retry on that part.
@@ -345,6 +346,23 @@ pub fn reject_unparseable(bytes: &[u8], error: &ParseError) -> Option<SipMessage
         std::str::from_utf8(&bytes[..end]).ok()?;
     }
     answer_raw_request(bytes, 400, &format!("Bad Request ({})", reason_for(error)))
+}
+
+/// [`reject_unparseable`] for a datagram: the answer is never larger than the request, as
+/// anyone can send a broken request over UDP from a forged address and the gateway must
+/// not amplify it. When the reason's detail makes the answer too large it is plain
+/// "Bad Request"; when even that is larger (a small request of compact header names),
+/// None: nothing is sent. (Over TCP the handshake proved the source: the framer answers
+/// with [`reject_unparseable`].)
+pub fn reject_unparseable_datagram(bytes: &[u8], error: &ParseError) -> Option<SipMessage> {
+    let fits = |answer: &SipMessage| answer.encoded_len() <= bytes.len();
+    let mut answer = reject_unparseable(bytes, error)?;
+    if !fits(&answer) {
+        if let StartLine::Response(line) = &mut answer.start {
+            line.reason = "Bad Request".into();
+        }
+    }
+    fits(&answer).then_some(answer)
 }
 
 /// A stateless answer (`code`, `reason`) to a request that could not be parsed (or not
@@ -399,6 +417,7 @@ fn reason_for(error: &ParseError) -> String {
     let text = match error {
         ParseError::BodyTruncated { .. } => "Content-Length larger than body".to_string(),
         ParseError::ContentLength(detail) => format!("invalid Content-Length {detail}"),
+        ParseError::RequestLine { problem, .. } => (*problem).to_string(),
         other => other.to_string(),
     };
     // A reason phrase cannot hold CR/LF.
@@ -455,6 +474,68 @@ mod tests {
         assert_eq!(check(&media).unwrap_err().code, 415);
         let accept = format!("INVITE sip:b@h SIP/2.0\r\n{BASE}CSeq: 1 INVITE\r\nAccept: text/nonsense\r\nl: 0\r\n\r\n");
         assert_eq!(check(&accept).unwrap_err().code, 406);
+    }
+
+    #[test]
+    fn broken_request_lines_get_a_400_naming_the_problem() {
+        let rest = format!("{BASE}CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+        for (line, problem) in [
+            // RFC 4475 §3.1.2.8 (lwsruri)
+            (
+                "INVITE sip:user@example.com; lr SIP/2.0",
+                "whitespace in the Request-URI",
+            ),
+            (" sip:x SIP/2.0", "empty method"),
+            ("sip:x SIP/2.0", "empty method"),
+            ("INVITE SIP/2.0", "no Request-URI"),
+            ("IN<VITE sip:x SIP/2.0", "method is not a token"),
+        ] {
+            let text = format!("{line}\r\n{rest}");
+            let error = SipMessage::parse_datagram(text.as_bytes()).unwrap_err();
+            let answer = reject_unparseable(text.as_bytes(), &error)
+                .unwrap_or_else(|| panic!("{line:?}: {error} not answered"));
+            assert!(
+                matches!(&answer.start, StartLine::Response(l)
+                    if l.code == 400 && l.reason == format!("Bad Request ({problem})")),
+                "{line:?}: {:?}",
+                answer.start
+            );
+        }
+        // The RFC 4475 message itself, over UDP: the answer fits with its detail.
+        let lwsruri = include_bytes!("../../tests/fixtures/rfc4475/lwsruri.dat");
+        let error = SipMessage::parse_datagram(lwsruri).unwrap_err();
+        let answer = reject_unparseable_datagram(lwsruri, &error).unwrap();
+        assert!(matches!(&answer.start, StartLine::Response(l)
+            if l.reason == "Bad Request (whitespace in the Request-URI)"));
+    }
+
+    #[test]
+    fn answers_to_broken_requests_are_never_larger_than_them() {
+        // Compact names and a bare To: the answer spells the names out and adds a tag.
+        let (mut detailed, mut plain, mut silent) = (0, 0, 0);
+        for pad in 0..120 {
+            let text = format!(
+                "INVITE sip:a; b SIP/2.0\r\nv:SIP/2.0/UDP h\r\nf:<sip:a@h>;tag=1\r\nt:<sip:b@h>\r\n\
+i:x\r\nCSeq:1 INVITE\r\nX:{}\r\n\r\n",
+                "p".repeat(pad)
+            );
+            let error = SipMessage::parse_datagram(text.as_bytes()).unwrap_err();
+            match reject_unparseable_datagram(text.as_bytes(), &error) {
+                None => silent += 1,
+                Some(answer) => {
+                    assert!(answer.encoded_len() <= text.len(), "{pad}");
+                    assert_eq!(answer.encoded_len(), answer.to_bytes().len());
+                    match &answer.start {
+                        StartLine::Response(l) if l.reason == "Bad Request" => plain += 1,
+                        _ => detailed += 1,
+                    }
+                }
+            }
+        }
+        assert!(
+            detailed > 0 && plain > 0 && silent > 0,
+            "{detailed} {plain} {silent}"
+        );
     }
 
     #[test]

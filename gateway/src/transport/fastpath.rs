@@ -1,8 +1,8 @@
 //! SIP over UDP on the fast path: a `fastpath` worker owns the socket, pre-parses each
 //! datagram on its own thread (malformed ones are dropped and counted there, never reaching
-//! the control plane), and hands bytes, keys and source to the control plane through a
-//! crossbeam queue per shard, chosen by Call-ID. The control plane's sends go back through
-//! the worker's ring.
+//! the control plane, except broken requests it can still answer with 400), and hands
+//! bytes, keys and source to the control plane through a crossbeam queue per shard, chosen
+//! by Call-ID. The control plane's sends go back through the worker's ring.
 
 use super::{Peer, Protocol, Transport, TransportError};
 use crate::config::FastpathConfig;
@@ -129,6 +129,43 @@ pub(crate) fn shard_queues(shards: usize, capacity: usize) -> (ShardSenders, Sha
     )
 }
 
+/// What the fast path does with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Triage {
+    /// CRLFs or NULs only (RFC 5626 / NAT keep-alive): nothing to do.
+    KeepAlive,
+    /// Hand it to the control plane: `shard`'s queue for `class`.
+    Queue {
+        /// The control-plane shard (by Call-ID).
+        shard: usize,
+        /// Its overload class.
+        class: Class,
+    },
+    /// Not SIP the control plane could act on: dropped and counted.
+    Drop(PreParseError),
+}
+
+/// Pre-parses a datagram and decides where it goes. A request the pre-parser cannot key
+/// but the control plane can still answer (a malformed request line, Call-ID or CSeq:
+/// [`PreParseError::answerable`]) goes to shard 0 as a new request, so it gets its 400
+/// (stateless, never larger than the request) instead of silence; it belongs to no call.
+fn triage(bytes: &[u8], shards: usize) -> Triage {
+    if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Triage::KeepAlive;
+    }
+    match preparse(bytes) {
+        Ok(keys) => Triage::Queue {
+            shard: shard_of(keys.call_id, shards),
+            class: class_of(&keys),
+        },
+        Err(error) if error.answerable() && !bytes.starts_with(b"SIP/") => Triage::Queue {
+            shard: 0,
+            class: Class::New,
+        },
+        Err(error) => Triage::Drop(error),
+    }
+}
+
 /// Datagrams the fast path dropped because a queue to the control plane was full.
 #[derive(Debug, Default)]
 pub struct QueueDrops {
@@ -162,20 +199,10 @@ impl FastpathUdpTransport {
         let queue_drops = Arc::new(QueueDrops::default());
         let drops = queue_drops.clone();
         let handler = move |_: &mut Io, _socket: usize, from: SocketAddr, bytes: &[u8]| {
-            if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
-                return; // keep-alive
-            }
-            let (shard, class) = match preparse(bytes) {
-                Ok(keys) => (
-                    shard_of(keys.call_id, queues.priority.len()),
-                    class_of(&keys),
-                ),
-                // A request without a usable Call-ID or CSeq still gets its 400 from the
-                // control plane (any shard will do: it belongs to no call).
-                Err(PreParseError::CallId | PreParseError::CSeq) if !bytes.starts_with(b"SIP/") => {
-                    (0, Class::New)
-                }
-                Err(error) => {
+            let (shard, class) = match triage(bytes, queues.priority.len()) {
+                Triage::KeepAlive => return,
+                Triage::Queue { shard, class } => (shard, class),
+                Triage::Drop(error) => {
                     let dropped = counter.fetch_add(1, Ordering::Relaxed) + 1;
                     if dropped <= LOGGED_DROPS || dropped % 1000 == 0 {
                         tracing::warn!(
@@ -266,4 +293,57 @@ pub enum FastpathBindError {
     /// The worker could not start.
     #[error("{0}")]
     Worker(fastpath::udp::FastpathError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADERS: &str = "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
+To: <sip:b@h>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn broken_requests_reach_the_control_plane_for_their_400() {
+        let new_request = Triage::Queue {
+            shard: 0,
+            class: Class::New,
+        };
+        let lwsruri = include_bytes!("../../tests/fixtures/rfc4475/lwsruri.dat");
+        assert_eq!(triage(lwsruri, 4), new_request, "RFC 4475 §3.1.2.8");
+        for line in [" sip:x SIP/2.0", "OPTIONS sip:a b SIP/2.0"] {
+            let text = format!("{line}\r\n{HEADERS}");
+            assert_eq!(triage(text.as_bytes(), 4), new_request, "{line:?}");
+        }
+        let no_call_id = format!(
+            "OPTIONS sip:x SIP/2.0\r\n{}",
+            HEADERS.replace("Call-ID: c1\r\n", "")
+        );
+        assert_eq!(triage(no_call_id.as_bytes(), 4), new_request);
+    }
+
+    #[test]
+    fn garbage_responses_and_keep_alives_are_not_queued() {
+        assert_eq!(triage(b"\r\n\r\n", 4), Triage::KeepAlive);
+        assert_eq!(
+            triage(b"hello world\r\n\r\n", 4),
+            Triage::Drop(PreParseError::StartLine)
+        );
+        let response = format!(
+            "SIP/2.0 200 OK\r\n{}",
+            HEADERS.replace("Call-ID: c1\r\n", "")
+        );
+        assert_eq!(
+            triage(response.as_bytes(), 4),
+            Triage::Drop(PreParseError::CallId),
+            "a broken response is never answered"
+        );
+        let ok = format!("OPTIONS sip:x SIP/2.0\r\n{HEADERS}");
+        assert!(matches!(
+            triage(ok.as_bytes(), 4),
+            Triage::Queue {
+                class: Class::Priority | Class::New,
+                ..
+            }
+        ));
+    }
 }

@@ -86,6 +86,7 @@ pub struct Outgoing {
 }
 
 pub mod fastpath;
+pub mod mtu;
 pub mod tcp;
 pub mod udp;
 

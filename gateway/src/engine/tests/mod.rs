@@ -218,6 +218,10 @@ Call-ID: reg-{ext}-{port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{ext}@127.0.0.1:{
 
 fn invite(from_ext: &str, to: &str, port: u16, call_id: &str) -> String {
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    invite_with_sdp(from_ext, to, port, call_id, sdp)
+}
+
+fn invite_with_sdp(from_ext: &str, to: &str, port: u16, call_id: &str, sdp: &str) -> String {
     format!(
         "INVITE sip:{to}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id};rport\r\n\
 Max-Forwards: 70\r\nFrom: \"Caller\" <sip:{from_ext}@127.0.0.1>;tag=a{port}\r\nTo: <sip:{to}@127.0.0.1>\r\n\
@@ -578,6 +582,176 @@ fn garbage_is_dropped_and_counted() {
     h.send(udp(5099), "\u{1}\u{2}this is not SIP at all");
     assert!(h.sent().is_empty());
     assert_eq!(h.engine.stats().undecodable_dropped, 1);
+}
+
+/// RFC 3261 §18.2.2: without `rport` in the top Via a response goes to the Via's port (at
+/// the source address), 5060 when it names none; with `rport`, to the source port (RFC
+/// 3581). The same for transaction responses, stateless answers and rejections.
+#[test]
+fn responses_go_to_the_via_port_unless_rport_asks_for_the_source_port() {
+    let mut h = Harness::new();
+    let request = |method: &str, n: u32, sent_by: &str, params: &str| {
+        format!(
+            "{method} sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {sent_by};branch=z9hG4bKvia{n}{params}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:202@127.0.0.1>;tag=v{n}\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: via{n}\r\n\
+CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let destinations = |h: &mut Harness, text: &str| -> Vec<(u16, u16)> {
+        h.send(udp(40001), text);
+        h.sent()
+            .iter()
+            .filter_map(|(peer, msg)| Some((msg.status()?, peer.addr.port())))
+            .collect()
+    };
+    let cases = [
+        ("OPTIONS", "127.0.0.1:5071", "", vec![(200, 5071)]),
+        ("OPTIONS", "127.0.0.1:5071", ";rport", vec![(200, 40001)]),
+        ("OPTIONS", "127.0.0.1", "", vec![(200, 5060)]),
+        ("REGISTER", "127.0.0.1:5071", "", vec![(401, 5071)]),
+        ("INVITE", "127.0.0.1:5071", "", vec![(407, 5071)]),
+        ("INVITE", "127.0.0.1:5071", ";rport", vec![(407, 40001)]),
+        ("FROBNICATE", "127.0.0.1:5071", "", vec![(501, 5071)]),
+    ];
+    for (n, (method, sent_by, params, expected)) in cases.into_iter().enumerate() {
+        let text = request(method, n as u32, sent_by, params);
+        assert_eq!(
+            destinations(&mut h, &text),
+            expected,
+            "{method} via {sent_by}{params}"
+        );
+    }
+}
+
+/// A phone (or an attacker with its password) registering the gateway's own address would
+/// make calls to the extension loop back into the gateway: 403, nothing bound.
+#[test]
+fn a_registration_naming_the_gateway_itself_is_refused() {
+    let mut h = Harness::new();
+    let text = "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKloop;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:201@127.0.0.1>;tag=l1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: loop-201\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:201@127.0.0.1:5060>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+    let replies = h.request_with_auth(udp(5071), text, "201", "pw201");
+    assert_eq!(statuses(&replies), [403]);
+    assert!(h.store.load_bindings(h.now.unix()).unwrap().is_empty());
+    assert!(statuses(&h.dial("201", "to-loop")).contains(&480));
+}
+
+/// An offer of about 60 KB: whatever carries it, the INVITE is far above the UDP limit.
+fn huge_sdp() -> String {
+    let mut sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n".to_string();
+    while sdp.len() < 60_000 {
+        sdp.push_str("a=x-padding:0123456789abcdef0123456789abcdef0123456789abcdef\r\n");
+    }
+    sdp
+}
+
+/// 201 registers from port 5071 over `protocol` with `contact`.
+fn register_contact(h: &mut Harness, protocol: Protocol, contact: &str) {
+    let text = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKregc;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:201@127.0.0.1>;tag=rc\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: regc-201\r\n\
+CSeq: 1 REGISTER\r\nContact: {contact}\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    let from = Peer {
+        protocol,
+        addr: "127.0.0.1:5071".parse().unwrap(),
+    };
+    assert_eq!(
+        statuses(&h.request_with_auth(from, &text, "201", "pw201")),
+        [200]
+    );
+}
+
+/// RFC 3261 §18.1.1: a forked INVITE above 1300 bytes (MTU - 200) is never sent over UDP.
+/// To a phone registered over UDP with a plain Contact it is not sent at all, and the caller
+/// gets 513 (there is no other fork); before, 60 KB went out in one UDP datagram.
+#[test]
+fn an_invite_too_large_for_udp_is_not_forked_over_udp() {
+    let mut h = Harness::new();
+    register_contact(&mut h, Protocol::Udp, "<sip:201@127.0.0.1:5071>");
+    let text = invite_with_sdp("202", "201", 5072, "huge-udp", &huge_sdp());
+    let out = h.request_with_auth(udp(5072), &text, "202", "pw202");
+    assert!(requests(&out, "INVITE").is_empty(), "nothing forked");
+    assert!(
+        out.iter()
+            .all(|(_, m)| m.to_bytes().len() <= 1300 || m.is_request()),
+        "no large answer either"
+    );
+    assert!(statuses(&out).contains(&513), "{:?}", statuses(&out));
+
+    // A small INVITE still goes over UDP as before.
+    let out = h.dial("201", "small-udp");
+    let forked = requests(&out, "INVITE");
+    assert_eq!(forked.len(), 1);
+    assert_eq!(forked[0].0, udp(5071));
+}
+
+/// The same INVITE to a phone whose Contact says transport=tcp goes over TCP to the
+/// Contact's address, its Via and Contact saying TCP; to a phone registered over TCP, over
+/// that TCP as before.
+#[test]
+fn an_invite_too_large_for_udp_goes_over_tcp_where_the_phone_takes_it() {
+    let mut h = Harness::new();
+    register_contact(
+        &mut h,
+        Protocol::Udp,
+        "<sip:201@127.0.0.1:5080;transport=tcp>",
+    );
+    let text = invite_with_sdp("202", "201", 5072, "huge-tcp", &huge_sdp());
+    let out = h.request_with_auth(udp(5072), &text, "202", "pw202");
+    let forked = requests(&out, "INVITE");
+    assert_eq!(forked.len(), 1);
+    let (peer, invite) = forked[0];
+    assert_eq!(
+        *peer,
+        Peer {
+            protocol: Protocol::Tcp,
+            addr: "127.0.0.1:5080".parse().unwrap()
+        }
+    );
+    assert!(invite
+        .header(&Name::VIA)
+        .unwrap()
+        .starts_with("SIP/2.0/TCP "));
+    assert!(invite
+        .header(&Name::CONTACT)
+        .unwrap()
+        .contains("transport=tcp"));
+    assert!(invite.body.len() >= 60_000);
+    assert!(!statuses(&out).contains(&513));
+
+    let mut h = Harness::new();
+    register_contact(
+        &mut h,
+        Protocol::Tcp,
+        "<sip:201@127.0.0.1:5081;transport=tcp>",
+    );
+    let text = invite_with_sdp("202", "201", 5072, "huge-tcp2", &huge_sdp());
+    let out = h.request_with_auth(udp(5072), &text, "202", "pw202");
+    let forked = requests(&out, "INVITE");
+    assert_eq!(forked.len(), 1);
+    assert_eq!(forked[0].0.protocol, Protocol::Tcp);
+}
+
+/// A re-INVITE too large for UDP toward a UDP-only callee is not relayed: 513 to its sender.
+#[test]
+fn a_re_invite_too_large_for_udp_is_answered_513() {
+    let mut h = Harness::new();
+    let call = establish(&mut h, "huge-re");
+    let sdp = huge_sdp();
+    h.send(
+        udp(5072),
+        &format!(
+            "INVITE sip:gw@127.0.0.1:5060 SIP/2.0\r\n{}CSeq: 3 INVITE\r\nContact: <sip:202@127.0.0.1:5072>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            call.caller_headers("huge-re", "re1"),
+            sdp.len()
+        ),
+    );
+    let out = h.sent();
+    assert!(requests(&out, "INVITE").is_empty());
+    assert!(statuses(&out).contains(&513), "{:?}", statuses(&out));
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod tests;
 pub use timers::TimerConfig;
 
 use crate::sip::message::SipMessage;
+use crate::sip::response_route::response_destination;
 use crate::transport::{Outgoing, Peer};
 use client::{ClientAction, ClientTx};
 use ezk_sip_types::Method;
@@ -120,7 +121,10 @@ struct ClientEntry {
 struct ServerEntry {
     tx: ServerTx,
     key: ServerKey,
+    /// Where the request came from.
     peer: Peer,
+    /// Where its responses go (RFC 3261 §18.2.2, RFC 3581).
+    reply_to: Peer,
     ack_key: Option<AckKey>,
     /// An INVITE owed its 100 Trying: sent at the next transmit unless the transaction
     /// user answered first (RFC 3261 §17.2.1), so a request answered at once (a stateless
@@ -280,6 +284,7 @@ impl TxLayer {
                 tx,
                 key,
                 peer,
+                reply_to: response_destination(&msg, peer),
                 ack_key: None,
                 trying_owed: method == Method::INVITE,
             },
@@ -451,9 +456,16 @@ impl TxLayer {
         self.apply_server_actions(tx, actions);
     }
 
-    /// Sends a message outside any transaction (ACK for a 2xx, stateless answers).
+    /// Sends a message outside any transaction (ACK for a 2xx, stateless answers): a
+    /// request to `peer`, a response to a request received from `peer` where RFC 3261
+    /// §18.2.2 says.
     pub fn send_stateless(&mut self, msg: SipMessage, peer: Peer) {
-        self.transmit(peer, msg.to_bytes());
+        let to = if msg.is_request() {
+            peer
+        } else {
+            response_destination(&msg, peer)
+        };
+        self.transmit(to, msg.to_bytes());
     }
 
     /// Where a server transaction's request came from.
@@ -476,10 +488,10 @@ impl TxLayer {
     /// no memory and never more than one response per request (as Kamailio's stateless
     /// replies).
     pub fn respond_statelessly(&mut self, tx: ServerTxId, msg: SipMessage) {
-        let Some(peer) = self.servers.get(&tx).map(|entry| entry.peer) else {
+        let Some(to) = self.servers.get(&tx).map(|entry| entry.reply_to) else {
             return;
         };
-        self.transmit(peer, msg.to_bytes());
+        self.transmit(to, msg.to_bytes());
         self.forget_server(tx);
     }
 
@@ -590,10 +602,10 @@ impl TxLayer {
         let Some(entry) = self.servers.get(&id) else {
             return;
         };
-        let peer = entry.peer;
+        let to = entry.reply_to;
         for action in actions {
             match action {
-                ServerAction::Transmit(bytes) => self.transmit(peer, bytes),
+                ServerAction::Transmit(bytes) => self.transmit(to, bytes),
                 ServerAction::AckTimeout => {
                     self.events.push_back(TxEvent::AckTimeout { invite: id });
                 }
