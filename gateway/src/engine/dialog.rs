@@ -3,7 +3,7 @@
 
 use crate::sip::ids;
 use crate::sip::message::{RequestUri, SipMessage};
-use crate::transport::mtu::{route_by_size, SizeRoute, UDP_REQUEST_LIMIT};
+use crate::transport::mtu::{route_by_size, SizeRoute, UDP_ONLY_LIMIT, UDP_REQUEST_LIMIT};
 use crate::transport::Peer;
 use bytesstr::BytesStr;
 use ezk_sip_types::{Headers, Method, Name};
@@ -120,13 +120,15 @@ impl Dialog {
     }
 }
 
-/// A request too large for UDP toward a far end not known to take TCP (RFC 3261 §18.1.1,
-/// see [`crate::transport::mtu`]): it is not sent.
+/// A request larger than [`UDP_ONLY_LIMIT`] toward a far end not known to take TCP (RFC 3261
+/// §18.1.1, see [`crate::transport::mtu`]): it is not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "request of {size} bytes is larger than the {limit} bytes UDP may carry (RFC 3261 §18.1.1) \
-     and the far end takes no TCP: have the phone register over TCP or with transport=tcp",
-    limit = UDP_REQUEST_LIMIT
+    "request of {size} bytes is larger than the {limit} bytes sent over UDP to a phone \
+     that takes no TCP (RFC 3261 §18.1.1 wants TCP above {mtu_limit}): have the phone \
+     register over TCP or with transport=tcp",
+    limit = UDP_ONLY_LIMIT,
+    mtu_limit = UDP_REQUEST_LIMIT
 )]
 pub struct RequestTooLarge {
     /// The request's size in bytes.

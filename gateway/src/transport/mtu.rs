@@ -6,9 +6,12 @@
 //! The gateway never knows the path MTU, so [`UDP_REQUEST_LIMIT`] applies. A larger request
 //! goes over TCP when the far end takes TCP: its URI (the registered Contact, a dialog's
 //! remote target) says `transport=tcp`, or it is already reached over TCP (registered over
-//! TCP). Otherwise nothing RFC-conforming can carry it, and it is not sent: the caller of a
-//! fork gets `513 Message Too Large` (RFC 3261 §21.5.14) when no other fork answers, so the
-//! operator sees why (and can make the phone register over TCP).
+//! TCP). A far end that takes only UDP (most phones registered over UDP) still gets a request
+//! of up to [`UDP_ONLY_LIMIT`] over UDP, fragmented, as every PBX does: refusing it would
+//! lose the call of a phone that merely sent a rich offer. Anything larger is not sent: the
+//! caller of a fork gets `513 Message Too Large` (RFC 3261 §21.5.14) when no other fork
+//! answers, so the operator sees why (and can make the phone register over TCP), and a 60 KB
+//! INVITE is never fanned out as 45 fragments per phone.
 //!
 //! Responses are not bound by this rule (§18.2.1 has none; they follow their request).
 
@@ -22,6 +25,10 @@ pub const ASSUMED_PATH_MTU: usize = 1500;
 /// keeps free (1300, the figure the RFC names for an unknown MTU).
 pub const UDP_REQUEST_LIMIT: usize = ASSUMED_PATH_MTU - 200;
 
+/// The largest request sent over UDP to a far end not known to take TCP (a few fragments;
+/// phones' receive buffers commonly hold 4-8 KiB).
+pub const UDP_ONLY_LIMIT: usize = 4096;
+
 /// How a request of some size may travel to a far end first reached at some peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SizeRoute {
@@ -29,7 +36,8 @@ pub enum SizeRoute {
     Keep,
     /// Over TCP to this peer instead of UDP.
     Tcp(Peer),
-    /// Too large for UDP, and the far end is not known to take TCP: not to be sent.
+    /// Larger than [`UDP_ONLY_LIMIT`], and the far end is not known to take TCP: not to be
+    /// sent.
     TooLarge,
 }
 
@@ -45,6 +53,7 @@ pub fn route_by_size(peer: Peer, target: &str, len: usize, tcp_served: bool) -> 
             protocol: Protocol::Tcp,
             addr: uri.addr(),
         }),
+        _ if len <= UDP_ONLY_LIMIT => SizeRoute::Keep,
         _ => SizeRoute::TooLarge,
     }
 }
@@ -66,7 +75,16 @@ mod tests {
         let udp = peer(Protocol::Udp);
         let plain = "sip:201@192.0.2.9:5070";
         assert_eq!(route_by_size(udp, plain, 1300, true), SizeRoute::Keep);
-        assert_eq!(route_by_size(udp, plain, 1301, true), SizeRoute::TooLarge);
+        assert_eq!(
+            route_by_size(udp, plain, 1301, true),
+            SizeRoute::Keep,
+            "a UDP-only phone still gets a request of a few fragments"
+        );
+        assert_eq!(route_by_size(udp, plain, UDP_ONLY_LIMIT, true), SizeRoute::Keep);
+        assert_eq!(
+            route_by_size(udp, plain, UDP_ONLY_LIMIT + 1, true),
+            SizeRoute::TooLarge
+        );
         assert_eq!(
             route_by_size(peer(Protocol::Tcp), plain, 60_000, true),
             SizeRoute::Keep,

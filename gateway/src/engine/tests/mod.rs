@@ -663,9 +663,10 @@ CSeq: 1 REGISTER\r\nContact: {contact}\r\nExpires: 600\r\nContent-Length: 0\r\n\
     );
 }
 
-/// RFC 3261 §18.1.1: a forked INVITE above 1300 bytes (MTU - 200) is never sent over UDP.
-/// To a phone registered over UDP with a plain Contact it is not sent at all, and the caller
-/// gets 513 (there is no other fork); before, 60 KB went out in one UDP datagram.
+/// RFC 3261 §18.1.1: a forked INVITE far above 1300 bytes (MTU - 200) is never sent over
+/// UDP. To a phone registered over UDP with a plain Contact a 60 KB one is not sent at all
+/// (more than `UDP_ONLY_LIMIT`), and the caller gets 513 (there is no other fork); before,
+/// 60 KB went out in one UDP datagram. An INVITE of a few fragments still goes.
 #[test]
 fn an_invite_too_large_for_udp_is_not_forked_over_udp() {
     let mut h = Harness::new();
@@ -680,11 +681,17 @@ fn an_invite_too_large_for_udp_is_not_forked_over_udp() {
     );
     assert!(statuses(&out).contains(&513), "{:?}", statuses(&out));
 
-    // A small INVITE still goes over UDP as before.
+    // A small INVITE still goes over UDP as before, and so does one of 2-3 KB (a rich offer).
     let out = h.dial("201", "small-udp");
     let forked = requests(&out, "INVITE");
     assert_eq!(forked.len(), 1);
     assert_eq!(forked[0].0, udp(5071));
+    let rich_offer: String = huge_sdp().split_inclusive("\r\n").take(30).collect();
+    let text = invite_with_sdp("202", "201", 5072, "rich-udp", &rich_offer);
+    let out = h.request_with_auth(udp(5072), &text, "202", "pw202");
+    let forked = requests(&out, "INVITE");
+    assert_eq!(forked.len(), 1, "{:?}", statuses(&out));
+    assert!(forked[0].1.to_bytes().len() > 1300);
 }
 
 /// The same INVITE to a phone whose Contact says transport=tcp goes over TCP to the
