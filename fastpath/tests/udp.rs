@@ -191,6 +191,54 @@ fn auto_takes_io_uring_here_and_workers_stop_when_dropped() {
     );
 }
 
+#[test]
+fn a_flood_on_one_socket_does_not_starve_another() {
+    for backend in BACKENDS {
+        let (flooded, quiet) = (bound(), bound());
+        fastpath::udp::enlarge_buffers(&flooded, 1 << 20).unwrap();
+        let sender = bound();
+        for i in 0..FLOOD {
+            sender
+                .send_to(&i.to_be_bytes(), flooded.local_addr().unwrap())
+                .unwrap();
+        }
+        sender
+            .send_to(b"quiet", quiet.local_addr().unwrap())
+            .unwrap();
+        // Both are waiting before the worker takes the sockets.
+        for socket in [&flooded, &quiet] {
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            socket.peek_from(&mut [0u8; 8]).unwrap();
+        }
+        let (tx, order) = crossbeam_channel::unbounded();
+        let _worker = Worker::spawn(
+            config(backend),
+            vec![flooded, quiet],
+            move |_: &mut Io, socket: usize, _: SocketAddr, _: &[u8]| {
+                let _ = tx.send(socket);
+            },
+        )
+        .unwrap();
+        let before_quiet = (0..=FLOOD)
+            .position(|_| {
+                order
+                    .recv_timeout(Duration::from_secs(5))
+                    .expect("a datagram within 5 s")
+                    == 1
+            })
+            .unwrap();
+        assert!(
+            before_quiet <= 64,
+            "{backend:?}: the quiet socket's datagram came after {before_quiet} of the flood's"
+        );
+    }
+}
+
+/// Datagrams waiting on the flooded socket.
+const FLOOD: u16 = 300;
+
 /// Counts ticks; built on the worker thread (an `Rc` cannot cross threads).
 struct Ticker {
     ticks: std::rc::Rc<std::cell::Cell<u32>>,
