@@ -169,6 +169,58 @@ fn anchored_sip_calls_send_their_rtp_through_the_relay() {
     }
 }
 
+/// The descriptor number, in process `pid`, of its UDP socket bound to 127.0.0.1:`port`.
+fn udp_socket_fd(pid: u32, port: u16) -> i32 {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap();
+    let local = format!("0100007F:{port:04X}");
+    let inode = table
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(1) == Some(&local.as_str()))
+        .and_then(|fields| fields.get(9).map(|inode| inode.to_string()))
+        .unwrap_or_else(|| panic!("no UDP socket on {local} in {table}"));
+    let link = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|entry| {
+            std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == link.as_str())
+        })
+        .and_then(|entry| entry.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no descriptor of {link} in process {pid}"))
+}
+
+#[test]
+fn a_sip_socket_shut_down_underneath_stops_the_gateway_with_the_cause_and_a_failure_exit() {
+    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+    for backend in ["io_uring", "epoll"] {
+        let mut gateway = gateway_on(backend);
+        assert!(answers_options(&gateway), "{backend}");
+        // Another process takes a copy of the gateway's SIP socket (as one it was passed to
+        // would hold it) and shuts it down for reading: the socket can never receive again.
+        let pid = gateway.pid();
+        let pidfd = pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::empty()).unwrap();
+        let socket = pidfd_getfd(
+            &pidfd,
+            udp_socket_fd(pid, gateway.port),
+            PidfdGetfdFlags::empty(),
+        )
+        .unwrap();
+        // Unconnected UDP answers ENOTCONN, and shuts down all the same.
+        let _ = rustix::net::shutdown(&socket, rustix::net::Shutdown::Read);
+        let status = gateway.wait_for_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{backend}: {}", gateway.log());
+        let log = gateway.log();
+        assert!(
+            log.contains(&format!(
+                "fast path worker sip-fastpath stopped and no longer serves its sockets: socket 0 (127.0.0.1:{}) was shut down for reading",
+                gateway.port
+            )) && log.contains("the gateway stops so that its supervisor restarts it"),
+            "{backend}: the cause is logged: {log}"
+        );
+    }
+}
+
 #[test]
 fn a_udp_only_gateway_keeps_serving() {
     // Only the fast path feeds the control plane here: no TCP task, no analog ports.
