@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::engine::media::MediaCommand;
 use crossbeam_channel::Receiver;
 use fastpath::relay::{LegReport, LegSockets, RelayCommand, RelayConfig, RelayEvent, RelayHandler};
-use fastpath::udp::{BackendKind, FastpathError, SendHandle, Worker, WorkerConfig};
+use fastpath::udp::{BackendKind, FastpathError, SendHandle, Worker, WorkerConfig, WorkerFailure};
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,11 @@ impl MediaRelay {
     /// The backend the relay runs on.
     pub fn backend(&self) -> BackendKind {
         self.worker.backend()
+    }
+
+    /// Calls `report` if the relay's worker stops by itself (no media is relayed any more).
+    pub fn on_failure(&self, report: impl FnOnce(WorkerFailure) + Send + 'static) {
+        self.worker.on_failure(report);
     }
 
     fn bind_pair(&self, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {

@@ -14,6 +14,7 @@ use crate::transport::tcp::policy::TcpLimits;
 use crate::transport::tcp::{TcpSettings, TcpTransport};
 use crate::transport::udp::UdpTransport;
 use crate::transport::{Inbound, Protocol, Transport};
+use fastpath::udp::WorkerFailure;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub enum RunError {
     /// The fast path could not start.
     #[error(transparent)]
     Fastpath(fastpath::udp::FastpathError),
+    /// A fast path worker (SIP over UDP, the media relay, the analog ports) stopped while
+    /// the gateway ran: the gateway stops too, so that its supervisor restarts it.
+    #[error("{0}; the gateway stopped with it")]
+    WorkerStopped(WorkerFailure),
     /// An analog extension names a channel that is not a phone port.
     #[error("extension {number}: analog_channel {channel} {problem}")]
     AnalogExtension {
@@ -264,6 +269,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
 
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
+    let (failures_tx, mut failures) = mpsc::unbounded_channel();
+    let report_to = |failures: &mpsc::UnboundedSender<WorkerFailure>| {
+        let failures = failures.clone();
+        move |failure| {
+            let _ = failures.send(failure);
+        }
+    };
     let listen = config.listen_addr();
     let mut udp: Option<Box<dyn Transport>> = None;
     let mut tcp: Option<TcpTransport> = None;
@@ -306,6 +318,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         bound.backend()
                     ),
                 }
+                bound.on_failure(report_to(&failures_tx));
                 let bound = Arc::new(bound);
                 udp = Some(Box::new(bound.clone()));
                 fast = Some((receivers, bound));
@@ -332,6 +345,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ => None,
     };
     drop(inbound_tx);
+    if let Some(service) = &analog {
+        service.on_failure(report_to(&failures_tx));
+    }
 
     let relay = match config.media.anchor {
         AnchorMode::Never => None,
@@ -345,6 +361,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 config.media.port_max,
                 config.media_ip()
             );
+            relay.on_failure(report_to(&failures_tx));
             Some(relay)
         }
     };
@@ -355,6 +372,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut engine = Engine::new(config, bindings, rand::random(), now);
     tokio::pin!(shutdown);
     let mut inbound_open = true;
+    let mut stopped = None;
     loop {
         // Relay ports first: the SDP about to be sent names them.
         while let Some(command) = engine.poll_media_command() {
@@ -428,6 +446,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     }
                 }
             }
+            Some(failure) = failures.recv() => {
+                tracing::error!("{failure}; the gateway stops so that its supervisor restarts it");
+                stopped = Some(failure);
+                break;
+            }
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 break;
@@ -473,7 +496,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             tracing::info!("{summary}");
         }
     }
-    Ok(())
+    match stopped {
+        Some(failure) => Err(RunError::WorkerStopped(failure)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,28 @@ impl Gateway {
         String::from_utf8_lossy(&output.stderr).to_string()
     }
 
+    /// Polls `listen <port>` until what its far end heard passes `check` (panics after 5 s).
+    pub fn hears(&self, port: u32, what: &str, check: impl Fn(&HashMap<String, String>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if check(&self.analog(&format!("listen {port}"))) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "port {port} never heard {what}");
+            std::thread::sleep(Duration::from_millis(20)); // polling interval
+        }
+    }
+
+    /// Polls `listen <port>` until its far end hears a tone within 5 Hz of one of `hz`.
+    pub fn hears_tone(&self, port: u32, what: &str, hz: &[f32]) {
+        self.hears(port, what, |heard| {
+            heard
+                .get("tone_hz")
+                .and_then(|t| t.parse::<f32>().ok())
+                .is_some_and(|heard| hz.iter().any(|hz| (heard - hz).abs() < 5.0))
+        });
+    }
+
     /// Polls `status <port>` until `key` has `value` (panics after `within`).
     pub fn wait_for_analog(&self, port: u32, key: &str, value: &str, within: Duration) {
         let deadline = Instant::now() + within;

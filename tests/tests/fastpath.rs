@@ -37,13 +37,7 @@ fn analog_audio_crosses(gateway: &Gateway, backend: &str) {
     gateway.wait_for_log("analog port 1: call answered");
     gateway.analog("listen 2");
     gateway.analog("say 1 1004 800");
-    std::thread::sleep(Duration::from_millis(900));
-    let heard = gateway.analog("listen 2");
-    let tone: f32 = heard
-        .get("tone_hz")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("{backend}: 102 heard no tone: {heard:?}"));
-    assert!((tone - 1004.0).abs() < 5.0, "{backend}: heard {tone} Hz");
+    gateway.hears_tone(2, &format!("{backend}: 101's 1004 Hz"), &[1004.0]);
     gateway.analog("hangup 1");
     gateway.analog("hangup 2");
 }
@@ -166,6 +160,58 @@ fn anchored_sip_calls_send_their_rtp_through_the_relay() {
     while !gateway.cdrs().contains("A:") {
         assert!(std::time::Instant::now() < deadline, "{}", gateway.cdrs());
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The descriptor number, in process `pid`, of its UDP socket bound to 127.0.0.1:`port`.
+fn udp_socket_fd(pid: u32, port: u16) -> i32 {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap();
+    let local = format!("0100007F:{port:04X}");
+    let inode = table
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(1) == Some(&local.as_str()))
+        .and_then(|fields| fields.get(9).map(|inode| inode.to_string()))
+        .unwrap_or_else(|| panic!("no UDP socket on {local} in {table}"));
+    let link = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|entry| {
+            std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == link.as_str())
+        })
+        .and_then(|entry| entry.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no descriptor of {link} in process {pid}"))
+}
+
+#[test]
+fn a_sip_socket_shut_down_underneath_stops_the_gateway_with_the_cause_and_a_failure_exit() {
+    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+    for backend in ["io_uring", "epoll"] {
+        let mut gateway = gateway_on(backend);
+        assert!(answers_options(&gateway), "{backend}");
+        // Another process takes a copy of the gateway's SIP socket (as one it was passed to
+        // would hold it) and shuts it down for reading: the socket can never receive again.
+        let pid = gateway.pid();
+        let pidfd = pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::empty()).unwrap();
+        let socket = pidfd_getfd(
+            &pidfd,
+            udp_socket_fd(pid, gateway.port),
+            PidfdGetfdFlags::empty(),
+        )
+        .unwrap();
+        // Unconnected UDP answers ENOTCONN, and shuts down all the same.
+        let _ = rustix::net::shutdown(&socket, rustix::net::Shutdown::Read);
+        let status = gateway.wait_for_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{backend}: {}", gateway.log());
+        let log = gateway.log();
+        assert!(
+            log.contains(&format!(
+                "fast path worker sip-fastpath stopped and no longer serves its sockets: socket 0 (127.0.0.1:{}) was shut down for reading",
+                gateway.port
+            )) && log.contains("the gateway stops so that its supervisor restarts it"),
+            "{backend}: the cause is logged: {log}"
+        );
     }
 }
 

@@ -1,10 +1,17 @@
 //! The portable backend: epoll for readiness, recvmmsg to read up to [`BATCH`] datagrams per
 //! system call, sendmmsg to send the outbox in batches. Used where io_uring is unavailable
 //! (old kernels, `kernel.io_uring_disabled`, seccomp profiles such as Docker's default).
+//!
+//! Sockets are served round-robin: one batch per ready socket per loop turn, so a flood on
+//! one (a relay port under attack) delays the others by one batch, never starves them (the
+//! epoll set is level-triggered, and the kernel reports a socket still readable after the
+//! sockets that became ready meanwhile).
 #![allow(unsafe_code)]
 
+use super::failure::{is_fatal_receive_error, FailureCause};
 use super::sockaddr::{self, RawAddr};
 use super::{Handler, Io, LoopContext, WorkerStats};
+use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::os::fd::{AsFd, RawFd};
 
@@ -40,8 +47,9 @@ impl ReceiveBatch {
         }
     }
 
-    /// Reads up to BATCH datagrams from `fd`; returns how many (0 when none are waiting).
-    fn receive(&mut self, fd: RawFd) -> usize {
+    /// Reads up to BATCH datagrams from `fd`; returns how many (0 when none are waiting,
+    /// or on an error that passes, such as an ICMP error reported on the socket).
+    fn receive(&mut self, fd: RawFd) -> Result<usize, Errno> {
         for i in 0..BATCH {
             self.iovs[i] = libc::iovec {
                 iov_base: self.data[i * self.size..].as_mut_ptr().cast(),
@@ -65,7 +73,13 @@ impl ReceiveBatch {
                 std::ptr::null_mut(),
             )
         };
-        usize::try_from(received).unwrap_or(0)
+        match usize::try_from(received) {
+            Ok(count) => Ok(count),
+            Err(_) => match Errno::last() {
+                errno if is_fatal_receive_error(errno) => Err(errno),
+                _ => Ok(0),
+            },
+        }
     }
 
     /// Datagram `i` of the last receive: source and bytes, or None when truncated.
@@ -211,7 +225,7 @@ fn apply_socket_changes(epoll: &Epoll, io: &mut Io) {
             // Cannot fail for a fresh UDP socket; if it did, the socket would not be served.
             let _ = epoll.add(
                 socket.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, index as u64),
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, index as u64),
             );
         }
     }
@@ -222,74 +236,84 @@ fn apply_socket_changes(epoll: &Epoll, io: &mut Io) {
     }
 }
 
-/// Runs until the worker is stopped.
-pub(super) fn run<H: Handler>(mut context: LoopContext<H>) {
-    let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
-        return;
-    };
-    if epoll
-        .add(
+/// The epoll backend of one worker.
+pub(super) struct Poller {
+    epoll: Epoll,
+}
+
+impl Poller {
+    /// Sets up the epoll set with the worker's waker.
+    pub(super) fn new<H: Handler>(context: &LoopContext<H>) -> std::io::Result<Poller> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(
             &context.waker.fd,
             EpollEvent::new(EpollFlags::EPOLLIN, WAKE),
-        )
-        .is_err()
-    {
-        return;
+        )?;
+        Ok(Poller { epoll })
     }
-    apply_socket_changes(&epoll, &mut context.io);
-    let mut batch = ReceiveBatch::new(context.config.buffer_size);
-    let mut file_buffer = Vec::new();
-    let mut events = vec![EpollEvent::empty(); 64];
-    let shared = context.shared.clone();
-    loop {
-        let timeout = match context.until_tick() {
-            // Rounded up: waking a little late beats spinning until the tick.
-            Some(wait) => EpollTimeout::try_from(wait + std::time::Duration::from_micros(999))
-                .unwrap_or(EpollTimeout::MAX),
-            None => EpollTimeout::NONE,
-        };
-        let ready = match epoll.wait(&mut events, timeout) {
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
-        };
-        for event in &events[..ready] {
-            let key = event.data();
-            if key == WAKE {
-                context.take_queued();
-                continue;
-            }
-            if key & FILE_KEY != 0 {
-                read_file(
-                    &mut context,
-                    &epoll,
-                    (key & !FILE_KEY) as usize,
-                    &mut file_buffer,
-                );
-                continue;
-            }
-            let socket = key as usize;
-            // The socket may be removed while its batch is handled.
-            while let Some(fd) = context.io.fd(socket) {
-                let count = batch.receive(fd);
+
+    /// Runs until the worker is stopped, or fails.
+    pub(super) fn run<H: Handler>(self, mut context: LoopContext<H>) -> Result<(), FailureCause> {
+        let epoll = self.epoll;
+        apply_socket_changes(&epoll, &mut context.io);
+        let mut batch = ReceiveBatch::new(context.config.buffer_size);
+        let mut file_buffer = Vec::new();
+        let mut events = vec![EpollEvent::empty(); 64];
+        let shared = context.shared.clone();
+        loop {
+            let timeout = match context.until_tick() {
+                // Rounded up: waking a little late beats spinning until the tick.
+                Some(wait) => EpollTimeout::try_from(wait + std::time::Duration::from_micros(999))
+                    .unwrap_or(EpollTimeout::MAX),
+                None => EpollTimeout::NONE,
+            };
+            let ready = match epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(FailureCause::Wait(errno)),
+            };
+            for event in &events[..ready] {
+                let key = event.data();
+                if key == WAKE {
+                    context.take_queued();
+                    continue;
+                }
+                if key & FILE_KEY != 0 {
+                    read_file(
+                        &mut context,
+                        &epoll,
+                        (key & !FILE_KEY) as usize,
+                        &mut file_buffer,
+                    );
+                    continue;
+                }
+                let socket = key as usize;
+                // The socket may have been removed by a handler earlier in this turn.
+                let Some(fd) = context.io.fd(socket) else {
+                    continue;
+                };
+                // One batch per turn: a socket with more waiting is reported again.
+                let count = batch
+                    .receive(fd)
+                    .map_err(|errno| context.socket_failure(socket, Some(errno)))?;
+                if count == 0 && event.events().contains(EpollFlags::EPOLLRDHUP) {
+                    return Err(context.socket_failure(socket, None));
+                }
                 for i in 0..count {
                     match batch.datagram(i) {
                         Some((from, bytes)) => context.deliver(socket, from, bytes),
                         None => WorkerStats::add(&shared.stats.truncated, 1),
                     }
                 }
-                if count < BATCH {
-                    break;
-                }
             }
-        }
-        if context.stopping() {
-            return;
-        }
-        context.run_tick();
-        apply_socket_changes(&epoll, &mut context.io);
-        if context.io.has_sends() {
-            send_all(&mut context.io, &shared.stats);
+            if context.stopping() {
+                return Ok(());
+            }
+            context.run_tick();
+            apply_socket_changes(&epoll, &mut context.io);
+            if context.io.has_sends() {
+                send_all(&mut context.io, &shared.stats);
+            }
         }
     }
 }

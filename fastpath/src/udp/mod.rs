@@ -6,8 +6,11 @@
 //! unavailable, epoll with recvmmsg/sendmmsg.
 
 mod epoll;
+mod failure;
 mod sockaddr;
 mod uring;
+
+pub use failure::{FailureCause, WorkerFailure};
 
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{SocketAddr, UdpSocket};
@@ -384,6 +387,7 @@ pub enum FastpathError {
 struct Shared {
     stop: AtomicBool,
     stats: WorkerStats,
+    failure: failure::FailureSlot,
 }
 
 /// Everything a backend loop needs.
@@ -439,6 +443,22 @@ impl<H: Handler> LoopContext<H> {
         self.handler.file_read(&mut self.io, file, data);
     }
 
+    /// Socket `socket` can no longer be read: shut down (`errno` None) or failed.
+    fn socket_failure(&self, socket: usize, errno: Option<nix::errno::Errno>) -> FailureCause {
+        let local = self
+            .io
+            .local_addr(socket)
+            .map_or_else(|| "unknown".into(), |addr| addr.to_string());
+        match errno {
+            None => FailureCause::SocketShutDown { socket, local },
+            Some(errno) => FailureCause::Socket {
+                socket,
+                local,
+                errno,
+            },
+        }
+    }
+
     /// Hands one datagram to the handler.
     fn deliver(&mut self, socket: usize, from: SocketAddr, bytes: &[u8]) {
         WorkerStats::add(&self.shared.stats.received, 1);
@@ -486,6 +506,7 @@ impl<C: Send + 'static> Worker<C> {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             stats: WorkerStats::default(),
+            failure: failure::FailureSlot::default(),
         });
         let (started_tx, started) = std::sync::mpsc::channel();
         let (context_waker, context_shared, context_config) =
@@ -544,6 +565,19 @@ impl<C: Send + 'static> Worker<C> {
     pub fn stats(&self) -> &WorkerStats {
         &self.shared.stats
     }
+
+    /// Why the worker stopped by itself, if it did (its sockets are no longer served, and
+    /// [`SendHandle::send`] returns false).
+    pub fn failure(&self) -> Option<WorkerFailure> {
+        self.shared.failure.get()
+    }
+
+    /// Calls `report` once, on the worker's thread, if the worker stops by itself after it
+    /// started (at once, on this thread, if it already has). Replaces an earlier `report`.
+    /// A worker stopped by dropping it reports nothing.
+    pub fn on_failure(&self, report: impl FnOnce(WorkerFailure) + Send + 'static) {
+        self.shared.failure.watch(Box::new(report));
+    }
 }
 
 impl<C: Send + 'static> Drop for Worker<C> {
@@ -558,8 +592,35 @@ impl<C: Send + 'static> Drop for Worker<C> {
 
 type StartResult = Result<(BackendKind, Option<String>), FastpathError>;
 
-/// The worker thread: pin, choose the backend, run until stopped.
+/// The worker thread: pin, choose the backend, run until stopped; a failure after the start
+/// (an error, or a panic in the handler) is recorded for the owner.
 fn run<H: Handler>(context: LoopContext<H>, started: std::sync::mpsc::Sender<StartResult>) {
+    let shared = context.shared.clone();
+    let worker = context.config.name.clone();
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        start_and_serve(context, started)
+    }));
+    let cause = match served {
+        Ok(Ok(())) => return,
+        Ok(Err(cause)) => cause,
+        Err(panic) => FailureCause::Panicked(panic_message(panic.as_ref())),
+    };
+    shared.failure.report(WorkerFailure { worker, cause });
+}
+
+/// The text a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".into(),
+    }
+}
+
+fn start_and_serve<H: Handler>(
+    context: LoopContext<H>,
+    started: std::sync::mpsc::Sender<StartResult>,
+) -> Result<(), FailureCause> {
     if let Some(core) = context.config.core {
         let mut set = nix::sched::CpuSet::new();
         if set.set(core).is_ok() {
@@ -567,23 +628,38 @@ fn run<H: Handler>(context: LoopContext<H>, started: std::sync::mpsc::Sender<Sta
         }
     }
     match context.config.backend {
-        BackendChoice::Epoll => {
-            let _ = started.send(Ok((BackendKind::Epoll, None)));
-            epoll::run(context);
-        }
+        BackendChoice::Epoll => start_epoll(context, &started, None),
         choice => match uring::Ring::new(&context) {
             Ok(ring) => {
                 let _ = started.send(Ok((BackendKind::IoUring, None)));
-                ring.run(context);
+                ring.run(context)
             }
             Err(e) if choice == BackendChoice::Auto => {
-                let _ = started.send(Ok((BackendKind::Epoll, Some(e.to_string()))));
-                epoll::run(context);
+                start_epoll(context, &started, Some(e.to_string()))
             }
             Err(e) => {
                 let _ = started.send(Err(FastpathError::IoUringUnavailable(e.to_string())));
+                Ok(())
             }
         },
+    }
+}
+
+/// Sets up the epoll backend (`fallback_reason`: why not io_uring) and serves on it.
+fn start_epoll<H: Handler>(
+    context: LoopContext<H>,
+    started: &std::sync::mpsc::Sender<StartResult>,
+    fallback_reason: Option<String>,
+) -> Result<(), FailureCause> {
+    match epoll::Poller::new(&context) {
+        Ok(poller) => {
+            let _ = started.send(Ok((BackendKind::Epoll, fallback_reason)));
+            poller.run(context)
+        }
+        Err(e) => {
+            let _ = started.send(Err(FastpathError::Setup(e)));
+            Ok(())
+        }
     }
 }
 

@@ -5,11 +5,13 @@
 //! `submit_and_wait` per loop turn submits everything queued and reaps a batch.
 #![allow(unsafe_code)]
 
+use super::failure::{is_fatal_receive_error, FailureCause};
 use super::sockaddr::{self, RawAddr};
 use super::{Handler, Io, LoopContext, WorkerStats};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use nix::errno::Errno;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -28,6 +30,15 @@ const CANCEL: u64 = 4;
 const TICK: u64 = 5;
 const FILE_READ: u64 = 6;
 const FILE_WRITE: u64 = 7;
+const HANGUP: u64 = 8;
+
+/// A removed socket whose receive and hang-up poll are being cancelled.
+struct Closing {
+    /// Open until then: its number is not reused while completions may still name it.
+    _socket: std::net::UdpSocket,
+    /// Operations not yet over.
+    pending: u8,
+}
 
 /// Page-aligned memory the kernel shares with us.
 struct Shared {
@@ -146,15 +157,27 @@ pub(super) struct Ring {
     file_buffers: HashMap<usize, Vec<u8>>,
     /// Removed files, kept open until their cancelled read completes.
     closing_files: HashMap<usize, std::os::fd::OwnedFd>,
+    /// Removed sockets, kept open until their cancelled operations complete.
+    closing: HashMap<usize, Closing>,
+    /// Operations queued while the submission queue was full, oldest first.
+    backlog: VecDeque<squeue::Entry>,
+    /// Submissions still to refuse with EBUSY (tests only).
+    #[cfg(test)]
+    refusals: u32,
 }
 
 impl Ring {
     /// Sets up the ring and registers the buffer pool; fails where io_uring is unavailable.
     pub(super) fn new<H: Handler>(context: &LoopContext<H>) -> std::io::Result<Ring> {
+        Ring::with_entries(context, ENTRIES)
+    }
+
+    /// [`Ring::new`] with `entries` submission queue entries.
+    fn with_entries<H: Handler>(context: &LoopContext<H>, entries: u32) -> std::io::Result<Ring> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .build(ENTRIES)?;
+            .build(entries)?;
         let count = context.config.buffers.next_power_of_two().clamp(1, 32_768);
         let buffers = BufferRing::new(count, context.config.buffer_size)?;
         // SAFETY: the entries stay allocated (and unmoved) as long as the ring: both are
@@ -190,19 +213,37 @@ impl Ring {
             tick_armed: false,
             file_buffers: HashMap::new(),
             closing_files: HashMap::new(),
+            closing: HashMap::new(),
+            backlog: VecDeque::new(),
+            #[cfg(test)]
+            refusals: 0,
         })
     }
 
+    /// Queues `entry` for the next submission; past what the submission queue holds, in the
+    /// backlog, which goes in as completions make room: nothing queued is lost (a send
+    /// keeps its slot until its completion).
     fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every entry points into memory owned by `self` (the receive msghdr, the
-            // send slots) or the kernel's provided buffers, all alive until the completion.
+        if self.backlog.is_empty() {
+            // SAFETY: every entry points into memory owned by `self` (the receive msghdr,
+            // the send slots, the file buffers, the tick's timespec) or the kernel's provided
+            // buffers, all alive and unmoved until the completion.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
-            if self.ring.submit().is_err() {
+        }
+        self.backlog.push_back(entry);
+    }
+
+    /// Moves what the backlog holds into the submission queue, as far as it has room.
+    fn refill(&mut self) {
+        let mut queue = self.ring.submission();
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: as in `push`: the entry's memory lives until its completion.
+            if unsafe { queue.push(entry) }.is_err() {
                 return;
             }
+            self.backlog.pop_front();
         }
     }
 
@@ -211,6 +252,29 @@ impl Ring {
             .build()
             .user_data((RECV << TAG_SHIFT) | index as u64);
         self.push(entry);
+    }
+
+    /// Waits for socket `index` to be shut down (or to report an error): a receive does not
+    /// complete then.
+    fn arm_hangup(&mut self, index: usize, fd: RawFd) {
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLRDHUP as u32)
+            .build()
+            .user_data((HANGUP << TAG_SHIFT) | index as u64);
+        self.push(entry);
+    }
+
+    /// One of a removed socket's operations is over: true when the socket is closing (once
+    /// both are over, it closes and its slot may be reused).
+    fn closed<H: Handler>(&mut self, context: &mut LoopContext<H>, index: usize) -> bool {
+        let Some(closing) = self.closing.get_mut(&index) else {
+            return false;
+        };
+        closing.pending -= 1;
+        if closing.pending == 0 {
+            self.closing.remove(&index);
+            context.io.release(index);
+        }
+        true
     }
 
     fn arm_wake(&mut self, fd: RawFd) {
@@ -363,19 +427,23 @@ impl Ring {
 
     /// Arms receives on new sockets and cancels those of removed ones (which stay open until
     /// the kernel confirms: their slots are reused only then).
-    fn apply_socket_changes(
-        &mut self,
-        io: &mut Io,
-        closing: &mut HashMap<usize, std::net::UdpSocket>,
-    ) {
+    fn apply_socket_changes(&mut self, io: &mut Io) {
         for index in std::mem::take(&mut io.added) {
             if let Some(fd) = io.fd(index) {
                 self.arm_recv(index, fd);
+                self.arm_hangup(index, fd);
             }
         }
         for (index, socket) in std::mem::take(&mut io.removed) {
             self.cancel((RECV << TAG_SHIFT) | index as u64);
-            closing.insert(index, socket);
+            self.cancel((HANGUP << TAG_SHIFT) | index as u64);
+            self.closing.insert(
+                index,
+                Closing {
+                    _socket: socket,
+                    pending: 2,
+                },
+            );
         }
         for file in std::mem::take(&mut io.files_added) {
             if let Some((fd, block)) = io.file(file) {
@@ -388,83 +456,212 @@ impl Ring {
         }
     }
 
-    /// Runs until the worker is stopped.
-    pub(super) fn run<H: Handler>(mut self, mut context: LoopContext<H>) {
+    /// Runs until the worker is stopped, or fails.
+    pub(super) fn run<H: Handler>(
+        mut self,
+        mut context: LoopContext<H>,
+    ) -> Result<(), FailureCause> {
         let wake_fd = context.waker.fd.as_raw_fd();
-        let mut closing = HashMap::new();
-        self.apply_socket_changes(&mut context.io, &mut closing);
+        self.apply_socket_changes(&mut context.io);
         self.arm_wake(wake_fd);
         if let Some(wait) = context.until_tick() {
             self.arm_tick(wait);
         }
-        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(ENTRIES as usize);
-        let shared = context.shared.clone();
+        let mut completions = Vec::with_capacity(ENTRIES as usize);
         loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            }
-            completions.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            let mut rearm_wake = false;
-            for (data, result, flags) in completions.drain(..) {
-                let index = (data & ((1 << TAG_SHIFT) - 1)) as usize;
-                match data >> TAG_SHIFT {
-                    RECV => {
-                        if let (true, Some(bid)) = (result >= 0, cqueue::buffer_select(flags)) {
-                            if !closing.contains_key(&index) {
-                                self.deliver(&mut context, index, bid, result as usize);
-                            }
-                            self.buffers.provide(bid);
-                        }
-                        if !cqueue::more(flags) {
-                            if closing.remove(&index).is_some() {
-                                // Cancelled: the socket closes, its slot may be reused.
-                                context.io.release(index);
-                            } else if let Some(fd) = context.io.fd(index) {
-                                // Out of buffers (ENOBUFS) or an error ended the multishot:
-                                // the buffers are handed back below, then it is armed again.
-                                self.arm_recv(index, fd);
-                            }
-                        }
-                    }
-                    FILE_READ => self.file_read_done(&mut context, index, result),
-                    SEND | FILE_WRITE => {
-                        self.free.push(index);
-                        let counter = if result >= 0 {
-                            &shared.stats.sent
-                        } else {
-                            &shared.stats.send_dropped
-                        };
-                        WorkerStats::add(counter, 1);
-                    }
-                    WAKE => {
-                        context.take_queued();
-                        rearm_wake |= !cqueue::more(flags);
-                    }
-                    TICK => self.tick_armed = false,
-                    _ => {}
-                }
-            }
-            self.buffers.publish();
-            if rearm_wake {
-                self.arm_wake(wake_fd);
-            }
-            if context.stopping() {
-                return;
-            }
-            context.run_tick();
-            if let (false, Some(wait)) = (self.tick_armed, context.until_tick()) {
-                self.arm_tick(wait);
-            }
-            self.apply_socket_changes(&mut context.io, &mut closing);
-            if context.io.has_sends() {
-                self.flush(&mut context.io, &shared.stats);
+            if self.turn(&mut context, &mut completions)? {
+                return Ok(());
             }
         }
+    }
+
+    /// Submits what is queued, waits for completions and handles them. True when the worker
+    /// is to stop.
+    fn turn<H: Handler>(
+        &mut self,
+        context: &mut LoopContext<H>,
+        completions: &mut Vec<(u64, i32, u32)>,
+    ) -> Result<bool, FailureCause> {
+        let wake_fd = context.waker.fd.as_raw_fd();
+        self.refill();
+        // With a backlog, no waiting: it goes in as soon as completions make room.
+        let want = usize::from(self.backlog.is_empty());
+        match self.submit_and_wait(want) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(false),
+            // The completion queue is full (EBUSY) or the kernel is short of memory
+            // (EAGAIN): the queue stays as it is, and goes in after these completions.
+            Err(e) if matches!(errno_of(&e), Errno::EBUSY | Errno::EAGAIN) => {}
+            Err(e) => return Err(FailureCause::Ring(errno_of(&e))),
+        }
+        completions.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let shared = context.shared.clone();
+        let mut rearm_wake = false;
+        for (data, result, flags) in completions.drain(..) {
+            let index = (data & ((1 << TAG_SHIFT) - 1)) as usize;
+            match data >> TAG_SHIFT {
+                RECV => {
+                    if let (true, Some(bid)) = (result >= 0, cqueue::buffer_select(flags)) {
+                        if !self.closing.contains_key(&index) {
+                            self.deliver(context, index, bid, result as usize);
+                        }
+                        self.buffers.provide(bid);
+                    }
+                    if !cqueue::more(flags) && !self.closed(context, index) {
+                        if let Some(fd) = context.io.fd(index) {
+                            match Errno::from_raw(-result) {
+                                errno if result < 0 && is_fatal_receive_error(errno) => {
+                                    return Err(context.socket_failure(index, Some(errno)));
+                                }
+                                // Out of buffers (ENOBUFS) or an error that passes ended the
+                                // multishot: the buffers are handed back below, then it is
+                                // armed again.
+                                _ => self.arm_recv(index, fd),
+                            }
+                        }
+                    }
+                }
+                HANGUP => {
+                    if self.closed(context, index) {
+                        continue;
+                    }
+                    let hung_up = (libc::POLLRDHUP | libc::POLLHUP) as i32;
+                    if result >= 0 && result & hung_up != 0 {
+                        return Err(context.socket_failure(index, None));
+                    }
+                    // A socket error (the receive consumes it) or a cancellation.
+                    if let Some(fd) = context.io.fd(index) {
+                        self.arm_hangup(index, fd);
+                    }
+                }
+                FILE_READ => self.file_read_done(context, index, result),
+                SEND | FILE_WRITE => {
+                    self.free.push(index);
+                    let counter = if result >= 0 {
+                        &shared.stats.sent
+                    } else {
+                        &shared.stats.send_dropped
+                    };
+                    WorkerStats::add(counter, 1);
+                }
+                WAKE => {
+                    context.take_queued();
+                    rearm_wake |= !cqueue::more(flags);
+                }
+                TICK => self.tick_armed = false,
+                _ => {}
+            }
+        }
+        self.buffers.publish();
+        if rearm_wake {
+            self.arm_wake(wake_fd);
+        }
+        if context.stopping() {
+            return Ok(true);
+        }
+        context.run_tick();
+        if let (false, Some(wait)) = (self.tick_armed, context.until_tick()) {
+            self.arm_tick(wait);
+        }
+        self.apply_socket_changes(&mut context.io);
+        if context.io.has_sends() {
+            self.flush(&mut context.io, &shared.stats);
+        }
+        Ok(false)
+    }
+
+    /// Submits the queue and waits for `want` completions (the seam where tests make
+    /// io_uring refuse).
+    fn submit_and_wait(&mut self, want: usize) -> std::io::Result<usize> {
+        #[cfg(test)]
+        if self.refusals > 0 {
+            self.refusals -= 1;
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.ring.submit_and_wait(want)
+    }
+}
+
+/// The errno of an I/O error from io_uring.
+fn errno_of(error: &std::io::Error) -> Errno {
+    Errno::from_raw(error.raw_os_error().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udp::{Message, Shared as WorkerShared, Waker, WorkerConfig};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::Arc;
+
+    /// A worker's loop state serving `sockets`, ignoring what they receive.
+    fn context(
+        sockets: Vec<UdpSocket>,
+    ) -> LoopContext<impl FnMut(&mut Io, usize, SocketAddr, &[u8]) + Send + 'static> {
+        let (_, queue) = crossbeam_channel::unbounded::<Message<std::convert::Infallible>>();
+        LoopContext {
+            io: Io::with_sockets(sockets),
+            handler: |_: &mut Io, _: usize, _: SocketAddr, _: &[u8]| {},
+            queue,
+            waker: Arc::new(Waker::new().unwrap()),
+            shared: Arc::new(WorkerShared {
+                stop: Default::default(),
+                stats: WorkerStats::default(),
+                failure: Default::default(),
+            }),
+            // Ticks wake every turn: a completion that never comes fails the test, not hangs it.
+            config: WorkerConfig {
+                buffer_size: 2048,
+                buffers: 16,
+                tick: Some(std::time::Duration::from_millis(10)),
+                ..WorkerConfig::sip("ring-test")
+            },
+            next_tick: Some(std::time::Instant::now()),
+        }
+    }
+
+    #[test]
+    fn sends_beyond_a_full_submission_queue_survive_io_uring_refusing_a_submission() {
+        let far_end = UdpSocket::bind("127.0.0.1:0").unwrap();
+        far_end
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut context = context(vec![socket]);
+        let mut ring = Ring::with_entries(&context, 8).unwrap();
+        let mut completions = Vec::new();
+        ring.apply_socket_changes(&mut context.io);
+        // Three times what the submission queue holds, queued in one turn, while io_uring
+        // refuses the next submission (EBUSY: its completion queue is overflowing).
+        let to = far_end.local_addr().unwrap();
+        for i in 0..24u8 {
+            context.io.send(0, to, &[i]);
+        }
+        ring.refusals = 1;
+        let stats = context.shared.clone();
+        ring.flush(&mut context.io, &stats.stats);
+        let mut turns = 0;
+        while WorkerStats::get(&stats.stats.sent) + WorkerStats::get(&stats.stats.send_dropped) < 24
+        {
+            turns += 1;
+            assert!(turns < 1000, "every send completes");
+            assert_eq!(ring.turn(&mut context, &mut completions), Ok(false));
+        }
+        assert_eq!(WorkerStats::get(&stats.stats.sent), 24);
+        assert_eq!(ring.free.len(), SEND_SLOTS, "every send slot came back");
+        let mut received: Vec<u8> = (0..24)
+            .map(|_| {
+                let mut byte = [0u8; 1];
+                far_end.recv_from(&mut byte).unwrap();
+                byte[0]
+            })
+            .collect();
+        received.sort_unstable();
+        assert_eq!(received, (0..24).collect::<Vec<_>>());
     }
 }

@@ -16,7 +16,7 @@ use super::control::{self, Command, Request};
 use crate::transport::{Inbound, ANALOG_PEER};
 use bytes::Bytes;
 use fastpath::relay::strict_source::{Admission, StrictSource};
-use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
+use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig, WorkerFailure};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -239,6 +239,11 @@ impl AnalogService {
             worker.backend()
         );
         Ok(AnalogService { worker })
+    }
+
+    /// Calls `report` if the service's worker stops by itself (the ports are dead).
+    pub fn on_failure(&self, report: impl FnOnce(WorkerFailure) + Send + 'static) {
+        self.worker.on_failure(report);
     }
 
     /// Hands a SIP message from the engine to the analog ports.

@@ -10,7 +10,7 @@ use crate::overload::{class_of, Class};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use fastpath::preparse::{preparse, shard_of, PreParseError};
-use fastpath::udp::{BackendKind, Io, SendHandle, Worker, WorkerConfig};
+use fastpath::udp::{BackendKind, Io, SendHandle, Worker, WorkerConfig, WorkerFailure};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -267,6 +267,11 @@ impl FastpathUdpTransport {
     /// The worker's counters (received, sent, dropped sends, truncated datagrams).
     pub fn stats(&self) -> &fastpath::udp::WorkerStats {
         self.worker.stats()
+    }
+
+    /// Calls `report` if the worker stops by itself (the socket is no longer served).
+    pub fn on_failure(&self, report: impl FnOnce(WorkerFailure) + Send + 'static) {
+        self.worker.on_failure(report);
     }
 }
 
