@@ -80,7 +80,10 @@ mod tests {
             SizeRoute::Keep,
             "a UDP-only phone still gets a request of a few fragments"
         );
-        assert_eq!(route_by_size(udp, plain, UDP_ONLY_LIMIT, true), SizeRoute::Keep);
+        assert_eq!(
+            route_by_size(udp, plain, UDP_ONLY_LIMIT, true),
+            SizeRoute::Keep
+        );
         assert_eq!(
             route_by_size(udp, plain, UDP_ONLY_LIMIT + 1, true),
             SizeRoute::TooLarge
