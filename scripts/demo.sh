@@ -22,6 +22,7 @@ analog() { echo "\$ gateway analog $*"; "$gateway" analog --config "$config" "$@
 # The test scenarios are templates: fill in what the tests would.
 for scenario in register uas_ring_picked uac_pickup uas_replaces; do
     sed -e 's/@EXPECT@/200/; s/@MEDIA_PORT@/[media_port]/; s/@HOLD_MS@/300/' \
+        -e 's/@PICKED_CALL_MS@/4000/; s/@CALLER_ID@/\&quot;Analog 101\&quot; \&lt;sip:101@/' \
         "tests/scenarios/$scenario.xml" > "$work/$scenario.xml"
 done
 sipp_run() { sipp -i 127.0.0.1 -m 1 -nostdin -timeout 30s -timeout_error "$@" 127.0.0.1:5060 >/dev/null 2>&1; }

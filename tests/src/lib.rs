@@ -105,11 +105,53 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     config: PathBuf,
     nofile: Option<(u64, u64)>,
+    _relay_range: RelayRange,
+}
+
+/// A range of 200 relay ports (40000-59999 in 100 ranges) reserved for one gateway across
+/// every test process of the machine: an exclusive lock on a file named after the range,
+/// held until dropped.
+struct RelayRange {
+    slot: u16,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl RelayRange {
+    const SLOTS: u16 = 100;
+
+    /// The first free range, searching from a per-process offset.
+    fn reserve() -> RelayRange {
+        let offset = (std::process::id() % u32::from(Self::SLOTS)) as u16;
+        for step in 0..Self::SLOTS {
+            let slot = (offset + step) % Self::SLOTS;
+            let path = std::env::temp_dir().join(format!("e2e-relay-ports-{slot}.lock"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("lock file {}: {e}", path.display()));
+            if let Ok(lock) =
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                return RelayRange { slot, _lock: lock };
+            }
+        }
+        panic!(
+            "all {} relay port ranges are held by running gateways",
+            Self::SLOTS
+        )
+    }
+
+    /// The range's first port.
+    fn port_min(&self) -> u16 {
+        40_000 + self.slot * 200
+    }
 }
 
 impl Gateway {
     /// Writes the quick-start config with `options` into a new temporary directory.
-    fn configure(options: &GatewayOptions) -> (tempfile::TempDir, u16, PathBuf) {
+    fn configure(options: &GatewayOptions) -> (tempfile::TempDir, u16, PathBuf, RelayRange) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
         let config = dir.path().join("gateway.toml");
@@ -163,10 +205,10 @@ impl Gateway {
             }
             None => text,
         };
-        // Gateways of parallel tests must not share relay ports.
-        static RANGES: AtomicU16 = AtomicU16::new(0);
-        let slot = (std::process::id() as u16 % 50 + RANGES.fetch_add(1, Ordering::Relaxed)) % 100;
-        let port_min = 40_000 + slot * 200;
+        // Gateways of parallel tests (and of a second copy of the suite) must not share relay
+        // ports: each holds a lock on its range for as long as it lives.
+        let relay_range = RelayRange::reserve();
+        let port_min = relay_range.port_min();
         let text = text.replace(
             "port_min = 30000\nport_max = 39999",
             &format!("port_min = {port_min}\nport_max = {}", port_min + 199),
@@ -185,12 +227,12 @@ impl Gateway {
         };
         let text = format!("{text}\n{}\n", options.extra);
         std::fs::write(&config, text).expect("write config");
-        (dir, port, config)
+        (dir, port, config, relay_range)
     }
 
     /// Runs the binary on a config that must be refused; returns what it printed.
     pub fn start_failing(options: GatewayOptions) -> String {
-        let (dir, _, config) = Gateway::configure(&options);
+        let (dir, _, config, _relay_range) = Gateway::configure(&options);
         let mut child = spawn_gateway(&config, dir.path(), options.nofile);
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
@@ -210,13 +252,14 @@ impl Gateway {
 
     /// Starts a gateway with the quick-start extensions 201-204 on a free port.
     pub fn start(options: GatewayOptions) -> Gateway {
-        let (dir, port, config) = Gateway::configure(&options);
+        let (dir, port, config, relay_range) = Gateway::configure(&options);
         let mut gateway = Gateway {
             child: spawn_gateway(&config, dir.path(), options.nofile),
             port,
             dir,
             config,
             nofile: options.nofile,
+            _relay_range: relay_range,
         };
         gateway.wait_until_listening(0);
         gateway

@@ -791,6 +791,27 @@ impl Config {
                 ),
             ));
         }
+        if self.listen_addr().ip().is_unspecified() {
+            // Until answers come from the address a request arrived on, a wildcard would be
+            // written into every Via, Contact and anchored SDP, where phones cannot send.
+            return Err(invalid(
+                "sip.listen",
+                format!(
+                    "{:?} listens on every address, which is not supported yet: the gateway \
+                     writes its listen address into Via, Contact and SDP, so name the address \
+                     phones reach, e.g. \"192.168.1.10:5060\"",
+                    self.sip.listen
+                ),
+            ));
+        }
+        if self.media.address.is_some_and(|ip| ip.is_unspecified()) {
+            return Err(invalid(
+                "media.address",
+                "an unspecified address (0.0.0.0, ::) cannot be written into SDP: name the \
+                 address phones send their RTP to"
+                    .into(),
+            ));
+        }
         if self.sip.transports.is_empty() {
             return Err(invalid(
                 "sip.transports",
@@ -1124,6 +1145,18 @@ password = "pw201"
         let bad_listen = MINIMAL.replace("127.0.0.1:5060", "localhost");
         let err = load(&bad_listen).unwrap_err().to_string();
         assert!(err.contains("sip.listen"), "{err}");
+        for wildcard in ["0.0.0.0:5060", "[::]:5060"] {
+            let err = load(&MINIMAL.replace("127.0.0.1:5060", wildcard))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("sip.listen") && err.contains("not supported yet"),
+                "{err}"
+            );
+        }
+        let wildcard_media = format!("{MINIMAL}[media]\naddress = \"0.0.0.0\"\n");
+        let err = load(&wildcard_media).unwrap_err().to_string();
+        assert!(err.contains("media.address"), "{err}");
 
         let typo = MINIMAL.replace("password", "pasword");
         let err = load(&typo).unwrap_err().to_string();
