@@ -5,6 +5,7 @@
 //! table, and routes each transaction event to the handler that owns it. The tokio runtime
 //! (`crate::runtime`) drives it; tests drive it in virtual time.
 
+pub mod answer;
 mod call;
 mod calls;
 pub mod dialog;

@@ -11,8 +11,8 @@
 //! 200 and bridged. A pickup that fails after the legs were cancelled rings them again.
 
 use super::call::{ClientRole, Fork, Pickup, PickupRecord, Side};
-use super::dialog::{copy_body, Dialog};
-use super::{add_capabilities, sdp, Engine, Now};
+use super::dialog::Dialog;
+use super::{add_capabilities, answer, sdp, Engine, Now};
 use crate::config::PickupMode;
 use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage};
@@ -356,7 +356,8 @@ impl Engine {
         }
     }
 
-    /// Fallback: answer the picker's own INVITE with the caller's offer and connect it.
+    /// Fallback: answer the picker's own INVITE and the caller's, each from the other's
+    /// offer, and connect them (through the relay when the call is anchored).
     fn bridge_picker(&mut self, now: Now, id: u64) {
         let Some(pickup) = self.calls.pickups.get(&id) else {
             return;
@@ -367,18 +368,19 @@ impl Engine {
         let Some(dialog) = Dialog::answering(request, pickup.dummy_tag.clone(), pickup.peer) else {
             return;
         };
+        let Some(call) = self.calls.calls.get(&call_id) else {
+            return;
+        };
+        // Each offer is answered from the other one (RFC 3264). The caller's offer already
+        // names the relay when the call is anchored; the answer to the caller is anchored
+        // below. A picker INVITE without an offer gets the caller's offer in our 200.
+        let picker_offer = request.body.clone();
+        let to_picker = answer::answer(&picker_offer, &call.offer).unwrap_or(call.offer.clone());
+        let to_caller = answer::answer(&call.offer, &picker_offer).unwrap_or(picker_offer);
+        let anchor = call.anchor;
         let mut ok = request.response(200, "OK", Some(&pickup.dummy_tag));
         ok.set_header(Name::CONTACT, self.local.contact(pickup.peer));
-        if let Some(context) = pickup
-            .context
-            .as_ref()
-            .filter(|c| !c.caller_offer.is_empty())
-        {
-            ok.set_header(Name::CONTENT_TYPE, "application/sdp");
-            ok.body = Bytes::from(context.caller_offer.clone());
-        }
-        // Without media anchoring each side's offer serves as the other's answer.
-        let picker_offer = request.clone();
+        set_sdp(&mut ok, to_picker);
         let picker_tx = pickup.tx;
         self.tx.send_response(now.mono, picker_tx, ok);
         if let Some(pickup) = self.calls.pickups.get_mut(&id) {
@@ -412,12 +414,16 @@ impl Engine {
             answer,
         });
         let (a_tx, a_tag, a_peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
+        let to_caller = match anchor {
+            Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller),
+            None => to_caller,
+        };
         let Some(a_request) = self.tx.request(a_tx) else {
             return;
         };
         let mut answer = a_request.response(200, "OK", Some(&a_tag));
         answer.set_header(Name::CONTACT, self.local.contact(a_peer));
-        copy_body(&picker_offer, &mut answer);
+        set_sdp(&mut answer, to_caller);
         self.tx.send_response(now.mono, a_tx, answer);
         tracing::info!("pickup {id}: call {call_id} bridged to the picker");
         self.finish_pickup(now, id, None);
@@ -506,5 +512,13 @@ impl Engine {
             let response = request.response(code, reason, Some(tag));
             self.tx.send_response(now.mono, tx, response);
         }
+    }
+}
+
+/// `body` as the SDP of `message` (nothing when empty).
+fn set_sdp(message: &mut SipMessage, body: Bytes) {
+    if !body.is_empty() {
+        message.set_header(Name::CONTENT_TYPE, "application/sdp");
+        message.body = body;
     }
 }

@@ -12,9 +12,20 @@ fn ringing_call(h: &mut Harness) -> SipMessage {
 
 /// A ringing call `caller` (port 5074) -> 201.
 fn ringing_call_from(h: &mut Harness, caller: &str) -> SipMessage {
-    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
     let text = invite(caller, "201", 5074, "c1");
-    let out = h.request_with_auth(udp(5074), &text, caller, &format!("pw{caller}"));
+    ringing_call_with(h, |h| {
+        h.request_with_auth(udp(5074), &text, caller, &format!("pw{caller}"))
+    })
+}
+
+/// A ringing call to 201, whose INVITE `call` sends; returns the INVITE the gateway sent
+/// to 201.
+fn ringing_call_with(
+    h: &mut Harness,
+    call: impl FnOnce(&mut Harness) -> Vec<(Peer, SipMessage)>,
+) -> SipMessage {
+    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
+    let out = call(h);
     let b_invite = requests(&out, "INVITE")[0].1.clone();
     h.send(
         udp(5071),
@@ -541,4 +552,160 @@ fn the_per_extension_mode_forces_bridging() {
         "no Replaces INVITE in bridge mode"
     );
     assert!(response_to(&out, udp(5072), 200).is_some());
+}
+
+/// The office with `[media] anchor = mode`.
+fn office_anchoring(mode: &str) -> Harness {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    Harness::with_config(&text.replace("anchor = \"analog\"", &format!("anchor = \"{mode}\"")))
+}
+
+/// An offer of PCMU and PCMA with telephone-event at 8000 Hz, as a PBX or an ATA sends it.
+const PCM_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
+
+/// linphone's multi-codec offer, from the fixture (its comment header stripped, CRLF lines).
+fn linphone_offer() -> String {
+    include_str!("../../../tests/fixtures/sdp/linphone-5.1-offer.sdp")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
+/// 204 (PCM_OFFER) calls 201; 203 dials `**201` without Replaces, offering linphone's SDP.
+/// Returns the picker's 200 and the caller's 200.
+fn bridged_linphone_pickup(h: &mut Harness) -> (SipMessage, SipMessage) {
+    let text = invite_with_sdp("204", "201", 5074, "c1", PCM_OFFER);
+    ringing_call_with(h, |h| h.request_with_auth(udp(5074), &text, "204", "pw204"));
+    bridge_linphone_picker(h, udp(5074))
+}
+
+/// 203 dials `**201` without Replaces with linphone's offer and is bridged to the ringing
+/// caller at `caller`: the picker's 200 and the caller's 200.
+fn bridge_linphone_picker(h: &mut Harness, caller: Peer) -> (SipMessage, SipMessage) {
+    let text = invite_with_sdp("203", "**201", 5073, "pick5073", &linphone_offer());
+    let out = h.request_with_auth(udp(5073), &text, "203", "pw203");
+    let to_picker = response_to(&out, udp(5073), 200).expect("the picker is answered");
+    let to_caller = response_to(&out, caller, 200).expect("the caller is connected");
+    (to_picker.clone(), to_caller.clone())
+}
+
+fn m_lines(msg: &SipMessage) -> Vec<String> {
+    String::from_utf8_lossy(&msg.body)
+        .lines()
+        .filter(|l| l.starts_with("m="))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_bridged_caller_gets_an_rfc_3264_answer_not_linphones_offer() {
+    let mut h = Harness::office();
+    let (to_picker, to_caller) = bridged_linphone_pickup(&mut h);
+    let caller_sdp = String::from_utf8_lossy(&to_caller.body).to_string();
+    assert_eq!(
+        m_lines(&to_caller),
+        ["m=audio 7078 RTP/AVP 0 8 101"],
+        "one m-line per offered one, the common codecs in the caller's numbering: {caller_sdp}"
+    );
+    assert!(caller_sdp.contains("c=IN IP4 192.168.1.23"), "{caller_sdp}");
+    for gone in ["opus", "speex", "G729", "/48000", "/16000"] {
+        assert!(!caller_sdp.contains(gone), "{gone}: {caller_sdp}");
+    }
+    let picker_sdp = String::from_utf8_lossy(&to_picker.body).to_string();
+    assert_eq!(
+        m_lines(&to_picker),
+        ["m=audio 4000 RTP/AVP 0 8 100", "m=video 0 RTP/AVP 96 97"],
+        "linphone's offer answered: telephone-event at 8000 Hz, video rejected: {picker_sdp}"
+    );
+    assert!(picker_sdp.contains("a=rtpmap:100 telephone-event/8000"));
+    assert!(
+        !picker_sdp.contains("telephone-event/48000"),
+        "{picker_sdp}"
+    );
+}
+
+/// Both sides of a bridged pickup of an anchored call send to the relay, and the relay
+/// learns where each receives.
+fn assert_bridged_through_the_relay(
+    h: &mut Harness,
+    b_invite: &SipMessage,
+    to_picker: &SipMessage,
+    to_caller: &SipMessage,
+    caller_media: &str,
+) {
+    use crate::engine::media::{audio_address, MediaCommand};
+    let commands: Vec<MediaCommand> =
+        std::iter::from_fn(|| h.engine.poll_media_command()).collect();
+    let MediaCommand::Install {
+        relay: 1,
+        a_port,
+        b_port,
+    } = commands[0]
+    else {
+        panic!("the call is anchored: {commands:?}");
+    };
+    let relay_ip = audio_address(&b_invite.body)
+        .expect("the callee was offered the relay")
+        .ip();
+    assert_eq!(
+        audio_address(&to_picker.body),
+        Some(std::net::SocketAddr::new(relay_ip, b_port)),
+        "the picker sends to the relay's B port: {}",
+        String::from_utf8_lossy(&to_picker.body)
+    );
+    assert_eq!(
+        audio_address(&to_caller.body),
+        Some(std::net::SocketAddr::new(relay_ip, a_port)),
+        "the caller sends to the relay's A port: {}",
+        String::from_utf8_lossy(&to_caller.body)
+    );
+    assert_eq!(
+        commands[1..],
+        [
+            MediaCommand::SetPeer {
+                relay: 1,
+                leg: 0,
+                peer: caller_media.parse().unwrap()
+            },
+            MediaCommand::SetPeer {
+                relay: 1,
+                leg: 1,
+                peer: "192.168.1.23:7078".parse().unwrap()
+            },
+        ]
+    );
+    assert_eq!(
+        m_lines(to_caller),
+        ["m=audio ".to_string() + &a_port.to_string() + " RTP/AVP 0 8 101"]
+    );
+}
+
+#[test]
+fn a_bridged_pickup_with_anchor_always_goes_through_the_relay() {
+    let mut h = office_anchoring("always");
+    let text = invite_with_sdp("204", "201", 5074, "c1", PCM_OFFER);
+    let b_invite = ringing_call_with(&mut h, |h| {
+        h.request_with_auth(udp(5074), &text, "204", "pw204")
+    });
+    let (to_picker, to_caller) = bridge_linphone_picker(&mut h, udp(5074));
+    assert_bridged_through_the_relay(&mut h, &b_invite, &to_picker, &to_caller, "127.0.0.1:4000");
+}
+
+#[test]
+fn a_bridged_pickup_of_an_analog_caller_goes_through_the_relay() {
+    use crate::transport::ANALOG_PEER;
+    let mut h = Harness::office();
+    let sdp = PCM_OFFER.replace("4000", "20000");
+    let text = invite_with_sdp("101", "201", 5074, "c1", &sdp);
+    let b_invite = ringing_call_with(&mut h, |h| {
+        let msg = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        h.engine.handle_message(h.now, ANALOG_PEER, msg);
+        h.run_store();
+        h.sent()
+    });
+    let (to_picker, to_caller) = bridge_linphone_picker(&mut h, ANALOG_PEER);
+    assert_bridged_through_the_relay(&mut h, &b_invite, &to_picker, &to_caller, "127.0.0.1:20000");
 }
