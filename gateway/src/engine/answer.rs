@@ -4,10 +4,16 @@
 //!
 //! The rules (RFC 3264 §6): one m-line per offered m-line, in order; a stream takes the
 //! offered formats the other party offered too (static payload types by number, dynamic ones
-//! by encoding name, clock rate and channels), in the offer's order and with the offer's
-//! payload type numbers; telephone-event only at the clock rate of a codec kept; a stream
+//! by encoding name, clock rate and channels), in the offer's order; telephone-event only at the clock rate of a codec kept; a stream
 //! with no common codec, or none on the other side, is rejected with port 0; the direction is
 //! the offer's reversed, narrowed by what the other party offered.
+//!
+//! Payload type numbers: an answer names each format by the number the other party offered
+//! it under, with that party's rtpmap and fmtp, because that party is the one that receives
+//! what the offerer sends (RFC 3264 §6.1 makes the offer's numbers a SHOULD, not a MUST).
+//! The relay forwards RTP untouched, so with the offer's numbers a dynamic type (opus,
+//! telephone-event) numbered differently by the two phones would arrive under a number its
+//! receiver maps to another format, or to none.
 
 use bytes::Bytes;
 use sdp_types::{Attribute, Direction, Media, Session, Time};
@@ -90,19 +96,14 @@ fn encoding(media: &Media, pt: &str) -> Option<Encoding> {
     })
 }
 
-/// Whether `pt` of `ours` is a payload type `theirs` offered too.
-fn supported(ours: &Media, pt: &str, theirs: &Media) -> bool {
-    let dynamic = pt.parse::<u8>().map_or(true, |n| n >= 96);
-    let formats = theirs.fmt.split_whitespace();
-    if !dynamic {
-        return formats.clone().any(|f| f == pt);
+/// The payload type under which `theirs` offered the format `pt` of `ours`, if it did.
+fn counterpart<'a>(ours: &Media, pt: &str, theirs: &'a Media) -> Option<&'a str> {
+    let mut formats = theirs.fmt.split_whitespace();
+    if pt.parse::<u8>().is_ok_and(|n| n < 96) {
+        return formats.find(|&f| f == pt);
     }
-    let Some(wanted) = encoding(ours, pt) else {
-        return false;
-    };
-    formats
-        .into_iter()
-        .any(|f| encoding(theirs, f).as_ref() == Some(&wanted))
+    let wanted = encoding(ours, pt)?;
+    formats.find(|f| encoding(theirs, f).as_ref() == Some(&wanted))
 }
 
 /// A stream's direction: its own attribute, else the session's, else sendrecv.
@@ -128,27 +129,32 @@ fn answer_stream(
     other: &Session,
     theirs: &Media,
 ) -> Option<Media> {
-    let common: Vec<&str> = offered
+    // (offered type, the other party's type for the same format)
+    let common: Vec<(&str, &str)> = offered
         .fmt
         .split_whitespace()
-        .filter(|pt| supported(offered, pt, theirs))
+        .filter_map(|pt| Some((pt, counterpart(offered, pt, theirs)?)))
         .collect();
     let is_event = |pt: &str| encoding(offered, pt).is_some_and(|e| e.name == "telephone-event");
     // A static type without rtpmap: the 8000 Hz of the telephony codecs (RFC 3551).
     let clock_of = |pt: &str| encoding(offered, pt).map_or(8000, |e| e.clock);
-    let codecs: Vec<&str> = common.iter().copied().filter(|pt| !is_event(pt)).collect();
+    let codecs: Vec<&str> = common
+        .iter()
+        .map(|(pt, _)| *pt)
+        .filter(|pt| !is_event(pt))
+        .collect();
     if codecs.is_empty() {
         return None;
     }
     let kept: Vec<&str> = common
         .iter()
-        .copied()
-        .filter(|pt| !is_event(pt) || codecs.iter().any(|c| clock_of(c) == clock_of(pt)))
+        .filter(|(pt, _)| !is_event(pt) || codecs.iter().any(|c| clock_of(c) == clock_of(pt)))
+        .map(|(_, theirs)| *theirs)
         .collect();
     let mut media = theirs.clone();
     media.fmt = kept.join(" ");
     media.key = None;
-    media.attributes = offered
+    media.attributes = theirs
         .attributes
         .iter()
         .filter(|a| matches!(a.attribute.as_str(), "rtpmap" | "fmtp"))
@@ -226,14 +232,18 @@ m=video 6002 RTP/AVP 31\r\n";
         let text = text(&linphone(), CALLER);
         assert_eq!(
             m_lines(&text),
-            ["m=audio 6000 RTP/AVP 0 8 100", "m=video 0 RTP/AVP 96 97"],
-            "{text}"
+            ["m=audio 6000 RTP/AVP 0 8 101", "m=video 0 RTP/AVP 96 97"],
+            "linphone's telephone-event/8000 (100) under the caller's number: {text}"
         );
         assert!(
             text.contains("c=IN IP4 10.0.0.9"),
             "the caller's address: {text}"
         );
-        assert!(text.contains("a=rtpmap:100 telephone-event/8000"), "{text}");
+        assert!(text.contains("a=rtpmap:101 telephone-event/8000"), "{text}");
+        assert!(
+            text.contains("a=fmtp:101 0-15"),
+            "the caller's fmtp: {text}"
+        );
         for gone in ["opus", "speex", "G729", "/48000", "/16000"] {
             assert!(!text.contains(gone), "{gone} is not common: {text}");
         }
@@ -241,15 +251,16 @@ m=video 6002 RTP/AVP 31\r\n";
     }
 
     #[test]
-    fn the_caller_offer_answered_from_linphone_keeps_the_callers_order_and_numbers() {
+    fn the_caller_offer_answered_from_linphone_keeps_the_callers_order() {
         let text = text(CALLER, &linphone());
         assert_eq!(
             m_lines(&text),
-            ["m=audio 7078 RTP/AVP 0 8 101", "m=video 0 RTP/AVP 31"],
+            ["m=audio 7078 RTP/AVP 0 8 100", "m=video 0 RTP/AVP 31"],
             "linphone's port; no common video codec: {text}"
         );
         assert!(text.contains("c=IN IP4 192.168.1.23"), "{text}");
-        assert!(text.contains("a=fmtp:101 0-15"), "{text}");
+        assert!(text.contains("a=rtpmap:100 telephone-event/8000"), "{text}");
+        assert!(!text.contains("a=rtpmap:101"), "{text}");
     }
 
     #[test]
@@ -261,8 +272,12 @@ a=rtpmap:113 L16/8000/2\r\n";
 m=audio 5000 RTP/AVP 96 97 98\r\na=rtpmap:96 OPUS/48000/2\r\na=rtpmap:97 speex/8000\r\n\
 a=rtpmap:98 L16/8000\r\n";
         let text = text(offer, other);
-        assert_eq!(m_lines(&text), ["m=audio 5000 RTP/AVP 111"], "{text}");
-        assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
+        assert_eq!(
+            m_lines(&text),
+            ["m=audio 5000 RTP/AVP 96"],
+            "opus under the other party's number: {text}"
+        );
+        assert!(text.contains("a=rtpmap:96 OPUS/48000/2"), "{text}");
     }
 
     #[test]
@@ -273,7 +288,7 @@ a=rtpmap:100 telephone-event/8000\r\n";
         let other = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
 m=audio 5000 RTP/AVP 8 97 98\r\na=rtpmap:97 telephone-event/48000\r\na=rtpmap:98 telephone-event/8000\r\n";
         let text = text(offer, other);
-        assert_eq!(m_lines(&text), ["m=audio 5000 RTP/AVP 8 100"], "{text}");
+        assert_eq!(m_lines(&text), ["m=audio 5000 RTP/AVP 8 98"], "{text}");
         // Only telephone-event in common: the stream is rejected.
         let events = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
 m=audio 5000 RTP/AVP 98\r\na=rtpmap:98 telephone-event/8000\r\n";

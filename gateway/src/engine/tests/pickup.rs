@@ -607,8 +607,8 @@ fn a_bridged_caller_gets_an_rfc_3264_answer_not_linphones_offer() {
     let caller_sdp = String::from_utf8_lossy(&to_caller.body).to_string();
     assert_eq!(
         m_lines(&to_caller),
-        ["m=audio 7078 RTP/AVP 0 8 101"],
-        "one m-line per offered one, the common codecs in the caller's numbering: {caller_sdp}"
+        ["m=audio 7078 RTP/AVP 0 8 100"],
+        "one m-line per offered one, the common codecs under the picker's numbers: {caller_sdp}"
     );
     assert!(caller_sdp.contains("c=IN IP4 192.168.1.23"), "{caller_sdp}");
     for gone in ["opus", "speex", "G729", "/48000", "/16000"] {
@@ -617,10 +617,10 @@ fn a_bridged_caller_gets_an_rfc_3264_answer_not_linphones_offer() {
     let picker_sdp = String::from_utf8_lossy(&to_picker.body).to_string();
     assert_eq!(
         m_lines(&to_picker),
-        ["m=audio 4000 RTP/AVP 0 8 100", "m=video 0 RTP/AVP 96 97"],
+        ["m=audio 4000 RTP/AVP 0 8 101", "m=video 0 RTP/AVP 96 97"],
         "linphone's offer answered: telephone-event at 8000 Hz, video rejected: {picker_sdp}"
     );
-    assert!(picker_sdp.contains("a=rtpmap:100 telephone-event/8000"));
+    assert!(picker_sdp.contains("a=rtpmap:101 telephone-event/8000"));
     assert!(
         !picker_sdp.contains("telephone-event/48000"),
         "{picker_sdp}"
@@ -679,7 +679,7 @@ fn assert_bridged_through_the_relay(
     );
     assert_eq!(
         m_lines(to_caller),
-        ["m=audio ".to_string() + &a_port.to_string() + " RTP/AVP 0 8 101"]
+        ["m=audio ".to_string() + &a_port.to_string() + " RTP/AVP 0 8 100"]
     );
 }
 
