@@ -4,9 +4,10 @@
 //!
 //! The rules (RFC 3264 §6): one m-line per offered m-line, in order; a stream takes the
 //! offered formats the other party offered too (static payload types by number, dynamic ones
-//! by encoding name, clock rate and channels), in the offer's order; telephone-event only at the clock rate of a codec kept; a stream
-//! with no common codec, or none on the other side, is rejected with port 0; the direction is
-//! the offer's reversed, narrowed by what the other party offered.
+//! by encoding name, clock rate and channels), in the offer's order; telephone-event only at
+//! the clock rate of a codec kept; a stream with no common codec, or none on the other side,
+//! is rejected with port 0; the direction is the offer's reversed, narrowed by what the
+//! other party offered.
 //!
 //! Payload type numbers: an answer names each format by the number the other party offered
 //! it under, with that party's rtpmap and fmtp, because that party is the one that receives
@@ -66,8 +67,7 @@ fn rejected(offered: &Media) -> Media {
     media
 }
 
-/// A payload type's encoding as the rtpmap names it (lower-cased name, clock rate, channels),
-/// or for a static type without rtpmap, None (matched by number).
+/// A payload type's encoding as its rtpmap names it (lower-cased name, clock rate, channels).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Encoding {
     name: String,
@@ -146,11 +146,14 @@ fn answer_stream(
     if codecs.is_empty() {
         return None;
     }
-    let kept: Vec<&str> = common
-        .iter()
-        .filter(|(pt, _)| !is_event(pt) || codecs.iter().any(|c| clock_of(c) == clock_of(pt)))
-        .map(|(_, theirs)| *theirs)
-        .collect();
+    let mut kept: Vec<&str> = Vec::new();
+    for (pt, their_pt) in &common {
+        let at_a_codecs_rate = || codecs.iter().any(|c| clock_of(c) == clock_of(pt));
+        // Two offered types of one format map to one of theirs: listed once.
+        if (!is_event(pt) || at_a_codecs_rate()) && !kept.contains(their_pt) {
+            kept.push(*their_pt);
+        }
+    }
     let mut media = theirs.clone();
     media.fmt = kept.join(" ");
     media.key = None;
@@ -278,6 +281,12 @@ a=rtpmap:98 L16/8000\r\n";
             "opus under the other party's number: {text}"
         );
         assert!(text.contains("a=rtpmap:96 OPUS/48000/2"), "{text}");
+        let twice = offer.replace("113\r\n", "113 114\r\na=rtpmap:114 opus/48000/2\r\n");
+        assert_eq!(
+            m_lines(&super::tests::text(&twice, other)),
+            ["m=audio 5000 RTP/AVP 96"],
+            "one format offered twice is answered once"
+        );
     }
 
     #[test]
