@@ -1,5 +1,6 @@
 //! SDP handling on arbitrary bodies: the analog ports' negotiation, the dummy dialog's
-//! inactive answer and the relay's SDP rewrite. Nothing panics; what we write parses.
+//! inactive answer, the relay's SDP rewrite and the bridged pickup's answer to one body from
+//! another (the input split at its first NUL). Nothing panics; what we write parses.
 #![no_main]
 
 use gateway::analog::sdp::negotiate;
@@ -18,4 +19,14 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let _ = gateway::engine::sdp::inactive_answer(data, ip);
+    let (offer, other) = data
+        .iter()
+        .position(|&b| b == 0)
+        .map_or((data, data), |nul| (&data[..nul], &data[nul + 1..]));
+    if let Some(answer) = gateway::engine::answer::answer(offer, other) {
+        assert!(
+            gateway::engine::answer::answer(&answer, other).is_some(),
+            "an answer parses"
+        );
+    }
 });
