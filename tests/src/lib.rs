@@ -568,11 +568,6 @@ impl Sipp {
         self.arg("-r").arg(&cps.to_string())
     }
 
-    /// At most `calls` calls open at once (`-l`): with 1, each call starts when the last ended.
-    pub fn open_calls_limit(self, calls: u32) -> Sipp {
-        self.arg("-l").arg(&calls.to_string())
-    }
-
     /// Uses TCP instead of UDP.
     pub fn tcp(mut self) -> Sipp {
         self.transport = Transport::Tcp;
@@ -731,25 +726,18 @@ impl SippRun {
     /// Waits until the scenario's `<log>` output has a line containing `prefix`, and
     /// returns the rest of that line (panics after 10 s).
     pub fn wait_for_log_line(&self, prefix: &str) -> String {
-        self.wait_for_nth_log_line(prefix, 1, Duration::from_secs(10))
-    }
-
-    /// Waits up to `limit` until the scenario's `<log>` output has `n` lines containing
-    /// `prefix`, and returns the rest of the `n`th.
-    pub fn wait_for_nth_log_line(&self, prefix: &str, n: usize, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             if let Some(rest) = text
                 .lines()
-                .filter_map(|l| l.split_once(prefix).map(|(_, r)| r))
-                .nth(n - 1)
+                .find_map(|l| l.split_once(prefix).map(|(_, r)| r))
             {
                 return rest.trim().to_string();
             }
             assert!(
                 Instant::now() < deadline,
-                "sipp {} never logged {prefix:?} {n} time(s)",
+                "sipp {} never logged {prefix:?}",
                 self.scenario
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -36,11 +36,6 @@ impl LossyLoopback {
         run("nft", &["-f", "-"], Some(&rules));
     }
 
-    /// Removes the loss rule (the namespace stays).
-    pub fn heal(&self) {
-        run("nft", &["delete", "table", "inet", "loss"], None);
-    }
-
     /// How many datagrams the loss rule dropped so far.
     pub fn dropped(&self) -> u64 {
         let output = Command::new("nft")

@@ -12,6 +12,15 @@ fn picker(scenario: &str, code: &str, ext: &str) -> Sipp {
         .key("caller", ext)
 }
 
+/// 202 dials `*8` and its phone declines the INVITE with Replaces (603): the pickup fails.
+fn picker_declines(gateway: &Gateway) {
+    picker("uac_pickup_abandoned.xml", "*8", "202")
+        .expect(480)
+        .out_of_call("uas_replaces_reject.xml")
+        .fill("@REJECT@", "603")
+        .run(gateway);
+}
+
 /// 201 registered and ringing with a call from 204; returns (callee, caller) SIPp runs.
 fn ringing(
     gateway: &Gateway,
@@ -169,11 +178,7 @@ fn a_declined_pickup_rings_the_callee_again() {
         .expect(480)
         .spawn(&gateway);
     gateway.wait_for_log("ringing 1 contact(s)");
-    picker("uac_pickup_abandoned.xml", "*8", "202")
-        .expect(480)
-        .out_of_call("uas_replaces_reject.xml")
-        .fill("@REJECT@", "603")
-        .run(&gateway);
+    picker_declines(&gateway);
     caller.wait();
     callee.wait();
     assert!(gateway.log().contains("ringing again"), "{}", gateway.log());
@@ -191,11 +196,7 @@ fn a_declined_pickup_then_the_callee_answering_bills_the_callee_and_lists_the_at
         .spawn(&gateway);
     let caller = picker("uac_call.xml", "201", "204").spawn(&gateway);
     gateway.wait_for_log("ringing 1 contact(s)");
-    picker("uac_pickup_abandoned.xml", "*8", "202")
-        .expect(480)
-        .out_of_call("uas_replaces_reject.xml")
-        .fill("@REJECT@", "603")
-        .run(&gateway);
+    picker_declines(&gateway);
     caller.wait();
     callee.wait();
     let (cdrs, fields) = gateway.last_cdr();
