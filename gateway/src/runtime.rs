@@ -9,6 +9,7 @@ use crate::engine::{Engine, Now};
 use crate::overload::{Class, Shedder};
 use crate::relay::MediaRelay;
 use crate::store::{CallStore, Interrupted, Store, StoreError, StoreWriter};
+use crate::transport::bind::{is_addr_in_use, retry_while_port_in_use, PORT_RELEASE_WAIT};
 use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
 use crate::transport::tcp::policy::TcpLimits;
 use crate::transport::tcp::{TcpSettings, TcpTransport};
@@ -283,22 +284,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for transport in &config.sip.transports {
         match transport {
             TransportName::Udp if config.fastpath.backend == FastpathBackend::Off => {
-                let bound = UdpTransport::bind(listen, inbound_tx.clone())
-                    .await
-                    .map_err(|source| RunError::Bind {
-                        protocol: "udp",
-                        addr: listen,
-                        source,
-                    })?;
+                let bound = retry_while_port_in_use(
+                    "udp",
+                    PORT_RELEASE_WAIT,
+                    || UdpTransport::bind(listen, inbound_tx.clone()),
+                    is_addr_in_use,
+                )
+                .await
+                .map_err(|source| RunError::Bind {
+                    protocol: "udp",
+                    addr: listen,
+                    source,
+                })?;
                 tracing::info!("listening on udp {}", bound.local_addr().unwrap_or(listen));
                 udp = Some(Box::new(bound));
             }
             TransportName::Udp => {
-                let (bound, receivers) = FastpathUdpTransport::bind(
-                    listen,
-                    &config.fastpath,
-                    (1, config.overload.queue_capacity),
+                let (bound, receivers) = retry_while_port_in_use(
+                    "udp",
+                    PORT_RELEASE_WAIT,
+                    || async {
+                        FastpathUdpTransport::bind(
+                            listen,
+                            &config.fastpath,
+                            (1, config.overload.queue_capacity),
+                        )
+                    },
+                    |e| matches!(e, FastpathBindError::Bind(source) if is_addr_in_use(source)),
                 )
+                .await
                 .map_err(|e| match e {
                     FastpathBindError::Bind(source) => RunError::Bind {
                         protocol: "udp",
@@ -324,13 +338,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 fast = Some((receivers, bound));
             }
             TransportName::Tcp => {
-                let bound = TcpTransport::bind(listen, inbound_tx.clone(), tcp_settings)
-                    .await
-                    .map_err(|source| RunError::Bind {
-                        protocol: "tcp",
-                        addr: listen,
-                        source,
-                    })?;
+                let bound = retry_while_port_in_use(
+                    "tcp",
+                    PORT_RELEASE_WAIT,
+                    || TcpTransport::bind(listen, inbound_tx.clone(), tcp_settings),
+                    is_addr_in_use,
+                )
+                .await
+                .map_err(|source| RunError::Bind {
+                    protocol: "tcp",
+                    addr: listen,
+                    source,
+                })?;
                 tracing::info!("listening on tcp {}", bound.local_addr());
                 tcp = Some(bound);
             }

@@ -91,6 +91,20 @@ fn call_over_tcp() {
     callee.wait();
 }
 
+/// The kernel tears down a killed process's io_uring rings after it has been reaped, and
+/// their sockets keep the SIP port for some milliseconds: a supervisor restarting the
+/// gateway at once must still get it listening.
+#[test]
+fn a_gateway_restarted_at_once_after_kill_9_listens_again() {
+    let mut gateway = Gateway::start(GatewayOptions::default());
+    for _ in 0..5 {
+        gateway.kill();
+        gateway.start_again();
+    }
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+}
+
 #[test]
 fn calls_up_when_the_gateway_is_killed_get_interrupted_cdrs_with_their_talk_time() {
     let mut gateway = Gateway::start(GatewayOptions {

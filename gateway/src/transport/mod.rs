@@ -85,6 +85,7 @@ pub struct Outgoing {
     pub bytes: Bytes,
 }
 
+pub mod bind;
 pub mod fastpath;
 pub mod mtu;
 pub mod tcp;

@@ -1,0 +1,124 @@
+//! Binding the listening sockets at startup, waiting for a port a previous instance left.
+//!
+//! After `kill -9` the kernel releases an io_uring ring (and the sockets registered with
+//! it) in deferred work that may run milliseconds after the process was reaped: a
+//! supervisor restarting the gateway at once finds the SIP port still in use. Startup
+//! therefore retries a bind refused with `EADDRINUSE` for a bounded time before it gives
+//! up with the operator's error.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// How long startup waits for a port to be released before it reports it in use.
+pub const PORT_RELEASE_WAIT: Duration = Duration::from_secs(3);
+
+/// Pause between two bind attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// Runs `attempt` until it succeeds, fails for another reason than the address being in
+/// use (`in_use` says which errors are), or `wait` has passed since the first attempt.
+pub async fn retry_while_port_in_use<T, E, F, Fut>(
+    what: &str,
+    wait: Duration,
+    mut attempt: F,
+    in_use: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut retries = 0u32;
+    loop {
+        match attempt().await {
+            Err(e) if in_use(&e) && started.elapsed() < wait => {
+                if retries == 0 {
+                    tracing::info!(
+                        "{what}: address in use, waiting up to {wait:?} for it to be released"
+                    );
+                }
+                retries += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => return Err(e),
+            Ok(bound) => {
+                if retries > 0 {
+                    tracing::info!("{what}: bound after {retries} retry(ies)");
+                }
+                return Ok(bound);
+            }
+        }
+    }
+}
+
+/// Whether an I/O error means the address is bound by someone else.
+pub fn is_addr_in_use(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::AddrInUse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::io::{Error, ErrorKind};
+
+    fn refuse(kind: ErrorKind) -> Result<u8, Error> {
+        Err(Error::from(kind))
+    }
+
+    #[tokio::test]
+    async fn a_port_released_while_waiting_is_bound() {
+        let attempts = Cell::new(0);
+        let bound = retry_while_port_in_use(
+            "udp",
+            PORT_RELEASE_WAIT,
+            || {
+                attempts.set(attempts.get() + 1);
+                let result = if attempts.get() < 4 {
+                    refuse(ErrorKind::AddrInUse)
+                } else {
+                    Ok(7)
+                };
+                async move { result }
+            },
+            is_addr_in_use,
+        )
+        .await;
+        assert_eq!(bound.unwrap(), 7);
+        assert_eq!(attempts.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_not_retried() {
+        let attempts = Cell::new(0);
+        let bound = retry_while_port_in_use(
+            "udp",
+            PORT_RELEASE_WAIT,
+            || {
+                attempts.set(attempts.get() + 1);
+                async { refuse(ErrorKind::AddrNotAvailable) }
+            },
+            is_addr_in_use,
+        )
+        .await;
+        assert_eq!(bound.unwrap_err().kind(), ErrorKind::AddrNotAvailable);
+        assert_eq!(attempts.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_port_kept_in_use_is_reported_once_the_wait_is_over() {
+        let attempts = Cell::new(0);
+        let bound = retry_while_port_in_use(
+            "udp",
+            Duration::ZERO,
+            || {
+                attempts.set(attempts.get() + 1);
+                async { refuse(ErrorKind::AddrInUse) }
+            },
+            is_addr_in_use,
+        )
+        .await;
+        assert_eq!(bound.unwrap_err().kind(), ErrorKind::AddrInUse);
+        assert_eq!(attempts.get(), 1);
+    }
+}
