@@ -21,15 +21,6 @@ fn assert_near(measured: f32, expected: f32, what: &str) {
     );
 }
 
-/// The tone an analog port's far end heard last (`listen`), in Hz.
-fn heard_tone(gateway: &Gateway, port: u32) -> f32 {
-    let heard = gateway.analog(&format!("listen {port}"));
-    heard
-        .get("tone_hz")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("port {port} heard no tone: {heard:?}"))
-}
-
 /// The analog side says a 1004 Hz tone; the SIP side's RTP carries it, continuously.
 fn analog_to_sip_audio(gateway: &Gateway, port: u32, peer: &RtpPeer) -> SocketAddr {
     gateway.analog(&format!("say {port} 1004 1500"));
@@ -264,15 +255,12 @@ fn an_analog_caller_hears_busy_when_the_sip_phone_is_busy_and_congestion_for_now
     gateway.analog("dial 1 201");
     gateway.wait_for_log("analog port 1: call failed with 486");
     phone.wait();
-    std::thread::sleep(Duration::from_millis(800));
-    let busy = heard_tone(&gateway, 1);
-    assert!(
-        (busy - 480.0).abs() < 5.0 || (busy - 620.0).abs() < 5.0,
-        "busy (us: 480+620 Hz), heard {busy}"
-    );
+    gateway.hears_tone(1, "busy tone (us: 480+620 Hz)", &[480.0, 620.0]);
     gateway.analog("hangup 1");
+    // The line counts the hang-up as one (not a hook flash) once it has been on hook longer
+    // than a flash: then the line is idle again.
+    gateway.wait_for_analog(1, "line_idle", "true", Duration::from_secs(5));
     // 202 is not registered: 480, congestion.
-    std::thread::sleep(Duration::from_millis(1500));
     gateway.analog("lift 1");
     gateway.analog("dial 1 202");
     gateway.wait_for_log("analog port 1: call failed with 480");
@@ -290,8 +278,10 @@ fn a_sip_phone_calls_an_analog_phone_which_shows_caller_id_and_answers() {
         .fill("@HOLD_MS@", "3000")
         .spawn(&gateway);
     gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(5));
-    // Caller ID is sent between the first ring (2 s) and the second.
-    std::thread::sleep(Duration::from_millis(3800));
+    // Caller ID is sent between the first ring (2 s) and the second: once the second ring
+    // starts, the phone has heard it all.
+    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(5));
+    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(8));
     let heard = gateway.analog("listen 1");
     assert_eq!(
         heard.get("callerid_number").map(String::as_str),
@@ -322,12 +312,7 @@ fn an_analog_caller_is_picked_up_by_a_sip_phone_with_replaces() {
     gateway.analog("lift 1");
     gateway.analog("dial 1 201");
     gateway.wait_for_log("ringing 1 contact(s)");
-    std::thread::sleep(Duration::from_millis(1500));
-    let ringback = heard_tone(&gateway, 1);
-    assert!(
-        (ringback - 440.0).abs() < 5.0 || (ringback - 480.0).abs() < 5.0,
-        "ringback (us: 440+480 Hz), heard {ringback}"
-    );
+    gateway.hears_tone(1, "ringback (us: 440+480 Hz)", &[440.0, 480.0]);
     let pickup = picker("202", &peer, "\"Analog 101\" <sip:101@").spawn(&gateway);
     gateway.wait_for_log("analog port 1: call answered");
     let analog_rtp = analog_to_sip_audio(&gateway, 1, &peer);

@@ -1,7 +1,6 @@
 //! Registration with digest authentication against the real binary, driven by SIPp.
 
 use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp};
-use std::time::Duration;
 
 #[test]
 fn good_password_registers_and_survives_a_restart() {
@@ -46,7 +45,7 @@ fn registration_expires_and_unregisters() {
     let gateway = Gateway::start(GatewayOptions::default());
     let phone = free_port();
     register(&gateway, "201", phone, 1, 200);
-    std::thread::sleep(Duration::from_millis(2500));
+    gateway.wait_for_log("registration of 201 expired");
     let call = |code| {
         Sipp::new("uac_fail.xml", free_port())
             .service("201")

@@ -715,6 +715,9 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                     );
                 }
                 if let Some(port) = self.ports.get(p) {
+                    if let Driver::Phone(phone) = &port.driver {
+                        let _ = writeln!(answer, "line_idle={}", phone.is_idle());
+                    }
                     let _ = write!(
                         answer,
                         "rtp_local={}\nrtp_foreign_dropped={}\n",

@@ -136,6 +136,12 @@ impl<C: Channel> PhonePortDriver<C> {
         &mut self.channel
     }
 
+    /// True while the line is idle: on hook (a hang-up is one once the card has reported
+    /// it, after the flash time) and not ringing.
+    pub fn is_idle(&self) -> bool {
+        self.line.is_idle()
+    }
+
     /// Performs the state machine's actions; returns those meant for the control plane.
     fn perform(&mut self) -> Result<Vec<PhoneAction>, ChannelError> {
         let mut notices = Vec::new();
