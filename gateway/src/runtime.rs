@@ -9,7 +9,9 @@ use crate::engine::{Engine, Now};
 use crate::overload::{Class, Shedder};
 use crate::relay::MediaRelay;
 use crate::store::{CallStore, Interrupted, Store, StoreError, StoreWriter};
-use crate::transport::bind::{is_addr_in_use, retry_while_port_in_use, PORT_RELEASE_WAIT};
+use crate::transport::bind::{
+    bind_waiting, is_addr_in_use, retry_while_port_in_use, PORT_RELEASE_WAIT,
+};
 use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
 use crate::transport::tcp::policy::TcpLimits;
 use crate::transport::tcp::{TcpSettings, TcpTransport};
@@ -70,6 +72,17 @@ pub enum RunError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl RunError {
+    /// Turns the OS error of binding `protocol` on `addr` into the operator's error.
+    fn bind(protocol: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> RunError {
+        move |source| RunError::Bind {
+            protocol,
+            addr,
+            source,
+        }
+    }
 }
 
 /// Checks and logs the analog ports: system.conf merged with `[analog]` overrides.
@@ -284,18 +297,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for transport in &config.sip.transports {
         match transport {
             TransportName::Udp if config.fastpath.backend == FastpathBackend::Off => {
-                let bound = retry_while_port_in_use(
-                    "udp",
-                    PORT_RELEASE_WAIT,
-                    || UdpTransport::bind(listen, inbound_tx.clone()),
-                    is_addr_in_use,
-                )
-                .await
-                .map_err(|source| RunError::Bind {
-                    protocol: "udp",
-                    addr: listen,
-                    source,
-                })?;
+                let bound = bind_waiting("udp", || UdpTransport::bind(listen, inbound_tx.clone()))
+                    .await
+                    .map_err(RunError::bind("udp", listen))?;
                 tracing::info!("listening on udp {}", bound.local_addr().unwrap_or(listen));
                 udp = Some(Box::new(bound));
             }
@@ -314,11 +318,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 )
                 .await
                 .map_err(|e| match e {
-                    FastpathBindError::Bind(source) => RunError::Bind {
-                        protocol: "udp",
-                        addr: listen,
-                        source,
-                    },
+                    FastpathBindError::Bind(source) => RunError::bind("udp", listen)(source),
                     FastpathBindError::Worker(e) => RunError::Fastpath(e),
                 })?;
                 match bound.fallback_reason() {
@@ -338,18 +338,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 fast = Some((receivers, bound));
             }
             TransportName::Tcp => {
-                let bound = retry_while_port_in_use(
-                    "tcp",
-                    PORT_RELEASE_WAIT,
-                    || TcpTransport::bind(listen, inbound_tx.clone(), tcp_settings),
-                    is_addr_in_use,
-                )
+                let bound = bind_waiting("tcp", || {
+                    TcpTransport::bind(listen, inbound_tx.clone(), tcp_settings)
+                })
                 .await
-                .map_err(|source| RunError::Bind {
-                    protocol: "tcp",
-                    addr: listen,
-                    source,
-                })?;
+                .map_err(RunError::bind("tcp", listen))?;
                 tracing::info!("listening on tcp {}", bound.local_addr());
                 tcp = Some(bound);
             }

@@ -51,6 +51,15 @@ where
     }
 }
 
+/// Binds a socket with `attempt`, waiting [`PORT_RELEASE_WAIT`] for a port in use.
+pub async fn bind_waiting<T, F, Fut>(what: &str, attempt: F) -> std::io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::io::Result<T>>,
+{
+    retry_while_port_in_use(what, PORT_RELEASE_WAIT, attempt, is_addr_in_use).await
+}
+
 /// Whether an I/O error means the address is bound by someone else.
 pub fn is_addr_in_use(error: &std::io::Error) -> bool {
     error.kind() == std::io::ErrorKind::AddrInUse
@@ -62,63 +71,48 @@ mod tests {
     use std::cell::Cell;
     use std::io::{Error, ErrorKind};
 
-    fn refuse(kind: ErrorKind) -> Result<u8, Error> {
-        Err(Error::from(kind))
-    }
-
-    #[tokio::test]
-    async fn a_port_released_while_waiting_is_bound() {
+    /// Binds with attempts that fail with `refusals` in turn, then succeed; returns the
+    /// result and how many attempts were made.
+    async fn bind_after(wait: Duration, refusals: &[ErrorKind]) -> (Result<u8, ErrorKind>, usize) {
         let attempts = Cell::new(0);
         let bound = retry_while_port_in_use(
             "udp",
-            PORT_RELEASE_WAIT,
+            wait,
             || {
-                attempts.set(attempts.get() + 1);
-                let result = if attempts.get() < 4 {
-                    refuse(ErrorKind::AddrInUse)
-                } else {
-                    Ok(7)
+                let result = match refusals.get(attempts.get()) {
+                    Some(&kind) => Err(Error::from(kind)),
+                    None => Ok(7),
                 };
+                attempts.set(attempts.get() + 1);
                 async move { result }
             },
             is_addr_in_use,
         )
         .await;
-        assert_eq!(bound.unwrap(), 7);
-        assert_eq!(attempts.get(), 4);
+        (bound.map_err(|e| e.kind()), attempts.get())
+    }
+
+    #[tokio::test]
+    async fn a_port_released_while_waiting_is_bound() {
+        let in_use = [ErrorKind::AddrInUse; 3];
+        assert_eq!(bind_after(PORT_RELEASE_WAIT, &in_use).await, (Ok(7), 4));
     }
 
     #[tokio::test]
     async fn other_errors_are_not_retried() {
-        let attempts = Cell::new(0);
-        let bound = retry_while_port_in_use(
-            "udp",
-            PORT_RELEASE_WAIT,
-            || {
-                attempts.set(attempts.get() + 1);
-                async { refuse(ErrorKind::AddrNotAvailable) }
-            },
-            is_addr_in_use,
-        )
-        .await;
-        assert_eq!(bound.unwrap_err().kind(), ErrorKind::AddrNotAvailable);
-        assert_eq!(attempts.get(), 1);
+        let refusals = [ErrorKind::AddrNotAvailable];
+        assert_eq!(
+            bind_after(PORT_RELEASE_WAIT, &refusals).await,
+            (Err(ErrorKind::AddrNotAvailable), 1)
+        );
     }
 
     #[tokio::test]
     async fn a_port_kept_in_use_is_reported_once_the_wait_is_over() {
-        let attempts = Cell::new(0);
-        let bound = retry_while_port_in_use(
-            "udp",
-            Duration::ZERO,
-            || {
-                attempts.set(attempts.get() + 1);
-                async { refuse(ErrorKind::AddrInUse) }
-            },
-            is_addr_in_use,
-        )
-        .await;
-        assert_eq!(bound.unwrap_err().kind(), ErrorKind::AddrInUse);
-        assert_eq!(attempts.get(), 1);
+        let in_use = [ErrorKind::AddrInUse; 3];
+        assert_eq!(
+            bind_after(Duration::ZERO, &in_use).await,
+            (Err(ErrorKind::AddrInUse), 1)
+        );
     }
 }
