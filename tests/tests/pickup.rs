@@ -5,7 +5,7 @@
 //! check that media flow through the relay both ways.
 
 use e2e_tests::analog::RtpPeer;
-use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp};
+use e2e_tests::{free_port, logged_port, register, Gateway, GatewayOptions, Sipp};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use telephony_hw::dsp::analysis::dominant_frequency;
@@ -141,14 +141,6 @@ fn a_picker_phone_rejecting_replaces_is_bridged_instead() {
     callee.wait();
     gateway.wait_for_log("bridged to the picker");
     gateway.wait_for_log("B took the call's media");
-}
-
-/// The port in a logged "m=audio PORT" line.
-fn logged_port(line: &str) -> u16 {
-    line.rsplit(' ')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
 /// `from` sends a `hz` tone to `to`; `at` receives it from `relay_out` (waiting until 20

@@ -1,8 +1,9 @@
 //! The B2BUA: a caller's INVITE (leg A) forks to every registered contact of the callee
 //! (legs B), each leg a dialog of its own with its own Call-ID and tags. Provisional and
 //! final responses, ACK, BYE, CANCEL and in-dialog requests (re-INVITE, UPDATE, INFO...) are
-//! relayed between the legs; SDP passes through unchanged. Pickups (`pickup.rs`) hook in
-//! where a call rings.
+//! relayed between the legs; SDP passes through unchanged (anchored calls: pointed at the
+//! relay), except that a caller's 2xx repeats the early answer it already holds
+//! ([`Engine::answer_body`]). Pickups (`pickup.rs`) hook in where a call rings.
 
 use super::call::{Call, ClientRole, Fork, Party, Relay, ServerRole, Side};
 use super::dialog::{copy_body, Dialog};

@@ -8,7 +8,8 @@
 //! context. That INVITE is one more fork of the call, so its 2xx connects the caller exactly
 //! like a callee's answer would. Fallback: a picker that cannot do Replaces (none advertised,
 //! 420/481/488, or no answer at all within [`REPLACES_SILENCE`]) has its own INVITE answered
-//! 200 and bridged. A pickup that fails after the legs were cancelled rings them again.
+//! 200 and bridged; held in the dummy dialog, it is then re-INVITEd to the call's media
+//! (`reoffer.rs`). A pickup that fails after the legs were cancelled rings them again.
 
 use super::call::{ClientRole, Fork, Pickup, PickupRecord, ServerRole, Side};
 use super::dialog::Dialog;
