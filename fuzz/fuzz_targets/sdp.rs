@@ -1,6 +1,7 @@
 //! SDP handling on arbitrary bodies: the analog ports' negotiation, the dummy dialog's
-//! inactive answer, the relay's SDP rewrite and the bridged pickup's answer to one body from
-//! another (the input split at its first NUL). Nothing panics; what we write parses.
+//! inactive answer, the relay's SDP rewrite, the bridged pickup's answer to one body from
+//! another and the re-offer continuing one body's o= line with another's media (the input
+//! split at its first NUL). Nothing panics; what we write parses.
 #![no_main]
 
 use gateway::analog::sdp::negotiate;
@@ -27,6 +28,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             gateway::engine::answer::answer(&answer, other).is_some(),
             "an answer parses"
+        );
+    }
+    let _ = gateway::engine::sdp::same_media(offer, other);
+    if let Some(reoffer) = gateway::engine::sdp::next_offer(offer, other) {
+        assert!(
+            gateway::engine::sdp::same_media(&reoffer, &reoffer)
+                && gateway::engine::sdp::next_offer(&reoffer, &reoffer).is_some(),
+            "a re-offer parses"
         );
     }
 });

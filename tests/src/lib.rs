@@ -853,6 +853,14 @@ pub fn udp_exchange(gateway: &Gateway, bytes: &[u8], wait: Duration) -> Option<S
     }
 }
 
+/// The port in a scenario's logged "m=audio PORT" line (panics without one).
+pub fn logged_port(line: &str) -> u16 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
 /// The status code of a response text.
 pub fn status_of(response: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()

@@ -5,7 +5,7 @@
 //! by measuring tones on both sides; DTMF and caller ID by decoding them.
 
 use e2e_tests::analog::RtpPeer;
-use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp, SippRun};
+use e2e_tests::{free_port, logged_port, register, Gateway, GatewayOptions, Sipp, SippRun};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -316,6 +316,42 @@ fn an_analog_caller_is_picked_up_by_a_sip_phone_with_replaces() {
     let pickup = picker("202", &peer, "\"Analog 101\" <sip:101@").spawn(&gateway);
     gateway.wait_for_log("analog port 1: call answered");
     let analog_rtp = analog_to_sip_audio(&gateway, 1, &peer);
+    sip_to_analog_audio(&gateway, 1, &mut peer, analog_rtp);
+    gateway.analog("hangup 1");
+    pickup.wait();
+    callee.wait();
+    assert_eq!(
+        last_cdr(&gateway),
+        ["101", "201", "202", "group", "202", "answered"]
+    );
+}
+
+#[test]
+fn an_analog_caller_picked_up_by_a_phone_refusing_replaces_talks_through_the_relay() {
+    let gateway = Gateway::start(GatewayOptions::default());
+    let mut peer = RtpPeer::new();
+    let unused = RtpPeer::new();
+    let callee = sip_phone(&gateway, "201", "uas_ring_picked.xml", &unused);
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 201");
+    gateway.wait_for_log("ringing 1 contact(s)");
+    // 202's phone refuses the INVITE with Replaces: bridged, then re-INVITEd to the relay.
+    let pickup = Sipp::new("uac_pickup_fallback.xml", free_port())
+        .service("*8")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .out_of_call("uas_replaces_reject.xml")
+        .fill("@REJECT@", "488")
+        .fill("@MEDIA_PORT@", &peer.port().to_string())
+        .spawn(&gateway);
+    let relay = logged_port(&pickup.wait_for_log_line("re-invited"));
+    gateway.wait_for_log("B took the call's media");
+    let analog_rtp = analog_to_sip_audio(&gateway, 1, &peer);
+    assert_eq!(
+        analog_rtp.port(),
+        relay,
+        "from the relay port the re-INVITE named"
+    );
     sip_to_analog_audio(&gateway, 1, &mut peer, analog_rtp);
     gateway.analog("hangup 1");
     pickup.wait();

@@ -4,7 +4,8 @@
 //! and analog audio crosses the analog and relay workers on that backend.
 
 use e2e_tests::{
-    answers_options, free_port, register, status_of, udp_exchange, Gateway, GatewayOptions, Sipp,
+    answers_options, free_port, logged_port, register, status_of, udp_exchange, Gateway,
+    GatewayOptions, Sipp,
 };
 use std::time::Duration;
 
@@ -88,14 +89,6 @@ From: <sip:probe@127.0.0.1>;tag=fp\r\nTo: <sip:201@127.0.0.1>\r\nCSeq: 1 OPTIONS
             );
         }
     }
-}
-
-/// The port in a logged "m=audio PORT" line.
-fn logged_port(line: &str) -> u16 {
-    line.rsplit(' ')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
 #[test]

@@ -1,8 +1,15 @@
 //! Call pickup against the real binary, driven by SIPp: 204 calls 201; 202 takes the call
 //! with `*8` through the seed's flow (183 dummy, CANCEL with Reason, INVITE with Replaces),
 //! 203 with `**201` without Replaces (bridged); 204 may not pick up calls ringing in `sales`.
+//! A bridged picker held in the dummy dialog is re-INVITEd to the call's media; RTP peers
+//! check that media flow through the relay both ways.
 
-use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp};
+use e2e_tests::analog::RtpPeer;
+use e2e_tests::{free_port, logged_port, register, Gateway, GatewayOptions, Sipp};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use telephony_hw::dsp::analysis::dominant_frequency;
+use telephony_hw::dsp::g711::Law;
 
 /// A SIPp picker `ext` (password `pw<ext>`) dialling `code` with `scenario`.
 fn picker(scenario: &str, code: &str, ext: &str) -> Sipp {
@@ -27,17 +34,34 @@ fn ringing(
     callee_scenario: &str,
     caller_scenario: &str,
 ) -> (e2e_tests::SippRun, e2e_tests::SippRun) {
+    ringing_with(gateway, callee_scenario, caller_scenario, |caller| caller)
+}
+
+/// [`ringing`], the caller's SIPp run adjusted by `caller`.
+fn ringing_with(
+    gateway: &Gateway,
+    callee_scenario: &str,
+    caller_scenario: &str,
+    caller: impl FnOnce(Sipp) -> Sipp,
+) -> (e2e_tests::SippRun, e2e_tests::SippRun) {
     let phone = free_port();
     register(gateway, "201", phone, 600, 200);
     let callee = Sipp::new(callee_scenario, phone).spawn(gateway);
-    let caller = Sipp::new(caller_scenario, free_port())
-        .service("201")
-        .credentials("204", "pw204")
-        .key("caller", "204")
-        .expect(480)
-        .spawn(gateway);
+    let caller = caller(
+        Sipp::new(caller_scenario, free_port())
+            .service("201")
+            .credentials("204", "pw204")
+            .key("caller", "204")
+            .expect(480),
+    )
+    .spawn(gateway);
     gateway.wait_for_log("ringing 1 contact(s)");
     (callee, caller)
+}
+
+/// The caller stays on the line long enough for the picker's re-INVITE to be over first.
+fn holding(caller: Sipp) -> Sipp {
+    caller.fill("@HOLD_MS@", "2000")
 }
 
 #[test]
@@ -107,7 +131,8 @@ fn an_extension_outside_the_group_cannot_pick_up() {
 #[test]
 fn a_picker_phone_rejecting_replaces_is_bridged_instead() {
     let gateway = Gateway::start(GatewayOptions::default());
-    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    let (callee, caller) = ringing_with(&gateway, "uas_ring_picked.xml", "uac_call.xml", holding);
+    // The picker scenario takes the gateway's re-INVITE (the call's media) before the BYE.
     picker("uac_pickup_fallback.xml", "*8", "202")
         .out_of_call("uas_replaces_reject.xml")
         .fill("@REJECT@", "420")
@@ -115,6 +140,102 @@ fn a_picker_phone_rejecting_replaces_is_bridged_instead() {
     caller.wait();
     callee.wait();
     gateway.wait_for_log("bridged to the picker");
+    gateway.wait_for_log("B took the call's media");
+}
+
+/// `from` sends a `hz` tone to `to`; `at` receives it from `relay_out` (waiting until 20
+/// packets arrived, at most 10 s).
+fn tone_reaches(from: &mut RtpPeer, to: SocketAddr, at: &RtpPeer, relay_out: SocketAddr, hz: f32) {
+    from.send_tone(to, Law::Ulaw, 0, hz, 600);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut audio, mut source) = (Vec::new(), None);
+    while audio.len() < 20 * 160 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 30 packets of {hz} Hz relayed",
+            audio.len() / 160
+        );
+        let received = at.receive(Duration::from_millis(50), Law::Ulaw, 101);
+        audio.extend(received.audio);
+        source = source.or(received.source);
+    }
+    assert_eq!(
+        source,
+        Some(relay_out),
+        "relayed from the port the SDP named"
+    );
+    let tone = dominant_frequency(&audio).expect("audio relayed");
+    assert!((tone.frequency_hz - hz).abs() < 5.0, "{tone:?}");
+}
+
+/// The packet counts of both sides in the newest CDR's media column (waits for the relay's
+/// counters, at most 10 s).
+fn media_packets(gateway: &Gateway) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cdrs = gateway.cdrs();
+        let count = |side: &str| {
+            let word = cdrs.split_whitespace().find(|w| w.starts_with(side))?;
+            word[2..word.find('p')?].parse::<u64>().ok()
+        };
+        if let (Some(a), Some(b)) = (count("A:"), count("B:")) {
+            return (a, b);
+        }
+        assert!(Instant::now() < deadline, "no media counters: {cdrs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_anchored_pickup_whose_replaces_failed_relays_rtp_both_ways_after_the_re_invite() {
+    let gateway = Gateway::start(GatewayOptions {
+        media_anchor: Some("always"),
+        ..GatewayOptions::default()
+    });
+    let (mut caller_media, mut picker_media) = (RtpPeer::new(), RtpPeer::new());
+    let (callee, caller) = ringing_with(&gateway, "uas_ring_picked.xml", "uac_call.xml", |c| {
+        c.fill("@MEDIA_PORT@", &caller_media.port().to_string())
+            .fill("@HOLD_MS@", "8000")
+    });
+    let picker = picker("uac_pickup_fallback.xml", "*8", "202")
+        .out_of_call("uas_replaces_reject.xml")
+        .fill("@REJECT@", "488")
+        .fill("@MEDIA_PORT@", &picker_media.port().to_string())
+        .spawn(&gateway);
+    let relay_a: SocketAddr = (
+        [127, 0, 0, 1],
+        logged_port(&caller.wait_for_log_line("answered")),
+    )
+        .into();
+    let relay_b: SocketAddr = (
+        [127, 0, 0, 1],
+        logged_port(&picker.wait_for_log_line("re-invited")),
+    )
+        .into();
+    assert_ne!(
+        relay_a.port(),
+        picker_media.port(),
+        "the caller sends to the relay"
+    );
+    assert_ne!(
+        relay_b.port(),
+        caller_media.port(),
+        "the picker sends to the relay"
+    );
+    gateway.wait_for_log("B took the call's media");
+    tone_reaches(&mut caller_media, relay_a, &picker_media, relay_b, 1004.0);
+    tone_reaches(&mut picker_media, relay_b, &caller_media, relay_a, 1400.0);
+    caller.wait();
+    picker.wait();
+    callee.wait();
+    let (a, b) = media_packets(&gateway);
+    assert!(
+        a >= 20 && b >= 20,
+        "both sides counted: A {a}, B {b}: {}",
+        gateway.cdrs()
+    );
+    let (cdrs, fields) = gateway.last_cdr();
+    assert_eq!(&fields[4..8], ["202", "group", "202", "answered"], "{cdrs}");
 }
 
 #[test]
@@ -252,7 +373,7 @@ fn a_callee_answering_during_the_pickup_is_acked_and_byed() {
 #[test]
 fn a_silent_picker_phone_is_bridged_after_a_few_seconds() {
     let gateway = Gateway::start(GatewayOptions::default());
-    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    let (callee, caller) = ringing_with(&gateway, "uas_ring_picked.xml", "uac_call.xml", holding);
     // The silent phone's call (the Replaces INVITE it never answers) is still open when
     // SIPp exits, which SIPp reports as an aborted call: that is the point of this phone.
     let silent_phone_left_open = picker("uac_pickup_fallback.xml", "*8", "202")

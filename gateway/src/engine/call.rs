@@ -21,6 +21,14 @@ pub(super) enum Side {
 }
 
 impl Side {
+    /// Where this side's entry is in a per-side array (A: 0, B: 1).
+    pub(super) fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+
     pub(super) fn other(self) -> Side {
         match self {
             Side::A => Side::B,
@@ -36,6 +44,8 @@ pub(super) enum ClientRole {
     Fork(usize),
     /// A relayed in-dialog request.
     Relay(u64),
+    /// Our own re-INVITE to a side (`reoffer.rs`).
+    Reoffer(Side),
     /// A request whose answer nobody waits for (BYE at teardown).
     Detached,
 }
@@ -47,6 +57,8 @@ pub(super) enum ServerRole {
     Invite,
     /// An in-dialog request being relayed.
     Relay(u64),
+    /// A bridged picker's own INVITE, answered by us (its ACK may let a re-INVITE go).
+    Bridged,
 }
 
 /// One dialog toward the B side: an INVITE to a registered contact of the callee, the
@@ -122,9 +134,18 @@ pub(super) struct Call {
     pub(super) claim: Option<PickupRecord>,
     /// The call's media relay, when anchored.
     pub(super) anchor: Option<super::media::Anchor>,
+    /// The last session description the gateway sent to each side (by [`Side::index`]),
+    /// whose o= line a re-offer of its own continues.
+    pub(super) sent_sdp: [Option<Bytes>; 2],
+    /// Whether the INVITE transaction that set up each side is over (it ACKed our 2xx, or
+    /// we ACKed its 2xx): a re-INVITE of ours may go.
+    pub(super) settled: [bool; 2],
+    /// Re-offers owed to each side.
+    pub(super) reoffers: [Option<super::reoffer::Reoffer>; 2],
 }
 
 impl Call {
+    /// The dialog toward `side` (B only once answered).
     pub(super) fn dialog(&mut self, side: Side) -> Option<&mut Dialog> {
         match side {
             Side::A => Some(&mut self.a),
@@ -225,6 +246,9 @@ pub(super) struct Pickup {
     pub(super) call: Option<u64>,
     /// The claimed call's context, as read from the store.
     pub(super) context: Option<Box<CallContext>>,
+    /// The SDP answer of the dummy dialog's 183, which the picker holds to (RFC 3261
+    /// §13.2.1): a 200 to its INVITE repeats it.
+    pub(super) early_answer: Option<Bytes>,
 }
 
 /// Which call a transaction or dialog belongs to, with each call's own keys so forgetting
@@ -337,14 +361,17 @@ pub(super) struct Calls {
     pub(super) pickup_by_dialog: HashMap<(String, String), u64>,
     /// Pickups whose Replaces INVITE got no answer at all yet: when to fall back.
     pub(super) silence_deadlines: BTreeSet<(Instant, u64)>,
+    /// Re-offer deadlines (glare waits, unanswered re-INVITEs): (when, call, side index).
+    pub(super) reoffer_deadlines: BTreeSet<(Instant, u64, usize)>,
 }
 
 impl Calls {
-    /// The earliest ring timeout or pickup fallback deadline.
+    /// The earliest ring timeout, pickup fallback or re-offer deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let ring = self.deadlines.first().map(|(at, _)| *at);
         let silence = self.silence_deadlines.first().map(|(at, _)| *at);
-        ring.into_iter().chain(silence).min()
+        let reoffer = self.reoffer_deadlines.first().map(|(at, ..)| *at);
+        ring.into_iter().chain(silence).chain(reoffer).min()
     }
 
     /// Forgets a call and every index entry pointing at it.

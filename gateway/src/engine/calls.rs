@@ -1,8 +1,9 @@
 //! The B2BUA: a caller's INVITE (leg A) forks to every registered contact of the callee
 //! (legs B), each leg a dialog of its own with its own Call-ID and tags. Provisional and
 //! final responses, ACK, BYE, CANCEL and in-dialog requests (re-INVITE, UPDATE, INFO...) are
-//! relayed between the legs; SDP passes through unchanged. Pickups (`pickup.rs`) hook in
-//! where a call rings.
+//! relayed between the legs; SDP passes through unchanged (anchored calls: pointed at the
+//! relay), except that a caller's 2xx repeats the early answer it already holds
+//! ([`Engine::answer_body`]). Pickups (`pickup.rs`) hook in where a call rings.
 
 use super::call::{Call, ClientRole, Fork, Party, Relay, ServerRole, Side};
 use super::dialog::{copy_body, Dialog};
@@ -170,6 +171,9 @@ impl Engine {
                 picking: None,
                 claim: None,
                 anchor,
+                sent_sdp: [None, None],
+                settled: [false, false],
+                reoffers: [None, None],
             },
         );
         self.ring_callee(now, id);
@@ -279,6 +283,7 @@ impl Engine {
         match role {
             ClientRole::Fork(index) => self.on_fork_response(now, id, index, msg),
             ClientRole::Relay(relay) => self.on_relay_response(now, id, relay, msg),
+            ClientRole::Reoffer(side) => self.on_reoffer_response(now, id, side, tx, msg),
             ClientRole::Detached => {
                 if msg.status().is_some_and(|code| code >= 200) {
                     self.calls.index.remove_client_tx(&tx);
@@ -365,7 +370,9 @@ impl Engine {
             let ack = fork.dialog.request(Method::ACK, Some(1), &self.local);
             self.tx.send_stateless(ack.clone(), fork.dialog.peer);
             call.b_ack = Some(ack);
+            call.sent_sdp[Side::B.index()] = Some(call.offer.clone());
         }
+        call.settled[Side::B.index()] = true;
         let pickup = fork.pickup;
         let pending: Vec<ClientTxId> = call
             .pending_forks()
@@ -464,12 +471,9 @@ impl Engine {
         reason: &str,
         from_b: &SipMessage,
     ) {
-        let anchor = self
-            .calls
-            .index
-            .by_server_tx
-            .get(&a_tx)
-            .and_then(|(id, _)| self.calls.calls.get(id))
+        let id = self.calls.index.by_server_tx.get(&a_tx).map(|(id, _)| *id);
+        let anchor = id
+            .and_then(|id| self.calls.calls.get(&id))
             .and_then(|call| call.anchor);
         let Some(request) = self.tx.request(a_tx) else {
             return;
@@ -480,7 +484,45 @@ impl Engine {
         if let Some(anchor) = anchor {
             response.body = self.anchor_body(anchor, Side::B, &response.body);
         }
+        if let Some(id) = id {
+            response.body = self.answer_body(now, id, Side::A, code, response.body);
+        }
         self.tx.send_response(now.mono, a_tx, response);
+    }
+
+    /// The SDP of a response with `code` to `side`'s INVITE, meant to carry `body`: the
+    /// first answer the side got is its answer for good (RFC 3261 §13.2.1), so a later
+    /// response repeats it (RFC 6337 §3.1) and a 2xx whose media differ owes the side a
+    /// re-INVITE with them. Records what the side was sent.
+    pub(super) fn answer_body(
+        &mut self,
+        now: Now,
+        id: u64,
+        side: Side,
+        code: u16,
+        body: bytes::Bytes,
+    ) -> bytes::Bytes {
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return body;
+        };
+        // Without an offer in the caller's INVITE, a 2xx carries our offer: nothing is fixed.
+        let offerless = side == Side::A && call.offer.is_empty();
+        if body.is_empty() {
+            return body;
+        }
+        let sent = &mut call.sent_sdp[side.index()];
+        let early = match sent {
+            Some(early) if !offerless => early.clone(),
+            _ => {
+                *sent = Some(body.clone());
+                return body;
+            }
+        };
+        if (200..300).contains(&code) && !super::sdp::same_media(&early, &body) {
+            tracing::info!("call {id}: {side:?} holds to its early answer; re-INVITE to follow");
+            self.owe_reoffer(now, id, side, body);
+        }
+        early
     }
 
     /// A final response without body to the caller's INVITE.
@@ -527,6 +569,7 @@ impl Engine {
                     self.reply_in_dialog(now, server_tx, 408, "Request Timeout");
                 }
             }
+            ClientRole::Reoffer(side) => self.on_reoffer_timeout(now, id, side, tx),
             ClientRole::Detached => {
                 self.calls.index.remove_client_tx(&tx);
             }
@@ -566,6 +609,7 @@ impl Engine {
                 self.answer_caller(now, a_tx, &a_tag, 487, "Request Terminated");
                 self.end_call(now, id, "cancelled", "CANCEL from caller");
             }
+            ServerRole::Bridged => {} // answered already (RFC 3261 §9.2)
             ServerRole::Relay(relay_id) => {
                 let Some(relay) = self
                     .calls
@@ -583,7 +627,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_ack(&mut self, _now: Now, invite: Option<ServerTxId>, msg: SipMessage) {
+    pub(super) fn on_ack(&mut self, now: Now, invite: Option<ServerTxId>, msg: SipMessage) {
         let Some(invite) = invite else { return };
         let Some(&(id, role)) = self.calls.index.by_server_tx.get(&invite) else {
             return;
@@ -603,6 +647,13 @@ impl Engine {
                     self.tx.send_stateless(ack.clone(), dialog.peer);
                     call.b_ack = Some(ack);
                 }
+                if call.answered.is_some() {
+                    self.side_settled(now, id, Side::A);
+                }
+            }
+            ServerRole::Bridged => {
+                self.calls.index.remove_server_tx(&invite);
+                self.side_settled(now, id, Side::B);
             }
             ServerRole::Relay(relay_id) => {
                 // The relay stays (until the call ends) so a retransmitted 2xx is re-ACKed.
@@ -625,11 +676,13 @@ impl Engine {
     }
 
     pub(super) fn on_ack_timeout(&mut self, now: Now, invite: ServerTxId) {
-        let Some(&(id, ServerRole::Invite)) = self.calls.index.by_server_tx.get(&invite) else {
-            return;
+        let (id, cause) = match self.calls.index.by_server_tx.get(&invite) {
+            Some(&(id, ServerRole::Invite)) => (id, "no ACK from caller"),
+            Some(&(id, ServerRole::Bridged)) => (id, "no ACK from picker"),
+            _ => return,
         };
-        tracing::warn!("call {id}: the caller never ACKed our 200 OK; hanging up");
-        self.hang_up(now, id, &[Side::A, Side::B], "no ACK from caller", None);
+        tracing::warn!("call {id}: {cause} for our 200 OK; hanging up");
+        self.hang_up(now, id, &[Side::A, Side::B], cause, None);
     }
 
     /// Sends BYE to the given (established) sides and ends the call; `last_word` is sent
@@ -728,6 +781,11 @@ impl Engine {
             );
             return;
         }
+        if method == Method::INVITE && self.reoffer_in_flight(id) {
+            // Our own re-INVITE is pending (RFC 3261 §14.2): the far end retries later.
+            self.reply_in_dialog(now, tx, 491, "Request Pending");
+            return;
+        }
         self.relay_in_dialog(now, id, side, tx, msg, method);
     }
 
@@ -769,6 +827,9 @@ impl Engine {
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
+        if !request.body.is_empty() {
+            call.sent_sdp[side.other().index()] = Some(request.body.clone());
+        }
         let Some(dialog) = call.dialog(side.other()) else {
             return;
         };
@@ -853,6 +914,14 @@ impl Engine {
         }
         if let Some(anchor) = call.anchor {
             response.body = self.anchor_body(anchor, from.other(), &response.body);
+        }
+        if let Some(call) = self
+            .calls
+            .calls
+            .get_mut(&id)
+            .filter(|_| !response.body.is_empty())
+        {
+            call.sent_sdp[from.index()] = Some(response.body.clone());
         }
         self.tx.send_response(now.mono, server_tx, response);
     }

@@ -125,18 +125,6 @@ impl PortPool {
     }
 }
 
-/// The port pool's generator, seeded from the engine's secret (hashed with a label of its
-/// own, so that the ports drawn tell nothing about the key of the digest nonces).
-pub(super) fn port_rng(secret: &[u8; 32]) -> StdRng {
-    use rand::SeedableRng;
-    use sha2::{Digest, Sha256};
-    let seed = Sha256::new()
-        .chain_update(b"media port pool")
-        .chain_update(secret)
-        .finalize();
-    StdRng::from_seed(seed.into())
-}
-
 /// The first audio stream's address in an SDP body.
 pub fn audio_address(body: &[u8]) -> Option<SocketAddr> {
     let session = Session::parse(body).ok()?;

@@ -12,6 +12,7 @@ pub mod dialog;
 pub mod media;
 mod pickup;
 mod registration;
+mod reoffer;
 pub mod routing;
 pub mod sdp;
 mod stats;
@@ -90,12 +91,14 @@ pub struct Engine {
     next_relay: u64,
     /// Relays removed, waiting for their counters: relay -> (call key, anchor).
     anchored: HashMap<u64, (String, media::Anchor)>,
+    /// Draws the wait before a re-INVITE that met glare is retried (RFC 3261 §14.1).
+    glare_rng: rand::rngs::StdRng,
 }
 
 impl Engine {
     /// A new engine; `bindings` are the registrations restored from the store, `secret`
-    /// keys the digest nonces and seeds the draw of media relay ports (the same secret
-    /// replays the same ports).
+    /// keys the digest nonces and seeds the draws of media relay ports and glare waits (the
+    /// same secret replays the same draws).
     pub fn new(
         config: Config,
         bindings: Vec<(String, Binding)>,
@@ -133,11 +136,12 @@ impl Engine {
             media_ports: media::PortPool::new(
                 config.media.port_min,
                 config.media.port_max,
-                media::port_rng(&secret),
+                seeded_rng(b"media port pool", &secret),
             ),
             media_commands: VecDeque::new(),
             next_relay: 1,
             anchored: HashMap::new(),
+            glare_rng: seeded_rng(b"re-INVITE glare", &secret),
             config,
         }
     }
@@ -336,6 +340,7 @@ impl Engine {
         self.process_events(now);
         self.ring_timeouts(now);
         self.pickup_timeouts(now);
+        self.reoffer_timeouts(now);
     }
 
     /// Records durably that the answered calls are up at `now`: a crash loses no talk time
@@ -426,6 +431,18 @@ impl Engine {
             self.tx.send_response(now.mono, tx, response);
         }
     }
+}
+
+/// A generator seeded from the engine's secret hashed with `label`, one per use, so that
+/// what one draws tells nothing about the secret nor about the others' draws.
+fn seeded_rng(label: &[u8], secret: &[u8; 32]) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    use sha2::{Digest, Sha256};
+    let seed = Sha256::new()
+        .chain_update(label)
+        .chain_update(secret)
+        .finalize();
+    rand::rngs::StdRng::from_seed(seed.into())
 }
 
 /// Adds Allow, Accept and Supported headers describing what the gateway does.

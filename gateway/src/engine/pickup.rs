@@ -8,9 +8,10 @@
 //! context. That INVITE is one more fork of the call, so its 2xx connects the caller exactly
 //! like a callee's answer would. Fallback: a picker that cannot do Replaces (none advertised,
 //! 420/481/488, or no answer at all within [`REPLACES_SILENCE`]) has its own INVITE answered
-//! 200 and bridged. A pickup that fails after the legs were cancelled rings them again.
+//! 200 and bridged; held in the dummy dialog, it is then re-INVITEd to the call's media
+//! (`reoffer.rs`). A pickup that fails after the legs were cancelled rings them again.
 
-use super::call::{ClientRole, Fork, Pickup, PickupRecord, Side};
+use super::call::{ClientRole, Fork, Pickup, PickupRecord, ServerRole, Side};
 use super::dialog::Dialog;
 use super::{add_capabilities, answer, sdp, Engine, Now};
 use crate::config::PickupMode;
@@ -96,6 +97,7 @@ impl Engine {
                 use_replaces,
                 call: None,
                 context: None,
+                early_answer: None,
             },
         );
         self.store_commands.push_back(StoreCommand::Claim {
@@ -202,9 +204,10 @@ impl Engine {
         };
         let mut progress = request.response(183, "Session Progress", Some(&pickup.dummy_tag));
         progress.set_header(Name::CONTACT, self.local.contact(pickup.peer));
-        if let Some(answer) = sdp::inactive_answer(&request.body, self.local.ip) {
+        let early_answer = sdp::inactive_answer(&request.body, self.local.ip);
+        if let Some(answer) = &early_answer {
             progress.set_header(Name::CONTENT_TYPE, "application/sdp");
-            progress.body = answer;
+            progress.body = answer.clone();
         }
         let key = (
             request.call_id().unwrap_or_default().to_string(),
@@ -212,6 +215,9 @@ impl Engine {
         );
         self.calls.pickup_by_dialog.insert(key, id);
         self.tx.send_response(now.mono, pickup.tx, progress);
+        if let Some(pickup) = self.calls.pickups.get_mut(&id) {
+            pickup.early_answer = early_answer;
+        }
     }
 
     /// The caller's identity as a name-addr, from the stored context.
@@ -357,7 +363,9 @@ impl Engine {
     }
 
     /// Fallback: answer the picker's own INVITE and the caller's, each from the other's
-    /// offer, and connect them (through the relay when the call is anchored).
+    /// offer, and connect them (through the relay when the call is anchored). A picker held
+    /// in the dummy dialog keeps the 183's inactive answer and learns the call's media in a
+    /// re-INVITE (`reoffer.rs`).
     fn bridge_picker(&mut self, now: Now, id: u64) {
         let Some(pickup) = self.calls.pickups.get(&id) else {
             return;
@@ -368,33 +376,27 @@ impl Engine {
         let Some(dialog) = Dialog::answering(request, pickup.dummy_tag.clone(), pickup.peer) else {
             return;
         };
-        let Some(call) = self.calls.calls.get(&call_id) else {
+        let (picker_tx, picker_peer) = (pickup.tx, pickup.peer);
+        let early_answer = pickup.early_answer.clone();
+        let mut ok = request.response(200, "OK", Some(&pickup.dummy_tag));
+        let picker_offer = request.body.clone();
+        let Some(call) = self.calls.calls.get_mut(&call_id) else {
             return;
         };
         // Each offer is answered from the other one (RFC 3264). The caller's offer already
         // names the relay when the call is anchored; the answer to the caller is anchored
         // below. A picker INVITE without an offer gets the caller's offer in our 200.
-        let picker_offer = request.body.clone();
         let to_picker = answer::answer(&picker_offer, &call.offer).unwrap_or(call.offer.clone());
         let to_caller = answer::answer(&call.offer, &picker_offer).unwrap_or(picker_offer);
-        let anchor = call.anchor;
-        let mut ok = request.response(200, "OK", Some(&pickup.dummy_tag));
-        ok.set_header(Name::CONTACT, self.local.contact(pickup.peer));
-        set_sdp(&mut ok, to_picker);
-        let picker_tx = pickup.tx;
-        self.tx.send_response(now.mono, picker_tx, ok);
-        if let Some(pickup) = self.calls.pickups.get_mut(&id) {
-            pickup.dummy_open = false;
-        }
-        let Some(call) = self.calls.calls.get_mut(&call_id) else {
-            return;
-        };
         let index = call.forks.len();
         self.calls.index.add_dialog(
             (dialog.call_id.clone(), dialog.local_tag.clone()),
             call_id,
             Side::B,
         );
+        self.calls
+            .index
+            .add_server_tx(picker_tx, call_id, ServerRole::Bridged);
         call.forks.push(Fork {
             tx: None,
             dialog,
@@ -402,6 +404,7 @@ impl Engine {
             pickup: Some(id),
         });
         let answer = call.accept_answer(index, now.unix_ms);
+        call.sent_sdp[Side::B.index()] = early_answer;
         if let Some(at) = call.deadline.take() {
             self.calls.deadlines.remove(&(at, call_id));
         }
@@ -413,11 +416,24 @@ impl Engine {
             call_key: call.key.clone(),
             answer,
         });
-        let (a_tx, a_tag, a_peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
+        let (a_tx, a_tag, a_peer, anchor) = (
+            call.a_tx,
+            call.a.local_tag.clone(),
+            call.a.peer,
+            call.anchor,
+        );
+        ok.set_header(Name::CONTACT, self.local.contact(picker_peer));
+        let to_picker = self.answer_body(now, call_id, Side::B, 200, to_picker);
+        set_sdp(&mut ok, to_picker);
+        self.tx.send_response(now.mono, picker_tx, ok);
+        if let Some(pickup) = self.calls.pickups.get_mut(&id) {
+            pickup.dummy_open = false;
+        }
         let to_caller = match anchor {
             Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller),
             None => to_caller,
         };
+        let to_caller = self.answer_body(now, call_id, Side::A, 200, to_caller);
         let Some(a_request) = self.tx.request(a_tx) else {
             return;
         };

@@ -5,6 +5,8 @@ use super::*;
 use crate::engine::calls::reason_of;
 use crate::store::CallStore;
 
+mod reinvite;
+
 /// A ringing call 204 -> 201; returns the INVITE the gateway sent to 201.
 fn ringing_call(h: &mut Harness) -> SipMessage {
     ringing_call_from(h, "204")
