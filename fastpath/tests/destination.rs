@@ -81,8 +81,9 @@ fn a_dual_stack_socket_serves_ipv4_and_ipv6() {
         let socket = fastpath::udp::bind("[::]:0".parse().unwrap()).unwrap();
         let worker = Worker::spawn(config(backend), vec![socket], Echo).unwrap();
         let port = worker.local_addrs()[0].port();
+        // IPv4 on the dual-stack socket is plain IPv4 for the handler, both ways.
         let (text, from) = ask("127.0.0.1", "127.0.0.2", port);
-        assert_eq!(text, "::ffff:127.0.0.2", "{backend:?}");
+        assert_eq!(text, "127.0.0.2", "{backend:?}");
         assert_eq!(from, SocketAddr::new("127.0.0.2".parse().unwrap(), port));
         let (text, from) = ask("[::1]", "::1", port);
         assert_eq!(text, "::1", "{backend:?}");
@@ -107,6 +108,17 @@ fn one_datagram_at_a_time_reports_and_chooses_addresses_too() {
     fastpath::udp::send_from_to(&server, to, from, b"reply").unwrap();
     let (n, source) = phone.recv_from(&mut buffer).unwrap();
     assert_eq!(&buffer[..n], b"reply");
+    assert_eq!(source, SocketAddr::new("127.0.0.2".parse().unwrap(), port));
+
+    let dual = fastpath::udp::bind("[::]:0".parse().unwrap()).unwrap();
+    dual.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = dual.local_addr().unwrap().port();
+    phone.send_to(b"hello", ("127.0.0.2", port)).unwrap();
+    let (_, from, to) = fastpath::udp::recv_from_to(&dual, &mut buffer).unwrap();
+    assert_eq!(from, phone.local_addr().unwrap(), "IPv4, not v4-mapped");
+    assert_eq!(to, Some("127.0.0.2".parse().unwrap()));
+    fastpath::udp::send_from_to(&dual, to, from, b"reply").unwrap();
+    let (_, source) = phone.recv_from(&mut buffer).unwrap();
     assert_eq!(source, SocketAddr::new("127.0.0.2".parse().unwrap(), port));
 
     let specific = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -8,7 +8,8 @@
 //! A socket bound to the unspecified address (`0.0.0.0`, `[::]`) reports each datagram's
 //! destination to [`Handler::datagram_to`] (`IP_PKTINFO`, `IPV6_RECVPKTINFO`), and a send
 //! may name its source address ([`Io::send_from`]), so that a reply leaves from the address
-//! the request arrived on.
+//! the request arrived on. On a dual-stack IPv6 socket, IPv4 addresses are plain IPv4 for
+//! handlers both ways (the worker maps them).
 
 mod cmsg;
 mod epoll;
@@ -116,6 +117,11 @@ impl WorkerStats {
 /// (a range of [`Io::data`]).
 type QueuedSend = (usize, Option<IpAddr>, SocketAddr, std::ops::Range<usize>);
 
+/// Whether `socket` is an IPv6 socket.
+fn is_v6(socket: &UdpSocket) -> bool {
+    socket.local_addr().is_ok_and(|addr| addr.is_ipv6())
+}
+
 /// Makes a socket bound to the unspecified address report each datagram's destination.
 fn watch_destinations(socket: &UdpSocket) -> std::io::Result<()> {
     let ip = socket.local_addr()?.ip();
@@ -132,6 +138,8 @@ pub struct Io {
     sends: Vec<QueuedSend>,
     data: Vec<u8>,
     sockets: Vec<Option<UdpSocket>>,
+    /// Whether each socket is IPv6 (its IPv4 addresses are v4-mapped), by number.
+    v6: Vec<bool>,
     /// Slots that may not be reused yet (open, or closing in the kernel).
     reserved: Vec<bool>,
     added: Vec<usize>,
@@ -148,6 +156,7 @@ impl Io {
         Io {
             reserved: vec![true; sockets.len()],
             added: (0..sockets.len()).collect(),
+            v6: sockets.iter().map(is_v6).collect(),
             sockets: sockets.into_iter().map(Some).collect(),
             ..Io::default()
         }
@@ -159,8 +168,8 @@ impl Io {
     }
 
     /// Queues `bytes` to `to` from socket `socket` with source address `from` (one of the
-    /// host's addresses, for a socket bound to the unspecified address; v4-mapped for an
-    /// IPv4 destination of a dual-stack IPv6 socket); None: the kernel chooses.
+    /// host's addresses, for a socket bound to the unspecified address); None: the kernel
+    /// chooses.
     pub fn send_from(&mut self, socket: usize, from: Option<IpAddr>, to: SocketAddr, bytes: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
@@ -177,9 +186,11 @@ impl Io {
             None => {
                 self.sockets.push(None);
                 self.reserved.push(false);
+                self.v6.push(false);
                 self.sockets.len() - 1
             }
         };
+        self.v6[index] = is_v6(&socket);
         self.sockets[index] = Some(socket);
         self.reserved[index] = true;
         self.added.push(index);
@@ -277,6 +288,9 @@ impl Io {
                 .get(socket)
                 .and_then(Option::as_ref)
                 .map(|s| s.as_raw_fd());
+            let v6 = self.v6.get(socket).copied().unwrap_or(false);
+            let to = SocketAddr::new(sockaddr::in_family(v6, to.ip()), to.port());
+            let from = from.map(|ip| sockaddr::in_family(v6, ip));
             each(fd, from, to, &self.data[range]);
         }
     }
@@ -530,6 +544,7 @@ impl<H: Handler> LoopContext<H> {
     /// Hands one datagram (sent to `to`, when reported) to the handler.
     fn deliver(&mut self, socket: usize, from: SocketAddr, to: Option<IpAddr>, bytes: &[u8]) {
         WorkerStats::add(&self.shared.stats.received, 1);
+        let (from, to) = (sockaddr::canonical(from), to.map(|ip| ip.to_canonical()));
         self.handler
             .datagram_to(&mut self.io, socket, from, to, bytes);
     }

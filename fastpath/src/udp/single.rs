@@ -1,12 +1,13 @@
 //! One datagram at a time, for code outside a worker (the gateway's tokio transport):
 //! binding a socket (dual stack on `[::]`), receiving with the destination address and
-//! sending with a chosen source address, through the same control messages as the workers.
+//! sending with a chosen source address, through the same control messages as the workers,
+//! and with IPv4 addresses plain IPv4 on a dual-stack socket, as workers show them.
 #![allow(unsafe_code)]
 
 use super::cmsg::{self, ControlBuffer};
 use super::sockaddr::{self, RawAddr};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Binds a UDP socket to `addr`. On the IPv6 unspecified address (`[::]`) the socket is
 /// dual stack (`IPV6_V6ONLY` off, whatever `net.ipv6.bindv6only` says): IPv4 peers reach it
@@ -32,9 +33,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Receives one datagram into `buffer` (non-blocking when the socket is): its length
-/// (truncated to the buffer), source, and destination when the socket reports it.
+/// (truncated to the buffer), source, and destination when the socket reports it (IPv4
+/// ones plain IPv4 on a dual-stack socket).
 pub fn recv_from_to(
-    socket: &UdpSocket,
+    socket: &impl AsFd,
     buffer: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr, Option<IpAddr>)> {
     let mut name = [0u8; 128];
@@ -53,7 +55,7 @@ pub fn recv_from_to(
     msg.msg_controllen = cmsg::SPACE;
     // SAFETY: the header points at `name`, `control` and `iov` (into `buffer`), all live
     // for the call, with their true lengths.
-    let received = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    let received = unsafe { libc::recvmsg(socket.as_fd().as_raw_fd(), &mut msg, 0) };
     let len = usize::try_from(received).map_err(|_| std::io::Error::last_os_error())?;
     let name_len = (msg.msg_namelen as usize).min(name.len());
     let from = sockaddr::parse(&name[..name_len])
@@ -62,17 +64,26 @@ pub fn recv_from_to(
         0 => cmsg::destination(&control.0[..msg.msg_controllen.min(cmsg::SPACE)]),
         _ => None,
     };
-    Ok((len.min(buffer.len()), from, to))
+    Ok((
+        len.min(buffer.len()),
+        sockaddr::canonical(from),
+        to.map(|ip| ip.to_canonical()),
+    ))
 }
 
 /// Sends `bytes` to `to` from source address `from` (None: the kernel chooses; see
-/// [`super::Io::send_from`]).
+/// [`super::Io::send_from`]); IPv4 addresses go v4-mapped on an IPv6 socket.
 pub fn send_from_to(
-    socket: &UdpSocket,
+    socket: &impl AsFd,
     from: Option<IpAddr>,
     to: SocketAddr,
     bytes: &[u8],
 ) -> std::io::Result<usize> {
+    use nix::sys::socket::{getsockname, SockaddrLike, SockaddrStorage};
+    let bound = getsockname::<SockaddrStorage>(socket.as_fd().as_raw_fd())?;
+    let v6 = bound.family() == Some(nix::sys::socket::AddressFamily::Inet6);
+    let to = SocketAddr::new(sockaddr::in_family(v6, to.ip()), to.port());
+    let from = from.map(|ip| sockaddr::in_family(v6, ip));
     let mut addr = RawAddr::new(to);
     let mut control = ControlBuffer::default();
     let mut iov = libc::iovec {
@@ -91,6 +102,6 @@ pub fn send_from_to(
     }
     // SAFETY: the header points at `addr`, `control` and `iov` (into `bytes`, which the
     // kernel only reads), all live for the call, with their true lengths.
-    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
+    let sent = unsafe { libc::sendmsg(socket.as_fd().as_raw_fd(), &msg, 0) };
     usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
 }

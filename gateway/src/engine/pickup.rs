@@ -202,7 +202,8 @@ impl Engine {
         };
         let mut progress = request.response(183, "Session Progress", Some(&pickup.dummy_tag));
         progress.set_header(Name::CONTACT, self.local.contact(pickup.peer));
-        if let Some(answer) = sdp::inactive_answer(&request.body, self.local.ip) {
+        if let Some(answer) = sdp::inactive_answer(&request.body, self.local.media_ip(pickup.peer))
+        {
             progress.set_header(Name::CONTENT_TYPE, "application/sdp");
             progress.body = answer;
         }
@@ -243,7 +244,7 @@ impl Engine {
         };
         let caller = Self::caller_name_addr(context);
         let mut dialog = Dialog {
-            call_id: ids::call_id(&self.local.host),
+            call_id: ids::call_id(&self.local.host(pickup.peer)),
             local_tag: ids::tag(),
             remote_tag: None,
             local_uri: caller.clone(),
@@ -266,11 +267,17 @@ impl Engine {
         );
         invite.set_header(
             Name::CALL_INFO,
-            format!("<sip:gw@{}>;answer-after=0", self.local.host_port),
+            format!(
+                "<sip:gw@{}>;answer-after=0",
+                self.local.host_port(pickup.peer)
+            ),
         );
         invite.set_header(
             Name::ALERT_INFO,
-            format!("<sip:gw@{}>;info=alert-autoanswer", self.local.host_port),
+            format!(
+                "<sip:gw@{}>;info=alert-autoanswer",
+                self.local.host_port(pickup.peer)
+            ),
         );
         if !context.caller_offer.is_empty() {
             invite.set_header(Name::CONTENT_TYPE, "application/sdp");
@@ -415,7 +422,7 @@ impl Engine {
         });
         let (a_tx, a_tag, a_peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
         let to_caller = match anchor {
-            Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller),
+            Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller, a_peer),
             None => to_caller,
         };
         let Some(a_request) = self.tx.request(a_tx) else {
