@@ -57,6 +57,9 @@ pub struct TcpTransport {
 /// What the accept loop, the connection tasks and [`TcpTransport`] share.
 struct Shared {
     settings: TcpSettings,
+    /// The listening port: a connection's local address, as the core names it, has it
+    /// (an outgoing connection's own port is ephemeral, and Via must name the listener).
+    port: u16,
     inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
 }
@@ -96,6 +99,7 @@ impl TcpTransport {
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
             settings,
+            port: local.port(),
             inbound,
             state: Mutex::new(State {
                 connections: HashMap::new(),
@@ -239,10 +243,12 @@ fn start_connection(
     shared: &Arc<Shared>,
 ) -> mpsc::Sender<Bytes> {
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().map_or_else(
-        |_| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
-        canonical,
-    );
+    let local_ip = stream
+        .local_addr()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |addr| {
+            canonical(addr).ip()
+        });
+    let local = SocketAddr::new(local_ip, shared.port);
     let (reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let id = {
