@@ -294,9 +294,8 @@ async fn messages_name_the_listening_address_as_their_local_one_both_ways() {
         .write_all(options("in", "").as_bytes())
         .await
         .unwrap();
-    let Some(Inbound::Message { peer, .. }) = tokio::time::timeout(GUARD, inbound.recv())
-        .await
-        .unwrap()
+    let Some(Inbound::Message { peer, .. }) =
+        tokio::time::timeout(GUARD, inbound.recv()).await.unwrap()
     else {
         panic!("a message");
     };
@@ -320,12 +319,14 @@ async fn messages_name_the_listening_address_as_their_local_one_both_ways() {
         .write_all(options("back", "").as_bytes())
         .await
         .unwrap();
-    let Some(Inbound::Message { peer, .. }) = tokio::time::timeout(GUARD, inbound.recv())
-        .await
-        .unwrap()
+    let Some(Inbound::Message { peer, .. }) =
+        tokio::time::timeout(GUARD, inbound.recv()).await.unwrap()
     else {
         panic!("a message");
     };
     assert_eq!(peer.addr, to.addr);
-    assert_eq!(peer.local, listen, "the listening port, not the ephemeral one");
+    assert_eq!(
+        peer.local, listen,
+        "the listening port, not the ephemeral one"
+    );
 }
