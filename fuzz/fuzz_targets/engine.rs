@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         let peer = Peer {
             protocol: if i % 3 == 2 { Protocol::Tcp } else { Protocol::Udp },
             addr: format!("127.0.0.{}:50{:02}", 1 + i % 3, i % 7).parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
         };
         engine.handle_datagram(now, peer, datagram);
         now.mono += Duration::from_millis(700);

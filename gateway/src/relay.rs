@@ -49,7 +49,7 @@ impl MediaRelay {
             control: worker.sender(),
             worker,
             events,
-            ip: config.media_ip(),
+            ip: config.media_bind_ip(),
         })
     }
 
@@ -63,10 +63,11 @@ impl MediaRelay {
         self.worker.on_failure(report);
     }
 
+    /// The RTP and RTCP sockets of one side (on `[::]`, dual stack).
     fn bind_pair(&self, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {
         Ok((
-            UdpSocket::bind((self.ip, port))?,
-            UdpSocket::bind((self.ip, port + 1))?,
+            fastpath::udp::bind((self.ip, port).into())?,
+            fastpath::udp::bind((self.ip, port + 1).into())?,
         ))
     }
 

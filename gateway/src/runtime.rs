@@ -262,7 +262,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
     let now = Now::system();
     let mut store = Store::open(&config.database.path)?;
-    let bindings = store.load_bindings(now.unix())?;
+    let mut bindings = store.load_bindings(now.unix())?;
+    for (_, binding) in &mut bindings {
+        crate::transport::addressing::fill_local(&mut binding.source, config.listen_addr());
+    }
     let interrupted = store.recover_interrupted(&config.node.id)?;
     if interrupted != Interrupted::default() {
         tracing::warn!(
@@ -371,7 +374,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 relay.backend(),
                 config.media.port_min,
                 config.media.port_max,
-                config.media_ip()
+                config.media_bind_ip()
             );
             relay.on_failure(report_to(&failures_tx));
             Some(relay)
@@ -407,7 +410,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             };
             match transport {
                 Some(transport) => {
-                    if let Err(e) = transport.send(out.peer.addr, out.bytes) {
+                    if let Err(e) = transport.send(out.peer, out.bytes) {
                         tracing::warn!("send to {} failed: {e}", out.peer.addr);
                     }
                 }
@@ -537,6 +540,7 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
             peer: Peer {
                 protocol: crate::transport::Protocol::Udp,
                 addr: "127.0.0.1:5099".parse().unwrap(),
+                local: "127.0.0.1:5060".parse().unwrap(),
             },
             bytes,
             received,

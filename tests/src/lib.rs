@@ -77,6 +77,12 @@ pub struct GatewayOptions {
     pub tcp: Option<String>,
     /// The soft and hard descriptor limits the gateway is started with (`ulimit -n`).
     pub nofile: Option<(u64, u64)>,
+    /// The address `sip.listen` names instead of `127.0.0.1` (e.g. `0.0.0.0`, `[::]`); the
+    /// harness still reaches the gateway at 127.0.0.1.
+    pub listen_ip: Option<&'static str>,
+    /// Keys added to sections of the quick-start config: `(section, lines)`, e.g.
+    /// `("media", "advertise = \"203.0.113.5\"")`.
+    pub keys: Vec<(&'static str, String)>,
 }
 
 impl Default for GatewayOptions {
@@ -93,6 +99,8 @@ impl Default for GatewayOptions {
             udp_only_without_analog: false,
             tcp: None,
             nofile: None,
+            listen_ip: None,
+            keys: Vec::new(),
         }
     }
 }
@@ -225,6 +233,18 @@ impl Gateway {
             }
             None => text,
         };
+        let text = match options.listen_ip {
+            Some(ip) => text.replace(
+                &format!("listen = \"127.0.0.1:{port}\""),
+                &format!("listen = \"{ip}:{port}\""),
+            ),
+            None => text,
+        };
+        let text = options.keys.iter().fold(text, |text, (section, lines)| {
+            let header = format!("\n[{section}]\n");
+            assert!(text.contains(&header), "office.toml has no [{section}]");
+            text.replacen(&header, &format!("{header}{lines}\n"), 1)
+        });
         let text = format!("{text}\n{}\n", options.extra);
         std::fs::write(&config, text).expect("write config");
         (dir, port, config, relay_range)
@@ -496,6 +516,9 @@ pub enum Transport {
 #[derive(Debug, Clone)]
 pub struct Sipp {
     scenario: String,
+    local_ip: String,
+    /// The gateway's address SIPp sends to (None: [`Gateway::addr`]).
+    gateway_ip: Option<std::net::IpAddr>,
     local_port: u16,
     transport: Transport,
     args: Vec<String>,
@@ -524,6 +547,8 @@ impl Sipp {
     pub fn new(scenario: &str, local_port: u16) -> Sipp {
         Sipp {
             scenario: scenario.into(),
+            local_ip: "127.0.0.1".into(),
+            gateway_ip: None,
             local_port,
             transport: Transport::Udp,
             args: Vec::new(),
@@ -531,6 +556,33 @@ impl Sipp {
             out_of_call: None,
             calls: 1,
             time_limit: Duration::from_secs(30),
+        }
+    }
+
+    /// Binds SIPp to `ip` (`-i`, default 127.0.0.1).
+    pub fn local_ip(mut self, ip: &str) -> Sipp {
+        self.local_ip = ip.into();
+        self
+    }
+
+    /// Sends to the gateway at `ip` (with its port) instead of 127.0.0.1.
+    pub fn gateway_ip(mut self, ip: &str) -> Sipp {
+        self.gateway_ip = Some(ip.parse().expect("an IP address"));
+        self
+    }
+
+    /// The address the gateway must name in the Via and Contact it sends this phone
+    /// (`host:port`) and in its SDP (`media`): the scenarios check them.
+    pub fn expect_gateway_at(self, host_port: &str, media: &str) -> Sipp {
+        self.fill("@GATEWAY_HOST@", &regex_escape(host_port))
+            .fill("@GATEWAY_MEDIA@", &regex_escape(media))
+    }
+
+    /// The gateway's address as SIPp reaches it.
+    fn target(&self, gateway: &Gateway) -> SocketAddr {
+        match self.gateway_ip {
+            Some(ip) => SocketAddr::new(ip, gateway.port),
+            None => gateway.addr(),
         }
     }
 
@@ -626,6 +678,9 @@ impl Sipp {
         text = text.replace("@PICKED_CALL_MS@", "4000");
         // The caller identity the picker's phone must be shown (the quick-start 204).
         text = text.replace("@CALLER_ID@", &xml_escape("\"Reception 204\" <sip:204@"));
+        // Any address, unless a test expects one (`expect_gateway_at`).
+        text = text.replace("@GATEWAY_HOST@", "[^;> ]+");
+        text = text.replace("@GATEWAY_MEDIA@", "[0-9a-fA-F.:]+");
         let scenario = gateway.scratch().join(format!("{tag}-{name}"));
         std::fs::write(&scenario, text).expect("write scenario");
         scenario
@@ -645,7 +700,9 @@ impl Sipp {
             .arg(&log)
             .arg("-sf")
             .arg(&scenario)
-            .args(["-i", "127.0.0.1", "-p"])
+            .arg("-i")
+            .arg(&self.local_ip)
+            .arg("-p")
             .arg(self.local_port.to_string())
             .arg("-timeout")
             .arg(format!("{}s", self.time_limit.as_secs()))
@@ -675,8 +732,14 @@ impl Sipp {
             if scenario_text.contains("INVITE sip:[service]@[remote_ip]:[remote_port]") {
                 command
                     .arg("-auth_uri")
-                    .arg(format!("{service}@{}", gateway.addr()));
+                    .arg(format!("{service}@{}", self.target(gateway)));
             }
+        }
+        // SIPp's own digest uri leaves an IPv6 address out of its brackets.
+        if scenario_text.contains("REGISTER sip:[remote_ip]:[remote_port]") {
+            command
+                .arg("-auth_uri")
+                .arg(self.target(gateway).to_string());
         }
         if let Some(name) = &self.out_of_call {
             command
@@ -685,7 +748,7 @@ impl Sipp {
                 .arg("-callid_slash_ign");
         }
         command
-            .arg(gateway.addr().to_string())
+            .arg(self.target(gateway).to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -808,6 +871,18 @@ fn xml_escape(text: &str) -> String {
         .replace('"', "&quot;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// `text` as a POSIX extended regular expression matching it literally (SIPp's `ereg`).
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c {
+            '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '{' | '}' | '|' | '^' | '$' | '\\' => {
+                vec!['\\', c]
+            }
+            c => vec![c],
+        })
+        .collect()
 }
 
 /// SIPp's error file split into its events: each starts with a `YYYY-MM-DD<tab>` stamp

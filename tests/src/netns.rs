@@ -36,6 +36,16 @@ impl LossyLoopback {
         run("nft", &["-f", "-"], Some(&rules));
     }
 
+    /// Adds `address` (CIDR, e.g. `10.1.0.1/24` or `fd00:1::1/64`) to the loopback, so
+    /// that tests can play hosts on several networks.
+    pub fn add_address(&self, address: &str) {
+        let mut args = vec!["addr", "add", address, "dev", "lo"];
+        if address.contains(':') {
+            args.push("nodad"); // usable at once, no duplicate address detection
+        }
+        run("ip", &args, None);
+    }
+
     /// How many datagrams the loss rule dropped so far.
     pub fn dropped(&self) -> u64 {
         let output = Command::new("nft")

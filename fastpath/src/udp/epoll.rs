@@ -8,6 +8,7 @@
 //! sockets that became ready meanwhile).
 #![allow(unsafe_code)]
 
+use super::cmsg::{self, ControlBuffer};
 use super::failure::{is_fatal_receive_error, FailureCause};
 use super::sockaddr::{self, RawAddr};
 use super::{Handler, Io, LoopContext, WorkerStats};
@@ -31,6 +32,9 @@ fn zeroed<T>() -> T {
 struct ReceiveBatch {
     data: Vec<u8>,
     names: Vec<[u8; NAME]>,
+    /// Where the kernel reports each datagram's destination (sockets bound to the
+    /// unspecified address).
+    controls: Vec<ControlBuffer>,
     iovs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     size: usize,
@@ -41,6 +45,7 @@ impl ReceiveBatch {
         ReceiveBatch {
             data: vec![0; size * BATCH],
             names: vec![[0; NAME]; BATCH],
+            controls: vec![ControlBuffer::default(); BATCH],
             iovs: (0..BATCH).map(|_| zeroed()).collect(),
             headers: (0..BATCH).map(|_| zeroed()).collect(),
             size,
@@ -61,9 +66,12 @@ impl ReceiveBatch {
             header.msg_hdr.msg_namelen = NAME as libc::socklen_t;
             header.msg_hdr.msg_iov = &mut self.iovs[i];
             header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_control = self.controls[i].0.as_mut_ptr().cast();
+            header.msg_hdr.msg_controllen = cmsg::SPACE;
         }
-        // SAFETY: every header points at its own name buffer and iovec, which point into
-        // `self.data`; all outlive the call, and the lengths given match the buffers.
+        // SAFETY: every header points at its own name buffer, control buffer and iovec,
+        // which points into `self.data`; all outlive the call, and the lengths given match
+        // the buffers.
         let received = unsafe {
             libc::recvmmsg(
                 fd,
@@ -82,17 +90,39 @@ impl ReceiveBatch {
         }
     }
 
-    /// Datagram `i` of the last receive: source and bytes, or None when truncated.
-    fn datagram(&self, i: usize) -> Option<(std::net::SocketAddr, &[u8])> {
+    /// Datagram `i` of the last receive: source, destination (when reported) and bytes,
+    /// or None when truncated.
+    fn datagram(&self, i: usize) -> Option<Received<'_>> {
         let header = &self.headers[i];
         if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             return None;
         }
         let name_len = (header.msg_hdr.msg_namelen as usize).min(NAME);
         let from = sockaddr::parse(&self.names[i][..name_len])?;
+        let to = match header.msg_hdr.msg_flags & libc::MSG_CTRUNC {
+            0 => {
+                let control_len = header.msg_hdr.msg_controllen.min(cmsg::SPACE);
+                cmsg::destination(&self.controls[i].0[..control_len])
+            }
+            _ => None,
+        };
         let len = (header.msg_len as usize).min(self.size);
-        Some((from, &self.data[i * self.size..i * self.size + len]))
+        Some((from, to, &self.data[i * self.size..i * self.size + len]))
     }
+}
+
+/// A received datagram: source, destination (when reported), bytes.
+type Received<'a> = (std::net::SocketAddr, Option<std::net::IpAddr>, &'a [u8]);
+
+/// A send waiting for sendmmsg: descriptor, destination, source control message and its
+/// length (0: none), bytes.
+struct Pending {
+    fd: RawFd,
+    addr: RawAddr,
+    control: ControlBuffer,
+    control_len: usize,
+    bytes: *const u8,
+    len: usize,
 }
 
 /// Sends the queued datagrams, BATCH per sendmmsg call, socket by socket, and writes the
@@ -113,39 +143,54 @@ fn send_all(io: &mut Io, stats: &WorkerStats) {
 fn send_datagrams(io: &mut Io, stats: &WorkerStats) {
     // The datagrams stay in the Io's buffer (untouched until `clear_data` after this
     // function): the iovecs point into it, nothing is copied per packet.
-    let mut pending: Vec<(RawFd, RawAddr, *const u8, usize)> = Vec::new();
-    io.drain_sends(|_, fd, to, bytes| match fd {
-        Some(fd) => pending.push((fd, RawAddr::new(to), bytes.as_ptr(), bytes.len())),
+    let mut pending: Vec<Pending> = Vec::new();
+    io.drain_sends(|fd, from, to, bytes| match fd {
+        Some(fd) => {
+            let mut control = ControlBuffer::default();
+            let control_len = from.map_or(0, |from| cmsg::source(from, &mut control));
+            pending.push(Pending {
+                fd,
+                addr: RawAddr::new(to),
+                control,
+                control_len,
+                bytes: bytes.as_ptr(),
+                len: bytes.len(),
+            });
+        }
         None => WorkerStats::add(&stats.send_dropped, 1),
     });
-    pending.sort_by_key(|(fd, ..)| *fd);
-    for group in pending.chunk_by_mut(|a, b| a.0 == b.0) {
-        let fd = group[0].0;
+    pending.sort_by_key(|send| send.fd);
+    for group in pending.chunk_by_mut(|a, b| a.fd == b.fd) {
+        let fd = group[0].fd;
         for chunk in group.chunks_mut(BATCH) {
             let mut iovs: Vec<libc::iovec> = chunk
                 .iter()
-                .map(|&(_, _, bytes, len)| libc::iovec {
-                    iov_base: bytes.cast_mut().cast(),
-                    iov_len: len,
+                .map(|send| libc::iovec {
+                    iov_base: send.bytes.cast_mut().cast(),
+                    iov_len: send.len,
                 })
                 .collect();
             let mut headers: Vec<libc::mmsghdr> = chunk
                 .iter_mut()
                 .zip(iovs.iter_mut())
-                .map(|((_, addr, ..), iov)| {
+                .map(|(send, iov)| {
                     let mut header: libc::mmsghdr = zeroed();
-                    header.msg_hdr.msg_name = addr.as_ptr();
-                    header.msg_hdr.msg_namelen = addr.len();
+                    header.msg_hdr.msg_name = send.addr.as_ptr();
+                    header.msg_hdr.msg_namelen = send.addr.len();
                     header.msg_hdr.msg_iov = iov;
                     header.msg_hdr.msg_iovlen = 1;
+                    if send.control_len > 0 {
+                        header.msg_hdr.msg_control = send.control.0.as_mut_ptr().cast();
+                        header.msg_hdr.msg_controllen = send.control_len;
+                    }
                     header
                 })
                 .collect();
             let mut done = 0;
             while done < headers.len() {
-                // SAFETY: the headers point at addresses in `chunk` and iovecs in `iovs`,
-                // which point into the Io's buffer; all live, unmoved, until after the call
-                // (the kernel only reads the bytes).
+                // SAFETY: the headers point at addresses and control buffers in `chunk` and
+                // iovecs in `iovs`, which point into the Io's buffer; all live, unmoved,
+                // until after the call (the kernel only reads the bytes).
                 let sent = unsafe {
                     libc::sendmmsg(
                         fd,
@@ -301,7 +346,7 @@ impl Poller {
                 }
                 for i in 0..count {
                     match batch.datagram(i) {
-                        Some((from, bytes)) => context.deliver(socket, from, bytes),
+                        Some((from, to, bytes)) => context.deliver(socket, from, to, bytes),
                         None => WorkerStats::add(&shared.stats.truncated, 1),
                     }
                 }

@@ -4,16 +4,25 @@
 //! the same interface: io_uring (multishot recvmsg into a ring-mapped provided-buffer pool,
 //! batched submissions, single issuer with deferred task running) and, where io_uring is
 //! unavailable, epoll with recvmmsg/sendmmsg.
+//!
+//! A socket bound to the unspecified address (`0.0.0.0`, `[::]`) reports each datagram's
+//! destination to [`Handler::datagram_to`] (`IP_PKTINFO`, `IPV6_RECVPKTINFO`), and a send
+//! may name its source address ([`Io::send_from`]), so that a reply leaves from the address
+//! the request arrived on. On a dual-stack IPv6 socket, IPv4 addresses are plain IPv4 for
+//! handlers both ways (the worker maps them).
 
+mod cmsg;
 mod epoll;
 mod failure;
+mod single;
 mod sockaddr;
 mod uring;
 
 pub use failure::{FailureCause, WorkerFailure};
+pub use single::{bind, recv_from_to, send_from_to};
 
 use crossbeam_channel::{Receiver, Sender};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,13 +113,33 @@ impl WorkerStats {
     }
 }
 
+/// A queued send: socket, source address (None: the kernel's choice), destination, bytes
+/// (a range of [`Io::data`]).
+type QueuedSend = (usize, Option<IpAddr>, SocketAddr, std::ops::Range<usize>);
+
+/// Whether `socket` is an IPv6 socket.
+fn is_v6(socket: &UdpSocket) -> bool {
+    socket.local_addr().is_ok_and(|addr| addr.is_ipv6())
+}
+
+/// Makes a socket bound to the unspecified address report each datagram's destination.
+fn watch_destinations(socket: &UdpSocket) -> std::io::Result<()> {
+    let ip = socket.local_addr()?.ip();
+    if ip.is_unspecified() {
+        cmsg::report_destinations(socket, ip)?;
+    }
+    Ok(())
+}
+
 /// What a handler may do on its worker's thread: queue sends (sent after the batch), and add
 /// or remove sockets (served from the next loop turn on).
 #[derive(Debug, Default)]
 pub struct Io {
-    sends: Vec<(usize, SocketAddr, std::ops::Range<usize>)>,
+    sends: Vec<QueuedSend>,
     data: Vec<u8>,
     sockets: Vec<Option<UdpSocket>>,
+    /// Whether each socket is IPv6 (its IPv4 addresses are v4-mapped), by number.
+    v6: Vec<bool>,
     /// Slots that may not be reused yet (open, or closing in the kernel).
     reserved: Vec<bool>,
     added: Vec<usize>,
@@ -127,6 +156,7 @@ impl Io {
         Io {
             reserved: vec![true; sockets.len()],
             added: (0..sockets.len()).collect(),
+            v6: sockets.iter().map(is_v6).collect(),
             sockets: sockets.into_iter().map(Some).collect(),
             ..Io::default()
         }
@@ -134,22 +164,33 @@ impl Io {
 
     /// Queues `bytes` to `to` from socket `socket`.
     pub fn send(&mut self, socket: usize, to: SocketAddr, bytes: &[u8]) {
-        let start = self.data.len();
-        self.data.extend_from_slice(bytes);
-        self.sends.push((socket, to, start..self.data.len()));
+        self.send_from(socket, None, to, bytes);
     }
 
-    /// Serves one more socket; returns its number.
+    /// Queues `bytes` to `to` from socket `socket` with source address `from` (one of the
+    /// host's addresses, for a socket bound to the unspecified address); None: the kernel
+    /// chooses.
+    pub fn send_from(&mut self, socket: usize, from: Option<IpAddr>, to: SocketAddr, bytes: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.sends.push((socket, from, to, start..self.data.len()));
+    }
+
+    /// Serves one more socket; returns its number. Bound to the unspecified address, it
+    /// reports each datagram's destination.
     pub fn add_socket(&mut self, socket: UdpSocket) -> std::io::Result<usize> {
         socket.set_nonblocking(true)?;
+        watch_destinations(&socket)?;
         let index = match self.reserved.iter().position(|&r| !r) {
             Some(free) => free,
             None => {
                 self.sockets.push(None);
                 self.reserved.push(false);
+                self.v6.push(false);
                 self.sockets.len() - 1
             }
         };
+        self.v6[index] = is_v6(&socket);
         self.sockets[index] = Some(socket);
         self.reserved[index] = true;
         self.added.push(index);
@@ -234,19 +275,23 @@ impl Io {
         }
     }
 
-    /// Hands each queued send to `each` with its socket's descriptor (None: no such socket).
+    /// Hands each queued send to `each` with its socket's descriptor (None: no such socket),
+    /// its source address (None: the kernel's choice), destination and bytes.
     fn drain_sends(
         &mut self,
-        mut each: impl FnMut(usize, Option<std::os::fd::RawFd>, SocketAddr, &[u8]),
+        mut each: impl FnMut(Option<std::os::fd::RawFd>, Option<IpAddr>, SocketAddr, &[u8]),
     ) {
         use std::os::fd::AsRawFd;
-        for (socket, to, range) in self.sends.drain(..) {
+        for (socket, from, to, range) in self.sends.drain(..) {
             let fd = self
                 .sockets
                 .get(socket)
                 .and_then(Option::as_ref)
                 .map(|s| s.as_raw_fd());
-            each(socket, fd, to, &self.data[range]);
+            let v6 = self.v6.get(socket).copied().unwrap_or(false);
+            let to = SocketAddr::new(sockaddr::in_family(v6, to.ip()), to.port());
+            let from = from.map(|ip| sockaddr::in_family(v6, ip));
+            each(fd, from, to, &self.data[range]);
         }
     }
 
@@ -268,6 +313,21 @@ pub trait Handler: 'static {
     type Command: Send + 'static;
     /// `bytes` arrived on socket `socket` from `from`.
     fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]);
+    /// `bytes` arrived on socket `socket` from `from`, sent to `to`: the local address,
+    /// reported for sockets bound to the unspecified address (None for the others, whose
+    /// local address is their own). Workers call this; by default it calls
+    /// [`Handler::datagram`].
+    fn datagram_to(
+        &mut self,
+        io: &mut Io,
+        socket: usize,
+        from: SocketAddr,
+        to: Option<IpAddr>,
+        bytes: &[u8],
+    ) {
+        let _ = to;
+        self.datagram(io, socket, from, bytes);
+    }
     /// A command from another thread.
     fn command(&mut self, io: &mut Io, command: Self::Command);
     /// A read on a file added with [`Io::add_file`] completed: data (empty at end of file)
@@ -302,6 +362,7 @@ enum Message<C> {
     /// A datagram to send.
     Send {
         socket: usize,
+        from: Option<IpAddr>,
         to: SocketAddr,
         bytes: Vec<u8>,
     },
@@ -360,7 +421,23 @@ impl<C> SendHandle<C> {
 
     /// Queues `bytes` to `to` from socket number `socket`; false when the worker stopped.
     pub fn send(&self, socket: usize, to: SocketAddr, bytes: Vec<u8>) -> bool {
-        self.post(Message::Send { socket, to, bytes })
+        self.send_from(socket, None, to, bytes)
+    }
+
+    /// Like [`SendHandle::send`], from source address `from` (see [`Io::send_from`]).
+    pub fn send_from(
+        &self,
+        socket: usize,
+        from: Option<IpAddr>,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> bool {
+        self.post(Message::Send {
+            socket,
+            from,
+            to,
+            bytes,
+        })
     }
 
     /// Hands `command` to the worker's handler; false when the worker stopped.
@@ -412,7 +489,12 @@ impl<H: Handler> LoopContext<H> {
         self.waker.reset();
         while let Ok(message) = self.queue.try_recv() {
             match message {
-                Message::Send { socket, to, bytes } => self.io.send(socket, to, &bytes),
+                Message::Send {
+                    socket,
+                    from,
+                    to,
+                    bytes,
+                } => self.io.send_from(socket, from, to, &bytes),
                 Message::Command(command) => self.handler.command(&mut self.io, command),
             }
         }
@@ -459,10 +541,12 @@ impl<H: Handler> LoopContext<H> {
         }
     }
 
-    /// Hands one datagram to the handler.
-    fn deliver(&mut self, socket: usize, from: SocketAddr, bytes: &[u8]) {
+    /// Hands one datagram (sent to `to`, when reported) to the handler.
+    fn deliver(&mut self, socket: usize, from: SocketAddr, to: Option<IpAddr>, bytes: &[u8]) {
         WorkerStats::add(&self.shared.stats.received, 1);
-        self.handler.datagram(&mut self.io, socket, from, bytes);
+        let (from, to) = (sockaddr::canonical(from), to.map(|ip| ip.to_canonical()));
+        self.handler
+            .datagram_to(&mut self.io, socket, from, to, bytes);
     }
 }
 
@@ -500,6 +584,7 @@ impl<C: Send + 'static> Worker<C> {
             .collect::<Result<Vec<_>, _>>()?;
         for socket in &sockets {
             socket.set_nonblocking(true)?;
+            watch_destinations(socket)?;
         }
         let (queue_tx, queue) = crossbeam_channel::unbounded();
         let waker = Arc::new(Waker::new()?);

@@ -1,6 +1,20 @@
 //! Socket addresses in the kernel's layout, built and read without unsafe code.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// `addr` as handlers see it: an IPv4 peer of a dual-stack IPv6 socket (v4-mapped there)
+/// as plain IPv4.
+pub(super) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// `ip` as a socket of the given family writes it: IPv4 v4-mapped on an IPv6 socket.
+pub(super) fn in_family(v6_socket: bool, ip: IpAddr) -> IpAddr {
+    match (v6_socket, ip) {
+        (true, IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+        _ => ip,
+    }
+}
 
 /// A `sockaddr_in` or `sockaddr_in6` for a send.
 #[derive(Clone, Copy)]

@@ -5,6 +5,7 @@
 //! `submit_and_wait` per loop turn submits everything queued and reaps a batch.
 #![allow(unsafe_code)]
 
+use super::cmsg::{self, ControlBuffer};
 use super::failure::{is_fatal_receive_error, FailureCause};
 use super::sockaddr::{self, RawAddr};
 use super::{Handler, Io, LoopContext, WorkerStats};
@@ -125,11 +126,12 @@ impl BufferRing {
     }
 }
 
-/// One send in flight: its bytes, address and message header must stay put until the
-/// completion comes back.
+/// One send in flight: its bytes, address, source control message and message header
+/// must stay put until the completion comes back.
 struct SendSlot {
     data: Vec<u8>,
     addr: RawAddr,
+    control: ControlBuffer,
     iov: libc::iovec,
     msg: libc::msghdr,
 }
@@ -192,10 +194,13 @@ impl Ring {
         }
         let mut recv_msg = Box::new(zeroed_msghdr());
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // Room for the destination a socket bound to the unspecified address reports.
+        recv_msg.msg_controllen = cmsg::SPACE;
         let slots = (0..SEND_SLOTS)
             .map(|_| SendSlot {
                 data: Vec::with_capacity(2048),
                 addr: RawAddr::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                control: ControlBuffer::default(),
                 iov: libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
@@ -369,8 +374,12 @@ impl Ring {
             WorkerStats::add(&context.shared.stats.truncated, 1);
             return;
         }
+        let to = match message.is_control_data_truncated() {
+            true => None,
+            false => cmsg::destination(message.control_data()),
+        };
         if let Some(from) = sockaddr::parse(message.name_data()) {
-            context.deliver(socket, from, message.payload_data());
+            context.deliver(socket, from, to, message.payload_data());
         }
     }
 
@@ -395,7 +404,7 @@ impl Ring {
                 .user_data((FILE_WRITE << TAG_SHIFT) | index as u64),
             );
         });
-        io.drain_sends(|_, fd, to, bytes| {
+        io.drain_sends(|fd, from, to, bytes| {
             let (Some(fd), Some(index)) = (fd, self.free.pop()) else {
                 WorkerStats::add(&stats.send_dropped, 1);
                 return;
@@ -413,6 +422,10 @@ impl Ring {
             slot.msg.msg_namelen = slot.addr.len();
             slot.msg.msg_iov = &mut slot.iov;
             slot.msg.msg_iovlen = 1;
+            if let Some(from) = from {
+                slot.msg.msg_controllen = cmsg::source(from, &mut slot.control);
+                slot.msg.msg_control = slot.control.0.as_mut_ptr().cast();
+            }
             entries.push(
                 opcode::SendMsg::new(types::Fd(fd), &slot.msg)
                     .build()

@@ -130,16 +130,9 @@ fn channel_of(uri: &str) -> Option<u32> {
 impl AnalogAgent {
     /// An agent for `ports`; `gateway_host` is the engine's host (as in `sip:201@host`).
     pub fn new(ports: Vec<PortSetup>, gateway_host: String) -> AnalogAgent {
-        let ip = ports
-            .first()
-            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.rtp.ip());
         AnalogAgent {
             tx: TxLayer::new(TimerConfig::default()),
-            local: LocalIdentity {
-                host_port: ANALOG_HOST.to_string(),
-                host: ANALOG_HOST.to_string(),
-                ip,
-            },
+            local: LocalIdentity::named(ANALOG_HOST),
             gateway_host,
             ports: ports
                 .into_iter()

@@ -77,7 +77,7 @@ pub fn service_config(
     ServiceConfig {
         ports,
         dahdi_dir: analog.dahdi_dir.clone(),
-        rtp_ip: listen.ip(),
+        rtp_ip: config.media_bind_ip(),
         gateway_host: match listen.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             std::net::IpAddr::V4(ip) => ip.to_string(),

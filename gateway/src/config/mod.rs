@@ -3,6 +3,9 @@
 //! Every error names the file, the key and what is wrong, so an operator can fix it without
 //! reading code. Unknown keys are rejected (a typo must not silently fall back to a default).
 
+pub mod address;
+
+use address::HostPort;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -213,9 +216,15 @@ pub struct MediaConfig {
     /// Last port of the range.
     #[serde(default = "default_port_max")]
     pub port_max: u16,
-    /// The address anchored SDP names (default: the SIP listen address).
+    /// The address the relay binds and anchored SDP names (default: the SIP listen
+    /// address). Unspecified (`0.0.0.0`, `::`, or a wildcard listen address): the relay
+    /// binds every address and SDP names the address each phone reached the gateway at.
     #[serde(default)]
     pub address: Option<std::net::IpAddr>,
+    /// The address SDP names instead (a public address of a gateway behind NAT whose
+    /// relay ports are forwarded to it); an IP address.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// A relay with no packets for this long ends (seconds).
     #[serde(default = "default_media_idle")]
     pub idle_timeout_secs: u64,
@@ -233,6 +242,7 @@ impl Default for MediaConfig {
             port_min: default_port_min(),
             port_max: default_port_max(),
             address: None,
+            advertise: None,
             idle_timeout_secs: default_media_idle(),
             probation_packets: default_probation_packets(),
         }
@@ -428,8 +438,13 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipConfig {
-    /// Address and port to listen on, e.g. `127.0.0.1:5060`.
+    /// Address and port to listen on, e.g. `192.168.1.10:5060`; `0.0.0.0:5060` listens on
+    /// every IPv4 address, `[::]:5060` on every address of both families.
     pub listen: String,
+    /// The host (and port) Via, Contact and the gateway's URIs name instead of the address
+    /// each peer reached: a public address or name of a gateway behind NAT.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Transports to serve on that address.
     #[serde(default = "default_transports")]
     pub transports: Vec<TransportName>,
@@ -734,11 +749,28 @@ impl Config {
         Duration::from_secs(self.calls.billing_mark_secs)
     }
 
-    /// The address anchored SDP names.
-    pub fn media_ip(&self) -> std::net::IpAddr {
+    /// The address the media relay binds (unspecified: every address).
+    pub fn media_bind_ip(&self) -> std::net::IpAddr {
         self.media
             .address
             .unwrap_or_else(|| self.listen_addr().ip())
+    }
+
+    /// The address every SDP the gateway writes names, when one is fixed: `media.advertise`,
+    /// else a specified media bind address. None: the address each phone reached.
+    pub fn media_advertised(&self) -> Option<std::net::IpAddr> {
+        match &self.media.advertise {
+            Some(text) => address::parse_media_advertise(text).ok(),
+            None => Some(self.media_bind_ip()).filter(|ip| !ip.is_unspecified()),
+        }
+    }
+
+    /// `sip.advertise`, read (validated at load time).
+    pub fn sip_advertised(&self) -> Option<HostPort> {
+        self.sip
+            .advertise
+            .as_deref()
+            .and_then(|text| HostPort::parse(text).ok())
     }
 
     /// The extension bound to analog phone port `channel`, if any.
@@ -791,24 +823,28 @@ impl Config {
                 ),
             ));
         }
-        if self.listen_addr().ip().is_unspecified() {
-            // Until answers come from the address a request arrived on, a wildcard would be
-            // written into every Via, Contact and anchored SDP, where phones cannot send.
-            return Err(invalid(
-                "sip.listen",
-                format!(
-                    "{:?} listens on every address, which is not supported yet: the gateway \
-                     writes its listen address into Via, Contact and SDP, so name the address \
-                     phones reach, e.g. \"192.168.1.10:5060\"",
-                    self.sip.listen
-                ),
-            ));
+        if let Some(Err(problem)) = self.sip.advertise.as_deref().map(HostPort::parse) {
+            return Err(invalid("sip.advertise", problem));
         }
-        if self.media.address.is_some_and(|ip| ip.is_unspecified()) {
+        if let Some(Err(problem)) = self
+            .media
+            .advertise
+            .as_deref()
+            .map(address::parse_media_advertise)
+        {
+            return Err(invalid("media.advertise", problem));
+        }
+        let analog_ports = self.analog.as_ref().is_some_and(|a| !a.ports.is_empty());
+        if analog_ports
+            && self.media.anchor == AnchorMode::Never
+            && self.media_bind_ip().is_unspecified()
+        {
+            // Unanchored, the analog ports' own SDP goes to the phones, and it names the
+            // address their RTP sockets are bound to.
             return Err(invalid(
                 "media.address",
-                "an unspecified address (0.0.0.0, ::) cannot be written into SDP: name the \
-                 address phones send their RTP to"
+                "the analog ports' RTP needs an address phones can send to: with a wildcard \
+                 sip.listen and anchor = \"never\", name it here, e.g. \"192.168.1.10\""
                     .into(),
             ));
         }
@@ -1129,6 +1165,42 @@ password = "pw201"
     }
 
     #[test]
+    fn wildcard_listening_names_the_address_each_peer_reached() {
+        for wildcard in ["0.0.0.0:5060", "[::]:5060"] {
+            let config = load(&MINIMAL.replace("127.0.0.1:5060", wildcard)).unwrap();
+            assert!(config.listen_addr().ip().is_unspecified());
+            assert!(config.media_bind_ip().is_unspecified());
+            assert_eq!(config.media_advertised(), None, "{wildcard}");
+            assert_eq!(config.sip_advertised(), None);
+        }
+        let behind_nat = format!(
+            "{}[media]\nadvertise = \"203.0.113.5\"\n",
+            MINIMAL.replace(
+                "listen = \"127.0.0.1:5060\"",
+                "listen = \"0.0.0.0:5060\"\nadvertise = \"pbx.example.com:5080\""
+            )
+        );
+        let config = load(&behind_nat).unwrap();
+        assert_eq!(
+            config.sip_advertised(),
+            Some(HostPort {
+                host: "pbx.example.com".into(),
+                port: Some(5080)
+            })
+        );
+        assert_eq!(
+            config.media_advertised(),
+            Some("203.0.113.5".parse().unwrap())
+        );
+        let specific = load(MINIMAL).unwrap();
+        assert_eq!(
+            specific.media_advertised(),
+            Some("127.0.0.1".parse().unwrap()),
+            "a specific listen address is the media address too"
+        );
+    }
+
+    #[test]
     fn example_office_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
         let config = Config::load(&path).unwrap();
@@ -1145,17 +1217,23 @@ password = "pw201"
         let bad_listen = MINIMAL.replace("127.0.0.1:5060", "localhost");
         let err = load(&bad_listen).unwrap_err().to_string();
         assert!(err.contains("sip.listen"), "{err}");
-        for wildcard in ["0.0.0.0:5060", "[::]:5060"] {
-            let err = load(&MINIMAL.replace("127.0.0.1:5060", wildcard))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("sip.listen") && err.contains("not supported yet"),
-                "{err}"
-            );
-        }
-        let wildcard_media = format!("{MINIMAL}[media]\naddress = \"0.0.0.0\"\n");
-        let err = load(&wildcard_media).unwrap_err().to_string();
+        let advertise = MINIMAL.replace("[sip]", "[sip]\nadvertise = \"pbx example\"");
+        let err = load(&advertise).unwrap_err().to_string();
+        assert!(
+            err.contains("sip.advertise") && err.contains("not a valid host name"),
+            "{err}"
+        );
+        let media_advertise = format!("{MINIMAL}[media]\nadvertise = \"media.example.com\"\n");
+        let err = load(&media_advertise).unwrap_err().to_string();
+        assert!(
+            err.contains("media.advertise") && err.contains("not an IP address"),
+            "{err}"
+        );
+        let analog_unanchored = format!(
+            "{}[media]\nanchor = \"never\"\n[[analog.port]]\nchannel = 1\n",
+            MINIMAL.replace("127.0.0.1:5060", "0.0.0.0:5060")
+        );
+        let err = load(&analog_unanchored).unwrap_err().to_string();
         assert!(err.contains("media.address"), "{err}");
 
         let typo = MINIMAL.replace("password", "pasword");

@@ -30,6 +30,7 @@ fn route_to(binding: &Binding) -> Peer {
             return Peer {
                 protocol: Protocol::Tcp,
                 addr,
+                local: binding.source.local,
             };
         }
     }
@@ -131,7 +132,8 @@ impl Engine {
             None
         };
         let offer = match anchor {
-            Some(anchor) => self.anchor_body(anchor, Side::A, &msg.body),
+            // Named for the caller's local address; each fork's copy is re-addressed.
+            Some(anchor) => self.anchor_body(anchor, Side::A, &msg.body, peer),
             None => msg.body.clone(),
         };
         let caller = Party {
@@ -140,7 +142,7 @@ impl Engine {
                 .extension(&user)
                 .and_then(|e| e.display_name.clone())
                 .or(from.display.clone()),
-            uri: self.local.uri_for(&user),
+            uri: self.local.uri_for(&user, peer),
             number: user,
         };
         let id = self.calls.next_id;
@@ -201,11 +203,11 @@ impl Engine {
         for binding in bindings {
             let peer = route_to(&binding);
             let mut dialog = Dialog {
-                call_id: ids::call_id(&self.local.host),
+                call_id: ids::call_id(&self.local.host(peer)),
                 local_tag: ids::tag(),
                 remote_tag: None,
                 local_uri: caller_uri.clone(),
-                remote_uri: format!("<{}>", self.local.uri_for(&call.called)),
+                remote_uri: format!("<{}>", self.local.uri_for(&call.called, peer)),
                 remote_target: binding.contact.clone(),
                 local_cseq: 0,
                 peer,
@@ -216,7 +218,7 @@ impl Engine {
             if !call.offer.is_empty() {
                 let content_type = call.offer_type.as_deref().unwrap_or("application/sdp");
                 invite.set_header(Name::CONTENT_TYPE, content_type);
-                invite.body = call.offer.clone();
+                invite.body = super::media::offer_for(&self.local, call.anchor, &call.offer, peer);
             }
             if let Err(error) = dialog.fit_transport(&mut invite, &self.local, tcp_served) {
                 tracing::warn!("call {id}: INVITE to {} not sent: {error}", binding.contact);
@@ -482,7 +484,7 @@ impl Engine {
         response.set_header(Name::CONTACT, self.local.contact(a_peer));
         copy_body(from_b, &mut response);
         if let Some(anchor) = anchor {
-            response.body = self.anchor_body(anchor, Side::B, &response.body);
+            response.body = self.anchor_body(anchor, Side::B, &response.body, a_peer);
         }
         if let Some(id) = id {
             response.body = self.answer_body(now, id, Side::A, code, response.body);
@@ -819,9 +821,9 @@ impl Engine {
                 request.set_header(name, value.to_string());
             }
         }
-        let cseq = dialog.local_cseq;
+        let (cseq, toward) = (dialog.local_cseq, dialog.peer);
         if let Some(anchor) = anchor {
-            request.body = self.anchor_body(anchor, side, &request.body);
+            request.body = self.anchor_body(anchor, side, &request.body, toward);
         }
         let tcp_served = self.serves_tcp();
         let Some(call) = self.calls.calls.get_mut(&id) else {
@@ -906,14 +908,15 @@ impl Engine {
         };
         let mut response = request.response(code, &reason, None);
         copy_body(&msg, &mut response);
+        let toward = call.dialog(from).map(|d| d.peer);
         if (method == Method::INVITE || method == Method::UPDATE) && code < 300 {
-            let peer = call.dialog(from).map(|d| d.peer);
-            if let Some(peer) = peer {
+            if let Some(peer) = toward {
                 response.set_header(Name::CONTACT, self.local.contact(peer));
             }
         }
         if let Some(anchor) = call.anchor {
-            response.body = self.anchor_body(anchor, from.other(), &response.body);
+            let toward = toward.unwrap_or(call.a.peer);
+            response.body = self.anchor_body(anchor, from.other(), &response.body, toward);
         }
         if let Some(call) = self
             .calls

@@ -1,49 +1,13 @@
 //! One side of a B2BUA call as a SIP dialog (RFC 3261 §12): identifiers, CSeq, remote
 //! target, and how to build in-dialog requests toward that side.
 
-use crate::sip::ids;
 use crate::sip::message::{RequestUri, SipMessage};
 use crate::transport::mtu::{route_by_size, SizeRoute, UDP_ONLY_LIMIT, UDP_REQUEST_LIMIT};
 use crate::transport::Peer;
 use bytesstr::BytesStr;
 use ezk_sip_types::{Headers, Method, Name};
 
-/// How the gateway names itself in Via and Contact.
-#[derive(Debug, Clone)]
-pub struct LocalIdentity {
-    /// `host:port` the gateway is reachable at.
-    pub host_port: String,
-    /// Host part only, for URIs such as `sip:201@host`.
-    pub host: String,
-    /// The address, for SDP the gateway writes itself.
-    pub ip: std::net::IpAddr,
-}
-
-impl LocalIdentity {
-    /// A Via value for a request sent over `peer`'s transport, with a fresh branch.
-    pub fn via(&self, peer: Peer) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={};rport",
-            peer.protocol.via_token(),
-            self.host_port,
-            ids::branch()
-        )
-    }
-
-    /// Our Contact value for dialogs over `peer`'s transport.
-    pub fn contact(&self, peer: Peer) -> String {
-        format!(
-            "<sip:gw@{};transport={}>",
-            self.host_port,
-            peer.protocol.uri_param()
-        )
-    }
-
-    /// `sip:user@host` for an extension or caller number.
-    pub fn uri_for(&self, user: &str) -> String {
-        format!("sip:{user}@{}", self.host)
-    }
-}
+pub use super::local::LocalIdentity;
 
 /// Dialog state for one leg, seen from the gateway.
 #[derive(Debug, Clone)]

@@ -5,16 +5,31 @@
 //! call's CDR.
 
 use super::call::Side;
+use super::local::LocalIdentity;
 use super::{Engine, Now};
 use crate::config::AnchorMode;
 use crate::store::StoreCommand;
-use crate::transport::Protocol;
+use crate::transport::{Peer, Protocol};
 use bytes::Bytes;
 use fastpath::relay::LegReport;
 use rand::rngs::StdRng;
 use rand::RngExt;
 use sdp_types::{Connection, Session};
 use std::net::{IpAddr, SocketAddr};
+
+/// The caller's offer as sent to `peer` on side B: when the call is anchored, it names
+/// the relay at the address SDP names for `peer` (the caller's copy was named for the
+/// caller's local address, and a fork may leave from another).
+pub(super) fn offer_for(
+    local: &LocalIdentity,
+    anchor: Option<Anchor>,
+    offer: &Bytes,
+    peer: Peer,
+) -> Bytes {
+    anchor
+        .and_then(|anchor| rewrite(offer, local.media_ip(peer), anchor.b_port))
+        .unwrap_or_else(|| offer.clone())
+}
 
 /// What the runtime must do on the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,9 +215,16 @@ impl Engine {
         })
     }
 
-    /// An SDP body travelling from side `from` to the other side: the other side is told to
-    /// send to the gateway, and the relay learns where `from` receives.
-    pub(super) fn anchor_body(&mut self, anchor: Anchor, from: Side, body: &Bytes) -> Bytes {
+    /// An SDP body travelling from side `from` to the other side (at `toward`): the other
+    /// side is told to send to the gateway (at the address SDP names for `toward`), and the
+    /// relay learns where `from` receives.
+    pub(super) fn anchor_body(
+        &mut self,
+        anchor: Anchor,
+        from: Side,
+        body: &Bytes,
+        toward: Peer,
+    ) -> Bytes {
         if body.is_empty() {
             return body.clone();
         }
@@ -217,12 +239,7 @@ impl Engine {
                 peer,
             });
         }
-        rewrite(body, self.media_ip(), facing_port).unwrap_or_else(|| body.clone())
-    }
-
-    /// The address anchored SDP names.
-    fn media_ip(&self) -> IpAddr {
-        self.config.media_ip()
+        rewrite(body, self.local.media_ip(toward), facing_port).unwrap_or_else(|| body.clone())
     }
 
     /// A call ended: its relay goes.

@@ -9,6 +9,7 @@ pub mod answer;
 mod call;
 mod calls;
 pub mod dialog;
+pub mod local;
 pub mod media;
 mod pickup;
 mod registration;
@@ -106,14 +107,7 @@ impl Engine {
         now: Now,
     ) -> Self {
         let listen = config.listen_addr();
-        let local = LocalIdentity {
-            ip: listen.ip(),
-            host_port: listen.to_string(),
-            host: match listen.ip() {
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                std::net::IpAddr::V4(ip) => ip.to_string(),
-            },
-        };
+        let local = LocalIdentity::new(listen, config.sip_advertised(), config.media_advertised());
         let auth = DigestAuthenticator::new(
             config.auth.realm.clone(),
             Duration::from_secs(config.auth.nonce_lifetime_secs),
@@ -307,7 +301,7 @@ impl Engine {
                 return;
             }
             stamp_received(&mut msg, peer);
-        } else if validate::validate_response(&msg).is_err() || !self.is_our_via(&msg) {
+        } else if validate::validate_response(&msg).is_err() || !self.is_our_via(&msg, peer) {
             self.stats.responses_dropped += 1;
             return;
         }
@@ -315,13 +309,14 @@ impl Engine {
         self.process_events(now);
     }
 
-    /// A response is ours only if its top Via names us (RFC 3261 §18.1.2).
-    fn is_our_via(&self, msg: &SipMessage) -> bool {
+    /// A response is ours only if its top Via names us as we name ourselves to the peer
+    /// it came from (RFC 3261 §18.1.2).
+    fn is_our_via(&self, msg: &SipMessage, peer: Peer) -> bool {
         msg.header_list(&Name::VIA)
             .first()
             .and_then(|via| via.split_whitespace().nth(1))
             .map(|sent_by| sent_by.split(';').next().unwrap_or(sent_by))
-            .is_some_and(|sent_by| sent_by.eq_ignore_ascii_case(&self.local.host_port))
+            .is_some_and(|sent_by| sent_by.eq_ignore_ascii_case(&self.local.host_port(peer)))
     }
 
     /// Runs due timers.

@@ -204,7 +204,7 @@ impl Engine {
         };
         let mut progress = request.response(183, "Session Progress", Some(&pickup.dummy_tag));
         progress.set_header(Name::CONTACT, self.local.contact(pickup.peer));
-        let early_answer = sdp::inactive_answer(&request.body, self.local.ip);
+        let early_answer = sdp::inactive_answer(&request.body, self.local.media_ip(pickup.peer));
         if let Some(answer) = &early_answer {
             progress.set_header(Name::CONTENT_TYPE, "application/sdp");
             progress.body = answer.clone();
@@ -249,7 +249,7 @@ impl Engine {
         };
         let caller = Self::caller_name_addr(context);
         let mut dialog = Dialog {
-            call_id: ids::call_id(&self.local.host),
+            call_id: ids::call_id(&self.local.host(pickup.peer)),
             local_tag: ids::tag(),
             remote_tag: None,
             local_uri: caller.clone(),
@@ -272,11 +272,17 @@ impl Engine {
         );
         invite.set_header(
             Name::CALL_INFO,
-            format!("<sip:gw@{}>;answer-after=0", self.local.host_port),
+            format!(
+                "<sip:gw@{}>;answer-after=0",
+                self.local.host_port(pickup.peer)
+            ),
         );
         invite.set_header(
             Name::ALERT_INFO,
-            format!("<sip:gw@{}>;info=alert-autoanswer", self.local.host_port),
+            format!(
+                "<sip:gw@{}>;info=alert-autoanswer",
+                self.local.host_port(pickup.peer)
+            ),
         );
         if !context.caller_offer.is_empty() {
             invite.set_header(Name::CONTENT_TYPE, "application/sdp");
@@ -430,7 +436,7 @@ impl Engine {
             pickup.dummy_open = false;
         }
         let to_caller = match anchor {
-            Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller),
+            Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller, a_peer),
             None => to_caller,
         };
         let to_caller = self.answer_body(now, call_id, Side::A, 200, to_caller);

@@ -379,7 +379,15 @@ impl Engine {
             (Side::B, _) => self.picker_media_known(now, id, &msg.body),
             // The caller's answer is not chased further; the relay learns where it receives.
             (Side::A, Some(anchor)) => {
-                self.anchor_body(anchor, Side::A, &msg.body);
+                let toward = self
+                    .calls
+                    .calls
+                    .get_mut(&id)
+                    .and_then(|call| call.dialog(Side::B))
+                    .map(|dialog| dialog.peer);
+                if let Some(toward) = toward {
+                    self.anchor_body(anchor, Side::A, &msg.body, toward);
+                }
             }
             (Side::A, None) => {}
         }
@@ -395,8 +403,9 @@ impl Engine {
         let Some(to_caller) = super::answer::answer(&call.offer, answer) else {
             return;
         };
+        let caller_peer = call.a.peer;
         let to_caller = match call.anchor {
-            Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller),
+            Some(anchor) => self.anchor_body(anchor, Side::B, &to_caller, caller_peer),
             None => to_caller,
         };
         let Some(call) = self.calls.calls.get(&id) else {

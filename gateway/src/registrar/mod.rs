@@ -115,18 +115,19 @@ struct Update {
 }
 
 /// True when `contact` names `own` (the gateway's SIP listen address): its IP and port, or,
-/// when the gateway listens on every address, a loopback or unspecified IP with its port;
-/// an unspecified IP (`0.0.0.0`, which a send reaches the local host by) with its port
-/// always. Host names are not resolved (no DNS), so a name for the gateway is not caught.
-fn names_own_address(contact: &str, own: SocketAddr) -> bool {
+/// when the gateway listens on every address, a loopback or unspecified IP or `reached`
+/// (the address the REGISTER arrived at) with its port; an unspecified IP (`0.0.0.0`,
+/// which a send reaches the local host by) with its port always. Host names are not
+/// resolved (no DNS), so a name for the gateway is not caught.
+fn names_own_address(contact: &str, own: SocketAddr, reached: SocketAddr) -> bool {
     let Some(addr) = UriTarget::parse(contact).map(|target| target.addr()) else {
         return false;
     };
-    let ip = addr.ip();
+    let ip = addr.ip().to_canonical();
     addr.port() == own.port()
         && (ip == own.ip()
             || ip.is_unspecified()
-            || (own.ip().is_unspecified() && ip.is_loopback()))
+            || (own.ip().is_unspecified() && (ip.is_loopback() || ip == reached.ip())))
 }
 
 impl Registrar {
@@ -272,7 +273,7 @@ impl Registrar {
                 });
             }
             // Removing such a binding (stored before this check existed) stays allowed.
-            if expires != 0 && names_own_address(&contact.uri, self.own) {
+            if expires != 0 && names_own_address(&contact.uri, self.own, source.local) {
                 return Err(RegisterError::OwnAddress(contact.uri.clone()));
             }
             let q = contact.param("q").and_then(|q| q.parse::<f32>().ok());

@@ -21,6 +21,7 @@ fn source() -> Peer {
     Peer {
         protocol: Protocol::Udp,
         addr: "127.0.0.1:5071".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
     }
 }
 
@@ -197,6 +198,7 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
     let tcp = Peer {
         protocol: Protocol::Tcp,
         addr: "127.0.0.1:40000".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
     };
     let mut r = Registrar::new(config(), own());
     let changes =

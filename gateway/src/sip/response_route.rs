@@ -74,6 +74,7 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nConte
         Peer {
             protocol,
             addr: addr.parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
         }
     }
 

@@ -84,6 +84,9 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     CREATE INDEX failed_pickups_call ON failed_pickups (call_key);",
+    // 5: the gateway's address each registration reached (requests to the contact leave
+    // from it and name it); NULL for rows written before.
+    "ALTER TABLE registrations ADD COLUMN local_addr TEXT;",
 ];
 
 /// Newest schema version this build knows.

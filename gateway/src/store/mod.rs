@@ -14,6 +14,7 @@ pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 use crate::registrar::Binding;
 use crate::transport::{Peer, Protocol};
 use rusqlite::{params, Connection};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// A database problem, with the file and what to check.
@@ -177,8 +178,8 @@ impl Store {
         for b in bindings {
             cached_execute(
                 &tx,
-                "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     aor,
                     b.contact,
@@ -188,6 +189,7 @@ impl Store {
                     b.source.protocol.uri_param(),
                     b.source.addr.to_string(),
                     b.q.map(f64::from),
+                    b.source.local.to_string(),
                 ],
             )
             .map_err(sqlite)?;
@@ -207,7 +209,7 @@ impl Store {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q \
+                "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr \
                  FROM registrations ORDER BY aor, contact",
             )
             .map_err(|e| self.error(e))?;
@@ -217,21 +219,21 @@ impl Store {
                 let addr: String = row.get(6)?;
                 let expires_at: i64 = row.get(2)?;
                 let q: Option<f64> = row.get(7)?;
+                let local: Option<String> = row.get(8)?;
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
                     expires_at,
                     row.get::<_, String>(3)?,
                     row.get::<_, u32>(4)?,
-                    proto,
-                    addr,
+                    (proto, addr, local),
                     q,
                 ))
             })
             .map_err(|e| self.error(e))?;
         let mut bindings = Vec::new();
         for row in rows {
-            let (aor, contact, expires_at, call_id, cseq, proto, addr, q) =
+            let (aor, contact, expires_at, call_id, cseq, (proto, addr, local), q) =
                 row.map_err(|e| self.error(e))?;
             let protocol = if proto == "tcp" {
                 Protocol::Tcp
@@ -239,13 +241,22 @@ impl Store {
                 Protocol::Udp
             };
             // A row that does not parse (edited by hand) is skipped, not fatal.
-            let Ok(addr) = addr.parse() else {
+            let Ok(addr) = addr.parse::<SocketAddr>() else {
                 tracing::warn!(
                     "{}: skipping registration of {aor} with bad address {addr:?}",
                     self.path.display()
                 );
                 continue;
             };
+            // Rows written before the local address was kept: unknown (the runtime asks
+            // the kernel which address reaches the contact).
+            let local = local.and_then(|l| l.parse().ok()).unwrap_or_else(|| {
+                let unspecified: IpAddr = match addr {
+                    SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+                };
+                SocketAddr::new(unspecified, 0)
+            });
             bindings.push((
                 aor,
                 Binding {
@@ -253,7 +264,11 @@ impl Store {
                     expires_at: u64::try_from(expires_at).unwrap_or(0),
                     call_id,
                     cseq,
-                    source: Peer { protocol, addr },
+                    source: Peer {
+                        protocol,
+                        addr,
+                        local,
+                    },
                     q: q.map(|q| q as f32),
                 },
             ));

@@ -11,6 +11,7 @@ fn binding(contact: &str, expires_at: u64) -> Binding {
         source: Peer {
             protocol: Protocol::Tcp,
             addr: "[::1]:5071".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
         },
         q: Some(0.5),
     }

@@ -4,14 +4,15 @@
 //! bytes, keys and source to the control plane through a crossbeam queue per shard, chosen
 //! by Call-ID. The control plane's sends go back through the worker's ring.
 
+use super::addressing::Addressing;
 use super::{Peer, Protocol, Transport, TransportError};
 use crate::config::FastpathConfig;
 use crate::overload::{class_of, Class};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use fastpath::preparse::{preparse, shard_of, PreParseError};
-use fastpath::udp::{BackendKind, Io, SendHandle, Worker, WorkerConfig, WorkerFailure};
-use std::net::{SocketAddr, UdpSocket};
+use fastpath::udp::{BackendKind, Handler, Io, SendHandle, Worker, WorkerConfig, WorkerFailure};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -175,53 +176,86 @@ pub struct QueueDrops {
     pub new: AtomicU64,
 }
 
+/// The worker's handler: triage, then the shard queue.
+struct SipHandler {
+    queues: ShardSenders,
+    addressing: Addressing,
+    malformed: Arc<AtomicU64>,
+    drops: Arc<QueueDrops>,
+}
+
+impl Handler for SipHandler {
+    type Command = std::convert::Infallible;
+
+    fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        self.datagram_to(io, socket, from, None, bytes);
+    }
+
+    fn datagram_to(
+        &mut self,
+        _: &mut Io,
+        _: usize,
+        from: SocketAddr,
+        to: Option<IpAddr>,
+        bytes: &[u8],
+    ) {
+        let (shard, class) = match triage(bytes, self.queues.priority.len()) {
+            Triage::KeepAlive => return,
+            Triage::Queue { shard, class } => (shard, class),
+            Triage::Drop(error) => {
+                let dropped = self.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped <= LOGGED_DROPS || dropped % 1000 == 0 {
+                    tracing::warn!(
+                        "fast path dropped a malformed datagram from {from} ({error}; {dropped} so far)"
+                    );
+                }
+                return;
+            }
+        };
+        let queued = Queued {
+            peer: self.addressing.peer(from, to),
+            bytes: Bytes::copy_from_slice(bytes),
+            received: Instant::now(),
+            class,
+        };
+        self.queues.push(shard, queued, &self.drops);
+    }
+
+    fn command(&mut self, _: &mut Io, command: Self::Command) {
+        match command {}
+    }
+}
+
 /// UDP SIP served by a fast path worker.
 pub struct FastpathUdpTransport {
     worker: Worker<std::convert::Infallible>,
     sender: SendHandle<std::convert::Infallible>,
+    addressing: Addressing,
     malformed: Arc<AtomicU64>,
     queue_drops: Arc<QueueDrops>,
 }
 
 impl FastpathUdpTransport {
-    /// Binds `addr` and starts the worker; messages come out of the returned receivers,
-    /// whose queues hold `queue_capacity` datagrams per class and shard.
+    /// Binds `addr` (every address of both families for `[::]`, see
+    /// [`fastpath::udp::bind`]) and starts the worker; messages come out of the returned
+    /// receivers, whose queues hold `queue_capacity` datagrams per class and shard.
     pub fn bind(
         addr: SocketAddr,
         config: &FastpathConfig,
         (shards, queue_capacity): (usize, usize),
     ) -> Result<(FastpathUdpTransport, ShardReceivers), FastpathBindError> {
-        let socket = UdpSocket::bind(addr).map_err(FastpathBindError::Bind)?;
+        let socket = fastpath::udp::bind(addr).map_err(FastpathBindError::Bind)?;
         super::enlarge_sip_buffers(&socket, addr);
+        let bound = socket.local_addr().map_err(FastpathBindError::Bind)?;
+        let addressing = Addressing::new(bound);
         let (queues, receivers) = shard_queues(shards, queue_capacity);
         let malformed = Arc::new(AtomicU64::new(0));
-        let counter = malformed.clone();
         let queue_drops = Arc::new(QueueDrops::default());
-        let drops = queue_drops.clone();
-        let handler = move |_: &mut Io, _socket: usize, from: SocketAddr, bytes: &[u8]| {
-            let (shard, class) = match triage(bytes, queues.priority.len()) {
-                Triage::KeepAlive => return,
-                Triage::Queue { shard, class } => (shard, class),
-                Triage::Drop(error) => {
-                    let dropped = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                    if dropped <= LOGGED_DROPS || dropped % 1000 == 0 {
-                        tracing::warn!(
-                            "fast path dropped a malformed datagram from {from} ({error}; {dropped} so far)"
-                        );
-                    }
-                    return;
-                }
-            };
-            let queued = Queued {
-                peer: Peer {
-                    protocol: Protocol::Udp,
-                    addr: from,
-                },
-                bytes: Bytes::copy_from_slice(bytes),
-                received: Instant::now(),
-                class,
-            };
-            queues.push(shard, queued, &drops);
+        let handler = SipHandler {
+            queues,
+            addressing,
+            malformed: malformed.clone(),
+            drops: queue_drops.clone(),
         };
         let mut worker_config = WorkerConfig::sip("sip-fastpath");
         worker_config.core = config.cores.first().copied();
@@ -232,6 +266,7 @@ impl FastpathUdpTransport {
             FastpathUdpTransport {
                 sender: worker.sender(),
                 worker,
+                addressing,
                 malformed,
                 queue_drops,
             },
@@ -280,8 +315,9 @@ impl Transport for FastpathUdpTransport {
         Protocol::Udp
     }
 
-    fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError> {
-        if self.sender.send(0, addr, bytes.to_vec()) {
+    fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
+        let from = self.addressing.source(&peer);
+        if self.sender.send_from(0, from, peer.addr, bytes.to_vec()) {
             Ok(())
         } else {
             Err(TransportError::Closed("udp (fast path)"))

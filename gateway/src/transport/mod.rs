@@ -1,8 +1,11 @@
 //! Transports: how SIP bytes enter and leave the gateway.
 //!
-//! The SIP core never touches sockets. It sees [`Peer`]s (protocol + address) and hands
-//! [`Outgoing`] bytes to whatever implements the transport: UDP on a fast path worker (or a
-//! tokio socket when the fast path is off), a TCP listener.
+//! The SIP core never touches sockets. It sees [`Peer`]s (protocol, remote address, and the
+//! local address the peer reaches the gateway at) and hands [`Outgoing`] bytes to whatever
+//! implements the transport: UDP on a fast path worker (or a tokio socket when the fast
+//! path is off), a TCP listener. On a socket bound to every address (`0.0.0.0`, `[::]`) the
+//! local address is each datagram's destination, and replies leave from it
+//! ([`addressing`]).
 
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -61,19 +64,28 @@ impl Protocol {
     }
 }
 
-/// The far end of a message: protocol and address (for TCP, the connection's remote address).
+/// The far end of a message: protocol and address (for TCP, the connection's remote
+/// address), and the gateway's address it talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
     /// Transport protocol.
     pub protocol: Protocol,
-    /// Remote address.
+    /// Remote address (IPv4 peers of a dual-stack socket as IPv4, never v4-mapped).
     pub addr: SocketAddr,
+    /// The gateway's address this peer reaches: where its datagram arrived (the
+    /// destination, on a socket bound to every address) or its connection's local address.
+    /// Messages to the peer leave from it, and the Via, Contact and SDP the gateway writes
+    /// for it name it (unless `sip.advertise` / `media.advertise` say otherwise).
+    /// Unspecified when not known (then the listen address is named, and the kernel
+    /// chooses the source).
+    pub local: SocketAddr,
 }
 
-/// The analog ports' user agent as the SIP core sees it (the address is not used).
+/// The analog ports' user agent as the SIP core sees it (the addresses are not used).
 pub const ANALOG_PEER: Peer = Peer {
     protocol: Protocol::Internal,
     addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
+    local: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
 };
 
 /// Bytes the SIP core wants sent.
@@ -85,6 +97,7 @@ pub struct Outgoing {
     pub bytes: Bytes,
 }
 
+pub mod addressing;
 pub mod bind;
 pub mod fastpath;
 pub mod mtu;
@@ -132,8 +145,9 @@ pub enum TransportError {
 pub trait Transport: Send + Sync {
     /// The protocol served.
     fn protocol(&self) -> Protocol;
-    /// Queues bytes for `addr`. Never blocks the caller.
-    fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError>;
+    /// Queues bytes for `peer` (its address, from its local address where the transport
+    /// can choose). Never blocks the caller.
+    fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError>;
 }
 
 /// A shared transport is a transport (the runtime keeps the fast path's for its counters).
@@ -142,7 +156,7 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
         self.as_ref().protocol()
     }
 
-    fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError> {
-        self.as_ref().send(addr, bytes)
+    fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
+        self.as_ref().send(peer, bytes)
     }
 }

@@ -52,6 +52,7 @@ pub fn route_by_size(peer: Peer, target: &str, len: usize, tcp_served: bool) -> 
         Some(uri) if uri.tcp && !uri.sips && tcp_served => SizeRoute::Tcp(Peer {
             protocol: Protocol::Tcp,
             addr: uri.addr(),
+            local: peer.local,
         }),
         _ if len <= UDP_ONLY_LIMIT => SizeRoute::Keep,
         _ => SizeRoute::TooLarge,
@@ -66,6 +67,7 @@ mod tests {
         Peer {
             protocol,
             addr: "192.0.2.9:40000".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
         }
     }
 
@@ -103,7 +105,8 @@ mod tests {
             route_by_size(udp, tcp_contact, 60_000, true),
             SizeRoute::Tcp(Peer {
                 protocol: Protocol::Tcp,
-                addr: "192.0.2.9:5070".parse().unwrap()
+                addr: "192.0.2.9:5070".parse().unwrap(),
+                local: "127.0.0.1:5060".parse().unwrap(),
             })
         );
         assert_eq!(

@@ -27,6 +27,7 @@ pub fn udp_peer() -> Peer {
     Peer {
         protocol: Protocol::Udp,
         addr: "127.0.0.1:5099".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The engine driven in virtual time by scripted phones: registration, calls, failures.
 
+mod addresses;
 mod pickup;
 mod security;
 
@@ -39,6 +40,7 @@ fn udp(port: u16) -> Peer {
     Peer {
         protocol: Protocol::Udp,
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
     }
 }
 
@@ -656,6 +658,7 @@ CSeq: 1 REGISTER\r\nContact: {contact}\r\nExpires: 600\r\nContent-Length: 0\r\n\
     let from = Peer {
         protocol,
         addr: "127.0.0.1:5071".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
     };
     assert_eq!(
         statuses(&h.request_with_auth(from, &text, "201", "pw201")),
@@ -714,7 +717,8 @@ fn an_invite_too_large_for_udp_goes_over_tcp_where_the_phone_takes_it() {
         *peer,
         Peer {
             protocol: Protocol::Tcp,
-            addr: "127.0.0.1:5080".parse().unwrap()
+            addr: "127.0.0.1:5080".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
         }
     );
     assert!(invite

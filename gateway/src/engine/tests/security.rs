@@ -188,6 +188,7 @@ fn a_locked_extension_still_serves_its_registered_phone() {
         let attacker = Peer {
             protocol: Protocol::Udp,
             addr: format!("192.0.2.{i}:5060").parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
         };
         assert_eq!(statuses(&h.register("201", "guess", attacker, 600)), [403]);
     }
@@ -195,6 +196,7 @@ fn a_locked_extension_still_serves_its_registered_phone() {
     let elsewhere = Peer {
         protocol: Protocol::Udp,
         addr: "192.0.2.50:5060".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
     };
     assert_eq!(statuses(&h.register("201", "pw201", elsewhere, 600)), [403]);
     // ...while the phone itself re-registers.

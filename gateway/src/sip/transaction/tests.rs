@@ -8,6 +8,7 @@ fn peer(protocol: Protocol) -> Peer {
     Peer {
         protocol,
         addr: "127.0.0.1:5070".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod policy;
 
+use super::addressing::canonical;
 use super::{Inbound, Peer, Protocol, Transport, TransportError};
 use crate::sip::framing::{Framed, StreamFramer};
 use bytes::Bytes;
@@ -56,6 +57,9 @@ pub struct TcpTransport {
 /// What the accept loop, the connection tasks and [`TcpTransport`] share.
 struct Shared {
     settings: TcpSettings,
+    /// The listening port: a connection's local address, as the core names it, has it
+    /// (an outgoing connection's own port is ephemeral, and Via must name the listener).
+    port: u16,
     inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
 }
@@ -91,10 +95,11 @@ impl TcpTransport {
         inbound: mpsc::Sender<Inbound>,
         settings: TcpSettings,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
             settings,
+            port: local.port(),
             inbound,
             state: Mutex::new(State {
                 connections: HashMap::new(),
@@ -125,6 +130,32 @@ impl TcpTransport {
     }
 }
 
+/// Connections waiting to be accepted, at most.
+const BACKLOG: usize = 1024;
+
+/// A listener on `addr`; on `[::]` dual stack (`IPV6_V6ONLY` off: IPv4 clients connect
+/// too, as v4-mapped addresses), like the UDP socket.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let fd = socket::socket(family, SockType::Stream, flags, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    }
+    use std::os::fd::AsRawFd;
+    socket::bind(fd.as_raw_fd(), &socket::SockaddrStorage::from(addr))?;
+    socket::listen(
+        &fd,
+        Backlog::new(BACKLOG as i32).unwrap_or(Backlog::MAXCONN),
+    )?;
+    TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
 /// Accepts connections until the process ends: admitted ones get their tasks, refused ones
 /// are closed at once, failures back off.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -134,6 +165,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
+                let remote = canonical(remote);
                 backoff = ACCEPT_BACKOFF_MIN;
                 let (admitted, open) = {
                     let mut state = shared.state();
@@ -178,6 +210,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 struct Slot {
     shared: Arc<Shared>,
     remote: SocketAddr,
+    /// The connection's local address (the gateway's address the peer reaches).
+    local: SocketAddr,
     id: u64,
 }
 
@@ -209,6 +243,12 @@ fn start_connection(
     shared: &Arc<Shared>,
 ) -> mpsc::Sender<Bytes> {
     let _ = stream.set_nodelay(true);
+    let local_ip = stream
+        .local_addr()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |addr| {
+            canonical(addr).ip()
+        });
+    let local = SocketAddr::new(local_ip, shared.port);
     let (reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let id = {
@@ -227,6 +267,7 @@ fn start_connection(
     let slot = Slot {
         shared: shared.clone(),
         remote,
+        local,
         id,
     };
     let reader_tx = tx.clone();
@@ -284,6 +325,7 @@ async fn read_loop(reader: &mut OwnedReadHalf, writer: &mpsc::Sender<Bytes>, slo
     let peer = Peer {
         protocol: Protocol::Tcp,
         addr: slot.remote,
+        local: slot.local,
     };
     let mut framer = StreamFramer::new(shared.settings.max_message_size);
     let mut timers = ConnectionTimers::new(Instant::now(), &shared.settings.limits);
@@ -350,7 +392,8 @@ impl Transport for TcpTransport {
         Protocol::Tcp
     }
 
-    fn send(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), TransportError> {
+    fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
+        let addr = peer.addr;
         let existing = self
             .shared
             .state()

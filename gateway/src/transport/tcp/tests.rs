@@ -283,3 +283,50 @@ async fn bad_content_lengths_are_answered_before_the_close() {
         );
     }
 }
+
+#[tokio::test]
+async fn messages_name_the_listening_address_as_their_local_one_both_ways() {
+    let (transport, mut inbound) = transport(limits(), 65_535).await;
+    let listen = transport.local_addr();
+    // Accepted: the connection's local address is the listener's.
+    let mut accepted = connect(&transport, "127.0.0.2").await;
+    accepted
+        .write_all(options("in", "").as_bytes())
+        .await
+        .unwrap();
+    let Some(Inbound::Message { peer, .. }) =
+        tokio::time::timeout(GUARD, inbound.recv()).await.unwrap()
+    else {
+        panic!("a message");
+    };
+    assert_eq!(peer.local, listen);
+    // Opened by the gateway: its own port is ephemeral, but the core must name the
+    // listener (Via, Contact).
+    let phone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let to = Peer {
+        protocol: Protocol::Tcp,
+        addr: phone.local_addr().unwrap(),
+        local: listen,
+    };
+    transport.send(to, Bytes::from(options("out", ""))).unwrap();
+    let (mut stream, _) = tokio::time::timeout(GUARD, phone.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let _ = stream.read(&mut buffer).await.unwrap();
+    stream
+        .write_all(options("back", "").as_bytes())
+        .await
+        .unwrap();
+    let Some(Inbound::Message { peer, .. }) =
+        tokio::time::timeout(GUARD, inbound.recv()).await.unwrap()
+    else {
+        panic!("a message");
+    };
+    assert_eq!(peer.addr, to.addr);
+    assert_eq!(
+        peer.local, listen,
+        "the listening port, not the ephemeral one"
+    );
+}
