@@ -13,7 +13,7 @@
 
 use super::call::{ClientRole, Fork, Pickup, PickupRecord, ServerRole, Side};
 use super::dialog::Dialog;
-use super::{add_capabilities, answer, sdp, Engine, Now};
+use super::{add_capabilities, answer, media, sdp, Engine, Now};
 use crate::config::PickupMode;
 use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage};
@@ -285,8 +285,11 @@ impl Engine {
             ),
         );
         if !context.caller_offer.is_empty() {
+            // Anchored, the offer names the relay at the address the picker reached.
+            let anchor = self.calls.calls.get(&call_id).and_then(|call| call.anchor);
+            let offer = Bytes::from(context.caller_offer.clone());
             invite.set_header(Name::CONTENT_TYPE, "application/sdp");
-            invite.body = Bytes::from(context.caller_offer.clone());
+            invite.body = media::offer_for(&self.local, anchor, &offer, pickup.peer);
         }
         if let Err(error) = dialog.fit_transport(&mut invite, &self.local, self.serves_tcp()) {
             tracing::info!("pickup {id}: Replaces INVITE not sent ({error}); bridging instead");
@@ -389,10 +392,11 @@ impl Engine {
         let Some(call) = self.calls.calls.get_mut(&call_id) else {
             return;
         };
-        // Each offer is answered from the other one (RFC 3264). The caller's offer already
-        // names the relay when the call is anchored; the answer to the caller is anchored
-        // below. A picker INVITE without an offer gets the caller's offer in our 200.
-        let to_picker = answer::answer(&picker_offer, &call.offer).unwrap_or(call.offer.clone());
+        // Each offer is answered from the other one (RFC 3264). The caller's offer names the
+        // relay, at the address the picker reached, when the call is anchored; the answer to
+        // the caller is anchored below. A picker INVITE without an offer gets the caller's offer in our 200.
+        let caller_offer = media::offer_for(&self.local, call.anchor, &call.offer, picker_peer);
+        let to_picker = answer::answer(&picker_offer, &caller_offer).unwrap_or(caller_offer);
         let to_caller = answer::answer(&call.offer, &picker_offer).unwrap_or(picker_offer);
         let index = call.forks.len();
         self.calls.index.add_dialog(

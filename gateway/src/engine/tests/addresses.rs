@@ -137,3 +137,48 @@ CSeq: 1 REGISTER\r\nContact: <sip:201@10.1.0.1:5060>\r\nExpires: 600\r\nContent-
         [403]
     );
 }
+
+/// office.toml (pickup groups) listening on every address, every call anchored.
+fn wildcard_office() -> Harness {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    Harness::with_config(
+        &text
+            .replace("listen = \"127.0.0.1:5060\"", "listen = \"[::]:5060\"")
+            .replace("anchor = \"analog\"", "anchor = \"always\""),
+    )
+}
+
+/// 204 on one network calls 201 on another; 202, on a third, dials `*8` (advertising
+/// Replaces or not): what the gateway sent the picker.
+fn picked_across_networks(replaces: bool) -> Vec<(Peer, SipMessage)> {
+    let mut h = wildcard_office();
+    let callee = phone("10.1.0.2:5071", "10.1.0.1:5060");
+    let caller = phone("10.2.0.2:5074", "10.2.0.1:5060");
+    let picker = phone("10.3.0.2:5072", "10.3.0.1:5060");
+    assert_eq!(statuses(&h.register("201", "pw201", callee, 600)), [200]);
+    let out = h.request_with_auth(caller, &invite("204", "201", 5074, "c1"), "204", "pw204");
+    let fork = requests(&out, "INVITE")[0].1.clone();
+    h.send(callee, &answer(&fork, 180, "Ringing", "b1", 5071, ""));
+    h.sent();
+    let mut text = invite("202", "*8", 5072, "pick1");
+    if replaces {
+        text = text.replacen("Content-Type", "Supported: replaces\r\nContent-Type", 1);
+    }
+    let out = h.request_with_auth(picker, &text, "202", "pw202");
+    out.into_iter().filter(|(to, _)| *to == picker).collect()
+}
+
+#[test]
+fn a_picker_on_another_network_is_offered_the_relay_at_the_address_it_reached() {
+    let to_picker = picked_across_networks(true);
+    let (_, replaces) = requests(&to_picker, "INVITE")[0];
+    assert!(replaces.header(&Name::REPLACES).is_some());
+    assert_eq!(sdp_connection(replaces), "c=IN IP4 10.3.0.1");
+    let to_picker = picked_across_networks(false);
+    let (_, ok) = to_picker
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("the picker without Replaces is bridged");
+    assert_eq!(sdp_connection(ok), "c=IN IP4 10.3.0.1");
+}
