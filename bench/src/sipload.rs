@@ -111,7 +111,7 @@ pub fn authorization(
 pub const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
 
 /// Registers `ext` from `socket` (answering the 401), blocking; the socket then belongs to a
-/// callee.
+/// callee. Each REGISTER is retransmitted on Timer E until answered, given up at Timer F.
 pub fn register(
     socket: &UdpSocket,
     server: SocketAddr,
@@ -119,27 +119,57 @@ pub fn register(
     password: &str,
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
-    let call_id = format!("reg-{ext}-{}", tag());
+    let (call_id, from_tag) = (format!("reg-{ext}-{}", tag()), tag());
     let request = |cseq: u32, auth: &str| {
         format!(
             "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\nMax-Forwards: 70\r\n\
-From: <sip:{ext}@{server}>;tag={}\r\nTo: <sip:{ext}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+From: <sip:{ext}@{server}>;tag={from_tag}\r\nTo: <sip:{ext}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
 Contact: <sip:{ext}@{local}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n",
             branch(),
-            tag()
         )
+        .into_bytes()
     };
-    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
-    socket.send_to(request(1, "").as_bytes(), server)?;
+    let mut cseq = 1;
+    let mut pending = Retransmit::request(request(cseq, ""), false, Instant::now());
+    socket.send_to(pending.bytes(), server)?;
     let mut buffer = vec![0u8; 65_536];
-    for _ in 0..4 {
-        let (n, _) = socket.recv_from(&mut buffer)?;
+    loop {
+        let now = Instant::now();
+        match pending.poll(now) {
+            Due::GiveUp => {
+                return Err(std::io::Error::other(format!(
+                    "{ext} could not register: no answer to REGISTER within 64·T1"
+                )))
+            }
+            Due::Send(bytes) => {
+                socket.send_to(bytes, server)?;
+                continue;
+            }
+            Due::Wait => {}
+        }
+        let wait = pending.deadline().saturating_duration_since(now);
+        socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let n = match socket.recv_from(&mut buffer) {
+            Ok((n, _)) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
         let Ok(response) = SipMessage::parse_datagram(&buffer[..n]) else {
             continue;
         };
+        if response.cseq().map(|c| c.cseq) != Some(cseq) {
+            continue; // a retransmitted answer to the earlier REGISTER
+        }
         match response.status() {
             Some(200) => return Ok(()),
-            Some(401) => {
+            Some(401) if cseq == 1 => {
                 let challenge = response
                     .header(&ezk_sip_types::Name::WWW_AUTHENTICATE)
                     .unwrap_or_default()
@@ -151,15 +181,19 @@ Contact: <sip:{ext}@{local}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n
                     "REGISTER",
                     &format!("sip:{server}"),
                 );
-                socket.send_to(
-                    request(2, &format!("Authorization: {auth}\r\n")).as_bytes(),
-                    server,
-                )?;
+                cseq = 2;
+                let bytes = request(cseq, &format!("Authorization: {auth}\r\n"));
+                pending = Retransmit::request(bytes, false, Instant::now());
+                socket.send_to(pending.bytes(), server)?;
+            }
+            Some(code) if code >= 200 => {
+                return Err(std::io::Error::other(format!(
+                    "{ext} could not register: {code}"
+                )))
             }
             _ => {}
         }
     }
-    Err(std::io::Error::other(format!("{ext} could not register")))
 }
 
 /// The callees: answer every INVITE with 180 and 200 (again for a retransmitted INVITE),

@@ -16,8 +16,7 @@
 //! in for: a SIPp picker cannot CANCEL its `*8` INVITE upon the INVITE with Replaces, and its
 //! fixed pauses race the gateway. Those phones retransmit as RFC 3261 asks (requests on
 //! Timer A/E, their 2xx and 487 until ACKed, the same answer to a retransmitted request, a
-//! retransmitted 2xx ACKed again) and give up only at Timer B/F (64·T1). Their one limit:
-//! they register before the loss starts (REGISTER is not retransmitted).
+//! retransmitted 2xx ACKed again) and give up only at Timer B/F (64·T1).
 
 use bench::netns::LossyLoopback;
 use bench::phones::Phones;
@@ -116,10 +115,10 @@ fn a_hundred_pickups_complete_at_ten_percent_loss() {
         extra: plan.extensions(),
         ..GatewayOptions::default()
     });
+    network.drop_udp(LOSS_PER_MILLE);
     let mut phones = Phones::new(gateway.addr()).expect("the phones' socket");
     plan.register(&phones)
         .expect("register the callees and pickers");
-    network.drop_udp(LOSS_PER_MILLE);
     let report = pickups::run(&mut phones, &plan).expect("the phones' socket");
     let dropped = network.dropped();
     assert!(

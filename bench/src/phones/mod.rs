@@ -10,7 +10,7 @@
 //! Timer A/E until answered (given up at Timer B/F, 64·T1: [`Event::TimedOut`]), a
 //! retransmitted 2xx is ACKed again, a retransmitted request is answered again with the same
 //! response, and their final responses to INVITEs are retransmitted until ACKed. Registration
-//! ([`Phones::register`]) is not retransmitted: register before the network turns lossy.
+//! ([`Phones::register`]) blocks until done (retransmitted too), so it comes before the calls.
 
 mod uac;
 mod uas;
@@ -191,8 +191,8 @@ impl Phones {
         })
     }
 
-    /// Registers extension `user` with this switchboard as its contact (blocking, not
-    /// retransmitted).
+    /// Registers extension `user` with this switchboard as its contact (blocking, the
+    /// REGISTER retransmitted until answered).
     pub fn register(&self, user: &str, password: &str) -> Result<(), PhonesError> {
         register(&self.socket, self.server, user, password)?;
         Ok(())
