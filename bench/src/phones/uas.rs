@@ -17,7 +17,7 @@ use std::time::Instant;
 #[derive(Default)]
 pub(super) struct Served {
     response: Option<Vec<u8>>,
-    /// 64·T1 after the final response (Timer J; for an INVITE, longer than Timer H).
+    /// 128·T1 after the final response: past Timer J, and past Timer H of an INVITE.
     forget_at: Option<Instant>,
 }
 
