@@ -4,10 +4,12 @@
 #   SIP:    call rate with zero failures (RFC 7501) vs Kamailio 5.6 and CPU per call
 #           (sip-load), pickup latency with 10/100/1,000 calls ringing (sip-pickup), memory
 #           per registration and per call (sip-memory), floods of unauthenticated requests
-#           (sip-flood), overload at 3x the sustainable call rate (sip-overload);
+#           (sip-flood), overload at 3x the sustainable call rate (sip-overload), calls
+#           and pickups completed at 10% packet loss each way (sip-loss, as root: a network
+#           namespace with nft drops);
 #   media:  SIP pre-parsing vs full parsers (sip-preparse), the RTP relay vs rtpengine 10.5
 #           (rtp-relay), the analog DSP cost per channel.
-# Installs kamailio, sip-tester and rtpengine-daemon when missing.
+# Installs kamailio, sip-tester, nftables, iproute2 and rtpengine-daemon when missing.
 # Usage: scripts/bench.sh [--sip | --media] [--quick]   (default: everything, full length)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,8 @@ install_missing() { # command package
 if [ "$part" != media ]; then
     install_missing kamailio kamailio
     install_missing sipp sip-tester
+    install_missing nft nftables
+    install_missing ip iproute2
     # The package may start a system kamailio on 5060; the benchmark runs its own.
     as_root systemctl stop kamailio 2>/dev/null || true
 fi
@@ -59,6 +63,8 @@ if [ "$part" != media ]; then
     target/release/sip-flood "${quick[@]}"
     echo "==> overload: calls up and a probe while new calls arrive at 3x the sustainable rate"
     target/release/sip-overload "${quick[@]}"
+    echo "==> calls and pickups completed at 10% packet loss each way"
+    as_root target/release/sip-loss "${quick[@]}"
 fi
 if [ "$part" != sip ]; then
     echo "==> SIP pre-parsing"

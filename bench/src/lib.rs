@@ -3,9 +3,12 @@
 //! against rtpengine (`rtp-relay`). Results: tables and SVG charts under
 //! `target/bench-results/` ([`report`]).
 
+pub mod netns;
 pub mod phones;
+pub mod pickups;
 pub mod procfs;
 pub mod report;
+pub mod retransmit;
 pub mod servers;
 pub mod sipload;
 

@@ -8,9 +8,11 @@
 //!
 //! It behaves as RFC 3261 asks of a UA where a proxy relies on it: callees copy Record-Route
 //! into their responses, callers send ACK and BYE along the recorded route set, INVITE and
-//! BYE are retransmitted on Timer A/E (T1 doubling) until answered, and a retransmitted 2xx is
-//! ACKed again. So the same generator drives the gateway (a B2BUA) and Kamailio (a proxy).
+//! BYE are retransmitted on Timer A/E (T1 doubling) until answered (given up at Timer B/F), a
+//! retransmitted 2xx is ACKed again, and callees retransmit their 2xx until its ACK. So the
+//! same generator drives the gateway (a B2BUA) and Kamailio (a proxy), on a lossy network too.
 
+use crate::retransmit::{Due, Retransmit};
 use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
 use gateway::auth::{digest_response, DigestInput};
 use gateway::config::DigestAlgorithm;
@@ -109,7 +111,7 @@ pub fn authorization(
 pub const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
 
 /// Registers `ext` from `socket` (answering the 401), blocking; the socket then belongs to a
-/// callee.
+/// callee. Each REGISTER is retransmitted on Timer E until answered, given up at Timer F.
 pub fn register(
     socket: &UdpSocket,
     server: SocketAddr,
@@ -117,27 +119,57 @@ pub fn register(
     password: &str,
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
-    let call_id = format!("reg-{ext}-{}", tag());
+    let (call_id, from_tag) = (format!("reg-{ext}-{}", tag()), tag());
     let request = |cseq: u32, auth: &str| {
         format!(
             "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\nMax-Forwards: 70\r\n\
-From: <sip:{ext}@{server}>;tag={}\r\nTo: <sip:{ext}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+From: <sip:{ext}@{server}>;tag={from_tag}\r\nTo: <sip:{ext}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
 Contact: <sip:{ext}@{local}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n",
             branch(),
-            tag()
         )
+        .into_bytes()
     };
-    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
-    socket.send_to(request(1, "").as_bytes(), server)?;
+    let mut cseq = 1;
+    let mut pending = Retransmit::request(request(cseq, ""), false, Instant::now());
+    socket.send_to(pending.bytes(), server)?;
     let mut buffer = vec![0u8; 65_536];
-    for _ in 0..4 {
-        let (n, _) = socket.recv_from(&mut buffer)?;
+    loop {
+        let now = Instant::now();
+        match pending.poll(now) {
+            Due::GiveUp => {
+                return Err(std::io::Error::other(format!(
+                    "{ext} could not register: no answer to REGISTER within 64·T1"
+                )))
+            }
+            Due::Send(bytes) => {
+                socket.send_to(bytes, server)?;
+                continue;
+            }
+            Due::Wait => {}
+        }
+        let wait = pending.deadline().saturating_duration_since(now);
+        socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let n = match socket.recv_from(&mut buffer) {
+            Ok((n, _)) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
         let Ok(response) = SipMessage::parse_datagram(&buffer[..n]) else {
             continue;
         };
+        if response.cseq().map(|c| c.cseq) != Some(cseq) {
+            continue; // a retransmitted answer to the earlier REGISTER
+        }
         match response.status() {
             Some(200) => return Ok(()),
-            Some(401) => {
+            Some(401) if cseq == 1 => {
                 let challenge = response
                     .header(&ezk_sip_types::Name::WWW_AUTHENTICATE)
                     .unwrap_or_default()
@@ -149,48 +181,90 @@ Contact: <sip:{ext}@{local}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n
                     "REGISTER",
                     &format!("sip:{server}"),
                 );
-                socket.send_to(
-                    request(2, &format!("Authorization: {auth}\r\n")).as_bytes(),
-                    server,
-                )?;
+                cseq = 2;
+                let bytes = request(cseq, &format!("Authorization: {auth}\r\n"));
+                pending = Retransmit::request(bytes, false, Instant::now());
+                socket.send_to(pending.bytes(), server)?;
+            }
+            Some(code) if code >= 200 => {
+                return Err(std::io::Error::other(format!(
+                    "{ext} could not register: {code}"
+                )))
             }
             _ => {}
         }
     }
-    Err(std::io::Error::other(format!("{ext} could not register")))
 }
 
-/// The callees: answer every INVITE, ACK needs nothing, BYE gets 200.
-fn callee_handler(io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
-    let Ok(request) = SipMessage::parse_datagram(bytes) else {
-        return;
-    };
-    let Some(method) = request.method().map(|m| m.to_string()) else {
-        return;
-    };
-    let local = io.local_addr(socket);
-    let to_tag = format!("uas{}", request.call_id().unwrap_or_default().len());
-    let answer = |code: u16, reason: &str, body: bool| {
-        let mut response = request.response(code, reason, Some(&to_tag));
-        for route in request.header_list(&ezk_sip_types::Name::RECORD_ROUTE) {
-            response.add_header(ezk_sip_types::Name::RECORD_ROUTE, route);
+/// The callees: answer every INVITE with 180 and 200 (again for a retransmitted INVITE),
+/// retransmit the 200 until its ACK (RFC 3261 §13.3.1.4), answer BYE with 200.
+#[derive(Default)]
+struct Callees {
+    /// 200s awaiting the ACK, by (Call-ID, CSeq number), with where they go.
+    unacked: HashMap<(String, u32), (usize, SocketAddr, Retransmit)>,
+}
+
+impl Handler for Callees {
+    type Command = std::convert::Infallible;
+
+    fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        let Ok(request) = SipMessage::parse_datagram(bytes) else {
+            return;
+        };
+        let (Some(method), Some(call_id), Some(cseq)) = (
+            request.method().map(|m| m.to_string()),
+            request.call_id().map(str::to_string),
+            request.cseq(),
+        ) else {
+            return;
+        };
+        let local = io.local_addr(socket);
+        let to_tag = format!("uas{}", call_id.len());
+        let answer = |code: u16, reason: &str, body: bool| {
+            let mut response = request.response(code, reason, Some(&to_tag));
+            for route in request.header_list(&ezk_sip_types::Name::RECORD_ROUTE) {
+                response.add_header(ezk_sip_types::Name::RECORD_ROUTE, route);
+            }
+            if let Some(local) = local {
+                response.set_header(ezk_sip_types::Name::CONTACT, format!("<sip:uas@{local}>"));
+            }
+            if body {
+                response.set_header(ezk_sip_types::Name::CONTENT_TYPE, "application/sdp");
+                response.body = bytes::Bytes::from_static(SDP.as_bytes());
+            }
+            response.to_bytes().to_vec()
+        };
+        match method.as_str() {
+            "INVITE" => {
+                io.send(socket, from, &answer(180, "Ringing", false));
+                let ok = answer(200, "OK", true);
+                io.send(socket, from, &ok);
+                self.unacked
+                    .entry((call_id, cseq.cseq))
+                    .or_insert_with(|| (socket, from, Retransmit::response(ok, Instant::now())));
+            }
+            "ACK" => {
+                self.unacked.remove(&(call_id, cseq.cseq));
+            }
+            "BYE" => io.send(socket, from, &answer(200, "OK", false)),
+            _ => {}
         }
-        if let Some(local) = local {
-            response.set_header(ezk_sip_types::Name::CONTACT, format!("<sip:uas@{local}>"));
-        }
-        if body {
-            response.set_header(ezk_sip_types::Name::CONTENT_TYPE, "application/sdp");
-            response.body = bytes::Bytes::from_static(SDP.as_bytes());
-        }
-        response.to_bytes()
-    };
-    match method.as_str() {
-        "INVITE" => {
-            io.send(socket, from, &answer(180, "Ringing", false));
-            io.send(socket, from, &answer(200, "OK", true));
-        }
-        "BYE" => io.send(socket, from, &answer(200, "OK", false)),
-        _ => {}
+    }
+
+    fn command(&mut self, _io: &mut Io, command: Self::Command) {
+        match command {}
+    }
+
+    fn tick(&mut self, io: &mut Io, now: Instant) {
+        self.unacked
+            .retain(|_, (socket, to, retransmit)| match retransmit.poll(now) {
+                Due::Wait => true,
+                Due::Send(bytes) => {
+                    io.send(*socket, *to, bytes);
+                    true
+                }
+                Due::GiveUp => false,
+            });
     }
 }
 
@@ -217,26 +291,6 @@ struct Call {
     bye_at: Option<Instant>,
     /// The request to send again until answered (INVITE until a provisional, BYE until final).
     retransmit: Option<Retransmit>,
-}
-
-/// RFC 3261 T1.
-const T1: Duration = Duration::from_millis(500);
-
-/// A request awaiting its answer, with Timer A/E state.
-struct Retransmit {
-    bytes: Vec<u8>,
-    next: Instant,
-    interval: Duration,
-}
-
-impl Retransmit {
-    fn new(bytes: Vec<u8>) -> Retransmit {
-        Retransmit {
-            bytes,
-            next: Instant::now() + T1,
-            interval: T1,
-        }
-    }
 }
 
 /// Commands for the callers' worker.
@@ -281,7 +335,7 @@ Contact: <sip:{user}@{local}>\r\n{authorization}Content-Type: application/sdp\r\
             SDP.len()
         );
         io.send(call.caller, server, text.as_bytes());
-        call.retransmit = Some(Retransmit::new(text.into_bytes()));
+        call.retransmit = Some(Retransmit::request(text.into_bytes(), true, Instant::now()));
     }
 
     /// An in-dialog request (ACK for the 2xx, BYE) along the dialog's route set; returns it.
@@ -447,21 +501,20 @@ impl Handler for Callers {
 
     fn tick(&mut self, io: &mut Io, now: Instant) {
         let mut timed_out = Vec::new();
+        let mut gave_up = Vec::new();
         let mut byes = Vec::new();
         for (id, call) in &mut self.calls {
             if now.duration_since(call.started) > self.timeout {
                 timed_out.push(id.clone());
                 continue;
             }
-            if let Some(pending) = call.retransmit.as_mut().filter(|r| r.next <= now) {
-                io.send(call.caller, self.server, &pending.bytes);
-                let cap = if call.stage == Stage::Inviting {
-                    self.timeout
-                } else {
-                    4 * T1
-                };
-                pending.interval = (pending.interval * 2).min(cap);
-                pending.next = now + pending.interval;
+            match call.retransmit.as_mut().map(|r| r.poll(now)) {
+                Some(Due::Send(bytes)) => io.send(call.caller, self.server, bytes),
+                Some(Due::GiveUp) => {
+                    gave_up.push(id.clone());
+                    continue;
+                }
+                Some(Due::Wait) | None => {}
             }
             if call.stage == Stage::Answered && call.bye_at.is_some_and(|at| at <= now) {
                 call.stage = Stage::Hanging;
@@ -478,11 +531,20 @@ impl Handler for Callers {
                 *self.failures.entry(stage.into()).or_default() += 1;
             }
         }
+        for id in gave_up {
+            if let Some(call) = self.calls.remove(&id) {
+                let what = match call.stage {
+                    Stage::Hanging => "BYE unanswered until Timer F",
+                    _ => "INVITE unanswered until Timer B",
+                };
+                *self.failures.entry(what.into()).or_default() += 1;
+            }
+        }
         for id in byes {
             if let Some(call) = self.calls.get(&id) {
                 let bye = self.in_dialog(io, call, "BYE", call.cseq + 1);
                 if let Some(call) = self.calls.get_mut(&id) {
-                    call.retransmit = Some(Retransmit::new(bye));
+                    call.retransmit = Some(Retransmit::request(bye, false, now));
                 }
             }
         }
@@ -512,9 +574,9 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
         register(socket, config.server, ext, password)?;
     }
     let _callees = Worker::spawn(
-        worker_config("load-uas", None),
+        worker_config("load-uas", Some(Duration::from_millis(10))),
         callee_sockets,
-        callee_handler,
+        Callees::default(),
     )
     .map_err(|e| std::io::Error::other(e.to_string()))?;
     let caller_sockets: Vec<UdpSocket> = config

@@ -3,7 +3,6 @@
 //! and talk raw UDP/TCP to it for the bad-input tests.
 
 pub mod analog;
-pub mod netns;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};

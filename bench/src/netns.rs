@@ -1,7 +1,8 @@
 //! A private network namespace for one test thread, with random UDP loss from nft.
 //!
 //! [`LossyLoopback::enter`] moves the calling thread into a new network namespace (the
-//! processes it starts afterwards, the gateway and SIPp, inherit it) whose loopback is up.
+//! processes and threads it starts afterwards, the gateway and the load generators, inherit
+//! it) whose loopback is up.
 //! [`LossyLoopback::drop_udp`] then installs an nft rule that drops the given share of UDP
 //! datagrams at random (`numgen random`) in the input hook: on loopback every datagram
 //! crosses it once, so each direction of every exchange loses that share, and the sender
