@@ -7,7 +7,7 @@
 //! loopback carries the gateway's addresses (10.1.0.1, 10.2.0.1, fd00:1::1) and the
 //! phones' (10.1.0.2, 10.2.0.2, fd00:1::2): they need root, like the loss tests.
 
-use e2e_tests::netns::LossyLoopback;
+use bench::netns::LossyLoopback;
 use e2e_tests::{free_port, options_request, status_of, Gateway, GatewayOptions, Sipp};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
