@@ -267,3 +267,26 @@ fn a_replaces_invite_for_our_early_dialog_cancels_it_and_is_answered_until_the_a
         ["SIP/2.0 481 Call/Transaction Does Not Exist"]
     );
 }
+
+#[test]
+fn a_re_invite_in_a_dialog_is_accepted_at_once_with_our_media() {
+    let start = Instant::now();
+    let mut phones = phones();
+    let reinvite = request("INVITE", "bridged", "z9hG4bKre", 2, "")
+        .into_iter()
+        .collect::<Vec<u8>>();
+    let reinvite = String::from_utf8(reinvite)
+        .unwrap()
+        .replace("To: <sip:301@gw>", "To: <sip:301@gw>;tag=picker");
+    phones.handle(start, reinvite.as_bytes());
+    let answered = sent(&mut phones);
+    assert_eq!(lines(&answered), ["SIP/2.0 200 OK"]);
+    assert!(!answered[0].body.is_empty(), "the 200 carries our SDP");
+    assert_eq!(
+        answered[0]
+            .to_header()
+            .and_then(|to| to.tag().map(str::to_string)),
+        Some("picker".to_string()),
+        "in the existing dialog"
+    );
+}

@@ -99,6 +99,11 @@ impl Phones {
         }
         self.served.insert(key, Served::default());
         match method.as_str() {
+            // A re-INVITE in a dialog (the gateway telling a bridged picker the call's
+            // media) is accepted at once, as a phone in a call does.
+            "INVITE" if request.to_header().is_some_and(|to| to.tag().is_some()) => {
+                self.respond(now, request, 200, "OK", None)
+            }
             "INVITE" => match request.header(&Name::REPLACES) {
                 Some(replaces) => self.on_replaces(now, request, replaces),
                 None => self.on_invite(now, request, call_id, via_branch),
