@@ -250,6 +250,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let now = Now::system();
     let mut store = Store::open(&config.database.path)?;
     let bindings = store.load_bindings(now.unix())?;
+    let subscriptions = store.load_subscriptions(now.unix())?;
     let interrupted = store.recover_interrupted(&config.node.id)?;
     if interrupted != Interrupted::default() {
         tracing::warn!(
@@ -389,6 +390,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.overload.max_queue_delay_ms,
     ));
     let mut engine = Engine::new(config, bindings, rand::random(), now);
+    // Each restored subscription gets a full-state NOTIFY, sent by the loop's first turn.
+    engine.restore_subscriptions(now, subscriptions);
     tokio::pin!(shutdown);
     let mut inbound_open = true;
     let mut stopped = None;

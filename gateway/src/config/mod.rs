@@ -3,11 +3,14 @@
 //! Every error names the file, the key and what is wrong, so an operator can fix it without
 //! reading code. Unknown keys are rejected (a typo must not silently fall back to a default).
 
+mod subscriptions;
+
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use subscriptions::{BlfOthers, SubscriptionsConfig};
 
 /// A configuration problem, with enough context to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,9 @@ pub struct Config {
     /// Defences of the TCP transport: timeouts and connection caps.
     #[serde(default)]
     pub tcp: TcpConfig,
+    /// Dialog event subscriptions (BLF keys).
+    #[serde(default)]
+    pub subscriptions: SubscriptionsConfig,
 }
 
 /// `[overload]`: what happens when SIP arrives faster than the control plane serves it
@@ -633,6 +639,9 @@ pub struct ExtensionConfig {
     /// How this extension is connected when it picks up a call.
     #[serde(default)]
     pub pickup_mode: PickupMode,
+    /// What subscribers outside its call groups learn from its BLF state.
+    #[serde(default)]
+    pub blf_others: BlfOthers,
 }
 
 fn default_transports() -> Vec<TransportName> {
@@ -884,6 +893,9 @@ impl Config {
             .find_map(|net| parse_network(net).err())
         {
             return Err(invalid("auth.trusted_networks", problem));
+        }
+        if let Some(problem) = self.subscriptions.problem() {
+            return Err(invalid("subscriptions", problem.into()));
         }
         let r = &self.registrar;
         if r.min_expires_secs == 0

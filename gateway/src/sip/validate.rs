@@ -21,7 +21,15 @@ pub struct Capabilities {
 /// The gateway's capabilities today.
 pub const DEFAULT_CAPABILITIES: Capabilities = Capabilities {
     methods: &[
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "INFO",
+        "UPDATE",
+        "SUBSCRIBE",
     ],
     extensions: &[],
     content_types: &["application/sdp"],

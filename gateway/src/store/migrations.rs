@@ -84,6 +84,24 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     CREATE INDEX failed_pickups_call ON failed_pickups (call_key);",
+    // 5: dialog subscriptions (BLF keys), kept across a restart.
+    "CREATE TABLE subscriptions (
+        call_id TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        subscriber TEXT NOT NULL,
+        target TEXT NOT NULL,
+        remote_tag TEXT NOT NULL,
+        local_uri TEXT NOT NULL,
+        remote_uri TEXT NOT NULL,
+        remote_target TEXT NOT NULL,
+        peer_proto TEXT NOT NULL,
+        peer_addr TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        event_id TEXT,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (call_id, local_tag)
+    );",
 ];
 
 /// Newest schema version this build knows.

@@ -3,12 +3,14 @@
 
 mod calls;
 mod migrations;
+mod subscriptions;
 mod writer;
 
 pub use calls::{
     Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup, Interrupted,
     LegIds, PickupMethod, PickupTarget, INTERRUPTED,
 };
+pub use subscriptions::StoredSubscription;
 pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 
 use crate::registrar::Binding;

@@ -1,5 +1,6 @@
 //! The engine driven in virtual time by scripted phones: registration, calls, failures.
 
+mod blf;
 mod pickup;
 mod security;
 
