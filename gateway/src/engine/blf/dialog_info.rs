@@ -78,7 +78,13 @@ pub struct DialogView {
     pub parties: Option<(Participant, Participant)>,
 }
 
-/// The document for `entity` (the watched extension's URI) at `version`: full state.
+/// The `id` of the one terminated dialog an idle extension's document holds.
+pub const IDLE_ID: &str = "idle";
+
+/// The document for `entity` (the watched extension's URI) at `version`: full state. An
+/// extension with no dialog gets one terminated dialog ([`IDLE_ID`]) instead of none, as
+/// Asterisk sends it: valid either way, but Yealink phones keep a key lit by a document
+/// without a dialog element (DESIGN.md §9).
 pub fn render(entity: &str, version: u32, dialogs: &[DialogView]) -> String {
     let mut xml = String::with_capacity(256 + 512 * dialogs.len());
     xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -88,11 +94,13 @@ pub fn render(entity: &str, version: u32, dialogs: &[DialogView]) -> String {
          state=\"full\" entity=\"{}\"",
         escape(entity)
     );
-    if dialogs.is_empty() {
-        xml.push_str("/>\n");
-        return xml;
-    }
     xml.push_str(">\n");
+    if dialogs.is_empty() {
+        let _ = writeln!(
+            xml,
+            "  <dialog id=\"{IDLE_ID}\">\n    <state>terminated</state>\n  </dialog>"
+        );
+    }
     for dialog in dialogs {
         render_dialog(&mut xml, dialog);
     }
@@ -211,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn withheld_dialogs_and_no_dialogs_are_still_documents() {
+    fn withheld_dialogs_and_an_idle_extension_are_still_documents() {
         let mut dialog = ringing();
         dialog.ids = None;
         dialog.parties = None;
@@ -223,7 +231,11 @@ mod tests {
         );
         assert!(xml.contains("<state event=\"replaced\">terminated</state>"));
         assert!(!xml.contains("identity"));
-        let empty = render("sip:201@h", 1, &[]);
-        assert!(empty.ends_with("entity=\"sip:201@h\"/>\n"), "{empty}");
+        let idle = render("sip:201@h", 1, &[]);
+        assert!(
+            idle.contains("<dialog id=\"idle\">\n    <state>terminated</state>"),
+            "{idle}"
+        );
+        assert!(idle.ends_with("</dialog-info>\n"));
     }
 }
