@@ -31,7 +31,8 @@ pub const DEFAULT_CAPABILITIES: Capabilities = Capabilities {
         "UPDATE",
         "SUBSCRIBE",
     ],
-    extensions: &[],
+    // RFC 3891: a pickup INVITE (a BLF key's) may require it.
+    extensions: &["replaces"],
     content_types: &["application/sdp"],
 };
 

@@ -275,9 +275,10 @@ fn blf_pickup(replaces: impl Fn(&str, &str, &str, &str, &str) -> String) {
         target, "sip:204@127.0.0.1:5060",
         "the INVITE goes to the gateway"
     );
+    // RFC 3891 §4: a phone may require the extension.
     let text = invite("203", "204", 5073, "blf").replacen(
         "Content-Type",
-        &format!("Replaces: {header}\r\nContent-Type"),
+        &format!("Replaces: {header}\r\nRequire: replaces\r\nContent-Type"),
         1,
     );
     let out = h.request_with_auth(udp(5073), &text, "203", "pw203");
@@ -540,4 +541,36 @@ fn a_restart_restores_subscriptions_with_rising_cseq_and_version() {
     assert_eq!(notify.call_id(), first.call_id());
     assert!(notify.cseq().unwrap().cseq > first.cseq().unwrap().cseq);
     assert_eq!(attr(&body(notify), "version").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_call_to_a_group_lights_the_keys_of_its_members() {
+    let mut h = Harness::office();
+    let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
+    one_notify(&mut h, &out, 5073);
+    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
+    let out = h.request_with_auth(
+        udp(5074),
+        &invite("204", "sales", 5074, "g1"),
+        "204",
+        "pw204",
+    );
+    let to_201 = requests(&out, "INVITE")
+        .into_iter()
+        .find(|(p, _)| *p == udp(5071))
+        .expect("201 rings as a member of sales")
+        .1
+        .clone();
+    h.send(udp(5071), &answer(&to_201, 180, "Ringing", "b1", 5071, ""));
+    let out = h.sent();
+    let early = notifies(&out, 5073).pop().expect("an early NOTIFY");
+    assert_valid(&early);
+    let xml = body(&early);
+    assert!(xml.contains("<state>early</state>"), "{xml}");
+    assert_eq!(
+        attr(&xml, "call-id"),
+        to_201.call_id().map(str::to_string),
+        "201's own leg"
+    );
+    assert_eq!(attr(&xml, "local-tag").as_deref(), Some("b1"));
 }
