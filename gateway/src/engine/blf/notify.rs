@@ -215,7 +215,9 @@ impl Engine {
         let mut restored = Vec::new();
         for sub in stored {
             let identities = self.visibility(&sub.subscriber, &sub.target);
-            let remaining = sub.expires_at.saturating_sub(now.unix());
+            // Never longer than a subscription may be granted (the file may be edited).
+            let longest = u64::from(self.config.subscriptions.max_expires_secs);
+            let remaining = sub.expires_at.saturating_sub(now.unix()).min(longest);
             let id = self.subscriptions.insert(Subscription {
                 dialog: Dialog {
                     call_id: sub.call_id,
@@ -231,7 +233,7 @@ impl Engine {
                 target: sub.target,
                 event_id: sub.event_id,
                 expires: now.mono + Duration::from_secs(remaining),
-                expires_unix: sub.expires_at,
+                expires_unix: now.unix() + remaining,
                 next_version: sub.version,
                 identities: identities.unwrap_or(false),
             });

@@ -574,3 +574,18 @@ fn a_call_to_a_group_lights_the_keys_of_its_members() {
     );
     assert_eq!(attr(&xml, "local-tag").as_deref(), Some("b1"));
 }
+
+#[test]
+fn a_stored_subscription_edited_to_last_forever_is_cut_to_the_longest_grant() {
+    let mut h = Harness::office();
+    watching_201(&mut h);
+    let mut stored = h.store.load_subscriptions(h.now.unix()).unwrap();
+    stored[0].expires_at = u64::MAX;
+    let mut engine = Engine::new(h.engine.config.clone(), Vec::new(), [7; 32], h.now);
+    engine.restore_subscriptions(h.now, stored);
+    let notify = SipMessage::parse_datagram(&engine.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(
+        notify.header(&Name::SUBSCRIPTION_STATE),
+        Some("active;expires=3600")
+    );
+}
