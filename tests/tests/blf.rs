@@ -291,3 +291,17 @@ fn a_restart_keeps_the_subscription_and_puts_out_the_key_of_the_call_it_ended() 
         "the versions keep counting across the restart: {versions:?}"
     );
 }
+
+#[test]
+fn a_key_over_tcp_is_notified_on_its_connection() {
+    let gateway = Gateway::start(GatewayOptions {
+        extra: "[subscriptions]\nmin_expires_secs = 1\n".into(),
+        ..GatewayOptions::default()
+    });
+    let watcher = key("uac_subscribe_expire.xml", "203", "201")
+        .tcp()
+        .fill("@EXPIRES@", "2")
+        .spawn(&gateway);
+    let bodies = wait_validated(watcher);
+    assert_eq!(bodies.len(), 2, "idle, then the last one: {bodies:?}");
+}
