@@ -299,8 +299,9 @@ impl Engine {
         ok.set_header(Name::EXPIRES, granted.to_string());
         if let Some(sub) = self.subscriptions.get_mut(id) {
             ok.set_header(Name::CONTACT, self.local.contact(sub.dialog.peer));
-            if let Some(contact) = msg.remote_target() {
-                sub.dialog.remote_target = contact; // target refresh (RFC 6665 §4.1.2.1)
+            // Target refresh (RFC 6665 §4.1.2.1), only by an explicit Contact.
+            if let Some(contact) = msg.contacts().and_then(|c| c.into_iter().next()) {
+                sub.dialog.remote_target = contact.uri;
             }
         }
         self.tx.send_response(now.mono, tx, ok);

@@ -351,7 +351,13 @@ fn a_replaces_with_wrong_tags_or_for_an_answered_call_gets_481() {
 fn refresh_unsubscribe_and_expiry() {
     let mut h = Harness::office();
     let first = watching_201(&mut h);
-    h.send(udp(5072), &in_dialog_subscribe(&first, 3, 120));
+    // A refresh without Contact leaves the remote target alone.
+    let refresh = in_dialog_subscribe(&first, 3, 120).replacen(
+        "Contact: <sip:202@127.0.0.1:5072>\r\n",
+        "",
+        1,
+    );
+    h.send(udp(5072), &refresh);
     let out = h.sent();
     let ok = response_to(&out, udp(5072), 200).expect("the refresh is accepted");
     assert_eq!(ok.header(&Name::EXPIRES), Some("120"));
@@ -359,6 +365,10 @@ fn refresh_unsubscribe_and_expiry() {
     assert_eq!(
         notify.header(&Name::SUBSCRIPTION_STATE),
         Some("active;expires=120")
+    );
+    assert_eq!(
+        notify.request_line().unwrap().uri.to_string(),
+        "sip:202@127.0.0.1:5072"
     );
     assert_eq!(attr(&body(&notify), "version").as_deref(), Some("1"));
     assert!(notify.cseq().unwrap().cseq > first.cseq().unwrap().cseq);
