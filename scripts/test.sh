@@ -17,13 +17,15 @@ install_packages() {
 }
 
 # Test peers and independent checkers: SIPp (sip-tester), DTMF and FSK decoders, sox,
-# fail2ban-regex (checks the fail2ban filter in contrib/ against the gateway's real log).
+# xmllint, fail2ban-regex (checks the fail2ban filter in contrib/ against the gateway's real log).
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v multimon-ng >/dev/null 2>&1 || missing+=(multimon-ng)
 command -v minimodem >/dev/null 2>&1 || missing+=(minimodem)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
+# xmllint: the BLF tests validate every NOTIFY body against RFC 4235's schema.
+command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

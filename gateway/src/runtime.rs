@@ -266,6 +266,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for (_, binding) in &mut bindings {
         crate::transport::addressing::fill_local(&mut binding.source, config.listen_addr());
     }
+    let mut subscriptions = store.load_subscriptions(now.unix())?;
+    for subscription in &mut subscriptions {
+        crate::transport::addressing::fill_local(&mut subscription.peer, config.listen_addr());
+    }
     let interrupted = store.recover_interrupted(&config.node.id)?;
     if interrupted != Interrupted::default() {
         tracing::warn!(
@@ -385,6 +389,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.overload.max_queue_delay_ms,
     ));
     let mut engine = Engine::new(config, bindings, rand::random(), now);
+    // Each restored subscription gets a full-state NOTIFY, sent by the loop's first turn.
+    engine.restore_subscriptions(now, subscriptions);
     tokio::pin!(shutdown);
     let mut inbound_open = true;
     let mut stopped = None;

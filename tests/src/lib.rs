@@ -635,6 +635,12 @@ impl Sipp {
         self.arg("-au").arg(user).arg("-ap").arg(password)
     }
 
+    /// Records every message SIPp sends and receives (`-trace_msg`), in
+    /// [`SippRun::messages_path`].
+    pub fn trace_messages(self) -> Sipp {
+        self.arg("-trace_msg")
+    }
+
     /// `-key name value`: a scenario keyword.
     pub fn key(self, name: &str, value: &str) -> Sipp {
         self.arg("-key").arg(name).arg(value)
@@ -685,7 +691,7 @@ impl Sipp {
         scenario
     }
 
-    fn command(&self, gateway: &Gateway, tag: &str) -> (Command, PathBuf, PathBuf) {
+    fn command(&self, gateway: &Gateway, tag: &str) -> (Command, PathBuf, PathBuf, PathBuf) {
         let scenario = self.prepare(gateway, tag, &self.scenario);
         let errors = gateway
             .scratch()
@@ -693,10 +699,15 @@ impl Sipp {
         let log = gateway
             .scratch()
             .join(format!("{tag}-{}.log", self.scenario));
+        let messages = gateway
+            .scratch()
+            .join(format!("{tag}-{}.messages", self.scenario));
         let mut command = Command::new(sipp_binary());
         command
             .args(["-trace_logs", "-log_file"])
             .arg(&log)
+            .arg("-message_file")
+            .arg(&messages)
             .arg("-sf")
             .arg(&scenario)
             .arg("-i")
@@ -728,7 +739,10 @@ impl Sipp {
             .and_then(|at| self.args.get(at + 1));
         let scenario_text = std::fs::read_to_string(&scenario).unwrap_or_default();
         if let Some(service) = service {
-            if scenario_text.contains("INVITE sip:[service]@[remote_ip]:[remote_port]") {
+            let names_service = ["INVITE", "SUBSCRIBE"].iter().any(|method| {
+                scenario_text.contains(&format!("{method} sip:[service]@[remote_ip]:[remote_port]"))
+            });
+            if names_service {
                 command
                     .arg("-auth_uri")
                     .arg(format!("{service}@{}", self.target(gateway)));
@@ -751,7 +765,7 @@ impl Sipp {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        (command, errors, log)
+        (command, errors, log, messages)
     }
 
     /// Runs to completion; panics with SIPp's error log unless the call succeeded.
@@ -763,12 +777,13 @@ impl Sipp {
     pub fn spawn(&self, gateway: &Gateway) -> SippRun {
         static RUN: AtomicU16 = AtomicU16::new(0);
         let tag = format!("run{}", RUN.fetch_add(1, Ordering::Relaxed));
-        let (mut command, errors, log) = self.command(gateway, &tag);
+        let (mut command, errors, log, messages) = self.command(gateway, &tag);
         let child = command.spawn().expect("start sipp");
         SippRun {
             child,
             errors,
             log,
+            messages,
             scenario: self.scenario.clone(),
             time_limit: self.time_limit,
         }
@@ -780,6 +795,7 @@ pub struct SippRun {
     child: Child,
     errors: PathBuf,
     log: PathBuf,
+    messages: PathBuf,
     scenario: String,
     time_limit: Duration,
 }
@@ -804,6 +820,12 @@ impl SippRun {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The file of the messages SIPp sends and receives, when started with
+    /// [`Sipp::trace_messages`] (complete once SIPp ended: read it after [`SippRun::wait`]).
+    pub fn messages_path(&self) -> PathBuf {
+        self.messages.clone()
     }
 
     /// Ends the SIPp process at once and reaps it, without judging it (its peer is gone, or

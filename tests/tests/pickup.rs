@@ -258,24 +258,6 @@ fn the_caller_hanging_up_during_a_pickup_ends_the_picker_dialogs() {
 }
 
 #[test]
-fn a_blf_key_invite_with_replaces_takes_the_call() {
-    let gateway = Gateway::start(GatewayOptions::default());
-    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
-    let leg = callee.wait_for_log_line("ringing leg");
-    picker("uac_blf.xml", "201", "203")
-        .key("leg", &leg)
-        .run(&gateway);
-    caller.wait();
-    callee.wait();
-    let (cdrs, fields) = gateway.last_cdr();
-    assert_eq!(
-        &fields[2..8],
-        ["204", "201", "203", "replaces", "203", "answered"],
-        "{cdrs}"
-    );
-}
-
-#[test]
 fn nothing_to_pick_up_is_480() {
     let gateway = Gateway::start(GatewayOptions::default());
     picker("uac_fail.xml", "*8", "202")

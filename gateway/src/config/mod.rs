@@ -4,6 +4,7 @@
 //! reading code. Unknown keys are rejected (a typo must not silently fall back to a default).
 
 pub mod address;
+mod subscriptions;
 
 use address::HostPort;
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use subscriptions::{BlfOthers, SubscriptionsConfig};
 
 /// A configuration problem, with enough context to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,9 @@ pub struct Config {
     /// Defences of the TCP transport: timeouts and connection caps.
     #[serde(default)]
     pub tcp: TcpConfig,
+    /// Dialog event subscriptions (BLF keys).
+    #[serde(default)]
+    pub subscriptions: SubscriptionsConfig,
 }
 
 /// `[overload]`: what happens when SIP arrives faster than the control plane serves it
@@ -648,6 +653,9 @@ pub struct ExtensionConfig {
     /// How this extension is connected when it picks up a call.
     #[serde(default)]
     pub pickup_mode: PickupMode,
+    /// What subscribers outside its call groups learn from its BLF state.
+    #[serde(default)]
+    pub blf_others: BlfOthers,
 }
 
 fn default_transports() -> Vec<TransportName> {
@@ -920,6 +928,9 @@ impl Config {
             .find_map(|net| parse_network(net).err())
         {
             return Err(invalid("auth.trusted_networks", problem));
+        }
+        if let Some(problem) = self.subscriptions.problem() {
+            return Err(invalid("subscriptions", problem.into()));
         }
         let r = &self.registrar;
         if r.min_expires_secs == 0

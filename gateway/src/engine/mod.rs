@@ -6,6 +6,7 @@
 //! (`crate::runtime`) drives it; tests drive it in virtual time.
 
 pub mod answer;
+mod blf;
 mod call;
 mod calls;
 pub mod dialog;
@@ -94,6 +95,8 @@ pub struct Engine {
     anchored: HashMap<u64, (String, media::Anchor)>,
     /// Draws the wait before a re-INVITE that met glare is retried (RFC 3261 §14.1).
     glare_rng: rand::rngs::StdRng,
+    /// Dialog event subscriptions (BLF keys), see [`blf`].
+    subscriptions: blf::Subscriptions,
 }
 
 impl Engine {
@@ -136,6 +139,7 @@ impl Engine {
             next_relay: 1,
             anchored: HashMap::new(),
             glare_rng: seeded_rng(b"re-INVITE glare", &secret),
+            subscriptions: blf::Subscriptions::default(),
             config,
         }
     }
@@ -336,6 +340,8 @@ impl Engine {
         self.ring_timeouts(now);
         self.pickup_timeouts(now);
         self.reoffer_timeouts(now);
+        self.expire_subscriptions(now);
+        self.publish_dialog_states(now);
     }
 
     /// Records durably that the answered calls are up at `now`: a crash loses no talk time
@@ -356,6 +362,7 @@ impl Engine {
             StoreResult::Claim { pickup, outcome } => self.on_claim(now, pickup, outcome),
             StoreResult::CdrWritten { call_key } => self.on_cdr_written(now, &call_key),
         }
+        self.publish_dialog_states(now);
     }
 
     /// When [`Engine::handle_timeout`] should next run.
@@ -365,6 +372,7 @@ impl Engine {
             Some(self.next_maintenance),
             Some(self.next_billing_mark),
             self.calls.next_deadline(),
+            self.subscriptions.next_expiry(),
         ]
         .into_iter()
         .flatten()
@@ -387,17 +395,28 @@ impl Engine {
                 TxEvent::Request { tx, msg, peer } => self.on_request(now, tx, msg, peer),
                 TxEvent::Cancel { invite, .. } => self.on_cancel(now, invite),
                 TxEvent::Ack { invite, msg, .. } => self.on_ack(now, invite, msg),
-                TxEvent::Response { tx, msg } => self.on_response(now, tx, msg),
-                TxEvent::Timeout { tx } => self.on_client_timeout(now, tx),
+                TxEvent::Response { tx, msg } => {
+                    if !self.on_notify_response(now, tx, &msg) {
+                        self.on_response(now, tx, msg);
+                    }
+                }
+                TxEvent::Timeout { tx } => {
+                    if !self.on_notify_timeout(now, tx) {
+                        self.on_client_timeout(now, tx);
+                    }
+                }
                 TxEvent::AckTimeout { invite } => self.on_ack_timeout(now, invite),
             }
         }
+        self.publish_dialog_states(now);
     }
 
     fn on_request(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
         let method = msg.method().cloned().unwrap_or(Method::OPTIONS);
         let in_dialog = msg.to_header().is_some_and(|to| to.tag().is_some());
-        if in_dialog {
+        if method == Method::SUBSCRIBE {
+            self.on_subscribe(now, tx, msg, peer, in_dialog);
+        } else if in_dialog {
             self.on_in_dialog_request(now, tx, msg, peer);
         } else if method == Method::REGISTER {
             self.on_register(now, tx, msg, peer);
@@ -440,9 +459,10 @@ fn seeded_rng(label: &[u8], secret: &[u8; 32]) -> rand::rngs::StdRng {
     rand::rngs::StdRng::from_seed(seed.into())
 }
 
-/// Adds Allow, Accept and Supported headers describing what the gateway does.
+/// Adds Allow, Allow-Events, Accept and Supported headers describing what the gateway does.
 fn add_capabilities(response: &mut SipMessage) {
     response.set_header(Name::ALLOW, CAPABILITIES.methods.join(", "));
+    response.set_header(Name::ALLOW_EVENTS, blf::EVENT_PACKAGE);
     response.set_header(Name::ACCEPT, CAPABILITIES.content_types.join(", "));
     if !CAPABILITIES.extensions.is_empty() {
         response.set_header(Name::SUPPORTED, CAPABILITIES.extensions.join(", "));

@@ -37,8 +37,9 @@ impl Engine {
     /// Whether an INVITE asks for a pickup, and of what.
     pub(super) fn pickup_target(&self, msg: &SipMessage, target: &str) -> Option<PickupTarget> {
         if let Some(replaces) = msg.header(&Name::REPLACES) {
-            let call_id = replaces.split(';').next().unwrap_or_default().trim();
-            return Some(PickupTarget::Leg(call_id.to_string()));
+            // Either leg of a ringing call, tags in either order (BLF keys differ).
+            let leg = super::blf::replaced_leg(&self.calls, replaces);
+            return Some(PickupTarget::Leg(leg));
         }
         let features = &self.config.features;
         if target == features.group_pickup {

@@ -21,9 +21,18 @@ pub struct Capabilities {
 /// The gateway's capabilities today.
 pub const DEFAULT_CAPABILITIES: Capabilities = Capabilities {
     methods: &[
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "INFO",
+        "UPDATE",
+        "SUBSCRIBE",
     ],
-    extensions: &[],
+    // RFC 3891: a pickup INVITE (a BLF key's) may require it.
+    extensions: &["replaces"],
     content_types: &["application/sdp"],
 };
 

@@ -87,6 +87,25 @@ const MIGRATIONS: &[&str] = &[
     // 5: the gateway's address each registration reached (requests to the contact leave
     // from it and name it); NULL for rows written before.
     "ALTER TABLE registrations ADD COLUMN local_addr TEXT;",
+    // 6: dialog subscriptions (BLF keys), kept across a restart.
+    "CREATE TABLE subscriptions (
+        call_id TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        subscriber TEXT NOT NULL,
+        target TEXT NOT NULL,
+        remote_tag TEXT NOT NULL,
+        local_uri TEXT NOT NULL,
+        remote_uri TEXT NOT NULL,
+        remote_target TEXT NOT NULL,
+        peer_proto TEXT NOT NULL,
+        peer_addr TEXT NOT NULL,
+        peer_local TEXT,
+        cseq INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        event_id TEXT,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (call_id, local_tag)
+    );",
 ];
 
 /// Newest schema version this build knows.

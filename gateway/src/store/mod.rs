@@ -3,12 +3,14 @@
 
 mod calls;
 mod migrations;
+mod subscriptions;
 mod writer;
 
 pub use calls::{
     Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup, Interrupted,
     LegIds, PickupMethod, PickupTarget, INTERRUPTED,
 };
+pub use subscriptions::StoredSubscription;
 pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 
 use crate::registrar::Binding;
@@ -235,11 +237,6 @@ impl Store {
         for row in rows {
             let (aor, contact, expires_at, call_id, cseq, (proto, addr, local), q) =
                 row.map_err(|e| self.error(e))?;
-            let protocol = if proto == "tcp" {
-                Protocol::Tcp
-            } else {
-                Protocol::Udp
-            };
             // A row that does not parse (edited by hand) is skipped, not fatal.
             let Ok(addr) = addr.parse::<SocketAddr>() else {
                 tracing::warn!(
@@ -248,15 +245,6 @@ impl Store {
                 );
                 continue;
             };
-            // Rows written before the local address was kept: unknown (the runtime asks
-            // the kernel which address reaches the contact).
-            let local = local.and_then(|l| l.parse().ok()).unwrap_or_else(|| {
-                let unspecified: IpAddr = match addr {
-                    SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-                    SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-                };
-                SocketAddr::new(unspecified, 0)
-            });
             bindings.push((
                 aor,
                 Binding {
@@ -264,16 +252,36 @@ impl Store {
                     expires_at: u64::try_from(expires_at).unwrap_or(0),
                     call_id,
                     cseq,
-                    source: Peer {
-                        protocol,
-                        addr,
-                        local,
-                    },
+                    source: stored_peer(&proto, addr, local.as_deref()),
                     q: q.map(|q| q as f32),
                 },
             ));
         }
         Ok(bindings)
+    }
+}
+
+/// A peer as a row keeps it: protocol, address and the local address it reached. Rows
+/// written before the local address was kept have none: it is left unspecified, and the
+/// runtime asks the kernel which address reaches the peer
+/// (`transport::addressing::fill_local`).
+fn stored_peer(protocol: &str, addr: SocketAddr, local: Option<&str>) -> Peer {
+    let protocol = if protocol == "tcp" {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
+    };
+    let local = local.and_then(|l| l.parse().ok()).unwrap_or_else(|| {
+        let unspecified: IpAddr = match addr {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        SocketAddr::new(unspecified, 0)
+    });
+    Peer {
+        protocol,
+        addr,
+        local,
     }
 }
 

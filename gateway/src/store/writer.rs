@@ -75,6 +75,15 @@ pub enum StoreCommand {
         /// Whether the engine waits for the commit (to release a held response).
         confirm: bool,
     },
+    /// Insert or update a dialog subscription (BLF).
+    SaveSubscription(Box<super::StoredSubscription>),
+    /// A dialog subscription ended.
+    DeleteSubscription {
+        /// Its dialog's Call-ID.
+        call_id: String,
+        /// Our tag in it.
+        local_tag: String,
+    },
     /// Add an anchored call's media counters to its CDR.
     SetCdrMedia {
         /// The call.
@@ -139,6 +148,10 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
             store.record_failed_pickup(&call_key, &failed)
         }
         StoreCommand::SetCdrMedia { call_key, media } => store.set_cdr_media(&call_key, &media),
+        StoreCommand::SaveSubscription(sub) => store.save_subscription(&sub),
+        StoreCommand::DeleteSubscription { call_id, local_tag } => {
+            store.delete_subscription(&call_id, &local_tag)
+        }
         StoreCommand::WriteCdr { cdr, confirm } => {
             if let Err(e) = store.write_cdr(&cdr) {
                 tracing::error!("CDR of call {} not saved: {e}", cdr.call_key);

@@ -1,6 +1,7 @@
 //! The engine driven in virtual time by scripted phones: registration, calls, failures.
 
 mod addresses;
+mod blf;
 mod pickup;
 mod security;
 

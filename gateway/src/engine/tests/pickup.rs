@@ -65,7 +65,11 @@ fn pick(
     h.request_with_auth(udp(port), &text, picker, &format!("pw{picker}"))
 }
 
-fn response_to(msgs: &[(Peer, SipMessage)], peer: Peer, code: u16) -> Option<&SipMessage> {
+pub(super) fn response_to(
+    msgs: &[(Peer, SipMessage)],
+    peer: Peer,
+    code: u16,
+) -> Option<&SipMessage> {
     msgs.iter()
         .find(|(p, m)| *p == peer && m.status() == Some(code))
         .map(|(_, m)| m)

@@ -1,0 +1,285 @@
+//! NOTIFYs: sending them (full state, the next version, over the subscriber's flow), their
+//! outcome (a failure ends the subscription), expiry, publishing state changes, and the
+//! subscriptions taken back from the store at start.
+
+use super::dialog_info::{self, DialogState, DialogView, GatewayName};
+use super::table::Subscription;
+use super::{view, SubState, EVENT_PACKAGE};
+use crate::engine::dialog::Dialog;
+use crate::engine::{Engine, Now};
+use crate::sip::message::SipMessage;
+use crate::sip::transaction::ClientTxId;
+use crate::store::{StoreCommand, StoredSubscription};
+use ezk_sip_types::{Method, Name};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// The dialogs to notify now: those going on, and those that ended since `last` was sent
+/// (once, as terminated, with the event that ended them).
+fn merge(last: &[DialogView], current: Vec<DialogView>) -> Vec<DialogView> {
+    let is_live = |d: &DialogView| !matches!(d.state, DialogState::Terminated(_));
+    let was_live = |id: &str| last.iter().any(|d| d.id == id && is_live(d));
+    let mut merged: Vec<DialogView> = current
+        .into_iter()
+        .filter(|d| is_live(d) || was_live(&d.id))
+        .collect();
+    for gone in last.iter().filter(|d| is_live(d)) {
+        if !merged.iter().any(|d| d.id == gone.id) {
+            let event = (gone.state != DialogState::Confirmed).then_some("cancelled");
+            merged.push(DialogView {
+                state: DialogState::Terminated(event),
+                ..gone.clone()
+            });
+        }
+    }
+    merged
+}
+
+/// Whether two notified states differ in what is going on.
+fn live_differs(a: &[DialogView], b: &[DialogView]) -> bool {
+    let live = |v: &[DialogView]| -> Vec<DialogView> {
+        v.iter()
+            .filter(|d| !matches!(d.state, DialogState::Terminated(_)))
+            .cloned()
+            .collect()
+    };
+    live(a) != live(b)
+}
+
+impl Engine {
+    /// Ends a subscription: a last NOTIFY with `notify` (None: the subscriber is gone, send
+    /// nothing), and the store forgets it.
+    pub(super) fn end_subscription(&mut self, now: Now, id: u64, notify: Option<SubState>) {
+        if let Some(state) = notify {
+            self.send_notify(now, id, state);
+        }
+        if let Some(sub) = self.subscriptions.remove(id) {
+            tracing::info!(
+                "the subscription of {} to {} ended",
+                sub.subscriber,
+                sub.target
+            );
+            self.store_commands
+                .push_back(StoreCommand::DeleteSubscription {
+                    call_id: sub.dialog.call_id,
+                    local_tag: sub.dialog.local_tag,
+                });
+        }
+    }
+
+    /// Takes the current dialogs of `targets` as what their watchers know: for an extension
+    /// that just got its first watcher (or every one after a restart), whose first NOTIFY
+    /// follows at once.
+    pub(super) fn seed_last(&mut self, targets: &[String]) {
+        if targets.is_empty() {
+            return;
+        }
+        let watched: HashSet<&str> = targets.iter().map(String::as_str).collect();
+        let mut current = view::dialogs_of(&self.calls, &self.config, &watched);
+        for target in targets {
+            let dialogs = merge(&[], current.remove(target).unwrap_or_default());
+            self.subscriptions.set_last(target, dialogs);
+        }
+    }
+
+    /// Sends subscription `id` a NOTIFY with its extension's full state.
+    pub(super) fn send_notify(&mut self, now: Now, id: u64, state: SubState) {
+        let tcp_served = self.serves_tcp();
+        let Some(sub) = self.subscriptions.get_mut(id) else {
+            return;
+        };
+        let target = sub.target.clone();
+        let identities = sub.identities;
+        let dialogs: Vec<DialogView> = self
+            .subscriptions
+            .last(&target)
+            .iter()
+            .map(|d| match identities {
+                true => d.clone(),
+                false => DialogView {
+                    ids: None,
+                    parties: None,
+                    ..d.clone()
+                },
+            })
+            .collect();
+        let Some(sub) = self.subscriptions.get_mut(id) else {
+            return;
+        };
+        let version = sub.next_version;
+        sub.next_version += 1;
+        let gateway = GatewayName {
+            host: self.local.host(sub.dialog.peer),
+            host_port: self.local.host_port(sub.dialog.peer),
+        };
+        let body = dialog_info::render(&gateway, &target, version, &dialogs);
+        let mut notify = sub.dialog.request(Method::NOTIFY, None, &self.local);
+        notify.set_header(
+            Name::EVENT,
+            match &sub.event_id {
+                Some(event_id) => format!("{EVENT_PACKAGE};id={event_id}"),
+                None => EVENT_PACKAGE.to_string(),
+            },
+        );
+        let remaining = sub.expires.saturating_duration_since(now.mono).as_secs();
+        notify.set_header(
+            Name::SUBSCRIPTION_STATE,
+            match state {
+                SubState::Active => format!("active;expires={remaining}"),
+                SubState::Terminated(Some(reason)) => format!("terminated;reason={reason}"),
+                SubState::Terminated(None) => "terminated".to_string(),
+            },
+        );
+        notify.set_header(Name::CONTACT, self.local.contact(sub.dialog.peer));
+        notify.set_header(Name::CONTENT_TYPE, dialog_info::CONTENT_TYPE);
+        notify.body = body.into();
+        if let Err(error) = sub
+            .dialog
+            .fit_transport(&mut notify, &self.local, tcp_served)
+        {
+            tracing::warn!("NOTIFY to {} not sent: {error}", sub.subscriber);
+            return;
+        }
+        let peer = sub.dialog.peer;
+        let stored = stored(sub);
+        let tx = self.tx.send_request(now.mono, notify, peer);
+        self.subscriptions.add_notify(tx, id);
+        self.store_commands
+            .push_back(StoreCommand::SaveSubscription(Box::new(stored)));
+    }
+
+    /// A response to one of our NOTIFYs (false: not ours). A failure ends the subscription.
+    pub(in crate::engine) fn on_notify_response(
+        &mut self,
+        now: Now,
+        tx: ClientTxId,
+        msg: &SipMessage,
+    ) -> bool {
+        if !self.subscriptions.owns_notify(tx) {
+            return false;
+        }
+        let Some(code) = msg.status().filter(|&code| code >= 200) else {
+            return true;
+        };
+        if let Some(id) = self.subscriptions.take_notify(tx) {
+            let retry_later = msg.header(&Name::RETRY_AFTER).is_some() && code != 481;
+            if code >= 300 && !retry_later {
+                tracing::info!("NOTIFY answered {code}: ending the subscription");
+                self.end_subscription(now, id, None);
+            }
+        }
+        true
+    }
+
+    /// One of our NOTIFYs timed out (false: not ours): the subscriber is gone.
+    pub(in crate::engine) fn on_notify_timeout(&mut self, now: Now, tx: ClientTxId) -> bool {
+        if !self.subscriptions.owns_notify(tx) {
+            return false;
+        }
+        if let Some(id) = self.subscriptions.take_notify(tx) {
+            tracing::info!("NOTIFY timed out: ending the subscription");
+            self.end_subscription(now, id, None);
+        }
+        true
+    }
+
+    /// Ends the subscriptions whose time is up.
+    pub(in crate::engine) fn expire_subscriptions(&mut self, now: Now) {
+        while let Some(id) = self.subscriptions.pop_expired(now.mono) {
+            self.end_subscription(now, id, Some(SubState::Terminated(Some("timeout"))));
+        }
+    }
+
+    /// Notifies the watchers of every extension whose dialogs changed.
+    pub(in crate::engine) fn publish_dialog_states(&mut self, now: Now) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        let targets = self.subscriptions.targets();
+        let mut current = view::dialogs_of(&self.calls, &self.config, &targets);
+        let changed: Vec<(String, Vec<DialogView>)> = targets
+            .iter()
+            .filter_map(|&target| {
+                let last = self.subscriptions.last(target);
+                let now_views = current.remove(target).unwrap_or_default();
+                live_differs(last, &now_views).then(|| (target.to_string(), merge(last, now_views)))
+            })
+            .collect();
+        for (target, dialogs) in changed {
+            self.subscriptions.set_last(&target, dialogs);
+            for id in self.subscriptions.watching(&target) {
+                self.send_notify(now, id, SubState::Active);
+            }
+        }
+    }
+
+    /// Takes back the subscriptions the store kept (at start): each gets a full-state
+    /// NOTIFY; one the configuration no longer allows is ended (`reason=rejected`).
+    pub fn restore_subscriptions(&mut self, now: Now, stored: Vec<StoredSubscription>) {
+        let mut restored = Vec::new();
+        for sub in stored {
+            let identities = self.visibility(&sub.subscriber, &sub.target);
+            // Never longer than a subscription may be granted (the file may be edited).
+            let longest = u64::from(self.config.subscriptions.max_expires_secs);
+            let remaining = sub.expires_at.saturating_sub(now.unix()).min(longest);
+            let id = self.subscriptions.insert(Subscription {
+                dialog: Dialog {
+                    call_id: sub.call_id,
+                    local_tag: sub.local_tag,
+                    remote_tag: Some(sub.remote_tag),
+                    local_uri: sub.local_uri,
+                    remote_uri: sub.remote_uri,
+                    remote_target: sub.remote_target,
+                    local_cseq: sub.cseq,
+                    peer: sub.peer,
+                },
+                subscriber: sub.subscriber,
+                target: sub.target,
+                event_id: sub.event_id,
+                expires: now.mono + Duration::from_secs(remaining),
+                expires_unix: now.unix() + remaining,
+                next_version: sub.version,
+                identities: identities.unwrap_or(false),
+            });
+            match identities {
+                Some(_) => restored.push(id),
+                None => {
+                    self.end_subscription(now, id, Some(SubState::Terminated(Some("rejected"))))
+                }
+            }
+        }
+        if restored.is_empty() {
+            return;
+        }
+        tracing::info!("{} dialog subscription(s) restored", restored.len());
+        let targets: Vec<String> = self
+            .subscriptions
+            .targets()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        self.seed_last(&targets);
+        for id in restored {
+            self.send_notify(now, id, SubState::Active);
+        }
+    }
+}
+
+/// What the store keeps of a subscription.
+fn stored(sub: &Subscription) -> StoredSubscription {
+    StoredSubscription {
+        subscriber: sub.subscriber.clone(),
+        target: sub.target.clone(),
+        call_id: sub.dialog.call_id.clone(),
+        local_tag: sub.dialog.local_tag.clone(),
+        remote_tag: sub.dialog.remote_tag.clone().unwrap_or_default(),
+        local_uri: sub.dialog.local_uri.clone(),
+        remote_uri: sub.dialog.remote_uri.clone(),
+        remote_target: sub.dialog.remote_target.clone(),
+        peer: sub.dialog.peer,
+        cseq: sub.dialog.local_cseq,
+        version: sub.next_version,
+        event_id: sub.event_id.clone(),
+        expires_at: sub.expires_unix,
+    }
+}

@@ -1,0 +1,95 @@
+//! Which ringing call an INVITE with `Replaces` (RFC 3891) from a BLF key names.
+//!
+//! Phones build the header from the dialog event package differently: with the ids of the
+//! callee's leg (what our NOTIFYs give) or of the caller's leg (Kazoo saw both), and with
+//! `to-tag`/`from-tag` in either order. The gateway accepts all of these: the header names a
+//! call when its Call-ID is one of the call's legs and its two tags are that leg's two tags,
+//! in any order (a tag the callee has not sent yet matches anything).
+
+use crate::engine::call::Calls;
+
+/// A parsed `Replaces` header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Replaces<'a> {
+    call_id: &'a str,
+    to_tag: Option<&'a str>,
+    from_tag: Option<&'a str>,
+}
+
+fn parse(value: &str) -> Replaces<'_> {
+    let mut parts = value.split(';').map(str::trim);
+    let call_id = parts.next().unwrap_or_default();
+    let (mut to_tag, mut from_tag) = (None, None);
+    for part in parts {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        match name.trim().to_ascii_lowercase().as_str() {
+            "to-tag" => to_tag = Some(value.trim()),
+            "from-tag" => from_tag = Some(value.trim()),
+            _ => {}
+        }
+    }
+    Replaces {
+        call_id,
+        to_tag,
+        from_tag,
+    }
+}
+
+/// Whether the header's tags are `ours` and `theirs` in either order (`theirs` None: not
+/// known yet, anything matches it).
+fn tags_match(replaces: &Replaces<'_>, ours: &str, theirs: Option<&str>) -> bool {
+    let matches = |a: Option<&str>, b: Option<&str>| {
+        a == Some(ours) && theirs.is_none_or(|theirs| b == Some(theirs))
+    };
+    matches(replaces.to_tag, replaces.from_tag) || matches(replaces.from_tag, replaces.to_tag)
+}
+
+/// The Call-ID of a ringing leg of the call `header` names, as the store's claim knows
+/// it (`PickupTarget::Leg`); an empty string, which no leg has, when it names none (the
+/// claim then finds nothing: 481).
+pub fn replaced_leg(calls: &Calls, header: &str) -> String {
+    let replaces = parse(header);
+    calls
+        .calls
+        .values()
+        .find(|call| {
+            let a = &call.a;
+            (a.call_id == replaces.call_id
+                && tags_match(&replaces, &a.local_tag, a.remote_tag.as_deref()))
+                || call.forks.iter().any(|fork| {
+                    fork.pickup.is_none()
+                        && fork.dialog.call_id == replaces.call_id
+                        && tags_match(
+                            &replaces,
+                            &fork.dialog.local_tag,
+                            fork.dialog.remote_tag.as_deref(),
+                        )
+                })
+        })
+        .and_then(|call| {
+            call.forks
+                .iter()
+                .rev()
+                .find(|fork| fork.pickup.is_none() && fork.tx.is_some())
+        })
+        .map(|fork| fork.dialog.call_id.clone())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_match_in_either_order_and_an_unknown_far_tag_matches_anything() {
+        let header = parse("abc@gw;to-tag=gw1;from-tag=ph1;early-only");
+        assert_eq!(header.call_id, "abc@gw");
+        assert!(tags_match(&header, "gw1", Some("ph1")));
+        assert!(tags_match(&header, "ph1", Some("gw1")));
+        assert!(!tags_match(&header, "gw1", Some("other")));
+        assert!(tags_match(&header, "gw1", None));
+        assert!(!tags_match(&header, "nope", None));
+        let bare = parse("abc@gw");
+        assert!(!tags_match(&bare, "gw1", None));
+    }
+}

@@ -1,0 +1,279 @@
+//! The subscriptions (RFC 6665 notifier state), sans-IO: who watches which extension, in
+//! which dialog, until when; the NOTIFY transactions in flight; the last state each
+//! watched extension was notified in. The indexes are kept here and nowhere else.
+
+use super::dialog_info::DialogView;
+use crate::engine::dialog::Dialog;
+use crate::sip::transaction::ClientTxId;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+/// One subscription to an extension's dialog state.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The authenticated extension that subscribed.
+    pub subscriber: String,
+    /// The watched extension.
+    pub target: String,
+    /// The subscription's dialog, our side (we are its notifier, the UAS of the SUBSCRIBE).
+    pub dialog: Dialog,
+    /// The `id` parameter of the SUBSCRIBE's Event header, echoed in every NOTIFY.
+    pub event_id: Option<String>,
+    /// When it ends unless refreshed.
+    pub expires: Instant,
+    /// The same moment in Unix seconds (what the store keeps across a restart).
+    pub expires_unix: u64,
+    /// The `version` the next document gets (RFC 4235 §4.1: 0 first, then +1 per NOTIFY).
+    pub next_version: u32,
+    /// Whether the subscriber may see identities and dialog ids (privacy, `blf_others`).
+    pub identities: bool,
+}
+
+/// Why a new subscription cannot be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The subscriber holds `max_per_subscriber` already.
+    SubscriberFull,
+    /// The gateway holds `max_total` already.
+    TotalFull,
+}
+
+/// The notifier's table.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    subs: HashMap<u64, Subscription>,
+    next_id: u64,
+    /// (Call-ID, our tag) -> subscription.
+    by_dialog: HashMap<(String, String), u64>,
+    /// A NOTIFY in flight -> its subscription.
+    by_tx: HashMap<ClientTxId, u64>,
+    by_target: HashMap<String, BTreeSet<u64>>,
+    per_subscriber: HashMap<String, usize>,
+    expiries: BTreeSet<(Instant, u64)>,
+    /// The dialogs each watched extension was last notified with (full, unfiltered).
+    last: HashMap<String, Vec<DialogView>>,
+}
+
+impl Subscriptions {
+    /// Whether there is no subscription at all.
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Whether one more subscription for `subscriber` fits the limits.
+    pub fn admits(
+        &self,
+        subscriber: &str,
+        per_subscriber: usize,
+        total: usize,
+    ) -> Result<(), Refusal> {
+        if self.subs.len() >= total {
+            Err(Refusal::TotalFull)
+        } else if self.per_subscriber.get(subscriber).copied().unwrap_or(0) >= per_subscriber {
+            Err(Refusal::SubscriberFull)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds a subscription; returns its number.
+    pub fn insert(&mut self, sub: Subscription) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_dialog.insert(
+            (sub.dialog.call_id.clone(), sub.dialog.local_tag.clone()),
+            id,
+        );
+        self.by_target
+            .entry(sub.target.clone())
+            .or_default()
+            .insert(id);
+        *self
+            .per_subscriber
+            .entry(sub.subscriber.clone())
+            .or_default() += 1;
+        self.expiries.insert((sub.expires, id));
+        self.subs.insert(id, sub);
+        id
+    }
+
+    /// Removes a subscription and every index entry of it.
+    pub fn remove(&mut self, id: u64) -> Option<Subscription> {
+        let sub = self.subs.remove(&id)?;
+        self.by_dialog
+            .remove(&(sub.dialog.call_id.clone(), sub.dialog.local_tag.clone()));
+        self.by_tx.retain(|_, s| *s != id);
+        if let Some(ids) = self.by_target.get_mut(&sub.target) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_target.remove(&sub.target);
+                self.last.remove(&sub.target);
+            }
+        }
+        if let Some(count) = self.per_subscriber.get_mut(&sub.subscriber) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_subscriber.remove(&sub.subscriber);
+            }
+        }
+        self.expiries.remove(&(sub.expires, id));
+        Some(sub)
+    }
+
+    /// A subscription by number.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Subscription> {
+        self.subs.get_mut(&id)
+    }
+
+    /// The subscription whose dialog is (Call-ID, our tag).
+    pub fn by_dialog(&self, call_id: &str, local_tag: &str) -> Option<u64> {
+        self.by_dialog
+            .get(&(call_id.to_string(), local_tag.to_string()))
+            .copied()
+    }
+
+    /// Moves a subscription's end to `expires` (`expires_unix` in Unix seconds).
+    pub fn refresh(&mut self, id: u64, expires: Instant, expires_unix: u64) {
+        if let Some(sub) = self.subs.get_mut(&id) {
+            self.expiries.remove(&(sub.expires, id));
+            sub.expires = expires;
+            sub.expires_unix = expires_unix;
+            self.expiries.insert((expires, id));
+        }
+    }
+
+    /// Files a NOTIFY transaction under its subscription.
+    pub fn add_notify(&mut self, tx: ClientTxId, id: u64) {
+        self.by_tx.insert(tx, id);
+    }
+
+    /// Whether `tx` is one of our NOTIFYs (in flight or of a subscription already ended).
+    pub fn owns_notify(&self, tx: ClientTxId) -> bool {
+        self.by_tx.contains_key(&tx)
+    }
+
+    /// A NOTIFY transaction ended: its subscription, if that still exists.
+    pub fn take_notify(&mut self, tx: ClientTxId) -> Option<u64> {
+        self.by_tx
+            .remove(&tx)
+            .filter(|id| self.subs.contains_key(id))
+    }
+
+    /// The earliest expiry.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// The next subscription expired at `now`, if any.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<u64> {
+        let &(at, id) = self.expiries.first()?;
+        (at <= now).then_some(id)
+    }
+
+    /// The watched extensions.
+    pub fn targets(&self) -> HashSet<&str> {
+        self.by_target.keys().map(String::as_str).collect()
+    }
+
+    /// The subscriptions watching `target`.
+    pub fn watching(&self, target: &str) -> Vec<u64> {
+        self.by_target
+            .get(target)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The dialogs `target` was last notified with.
+    pub fn last(&self, target: &str) -> &[DialogView] {
+        self.last.get(target).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records what `target`'s watchers are notified with from now on.
+    pub fn set_last(&mut self, target: &str, dialogs: Vec<DialogView>) {
+        if self.by_target.contains_key(target) {
+            self.last.insert(target.to_string(), dialogs);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Peer, Protocol};
+    use std::time::Duration;
+
+    fn sub(subscriber: &str, target: &str, call_id: &str, expires: Instant) -> Subscription {
+        Subscription {
+            subscriber: subscriber.into(),
+            target: target.into(),
+            dialog: Dialog {
+                call_id: call_id.into(),
+                local_tag: "ours".into(),
+                remote_tag: Some("theirs".into()),
+                local_uri: "<sip:201@gw>".into(),
+                remote_uri: "<sip:202@gw>".into(),
+                remote_target: "sip:202@127.0.0.1:5072".into(),
+                local_cseq: 0,
+                peer: Peer {
+                    protocol: Protocol::Udp,
+                    addr: "127.0.0.1:5072".parse().unwrap(),
+                    local: "127.0.0.1:5060".parse().unwrap(),
+                },
+            },
+            event_id: None,
+            expires,
+            expires_unix: 0,
+            next_version: 0,
+            identities: true,
+        }
+    }
+
+    #[test]
+    fn limits_count_per_subscriber_and_in_total_and_removal_frees_them() {
+        let now = Instant::now();
+        let mut table = Subscriptions::default();
+        let first = table.insert(sub("202", "201", "s1", now));
+        table.insert(sub("202", "203", "s2", now));
+        assert_eq!(table.admits("202", 2, 10), Err(Refusal::SubscriberFull));
+        assert_eq!(table.admits("203", 2, 2), Err(Refusal::TotalFull));
+        assert_eq!(table.admits("203", 2, 10), Ok(()));
+        table.remove(first);
+        assert_eq!(table.admits("202", 2, 10), Ok(()));
+        assert_eq!(table.targets(), HashSet::from(["203"]));
+    }
+
+    #[test]
+    fn expiries_come_in_order_and_a_refresh_moves_one() {
+        let now = Instant::now();
+        let mut table = Subscriptions::default();
+        let early = table.insert(sub("202", "201", "s1", now + Duration::from_secs(10)));
+        let late = table.insert(sub("203", "201", "s2", now + Duration::from_secs(20)));
+        assert_eq!(table.pop_expired(now), None);
+        assert_eq!(table.next_expiry(), Some(now + Duration::from_secs(10)));
+        table.refresh(early, now + Duration::from_secs(30), 30);
+        assert_eq!(table.pop_expired(now + Duration::from_secs(25)), Some(late));
+        table.remove(late);
+        assert_eq!(table.pop_expired(now + Duration::from_secs(25)), None);
+        assert_eq!(
+            table.pop_expired(now + Duration::from_secs(30)),
+            Some(early)
+        );
+    }
+
+    #[test]
+    fn removing_a_subscription_forgets_its_dialog_and_notifies() {
+        let now = Instant::now();
+        let mut table = Subscriptions::default();
+        let id = table.insert(sub("202", "201", "s1", now));
+        table.add_notify(ClientTxId(7), id);
+        table.add_notify(ClientTxId(8), id);
+        assert_eq!(table.take_notify(ClientTxId(7)), Some(id));
+        assert_eq!(table.by_dialog("s1", "ours"), Some(id));
+        table.remove(id);
+        assert!(
+            !table.owns_notify(ClientTxId(8)),
+            "removal drops its transactions"
+        );
+        assert_eq!(table.by_dialog("s1", "ours"), None);
+    }
+}

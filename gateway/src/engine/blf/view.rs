@@ -1,0 +1,157 @@
+//! An extension's dialogs as the dialog event package shows them, derived from the call
+//! table (the calls stay the only owner of call state; this is a read of it).
+//!
+//! Which ids a dialog carries (DESIGN.md §9, README "BLF keys"): for a call ringing (or
+//! answered by) the watched extension, those of its own leg, the dialog between the gateway
+//! and the extension: `call-id` is the Call-ID the gateway minted for that leg, `local-tag`
+//! the extension's tag, `remote-tag` the gateway's. An INVITE with
+//! `Replaces: <call-id>;to-tag=<remote-tag>;from-tag=<local-tag>` sent to the remote target
+//! (the gateway) therefore names a dialog in which the gateway is the recipient's peer, as
+//! RFC 3891 wants. For a call the extension placed, the caller's leg: the Call-ID of its
+//! INVITE, its From tag as `local-tag` and the gateway's To tag as `remote-tag`. The
+//! gateway accepts a Replaces naming either leg of a call, with the tags in either order
+//! (`super::replaces`).
+
+use super::dialog_info::{DialogIds, DialogState, DialogView, Direction, Participant};
+use crate::config::Config;
+use crate::engine::call::{Call, Calls};
+use crate::store::PickupMethod;
+use std::collections::{HashMap, HashSet};
+
+/// The dialogs of every extension in `watched`, from the calls in progress.
+pub fn dialogs_of(
+    calls: &Calls,
+    config: &Config,
+    watched: &HashSet<&str>,
+) -> HashMap<String, Vec<DialogView>> {
+    let mut views: HashMap<String, Vec<DialogView>> = HashMap::new();
+    let mut ordered: Vec<&Call> = calls.calls.values().collect();
+    ordered.sort_by_key(|call| (call.ring_started_ms, call.key.as_str()));
+    for call in ordered {
+        for (extension, view) in views_of(call, config, watched) {
+            views.entry(extension).or_default().push(view);
+        }
+    }
+    views
+}
+
+/// The watched extensions `call` involves, each with its view of the call.
+fn views_of(call: &Call, config: &Config, watched: &HashSet<&str>) -> Vec<(String, DialogView)> {
+    let mut out = Vec::new();
+    if watched.contains(call.caller.number.as_str()) {
+        out.push((call.caller.number.clone(), initiator_view(call, config)));
+    }
+    let answered_by = call.answer.as_ref().map(|a| a.answered_by.as_str());
+    for extension in callees(call, config) {
+        if watched.contains(extension) && extension != call.caller.number {
+            out.push((
+                extension.to_string(),
+                recipient_view(call, extension, config),
+            ));
+        }
+    }
+    if let Some(picker) = answered_by.filter(|p| *p != call.called && watched.contains(p)) {
+        if !callees(call, config).any(|e| e == picker) {
+            out.push((picker.to_string(), recipient_view(call, picker, config)));
+        }
+    }
+    out
+}
+
+/// The extensions a call rings: the called extension, or every member of the called group.
+fn callees<'a>(call: &'a Call, config: &'a Config) -> impl Iterator<Item = &'a str> + 'a {
+    let direct = config.extension(&call.called).map(|e| e.number.as_str());
+    let group = direct
+        .is_none()
+        .then(|| {
+            config
+                .extensions
+                .iter()
+                .filter(|e| e.call_groups.contains(&call.called))
+                .map(|e| e.number.as_str())
+        })
+        .into_iter()
+        .flatten();
+    direct.into_iter().chain(group)
+}
+
+fn party(config: &Config, number: &str, display: Option<String>) -> Participant {
+    Participant {
+        display: display.or_else(|| {
+            config
+                .extension(number)
+                .and_then(|e| e.display_name.clone())
+        }),
+        user: number.to_string(),
+    }
+}
+
+/// The call as the extension that placed it sees it: the caller's leg.
+fn initiator_view(call: &Call, config: &Config) -> DialogView {
+    let state = if call.answer.is_some() {
+        DialogState::Confirmed
+    } else if call.forks.iter().any(|f| f.dialog.remote_tag.is_some()) {
+        DialogState::Early
+    } else {
+        DialogState::Trying
+    };
+    DialogView {
+        id: call.key.clone(),
+        ids: Some(DialogIds {
+            call_id: call.a.call_id.clone(),
+            local_tag: call.a.remote_tag.clone(),
+            remote_tag: Some(call.a.local_tag.clone()),
+        }),
+        direction: Direction::Initiator,
+        state,
+        parties: Some((
+            party(config, &call.caller.number, call.caller.display.clone()),
+            party(config, &call.called, None),
+        )),
+    }
+}
+
+/// The call as a callee (or the picker who took it) sees it: its own leg.
+fn recipient_view(call: &Call, extension: &str, config: &Config) -> DialogView {
+    let answer = call.answer.as_ref();
+    let state = match answer {
+        Some(answer) if answer.answered_by == extension => DialogState::Confirmed,
+        // Someone else took the call: this extension's leg was cancelled.
+        Some(answer) if answer.pickup_method != PickupMethod::None => {
+            DialogState::Terminated(Some("replaced"))
+        }
+        Some(_) => DialogState::Terminated(Some("cancelled")),
+        None if call.picking.is_some()
+            || call.forks.iter().any(|f| f.dialog.remote_tag.is_some()) =>
+        {
+            DialogState::Early
+        }
+        None => DialogState::Trying,
+    };
+    // The answering leg once answered, else the first ringing leg with a tag, else the
+    // first leg still pending (for a group, any member's: each of them names this call).
+    let leg = call
+        .answered
+        .filter(|_| state == DialogState::Confirmed)
+        .map(|index| &call.forks[index])
+        .or_else(|| {
+            call.forks.iter().find(|f| {
+                f.final_status.is_none() && f.pickup.is_none() && f.dialog.remote_tag.is_some()
+            })
+        })
+        .or_else(|| call.forks.iter().find(|f| f.pickup.is_none()));
+    DialogView {
+        id: call.key.clone(),
+        ids: leg.map(|fork| DialogIds {
+            call_id: fork.dialog.call_id.clone(),
+            local_tag: fork.dialog.remote_tag.clone(),
+            remote_tag: Some(fork.dialog.local_tag.clone()),
+        }),
+        direction: Direction::Recipient,
+        state,
+        parties: Some((
+            party(config, extension, None),
+            party(config, &call.caller.number, call.caller.display.clone()),
+        )),
+    }
+}
