@@ -82,8 +82,15 @@ impl Engine {
         }
     }
 
-    /// Sends subscription `id` a NOTIFY with its extension's full state.
+    /// Sends subscription `id` a NOTIFY with its extension's full state. While one is in
+    /// flight, a change waits for its answer and then goes out as the state current then
+    /// (one NOTIFY in flight per subscription, so they arrive in order and a subscriber
+    /// that answered 481 gets no more); the final NOTIFY of a subscription goes at once.
     pub(super) fn send_notify(&mut self, now: Now, id: u64, state: SubState) {
+        if matches!(state, SubState::Active) && self.subscriptions.notify_in_flight(id) {
+            self.subscriptions.owe_notify(id);
+            return;
+        }
         let tcp_served = self.serves_tcp();
         let Some(sub) = self.subscriptions.get_mut(id) else {
             return;
@@ -166,6 +173,8 @@ impl Engine {
             if code >= 300 && !retry_later {
                 tracing::info!("NOTIFY answered {code}: ending the subscription");
                 self.end_subscription(now, id, None);
+            } else if self.subscriptions.take_owed(id) {
+                self.send_notify(now, id, SubState::Active);
             }
         }
         true

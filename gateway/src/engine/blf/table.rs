@@ -52,6 +52,9 @@ pub struct Subscriptions {
     expiries: BTreeSet<(Instant, u64)>,
     /// The dialogs each watched extension was last notified with (full, unfiltered).
     last: HashMap<String, Vec<DialogView>>,
+    /// Subscriptions whose extension changed while a NOTIFY of theirs was in flight: they
+    /// get the state then current once it is answered.
+    owed: HashSet<u64>,
 }
 
 impl Subscriptions {
@@ -117,6 +120,7 @@ impl Subscriptions {
             }
         }
         self.expiries.remove(&(sub.expires, id));
+        self.owed.remove(&id);
         Some(sub)
     }
 
@@ -145,6 +149,21 @@ impl Subscriptions {
     /// Files a NOTIFY transaction under its subscription.
     pub fn add_notify(&mut self, tx: ClientTxId, id: u64) {
         self.by_tx.insert(tx, id);
+    }
+
+    /// Whether subscription `id` has a NOTIFY in flight.
+    pub fn notify_in_flight(&self, id: u64) -> bool {
+        self.by_tx.values().any(|&s| s == id)
+    }
+
+    /// Subscription `id` is owed a NOTIFY once the one in flight is answered.
+    pub fn owe_notify(&mut self, id: u64) {
+        self.owed.insert(id);
+    }
+
+    /// Whether subscription `id` was owed a NOTIFY (and is no longer).
+    pub fn take_owed(&mut self, id: u64) -> bool {
+        self.owed.remove(&id)
     }
 
     /// Whether `tx` is one of our NOTIFYs (in flight or of a subscription already ended).

@@ -48,6 +48,27 @@ fn one_notify(h: &mut Harness, msgs: &[(Peer, SipMessage)], port: u16) -> SipMes
     notify
 }
 
+/// Answers 200 to every NOTIFY in `msgs` and to those that follow (one NOTIFY is in
+/// flight per subscription: the next waits for its answer); returns all sent to `port`.
+fn answered_notifies(h: &mut Harness, msgs: &[(Peer, SipMessage)], port: u16) -> Vec<SipMessage> {
+    let mut pending: Vec<(Peer, SipMessage)> =
+        requests(msgs, "NOTIFY").into_iter().cloned().collect();
+    let mut to_port = Vec::new();
+    while !pending.is_empty() {
+        let mut next = Vec::new();
+        for (peer, notify) in pending {
+            let response = notify.response(200, "OK", None);
+            h.send(peer, std::str::from_utf8(&response.to_bytes()).unwrap());
+            next.extend(requests(&h.sent(), "NOTIFY").into_iter().cloned());
+            if peer == udp(port) {
+                to_port.push(notify);
+            }
+        }
+        pending = next;
+    }
+    to_port
+}
+
 fn reply(h: &mut Harness, request: &SipMessage, port: u16, code: u16) {
     let response = request.response(code, "Whatever", None);
     h.send(
@@ -251,7 +272,7 @@ fn blf_pickup(replaces: impl Fn(&str, &str, &str, &str, &str) -> String) {
     let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
     one_notify(&mut h, &out, 5073);
     let (_, out) = ring_201(&mut h);
-    let early = notifies(&out, 5073);
+    let early = answered_notifies(&mut h, &out, 5073);
     let xml = body(early.last().expect("an early NOTIFY"));
     let (call_id, local, remote) = (
         attr(&xml, "call-id").unwrap(),
@@ -473,7 +494,9 @@ fn state_only_watchers_see_the_ringing_but_no_identity_or_ids() {
     let out = subscribe(&mut h, "204", 5075, "201", DIALOG);
     one_notify(&mut h, &out, 5075);
     let (_, out) = ring_201(&mut h);
-    let early = notifies(&out, 5075).pop().expect("an early NOTIFY");
+    let early = answered_notifies(&mut h, &out, 5075)
+        .pop()
+        .expect("an early NOTIFY");
     assert_valid(&early);
     let xml = body(&early);
     assert!(xml.contains("<state>early</state>"), "{xml}");
@@ -515,6 +538,7 @@ fn an_analog_callee_rings_on_the_key_like_a_sip_phone() {
         .into_iter()
         .find(|(p, _)| *p == ANALOG_PEER);
     let port_invite = to_port.expect("the analog port is rung").1.clone();
+    answered_notifies(&mut h, &out, 5072);
     h.sent();
     let ringing = answer(&port_invite, 180, "Ringing", "port1", 0, "");
     h.engine.handle_message(
@@ -524,7 +548,7 @@ fn an_analog_callee_rings_on_the_key_like_a_sip_phone() {
     );
     h.run_store();
     let out = h.sent();
-    let early = notifies(&out, 5072);
+    let early = answered_notifies(&mut h, &out, 5072);
     let xml = body(early.last().expect("an early NOTIFY"));
     assert!(
         xml.contains("<state>early</state>") && xml.contains("local-tag=\"port1\""),
@@ -571,9 +595,12 @@ fn a_call_to_a_group_lights_the_keys_of_its_members() {
         .expect("201 rings as a member of sales")
         .1
         .clone();
+    answered_notifies(&mut h, &out, 5073);
     h.send(udp(5071), &answer(&to_201, 180, "Ringing", "b1", 5071, ""));
     let out = h.sent();
-    let early = notifies(&out, 5073).pop().expect("an early NOTIFY");
+    let early = answered_notifies(&mut h, &out, 5073)
+        .pop()
+        .expect("an early NOTIFY");
     assert_valid(&early);
     let xml = body(&early);
     assert!(xml.contains("<state>early</state>"), "{xml}");
@@ -598,4 +625,24 @@ fn a_stored_subscription_edited_to_last_forever_is_cut_to_the_longest_grant() {
         notify.header(&Name::SUBSCRIPTION_STATE),
         Some("active;expires=3600")
     );
+}
+
+#[test]
+fn a_change_while_a_notify_is_in_flight_goes_out_once_it_is_answered() {
+    let mut h = Harness::office();
+    watching_201(&mut h);
+    let (_, out) = ring_201(&mut h);
+    let in_flight = notifies(&out, 5072);
+    assert_eq!(in_flight.len(), 1, "the ringing waits for the first answer");
+    assert!(body(&in_flight[0]).contains("<state>trying</state>"));
+    reply(&mut h, &in_flight[0], 5072, 200);
+    let out = h.sent();
+    let next = notifies(&out, 5072);
+    assert_eq!(next.len(), 1);
+    assert!(
+        body(&next[0]).contains("<state>early</state>"),
+        "the state now"
+    );
+    reply(&mut h, &next[0], 5072, 200);
+    assert!(notifies(&h.sent(), 5072).is_empty(), "nothing more is owed");
 }
