@@ -2,7 +2,7 @@
 # Runs the benchmarks side by side with their peers and writes tables and SVG charts to
 # target/bench-results/:
 #   SIP:    call rate with zero failures (RFC 7501) vs Kamailio 5.6 and CPU per call
-#           (sip-load), pickup latency with 10/100/1,000 calls ringing (sip-pickup), memory
+#           (sip-load), pickup latency with 10/100/1,000 calls ringing (sip-pickup), BLF NOTIFY latency (sip-blf), memory
 #           per registration and per call (sip-memory), floods of unauthenticated requests
 #           (sip-flood), overload at 3x the sustainable call rate (sip-overload), calls
 #           and pickups completed at 10% packet loss each way (sip-loss, as root: a network
@@ -57,6 +57,8 @@ if [ "$part" != media ]; then
     target/release/sip-load "${quick[@]}"
     echo "==> pickup latency, 10 / 100 / 1,000 calls ringing"
     target/release/sip-pickup "${quick[@]}"
+    echo "==> BLF: 200 phones watching 50 extensions, 180 to early NOTIFY, memory per subscription"
+    target/release/sip-blf "${quick[@]}"
     echo "==> memory per registration and per call"
     target/release/sip-memory "${quick[@]}"
     echo "==> floods of unauthenticated requests: memory, replies"

@@ -11,6 +11,7 @@ pub mod report;
 pub mod retransmit;
 pub mod servers;
 pub mod sipload;
+pub mod watchers;
 
 use telephony_hw::dsp::dtmf::DtmfGenerator;
 use telephony_hw::dsp::g711::Law;
