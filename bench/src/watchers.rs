@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+/// Kernel buffer asked for on the watchers' socket.
+const WATCHER_BUFFER: usize = 16 << 20;
+
 /// A NOTIFY as a watcher saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notified {
@@ -45,6 +48,9 @@ impl Watchers {
     /// Watchers sending to `server` from a new loopback socket.
     pub fn new(server: SocketAddr) -> std::io::Result<Watchers> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
+        // A ringing extension's NOTIFYs to every watcher arrive at once: with the default
+        // 208 KiB some are dropped and come again only on Timer E (500 ms later).
+        fastpath::udp::enlarge_buffers(&socket, WATCHER_BUFFER)?;
         let local = socket.local_addr()?;
         Ok(Watchers {
             socket,
