@@ -38,6 +38,21 @@ impl Server {
     pub fn rss_kib(&self) -> u64 {
         procfs::rss_kib(self.pid())
     }
+
+    /// Its resident memory once it has stopped moving (the allocator and the store writer
+    /// settle; at most 5 s), KiB.
+    pub fn settled_rss_kib(&self) -> u64 {
+        let mut last = self.rss_kib();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let now = self.rss_kib();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    }
 }
 
 impl Drop for Server {

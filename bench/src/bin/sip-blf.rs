@@ -11,7 +11,7 @@
 
 use bench::phones::{CalleeBehaviour, Event, Phones};
 use bench::report::{self, BarChart, Table};
-use bench::servers::{extension_blocks, start_gateway, Server};
+use bench::servers::{extension_blocks, start_gateway};
 use bench::watchers::Watchers;
 use hdrhistogram::Histogram;
 use std::collections::HashSet;
@@ -21,20 +21,6 @@ const CALLER: u32 = 20_000;
 const TARGETS: u32 = 30_000;
 const WATCHERS: u32 = 40_000;
 const STEP: Duration = Duration::from_secs(10);
-
-/// RSS once it has stopped moving, KiB.
-fn settled_rss(server: &Server) -> u64 {
-    let mut last = server.rss_kib();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = server.rss_kib();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    last
-}
 
 struct Outcome {
     latency: Histogram<u64>,
@@ -57,7 +43,7 @@ fn run(watchers: u32, targets: u32, rounds: u32) -> Result<Outcome, Box<dyn std:
     for n in TARGETS..TARGETS + targets {
         phones.register(&n.to_string(), &format!("pw{n}"))?;
     }
-    let before = settled_rss(&gateway);
+    let before = gateway.settled_rss_kib();
     let mut keys = Watchers::new(gateway.addr)?;
     for w in WATCHERS..WATCHERS + watchers {
         for t in TARGETS..TARGETS + targets {
@@ -77,7 +63,7 @@ fn run(watchers: u32, targets: u32, rounds: u32) -> Result<Outcome, Box<dyn std:
         .poll(Instant::now() + Duration::from_millis(500), false)?
         .is_empty()
     {}
-    let after = settled_rss(&gateway);
+    let after = gateway.settled_rss_kib();
     let bytes_per_subscription =
         (after.saturating_sub(before) * 1024) as f64 / subscriptions as f64;
     eprintln!("  {subscriptions} subscriptions: RSS {before} -> {after} KiB");

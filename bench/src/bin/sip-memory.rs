@@ -29,26 +29,12 @@ struct Readings {
 
 /// RSS at once and after the transactions expired.
 fn now_and_later(server: &Server) -> (u64, u64) {
-    let now = settled_rss(server);
+    let now = server.settled_rss_kib();
     eprintln!(
         "  RSS {now} KiB; waiting {TRANSACTIONS_EXPIRED:?} for finished transactions to expire"
     );
     std::thread::sleep(TRANSACTIONS_EXPIRED);
-    (now, settled_rss(server))
-}
-
-/// RSS once it has stopped moving (the allocator and store writer settle), KiB.
-fn settled_rss(server: &Server) -> u64 {
-    let mut last = server.rss_kib();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = server.rss_kib();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    last
+    (now, server.settled_rss_kib())
 }
 
 fn run(registrations: u32, calls: u32) -> Result<Readings, Box<dyn std::error::Error>> {
@@ -56,7 +42,7 @@ fn run(registrations: u32, calls: u32) -> Result<Readings, Box<dyn std::error::E
         "[calls]\nring_timeout_secs = 60\n{}",
         extension_blocks(FIRST, registrations, "")
     ))?;
-    let idle = settled_rss(&gateway);
+    let idle = gateway.settled_rss_kib();
     let mut phones = Phones::new(gateway.addr)?;
     phones.callee_behaviour = CalleeBehaviour::Answer;
     for (done, n) in (FIRST..FIRST + registrations).enumerate() {
