@@ -188,11 +188,14 @@ const NEW_SHED_PER_TURN: usize = 256;
 /// that waited too long answered 503 (see [`crate::overload`]). What is left for the next
 /// turn wakes the loop again at once.
 /// `clock` is read per message (the runtime passes [`Now::system`]).
+/// `after_each` runs after every message, so what it caused leaves at once instead of after
+/// the turn's last message (the runtime passes [`Outputs::drain`]).
 fn serve_fast_path(
     engine: &mut Engine,
     receivers: &ShardReceivers,
     shedder: &Shedder,
     clock: impl Fn() -> Now,
+    after_each: &mut dyn FnMut(&mut Engine),
 ) {
     let (mut served, mut shed) = (0, 0);
     for _ in 0..MESSAGES_PER_TURN {
@@ -214,9 +217,66 @@ fn serve_fast_path(
                 engine.reject_overloaded(now, queued.peer, &queued.bytes);
             }
         }
+        after_each(engine);
     }
     if !receivers.is_empty() {
         receivers.wake();
+    }
+}
+
+/// Where the engine's output goes: relay commands, datagrams and stream messages, source
+/// changes for the TCP policy, store commands.
+struct Outputs<'a> {
+    relay: Option<&'a MediaRelay>,
+    udp: Option<&'a dyn Transport>,
+    tcp: Option<&'a TcpTransport>,
+    analog: Option<&'a AnalogService>,
+    writer: &'a StoreWriter,
+}
+
+impl Outputs<'_> {
+    /// Hands on everything the engine has queued.
+    fn drain(&self, engine: &mut Engine) {
+        // Relay ports first: the SDP about to be sent names them.
+        while let Some(command) = engine.poll_media_command() {
+            match self.relay {
+                Some(relay) => relay.apply(command),
+                None => tracing::warn!("media command without a relay: {command:?}"),
+            }
+        }
+        while let Some(out) = engine.poll_transmit() {
+            let transport: Option<&dyn Transport> = match out.peer.protocol {
+                Protocol::Udp => self.udp,
+                Protocol::Tcp => self.tcp.map(|t| t as &dyn Transport),
+                Protocol::Internal => {
+                    match self.analog {
+                        Some(service) => service.send_sip(out.bytes),
+                        None => tracing::warn!("no analog ports: message for them dropped"),
+                    }
+                    continue;
+                }
+            };
+            match transport {
+                Some(transport) => {
+                    if let Err(e) = transport.send(out.peer, out.bytes) {
+                        tracing::warn!("send to {} failed: {e}", out.peer.addr);
+                    }
+                }
+                None => tracing::warn!(
+                    "no {} transport configured to reach {}",
+                    out.peer.protocol.via_token(),
+                    out.peer.addr
+                ),
+            }
+        }
+        while let Some(change) = engine.poll_source_change() {
+            if let Some(tcp) = self.tcp {
+                tcp.set_registered(change.peer.addr, change.registered);
+            }
+        }
+        while let Some(command) = engine.poll_store_command() {
+            self.writer.send(command);
+        }
     }
 }
 
@@ -394,47 +454,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(shutdown);
     let mut inbound_open = true;
     let mut stopped = None;
+    let outputs = Outputs {
+        relay: relay.as_ref(),
+        udp: udp.as_deref(),
+        tcp: tcp.as_ref(),
+        analog: analog.as_ref(),
+        writer: &writer,
+    };
     loop {
-        // Relay ports first: the SDP about to be sent names them.
-        while let Some(command) = engine.poll_media_command() {
-            match &relay {
-                Some(relay) => relay.apply(command),
-                None => tracing::warn!("media command without a relay: {command:?}"),
-            }
-        }
-        while let Some(out) = engine.poll_transmit() {
-            let transport: Option<&dyn Transport> = match out.peer.protocol {
-                Protocol::Udp => udp.as_deref(),
-                Protocol::Tcp => tcp.as_ref().map(|t| t as &dyn Transport),
-                Protocol::Internal => {
-                    match &analog {
-                        Some(service) => service.send_sip(out.bytes),
-                        None => tracing::warn!("no analog ports: message for them dropped"),
-                    }
-                    continue;
-                }
-            };
-            match transport {
-                Some(transport) => {
-                    if let Err(e) = transport.send(out.peer, out.bytes) {
-                        tracing::warn!("send to {} failed: {e}", out.peer.addr);
-                    }
-                }
-                None => tracing::warn!(
-                    "no {} transport configured to reach {}",
-                    out.peer.protocol.via_token(),
-                    out.peer.addr
-                ),
-            }
-        }
-        while let Some(change) = engine.poll_source_change() {
-            if let Some(tcp) = &tcp {
-                tcp.set_registered(change.peer.addr, change.registered);
-            }
-        }
-        while let Some(command) = engine.poll_store_command() {
-            writer.send(command);
-        }
+        outputs.drain(&mut engine);
         let deadline = engine
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -454,7 +482,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
             _ = fast_ready => {
                 if let Some((receivers, _)) = &fast {
-                    serve_fast_path(&mut engine, receivers, &shedder, Now::system);
+                    serve_fast_path(&mut engine, receivers, &shedder, Now::system, &mut |engine| {
+                        outputs.drain(engine)
+                    });
                 }
             }
             Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
@@ -592,10 +622,22 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
             );
         senders.push(0, queued(answering.into(), now, Class::Answering), &drops);
         let shedder = Shedder::new(Duration::from_millis(100));
-        serve_fast_path(&mut engine, &receivers, &shedder, || clock);
-        let answers: Vec<_> = std::iter::from_fn(|| engine.poll_transmit())
-            .map(|out| crate::sip::message::SipMessage::parse_datagram(&out.bytes).unwrap())
-            .collect();
+        // What each message causes leaves before the next is handled.
+        let mut answers = Vec::new();
+        let mut per_message = Vec::new();
+        serve_fast_path(&mut engine, &receivers, &shedder, || clock, &mut |engine| {
+            let before = answers.len();
+            answers.extend(
+                std::iter::from_fn(|| engine.poll_transmit()).map(|out| {
+                    crate::sip::message::SipMessage::parse_datagram(&out.bytes).unwrap()
+                }),
+            );
+            per_message.push(answers.len() - before);
+        });
+        assert!(
+            per_message.iter().all(|&n| n == 1),
+            "one answer after each message: {per_message:?}"
+        );
         assert_eq!(answers[0].status(), Some(200), "the probe first");
         let count = |code| answers.iter().filter(|m| m.status() == Some(code)).count();
         assert_eq!(
@@ -620,7 +662,7 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         );
         assert!(!receivers.is_empty(), "the rest waits for the next turn");
         while !receivers.is_empty() {
-            serve_fast_path(&mut engine, &receivers, &shedder, || clock);
+            serve_fast_path(&mut engine, &receivers, &shedder, || clock, &mut |_| {});
         }
         let rest = std::iter::from_fn(|| engine.poll_transmit()).count();
         assert_eq!(rest, 150 - (NEW_SERVED_PER_TURN - 1));

@@ -285,11 +285,15 @@ fn a_restart_keeps_the_subscription_and_puts_out_the_key_of_the_call_it_ended() 
         .rposition(|b| b.contains("id=\"idle\""))
         .unwrap();
     assert!(idle > early, "{bodies:?}");
+    // +1 per NOTIFY while the gateway runs; across the restart they keep rising, from the
+    // counter the store reserved ahead (full-state documents: a gap loses nothing).
     let versions: Vec<u32> = bodies.iter().map(|b| version_of(b)).collect();
     assert!(
-        versions.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "the versions keep counting across the restart: {versions:?}"
+        versions.windows(2).all(|pair| pair[1] > pair[0]),
+        "the versions keep rising across the restart: {versions:?}"
     );
+    let jumps = versions.windows(2).filter(|p| p[1] != p[0] + 1).count();
+    assert!(jumps <= 1, "+1 per NOTIFY but at the restart: {versions:?}");
 }
 
 #[test]

@@ -370,10 +370,14 @@ enum Message<C> {
     Command(C),
 }
 
-/// Wakes a worker (an eventfd).
+/// Wakes a worker (an eventfd), once per batch: a post while a wake-up is pending (the
+/// worker has not yet taken the queue) writes nothing, so a burst of sends costs one system
+/// call and one wake-up, not one per datagram.
 #[derive(Debug)]
 struct Waker {
     fd: OwnedFd,
+    /// A wake-up was written and the worker has not taken the queue since.
+    pending: AtomicBool,
 }
 
 impl Waker {
@@ -382,17 +386,30 @@ impl Waker {
             0,
             nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
         )?;
-        Ok(Waker { fd: fd.into() })
+        Ok(Waker {
+            fd: fd.into(),
+            pending: AtomicBool::new(false),
+        })
     }
 
+    /// Called after queueing: writes the eventfd unless a wake-up is already pending.
     fn wake(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            self.wake_now();
+        }
+    }
+
+    /// Writes the eventfd whatever is pending (to stop the worker).
+    fn wake_now(&self) {
         let _ = nix::unistd::write(&self.fd, &1u64.to_ne_bytes());
     }
 
-    /// Resets the counter after a wake-up.
+    /// Resets the counter after a wake-up; the worker takes the queue right after, so a
+    /// post from now on wakes it again and one before is taken.
     fn reset(&self) {
         let mut value = [0u8; 8];
         let _ = nix::unistd::read(&self.fd, &mut value);
+        self.pending.store(false, Ordering::SeqCst);
     }
 }
 
@@ -668,7 +685,7 @@ impl<C: Send + 'static> Worker<C> {
 impl<C: Send + 'static> Drop for Worker<C> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.handle.waker.wake();
+        self.handle.waker.wake_now();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -764,4 +781,36 @@ pub fn enlarge_buffers(socket: &impl AsFd, bytes: usize) -> std::io::Result<usiz
     }
     // Linux reports twice what it granted (the other half is its bookkeeping).
     Ok(getsockopt(socket, sockopt::RcvBuf)? / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Waker;
+
+    /// The eventfd's counter (reading it resets it).
+    fn counter(waker: &Waker) -> u64 {
+        let mut value = [0u8; 8];
+        match nix::unistd::read(&waker.fd, &mut value) {
+            Ok(8) => u64::from_ne_bytes(value),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn a_burst_of_posts_writes_one_wake_up_until_the_worker_takes_the_queue() {
+        let waker = Waker::new().unwrap();
+        for _ in 0..100 {
+            waker.wake();
+        }
+        assert_eq!(counter(&waker), 1, "one system call for the burst");
+        waker.reset();
+        waker.wake();
+        assert_eq!(
+            counter(&waker),
+            1,
+            "a post after the worker took the queue wakes it"
+        );
+        waker.wake_now();
+        assert_eq!(counter(&waker), 1, "a stop wakes whatever is pending");
+    }
 }

@@ -21,6 +21,12 @@ pub struct SubscriptionsConfig {
     /// Most subscriptions in total (more: 503 with Retry-After).
     #[serde(default = "default_max_total")]
     pub max_total: usize,
+    /// Whether a watched extension's incoming call is shown while the gateway's INVITE to it
+    /// has no answer yet (state `trying`), or only from its 18x on (`early`, the default, as
+    /// Kamailio's `callee_trying` and OpenSIPS's `publish_on_trying` default): a `trying`
+    /// NOTIFY lights no key on common phones and only delays the `early` one behind it.
+    #[serde(default)]
+    pub notify_callee_trying: bool,
 }
 
 impl Default for SubscriptionsConfig {
@@ -31,6 +37,7 @@ impl Default for SubscriptionsConfig {
             max_expires_secs: default_max_expires(),
             max_per_subscriber: default_max_per_subscriber(),
             max_total: default_max_total(),
+            notify_callee_trying: false,
         }
     }
 }

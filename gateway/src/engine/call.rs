@@ -72,6 +72,9 @@ pub(super) struct Fork {
     pub(super) final_status: Option<(u16, String)>,
     /// The pickup this fork belongs to, if it reaches a picker.
     pub(super) pickup: Option<u64>,
+    /// The extension whose phone this fork reaches (a group's member, the picker); None
+    /// for a line port dialled out by prefix.
+    pub(super) extension: Option<String>,
 }
 
 /// An in-dialog request relayed from one leg to the other.

@@ -108,9 +108,16 @@ impl Engine {
             .and_then(|line| line.uri.user())
             .map(str::to_string)
             .unwrap_or_default();
-        if let Some(pickup_target) = self.pickup_target(&msg, &target) {
-            self.start_pickup(now, tx, msg, peer, user, pickup_target);
-            return;
+        match self.pickup_target(&msg, &target) {
+            Some(Ok(pickup_target)) => {
+                self.start_pickup(now, tx, msg, peer, user, pickup_target);
+                return;
+            }
+            Some(Err((code, reason))) => {
+                self.reply(now, tx, code, reason);
+                return;
+            }
+            None => {}
         }
         if !self.is_routable(&target) {
             self.reply(now, tx, 404, "Not Found");
@@ -200,7 +207,7 @@ impl Engine {
         }
         .to_string();
         let mut legs = Vec::new();
-        for binding in bindings {
+        for (extension, binding) in bindings {
             let peer = route_to(&binding);
             let mut dialog = Dialog {
                 call_id: ids::call_id(&self.local.host(peer)),
@@ -227,6 +234,7 @@ impl Engine {
                     dialog,
                     final_status: Some((513, "Message Too Large".into())),
                     pickup: None,
+                    extension,
                 });
                 continue;
             }
@@ -245,6 +253,7 @@ impl Engine {
                 dialog,
                 final_status: None,
                 pickup: None,
+                extension,
             });
         }
         tracing::info!(

@@ -188,7 +188,7 @@ impl Engine {
                     || self
                         .contacts_for(now, target)
                         .iter()
-                        .any(|b| b.source.protocol == Protocol::Internal)
+                        .any(|(_, b)| b.source.protocol == Protocol::Internal)
             }
         }
     }

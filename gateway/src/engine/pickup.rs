@@ -11,6 +11,7 @@
 //! 200 and bridged; held in the dummy dialog, it is then re-INVITEd to the call's media
 //! (`reoffer.rs`). A pickup that fails after the legs were cancelled rings them again.
 
+use super::blf::Replaced;
 use super::call::{ClientRole, Fork, Pickup, PickupRecord, ServerRole, Side};
 use super::dialog::Dialog;
 use super::{add_capabilities, answer, media, sdp, Engine, Now};
@@ -34,21 +35,36 @@ pub const REPLACES_SILENCE: Duration = Duration::from_secs(3);
 const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
 impl Engine {
-    /// Whether an INVITE asks for a pickup, and of what.
-    pub(super) fn pickup_target(&self, msg: &SipMessage, target: &str) -> Option<PickupTarget> {
+    /// Whether an INVITE asks for a pickup, and of what; Err is the answer to send instead
+    /// (an INVITE with Replaces naming an answered call, RFC 3891 §3).
+    pub(super) fn pickup_target(
+        &self,
+        msg: &SipMessage,
+        target: &str,
+    ) -> Option<Result<PickupTarget, (u16, &'static str)>> {
         if let Some(replaces) = msg.header(&Name::REPLACES) {
             // Either leg of a ringing call, tags in either order (BLF keys differ).
-            let leg = super::blf::replaced_leg(&self.calls, replaces);
-            return Some(PickupTarget::Leg(leg));
+            return Some(match super::blf::replaced_dialog(&self.calls, replaces) {
+                Replaced::Ringing(leg) => Ok(PickupTarget::Leg(leg)),
+                // The claim finds nothing: 481.
+                Replaced::Nothing => Ok(PickupTarget::Leg(String::new())),
+                Replaced::Answered { early_only: true } => {
+                    Err((486, "Busy Here (the call is answered: early-only)"))
+                }
+                Replaced::Answered { early_only: false } => Err((
+                    403,
+                    "Forbidden (the call is answered; taking over answered calls is not offered)",
+                )),
+            });
         }
         let features = &self.config.features;
         if target == features.group_pickup {
-            return Some(PickupTarget::Group);
+            return Some(Ok(PickupTarget::Group));
         }
         target
             .strip_prefix(features.directed_pickup_prefix.as_str())
             .filter(|ext| !ext.is_empty())
-            .map(|ext| PickupTarget::Directed(ext.to_string()))
+            .map(|ext| Ok(PickupTarget::Directed(ext.to_string())))
     }
 
     /// An authenticated picker asks for a call: claim one in the store.
@@ -298,6 +314,7 @@ impl Engine {
             return;
         }
         let peer = dialog.peer;
+        let picker = pickup.picker.clone();
         let tx = self.tx.send_request(now.mono, invite, peer);
         let Some(call) = self.calls.calls.get_mut(&call_id) else {
             return;
@@ -310,6 +327,7 @@ impl Engine {
             dialog,
             final_status: None,
             pickup: Some(id),
+            extension: Some(picker),
         });
         self.calls
             .silence_deadlines
@@ -386,7 +404,7 @@ impl Engine {
         let Some(dialog) = Dialog::answering(request, pickup.dummy_tag.clone(), pickup.peer) else {
             return;
         };
-        let (picker_tx, picker_peer) = (pickup.tx, pickup.peer);
+        let (picker_tx, picker_peer, picker) = (pickup.tx, pickup.peer, pickup.picker.clone());
         let early_answer = pickup.early_answer.clone();
         let mut ok = request.response(200, "OK", Some(&pickup.dummy_tag));
         let picker_offer = request.body.clone();
@@ -413,6 +431,7 @@ impl Engine {
             dialog,
             final_status: None,
             pickup: Some(id),
+            extension: Some(picker),
         });
         let answer = call.accept_answer(index, now.unix_ms);
         call.sent_sdp[Side::B.index()] = early_answer;

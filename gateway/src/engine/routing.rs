@@ -52,11 +52,18 @@ impl Engine {
         }
     }
 
-    /// Every contact a call to `called` rings (an extension beats a group of the same name,
-    /// a group beats a dial prefix).
-    pub(super) fn contacts_for(&self, now: Now, called: &str) -> Vec<Binding> {
+    /// Every contact a call to `called` rings, each with the extension it belongs to (None
+    /// for a line port dialled out by prefix); an extension beats a group of the same name,
+    /// a group beats a dial prefix.
+    pub(super) fn contacts_for(&self, now: Now, called: &str) -> Vec<(Option<String>, Binding)> {
+        let of = |extension: &ExtensionConfig| -> Vec<(Option<String>, Binding)> {
+            self.extension_contacts(now, extension)
+                .into_iter()
+                .map(|binding| (Some(extension.number.clone()), binding))
+                .collect()
+        };
         if let Some(extension) = self.config.extension(called) {
-            return self.extension_contacts(now, extension);
+            return of(extension);
         }
         if self.config.is_call_group(called) {
             return self
@@ -64,11 +71,11 @@ impl Engine {
                 .extensions
                 .iter()
                 .filter(|e| e.call_groups.iter().any(|g| g == called))
-                .flat_map(|e| self.extension_contacts(now, e))
+                .flat_map(of)
                 .collect();
         }
         self.trunk_for(called)
-            .map(|(channel, number)| vec![analog_binding(&number, channel)])
+            .map(|(channel, number)| vec![(None, analog_binding(&number, channel))])
             .unwrap_or_default()
     }
 

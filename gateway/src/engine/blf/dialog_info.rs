@@ -87,36 +87,63 @@ pub struct DialogView {
     pub parties: Option<(Participant, Participant)>,
 }
 
+impl DialogView {
+    /// Whether the dialog is going on (not terminated).
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, DialogState::Terminated(_))
+    }
+}
+
 /// The `id` of the one terminated dialog an idle extension's document holds.
 pub const IDLE_ID: &str = "idle";
 
-/// The document for `entity` (the watched extension) at `version`, named as `gateway` for
-/// the subscriber: full state. An
-/// extension with no dialog gets one terminated dialog ([`IDLE_ID`]) instead of none, as
-/// Asterisk sends it: valid either way, but Yealink phones keep a key lit by a document
-/// without a dialog element (DESIGN.md §9).
-pub fn render(gateway: &GatewayName, entity: &str, version: u32, dialogs: &[DialogView]) -> String {
-    let mut xml = String::with_capacity(256 + 512 * dialogs.len());
-    xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = write!(
-        xml,
-        "<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" \
-         state=\"full\" entity=\"sip:{}@{}\"",
-        escape(entity),
-        escape(&gateway.host)
-    );
-    xml.push_str(">\n");
-    if dialogs.is_empty() {
+/// A document without its `version`, which differs per subscriber: rendered once per state
+/// change for all the subscribers that see the same thing, and completed per NOTIFY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Up to the version number.
+    head: String,
+    /// After it.
+    tail: String,
+}
+
+impl Document {
+    /// The document for `entity` (the watched extension), named as `gateway` for the
+    /// subscriber: full state. An extension with no dialog gets one terminated dialog
+    /// ([`IDLE_ID`]) instead of none, as Asterisk sends it: valid either way, but Yealink
+    /// phones keep a key lit by a document without a dialog element (DESIGN.md §9).
+    pub fn new(gateway: &GatewayName, entity: &str, dialogs: &[DialogView]) -> Document {
+        let mut head = String::with_capacity(160);
+        head.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        head.push_str("<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"");
+        let mut xml = String::with_capacity(256 + 512 * dialogs.len());
         let _ = writeln!(
             xml,
-            "  <dialog id=\"{IDLE_ID}\">\n    <state>terminated</state>\n  </dialog>"
+            "\" state=\"full\" entity=\"sip:{}@{}\">",
+            escape(entity),
+            escape(&gateway.host)
         );
+        if dialogs.is_empty() {
+            let _ = writeln!(
+                xml,
+                "  <dialog id=\"{IDLE_ID}\">\n    <state>terminated</state>\n  </dialog>"
+            );
+        }
+        for dialog in dialogs {
+            render_dialog(&mut xml, gateway, dialog);
+        }
+        xml.push_str("</dialog-info>\n");
+        Document { head, tail: xml }
     }
-    for dialog in dialogs {
-        render_dialog(&mut xml, gateway, dialog);
+
+    /// The document at `version` (RFC 4235 §4.1: 0 first, then +1 per NOTIFY).
+    pub fn at(&self, version: u32) -> String {
+        let mut xml = String::with_capacity(self.head.len() + 10 + self.tail.len());
+        xml.push_str(&self.head);
+        let _ = write!(xml, "{version}");
+        xml.push_str(&self.tail);
+        xml
     }
-    xml.push_str("</dialog-info>\n");
-    xml
 }
 
 fn render_dialog(xml: &mut String, gateway: &GatewayName, dialog: &DialogView) {
@@ -220,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_ringing_dialog_has_ids_direction_state_and_both_parties_in_schema_order() {
-        let xml = render(&gateway(), "201", 3, &[ringing()]);
+        let xml = Document::new(&gateway(), "201", &[ringing()]).at(3);
         assert!(xml.contains("version=\"3\" state=\"full\" entity=\"sip:201@h\""));
         assert!(xml.contains(
             "<dialog id=\"d1\" call-id=\"abc@gw\" local-tag=\"callee\" remote-tag=\"gw\" direction=\"recipient\">"
@@ -241,14 +268,14 @@ mod tests {
         dialog.ids = None;
         dialog.parties = None;
         dialog.state = DialogState::Terminated(Some("replaced"));
-        let xml = render(&gateway(), "201", 0, &[dialog]);
+        let xml = Document::new(&gateway(), "201", &[dialog]).at(0);
         assert!(
             xml.contains("<dialog id=\"d1\" direction=\"recipient\">"),
             "{xml}"
         );
         assert!(xml.contains("<state event=\"replaced\">terminated</state>"));
         assert!(!xml.contains("identity"));
-        let idle = render(&gateway(), "201", 1, &[]);
+        let idle = Document::new(&gateway(), "201", &[]).at(1);
         assert!(
             idle.contains("<dialog id=\"idle\">\n    <state>terminated</state>"),
             "{idle}"

@@ -25,7 +25,7 @@ mod replaces;
 mod table;
 mod view;
 
-pub use replaces::replaced_leg;
+pub use replaces::{replaced_dialog, Replaced};
 pub use table::Subscriptions;
 
 use super::{Engine, Now};
@@ -268,6 +268,7 @@ impl Engine {
             expires_unix: now.unix() + u64::from(granted),
             next_version: 0,
             identities,
+            reserved: None,
         });
         self.seed_last(seed.as_slice());
         if granted == 0 {

@@ -2,7 +2,7 @@
 //! outcome (a failure ends the subscription), expiry, publishing state changes, and the
 //! subscriptions taken back from the store at start.
 
-use super::dialog_info::{self, DialogState, DialogView, GatewayName};
+use super::dialog_info::{self, DialogState, DialogView, Document, GatewayName};
 use super::table::Subscription;
 use super::{view, SubState, EVENT_PACKAGE};
 use crate::engine::dialog::Dialog;
@@ -17,13 +17,12 @@ use std::time::Duration;
 /// The dialogs to notify now: those going on, and those that ended since `last` was sent
 /// (once, as terminated, with the event that ended them).
 fn merge(last: &[DialogView], current: Vec<DialogView>) -> Vec<DialogView> {
-    let is_live = |d: &DialogView| !matches!(d.state, DialogState::Terminated(_));
-    let was_live = |id: &str| last.iter().any(|d| d.id == id && is_live(d));
+    let was_live = |id: &str| last.iter().any(|d| d.id == id && d.is_live());
     let mut merged: Vec<DialogView> = current
         .into_iter()
-        .filter(|d| is_live(d) || was_live(&d.id))
+        .filter(|d| d.is_live() || was_live(&d.id))
         .collect();
-    for gone in last.iter().filter(|d| is_live(d)) {
+    for gone in last.iter().filter(|d| d.is_live()) {
         if !merged.iter().any(|d| d.id == gone.id) {
             let event = (gone.state != DialogState::Confirmed).then_some("cancelled");
             merged.push(DialogView {
@@ -37,13 +36,9 @@ fn merge(last: &[DialogView], current: Vec<DialogView>) -> Vec<DialogView> {
 
 /// Whether two notified states differ in what is going on.
 fn live_differs(a: &[DialogView], b: &[DialogView]) -> bool {
-    let live = |v: &[DialogView]| -> Vec<DialogView> {
-        v.iter()
-            .filter(|d| !matches!(d.state, DialogState::Terminated(_)))
-            .cloned()
-            .collect()
-    };
-    live(a) != live(b)
+    a.iter()
+        .filter(|d| d.is_live())
+        .ne(b.iter().filter(|d| d.is_live()))
 }
 
 impl Engine {
@@ -75,7 +70,7 @@ impl Engine {
             return;
         }
         let watched: HashSet<&str> = targets.iter().map(String::as_str).collect();
-        let mut current = view::dialogs_of(&self.calls, &self.config, &watched);
+        let mut current = view::dialogs_of(&self.calls, &self.config, |e| watched.contains(e));
         for target in targets {
             let dialogs = merge(&[], current.remove(target).unwrap_or_default());
             self.subscriptions.set_last(target, dialogs);
@@ -95,33 +90,35 @@ impl Engine {
         let Some(sub) = self.subscriptions.get_mut(id) else {
             return;
         };
-        let target = sub.target.clone();
-        let identities = sub.identities;
-        let dialogs: Vec<DialogView> = self
-            .subscriptions
-            .last(&target)
-            .iter()
-            .map(|d| match identities {
-                true => d.clone(),
-                false => DialogView {
-                    ids: None,
-                    parties: None,
-                    ..d.clone()
-                },
-            })
-            .collect();
-        let Some(sub) = self.subscriptions.get_mut(id) else {
-            return;
-        };
+        let (target, identities) = (sub.target.clone(), sub.identities);
         let version = sub.next_version;
         sub.next_version += 1;
         let gateway = GatewayName {
             host: self.local.host(sub.dialog.peer),
             host_port: self.local.host_port(sub.dialog.peer),
         };
-        let body = dialog_info::render(&gateway, &target, version, &dialogs);
+        let body = self
+            .subscriptions
+            .document(&target, identities, gateway.clone(), |last| {
+                let shown: Vec<DialogView> = last
+                    .iter()
+                    .map(|d| match identities {
+                        true => d.clone(),
+                        false => DialogView {
+                            ids: None,
+                            parties: None,
+                            ..d.clone()
+                        },
+                    })
+                    .collect();
+                Document::new(&gateway, &target, &shown)
+            })
+            .at(version);
+        let Some(sub) = self.subscriptions.get_mut(id) else {
+            return;
+        };
         let mut notify = sub.dialog.request(Method::NOTIFY, None, &self.local);
-        notify.set_header(
+        notify.add_header(
             Name::EVENT,
             match &sub.event_id {
                 Some(event_id) => format!("{EVENT_PACKAGE};id={event_id}"),
@@ -129,7 +126,7 @@ impl Engine {
             },
         );
         let remaining = sub.expires.saturating_duration_since(now.mono).as_secs();
-        notify.set_header(
+        notify.add_header(
             Name::SUBSCRIPTION_STATE,
             match state {
                 SubState::Active => format!("active;expires={remaining}"),
@@ -137,8 +134,8 @@ impl Engine {
                 SubState::Terminated(None) => "terminated".to_string(),
             },
         );
-        notify.set_header(Name::CONTACT, self.local.contact(sub.dialog.peer));
-        notify.set_header(Name::CONTENT_TYPE, dialog_info::CONTENT_TYPE);
+        notify.add_header(Name::CONTACT, self.local.contact(sub.dialog.peer));
+        notify.add_header(Name::CONTENT_TYPE, dialog_info::CONTENT_TYPE);
         notify.body = body.into();
         if let Err(error) = sub
             .dialog
@@ -148,11 +145,12 @@ impl Engine {
             return;
         }
         let peer = sub.dialog.peer;
-        let stored = stored(sub);
+        if let Some(stored) = sub.save_due() {
+            self.store_commands
+                .push_back(StoreCommand::SaveSubscription(Box::new(stored)));
+        }
         let tx = self.tx.send_request(now.mono, notify, peer);
         self.subscriptions.add_notify(tx, id);
-        self.store_commands
-            .push_back(StoreCommand::SaveSubscription(Box::new(stored)));
     }
 
     /// A response to one of our NOTIFYs (false: not ours). A failure ends the subscription.
@@ -199,21 +197,34 @@ impl Engine {
         }
     }
 
-    /// Notifies the watchers of every extension whose dialogs changed.
+    /// Notifies the watchers of every extension whose dialogs changed. Only extensions in a
+    /// call now, or last notified with one, can have changed: the rest are not looked at.
     pub(in crate::engine) fn publish_dialog_states(&mut self, now: Now) {
         if self.subscriptions.is_empty() {
             return;
         }
-        let targets = self.subscriptions.targets();
-        let mut current = view::dialogs_of(&self.calls, &self.config, &targets);
-        let changed: Vec<(String, Vec<DialogView>)> = targets
-            .iter()
-            .filter_map(|&target| {
-                let last = self.subscriptions.last(target);
-                let now_views = current.remove(target).unwrap_or_default();
-                live_differs(last, &now_views).then(|| (target.to_string(), merge(last, now_views)))
+        let subscriptions = &self.subscriptions;
+        let mut current =
+            view::dialogs_of(&self.calls, &self.config, |e| subscriptions.is_watched(e));
+        let lit: Vec<String> = subscriptions
+            .lit()
+            .filter(|target| !current.contains_key(*target))
+            .map(str::to_string)
+            .collect();
+        let candidates = current
+            .drain()
+            .chain(lit.into_iter().map(|target| (target, Vec::new())));
+        let mut changed: Vec<(String, Vec<DialogView>)> = candidates
+            .filter_map(|(target, now_views)| {
+                let last = subscriptions.last(&target);
+                live_differs(last, &now_views).then(|| {
+                    let merged = merge(last, now_views);
+                    (target, merged)
+                })
             })
             .collect();
+        // In the order of the extensions, not of a hash map's seed, so a run replays.
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
         for (target, dialogs) in changed {
             self.subscriptions.set_last(&target, dialogs);
             for id in self.subscriptions.watching(&target) {
@@ -249,6 +260,7 @@ impl Engine {
                 expires_unix: now.unix() + remaining,
                 next_version: sub.version,
                 identities: identities.unwrap_or(false),
+                reserved: None,
             });
             match identities {
                 Some(_) => restored.push(id),
@@ -261,34 +273,10 @@ impl Engine {
             return;
         }
         tracing::info!("{} dialog subscription(s) restored", restored.len());
-        let targets: Vec<String> = self
-            .subscriptions
-            .targets()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let targets: Vec<String> = self.subscriptions.targets().map(str::to_string).collect();
         self.seed_last(&targets);
         for id in restored {
             self.send_notify(now, id, SubState::Active);
         }
-    }
-}
-
-/// What the store keeps of a subscription.
-fn stored(sub: &Subscription) -> StoredSubscription {
-    StoredSubscription {
-        subscriber: sub.subscriber.clone(),
-        target: sub.target.clone(),
-        call_id: sub.dialog.call_id.clone(),
-        local_tag: sub.dialog.local_tag.clone(),
-        remote_tag: sub.dialog.remote_tag.clone().unwrap_or_default(),
-        local_uri: sub.dialog.local_uri.clone(),
-        remote_uri: sub.dialog.remote_uri.clone(),
-        remote_target: sub.dialog.remote_target.clone(),
-        peer: sub.dialog.peer,
-        cseq: sub.dialog.local_cseq,
-        version: sub.next_version,
-        event_id: sub.event_id.clone(),
-        expires_at: sub.expires_unix,
     }
 }

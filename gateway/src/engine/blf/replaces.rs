@@ -4,7 +4,9 @@
 //! callee's leg (what our NOTIFYs give) or of the caller's leg (Kazoo saw both), and with
 //! `to-tag`/`from-tag` in either order. The gateway accepts all of these: the header names a
 //! call when its Call-ID is one of the call's legs and its two tags are that leg's two tags,
-//! in any order (a tag the callee has not sent yet matches anything).
+//! in any order (a tag the callee has not sent yet matches anything). A header naming an
+//! answered call gets 486 with `early-only` (RFC 3891 §3) and 403 without it (taking over
+//! an answered call by a key is not offered); one naming no call, 481.
 
 use crate::engine::call::Calls;
 
@@ -14,17 +16,35 @@ struct Replaces<'a> {
     call_id: &'a str,
     to_tag: Option<&'a str>,
     from_tag: Option<&'a str>,
+    /// The `early-only` flag: replace the dialog only while it is early.
+    early_only: bool,
+}
+
+/// What a `Replaces` header names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaced {
+    /// A ringing call: the Call-ID of a leg of it, as the store's claim knows it
+    /// (`PickupTarget::Leg`); empty when it has none left (the claim then finds nothing).
+    Ringing(String),
+    /// An answered call; whether the header carried `early-only`.
+    Answered {
+        /// RFC 3891 §3: with it, 486 Busy Here.
+        early_only: bool,
+    },
+    /// No call the gateway holds (481).
+    Nothing,
 }
 
 fn parse(value: &str) -> Replaces<'_> {
     let mut parts = value.split(';').map(str::trim);
     let call_id = parts.next().unwrap_or_default();
-    let (mut to_tag, mut from_tag) = (None, None);
+    let (mut to_tag, mut from_tag, mut early_only) = (None, None, false);
     for part in parts {
         let (name, value) = part.split_once('=').unwrap_or((part, ""));
         match name.trim().to_ascii_lowercase().as_str() {
             "to-tag" => to_tag = Some(value.trim()),
             "from-tag" => from_tag = Some(value.trim()),
+            "early-only" => early_only = true,
             _ => {}
         }
     }
@@ -32,6 +52,7 @@ fn parse(value: &str) -> Replaces<'_> {
         call_id,
         to_tag,
         from_tag,
+        early_only,
     }
 }
 
@@ -44,36 +65,37 @@ fn tags_match(replaces: &Replaces<'_>, ours: &str, theirs: Option<&str>) -> bool
     matches(replaces.to_tag, replaces.from_tag) || matches(replaces.from_tag, replaces.to_tag)
 }
 
-/// The Call-ID of a ringing leg of the call `header` names, as the store's claim knows
-/// it (`PickupTarget::Leg`); an empty string, which no leg has, when it names none (the
-/// claim then finds nothing: 481).
-pub fn replaced_leg(calls: &Calls, header: &str) -> String {
+/// The call `header` names, and whether it still rings.
+pub fn replaced_dialog(calls: &Calls, header: &str) -> Replaced {
     let replaces = parse(header);
-    calls
-        .calls
-        .values()
-        .find(|call| {
-            let a = &call.a;
-            (a.call_id == replaces.call_id
-                && tags_match(&replaces, &a.local_tag, a.remote_tag.as_deref()))
-                || call.forks.iter().any(|fork| {
-                    fork.pickup.is_none()
-                        && fork.dialog.call_id == replaces.call_id
-                        && tags_match(
-                            &replaces,
-                            &fork.dialog.local_tag,
-                            fork.dialog.remote_tag.as_deref(),
-                        )
-                })
-        })
-        .and_then(|call| {
+    let named = calls.calls.values().find(|call| {
+        let a = &call.a;
+        (a.call_id == replaces.call_id
+            && tags_match(&replaces, &a.local_tag, a.remote_tag.as_deref()))
+            || call.forks.iter().any(|fork| {
+                fork.pickup.is_none()
+                    && fork.dialog.call_id == replaces.call_id
+                    && tags_match(
+                        &replaces,
+                        &fork.dialog.local_tag,
+                        fork.dialog.remote_tag.as_deref(),
+                    )
+            })
+    });
+    match named {
+        None => Replaced::Nothing,
+        Some(call) if call.answer.is_some() => Replaced::Answered {
+            early_only: replaces.early_only,
+        },
+        Some(call) => Replaced::Ringing(
             call.forks
                 .iter()
                 .rev()
                 .find(|fork| fork.pickup.is_none() && fork.tx.is_some())
-        })
-        .map(|fork| fork.dialog.call_id.clone())
-        .unwrap_or_default()
+                .map(|fork| fork.dialog.call_id.clone())
+                .unwrap_or_default(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +106,8 @@ mod tests {
     fn tags_match_in_either_order_and_an_unknown_far_tag_matches_anything() {
         let header = parse("abc@gw;to-tag=gw1;from-tag=ph1;early-only");
         assert_eq!(header.call_id, "abc@gw");
+        assert!(header.early_only);
+        assert!(!parse("abc@gw;to-tag=gw1;from-tag=ph1").early_only);
         assert!(tags_match(&header, "gw1", Some("ph1")));
         assert!(tags_match(&header, "ph1", Some("gw1")));
         assert!(!tags_match(&header, "gw1", Some("other")));

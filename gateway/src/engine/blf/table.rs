@@ -2,9 +2,10 @@
 //! which dialog, until when; the NOTIFY transactions in flight; the last state each
 //! watched extension was notified in. The indexes are kept here and nowhere else.
 
-use super::dialog_info::DialogView;
+use super::dialog_info::{DialogView, Document, GatewayName};
 use crate::engine::dialog::Dialog;
 use crate::sip::transaction::ClientTxId;
+use crate::store::StoredSubscription;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
@@ -27,6 +28,58 @@ pub struct Subscription {
     pub next_version: u32,
     /// Whether the subscriber may see identities and dialog ids (privacy, `blf_others`).
     pub identities: bool,
+    /// The NOTIFY version and CSeq the store holds for this subscription, above any used
+    /// yet (None: nothing stored since it was made, refreshed or restored).
+    pub reserved: Option<Reserved>,
+}
+
+/// How many NOTIFYs one save of a subscription covers: the store keeps its version and
+/// CSeq this far ahead, so a restart continues above anything sent before without a write
+/// per NOTIFY (both only need to rise; the documents are full state, so a gap in the
+/// versions loses nothing).
+pub const RESERVED_NOTIFYS: u32 = 64;
+
+/// The counters a subscription's stored copy holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    /// The version a restarted gateway continues from.
+    pub version: u32,
+    /// The CSeq a restarted gateway continues from.
+    pub cseq: u32,
+}
+
+impl Subscription {
+    /// What the store must be given now, if anything: the subscription with its counters
+    /// reserved [`RESERVED_NOTIFYS`] ahead, when it was never stored since it changed or
+    /// its reservation is used up.
+    pub fn save_due(&mut self) -> Option<StoredSubscription> {
+        let covered = self
+            .reserved
+            .is_some_and(|r| self.next_version < r.version && self.dialog.local_cseq < r.cseq);
+        if covered {
+            return None;
+        }
+        let reserved = Reserved {
+            version: self.next_version.saturating_add(RESERVED_NOTIFYS),
+            cseq: self.dialog.local_cseq.saturating_add(RESERVED_NOTIFYS),
+        };
+        self.reserved = Some(reserved);
+        Some(StoredSubscription {
+            subscriber: self.subscriber.clone(),
+            target: self.target.clone(),
+            call_id: self.dialog.call_id.clone(),
+            local_tag: self.dialog.local_tag.clone(),
+            remote_tag: self.dialog.remote_tag.clone().unwrap_or_default(),
+            local_uri: self.dialog.local_uri.clone(),
+            remote_uri: self.dialog.remote_uri.clone(),
+            remote_target: self.dialog.remote_target.clone(),
+            peer: self.dialog.peer,
+            cseq: reserved.cseq,
+            version: reserved.version,
+            event_id: self.event_id.clone(),
+            expires_at: self.expires_unix,
+        })
+    }
 }
 
 /// Why a new subscription cannot be added.
@@ -52,6 +105,12 @@ pub struct Subscriptions {
     expiries: BTreeSet<(Instant, u64)>,
     /// The dialogs each watched extension was last notified with (full, unfiltered).
     last: HashMap<String, Vec<DialogView>>,
+    /// The watched extensions whose last state shows a dialog going on (a key lit): with
+    /// the extensions in calls now, the only ones whose state can have changed.
+    lit: HashSet<String>,
+    /// The documents rendered from `last`, per watched extension, one per way of seeing it
+    /// (identities or not, the gateway's name toward the subscriber).
+    documents: HashMap<String, Vec<(bool, GatewayName, Document)>>,
     /// Subscriptions whose extension changed while a NOTIFY of theirs was in flight: they
     /// get the state then current once it is answered.
     owed: HashSet<u64>,
@@ -111,6 +170,8 @@ impl Subscriptions {
             if ids.is_empty() {
                 self.by_target.remove(&sub.target);
                 self.last.remove(&sub.target);
+                self.lit.remove(&sub.target);
+                self.documents.remove(&sub.target);
             }
         }
         if let Some(count) = self.per_subscriber.get_mut(&sub.subscriber) {
@@ -142,6 +203,8 @@ impl Subscriptions {
             self.expiries.remove(&(sub.expires, id));
             sub.expires = expires;
             sub.expires_unix = expires_unix;
+            // The stored copy has the old expiry (and maybe the old target).
+            sub.reserved = None;
             self.expiries.insert((expires, id));
         }
     }
@@ -190,8 +253,18 @@ impl Subscriptions {
     }
 
     /// The watched extensions.
-    pub fn targets(&self) -> HashSet<&str> {
-        self.by_target.keys().map(String::as_str).collect()
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.by_target.keys().map(String::as_str)
+    }
+
+    /// Whether anyone watches `target`.
+    pub fn is_watched(&self, target: &str) -> bool {
+        self.by_target.contains_key(target)
+    }
+
+    /// The watched extensions last notified with a dialog going on.
+    pub fn lit(&self) -> impl Iterator<Item = &str> {
+        self.lit.iter().map(String::as_str)
     }
 
     /// The subscriptions watching `target`.
@@ -209,9 +282,41 @@ impl Subscriptions {
 
     /// Records what `target`'s watchers are notified with from now on.
     pub fn set_last(&mut self, target: &str, dialogs: Vec<DialogView>) {
-        if self.by_target.contains_key(target) {
-            self.last.insert(target.to_string(), dialogs);
+        if !self.by_target.contains_key(target) {
+            return;
         }
+        if dialogs.iter().any(DialogView::is_live) {
+            self.lit.insert(target.to_string());
+        } else {
+            self.lit.remove(target);
+        }
+        self.last.insert(target.to_string(), dialogs);
+        self.documents.remove(target);
+    }
+
+    /// The document of `target`'s last state as a subscriber seeing it with `identities`
+    /// and naming the gateway `gateway` gets it: rendered by `render` once, and kept until
+    /// the state changes.
+    pub fn document(
+        &mut self,
+        target: &str,
+        identities: bool,
+        gateway: GatewayName,
+        render: impl FnOnce(&[DialogView]) -> Document,
+    ) -> &Document {
+        let last = self.last.get(target).map_or(&[][..], Vec::as_slice);
+        let kept = self.documents.entry(target.to_string()).or_default();
+        let index = match kept
+            .iter()
+            .position(|(i, g, _)| *i == identities && *g == gateway)
+        {
+            Some(index) => index,
+            None => {
+                kept.push((identities, gateway, render(last)));
+                kept.len() - 1
+            }
+        };
+        &kept[index].2
     }
 }
 
@@ -244,7 +349,47 @@ mod tests {
             expires_unix: 0,
             next_version: 0,
             identities: true,
+            reserved: None,
         }
+    }
+
+    #[test]
+    fn a_save_reserves_counters_ahead_and_the_next_comes_when_they_are_used_up() {
+        let mut sub = sub("202", "201", "s1", Instant::now());
+        let first = sub.save_due().expect("never stored");
+        assert_eq!(
+            (first.version, first.cseq),
+            (RESERVED_NOTIFYS, RESERVED_NOTIFYS)
+        );
+        for _ in 0..RESERVED_NOTIFYS - 1 {
+            sub.next_version += 1;
+            sub.dialog.local_cseq += 1;
+            assert_eq!(sub.save_due(), None, "covered by the reservation");
+        }
+        sub.next_version += 1;
+        sub.dialog.local_cseq += 1;
+        let next = sub.save_due().expect("the reservation is used up");
+        assert_eq!(next.version, 2 * RESERVED_NOTIFYS);
+        assert!(
+            next.cseq > sub.dialog.local_cseq,
+            "a restart continues above"
+        );
+    }
+
+    #[test]
+    fn a_refresh_is_saved_at_once() {
+        let now = Instant::now();
+        let mut table = Subscriptions::default();
+        let id = table.insert(sub("202", "201", "s1", now));
+        assert!(table.get_mut(id).unwrap().save_due().is_some());
+        assert_eq!(table.get_mut(id).unwrap().save_due(), None);
+        table.refresh(id, now + std::time::Duration::from_secs(60), 60);
+        let saved = table
+            .get_mut(id)
+            .unwrap()
+            .save_due()
+            .expect("the new expiry");
+        assert_eq!(saved.expires_at, 60);
     }
 
     #[test]
@@ -258,7 +403,7 @@ mod tests {
         assert_eq!(table.admits("203", 2, 10), Ok(()));
         table.remove(first);
         assert_eq!(table.admits("202", 2, 10), Ok(()));
-        assert_eq!(table.targets(), HashSet::from(["203"]));
+        assert_eq!(table.targets().collect::<Vec<_>>(), ["203"]);
     }
 
     #[test]

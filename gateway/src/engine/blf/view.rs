@@ -14,45 +14,56 @@
 
 use super::dialog_info::{DialogIds, DialogState, DialogView, Direction, Participant};
 use crate::config::Config;
-use crate::engine::call::{Call, Calls};
+use crate::engine::call::{Call, Calls, Fork};
 use crate::store::PickupMethod;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-/// The dialogs of every extension in `watched`, from the calls in progress.
+/// The dialogs of every extension `watched` says yes to, from the calls in progress (only
+/// extensions with a dialog to show are in the map). A callee's leg still in `trying` is
+/// shown only with `subscriptions.notify_callee_trying`.
 pub fn dialogs_of(
     calls: &Calls,
     config: &Config,
-    watched: &HashSet<&str>,
+    watched: impl Fn(&str) -> bool,
 ) -> HashMap<String, Vec<DialogView>> {
     let mut views: HashMap<String, Vec<DialogView>> = HashMap::new();
-    let mut ordered: Vec<&Call> = calls.calls.values().collect();
-    ordered.sort_by_key(|call| (call.ring_started_ms, call.key.as_str()));
-    for call in ordered {
-        for (extension, view) in views_of(call, config, watched) {
-            views.entry(extension).or_default().push(view);
-        }
+    let mut involved: Vec<(&Call, Vec<(String, DialogView)>)> = calls
+        .calls
+        .values()
+        .map(|call| (call, views_of(call, config, &watched)))
+        .filter(|(_, views)| !views.is_empty())
+        .collect();
+    involved.sort_by_key(|(call, _)| (call.ring_started_ms, call.key.as_str()));
+    for (extension, view) in involved.into_iter().flat_map(|(_, views)| views) {
+        views.entry(extension).or_default().push(view);
     }
     views
 }
 
 /// The watched extensions `call` involves, each with its view of the call.
-fn views_of(call: &Call, config: &Config, watched: &HashSet<&str>) -> Vec<(String, DialogView)> {
+fn views_of(
+    call: &Call,
+    config: &Config,
+    watched: &impl Fn(&str) -> bool,
+) -> Vec<(String, DialogView)> {
     let mut out = Vec::new();
-    if watched.contains(call.caller.number.as_str()) {
+    if watched(&call.caller.number) {
         out.push((call.caller.number.clone(), initiator_view(call, config)));
     }
     let answered_by = call.answer.as_ref().map(|a| a.answered_by.as_str());
+    let shown = |view: &DialogView| {
+        view.state != DialogState::Trying || config.subscriptions.notify_callee_trying
+    };
     for extension in callees(call, config) {
-        if watched.contains(extension) && extension != call.caller.number {
-            out.push((
-                extension.to_string(),
-                recipient_view(call, extension, config),
-            ));
+        if watched(extension) && extension != call.caller.number {
+            if let Some(view) = recipient_view(call, extension, config).filter(shown) {
+                out.push((extension.to_string(), view));
+            }
         }
     }
-    if let Some(picker) = answered_by.filter(|p| *p != call.called && watched.contains(p)) {
+    if let Some(picker) = answered_by.filter(|p| *p != call.called && watched(p)) {
         if !callees(call, config).any(|e| e == picker) {
-            out.push((picker.to_string(), recipient_view(call, picker, config)));
+            out.extend(recipient_view(call, picker, config).map(|v| (picker.to_string(), v)));
         }
     }
     out
@@ -111,36 +122,45 @@ fn initiator_view(call: &Call, config: &Config) -> DialogView {
     }
 }
 
-/// The call as a callee (or the picker who took it) sees it: its own leg.
-fn recipient_view(call: &Call, extension: &str, config: &Config) -> DialogView {
-    let answer = call.answer.as_ref();
-    let state = match answer {
+/// The call as a callee (or the picker who took it) sees it: its own leg, the dialog between
+/// the gateway and the extension's phone. For a group call each member's state and ids are
+/// those of the leg to its own phone (a member whose phone has not rung yet is `trying`,
+/// one whose phone turned the call down has no dialog); a phone that takes the call by the
+/// key replaces that leg, as RFC 3891 means it (the ids of any leg still name the call).
+fn recipient_view(call: &Call, extension: &str, config: &Config) -> Option<DialogView> {
+    let own: Vec<&Fork> = call
+        .forks
+        .iter()
+        .filter(|f| f.extension.as_deref() == Some(extension))
+        .collect();
+    let pending = || {
+        own.iter()
+            .copied()
+            .filter(|f| f.final_status.is_none() && f.pickup.is_none())
+    };
+    let ringing = pending().find(|f| f.dialog.remote_tag.is_some());
+    let state = match call.answer.as_ref() {
         Some(answer) if answer.answered_by == extension => DialogState::Confirmed,
         // Someone else took the call: this extension's leg was cancelled.
         Some(answer) if answer.pickup_method != PickupMethod::None => {
             DialogState::Terminated(Some("replaced"))
         }
         Some(_) => DialogState::Terminated(Some("cancelled")),
-        None if call.picking.is_some()
-            || call.forks.iter().any(|f| f.dialog.remote_tag.is_some()) =>
-        {
+        None if ringing.is_some() || (call.picking.is_some() && !own.is_empty()) => {
             DialogState::Early
         }
-        None => DialogState::Trying,
+        None if pending().next().is_some() => DialogState::Trying,
+        None => return None,
     };
-    // The answering leg once answered, else the first ringing leg with a tag, else the
-    // first leg still pending (for a group, any member's: each of them names this call).
+    // The answering leg once answered, else the ringing one, else one still pending.
     let leg = call
         .answered
         .filter(|_| state == DialogState::Confirmed)
         .map(|index| &call.forks[index])
-        .or_else(|| {
-            call.forks.iter().find(|f| {
-                f.final_status.is_none() && f.pickup.is_none() && f.dialog.remote_tag.is_some()
-            })
-        })
-        .or_else(|| call.forks.iter().find(|f| f.pickup.is_none()));
-    DialogView {
+        .or(ringing)
+        .or_else(|| pending().next())
+        .or_else(|| own.iter().copied().find(|f| f.pickup.is_none()));
+    Some(DialogView {
         id: call.key.clone(),
         ids: leg.map(|fork| DialogIds {
             call_id: fork.dialog.call_id.clone(),
@@ -153,5 +173,5 @@ fn recipient_view(call: &Call, extension: &str, config: &Config) -> DialogView {
             party(config, extension, None),
             party(config, &call.caller.number, call.caller.display.clone()),
         )),
-    }
+    })
 }

@@ -185,12 +185,9 @@ fn a_ringing_call_is_notified_early_with_the_callee_legs_ids_then_confirmed_then
     watching_201(&mut h);
     assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
     let out = h.request_with_auth(udp(5074), &invite("204", "201", 5074, "c1"), "204", "pw204");
-    let trying = one_notify(&mut h, &out, 5072);
-    assert_valid(&trying);
     assert!(
-        body(&trying).contains("<state>trying</state>"),
-        "{}",
-        body(&trying)
+        notifies(&out, 5072).is_empty(),
+        "201's phone has not answered the INVITE yet (trying): nothing to show"
     );
     let b_invite = requests(&out, "INVITE")[0].1.clone();
     h.send(
@@ -203,7 +200,7 @@ fn a_ringing_call_is_notified_early_with_the_callee_legs_ids_then_confirmed_then
     };
     assert_valid(&early);
     let xml = body(&early);
-    assert_eq!(attr(&xml, "version").as_deref(), Some("2"));
+    assert_eq!(attr(&xml, "version").as_deref(), Some("1"));
     assert_eq!(
         attr(&xml, "call-id"),
         b_invite.call_id().map(str::to_string)
@@ -345,7 +342,7 @@ fn the_caller_legs_call_id_names_the_call_too() {
 }
 
 #[test]
-fn a_replaces_with_wrong_tags_or_for_an_answered_call_gets_481() {
+fn a_replaces_with_wrong_tags_gets_481_and_for_an_answered_call_486_or_403() {
     let mut h = Harness::office();
     let (b_invite, _) = ring_201(&mut h);
     let call_id = b_invite.call_id().unwrap().to_string();
@@ -364,8 +361,28 @@ fn a_replaces_with_wrong_tags_or_for_an_answered_call_gets_481() {
     );
     h.sent();
     let gw_tag = b_invite.from_header().unwrap().tag().unwrap().to_string();
-    let codes = replaces(&mut h, format!("{call_id};to-tag={gw_tag};from-tag=b1"), 2);
-    assert!(codes.contains(&481), "confirmed: not taken ({codes:?})");
+    let codes = replaces(
+        &mut h,
+        format!("{call_id};to-tag={gw_tag};from-tag=b1;early-only"),
+        2,
+    );
+    assert_eq!(codes, [486], "confirmed, early-only: RFC 3891 §3");
+    let codes = replaces(&mut h, format!("{call_id};to-tag={gw_tag};from-tag=b1"), 3);
+    assert_eq!(
+        codes,
+        [403],
+        "confirmed: a key does not take over an answered call"
+    );
+    assert_eq!(
+        h.engine
+            .calls
+            .calls
+            .values()
+            .filter(|c| c.answer.is_some())
+            .count(),
+        1,
+        "the answered call goes on"
+    );
 }
 
 #[test]
@@ -430,7 +447,7 @@ fn a_481_or_a_timeout_to_a_notify_ends_the_subscription() {
     let out = subscribe(&mut h, "202", 5072, "201", DIALOG);
     let notify = notifies(&out, 5072).remove(0);
     reply(&mut h, &notify, 5072, 481);
-    assert_eq!(h.engine.subscriptions.targets().len(), 0, "481 ends it");
+    assert_eq!(h.engine.subscriptions.targets().count(), 0, "481 ends it");
     let dropped = h.store.load_subscriptions(h.now.unix()).unwrap();
     assert!(dropped.is_empty(), "and the store forgets it");
 
@@ -438,7 +455,7 @@ fn a_481_or_a_timeout_to_a_notify_ends_the_subscription() {
     assert_eq!(notifies(&out, 5073).len(), 1);
     h.advance(Duration::from_secs(40));
     assert_eq!(
-        h.engine.subscriptions.targets().len(),
+        h.engine.subscriptions.targets().count(),
         0,
         "no answer at all ends it"
     );
@@ -574,7 +591,11 @@ fn a_restart_restores_subscriptions_with_rising_cseq_and_version() {
     assert_eq!(notify.method(), Some(&Method::NOTIFY));
     assert_eq!(notify.call_id(), first.call_id());
     assert!(notify.cseq().unwrap().cseq > first.cseq().unwrap().cseq);
-    assert_eq!(attr(&body(notify), "version").as_deref(), Some("1"));
+    let version = |n: &SipMessage| attr(&body(n), "version").unwrap().parse::<u32>().unwrap();
+    assert!(
+        version(notify) > version(&first),
+        "the store keeps the counters ahead of those used (full state: a gap loses nothing)"
+    );
 }
 
 #[test]
@@ -613,6 +634,66 @@ fn a_call_to_a_group_lights_the_keys_of_its_members() {
 }
 
 #[test]
+fn a_group_members_key_follows_the_leg_to_its_own_phone() {
+    let mut h = Harness::office();
+    let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
+    one_notify(&mut h, &out, 5073);
+    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
+    assert_eq!(statuses(&h.register("202", "pw202", udp(5072), 600)), [200]);
+    let out = h.request_with_auth(
+        udp(5074),
+        &invite("204", "sales", 5074, "g1"),
+        "204",
+        "pw204",
+    );
+    let to = |port: u16| {
+        requests(&out, "INVITE")
+            .into_iter()
+            .find(|(p, _)| *p == udp(port))
+            .unwrap()
+            .1
+            .clone()
+    };
+    let (to_201, to_202) = (to(5071), to(5072));
+    answered_notifies(&mut h, &out, 5073);
+    h.send(
+        udp(5072),
+        &answer(&to_202, 180, "Ringing", "m202", 5072, ""),
+    );
+    let out = h.sent();
+    assert!(
+        answered_notifies(&mut h, &out, 5073).is_empty(),
+        "202's phone rings, 201's has not yet: 201's key shows nothing"
+    );
+    h.send(
+        udp(5071),
+        &answer(&to_201, 180, "Ringing", "m201", 5071, ""),
+    );
+    let out = h.sent();
+    let early = answered_notifies(&mut h, &out, 5073)
+        .pop()
+        .expect("201 rings");
+    let xml = body(&early);
+    assert!(xml.contains("<state>early</state>"), "{xml}");
+    assert_eq!(attr(&xml, "call-id"), to_201.call_id().map(str::to_string));
+    assert_eq!(attr(&xml, "local-tag").as_deref(), Some("m201"), "{xml}");
+    h.send(
+        udp(5071),
+        &answer(&to_201, 486, "Busy Here", "m201", 5071, ""),
+    );
+    let out = h.sent();
+    let ended = answered_notifies(&mut h, &out, 5073)
+        .pop()
+        .expect("201 declined");
+    assert_valid(&ended);
+    assert!(
+        body(&ended).contains("terminated</state>") && !body(&ended).contains("early"),
+        "201's phone turned the call down while 202's still rings: {}",
+        body(&ended)
+    );
+}
+
+#[test]
 fn a_stored_subscription_edited_to_last_forever_is_cut_to_the_longest_grant() {
     let mut h = Harness::office();
     watching_201(&mut h);
@@ -633,16 +714,58 @@ fn a_change_while_a_notify_is_in_flight_goes_out_once_it_is_answered() {
     watching_201(&mut h);
     let (_, out) = ring_201(&mut h);
     let in_flight = notifies(&out, 5072);
-    assert_eq!(in_flight.len(), 1, "the ringing waits for the first answer");
-    assert!(body(&in_flight[0]).contains("<state>trying</state>"));
+    assert_eq!(in_flight.len(), 1);
+    assert!(body(&in_flight[0]).contains("<state>early</state>"));
+    let cancel = "CANCEL sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bKretryc1;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    h.send(udp(5074), cancel);
+    let out = h.sent();
+    assert!(statuses(&out).contains(&487), "{:?}", statuses(&out));
+    assert!(
+        notifies(&out, 5072).is_empty(),
+        "the end of the call waits for the early NOTIFY's answer"
+    );
     reply(&mut h, &in_flight[0], 5072, 200);
     let out = h.sent();
     let next = notifies(&out, 5072);
     assert_eq!(next.len(), 1);
     assert!(
-        body(&next[0]).contains("<state>early</state>"),
-        "the state now"
+        body(&next[0]).contains("<state event=\"cancelled\">terminated</state>"),
+        "the state now: {}",
+        body(&next[0])
     );
     reply(&mut h, &next[0], 5072, 200);
     assert!(notifies(&h.sent(), 5072).is_empty(), "nothing more is owed");
+}
+
+#[test]
+fn with_notify_callee_trying_the_unanswered_invite_is_shown_as_trying_first() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+    let config = std::fs::read_to_string(path).unwrap().replacen(
+        "[[extension]]",
+        "[subscriptions]\nnotify_callee_trying = true\n\n[[extension]]",
+        1,
+    );
+    let mut h = Harness::with_config(&config);
+    watching_201(&mut h);
+    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
+    let out = h.request_with_auth(udp(5074), &invite("204", "201", 5074, "c1"), "204", "pw204");
+    let trying = one_notify(&mut h, &out, 5072);
+    assert_valid(&trying);
+    assert!(
+        body(&trying).contains("<state>trying</state>"),
+        "{}",
+        body(&trying)
+    );
+    let b_invite = requests(&out, "INVITE")[0].1.clone();
+    h.send(
+        udp(5071),
+        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+    );
+    let early = {
+        let out = h.sent();
+        one_notify(&mut h, &out, 5072)
+    };
+    assert!(body(&early).contains("<state>early</state>"));
+    assert_eq!(attr(&body(&early), "version").as_deref(), Some("2"));
 }

@@ -9,6 +9,7 @@
 mod client;
 mod requests;
 mod server;
+mod timer_queue;
 mod timers;
 
 #[cfg(test)]
@@ -22,8 +23,9 @@ use crate::transport::{Outgoing, Peer};
 use client::{ClientAction, ClientTx};
 use ezk_sip_types::Method;
 use server::{ServerAction, ServerTx};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
+use timer_queue::TimerQueue;
 
 /// Identifies a server transaction (a request we received).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -132,17 +134,23 @@ struct ServerEntry {
     trying_owed: bool,
 }
 
+/// The most timers [`TxLayer::handle_timeout`] runs in one call.
+pub const TIMER_BATCH: usize = 256;
+
 /// All transactions of one engine.
 pub struct TxLayer {
     timers: TimerConfig,
     next_id: u64,
-    clients: HashMap<ClientTxId, ClientEntry>,
+    /// Boxed, like `servers`: tens of thousands of transactions live at once (Timer K keeps
+    /// a NOTIFY's for 5 s), and a map growing must move pointers, not whole entries (a
+    /// resize of inline entries stalled the engine for 20-40 ms).
+    clients: HashMap<ClientTxId, Box<ClientEntry>>,
     client_index: HashMap<(String, String), ClientTxId>,
-    servers: HashMap<ServerTxId, ServerEntry>,
+    servers: HashMap<ServerTxId, Box<ServerEntry>>,
     server_index: HashMap<ServerKey, ServerTxId>,
     ack_index: BTreeMap<AckKey, ServerTxId>,
-    scheduled: HashMap<TxRef, Instant>,
-    timer_queue: BTreeSet<(Instant, TxRef)>,
+    /// Each transaction's next timer.
+    deadlines: TimerQueue<TxRef>,
     events: VecDeque<TxEvent>,
     transmits: VecDeque<Outgoing>,
     /// INVITE transactions that may still owe a 100 Trying, with their arrival time.
@@ -219,8 +227,7 @@ impl TxLayer {
             servers: HashMap::new(),
             server_index: HashMap::new(),
             ack_index: BTreeMap::new(),
-            scheduled: HashMap::new(),
-            timer_queue: BTreeSet::new(),
+            deadlines: TimerQueue::default(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             owed_trying: Vec::new(),
@@ -280,14 +287,14 @@ impl TxLayer {
         self.server_index.insert(key.clone(), id);
         self.servers.insert(
             id,
-            ServerEntry {
+            Box::new(ServerEntry {
                 tx,
                 key,
                 peer,
                 reply_to: response_destination(&msg, peer),
                 ack_key: None,
                 trying_owed: method == Method::INVITE,
-            },
+            }),
         );
         if method == Method::BYE {
             self.stop_2xx_retransmissions_before(&msg);
@@ -433,7 +440,8 @@ impl TxLayer {
         );
         self.transmit(peer, tx.bytes().clone());
         self.client_index.insert(key.clone(), id);
-        self.clients.insert(id, ClientEntry { tx, key, peer });
+        self.clients
+            .insert(id, Box::new(ClientEntry { tx, key, peer }));
         self.reschedule(TxRef::Client(id));
         id
     }
@@ -476,9 +484,7 @@ impl TxLayer {
     /// Forgets a server transaction without answering (a request deliberately left
     /// unanswered, e.g. over a rate limit): its retransmission is a new request.
     pub fn forget_server(&mut self, tx: ServerTxId) {
-        if let Some(at) = self.scheduled.remove(&TxRef::Server(tx)) {
-            self.timer_queue.remove(&(at, TxRef::Server(tx)));
-        }
+        self.deadlines.cancel(TxRef::Server(tx));
         self.forget(TxRef::Server(tx));
     }
 
@@ -518,14 +524,17 @@ impl TxLayer {
         self.servers.get(&tx).map(|entry| entry.tx.request())
     }
 
-    /// Runs every timer due at `now`.
+    /// Runs the timers due at `now`.
+    ///
+    /// At most [`TIMER_BATCH`] timers per call: a mass expiry (the transactions of a
+    /// thousand SUBSCRIBEs answered in the same second end together) must not hold up the
+    /// datagrams waiting meanwhile; [`TxLayer::poll_timeout`] is then still due, and the
+    /// caller comes back after handling them.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, tx_ref)) = self.timer_queue.first() {
-            if at > now {
+        for _ in 0..TIMER_BATCH {
+            let Some(tx_ref) = self.deadlines.pop_due(now) else {
                 break;
-            }
-            self.timer_queue.remove(&(at, tx_ref));
-            self.scheduled.remove(&tx_ref);
+            };
             let timers = self.timers;
             match tx_ref {
                 TxRef::Client(id) => {
@@ -548,7 +557,7 @@ impl TxLayer {
 
     /// When [`TxLayer::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timer_queue.first().map(|(at, _)| *at)
+        self.deadlines.next_deadline()
     }
 
     /// The next event for the transaction user.
@@ -616,24 +625,22 @@ impl TxLayer {
 
     /// Re-files a transaction's timer after it changed, or forgets it if it terminated.
     fn reschedule(&mut self, tx_ref: TxRef) {
-        if let Some(at) = self.scheduled.remove(&tx_ref) {
-            self.timer_queue.remove(&(at, tx_ref));
-        }
         let (deadline, terminated) = match tx_ref {
             TxRef::Client(id) => match self.clients.get(&id) {
                 Some(entry) => (entry.tx.deadline(), entry.tx.is_terminated()),
-                None => return,
+                None => return self.deadlines.cancel(tx_ref),
             },
             TxRef::Server(id) => match self.servers.get(&id) {
                 Some(entry) => (entry.tx.deadline(), entry.tx.is_terminated()),
-                None => return,
+                None => return self.deadlines.cancel(tx_ref),
             },
         };
+        match deadline {
+            Some(at) if !terminated => self.deadlines.schedule(tx_ref, at),
+            _ => self.deadlines.cancel(tx_ref),
+        }
         if terminated {
             self.forget(tx_ref);
-        } else if let Some(at) = deadline {
-            self.scheduled.insert(tx_ref, at);
-            self.timer_queue.insert((at, tx_ref));
         }
     }
 

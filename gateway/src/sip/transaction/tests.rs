@@ -524,6 +524,36 @@ fn non_invite_timers_j_and_k_clean_up() {
 }
 
 #[test]
+fn a_mass_expiry_is_run_in_batches_so_datagrams_get_in_between() {
+    let mut layer = TxLayer::new(TimerConfig::default());
+    let clock = Clock::new();
+    let count = TIMER_BATCH * 3 + 10;
+    for n in 0..count {
+        let options = request("OPTIONS", &format!("z9hG4bKm{n}"));
+        layer.send_request(clock.now, options.clone(), peer(Protocol::Udp));
+        layer.handle_message(
+            clock.now,
+            response_to(&options, 200, "x"),
+            peer(Protocol::Udp),
+        );
+    }
+    while layer.poll_transmit().is_some() {}
+    while layer.poll_event().is_some() {}
+    assert_eq!(layer.len(), count, "each waits for Timer K");
+    let later = clock.now + Duration::from_secs(6);
+    layer.handle_timeout(later);
+    assert_eq!(layer.len(), count - TIMER_BATCH, "one batch per call");
+    assert!(
+        layer.poll_timeout().is_some_and(|at| at <= later),
+        "the rest is still due"
+    );
+    while layer.poll_timeout().is_some_and(|at| at <= later) {
+        layer.handle_timeout(later);
+    }
+    assert!(layer.is_empty());
+}
+
+#[test]
 fn stray_responses_are_counted() {
     let mut layer = TxLayer::new(TimerConfig::default());
     let invite = request("INVITE", "z9hG4bKr");
