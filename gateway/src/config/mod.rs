@@ -1296,7 +1296,7 @@ password = "pw201"
         assert_eq!(postgres.database.path, None);
         assert_eq!(
             postgres.database.describe(),
-            "postgres://gw@db.example/calls",
+            "postgres://gw@db.example:5432/calls",
             "no password in messages"
         );
         let both = MINIMAL.replace("[database]", &format!("[database]\n{url}"));

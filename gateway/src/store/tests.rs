@@ -445,7 +445,11 @@ fn racing_pickers_of_one_call_have_exactly_one_winner(db: TestDb) {
                 _ => None,
             })
             .collect();
-        assert_eq!(winners, std::slice::from_ref(&key), "round {round}: {outcomes:?}");
+        assert_eq!(
+            winners,
+            std::slice::from_ref(&key),
+            "round {round}: {outcomes:?}"
+        );
         assert!(
             outcomes
                 .iter()
