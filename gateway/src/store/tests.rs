@@ -460,6 +460,42 @@ fn racing_pickers_of_one_call_have_exactly_one_winner(db: TestDb) {
     }
 }
 
+/// A node whose claim of the oldest call is not committed yet holds its row: another node's
+/// group pickup takes the next call at once instead of waiting for that row (and then
+/// finding it gone).
+#[test]
+fn a_postgres_claim_skips_the_call_another_connection_is_claiming() {
+    let db = TestDb::postgres();
+    let mut first = db.open();
+    for (key, ring) in [("old", 1000), ("new", 2000)] {
+        first
+            .insert_ringing(&context(key, "201", &["sales"], ring))
+            .unwrap();
+    }
+    first.begin_batch().unwrap();
+    let held = first
+        .claim(&claim("202", &["sales"], PickupTarget::Group))
+        .unwrap();
+    assert_eq!(claimed_key(held), "old");
+    let mut second = db.open();
+    // Waiting for the held row would fail here instead of hanging the test.
+    second.db.execute("SET lock_timeout = '2s'", &[]).unwrap();
+    let outcome = second
+        .claim(&claim("203", &["sales"], PickupTarget::Group))
+        .unwrap();
+    assert_eq!(claimed_key(outcome), "new");
+    // A directed pickup of the held call: the call is being picked up, not forbidden.
+    let outcome = second
+        .claim(&claim(
+            "203",
+            &["sales"],
+            PickupTarget::Directed("201".into()),
+        ))
+        .unwrap();
+    assert_eq!(outcome, ClaimOutcome::NothingRinging);
+    first.commit_batch().unwrap();
+}
+
 fn cdrs_are_listed_newest_first_with_their_media(db: TestDb) {
     let mut store = db.open();
     for (key, picker) in [("a", None), ("b", Some("202"))] {
