@@ -17,7 +17,7 @@ install_packages() {
 }
 
 # Test peers and independent checkers: SIPp (sip-tester), DTMF and FSK decoders, sox,
-# xmllint, fail2ban-regex (checks the fail2ban filter in contrib/ against the gateway's real log).
+# xmllint, PostgreSQL, fail2ban-regex (checks the fail2ban filter in contrib/ against the gateway's real log).
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v multimon-ng >/dev/null 2>&1 || missing+=(multimon-ng)
@@ -26,6 +26,9 @@ command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 # xmllint: the BLF tests validate every NOTIFY body against RFC 4235's schema.
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
+# The PostgreSQL server binaries: the store tests and tests/tests/postgres.rs run a throwaway
+# cluster of their own (initdb in a temporary directory; the package's own cluster is not used).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

@@ -28,6 +28,9 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Brings the configured database's schema up to date (SQLite file or PostgreSQL)
+    /// and exits; refuses a schema newer than this gateway.
+    Migrate,
     /// Demo mode: acts as the emulated analog phones and central office of the running
     /// gateway, e.g. `lift 1`, `dial 1 201`, `listen 1`, `ring 3 5551234 Jane`, `hangup 1`.
     Analog {
@@ -43,7 +46,7 @@ fn operate_analog(config: &Config, words: &[String]) -> ExitCode {
         eprintln!("gateway: this configuration has no [analog] section");
         return ExitCode::FAILURE;
     };
-    let socket = analog.control_socket_path(&config.database.path);
+    let socket = analog.control_socket_path(&config.database);
     match gateway::analog::control::request(&socket, &words.join(" ")) {
         Ok(answer) if answer.starts_with("ok") => {
             print!("{answer}");
@@ -63,7 +66,7 @@ fn operate_analog(config: &Config, words: &[String]) -> ExitCode {
 /// `gateway cdr`: prints recent CDRs.
 fn list_cdrs(config: &Config, limit: usize) -> ExitCode {
     use gateway::store::{CallStore, Store};
-    let calls = Store::open(&config.database.path).and_then(|store| {
+    let calls = Store::open_config(&config.database).and_then(|store| {
         store
             .recent_cdrs(limit)?
             .into_iter()
@@ -76,6 +79,29 @@ fn list_cdrs(config: &Config, limit: usize) -> ExitCode {
     match calls {
         Ok(calls) => {
             print!("{}", gateway::report::cdr_table(&calls));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gateway migrate`: applies the missing migrations and says what it did.
+fn migrate(config: &Config) -> ExitCode {
+    use gateway::store::Store;
+    match Store::open_config(&config.database) {
+        Ok(store) => {
+            let (from, to) = store.migrated();
+            if from == to {
+                println!("database {}: schema version {to}, up to date", store.name());
+            } else {
+                println!(
+                    "database {}: schema migrated from version {from} to {to}",
+                    store.name()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -110,6 +136,7 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Some(Command::Cdr { limit }) => return list_cdrs(&config, *limit),
+        Some(Command::Migrate) => return migrate(&config),
         Some(Command::Analog { words }) => return operate_analog(&config, words),
         None => {}
     }
@@ -161,5 +188,7 @@ mod tests {
             "gateway", "analog", "-c", "x.toml", "ring", "3", "555", "Jane", "Doe",
         ]);
         assert!(matches!(cli.command, Some(Command::Analog { words }) if words.len() == 5));
+        let cli = Cli::parse_from(["gateway", "migrate", "-c", "x.toml"]);
+        assert!(matches!(cli.command, Some(Command::Migrate)));
     }
 }

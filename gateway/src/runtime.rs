@@ -7,8 +7,9 @@ use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind
 use crate::descriptors::{tcp_cap, Reserve};
 use crate::engine::{Engine, Now};
 use crate::overload::{Class, Shedder};
+use crate::registrar::Binding;
 use crate::relay::MediaRelay;
-use crate::store::{CallStore, Interrupted, Store, StoreError, StoreWriter};
+use crate::store::{CallStore, Interrupted, Store, StoreError, StoreWriter, StoredSubscription};
 use crate::transport::bind::{
     bind_waiting, is_addr_in_use, retry_while_port_in_use, PORT_RELEASE_WAIT,
 };
@@ -321,29 +322,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         analog_plan.as_ref().map_or(0, Vec::len),
     );
     let now = Now::system();
-    let mut store = Store::open(&config.database.path)?;
-    let mut bindings = store.load_bindings(now.unix())?;
-    for (_, binding) in &mut bindings {
-        crate::transport::addressing::fill_local(&mut binding.source, config.listen_addr());
-    }
-    let mut subscriptions = store.load_subscriptions(now.unix())?;
-    for subscription in &mut subscriptions {
-        crate::transport::addressing::fill_local(&mut subscription.peer, config.listen_addr());
-    }
-    let interrupted = store.recover_interrupted(&config.node.id)?;
-    if interrupted != Interrupted::default() {
-        tracing::warn!(
-            "an earlier run stopped with {} call(s) up and {} ringing: their CDRs say interrupted (talk time billed to the last mark)",
-            interrupted.answered,
-            interrupted.unanswered
-        );
-    }
-    tracing::info!(
-        "node {}: database {} opened, {} registration(s) restored",
-        config.node.id,
-        config.database.path.display(),
-        bindings.len()
-    );
+    let (store, bindings, subscriptions) = open_store(&config, now)?;
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let writer = StoreWriter::start(store, move |result| {
         let _ = results_tx.send(result);
@@ -551,6 +530,61 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(failure) => Err(RunError::WorkerStopped(failure)),
         None => Ok(()),
     }
+}
+
+/// What the store holds for a starting gateway: the store itself, the registrations and the
+/// subscriptions still running; the calls an earlier run left behind are recorded as
+/// interrupted on the way. Runs on a thread of its own: the PostgreSQL client blocks on a
+/// runtime of its own, which cannot run inside this async one.
+#[allow(clippy::type_complexity)]
+fn open_store(
+    config: &Config,
+    now: Now,
+) -> Result<(Store, Vec<(String, Binding)>, Vec<StoredSubscription>), RunError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut store = Store::open_config(&config.database)?;
+                let (from, to) = store.migrated();
+                if from != to {
+                    tracing::info!(
+                        "database {}: schema migrated from version {from} to {to}",
+                        store.name()
+                    );
+                }
+                let mut bindings = store.load_bindings(now.unix())?;
+                for (_, binding) in &mut bindings {
+                    crate::transport::addressing::fill_local(
+                        &mut binding.source,
+                        config.listen_addr(),
+                    );
+                }
+                let mut subscriptions = store.load_subscriptions(now.unix())?;
+                for subscription in &mut subscriptions {
+                    crate::transport::addressing::fill_local(
+                        &mut subscription.peer,
+                        config.listen_addr(),
+                    );
+                }
+                let interrupted = store.recover_interrupted(&config.node.id)?;
+                if interrupted != Interrupted::default() {
+                    tracing::warn!(
+                        "an earlier run stopped with {} call(s) up and {} ringing: their CDRs say interrupted (talk time billed to the last mark)",
+                        interrupted.answered,
+                        interrupted.unanswered
+                    );
+                }
+                tracing::info!(
+                    "node {}: database {} opened, {} registration(s) restored",
+                    config.node.id,
+                    store.name(),
+                    bindings.len()
+                );
+                Ok::<_, RunError>((store, bindings, subscriptions))
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 #[cfg(test)]

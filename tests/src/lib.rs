@@ -3,6 +3,7 @@
 //! and talk raw UDP/TCP to it for the bad-input tests.
 
 pub mod analog;
+pub mod pickup;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -82,6 +83,10 @@ pub struct GatewayOptions {
     /// Keys added to sections of the quick-start config: `(section, lines)`, e.g.
     /// `("media", "advertise = \"203.0.113.5\"")`.
     pub keys: Vec<(&'static str, String)>,
+    /// `database.url` instead of the SQLite file (e.g. a database of
+    /// `gateway::store::test_cluster::TestCluster`); the analog operator socket is then
+    /// named in `[analog]`, where the SQLite file would have put it.
+    pub database_url: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -100,6 +105,7 @@ impl Default for GatewayOptions {
             nofile: None,
             listen_ip: None,
             keys: Vec::new(),
+            database_url: None,
         }
     }
 }
@@ -244,6 +250,19 @@ impl Gateway {
             assert!(text.contains(&header), "office.toml has no [{section}]");
             text.replacen(&header, &format!("{header}{lines}\n"), 1)
         });
+        let text = match &options.database_url {
+            Some(url) => {
+                let path = format!("path = \"{}\"", dir.path().join("gateway.db").display());
+                assert!(text.contains(&path), "office.toml has [database] path");
+                let socket = dir.path().join("analog.sock");
+                text.replace(&path, &format!("url = \"{url}\"")).replacen(
+                    "\n[analog]\n",
+                    &format!("\n[analog]\ncontrol_socket = \"{}\"\n", socket.display()),
+                    1,
+                )
+            }
+            None => text,
+        };
         let text = format!("{text}\n{}\n", options.extra);
         std::fs::write(&config, text).expect("write config");
         (dir, port, config, relay_range)
@@ -414,16 +433,19 @@ impl Gateway {
         self.recent_cdrs(20)
     }
 
-    /// The newest `limit` CDRs as `gateway cdr --limit` prints them.
-    pub fn recent_cdrs(&self, limit: usize) -> String {
-        let output = Command::new(gateway_binary())
-            .arg("cdr")
+    /// Runs `gateway <args> --config <this gateway's config>`: its output.
+    pub fn subcommand(&self, args: &[&str]) -> std::process::Output {
+        Command::new(gateway_binary())
+            .args(args)
             .arg("--config")
             .arg(&self.config)
-            .arg("--limit")
-            .arg(limit.to_string())
             .output()
-            .expect("run gateway cdr");
+            .expect("run the gateway binary")
+    }
+
+    /// The newest `limit` CDRs as `gateway cdr --limit` prints them.
+    pub fn recent_cdrs(&self, limit: usize) -> String {
+        let output = self.subcommand(&["cdr", "--limit", &limit.to_string()]);
         assert!(
             output.status.success(),
             "gateway cdr failed: {}",

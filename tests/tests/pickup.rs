@@ -5,19 +5,12 @@
 //! check that media flow through the relay both ways.
 
 use e2e_tests::analog::RtpPeer;
+use e2e_tests::pickup::{picker, ringing, ringing_with};
 use e2e_tests::{free_port, logged_port, register, Gateway, GatewayOptions, Sipp};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use telephony_hw::dsp::analysis::dominant_frequency;
 use telephony_hw::dsp::g711::Law;
-
-/// A SIPp picker `ext` (password `pw<ext>`) dialling `code` with `scenario`.
-fn picker(scenario: &str, code: &str, ext: &str) -> Sipp {
-    Sipp::new(scenario, free_port())
-        .service(code)
-        .credentials(ext, &format!("pw{ext}"))
-        .key("caller", ext)
-}
 
 /// 202 dials `*8` and its phone declines the INVITE with Replaces (603): the pickup fails.
 fn picker_declines(gateway: &Gateway) {
@@ -26,37 +19,6 @@ fn picker_declines(gateway: &Gateway) {
         .out_of_call("uas_replaces_reject.xml")
         .fill("@REJECT@", "603")
         .run(gateway);
-}
-
-/// 201 registered and ringing with a call from 204; returns (callee, caller) SIPp runs.
-fn ringing(
-    gateway: &Gateway,
-    callee_scenario: &str,
-    caller_scenario: &str,
-) -> (e2e_tests::SippRun, e2e_tests::SippRun) {
-    ringing_with(gateway, callee_scenario, caller_scenario, |caller| caller)
-}
-
-/// [`ringing`], the caller's SIPp run adjusted by `caller`.
-fn ringing_with(
-    gateway: &Gateway,
-    callee_scenario: &str,
-    caller_scenario: &str,
-    caller: impl FnOnce(Sipp) -> Sipp,
-) -> (e2e_tests::SippRun, e2e_tests::SippRun) {
-    let phone = free_port();
-    register(gateway, "201", phone, 600, 200);
-    let callee = Sipp::new(callee_scenario, phone).spawn(gateway);
-    let caller = caller(
-        Sipp::new(caller_scenario, free_port())
-            .service("201")
-            .credentials("204", "pw204")
-            .key("caller", "204")
-            .expect(480),
-    )
-    .spawn(gateway);
-    gateway.wait_for_log("ringing 1 contact(s)");
-    (callee, caller)
 }
 
 /// The caller stays on the line long enough for the picker's re-INVITE to be over first.

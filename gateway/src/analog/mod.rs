@@ -82,7 +82,7 @@ pub fn service_config(
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             std::net::IpAddr::V4(ip) => ip.to_string(),
         },
-        control_socket: analog.control_socket_path(&config.database.path),
+        control_socket: analog.control_socket_path(&config.database),
         rtp_probation_packets: config.media.probation_packets,
     }
 }

@@ -353,11 +353,17 @@ pub struct AnalogConfig {
 }
 
 impl AnalogConfig {
-    /// The operator interface's socket path for a gateway whose database is `database`.
-    pub fn control_socket_path(&self, database: &Path) -> PathBuf {
-        self.control_socket
-            .clone()
-            .unwrap_or_else(|| database.with_file_name("analog.sock"))
+    /// The operator interface's socket path for a gateway whose database is `database`
+    /// (next to the SQLite file unless configured; validation requires `control_socket`
+    /// with PostgreSQL).
+    pub fn control_socket_path(&self, database: &DatabaseConfig) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| {
+            database
+                .path
+                .as_deref()
+                .unwrap_or(Path::new("."))
+                .with_file_name("analog.sock")
+        })
     }
 }
 
@@ -618,12 +624,31 @@ impl Default for FeaturesConfig {
     }
 }
 
-/// `[database]`
+/// `[database]`: `path` (SQLite, the embedded default) or `url` (PostgreSQL), one of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// SQLite file (created with its directory if missing).
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// PostgreSQL instead, e.g. `postgres://gateway@db.example/gateway` (a unix socket's
+    /// directory percent-encoded as the host: `postgres://gateway@%2Frun%2Fpostgresql/gateway`).
+    /// Without TLS for now: `sslmode=require` is refused.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// The database as messages name it (file path, or URL without password).
+    pub fn describe(&self) -> String {
+        match (&self.url, &self.path) {
+            (Some(url), _) => crate::store::parse_postgres_url(url)
+                .map(|(_, name)| name)
+                .unwrap_or_else(|_| "database.url".into()),
+            (None, Some(path)) => path.display().to_string(),
+            (None, None) => "(no database)".into(),
+        }
+    }
 }
 
 /// `[[extension]]`
@@ -822,6 +847,47 @@ impl Config {
             key: key.to_string(),
             problem,
         };
+        match (&self.database.path, &self.database.url) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "database",
+                    "set `path` (SQLite) or `url` (PostgreSQL), not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "database",
+                    "set `path` (a SQLite file, e.g. \"./data/gw.db\") or `url` (PostgreSQL, \
+                     e.g. \"postgres://gateway@db.example/gateway\")"
+                        .into(),
+                ))
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(invalid(
+                        "database.url",
+                        "expected a postgres:// URL, e.g. \"postgres://gateway@db.example/gateway\""
+                            .into(),
+                    ));
+                }
+                if let Err(problem) = crate::store::parse_postgres_url(url) {
+                    return Err(invalid("database.url", problem));
+                }
+                if self
+                    .analog
+                    .as_ref()
+                    .is_some_and(|a| a.control_socket.is_none())
+                {
+                    return Err(invalid(
+                        "analog.control_socket",
+                        "required with database.url (the default is next to the SQLite file), \
+                         e.g. \"/run/pots-gateway/analog.sock\""
+                            .into(),
+                    ));
+                }
+            }
+            (Some(_), None) => {}
+        }
         if self.sip.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "sip.listen",
@@ -1221,6 +1287,42 @@ password = "pw201"
         }
         assert!(config.extension("204").unwrap().call_groups.is_empty());
         assert_eq!(config.extension("201").unwrap().pickup_groups, ["sales"]);
+    }
+
+    #[test]
+    fn the_database_is_a_sqlite_file_or_a_postgres_url() {
+        let url = "url = \"postgres://gw:secret@db.example/calls\"";
+        let postgres = load(&MINIMAL.replace("path = \"./data/gw.db\"", url)).unwrap();
+        assert_eq!(postgres.database.path, None);
+        assert_eq!(
+            postgres.database.describe(),
+            "postgres://gw@db.example:5432/calls",
+            "no password in messages"
+        );
+        let both = MINIMAL.replace("[database]", &format!("[database]\n{url}"));
+        let err = load(&both).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let neither = MINIMAL.replace("path = \"./data/gw.db\"", "");
+        let err = load(&neither).unwrap_err().to_string();
+        assert!(err.contains("`database`"), "{err}");
+        for (bad, expected) in [
+            ("mysql://db/calls", "postgres:// URL"),
+            ("postgres://db/calls?sslmode=require", "TLS"),
+            ("postgres://db/calls?sslmode=bogus", "database.url"),
+        ] {
+            let text = MINIMAL.replace("path = \"./data/gw.db\"", &format!("url = \"{bad}\""));
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("database.url"),
+                "{err}"
+            );
+        }
+        let analog = format!(
+            "{}[analog]\n",
+            MINIMAL.replace("path = \"./data/gw.db\"", url)
+        );
+        let err = load(&analog).unwrap_err().to_string();
+        assert!(err.contains("analog.control_socket"), "{err}");
     }
 
     #[test]

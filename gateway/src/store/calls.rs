@@ -3,12 +3,12 @@
 //! lose is in the context before the crash: who answered and when, and the last time the
 //! call was known to be up; the next start turns each context left behind into a CDR.
 //!
-//! The SQL is written so that a PostgreSQL implementation of [`CallStore`] can keep the same
-//! guarantee across nodes: the claim is one conditional `UPDATE ... WHERE state = 'ringing'`
-//! on a row chosen in the same statement (PostgreSQL would add `FOR UPDATE SKIP LOCKED`).
+//! The same SQL runs on SQLite and PostgreSQL, and keeps the guarantee across connections
+//! (nodes): the claim is one conditional `UPDATE ... WHERE state = 'ringing' ... RETURNING`
+//! on a row chosen in the same statement (PostgreSQL adds `FOR UPDATE SKIP LOCKED`).
 
-use super::{cached_execute, sqlite_error, Store, StoreError};
-use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+use super::sql::{ColumnError, Db, Param, Row};
+use super::{Store, StoreError};
 
 /// A leg of a ringing call, by its dialog identifiers (the gateway's side of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +198,7 @@ pub struct Cdr {
     pub media: Option<String>,
 }
 
-/// Persistence of call contexts and CDRs; SQLite here, PostgreSQL for several nodes later.
+/// Persistence of call contexts and CDRs, in SQLite or PostgreSQL.
 pub trait CallStore {
     /// Records a call that starts ringing.
     fn insert_ringing(&mut self, context: &CallContext) -> Result<(), StoreError>;
@@ -237,16 +237,16 @@ pub trait CallStore {
 const CONTEXT_COLUMNS: &str = "call_key, node, caller_display, caller_number, caller_uri, \
      caller_offer, called, ring_started_ms";
 
-fn context_from_row(row: &Row<'_>) -> rusqlite::Result<CallContext> {
+fn context_from_row(row: &Row) -> Result<CallContext, ColumnError> {
     Ok(CallContext {
-        call_key: row.get(0)?,
-        node: row.get(1)?,
-        caller_display: row.get(2)?,
-        caller_number: row.get(3)?,
-        caller_uri: row.get(4)?,
-        caller_offer: row.get(5)?,
-        called: row.get(6)?,
-        ring_started_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+        call_key: row.text(0)?,
+        node: row.text(1)?,
+        caller_display: row.opt_text(2)?,
+        caller_number: row.text(3)?,
+        caller_uri: row.text(4)?,
+        caller_offer: row.blob(5)?,
+        called: row.text(6)?,
+        ring_started_ms: row.u64(7)?,
         call_groups: Vec::new(),
         legs: Vec::new(),
     })
@@ -258,25 +258,18 @@ const INTERRUPTED_COLUMNS: &str = "call_key, caller_number, called, ring_started
      pickup_ms, up_ms";
 
 /// The CDR of a call left behind by a run that stopped, and its pickup in progress, if any.
-fn interrupted_from_row(
-    row: &Row<'_>,
-    node: &str,
-) -> rusqlite::Result<(Cdr, Option<FailedPickup>)> {
-    let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
-    let opt_u64 = |index: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(row.get::<_, Option<i64>>(index)?.map(as_u64))
-    };
-    let call_key: String = row.get(0)?;
-    let caller: String = row.get(1)?;
-    let ring_start_ms = as_u64(row.get(3)?);
-    let state: String = row.get(4)?;
-    let claimed_ms = opt_u64(6)?;
+fn interrupted_from_row(row: &Row, node: &str) -> Result<(Cdr, Option<FailedPickup>), ColumnError> {
+    let call_key = row.text(0)?;
+    let caller = row.text(1)?;
+    let ring_start_ms = row.u64(3)?;
+    let state = row.text(4)?;
+    let claimed_ms = row.opt_u64(6)?;
     // A context written before schema 4 has no answer time: it counts as unanswered.
-    let answer_ms = opt_u64(8)?;
+    let answer_ms = row.opt_u64(8)?;
     let mut cdr = Cdr {
         call_key,
         caller: caller.clone(),
-        called: row.get(2)?,
+        called: row.text(2)?,
         answered_by: None,
         pickup_method: PickupMethod::None.as_str().into(),
         billed: Some(caller),
@@ -291,25 +284,23 @@ fn interrupted_from_row(
         media: None,
     };
     if let Some(answer_ms) = answer_ms {
-        let up_to = opt_u64(13)?.unwrap_or(answer_ms).max(answer_ms);
-        cdr.answered_by = row.get(9)?;
-        cdr.billed = row.get::<_, Option<String>>(10)?.or(cdr.billed);
-        if let Some(method) = row.get::<_, Option<String>>(11)? {
+        let up_to = row.opt_u64(13)?.unwrap_or(answer_ms).max(answer_ms);
+        cdr.answered_by = row.opt_text(9)?;
+        cdr.billed = row.opt_text(10)?.or(cdr.billed);
+        if let Some(method) = row.opt_text(11)? {
             cdr.pickup_method = method;
         }
-        cdr.pickup_ms = opt_u64(12)?;
+        cdr.pickup_ms = row.opt_u64(12)?;
         cdr.end_ms = up_to;
         cdr.duration_ms = up_to - answer_ms;
         cdr.hangup_cause =
             "the gateway stopped while the call was up (talk time to its last mark)".into();
         return Ok((cdr, None));
     }
-    let failed = match (state.as_str(), row.get::<_, Option<String>>(5)?, claimed_ms) {
+    let failed = match (state.as_str(), row.opt_text(5)?, claimed_ms) {
         ("claimed", Some(picker), Some(claimed_ms)) => Some(FailedPickup {
             picker,
-            method: row
-                .get::<_, Option<String>>(7)?
-                .unwrap_or_else(|| "unknown".into()),
+            method: row.opt_text(7)?.unwrap_or_else(|| "unknown".into()),
             claimed_ms,
             failed_ms: claimed_ms,
             reason: "the gateway stopped during the pickup".into(),
@@ -319,271 +310,256 @@ fn interrupted_from_row(
     Ok((cdr, failed))
 }
 
-fn insert_cdr(conn: &rusqlite::Connection, cdr: &Cdr) -> rusqlite::Result<()> {
-    cached_execute(
-        conn,
+fn insert_cdr(db: &dyn Db, cdr: &Cdr) -> Result<(), StoreError> {
+    db.execute(
         "INSERT INTO cdrs (call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, \
          pickup_ms, answer_ms, end_ms, duration_ms, disposition, hangup_cause, node) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![
-            cdr.call_key,
-            cdr.caller,
-            cdr.called,
-            cdr.answered_by,
-            cdr.pickup_method,
-            cdr.billed,
-            ms(cdr.ring_start_ms),
-            opt_ms(cdr.pickup_ms),
-            opt_ms(cdr.answer_ms),
-            ms(cdr.end_ms),
-            ms(cdr.duration_ms),
-            cdr.disposition,
-            cdr.hangup_cause,
-            cdr.node,
+        &[
+            (&cdr.call_key).into(),
+            (&cdr.caller).into(),
+            (&cdr.called).into(),
+            (&cdr.answered_by).into(),
+            (&cdr.pickup_method).into(),
+            (&cdr.billed).into(),
+            cdr.ring_start_ms.into(),
+            cdr.pickup_ms.into(),
+            cdr.answer_ms.into(),
+            cdr.end_ms.into(),
+            cdr.duration_ms.into(),
+            (&cdr.disposition).into(),
+            (&cdr.hangup_cause).into(),
+            (&cdr.node).into(),
         ],
     )
-    .map(|_| ())
+    .map(drop)
 }
 
 fn insert_failed_pickup(
-    conn: &rusqlite::Connection,
+    db: &dyn Db,
     call_key: &str,
     failed: &FailedPickup,
-) -> rusqlite::Result<()> {
-    cached_execute(
-        conn,
+) -> Result<(), StoreError> {
+    db.execute(
         "INSERT INTO failed_pickups (call_key, picker, method, claimed_ms, failed_ms, reason) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            call_key,
-            failed.picker,
-            failed.method,
-            ms(failed.claimed_ms),
-            ms(failed.failed_ms),
-            failed.reason,
+        &[
+            call_key.into(),
+            (&failed.picker).into(),
+            (&failed.method).into(),
+            failed.claimed_ms.into(),
+            failed.failed_ms.into(),
+            (&failed.reason).into(),
         ],
     )
-    .map(|_| ())
+    .map(drop)
 }
 
 /// Deletes a call's context (its groups, legs and row).
-fn forget_context(conn: &rusqlite::Connection, call_key: &str) -> rusqlite::Result<()> {
+fn forget_context(db: &dyn Db, call_key: &str) -> Result<(), StoreError> {
     for sql in [
         "DELETE FROM call_groups WHERE call_key = ?1",
         "DELETE FROM call_legs WHERE call_key = ?1",
         "DELETE FROM call_contexts WHERE call_key = ?1",
     ] {
-        cached_execute(conn, sql, [call_key])?;
+        db.execute(sql, &[call_key.into()])?;
     }
     Ok(())
 }
 
 /// [`CallStore::recover_interrupted`] in one transaction.
-fn recover(conn: &mut rusqlite::Connection, node: &str) -> rusqlite::Result<Interrupted> {
-    let tx = conn.transaction()?;
-    let calls: Vec<(Cdr, Option<FailedPickup>)> = tx
-        .prepare(&format!(
-            "SELECT {INTERRUPTED_COLUMNS} FROM call_contexts WHERE node = ?1 \
-             ORDER BY ring_started_ms, call_key"
-        ))?
-        .query_map([node], |row| interrupted_from_row(row, node))?
-        .collect::<Result<_, _>>()?;
-    let mut found = Interrupted::default();
-    for (cdr, failed) in &calls {
-        if let Some(failed) = failed {
-            insert_failed_pickup(&tx, &cdr.call_key, failed)?;
+fn recover(db: &dyn Db, node: &str) -> Result<Interrupted, StoreError> {
+    db.atomically(|| {
+        let calls = db.rows(
+            &format!(
+                "SELECT {INTERRUPTED_COLUMNS} FROM call_contexts WHERE node = ?1 \
+                 ORDER BY ring_started_ms, call_key"
+            ),
+            &[node.into()],
+            |row| interrupted_from_row(row, node),
+        )?;
+        let mut found = Interrupted::default();
+        for (cdr, failed) in &calls {
+            if let Some(failed) = failed {
+                insert_failed_pickup(db, &cdr.call_key, failed)?;
+            }
+            insert_cdr(db, cdr)?;
+            forget_context(db, &cdr.call_key)?;
+            match cdr.answer_ms {
+                Some(_) => found.answered += 1,
+                None => found.unanswered += 1,
+            }
         }
-        insert_cdr(&tx, cdr)?;
-        forget_context(&tx, &cdr.call_key)?;
-        match cdr.answer_ms {
-            Some(_) => found.answered += 1,
-            None => found.unanswered += 1,
-        }
-    }
-    tx.commit()?;
-    Ok(found)
+        Ok(found)
+    })
 }
 
-fn ms(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn opt_ms(value: Option<u64>) -> Option<i64> {
-    value.map(ms)
+/// Runs `work` with every commit synced to disk (billing records written outside the
+/// writer's batches, whose sync thread syncs the WAL instead).
+fn fully_synced<T>(
+    db: &dyn Db,
+    work: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    db.set_full_sync(true)?;
+    let result = work();
+    let restored = db.set_full_sync(false);
+    let value = result?;
+    restored?;
+    Ok(value)
 }
 
 impl Store {
     fn load_details(&self, mut context: CallContext) -> Result<CallContext, StoreError> {
-        let sqlite = |e| self.error(e);
-        let mut groups = self
-            .conn
-            .prepare_cached(
-                "SELECT group_name FROM call_groups WHERE call_key = ?1 ORDER BY group_name",
-            )
-            .map_err(sqlite)?;
-        context.call_groups = groups
-            .query_map([&context.call_key], |row| row.get(0))
-            .map_err(sqlite)?
-            .collect::<Result<_, _>>()
-            .map_err(sqlite)?;
-        let mut legs = self
-            .conn
-            .prepare_cached("SELECT call_id, local_tag, remote_tag FROM call_legs WHERE call_key = ?1 ORDER BY call_id")
-            .map_err(sqlite)?;
-        context.legs = legs
-            .query_map([&context.call_key], |row| {
+        let key = [Param::Text(&context.call_key)];
+        context.call_groups = self.db.rows(
+            "SELECT group_name FROM call_groups WHERE call_key = ?1 ORDER BY group_name",
+            &key,
+            |row| row.text(0),
+        )?;
+        context.legs = self.db.rows(
+            "SELECT call_id, local_tag, remote_tag FROM call_legs WHERE call_key = ?1 ORDER BY call_id",
+            &key,
+            |row| {
                 Ok(LegIds {
-                    call_id: row.get(0)?,
-                    local_tag: row.get(1)?,
-                    remote_tag: row.get(2)?,
+                    call_id: row.text(0)?,
+                    local_tag: row.text(1)?,
+                    remote_tag: row.opt_text(2)?,
                 })
-            })
-            .map_err(sqlite)?
-            .collect::<Result<_, _>>()
-            .map_err(sqlite)?;
+            },
+        )?;
         Ok(context)
     }
 
-    /// Runs one cached statement outside any transaction of its own.
-    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
-        cached_execute(&self.conn, sql, params)
-            .map(|_| ())
-            .map_err(|e| self.error(e))
+    /// Runs one statement.
+    fn run(&self, sql: &str, params: &[Param<'_>]) -> Result<(), StoreError> {
+        self.db.execute(sql, params).map(drop)
     }
 }
 
 impl CallStore for Store {
     fn insert_ringing(&mut self, context: &CallContext) -> Result<(), StoreError> {
-        let sqlite = sqlite_error(&self.path);
-        let tx = self.conn.savepoint().map_err(sqlite)?;
-        cached_execute(
-            &tx,
-            "INSERT OR REPLACE INTO call_contexts (call_key, node, state, caller_display, caller_number, \
-             caller_uri, caller_offer, called, ring_started_ms) VALUES (?1, ?2, 'ringing', ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                context.call_key,
-                context.node,
-                context.caller_display,
-                context.caller_number,
-                context.caller_uri,
-                context.caller_offer,
-                context.called,
-                ms(context.ring_started_ms),
-            ],
-        )
-        .map_err(sqlite)?;
-        for group in &context.call_groups {
-            cached_execute(
-                &tx,
-                "INSERT OR IGNORE INTO call_groups (call_key, group_name) VALUES (?1, ?2)",
-                params![context.call_key, group],
-            )
-            .map_err(sqlite)?;
-        }
-        for leg in &context.legs {
-            cached_execute(
-                &tx,
-                "INSERT OR REPLACE INTO call_legs (call_key, call_id, local_tag, remote_tag) VALUES (?1, ?2, ?3, ?4)",
-                params![context.call_key, leg.call_id, leg.local_tag, leg.remote_tag],
-            )
-            .map_err(sqlite)?;
-        }
-        tx.commit().map_err(sqlite)
+        let db = self.db.as_ref();
+        let key = Param::Text(&context.call_key);
+        db.atomically(|| {
+            // A context of the same key is replaced whole.
+            db.execute("DELETE FROM call_contexts WHERE call_key = ?1", &[key])?;
+            db.execute(
+                "INSERT INTO call_contexts (call_key, node, state, caller_display, caller_number, \
+                 caller_uri, caller_offer, called, ring_started_ms) VALUES (?1, ?2, 'ringing', ?3, ?4, ?5, ?6, ?7, ?8)",
+                &[
+                    key,
+                    (&context.node).into(),
+                    (&context.caller_display).into(),
+                    (&context.caller_number).into(),
+                    (&context.caller_uri).into(),
+                    Param::Blob(&context.caller_offer),
+                    (&context.called).into(),
+                    context.ring_started_ms.into(),
+                ],
+            )?;
+            for group in &context.call_groups {
+                db.execute(
+                    "INSERT INTO call_groups (call_key, group_name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    &[key, group.into()],
+                )?;
+            }
+            for leg in &context.legs {
+                db.execute(
+                    "INSERT INTO call_legs (call_key, call_id, local_tag, remote_tag) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (call_key, call_id) DO UPDATE SET local_tag = excluded.local_tag, \
+                     remote_tag = excluded.remote_tag",
+                    &[
+                        key,
+                        (&leg.call_id).into(),
+                        (&leg.local_tag).into(),
+                        (&leg.remote_tag).into(),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn set_leg_remote_tag(&mut self, call_id: &str, remote_tag: &str) -> Result<(), StoreError> {
         self.run(
             "UPDATE call_legs SET remote_tag = ?2 WHERE call_id = ?1",
-            params![call_id, remote_tag],
+            &[call_id.into(), remote_tag.into()],
         )
     }
 
     fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
-        let sqlite = sqlite_error(&self.path);
         // Which ringing calls the target names, regardless of groups.
         let (filter, target_value) = match &request.target {
             // `?3` is always referenced so every statement binds the same parameters.
-            PickupTarget::Group => ("?3 = ''", String::new()),
-            PickupTarget::Directed(ext) => ("c.called = ?3", ext.clone()),
+            PickupTarget::Group => ("?3 = ''", ""),
+            PickupTarget::Directed(ext) => ("c.called = ?3", ext.as_str()),
             PickupTarget::Leg(call_id) => (
                 "EXISTS (SELECT 1 FROM call_legs l WHERE l.call_key = c.call_key AND l.call_id = ?3)",
-                call_id.clone(),
+                call_id.as_str(),
             ),
         };
         let candidates = format!(
             "FROM call_contexts c WHERE c.state = 'ringing' AND c.node = ?1 AND c.called != ?2 \
              AND c.caller_number != ?2 AND ({filter})"
         );
-        let placeholders: Vec<String> = (0..request.pickup_groups.len())
-            .map(|i| format!("?{}", i + 7))
-            .collect();
-        let eligible = if placeholders.is_empty() {
-            "0 = 1".to_string()
-        } else {
+        // The picker's groups meet the call's, with the groups bound from `?first` on.
+        let eligible = |first: usize| {
+            if request.pickup_groups.is_empty() {
+                return "0 = 1".to_string();
+            }
+            let placeholders: Vec<String> = (0..request.pickup_groups.len())
+                .map(|i| format!("?{}", i + first))
+                .collect();
             format!(
                 "EXISTS (SELECT 1 FROM call_groups g WHERE g.call_key = c.call_key AND g.group_name IN ({}))",
                 placeholders.join(", ")
             )
         };
-        let mut values: Vec<rusqlite::types::Value> = vec![
-            request.node.clone().into(),
-            request.picker.clone().into(),
+        let mut values: Vec<Param<'_>> = vec![
+            (&request.node).into(),
+            (&request.picker).into(),
             target_value.into(),
-            request.picker.clone().into(),
-            ms(request.now_ms).into(),
-            request.target.method().as_str().to_string().into(),
+            (&request.picker).into(),
+            request.now_ms.into(),
+            request.target.method().as_str().into(),
         ];
-        values.extend(request.pickup_groups.iter().map(|g| g.clone().into()));
-
-        // Alone: an IMMEDIATE transaction (the write lock before reading); in a batch (already
-        // IMMEDIATE) the statements run in it: the claim is one UPDATE, atomic by itself.
-        let tx = if self.in_batch() {
-            None
-        } else {
-            Some(
-                rusqlite::Transaction::new_unchecked(
-                    &self.conn,
-                    rusqlite::TransactionBehavior::Immediate,
-                )
-                .map_err(sqlite)?,
-            )
-        };
-        let tx_conn = &self.conn;
-        let claimed: Option<CallContext> = tx_conn
-            .query_row(
-                &format!(
-                    "UPDATE call_contexts SET state = 'claimed', claimed_by = ?4, claimed_at_ms = ?5, claim_method = ?6 \
-                     WHERE state = 'ringing' AND call_key = (SELECT c.call_key {candidates} AND {eligible} \
-                     ORDER BY c.ring_started_ms, c.call_key LIMIT 1) RETURNING {CONTEXT_COLUMNS}"
-                ),
-                params_from_iter(values.iter()),
-                context_from_row,
-            )
-            .optional()
-            .map_err(sqlite)?;
-        let outcome = match claimed {
-            Some(context) => ClaimOutcome::Claimed(Box::new(context)),
-            // A group pickup names no call: one the picker may not take is none of its
-            // business, so it hears what it would hear if nothing rang (no leak of calls).
-            None if request.target == PickupTarget::Group => ClaimOutcome::NothingRinging,
-            None => {
-                let ringing: i64 = tx_conn
-                    .query_row(
-                        &format!("SELECT COUNT(*) {candidates}"),
-                        params_from_iter(values.iter().take(3)),
-                        |row| row.get(0),
-                    )
-                    .map_err(sqlite)?;
-                if ringing > 0 {
-                    ClaimOutcome::NotAllowed
-                } else {
-                    ClaimOutcome::NothingRinging
+        values.extend(request.pickup_groups.iter().map(Param::from));
+        let lock = self.db.dialect().claim_lock();
+        let claim = format!(
+            "UPDATE call_contexts SET state = 'claimed', claimed_by = ?4, claimed_at_ms = ?5, claim_method = ?6 \
+             WHERE state = 'ringing' AND call_key = (SELECT c.call_key {candidates} AND {} \
+             ORDER BY c.ring_started_ms, c.call_key LIMIT 1{lock}) RETURNING {CONTEXT_COLUMNS}",
+            eligible(7)
+        );
+        // Whether a call the target names rings that the picker's groups do not allow (a
+        // call the picker may take that rings still is one a concurrent claim holds).
+        let forbidden = format!("SELECT COUNT(*) {candidates} AND NOT ({})", eligible(4));
+        let forbidden_values: Vec<Param<'_>> = values[..3]
+            .iter()
+            .copied()
+            .chain(request.pickup_groups.iter().map(Param::from))
+            .collect();
+        // Alone: a transaction of its own (SQLite takes the write lock before reading); in
+        // a batch a savepoint of it. The claim itself is one UPDATE, atomic by itself.
+        let db = self.db.as_ref();
+        let outcome = db.atomically(|| {
+            Ok(match db.first(&claim, &values, context_from_row)? {
+                Some(context) => ClaimOutcome::Claimed(Box::new(context)),
+                // A group pickup names no call: one the picker may not take is none of its
+                // business, so it hears what it would hear if nothing rang (no leak of calls).
+                None if request.target == PickupTarget::Group => ClaimOutcome::NothingRinging,
+                None => {
+                    let forbidden = db
+                        .first(&forbidden, &forbidden_values, |row| row.int(0))?
+                        .unwrap_or(0);
+                    if forbidden > 0 {
+                        ClaimOutcome::NotAllowed
+                    } else {
+                        ClaimOutcome::NothingRinging
+                    }
                 }
-            }
-        };
-        if let Some(tx) = tx {
-            tx.commit().map_err(sqlite)?;
-        }
+            })
+        })?;
         match outcome {
             ClaimOutcome::Claimed(context) => Ok(ClaimOutcome::Claimed(Box::new(
                 self.load_details(*context)?,
@@ -596,7 +572,7 @@ impl CallStore for Store {
         self.run(
             "UPDATE call_contexts SET state = 'ringing', claimed_by = NULL, claimed_at_ms = NULL, \
              claim_method = NULL WHERE call_key = ?1",
-            params![call_key],
+            &[call_key.into()],
         )
     }
 
@@ -604,24 +580,22 @@ impl CallStore for Store {
         self.run(
             "UPDATE call_contexts SET state = 'answered', answer_ms = ?2, up_ms = ?2, answered_by = ?3, \
              billed = ?4, pickup_method = ?5, pickup_ms = ?6 WHERE call_key = ?1",
-            params![
-                call_key,
-                ms(answer.answer_ms),
-                answer.answered_by,
-                answer.billed,
-                answer.pickup_method.as_str(),
-                opt_ms(answer.pickup_ms),
+            &[
+                call_key.into(),
+                answer.answer_ms.into(),
+                (&answer.answered_by).into(),
+                (&answer.billed).into(),
+                answer.pickup_method.as_str().into(),
+                answer.pickup_ms.into(),
             ],
         )
     }
 
     fn mark_up(&mut self, node: &str, now_ms: u64) -> Result<usize, StoreError> {
-        cached_execute(
-            &self.conn,
+        self.db.execute(
             "UPDATE call_contexts SET up_ms = ?2 WHERE node = ?1 AND state = 'answered'",
-            params![node, ms(now_ms)],
+            &[node.into(), now_ms.into()],
         )
-        .map_err(|e| self.error(e))
     }
 
     fn record_failed_pickup(
@@ -629,107 +603,80 @@ impl CallStore for Store {
         call_key: &str,
         failed: &FailedPickup,
     ) -> Result<(), StoreError> {
-        insert_failed_pickup(&self.conn, call_key, failed).map_err(|e| self.error(e))
+        insert_failed_pickup(self.db.as_ref(), call_key, failed)
     }
 
     fn failed_pickups(&self, call_key: &str) -> Result<Vec<FailedPickup>, StoreError> {
-        let sqlite = |e| self.error(e);
-        let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT picker, method, claimed_ms, failed_ms, reason FROM failed_pickups \
-                 WHERE call_key = ?1 ORDER BY id",
-            )
-            .map_err(sqlite)?;
-        let rows = statement
-            .query_map([call_key], |row| {
+        self.db.rows(
+            "SELECT picker, method, claimed_ms, failed_ms, reason FROM failed_pickups \
+             WHERE call_key = ?1 ORDER BY id",
+            &[call_key.into()],
+            |row| {
                 Ok(FailedPickup {
-                    picker: row.get(0)?,
-                    method: row.get(1)?,
-                    claimed_ms: as_u64(row.get(2)?),
-                    failed_ms: as_u64(row.get(3)?),
-                    reason: row.get(4)?,
+                    picker: row.text(0)?,
+                    method: row.text(1)?,
+                    claimed_ms: row.u64(2)?,
+                    failed_ms: row.u64(3)?,
+                    reason: row.text(4)?,
                 })
-            })
-            .map_err(sqlite)?;
-        rows.collect::<Result<_, _>>().map_err(sqlite)
+            },
+        )
     }
 
     fn recover_interrupted(&mut self, node: &str) -> Result<Interrupted, StoreError> {
         // Billing records: synced to disk before the run goes on, like every CDR.
-        let sqlite = sqlite_error(&self.path);
-        self.conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite)?;
-        let found = recover(&mut self.conn, node);
-        let restored = self.conn.pragma_update(None, "synchronous", "NORMAL");
-        let found = found.map_err(sqlite)?;
-        restored.map_err(sqlite)?;
-        Ok(found)
+        let db = self.db.as_ref();
+        fully_synced(db, || recover(db, node))
     }
 
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError> {
         // A completed call's record must survive a power cut: sync this commit to disk when
         // it is alone (in the writer's batches the sync thread syncs the WAL instead).
-        let sqlite = sqlite_error(&self.path);
-        let alone = !self.in_batch();
-        if alone {
-            self.conn
-                .pragma_update(None, "synchronous", "FULL")
-                .map_err(sqlite)?;
+        let db = self.db.as_ref();
+        let write = || {
+            db.atomically(|| {
+                insert_cdr(db, cdr)?;
+                forget_context(db, &cdr.call_key)
+            })
+        };
+        if self.in_batch() {
+            write()
+        } else {
+            fully_synced(db, write)
         }
-        let result = self.conn.savepoint().and_then(|tx| {
-            insert_cdr(&tx, cdr)?;
-            forget_context(&tx, &cdr.call_key)?;
-            tx.commit()
-        });
-        if alone {
-            self.conn
-                .pragma_update(None, "synchronous", "NORMAL")
-                .map_err(sqlite)?;
-        }
-        result.map_err(sqlite)
     }
 
     fn set_cdr_media(&mut self, call_key: &str, media: &str) -> Result<(), StoreError> {
         self.run(
             "UPDATE cdrs SET media = ?2 WHERE call_key = ?1",
-            params![call_key, media],
+            &[call_key.into(), media.into()],
         )
     }
 
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError> {
-        let sqlite = |e| self.error(e);
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, pickup_ms, \
-                 answer_ms, end_ms, duration_ms, disposition, hangup_cause, node, media FROM cdrs ORDER BY id DESC LIMIT ?1",
-            )
-            .map_err(sqlite)?;
-        let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
-        let rows = statement
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+        self.db.rows(
+            "SELECT call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, pickup_ms, \
+             answer_ms, end_ms, duration_ms, disposition, hangup_cause, node, media FROM cdrs ORDER BY id DESC LIMIT ?1",
+            &[Param::Int(i64::try_from(limit).unwrap_or(i64::MAX))],
+            |row| {
                 Ok(Cdr {
-                    call_key: row.get(0)?,
-                    caller: row.get(1)?,
-                    called: row.get(2)?,
-                    answered_by: row.get(3)?,
-                    pickup_method: row.get(4)?,
-                    billed: row.get(5)?,
-                    ring_start_ms: as_u64(row.get(6)?),
-                    pickup_ms: row.get::<_, Option<i64>>(7)?.map(as_u64),
-                    answer_ms: row.get::<_, Option<i64>>(8)?.map(as_u64),
-                    end_ms: as_u64(row.get(9)?),
-                    duration_ms: as_u64(row.get(10)?),
-                    disposition: row.get(11)?,
-                    hangup_cause: row.get(12)?,
-                    node: row.get(13)?,
-                    media: row.get(14)?,
+                    call_key: row.text(0)?,
+                    caller: row.text(1)?,
+                    called: row.text(2)?,
+                    answered_by: row.opt_text(3)?,
+                    pickup_method: row.text(4)?,
+                    billed: row.opt_text(5)?,
+                    ring_start_ms: row.u64(6)?,
+                    pickup_ms: row.opt_u64(7)?,
+                    answer_ms: row.opt_u64(8)?,
+                    end_ms: row.u64(9)?,
+                    duration_ms: row.u64(10)?,
+                    disposition: row.text(11)?,
+                    hangup_cause: row.text(12)?,
+                    node: row.text(13)?,
+                    media: row.opt_text(14)?,
                 })
-            })
-            .map_err(sqlite)?;
-        rows.collect::<Result<_, _>>().map_err(sqlite)
+            },
+        )
     }
 }

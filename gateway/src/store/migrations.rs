@@ -1,8 +1,8 @@
-//! Versioned schema migrations: each entry brings the schema from version N to N+1.
+//! Versioned schema migrations: each entry brings the schema from version N to N+1. They
+//! are written in SQLite's types and run on PostgreSQL as [`Dialect::schema`] spells them.
 
+use super::sql::{Db, Dialect};
 use super::StoreError;
-use rusqlite::Connection;
-use std::path::Path;
 
 /// The migrations, in order. Never edit a released one; append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -109,37 +109,49 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Newest schema version this build knows.
-pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Applies the missing migrations in one transaction.
-pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let sqlite = super::sqlite_error(path);
-    let tx = conn.transaction().map_err(sqlite)?;
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .map_err(sqlite)?;
-    let current: u32 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-            [],
-            |row| row.get(0),
-        )
-        .map_err(sqlite)?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found: current,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(migration).map_err(sqlite)?;
-        tx.execute("DELETE FROM schema_version", [])
-            .map_err(sqlite)?;
-        tx.execute(
-            "INSERT INTO schema_version (version) VALUES (?1)",
-            [index as u32 + 1],
-        )
-        .map_err(sqlite)?;
-    }
-    tx.commit().map_err(sqlite)
+/// Any constant naming the migrations' advisory lock in PostgreSQL.
+const MIGRATION_LOCK: i64 = 0x6761_7465_7761_7931;
+
+/// Applies the missing migrations in one transaction; the versions before and after. In
+/// PostgreSQL, gateways starting at once on one database take turns (an advisory lock), so
+/// each migration runs once.
+pub(super) fn apply(db: &dyn Db) -> Result<(u32, u32), StoreError> {
+    db.atomically(|| {
+        if db.dialect() == Dialect::Postgres {
+            db.execute(
+                "SELECT pg_advisory_xact_lock(?1)",
+                &[super::sql::Param::Int(MIGRATION_LOCK)],
+            )?;
+        }
+        db.execute_script(
+            &db.dialect()
+                .schema("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"),
+        )?;
+        let current = db
+            .first(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                &[],
+                |row| row.u64(0),
+            )?
+            .unwrap_or(0);
+        let current = u32::try_from(current).unwrap_or(u32::MAX);
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                database: db.name().to_string(),
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            db.execute_script(&db.dialect().schema(migration))?;
+            db.execute("DELETE FROM schema_version", &[])?;
+            db.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                &[(index as u32 + 1).into()],
+            )?;
+        }
+        Ok((current, SCHEMA_VERSION))
+    })
 }

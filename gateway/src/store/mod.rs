@@ -1,25 +1,38 @@
-//! Persistent state in SQLite (rusqlite, bundled): versioned schema migrations, WAL, and a
-//! writer thread so SIP handling never waits for the disk.
+//! Persistent state: in SQLite (rusqlite, bundled; the embedded default) or PostgreSQL (the
+//! shared database of several nodes), through one interface ([`sql::Db`]) so the logic
+//! exists once: versioned schema migrations, and a writer thread so SIP handling never
+//! waits for the database.
 
 mod calls;
 mod migrations;
+mod postgres;
+mod sql;
+mod sqlite;
 mod subscriptions;
 mod writer;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_cluster;
 
 pub use calls::{
     Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup, Interrupted,
     LegIds, PickupMethod, PickupTarget, INTERRUPTED,
 };
+pub use migrations::SCHEMA_VERSION;
+pub use postgres::PgPool;
 pub use subscriptions::StoredSubscription;
 pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 
+pub(crate) use postgres::parse_url as parse_postgres_url;
+
+use crate::config::DatabaseConfig;
 use crate::registrar::Binding;
 use crate::transport::{Peer, Protocol};
-use rusqlite::{params, Connection};
+use sql::{Db, Param};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// A database problem, with the file and what to check.
+/// A database problem, naming the database and what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The directory for the database could not be created.
@@ -38,224 +51,202 @@ pub enum StoreError {
         /// The SQLite error.
         source: rusqlite::Error,
     },
-    /// The file was written by a newer gateway.
-    #[error("database {path} has schema version {found}, newer than this gateway's {supported}: upgrade the gateway or use another file")]
+    /// PostgreSQL failed.
+    #[error("database {database}: {detail} (check that the server runs and is reachable, that it accepts this user, and that the database exists)")]
+    Postgres {
+        /// The database URL, without password.
+        database: String,
+        /// What the client or the server said.
+        detail: String,
+    },
+    /// `database.url` does not parse.
+    #[error("database.url: {detail} (expected e.g. postgres://gateway@db.example/gateway)")]
+    Url {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The database was written by a newer gateway.
+    #[error("database {database} has schema version {found}, newer than this gateway's {supported}: upgrade the gateway or use another database")]
     TooNew {
-        /// The database file.
-        path: PathBuf,
-        /// Version in the file.
+        /// The database file or URL (without password).
+        database: String,
+        /// Version in the database.
         found: u32,
         /// Newest version this build knows.
         supported: u32,
     },
+    /// A row holds something the gateway did not write there.
+    #[error("database {database}: column {column} holds {found}, expected {expected} (a row edited by hand, or not a gateway database)")]
+    Column {
+        /// The database file or URL.
+        database: String,
+        /// Index of the column in its query.
+        column: usize,
+        /// What the gateway expected.
+        expected: &'static str,
+        /// What it found.
+        found: String,
+    },
 }
 
-/// Maps SQLite errors to [`StoreError`] naming the database file; borrows only the path, so
-/// it can be used while the connection is borrowed for a transaction.
-fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
-    move |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Runs a statement through the connection's statement cache (the hot writes repeat a
-/// handful of statements thousands of times a second).
-fn cached_execute(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
-}
-
-/// The gateway's SQLite database.
+/// The gateway's database: a SQLite file or a PostgreSQL database.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    /// The write-ahead log SQLite writes (named after the resolved database path), when the
-    /// database is in WAL mode.
-    wal: Option<PathBuf>,
+    db: Box<dyn Db>,
+    /// Schema versions before and after the migrations this open applied.
+    migrated: (u32, u32),
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let sqlite = sqlite_error(path);
-        let mut conn = Connection::open(path).map_err(sqlite)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sqlite)?;
-        let wal = match (mode.eq_ignore_ascii_case("wal"), conn.path()) {
-            (true, Some(db)) if !db.is_empty() => Some(PathBuf::from(format!("{db}-wal"))),
-            _ => {
-                tracing::warn!(
-                    "{}: journal mode {mode}, not WAL: every CDR commit is synced in the store thread",
-                    path.display()
-                );
-                None
-            }
-        };
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sqlite)?;
-        migrations::apply(&mut conn, path)?;
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-            wal,
-        })
+        Store::with(Box::new(sqlite::SqliteDb::open(path)?))
     }
 
-    /// Starts a batch: the writer applies many commands in one IMMEDIATE transaction with one
-    /// commit instead of one each. Commands inside run as savepoints of the batch. The commit
-    /// is not synced to disk here: the writer's sync thread does that for CDRs, off the path
-    /// of pickup claims.
+    /// Takes a connection of the PostgreSQL pool and brings the schema up to date.
+    pub fn open_postgres(pool: &PgPool) -> Result<Store, StoreError> {
+        Store::with(Box::new(pool.db()?))
+    }
+
+    /// Opens the database the config names (`database.url`, else `database.path`).
+    pub fn open_config(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        match (&config.url, &config.path) {
+            (Some(url), _) => Store::open_postgres(&PgPool::new(url)?),
+            (None, Some(path)) => Store::open(path),
+            // Config validation requires one of them.
+            (None, None) => Err(StoreError::Url {
+                detail: "neither database.url nor database.path is set".into(),
+            }),
+        }
+    }
+
+    fn with(db: Box<dyn Db>) -> Result<Store, StoreError> {
+        let migrated = migrations::apply(db.as_ref())?;
+        Ok(Store { db, migrated })
+    }
+
+    /// The database as messages name it (file path, or URL without password).
+    pub fn name(&self) -> &str {
+        self.db.name()
+    }
+
+    /// The schema version the database had when opened, and the one it has now.
+    pub fn migrated(&self) -> (u32, u32) {
+        self.migrated
+    }
+
+    /// Starts a batch: the writer applies many commands in one transaction with one
+    /// commit instead of one each. Commands inside run as savepoints of the batch. A SQLite
+    /// commit is not synced to disk here: the writer's sync thread does that for CDRs, off
+    /// the path of pickup claims.
     pub fn begin_batch(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.error(e))
+        self.db.begin()
     }
 
     /// Rolls back whatever transaction is open (a batch that can no longer commit).
     pub fn rollback_batch(&mut self) {
-        if self.in_batch() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
+        self.db.rollback();
     }
 
     /// Commits the batch [`Store::begin_batch`] started (rolling it back if the commit fails).
     pub fn commit_batch(&mut self) -> Result<(), StoreError> {
-        let committed = self.conn.execute_batch("COMMIT").map_err(|e| self.error(e));
-        if committed.is_err() && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        committed
+        self.db.commit()
     }
 
-    /// The write-ahead log whose sync makes commits durable; None when the database is not
-    /// in WAL mode (commits must then be synced as they are made: [`Store::set_full_sync`]).
+    /// The write-ahead log whose sync makes commits durable; None when each commit must be
+    /// (or is) synced as it is made: [`Store::set_full_sync`].
     pub fn wal_path(&self) -> Option<&Path> {
-        self.wal.as_deref()
+        self.db.wal_path()
     }
 
-    /// Whether each commit is synced to disk before it returns (`synchronous=FULL`) or not
-    /// (`NORMAL`, the default: durable once the WAL is synced).
+    /// Whether each commit is synced to disk before it returns (SQLite `synchronous=FULL`)
+    /// or not (`NORMAL`, the default: durable once the WAL is synced). PostgreSQL commits
+    /// always are.
     pub fn set_full_sync(&mut self, full: bool) -> Result<(), StoreError> {
-        let mode = if full { "FULL" } else { "NORMAL" };
-        self.conn
-            .pragma_update(None, "synchronous", mode)
-            .map_err(|e| self.error(e))
+        self.db.set_full_sync(full)
     }
 
     /// Whether a batch is open (commands then run as savepoints of it).
     pub fn in_batch(&self) -> bool {
-        !self.conn.is_autocommit()
+        self.db.in_transaction()
     }
 
-    fn error(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+    /// Whether a failed statement spoils the open batch (PostgreSQL), so that each command
+    /// in a batch needs a savepoint of its own.
+    fn errors_abort_batch(&self) -> bool {
+        self.db.dialect().errors_abort_transaction()
     }
 
     /// Replaces every stored binding of `aor` with `bindings`.
     pub fn replace_bindings(&mut self, aor: &str, bindings: &[Binding]) -> Result<(), StoreError> {
-        let sqlite = sqlite_error(&self.path);
-        let tx = self.conn.savepoint().map_err(sqlite)?;
-        cached_execute(
-            &tx,
-            "DELETE FROM registrations WHERE aor = ?1",
-            params![aor],
-        )
-        .map_err(sqlite)?;
-        for b in bindings {
-            cached_execute(
-                &tx,
-                "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    aor,
-                    b.contact,
-                    i64::try_from(b.expires_at).unwrap_or(i64::MAX),
-                    b.call_id,
-                    b.cseq,
+        let db = self.db.as_ref();
+        db.atomically(|| {
+            db.execute(
+                "DELETE FROM registrations WHERE aor = ?1",
+                &[Param::Text(aor)],
+            )?;
+            for b in bindings {
+                let (proto, addr, local) = (
                     b.source.protocol.uri_param(),
                     b.source.addr.to_string(),
-                    b.q.map(f64::from),
                     b.source.local.to_string(),
-                ],
-            )
-            .map_err(sqlite)?;
-        }
-        tx.commit().map_err(sqlite)
+                );
+                db.execute(
+                    "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    &[
+                        aor.into(),
+                        (&b.contact).into(),
+                        b.expires_at.into(),
+                        (&b.call_id).into(),
+                        b.cseq.into(),
+                        proto.into(),
+                        (&addr).into(),
+                        b.q.into(),
+                        (&local).into(),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Every unexpired binding; expired rows are deleted on the way.
     pub fn load_bindings(&self, now: u64) -> Result<Vec<(String, Binding)>, StoreError> {
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        self.conn
-            .execute(
-                "DELETE FROM registrations WHERE expires_at <= ?1",
-                params![now],
-            )
-            .map_err(|e| self.error(e))?;
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr \
-                 FROM registrations ORDER BY aor, contact",
-            )
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([], |row| {
-                let proto: String = row.get(5)?;
-                let addr: String = row.get(6)?;
-                let expires_at: i64 = row.get(2)?;
-                let q: Option<f64> = row.get(7)?;
-                let local: Option<String> = row.get(8)?;
+        self.db.execute(
+            "DELETE FROM registrations WHERE expires_at <= ?1",
+            &[now.into()],
+        )?;
+        let rows = self.db.rows(
+            "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr \
+             FROM registrations ORDER BY aor, contact",
+            &[],
+            |row| {
                 Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    expires_at,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, u32>(4)?,
-                    (proto, addr, local),
-                    q,
+                    row.text(0)?,
+                    Binding {
+                        contact: row.text(1)?,
+                        expires_at: row.u64(2)?,
+                        call_id: row.text(3)?,
+                        cseq: row.u32(4)?,
+                        source: crate::transport::ANALOG_PEER,
+                        q: row.opt_real(7)?.map(|q| q as f32),
+                    },
+                    (row.text(5)?, row.text(6)?, row.opt_text(8)?),
                 ))
-            })
-            .map_err(|e| self.error(e))?;
+            },
+        )?;
         let mut bindings = Vec::new();
-        for row in rows {
-            let (aor, contact, expires_at, call_id, cseq, (proto, addr, local), q) =
-                row.map_err(|e| self.error(e))?;
+        for (aor, mut binding, (proto, addr, local)) in rows {
             // A row that does not parse (edited by hand) is skipped, not fatal.
             let Ok(addr) = addr.parse::<SocketAddr>() else {
                 tracing::warn!(
                     "{}: skipping registration of {aor} with bad address {addr:?}",
-                    self.path.display()
+                    self.name()
                 );
                 continue;
             };
-            bindings.push((
-                aor,
-                Binding {
-                    contact,
-                    expires_at: u64::try_from(expires_at).unwrap_or(0),
-                    call_id,
-                    cseq,
-                    source: stored_peer(&proto, addr, local.as_deref()),
-                    q: q.map(|q| q as f32),
-                },
-            ));
+            binding.source = stored_peer(&proto, addr, local.as_deref());
+            bindings.push((aor, binding));
         }
         Ok(bindings)
     }

@@ -1,6 +1,75 @@
-//! SQLite store: round trip, restart, migrations, expiry, writer thread.
+//! The store, every case against both backends (`sqlite::` and `postgres::` variants of
+//! each test): round trip, restart, migrations, expiry, claims, writer thread. The
+//! PostgreSQL variants use the throwaway cluster of [`super::test_cluster`]; each test has a
+//! database of its own.
 
 use super::*;
+use std::sync::Arc;
+
+/// One test's database on one backend; [`TestDb::open`] opens it again (a new connection,
+/// as after a restart).
+enum TestDb {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgPool),
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        TestDb::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> TestDb {
+        let url = test_cluster::TestCluster::shared().create_database();
+        TestDb::Postgres(PgPool::new(&url).unwrap())
+    }
+
+    fn open(&self) -> Store {
+        self.try_open().unwrap()
+    }
+
+    fn try_open(&self) -> Result<Store, StoreError> {
+        match self {
+            TestDb::Sqlite(dir) => Store::open(&dir.path().join("gw.db")),
+            TestDb::Postgres(pool) => Store::open_postgres(pool),
+        }
+    }
+}
+
+/// Runs each listed test (a `fn(TestDb)`) once per backend.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $test() {
+                super::$test(super::TestDb::sqlite())
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $test() {
+                super::$test(super::TestDb::postgres())
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    bindings_survive_a_reopen,
+    replace_overwrites_and_empty_removes,
+    migrations_are_idempotent_and_newer_schemas_refused,
+    writer_thread_applies_commands_in_order,
+    group_pickup_claims_the_oldest_eligible_call_once,
+    directed_pickup_checks_groups_and_leg_lookup_works,
+    connections_claiming_at_once_claim_each_call_once,
+    racing_pickers_of_one_call_have_exactly_one_winner,
+    cdrs_are_listed_newest_first_with_their_media,
+    a_batch_is_one_transaction_whose_commands_see_each_other,
+    a_failed_command_spoils_nothing_else_in_its_batch,
+    the_writer_answers_only_after_the_batch_is_committed,
+    a_cdr_replaces_its_call_context_and_failed_pickups_are_kept,
+    calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark,
+    subscriptions_survive_reopening_and_expired_ones_are_dropped,
+);
 
 fn binding(contact: &str, expires_at: u64) -> Binding {
     Binding {
@@ -18,10 +87,15 @@ fn binding(contact: &str, expires_at: u64) -> Binding {
 }
 
 #[test]
-fn bindings_survive_a_reopen() {
+fn sqlite_creates_the_directory_of_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/dir/gw.db");
-    let mut store = Store::open(&path).unwrap();
+    drop(Store::open(&path).unwrap());
+    assert!(path.exists());
+}
+
+fn bindings_survive_a_reopen(db: TestDb) {
+    let mut store = db.open();
     store
         .replace_bindings(
             "201",
@@ -29,7 +103,7 @@ fn bindings_survive_a_reopen() {
         )
         .unwrap();
     drop(store);
-    let store = Store::open(&path).unwrap();
+    let store = db.open();
     let loaded = store.load_bindings(100).unwrap();
     assert_eq!(loaded, [("201".to_string(), binding("sip:201@a", 500))]);
     assert_eq!(
@@ -39,10 +113,8 @@ fn bindings_survive_a_reopen() {
     );
 }
 
-#[test]
-fn replace_overwrites_and_empty_removes() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+fn replace_overwrites_and_empty_removes(db: TestDb) {
+    let mut store = db.open();
     store
         .replace_bindings("201", &[binding("sip:201@a", 500)])
         .unwrap();
@@ -56,22 +128,67 @@ fn replace_overwrites_and_empty_removes() {
     assert!(store.load_bindings(0).unwrap().is_empty());
 }
 
+fn schema_version(store: &Store) -> u64 {
+    store
+        .db
+        .first("SELECT version FROM schema_version", &[], |r| r.u64(0))
+        .unwrap()
+        .unwrap()
+}
+
+fn migrations_are_idempotent_and_newer_schemas_refused(db: TestDb) {
+    let first = db.open();
+    assert_eq!(first.migrated(), (0, SCHEMA_VERSION));
+    drop(first);
+    let store = db.open();
+    assert_eq!(
+        store.migrated(),
+        (SCHEMA_VERSION, SCHEMA_VERSION),
+        "nothing left to apply"
+    );
+    assert_eq!(schema_version(&store), u64::from(SCHEMA_VERSION));
+    let rows = store
+        .db
+        .first("SELECT COUNT(*) FROM schema_version", &[], |r| r.u64(0))
+        .unwrap();
+    assert_eq!(rows, Some(1));
+    let name = store.name().to_string();
+    store
+        .db
+        .execute("UPDATE schema_version SET version = 99", &[])
+        .unwrap();
+    drop(store);
+    let error = db.try_open().err().unwrap();
+    assert!(
+        matches!(error, StoreError::TooNew { found: 99, .. }),
+        "{error:?}"
+    );
+    let error = error.to_string();
+    assert!(
+        error.contains("schema version 99") && error.contains(&name),
+        "names the database: {error}"
+    );
+}
+
 #[test]
-fn migrations_are_idempotent_and_newer_schemas_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    drop(Store::open(&path).unwrap());
-    drop(Store::open(&path).unwrap());
-    let conn = Connection::open(&path).unwrap();
-    let version: u32 = conn
-        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, migrations::SCHEMA_VERSION);
-    conn.execute("UPDATE schema_version SET version = 99", [])
-        .unwrap();
-    drop(conn);
-    let error = Store::open(&path).err().unwrap().to_string();
-    assert!(error.contains("schema version 99"), "{error}");
+fn gateways_migrating_one_postgres_database_at_once_apply_each_migration_once() {
+    let url = test_cluster::TestCluster::shared().create_database();
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let pool = PgPool::new(&url).unwrap();
+                barrier.wait();
+                Store::open_postgres(&pool).unwrap().migrated()
+            })
+        })
+        .collect();
+    let mut migrated: Vec<(u32, u32)> = opened.into_iter().map(|t| t.join().unwrap()).collect();
+    migrated.sort();
+    let applied = (0, SCHEMA_VERSION);
+    let current = (SCHEMA_VERSION, SCHEMA_VERSION);
+    assert_eq!(migrated, [applied, current, current, current]);
 }
 
 #[test]
@@ -87,11 +204,8 @@ fn unusable_paths_name_the_file() {
     assert!(error.contains("garbage.db"), "{error}");
 }
 
-#[test]
-fn writer_thread_applies_commands_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    let writer = StoreWriter::start(Store::open(&path).unwrap(), |_| {});
+fn writer_thread_applies_commands_in_order(db: TestDb) {
+    let writer = StoreWriter::start(db.open(), |_| {});
     for expires in [100, 200, 300] {
         writer.send(StoreCommand::ReplaceBindings {
             aor: "202".into(),
@@ -99,7 +213,7 @@ fn writer_thread_applies_commands_in_order() {
         });
     }
     writer.flush();
-    let loaded = Store::open(&path).unwrap().load_bindings(0).unwrap();
+    let loaded = db.open().load_bindings(0).unwrap();
     assert_eq!(loaded[0].1.expires_at, 300);
 }
 
@@ -139,10 +253,8 @@ fn claimed_key(outcome: ClaimOutcome) -> String {
     }
 }
 
-#[test]
-fn group_pickup_claims_the_oldest_eligible_call_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+fn group_pickup_claims_the_oldest_eligible_call_once(db: TestDb) {
+    let mut store = db.open();
     store
         .insert_ringing(&context("new", "201", &["sales"], 2000))
         .unwrap();
@@ -179,10 +291,8 @@ fn group_pickup_claims_the_oldest_eligible_call_once() {
     );
 }
 
-#[test]
-fn directed_pickup_checks_groups_and_leg_lookup_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+fn directed_pickup_checks_groups_and_leg_lookup_works(db: TestDb) {
+    let mut store = db.open();
     store
         .insert_ringing(&context("c1", "201", &["sales"], 1000))
         .unwrap();
@@ -253,31 +363,34 @@ fn directed_pickup_checks_groups_and_leg_lookup_works() {
     );
 }
 
-#[test]
-fn two_connections_claiming_at_once_give_one_winner() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    let mut store = Store::open(&path).unwrap();
+/// Four connections (nodes) claim 20 ringing calls, each until nothing is left for it:
+/// every call is claimed exactly once.
+fn connections_claiming_at_once_claim_each_call_once(db: TestDb) {
+    let mut store = db.open();
     for i in 0..20 {
         store
             .insert_ringing(&context(&format!("c{i}"), "201", &["sales"], 1000 + i))
             .unwrap();
     }
-    let workers: Vec<_> = (0..2)
+    let db = Arc::new(db);
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let workers: Vec<_> = (0..4)
         .map(|w| {
-            let path = path.clone();
+            let (db, barrier) = (db.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let mut store = Store::open(&path).unwrap();
+                let mut store = db.open();
+                barrier.wait();
                 let mut won = Vec::new();
-                for _ in 0..20 {
-                    if let ClaimOutcome::Claimed(c) = store
+                loop {
+                    match store
                         .claim(&claim(&format!("20{w}"), &["sales"], PickupTarget::Group))
                         .unwrap()
                     {
-                        won.push(c.call_key);
+                        ClaimOutcome::Claimed(c) => won.push(c.call_key),
+                        ClaimOutcome::NothingRinging => return won,
+                        ClaimOutcome::NotAllowed => panic!("a group pickup never hears that"),
                     }
                 }
-                won
             })
         })
         .collect();
@@ -292,10 +405,99 @@ fn two_connections_claiming_at_once_give_one_winner() {
     assert_eq!(unique, 20, "every call was claimed once");
 }
 
+/// Round after round, eight connections go for the same ringing call at once (directed,
+/// group and BLF pickups mixed): exactly one wins; the others hear that nothing rings.
+fn racing_pickers_of_one_call_have_exactly_one_winner(db: TestDb) {
+    const PICKERS: usize = 8;
+    let db = Arc::new(db);
+    let mut stores: Vec<Store> = (0..PICKERS).map(|_| db.open()).collect();
+    let mut setup = db.open();
+    for round in 0..10 {
+        let key = format!("r{round}");
+        setup
+            .insert_ringing(&context(&key, "201", &["sales"], 1000 + round))
+            .unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(PICKERS));
+        let outcomes: Vec<ClaimOutcome> = std::thread::scope(|scope| {
+            let pickers: Vec<_> = stores
+                .iter_mut()
+                .enumerate()
+                .map(|(i, store)| {
+                    let (barrier, key) = (barrier.clone(), key.clone());
+                    scope.spawn(move || {
+                        let target = match i % 3 {
+                            0 => PickupTarget::Group,
+                            1 => PickupTarget::Directed("201".into()),
+                            _ => PickupTarget::Leg(format!("leg-{key}")),
+                        };
+                        let request = claim(&format!("3{i:02}"), &["sales"], target);
+                        barrier.wait();
+                        store.claim(&request).unwrap()
+                    })
+                })
+                .collect();
+            pickers.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        let winners: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                ClaimOutcome::Claimed(c) => Some(c.call_key.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            winners,
+            std::slice::from_ref(&key),
+            "round {round}: {outcomes:?}"
+        );
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, ClaimOutcome::Claimed(_) | ClaimOutcome::NothingRinging)),
+            "the losers may pick up, the call is just gone: {outcomes:?}"
+        );
+        setup.write_cdr(&cdr(&key, Some("202"))).unwrap();
+    }
+}
+
+/// A node whose claim of the oldest call is not committed yet holds its row: another node's
+/// group pickup takes the next call at once instead of waiting for that row (and then
+/// finding it gone).
 #[test]
-fn cdrs_are_listed_newest_first_with_their_media() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+fn a_postgres_claim_skips_the_call_another_connection_is_claiming() {
+    let db = TestDb::postgres();
+    let mut first = db.open();
+    for (key, ring) in [("old", 1000), ("new", 2000)] {
+        first
+            .insert_ringing(&context(key, "201", &["sales"], ring))
+            .unwrap();
+    }
+    first.begin_batch().unwrap();
+    let held = first
+        .claim(&claim("202", &["sales"], PickupTarget::Group))
+        .unwrap();
+    assert_eq!(claimed_key(held), "old");
+    let mut second = db.open();
+    // Waiting for the held row would fail here instead of hanging the test.
+    second.db.execute("SET lock_timeout = '2s'", &[]).unwrap();
+    let outcome = second
+        .claim(&claim("203", &["sales"], PickupTarget::Group))
+        .unwrap();
+    assert_eq!(claimed_key(outcome), "new");
+    // A directed pickup of the held call: the call is being picked up, not forbidden.
+    let outcome = second
+        .claim(&claim(
+            "203",
+            &["sales"],
+            PickupTarget::Directed("201".into()),
+        ))
+        .unwrap();
+    assert_eq!(outcome, ClaimOutcome::NothingRinging);
+    first.commit_batch().unwrap();
+}
+
+fn cdrs_are_listed_newest_first_with_their_media(db: TestDb) {
+    let mut store = db.open();
     for (key, picker) in [("a", None), ("b", Some("202"))] {
         store.write_cdr(&cdr(key, picker)).unwrap();
     }
@@ -334,11 +536,8 @@ fn cdr(key: &str, picker: Option<&str>) -> Cdr {
     }
 }
 
-#[test]
-fn a_batch_is_one_transaction_whose_commands_see_each_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    let mut store = Store::open(&path).unwrap();
+fn a_batch_is_one_transaction_whose_commands_see_each_other(db: TestDb) {
+    let mut store = db.open();
     // Committed: the claim inside the batch sees the ringing call inserted before it.
     store.begin_batch().unwrap();
     store
@@ -350,15 +549,19 @@ fn a_batch_is_one_transaction_whose_commands_see_each_other() {
     assert_eq!(claimed_key(outcome), "c1");
     store.write_cdr(&cdr("c0", None)).unwrap();
     store.commit_batch().unwrap();
-    // What the writer's sync thread syncs to make the commit durable: the write-ahead log.
-    assert!(store.wal_path().unwrap().ends_with("gw.db-wal"));
+    // What the writer's sync thread syncs to make the commit durable: SQLite's write-ahead
+    // log; a PostgreSQL commit is durable as it returns.
+    match &db {
+        TestDb::Sqlite(_) => assert!(store.wal_path().unwrap().ends_with("gw.db-wal")),
+        TestDb::Postgres(_) => assert_eq!(store.wal_path(), None),
+    }
     // Begun but never committed (the process died): none of it is stored.
     store.begin_batch().unwrap();
     store
         .insert_ringing(&context("c2", "203", &["sales"], 2000))
         .unwrap();
     drop(store);
-    let mut store = Store::open(&path).unwrap();
+    let mut store = db.open();
     assert_eq!(store.recent_cdrs(10).unwrap().len(), 1);
     assert_eq!(
         store
@@ -369,16 +572,53 @@ fn a_batch_is_one_transaction_whose_commands_see_each_other() {
     );
 }
 
-#[test]
-fn the_writer_answers_only_after_the_batch_is_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+/// In a batch on PostgreSQL a failed statement would abort the transaction: each command
+/// runs in a savepoint, so the commands around a failing one are still committed.
+fn a_failed_command_spoils_nothing_else_in_its_batch(db: TestDb) {
+    let mut store = db.open();
+    store.begin_batch().unwrap();
+    execute(
+        &mut store,
+        StoreCommand::InsertRinging(Box::new(context("c1", "201", &["sales"], 1000))),
+    );
+    // Sabotage: the next command's table is gone (as if a DBA dropped it by mistake).
+    store.db.execute("DROP TABLE cdrs", &[]).unwrap();
+    execute(
+        &mut store,
+        StoreCommand::WriteCdr {
+            cdr: Box::new(cdr("c0", None)),
+            confirm: false,
+        },
+    );
+    let claimed = execute(
+        &mut store,
+        StoreCommand::Claim {
+            pickup: 1,
+            request: claim("202", &["sales"], PickupTarget::Group),
+        },
+    );
+    assert!(
+        matches!(&claimed, Some(StoreResult::Claim { outcome: ClaimOutcome::Claimed(c), .. }) if c.call_key == "c1"),
+        "{claimed:?}"
+    );
+    assert!(store.in_batch(), "the batch survived the failed command");
+    store.commit_batch().unwrap();
+    let store = db.open();
+    let states = store
+        .db
+        .rows("SELECT state FROM call_contexts", &[], |r| r.text(0))
+        .unwrap();
+    assert_eq!(states, ["claimed"]);
+}
+
+fn the_writer_answers_only_after_the_batch_is_committed(db: TestDb) {
+    let db = Arc::new(db);
+    let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = answers.clone();
-    let check_path = path.clone();
-    let writer = StoreWriter::start(Store::open(&path).unwrap(), move |result| {
+    let checker = db.clone();
+    let writer = StoreWriter::start(db.open(), move |result| {
         // Another connection sees everything the answer is about: it was committed first.
-        let cdrs = Store::open(&check_path).unwrap().recent_cdrs(10).unwrap();
+        let cdrs = checker.open().recent_cdrs(10).unwrap();
         seen.lock().unwrap().push((result, cdrs.len()));
     });
     writer.send(StoreCommand::InsertRinging(Box::new(context(
@@ -424,10 +664,8 @@ fn answer(picker: &str, answer_ms: u64) -> Answer {
     }
 }
 
-#[test]
-fn a_cdr_replaces_its_call_context_and_failed_pickups_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("gw.db")).unwrap();
+fn a_cdr_replaces_its_call_context_and_failed_pickups_are_kept(db: TestDb) {
+    let mut store = db.open();
     store
         .insert_ringing(&context("c1", "201", &["sales"], 1000))
         .unwrap();
@@ -449,11 +687,8 @@ fn a_cdr_replaces_its_call_context_and_failed_pickups_are_kept() {
     assert!(store.failed_pickups("c2").unwrap().is_empty());
 }
 
-#[test]
-fn calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    let mut store = Store::open(&path).unwrap();
+fn calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark(db: TestDb) {
+    let mut store = db.open();
     // c1 was picked up by 202 and is up; c2 rings 203; 203 is picking up c3 (ringing 205).
     for (key, called, ring) in [
         ("c1", "201", 1000),
@@ -490,7 +725,7 @@ fn calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark() {
     );
     // The process dies; the next start finds the contexts.
     drop(store);
-    let mut store = Store::open(&path).unwrap();
+    let mut store = db.open();
     assert_eq!(
         store.recover_interrupted("gw1").unwrap(),
         Interrupted {
@@ -560,4 +795,42 @@ fn calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark() {
         1,
         "another node's call stays for that node"
     );
+}
+
+fn subscriptions_survive_reopening_and_expired_ones_are_dropped(db: TestDb) {
+    let mut sub = StoredSubscription {
+        subscriber: "202".into(),
+        target: "201".into(),
+        call_id: "sub1".into(),
+        local_tag: "ours".into(),
+        remote_tag: "theirs".into(),
+        local_uri: "<sip:201@127.0.0.1>".into(),
+        remote_uri: "<sip:202@127.0.0.1>".into(),
+        remote_target: "sip:202@127.0.0.1:5072".into(),
+        peer: Peer {
+            protocol: Protocol::Tcp,
+            addr: "127.0.0.1:5072".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        },
+        cseq: 3,
+        version: 2,
+        event_id: Some("x".into()),
+        expires_at: 1_000,
+    };
+    {
+        let mut store = db.open();
+        store.save_subscription(&sub).unwrap();
+        sub.cseq = 4;
+        store.save_subscription(&sub).unwrap();
+        let mut gone = sub.clone();
+        gone.call_id = "sub2".into();
+        gone.expires_at = 10;
+        store.save_subscription(&gone).unwrap();
+        let mut deleted = sub.clone();
+        deleted.call_id = "sub3".into();
+        store.save_subscription(&deleted).unwrap();
+        store.delete_subscription("sub3", "ours").unwrap();
+    }
+    let store = db.open();
+    assert_eq!(store.load_subscriptions(500).unwrap(), vec![sub]);
 }

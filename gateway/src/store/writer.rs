@@ -1,4 +1,4 @@
-//! The store's worker thread: the engine queues commands and never waits for SQLite;
+//! The store's worker thread: the engine queues commands and never waits for the database;
 //! answers (claim outcomes) come back through a callback the runtime turns into events.
 //! Commands that queued up while the previous batch was written go into one transaction
 //! (group commit): at hundreds of calls per second that is one commit instead of five per
@@ -6,7 +6,9 @@
 //! committed after the rest of the batch and a second thread syncs the write-ahead log
 //! before confirming them (one sync for all CDRs committed meanwhile), so a pickup's claim
 //! never waits behind a disk sync. What billing needs before a call's CDR exists (the answer,
-//! the marks of calls up, failed pickups) is synced the same way.
+//! the marks of calls up, failed pickups) is synced the same way. With PostgreSQL each
+//! commit is durable when it returns (the server syncs its WAL), so the sync thread only
+//! passes the answers on; the engine-facing side is the same for both backends.
 
 use super::calls::{Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup};
 use super::Store;
@@ -124,7 +126,30 @@ pub enum StoreResult {
 }
 
 /// Applies one command to the store; returns the answer the engine waits for, if any.
+/// Where a failed statement would spoil the open batch (PostgreSQL), the command runs in a
+/// savepoint of its own, undone alone if it fails.
 pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> {
+    if !(store.errors_abort_batch() && store.in_batch()) {
+        return apply(store, command).0;
+    }
+    let step = match store.db.begin_step() {
+        Ok(step) => step,
+        // The batch is lost already (the connection broke); the writer starts a new one.
+        Err(e) => {
+            tracing::error!("store savepoint not set: {e}");
+            return apply(store, command).0;
+        }
+    };
+    let (answer, applied) = apply(store, command);
+    if let Err(e) = store.db.end_step(step, applied) {
+        tracing::error!("store savepoint not released: {e}");
+    }
+    answer
+}
+
+/// [`execute`]'s work: the answer, and whether the command was applied (failures are
+/// logged here).
+fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool) {
     let result = match command {
         StoreCommand::ReplaceBindings { aor, bindings } => store.replace_bindings(&aor, &bindings),
         StoreCommand::InsertRinging(context) => store.insert_ringing(&context),
@@ -133,11 +158,14 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
             remote_tag,
         } => store.set_leg_remote_tag(&call_id, &remote_tag),
         StoreCommand::Claim { pickup, request } => {
-            let outcome = store.claim(&request).unwrap_or_else(|e| {
-                tracing::error!("pickup claim failed: {e}");
-                ClaimOutcome::NothingRinging
-            });
-            return Some(StoreResult::Claim { pickup, outcome });
+            let (outcome, applied) = match store.claim(&request) {
+                Ok(outcome) => (outcome, true),
+                Err(e) => {
+                    tracing::error!("pickup claim failed: {e}");
+                    (ClaimOutcome::NothingRinging, false)
+                }
+            };
+            return (Some(StoreResult::Claim { pickup, outcome }), applied);
         }
         StoreCommand::Release { call_key } => store.release(&call_key),
         StoreCommand::MarkAnswered { call_key, answer } => store.mark_answered(&call_key, &answer),
@@ -153,18 +181,20 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
             store.delete_subscription(&call_id, &local_tag)
         }
         StoreCommand::WriteCdr { cdr, confirm } => {
-            if let Err(e) = store.write_cdr(&cdr) {
+            let written = store.write_cdr(&cdr);
+            if let Err(e) = &written {
                 tracing::error!("CDR of call {} not saved: {e}", cdr.call_key);
             }
-            return confirm.then(|| StoreResult::CdrWritten {
+            let answer = confirm.then(|| StoreResult::CdrWritten {
                 call_key: cdr.call_key.clone(),
             });
+            return (answer, written.is_ok());
         }
     };
-    if let Err(e) = result {
+    if let Err(e) = &result {
         tracing::error!("store write failed: {e}");
     }
-    None
+    (None, result.is_ok())
 }
 
 enum Message {
@@ -233,9 +263,9 @@ fn apply_batch(
 }
 
 /// Applies `commands` in one transaction (synced to disk as it commits with `full_sync`);
-/// returns the answers. If SQLite rolls the batch back on its own (disk full, I/O error),
-/// the claims made in it are answered as failed and the remaining commands go into a new
-/// batch.
+/// returns the answers. If the database rolls the batch back on its own (SQLite: disk full,
+/// I/O error; PostgreSQL: the connection broke), the claims made in it are answered as
+/// failed and the remaining commands go into a new batch.
 fn apply_transaction(
     store: &mut Store,
     commands: Vec<StoreCommand>,
@@ -260,7 +290,7 @@ fn apply_commands(store: &mut Store, commands: Vec<StoreCommand>) -> Vec<StoreRe
     for command in commands {
         let result = execute(store, command);
         if batched && !store.in_batch() {
-            tracing::error!("the store batch was rolled back by SQLite; starting a new one");
+            tracing::error!("the store batch was rolled back by the database; starting a new one");
             fail_claims(&mut results[batch_start..]);
             // The command during which it happened failed; its answer already says so.
             results.extend(result);

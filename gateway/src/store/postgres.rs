@@ -1,0 +1,407 @@
+//! The shared backend: a PostgreSQL server (tokio-postgres through its blocking client,
+//! `postgres`, which runs each connection on a small runtime of its own, so the store
+//! thread stays an ordinary thread). Connections come from a small pool; statements are
+//! prepared once per connection.
+//!
+//! TLS to the server is not supported yet: `sslmode=require` is refused when the config is
+//! loaded; use a unix socket or a trusted network (`sslmode=disable`, or the default
+//! `prefer`, which then connects without TLS).
+
+use super::sql::{Db, Dialect, Param, Row, Value};
+use super::StoreError;
+use postgres::config::{Host, SslMode};
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::{Client, NoTls, Statement};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a connection attempt may take unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections kept open for reuse.
+const MAX_IDLE: usize = 8;
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match *self {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+                Type::FLOAT8 => (v as f64).to_sql(ty, out),
+                Type::BOOL => (v != 0).to_sql(ty, out),
+                _ => Err(format!("an integer for a parameter of type {ty}").into()),
+            },
+            Param::Real(v) => match *ty {
+                Type::FLOAT8 => v.to_sql(ty, out),
+                Type::FLOAT4 => (v as f32).to_sql(ty, out),
+                _ => Err(format!("a number for a parameter of type {ty}").into()),
+            },
+            Param::Text(text) if <&str as ToSql>::accepts(ty) => text.to_sql(ty, out),
+            Param::Blob(bytes) if <&[u8] as ToSql>::accepts(ty) => bytes.to_sql(ty, out),
+            Param::Text(_) | Param::Blob(_) => {
+                Err(format!("text or bytes for a parameter of type {ty}").into())
+            }
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// A column of a result row as a plain value.
+fn value(row: &postgres::Row, index: usize) -> Result<Value, postgres::Error> {
+    let ty = row.columns()[index].type_().clone();
+    Ok(match ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(index)?.map(Value::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(index)?
+            .map(|v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(index)?
+            .map(|v| Value::Int(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(index)?
+            .map(|v| Value::Int(v.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(index)?.map(Value::Real),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(index)?
+            .map(|v| Value::Real(v.into())),
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index)?.map(Value::Blob),
+        // Text and anything else that reads as text (names, varchar).
+        _ => row.try_get::<_, Option<String>>(index)?.map(Value::Text),
+    }
+    .unwrap_or(Value::Null))
+}
+
+/// The whole story of an error: tokio-postgres keeps the server's message in the source.
+fn detail(error: &postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} ({}): {}", db.severity(), db.code().code(), db.message());
+    }
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The database a URL names, for messages: `postgres://user@host:port/db`, never the
+/// password.
+fn display_name(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = config
+                .get_ports()
+                .get(i)
+                .or(config.get_ports().first())
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            match host {
+                Host::Tcp(name) => format!("{name}{port}"),
+                Host::Unix(dir) => format!("{}{port}", dir.display()),
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// Parses a `database.url`: the connection settings, and the name messages use.
+pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, String), String> {
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| detail(&e))?;
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(
+            "sslmode=require: TLS to PostgreSQL is not supported yet; use a unix \
+                    socket or a trusted network with sslmode=disable"
+                .into(),
+        );
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("pots-gateway");
+    }
+    let name = display_name(&config);
+    Ok((config, name))
+}
+
+struct PoolInner {
+    config: postgres::Config,
+    name: String,
+    idle: Mutex<Vec<Client>>,
+}
+
+/// A small pool of connections to one PostgreSQL database (cheap to clone).
+#[derive(Clone)]
+pub struct PgPool {
+    inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for PgPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgPool({})", self.inner.name)
+    }
+}
+
+impl PgPool {
+    /// A pool for `url` (`postgres://user@host/db`); connects lazily.
+    pub fn new(url: &str) -> Result<PgPool, StoreError> {
+        let (config, name) = parse_url(url).map_err(|detail| StoreError::Url { detail })?;
+        Ok(PgPool {
+            inner: Arc::new(PoolInner {
+                config,
+                name,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The database, as messages name it (without password).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// An open connection: an idle one, else a new one.
+    fn get(&self) -> Result<PooledClient, StoreError> {
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let client = match idle.filter(|client| !client.is_closed()) {
+            Some(client) => client,
+            None => self
+                .inner
+                .config
+                .connect(NoTls)
+                .map_err(|e| StoreError::Postgres {
+                    database: self.inner.name.clone(),
+                    detail: detail(&e),
+                })?,
+        };
+        Ok(PooledClient {
+            client: Some(client),
+            pool: self.inner.clone(),
+        })
+    }
+
+    /// A connection as the store's backend.
+    pub(super) fn db(&self) -> Result<PgDb, StoreError> {
+        Ok(PgDb {
+            conn: RefCell::new(Connection {
+                client: self.get()?,
+                statements: HashMap::new(),
+            }),
+            name: self.inner.name.clone(),
+            in_transaction: Cell::new(false),
+        })
+    }
+}
+
+/// A connection lent by the pool; back to it when dropped (unless closed).
+struct PooledClient {
+    client: Option<Client>,
+    pool: Arc<PoolInner>,
+}
+
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take().filter(|c| !c.is_closed()) {
+            let mut idle = self
+                .pool
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(client);
+            }
+        }
+    }
+}
+
+impl PooledClient {
+    fn client(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until dropped")
+    }
+}
+
+struct Connection {
+    client: PooledClient,
+    /// Prepared statements by their SQLite spelling.
+    statements: HashMap<String, Statement>,
+}
+
+/// `?1` -> `$1`: the store writes SQLite's numbered parameters.
+fn numbered_parameters(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One connection to the PostgreSQL database.
+pub(super) struct PgDb {
+    conn: RefCell<Connection>,
+    name: String,
+    in_transaction: Cell<bool>,
+}
+
+impl PgDb {
+    fn error(&self, error: &postgres::Error) -> StoreError {
+        StoreError::Postgres {
+            database: self.name.clone(),
+            detail: detail(error),
+        }
+    }
+
+    /// Runs `work` on the connection with the statement prepared.
+    fn with_statement<T>(
+        &self,
+        sql: &str,
+        work: impl FnOnce(&mut Client, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.borrow_mut();
+        let Connection { client, statements } = &mut *conn;
+        let client = client.client();
+        if !statements.contains_key(sql) {
+            let statement = client
+                .prepare(&numbered_parameters(sql))
+                .map_err(|e| self.error(&e))?;
+            statements.insert(sql.to_string(), statement);
+        }
+        let statement = &statements[sql];
+        work(client, statement).map_err(|e| self.error(&e))
+    }
+
+    fn simple(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .borrow_mut()
+            .client
+            .client()
+            .batch_execute(sql)
+            .map_err(|e| self.error(&e))
+    }
+}
+
+impl Drop for PgDb {
+    /// A transaction left open (a batch begun, never committed) is not handed on with the
+    /// connection to the pool's next user.
+    fn drop(&mut self) {
+        self.rollback();
+    }
+}
+
+fn as_params<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl Db for PgDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
+        self.with_statement(sql, |client, statement| {
+            client.execute(statement, &as_params(params))
+        })
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let rows = self.with_statement(sql, |client, statement| {
+            client.query(statement, &as_params(params))
+        })?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| value(row, i))
+                    .collect::<Result<_, _>>()
+                    .map(Row)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error(&e))
+    }
+
+    fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        self.simple(sql)
+    }
+
+    fn begin(&self) -> Result<(), StoreError> {
+        self.simple("BEGIN")?;
+        self.in_transaction.set(true);
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<(), StoreError> {
+        self.in_transaction.set(false);
+        let committed = self.simple("COMMIT");
+        if committed.is_err() {
+            let _ = self.simple("ROLLBACK");
+        }
+        committed
+    }
+
+    fn rollback(&self) {
+        if self.in_transaction.replace(false) {
+            let _ = self.simple("ROLLBACK");
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        // A lost connection took its transaction with it.
+        self.in_transaction.get() && !self.conn.borrow_mut().client.client().is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_and_urls_shown_without_password() {
+        assert_eq!(
+            numbered_parameters("SELECT ?1, ?12 WHERE a = '?' AND b = ?2"),
+            "SELECT $1, $12 WHERE a = '?' AND b = $2"
+        );
+        let (_, name) = parse_url("postgres://gw:secret@db.example:5433/calls").unwrap();
+        assert_eq!(name, "postgres://gw@db.example:5433/calls");
+        let (_, name) = parse_url("postgres://gw@%2Frun%2Fpostgresql/calls").unwrap();
+        assert_eq!(name, "postgres://gw@/run/postgresql:5432/calls");
+        let refused = parse_url("postgres://gw@db/calls?sslmode=require").unwrap_err();
+        assert!(refused.contains("sslmode=require"), "{refused}");
+    }
+}

@@ -1,0 +1,172 @@
+//! The gateway on PostgreSQL (`database.url`), against a throwaway cluster the tests start
+//! themselves (`initdb` in a temporary directory, a unix socket there; needs Debian's
+//! `postgresql` package and fails saying so without it): a call and a `*8` pickup billed in
+//! PostgreSQL, registrations restored from it after a restart, and `gateway migrate` on
+//! both backends.
+
+use e2e_tests::pickup::{picker, ringing};
+use e2e_tests::{free_port, gateway_binary, register, Gateway, GatewayOptions, Sipp};
+use gateway::store::test_cluster::TestCluster;
+use gateway::store::SCHEMA_VERSION;
+use std::path::Path;
+
+#[test]
+fn a_call_and_a_group_pickup_are_billed_in_postgres() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let mut gateway = Gateway::start(GatewayOptions {
+        database_url: Some(url.clone()),
+        ..GatewayOptions::default()
+    });
+    // 204 calls 201; 202 takes the call with *8 (Replaces).
+    let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
+    picker("uac_pickup.xml", "*8", "202")
+        .out_of_call("uas_replaces.xml")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    gateway.wait_for_log("connected through Replaces");
+    // 202 calls 203, which answers.
+    let phone = free_port();
+    register(&gateway, "203", phone, 600, 200);
+    let answering = Sipp::new("uas_answer.xml", phone).spawn(&gateway);
+    Sipp::new("uac_call.xml", free_port())
+        .service("203")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .run(&gateway);
+    answering.wait();
+
+    // The CDRs, as the server has them (committed before the callers got their 200 OK to
+    // the BYE; the last one may still be on its way to the server).
+    let cdrs = |client: &mut postgres::Client| -> Vec<Vec<Option<String>>> {
+        client
+            .query(
+                "SELECT caller, called, answered_by, pickup_method, billed, disposition, node \
+                 FROM cdrs ORDER BY id",
+                &[],
+            )
+            .expect("reading cdrs")
+            .iter()
+            .map(|row| (0..row.len()).map(|i| row.get(i)).collect())
+            .collect()
+    };
+    let mut client = cluster.client(&url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut rows = cdrs(&mut client);
+    while rows.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        rows = cdrs(&mut client);
+    }
+    let text =
+        |row: &[&str]| -> Vec<Option<String>> { row.iter().map(|v| Some(v.to_string())).collect() };
+    assert_eq!(
+        rows,
+        [
+            text(&["204", "201", "202", "group", "202", "answered", "gw1"]),
+            text(&["202", "203", "203", "none", "202", "answered", "gw1"]),
+        ],
+        "{}",
+        gateway.log()
+    );
+    let contexts: i64 = client
+        .query_one("SELECT COUNT(*) FROM call_contexts", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(contexts, 0, "the ended calls' contexts are gone");
+    // `gateway cdr` reads them from the same database.
+    let (table, newest) = gateway.last_cdr();
+    assert_eq!(&newest[2..4], ["202", "203"], "{table}");
+
+    // The registrations are in the database: a restart finds both.
+    gateway.restart();
+    assert!(
+        gateway.log().contains("2 registration(s) restored"),
+        "{}",
+        gateway.log()
+    );
+}
+
+/// `gateway migrate --config <config>`: whether it succeeded, and what it printed.
+fn migrate(config: &Path) -> (bool, String) {
+    let output = std::process::Command::new(gateway_binary())
+        .arg("migrate")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run gateway migrate");
+    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// `gateway migrate` on a new database with `[database]` holding `database`: applies every
+/// migration, then has nothing left to do; after `make_newer` it refuses, naming `name`.
+fn migrate_then_refuse_a_newer_schema(database: &str, name: &str, make_newer: impl FnOnce()) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = \"127.0.0.1:{}\"\n[database]\n{database}\n\
+             [[extension]]\nnumber = \"201\"\npassword = \"pw201\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = migrate(&config);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "database {name}: schema migrated from version 0 to {SCHEMA_VERSION}"
+        )),
+        "{text}"
+    );
+    let (ok, text) = migrate(&config);
+    assert!(
+        ok && text.contains(&format!("schema version {SCHEMA_VERSION}, up to date")),
+        "idempotent: {text}"
+    );
+    make_newer();
+    let (ok, text) = migrate(&config);
+    assert!(!ok, "a newer schema is refused: {text}");
+    assert!(
+        text.contains(&format!(
+            "database {name} has schema version 99, newer than this gateway's {SCHEMA_VERSION}"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn gateway_migrate_brings_postgres_up_to_date_and_refuses_a_newer_schema() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let name = gateway::config::DatabaseConfig {
+        path: None,
+        url: Some(url.clone()),
+    }
+    .describe();
+    migrate_then_refuse_a_newer_schema(&format!("url = \"{url}\""), &name, || {
+        cluster
+            .client(&url)
+            .batch_execute("UPDATE schema_version SET version = 99")
+            .unwrap();
+    });
+}
+
+#[test]
+fn gateway_migrate_brings_sqlite_up_to_date_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    migrate_then_refuse_a_newer_schema(
+        &format!("path = \"{}\"", path.display()),
+        &path.display().to_string(),
+        || {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .execute_batch("UPDATE schema_version SET version = 99")
+                .unwrap();
+        },
+    );
+}
