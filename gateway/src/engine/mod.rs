@@ -373,6 +373,7 @@ impl Engine {
             Some(self.next_billing_mark),
             self.calls.next_deadline(),
             self.subscriptions.next_expiry(),
+            self.subscriptions.notify_due(),
         ]
         .into_iter()
         .flatten()

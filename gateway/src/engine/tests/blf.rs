@@ -4,6 +4,7 @@
 
 use super::pickup::response_to;
 use super::*;
+use crate::engine::blf::NOTIFY_BATCH;
 use ezk_sip_types::Method;
 
 /// A SUBSCRIBE from `subscriber` (port `port`) for `target`'s dialogs, as text.
@@ -691,6 +692,38 @@ fn a_group_members_key_follows_the_leg_to_its_own_phone() {
         "201's phone turned the call down while 202's still rings: {}",
         body(&ended)
     );
+}
+
+#[test]
+fn a_fan_out_to_many_keys_goes_out_in_batches_with_the_engine_due_in_between() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+    let config = std::fs::read_to_string(path).unwrap().replacen(
+        "[[extension]]",
+        "[subscriptions]\nmax_per_subscriber = 1000\n\n[[extension]]",
+        1,
+    );
+    let mut h = Harness::with_config(&config);
+    let watchers = NOTIFY_BATCH + 8;
+    for n in 0..watchers {
+        let port = 6000 + n as u16;
+        let text = subscribe_text("202", port, "201", DIALOG)
+            .replace("Call-ID: sub-202-201", &format!("Call-ID: sub-202-201-{n}"))
+            .replace("branch=z9hG4bKsub202201", &format!("branch=z9hG4bKsub{n}"));
+        let out = h.request_with_auth(udp(port), &text, "202", "pw202");
+        one_notify(&mut h, &out, port);
+        // Within the challenges one source may get per second.
+        h.advance(Duration::from_millis(20));
+    }
+    let (_, out) = ring_201(&mut h);
+    let first = requests(&out, "NOTIFY").len();
+    assert_eq!(first, NOTIFY_BATCH, "one batch with the 180");
+    assert!(
+        h.engine.poll_timeout().is_some_and(|at| at <= h.now.mono),
+        "the rest is due at once"
+    );
+    h.advance(Duration::ZERO);
+    let rest = requests(&h.sent(), "NOTIFY").len();
+    assert_eq!(first + rest, watchers, "every key learns it rings");
 }
 
 #[test]
