@@ -449,12 +449,9 @@ impl<C> SendHandle<C> {
         to: SocketAddr,
         bytes: Vec<u8>,
     ) -> bool {
-        self.post(Message::Send {
-            socket,
-            from,
-            to,
-            bytes,
-        })
+        let queued = self.queue_from(socket, from, to, bytes);
+        self.waker.wake();
+        queued
     }
 
     /// Like [`SendHandle::send_from`] without waking the worker: a batch of these is

@@ -600,41 +600,6 @@ fn a_restart_restores_subscriptions_with_rising_cseq_and_version() {
 }
 
 #[test]
-fn a_call_to_a_group_lights_the_keys_of_its_members() {
-    let mut h = Harness::office();
-    let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
-    one_notify(&mut h, &out, 5073);
-    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
-    let out = h.request_with_auth(
-        udp(5074),
-        &invite("204", "sales", 5074, "g1"),
-        "204",
-        "pw204",
-    );
-    let to_201 = requests(&out, "INVITE")
-        .into_iter()
-        .find(|(p, _)| *p == udp(5071))
-        .expect("201 rings as a member of sales")
-        .1
-        .clone();
-    answered_notifies(&mut h, &out, 5073);
-    h.send(udp(5071), &answer(&to_201, 180, "Ringing", "b1", 5071, ""));
-    let out = h.sent();
-    let early = answered_notifies(&mut h, &out, 5073)
-        .pop()
-        .expect("an early NOTIFY");
-    assert_valid(&early);
-    let xml = body(&early);
-    assert!(xml.contains("<state>early</state>"), "{xml}");
-    assert_eq!(
-        attr(&xml, "call-id"),
-        to_201.call_id().map(str::to_string),
-        "201's own leg"
-    );
-    assert_eq!(attr(&xml, "local-tag").as_deref(), Some("b1"));
-}
-
-#[test]
 fn a_group_members_key_follows_the_leg_to_its_own_phone() {
     let mut h = Harness::office();
     let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
