@@ -112,7 +112,7 @@ fn analog_ports(config: &Config, analog: &AnalogConfig) -> Result<Vec<PortPlan>,
         })
         .collect();
     let ports = plan(&conf, analog.zone.as_deref(), &overrides)?;
-    for extension in &config.extensions {
+    for extension in config.extensions() {
         let Some(channel) = extension.analog_channel else {
             continue;
         };
