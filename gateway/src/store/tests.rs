@@ -389,6 +389,7 @@ fn connections_claiming_at_once_claim_each_call_once(db: TestDb) {
                         ClaimOutcome::Claimed(c) => won.push(c.call_key),
                         ClaimOutcome::NothingRinging => return won,
                         ClaimOutcome::NotAllowed => panic!("a group pickup never hears that"),
+                        ClaimOutcome::StoreFailed => panic!("the claim itself succeeded"),
                     }
                 }
             })

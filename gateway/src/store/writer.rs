@@ -170,7 +170,7 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
                 Ok(outcome) => (outcome, true),
                 Err(e) => {
                     report("pickup claim failed", &e);
-                    (ClaimOutcome::NothingRinging, false)
+                    (ClaimOutcome::StoreFailed, false)
                 }
             };
             return (Some(StoreResult::Claim { pickup, outcome }), applied);
@@ -336,7 +336,7 @@ fn begin(store: &mut Store) -> bool {
 fn fail_claims(results: &mut [StoreResult]) {
     for result in results {
         if let StoreResult::Claim { outcome, .. } = result {
-            *outcome = ClaimOutcome::NothingRinging;
+            *outcome = ClaimOutcome::StoreFailed;
         }
     }
 }
