@@ -170,3 +170,42 @@ fn gateway_migrate_brings_sqlite_up_to_date_and_refuses_a_newer_schema() {
         },
     );
 }
+
+#[test]
+fn calls_between_phones_go_on_while_postgres_is_unreachable_and_the_outage_is_logged_once() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let gateway = Gateway::start(GatewayOptions {
+        database_url: Some(url.clone()),
+        ..GatewayOptions::default()
+    });
+    let phone = free_port();
+    register(&gateway, "203", phone, 600, 200);
+    cluster
+        .client(&cluster.url("postgres"))
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .unwrap();
+    // Two calls 202 -> 203 while the database is down: both are answered and hung up.
+    for _ in 0..2 {
+        let answering = Sipp::new("uas_answer.xml", phone).spawn(&gateway);
+        Sipp::new("uac_call.xml", free_port())
+            .service("203")
+            .credentials("202", "pw202")
+            .key("caller", "202")
+            .run(&gateway);
+        answering.wait();
+    }
+    gateway.wait_for_log("unreachable");
+    let log = gateway.log();
+    assert_eq!(
+        log.matches("writes are not applied until it is back")
+            .count(),
+        1,
+        "one line for the outage, not one per write:\n{log}"
+    );
+    assert!(!log.contains("store write failed"), "{log}");
+}
