@@ -840,20 +840,12 @@ fn subscriptions_survive_reopening_and_expired_ones_are_dropped(db: TestDb) {
 fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_server_is_back() {
     let cluster = test_cluster::TestCluster::shared();
     let url = cluster.create_database();
-    let name = url.rsplit('/').next().unwrap().to_string();
     let pool = PgPool::new(&url).unwrap();
     let mut store = Store::open_postgres(&pool).unwrap();
     store
         .replace_bindings("201", &[binding("sip:201@a", 500)])
         .unwrap();
-    // The database refuses new connections and drops the gateway's.
-    let mut admin = cluster.client(&cluster.url("postgres"));
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-        ))
-        .unwrap();
+    cluster.refuse_connections(&url);
     let first = store.replace_bindings("202", &[binding("sip:202@a", 500)]);
     assert!(first.is_err(), "the write on the lost connection fails");
     let started = std::time::Instant::now();
@@ -863,9 +855,7 @@ fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_se
         "within the backoff: refused without an attempt ({refused:?})"
     );
     assert!(started.elapsed() < reconnect::FIRST_BACKOFF, "at once");
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .unwrap();
+    cluster.allow_connections(&url);
     // The next attempt comes once the backoff has passed (bounded: 100 tries).
     let mut written = Err(StoreError::Url {
         detail: String::new(),

@@ -130,6 +130,17 @@ fn ring_201(h: &mut Harness) -> (SipMessage, Vec<(Peer, SipMessage)>) {
     (b_invite, out)
 }
 
+/// The office config with `line` in its `[subscriptions]` section.
+fn office_with_subscriptions(line: &str) -> Harness {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+    let config = std::fs::read_to_string(path).unwrap().replacen(
+        "[[extension]]",
+        &format!("[subscriptions]\n{line}\n\n[[extension]]"),
+        1,
+    );
+    Harness::with_config(&config)
+}
+
 /// 202 (port 5072) watches 201; returns the first NOTIFY (answered).
 fn watching_201(h: &mut Harness) -> SipMessage {
     let out = subscribe(h, "202", 5072, "201", DIALOG);
@@ -661,13 +672,7 @@ fn a_group_members_key_follows_the_leg_to_its_own_phone() {
 
 #[test]
 fn a_fan_out_to_many_keys_goes_out_in_batches_with_the_engine_due_in_between() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
-    let config = std::fs::read_to_string(path).unwrap().replacen(
-        "[[extension]]",
-        "[subscriptions]\nmax_per_subscriber = 1000\n\n[[extension]]",
-        1,
-    );
-    let mut h = Harness::with_config(&config);
+    let mut h = office_with_subscriptions("max_per_subscriber = 1000");
     let watchers = NOTIFY_BATCH + 8;
     for n in 0..watchers {
         let port = 6000 + n as u16;
@@ -738,13 +743,7 @@ Max-Forwards: 70\r\nFrom: <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:201@127.0.0.
 
 #[test]
 fn with_notify_callee_trying_the_unanswered_invite_is_shown_as_trying_first() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
-    let config = std::fs::read_to_string(path).unwrap().replacen(
-        "[[extension]]",
-        "[subscriptions]\nnotify_callee_trying = true\n\n[[extension]]",
-        1,
-    );
-    let mut h = Harness::with_config(&config);
+    let mut h = office_with_subscriptions("notify_callee_trying = true");
     watching_201(&mut h);
     assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
     let out = h.request_with_auth(udp(5074), &invite("204", "201", 5074, "c1"), "204", "pw204");

@@ -723,15 +723,8 @@ fn a_pickup_while_the_database_is_unreachable_gets_503_with_retry_after() {
     // The store is now a PostgreSQL database that refuses the gateway.
     let cluster = crate::store::test_cluster::TestCluster::shared();
     let url = cluster.create_database();
-    let name = url.rsplit('/').next().unwrap().to_string();
     h.store = Store::open_postgres(&crate::store::PgPool::new(&url).unwrap()).unwrap();
-    cluster
-        .client(&cluster.url("postgres"))
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-        ))
-        .unwrap();
+    cluster.refuse_connections(&url);
     let out = pick(&mut h, "202", "*8", 5072, true);
     let refused = response_to(&out, udp(5072), 503).expect("503, not 480");
     let retry = h.engine.config.overload.retry_after_secs.to_string();
