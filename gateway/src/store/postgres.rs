@@ -248,7 +248,19 @@ impl Drop for PooledClient {
 
 impl PooledClient {
     fn client(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
+        self.client
+            .as_mut()
+            .expect("present until dropped or discarded")
+    }
+
+    /// Whether the connection is gone (closed, or discarded as broken).
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(Client::is_closed)
+    }
+
+    /// Drops a broken connection instead of handing it back to the pool.
+    fn discard(&mut self) {
+        self.client = None;
     }
 }
 
@@ -285,7 +297,13 @@ pub(super) struct PgDb {
 
 impl PgDb {
     fn error(&self, error: &postgres::Error) -> StoreError {
-        if self.conn.borrow_mut().client.client().is_closed() {
+        // The client marks itself closed only once its connection task has seen the end,
+        // which may come after the failed call: an I/O error already means it is gone.
+        let io_failed = error
+            .source()
+            .is_some_and(|source| source.is::<std::io::Error>());
+        if error.is_closed() || io_failed || self.conn.borrow().client.is_closed() {
+            self.conn.borrow_mut().client.discard();
             self.lost(Instant::now(), &detail(error));
         }
         StoreError::Postgres {
@@ -321,7 +339,7 @@ impl PgDb {
     /// Makes a lost connection again when the backoff allows, outside a transaction (one
     /// that broke is lost: the writer begins a new batch); else fails at once.
     fn reconnect_if_lost(&self) -> Result<(), StoreError> {
-        if !self.conn.borrow_mut().client.client().is_closed() {
+        if !self.conn.borrow().client.is_closed() {
             return Ok(());
         }
         let now = Instant::now();
@@ -439,6 +457,12 @@ impl Db for PgDb {
 
     fn commit(&self) -> Result<(), StoreError> {
         self.in_transaction.set(false);
+        if self.conn.borrow().client.is_closed() {
+            // The transaction went with the connection: never COMMIT on a new one.
+            let now = Instant::now();
+            self.lost(now, "the connection closed during a transaction");
+            return Err(self.unavailable(now));
+        }
         let committed = self.simple("COMMIT");
         if committed.is_err() {
             let _ = self.simple("ROLLBACK");
@@ -447,14 +471,15 @@ impl Db for PgDb {
     }
 
     fn rollback(&self) {
-        if self.in_transaction.replace(false) {
+        // A lost connection took its transaction with it: nothing to roll back.
+        if self.in_transaction.replace(false) && !self.conn.borrow().client.is_closed() {
             let _ = self.simple("ROLLBACK");
         }
     }
 
     fn in_transaction(&self) -> bool {
         // A lost connection took its transaction with it.
-        self.in_transaction.get() && !self.conn.borrow_mut().client.client().is_closed()
+        self.in_transaction.get() && !self.conn.borrow().client.is_closed()
     }
 }
 

@@ -261,6 +261,28 @@ impl TestCluster {
                 ))
             })
             .unwrap_or_else(|e| panic!("refusing connections to {name}: {e:?}"));
+        // pg_terminate_backend only signals: wait until the backends are gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left: i64 = self
+                .admin()
+                .and_then(|mut admin| {
+                    admin.query_one(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1",
+                        &[&name],
+                    )
+                })
+                .map(|row| row.get(0))
+                .unwrap_or_else(|e| panic!("counting the connections to {name}: {e:?}"));
+            if left == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{left} connection(s) to {name} still open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Undoes [`TestCluster::refuse_connections`].
