@@ -19,11 +19,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-# Seed corpora: the RFC 4475/5118 torture messages for everything that reads SIP, the
+# Seed corpora: the RFC 4475/5118 torture messages (and the inputs fuzzing found, fuzz/seeds/sip)
+# for everything that reads SIP, the
 # example configs for the TOML loader, and a few hand-written SDP/RTP/system.conf inputs.
 seeds_for() {
     case "$1" in
-        sip_roundtrip|preparse|engine) echo gateway/tests/fixtures/rfc4475 gateway/tests/fixtures/rfc5118 ;;
+        sip_roundtrip|preparse|engine) echo gateway/tests/fixtures/rfc4475 gateway/tests/fixtures/rfc5118 fuzz/seeds/sip ;;
         config) echo examples ;;
         sdp|rtp|system_conf) echo "fuzz/seeds/$1" ;;
         *) echo "" ;;

@@ -30,7 +30,7 @@ fn parse(name: &str) -> SipMessage {
 
 fn request_host(msg: &SipMessage) -> (Host, Option<u16>) {
     match &msg.request_line().unwrap().uri {
-        RequestUri::Sip(uri) => (uri.host_port.host.clone(), uri.host_port.port),
+        RequestUri::Sip(uri) => (uri.uri().host_port.host.clone(), uri.uri().host_port.port),
         other => panic!("not a SIP URI: {other:?}"),
     }
 }

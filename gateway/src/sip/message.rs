@@ -59,23 +59,38 @@ pub enum ParseError {
 /// A Request-URI. Non-SIP schemes are kept so the core can answer 416 instead of 400.
 #[derive(Debug, Clone)]
 pub enum RequestUri {
-    /// `sip:` or `sips:` URI, parsed.
-    Sip(SipUri),
+    /// `sip:` or `sips:` URI, parsed, with its text as received.
+    Sip(SipRequestUri),
     /// Any other scheme (`tel:`, `urn:`, ...), kept as text.
     Other { scheme: String, text: String },
 }
 
+/// A `sip:`/`sips:` Request-URI: the parsed form the core reads, and the text as it arrived,
+/// which is what is printed. Printing the parsed form is not faithful: ezk re-escapes a user
+/// part such as `bser;par=%%33example` into a text that no longer parses (or parses to
+/// something else), so a message we forward or answer would not be the one we read.
+#[derive(Debug, Clone)]
+pub struct SipRequestUri {
+    uri: SipUri,
+    text: String,
+}
+
+impl SipRequestUri {
+    /// The parsed URI.
+    pub fn uri(&self) -> &SipUri {
+        &self.uri
+    }
+
+    /// The URI text exactly as received (or as built by the gateway).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
 impl fmt::Display for RequestUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
         match self {
-            RequestUri::Sip(uri) => {
-                let ctx = PrintCtx {
-                    method: None,
-                    uri: Some(UriContext::ReqUri),
-                };
-                write!(f, "{}", uri.print_ctx(ctx))
-            }
+            RequestUri::Sip(uri) => f.write_str(uri.as_str()),
             RequestUri::Other { text, .. } => f.write_str(text),
         }
     }
@@ -96,7 +111,10 @@ impl RequestUri {
         }
         if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
             let uri = SipUri::parse_str(text).map_err(|_| bad())?;
-            Ok(RequestUri::Sip(uri))
+            Ok(RequestUri::Sip(SipRequestUri {
+                uri,
+                text: text.to_string(),
+            }))
         } else {
             Ok(RequestUri::Other {
                 scheme: scheme.to_ascii_lowercase(),
@@ -108,7 +126,7 @@ impl RequestUri {
     /// The user part of a SIP URI (`201` in `sip:201@host`), if any.
     pub fn user(&self) -> Option<&str> {
         match self {
-            RequestUri::Sip(uri) => sip_uri_user(uri),
+            RequestUri::Sip(uri) => sip_uri_user(uri.uri()),
             RequestUri::Other { .. } => None,
         }
     }
@@ -1127,6 +1145,30 @@ Contact: \"Caller\" <sip:caller@[2001:db8::1]>\r\nl: 0\r\n\r\n";
         assert_eq!(again.call_id(), msg.call_id());
         assert_eq!(again.body, msg.body);
         assert_eq!(again.top_branch(), msg.top_branch());
+    }
+
+    /// Request-URIs whose escapes ezk does not print back as received (found by the
+    /// `sip_roundtrip` fuzz target): the message must print as it came, and parse again.
+    #[test]
+    fn escaped_request_uris_print_as_received() {
+        for uri in [
+            "sip:bser;par=%%33example.net@example.com",
+            "sip:%%@example.com",
+            "sip:a%2%41@example.com;p=%%41",
+            "sip:a@example.com;lr?h=%%",
+        ] {
+            let text = format!("OPTIONS {uri} SIP/2.0\r\nCall-ID: e\r\nl: 0\r\n\r\n");
+            let first = SipMessage::parse_datagram(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{uri} is a valid Request-URI: {e}"));
+            let printed = first.to_bytes();
+            let start = format!("OPTIONS {uri} SIP/2.0\r\n");
+            assert!(
+                printed.starts_with(start.as_bytes()),
+                "{uri} printed as {printed:?}"
+            );
+            let second = SipMessage::parse_datagram(&printed).unwrap();
+            assert_eq!(second.to_bytes(), printed);
+        }
     }
 
     #[test]

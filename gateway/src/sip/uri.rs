@@ -14,7 +14,7 @@ const SIGNIFICANT_PARAMS: [&str; 5] = ["user", "ttl", "method", "maddr", "transp
 /// port, parameters and headers); other schemes as case-insensitive text.
 pub fn equivalent(a: &RequestUri, b: &RequestUri) -> bool {
     match (a, b) {
-        (RequestUri::Sip(a), RequestUri::Sip(b)) => sip_equivalent(a, b),
+        (RequestUri::Sip(a), RequestUri::Sip(b)) => sip_equivalent(a.uri(), b.uri()),
         (
             RequestUri::Other {
                 scheme: scheme_a,

@@ -234,7 +234,7 @@ pub fn validate_request(msg: &SipMessage, caps: &Capabilities) -> Result<(), Rej
     }
     let for_the_gateway = line.method == Method::REGISTER
         || (line.method == Method::OPTIONS
-            && matches!(&line.uri, RequestUri::Sip(uri) if sip_uri_user(uri).is_none()));
+            && matches!(&line.uri, RequestUri::Sip(uri) if sip_uri_user(uri.uri()).is_none()));
     if msg.max_forwards() == Some(Ok(0)) && !for_the_gateway && !is_ack_or_cancel {
         return Err(Rejection::new(483, "Too Many Hops"));
     }
