@@ -157,3 +157,37 @@ impl NodeConfig {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn problem(node: &str, database: &str) -> String {
+        let text = format!(
+            "[sip]\nlisten = \"127.0.0.1:5060\"\n[database]\n{database}\n[node]\nid = \"a\"\n{node}\n"
+        );
+        match Config::from_toml(&text, Path::new("gw.toml")) {
+            Ok(_) => "accepted".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_a_secret_and_node_addresses() {
+        let pg = "url = \"postgres://gw@db/gw\"";
+        let ok = "peers = [\"10.0.0.2:5060\"]\nsecret = \"0123456789abcdef\"";
+        assert_eq!(problem(ok, pg), "accepted");
+        assert!(problem(ok, "path = \"gw.db\"")
+            .contains("`node.peers`: nodes share a PostgreSQL database"));
+        assert!(problem("peers = [\"10.0.0.2:5060\"]", pg).contains("`node.secret`"));
+        assert!(
+            problem("peers = [\"10.0.0.2\"]\nsecret = \"0123456789abcdef\"", pg)
+                .contains("is not a node's SIP address")
+        );
+        assert!(problem(&format!("{ok}\ntakeover_secs = 3"), pg).contains("takeover_secs >= 2"));
+        assert!(problem("address = \"0.0.0.0:5060\"", pg).contains("`node.address`"));
+        // Alone (no peers) nothing else is needed, on either backend.
+        assert_eq!(problem("", "path = \"gw.db\""), "accepted");
+    }
+}

@@ -2,6 +2,7 @@
 
 mod addresses;
 mod blf;
+mod nodes;
 mod pickup;
 mod security;
 
