@@ -112,7 +112,7 @@ fn analog_ports(config: &Config, analog: &AnalogConfig) -> Result<Vec<PortPlan>,
         })
         .collect();
     let ports = plan(&conf, analog.zone.as_deref(), &overrides)?;
-    for extension in &config.extensions {
+    for extension in config.extensions() {
         let Some(channel) = extension.analog_channel else {
             continue;
         };
@@ -269,6 +269,9 @@ impl Outputs<'_> {
                     out.peer.addr
                 ),
             }
+        }
+        if let Some(udp) = self.udp {
+            udp.flush();
         }
         while let Some(change) = engine.poll_source_change() {
             if let Some(tcp) = self.tcp {
@@ -446,6 +449,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        // Work due now (the rest of a NOTIFY fan-out, a batch of expired timers) is ready
+        // at once: tokio's timer would hold a past deadline until its next 1 ms tick.
+        let due = deadline <= tokio::time::Instant::now();
+        let timer = async move {
+            if !due {
+                tokio::time::sleep_until(deadline).await;
+            }
+        };
         let fast_ready = async {
             match &fast {
                 Some((receivers, _)) => receivers.ready().await,
@@ -467,7 +478,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
             Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
-            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::system()),
+            _ = timer => engine.handle_timeout(Now::system()),
             _ = media_tick.tick() => {
                 if let Some(relay) = &relay {
                     relay.tick(std::time::Instant::now());

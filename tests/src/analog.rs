@@ -50,9 +50,10 @@ impl Gateway {
         String::from_utf8_lossy(&output.stderr).to_string()
     }
 
-    /// Polls `listen <port>` until what its far end heard passes `check` (panics after 5 s).
+    /// Polls `listen <port>` until what its far end heard passes `check` (panics after 15 s:
+    /// a debug build on a loaded 2-core machine once took longer than 5 s to set up the call).
     pub fn hears(&self, port: u32, what: &str, check: impl Fn(&HashMap<String, String>) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if check(&self.analog(&format!("listen {port}"))) {
                 return;

@@ -10,6 +10,17 @@ use gateway::store::test_cluster::TestCluster;
 use gateway::store::SCHEMA_VERSION;
 use std::path::Path;
 
+/// 202 calls 203 (a SIPp phone registered at `phone`), which answers; both hang up.
+fn call_203_from_202(gateway: &Gateway, phone: u16) {
+    let answering = Sipp::new("uas_answer.xml", phone).spawn(gateway);
+    Sipp::new("uac_call.xml", free_port())
+        .service("203")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .run(gateway);
+    answering.wait();
+}
+
 #[test]
 fn a_call_and_a_group_pickup_are_billed_in_postgres() {
     let cluster = TestCluster::shared();
@@ -29,13 +40,7 @@ fn a_call_and_a_group_pickup_are_billed_in_postgres() {
     // 202 calls 203, which answers.
     let phone = free_port();
     register(&gateway, "203", phone, 600, 200);
-    let answering = Sipp::new("uas_answer.xml", phone).spawn(&gateway);
-    Sipp::new("uac_call.xml", free_port())
-        .service("203")
-        .credentials("202", "pw202")
-        .key("caller", "202")
-        .run(&gateway);
-    answering.wait();
+    call_203_from_202(&gateway, phone);
 
     // The CDRs, as the server has them (committed before the callers got their 200 OK to
     // the BYE; the last one may still be on its way to the server).
@@ -169,4 +174,30 @@ fn gateway_migrate_brings_sqlite_up_to_date_and_refuses_a_newer_schema() {
                 .unwrap();
         },
     );
+}
+
+#[test]
+fn calls_between_phones_go_on_while_postgres_is_unreachable_and_the_outage_is_logged_once() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let gateway = Gateway::start(GatewayOptions {
+        database_url: Some(url.clone()),
+        ..GatewayOptions::default()
+    });
+    let phone = free_port();
+    register(&gateway, "203", phone, 600, 200);
+    cluster.refuse_connections(&url);
+    // Two calls 202 -> 203 while the database is down: both are answered and hung up.
+    for _ in 0..2 {
+        call_203_from_202(&gateway, phone);
+    }
+    gateway.wait_for_log("unreachable");
+    let log = gateway.log();
+    assert_eq!(
+        log.matches("writes are not applied until it is back")
+            .count(),
+        1,
+        "one line for the outage, not one per write:\n{log}"
+    );
+    assert!(!log.contains("store write failed"), "{log}");
 }

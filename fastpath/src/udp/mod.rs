@@ -449,12 +449,33 @@ impl<C> SendHandle<C> {
         to: SocketAddr,
         bytes: Vec<u8>,
     ) -> bool {
-        self.post(Message::Send {
-            socket,
-            from,
-            to,
-            bytes,
-        })
+        let queued = self.queue_from(socket, from, to, bytes);
+        self.waker.wake();
+        queued
+    }
+
+    /// Like [`SendHandle::send_from`] without waking the worker: a batch of these is
+    /// started by one [`SendHandle::flush`].
+    pub fn queue_from(
+        &self,
+        socket: usize,
+        from: Option<IpAddr>,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> bool {
+        self.queue
+            .send(Message::Send {
+                socket,
+                from,
+                to,
+                bytes,
+            })
+            .is_ok()
+    }
+
+    /// Wakes the worker for what [`SendHandle::queue_from`] queued.
+    pub fn flush(&self) {
+        self.waker.wake();
     }
 
     /// Hands `command` to the worker's handler; false when the worker stopped.

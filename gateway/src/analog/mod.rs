@@ -22,7 +22,7 @@ use telephony_hw::line::driver::DialMode;
 pub fn dial_plan(config: &Config) -> Vec<String> {
     let features = &config.features;
     let mut patterns = vec![features.group_pickup.clone()];
-    for extension in &config.extensions {
+    for extension in config.extensions() {
         patterns.push(extension.number.clone());
         patterns.push(format!(
             "{}{}",

@@ -4,10 +4,12 @@
 //! reading code. Unknown keys are rejected (a typo must not silently fall back to a default).
 
 pub mod address;
+mod directory;
 mod node;
 mod subscriptions;
 
 use address::HostPort;
+use directory::Directory;
 pub use node::NodeConfig;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -104,9 +106,13 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// Where state is kept.
     pub database: DatabaseConfig,
-    /// The extensions (SIP phones) served.
+    /// The extensions (SIP phones) served: read through [`Config::extensions`] and the
+    /// lookups, which [`Config::from_toml`] indexes.
     #[serde(default, rename = "extension")]
-    pub extensions: Vec<ExtensionConfig>,
+    extensions: Vec<ExtensionConfig>,
+    /// The index of `extensions`.
+    #[serde(skip)]
+    directory: Directory,
     /// Analog ports (DAHDI), if this gateway has any.
     #[serde(default)]
     pub analog: Option<AnalogConfig>,
@@ -744,10 +750,11 @@ impl Config {
 
     /// Parses and validates config text; `path` is used in messages and to resolve the database path.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
+        config.directory = Directory::new(&config.extensions);
         config.validate(path)?;
         Ok(config)
     }
@@ -796,9 +803,9 @@ impl Config {
 
     /// The extension bound to analog phone port `channel`, if any.
     pub fn analog_extension(&self, channel: u32) -> Option<&ExtensionConfig> {
-        self.extensions
-            .iter()
-            .find(|e| e.analog_channel == Some(channel))
+        self.directory
+            .analog_channel(channel)
+            .map(|index| &self.extensions[index])
     }
 
     /// The analog ports that are trunks (line ports with a target or a dial prefix).
@@ -811,14 +818,27 @@ impl Config {
 
     /// Whether some extension rings for calls to this call group.
     pub fn is_call_group(&self, name: &str) -> bool {
-        self.extensions
+        !self.directory.members(name).is_empty()
+    }
+
+    /// The members of call group `name`, in the order of the file (none: no such group).
+    pub fn call_group_members(&self, name: &str) -> impl Iterator<Item = &ExtensionConfig> {
+        self.directory
+            .members(name)
             .iter()
-            .any(|e| e.call_groups.iter().any(|g| g == name))
+            .map(|&index| &self.extensions[index])
     }
 
     /// The extension with this number, if configured.
     pub fn extension(&self, number: &str) -> Option<&ExtensionConfig> {
-        self.extensions.iter().find(|e| e.number == number)
+        self.directory
+            .number(number)
+            .map(|index| &self.extensions[index])
+    }
+
+    /// Every extension, in the order of the file.
+    pub fn extensions(&self) -> &[ExtensionConfig] {
+        &self.extensions
     }
 
     /// Challenge algorithms for an extension (its override, else the global list).

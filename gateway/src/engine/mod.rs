@@ -383,6 +383,7 @@ impl Engine {
             Some(self.next_billing_mark),
             self.calls.next_deadline(),
             self.subscriptions.next_expiry(),
+            self.subscriptions.notify_due(),
             self.nodes.next_heartbeat,
         ]
         .into_iter()

@@ -116,9 +116,7 @@ impl Engine {
                 .collect();
         }
         self.config
-            .extensions
-            .iter()
-            .filter(|e| e.call_groups.iter().any(|g| g == target))
+            .call_group_members(target)
             .filter(sip)
             .map(|e| e.number.clone())
             .collect()

@@ -158,6 +158,17 @@ impl Engine {
                 self.finish_pickup(now, id, Some((481, "Call/Transaction Does Not Exist")));
                 return;
             }
+            ClaimOutcome::StoreFailed => {
+                self.finish_pickup(
+                    now,
+                    id,
+                    Some((
+                        503,
+                        "Service Unavailable (the call database did not answer)",
+                    )),
+                );
+                return;
+            }
             ClaimOutcome::NothingRinging => {
                 tracing::info!("pickup {id}: nothing to pick up for {}", pickup.picker);
                 self.finish_pickup(
@@ -555,7 +566,11 @@ impl Engine {
     /// A final response to a picker's INVITE, in the dummy dialog (our tag `tag`).
     fn answer_picker(&mut self, now: Now, tx: ServerTxId, tag: &str, code: u16, reason: &str) {
         if let Some(request) = self.tx.request(tx) {
-            let response = request.response(code, reason, Some(tag));
+            let mut response = request.response(code, reason, Some(tag));
+            if code == 503 {
+                let retry = self.config.overload.retry_after_secs.to_string();
+                response.set_header(Name::RETRY_AFTER, retry);
+            }
             self.tx.send_response(now.mono, tx, response);
         }
     }

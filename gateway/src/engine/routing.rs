@@ -68,9 +68,7 @@ impl Engine {
         if self.config.is_call_group(called) {
             return self
                 .config
-                .extensions
-                .iter()
-                .filter(|e| e.call_groups.iter().any(|g| g == called))
+                .call_group_members(called)
                 .flat_map(of)
                 .collect();
         }

@@ -93,6 +93,9 @@ pub enum ClaimOutcome {
     NotAllowed,
     /// Nothing (left) to pick up.
     NothingRinging,
+    /// The database could not answer (unreachable, or the claim's transaction failed): the
+    /// picker is told to try again later (503), not that nothing rings.
+    StoreFailed,
 }
 
 /// How a call was answered.

@@ -7,6 +7,7 @@ mod calls;
 mod migrations;
 mod nodes;
 mod postgres;
+mod reconnect;
 mod sql;
 mod sqlite;
 mod subscriptions;
@@ -61,6 +62,15 @@ pub enum StoreError {
         /// What the client or the server said.
         detail: String,
     },
+    /// The database is unreachable (the connection was lost and not made again yet): the
+    /// write is not applied. Logged once per outage by the store, not per write.
+    #[error("database {database} unreachable for {down_secs} s: not applied (the connection is retried with backoff; check that the server runs and is reachable)")]
+    Unavailable {
+        /// The database URL, without password.
+        database: String,
+        /// Seconds since it became unreachable.
+        down_secs: u64,
+    },
     /// `database.url` does not parse.
     #[error("database.url: {detail} (expected e.g. postgres://gateway@db.example/gateway)")]
     Url {
@@ -89,6 +99,13 @@ pub enum StoreError {
         /// What it found.
         found: String,
     },
+}
+
+impl StoreError {
+    /// Whether this is a write refused during a known outage (already reported once).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 /// The gateway's database: a SQLite file or a PostgreSQL database.

@@ -7,6 +7,7 @@
 //! loaded; use a unix socket or a trusted network (`sslmode=disable`, or the default
 //! `prefer`, which then connects without TLS).
 
+use super::reconnect::{Notice, Reconnect, MAX_BACKOFF};
 use super::sql::{Db, Dialect, Param, Row, Value};
 use super::StoreError;
 use postgres::config::{Host, SslMode};
@@ -16,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::error::Error;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,6 +219,8 @@ impl PgPool {
             }),
             name: self.inner.name.clone(),
             in_transaction: Cell::new(false),
+            pool: self.clone(),
+            health: RefCell::new(Reconnect::default()),
         })
     }
 }
@@ -245,7 +248,19 @@ impl Drop for PooledClient {
 
 impl PooledClient {
     fn client(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
+        self.client
+            .as_mut()
+            .expect("present until dropped or discarded")
+    }
+
+    /// Whether the connection is gone (closed, or discarded as broken).
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(Client::is_closed)
+    }
+
+    /// Drops a broken connection instead of handing it back to the pool.
+    fn discard(&mut self) {
+        self.client = None;
     }
 }
 
@@ -274,13 +289,84 @@ pub(super) struct PgDb {
     conn: RefCell<Connection>,
     name: String,
     in_transaction: Cell<bool>,
+    /// Where a lost connection is made again from.
+    pool: PgPool,
+    /// Whether the database is reachable, and when to try again if not.
+    health: RefCell<Reconnect>,
 }
 
 impl PgDb {
     fn error(&self, error: &postgres::Error) -> StoreError {
+        // The client marks itself closed only once its connection task has seen the end,
+        // which may come after the failed call: an I/O error already means it is gone.
+        let io_failed = error
+            .source()
+            .is_some_and(|source| source.is::<std::io::Error>());
+        if error.is_closed() || io_failed || self.conn.borrow().client.is_closed() {
+            self.conn.borrow_mut().client.discard();
+            self.lost(Instant::now(), &detail(error));
+        }
         StoreError::Postgres {
             database: self.name.clone(),
             detail: detail(error),
+        }
+    }
+
+    /// The connection broke or could not be made at `now`.
+    fn lost(&self, now: Instant, why: &str) {
+        if let Some(Notice::Lost) = self.health.borrow_mut().failed(now) {
+            tracing::error!(
+                "database {} unreachable ({why}): writes are not applied until it is back; \
+                 retrying with backoff (up to {} s apart)",
+                self.name,
+                MAX_BACKOFF.as_secs()
+            );
+        }
+    }
+
+    fn unavailable(&self, now: Instant) -> StoreError {
+        StoreError::Unavailable {
+            database: self.name.clone(),
+            down_secs: self
+                .health
+                .borrow()
+                .down_for(now)
+                .unwrap_or_default()
+                .as_secs(),
+        }
+    }
+
+    /// Makes a lost connection again when the backoff allows, outside a transaction (one
+    /// that broke is lost: the writer begins a new batch); else fails at once.
+    fn reconnect_if_lost(&self) -> Result<(), StoreError> {
+        if !self.conn.borrow().client.is_closed() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.in_transaction.get() || !self.health.borrow().may_attempt(now) {
+            self.health.borrow_mut().refused();
+            return Err(self.unavailable(now));
+        }
+        match self.pool.get() {
+            Ok(client) => {
+                let mut conn = self.conn.borrow_mut();
+                conn.client = client;
+                conn.statements.clear();
+                if let Some(Notice::Back { down, refused }) =
+                    self.health.borrow_mut().connected(now)
+                {
+                    tracing::warn!(
+                        "database {} reachable again after {} s; {refused} write(s) were not applied meanwhile",
+                        self.name,
+                        down.as_secs()
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.lost(now, &e.to_string());
+                Err(self.unavailable(now))
+            }
         }
     }
 
@@ -290,26 +376,29 @@ impl PgDb {
         sql: &str,
         work: impl FnOnce(&mut Client, &Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.borrow_mut();
-        let Connection { client, statements } = &mut *conn;
-        let client = client.client();
-        if !statements.contains_key(sql) {
-            let statement = client
-                .prepare(&numbered_parameters(sql))
-                .map_err(|e| self.error(&e))?;
-            statements.insert(sql.to_string(), statement);
-        }
-        let statement = &statements[sql];
-        work(client, statement).map_err(|e| self.error(&e))
+        self.reconnect_if_lost()?;
+        let done = {
+            let mut conn = self.conn.borrow_mut();
+            let Connection { client, statements } = &mut *conn;
+            let client = client.client();
+            let prepared = match statements.get(sql) {
+                Some(statement) => Ok(statement.clone()),
+                None => client
+                    .prepare(&numbered_parameters(sql))
+                    .inspect(|statement| {
+                        statements.insert(sql.to_string(), statement.clone());
+                    }),
+            };
+            prepared.and_then(|statement| work(client, &statement))
+        };
+        // The connection is not borrowed here: the error looks at it.
+        done.map_err(|e| self.error(&e))
     }
 
     fn simple(&self, sql: &str) -> Result<(), StoreError> {
-        self.conn
-            .borrow_mut()
-            .client
-            .client()
-            .batch_execute(sql)
-            .map_err(|e| self.error(&e))
+        self.reconnect_if_lost()?;
+        let done = self.conn.borrow_mut().client.client().batch_execute(sql);
+        done.map_err(|e| self.error(&e))
     }
 }
 
@@ -368,6 +457,12 @@ impl Db for PgDb {
 
     fn commit(&self) -> Result<(), StoreError> {
         self.in_transaction.set(false);
+        if self.conn.borrow().client.is_closed() {
+            // The transaction went with the connection: never COMMIT on a new one.
+            let now = Instant::now();
+            self.lost(now, "the connection closed during a transaction");
+            return Err(self.unavailable(now));
+        }
         let committed = self.simple("COMMIT");
         if committed.is_err() {
             let _ = self.simple("ROLLBACK");
@@ -376,14 +471,15 @@ impl Db for PgDb {
     }
 
     fn rollback(&self) {
-        if self.in_transaction.replace(false) {
+        // A lost connection took its transaction with it: nothing to roll back.
+        if self.in_transaction.replace(false) && !self.conn.borrow().client.is_closed() {
             let _ = self.simple("ROLLBACK");
         }
     }
 
     fn in_transaction(&self) -> bool {
         // A lost connection took its transaction with it.
-        self.in_transaction.get() && !self.conn.borrow_mut().client.client().is_closed()
+        self.in_transaction.get() && !self.conn.borrow().client.is_closed()
     }
 }
 

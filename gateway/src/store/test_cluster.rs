@@ -248,6 +248,53 @@ impl TestCluster {
         self.url(&name)
     }
 
+    /// Makes the database of `url` unreachable for the gateway: new connections refused,
+    /// the open ones dropped (as when its server goes away).
+    pub fn refuse_connections(&self, url: &str) {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        self.admin()
+            .and_then(|mut admin| {
+                admin.batch_execute(&format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = '{name}'"
+                ))
+            })
+            .unwrap_or_else(|e| panic!("refusing connections to {name}: {e:?}"));
+        // pg_terminate_backend only signals: wait until the backends are gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left: i64 = self
+                .admin()
+                .and_then(|mut admin| {
+                    admin.query_one(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1",
+                        &[&name],
+                    )
+                })
+                .map(|row| row.get(0))
+                .unwrap_or_else(|e| panic!("counting the connections to {name}: {e:?}"));
+            if left == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{left} connection(s) to {name} still open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Undoes [`TestCluster::refuse_connections`].
+    pub fn allow_connections(&self, url: &str) {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        self.admin()
+            .and_then(|mut admin| {
+                admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+            })
+            .unwrap_or_else(|e| panic!("allowing connections to {name}: {e:?}"));
+    }
+
     /// A plain client connection to a database of this cluster (for checks and for
     /// tampering in tests).
     pub fn client(&self, url: &str) -> postgres::Client {

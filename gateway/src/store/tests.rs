@@ -393,6 +393,7 @@ fn connections_claiming_at_once_claim_each_call_once(db: TestDb) {
                         ClaimOutcome::Claimed(c) => won.push(c.call_key),
                         ClaimOutcome::NothingRinging => return won,
                         ClaimOutcome::NotAllowed => panic!("a group pickup never hears that"),
+                        ClaimOutcome::StoreFailed => panic!("the claim itself succeeded"),
                     }
                 }
             })
@@ -1008,4 +1009,46 @@ fn a_silent_node_is_taken_over_by_exactly_one_survivor(db: TestDb) {
         .unwrap();
     assert!(beat.revived, "{beat:?}");
     assert!(beat.taken_over.is_empty(), "the others heartbeat on time");
+}
+
+#[test]
+fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_server_is_back() {
+    let cluster = test_cluster::TestCluster::shared();
+    let url = cluster.create_database();
+    let pool = PgPool::new(&url).unwrap();
+    let mut store = Store::open_postgres(&pool).unwrap();
+    store
+        .replace_bindings("a", "201", &[binding("sip:201@a", 500)])
+        .unwrap();
+    cluster.refuse_connections(&url);
+    let first = store.replace_bindings("a", "202", &[binding("sip:202@a", 500)]);
+    assert!(first.is_err(), "the write on the lost connection fails");
+    let started = std::time::Instant::now();
+    let refused = store.replace_bindings("a", "203", &[binding("sip:203@a", 500)]);
+    assert!(
+        refused.as_ref().is_err_and(StoreError::is_unavailable),
+        "within the backoff: refused without an attempt ({refused:?})"
+    );
+    assert!(started.elapsed() < reconnect::FIRST_BACKOFF, "at once");
+    cluster.allow_connections(&url);
+    // The next attempt comes once the backoff has passed (bounded: 100 tries).
+    let mut written = Err(StoreError::Url {
+        detail: String::new(),
+    });
+    for _ in 0..100 {
+        written = store.replace_bindings("a", "204", &[binding("sip:204@a", 500)]);
+        if written.is_ok() {
+            break;
+        }
+        std::thread::sleep(reconnect::FIRST_BACKOFF / 5);
+    }
+    written.expect("written once the connection is made again");
+    let mut users: Vec<String> = store
+        .load_bindings("a", 100)
+        .unwrap()
+        .into_iter()
+        .map(|(aor, _)| aor)
+        .collect();
+    users.sort();
+    assert_eq!(users, ["201", "204"], "what was refused is not there");
 }

@@ -11,7 +11,7 @@
 //! passes the answers on; the engine-facing side is the same for both backends.
 
 use super::calls::{Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup};
-use super::Store;
+use super::{Store, StoreError};
 use crate::registrar::Binding;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
@@ -164,6 +164,14 @@ pub enum StoreResult {
     },
 }
 
+/// Logs a failed store operation, unless it failed because the database is known to be
+/// down (the store logged that once for the whole outage).
+fn report(what: &str, error: &StoreError) {
+    if !error.is_unavailable() {
+        tracing::error!("{what}: {error}");
+    }
+}
+
 /// Applies one command to the store; returns the answer the engine waits for, if any.
 /// Where a failed statement would spoil the open batch (PostgreSQL), the command runs in a
 /// savepoint of its own, undone alone if it fails.
@@ -175,13 +183,13 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
         Ok(step) => step,
         // The batch is lost already (the connection broke); the writer starts a new one.
         Err(e) => {
-            tracing::error!("store savepoint not set: {e}");
+            report("store savepoint not set", &e);
             return apply(store, command).0;
         }
     };
     let (answer, applied) = apply(store, command);
     if let Err(e) = store.db.end_step(step, applied) {
-        tracing::error!("store savepoint not released: {e}");
+        report("store savepoint not released", &e);
     }
     answer
 }
@@ -234,8 +242,8 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
             let (outcome, applied) = match store.claim(&request) {
                 Ok(outcome) => (outcome, true),
                 Err(e) => {
-                    tracing::error!("pickup claim failed: {e}");
-                    (ClaimOutcome::NothingRinging, false)
+                    report("pickup claim failed", &e);
+                    (ClaimOutcome::StoreFailed, false)
                 }
             };
             return (Some(StoreResult::Claim { pickup, outcome }), applied);
@@ -256,7 +264,7 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
         StoreCommand::WriteCdr { cdr, confirm } => {
             let written = store.write_cdr(&cdr);
             if let Err(e) = &written {
-                tracing::error!("CDR of call {} not saved: {e}", cdr.call_key);
+                report(&format!("CDR of call {} not saved", cdr.call_key), e);
             }
             let answer = confirm.then(|| StoreResult::CdrWritten {
                 call_key: cdr.call_key.clone(),
@@ -265,7 +273,7 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
         }
     };
     if let Err(e) = &result {
-        tracing::error!("store write failed: {e}");
+        report("store write failed", e);
     }
     (None, result.is_ok())
 }
@@ -375,7 +383,7 @@ fn apply_commands(store: &mut Store, commands: Vec<StoreCommand>) -> Vec<StoreRe
     }
     if batched {
         if let Err(e) = store.commit_batch() {
-            tracing::error!("store batch not committed: {e}");
+            report("store batch not committed", &e);
             fail_claims(&mut results[batch_start..]);
         }
     }
@@ -391,7 +399,7 @@ fn begin(store: &mut Store) -> bool {
     match store.begin_batch() {
         Ok(()) => true,
         Err(e) => {
-            tracing::error!("store batch not begun ({e}); applying commands one by one");
+            report("store batch not begun; applying commands one by one", &e);
             false
         }
     }
@@ -401,7 +409,7 @@ fn begin(store: &mut Store) -> bool {
 fn fail_claims(results: &mut [StoreResult]) {
     for result in results {
         match result {
-            StoreResult::Claim { outcome, .. } => *outcome = ClaimOutcome::NothingRinging,
+            StoreResult::Claim { outcome, .. } => *outcome = ClaimOutcome::StoreFailed,
             // Nothing was taken over either.
             StoreResult::Heartbeat(beat) => *beat = super::Heartbeat::default(),
             _ => {}

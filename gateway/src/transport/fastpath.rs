@@ -317,11 +317,15 @@ impl Transport for FastpathUdpTransport {
 
     fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
         let from = self.addressing.source(&peer);
-        if self.sender.send_from(0, from, peer.addr, bytes.to_vec()) {
+        if self.sender.queue_from(0, from, peer.addr, bytes.to_vec()) {
             Ok(())
         } else {
             Err(TransportError::Closed("udp (fast path)"))
         }
+    }
+
+    fn flush(&self) {
+        self.sender.flush();
     }
 }
 

@@ -148,6 +148,9 @@ pub trait Transport: Send + Sync {
     /// Queues bytes for `peer` (its address, from its local address where the transport
     /// can choose). Never blocks the caller.
     fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError>;
+    /// Starts sending what [`Transport::send`] queued, for transports that hand datagrams
+    /// to another thread in batches (one wake-up per batch, not per datagram).
+    fn flush(&self) {}
 }
 
 /// A shared transport is a transport (the runtime keeps the fast path's for its counters).
@@ -158,5 +161,9 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
 
     fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
         self.as_ref().send(peer, bytes)
+    }
+
+    fn flush(&self) {
+        self.as_ref().flush()
     }
 }

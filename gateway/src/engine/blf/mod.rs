@@ -25,6 +25,8 @@ mod replaces;
 mod table;
 mod view;
 
+#[cfg(test)]
+pub use notify::NOTIFY_BATCH;
 pub use replaces::{replaced_dialog, Replaced};
 pub use table::Subscriptions;
 

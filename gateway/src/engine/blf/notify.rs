@@ -14,6 +14,12 @@ use ezk_sip_types::{Method, Name};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// The most NOTIFYs built per turn of the engine (about 3 ms of work): a fan-out to more
+/// keys lets the messages waiting meanwhile in between. Not smaller: the NOTIFYs' own
+/// answers would come in between too and hold up the last keys (measured with `sip-blf`:
+/// p99 5-6 ms with 32 or 64 per turn, 3.5-3.9 ms with 256).
+pub const NOTIFY_BATCH: usize = 256;
+
 /// The dialogs to notify now: those going on, and those that ended since `last` was sent
 /// (once, as terminated, with the event that ended them).
 fn merge(last: &[DialogView], current: Vec<DialogView>) -> Vec<DialogView> {
@@ -228,8 +234,22 @@ impl Engine {
         for (target, dialogs) in changed {
             self.subscriptions.set_last(&target, dialogs);
             for id in self.subscriptions.watching(&target) {
-                self.send_notify(now, id, SubState::Active);
+                self.subscriptions.enqueue(id, now.mono);
             }
+        }
+        self.send_queued_notifies(now);
+    }
+
+    /// Sends the next [`NOTIFY_BATCH`] queued NOTIFYs; the rest wait for the next turn
+    /// ([`Engine::poll_timeout`] is then due at once), so the first ones are on the wire
+    /// while the next are built, and a message arriving meanwhile is not held up by a
+    /// fan-out to thousands of keys.
+    pub(in crate::engine) fn send_queued_notifies(&mut self, now: Now) {
+        for _ in 0..NOTIFY_BATCH {
+            let Some(id) = self.subscriptions.next_queued() else {
+                break;
+            };
+            self.send_notify(now, id, SubState::Active);
         }
     }
 

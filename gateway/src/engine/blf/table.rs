@@ -6,7 +6,7 @@ use super::dialog_info::{DialogView, Document, GatewayName};
 use crate::engine::dialog::Dialog;
 use crate::sip::transaction::ClientTxId;
 use crate::store::StoredSubscription;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 /// One subscription to an extension's dialog state.
@@ -114,6 +114,14 @@ pub struct Subscriptions {
     /// Subscriptions whose extension changed while a NOTIFY of theirs was in flight: they
     /// get the state then current once it is answered.
     owed: HashSet<u64>,
+    /// Subscriptions whose extension changed, waiting for their turn to be notified (a
+    /// fan-out goes out in batches, so other work and the sends come in between).
+    queue: VecDeque<u64>,
+    /// The members of `queue` (a subscription is queued once, whatever changes meanwhile:
+    /// its NOTIFY carries the state when it is sent).
+    queued: HashSet<u64>,
+    /// When the oldest queued subscription was queued.
+    queued_since: Option<Instant>,
 }
 
 impl Subscriptions {
@@ -182,6 +190,7 @@ impl Subscriptions {
         }
         self.expiries.remove(&(sub.expires, id));
         self.owed.remove(&id);
+        self.queued.remove(&id);
         Some(sub)
     }
 
@@ -222,6 +231,33 @@ impl Subscriptions {
     /// Subscription `id` is owed a NOTIFY once the one in flight is answered.
     pub fn owe_notify(&mut self, id: u64) {
         self.owed.insert(id);
+    }
+
+    /// Queues subscription `id` for a NOTIFY (once, until it is taken).
+    pub fn enqueue(&mut self, id: u64, now: Instant) {
+        if self.subs.contains_key(&id) && self.queued.insert(id) {
+            self.queue.push_back(id);
+            self.queued_since.get_or_insert(now);
+        }
+    }
+
+    /// The next queued subscription (that still exists).
+    pub fn next_queued(&mut self) -> Option<u64> {
+        while let Some(id) = self.queue.pop_front() {
+            if self.queued.remove(&id) {
+                if self.queued.is_empty() {
+                    self.queued_since = None;
+                }
+                return Some(id);
+            }
+        }
+        self.queued_since = None;
+        None
+    }
+
+    /// When the queued NOTIFYs are due (at once: since the first was queued), if any.
+    pub fn notify_due(&self) -> Option<Instant> {
+        self.queued_since.filter(|_| !self.queued.is_empty())
     }
 
     /// Whether subscription `id` was owed a NOTIFY (and is no longer).
@@ -390,6 +426,22 @@ mod tests {
             .save_due()
             .expect("the new expiry");
         assert_eq!(saved.expires_at, 60);
+    }
+
+    #[test]
+    fn a_subscription_is_queued_once_and_a_removed_one_is_skipped() {
+        let now = Instant::now();
+        let mut table = Subscriptions::default();
+        let a = table.insert(sub("202", "201", "s1", now));
+        let b = table.insert(sub("203", "201", "s2", now));
+        table.enqueue(a, now);
+        table.enqueue(b, now);
+        table.enqueue(a, now);
+        table.remove(a);
+        assert_eq!(table.notify_due(), Some(now));
+        assert_eq!(table.next_queued(), Some(b));
+        assert_eq!(table.next_queued(), None);
+        assert_eq!(table.notify_due(), None);
     }
 
     #[test]

@@ -76,9 +76,7 @@ fn callees<'a>(call: &'a Call, config: &'a Config) -> impl Iterator<Item = &'a s
         .is_none()
         .then(|| {
             config
-                .extensions
-                .iter()
-                .filter(|e| e.call_groups.contains(&call.called))
+                .call_group_members(&call.called)
                 .map(|e| e.number.as_str())
         })
         .into_iter()

@@ -4,6 +4,7 @@
 
 use super::pickup::response_to;
 use super::*;
+use crate::engine::blf::NOTIFY_BATCH;
 use ezk_sip_types::Method;
 
 /// A SUBSCRIBE from `subscriber` (port `port`) for `target`'s dialogs, as text.
@@ -127,6 +128,17 @@ fn ring_201(h: &mut Harness) -> (SipMessage, Vec<(Peer, SipMessage)>) {
     );
     out.extend(h.sent());
     (b_invite, out)
+}
+
+/// The office config with `line` in its `[subscriptions]` section.
+fn office_with_subscriptions(line: &str) -> Harness {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+    let config = std::fs::read_to_string(path).unwrap().replacen(
+        "[[extension]]",
+        &format!("[subscriptions]\n{line}\n\n[[extension]]"),
+        1,
+    );
+    Harness::with_config(&config)
 }
 
 /// 202 (port 5072) watches 201; returns the first NOTIFY (answered).
@@ -599,41 +611,6 @@ fn a_restart_restores_subscriptions_with_rising_cseq_and_version() {
 }
 
 #[test]
-fn a_call_to_a_group_lights_the_keys_of_its_members() {
-    let mut h = Harness::office();
-    let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
-    one_notify(&mut h, &out, 5073);
-    assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
-    let out = h.request_with_auth(
-        udp(5074),
-        &invite("204", "sales", 5074, "g1"),
-        "204",
-        "pw204",
-    );
-    let to_201 = requests(&out, "INVITE")
-        .into_iter()
-        .find(|(p, _)| *p == udp(5071))
-        .expect("201 rings as a member of sales")
-        .1
-        .clone();
-    answered_notifies(&mut h, &out, 5073);
-    h.send(udp(5071), &answer(&to_201, 180, "Ringing", "b1", 5071, ""));
-    let out = h.sent();
-    let early = answered_notifies(&mut h, &out, 5073)
-        .pop()
-        .expect("an early NOTIFY");
-    assert_valid(&early);
-    let xml = body(&early);
-    assert!(xml.contains("<state>early</state>"), "{xml}");
-    assert_eq!(
-        attr(&xml, "call-id"),
-        to_201.call_id().map(str::to_string),
-        "201's own leg"
-    );
-    assert_eq!(attr(&xml, "local-tag").as_deref(), Some("b1"));
-}
-
-#[test]
 fn a_group_members_key_follows_the_leg_to_its_own_phone() {
     let mut h = Harness::office();
     let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
@@ -694,6 +671,32 @@ fn a_group_members_key_follows_the_leg_to_its_own_phone() {
 }
 
 #[test]
+fn a_fan_out_to_many_keys_goes_out_in_batches_with_the_engine_due_in_between() {
+    let mut h = office_with_subscriptions("max_per_subscriber = 1000");
+    let watchers = NOTIFY_BATCH + 8;
+    for n in 0..watchers {
+        let port = 6000 + n as u16;
+        let text = subscribe_text("202", port, "201", DIALOG)
+            .replace("Call-ID: sub-202-201", &format!("Call-ID: sub-202-201-{n}"))
+            .replace("branch=z9hG4bKsub202201", &format!("branch=z9hG4bKsub{n}"));
+        let out = h.request_with_auth(udp(port), &text, "202", "pw202");
+        one_notify(&mut h, &out, port);
+        // Within the challenges one source may get per second.
+        h.advance(Duration::from_millis(20));
+    }
+    let (_, out) = ring_201(&mut h);
+    let first = requests(&out, "NOTIFY").len();
+    assert_eq!(first, NOTIFY_BATCH, "one batch with the 180");
+    assert!(
+        h.engine.poll_timeout().is_some_and(|at| at <= h.now.mono),
+        "the rest is due at once"
+    );
+    h.advance(Duration::ZERO);
+    let rest = requests(&h.sent(), "NOTIFY").len();
+    assert_eq!(first + rest, watchers, "every key learns it rings");
+}
+
+#[test]
 fn a_stored_subscription_edited_to_last_forever_is_cut_to_the_longest_grant() {
     let mut h = Harness::office();
     watching_201(&mut h);
@@ -740,13 +743,7 @@ Max-Forwards: 70\r\nFrom: <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:201@127.0.0.
 
 #[test]
 fn with_notify_callee_trying_the_unanswered_invite_is_shown_as_trying_first() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
-    let config = std::fs::read_to_string(path).unwrap().replacen(
-        "[[extension]]",
-        "[subscriptions]\nnotify_callee_trying = true\n\n[[extension]]",
-        1,
-    );
-    let mut h = Harness::with_config(&config);
+    let mut h = office_with_subscriptions("notify_callee_trying = true");
     watching_201(&mut h);
     assert_eq!(statuses(&h.register("201", "pw201", udp(5071), 600)), [200]);
     let out = h.request_with_auth(udp(5074), &invite("204", "201", 5074, "c1"), "204", "pw204");

@@ -715,3 +715,23 @@ fn a_bridged_pickup_of_an_analog_caller_goes_through_the_relay() {
     let (to_picker, to_caller) = bridge_linphone_picker(&mut h, ANALOG_PEER);
     assert_bridged_through_the_relay(&mut h, &b_invite, &to_picker, &to_caller, "127.0.0.1:20000");
 }
+
+#[test]
+fn a_pickup_while_the_database_is_unreachable_gets_503_with_retry_after() {
+    let mut h = Harness::office();
+    ringing_call(&mut h);
+    // The store is now a PostgreSQL database that refuses the gateway.
+    let cluster = crate::store::test_cluster::TestCluster::shared();
+    let url = cluster.create_database();
+    h.store = Store::open_postgres(&crate::store::PgPool::new(&url).unwrap()).unwrap();
+    cluster.refuse_connections(&url);
+    let out = pick(&mut h, "202", "*8", 5072, true);
+    let refused = response_to(&out, udp(5072), 503).expect("503, not 480");
+    let retry = h.engine.config.overload.retry_after_secs.to_string();
+    assert_eq!(refused.header(&Name::RETRY_AFTER), Some(retry.as_str()));
+    assert!(
+        requests(&out, "CANCEL").is_empty(),
+        "the call keeps ringing: {:?}",
+        statuses(&out)
+    );
+}
