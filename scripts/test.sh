@@ -26,7 +26,7 @@ command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 # xmllint: the BLF tests validate every NOTIFY body against RFC 4235's schema.
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
-# The PostgreSQL server binaries: the store tests and tests/tests/postgres.rs run a throwaway
+# The PostgreSQL server binaries: the store tests and tests/tests/postgres.rs and nodes.rs run a throwaway
 # cluster of their own (initdb in a temporary directory; the package's own cluster is not used).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.

@@ -563,7 +563,18 @@ fn open_store(
                         store.name()
                     );
                 }
-                let mut bindings = store.load_bindings(now.unix())?;
+                if config.node.is_clustered() {
+                    let address = config.node.advertised(config.listen_addr());
+                    store.register_node(&config.node.id, address, now.unix_ms)?;
+                    tracing::info!(
+                        "node {}: in a cluster with {}, advertising {address}, heartbeat every {} s, takeover after {} s",
+                        config.node.id,
+                        config.node.peers.join(", "),
+                        config.node.heartbeat_secs,
+                        config.node.takeover_secs
+                    );
+                }
+                let mut bindings = store.load_bindings(&config.node.id, now.unix())?;
                 for (_, binding) in &mut bindings {
                     crate::transport::addressing::fill_local(
                         &mut binding.source,

@@ -87,6 +87,11 @@ pub struct GatewayOptions {
     /// `gateway::store::test_cluster::TestCluster`); the analog operator socket is then
     /// named in `[analog]`, where the SQLite file would have put it.
     pub database_url: Option<String>,
+    /// The SIP port instead of a free one (nodes of a cluster name each other's).
+    pub port: Option<u16>,
+    /// Replaces the `[node]` section's `id = "gw1"` line (e.g. a cluster node's id, peers,
+    /// secret and timings).
+    pub node: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -106,6 +111,8 @@ impl Default for GatewayOptions {
             listen_ip: None,
             keys: Vec::new(),
             database_url: None,
+            port: None,
+            node: None,
         }
     }
 }
@@ -166,7 +173,7 @@ impl Gateway {
     /// Writes the quick-start config with `options` into a new temporary directory.
     fn configure(options: &GatewayOptions) -> (tempfile::TempDir, u16, PathBuf, RelayRange) {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let config = dir.path().join("gateway.toml");
         let office = std::fs::read_to_string(workspace_root().join("examples/office.toml"))
             .expect("examples/office.toml");
@@ -258,6 +265,20 @@ impl Gateway {
                 text.replace(&path, &format!("url = \"{url}\"")).replacen(
                     "\n[analog]\n",
                     &format!("\n[analog]\ncontrol_socket = \"{}\"\n", socket.display()),
+                    1,
+                )
+            }
+            None => text,
+        };
+        let text = match &options.node {
+            Some(node) => {
+                assert!(
+                    text.contains("\n[node]\nid = \"gw1\"\n"),
+                    "office.toml has [node]"
+                );
+                text.replacen(
+                    "\n[node]\nid = \"gw1\"\n",
+                    &format!("\n[node]\n{node}\n"),
                     1,
                 )
             }

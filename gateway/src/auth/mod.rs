@@ -4,6 +4,7 @@
 mod credentials;
 mod digest;
 pub mod guard;
+pub mod node;
 pub mod nonce;
 
 pub use credentials::{parse_credentials, Credentials};

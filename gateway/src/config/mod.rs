@@ -5,10 +5,12 @@
 
 pub mod address;
 mod directory;
+mod node;
 mod subscriptions;
 
 use address::HostPort;
 use directory::Directory;
+pub use node::NodeConfig;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -435,20 +437,6 @@ fn default_system_conf() -> PathBuf {
 
 fn default_dahdi_dir() -> PathBuf {
     PathBuf::from("/dev/dahdi")
-}
-
-/// `[node]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Identifier of this gateway node (stored with call contexts).
-    pub id: String,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig { id: "gw1".into() }
-    }
 }
 
 /// `[sip]`
@@ -1014,6 +1002,12 @@ impl Config {
             .find_map(|net| parse_network(net).err())
         {
             return Err(invalid("auth.trusted_networks", problem));
+        }
+        if let Some((key, problem)) = self
+            .node
+            .problem(self.listen_addr(), self.database.url.is_some())
+        {
+            return Err(invalid(key, problem));
         }
         if let Some(problem) = self.subscriptions.problem() {
             return Err(invalid("subscriptions", problem.into()));

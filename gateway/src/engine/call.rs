@@ -145,6 +145,14 @@ pub(super) struct Call {
     pub(super) settled: [bool; 2],
     /// Re-offers owed to each side.
     pub(super) reoffers: [Option<super::reoffer::Reoffer>; 2],
+    /// Phones of the callee registered through other nodes, reached through them (found in
+    /// the store when the call came in; rung again with the local ones after a failed
+    /// pickup).
+    pub(super) remote: Vec<(Option<String>, crate::registrar::Binding)>,
+    /// The node this call came from, when another node routed it here for a phone
+    /// registered through this one: that node keeps the call's context and bills it, so
+    /// this one writes neither (see `engine/nodes.rs`).
+    pub(super) from_node: Option<String>,
 }
 
 impl Call {

@@ -7,6 +7,7 @@
 
 use super::call::{Call, ClientRole, Fork, Party, Relay, ServerRole, Side};
 use super::dialog::{copy_body, Dialog};
+use super::nodes::Invite;
 use super::registration::ChallengeKind;
 use super::{add_capabilities, Engine, Now};
 use crate::registrar::Binding;
@@ -78,9 +79,10 @@ impl Engine {
             return;
         };
         let claimed = from.user();
-        let user = if peer.protocol == Protocol::Internal {
+        let from_node = self.trusted_node(now, &msg, peer);
+        let user = if peer.protocol == Protocol::Internal || from_node.is_some() {
             // The analog ports' own user agent: it speaks for its port (an extension, or
-            // the PSTN caller on a line).
+            // the PSTN caller on a line). Another node: it authenticated its caller.
             claimed.clone().unwrap_or_default()
         } else {
             let Some(user) = self.authenticate(
@@ -108,7 +110,12 @@ impl Engine {
             .and_then(|line| line.uri.user())
             .map(str::to_string)
             .unwrap_or_default();
-        match self.pickup_target(&msg, &target) {
+        // Pickups across nodes are not forwarded yet: a node sends calls only.
+        let pickup = match from_node {
+            Some(_) => None,
+            None => self.pickup_target(&msg, &target),
+        };
+        match pickup {
             Some(Ok(pickup_target)) => {
                 self.start_pickup(now, tx, msg, peer, user, pickup_target);
                 return;
@@ -123,10 +130,45 @@ impl Engine {
             self.reply(now, tx, 404, "Not Found");
             return;
         }
-        if self.contacts_for(now, &target).is_empty() {
+        let invite = Invite {
+            tx,
+            msg,
+            peer,
+            user,
+            target,
+        };
+        // A call another node routed here rings this node's phones only (no loops).
+        if from_node.is_none() {
+            if let Some(invite) = self.look_up_other_nodes(now, invite) {
+                self.route_invite(now, invite, Vec::new(), None);
+            }
+            return;
+        }
+        self.route_invite(now, invite, Vec::new(), from_node);
+    }
+
+    /// Rings the callee of an authenticated INVITE: its phones registered here, and
+    /// `remote`, the ones registered through other nodes (reached through those nodes).
+    /// `from_node`: the node that routed the call here.
+    pub(super) fn route_invite(
+        &mut self,
+        now: Now,
+        invite: Invite,
+        remote: Vec<(Option<String>, Binding)>,
+        from_node: Option<String>,
+    ) {
+        let Invite {
+            tx,
+            msg,
+            peer,
+            user,
+            target,
+        } = invite;
+        if self.contacts_for(now, &target).is_empty() && remote.is_empty() {
             self.reply(now, tx, 480, "Temporarily Unavailable");
             return;
         }
+        let from_display = msg.from_header().and_then(|from| from.display);
         let Some(a) = Dialog::answering(&msg, ids::tag(), peer) else {
             self.reply(now, tx, 400, "Bad Request (malformed From or To)");
             return;
@@ -148,7 +190,7 @@ impl Engine {
                 .config
                 .extension(&user)
                 .and_then(|e| e.display_name.clone())
-                .or(from.display.clone()),
+                .or(from_display),
             uri: self.local.uri_for(&user, peer),
             number: user,
         };
@@ -183,18 +225,30 @@ impl Engine {
                 sent_sdp: [None, None],
                 settled: [false, false],
                 reoffers: [None, None],
+                remote,
+                from_node: from_node.clone(),
             },
         );
+        if let Some(node) = from_node {
+            tracing::info!("call {id}: routed here by node {node} for its caller");
+        }
         self.ring_callee(now, id);
     }
 
     /// Sends an INVITE to every registered contact of the called extension (again, after a
     /// failed pickup), files the call's context in the store and arms the ring timeout.
     pub(super) fn ring_callee(&mut self, now: Now, id: u64) {
-        let Some(called) = self.calls.calls.get(&id).map(|c| c.called.clone()) else {
+        let Some((called, remote)) = self
+            .calls
+            .calls
+            .get(&id)
+            .map(|c| (c.called.clone(), c.remote.clone()))
+        else {
             return;
         };
-        let bindings = self.contacts_for(now, &called);
+        let mut bindings = self.contacts_for(now, &called);
+        let through_nodes = remote.len();
+        bindings.extend(remote);
         let call_groups = self.call_groups_of(&called);
         let tcp_served = self.serves_tcp();
         let Some(call) = self.calls.calls.get_mut(&id) else {
@@ -227,7 +281,11 @@ impl Engine {
                 invite.set_header(Name::CONTENT_TYPE, content_type);
                 invite.body = super::media::offer_for(&self.local, call.anchor, &call.offer, peer);
             }
-            if let Err(error) = dialog.fit_transport(&mut invite, &self.local, tcp_served) {
+            let fitted = dialog.fit_transport(&mut invite, &self.local, tcp_served);
+            if fitted.is_ok() {
+                super::nodes::sign_for_node(&self.config.node, now, &mut invite, dialog.peer);
+            }
+            if let Err(error) = fitted {
                 tracing::warn!("call {id}: INVITE to {} not sent: {error}", binding.contact);
                 call.forks.push(Fork {
                     tx: None,
@@ -257,10 +315,14 @@ impl Engine {
             });
         }
         tracing::info!(
-            "call {id}: {} -> {}, ringing {} contact(s)",
+            "call {id}: {} -> {}, ringing {} contact(s){}",
             call.caller.number,
             call.called,
-            legs.len()
+            legs.len(),
+            match through_nodes {
+                0 => String::new(),
+                n => format!(" ({n} through other nodes)"),
+            }
         );
         if call.deadline.is_none() {
             let deadline = now.mono + self.config.ring_timeout();
@@ -279,8 +341,10 @@ impl Engine {
             legs,
             ring_started_ms: call.ring_started_ms,
         };
-        self.store_commands
-            .push_back(StoreCommand::InsertRinging(Box::new(context)));
+        if call.from_node.is_none() {
+            self.store_commands
+                .push_back(StoreCommand::InsertRinging(Box::new(context)));
+        }
         if call.forks.iter().all(|f| f.final_status.is_some()) {
             // Every contact vanished meanwhile: nothing rings.
             self.finish_if_all_forks_failed(now, id);
@@ -313,7 +377,8 @@ impl Engine {
         }
         let fork = &mut call.forks[index];
         if let Some(tag) = msg.to_header().and_then(|to| to.tag().map(str::to_string)) {
-            if fork.dialog.remote_tag.is_none() && fork.pickup.is_none() {
+            if fork.dialog.remote_tag.is_none() && fork.pickup.is_none() && call.from_node.is_none()
+            {
                 self.store_commands
                     .push_back(StoreCommand::SetLegRemoteTag {
                         call_id: fork.dialog.call_id.clone(),
@@ -393,10 +458,12 @@ impl Engine {
             self.tx.cancel(now.mono, tx);
         }
         tracing::info!("call {id}: answered by {}", answer.answered_by);
-        self.store_commands.push_back(StoreCommand::MarkAnswered {
-            call_key: call.key.clone(),
-            answer,
-        });
+        if call.from_node.is_none() {
+            self.store_commands.push_back(StoreCommand::MarkAnswered {
+                call_key: call.key.clone(),
+                answer,
+            });
+        }
         let (a_tx, a_tag, peer) = (call.a_tx, call.a.local_tag.clone(), call.a.peer);
         self.relay_to_caller(now, a_tx, &a_tag, peer, code, reason, msg);
         if let Some(pickup) = pickup {
@@ -451,6 +518,13 @@ impl Engine {
         }
         if let Some(anchor) = call.anchor {
             self.stop_anchor(&call.key, anchor);
+        }
+        if call.from_node.is_some() {
+            // The node the call came from bills it.
+            if let Some((tx, response)) = last_word {
+                self.tx.send_response(now.mono, tx, response);
+            }
+            return;
         }
         let cdr = call.cdr(&self.config.node.id, now.unix_ms, disposition, cause);
         let confirm = last_word.is_some();
@@ -596,6 +670,9 @@ impl Engine {
     }
 
     pub(super) fn on_cancel(&mut self, now: Now, invite: ServerTxId) {
+        if self.cancel_lookup(now, invite) {
+            return;
+        }
         if let Some(&pickup) = self.calls.pickup_by_tx.get(&invite) {
             self.picker_gave_up(now, pickup);
             return;

@@ -12,6 +12,7 @@ mod calls;
 pub mod dialog;
 pub mod local;
 pub mod media;
+mod nodes;
 mod pickup;
 mod registration;
 mod reoffer;
@@ -97,6 +98,8 @@ pub struct Engine {
     glare_rng: rand::rngs::StdRng,
     /// Dialog event subscriptions (BLF keys), see [`blf`].
     subscriptions: blf::Subscriptions,
+    /// Heartbeats and calls routed through other nodes, see [`nodes`].
+    nodes: nodes::Nodes,
 }
 
 impl Engine {
@@ -140,6 +143,7 @@ impl Engine {
             anchored: HashMap::new(),
             glare_rng: seeded_rng(b"re-INVITE glare", &secret),
             subscriptions: blf::Subscriptions::default(),
+            nodes: nodes::Nodes::new(&config.node, now.mono),
             config,
         }
     }
@@ -332,6 +336,7 @@ impl Engine {
             self.auth.purge(now.mono);
             self.guard.purge(now.mono);
         }
+        self.heartbeat_if_due(now);
         if now.mono >= self.next_billing_mark {
             self.next_billing_mark = now.mono + self.config.billing_mark();
             self.mark_calls_up(now);
@@ -356,11 +361,16 @@ impl Engine {
         }
     }
 
-    /// Takes an answer from the store (a pickup claim's outcome).
+    /// Takes an answer from the store (a pickup claim's outcome, a CDR committed, a
+    /// heartbeat's takeovers, the registrations other nodes hold).
     pub fn handle_store_result(&mut self, now: Now, result: StoreResult) {
         match result {
             StoreResult::Claim { pickup, outcome } => self.on_claim(now, pickup, outcome),
             StoreResult::CdrWritten { call_key } => self.on_cdr_written(now, &call_key),
+            StoreResult::Heartbeat(beat) => self.on_heartbeat(now, beat),
+            StoreResult::Registrations { lookup, found } => {
+                self.on_remote_registrations(now, lookup, found)
+            }
         }
         self.publish_dialog_states(now);
     }
@@ -374,6 +384,7 @@ impl Engine {
             self.calls.next_deadline(),
             self.subscriptions.next_expiry(),
             self.subscriptions.notify_due(),
+            self.nodes.next_heartbeat,
         ]
         .into_iter()
         .flatten()

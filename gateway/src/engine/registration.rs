@@ -226,9 +226,10 @@ impl Engine {
         }
     }
 
-    fn persist_bindings(&mut self, now: Now, aor: &str) {
+    pub(super) fn persist_bindings(&mut self, now: Now, aor: &str) {
         self.store_commands
             .push_back(StoreCommand::ReplaceBindings {
+                node: self.config.node.id.clone(),
                 aor: aor.to_string(),
                 bindings: self.registrar.lookup(now.unix(), aor),
             });

@@ -16,6 +16,9 @@ pub struct Stats {
     pub stream_garbage: u64,
     /// New requests answered 503 because they waited too long (overload).
     pub overload_rejected: u64,
+    /// Requests signed as from a gateway node that were not trusted (not from a node
+    /// address, bad or old signature): treated as outside traffic.
+    pub forged_node_requests: u64,
     log: LogLimiter,
 }
 

@@ -157,6 +157,18 @@ impl Registrar {
         registrar
     }
 
+    /// Every extension holding at least one binding, sorted.
+    pub fn aors(&self) -> Vec<String> {
+        let mut aors: Vec<String> = self
+            .bindings
+            .iter()
+            .filter(|(_, bindings)| !bindings.is_empty())
+            .map(|(aor, _)| aor.clone())
+            .collect();
+        aors.sort();
+        aors
+    }
+
     /// Next change in which TCP sources hold a binding.
     pub fn poll_source_change(&mut self) -> Option<SourceChange> {
         self.source_changes.pop_front()

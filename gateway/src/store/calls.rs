@@ -371,7 +371,7 @@ fn forget_context(db: &dyn Db, call_key: &str) -> Result<(), StoreError> {
 }
 
 /// [`CallStore::recover_interrupted`] in one transaction.
-fn recover(db: &dyn Db, node: &str) -> Result<Interrupted, StoreError> {
+pub(super) fn recover(db: &dyn Db, node: &str) -> Result<Interrupted, StoreError> {
     db.atomically(|| {
         let calls = db.rows(
             &format!(

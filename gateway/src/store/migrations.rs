@@ -106,6 +106,16 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (call_id, local_tag)
     );",
+    // 7: several nodes on one database: each node's heartbeat and advertised SIP address,
+    // and the node each registration came through (NULL for rows written before: they
+    // belong to whichever node loads them).
+    "CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        sip_addr TEXT NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    );
+    ALTER TABLE registrations ADD COLUMN node TEXT;
+    CREATE INDEX registrations_node ON registrations (node);",
 ];
 
 /// Newest schema version this build knows.

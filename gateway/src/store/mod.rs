@@ -5,6 +5,7 @@
 
 mod calls;
 mod migrations;
+mod nodes;
 mod postgres;
 mod reconnect;
 mod sql;
@@ -20,6 +21,7 @@ pub use calls::{
     LegIds, PickupMethod, PickupTarget, INTERRUPTED,
 };
 pub use migrations::SCHEMA_VERSION;
+pub use nodes::{Heartbeat, RemoteBinding, TakenOver};
 pub use postgres::PgPool;
 pub use subscriptions::StoredSubscription;
 pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
@@ -193,13 +195,20 @@ impl Store {
         self.db.dialect().errors_abort_transaction()
     }
 
-    /// Replaces every stored binding of `aor` with `bindings`.
-    pub fn replace_bindings(&mut self, aor: &str, bindings: &[Binding]) -> Result<(), StoreError> {
+    /// Replaces every binding of `aor` that `node` stored with `bindings` (the bindings
+    /// other nodes hold for it stay; a contact another node held is taken over: the phone
+    /// now registers through `node`).
+    pub fn replace_bindings(
+        &mut self,
+        node: &str,
+        aor: &str,
+        bindings: &[Binding],
+    ) -> Result<(), StoreError> {
         let db = self.db.as_ref();
         db.atomically(|| {
             db.execute(
-                "DELETE FROM registrations WHERE aor = ?1",
-                &[Param::Text(aor)],
+                "DELETE FROM registrations WHERE aor = ?1 AND (node = ?2 OR node IS NULL)",
+                &[Param::Text(aor), Param::Text(node)],
             )?;
             for b in bindings {
                 let (proto, addr, local) = (
@@ -208,8 +217,12 @@ impl Store {
                     b.source.local.to_string(),
                 );
                 db.execute(
-                    "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr, node) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, \
+                     call_id = excluded.call_id, cseq = excluded.cseq, source_proto = excluded.source_proto, \
+                     source_addr = excluded.source_addr, q = excluded.q, local_addr = excluded.local_addr, \
+                     node = excluded.node",
                     &[
                         aor.into(),
                         (&b.contact).into(),
@@ -220,6 +233,7 @@ impl Store {
                         (&addr).into(),
                         b.q.into(),
                         (&local).into(),
+                        node.into(),
                     ],
                 )?;
             }
@@ -227,16 +241,21 @@ impl Store {
         })
     }
 
-    /// Every unexpired binding; expired rows are deleted on the way.
-    pub fn load_bindings(&self, now: u64) -> Result<Vec<(String, Binding)>, StoreError> {
+    /// Every unexpired binding `node` holds (and those of rows from before nodes were
+    /// recorded); expired rows of every node are deleted on the way.
+    pub fn load_bindings(
+        &self,
+        node: &str,
+        now: u64,
+    ) -> Result<Vec<(String, Binding)>, StoreError> {
         self.db.execute(
             "DELETE FROM registrations WHERE expires_at <= ?1",
             &[now.into()],
         )?;
         let rows = self.db.rows(
             "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr \
-             FROM registrations ORDER BY aor, contact",
-            &[],
+             FROM registrations WHERE node = ?1 OR node IS NULL ORDER BY aor, contact",
+            &[node.into()],
             |row| {
                 Ok((
                     row.text(0)?,

@@ -69,6 +69,8 @@ on_both_backends!(
     a_cdr_replaces_its_call_context_and_failed_pickups_are_kept,
     calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark,
     subscriptions_survive_reopening_and_expired_ones_are_dropped,
+    nodes_keep_their_own_registrations_and_find_the_live_others,
+    a_silent_node_is_taken_over_by_exactly_one_survivor,
 );
 
 fn binding(contact: &str, expires_at: u64) -> Binding {
@@ -98,16 +100,17 @@ fn bindings_survive_a_reopen(db: TestDb) {
     let mut store = db.open();
     store
         .replace_bindings(
+            "gw1",
             "201",
             &[binding("sip:201@a", 500), binding("sip:201@b", 50)],
         )
         .unwrap();
     drop(store);
     let store = db.open();
-    let loaded = store.load_bindings(100).unwrap();
+    let loaded = store.load_bindings("gw1", 100).unwrap();
     assert_eq!(loaded, [("201".to_string(), binding("sip:201@a", 500))]);
     assert_eq!(
-        store.load_bindings(100).unwrap().len(),
+        store.load_bindings("gw1", 100).unwrap().len(),
         1,
         "the expired row is gone"
     );
@@ -116,16 +119,16 @@ fn bindings_survive_a_reopen(db: TestDb) {
 fn replace_overwrites_and_empty_removes(db: TestDb) {
     let mut store = db.open();
     store
-        .replace_bindings("201", &[binding("sip:201@a", 500)])
+        .replace_bindings("gw1", "201", &[binding("sip:201@a", 500)])
         .unwrap();
     store
-        .replace_bindings("201", &[binding("sip:201@c", 600)])
+        .replace_bindings("gw1", "201", &[binding("sip:201@c", 600)])
         .unwrap();
-    let loaded = store.load_bindings(0).unwrap();
+    let loaded = store.load_bindings("gw1", 0).unwrap();
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].1.contact, "sip:201@c");
-    store.replace_bindings("201", &[]).unwrap();
-    assert!(store.load_bindings(0).unwrap().is_empty());
+    store.replace_bindings("gw1", "201", &[]).unwrap();
+    assert!(store.load_bindings("gw1", 0).unwrap().is_empty());
 }
 
 fn schema_version(store: &Store) -> u64 {
@@ -208,12 +211,13 @@ fn writer_thread_applies_commands_in_order(db: TestDb) {
     let writer = StoreWriter::start(db.open(), |_| {});
     for expires in [100, 200, 300] {
         writer.send(StoreCommand::ReplaceBindings {
+            node: "gw1".into(),
             aor: "202".into(),
             bindings: vec![binding("sip:202@x", expires)],
         });
     }
     writer.flush();
-    let loaded = db.open().load_bindings(0).unwrap();
+    let loaded = db.open().load_bindings("gw1", 0).unwrap();
     assert_eq!(loaded[0].1.expires_at, 300);
 }
 
@@ -836,6 +840,177 @@ fn subscriptions_survive_reopening_and_expired_ones_are_dropped(db: TestDb) {
     assert_eq!(store.load_subscriptions(500).unwrap(), vec![sub]);
 }
 
+fn addr(text: &str) -> std::net::SocketAddr {
+    text.parse().unwrap()
+}
+
+fn nodes_keep_their_own_registrations_and_find_the_live_others(db: TestDb) {
+    let mut store = db.open();
+    store
+        .register_node("a", addr("10.0.0.1:5060"), 100_000)
+        .unwrap();
+    store
+        .register_node("b", addr("10.0.0.2:5060"), 100_000)
+        .unwrap();
+    store
+        .replace_bindings("a", "201", &[binding("sip:201@phone-a", 500)])
+        .unwrap();
+    store
+        .replace_bindings("b", "201", &[binding("sip:201@phone-b", 500)])
+        .unwrap();
+    store
+        .replace_bindings("b", "202", &[binding("sip:202@x", 500)])
+        .unwrap();
+    // Each node restores its own.
+    let of = |store: &Store, node: &str| -> Vec<String> {
+        store
+            .load_bindings(node, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(aor, b)| format!("{aor} {}", b.contact))
+            .collect()
+    };
+    assert_eq!(of(&store, "a"), ["201 sip:201@phone-a"]);
+    assert_eq!(of(&store, "b"), ["201 sip:201@phone-b", "202 sip:202@x"]);
+    // Node a unregistering 201 leaves b's binding of it.
+    store.replace_bindings("a", "201", &[]).unwrap();
+    assert_eq!(of(&store, "b").len(), 2);
+    store
+        .replace_bindings("a", "201", &[binding("sip:201@phone-a", 500)])
+        .unwrap();
+    // What node a finds of 201 and 202 elsewhere: b, at its address.
+    let found = store
+        .remote_bindings("a", &["201".into(), "202".into()], 100_000, 10_000)
+        .unwrap();
+    let found: Vec<(String, String, String)> = found
+        .into_iter()
+        .map(|r| (r.aor, r.node, r.peer.addr.to_string()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("201".into(), "b".into(), "10.0.0.2:5060".into()),
+            ("202".into(), "b".into(), "10.0.0.2:5060".into()),
+        ]
+    );
+    // Expired bindings and silent nodes are not routed to.
+    assert!(store
+        .remote_bindings("a", &["201".into()], 600_000, 1_000_000)
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .remote_bindings("a", &["201".into()], 109_000, 5_000)
+        .unwrap()
+        .is_empty());
+    // The phone of 202 now registers through a (the same contact): a takes it over.
+    store
+        .replace_bindings("a", "202", &[binding("sip:202@x", 700)])
+        .unwrap();
+    assert_eq!(of(&store, "b"), ["201 sip:201@phone-b"]);
+    assert_eq!(of(&store, "a"), ["201 sip:201@phone-a", "202 sip:202@x"]);
+}
+
+fn a_silent_node_is_taken_over_by_exactly_one_survivor(db: TestDb) {
+    const SURVIVORS: usize = 4;
+    let db = Arc::new(db);
+    let mut setup = db.open();
+    let t0 = 1_000_000;
+    setup
+        .register_node("dead", addr("10.0.0.9:5060"), t0)
+        .unwrap();
+    for i in 0..SURVIVORS {
+        setup
+            .register_node(&format!("s{i}"), addr("10.0.0.1:5060"), t0 + 5_000)
+            .unwrap();
+    }
+    setup
+        .replace_bindings(
+            "dead",
+            "201",
+            &[binding("sip:201@a", 5000), binding("sip:201@b", 5000)],
+        )
+        .unwrap();
+    setup
+        .replace_bindings("s0", "202", &[binding("sip:202@a", 5000)])
+        .unwrap();
+    // The dead node had one call up (answered, marked) and one ringing.
+    for (key, ring) in [("up", 1000), ("ringing", 2000)] {
+        let mut ctx = context(key, "201", &["sales"], ring);
+        ctx.node = "dead".into();
+        setup.insert_ringing(&ctx).unwrap();
+    }
+    setup.mark_answered("up", &answer("201", 3000)).unwrap();
+    setup.mark_up("dead", 8000).unwrap();
+    // Within the takeover time nothing happens.
+    let early = setup
+        .heartbeat("s0", addr("10.0.0.1:5060"), t0 + 10_000, 10_000)
+        .unwrap();
+    assert_eq!(early, Heartbeat::default());
+
+    let mut stores: Vec<Store> = (0..SURVIVORS).map(|_| db.open()).collect();
+    let barrier = Arc::new(std::sync::Barrier::new(SURVIVORS));
+    let beats: Vec<Heartbeat> = std::thread::scope(|scope| {
+        let threads: Vec<_> = stores
+            .iter_mut()
+            .enumerate()
+            .map(|(i, store)| {
+                let barrier = barrier.clone();
+                scope.spawn(move || {
+                    barrier.wait();
+                    store
+                        .heartbeat(&format!("s{i}"), addr("10.0.0.1:5060"), t0 + 10_001, 10_000)
+                        .unwrap()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let takeovers: Vec<&TakenOver> = beats.iter().flat_map(|b| &b.taken_over).collect();
+    assert_eq!(
+        takeovers,
+        [&TakenOver {
+            node: "dead".into(),
+            registrations: 2,
+            interrupted: Interrupted {
+                answered: 1,
+                unanswered: 1
+            },
+        }],
+        "exactly one survivor cleans up: {beats:?}"
+    );
+    assert!(beats.iter().all(|b| !b.revived));
+    let store = db.open();
+    assert!(store
+        .load_bindings("dead", 0)
+        .unwrap()
+        .iter()
+        .all(|(aor, _)| aor != "201"));
+    assert_eq!(
+        store.load_bindings("s0", 0).unwrap().len(),
+        1,
+        "survivors keep theirs"
+    );
+    let cdrs = store.recent_cdrs(10).unwrap();
+    assert_eq!(cdrs.len(), 2, "{cdrs:?}");
+    assert!(cdrs
+        .iter()
+        .all(|c| c.disposition == INTERRUPTED && c.node == "dead"));
+    let up = cdrs.iter().find(|c| c.call_key == "up").unwrap();
+    assert_eq!(
+        up.duration_ms, 5000,
+        "billed from the answer to the last mark"
+    );
+    let nodes: Vec<String> = store.nodes().unwrap().into_iter().map(|n| n.0).collect();
+    assert_eq!(nodes, ["s0", "s1", "s2", "s3"]);
+    // The dead node comes back: its row is written again, and it learns it was taken over.
+    let mut back = db.open();
+    let beat = back
+        .heartbeat("dead", addr("10.0.0.9:5060"), t0 + 20_000, 10_000)
+        .unwrap();
+    assert!(beat.revived, "{beat:?}");
+    assert!(beat.taken_over.is_empty(), "the others heartbeat on time");
+}
+
 #[test]
 fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_server_is_back() {
     let cluster = test_cluster::TestCluster::shared();
@@ -843,13 +1018,13 @@ fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_se
     let pool = PgPool::new(&url).unwrap();
     let mut store = Store::open_postgres(&pool).unwrap();
     store
-        .replace_bindings("201", &[binding("sip:201@a", 500)])
+        .replace_bindings("a", "201", &[binding("sip:201@a", 500)])
         .unwrap();
     cluster.refuse_connections(&url);
-    let first = store.replace_bindings("202", &[binding("sip:202@a", 500)]);
+    let first = store.replace_bindings("a", "202", &[binding("sip:202@a", 500)]);
     assert!(first.is_err(), "the write on the lost connection fails");
     let started = std::time::Instant::now();
-    let refused = store.replace_bindings("203", &[binding("sip:203@a", 500)]);
+    let refused = store.replace_bindings("a", "203", &[binding("sip:203@a", 500)]);
     assert!(
         refused.as_ref().is_err_and(StoreError::is_unavailable),
         "within the backoff: refused without an attempt ({refused:?})"
@@ -861,7 +1036,7 @@ fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_se
         detail: String::new(),
     });
     for _ in 0..100 {
-        written = store.replace_bindings("204", &[binding("sip:204@a", 500)]);
+        written = store.replace_bindings("a", "204", &[binding("sip:204@a", 500)]);
         if written.is_ok() {
             break;
         }
@@ -869,7 +1044,7 @@ fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_se
     }
     written.expect("written once the connection is made again");
     let mut users: Vec<String> = store
-        .load_bindings(100)
+        .load_bindings("a", 100)
         .unwrap()
         .into_iter()
         .map(|(aor, _)| aor)

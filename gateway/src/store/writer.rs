@@ -22,6 +22,8 @@ use std::thread::JoinHandle;
 pub enum StoreCommand {
     /// Store exactly these bindings for the extension.
     ReplaceBindings {
+        /// The node the phone registered through (this one).
+        node: String,
         /// The extension.
         aor: String,
         /// Its current bindings.
@@ -86,6 +88,32 @@ pub enum StoreCommand {
         /// Our tag in it.
         local_tag: String,
     },
+    /// This node is alive (and takes over the nodes that are not); answered with
+    /// [`StoreResult::Heartbeat`].
+    Heartbeat {
+        /// This node.
+        node: String,
+        /// Its advertised inter-node SIP address.
+        address: std::net::SocketAddr,
+        /// Unix milliseconds.
+        now_ms: u64,
+        /// A node silent longer than this (ms) is taken over.
+        takeover_ms: u64,
+    },
+    /// Which other live nodes hold registrations of these extensions; answered with
+    /// [`StoreResult::Registrations`].
+    LookupRegistrations {
+        /// The engine's lookup number, echoed in the result.
+        lookup: u64,
+        /// This node (its own bindings are not asked for).
+        node: String,
+        /// The extensions.
+        aors: Vec<String>,
+        /// Unix milliseconds.
+        now_ms: u64,
+        /// Nodes silent longer than this (ms) count as gone.
+        takeover_ms: u64,
+    },
     /// Add an anchored call's media counters to its CDR.
     SetCdrMedia {
         /// The call.
@@ -104,6 +132,8 @@ impl StoreCommand {
             StoreCommand::MarkAnswered { .. }
                 | StoreCommand::MarkUp { .. }
                 | StoreCommand::RecordFailedPickup { .. }
+                // A takeover writes the dead node's interrupted CDRs.
+                | StoreCommand::Heartbeat { .. }
         )
     }
 }
@@ -117,6 +147,15 @@ pub enum StoreResult {
         pickup: u64,
         /// What happened (a database error counts as nothing claimed).
         outcome: ClaimOutcome,
+    },
+    /// The outcome of a [`StoreCommand::Heartbeat`] (a database error: nothing taken over).
+    Heartbeat(super::Heartbeat),
+    /// The answer to a [`StoreCommand::LookupRegistrations`] (a database error: none).
+    Registrations {
+        /// The lookup number from the command.
+        lookup: u64,
+        /// The bindings other nodes hold.
+        found: Vec<super::RemoteBinding>,
     },
     /// A CDR written with `confirm` is committed (or failed and was logged).
     CdrWritten {
@@ -159,7 +198,41 @@ pub fn execute(store: &mut Store, command: StoreCommand) -> Option<StoreResult> 
 /// logged here).
 fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool) {
     let result = match command {
-        StoreCommand::ReplaceBindings { aor, bindings } => store.replace_bindings(&aor, &bindings),
+        StoreCommand::ReplaceBindings {
+            node,
+            aor,
+            bindings,
+        } => store.replace_bindings(&node, &aor, &bindings),
+        StoreCommand::Heartbeat {
+            node,
+            address,
+            now_ms,
+            takeover_ms,
+        } => {
+            let (beat, applied) = match store.heartbeat(&node, address, now_ms, takeover_ms) {
+                Ok(beat) => (beat, true),
+                Err(e) => {
+                    tracing::error!("node heartbeat not recorded: {e}");
+                    (super::Heartbeat::default(), false)
+                }
+            };
+            return (Some(StoreResult::Heartbeat(beat)), applied);
+        }
+        StoreCommand::LookupRegistrations {
+            lookup,
+            node,
+            aors,
+            now_ms,
+            takeover_ms,
+        } => {
+            let found = store
+                .remote_bindings(&node, &aors, now_ms, takeover_ms)
+                .unwrap_or_else(|e| {
+                    tracing::error!("registrations of other nodes not read: {e}");
+                    Vec::new()
+                });
+            return (Some(StoreResult::Registrations { lookup, found }), true);
+        }
         StoreCommand::InsertRinging(context) => store.insert_ringing(&context),
         StoreCommand::SetLegRemoteTag {
             call_id,
@@ -332,11 +405,14 @@ fn begin(store: &mut Store) -> bool {
     }
 }
 
-/// Claims of a batch that was not stored hold nothing.
+/// Claims and takeovers of a batch that was not stored hold nothing.
 fn fail_claims(results: &mut [StoreResult]) {
     for result in results {
-        if let StoreResult::Claim { outcome, .. } = result {
-            *outcome = ClaimOutcome::StoreFailed;
+        match result {
+            StoreResult::Claim { outcome, .. } => *outcome = ClaimOutcome::StoreFailed,
+            // Nothing was taken over either.
+            StoreResult::Heartbeat(beat) => *beat = super::Heartbeat::default(),
+            _ => {}
         }
     }
 }

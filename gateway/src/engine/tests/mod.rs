@@ -2,6 +2,7 @@
 
 mod addresses;
 mod blf;
+mod nodes;
 mod pickup;
 mod security;
 
@@ -281,7 +282,7 @@ fn register_challenges_then_accepts_and_persists() {
         contact.contains("sip:201@127.0.0.1:5071") && contact.contains("expires=600"),
         "{contact}"
     );
-    let stored = h.store.load_bindings(h.now.unix()).unwrap();
+    let stored = h.store.load_bindings("gw1", h.now.unix()).unwrap();
     assert_eq!(stored.len(), 1, "the binding is persisted");
     assert_eq!(stored[0].1.contact, "sip:201@127.0.0.1:5071");
 }
@@ -636,7 +637,11 @@ Max-Forwards: 70\r\nFrom: <sip:201@127.0.0.1>;tag=l1\r\nTo: <sip:201@127.0.0.1>\
 CSeq: 1 REGISTER\r\nContact: <sip:201@127.0.0.1:5060>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
     let replies = h.request_with_auth(udp(5071), text, "201", "pw201");
     assert_eq!(statuses(&replies), [403]);
-    assert!(h.store.load_bindings(h.now.unix()).unwrap().is_empty());
+    assert!(h
+        .store
+        .load_bindings("gw1", h.now.unix())
+        .unwrap()
+        .is_empty());
     assert!(statuses(&h.dial("201", "to-loop")).contains(&480));
 }
 

@@ -1,0 +1,307 @@
+//! Two nodes sharing one store, in virtual time: a call reaching node B for a phone
+//! registered through node A goes through A (signed, trusted there without a challenge),
+//! one CDR for it; signatures count only from node addresses; a silent node is taken over.
+
+use super::*;
+use crate::store::CallStore;
+
+const SECRET: &str = "cluster-secret-0123456789";
+
+fn node_config(id: &str, port: u16, peer: u16, secret: &str) -> String {
+    CONFIG
+        .replace(
+            "listen = \"127.0.0.1:5060\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "path = \"unused.db\"",
+            "url = \"postgres://gateway@localhost/gateway\"",
+        )
+        + &format!(
+            "[node]\nid = \"{id}\"\npeers = [\"127.0.0.1:{peer}\"]\nsecret = \"{secret}\"\n\
+             heartbeat_secs = 1\ntakeover_secs = 3\n"
+        )
+}
+
+/// A peer reaching `local_port` from `port`.
+fn at(port: u16, local_port: u16) -> Peer {
+    Peer {
+        protocol: Protocol::Udp,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        local: format!("127.0.0.1:{local_port}").parse().unwrap(),
+    }
+}
+
+const A: u16 = 5061;
+const B: u16 = 5060;
+
+/// Node a (port 5061) and node b (5060) on one database, both alive.
+fn cluster() -> (Harness, Harness) {
+    let mut a = Harness::with_config(&node_config("a", A, B, SECRET));
+    let mut b = Harness::with_config(&node_config("b", B, A, SECRET));
+    b.store = Store::open(&a._dir.path().join("gw.db")).unwrap();
+    let now = a.now.unix_ms;
+    a.store.register_node("a", at(A, A).addr, now).unwrap();
+    b.store.register_node("b", at(B, B).addr, now).unwrap();
+    (a, b)
+}
+
+/// Delivers what `from` sent to `to`'s address into `to`; the rest goes to `elsewhere`.
+fn pass(from: &mut Harness, to: &mut Harness, elsewhere: &mut Vec<(Peer, SipMessage)>) -> bool {
+    let (from_addr, to_addr) = (
+        from.engine.config.listen_addr(),
+        to.engine.config.listen_addr(),
+    );
+    let mut moved = false;
+    for (peer, msg) in from.sent() {
+        if peer.addr == to_addr {
+            let source = Peer {
+                protocol: Protocol::Udp,
+                addr: from_addr,
+                local: to_addr,
+            };
+            to.send(source, std::str::from_utf8(&msg.to_bytes()).unwrap());
+            moved = true;
+        } else {
+            elsewhere.push((peer, msg));
+        }
+    }
+    moved
+}
+
+/// Moves messages between the nodes until neither sends the other anything; returns what
+/// they sent to anyone else (phones).
+fn exchange(a: &mut Harness, b: &mut Harness) -> Vec<(Peer, SipMessage)> {
+    let mut elsewhere = Vec::new();
+    while pass(a, b, &mut elsewhere) | pass(b, a, &mut elsewhere) {}
+    elsewhere
+}
+
+#[test]
+fn a_call_reaching_node_b_goes_through_node_a_to_the_phone_registered_there() {
+    let (mut a, mut b) = cluster();
+    let registered = a.register("201", "pw201", at(5071, A), 600);
+    assert_eq!(statuses(&registered), [200]);
+    a.run_store();
+
+    // 202 calls 201 through b: b finds 201 on a and forks to a's address, signed.
+    let out = b.dial("201", "x1");
+    assert!(statuses(&out).contains(&100), "{out:?}");
+    let forks = requests(&out, "INVITE");
+    assert_eq!(forks.len(), 1, "{out:?}");
+    let (peer, to_a) = forks[0].clone();
+    assert_eq!(peer.addr, at(A, B).addr, "to node a");
+    assert_eq!(
+        to_a.request_line().unwrap().uri.to_string(),
+        "sip:201@127.0.0.1:5061"
+    );
+    assert!(
+        to_a.header(&Name::from("X-Gateway-Node"))
+            .is_some_and(|v| v.starts_with("b;ts=")),
+        "{to_a:?}"
+    );
+    assert!(
+        to_a.header(&Name::PROXY_AUTHORIZATION).is_none(),
+        "the caller's credentials stay on b"
+    );
+
+    // a trusts it (no challenge) and rings the phone over its flow.
+    a.send(at(B, A), std::str::from_utf8(&to_a.to_bytes()).unwrap());
+    let at_a = a.sent();
+    assert!(!statuses(&at_a).contains(&407), "{at_a:?}");
+    let to_phone = requests(&at_a, "INVITE");
+    assert_eq!(to_phone.len(), 1, "{at_a:?}");
+    let (phone_peer, phone_invite) = to_phone[0].clone();
+    assert_eq!(
+        phone_peer.addr,
+        at(5071, A).addr,
+        "the address 201 registered from"
+    );
+    assert!(phone_invite.header(&Name::from("X-Gateway-Node")).is_none());
+    assert_eq!(
+        phone_invite.from_header().unwrap().user().as_deref(),
+        Some("202"),
+        "the caller as b authenticated it"
+    );
+    // a's 100 goes back to b.
+    for (peer, msg) in &at_a {
+        if msg.status().is_some() {
+            b.send(at(A, B), std::str::from_utf8(&msg.to_bytes()).unwrap());
+            assert_eq!(peer.addr, at(B, A).addr);
+        }
+    }
+    assert!(b.sent().is_empty(), "a 100 ends there");
+
+    // The phone rings, then answers: both reach the caller on b.
+    a.send(
+        at(5071, A),
+        &answer(&phone_invite, 180, "Ringing", "p1", 5071, ""),
+    );
+    let to_caller = exchange(&mut a, &mut b);
+    assert_eq!(statuses(&to_caller), [180], "{to_caller:?}");
+    a.send(
+        at(5071, A),
+        &answer(&phone_invite, 200, "OK", "p1", 5071, "v=0\r\n"),
+    );
+    let to_caller = exchange(&mut a, &mut b);
+    let ok = to_caller
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("the caller gets the 200");
+    assert_eq!(ok.0.addr, at(5072, B).addr);
+    assert_eq!(&ok.1.body[..], b"v=0\r\n");
+    assert_eq!(
+        requests(&to_caller, "ACK").len(),
+        1,
+        "a ACKs the phone's 2xx"
+    );
+
+    // The caller hangs up; the BYE travels b -> a -> phone and the 200s back.
+    let a_tag = ok.1.to_header().unwrap().tag().unwrap().to_string();
+    let bye = format!(
+        "BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKbye1\r\n\
+From: \"Caller\" <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:201@127.0.0.1>;tag={a_tag}\r\n\
+Call-ID: x1\r\nMax-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    b.send(at(5072, B), &bye);
+    let out = exchange(&mut a, &mut b);
+    let phone_bye = requests(&out, "BYE");
+    assert_eq!(phone_bye.len(), 1, "{out:?}");
+    assert_eq!(statuses(&out), [200], "the caller's BYE answered: {out:?}");
+    let bye_ok = phone_bye[0].1.response(200, "OK", None);
+    a.send(
+        at(5071, A),
+        std::str::from_utf8(&bye_ok.to_bytes()).unwrap(),
+    );
+    assert!(exchange(&mut a, &mut b).is_empty());
+
+    // One CDR, by the node the caller reached; no context left behind on either.
+    let cdrs = b.store.recent_cdrs(10).unwrap();
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(
+        (
+            cdrs[0].caller.as_str(),
+            cdrs[0].called.as_str(),
+            cdrs[0].node.as_str()
+        ),
+        ("202", "201", "b")
+    );
+    assert_eq!(cdrs[0].disposition, "answered");
+    assert_eq!(
+        b.store.recover_interrupted("a").unwrap(),
+        Default::default()
+    );
+}
+
+#[test]
+fn a_node_signature_counts_only_from_a_node_address_with_the_secret() {
+    let (mut a, mut b) = cluster();
+    a.register("201", "pw201", at(5071, A), 600);
+    let out = b.dial("201", "x2");
+    let (_, to_a) = requests(&out, "INVITE")[0].clone();
+    let signed = String::from_utf8(to_a.to_bytes().to_vec()).unwrap();
+
+    // The same signed INVITE from anywhere but node b: outside traffic, challenged.
+    a.send(at(5099, A), &signed);
+    let replies = a.sent();
+    assert_eq!(statuses(&replies), [407], "{replies:?}");
+    assert!(
+        requests(&replies, "INVITE").is_empty(),
+        "the phone does not ring"
+    );
+    assert_eq!(a.engine.stats().forged_node_requests, 1);
+
+    // From node b's address but signed with another secret, or not signed: challenged.
+    let mut forger = Harness::with_config(&node_config("b", B, A, "not-the-cluster-secret"));
+    forger.store = Store::open(&a._dir.path().join("gw.db")).unwrap();
+    forger
+        .store
+        .register_node("b", at(B, B).addr, forger.now.unix_ms)
+        .unwrap();
+    let out = forger.dial("201", "x3");
+    let (_, forged) = requests(&out, "INVITE")[0].clone();
+    a.send(at(B, A), std::str::from_utf8(&forged.to_bytes()).unwrap());
+    assert_eq!(statuses(&a.sent()), [407]);
+    let mut unsigned = forged.clone();
+    unsigned.remove_header(&Name::from("X-Gateway-Node"));
+    a.send(at(B, A), std::str::from_utf8(&unsigned.to_bytes()).unwrap());
+    assert_eq!(
+        statuses(&a.sent()),
+        [407],
+        "a node address alone is no credential"
+    );
+    // A replay long after it was signed: challenged too.
+    a.advance(Duration::from_secs(60));
+    a.sent();
+    let replayed = signed.replace("branch=z9hG4bK", "branch=z9hG4bKreplay");
+    a.send(at(B, A), &replayed);
+    assert_eq!(statuses(&a.sent()), [407]);
+    assert_eq!(a.engine.stats().forged_node_requests, 3);
+
+    // The genuine one from node b rings the phone.
+    a.send(
+        at(B, A),
+        &signed
+            .replace("branch=z9hG4bK", "branch=z9hG4bKlate")
+            .replace(
+                &to_a
+                    .header(&Name::from("X-Gateway-Node"))
+                    .unwrap()
+                    .to_string(),
+                &{
+                    let mut fresh = SipMessage::parse_datagram(signed.as_bytes()).unwrap();
+                    crate::auth::node::sign(&mut fresh, SECRET.as_bytes(), "b", a.now.unix());
+                    fresh
+                        .header(&Name::from("X-Gateway-Node"))
+                        .unwrap()
+                        .to_string()
+                },
+            ),
+    );
+    let rung = a.sent();
+    assert_eq!(requests(&rung, "INVITE").len(), 1, "{rung:?}");
+}
+
+#[test]
+fn a_silent_node_is_taken_over_and_learns_it_when_it_heartbeats_again() {
+    let (mut a, mut b) = cluster();
+    a.register("201", "pw201", at(5071, A), 600);
+    assert_eq!(a.store.load_bindings("a", a.now.unix()).unwrap().len(), 1);
+    // a rings 201 for 203's call: a context of node a.
+    let ring = a.request_with_auth(
+        at(5073, A),
+        &invite("203", "201", 5073, "x4"),
+        "203",
+        "pw203",
+    );
+    assert_eq!(requests(&ring, "INVITE").len(), 1);
+
+    // Both heartbeat: nothing is taken over.
+    for _ in 0..4 {
+        a.advance(Duration::from_secs(1));
+        b.advance(Duration::from_secs(1));
+    }
+    assert_eq!(b.store.nodes().unwrap().len(), 2);
+    // a falls silent; b takes it over once 3 s passed since a's last heartbeat.
+    b.advance(Duration::from_secs(2));
+    assert_eq!(b.store.nodes().unwrap().len(), 2, "not yet");
+    b.advance(Duration::from_secs(2));
+    let nodes: Vec<String> = b.store.nodes().unwrap().into_iter().map(|n| n.0).collect();
+    assert_eq!(nodes, ["b"]);
+    assert!(b.store.load_bindings("a", b.now.unix()).unwrap().is_empty());
+    let cdrs = b.store.recent_cdrs(10).unwrap();
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(
+        (cdrs[0].node.as_str(), cdrs[0].disposition.as_str()),
+        ("a", "interrupted")
+    );
+    // A call for 201 through b now finds nobody.
+    let out = b.dial("201", "x5");
+    assert!(statuses(&out).contains(&480), "{out:?}");
+
+    // a was only stalled: its next heartbeat finds its row gone and writes 201 again.
+    a.advance(Duration::from_secs(1));
+    assert_eq!(a.store.load_bindings("a", a.now.unix()).unwrap().len(), 1);
+    let nodes: Vec<String> = b.store.nodes().unwrap().into_iter().map(|n| n.0).collect();
+    assert_eq!(nodes, ["a", "b"]);
+}

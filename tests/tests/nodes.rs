@@ -1,0 +1,166 @@
+//! Two gateway nodes on one throwaway PostgreSQL cluster (loopback, two ports): a call
+//! reaching node b for a phone registered through node a connects through a; a request
+//! signed as a node from an address that is no node is challenged; a node killed with
+//! `kill -9` is taken over by the survivor (registrations removed, the call it had up
+//! closed with an interrupted CDR). Needs Debian's `postgresql` and SIPp.
+
+use e2e_tests::{free_port, register, udp_exchange, Gateway, GatewayOptions, Sipp};
+use gateway::store::test_cluster::TestCluster;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "e2e-cluster-secret-0123";
+
+/// Nodes a and b on `url`, each naming the other as its peer.
+fn two_nodes(url: &str, options: impl Fn() -> GatewayOptions) -> (Gateway, Gateway) {
+    let (port_a, port_b) = (free_port(), free_port());
+    let node = |id: &str, peer: u16| {
+        format!(
+            "id = \"{id}\"\npeers = [\"127.0.0.1:{peer}\"]\nsecret = \"{SECRET}\"\n\
+             heartbeat_secs = 1\ntakeover_secs = 3"
+        )
+    };
+    let start = |id: &str, port: u16, peer: u16| {
+        Gateway::start(GatewayOptions {
+            database_url: Some(url.to_string()),
+            port: Some(port),
+            node: Some(node(id, peer)),
+            ..options()
+        })
+    };
+    let a = start("a", port_a, port_b);
+    let b = start("b", port_b, port_a);
+    a.wait_for_log("node a: in a cluster with");
+    b.wait_for_log("node b: in a cluster with");
+    (a, b)
+}
+
+/// Polls `query` (one integer) until it is `want`, for up to 10 s; returns the last value.
+fn wait_for_count(client: &mut postgres::Client, query: &str, want: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = client.query_one(query, &[]).unwrap().get(0);
+        if n == want || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_call_reaching_node_b_connects_through_node_a_where_the_phone_registered() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (a, b) = two_nodes(&url, GatewayOptions::default);
+    let phone = free_port();
+    register(&a, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone).spawn(&a);
+    Sipp::new("uac_call.xml", free_port())
+        .service("201")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .run(&b);
+    callee.wait();
+    b.wait_for_log("ringing 1 contact(s) (1 through other nodes)");
+    a.wait_for_log("routed here by node b");
+    a.wait_for_log("answered by 201");
+
+    // One CDR, by the node the caller reached; no contexts left.
+    let mut client = cluster.client(&url);
+    let cdrs = "SELECT COUNT(*) FROM cdrs";
+    assert_eq!(wait_for_count(&mut client, cdrs, 1), 1, "{}", b.log());
+    let row = client
+        .query_one(
+            "SELECT caller, called, answered_by, disposition, node FROM cdrs",
+            &[],
+        )
+        .unwrap();
+    let fields: Vec<String> = (0..5).map(|i| row.get(i)).collect();
+    assert_eq!(fields, ["202", "201", "201", "answered", "b"]);
+    let contexts = "SELECT COUNT(*) FROM call_contexts";
+    assert_eq!(wait_for_count(&mut client, contexts, 0), 0);
+}
+
+#[test]
+fn a_node_signature_from_an_address_that_is_no_node_is_challenged() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (a, _b) = two_nodes(&url, GatewayOptions::default);
+    let phone = free_port();
+    register(&a, "201", phone, 600, 200);
+    // A correctly signed INVITE (the forger knows the secret), from a SIPp-like port.
+    let text = format!(
+        "INVITE sip:201@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKforged;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:202@127.0.0.1>;tag=forger\r\nTo: <sip:201@127.0.0.1>\r\n\
+Call-ID: forged@e2e\r\nCSeq: 1 INVITE\r\nContact: <sip:202@127.0.0.1:5999>\r\nContent-Length: 0\r\n\r\n",
+        port = a.port
+    );
+    let mut msg = gateway::sip::message::SipMessage::parse_datagram(text.as_bytes()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    gateway::auth::node::sign(&mut msg, SECRET.as_bytes(), "b", now);
+    let reply = udp_exchange(&a, &msg.to_bytes(), Duration::from_secs(5))
+        .expect("an answer to the forged request");
+    assert!(
+        reply.starts_with("SIP/2.0 407 "),
+        "challenged as outside traffic: {reply}\n{}",
+        a.log()
+    );
+    a.wait_for_log(
+        "claims to be a gateway node, not trusted: it does not come from a node address",
+    );
+}
+
+#[test]
+fn a_node_killed_is_taken_over_by_the_survivor() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (mut a, b) = two_nodes(&url, || GatewayOptions {
+        billing_mark_secs: 1,
+        ..GatewayOptions::default()
+    });
+    // On a: 201 registered and up in a call from 202 (held a minute).
+    let phone = free_port();
+    register(&a, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone).spawn(&a);
+    let caller = Sipp::new("uac_call.xml", free_port())
+        .service("201")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .fill("@HOLD_MS@", "60000")
+        .spawn(&a);
+    a.wait_for_log("answered by 201");
+    let mut client = cluster.client(&url);
+    let marked = "SELECT COUNT(*) FROM call_contexts WHERE node = 'a' AND up_ms > answer_ms";
+    assert_eq!(wait_for_count(&mut client, marked, 1), 1, "{}", a.log());
+    let registrations = "SELECT COUNT(*) FROM registrations WHERE node = 'a'";
+    assert_eq!(wait_for_count(&mut client, registrations, 1), 1);
+
+    a.kill();
+    caller.kill();
+    callee.kill();
+    b.wait_for_log(
+        "node a stopped heartbeating for over 3 s: took over, 1 registration(s) removed, 1 call(s) up and 0 ringing closed with interrupted CDRs",
+    );
+    assert_eq!(wait_for_count(&mut client, registrations, 0), 0);
+    let contexts = "SELECT COUNT(*) FROM call_contexts WHERE node = 'a'";
+    assert_eq!(wait_for_count(&mut client, contexts, 0), 0);
+    let row = client
+        .query_one(
+            "SELECT caller, called, disposition, node, duration_ms FROM cdrs",
+            &[],
+        )
+        .unwrap();
+    let fields: Vec<String> = (0..4).map(|i| row.get(i)).collect();
+    assert_eq!(fields, ["202", "201", "interrupted", "a"]);
+    let talk: i64 = row.get(4);
+    assert!(talk > 0, "billed to the last mark");
+    let nodes: Vec<String> = client
+        .query("SELECT node_id FROM nodes ORDER BY node_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(nodes, ["b"]);
+}
