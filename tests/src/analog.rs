@@ -146,11 +146,26 @@ impl RtpPeer {
 
     /// Collects packets for `duration` (PCMU payload 0; events on `event_pt`).
     pub fn receive(&self, duration: Duration, law: Law, event_pt: u8) -> Received {
+        self.receive_until(duration, law, event_pt, |_| false)
+    }
+
+    /// Like [`RtpPeer::receive`], but stops as soon as `done` holds for what came (a
+    /// loaded machine may be slow to start sending: wait for the event, not a fixed time).
+    pub fn receive_until(
+        &self,
+        limit: Duration,
+        law: Law,
+        event_pt: u8,
+        done: impl Fn(&Received) -> bool,
+    ) -> Received {
         let mut received = Received::default();
-        let deadline = Instant::now() + duration;
+        let deadline = Instant::now() + limit;
         let mut buffer = [0u8; 1500];
         let mut last: Option<(u16, u32)> = None;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if done(&received) {
+                break;
+            }
             self.socket
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .expect("timeout");

@@ -4,7 +4,7 @@
 //! `gateway analog ...` acts as the analog phones and the central office. Audio is checked
 //! by measuring tones on both sides; DTMF and caller ID by decoding them.
 
-use e2e_tests::analog::RtpPeer;
+use e2e_tests::analog::{Received, RtpPeer};
 use e2e_tests::{free_port, logged_port, register, Gateway, GatewayOptions, Sipp, SippRun};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,8 +24,15 @@ fn assert_near(measured: f32, expected: f32, what: &str) {
 /// The analog side says a 1004 Hz tone; the SIP side's RTP carries it, continuously.
 fn analog_to_sip_audio(gateway: &Gateway, port: u32, peer: &RtpPeer) -> SocketAddr {
     gateway.analog(&format!("say {port} 1004 1500"));
-    let received = peer.receive(Duration::from_millis(1200), Law::Ulaw, EVENT_PT);
-    let tone = dominant_frequency(&received.audio).expect("the SIP side received silence");
+    // The last 800 ms carry the tone, however late it starts (up to 15 s on a loaded
+    // machine).
+    let last_800_ms = |r: &Received| r.audio[r.audio.len().saturating_sub(8 * 800)..].to_vec();
+    let received = peer.receive_until(Duration::from_secs(15), Law::Ulaw, EVENT_PT, |r| {
+        r.audio.len() >= 8 * 800
+            && dominant_frequency(&last_800_ms(r))
+                .is_some_and(|tone| (tone.frequency_hz - 1004.0).abs() < 5.0)
+    });
+    let tone = dominant_frequency(&last_800_ms(&received)).expect("the SIP side received silence");
     assert_near(tone.frequency_hz, 1004.0, "analog -> RTP");
     assert_eq!(received.discontinuities, 0, "sequence/timestamp gaps");
     assert_eq!(received.ssrcs.len(), 1, "one SSRC: {:?}", received.ssrcs);
@@ -88,12 +95,10 @@ fn an_analog_phone_calls_a_sip_phone_with_audio_and_dtmf_both_ways() {
     assert!(concealed >= 5, "{concealed} frames concealed");
     // A key pressed on the analog phone arrives as RFC 4733 events, not as audio.
     gateway.analog("dial 1 5");
-    let received = peer.receive(Duration::from_millis(600), Law::Ulaw, EVENT_PT);
+    let pressed_5 = |r: &Received| r.events.iter().any(|&(_, key, end)| key == '5' && end);
+    let received = peer.receive_until(Duration::from_secs(15), Law::Ulaw, EVENT_PT, pressed_5);
     assert!(
-        received
-            .events
-            .iter()
-            .any(|&(_, key, end)| key == '5' && end),
+        pressed_5(&received),
         "no event for 5: {:?}",
         received.events
     );
