@@ -1,7 +1,8 @@
 //! Node-to-node trust: a request one gateway node sends another carries a signature header,
 //! `X-Gateway-Node: <node id>;ts=<unix seconds>;mac=<hex>`, an HMAC-SHA256 keyed with the
 //! cluster's shared secret over the node id, the time and the request's key fields
-//! (method, Request-URI, Call-ID, CSeq, From tag). The receiver trusts it only from a
+//! (method, Request-URI, Call-ID, CSeq, From tag and URI, and the pickup headers
+//! [`PICKUP_HEADER`] and Replaces). The receiver trusts it only from a
 //! configured node address ([`crate::config::NodeConfig::peers`]), within
 //! [`MAX_SKEW_SECS`] of its own clock; anything else is outside traffic (digest as usual).
 //! Sans-IO: the time comes in as an argument.
@@ -13,6 +14,9 @@ use sha2::Sha256;
 
 /// The signature header.
 pub const NODE_HEADER: &str = "X-Gateway-Node";
+
+/// The header of a pickup one node forwards to the call's owner (its claim); signed.
+pub const PICKUP_HEADER: &str = "X-Gateway-Pickup";
 
 /// How far the signature's time may be from the receiver's clock (seconds): bounds the
 /// replay of a captured request (whose Call-ID and CSeq the MAC also fixes).
@@ -49,10 +53,14 @@ fn mac(secret: &[u8], node: &str, ts: u64, msg: &SipMessage) -> Option<Hmac<Sha2
     let line = msg.request_line()?;
     let call_id = msg.call_id()?;
     let cseq = msg.header(&Name::CSEQ)?;
-    let from_tag = msg
-        .from_header()
+    let from = msg.from_header();
+    let from_tag = from
+        .as_ref()
         .and_then(|from| from.tag().map(str::to_string))
         .unwrap_or_default();
+    // The identity the receiving node trusts, and what a pickup between nodes claims.
+    let from_uri = from.map(|from| from.uri).unwrap_or_default();
+    let signed_header = |name: &str| msg.header(&Name::from(name)).unwrap_or_default().trim();
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     for field in [
@@ -63,6 +71,9 @@ fn mac(secret: &[u8], node: &str, ts: u64, msg: &SipMessage) -> Option<Hmac<Sha2
         call_id.trim(),
         &cseq.split_whitespace().collect::<Vec<_>>().join(" "),
         &from_tag,
+        &from_uri,
+        signed_header(PICKUP_HEADER),
+        signed_header("Replaces"),
     ] {
         mac.update(&(field.len() as u64).to_be_bytes());
         mac.update(field.as_bytes());
@@ -149,6 +160,23 @@ Call-ID: c1@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
             verify(&retargeted, secret, 1010),
             Err(NodeAuthError::BadMac)
         );
+        // Another identity, or another claim: no longer the request the node signed.
+        for (from, to) in [
+            ("From: <sip:202@", "From: <sip:203@"),
+            (
+                "Call-ID:",
+                "X-Gateway-Pickup: k1;method=group;mode=bridge\r\nCall-ID:",
+            ),
+            ("Call-ID:", "Replaces: c9;to-tag=a;from-tag=b\r\nCall-ID:"),
+        ] {
+            let altered =
+                SipMessage::parse_datagram(text.replacen(from, to, 1).as_bytes()).unwrap();
+            assert_eq!(
+                verify(&altered, secret, 1010),
+                Err(NodeAuthError::BadMac),
+                "{to}"
+            );
+        }
         let garbled = text.replacen(";ts=1000", ";ts=x", 1);
         let garbled = SipMessage::parse_datagram(garbled.as_bytes()).unwrap();
         assert_eq!(

@@ -149,10 +149,59 @@ pub(super) struct Call {
     /// the store when the call came in; rung again with the local ones after a failed
     /// pickup).
     pub(super) remote: Vec<(Option<String>, crate::registrar::Binding)>,
-    /// The node this call came from, when another node routed it here for a phone
-    /// registered through this one: that node keeps the call's context and bills it, so
-    /// this one writes neither (see `engine/nodes.rs`).
-    pub(super) from_node: Option<String>,
+    /// Set when this node only carries the call for another node, which keeps its context
+    /// and bills it (so this one writes neither; see `engine/nodes.rs`).
+    pub(super) relayed: Option<Relayed>,
+}
+
+/// A call this node carries for another node of the cluster.
+#[derive(Debug, Clone)]
+pub(super) struct Relayed {
+    /// The node that keeps the call's context and writes its CDR.
+    pub(super) recorded_by: String,
+    /// What the call is for.
+    pub(super) leg: RelayLeg,
+}
+
+/// Why a call is carried for another node.
+#[derive(Debug, Clone)]
+pub(super) enum RelayLeg {
+    /// The other node routed a call here for a phone registered through this one.
+    Call,
+    /// A picker of this node claimed a call ringing on the other node: the one fork goes
+    /// there with the claim (`X-Gateway-Pickup`), and the owner runs the pickup.
+    PickupToOwner {
+        /// The `X-Gateway-Pickup` value.
+        claim: String,
+    },
+    /// The owner's INVITE with Replaces for a picker of this node: the one fork goes to the
+    /// picker over its flow, with these headers (the Replaces translated to the picker's
+    /// dialog with this node, the auto-answer hints and identity copied).
+    ReplacesToPicker {
+        /// Header fields for the fork's INVITE.
+        headers: Vec<(ezk_sip_types::Name, String)>,
+    },
+}
+
+impl Relayed {
+    /// Whether the fork goes only where the relay says (not to the callee's phones).
+    pub(super) fn rings_only_remote(&self) -> bool {
+        !matches!(self.leg, RelayLeg::Call)
+    }
+
+    /// The header fields each fork's INVITE carries.
+    pub(super) fn fork_headers(&self) -> Vec<(ezk_sip_types::Name, String)> {
+        match &self.leg {
+            RelayLeg::Call => Vec::new(),
+            RelayLeg::PickupToOwner { claim } => {
+                vec![(
+                    ezk_sip_types::Name::from(super::nodes::PICKUP_HEADER),
+                    claim.clone(),
+                )]
+            }
+            RelayLeg::ReplacesToPicker { headers } => headers.clone(),
+        }
+    }
 }
 
 impl Call {

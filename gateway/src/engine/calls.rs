@@ -5,9 +5,9 @@
 //! relay), except that a caller's 2xx repeats the early answer it already holds
 //! ([`Engine::answer_body`]). Pickups (`pickup.rs`) hook in where a call rings.
 
-use super::call::{Call, ClientRole, Fork, Party, Relay, ServerRole, Side};
+use super::call::{Call, ClientRole, Fork, Party, Relay, RelayLeg, Relayed, ServerRole, Side};
 use super::dialog::{copy_body, Dialog};
-use super::nodes::Invite;
+use super::nodes::{Invite, PICKUP_HEADER};
 use super::registration::ChallengeKind;
 use super::{add_capabilities, Engine, Now};
 use crate::registrar::Binding;
@@ -110,7 +110,19 @@ impl Engine {
             .and_then(|line| line.uri.user())
             .map(str::to_string)
             .unwrap_or_default();
-        // Pickups across nodes are not forwarded yet: a node sends calls only.
+        if let Some(node) = &from_node {
+            // Pickups across nodes: the claim a node made on a call of ours, or the owner's
+            // INVITE with Replaces for a picker of ours.
+            if let Some(claim) = msg.header(&Name::from(PICKUP_HEADER)).map(str::to_string) {
+                self.start_forwarded_pickup(now, tx, peer, user, node, &claim);
+                return;
+            }
+            if msg.header(&Name::REPLACES).is_some() {
+                self.replaces_from_owner(now, tx, msg, peer, node.clone());
+                return;
+            }
+        }
+        // A call another node routed here is for a phone here, never a pickup.
         let pickup = match from_node {
             Some(_) => None,
             None => self.pickup_target(&msg, &target),
@@ -144,18 +156,22 @@ impl Engine {
             }
             return;
         }
-        self.route_invite(now, invite, Vec::new(), from_node);
+        let relayed = from_node.map(|node| Relayed {
+            recorded_by: node,
+            leg: RelayLeg::Call,
+        });
+        self.route_invite(now, invite, Vec::new(), relayed);
     }
 
     /// Rings the callee of an authenticated INVITE: its phones registered here, and
     /// `remote`, the ones registered through other nodes (reached through those nodes).
-    /// `from_node`: the node that routed the call here.
+    /// `relayed`: set when the call is carried for another node (which records it).
     pub(super) fn route_invite(
         &mut self,
         now: Now,
         invite: Invite,
         remote: Vec<(Option<String>, Binding)>,
-        from_node: Option<String>,
+        relayed: Option<Relayed>,
     ) {
         let Invite {
             tx,
@@ -226,11 +242,15 @@ impl Engine {
                 settled: [false, false],
                 reoffers: [None, None],
                 remote,
-                from_node: from_node.clone(),
+                relayed: relayed.clone(),
             },
         );
-        if let Some(node) = from_node {
-            tracing::info!("call {id}: routed here by node {node} for its caller");
+        if let Some(relayed) = relayed {
+            tracing::info!(
+                "call {id}: carried for node {} ({:?})",
+                relayed.recorded_by,
+                relayed.leg
+            );
         }
         self.ring_callee(now, id);
     }
@@ -238,15 +258,20 @@ impl Engine {
     /// Sends an INVITE to every registered contact of the called extension (again, after a
     /// failed pickup), files the call's context in the store and arms the ring timeout.
     pub(super) fn ring_callee(&mut self, now: Now, id: u64) {
-        let Some((called, remote)) = self
+        let Some((called, remote, relayed)) = self
             .calls
             .calls
             .get(&id)
-            .map(|c| (c.called.clone(), c.remote.clone()))
+            .map(|c| (c.called.clone(), c.remote.clone(), c.relayed.clone()))
         else {
             return;
         };
-        let mut bindings = self.contacts_for(now, &called);
+        let mut bindings = if relayed.as_ref().is_some_and(Relayed::rings_only_remote) {
+            Vec::new()
+        } else {
+            self.contacts_for(now, &called)
+        };
+        let fork_headers = relayed.map(|r| r.fork_headers()).unwrap_or_default();
         let through_nodes = remote.len();
         bindings.extend(remote);
         let call_groups = self.call_groups_of(&called);
@@ -260,7 +285,12 @@ impl Engine {
             params: Vec::new(),
         }
         .to_string();
-        let mut legs = Vec::new();
+        // The caller's leg too: a BLF key may name it (and reach another node).
+        let mut legs = vec![LegIds {
+            call_id: call.a.call_id.clone(),
+            local_tag: call.a.local_tag.clone(),
+            remote_tag: call.a.remote_tag.clone(),
+        }];
         for (extension, binding) in bindings {
             let peer = route_to(&binding);
             let mut dialog = Dialog {
@@ -276,6 +306,9 @@ impl Engine {
             let mut invite = dialog.request(Method::INVITE, None, &self.local);
             add_capabilities(&mut invite);
             invite.remove_header(&Name::ACCEPT);
+            for (name, value) in &fork_headers {
+                invite.set_header(name.clone(), value.clone());
+            }
             if !call.offer.is_empty() {
                 let content_type = call.offer_type.as_deref().unwrap_or("application/sdp");
                 invite.set_header(Name::CONTENT_TYPE, content_type);
@@ -318,7 +351,7 @@ impl Engine {
             "call {id}: {} -> {}, ringing {} contact(s){}",
             call.caller.number,
             call.called,
-            legs.len(),
+            legs.len() - 1,
             match through_nodes {
                 0 => String::new(),
                 n => format!(" ({n} through other nodes)"),
@@ -341,7 +374,7 @@ impl Engine {
             legs,
             ring_started_ms: call.ring_started_ms,
         };
-        if call.from_node.is_none() {
+        if call.relayed.is_none() {
             self.store_commands
                 .push_back(StoreCommand::InsertRinging(Box::new(context)));
         }
@@ -377,8 +410,7 @@ impl Engine {
         }
         let fork = &mut call.forks[index];
         if let Some(tag) = msg.to_header().and_then(|to| to.tag().map(str::to_string)) {
-            if fork.dialog.remote_tag.is_none() && fork.pickup.is_none() && call.from_node.is_none()
-            {
+            if fork.dialog.remote_tag.is_none() && fork.pickup.is_none() && call.relayed.is_none() {
                 self.store_commands
                     .push_back(StoreCommand::SetLegRemoteTag {
                         call_id: fork.dialog.call_id.clone(),
@@ -458,7 +490,7 @@ impl Engine {
             self.tx.cancel(now.mono, tx);
         }
         tracing::info!("call {id}: answered by {}", answer.answered_by);
-        if call.from_node.is_none() {
+        if call.relayed.is_none() {
             self.store_commands.push_back(StoreCommand::MarkAnswered {
                 call_key: call.key.clone(),
                 answer,
@@ -519,8 +551,8 @@ impl Engine {
         if let Some(anchor) = call.anchor {
             self.stop_anchor(&call.key, anchor);
         }
-        if call.from_node.is_some() {
-            // The node the call came from bills it.
+        if call.relayed.is_some() {
+            // The node the call is carried for bills it.
             if let Some((tx, response)) = last_word {
                 self.tx.send_response(now.mono, tx, response);
             }

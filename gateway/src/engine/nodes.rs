@@ -9,22 +9,86 @@
 //!   fork of the call, an INVITE to that node's advertised address, signed
 //!   ([`crate::auth::node`]). The owner holds the phone's flow and NAT binding and forwards
 //!   the call to it as a call of its own, without writing a context or a CDR: the node the
-//!   caller reached keeps those (one CDR per call). Pickup and BLF across nodes would hook
-//!   in where [`Call::from_node`](super::call::Call) is set; they are not built.
+//!   caller reached keeps those (one CDR per call).
+//! - Pickup across nodes: the claim is made in the store among the calls of every live
+//!   node (exactly one winner). When the call rings on another node, the picker's node
+//!   forwards the picker's INVITE there, signed, with the claim in [`PICKUP_HEADER`]; the
+//!   owner runs the pickup as for a picker of its own (dummy dialog, CANCEL with Reason,
+//!   fallback, ringing again on failure, CDR billing the picker) with the picker's node as
+//!   the picker's side. The owner's INVITE with Replaces comes back to the picker's node,
+//!   which sends the picker an INVITE with Replaces naming the picker's own dialog with it
+//!   and relays the answer. A BLF key's Replaces that reaches the wrong node is claimed the
+//!   same way (the store knows every ringing leg).
 //! - Trust: a signature counts only from a configured node address (`node.peers`; over TCP,
 //!   a node's IP), with the shared secret, within the allowed clock skew; any other request,
 //!   signed or not, is outside traffic and authenticated with digest as usual.
 
+use super::call::{RelayLeg, Relayed};
 use super::{Engine, Now};
 use crate::auth::node as node_auth;
 use crate::config::NodeConfig;
 use crate::registrar::Binding;
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::ServerTxId;
-use crate::store::{Heartbeat, RemoteBinding, StoreCommand};
+use crate::store::{CallContext, Heartbeat, PickupMethod, RemoteBinding, StoreCommand};
 use crate::transport::{Peer, Protocol};
+use ezk_sip_types::Name;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Instant;
+
+/// The header of a pickup forwarded to the call's owner node:
+/// `<call key>;method=<group|directed|replaces>;mode=<replaces|bridge>`.
+pub(super) use crate::auth::node::PICKUP_HEADER;
+
+/// A pickup's claim as one node forwards it to the call's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PickupClaim {
+    /// The claimed call.
+    pub(super) call_key: String,
+    /// How the picker asked.
+    pub(super) method: PickupMethod,
+    /// Whether the picker gets an INVITE with Replaces (else its own INVITE is bridged).
+    pub(super) use_replaces: bool,
+}
+
+impl PickupClaim {
+    /// Reads a [`PICKUP_HEADER`] value.
+    pub(super) fn parse(value: &str) -> Option<PickupClaim> {
+        let mut parts = value.trim().split(';');
+        let call_key = parts.next().filter(|key| !key.is_empty())?.to_string();
+        let (mut method, mut use_replaces) = (None, None);
+        for part in parts {
+            match part.trim().split_once('=')? {
+                ("method", word) => method = PickupMethod::parse(word),
+                ("mode", "replaces") => use_replaces = Some(true),
+                ("mode", "bridge") => use_replaces = Some(false),
+                _ => return None,
+            }
+        }
+        Some(PickupClaim {
+            call_key,
+            method: method?,
+            use_replaces: use_replaces?,
+        })
+    }
+}
+
+impl std::fmt::Display for PickupClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{};method={};mode={}",
+            self.call_key,
+            self.method.as_str(),
+            if self.use_replaces {
+                "replaces"
+            } else {
+                "bridge"
+            }
+        )
+    }
+}
 
 /// An authenticated INVITE on its way to the callee (waiting, perhaps, for the store to say
 /// which other nodes hold the callee's registrations).
@@ -170,19 +234,8 @@ impl Engine {
                 );
                 continue;
             }
-            let mut peer = found.peer;
-            crate::transport::addressing::fill_local(&mut peer, self.config.listen_addr());
-            remote.push((
-                Some(found.aor.clone()),
-                Binding {
-                    contact: format!("sip:{}@{}", found.aor, found.peer.addr),
-                    expires_at: u64::MAX,
-                    call_id: String::new(),
-                    cseq: 0,
-                    source: peer,
-                    q: None,
-                },
-            ));
+            let binding = node_binding(&found.aor, found.peer.addr, self.config.listen_addr());
+            remote.push((Some(found.aor.clone()), binding));
         }
         self.route_invite(now, invite, remote, None);
     }
@@ -201,6 +254,148 @@ impl Engine {
         self.nodes.lookups.remove(&lookup);
         self.reply(now, tx, 487, "Request Terminated");
         true
+    }
+
+    /// A picker of this node won a call ringing on another node (reached at `owner`): its
+    /// INVITE goes there with the claim, as a call this node only carries.
+    pub(super) fn forward_pickup(
+        &mut self,
+        now: Now,
+        id: u64,
+        context: &CallContext,
+        owner: SocketAddr,
+    ) {
+        let Some(pickup) = self.calls.pickups.get(&id) else {
+            return;
+        };
+        let (tx, peer, picker) = (pickup.tx, pickup.peer, pickup.picker.clone());
+        let claim = PickupClaim {
+            call_key: context.call_key.clone(),
+            method: pickup.method,
+            use_replaces: pickup.use_replaces,
+        };
+        let Some(msg) = self.tx.request(tx).cloned() else {
+            return;
+        };
+        self.finish_pickup(now, id, None);
+        tracing::info!(
+            "pickup {id}: {picker} claimed call {} ringing on node {}: forwarded to {owner}",
+            context.call_key,
+            context.node
+        );
+        let target = msg
+            .request_line()
+            .and_then(|line| line.uri.user())
+            .unwrap_or_default()
+            .to_string();
+        let owner_binding = node_binding(&target, owner, self.config.listen_addr());
+        let invite = Invite {
+            tx,
+            msg,
+            peer,
+            user: picker,
+            target,
+        };
+        let relayed = Relayed {
+            recorded_by: context.node.clone(),
+            leg: RelayLeg::PickupToOwner {
+                claim: claim.to_string(),
+            },
+        };
+        self.route_invite(now, invite, vec![(None, owner_binding)], Some(relayed));
+    }
+
+    /// Another node claimed a call of this node for its picker and forwarded the pickup
+    /// (`claim`, the [`PICKUP_HEADER`] value): the pickup runs here once the store confirms
+    /// the claim, with the picker's side reached through that node.
+    pub(super) fn start_forwarded_pickup(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        peer: Peer,
+        picker: String,
+        node: &str,
+        claim: &str,
+    ) {
+        let Some(claim) = PickupClaim::parse(claim) else {
+            self.reply(now, tx, 400, "Bad Request (malformed X-Gateway-Pickup)");
+            return;
+        };
+        let id = self.open_pickup(tx, peer, &picker, claim.method, claim.use_replaces);
+        tracing::info!(
+            "pickup {id}: node {node} claimed call {} for its picker {picker}",
+            claim.call_key
+        );
+        self.store_commands.push_back(StoreCommand::LoadClaim {
+            pickup: id,
+            call_key: claim.call_key,
+            picker,
+            node: self.config.node.id.clone(),
+        });
+    }
+
+    /// The owner node's INVITE with Replaces for a picker of this node, naming this node's
+    /// dialog with it: the picker gets an INVITE with Replaces naming its own dialog with
+    /// this node (the early one it holds for the pickup), and its answer goes back.
+    pub(super) fn replaces_from_owner(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        msg: SipMessage,
+        peer: Peer,
+        node: String,
+    ) {
+        let header = msg.header(&Name::REPLACES).unwrap_or_default();
+        let relay = super::blf::pickup_relay_named(&self.calls, header)
+            .and_then(|id| self.calls.calls.get(&id));
+        let Some((relay, picker_tag)) =
+            relay.and_then(|call| Some((call, call.a.remote_tag.clone()?)))
+        else {
+            self.reply(now, tx, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        let picker_dialog = &relay.a;
+        let mut headers = vec![(
+            Name::REPLACES,
+            format!(
+                "{};to-tag={picker_tag};from-tag={};early-only",
+                picker_dialog.call_id, picker_dialog.local_tag
+            ),
+        )];
+        for name in [
+            Name::CALL_INFO,
+            Name::ALERT_INFO,
+            Name::from("P-Asserted-Identity"),
+        ] {
+            if let Some(value) = msg.header(&name) {
+                headers.push((name, value.to_string()));
+            }
+        }
+        let picker = relay.caller.number.clone();
+        let to_picker = Binding {
+            contact: picker_dialog.remote_target.clone(),
+            expires_at: u64::MAX,
+            call_id: String::new(),
+            cseq: 0,
+            source: picker_dialog.peer,
+            q: None,
+        };
+        let caller = msg
+            .from_header()
+            .and_then(|from| from.user())
+            .unwrap_or_default();
+        let invite = Invite {
+            tx,
+            msg,
+            peer,
+            user: caller,
+            target: picker.clone(),
+        };
+        let relayed = Relayed {
+            recorded_by: node,
+            leg: RelayLeg::ReplacesToPicker { headers },
+        };
+        self.route_invite(now, invite, vec![(Some(picker), to_picker)], Some(relayed));
     }
 
     /// Queues a heartbeat when one is due.
@@ -265,6 +460,26 @@ pub(super) fn sign_for_node(config: &NodeConfig, now: Now, msg: &mut SipMessage,
     }
 }
 
-fn millis(duration: std::time::Duration) -> u64 {
+/// How a node is reached for `user` (an extension, or what a picker dialled): over UDP
+/// at its advertised address, from this node's listening address.
+fn node_binding(user: &str, node: SocketAddr, listen: SocketAddr) -> Binding {
+    let mut source = Peer {
+        protocol: Protocol::Udp,
+        addr: node,
+        local: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+    };
+    crate::transport::addressing::fill_local(&mut source, listen);
+    Binding {
+        contact: format!("sip:{user}@{node}"),
+        expires_at: u64::MAX,
+        call_id: String::new(),
+        cseq: 0,
+        source,
+        q: None,
+    }
+}
+
+/// A duration in whole milliseconds (saturating).
+pub(super) fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

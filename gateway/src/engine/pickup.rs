@@ -46,8 +46,9 @@ impl Engine {
             // Either leg of a ringing call, tags in either order (BLF keys differ).
             return Some(match super::blf::replaced_dialog(&self.calls, replaces) {
                 Replaced::Ringing(leg) => Ok(PickupTarget::Leg(leg)),
-                // The claim finds nothing: 481.
-                Replaced::Nothing => Ok(PickupTarget::Leg(String::new())),
+                // Not here: the store knows whether another node's call has that leg (481
+                // when none has).
+                Replaced::Nothing => Ok(PickupTarget::Leg(super::blf::named_leg(replaces))),
                 Replaced::Answered { early_only: true } => {
                     Err((486, "Busy Here (the call is answered: early-only)"))
                 }
@@ -95,17 +96,46 @@ impl Engine {
                 PickupMode::Replaces => true,
                 PickupMode::Bridge => false,
             };
-        let id = self.calls.next_pickup;
-        self.calls.next_pickup += 1;
         tracing::info!(
-            "pickup {id}: {picker} asks for {target:?} ({})",
+            "pickup {}: {picker} asks for {target:?} ({})",
+            self.calls.next_pickup,
             if use_replaces { "Replaces" } else { "bridge" }
         );
+        let id = self.open_pickup(tx, peer, &picker, method, use_replaces);
+        let node = &self.config.node;
+        let other_nodes_seen_since_ms = node.is_clustered().then(|| {
+            now.unix_ms
+                .saturating_sub(super::nodes::millis(node.takeover()))
+        });
+        self.store_commands.push_back(StoreCommand::Claim {
+            pickup: id,
+            request: ClaimRequest {
+                picker,
+                pickup_groups,
+                target,
+                node: node.id.clone(),
+                now_ms: now.unix_ms,
+                other_nodes_seen_since_ms,
+            },
+        });
+    }
+
+    /// Files a pickup of `picker` whose INVITE is `tx`; returns its number.
+    pub(super) fn open_pickup(
+        &mut self,
+        tx: ServerTxId,
+        peer: Peer,
+        picker: &str,
+        method: PickupMethod,
+        use_replaces: bool,
+    ) -> u64 {
+        let id = self.calls.next_pickup;
+        self.calls.next_pickup += 1;
         self.calls.pickup_by_tx.insert(tx, id);
         self.calls.pickups.insert(
             id,
             Pickup {
-                picker: picker.clone(),
+                picker: picker.to_string(),
                 method,
                 tx,
                 peer,
@@ -117,23 +147,16 @@ impl Engine {
                 early_answer: None,
             },
         );
-        self.store_commands.push_back(StoreCommand::Claim {
-            pickup: id,
-            request: ClaimRequest {
-                picker,
-                pickup_groups,
-                target,
-                node: self.config.node.id.clone(),
-                now_ms: now.unix_ms,
-            },
-        });
+        id
     }
 
     /// The store answered a claim.
     pub(super) fn on_claim(&mut self, now: Now, id: u64, outcome: ClaimOutcome) {
         let Some(pickup) = self.calls.pickups.get(&id) else {
             // The picker gave up before the store answered: give the call back.
-            if let ClaimOutcome::Claimed(context) = outcome {
+            if let ClaimOutcome::Claimed(context) | ClaimOutcome::Elsewhere { context, .. } =
+                outcome
+            {
                 self.store_commands.push_back(StoreCommand::Release {
                     call_key: context.call_key,
                 });
@@ -142,6 +165,10 @@ impl Engine {
         };
         let context = match outcome {
             ClaimOutcome::Claimed(context) => context,
+            ClaimOutcome::Elsewhere { context, owner } => {
+                self.forward_pickup(now, id, &context, owner);
+                return;
+            }
             ClaimOutcome::NotAllowed => {
                 tracing::info!(
                     "pickup {id}: {} is not in a pickup group of that call",
@@ -325,6 +352,8 @@ impl Engine {
             return;
         }
         let peer = dialog.peer;
+        // The picker's node, when the pickup was forwarded from there.
+        super::nodes::sign_for_node(&self.config.node, now, &mut invite, peer);
         let picker = pickup.picker.clone();
         let tx = self.tx.send_request(now.mono, invite, peer);
         let Some(call) = self.calls.calls.get_mut(&call_id) else {
@@ -546,7 +575,7 @@ impl Engine {
     }
 
     /// Forgets a pickup; answers the picker's INVITE with `answer` if it is still open.
-    fn finish_pickup(&mut self, now: Now, id: u64, answer: Option<(u16, &str)>) {
+    pub(super) fn finish_pickup(&mut self, now: Now, id: u64, answer: Option<(u16, &str)>) {
         self.calls.silence_deadlines.retain(|(_, p)| *p != id);
         let Some(pickup) = self.calls.pickups.remove(&id) else {
             return;

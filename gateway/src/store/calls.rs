@@ -7,6 +7,7 @@
 //! (nodes): the claim is one conditional `UPDATE ... WHERE state = 'ringing' ... RETURNING`
 //! on a row chosen in the same statement (PostgreSQL adds `FOR UPDATE SKIP LOCKED`).
 
+use super::nodes::node_address;
 use super::sql::{ColumnError, Db, Param, Row};
 use super::{Store, StoreError};
 
@@ -53,8 +54,18 @@ pub enum PickupTarget {
     Group,
     /// `**<ext>`: the call ringing this extension.
     Directed(String),
-    /// INVITE with Replaces (BLF key): the call with a leg of this Call-ID.
-    Leg(String),
+    /// INVITE with Replaces (BLF key): the call with this leg.
+    Leg(NamedLeg),
+}
+
+/// A leg an INVITE with Replaces names: its Call-ID and its two tags, in either order (a
+/// leg whose far end has sent no tag yet matches on the gateway's tag alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedLeg {
+    /// The leg's Call-ID.
+    pub call_id: String,
+    /// Its two tags, in either order.
+    pub tags: [String; 2],
 }
 
 impl PickupTarget {
@@ -77,10 +88,14 @@ pub struct ClaimRequest {
     pub pickup_groups: Vec<String>,
     /// What it asks for.
     pub target: PickupTarget,
-    /// This node (only its calls can be picked up for now).
+    /// This node.
     pub node: String,
     /// Unix milliseconds of the claim.
     pub now_ms: u64,
+    /// In a cluster, the calls of other nodes that heartbeat at or after this time (Unix
+    /// ms) may be claimed too (the picker's node forwards the pickup to the owner); None:
+    /// only this node's calls.
+    pub other_nodes_seen_since_ms: Option<u64>,
 }
 
 /// The result of a claim.
@@ -88,6 +103,14 @@ pub struct ClaimRequest {
 pub enum ClaimOutcome {
     /// This picker won the call.
     Claimed(Box<CallContext>),
+    /// This picker won a call that rings on another node (`context.node`), reached at
+    /// `owner`: the pickup is forwarded there.
+    Elsewhere {
+        /// The call.
+        context: Box<CallContext>,
+        /// The owner node's advertised SIP address.
+        owner: std::net::SocketAddr,
+    },
     /// The call a directed or BLF pickup names rings, but the picker's groups do not allow
     /// it (a group pickup gets [`ClaimOutcome::NothingRinging`] instead).
     NotAllowed,
@@ -120,6 +143,18 @@ impl PickupMethod {
             PickupMethod::Directed => "directed",
             PickupMethod::Replaces => "replaces",
         }
+    }
+
+    /// The method [`PickupMethod::as_str`] names.
+    pub fn parse(word: &str) -> Option<PickupMethod> {
+        [
+            PickupMethod::None,
+            PickupMethod::Group,
+            PickupMethod::Directed,
+            PickupMethod::Replaces,
+        ]
+        .into_iter()
+        .find(|method| method.as_str() == word)
     }
 }
 
@@ -209,6 +244,15 @@ pub trait CallStore {
     fn set_leg_remote_tag(&mut self, call_id: &str, remote_tag: &str) -> Result<(), StoreError>;
     /// Atomically claims one ringing call for a picker: exactly one concurrent claim wins.
     fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
+    /// The claim another node made for `picker` on a call of this node (`node`): the
+    /// forwarded pickup it sent here. [`ClaimOutcome::Claimed`] while the claim stands,
+    /// else [`ClaimOutcome::NothingRinging`].
+    fn claimed_by_other_node(
+        &mut self,
+        call_key: &str,
+        picker: &str,
+        node: &str,
+    ) -> Result<ClaimOutcome, StoreError>;
     /// Puts a claimed call back to ringing (the pickup failed and the callee rings again).
     fn release(&mut self, call_key: &str) -> Result<(), StoreError>;
     /// Marks a call answered (no longer pickable), with who answered and who pays.
@@ -492,17 +536,23 @@ impl CallStore for Store {
 
     fn claim(&mut self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
         // Which ringing calls the target names, regardless of groups.
-        let (filter, target_value) = match &request.target {
-            // `?3` is always referenced so every statement binds the same parameters.
-            PickupTarget::Group => ("?3 = ''", ""),
-            PickupTarget::Directed(ext) => ("c.called = ?3", ext.as_str()),
-            PickupTarget::Leg(call_id) => (
-                "EXISTS (SELECT 1 FROM call_legs l WHERE l.call_key = c.call_key AND l.call_id = ?3)",
-                call_id.as_str(),
+        // `?3`, `?5` and `?6` are always referenced so every statement binds the same
+        // parameters.
+        let (filter, target_value, tags) = match &request.target {
+            PickupTarget::Group => ("?3 = '' AND ?5 = ?6", "", ["", ""]),
+            PickupTarget::Directed(ext) => ("c.called = ?3 AND ?5 = ?6", ext.as_str(), ["", ""]),
+            PickupTarget::Leg(leg) => (
+                "EXISTS (SELECT 1 FROM call_legs l WHERE l.call_key = c.call_key AND l.call_id = ?3 \
+                 AND ((l.local_tag = ?5 AND (l.remote_tag IS NULL OR l.remote_tag = ?6)) \
+                 OR (l.local_tag = ?6 AND (l.remote_tag IS NULL OR l.remote_tag = ?5))))",
+                leg.call_id.as_str(),
+                [leg.tags[0].as_str(), leg.tags[1].as_str()],
             ),
         };
+        // This node's calls, and in a cluster those of the other live nodes (`?4`).
         let candidates = format!(
-            "FROM call_contexts c WHERE c.state = 'ringing' AND c.node = ?1 AND c.called != ?2 \
+            "FROM call_contexts c WHERE c.state = 'ringing' AND (c.node = ?1 OR c.node IN \
+             (SELECT n.node_id FROM nodes n WHERE n.heartbeat_ms >= ?4)) AND c.called != ?2 \
              AND c.caller_number != ?2 AND ({filter})"
         );
         // The picker's groups meet the call's, with the groups bound from `?first` on.
@@ -522,6 +572,9 @@ impl CallStore for Store {
             (&request.node).into(),
             (&request.picker).into(),
             target_value.into(),
+            request.other_nodes_seen_since_ms.unwrap_or(u64::MAX).into(),
+            tags[0].into(),
+            tags[1].into(),
             (&request.picker).into(),
             request.now_ms.into(),
             request.target.method().as_str().into(),
@@ -529,15 +582,15 @@ impl CallStore for Store {
         values.extend(request.pickup_groups.iter().map(Param::from));
         let lock = self.db.dialect().claim_lock();
         let claim = format!(
-            "UPDATE call_contexts SET state = 'claimed', claimed_by = ?4, claimed_at_ms = ?5, claim_method = ?6 \
+            "UPDATE call_contexts SET state = 'claimed', claimed_by = ?7, claimed_at_ms = ?8, claim_method = ?9 \
              WHERE state = 'ringing' AND call_key = (SELECT c.call_key {candidates} AND {} \
              ORDER BY c.ring_started_ms, c.call_key LIMIT 1{lock}) RETURNING {CONTEXT_COLUMNS}",
-            eligible(7)
+            eligible(10)
         );
         // Whether a call the target names rings that the picker's groups do not allow (a
         // call the picker may take that rings still is one a concurrent claim holds).
-        let forbidden = format!("SELECT COUNT(*) {candidates} AND NOT ({})", eligible(4));
-        let forbidden_values: Vec<Param<'_>> = values[..3]
+        let forbidden = format!("SELECT COUNT(*) {candidates} AND NOT ({})", eligible(7));
+        let forbidden_values: Vec<Param<'_>> = values[..6]
             .iter()
             .copied()
             .chain(request.pickup_groups.iter().map(Param::from))
@@ -547,7 +600,17 @@ impl CallStore for Store {
         let db = self.db.as_ref();
         let outcome = db.atomically(|| {
             Ok(match db.first(&claim, &values, context_from_row)? {
-                Some(context) => ClaimOutcome::Claimed(Box::new(context)),
+                Some(context) if context.node == request.node => {
+                    ClaimOutcome::Claimed(Box::new(context))
+                }
+                // The owner's row was read by the claim in this same transaction.
+                Some(context) => match node_address(db, &context.node)? {
+                    Some(owner) => ClaimOutcome::Elsewhere {
+                        context: Box::new(context),
+                        owner,
+                    },
+                    None => return Err(StoreError::NodeVanished(context.node)),
+                },
                 // A group pickup names no call: one the picker may not take is none of its
                 // business, so it hears what it would hear if nothing rang (no leak of calls).
                 None if request.target == PickupTarget::Group => ClaimOutcome::NothingRinging,
@@ -567,8 +630,32 @@ impl CallStore for Store {
             ClaimOutcome::Claimed(context) => Ok(ClaimOutcome::Claimed(Box::new(
                 self.load_details(*context)?,
             ))),
+            ClaimOutcome::Elsewhere { context, owner } => Ok(ClaimOutcome::Elsewhere {
+                context: Box::new(self.load_details(*context)?),
+                owner,
+            }),
             other => Ok(other),
         }
+    }
+
+    fn claimed_by_other_node(
+        &mut self,
+        call_key: &str,
+        picker: &str,
+        node: &str,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let claimed = self.db.first(
+            &format!(
+                "SELECT {CONTEXT_COLUMNS} FROM call_contexts WHERE call_key = ?1 \
+                 AND state = 'claimed' AND claimed_by = ?2 AND node = ?3"
+            ),
+            &[call_key.into(), picker.into(), node.into()],
+            context_from_row,
+        )?;
+        Ok(match claimed {
+            Some(context) => ClaimOutcome::Claimed(Box::new(self.load_details(context)?)),
+            None => ClaimOutcome::NothingRinging,
+        })
     }
 
     fn release(&mut self, call_key: &str) -> Result<(), StoreError> {

@@ -18,7 +18,7 @@ pub mod test_cluster;
 
 pub use calls::{
     Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup, Interrupted,
-    LegIds, PickupMethod, PickupTarget, INTERRUPTED,
+    LegIds, NamedLeg, PickupMethod, PickupTarget, INTERRUPTED,
 };
 pub use migrations::SCHEMA_VERSION;
 pub use nodes::{Heartbeat, RemoteBinding, TakenOver};
@@ -71,6 +71,10 @@ pub enum StoreError {
         /// Seconds since it became unreachable.
         down_secs: u64,
     },
+    /// A pickup claimed a call of a node whose row vanished in the same instant (taken
+    /// over): the claim is undone and the picker told to try again.
+    #[error("node {0} was taken over while one of its calls was claimed: claim undone (the picker may try again)")]
+    NodeVanished(String),
     /// `database.url` does not parse.
     #[error("database.url: {detail} (expected e.g. postgres://gateway@db.example/gateway)")]
     Url {

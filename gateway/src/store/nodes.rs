@@ -6,7 +6,7 @@
 //! recovery of a restarting node, [`super::CallStore::recover_interrupted`]).
 
 use super::calls::recover;
-use super::sql::Param;
+use super::sql::{Db, Param};
 use super::{stored_peer, Interrupted, Store, StoreError};
 use crate::transport::Peer;
 use std::net::SocketAddr;
@@ -173,4 +173,14 @@ impl Store {
             |row| Ok((row.text(0)?, row.text(1)?, row.u64(2)?)),
         )
     }
+}
+
+/// The advertised SIP address of `node`, if it has a row (and a readable address).
+pub(super) fn node_address(db: &dyn Db, node: &str) -> Result<Option<SocketAddr>, StoreError> {
+    let addr = db.first(
+        "SELECT sip_addr FROM nodes WHERE node_id = ?1",
+        &[node.into()],
+        |row| row.text(0),
+    )?;
+    Ok(addr.and_then(|addr| addr.parse().ok()))
 }

@@ -71,6 +71,7 @@ on_both_backends!(
     subscriptions_survive_reopening_and_expired_ones_are_dropped,
     nodes_keep_their_own_registrations_and_find_the_live_others,
     a_silent_node_is_taken_over_by_exactly_one_survivor,
+    a_claim_in_a_cluster_takes_the_calls_of_live_nodes_and_names_the_owner,
 );
 
 fn binding(contact: &str, expires_at: u64) -> Binding {
@@ -247,6 +248,15 @@ fn claim(picker: &str, groups: &[&str], target: PickupTarget) -> ClaimRequest {
         target,
         node: "gw1".into(),
         now_ms: 5000,
+        other_nodes_seen_since_ms: None,
+    }
+}
+
+/// The leg `call_id` of a test context, named by its gateway tag (the far end sent none).
+fn leg(call_id: &str) -> NamedLeg {
+    NamedLeg {
+        call_id: call_id.into(),
+        tags: ["gt".into(), "x".into()],
     }
 }
 
@@ -333,11 +343,7 @@ fn directed_pickup_checks_groups_and_leg_lookup_works(db: TestDb) {
     assert_eq!(
         claimed_key(
             store
-                .claim(&claim(
-                    "202",
-                    &["sales"],
-                    PickupTarget::Leg("leg-c1".into())
-                ))
+                .claim(&claim("202", &["sales"], PickupTarget::Leg(leg("leg-c1"))))
                 .unwrap()
         ),
         "c1"
@@ -394,6 +400,7 @@ fn connections_claiming_at_once_claim_each_call_once(db: TestDb) {
                         ClaimOutcome::NothingRinging => return won,
                         ClaimOutcome::NotAllowed => panic!("a group pickup never hears that"),
                         ClaimOutcome::StoreFailed => panic!("the claim itself succeeded"),
+                        ClaimOutcome::Elsewhere { .. } => panic!("one node"),
                     }
                 }
             })
@@ -433,7 +440,7 @@ fn racing_pickers_of_one_call_have_exactly_one_winner(db: TestDb) {
                         let target = match i % 3 {
                             0 => PickupTarget::Group,
                             1 => PickupTarget::Directed("201".into()),
-                            _ => PickupTarget::Leg(format!("leg-{key}")),
+                            _ => PickupTarget::Leg(leg(&format!("leg-{key}"))),
                         };
                         let request = claim(&format!("3{i:02}"), &["sales"], target);
                         barrier.wait();
@@ -1051,4 +1058,89 @@ fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_se
         .collect();
     users.sort();
     assert_eq!(users, ["201", "204"], "what was refused is not there");
+}
+
+fn a_claim_in_a_cluster_takes_the_calls_of_live_nodes_and_names_the_owner(db: TestDb) {
+    let mut store = db.open();
+    store
+        .register_node("gw1", addr("10.0.0.1:5060"), 4_000)
+        .unwrap();
+    store
+        .register_node("gw2", addr("10.0.0.2:5060"), 4_000)
+        .unwrap();
+    store
+        .register_node("gone", addr("10.0.0.3:5060"), 10)
+        .unwrap();
+    let mut on_gw2 = context("far", "201", &["sales"], 1000);
+    on_gw2.node = "gw2".into();
+    store.insert_ringing(&on_gw2).unwrap();
+    let mut on_gone = context("stale", "203", &["sales"], 500);
+    on_gone.node = "gone".into();
+    store.insert_ringing(&on_gone).unwrap();
+    // Not clustered: only this node's calls.
+    assert_eq!(
+        store
+            .claim(&claim("202", &["sales"], PickupTarget::Group))
+            .unwrap(),
+        ClaimOutcome::NothingRinging
+    );
+    // Clustered: gw2's call (live), never the silent node's, with gw2's address.
+    let cluster_claim = |picker: &str, target: PickupTarget| ClaimRequest {
+        other_nodes_seen_since_ms: Some(1_000),
+        ..claim(picker, &["sales"], target)
+    };
+    match store
+        .claim(&cluster_claim("202", PickupTarget::Group))
+        .unwrap()
+    {
+        ClaimOutcome::Elsewhere { context, owner } => {
+            assert_eq!(
+                (context.call_key.as_str(), context.node.as_str()),
+                ("far", "gw2")
+            );
+            assert_eq!(owner, addr("10.0.0.2:5060"));
+            assert_eq!(context.legs.len(), 1, "with its legs");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .claim(&cluster_claim("204", PickupTarget::Group))
+            .unwrap(),
+        ClaimOutcome::NothingRinging,
+        "taken once, across nodes too"
+    );
+    // The owner loads the claim the other node made, for that picker only.
+    assert_eq!(
+        store.claimed_by_other_node("far", "204", "gw2").unwrap(),
+        ClaimOutcome::NothingRinging
+    );
+    assert_eq!(
+        store.claimed_by_other_node("far", "202", "gw1").unwrap(),
+        ClaimOutcome::NothingRinging,
+        "only on the owner"
+    );
+    assert_eq!(
+        claimed_key(store.claimed_by_other_node("far", "202", "gw2").unwrap()),
+        "far"
+    );
+    // Released (the pickup failed): a BLF key's Replaces naming its leg finds it too, but
+    // only with the leg's tags.
+    store.release("far").unwrap();
+    let wrong_tags = NamedLeg {
+        call_id: "leg-far".into(),
+        tags: ["nope".into(), "x".into()],
+    };
+    assert_eq!(
+        store
+            .claim(&cluster_claim("202", PickupTarget::Leg(wrong_tags)))
+            .unwrap(),
+        ClaimOutcome::NothingRinging
+    );
+    assert!(matches!(
+        store
+            .claim(&cluster_claim("202", PickupTarget::Leg(leg("leg-far"))))
+            .unwrap(),
+        ClaimOutcome::Elsewhere { .. }
+    ));
 }

@@ -45,6 +45,18 @@ pub enum StoreCommand {
         /// What to claim.
         request: ClaimRequest,
     },
+    /// Another node claimed a call of this node for a picker and forwarded the pickup here:
+    /// load the claimed context; the outcome comes back as [`StoreResult::Claim`].
+    LoadClaim {
+        /// The engine's pickup number, echoed in the result.
+        pickup: u64,
+        /// The claimed call.
+        call_key: String,
+        /// The picker the claim is for.
+        picker: String,
+        /// This node (the call's owner).
+        node: String,
+    },
     /// A failed pickup gives the call back (it rings again).
     Release {
         /// The call.
@@ -247,6 +259,20 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
                 }
             };
             return (Some(StoreResult::Claim { pickup, outcome }), applied);
+        }
+        StoreCommand::LoadClaim {
+            pickup,
+            call_key,
+            picker,
+            node,
+        } => {
+            let outcome = store
+                .claimed_by_other_node(&call_key, &picker, &node)
+                .unwrap_or_else(|e| {
+                    report("forwarded pickup's claim not read", &e);
+                    ClaimOutcome::StoreFailed
+                });
+            return (Some(StoreResult::Claim { pickup, outcome }), true);
         }
         StoreCommand::Release { call_key } => store.release(&call_key),
         StoreCommand::MarkAnswered { call_key, answer } => store.mark_answered(&call_key, &answer),

@@ -27,7 +27,7 @@ mod view;
 
 #[cfg(test)]
 pub use notify::NOTIFY_BATCH;
-pub use replaces::{replaced_dialog, Replaced};
+pub use replaces::{named_leg, pickup_relay_named, replaced_dialog, Replaced};
 pub use table::Subscriptions;
 
 use super::{Engine, Now};

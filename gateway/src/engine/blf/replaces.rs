@@ -8,7 +8,8 @@
 //! answered call gets 486 with `early-only` (RFC 3891 §3) and 403 without it (taking over
 //! an answered call by a key is not offered); one naming no call, 481.
 
-use crate::engine::call::Calls;
+use crate::engine::call::{Calls, RelayLeg};
+use crate::store::NamedLeg;
 
 /// A parsed `Replaces` header value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +24,9 @@ struct Replaces<'a> {
 /// What a `Replaces` header names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replaced {
-    /// A ringing call: the Call-ID of a leg of it, as the store's claim knows it
-    /// (`PickupTarget::Leg`); empty when it has none left (the claim then finds nothing).
-    Ringing(String),
+    /// A ringing call: a leg of it, as the store's claim knows it (`PickupTarget::Leg`);
+    /// an empty Call-ID when it has none left (the claim then finds nothing).
+    Ringing(NamedLeg),
     /// An answered call; whether the header carried `early-only`.
     Answered {
         /// RFC 3891 §3: with it, 486 Busy Here.
@@ -92,10 +93,56 @@ pub fn replaced_dialog(calls: &Calls, header: &str) -> Replaced {
                 .iter()
                 .rev()
                 .find(|fork| fork.pickup.is_none() && fork.tx.is_some())
-                .map(|fork| fork.dialog.call_id.clone())
-                .unwrap_or_default(),
+                .map(|fork| NamedLeg {
+                    call_id: fork.dialog.call_id.clone(),
+                    tags: [
+                        fork.dialog.local_tag.clone(),
+                        fork.dialog.remote_tag.clone().unwrap_or_default(),
+                    ],
+                })
+                .unwrap_or_else(|| NamedLeg {
+                    call_id: String::new(),
+                    tags: Default::default(),
+                }),
         ),
     }
+}
+
+/// The leg a `Replaces` header names, as the store's claim looks for it (a call of
+/// another node, which only the store knows).
+pub fn named_leg(header: &str) -> NamedLeg {
+    let replaces = parse(header);
+    NamedLeg {
+        call_id: replaces.call_id.to_string(),
+        tags: [
+            replaces.to_tag.unwrap_or_default().to_string(),
+            replaces.from_tag.unwrap_or_default().to_string(),
+        ],
+    }
+}
+
+/// The call this node carries to another node for a pickup (its picker claimed a call
+/// ringing there) whose fork to that node `header` names: the owner's INVITE with
+/// Replaces for the picker names that dialog.
+pub fn pickup_relay_named(calls: &Calls, header: &str) -> Option<u64> {
+    let replaces = parse(header);
+    calls
+        .calls
+        .iter()
+        .find(|(_, call)| {
+            call.relayed
+                .as_ref()
+                .is_some_and(|r| matches!(r.leg, RelayLeg::PickupToOwner { .. }))
+                && call.forks.iter().any(|fork| {
+                    fork.dialog.call_id == replaces.call_id
+                        && tags_match(
+                            &replaces,
+                            &fork.dialog.local_tag,
+                            fork.dialog.remote_tag.as_deref(),
+                        )
+                })
+        })
+        .map(|(id, _)| *id)
 }
 
 #[cfg(test)]

@@ -4,23 +4,28 @@
 
 use super::*;
 use crate::store::CallStore;
+use ezk_sip_types::Method;
 
 const SECRET: &str = "cluster-secret-0123456789";
 
 fn node_config(id: &str, port: u16, peer: u16, secret: &str) -> String {
-    CONFIG
-        .replace(
-            "listen = \"127.0.0.1:5060\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "path = \"unused.db\"",
-            "url = \"postgres://gateway@localhost/gateway\"",
-        )
-        + &format!(
-            "[node]\nid = \"{id}\"\npeers = [\"127.0.0.1:{peer}\"]\nsecret = \"{secret}\"\n\
+    node_config_from(CONFIG, id, port, peer, secret)
+}
+
+/// `base` (listening on 127.0.0.1:5060, without a [node] section) as node `id` on `port`
+/// with the other node on `peer`.
+fn node_config_from(base: &str, id: &str, port: u16, peer: u16, secret: &str) -> String {
+    base.replace(
+        "listen = \"127.0.0.1:5060\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )
+    .replace(
+        "path = \"unused.db\"",
+        "url = \"postgres://gateway@localhost/gateway\"",
+    ) + &format!(
+        "[node]\nid = \"{id}\"\npeers = [\"127.0.0.1:{peer}\"]\nsecret = \"{secret}\"\n\
              heartbeat_secs = 1\ntakeover_secs = 3\n"
-        )
+    )
 }
 
 /// A peer reaching `local_port` from `port`.
@@ -37,8 +42,32 @@ const B: u16 = 5060;
 
 /// Node a (port 5061) and node b (5060) on one database, both alive.
 fn cluster() -> (Harness, Harness) {
-    let mut a = Harness::with_config(&node_config("a", A, B, SECRET));
-    let mut b = Harness::with_config(&node_config("b", B, A, SECRET));
+    cluster_of(
+        &node_config("a", A, B, SECRET),
+        &node_config("b", B, A, SECRET),
+    )
+}
+
+/// The quick-start office (201-203 in `sales`, 204 in no group) on nodes a and b.
+fn office_cluster() -> (Harness, Harness) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+    let office = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("[node]\nid = \"gw1\"\n", "")
+        .replace("path = \"./data/gateway.db\"", "path = \"unused.db\"")
+        .replace(
+            "zone = \"us\"",
+            "zone = \"us\"\ncontrol_socket = \"unused.sock\"",
+        );
+    cluster_of(
+        &node_config_from(&office, "a", A, B, SECRET),
+        &node_config_from(&office, "b", B, A, SECRET),
+    )
+}
+
+fn cluster_of(a_config: &str, b_config: &str) -> (Harness, Harness) {
+    let mut a = Harness::with_config(a_config);
+    let mut b = Harness::with_config(b_config);
     b.store = Store::open(&a._dir.path().join("gw.db")).unwrap();
     let now = a.now.unix_ms;
     a.store.register_node("a", at(A, A).addr, now).unwrap();
@@ -304,4 +333,168 @@ fn a_silent_node_is_taken_over_and_learns_it_when_it_heartbeats_again() {
     assert_eq!(a.store.load_bindings("a", a.now.unix()).unwrap().len(), 1);
     let nodes: Vec<String> = b.store.nodes().unwrap().into_iter().map(|n| n.0).collect();
     assert_eq!(nodes, ["a", "b"]);
+}
+
+/// Sends `msg` (which `from_port`'s node or phone sent) into `to`.
+fn deliver(to: &mut Harness, from_port: u16, msg: &SipMessage) {
+    let local = to.engine.config.listen_addr().port();
+    to.send(
+        at(from_port, local),
+        std::str::from_utf8(&msg.to_bytes()).unwrap(),
+    );
+}
+
+/// In the office cluster, 204 calls 201 on node a (201 registered there) and 201 rings;
+/// 202 is registered on node b. Returns a's INVITE to 201.
+fn ringing_on_a(a: &mut Harness, b: &mut Harness) -> SipMessage {
+    assert_eq!(
+        statuses(&a.register("201", "pw201", at(5071, A), 600)),
+        [200]
+    );
+    assert_eq!(
+        statuses(&b.register("202", "pw202", at(5072, B), 600)),
+        [200]
+    );
+    let ring = a.request_with_auth(
+        at(5074, A),
+        &invite("204", "201", 5074, "c1"),
+        "204",
+        "pw204",
+    );
+    let to_201 = requests(&ring, "INVITE")[0].1.clone();
+    a.send(
+        at(5071, A),
+        &answer(&to_201, 180, "Ringing", "b1", 5071, ""),
+    );
+    assert_eq!(statuses(&a.sent()), [180]);
+    to_201
+}
+
+/// 202 dials `code` on node b (advertising Replaces or not); returns b's INVITE to node a.
+fn pick_on_b(b: &mut Harness, code: &str, replaces: bool) -> SipMessage {
+    let mut text = invite("202", code, 5072, "pick5072");
+    if replaces {
+        text = text.replacen("Content-Type", "Supported: replaces\r\nContent-Type", 1);
+    }
+    let out = b.request_with_auth(at(5072, B), &text, "202", "pw202");
+    let forwarded = requests(&out, "INVITE");
+    assert_eq!(forwarded.len(), 1, "{out:?}");
+    assert_eq!(forwarded[0].0.addr, at(A, B).addr, "to the owner node");
+    forwarded[0].1.clone()
+}
+
+fn find(
+    msgs: &[(Peer, SipMessage)],
+    port: u16,
+    what: impl Fn(&SipMessage) -> bool,
+) -> Option<&SipMessage> {
+    msgs.iter()
+        .find(|(peer, msg)| peer.addr.port() == port && what(msg))
+        .map(|(_, msg)| msg)
+}
+
+#[test]
+fn a_picker_on_node_b_takes_a_call_ringing_on_node_a_through_replaces_and_pays_for_it() {
+    let (mut a, mut b) = office_cluster();
+    let to_201 = ringing_on_a(&mut a, &mut b);
+
+    // b's claim finds the call on a: the pickup goes there, signed, with the claim.
+    let to_a = pick_on_b(&mut b, "*8", true);
+    let claim = to_a.header(&Name::from("X-Gateway-Pickup")).unwrap();
+    assert!(
+        claim.starts_with("a-") && claim.ends_with(";method=group;mode=replaces"),
+        "{claim}"
+    );
+    assert!(to_a.header(&Name::from("X-Gateway-Node")).is_some());
+
+    // a runs the seed flow: 201's leg cancelled with the Reason, the dummy 183 and the
+    // INVITE with Replaces reach the picker through b, naming the picker's dialog with b.
+    deliver(&mut a, B, &to_a);
+    let out = exchange(&mut a, &mut b);
+    let cancel = find(&out, 5071, |m| m.method() == Some(&Method::CANCEL)).expect("CANCEL");
+    assert_eq!(
+        cancel.header(&Name::from("Reason")),
+        Some("SIP;cause=200;text=\"Call completed elsewhere\"")
+    );
+    let dummy = find(&out, 5072, |m| m.status() == Some(183)).expect("183 to the picker");
+    let dummy_tag = dummy.to_header().unwrap().tag().unwrap().to_string();
+    assert!(String::from_utf8_lossy(&dummy.body).contains("a=inactive"));
+    let replaces_invite = find(&out, 5072, |m| m.method() == Some(&Method::INVITE))
+        .expect("INVITE with Replaces to the picker")
+        .clone();
+    assert_eq!(
+        replaces_invite.header(&Name::REPLACES),
+        Some(format!("pick5072;to-tag=a5072;from-tag={dummy_tag};early-only").as_str())
+    );
+    assert_eq!(
+        replaces_invite.from_header().unwrap().user().as_deref(),
+        Some("204"),
+        "the caller's identity"
+    );
+    assert!(replaces_invite
+        .header(&Name::CALL_INFO)
+        .is_some_and(|v| v.contains("answer-after=0")));
+    assert!(replaces_invite
+        .header(&Name::from("X-Gateway-Node"))
+        .is_none());
+    assert!(replaces_invite
+        .header(&Name::from("X-Gateway-Pickup"))
+        .is_none());
+    a.send(
+        at(5071, A),
+        &answer(&to_201, 487, "Request Terminated", "b1", 5071, ""),
+    );
+    exchange(&mut a, &mut b);
+
+    // The picker answers: the caller on a is connected, the dummy ends with 487.
+    deliver(
+        &mut b,
+        5072,
+        &SipMessage::parse_datagram(
+            answer(
+                &replaces_invite,
+                200,
+                "OK",
+                "pk",
+                5072,
+                "v=0\r\ns=picker\r\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap(),
+    );
+    let out = exchange(&mut a, &mut b);
+    let connected = find(&out, 5074, |m| m.status() == Some(200)).expect("200 to the caller");
+    assert_eq!(&connected.body[..], b"v=0\r\ns=picker\r\n");
+    assert!(find(&out, 5072, |m| m.method() == Some(&Method::ACK)).is_some());
+    let ended = find(&out, 5072, |m| m.status() == Some(487)).expect("the dummy ends");
+    assert_eq!(ended.to_header().unwrap().tag(), Some(dummy_tag.as_str()));
+
+    // The caller hangs up: the BYE reaches the picker through b; a bills the picker.
+    let a_tag = connected.to_header().unwrap().tag().unwrap().to_string();
+    a.send(
+        at(5074, A),
+        &format!(
+            "BYE sip:gw@127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bKbye4\r\n\
+From: <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:201@127.0.0.1>;tag={a_tag}\r\n\
+Call-ID: c1\r\nMax-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    let out = exchange(&mut a, &mut b);
+    let bye = find(&out, 5072, |m| m.method() == Some(&Method::BYE)).expect("BYE to the picker");
+    deliver(&mut b, 5072, &bye.response(200, "OK", None));
+    exchange(&mut a, &mut b);
+    let cdrs = a.store.recent_cdrs(10).unwrap();
+    assert_eq!(cdrs.len(), 1, "one CDR, by the owner: {cdrs:?}");
+    let cdr = &cdrs[0];
+    assert_eq!(
+        (
+            cdr.node.as_str(),
+            cdr.answered_by.as_deref(),
+            cdr.billed.as_deref(),
+            cdr.pickup_method.as_str(),
+            cdr.disposition.as_str()
+        ),
+        ("a", Some("202"), Some("202"), "group", "answered")
+    );
 }
