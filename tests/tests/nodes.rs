@@ -2,8 +2,11 @@
 //! reaching node b for a phone registered through node a connects through a; a request
 //! signed as a node from an address that is no node is challenged; a node killed with
 //! `kill -9` is taken over by the survivor (registrations removed, the call it had up
-//! closed with an interrupted CDR). Needs Debian's `postgresql` and SIPp.
+//! closed with an interrupted CDR); a call ringing on node a is picked up by a picker on
+//! node b, with Replaces (the seed's flow across the nodes) and bridged. Needs Debian's
+//! `postgresql` and SIPp.
 
+use e2e_tests::pickup::{picker, ringing};
 use e2e_tests::{free_port, register, udp_exchange, Gateway, GatewayOptions, Sipp};
 use gateway::store::test_cluster::TestCluster;
 use std::time::{Duration, Instant};
@@ -163,4 +166,59 @@ fn a_node_killed_is_taken_over_by_the_survivor() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(nodes, ["b"]);
+}
+
+/// The CDR columns a pickup across nodes is checked on, once the one CDR is there.
+fn the_one_cdr(client: &mut postgres::Client, log: &str) -> Vec<String> {
+    assert_eq!(
+        wait_for_count(client, "SELECT COUNT(*) FROM cdrs", 1),
+        1,
+        "{log}"
+    );
+    let row = client
+        .query_one(
+            "SELECT caller, called, answered_by, pickup_method, billed, disposition, node FROM cdrs",
+            &[],
+        )
+        .unwrap();
+    (0..7).map(|i| row.get(i)).collect()
+}
+
+#[test]
+fn a_picker_on_node_b_takes_a_call_ringing_on_node_a_through_replaces() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (a, b) = two_nodes(&url, GatewayOptions::default);
+    let (callee, caller) = ringing(&a, "uas_ring_picked.xml", "uac_call.xml");
+    picker("uac_pickup.xml", "*8", "202")
+        .out_of_call("uas_replaces.xml")
+        .run(&b);
+    caller.wait();
+    callee.wait();
+    b.wait_for_log("the pickup goes to node a, where the call rings");
+    a.wait_for_log("connected through Replaces");
+    b.wait_for_log("node a hands the call to its picker here (Replaces)");
+    let mut client = cluster.client(&url);
+    let log = format!("{}\n{}", a.log(), b.log());
+    assert_eq!(
+        the_one_cdr(&mut client, &log),
+        ["204", "201", "202", "group", "202", "answered", "a"]
+    );
+}
+
+#[test]
+fn a_picker_on_node_b_without_replaces_is_bridged_through_both_nodes() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (a, b) = two_nodes(&url, GatewayOptions::default);
+    let (callee, caller) = ringing(&a, "uas_ring_picked.xml", "uac_call.xml");
+    picker("uac_pickup_bridge.xml", "**201", "203").run(&b);
+    caller.wait();
+    callee.wait();
+    let mut client = cluster.client(&url);
+    let log = format!("{}\n{}", a.log(), b.log());
+    assert_eq!(
+        the_one_cdr(&mut client, &log),
+        ["204", "201", "203", "directed", "203", "answered", "a"]
+    );
 }

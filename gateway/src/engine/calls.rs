@@ -245,12 +245,18 @@ impl Engine {
                 relayed: relayed.clone(),
             },
         );
-        if let Some(relayed) = relayed {
-            tracing::info!(
-                "call {id}: carried for node {} ({:?})",
-                relayed.recorded_by,
-                relayed.leg
-            );
+        if let Some(Relayed { recorded_by, leg }) = relayed {
+            match leg {
+                RelayLeg::Call => {
+                    tracing::info!("call {id}: routed here by node {recorded_by} for its caller")
+                }
+                RelayLeg::PickupToOwner { .. } => tracing::info!(
+                    "call {id}: the pickup goes to node {recorded_by}, where the call rings"
+                ),
+                RelayLeg::ReplacesToPicker { .. } => tracing::info!(
+                    "call {id}: node {recorded_by} hands the call to its picker here (Replaces)"
+                ),
+            }
         }
         self.ring_callee(now, id);
     }

@@ -498,3 +498,131 @@ Call-ID: c1\r\nMax-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
         ("a", Some("202"), Some("202"), "group", "answered")
     );
 }
+
+#[test]
+fn a_picker_on_node_b_without_replaces_is_bridged_by_the_owner_through_b() {
+    let (mut a, mut b) = office_cluster();
+    ringing_on_a(&mut a, &mut b);
+    let to_a = pick_on_b(&mut b, "**201", false);
+    assert!(to_a
+        .header(&Name::from("X-Gateway-Pickup"))
+        .is_some_and(|claim| claim.ends_with(";method=directed;mode=bridge")));
+    deliver(&mut a, B, &to_a);
+    let out = exchange(&mut a, &mut b);
+    // The picker's own INVITE is answered (through b) and the caller connected.
+    let picker_ok = find(&out, 5072, |m| m.status() == Some(200)).expect("200 to the picker");
+    assert!(String::from_utf8_lossy(&picker_ok.body).contains("m=audio"));
+    assert!(find(&out, 5074, |m| m.status() == Some(200)).is_some());
+    assert!(find(&out, 5072, |m| m.method() == Some(&Method::INVITE)).is_none());
+    assert_eq!(a.store.recent_cdrs(10).unwrap().len(), 0, "still up");
+}
+
+#[test]
+fn a_blf_key_s_replaces_reaching_the_wrong_node_is_claimed_through_the_store() {
+    let (mut a, mut b) = office_cluster();
+    let to_201 = ringing_on_a(&mut a, &mut b);
+    b.register("203", "pw203", at(5073, B), 600);
+    let call_id = to_201.call_id().unwrap().to_string();
+    let gw_tag = to_201.from_header().unwrap().tag().unwrap().to_string();
+    let blf = |header: &str, n: u16| {
+        invite("203", "201", 5073, &format!("blf{n}")).replacen(
+            "Content-Type",
+            &format!("Replaces: {header}\r\nContent-Type"),
+            1,
+        )
+    };
+    // Tags that are not the leg's: nothing to take, on any node.
+    let wrong = b.request_with_auth(
+        at(5073, B),
+        &blf(&format!("{call_id};to-tag=nope;from-tag=b1"), 1),
+        "203",
+        "pw203",
+    );
+    assert!(statuses(&wrong).contains(&481), "{wrong:?}");
+    assert!(requests(&wrong, "INVITE").is_empty());
+    // The leg's ids (as the NOTIFY gave them): b forwards the pickup to a.
+    let out = b.request_with_auth(
+        at(5073, B),
+        &blf(&format!("{call_id};to-tag=b1;from-tag={gw_tag}"), 2),
+        "203",
+        "pw203",
+    );
+    let to_a = requests(&out, "INVITE")[0].1.clone();
+    assert!(to_a
+        .header(&Name::from("X-Gateway-Pickup"))
+        .is_some_and(|claim| claim.ends_with(";method=replaces;mode=bridge")));
+    assert!(
+        to_a.header(&Name::REPLACES).is_none(),
+        "the key's Replaces names a dialog of node a, not one of b's"
+    );
+    deliver(&mut a, B, &to_a);
+    let out = exchange(&mut a, &mut b);
+    assert!(find(&out, 5071, |m| m.method() == Some(&Method::CANCEL)).is_some());
+    let key_ok = find(&out, 5073, |m| m.status() == Some(200)).expect("the key's INVITE answered");
+    assert!(String::from_utf8_lossy(&key_ok.body).contains("m=audio"));
+    assert!(find(&out, 5074, |m| m.status() == Some(200)).is_some());
+}
+
+#[test]
+fn a_picker_on_node_b_declining_the_replaces_invite_lets_the_call_ring_again_on_a() {
+    let (mut a, mut b) = office_cluster();
+    ringing_on_a(&mut a, &mut b);
+    let to_a = pick_on_b(&mut b, "*8", true);
+    deliver(&mut a, B, &to_a);
+    let out = exchange(&mut a, &mut b);
+    let replaces_invite = find(&out, 5072, |m| m.method() == Some(&Method::INVITE))
+        .unwrap()
+        .clone();
+    deliver(
+        &mut b,
+        5072,
+        &SipMessage::parse_datagram(
+            answer(&replaces_invite, 603, "Decline", "pk", 5072, "").as_bytes(),
+        )
+        .unwrap(),
+    );
+    let out = exchange(&mut a, &mut b);
+    // 201 rings again (a new INVITE from a), the picker's INVITE ends with 480 through b.
+    assert!(
+        find(&out, 5071, |m| m.method() == Some(&Method::INVITE)).is_some(),
+        "{out:?}"
+    );
+    assert!(find(&out, 5072, |m| m.status() == Some(480)).is_some(), "{out:?}");
+    // And another picker can take it: the claim was given back.
+    b.register("203", "pw203", at(5073, B), 600);
+    let again = b.request_with_auth(
+        at(5073, B),
+        &invite("203", "*8", 5073, "pick5073"),
+        "203",
+        "pw203",
+    );
+    assert!(requests(&again, "INVITE")
+        .iter()
+        .any(|(_, m)| m.header(&Name::from("X-Gateway-Pickup")).is_some()));
+}
+
+#[test]
+fn a_claim_header_counts_only_from_a_node_and_only_for_the_claim_s_picker() {
+    let (mut a, mut b) = office_cluster();
+    ringing_on_a(&mut a, &mut b);
+    // A phone sending the header itself: an ordinary INVITE (challenged, then no pickup).
+    let forged = invite("203", "201", 5073, "forged").replacen(
+        "Content-Type",
+        "X-Gateway-Pickup: a-1;method=group;mode=bridge\r\nContent-Type",
+        1,
+    );
+    a.send(at(5073, A), &forged);
+    assert_eq!(statuses(&a.sent()), [407]);
+    // A node forwarding a claim that is not in the store for that picker: nothing taken.
+    let to_a = pick_on_b(&mut b, "*8", false);
+    let mut other_picker = String::from_utf8(to_a.to_bytes().to_vec())
+        .unwrap()
+        .replace("sip:202@", "sip:203@");
+    let mut msg = SipMessage::parse_datagram(other_picker.as_bytes()).unwrap();
+    crate::auth::node::sign(&mut msg, SECRET.as_bytes(), "b", a.now.unix());
+    other_picker = String::from_utf8(msg.to_bytes().to_vec()).unwrap();
+    a.send(at(B, A), &other_picker);
+    let out = a.sent();
+    assert!(statuses(&out).contains(&480), "{out:?}");
+    assert!(requests(&out, "CANCEL").is_empty(), "201 keeps ringing");
+}
