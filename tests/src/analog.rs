@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use telephony_hw::dsp::analysis::dominant_frequency;
 use telephony_hw::dsp::g711::Law;
 use telephony_hw::dsp::telephone_event::TelephoneEvent;
 
@@ -300,4 +301,40 @@ fn pace(start: Instant, ms: u32) {
     if let Some(wait) = due.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
+}
+
+/// The RTP payload type of telephone events (RFC 4733) in the test phones' SDP.
+pub const EVENT_PT: u8 = 101;
+
+fn assert_near(measured: f32, expected: f32, what: &str) {
+    assert!(
+        (measured - expected).abs() < 5.0,
+        "{what}: measured {measured} Hz, expected {expected} Hz"
+    );
+}
+
+/// The analog side says a 1004 Hz tone; the SIP side's RTP carries it, continuously;
+/// returns where that RTP came from.
+pub fn analog_to_sip_audio(gateway: &Gateway, port: u32, peer: &RtpPeer) -> SocketAddr {
+    gateway.analog(&format!("say {port} 1004 1500"));
+    // The last 800 ms carry the tone, however late it starts (up to 15 s on a loaded
+    // machine).
+    let last_800_ms = |r: &Received| r.audio[r.audio.len().saturating_sub(8 * 800)..].to_vec();
+    let received = peer.receive_until(Duration::from_secs(15), Law::Ulaw, EVENT_PT, |r| {
+        r.audio.len() >= 8 * 800
+            && dominant_frequency(&last_800_ms(r))
+                .is_some_and(|tone| (tone.frequency_hz - 1004.0).abs() < 5.0)
+    });
+    let tone = dominant_frequency(&last_800_ms(&received)).expect("the SIP side received silence");
+    assert_near(tone.frequency_hz, 1004.0, "analog -> RTP");
+    assert_eq!(received.discontinuities, 0, "sequence/timestamp gaps");
+    assert_eq!(received.ssrcs.len(), 1, "one SSRC: {:?}", received.ssrcs);
+    received.source.expect("RTP came from somewhere")
+}
+
+/// The SIP side sends a 1400 Hz tone; the analog side hears it.
+pub fn sip_to_analog_audio(gateway: &Gateway, port: u32, peer: &mut RtpPeer, to: SocketAddr) {
+    gateway.analog(&format!("listen {port}")); // forget what came before
+    peer.send_tone(to, Law::Ulaw, 0, 1400.0, 800);
+    gateway.hears_tone(port, "RTP -> analog: 1400 Hz", &[1400.0]);
 }

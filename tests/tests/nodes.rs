@@ -3,9 +3,11 @@
 //! signed as a node from an address that is no node is challenged; a node killed with
 //! `kill -9` is taken over by the survivor (registrations removed, the call it had up
 //! closed with an interrupted CDR); a call ringing on node a is picked up by a picker on
-//! node b, with Replaces (the seed's flow across the nodes) and bridged. Needs Debian's
+//! node b, with Replaces (the seed's flow across the nodes) and bridged, and an analog
+//! caller on node a talks to the picker on node b through a's relay. Needs Debian's
 //! `postgresql` and SIPp.
 
+use e2e_tests::analog::{analog_to_sip_audio, sip_to_analog_audio, RtpPeer};
 use e2e_tests::pickup::{picker, ringing};
 use e2e_tests::{free_port, register, udp_exchange, Gateway, GatewayOptions, Sipp};
 use gateway::store::test_cluster::TestCluster;
@@ -220,5 +222,39 @@ fn a_picker_on_node_b_without_replaces_is_bridged_through_both_nodes() {
     assert_eq!(
         the_one_cdr(&mut client, &log),
         ["204", "201", "203", "directed", "203", "answered", "a"]
+    );
+}
+
+#[test]
+fn an_analog_caller_on_node_a_picked_up_on_node_b_talks_to_the_picker() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (a, b) = two_nodes(&url, GatewayOptions::default);
+    let (mut peer, unused) = (RtpPeer::new(), RtpPeer::new());
+    let phone = free_port();
+    register(&a, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_picked.xml", phone)
+        .fill("@MEDIA_PORT@", &unused.port().to_string())
+        .spawn(&a);
+    a.analog("lift 1");
+    a.analog("dial 1 201");
+    a.wait_for_log("ringing 1 contact(s)");
+    let pickup = picker("uac_pickup.xml", "*8", "202")
+        .out_of_call("uas_replaces.xml")
+        .caller_id("\"Analog 101\" <sip:101@")
+        .fill("@PICKED_CALL_MS@", "15000")
+        .fill("@MEDIA_PORT@", &peer.port().to_string())
+        .spawn(&b);
+    a.wait_for_log("analog port 1: call answered");
+    let analog_rtp = analog_to_sip_audio(&a, 1, &peer);
+    sip_to_analog_audio(&a, 1, &mut peer, analog_rtp);
+    a.analog("hangup 1");
+    pickup.wait();
+    callee.wait();
+    let mut client = cluster.client(&url);
+    let log = format!("{}\n{}", a.log(), b.log());
+    assert_eq!(
+        the_one_cdr(&mut client, &log),
+        ["101", "201", "202", "group", "202", "answered", "a"]
     );
 }

@@ -587,7 +587,10 @@ fn a_picker_on_node_b_declining_the_replaces_invite_lets_the_call_ring_again_on_
         find(&out, 5071, |m| m.method() == Some(&Method::INVITE)).is_some(),
         "{out:?}"
     );
-    assert!(find(&out, 5072, |m| m.status() == Some(480)).is_some(), "{out:?}");
+    assert!(
+        find(&out, 5072, |m| m.status() == Some(480)).is_some(),
+        "{out:?}"
+    );
     // And another picker can take it: the claim was given back.
     b.register("203", "pw203", at(5073, B), 600);
     let again = b.request_with_auth(
