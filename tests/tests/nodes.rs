@@ -258,3 +258,30 @@ fn an_analog_caller_on_node_a_picked_up_on_node_b_talks_to_the_picker() {
         ["101", "201", "202", "group", "202", "answered", "a"]
     );
 }
+
+#[test]
+fn a_caller_ringing_through_a_node_killed_mid_ring_is_told_at_the_takeover() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (mut a, b) = two_nodes(&url, GatewayOptions::default);
+    let phone = free_port();
+    register(&a, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_picked.xml", phone).spawn(&a);
+    let caller = Sipp::new("uac_fail.xml", free_port())
+        .service("201")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .expect(480)
+        .spawn(&b);
+    a.wait_for_log("routed here by node b");
+    a.kill();
+    callee.kill();
+    caller.wait();
+    b.wait_for_log("node a is gone: ending 1 call(s) and 0 pickup(s) through it");
+    b.wait_for_log("failed with 480 Temporarily Unavailable (node a stopped)");
+    assert!(
+        !b.log().contains("no answer within the ring timeout"),
+        "{}",
+        b.log()
+    );
+}

@@ -509,7 +509,7 @@ impl Engine {
         }
     }
 
-    fn finish_if_all_forks_failed(&mut self, now: Now, id: u64) {
+    pub(super) fn finish_if_all_forks_failed(&mut self, now: Now, id: u64) {
         let Some(call) = self.calls.calls.get(&id) else {
             return;
         };
@@ -811,13 +811,18 @@ impl Engine {
         self.hang_up(now, id, &[Side::A, Side::B], cause, None);
     }
 
-    /// Sends BYE to the given (established) sides and ends the call; `last_word` is sent
-    /// once the CDR is on disk.
     /// Sends BYE to both sides of an answered call and ends it.
     pub(super) fn hang_up_both(&mut self, now: Now, id: u64, cause: &str) {
         self.hang_up(now, id, &[Side::A, Side::B], cause, None);
     }
 
+    /// Sends BYE to the given sides of an answered call and ends it.
+    pub(super) fn hang_up_sides(&mut self, now: Now, id: u64, sides: &[Side], cause: &str) {
+        self.hang_up(now, id, sides, cause, None);
+    }
+
+    /// Sends BYE to the given (established) sides and ends the call; `last_word` is sent
+    /// once the CDR is on disk.
     fn hang_up(
         &mut self,
         now: Now,

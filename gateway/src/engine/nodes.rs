@@ -23,7 +23,7 @@
 //!   a node's IP), with the shared secret, within the allowed clock skew; any other request,
 //!   signed or not, is outside traffic and authenticated with digest as usual.
 
-use super::call::{RelayLeg, Relayed};
+use super::call::{RelayLeg, Relayed, Side};
 use super::{Engine, Now};
 use crate::auth::node as node_auth;
 use crate::config::NodeConfig;
@@ -112,6 +112,8 @@ pub(super) struct Nodes {
     /// lookup number.
     lookups: HashMap<u64, Invite>,
     next_lookup: u64,
+    /// The other live nodes as the last heartbeat saw them, by id.
+    others: HashMap<String, SocketAddr>,
 }
 
 impl Nodes {
@@ -398,6 +400,76 @@ impl Engine {
         self.route_invite(now, invite, vec![(Some(picker), to_picker)], Some(relayed));
     }
 
+    /// Node `node` (at `addr`) was taken over: nothing through it answers any more. Calls
+    /// ringing through it fail (480, unless other phones still ring), calls up through it
+    /// are hung up on this node's side, calls and pickups it had sent here end.
+    fn node_gone(&mut self, now: Now, node: &str, addr: SocketAddr) {
+        let through: Vec<u64> = self
+            .calls
+            .calls
+            .iter()
+            .filter(|(_, call)| {
+                call.relayed.as_ref().is_some_and(|r| r.recorded_by == node)
+                    || call.a.peer.addr == addr
+                    || call.forks.iter().any(|fork| fork.dialog.peer.addr == addr)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let pickers: Vec<u64> = self
+            .calls
+            .pickups
+            .iter()
+            .filter(|(_, pickup)| pickup.peer.addr == addr)
+            .map(|(id, _)| *id)
+            .collect();
+        if !through.is_empty() || !pickers.is_empty() {
+            tracing::warn!(
+                "node {node} is gone: ending {} call(s) and {} pickup(s) through it",
+                through.len(),
+                pickers.len()
+            );
+        }
+        for id in pickers {
+            self.picker_gave_up(now, id);
+        }
+        let cause = format!("node {node} stopped");
+        for id in through {
+            let Some(call) = self.calls.calls.get_mut(&id) else {
+                continue;
+            };
+            if call.answered.is_some() {
+                let sides: Vec<Side> = [Side::A, Side::B]
+                    .into_iter()
+                    .filter(|&side| call.dialog(side).is_some_and(|d| d.peer.addr != addr))
+                    .collect();
+                self.hang_up_sides(now, id, &sides, &cause);
+                continue;
+            }
+            if call.a.peer.addr == addr
+                || call.relayed.as_ref().is_some_and(|r| r.recorded_by == node)
+            {
+                // The caller's side is gone: nobody waits for an answer.
+                let pending: Vec<_> = call.pending_forks().collect();
+                for tx in pending {
+                    self.tx.cancel(now.mono, tx);
+                }
+                self.end_call(now, id, "failed", &cause);
+                continue;
+            }
+            for fork in call
+                .forks
+                .iter_mut()
+                .filter(|fork| fork.dialog.peer.addr == addr && fork.final_status.is_none())
+            {
+                fork.final_status = Some((480, format!("Temporarily Unavailable ({cause})")));
+                if let Some(tx) = fork.tx {
+                    self.tx.cancel(now.mono, tx);
+                }
+            }
+            self.finish_if_all_forks_failed(now, id);
+        }
+    }
+
     /// Queues a heartbeat when one is due.
     pub(super) fn heartbeat_if_due(&mut self, now: Now) {
         let Some(due) = self.nodes.next_heartbeat.filter(|due| now.mono >= *due) else {
@@ -426,6 +498,20 @@ impl Engine {
                 dead.interrupted.answered,
                 dead.interrupted.unanswered
             );
+        }
+        if let Some(others) = beat.others {
+            let others: HashMap<String, SocketAddr> = others.into_iter().collect();
+            let gone: Vec<(String, SocketAddr)> = self
+                .nodes
+                .others
+                .iter()
+                .filter(|(id, _)| !others.contains_key(*id))
+                .map(|(id, addr)| (id.clone(), *addr))
+                .collect();
+            self.nodes.others = others;
+            for (node, addr) in gone {
+                self.node_gone(now, &node, addr);
+            }
         }
         if beat.revived {
             let aors = self.registrar.aors();

@@ -30,6 +30,10 @@ pub struct Heartbeat {
     pub revived: bool,
     /// The dead nodes this heartbeat took over (none, almost always).
     pub taken_over: Vec<TakenOver>,
+    /// The other nodes alive after it, with their advertised addresses; None when the
+    /// heartbeat failed (nothing is known then). A node missing here that was there
+    /// before was taken over (by this node or another).
+    pub others: Option<Vec<(String, SocketAddr)>>,
 }
 
 /// A phone registered through another live node: calls for it go to that node.
@@ -109,9 +113,19 @@ impl Store {
                     interrupted,
                 });
             }
+            let others = db
+                .rows(
+                    "SELECT node_id, sip_addr FROM nodes WHERE node_id != ?1 ORDER BY node_id",
+                    &[node.into()],
+                    |row| Ok((row.text(0)?, row.text(1)?)),
+                )?
+                .into_iter()
+                .filter_map(|(id, addr)| Some((id, addr.parse().ok()?)))
+                .collect();
             Ok(Heartbeat {
                 revived,
                 taken_over,
+                others: Some(others),
             })
         })
     }

@@ -629,3 +629,76 @@ fn a_claim_header_counts_only_from_a_node_and_only_for_the_claim_s_picker() {
     assert!(statuses(&out).contains(&480), "{out:?}");
     assert!(requests(&out, "CANCEL").is_empty(), "201 keeps ringing");
 }
+
+#[test]
+fn a_call_ringing_through_a_node_that_dies_fails_at_the_takeover_not_the_ring_timeout() {
+    let (mut a, mut b) = cluster();
+    a.register("201", "pw201", at(5071, A), 600);
+    a.run_store();
+    // 202 calls 201 through b; a rings the phone, then stops (no answer ever comes back).
+    let out = b.dial("201", "x6");
+    let (_, to_a) = requests(&out, "INVITE")[0].clone();
+    deliver(&mut a, B, &to_a);
+    a.sent();
+    b.advance(Duration::from_secs(1));
+    assert!(b.sent().iter().all(|(_, m)| m.status() != Some(480)));
+    // b takes a over after 3 s of silence: the caller hears 480 at once.
+    let mut told = Vec::new();
+    for _ in 0..5 {
+        b.advance(Duration::from_secs(1));
+        told.extend(b.sent());
+    }
+    let failed = told
+        .iter()
+        .find(|(peer, m)| peer.addr.port() == 5072 && m.status() == Some(480))
+        .unwrap_or_else(|| panic!("the caller is told: {told:?}"));
+    assert!(
+        String::from_utf8_lossy(&failed.1.to_bytes()).contains("node a stopped"),
+        "{failed:?}"
+    );
+    let cdrs = b.store.recent_cdrs(10).unwrap();
+    let by_b: Vec<_> = cdrs.iter().filter(|c| c.node == "b").collect();
+    assert_eq!(by_b.len(), 1, "{cdrs:?}");
+    assert_eq!(by_b[0].disposition, "no-answer");
+}
+
+#[test]
+fn a_call_up_through_a_node_that_dies_is_hung_up_and_billed_by_the_caller_s_node() {
+    let (mut a, mut b) = cluster();
+    a.register("201", "pw201", at(5071, A), 600);
+    a.run_store();
+    let out = b.dial("201", "x7");
+    let (_, to_a) = requests(&out, "INVITE")[0].clone();
+    deliver(&mut a, B, &to_a);
+    let to_phone = requests(&a.sent(), "INVITE")[0].1.clone();
+    a.send(
+        at(5071, A),
+        &answer(&to_phone, 200, "OK", "p7", 5071, "v=0\r\n"),
+    );
+    let to_caller = exchange(&mut a, &mut b);
+    assert!(statuses(&to_caller).contains(&200));
+    let mut told = Vec::new();
+    for _ in 0..6 {
+        b.advance(Duration::from_secs(1));
+        told.extend(b.sent());
+    }
+    let byes: Vec<_> = requests(&told, "BYE");
+    assert!(!byes.is_empty(), "{told:?}");
+    assert!(
+        byes.iter()
+            .all(|(peer, bye)| peer.addr.port() == 5072
+                && bye.top_branch() == byes[0].1.top_branch()),
+        "one BYE (with its retransmissions), only to the caller: a is gone: {byes:?}"
+    );
+    let cdr = b
+        .store
+        .recent_cdrs(10)
+        .unwrap()
+        .into_iter()
+        .find(|c| c.node == "b")
+        .expect("b's CDR");
+    assert_eq!(
+        (cdr.disposition.as_str(), cdr.hangup_cause.as_str()),
+        ("answered", "node a stopped")
+    );
+}
