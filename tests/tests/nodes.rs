@@ -285,3 +285,83 @@ fn a_caller_ringing_through_a_node_killed_mid_ring_is_told_at_the_takeover() {
         b.log()
     );
 }
+
+#[test]
+fn two_hundred_ringing_calls_are_each_picked_up_once_by_pickers_racing_on_both_nodes() {
+    const CALLS: u32 = 200;
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (a, b) = two_nodes(&url, || GatewayOptions {
+        ring_timeout_secs: 300,
+        ..GatewayOptions::default()
+    });
+    let limit = Duration::from_secs(120);
+    let phone = free_port();
+    register(&a, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_picked.xml", phone)
+        .calls(CALLS)
+        .time_limit(limit)
+        .spawn(&a);
+    let callers = Sipp::new("uac_call.xml", free_port())
+        .service("201")
+        .credentials("204", "pw204")
+        .key("caller", "204")
+        .calls(CALLS)
+        .rate(100)
+        .time_limit(limit)
+        .spawn(&a);
+    let mut client = cluster.client(&url);
+    let ringing = "SELECT COUNT(*) FROM call_contexts WHERE state = 'ringing'";
+    let mut rang = 0;
+    for _ in 0..12 {
+        rang = wait_for_count(&mut client, ringing, i64::from(CALLS));
+        if rang == i64::from(CALLS) {
+            break;
+        }
+    }
+    assert_eq!(rang, i64::from(CALLS), "{}", a.log());
+    // 202 on node a and 203 on node b each ask for every call at once.
+    let pickers: Vec<_> = [(&a, "202"), (&b, "203")]
+        .into_iter()
+        .map(|(node, picker)| {
+            Sipp::new("uac_pickup_race.xml", free_port())
+                .service("**201")
+                .credentials(picker, &format!("pw{picker}"))
+                .key("caller", picker)
+                .calls(CALLS)
+                .rate(100)
+                .time_limit(limit)
+                .spawn(node)
+        })
+        .collect();
+    for picker in pickers {
+        picker.wait();
+    }
+    callers.wait();
+    callee.wait();
+    let cdrs = "SELECT COUNT(*) FROM cdrs";
+    assert_eq!(
+        wait_for_count(&mut client, cdrs, i64::from(CALLS)),
+        i64::from(CALLS)
+    );
+    let row = client
+        .query_one(
+            "SELECT COUNT(DISTINCT call_key), \
+             COUNT(*) FILTER (WHERE disposition = 'answered' AND pickup_method = 'directed' \
+             AND answered_by = billed AND answered_by IN ('202', '203')), \
+             COUNT(*) FILTER (WHERE answered_by = '203'), COUNT(DISTINCT node) FROM cdrs",
+            &[],
+        )
+        .unwrap();
+    let (distinct, picked, by_b, nodes): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        (distinct, picked, nodes),
+        (i64::from(CALLS), i64::from(CALLS), 1)
+    );
+    assert!(by_b > 0, "node b's picker won some: {by_b}");
+    assert_eq!(
+        wait_for_count(&mut client, "SELECT COUNT(*) FROM call_contexts", 0),
+        0
+    );
+}
