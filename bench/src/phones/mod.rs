@@ -2,7 +2,9 @@
 //! exact control of each call rather than a rate: pickups (callers, ringing callees, pickers
 //! and the pickers' phones answering the gateway's INVITE with Replaces), memory per
 //! registration and per call. Every extension registers with the same contact (this
-//! socket); requests are told apart by their Request-URI user and headers.
+//! socket); requests are told apart by their Request-URI user and headers. The phones may
+//! talk to several gateways (nodes of a cluster): a call goes to the gateway it was dialled
+//! through ([`Phones::dial_via`]), an answer to where its request came from.
 //!
 //! Driven from one thread, without sleeping: [`Phones::next_event`] reads, answers and runs
 //! the retransmission timers until an [`Event`] or a deadline. The phones behave as RFC 3261
@@ -131,6 +133,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// A request we sent, awaiting its response (a client transaction).
 struct Pending {
     call_id: String,
+    /// Where the request went.
+    to: SocketAddr,
     retransmit: Retransmit,
 }
 
@@ -140,8 +144,8 @@ pub struct Phones {
     server: SocketAddr,
     local: SocketAddr,
     buffer: Vec<u8>,
-    /// Datagrams for the server, sent by the next [`Phones::flush`].
-    outbox: Vec<Vec<u8>>,
+    /// Datagrams and where they go, sent by the next [`Phones::flush`].
+    outbox: Vec<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     placed: HashMap<String, Placed>,
     /// Our requests awaiting an answer, by (branch, method).
@@ -194,7 +198,17 @@ impl Phones {
     /// Registers extension `user` with this switchboard as its contact (blocking, the
     /// REGISTER retransmitted until answered).
     pub fn register(&self, user: &str, password: &str) -> Result<(), PhonesError> {
-        register(&self.socket, self.server, user, password)?;
+        self.register_via(self.server, user, password)
+    }
+
+    /// [`Phones::register`] with gateway `server` (another node of a cluster).
+    pub fn register_via(
+        &self,
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<(), PhonesError> {
+        register(&self.socket, server, user, password)?;
         Ok(())
     }
 
@@ -235,9 +249,9 @@ impl Phones {
             let wait = (timers.min(deadline) - now).max(Duration::from_micros(100));
             self.socket.set_read_timeout(Some(wait))?;
             match self.socket.recv_from(&mut self.buffer) {
-                Ok((n, _)) => {
+                Ok((n, from)) => {
                     let datagram = self.buffer[..n].to_vec();
-                    self.handle(Instant::now(), &datagram);
+                    self.handle(Instant::now(), &datagram, from);
                 }
                 Err(e)
                     if matches!(
@@ -249,13 +263,13 @@ impl Phones {
         }
     }
 
-    /// Handles one datagram from the server at `now`.
-    fn handle(&mut self, now: Instant, datagram: &[u8]) {
+    /// Handles one datagram from gateway `from` at `now`.
+    fn handle(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
         let Ok(message) = gateway::sip::message::SipMessage::parse_datagram(datagram) else {
             return;
         };
         if message.is_request() {
-            self.on_request(now, &message);
+            self.on_request(now, &message, from);
         } else {
             self.on_response(now, &message);
         }
@@ -263,21 +277,28 @@ impl Phones {
 
     /// Sends what is queued.
     fn flush(&mut self) -> Result<(), PhonesError> {
-        for datagram in self.outbox.drain(..) {
-            self.socket.send_to(&datagram, self.server)?;
+        for (to, datagram) in self.outbox.drain(..) {
+            self.socket.send_to(&datagram, to)?;
         }
         Ok(())
     }
 
-    /// Sends `bytes` (a request) now and again until answered.
-    fn send_request(&mut self, now: Instant, call_id: &str, key: (String, String), bytes: String) {
+    /// Sends `bytes` (a request) to `to` now and again until answered.
+    fn send_request(
+        &mut self,
+        now: Instant,
+        (call_id, to): (&str, SocketAddr),
+        key: (String, String),
+        bytes: String,
+    ) {
         let invite = key.1 == "INVITE";
         let bytes = bytes.into_bytes();
-        self.outbox.push(bytes.clone());
+        self.outbox.push((to, bytes.clone()));
         self.pending.insert(
             key,
             Pending {
                 call_id: call_id.to_string(),
+                to,
                 retransmit: Retransmit::request(bytes, invite, now),
             },
         );
@@ -299,7 +320,7 @@ impl Phones {
         for (key, pending) in &mut self.pending {
             match pending.retransmit.poll(now) {
                 Due::Wait => {}
-                Due::Send(bytes) => self.outbox.push(bytes.to_vec()),
+                Due::Send(bytes) => self.outbox.push((pending.to, bytes.to_vec())),
                 Due::GiveUp => gave_up.push(key.clone()),
             }
         }
@@ -312,7 +333,7 @@ impl Phones {
         for (key, unacked) in &mut self.unacked {
             match unacked.retransmit.poll(now) {
                 Due::Wait => {}
-                Due::Send(bytes) => self.outbox.push(bytes.to_vec()),
+                Due::Send(bytes) => self.outbox.push((unacked.to, bytes.to_vec())),
                 Due::GiveUp => unanswered.push(key.clone()),
             }
         }

@@ -5,8 +5,18 @@ use super::*;
 use ezk_sip_types::Name;
 use gateway::sip::message::SipMessage;
 
+/// The gateway the test plays.
+const SERVER: &str = "127.0.0.1:9";
+
 fn phones() -> Phones {
-    Phones::new("127.0.0.1:9".parse().expect("address")).expect("socket")
+    Phones::new(SERVER.parse().expect("address")).expect("socket")
+}
+
+impl Phones {
+    /// A datagram from the server the test plays.
+    fn handle_from_server(&mut self, now: Instant, datagram: &[u8]) {
+        self.handle(now, datagram, SERVER.parse().expect("address"));
+    }
 }
 
 /// The queued datagrams, parsed, emptying the outbox.
@@ -14,7 +24,7 @@ fn sent(phones: &mut Phones) -> Vec<SipMessage> {
     phones
         .outbox
         .drain(..)
-        .map(|d| SipMessage::parse_datagram(&d).expect("a SIP message"))
+        .map(|(_, d)| SipMessage::parse_datagram(&d).expect("a SIP message"))
         .collect()
 }
 
@@ -46,11 +56,11 @@ Contact: <sip:gw@127.0.0.1:9>\r\n{extra}Content-Length: 0\r\n\r\n"
 fn answered_call(phones: &mut Phones, start: Instant) -> (String, SipMessage) {
     let call_id = phones.dial("201", "pw201", "301", true);
     let invite = sent(phones).remove(0);
-    phones.handle(
+    phones.handle_from_server(
         start,
         &invite.response(180, "Ringing", Some("early")).to_bytes(),
     );
-    phones.handle(start, &invite.response(200, "OK", Some("early")).to_bytes());
+    phones.handle_from_server(start, &invite.response(200, "OK", Some("early")).to_bytes());
     (call_id, invite)
 }
 
@@ -63,7 +73,7 @@ fn an_invite_is_retransmitted_until_a_provisional_and_fails_at_timer_b() {
     phones.on_timers(at(start, 600));
     phones.on_timers(at(start, 1700));
     assert_eq!(lines(&sent(&mut phones)), vec![first_line(&invite); 2]);
-    phones.handle(
+    phones.handle_from_server(
         at(start, 1800),
         &invite.response(100, "Trying", None).to_bytes(),
     );
@@ -99,23 +109,23 @@ fn a_retransmitted_2xx_is_acked_again_and_a_challenge_answered_once() {
         Name::PROXY_AUTHENTICATE,
         "Digest realm=\"r\", nonce=\"n\", qop=\"auth\"",
     );
-    phones.handle(start, &challenge.to_bytes());
+    phones.handle_from_server(start, &challenge.to_bytes());
     let answer = sent(&mut phones);
     assert_eq!(lines(&answer)[0], "ACK sip:301@127.0.0.1:9 SIP/2.0");
     assert!(answer[1].header(&Name::PROXY_AUTHORIZATION).is_some());
     // The 407 again (our ACK lost): ACKed again, not answered with a third INVITE.
-    phones.handle(start, &challenge.to_bytes());
+    phones.handle_from_server(start, &challenge.to_bytes());
     assert_eq!(
         lines(&sent(&mut phones)),
         ["ACK sip:301@127.0.0.1:9 SIP/2.0"]
     );
 
     let ok = answer[1].response(200, "OK", Some("callee"));
-    phones.handle(start, &ok.to_bytes());
+    phones.handle_from_server(start, &ok.to_bytes());
     let ack = sent(&mut phones);
     assert_eq!(ack.len(), 1);
     assert_eq!(ack[0].cseq().map(|c| c.cseq), Some(2));
-    phones.handle(at(start, 500), &ok.to_bytes());
+    phones.handle_from_server(at(start, 500), &ok.to_bytes());
     assert_eq!(
         sent(&mut phones)[0].to_bytes(),
         ack[0].to_bytes(),
@@ -139,8 +149,8 @@ fn a_bye_is_retransmitted_until_its_final_response() {
     let bye = sent(&mut phones).remove(0);
     phones.on_timers(at(start, 600));
     assert_eq!(lines(&sent(&mut phones)), [first_line(&bye)]);
-    phones.handle(at(start, 700), &bye.response(200, "OK", None).to_bytes());
-    phones.handle(at(start, 800), &bye.response(200, "OK", None).to_bytes());
+    phones.handle_from_server(at(start, 700), &bye.response(200, "OK", None).to_bytes());
+    phones.handle_from_server(at(start, 800), &bye.response(200, "OK", None).to_bytes());
     phones.on_timers(at(start, 5000));
     assert!(sent(&mut phones).is_empty());
     let hung_up: Vec<_> = phones
@@ -156,8 +166,8 @@ fn a_retransmitted_invite_gets_the_same_answer_and_a_cancel_a_487_until_the_ack(
     let start = Instant::now();
     let mut phones = phones();
     let invite = request("INVITE", "in-1", "z9hG4bKa", 1, "");
-    phones.handle(start, &invite);
-    phones.handle(at(start, 500), &invite);
+    phones.handle_from_server(start, &invite);
+    phones.handle_from_server(at(start, 500), &invite);
     let ringing = sent(&mut phones);
     assert_eq!(ringing.len(), 2);
     assert_eq!(ringing[0].to_bytes(), ringing[1].to_bytes());
@@ -170,19 +180,19 @@ fn a_retransmitted_invite_gets_the_same_answer_and_a_cancel_a_487_until_the_ack(
     );
 
     let cancel = request("CANCEL", "in-1", "z9hG4bKa", 1, "");
-    phones.handle(at(start, 600), &cancel);
+    phones.handle_from_server(at(start, 600), &cancel);
     assert_eq!(
         lines(&sent(&mut phones)),
         ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]
     );
     // The CANCEL again: its 200 again; the 487 on Timer G until the ACK.
-    phones.handle(at(start, 700), &cancel);
+    phones.handle_from_server(at(start, 700), &cancel);
     phones.on_timers(at(start, 1100));
     assert_eq!(
         lines(&sent(&mut phones)),
         ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]
     );
-    phones.handle(at(start, 1200), &request("ACK", "in-1", "z9hG4bKa", 1, ""));
+    phones.handle_from_server(at(start, 1200), &request("ACK", "in-1", "z9hG4bKa", 1, ""));
     phones.on_timers(at(start, 10_000));
     assert!(sent(&mut phones).is_empty());
     assert_eq!(
@@ -193,7 +203,7 @@ fn a_retransmitted_invite_gets_the_same_answer_and_a_cancel_a_487_until_the_ack(
         }]
     );
     // A CANCEL for an INVITE never seen.
-    phones.handle(
+    phones.handle_from_server(
         at(start, 1300),
         &request("CANCEL", "in-2", "z9hG4bKb", 1, ""),
     );
@@ -209,7 +219,7 @@ fn a_replaces_invite_for_our_early_dialog_cancels_it_and_is_answered_until_the_a
     let mut phones = phones();
     let picker = phones.dial("202", "pw202", "*8", true);
     let invite = sent(&mut phones).remove(0);
-    phones.handle(
+    phones.handle_from_server(
         start,
         &invite
             .response(183, "Session Progress", Some("dummy"))
@@ -220,7 +230,7 @@ fn a_replaces_invite_for_our_early_dialog_cancels_it_and_is_answered_until_the_a
         .and_then(|f| f.tag().map(str::to_string))
         .expect("a From tag");
     let replaces = format!("Replaces: {picker};to-tag={our_tag};from-tag=dummy;early-only\r\n");
-    phones.handle(start, &request("INVITE", "rep-1", "z9hG4bKr", 1, &replaces));
+    phones.handle_from_server(start, &request("INVITE", "rep-1", "z9hG4bKr", 1, &replaces));
     let out = sent(&mut phones);
     assert_eq!(
         lines(&out),
@@ -237,14 +247,14 @@ fn a_replaces_invite_for_our_early_dialog_cancels_it_and_is_answered_until_the_a
         lines(&sent(&mut phones)),
         ["CANCEL sip:*8@127.0.0.1:9 SIP/2.0", "SIP/2.0 200 OK"]
     );
-    phones.handle(at(start, 700), &out[0].response(200, "OK", None).to_bytes());
-    phones.handle(
+    phones.handle_from_server(at(start, 700), &out[0].response(200, "OK", None).to_bytes());
+    phones.handle_from_server(
         at(start, 700),
         &request("ACK", "rep-1", "z9hG4bKother", 1, ""),
     );
     phones.on_timers(at(start, 10_000));
     assert!(sent(&mut phones).is_empty());
-    phones.handle(
+    phones.handle_from_server(
         at(start, 800),
         &invite
             .response(487, "Request Terminated", Some("dummy"))
@@ -258,7 +268,7 @@ fn a_replaces_invite_for_our_early_dialog_cancels_it_and_is_answered_until_the_a
 
     // Tags that name no early dialog of ours (say its 183 was lost): 481.
     let stale = format!("Replaces: {picker};to-tag={our_tag};from-tag=unknown;early-only\r\n");
-    phones.handle(
+    phones.handle_from_server(
         at(start, 900),
         &request("INVITE", "rep-2", "z9hG4bKs", 1, &stale),
     );
@@ -278,7 +288,7 @@ fn a_re_invite_in_a_dialog_is_accepted_at_once_with_our_media() {
     let reinvite = String::from_utf8(reinvite)
         .unwrap()
         .replace("To: <sip:301@gw>", "To: <sip:301@gw>;tag=picker");
-    phones.handle(start, reinvite.as_bytes());
+    phones.handle_from_server(start, reinvite.as_bytes());
     let answered = sent(&mut phones);
     assert_eq!(lines(&answered), ["SIP/2.0 200 OK"]);
     assert!(!answered[0].body.is_empty(), "the 200 carries our SDP");

@@ -25,6 +25,8 @@ pub(super) enum Stage {
 
 /// A call this switchboard placed.
 pub(super) struct Placed {
+    /// The gateway the call was dialled through.
+    server: std::net::SocketAddr,
     user: String,
     password: String,
     target: String,
@@ -69,11 +71,24 @@ impl Phones {
         number: &str,
         supports_replaces: bool,
     ) -> String {
+        self.dial_via(self.server, user, password, number, supports_replaces)
+    }
+
+    /// [`Phones::dial`] through gateway `server` (another node of a cluster).
+    pub fn dial_via(
+        &mut self,
+        server: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        number: &str,
+        supports_replaces: bool,
+    ) -> String {
         let call_id = format!("ph-{}", tag());
         let call = Placed {
+            server,
             user: user.into(),
             password: password.into(),
-            target: format!("sip:{number}@{}", self.server),
+            target: format!("sip:{number}@{server}"),
             from_tag: tag(),
             cseq: 1,
             branch: branch(),
@@ -106,7 +121,8 @@ impl Phones {
         let bye_branch = branch();
         let call = &self.placed[call_id];
         let bye = self.in_dialog(call_id, call, "BYE", &bye_branch);
-        self.send_request(Instant::now(), call_id, (bye_branch, "BYE".into()), bye);
+        let to = call.server;
+        self.send_request(Instant::now(), (call_id, to), (bye_branch, "BYE".into()), bye);
     }
 
     /// Cancels a call we placed that is not answered yet: at once if a provisional came,
@@ -142,7 +158,8 @@ impl Phones {
             "",
         );
         let key = (call.branch.clone(), "CANCEL".to_string());
-        self.send_request(now, call_id, key, cancel);
+        let to = call.server;
+        self.send_request(now, (call_id, to), key, cancel);
     }
 
     fn send_invite(&mut self, now: Instant, call_id: &str, auth: Option<&str>) {
@@ -172,7 +189,8 @@ impl Phones {
         );
         invite.push_str(SDP);
         let key = (call.branch.clone(), "INVITE".to_string());
-        self.send_request(now, call_id, key, invite);
+        let to = call.server;
+        self.send_request(now, (call_id, to), key, invite);
     }
 
     /// A request of call `call_id`; `line` is (method, Request-URI), `ids` (Via branch, To,
@@ -185,7 +203,7 @@ impl Phones {
         (via_branch, to, cseq): (&str, &str, u32),
         extra: &str,
     ) -> String {
-        let (local, server) = (self.local, self.server);
+        let (local, server) = (self.local, call.server);
         let length = if method == "INVITE" { SDP.len() } else { 0 };
         format!(
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={via_branch};rport\r\nMax-Forwards: 70\r\n\
@@ -225,7 +243,7 @@ From: <sip:{}@{server}>;tag={}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}
             ),
             "",
         );
-        self.outbox.push(ack.into_bytes());
+        self.outbox.push((call.server, ack.into_bytes()));
     }
 
     /// A response from the server.
@@ -322,7 +340,7 @@ From: <sip:{}@{server}>;tag={}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}
                 let ack = self
                     .in_dialog(&call_id, call, "ACK", &branch())
                     .into_bytes();
-                self.outbox.push(ack.clone());
+                self.outbox.push((call.server, ack.clone()));
                 if let Some(call) = self.placed.get_mut(&call_id) {
                     call.ack = Some(ack);
                 }
@@ -331,7 +349,7 @@ From: <sip:{}@{server}>;tag={}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}
             // The 2xx again: our ACK was lost.
             (Stage::Up | Stage::HangingUp | Stage::Ended(_), 200..=299) => {
                 if let Some(ack) = call.ack.clone() {
-                    self.outbox.push(ack);
+                    self.outbox.push((call.server, ack));
                 }
             }
             (Stage::Inviting, 300..) => {

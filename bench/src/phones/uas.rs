@@ -11,11 +11,13 @@ use ezk_sip_types::Name;
 use gateway::sip::ids::tag;
 use gateway::sip::message::SipMessage;
 use gateway::sip::transaction::TimerConfig;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// A request we received: the last response it got, and when to forget it.
-#[derive(Default)]
 pub(super) struct Served {
+    /// Where the request came from (and its answers go).
+    from: SocketAddr,
     response: Option<Vec<u8>>,
     /// 128·T1 after the final response: past Timer J, and past Timer H of an INVITE.
     forget_at: Option<Instant>,
@@ -30,6 +32,8 @@ impl Served {
 
 /// A final response to an INVITE awaiting the ACK.
 pub(super) struct Unacked {
+    /// Where it goes.
+    pub(super) to: SocketAddr,
     pub(super) retransmit: Retransmit,
 }
 
@@ -73,8 +77,8 @@ impl<'a> Replaces<'a> {
 }
 
 impl Phones {
-    /// A request from the server.
-    pub(super) fn on_request(&mut self, now: Instant, request: &SipMessage) {
+    /// A request from gateway `from`.
+    pub(super) fn on_request(&mut self, now: Instant, request: &SipMessage, from: SocketAddr) {
         let (Some(method), Some(call_id), Some(cseq), Some(via_branch)) = (
             request.method().map(|m| m.to_string()),
             request.call_id().map(str::to_string),
@@ -93,11 +97,18 @@ impl Phones {
         if let Some(served) = self.served.get(&key) {
             // A retransmission: the same answer again (none yet: still thinking).
             if let Some(response) = &served.response {
-                self.outbox.push(response.clone());
+                self.outbox.push((served.from, response.clone()));
             }
             return;
         }
-        self.served.insert(key, Served::default());
+        self.served.insert(
+            key,
+            Served {
+                from,
+                response: None,
+                forget_at: None,
+            },
+        );
         match method.as_str() {
             // A re-INVITE in a dialog (the gateway telling a bridged picker the call's
             // media) is accepted at once, as a phone in a call does.
@@ -145,20 +156,25 @@ impl Phones {
             return;
         };
         let key = (call_id.clone(), via_branch, cseq.method.to_string());
-        let served = self.served.entry(key).or_default();
+        // Every request answered was filed by `on_request` with its source.
+        let Some(served) = self.served.get_mut(&key) else {
+            return;
+        };
         served.response = Some(bytes.clone());
+        let to = served.from;
         if code >= 200 {
             served.forget_at = Some(now + TimerConfig::default().transaction_timeout() * 2);
             if invite {
                 self.unacked.insert(
                     (call_id, cseq.cseq),
                     Unacked {
+                        to,
                         retransmit: Retransmit::response(bytes.clone(), now),
                     },
                 );
             }
         }
-        self.outbox.push(bytes);
+        self.outbox.push((to, bytes));
     }
 
     /// A new INVITE for one of the extensions: 180, then 200 or keep ringing.
