@@ -71,6 +71,8 @@ on_both_backends!(
     subscriptions_survive_reopening_and_expired_ones_are_dropped,
     nodes_keep_their_own_registrations_and_find_the_live_others,
     a_silent_node_is_taken_over_by_exactly_one_survivor,
+    a_call_has_one_cdr_and_a_real_record_replaces_an_interrupted_one,
+    the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates,
 );
 
 fn binding(contact: &str, expires_at: u64) -> Binding {
@@ -1051,4 +1053,104 @@ fn a_lost_postgres_connection_fails_writes_at_once_and_is_made_again_when_the_se
         .collect();
     users.sort();
     assert_eq!(users, ["201", "204"], "what was refused is not there");
+}
+
+/// A CDR written again (a replay from the spool) is not counted twice; the node's real
+/// record replaces the `interrupted` one a restart or takeover wrote meanwhile, never the
+/// reverse.
+fn a_call_has_one_cdr_and_a_real_record_replaces_an_interrupted_one(db: TestDb) {
+    let mut store = db.open();
+    let real = cdr("c1", Some("202"));
+    store.write_cdr(&real).unwrap();
+    store.write_cdr(&real).unwrap();
+    let mut changed = real.clone();
+    changed.hangup_cause = "BYE from callee".into();
+    store.write_cdr(&changed).unwrap();
+    assert_eq!(
+        store.recent_cdrs(10).unwrap(),
+        std::slice::from_ref(&real),
+        "the first stays"
+    );
+
+    // The call rang on when the node lost the database; its restart (or a takeover) wrote
+    // the interrupted guess; then the node's own record arrives.
+    store
+        .insert_ringing(&context("c2", "201", &["sales"], 1000))
+        .unwrap();
+    assert_eq!(store.recover_interrupted("gw1").unwrap().unanswered, 1);
+    let guess = store.recent_cdrs(1).unwrap().remove(0);
+    assert_eq!(guess.disposition, INTERRUPTED);
+    let mut own = cdr("c2", None);
+    own.media = Some("A:10p/0lost/0.5ms".into());
+    store.write_cdr(&own).unwrap();
+    // And the reverse: an interrupted record for a call that has its real one changes nothing.
+    let mut late_guess = guess.clone();
+    late_guess.call_key = "c1".into();
+    store.write_cdr(&late_guess).unwrap();
+    let mut cdrs = store.recent_cdrs(10).unwrap();
+    cdrs.sort_by(|a, b| a.call_key.cmp(&b.call_key));
+    assert_eq!(cdrs, [real, own]);
+}
+
+fn the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates(db: TestDb) {
+    let store = db.open();
+    // A database of schema 7, written before a call had one CDR: duplicates.
+    store
+        .db
+        .execute_script("DROP INDEX cdrs_call_key; UPDATE schema_version SET version = 7")
+        .unwrap();
+    for (key, cause) in [
+        ("c1", "first"),
+        ("c2", "only"),
+        ("c1", "second"),
+        ("c1", "third"),
+    ] {
+        let mut record = cdr(key, None);
+        record.hangup_cause = cause.into();
+        insert_plain_cdr(&store, &record);
+    }
+    drop(store);
+    let mut store = db.open();
+    assert_eq!(store.migrated(), (7, SCHEMA_VERSION));
+    let mut kept: Vec<(String, String)> = store
+        .recent_cdrs(10)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.call_key, c.hangup_cause))
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [("c1".into(), "first".into()), ("c2".into(), "only".into())]
+    );
+    store.write_cdr(&cdr("c1", None)).unwrap();
+    assert_eq!(
+        store.recent_cdrs(10).unwrap().len(),
+        2,
+        "unique from now on"
+    );
+}
+
+/// A CDR row as schema 7 inserted it (no conflict clause: duplicates possible).
+fn insert_plain_cdr(store: &Store, cdr: &Cdr) {
+    store
+        .db
+        .execute(
+            "INSERT INTO cdrs (call_key, caller, called, pickup_method, ring_start_ms, end_ms, \
+             duration_ms, disposition, hangup_cause, node) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            &[
+                (&cdr.call_key).into(),
+                (&cdr.caller).into(),
+                (&cdr.called).into(),
+                (&cdr.pickup_method).into(),
+                cdr.ring_start_ms.into(),
+                cdr.end_ms.into(),
+                cdr.duration_ms.into(),
+                (&cdr.disposition).into(),
+                (&cdr.hangup_cause).into(),
+                (&cdr.node).into(),
+            ],
+        )
+        .unwrap();
 }
