@@ -1154,3 +1154,42 @@ fn insert_plain_cdr(store: &Store, cdr: &Cdr) {
         )
         .unwrap();
 }
+
+#[test]
+fn a_postgres_connection_lost_during_a_batch_is_made_again_for_the_next_batch() {
+    let cluster = test_cluster::TestCluster::shared();
+    let url = cluster.create_database();
+    let pool = PgPool::new(&url).unwrap();
+    let mut store = Store::open_postgres(&pool).unwrap();
+    store.begin_batch().unwrap();
+    store
+        .replace_bindings("a", "201", &[binding("sip:201@a", 500)])
+        .unwrap();
+    cluster.refuse_connections(&url);
+    assert!(store
+        .replace_bindings("a", "202", &[binding("sip:202@a", 500)])
+        .is_err());
+    assert!(!store.in_batch(), "the batch went with the connection");
+    cluster.allow_connections(&url);
+    // A new batch once the backoff has passed (bounded: 100 tries).
+    let mut begun = false;
+    for _ in 0..100 {
+        if store.begin_batch().is_ok() {
+            begun = true;
+            break;
+        }
+        std::thread::sleep(reconnect::FIRST_BACKOFF / 5);
+    }
+    assert!(begun, "a new batch begins on a new connection");
+    store
+        .replace_bindings("a", "203", &[binding("sip:203@a", 500)])
+        .unwrap();
+    store.commit_batch().unwrap();
+    let users: Vec<String> = store
+        .load_bindings("a", 100)
+        .unwrap()
+        .into_iter()
+        .map(|(aor, _)| aor)
+        .collect();
+    assert_eq!(users, ["203"]);
+}
