@@ -8,6 +8,7 @@ mod migrations;
 mod nodes;
 mod postgres;
 mod reconnect;
+mod spool;
 mod sql;
 mod sqlite;
 mod subscriptions;
@@ -23,6 +24,7 @@ pub use calls::{
 pub use migrations::SCHEMA_VERSION;
 pub use nodes::{Heartbeat, RemoteBinding, TakenOver};
 pub use postgres::PgPool;
+pub use spool::{Spool, SPOOL_CAPACITY};
 pub use subscriptions::StoredSubscription;
 pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 
@@ -70,6 +72,12 @@ pub enum StoreError {
         database: String,
         /// Seconds since it became unreachable.
         down_secs: u64,
+    },
+    /// Another process holds the CDR spool file.
+    #[error("CDR spool {path} is in use by another process: give each gateway (node) a spool file of its own (database.spool)")]
+    SpoolInUse {
+        /// The spool file.
+        path: PathBuf,
     },
     /// `database.url` does not parse.
     #[error("database.url: {detail} (expected e.g. postgres://gateway@db.example/gateway)")]

@@ -495,6 +495,23 @@ impl Db for PgDb {
         // A lost connection took its transaction with it.
         self.in_transaction.get() && !self.conn.borrow().client.is_closed()
     }
+
+    fn connection_lost(&self) -> bool {
+        self.conn.borrow().client.is_closed()
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        if !self.connection_lost() {
+            return None;
+        }
+        // Closed without a failure seen (the server ended it while idle): at once.
+        Some(
+            self.health
+                .borrow()
+                .next_attempt()
+                .unwrap_or_else(Instant::now),
+        )
+    }
 }
 
 #[cfg(test)]

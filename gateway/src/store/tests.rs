@@ -1193,3 +1193,251 @@ fn a_postgres_connection_lost_during_a_batch_is_made_again_for_the_next_batch() 
         .collect();
     assert_eq!(users, ["203"]);
 }
+
+/// A PostgreSQL database the tests can make unreachable, a spool file beside, and the CDR
+/// confirmations of the writers started on them.
+struct Outage {
+    cluster: &'static test_cluster::TestCluster,
+    url: String,
+    pool: PgPool,
+    dir: tempfile::TempDir,
+    confirmed: std::sync::mpsc::Receiver<String>,
+    confirm: std::sync::mpsc::Sender<String>,
+}
+
+impl Outage {
+    fn new() -> Outage {
+        let cluster = test_cluster::TestCluster::shared();
+        let url = cluster.create_database();
+        let pool = PgPool::new(&url).unwrap();
+        let (confirm, confirmed) = std::sync::mpsc::channel();
+        Outage {
+            cluster,
+            url,
+            pool,
+            dir: tempfile::tempdir().unwrap(),
+            confirmed,
+            confirm,
+        }
+    }
+
+    fn store(&self) -> Store {
+        Store::open_postgres(&self.pool).unwrap()
+    }
+
+    fn spool(&self) -> Spool {
+        Spool::open(&self.dir.path().join("cdr-spool.db")).unwrap()
+    }
+
+    /// A writer on the database with the spool (the database must be reachable to open).
+    fn writer(&self, spool: Spool) -> StoreWriter {
+        let confirm = self.confirm.clone();
+        StoreWriter::with_spool(self.store(), Some(spool), move |result| {
+            if let StoreResult::CdrWritten { call_key } = result {
+                let _ = confirm.send(call_key);
+            }
+        })
+    }
+
+    /// Waits for the writer's confirmation of the CDR of `key` (bounded).
+    fn confirmed(&self, key: &str) {
+        let got = self
+            .confirmed
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a CDR confirmation");
+        assert_eq!(got, key);
+    }
+
+    fn refuse(&self) {
+        self.cluster.refuse_connections(&self.url);
+    }
+
+    fn allow(&self) {
+        self.cluster.allow_connections(&self.url);
+    }
+
+    /// The CDRs in the database, oldest first.
+    fn cdrs(&self) -> Vec<Cdr> {
+        let mut cdrs = self.store().recent_cdrs(100).unwrap();
+        cdrs.reverse();
+        cdrs
+    }
+
+    /// Waits (polling, bounded: the reconnect backoff grows up to 30 s) until the database
+    /// holds `count` CDRs; they, oldest first.
+    fn wait_for_cdrs(&self, count: usize) -> Vec<Cdr> {
+        let deadline = std::time::Instant::now() + reconnect::MAX_BACKOFF * 2;
+        loop {
+            let cdrs = self.cdrs();
+            if cdrs.len() >= count || std::time::Instant::now() > deadline {
+                return cdrs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn write_cdr(key: &str, confirm: bool) -> StoreCommand {
+    StoreCommand::WriteCdr {
+        cdr: Box::new(cdr(key, None)),
+        confirm,
+    }
+}
+
+fn keys(cdrs: &[Cdr]) -> Vec<&str> {
+    cdrs.iter().map(|c| c.call_key.as_str()).collect()
+}
+
+#[test]
+fn cdrs_written_while_postgres_is_unreachable_reach_it_exactly_once_and_in_order_when_it_is_back() {
+    let outage = Outage::new();
+    let writer = outage.writer(outage.spool());
+    writer.send(write_cdr("before", true));
+    outage.confirmed("before");
+    outage.refuse();
+    // The first batch meets the broken connection, the others the outage.
+    for key in ["c1", "c2", "c3"] {
+        writer.send(write_cdr(key, true));
+        outage.confirmed(key);
+    }
+    writer.send(StoreCommand::SetCdrMedia {
+        call_key: "c2".into(),
+        media: "A:10p/0lost/0.5ms".into(),
+    });
+    writer.send(StoreCommand::SetCdrMedia {
+        call_key: "before".into(),
+        media: "A:5p/0lost/0.1ms".into(),
+    });
+    writer.flush();
+    outage.allow();
+    // Nothing else is sent: the store thread replays by itself once the backoff allows.
+    let cdrs = outage.wait_for_cdrs(4);
+    assert_eq!(
+        keys(&cdrs),
+        ["before", "c1", "c2", "c3"],
+        "once each, in order"
+    );
+    assert_eq!(cdrs[2].media.as_deref(), Some("A:10p/0lost/0.5ms"));
+    assert_eq!(cdrs[0].media.as_deref(), Some("A:5p/0lost/0.1ms"));
+    // Behind them, in order, what comes after.
+    writer.send(write_cdr("after", true));
+    outage.confirmed("after");
+    drop(writer);
+    assert_eq!(keys(&outage.cdrs()), ["before", "c1", "c2", "c3", "after"]);
+    assert!(outage.spool().is_empty(), "the spool is emptied");
+}
+
+#[test]
+fn the_spool_survives_its_writer_and_a_new_one_replays_it_at_start() {
+    let outage = Outage::new();
+    let writer = outage.writer(outage.spool());
+    outage.refuse();
+    for key in ["c1", "c2"] {
+        writer.send(write_cdr(key, false));
+    }
+    writer.flush();
+    drop(writer);
+    let spool = outage.spool();
+    assert_eq!(spool.len(), 2, "on disk, not in the dropped writer");
+    outage.allow();
+    let _writer = outage.writer(spool);
+    assert_eq!(keys(&outage.wait_for_cdrs(2)), ["c1", "c2"]);
+}
+
+#[test]
+fn a_replay_done_twice_writes_nothing_twice() {
+    let outage = Outage::new();
+    let mut store = outage.store();
+    let mut spool = outage.spool();
+    let mut with_media = cdr("c2", None);
+    with_media.media = Some("A:1p/0lost/0.1ms".into());
+    let records = [
+        spool::Spooled::Cdr(Box::new(cdr("c1", None))),
+        spool::Spooled::Cdr(Box::new(with_media)),
+        spool::Spooled::Media {
+            call_key: "c1".into(),
+            media: "A:2p/0lost/0.2ms".into(),
+        },
+    ];
+    assert_eq!(spool.push(&records).unwrap(), 0);
+    spool.replay(&mut store);
+    assert!(spool.is_empty());
+    // A crash after the database's commit, before the spool's delete: the same again.
+    assert_eq!(spool.push(&records).unwrap(), 0);
+    spool.replay(&mut store);
+    assert!(spool.is_empty());
+    let cdrs = outage.cdrs();
+    assert_eq!(keys(&cdrs), ["c1", "c2"]);
+    assert_eq!(cdrs[0].media.as_deref(), Some("A:2p/0lost/0.2ms"));
+    assert_eq!(cdrs[1].media.as_deref(), Some("A:1p/0lost/0.1ms"));
+}
+
+#[test]
+fn a_spooled_real_cdr_replaces_the_interrupted_one_a_restart_wrote_but_not_the_reverse() {
+    let outage = Outage::new();
+    let mut store = outage.store();
+    store
+        .insert_ringing(&context("c1", "201", &["sales"], 1000))
+        .unwrap();
+    store.write_cdr(&cdr("c2", None)).unwrap();
+    drop(store);
+    let writer = outage.writer(outage.spool());
+    outage.refuse();
+    // c1 ends while the database is unreachable; the gateway stops.
+    writer.send(write_cdr("c1", true));
+    outage.confirmed("c1");
+    drop(writer);
+    outage.allow();
+    // The restart finds c1's context and guesses; a takeover would do the same.
+    let mut store = outage.store();
+    assert_eq!(store.recover_interrupted("gw1").unwrap().unanswered, 1);
+    let guess = store.recent_cdrs(1).unwrap().remove(0);
+    assert_eq!(
+        (guess.call_key.as_str(), guess.disposition.as_str()),
+        ("c1", INTERRUPTED)
+    );
+    // And a guess for c2 waits in the spool too: c2's real record must stay.
+    let mut spool = outage.spool();
+    let mut late_guess = guess.clone();
+    late_guess.call_key = "c2".into();
+    spool
+        .push(&[spool::Spooled::Cdr(Box::new(late_guess))])
+        .unwrap();
+    spool.replay(&mut store);
+    let mut cdrs = outage.cdrs();
+    cdrs.sort_by(|a, b| a.call_key.cmp(&b.call_key));
+    assert_eq!(cdrs, [cdr("c1", None), cdr("c2", None)]);
+}
+
+#[test]
+fn a_full_spool_loses_what_does_not_fit_without_failing() {
+    let outage = Outage::new();
+    let writer = outage.writer(outage.spool().with_capacity(2));
+    outage.refuse();
+    for key in ["c1", "c2", "c3"] {
+        writer.send(write_cdr(key, true));
+        outage.confirmed(key);
+    }
+    writer.flush();
+    outage.allow();
+    assert_eq!(keys(&outage.wait_for_cdrs(2)), ["c1", "c2"]);
+    writer.send(write_cdr("c4", true));
+    outage.confirmed("c4");
+    drop(writer);
+    assert_eq!(keys(&outage.cdrs()), ["c1", "c2", "c4"]);
+}
+
+#[test]
+fn a_spool_file_has_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/cdr-spool.db");
+    let first = Spool::open(&path).unwrap();
+    let error = Spool::open(&path).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::SpoolInUse { path: p } if *p == path),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("database.spool"), "{error}");
+    drop(first);
+    Spool::open(&path).expect("free again");
+}
