@@ -9,7 +9,9 @@ use crate::engine::{Engine, Now};
 use crate::overload::{Class, Shedder};
 use crate::registrar::Binding;
 use crate::relay::MediaRelay;
-use crate::store::{CallStore, Interrupted, Store, StoreError, StoreWriter, StoredSubscription};
+use crate::store::{
+    CallStore, Interrupted, Spool, Store, StoreError, StoreWriter, StoredSubscription,
+};
 use crate::transport::bind::{
     bind_waiting, is_addr_in_use, retry_while_port_in_use, PORT_RELEASE_WAIT,
 };
@@ -325,9 +327,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         analog_plan.as_ref().map_or(0, Vec::len),
     );
     let now = Now::system();
-    let (store, bindings, subscriptions) = open_store(&config, now)?;
+    let (store, spool, bindings, subscriptions) = open_store(&config, now)?;
     let (results_tx, mut results) = mpsc::unbounded_channel();
-    let writer = StoreWriter::start(store, move |result| {
+    let writer = StoreWriter::with_spool(store, spool, move |result| {
         let _ = results_tx.send(result);
     });
 
@@ -543,19 +545,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
-/// What the store holds for a starting gateway: the store itself, the registrations and the
-/// subscriptions still running; the calls an earlier run left behind are recorded as
-/// interrupted on the way. Runs on a thread of its own: the PostgreSQL client blocks on a
-/// runtime of its own, which cannot run inside this async one.
+/// What the store holds for a starting gateway: the store itself, the CDR spool (with
+/// PostgreSQL), the registrations and the subscriptions still running; the calls an earlier
+/// run left behind are recorded as interrupted on the way. Runs on a thread of its own: the
+/// PostgreSQL client blocks on a runtime of its own, which cannot run inside this async one.
 #[allow(clippy::type_complexity)]
 fn open_store(
     config: &Config,
     now: Now,
-) -> Result<(Store, Vec<(String, Binding)>, Vec<StoredSubscription>), RunError> {
+) -> Result<
+    (
+        Store,
+        Option<Spool>,
+        Vec<(String, Binding)>,
+        Vec<StoredSubscription>,
+    ),
+    RunError,
+> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let mut store = Store::open_config(&config.database)?;
+                let spool = match &config.database.url {
+                    Some(_) => Some(Spool::open(&config.database.spool)?),
+                    None => None,
+                };
                 let (from, to) = store.migrated();
                 if from != to {
                     tracing::info!(
@@ -602,7 +616,7 @@ fn open_store(
                     store.name(),
                     bindings.len()
                 );
-                Ok::<_, RunError>((store, bindings, subscriptions))
+                Ok::<_, RunError>((store, spool, bindings, subscriptions))
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

@@ -85,7 +85,8 @@ pub struct GatewayOptions {
     pub keys: Vec<(&'static str, String)>,
     /// `database.url` instead of the SQLite file (e.g. a database of
     /// `gateway::store::test_cluster::TestCluster`); the analog operator socket is then
-    /// named in `[analog]`, where the SQLite file would have put it.
+    /// named in `[analog]`, where the SQLite file would have put it, and the CDR spool
+    /// (`database.spool`) is in the gateway's directory.
     pub database_url: Option<String>,
     /// The SIP port instead of a free one (nodes of a cluster name each other's).
     pub port: Option<u16>,
@@ -262,7 +263,10 @@ impl Gateway {
                 let path = format!("path = \"{}\"", dir.path().join("gateway.db").display());
                 assert!(text.contains(&path), "office.toml has [database] path");
                 let socket = dir.path().join("analog.sock");
-                text.replace(&path, &format!("url = \"{url}\"")).replacen(
+                // Each gateway its own CDR spool (the default is relative to the cwd).
+                let spool = dir.path().join("cdr-spool.db");
+                let database = format!("url = \"{url}\"\nspool = \"{}\"", spool.display());
+                text.replace(&path, &database).replacen(
                     "\n[analog]\n",
                     &format!("\n[analog]\ncontrol_socket = \"{}\"\n", socket.display()),
                     1,

@@ -150,6 +150,7 @@ fn gateway_migrate_brings_postgres_up_to_date_and_refuses_a_newer_schema() {
     let name = gateway::config::DatabaseConfig {
         path: None,
         url: Some(url.clone()),
+        spool: gateway::config::default_spool(),
     }
     .describe();
     migrate_then_refuse_a_newer_schema(&format!("url = \"{url}\""), &name, || {
@@ -200,4 +201,62 @@ fn calls_between_phones_go_on_while_postgres_is_unreachable_and_the_outage_is_lo
         "one line for the outage, not one per write:\n{log}"
     );
     assert!(!log.contains("store write failed"), "{log}");
+}
+
+#[test]
+fn cdrs_of_calls_completed_while_postgres_is_unreachable_reach_it_once_when_it_is_back() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let gateway = Gateway::start(GatewayOptions {
+        database_url: Some(url.clone()),
+        ..GatewayOptions::default()
+    });
+    let phone = free_port();
+    register(&gateway, "203", phone, 600, 200);
+    call_203_from_202(&gateway, phone);
+    cluster.refuse_connections(&url);
+    // Each caller's 200 OK to its BYE waits until the CDR is safe: in the spool now.
+    for _ in 0..2 {
+        call_203_from_202(&gateway, phone);
+    }
+    gateway.wait_for_log("CDRs are kept in the spool");
+    cluster.allow_connections(&url);
+    // The store thread writes them by itself, as soon as the reconnect backoff (at most
+    // 30 s) allows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !gateway.log().contains("CDRs written from the spool") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool was not written to the database:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log = gateway.log();
+    assert!(log.contains("2 CDRs written from the spool"), "{log}");
+    assert_eq!(
+        log.matches("CDRs are kept in the spool").count(),
+        1,
+        "one line for the outage, not one per CDR:\n{log}"
+    );
+    let rows = cluster
+        .client(&url)
+        .query(
+            "SELECT call_key, caller, called, disposition FROM cdrs ORDER BY id",
+            &[],
+        )
+        .expect("reading cdrs");
+    let mut keys: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    let calls: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|row| (row.get(1), row.get(2), row.get(3)))
+        .collect();
+    let answered = ("202".to_string(), "203".to_string(), "answered".to_string());
+    assert_eq!(calls, vec![answered; 3], "{log}");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "each call once: {keys:?}");
+    // `gateway cdr` shows them too.
+    let table = gateway.cdrs();
+    assert_eq!(table.lines().skip(1).count(), 3, "{table}");
 }

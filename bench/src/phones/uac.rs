@@ -122,7 +122,12 @@ impl Phones {
         let call = &self.placed[call_id];
         let bye = self.in_dialog(call_id, call, "BYE", &bye_branch);
         let to = call.server;
-        self.send_request(Instant::now(), (call_id, to), (bye_branch, "BYE".into()), bye);
+        self.send_request(
+            Instant::now(),
+            (call_id, to),
+            (bye_branch, "BYE".into()),
+            bye,
+        );
     }
 
     /// Cancels a call we placed that is not answered yet: at once if a provisional came,

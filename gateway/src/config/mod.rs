@@ -630,6 +630,15 @@ pub struct DatabaseConfig {
     /// Without TLS for now: `sslmode=require` is refused.
     #[serde(default)]
     pub url: Option<String>,
+    /// With `url`: the SQLite file where CDRs wait while PostgreSQL is unreachable
+    /// (created with its directory if missing; one per gateway). Unused with `path`.
+    #[serde(default = "default_spool")]
+    pub spool: PathBuf,
+}
+
+/// `database.spool`'s default.
+pub fn default_spool() -> PathBuf {
+    PathBuf::from("./data/cdr-spool.db")
 }
 
 impl DatabaseConfig {

@@ -357,11 +357,22 @@ fn interrupted_from_row(row: &Row, node: &str) -> Result<(Cdr, Option<FailedPick
     Ok((cdr, failed))
 }
 
+/// Inserts a call's CDR. A call has one: written again (a replay from the spool), the
+/// first record stays, unless it is the [`INTERRUPTED`] guess a takeover or a restart wrote
+/// while the node that had the call could not reach the database: the node's real record
+/// replaces it.
 fn insert_cdr(db: &dyn Db, cdr: &Cdr) -> Result<(), StoreError> {
     db.execute(
         "INSERT INTO cdrs (call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, \
-         pickup_ms, answer_ms, end_ms, duration_ms, disposition, hangup_cause, node) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         pickup_ms, answer_ms, end_ms, duration_ms, disposition, hangup_cause, node, media) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         ON CONFLICT (call_key) DO UPDATE SET caller = excluded.caller, called = excluded.called, \
+         answered_by = excluded.answered_by, pickup_method = excluded.pickup_method, \
+         billed = excluded.billed, ring_start_ms = excluded.ring_start_ms, \
+         pickup_ms = excluded.pickup_ms, answer_ms = excluded.answer_ms, end_ms = excluded.end_ms, \
+         duration_ms = excluded.duration_ms, disposition = excluded.disposition, \
+         hangup_cause = excluded.hangup_cause, node = excluded.node, media = excluded.media \
+         WHERE cdrs.disposition = 'interrupted'",
         &[
             (&cdr.call_key).into(),
             (&cdr.caller).into(),
@@ -377,6 +388,7 @@ fn insert_cdr(db: &dyn Db, cdr: &Cdr) -> Result<(), StoreError> {
             (&cdr.disposition).into(),
             (&cdr.hangup_cause).into(),
             (&cdr.node).into(),
+            (&cdr.media).into(),
         ],
     )
     .map(drop)

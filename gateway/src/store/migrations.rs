@@ -116,6 +116,13 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE registrations ADD COLUMN node TEXT;
     CREATE INDEX registrations_node ON registrations (node);",
+    // 8: one CDR per call. A CDR written again (replayed from the spool after an outage,
+    // when the first write may have committed after all) must not count twice, and a
+    // node's real record replaces the `interrupted` one a takeover or restart wrote
+    // meanwhile (`ON CONFLICT (call_key)` in the insert). Duplicates from before: the
+    // first row stays.
+    "DELETE FROM cdrs WHERE id NOT IN (SELECT MIN(id) FROM cdrs GROUP BY call_key);
+    CREATE UNIQUE INDEX cdrs_call_key ON cdrs (call_key);",
 ];
 
 /// Newest schema version this build knows.

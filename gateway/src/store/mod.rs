@@ -8,6 +8,7 @@ mod migrations;
 mod nodes;
 mod postgres;
 mod reconnect;
+mod spool;
 mod sql;
 mod sqlite;
 mod subscriptions;
@@ -23,6 +24,7 @@ pub use calls::{
 pub use migrations::SCHEMA_VERSION;
 pub use nodes::{Heartbeat, RemoteBinding, TakenOver};
 pub use postgres::PgPool;
+pub use spool::{Spool, SPOOL_CAPACITY};
 pub use subscriptions::StoredSubscription;
 pub use writer::{execute, StoreCommand, StoreResult, StoreWriter};
 
@@ -75,6 +77,12 @@ pub enum StoreError {
     /// over): the claim is undone and the picker told to try again.
     #[error("node {0} was taken over while one of its calls was claimed: claim undone (the picker may try again)")]
     NodeVanished(String),
+    /// Another process holds the CDR spool file.
+    #[error("CDR spool {path} is in use by another process: give each gateway (node) a spool file of its own (database.spool)")]
+    SpoolInUse {
+        /// The spool file.
+        path: PathBuf,
+    },
     /// `database.url` does not parse.
     #[error("database.url: {detail} (expected e.g. postgres://gateway@db.example/gateway)")]
     Url {

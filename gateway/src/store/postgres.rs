@@ -302,7 +302,16 @@ impl PgDb {
         let io_failed = error
             .source()
             .is_some_and(|source| source.is::<std::io::Error>());
-        if error.is_closed() || io_failed || self.conn.borrow().client.is_closed() {
+        // FATAL or PANIC: the server ends the session (e.g. terminated by an administrator,
+        // shutting down).
+        let session_ended = error.as_db_error().is_some_and(|db| {
+            matches!(
+                db.parsed_severity(),
+                Some(postgres::error::Severity::Fatal | postgres::error::Severity::Panic)
+            )
+        });
+        if error.is_closed() || io_failed || session_ended || self.conn.borrow().client.is_closed()
+        {
             self.conn.borrow_mut().client.discard();
             self.lost(Instant::now(), &detail(error));
         }
@@ -450,6 +459,11 @@ impl Db for PgDb {
     }
 
     fn begin(&self) -> Result<(), StoreError> {
+        // A transaction that went with a lost connection is over: this one may make the
+        // connection again (else the connection would be refused for good).
+        if self.conn.borrow().client.is_closed() {
+            self.in_transaction.set(false);
+        }
         self.simple("BEGIN")?;
         self.in_transaction.set(true);
         Ok(())
@@ -480,6 +494,23 @@ impl Db for PgDb {
     fn in_transaction(&self) -> bool {
         // A lost connection took its transaction with it.
         self.in_transaction.get() && !self.conn.borrow().client.is_closed()
+    }
+
+    fn connection_lost(&self) -> bool {
+        self.conn.borrow().client.is_closed()
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        if !self.connection_lost() {
+            return None;
+        }
+        // Closed without a failure seen (the server ended it while idle): at once.
+        Some(
+            self.health
+                .borrow()
+                .next_attempt()
+                .unwrap_or_else(Instant::now),
+        )
     }
 }
 

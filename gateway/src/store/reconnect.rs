@@ -85,6 +85,11 @@ impl Reconnect {
         })
     }
 
+    /// When the next connection attempt may be made, during an outage.
+    pub fn next_attempt(&self) -> Option<Instant> {
+        self.outage.map(|o| o.next_attempt)
+    }
+
     /// How long the database has been unreachable at `now`, if it is.
     pub fn down_for(&self, now: Instant) -> Option<Duration> {
         self.outage.map(|o| now.saturating_duration_since(o.since))
@@ -102,6 +107,7 @@ mod tests {
         assert!(health.may_attempt(start));
         assert_eq!(health.failed(start), Some(Notice::Lost));
         assert!(!health.may_attempt(start + FIRST_BACKOFF / 2));
+        assert_eq!(health.next_attempt(), Some(start + FIRST_BACKOFF));
         health.refused();
         assert!(health.may_attempt(start + FIRST_BACKOFF));
         assert_eq!(health.failed(start + FIRST_BACKOFF), None, "still one line");
@@ -126,6 +132,7 @@ mod tests {
             })
         );
         assert_eq!(health.connected(now), None);
+        assert_eq!(health.next_attempt(), None);
         assert!(health.may_attempt(now));
     }
 }

@@ -280,6 +280,16 @@ pub(super) trait Db: Send {
     fn set_full_sync(&self, _full: bool) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Whether the connection to the database is known to be lost (PostgreSQL; a local
+    /// file never is): what was written in its open transaction is gone.
+    fn connection_lost(&self) -> bool {
+        false
+    }
+    /// When a lost connection may be tried again (the reconnect backoff); None when it is
+    /// not lost.
+    fn retry_at(&self) -> Option<std::time::Instant> {
+        None
+    }
     /// Maps a row that does not decode to an error naming the database.
     fn column_error(&self, error: ColumnError) -> StoreError {
         StoreError::Column {

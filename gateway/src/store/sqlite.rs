@@ -32,6 +32,14 @@ pub(super) struct SqliteDb {
 impl SqliteDb {
     /// Opens (creating it and its directory if needed) the file, in WAL mode.
     pub(super) fn open(path: &Path) -> Result<SqliteDb, StoreError> {
+        SqliteDb::open_waiting(path, std::time::Duration::from_secs(5))
+    }
+
+    /// [`SqliteDb::open`], waiting up to `busy` for another connection's lock.
+    pub(super) fn open_waiting(
+        path: &Path,
+        busy: std::time::Duration,
+    ) -> Result<SqliteDb, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 dir: dir.to_path_buf(),
@@ -43,6 +51,7 @@ impl SqliteDb {
             source,
         };
         let conn = Connection::open(path).map_err(error)?;
+        conn.busy_timeout(busy).map_err(error)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(error)?;
@@ -57,8 +66,6 @@ impl SqliteDb {
             }
         };
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(error)?;
         Ok(SqliteDb {
             conn,

@@ -72,6 +72,8 @@ on_both_backends!(
     nodes_keep_their_own_registrations_and_find_the_live_others,
     a_silent_node_is_taken_over_by_exactly_one_survivor,
     a_claim_in_a_cluster_takes_the_calls_of_live_nodes_and_names_the_owner,
+    a_call_has_one_cdr_and_a_real_record_replaces_an_interrupted_one,
+    the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates,
 );
 
 fn binding(contact: &str, expires_at: u64) -> Binding {
@@ -952,7 +954,18 @@ fn a_silent_node_is_taken_over_by_exactly_one_survivor(db: TestDb) {
     let early = setup
         .heartbeat("s0", addr("10.0.0.1:5060"), t0 + 10_000, 10_000)
         .unwrap();
-    assert_eq!(early, Heartbeat::default());
+    assert!(!early.revived && early.taken_over.is_empty(), "{early:?}");
+    let others: Vec<&str> = early
+        .others
+        .iter()
+        .flatten()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(
+        others,
+        ["dead", "s1", "s2", "s3"],
+        "every other node, alive"
+    );
 
     let mut stores: Vec<Store> = (0..SURVIVORS).map(|_| db.open()).collect();
     let barrier = Arc::new(std::sync::Barrier::new(SURVIVORS));
@@ -1143,4 +1156,391 @@ fn a_claim_in_a_cluster_takes_the_calls_of_live_nodes_and_names_the_owner(db: Te
             .unwrap(),
         ClaimOutcome::Elsewhere { .. }
     ));
+}
+
+/// A CDR written again (a replay from the spool) is not counted twice; the node's real
+/// record replaces the `interrupted` one a restart or takeover wrote meanwhile, never the
+/// reverse.
+fn a_call_has_one_cdr_and_a_real_record_replaces_an_interrupted_one(db: TestDb) {
+    let mut store = db.open();
+    let real = cdr("c1", Some("202"));
+    store.write_cdr(&real).unwrap();
+    store.write_cdr(&real).unwrap();
+    let mut changed = real.clone();
+    changed.hangup_cause = "BYE from callee".into();
+    store.write_cdr(&changed).unwrap();
+    assert_eq!(
+        store.recent_cdrs(10).unwrap(),
+        std::slice::from_ref(&real),
+        "the first stays"
+    );
+
+    // The call rang on when the node lost the database; its restart (or a takeover) wrote
+    // the interrupted guess; then the node's own record arrives.
+    store
+        .insert_ringing(&context("c2", "201", &["sales"], 1000))
+        .unwrap();
+    assert_eq!(store.recover_interrupted("gw1").unwrap().unanswered, 1);
+    let guess = store.recent_cdrs(1).unwrap().remove(0);
+    assert_eq!(guess.disposition, INTERRUPTED);
+    let mut own = cdr("c2", None);
+    own.media = Some("A:10p/0lost/0.5ms".into());
+    store.write_cdr(&own).unwrap();
+    // And the reverse: an interrupted record for a call that has its real one changes nothing.
+    let mut late_guess = guess.clone();
+    late_guess.call_key = "c1".into();
+    store.write_cdr(&late_guess).unwrap();
+    let mut cdrs = store.recent_cdrs(10).unwrap();
+    cdrs.sort_by(|a, b| a.call_key.cmp(&b.call_key));
+    assert_eq!(cdrs, [real, own]);
+}
+
+fn the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates(db: TestDb) {
+    let store = db.open();
+    // A database of schema 7, written before a call had one CDR: duplicates.
+    store
+        .db
+        .execute_script("DROP INDEX cdrs_call_key; UPDATE schema_version SET version = 7")
+        .unwrap();
+    for (key, cause) in [
+        ("c1", "first"),
+        ("c2", "only"),
+        ("c1", "second"),
+        ("c1", "third"),
+    ] {
+        let mut record = cdr(key, None);
+        record.hangup_cause = cause.into();
+        insert_plain_cdr(&store, &record);
+    }
+    drop(store);
+    let mut store = db.open();
+    assert_eq!(store.migrated(), (7, SCHEMA_VERSION));
+    let mut kept: Vec<(String, String)> = store
+        .recent_cdrs(10)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.call_key, c.hangup_cause))
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [("c1".into(), "first".into()), ("c2".into(), "only".into())]
+    );
+    store.write_cdr(&cdr("c1", None)).unwrap();
+    assert_eq!(
+        store.recent_cdrs(10).unwrap().len(),
+        2,
+        "unique from now on"
+    );
+}
+
+/// A CDR row as schema 7 inserted it (no conflict clause: duplicates possible).
+fn insert_plain_cdr(store: &Store, cdr: &Cdr) {
+    store
+        .db
+        .execute(
+            "INSERT INTO cdrs (call_key, caller, called, pickup_method, ring_start_ms, end_ms, \
+             duration_ms, disposition, hangup_cause, node) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            &[
+                (&cdr.call_key).into(),
+                (&cdr.caller).into(),
+                (&cdr.called).into(),
+                (&cdr.pickup_method).into(),
+                cdr.ring_start_ms.into(),
+                cdr.end_ms.into(),
+                cdr.duration_ms.into(),
+                (&cdr.disposition).into(),
+                (&cdr.hangup_cause).into(),
+                (&cdr.node).into(),
+            ],
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_postgres_connection_lost_during_a_batch_is_made_again_for_the_next_batch() {
+    let cluster = test_cluster::TestCluster::shared();
+    let url = cluster.create_database();
+    let pool = PgPool::new(&url).unwrap();
+    let mut store = Store::open_postgres(&pool).unwrap();
+    store.begin_batch().unwrap();
+    store
+        .replace_bindings("a", "201", &[binding("sip:201@a", 500)])
+        .unwrap();
+    cluster.refuse_connections(&url);
+    assert!(store
+        .replace_bindings("a", "202", &[binding("sip:202@a", 500)])
+        .is_err());
+    assert!(!store.in_batch(), "the batch went with the connection");
+    cluster.allow_connections(&url);
+    // A new batch once the backoff has passed (bounded: 100 tries).
+    let mut begun = false;
+    for _ in 0..100 {
+        if store.begin_batch().is_ok() {
+            begun = true;
+            break;
+        }
+        std::thread::sleep(reconnect::FIRST_BACKOFF / 5);
+    }
+    assert!(begun, "a new batch begins on a new connection");
+    store
+        .replace_bindings("a", "203", &[binding("sip:203@a", 500)])
+        .unwrap();
+    store.commit_batch().unwrap();
+    let users: Vec<String> = store
+        .load_bindings("a", 100)
+        .unwrap()
+        .into_iter()
+        .map(|(aor, _)| aor)
+        .collect();
+    assert_eq!(users, ["203"]);
+}
+
+/// A PostgreSQL database the tests can make unreachable, a spool file beside, and the CDR
+/// confirmations of the writers started on them.
+struct Outage {
+    cluster: &'static test_cluster::TestCluster,
+    url: String,
+    pool: PgPool,
+    dir: tempfile::TempDir,
+    confirmed: std::sync::mpsc::Receiver<String>,
+    confirm: std::sync::mpsc::Sender<String>,
+}
+
+impl Outage {
+    fn new() -> Outage {
+        let cluster = test_cluster::TestCluster::shared();
+        let url = cluster.create_database();
+        let pool = PgPool::new(&url).unwrap();
+        let (confirm, confirmed) = std::sync::mpsc::channel();
+        Outage {
+            cluster,
+            url,
+            pool,
+            dir: tempfile::tempdir().unwrap(),
+            confirmed,
+            confirm,
+        }
+    }
+
+    fn store(&self) -> Store {
+        Store::open_postgres(&self.pool).unwrap()
+    }
+
+    fn spool(&self) -> Spool {
+        Spool::open(&self.dir.path().join("cdr-spool.db")).unwrap()
+    }
+
+    /// A writer on the database with the spool (the database must be reachable to open).
+    fn writer(&self, spool: Spool) -> StoreWriter {
+        let confirm = self.confirm.clone();
+        StoreWriter::with_spool(self.store(), Some(spool), move |result| {
+            if let StoreResult::CdrWritten { call_key } = result {
+                let _ = confirm.send(call_key);
+            }
+        })
+    }
+
+    /// Waits for the writer's confirmation of the CDR of `key` (bounded).
+    fn confirmed(&self, key: &str) {
+        let got = self
+            .confirmed
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a CDR confirmation");
+        assert_eq!(got, key);
+    }
+
+    fn refuse(&self) {
+        self.cluster.refuse_connections(&self.url);
+    }
+
+    fn allow(&self) {
+        self.cluster.allow_connections(&self.url);
+    }
+
+    /// The CDRs in the database, oldest first.
+    fn cdrs(&self) -> Vec<Cdr> {
+        let mut cdrs = self.store().recent_cdrs(100).unwrap();
+        cdrs.reverse();
+        cdrs
+    }
+
+    /// Waits (polling, bounded: the reconnect backoff grows up to 30 s) until the database
+    /// holds `count` CDRs; they, oldest first.
+    fn wait_for_cdrs(&self, count: usize) -> Vec<Cdr> {
+        let deadline = std::time::Instant::now() + reconnect::MAX_BACKOFF * 2;
+        loop {
+            let cdrs = self.cdrs();
+            if cdrs.len() >= count || std::time::Instant::now() > deadline {
+                return cdrs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn write_cdr(key: &str, confirm: bool) -> StoreCommand {
+    StoreCommand::WriteCdr {
+        cdr: Box::new(cdr(key, None)),
+        confirm,
+    }
+}
+
+fn keys(cdrs: &[Cdr]) -> Vec<&str> {
+    cdrs.iter().map(|c| c.call_key.as_str()).collect()
+}
+
+#[test]
+fn cdrs_written_while_postgres_is_unreachable_reach_it_exactly_once_and_in_order_when_it_is_back() {
+    let outage = Outage::new();
+    let writer = outage.writer(outage.spool());
+    writer.send(write_cdr("before", true));
+    outage.confirmed("before");
+    outage.refuse();
+    // The first batch meets the broken connection, the others the outage.
+    for key in ["c1", "c2", "c3"] {
+        writer.send(write_cdr(key, true));
+        outage.confirmed(key);
+    }
+    writer.send(StoreCommand::SetCdrMedia {
+        call_key: "c2".into(),
+        media: "A:10p/0lost/0.5ms".into(),
+    });
+    writer.send(StoreCommand::SetCdrMedia {
+        call_key: "before".into(),
+        media: "A:5p/0lost/0.1ms".into(),
+    });
+    writer.flush();
+    outage.allow();
+    // Nothing else is sent: the store thread replays by itself once the backoff allows.
+    let cdrs = outage.wait_for_cdrs(4);
+    assert_eq!(
+        keys(&cdrs),
+        ["before", "c1", "c2", "c3"],
+        "once each, in order"
+    );
+    assert_eq!(cdrs[2].media.as_deref(), Some("A:10p/0lost/0.5ms"));
+    assert_eq!(cdrs[0].media.as_deref(), Some("A:5p/0lost/0.1ms"));
+    // Behind them, in order, what comes after.
+    writer.send(write_cdr("after", true));
+    outage.confirmed("after");
+    drop(writer);
+    assert_eq!(keys(&outage.cdrs()), ["before", "c1", "c2", "c3", "after"]);
+    assert!(outage.spool().is_empty(), "the spool is emptied");
+}
+
+#[test]
+fn the_spool_survives_its_writer_and_a_new_one_replays_it_at_start() {
+    let outage = Outage::new();
+    let writer = outage.writer(outage.spool());
+    outage.refuse();
+    for key in ["c1", "c2"] {
+        writer.send(write_cdr(key, false));
+    }
+    writer.flush();
+    drop(writer);
+    let spool = outage.spool();
+    assert_eq!(spool.len(), 2, "on disk, not in the dropped writer");
+    outage.allow();
+    let _writer = outage.writer(spool);
+    assert_eq!(keys(&outage.wait_for_cdrs(2)), ["c1", "c2"]);
+}
+
+#[test]
+fn a_replay_done_twice_writes_nothing_twice() {
+    let outage = Outage::new();
+    let mut store = outage.store();
+    let mut spool = outage.spool();
+    let mut with_media = cdr("c2", None);
+    with_media.media = Some("A:1p/0lost/0.1ms".into());
+    let records = [
+        spool::Spooled::Cdr(Box::new(cdr("c1", None))),
+        spool::Spooled::Cdr(Box::new(with_media)),
+        spool::Spooled::Media {
+            call_key: "c1".into(),
+            media: "A:2p/0lost/0.2ms".into(),
+        },
+    ];
+    assert_eq!(spool.push(&records).unwrap(), 0);
+    spool.replay(&mut store);
+    assert!(spool.is_empty());
+    // A crash after the database's commit, before the spool's delete: the same again.
+    assert_eq!(spool.push(&records).unwrap(), 0);
+    spool.replay(&mut store);
+    assert!(spool.is_empty());
+    let cdrs = outage.cdrs();
+    assert_eq!(keys(&cdrs), ["c1", "c2"]);
+    assert_eq!(cdrs[0].media.as_deref(), Some("A:2p/0lost/0.2ms"));
+    assert_eq!(cdrs[1].media.as_deref(), Some("A:1p/0lost/0.1ms"));
+}
+
+#[test]
+fn a_spooled_real_cdr_replaces_the_interrupted_one_a_restart_wrote_but_not_the_reverse() {
+    let outage = Outage::new();
+    let mut store = outage.store();
+    store
+        .insert_ringing(&context("c1", "201", &["sales"], 1000))
+        .unwrap();
+    store.write_cdr(&cdr("c2", None)).unwrap();
+    drop(store);
+    let writer = outage.writer(outage.spool());
+    outage.refuse();
+    // c1 ends while the database is unreachable; the gateway stops.
+    writer.send(write_cdr("c1", true));
+    outage.confirmed("c1");
+    drop(writer);
+    outage.allow();
+    // The restart finds c1's context and guesses; a takeover would do the same.
+    let mut store = outage.store();
+    assert_eq!(store.recover_interrupted("gw1").unwrap().unanswered, 1);
+    let guess = store.recent_cdrs(1).unwrap().remove(0);
+    assert_eq!(
+        (guess.call_key.as_str(), guess.disposition.as_str()),
+        ("c1", INTERRUPTED)
+    );
+    // And a guess for c2 waits in the spool too: c2's real record must stay.
+    let mut spool = outage.spool();
+    let mut late_guess = guess.clone();
+    late_guess.call_key = "c2".into();
+    spool
+        .push(&[spool::Spooled::Cdr(Box::new(late_guess))])
+        .unwrap();
+    spool.replay(&mut store);
+    let mut cdrs = outage.cdrs();
+    cdrs.sort_by(|a, b| a.call_key.cmp(&b.call_key));
+    assert_eq!(cdrs, [cdr("c1", None), cdr("c2", None)]);
+}
+
+#[test]
+fn a_full_spool_loses_what_does_not_fit_without_failing() {
+    let outage = Outage::new();
+    let writer = outage.writer(outage.spool().with_capacity(2));
+    outage.refuse();
+    for key in ["c1", "c2", "c3"] {
+        writer.send(write_cdr(key, true));
+        outage.confirmed(key);
+    }
+    writer.flush();
+    outage.allow();
+    assert_eq!(keys(&outage.wait_for_cdrs(2)), ["c1", "c2"]);
+    writer.send(write_cdr("c4", true));
+    outage.confirmed("c4");
+    drop(writer);
+    assert_eq!(keys(&outage.cdrs()), ["c1", "c2", "c4"]);
+}
+
+#[test]
+fn a_spool_file_has_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/cdr-spool.db");
+    let first = Spool::open(&path).unwrap();
+    let error = Spool::open(&path).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::SpoolInUse { path: p } if *p == path),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("database.spool"), "{error}");
+    drop(first);
+    Spool::open(&path).expect("free again");
 }

@@ -8,9 +8,13 @@
 //! never waits behind a disk sync. What billing needs before a call's CDR exists (the answer,
 //! the marks of calls up, failed pickups) is synced the same way. With PostgreSQL each
 //! commit is durable when it returns (the server syncs its WAL), so the sync thread only
-//! passes the answers on; the engine-facing side is the same for both backends.
+//! passes the answers on; the engine-facing side is the same for both backends. With
+//! PostgreSQL the CDRs the database cannot take go into the spool ([`super::Spool`]) and
+//! from there to the database when it is back; the store thread then also wakes for the
+//! replay, not only for commands.
 
 use super::calls::{Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup};
+use super::spool::Spool;
 use super::{Store, StoreError};
 use crate::registrar::Binding;
 use std::path::Path;
@@ -332,6 +336,7 @@ const MAX_BATCH: usize = 512;
 /// pickup's claim never waits for a disk sync.
 fn apply_batch(
     store: &mut Store,
+    mut spool: Option<&mut Spool>,
     messages: Vec<Message>,
     on_result: &OnResult,
     sync: &mpsc::Sender<SyncJob>,
@@ -347,6 +352,11 @@ fn apply_batch(
             Message::Command(command) => rest.push(command),
         }
     }
+    // The database is reachable again: the spooled CDRs first, forgetting their calls'
+    // contexts before anything else in the batch (a claim) could see them.
+    if let Some(spool) = spool.as_deref_mut() {
+        spool.replay_if_due(store);
+    }
     // Without a WAL to sync later, each durable commit is synced as it is made.
     let sync_now = store.wal_path().is_none();
     let billing = rest.iter().any(StoreCommand::is_billing_record);
@@ -359,7 +369,10 @@ fn apply_batch(
         }
     }
     if !cdrs.is_empty() {
-        let results = apply_transaction(store, cdrs, sync_now);
+        let results = match spool {
+            Some(spool) => spool.write(store, cdrs),
+            None => apply_transaction(store, cdrs, sync_now),
+        };
         let _ = sync.send(SyncJob::Cdrs(results));
     } else if billing {
         let _ = sync.send(SyncJob::Cdrs(Vec::new()));
@@ -487,7 +500,18 @@ impl StoreWriter {
     /// answers to `on_result` once their batch is committed (CDR confirmations once synced
     /// to disk, by a second thread).
     pub fn start(
+        store: Store,
+        on_result: impl Fn(StoreResult) + Send + Sync + 'static,
+    ) -> StoreWriter {
+        StoreWriter::with_spool(store, None, on_result)
+    }
+
+    /// [`StoreWriter::start`] with a CDR spool (a PostgreSQL store): CDRs the database
+    /// cannot take go there, and from there to the database once it is reachable (at
+    /// start too, when the spool holds records).
+    pub fn with_spool(
         mut store: Store,
+        mut spool: Option<Spool>,
         on_result: impl Fn(StoreResult) + Send + Sync + 'static,
     ) -> StoreWriter {
         let on_result: OnResult = Arc::new(on_result);
@@ -502,10 +526,33 @@ impl StoreWriter {
         let writer = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
+                loop {
+                    // While CDRs wait in the spool, the queue is watched only until the
+                    // next replay is due (the reconnect backoff; at once with the
+                    // connection up, a chunk at a time between batches).
+                    let replay_at = spool.as_ref().and_then(|s| s.next_replay(&store));
+                    let first = match replay_at {
+                        None => match receiver.recv() {
+                            Ok(first) => first,
+                            Err(mpsc::RecvError) => break,
+                        },
+                        Some(at) => {
+                            let wait = at.saturating_duration_since(std::time::Instant::now());
+                            match receiver.recv_timeout(wait) {
+                                Ok(first) => first,
+                                Err(mpsc::RecvTimeoutError::Timeout) => {
+                                    if let Some(spool) = spool.as_mut() {
+                                        spool.replay(&mut store);
+                                    }
+                                    continue;
+                                }
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            }
+                        }
+                    };
                     let mut batch = vec![first];
                     batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
-                    apply_batch(&mut store, batch, &on_result, &sync);
+                    apply_batch(&mut store, spool.as_mut(), batch, &on_result, &sync);
                 }
             })
             .expect("spawning the store thread");
