@@ -17,26 +17,44 @@ const SECRET: &str = "e2e-cluster-secret-0123";
 
 /// Nodes a and b on `url`, each naming the other as its peer.
 fn two_nodes(url: &str, options: impl Fn() -> GatewayOptions) -> (Gateway, Gateway) {
-    let (port_a, port_b) = (free_port(), free_port());
-    let node = |id: &str, peer: u16| {
+    let mut nodes = cluster_of(url, &["a", "b"], options).into_iter();
+    let (Some(a), Some(b)) = (nodes.next(), nodes.next()) else {
+        unreachable!("two nodes started")
+    };
+    (a, b)
+}
+
+/// One node per id on `url`, each naming all the others as its peers.
+fn cluster_of(url: &str, ids: &[&str], options: impl Fn() -> GatewayOptions) -> Vec<Gateway> {
+    let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+    let node = |id: &str, own: u16| {
+        let peers: Vec<String> = ports
+            .iter()
+            .filter(|&&port| port != own)
+            .map(|port| format!("\"127.0.0.1:{port}\""))
+            .collect();
         format!(
-            "id = \"{id}\"\npeers = [\"127.0.0.1:{peer}\"]\nsecret = \"{SECRET}\"\n\
-             heartbeat_secs = 1\ntakeover_secs = 3"
+            "id = \"{id}\"\npeers = [{}]\nsecret = \"{SECRET}\"\n\
+             heartbeat_secs = 1\ntakeover_secs = 3",
+            peers.join(", ")
         )
     };
-    let start = |id: &str, port: u16, peer: u16| {
-        Gateway::start(GatewayOptions {
-            database_url: Some(url.to_string()),
-            port: Some(port),
-            node: Some(node(id, peer)),
-            ..options()
+    let nodes: Vec<Gateway> = ids
+        .iter()
+        .zip(&ports)
+        .map(|(id, &port)| {
+            Gateway::start(GatewayOptions {
+                database_url: Some(url.to_string()),
+                port: Some(port),
+                node: Some(node(id, port)),
+                ..options()
+            })
         })
-    };
-    let a = start("a", port_a, port_b);
-    let b = start("b", port_b, port_a);
-    a.wait_for_log("node a: in a cluster with");
-    b.wait_for_log("node b: in a cluster with");
-    (a, b)
+        .collect();
+    for (id, node) in ids.iter().zip(&nodes) {
+        node.wait_for_log(&format!("node {id}: in a cluster with"));
+    }
+    nodes
 }
 
 /// Polls `query` (one integer) until it is `want`, for up to 10 s; returns the last value.
@@ -363,5 +381,44 @@ fn two_hundred_ringing_calls_are_each_picked_up_once_by_pickers_racing_on_both_n
     assert_eq!(
         wait_for_count(&mut client, "SELECT COUNT(*) FROM call_contexts", 0),
         0
+    );
+}
+
+#[test]
+fn three_nodes_an_analog_caller_on_a_rings_a_phone_on_b_and_a_picker_on_c_takes_the_call() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let nodes = cluster_of(&url, &["a", "b", "c"], GatewayOptions::default);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (mut peer, unused) = (RtpPeer::new(), RtpPeer::new());
+    // 201's phone registered through node b; it checks the CANCEL's Reason.
+    let phone = free_port();
+    register(b, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_ring_picked.xml", phone)
+        .fill("@MEDIA_PORT@", &unused.port().to_string())
+        .spawn(b);
+    a.analog("lift 1");
+    a.analog("dial 1 201");
+    a.wait_for_log("ringing 1 contact(s) (1 through other nodes)");
+    b.wait_for_log("routed here by node a");
+    // 203 on node c presses *8.
+    let pickup = picker("uac_pickup.xml", "*8", "203")
+        .out_of_call("uas_replaces.xml")
+        .caller_id("\"Analog 101\" <sip:101@")
+        .fill("@PICKED_CALL_MS@", "15000")
+        .fill("@MEDIA_PORT@", &peer.port().to_string())
+        .spawn(c);
+    a.wait_for_log("analog port 1: call answered");
+    c.wait_for_log("the pickup goes to node a, where the call rings");
+    let analog_rtp = analog_to_sip_audio(a, 1, &peer);
+    sip_to_analog_audio(a, 1, &mut peer, analog_rtp);
+    a.analog("hangup 1");
+    pickup.wait();
+    callee.wait();
+    let mut client = cluster.client(&url);
+    let log = format!("{}\n{}\n{}", a.log(), b.log(), c.log());
+    assert_eq!(
+        the_one_cdr(&mut client, &log),
+        ["101", "201", "203", "group", "203", "answered", "a"]
     );
 }

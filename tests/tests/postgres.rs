@@ -260,3 +260,62 @@ fn cdrs_of_calls_completed_while_postgres_is_unreachable_reach_it_once_when_it_i
     let table = gateway.cdrs();
     assert_eq!(table.lines().skip(1).count(), 3, "{table}");
 }
+
+#[test]
+fn under_load_no_cdr_is_lost_or_doubled_when_postgres_goes_away_and_comes_back() {
+    const CALLS: u32 = 100;
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let gateway = Gateway::start(GatewayOptions {
+        database_url: Some(url.clone()),
+        ..GatewayOptions::default()
+    });
+    let limit = std::time::Duration::from_secs(120);
+    let phone = free_port();
+    register(&gateway, "203", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone)
+        .calls(CALLS)
+        .time_limit(limit)
+        .spawn(&gateway);
+    let callers = Sipp::new("uac_call.xml", free_port())
+        .service("203")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .calls(CALLS)
+        .rate(20)
+        .time_limit(limit)
+        .spawn(&gateway);
+    let mut client = cluster.client(&url);
+    let count = |client: &mut postgres::Client| -> i64 {
+        client
+            .query_one("SELECT COUNT(*) FROM cdrs", &[])
+            .map(|row| row.get(0))
+            .unwrap_or(0)
+    };
+    // A fifth of the calls done, the database goes away while the rest come and go.
+    let deadline = std::time::Instant::now() + limit;
+    while count(&mut client) < i64::from(CALLS / 5) {
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cluster.refuse_connections(&url);
+    gateway.wait_for_log("CDRs are kept in the spool");
+    cluster.allow_connections(&url);
+    callers.wait();
+    callee.wait();
+    let mut client = cluster.client(&url);
+    while count(&mut client) < i64::from(CALLS) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} CDRs of {CALLS}:\n{}",
+            count(&mut client),
+            gateway.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let row = client
+        .query_one("SELECT COUNT(*), COUNT(DISTINCT call_key) FROM cdrs", &[])
+        .unwrap();
+    let (all, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((all, distinct), (i64::from(CALLS), i64::from(CALLS)));
+}

@@ -707,7 +707,8 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_cancel(&mut self, now: Now, invite: ServerTxId) {
+    /// A CANCEL of `invite`, with its `Reason` header if any.
+    pub(super) fn on_cancel(&mut self, now: Now, invite: ServerTxId, reason: Option<&str>) {
         if self.cancel_lookup(now, invite) {
             return;
         }
@@ -726,9 +727,13 @@ impl Engine {
                 if call.answered.is_some() {
                     return; // too late: the 2xx is already on its way (RFC 3261 §9.2)
                 }
+                // A node cancelling the call it routed here says why (a pickup there:
+                // "Call completed elsewhere", so the phone logs no missed call); a phone's
+                // own Reason is not passed on.
+                let reason = reason.filter(|_| call.relayed.is_some());
                 let pending: Vec<ClientTxId> = call.pending_forks().collect();
                 for tx in pending {
-                    self.tx.cancel(now.mono, tx);
+                    self.tx.cancel_with_reason(now.mono, tx, reason);
                 }
                 let (a_tx, a_tag) = (call.a_tx, call.a.local_tag.clone());
                 tracing::info!("call {id}: cancelled by the caller");
@@ -899,7 +904,7 @@ impl Engine {
             self.reply_in_dialog(now, tx, 200, "OK");
             if let Some(invite) = self.calls.calls.get(&id).map(|c| c.a_tx) {
                 // BYE on the caller's early dialog ends the attempt like a CANCEL.
-                self.on_cancel(now, invite);
+                self.on_cancel(now, invite, None);
             }
             return;
         }

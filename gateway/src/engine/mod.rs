@@ -405,7 +405,10 @@ impl Engine {
         while let Some(event) = self.tx.poll_event() {
             match event {
                 TxEvent::Request { tx, msg, peer } => self.on_request(now, tx, msg, peer),
-                TxEvent::Cancel { invite, .. } => self.on_cancel(now, invite),
+                TxEvent::Cancel { invite, msg, .. } => {
+                    let reason = msg.header(&Name::from("Reason")).map(str::to_string);
+                    self.on_cancel(now, invite, reason.as_deref())
+                }
                 TxEvent::Ack { invite, msg, .. } => self.on_ack(now, invite, msg),
                 TxEvent::Response { tx, msg } => {
                     if !self.on_notify_response(now, tx, &msg) {

@@ -702,3 +702,65 @@ fn a_call_up_through_a_node_that_dies_is_hung_up_and_billed_by_the_caller_s_node
         ("answered", "node a stopped")
     );
 }
+
+#[test]
+fn a_node_s_cancel_reason_reaches_the_phone_a_phone_s_does_not() {
+    let (mut a, mut b) = cluster();
+    a.register("201", "pw201", at(5071, A), 600);
+    a.run_store();
+    let out = b.dial("201", "x8");
+    let (_, to_a) = requests(&out, "INVITE")[0].clone();
+    deliver(&mut a, B, &to_a);
+    let to_phone = requests(&a.sent(), "INVITE")[0].1.clone();
+    a.send(
+        at(5071, A),
+        &answer(&to_phone, 180, "Ringing", "p8", 5071, ""),
+    );
+    exchange(&mut a, &mut b);
+    let reason = "SIP;cause=200;text=\"Call completed elsewhere\"";
+    // The CANCEL of `invite` (same Request-URI, Via, Call-ID, From, To, CSeq number).
+    let cancel = |invite: &SipMessage| {
+        let mut cancel = invite.clone();
+        let text = String::from_utf8(cancel.to_bytes().to_vec())
+            .unwrap()
+            .replacen("INVITE sip:", "CANCEL sip:", 1)
+            .replace(" INVITE\r\n", " CANCEL\r\n");
+        cancel = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        cancel.body = Default::default();
+        cancel.remove_header(&Name::CONTENT_TYPE);
+        cancel.set_header(Name::from("Reason"), reason);
+        cancel
+    };
+    // Node b cancels with a Reason: the phone's CANCEL carries it.
+    let mut from_b = cancel(&to_a);
+    crate::auth::node::sign(&mut from_b, SECRET.as_bytes(), "b", a.now.unix());
+    deliver(&mut a, B, &from_b);
+    let out = a.sent();
+    let to_phone_cancel = find(&out, 5071, |m| m.method() == Some(&Method::CANCEL)).unwrap();
+    assert_eq!(to_phone_cancel.header(&Name::from("Reason")), Some(reason));
+
+    // A phone cancelling its own call with a Reason: not passed on.
+    let mut h = Harness::with_config(CONFIG);
+    h.register("201", "pw201", at(5071, 5060), 600);
+    let out = h.dial("201", "x9");
+    let (_, phone_invite) = requests(&out, "INVITE")[0].clone();
+    h.send(
+        at(5071, 5060),
+        &answer(&phone_invite, 180, "Ringing", "p9", 5071, ""),
+    );
+    h.sent();
+    let caller_invite =
+        SipMessage::parse_datagram(invite("202", "201", 5072, "x9").as_bytes()).unwrap();
+    let mut caller_cancel = cancel(&caller_invite);
+    // The retried (authenticated) INVITE is the one the call belongs to.
+    let text = String::from_utf8(caller_cancel.to_bytes().to_vec())
+        .unwrap()
+        .replace("branch=z9hG4bKx9", "branch=z9hG4bKretryx9")
+        .replace("CSeq: 1 CANCEL", "CSeq: 2 CANCEL");
+    caller_cancel = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+    deliver(&mut h, 5072, &caller_cancel);
+    let out = h.sent();
+    let cancel_to_phone = find(&out, 5071, |m| m.method() == Some(&Method::CANCEL))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(cancel_to_phone.header(&Name::from("Reason")).is_none());
+}
