@@ -2,7 +2,8 @@
 # Runs the benchmarks side by side with their peers and writes tables and SVG charts to
 # target/bench-results/:
 #   SIP:    call rate with zero failures (RFC 7501) vs Kamailio 5.6 and CPU per call
-#           (sip-load), pickup latency with 10/100/1,000 calls ringing (sip-pickup), BLF NOTIFY latency (sip-blf), memory
+#           (sip-load), pickup latency with 10/100/1,000 calls ringing and across two nodes
+#           sharing one PostgreSQL (sip-pickup), BLF NOTIFY latency (sip-blf), memory
 #           per registration and per call (sip-memory), floods of unauthenticated requests
 #           (sip-flood), overload at 3x the sustainable call rate (sip-overload), calls
 #           and pickups completed at 10% packet loss each way (sip-loss, as root: a network
@@ -40,6 +41,8 @@ if [ "$part" != media ]; then
     install_missing sipp sip-tester
     install_missing nft nftables
     install_missing ip iproute2
+    # sip-pickup's nodes part runs a throwaway PostgreSQL cluster (the server binaries).
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || install_missing initdb postgresql
     # The package may start a system kamailio on 5060; the benchmark runs its own.
     as_root systemctl stop kamailio 2>/dev/null || true
 fi
@@ -55,7 +58,7 @@ cargo build --release -p gateway
 if [ "$part" != media ]; then
     echo "==> SIP call rate, zero failed calls (RFC 7501), gateway vs Kamailio"
     target/release/sip-load "${quick[@]}"
-    echo "==> pickup latency, 10 / 100 / 1,000 calls ringing"
+    echo "==> pickup latency, 10 / 100 / 1,000 calls ringing; across two nodes on PostgreSQL"
     target/release/sip-pickup "${quick[@]}"
     echo "==> BLF: 200 phones watching 50 extensions, 180 to early NOTIFY, memory per subscription"
     target/release/sip-blf "${quick[@]}"

@@ -170,6 +170,44 @@ pub fn start_gateway(body: &str) -> std::io::Result<Server> {
 
 /// [`start_gateway`] with more `[auth]` keys (`auth`, lines such as `trusted_networks = [...]`).
 pub fn start_gateway_with(auth: &str, body: &str) -> std::io::Result<Server> {
+    let dir = scratch_dir("gateway")?;
+    let database = format!("path = \"{}\"", dir.join("gateway.db").display());
+    start_configured(dir, free_port()?, auth, &database, body)
+}
+
+/// One node of a cluster on the PostgreSQL database `url`: [`start_gateway`] listening on
+/// `port`, node `id`, with the nodes listening on `peers` as its peers (one shared
+/// secret) and a CDR spool of its own.
+pub fn start_node(
+    url: &str,
+    id: &str,
+    port: u16,
+    peers: &[u16],
+    body: &str,
+) -> std::io::Result<Server> {
+    let dir = scratch_dir(&format!("node-{id}"))?;
+    let database = format!(
+        "url = \"{url}\"\nspool = \"{}\"",
+        dir.join("cdr-spool.db").display()
+    );
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let node = format!(
+        "[node]\nid = \"{id}\"\npeers = [{}]\nsecret = \"bench-cluster-secret-0123\"\n",
+        peers.join(", ")
+    );
+    let auth = "max_challenges_per_source = 1000000";
+    start_configured(dir, port, auth, &database, &format!("{node}{body}"))
+}
+
+/// The gateway in `dir` on UDP `port` with `[auth]` keys `auth`, `[database]` keys
+/// `database`, and `body`.
+fn start_configured(
+    dir: PathBuf,
+    port: u16,
+    auth: &str,
+    database: &str,
+    body: &str,
+) -> std::io::Result<Server> {
     let binary = workspace_root().join("target/release/gateway");
     if !binary.exists() {
         return Err(std::io::Error::other(format!(
@@ -177,12 +215,9 @@ pub fn start_gateway_with(auth: &str, body: &str) -> std::io::Result<Server> {
             binary.display()
         )));
     }
-    let dir = scratch_dir("gateway")?;
-    let port = free_port()?;
     let config = format!(
         "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n{auth}\n\
-[database]\npath = \"{}\"\n[media]\nanchor = \"never\"\n{body}",
-        dir.join("gateway.db").display()
+[database]\n{database}\n[media]\nanchor = \"never\"\n{body}"
     );
     let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, config)?;
