@@ -59,6 +59,22 @@ pub struct LoadReport {
     pub elapsed: Duration,
 }
 
+impl LoadReport {
+    /// Adds what another generator, running at the same time against another node,
+    /// reported (the wall time is the longer of the two).
+    pub fn absorb(&mut self, other: LoadReport) {
+        self.attempted += other.attempted;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        for (reason, count) in other.failures {
+            *self.failures.entry(reason).or_default() += count;
+        }
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.setup_us.add(&other.setup_us);
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
 /// A quoted parameter of a challenge header, e.g. `nonce`.
 fn challenge_param(challenge: &str, name: &str) -> String {
     let key = format!("{name}=");

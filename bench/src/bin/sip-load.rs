@@ -8,11 +8,20 @@
 //! Run: `scripts/bench.sh` (builds, installs kamailio if missing), or
 //! `cargo run --release -p bench --bin sip-load -- [--quick] [--kamailio-children N]` after
 //! `cargo build --release -p gateway`; `--rate R [--seconds S]` runs one trial per server.
+//! `--nodes` instead measures the gateway alone on its stores side by side: one node on
+//! SQLite, one node on PostgreSQL, and two nodes sharing one PostgreSQL (a throwaway
+//! cluster), each node with its own callers and callees and its own load generator at half
+//! the rate (the aggregate is reported). On one 2-core machine the two nodes, PostgreSQL and
+//! the generators share the same cores: the figure shows what the shared database costs,
+//! not how a cluster of servers scales.
 
 use bench::procfs::system_busy_seconds;
 use bench::report::{self, BarChart, Table};
-use bench::servers::{credentials, extension_blocks, start_gateway, start_kamailio, Server};
+use bench::servers::{
+    credentials, extension_blocks, free_port, start_gateway, start_kamailio, start_node, Server,
+};
 use bench::sipload::{run, LoadConfig, LoadReport};
+use gateway::store::test_cluster::TestCluster;
 use std::time::{Duration, Instant};
 
 /// Extensions on each side.
@@ -26,41 +35,94 @@ const KAMAILIO_CHILDREN: u32 = 8;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Peer {
     Gateway,
-    Kamailio { children: u32 },
+    Kamailio {
+        children: u32,
+    },
+    /// The gateway on a PostgreSQL database, alone.
+    GatewayOnPostgres,
+    /// Two gateway nodes on one PostgreSQL database.
+    TwoNodes,
 }
 
 impl Peer {
-    fn start(self) -> Server {
-        let server = match self {
-            Peer::Gateway => start_gateway(&format!(
-                "[calls]\nring_timeout_secs = 30\n{}{}",
-                extension_blocks(CALLERS, PHONES, ""),
-                extension_blocks(CALLEES, PHONES, "")
-            )),
-            Peer::Kamailio { children } => start_kamailio(children),
+    /// The servers of a trial; node `i` serves callers and callees `i * PHONES` on from
+    /// the first (its own phones: no call of a node rings the other's).
+    fn start(self) -> Vec<Server> {
+        let body = format!(
+            "[calls]\nring_timeout_secs = 30\n{}{}",
+            extension_blocks(CALLERS, 2 * PHONES, ""),
+            extension_blocks(CALLEES, 2 * PHONES, "")
+        );
+        let servers = match self {
+            Peer::Gateway => start_gateway(&body).map(|s| vec![s]),
+            Peer::Kamailio { children } => start_kamailio(children).map(|s| vec![s]),
+            Peer::GatewayOnPostgres => {
+                let url = TestCluster::shared().create_database();
+                free_port()
+                    .and_then(|port| start_node(&url, "a", port, &[], &body))
+                    .map(|s| vec![s])
+            }
+            Peer::TwoNodes => {
+                let url = TestCluster::shared().create_database();
+                free_port().and_then(|a| {
+                    let b = free_port()?;
+                    Ok(vec![
+                        start_node(&url, "a", a, &[b], &body)?,
+                        start_node(&url, "b", b, &[a], &body)?,
+                    ])
+                })
+            }
         };
-        server.unwrap_or_else(|e| panic!("could not start the server under test: {e}"))
+        servers.unwrap_or_else(|e| panic!("could not start the server under test: {e}"))
+    }
+
+    fn label(self, servers: &[Server]) -> String {
+        match self {
+            Peer::GatewayOnPostgres => "gateway (ours), one node on PostgreSQL".into(),
+            Peer::TwoNodes => "gateway (ours), two nodes on one PostgreSQL".into(),
+            _ => servers[0].name.clone(),
+        }
     }
 }
 
-/// One trial: `rate` calls/s for `seconds` against a fresh server. Returns the report, the
-/// server's CPU seconds and the machine's busy CPU seconds during the trial.
+/// One trial: `rate` calls/s for `seconds` against fresh servers (split evenly between
+/// them, each with a generator of its own). Returns the report, the servers' CPU seconds
+/// and the machine's busy CPU seconds during the trial.
 fn trial(peer: Peer, rate: f64, seconds: f64) -> (LoadReport, f64, f64, String) {
-    let server = peer.start();
-    let (cpu_before, busy_before) = (server.cpu_seconds(), system_busy_seconds());
-    let report = run(&LoadConfig {
-        server: server.addr,
-        callers: credentials(CALLERS, PHONES),
-        callees: credentials(CALLEES, PHONES),
-        rate,
-        calls: (rate * seconds).max(1.0) as u64,
-        hold: Duration::from_millis(500),
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap_or_else(|e| panic!("the load generator failed against {}: {e}", server.name));
-    let cpu = server.cpu_seconds() - cpu_before;
+    let servers = peer.start();
+    let cpu_of = |servers: &[Server]| servers.iter().map(Server::cpu_seconds).sum::<f64>();
+    let (cpu_before, busy_before) = (cpu_of(&servers), system_busy_seconds());
+    let share = rate / servers.len() as f64;
+    let reports: Vec<LoadReport> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0u32..)
+            .zip(&servers)
+            .map(|(node, server)| {
+                scope.spawn(move || {
+                    run(&LoadConfig {
+                        server: server.addr,
+                        callers: credentials(CALLERS + node * PHONES, PHONES),
+                        callees: credentials(CALLEES + node * PHONES, PHONES),
+                        rate: share,
+                        calls: (share * seconds).max(1.0) as u64,
+                        hold: Duration::from_millis(500),
+                        timeout: Duration::from_secs(5),
+                    })
+                    .unwrap_or_else(|e| {
+                        panic!("the load generator failed against {}: {e}", server.name)
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().expect("a load generator panicked"))
+            .collect()
+    });
+    let mut reports = reports.into_iter();
+    let mut report = reports.next().expect("one server at least");
+    reports.for_each(|other| report.absorb(other));
+    let cpu = cpu_of(&servers) - cpu_before;
     let busy = system_busy_seconds() - busy_before;
-    (report, cpu, busy, server.name.clone())
+    (report, cpu, busy, peer.label(&servers))
 }
 
 /// Binary search for the zero-failure rate; returns it and the name of the server.
@@ -138,6 +200,10 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let (runs, seconds, steps) = if quick { (1, 2.0, 5) } else { (3, 5.0, 7) };
+    if std::env::args().any(|a| a == "--nodes") {
+        stores_side_by_side(runs, seconds, steps);
+        return;
+    }
     let peers = [Peer::Gateway, kamailio];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     let mut names = vec![String::new(); peers.len()];
@@ -198,6 +264,60 @@ fn main() {
         series: vec![("median".into(), medians)],
     };
     match report::write("sip-load", &table, &chart) {
+        Ok((md, svg)) => eprintln!("written: {} {}", md.display(), svg.display()),
+        Err(e) => eprintln!("could not write results: {e}"),
+    }
+}
+
+/// `--nodes`: the zero-failure rate of one node on SQLite, one on PostgreSQL, and two on
+/// one PostgreSQL (aggregate), medians of `runs`.
+fn stores_side_by_side(runs: u32, seconds: f64, steps: u32) {
+    let peers = [Peer::Gateway, Peer::GatewayOnPostgres, Peer::TwoNodes];
+    let mut table = Table::new(&[
+        "gateways",
+        "zero-failure calls/s (median)",
+        "runs",
+        "ratio to one node on SQLite",
+    ]);
+    let mut medians = Vec::new();
+    let mut names = Vec::new();
+    for peer in peers {
+        let mut rates = Vec::new();
+        let mut name = String::new();
+        for run_number in 1..=runs {
+            let label = format!("run {run_number}/{runs}");
+            let (rate, server) = zero_failure_rate(peer, &label, steps, seconds);
+            eprintln!("[{label}] {server}: zero-failure rate {rate:.0} calls/s");
+            rates.push(rate);
+            name = server;
+        }
+        let median = median(rates.clone());
+        let base = *medians.first().unwrap_or(&median);
+        table.row(vec![
+            name.clone(),
+            format!("{median:.0}"),
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            format!("{:.2}x", median / base.max(1.0)),
+        ]);
+        medians.push(median);
+        names.push(name);
+    }
+    println!(
+        "Full calls on each node's own phones ({PHONES} callers -> {PHONES} callees per node), \
+{seconds} s per trial, {steps} binary-search steps; all on one 2-core machine"
+    );
+    print!("{}", table.render());
+    let chart = BarChart {
+        title: "Zero-failure call rate by store (RFC 7501), median of runs".into(),
+        unit: "calls per second".into(),
+        categories: names,
+        series: vec![("median".into(), medians)],
+    };
+    match report::write("sip-load-nodes", &table, &chart) {
         Ok((md, svg)) => eprintln!("written: {} {}", md.display(), svg.display()),
         Err(e) => eprintln!("could not write results: {e}"),
     }
