@@ -368,6 +368,7 @@ impl Engine {
             StoreResult::Claim { pickup, outcome } => self.on_claim(now, pickup, outcome),
             StoreResult::CdrWritten { call_key } => self.on_cdr_written(now, &call_key),
             StoreResult::Heartbeat(beat) => self.on_heartbeat(now, beat),
+            StoreResult::DatabaseBack => self.write_registrations_again(now),
             StoreResult::Registrations { lookup, found } => {
                 self.on_remote_registrations(now, lookup, found)
             }

@@ -514,15 +514,25 @@ impl Engine {
             }
         }
         if beat.revived {
-            let aors = self.registrar.aors();
             tracing::warn!(
-                "node {}: another node took this one over while it was silent; writing its {} registered extension(s) again",
+                "node {}: another node took this one over while it was silent; writing its registered extensions again",
                 self.config.node.id,
-                aors.len()
             );
-            for aor in aors {
-                self.persist_bindings(now, &aor);
-            }
+            self.write_registrations_again(now);
+        }
+    }
+
+    /// Writes every registration this node holds to the store again: after it was taken
+    /// over, or after the database was unreachable (phones that registered meanwhile are
+    /// then found by the other nodes again).
+    pub(super) fn write_registrations_again(&mut self, now: Now) {
+        let aors = self.registrar.aors();
+        tracing::info!(
+            "writing {} registered extension(s) to the store",
+            aors.len()
+        );
+        for aor in aors {
+            self.persist_bindings(now, &aor);
         }
     }
 }

@@ -70,7 +70,10 @@ impl Store {
     /// `node`'s heartbeat at `now_ms`, then the takeover of every other node silent for
     /// more than `takeover_ms`: its row is deleted conditionally (`DELETE ... RETURNING`,
     /// so among survivors heartbeating at once exactly one gets it), its registrations
-    /// removed and its calls given `interrupted` CDRs, all in one transaction.
+    /// removed and its calls given `interrupted` CDRs, all in one transaction. A node that
+    /// was silent that long itself (the database was unreachable for everyone, or this
+    /// node stalled, or it was taken over) takes over nobody this time: the others' old
+    /// heartbeats say nothing about them then, and they beat again within an interval.
     pub fn heartbeat(
         &mut self,
         node: &str,
@@ -81,6 +84,12 @@ impl Store {
         let db = self.db.as_ref();
         let addr = sip_addr.to_string();
         db.atomically(|| {
+            let previous = db.first(
+                "SELECT heartbeat_ms FROM nodes WHERE node_id = ?1",
+                &[node.into()],
+                |row| row.u64(0),
+            )?;
+            let may_judge = previous.is_some_and(|at| now_ms.saturating_sub(at) <= takeover_ms);
             let updated = db.execute(
                 "UPDATE nodes SET heartbeat_ms = ?2, sip_addr = ?3 WHERE node_id = ?1",
                 &[node.into(), now_ms.into(), (&addr).into()],
@@ -95,11 +104,15 @@ impl Store {
                 )?;
             }
             let cutoff = now_ms.saturating_sub(takeover_ms);
-            let dead = db.rows(
-                "DELETE FROM nodes WHERE node_id != ?1 AND heartbeat_ms < ?2 RETURNING node_id",
-                &[node.into(), cutoff.into()],
-                |row| row.text(0),
-            )?;
+            let dead = if may_judge {
+                db.rows(
+                    "DELETE FROM nodes WHERE node_id != ?1 AND heartbeat_ms < ?2 RETURNING node_id",
+                    &[node.into(), cutoff.into()],
+                    |row| row.text(0),
+                )?
+            } else {
+                Vec::new()
+            };
             let mut taken_over = Vec::new();
             for dead in dead {
                 let registrations = db.execute(

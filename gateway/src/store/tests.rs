@@ -71,6 +71,7 @@ on_both_backends!(
     subscriptions_survive_reopening_and_expired_ones_are_dropped,
     nodes_keep_their_own_registrations_and_find_the_live_others,
     a_silent_node_is_taken_over_by_exactly_one_survivor,
+    after_an_outage_of_the_database_itself_nobody_is_taken_over,
     a_claim_in_a_cluster_takes_the_calls_of_live_nodes_and_names_the_owner,
     a_call_has_one_cdr_and_a_real_record_replaces_an_interrupted_one,
     the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates,
@@ -1543,4 +1544,75 @@ fn a_spool_file_has_one_owner() {
     assert!(error.to_string().contains("database.spool"), "{error}");
     drop(first);
     Spool::open(&path).expect("free again");
+}
+
+fn after_an_outage_of_the_database_itself_nobody_is_taken_over(db: TestDb) {
+    let mut store = db.open();
+    let t0 = 1_000_000;
+    for node in ["a", "b"] {
+        store
+            .register_node(node, addr("10.0.0.1:5060"), t0)
+            .unwrap();
+    }
+    store
+        .replace_bindings("b", "202", &[binding("sip:202@b", 5000)])
+        .unwrap();
+    // The database was unreachable for 20 s (takeover after 10 s): a's first heartbeat
+    // after it finds b as stale as itself, and leaves it alone.
+    let first = store
+        .heartbeat("a", addr("10.0.0.1:5060"), t0 + 20_000, 10_000)
+        .unwrap();
+    assert!(first.taken_over.is_empty(), "{first:?}");
+    assert_eq!(store.load_bindings("b", 0).unwrap().len(), 1);
+    // b beats again; a's next heartbeat finds it alive.
+    store
+        .heartbeat("b", addr("10.0.0.1:5060"), t0 + 20_500, 10_000)
+        .unwrap();
+    let next = store
+        .heartbeat("a", addr("10.0.0.1:5060"), t0 + 21_000, 10_000)
+        .unwrap();
+    assert!(next.taken_over.is_empty(), "{next:?}");
+    // A node that then really stops is taken over as usual.
+    store
+        .heartbeat("a", addr("10.0.0.1:5060"), t0 + 29_000, 10_000)
+        .unwrap();
+    let later = store
+        .heartbeat("a", addr("10.0.0.1:5060"), t0 + 31_000, 10_000)
+        .unwrap();
+    let taken: Vec<&str> = later.taken_over.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(taken, ["b"]);
+}
+
+#[test]
+fn the_writer_says_when_the_database_is_back_after_a_lost_connection() {
+    let cluster = test_cluster::TestCluster::shared();
+    let url = cluster.create_database();
+    let pool = PgPool::new(&url).unwrap();
+    let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = answers.clone();
+    let writer = StoreWriter::start(Store::open_postgres(&pool).unwrap(), move |result| {
+        seen.lock().unwrap().push(result);
+    });
+    let register = |aor: &str| StoreCommand::ReplaceBindings {
+        node: "a".into(),
+        aor: aor.into(),
+        bindings: vec![binding(&format!("sip:{aor}@a"), 500)],
+    };
+    writer.send(register("201"));
+    writer.flush();
+    cluster.refuse_connections(&url);
+    writer.send(register("202"));
+    writer.flush();
+    assert!(answers.lock().unwrap().is_empty(), "not back yet");
+    cluster.allow_connections(&url);
+    // Writes are tried again once the backoff allows (bounded: 100 tries).
+    for _ in 0..100 {
+        writer.send(register("203"));
+        writer.flush();
+        if !answers.lock().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(reconnect::FIRST_BACKOFF / 5);
+    }
+    assert_eq!(*answers.lock().unwrap(), [StoreResult::DatabaseBack]);
 }

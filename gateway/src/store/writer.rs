@@ -173,6 +173,9 @@ pub enum StoreResult {
         /// The bindings other nodes hold.
         found: Vec<super::RemoteBinding>,
     },
+    /// The database is reachable again after its connection was lost: what was not
+    /// written meanwhile (registrations) is written again by the engine.
+    DatabaseBack,
     /// A CDR written with `confirm` is committed (or failed and was logged).
     CdrWritten {
         /// The call's key.
@@ -552,7 +555,11 @@ impl StoreWriter {
                     };
                     let mut batch = vec![first];
                     batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
+                    let was_lost = store.db.connection_lost();
                     apply_batch(&mut store, spool.as_mut(), batch, &on_result, &sync);
+                    if was_lost && !store.db.connection_lost() {
+                        on_result(StoreResult::DatabaseBack);
+                    }
                 }
             })
             .expect("spawning the store thread");

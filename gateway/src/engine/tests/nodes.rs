@@ -764,3 +764,26 @@ fn a_node_s_cancel_reason_reaches_the_phone_a_phone_s_does_not() {
         .unwrap_or_else(|| panic!("{out:?}"));
     assert!(cancel_to_phone.header(&Name::from("Reason")).is_none());
 }
+
+#[test]
+fn when_the_database_is_back_the_registrations_are_written_again() {
+    let (mut a, _b) = cluster();
+    a.register("201", "pw201", at(5071, A), 600);
+    a.register("202", "pw202", at(5072, A), 600);
+    a.run_store();
+    // Lost while the database was away: the store has none of them now.
+    a.store.replace_bindings("a", "201", &[]).unwrap();
+    a.store.replace_bindings("a", "202", &[]).unwrap();
+    a.engine
+        .handle_store_result(a.now, crate::store::StoreResult::DatabaseBack);
+    a.run_store();
+    let mut stored: Vec<String> = a
+        .store
+        .load_bindings("a", a.now.unix())
+        .unwrap()
+        .into_iter()
+        .map(|(aor, _)| aor)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["201", "202"]);
+}
