@@ -373,25 +373,31 @@ fn insert_cdr(db: &dyn Db, cdr: &Cdr) -> Result<(), StoreError> {
          duration_ms = excluded.duration_ms, disposition = excluded.disposition, \
          hangup_cause = excluded.hangup_cause, node = excluded.node, media = excluded.media \
          WHERE cdrs.disposition = 'interrupted'",
-        &[
-            (&cdr.call_key).into(),
-            (&cdr.caller).into(),
-            (&cdr.called).into(),
-            (&cdr.answered_by).into(),
-            (&cdr.pickup_method).into(),
-            (&cdr.billed).into(),
-            cdr.ring_start_ms.into(),
-            cdr.pickup_ms.into(),
-            cdr.answer_ms.into(),
-            cdr.end_ms.into(),
-            cdr.duration_ms.into(),
-            (&cdr.disposition).into(),
-            (&cdr.hangup_cause).into(),
-            (&cdr.node).into(),
-            (&cdr.media).into(),
-        ],
+        &cdr_params(cdr),
     )
     .map(drop)
+}
+
+/// A CDR's fields as `?1`..`?15`, in the order of the `cdrs` columns from `call_key` to
+/// `media` (the spool keeps them in the same order).
+pub(super) fn cdr_params(cdr: &Cdr) -> [Param<'_>; 15] {
+    [
+        (&cdr.call_key).into(),
+        (&cdr.caller).into(),
+        (&cdr.called).into(),
+        (&cdr.answered_by).into(),
+        (&cdr.pickup_method).into(),
+        (&cdr.billed).into(),
+        cdr.ring_start_ms.into(),
+        cdr.pickup_ms.into(),
+        cdr.answer_ms.into(),
+        cdr.end_ms.into(),
+        cdr.duration_ms.into(),
+        (&cdr.disposition).into(),
+        (&cdr.hangup_cause).into(),
+        (&cdr.node).into(),
+        (&cdr.media).into(),
+    ]
 }
 
 fn insert_failed_pickup(

@@ -476,23 +476,7 @@ fn insert(db: &dyn Db, record: &Spooled) -> Result<(), StoreError> {
              billed, ring_start_ms, pickup_ms, answer_ms, end_ms, duration_ms, disposition, \
              hangup_cause, node, media) \
              VALUES ('cdr', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            &[
-                (&cdr.call_key).into(),
-                (&cdr.caller).into(),
-                (&cdr.called).into(),
-                (&cdr.answered_by).into(),
-                (&cdr.pickup_method).into(),
-                (&cdr.billed).into(),
-                cdr.ring_start_ms.into(),
-                cdr.pickup_ms.into(),
-                cdr.answer_ms.into(),
-                cdr.end_ms.into(),
-                cdr.duration_ms.into(),
-                (&cdr.disposition).into(),
-                (&cdr.hangup_cause).into(),
-                (&cdr.node).into(),
-                (&cdr.media).into(),
-            ],
+            &super::calls::cdr_params(cdr),
         ),
     }
     .map(drop)

@@ -630,16 +630,23 @@ fn a_claim_header_counts_only_from_a_node_and_only_for_the_claim_s_picker() {
     assert!(requests(&out, "CANCEL").is_empty(), "201 keeps ringing");
 }
 
+/// 202 calls 201 (registered on node a) through node b; a rings the phone. Returns b's
+/// INVITE to a and a's INVITE to the phone.
+fn routed_through_a(a: &mut Harness, b: &mut Harness, call_id: &str) -> (SipMessage, SipMessage) {
+    a.register("201", "pw201", at(5071, A), 600);
+    a.run_store();
+    let out = b.dial("201", call_id);
+    let (_, to_a) = requests(&out, "INVITE")[0].clone();
+    deliver(a, B, &to_a);
+    let to_phone = requests(&a.sent(), "INVITE")[0].1.clone();
+    (to_a, to_phone)
+}
+
 #[test]
 fn a_call_ringing_through_a_node_that_dies_fails_at_the_takeover_not_the_ring_timeout() {
     let (mut a, mut b) = cluster();
-    a.register("201", "pw201", at(5071, A), 600);
-    a.run_store();
-    // 202 calls 201 through b; a rings the phone, then stops (no answer ever comes back).
-    let out = b.dial("201", "x6");
-    let (_, to_a) = requests(&out, "INVITE")[0].clone();
-    deliver(&mut a, B, &to_a);
-    a.sent();
+    // a rings the phone, then stops (no answer ever comes back).
+    routed_through_a(&mut a, &mut b, "x6");
     b.advance(Duration::from_secs(1));
     assert!(b.sent().iter().all(|(_, m)| m.status() != Some(480)));
     // b takes a over after 3 s of silence: the caller hears 480 at once.
@@ -665,12 +672,7 @@ fn a_call_ringing_through_a_node_that_dies_fails_at_the_takeover_not_the_ring_ti
 #[test]
 fn a_call_up_through_a_node_that_dies_is_hung_up_and_billed_by_the_caller_s_node() {
     let (mut a, mut b) = cluster();
-    a.register("201", "pw201", at(5071, A), 600);
-    a.run_store();
-    let out = b.dial("201", "x7");
-    let (_, to_a) = requests(&out, "INVITE")[0].clone();
-    deliver(&mut a, B, &to_a);
-    let to_phone = requests(&a.sent(), "INVITE")[0].1.clone();
+    let (_, to_phone) = routed_through_a(&mut a, &mut b, "x7");
     a.send(
         at(5071, A),
         &answer(&to_phone, 200, "OK", "p7", 5071, "v=0\r\n"),
@@ -706,12 +708,7 @@ fn a_call_up_through_a_node_that_dies_is_hung_up_and_billed_by_the_caller_s_node
 #[test]
 fn a_node_s_cancel_reason_reaches_the_phone_a_phone_s_does_not() {
     let (mut a, mut b) = cluster();
-    a.register("201", "pw201", at(5071, A), 600);
-    a.run_store();
-    let out = b.dial("201", "x8");
-    let (_, to_a) = requests(&out, "INVITE")[0].clone();
-    deliver(&mut a, B, &to_a);
-    let to_phone = requests(&a.sent(), "INVITE")[0].1.clone();
+    let (to_a, to_phone) = routed_through_a(&mut a, &mut b, "x8");
     a.send(
         at(5071, A),
         &answer(&to_phone, 180, "Ringing", "p8", 5071, ""),
