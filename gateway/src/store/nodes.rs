@@ -36,9 +36,9 @@ pub struct Heartbeat {
     /// heartbeat failed (nothing is known then). A node missing here that was there
     /// before was taken over (by this node or another).
     pub others: Option<Vec<(String, SocketAddr)>>,
-    /// The extensions that subscriptions kept by other nodes watch (BLF across nodes: this
-    /// node writes its dialogs of those for them, `super::blf`); None when the heartbeat
-    /// failed.
+    /// The extensions that subscriptions kept by the other live nodes watch (BLF across
+    /// nodes: this node writes its dialogs of those for them, `super::blf`); None when the
+    /// heartbeat failed.
     pub watched: Option<Vec<String>>,
 }
 
@@ -137,9 +137,11 @@ impl Store {
                 "DELETE FROM blf_dialogs WHERE dialogs = '' AND updated_ms < ?1",
                 &[now_ms.saturating_sub(super::blf::TOMBSTONE_KEEP_MS).into()],
             )?;
+            // Those of live nodes (a dead node's are kept for its restart).
             let watched = db.rows(
-                "SELECT DISTINCT target FROM subscriptions \
-                 WHERE (node IS NULL OR node != ?1) AND expires_at > ?2 ORDER BY target",
+                "SELECT DISTINCT target FROM subscriptions WHERE expires_at > ?2 AND \
+                 (node IS NULL OR (node != ?1 AND node IN (SELECT node_id FROM nodes))) \
+                 ORDER BY target",
                 &[node.into(), (now_ms / 1000).into()],
                 |row| row.text(0),
             )?;

@@ -1693,11 +1693,14 @@ fn a_takeover_deletes_the_dead_node_s_blf_dialogs_and_heartbeats_name_what_other
         .heartbeat("b", addr("10.0.0.2:5060"), t0 + 1_000, 10_000)
         .unwrap();
     assert_eq!(beat.watched, Some(vec!["201".into(), "202".into()]));
-    // a falls silent: b's takeover deletes a's dialogs with the rest of it.
+    // a falls silent: b's takeover deletes a's dialogs with the rest of it; what a's keys
+    // watch no longer counts (their rows stay for a's restart).
     let beat = store
         .heartbeat("b", addr("10.0.0.2:5060"), t0 + 12_000, 10_000)
         .unwrap();
     assert_eq!(beat.taken_over.len(), 1, "{beat:?}");
+    assert_eq!(beat.watched, Some(vec![]));
+    assert_eq!(store.load_subscriptions("a", t0 / 1000).unwrap().len(), 2);
     assert!(shared(&store, "b", &DialogsQuery::All).is_empty());
     assert_eq!(
         shared(&store, "a", &DialogsQuery::All),
