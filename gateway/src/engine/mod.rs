@@ -388,6 +388,7 @@ impl Engine {
                 self.on_dialogs_changed(node, extension);
                 return;
             }
+            StoreResult::Watched { extension, .. } => self.on_watched_elsewhere(extension),
         }
         self.publish_dialog_states(now);
     }

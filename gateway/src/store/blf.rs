@@ -6,17 +6,71 @@
 //! A node that has no dialog of an extension any more writes an empty text: a tombstone,
 //! which nodes polling for rows changed since their last poll see (a deleted row they would
 //! not); tombstones older than [`TOMBSTONE_KEEP_MS`] are deleted with the heartbeats. With
-//! PostgreSQL each write also `NOTIFY`s [`BLF_CHANNEL`] with `<node> <extension>` (delivered
+//! PostgreSQL each write also `NOTIFY`s [`BLF_CHANNEL`] (delivered
 //! at the commit), so that nodes listening read the row at once instead of at their next
-//! poll. A node taken over loses its rows in the takeover's transaction
+//! poll; a subscription's save notifies which extension a key on its node watches, so that
+//! the others start writing it at once rather than at their next heartbeat. A node taken over loses its rows in the takeover's transaction
 //! ([`Store::heartbeat`]); a starting node turns the rows of its previous run into
 //! tombstones ([`Store::clear_dialogs`]).
 
 use super::sql::{Dialect, Param};
 use super::{Store, StoreError};
 
-/// The PostgreSQL notification channel of BLF changes; the payload is `<node> <extension>`.
+/// The PostgreSQL notification channel of BLF changes; the payload is `dialogs <node>
+/// <extension>` (that row changed) or `watch <node> <extension>` (a key on that node watches
+/// the extension: [`Store::save_subscription`]).
 pub const BLF_CHANNEL: &str = "gateway_blf";
+
+/// What a notification on [`BLF_CHANNEL`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// `node`'s row of `extension` changed.
+    Dialogs {
+        /// The node.
+        node: String,
+        /// The extension.
+        extension: String,
+    },
+    /// A key on `node` watches `extension`.
+    Watch {
+        /// The node.
+        node: String,
+        /// The extension.
+        extension: String,
+    },
+}
+
+impl Notification {
+    /// Reads a payload.
+    pub fn parse(payload: &str) -> Option<Notification> {
+        let mut words = payload.split(' ');
+        let (kind, node, extension) = (words.next()?, words.next()?, words.next()?);
+        if words.next().is_some() || node.is_empty() || extension.is_empty() {
+            return None;
+        }
+        let (node, extension) = (node.to_string(), extension.to_string());
+        match kind {
+            "dialogs" => Some(Notification::Dialogs { node, extension }),
+            "watch" => Some(Notification::Watch { node, extension }),
+            _ => None,
+        }
+    }
+
+    /// The payload.
+    fn payload(&self) -> String {
+        match self {
+            Notification::Dialogs { node, extension } => format!("dialogs {node} {extension}"),
+            Notification::Watch { node, extension } => format!("watch {node} {extension}"),
+        }
+    }
+
+    /// The node it comes from.
+    pub fn node(&self) -> &str {
+        match self {
+            Notification::Dialogs { node, .. } | Notification::Watch { node, .. } => node,
+        }
+    }
+}
 
 /// How long a tombstone (a row whose node has no dialog of the extension any more) is
 /// kept: nodes that polled within this time have seen it. A node that could not poll for
@@ -71,7 +125,7 @@ impl Store {
                 &[extension.into(), node.into(), dialogs.into(), now_ms.into()],
             )?;
             if notify_others {
-                notify(db, node, extension)
+                notify(db, &dialogs_changed(node, extension))
             } else {
                 Ok(true)
             }
@@ -82,7 +136,7 @@ impl Store {
 
     /// Stops notifying once the database turned out to have no `pg_notify` (a
     /// PostgreSQL-compatible engine without it): the other nodes poll.
-    fn notifications_unsupported(&mut self, notified: bool) {
+    pub(super) fn notifications_unsupported(&mut self, notified: bool) {
         if !notified && self.blf_notify {
             self.blf_notify = false;
             tracing::warn!(
@@ -157,7 +211,7 @@ impl Store {
             )?;
             let mut notified = true;
             for extension in cleared.iter().filter(|_| notify_others) {
-                if !notify(db, node, extension)? {
+                if !notify(db, &dialogs_changed(node, extension))? {
                     notified = false;
                     break;
                 }
@@ -169,14 +223,21 @@ impl Store {
     }
 }
 
-/// Tells the listening nodes (PostgreSQL) that `node`'s row of `extension` changed,
-/// delivered when the transaction commits (nothing if it rolls back). False when the
-/// database has no `pg_notify` (the statement is undone alone, in a savepoint).
-fn notify(db: &dyn super::sql::Db, node: &str, extension: &str) -> Result<bool, StoreError> {
+fn dialogs_changed(node: &str, extension: &str) -> Notification {
+    Notification::Dialogs {
+        node: node.to_string(),
+        extension: extension.to_string(),
+    }
+}
+
+/// Tells the listening nodes (PostgreSQL) `what`, delivered when the transaction commits
+/// (nothing if it rolls back). False when the database has no `pg_notify` (the statement
+/// is undone alone, in a savepoint).
+pub(super) fn notify(db: &dyn super::sql::Db, what: &Notification) -> Result<bool, StoreError> {
     if db.dialect() != Dialect::Postgres {
         return Ok(true);
     }
-    let payload = format!("{node} {extension}");
+    let payload = what.payload();
     let sent = db.atomically(|| {
         db.execute(
             "SELECT pg_notify(?1, ?2)",
@@ -195,8 +256,33 @@ fn notify(db: &dyn super::sql::Db, node: &str, extension: &str) -> Result<bool, 
     }
 }
 
-/// Parses a [`BLF_CHANNEL`] payload: (node, extension).
-pub fn parse_notification(payload: &str) -> Option<(String, String)> {
-    let (node, extension) = payload.split_once(' ')?;
-    (!node.is_empty() && !extension.is_empty()).then(|| (node.to_string(), extension.to_string()))
+#[cfg(test)]
+mod tests {
+    use super::Notification;
+
+    #[test]
+    fn notifications_read_back_and_anything_else_is_ignored() {
+        for what in [
+            Notification::Dialogs {
+                node: "a".into(),
+                extension: "201".into(),
+            },
+            Notification::Watch {
+                node: "b".into(),
+                extension: "+4930".into(),
+            },
+        ] {
+            assert_eq!(Notification::parse(&what.payload()), Some(what));
+        }
+        for junk in [
+            "",
+            "a 201",
+            "dialogs a",
+            "dialogs  201",
+            "watch a 201 x",
+            "nope a 201",
+        ] {
+            assert_eq!(Notification::parse(junk), None, "{junk:?}");
+        }
+    }
 }

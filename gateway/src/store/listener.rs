@@ -1,14 +1,15 @@
 //! The BLF listener (PostgreSQL): a thread with a connection of its own that `LISTEN`s on
 //! [`BLF_CHANNEL`] and hands each notification from another node to the engine as
-//! [`StoreResult::DialogsChanged`] (through the runtime, like the store thread's answers),
-//! so that a node learns another's BLF changes at once instead of at its next poll.
+//! [`StoreResult::DialogsChanged`] or [`StoreResult::Watched`] (through the runtime, like
+//! the store thread's answers), so that a node learns another's BLF changes at once instead
+//! of at its next poll, and what keys there watch at once instead of at its next heartbeat.
 //!
 //! The poll (`node.blf_poll_ms`) stays the safety net: where `LISTEN` is refused
 //! (PostgreSQL-compatible engines without it, such as CockroachDB) the listener says so once
 //! and ends; a lost connection is made again with backoff (one log line per outage), and
 //! what was notified meanwhile arrives with the next poll.
 
-use super::blf::{parse_notification, BLF_CHANNEL};
+use super::blf::{Notification, BLF_CHANNEL};
 use super::reconnect::{Notice, Reconnect};
 use super::{PgPool, StoreResult};
 use postgres::fallible_iterator::FallibleIterator;
@@ -114,17 +115,23 @@ fn listen(pool: &PgPool, node: &str, stop: &AtomicBool, on_result: &dyn Fn(Store
         while !stop.load(Ordering::Relaxed) {
             let next = client.notifications().timeout_iter(TICK).next();
             match next {
-                Ok(Some(notification)) => {
-                    let Some((from, extension)) = parse_notification(notification.payload()) else {
-                        continue;
-                    };
-                    if from != node {
-                        on_result(StoreResult::DialogsChanged {
-                            node: from,
-                            extension,
-                        });
-                    }
-                }
+                Ok(Some(notification)) => match Notification::parse(notification.payload()) {
+                    Some(Notification::Dialogs {
+                        node: from,
+                        extension,
+                    }) if from != node => on_result(StoreResult::DialogsChanged {
+                        node: from,
+                        extension,
+                    }),
+                    Some(Notification::Watch {
+                        node: from,
+                        extension,
+                    }) if from != node => on_result(StoreResult::Watched {
+                        node: from,
+                        extension,
+                    }),
+                    _ => {}
+                },
                 Ok(None) if client.is_closed() => {
                     lost(&mut health, "closed by the server");
                     break;

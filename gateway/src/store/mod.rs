@@ -19,7 +19,7 @@ mod writer;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_cluster;
 
-pub use blf::{parse_notification, DialogsQuery, SharedDialogs, BLF_CHANNEL, TOMBSTONE_KEEP_MS};
+pub use blf::{DialogsQuery, Notification, SharedDialogs, BLF_CHANNEL, TOMBSTONE_KEEP_MS};
 pub use calls::{
     Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup, Interrupted,
     LegIds, NamedLeg, PickupMethod, PickupTarget, INTERRUPTED,

@@ -4,6 +4,7 @@
 //! node that holds it (several nodes share the table: a node restores its own, and the
 //! others learn from it which extensions keys watch, `super::nodes`).
 
+use super::blf::{notify, Notification};
 use super::sql::Param;
 use super::{Store, StoreError};
 use crate::transport::Peer;
@@ -42,11 +43,18 @@ pub struct StoredSubscription {
 }
 
 impl Store {
-    /// Inserts or updates a subscription (keyed by its dialog).
+    /// Inserts or updates a subscription (keyed by its dialog); with PostgreSQL the other
+    /// nodes are told which extension a key on `sub.node` watches ([`Notification::Watch`]).
     pub fn save_subscription(&mut self, sub: &StoredSubscription) -> Result<(), StoreError> {
         let (addr, local) = (sub.peer.addr.to_string(), sub.peer.local.to_string());
-        self.db
-            .execute(
+        let db = self.db.as_ref();
+        let notify_others = self.blf_notify;
+        let watch = Notification::Watch {
+            node: sub.node.clone(),
+            extension: sub.target.clone(),
+        };
+        let notified = db.atomically(|| {
+            db.execute(
                 "INSERT INTO subscriptions (call_id, local_tag, subscriber, target, \
                  remote_tag, local_uri, remote_uri, remote_target, peer_proto, peer_addr, cseq, \
                  version, event_id, expires_at, peer_local, node) \
@@ -76,8 +84,14 @@ impl Store {
                     (&local).into(),
                     (&sub.node).into(),
                 ],
-            )
-            .map(drop)
+            )?;
+            match notify_others {
+                true => notify(db, &watch),
+                false => Ok(true),
+            }
+        })?;
+        self.notifications_unsupported(notified);
+        Ok(())
     }
 
     /// Forgets the subscription of dialog (Call-ID, our tag).

@@ -1832,6 +1832,21 @@ fn a_listening_node_hears_of_the_other_nodes_blf_writes_but_not_of_its_own() {
     assert_eq!(heard.remove(0), "b 206", "the rolled-back 205 is not heard");
     heard.sort();
     assert_eq!(heard, ["b 202", "b 206"], "the clearing of both");
+    // A key of b's watching an extension is heard of; one of a's own is not.
+    store
+        .save_subscription(&subscription("a", "207", "s7", 900))
+        .unwrap();
+    store
+        .save_subscription(&subscription("b", "208", "s8", 900))
+        .unwrap();
+    assert_eq!(
+        hear.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap(),
+        StoreResult::Watched {
+            node: "b".into(),
+            extension: "208".into()
+        }
+    );
     assert!(!listener.has_ended());
     drop(listener);
 }

@@ -220,6 +220,14 @@ pub enum StoreResult {
         /// The extension.
         extension: String,
     },
+    /// A key on another node watches an extension (a PostgreSQL notification, from the
+    /// listener thread): this node writes its dialogs of it from now on.
+    Watched {
+        /// The node.
+        node: String,
+        /// The extension.
+        extension: String,
+    },
 }
 
 /// Logs a failed store operation, unless it failed because the database is known to be

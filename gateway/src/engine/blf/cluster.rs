@@ -5,7 +5,8 @@
 //!
 //! - Publishing: after every event the engine handles, this node's dialogs of each
 //!   extension a key on another node watches (the shared subscriptions table lists them,
-//!   read with each heartbeat) are compared with what the node last wrote, and a changed
+//!   read with each heartbeat; with PostgreSQL a node saving a subscription notifies it at
+//!   once) are compared with what the node last wrote, and a changed
 //!   list is written: one write per extension per turn of the engine, whatever happened
 //!   in it, inside the store's group commit. No dialog any more writes an empty list (a
 //!   tombstone), and so does an extension no other node watches any more. A write that
@@ -155,6 +156,12 @@ impl Engine {
                 shared.published.insert(extension, dialogs.to_vec());
             }
         }
+    }
+
+    /// A key on another node now watches `extension` (a notification; the next heartbeat
+    /// reads it from the subscriptions table anyway): this node writes its dialogs of it.
+    pub(in crate::engine) fn on_watched_elsewhere(&mut self, extension: String) {
+        self.shared.elsewhere.insert(extension);
     }
 
     /// A write of `extension`'s dialogs failed: it is made again at the next poll.

@@ -328,3 +328,20 @@ fn a_call_node_a_carries_for_node_b_is_shown_once_with_the_ids_of_b_which_owns_i
         "b's tag"
     );
 }
+
+#[test]
+fn a_node_writes_an_extension_s_dialogs_as_soon_as_a_key_on_another_node_watches_it() {
+    let (mut a, mut b) = office_cluster();
+    // 201 rings on a while no key watches it: a writes nothing.
+    let to_201 = ringing_on_a(&mut a, &mut b);
+    assert!(a.notices.is_empty(), "{:?}", a.notices);
+    // 203's key subscribes on b: b knows nothing of a's call yet.
+    let out = subscribe(&mut b, "203", 5073, "201", DIALOG);
+    assert!(the_notify(&mut b, &out, 5073).contains("id=\"idle\""));
+    // b's save of the subscription notifies a (no heartbeat needed), which writes 201's
+    // dialogs at once; their notification brings them to the key.
+    listen(&mut b, &mut a);
+    listen(&mut a, &mut b);
+    let out = b.sent();
+    assert_early_with_a_s_ids(&the_notify(&mut b, &out, 5073), &to_201);
+}

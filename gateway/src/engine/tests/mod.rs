@@ -130,15 +130,22 @@ impl Harness {
     /// Applies the engine's store commands and feeds the answers back, until quiet.
     fn run_store(&mut self) {
         while let Some(command) = self.engine.poll_store_command() {
-            if let crate::store::StoreCommand::PublishDialogs {
-                node, extension, ..
-            } = &command
-            {
-                self.notices
+            match &command {
+                crate::store::StoreCommand::PublishDialogs {
+                    node, extension, ..
+                } => self
+                    .notices
                     .push(crate::store::StoreResult::DialogsChanged {
                         node: node.clone(),
                         extension: extension.clone(),
-                    });
+                    }),
+                crate::store::StoreCommand::SaveSubscription(sub) => {
+                    self.notices.push(crate::store::StoreResult::Watched {
+                        node: sub.node.clone(),
+                        extension: sub.target.clone(),
+                    })
+                }
+                _ => {}
             }
             if let Some(result) = execute(&mut self.store, command) {
                 self.engine.handle_store_result(self.now, result);
