@@ -10,7 +10,8 @@ use crate::overload::{Class, Shedder};
 use crate::registrar::Binding;
 use crate::relay::MediaRelay;
 use crate::store::{
-    CallStore, Interrupted, Spool, Store, StoreError, StoreWriter, StoredSubscription,
+    BlfListener, CallStore, Interrupted, PgPool, Spool, Store, StoreError, StoreWriter,
+    StoredSubscription,
 };
 use crate::transport::bind::{
     bind_waiting, is_addr_in_use, retry_while_port_in_use, PORT_RELEASE_WAIT,
@@ -329,6 +330,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let now = Now::system();
     let (store, spool, bindings, subscriptions) = open_store(&config, now)?;
     let (results_tx, mut results) = mpsc::unbounded_channel();
+    // BLF across nodes: other nodes' notifications reach the engine like store answers.
+    let listener = match (&config.database.url, config.node.is_clustered()) {
+        (Some(url), true) => {
+            let notices = results_tx.clone();
+            Some(BlfListener::start(
+                PgPool::new(url)?,
+                config.node.id.clone(),
+                move |result| {
+                    let _ = notices.send(result);
+                },
+            ))
+        }
+        _ => None,
+    };
     let writer = StoreWriter::with_spool(store, spool, move |result| {
         let _ = results_tx.send(result);
     });
@@ -506,6 +521,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         writer.send(command);
     }
     writer.flush();
+    drop(listener);
     drop(analog);
     let guard = engine.guard_stats();
     tracing::info!(
@@ -580,6 +596,14 @@ fn open_store(
                 if config.node.is_clustered() {
                     let address = config.node.advertised(config.listen_addr());
                     store.register_node(&config.node.id, address, now.unix_ms)?;
+                    // The calls of an earlier run are over: its keys elsewhere go dark.
+                    let cleared = store.clear_dialogs(&config.node.id, now.unix_ms)?;
+                    if cleared > 0 {
+                        tracing::info!(
+                            "node {}: the BLF dialogs of {cleared} extension(s) an earlier run left are over",
+                            config.node.id
+                        );
+                    }
                     tracing::info!(
                         "node {}: in a cluster with {}, advertising {address}, heartbeat every {} s, takeover after {} s",
                         config.node.id,
@@ -595,7 +619,7 @@ fn open_store(
                         config.listen_addr(),
                     );
                 }
-                let mut subscriptions = store.load_subscriptions(now.unix())?;
+                let mut subscriptions = store.load_subscriptions(&config.node.id, now.unix())?;
                 for subscription in &mut subscriptions {
                     crate::transport::addressing::fill_local(
                         &mut subscription.peer,

@@ -3,6 +3,7 @@
 //! and talk raw UDP/TCP to it for the bad-input tests.
 
 pub mod analog;
+pub mod blf;
 pub mod pickup;
 
 use std::io::{Read, Write};

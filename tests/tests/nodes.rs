@@ -4,10 +4,12 @@
 //! `kill -9` is taken over by the survivor (registrations removed, the call it had up
 //! closed with an interrupted CDR); a call ringing on node a is picked up by a picker on
 //! node b, with Replaces (the seed's flow across the nodes) and bridged, and an analog
-//! caller on node a talks to the picker on node b through a's relay. Needs Debian's
-//! `postgresql` and SIPp.
+//! caller on node a talks to the picker on node b through a's relay; a BLF key on node b
+//! sees a call ringing on node a, with a's ids, and goes dark when a is killed. Needs
+//! Debian's `postgresql` and SIPp.
 
 use e2e_tests::analog::{analog_to_sip_audio, sip_to_analog_audio, RtpPeer};
+use e2e_tests::blf::{key, logged_ids, wait_validated};
 use e2e_tests::pickup::{picker, ringing};
 use e2e_tests::{free_port, register, udp_exchange, Gateway, GatewayOptions, Sipp};
 use gateway::store::test_cluster::TestCluster;
@@ -410,4 +412,60 @@ fn three_nodes_an_analog_caller_on_a_rings_a_phone_on_b_and_a_picker_on_c_takes_
         the_one_cdr(&url, &[a, b, c]),
         ["101", "201", "203", "group", "203", "answered", "a"]
     );
+}
+
+#[test]
+fn a_key_on_node_b_sees_a_call_ringing_on_node_a_and_goes_dark_when_a_is_killed() {
+    let cluster = TestCluster::shared();
+    let url = cluster.create_database();
+    let (mut a, b) = two_nodes(&url, GatewayOptions::default);
+    // 203's key on b watches 201: the idle state, then it waits for 201 to ring, then for
+    // the dialog to end; then it refreshes and unsubscribes (with b).
+    let watcher = key("uac_subscribe.xml", "203", "201")
+        .fill("@WAIT_FOR@", "&lt;state&gt;early&lt;/state&gt;")
+        .fill("@THEN_WAIT_FOR@", "event=&quot;cancelled&quot;")
+        .spawn(&b);
+    b.wait_for_log("203 subscribed to the dialogs of 201");
+    // 201 rings on a, with a call from 204 there.
+    let (callee, caller) = ringing(&a, "uas_ring_picked.xml", "uac_call.xml");
+    let (call_id, phone_tag, gateway_tag) = logged_ids(&watcher);
+    // The ids are those of a's leg to the phone, which the store knows the call by.
+    let mut client = cluster.client(&url);
+    let leg: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM call_legs l JOIN call_contexts c ON c.call_key = l.call_key \
+             WHERE c.node = 'a' AND l.call_id = $1 AND l.local_tag = $2 AND l.remote_tag = $3",
+            &[&call_id, &gateway_tag, &phone_tag],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leg, 1, "{call_id} {phone_tag} {gateway_tag}\n{}", b.log());
+
+    // kill -9 of a mid-ring: once b takes a over (3 s of silence), the key is told.
+    a.kill();
+    callee.kill();
+    caller.kill();
+    let ended = watcher.wait_for_log_line("then dialog");
+    assert_eq!(
+        ended,
+        format!("{call_id} {phone_tag} {gateway_tag}"),
+        "the same dialog"
+    );
+    // By the takeover, not by the subscription's expiry or the phone giving up.
+    b.wait_for_log("node a stopped heartbeating for over 3 s: took over");
+    let bodies = wait_validated(watcher);
+    let early = bodies
+        .iter()
+        .find(|body| body.contains("<state>early</state>"))
+        .unwrap();
+    assert!(
+        early.contains("<dialog id=\"a-") && early.contains("direction=\"recipient\""),
+        "a's call: {early}"
+    );
+    assert!(early.contains("display=\"Reception 204\""), "{early}");
+    let dark = bodies
+        .iter()
+        .find(|body| body.contains("event=\"cancelled\""))
+        .unwrap();
+    assert!(!dark.contains("<state>early</state>"), "{dark}");
 }

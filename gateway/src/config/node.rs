@@ -31,7 +31,22 @@ pub struct NodeConfig {
     /// removes its registrations and closes its calls' CDRs as interrupted.
     #[serde(default = "default_takeover_secs")]
     pub takeover_secs: u64,
+    /// How often (milliseconds) this node reads the BLF dialogs other nodes changed: what
+    /// keys here see of calls elsewhere when the database cannot notify (no LISTEN, as on
+    /// CockroachDB), and a safety net where it can.
+    #[serde(default = "default_blf_poll_ms")]
+    pub blf_poll_ms: u64,
 }
+
+fn default_blf_poll_ms() -> u64 {
+    1000
+}
+
+/// The shortest BLF poll interval (a database read per node this often).
+const MIN_BLF_POLL_MS: u64 = 50;
+/// The longest: well within the time BLF tombstones are kept
+/// ([`crate::store::TOMBSTONE_KEEP_MS`]), so each poll reads only what changed.
+const MAX_BLF_POLL_MS: u64 = 10_000;
 
 fn default_heartbeat_secs() -> u64 {
     2
@@ -50,6 +65,7 @@ impl Default for NodeConfig {
             secret: None,
             heartbeat_secs: default_heartbeat_secs(),
             takeover_secs: default_takeover_secs(),
+            blf_poll_ms: default_blf_poll_ms(),
         }
     }
 }
@@ -86,6 +102,11 @@ impl NodeConfig {
     /// How long a node may stay silent before it is taken over.
     pub fn takeover(&self) -> Duration {
         Duration::from_secs(self.takeover_secs)
+    }
+
+    /// How often other nodes' BLF changes are polled.
+    pub fn blf_poll(&self) -> Duration {
+        Duration::from_millis(self.blf_poll_ms)
     }
 
     /// What is wrong with the section, as (key, problem), given `sip.listen` and whether the
@@ -154,6 +175,12 @@ impl NodeConfig {
                 "need heartbeat_secs >= 1 and takeover_secs >= 2 * heartbeat_secs".into(),
             ));
         }
+        if !(MIN_BLF_POLL_MS..=MAX_BLF_POLL_MS).contains(&self.blf_poll_ms) {
+            return Some((
+                "node.blf_poll_ms",
+                format!("must be between {MIN_BLF_POLL_MS} and {MAX_BLF_POLL_MS} (milliseconds)"),
+            ));
+        }
         None
     }
 }
@@ -187,6 +214,8 @@ mod tests {
         );
         assert!(problem(&format!("{ok}\ntakeover_secs = 3"), pg).contains("takeover_secs >= 2"));
         assert!(problem("address = \"0.0.0.0:5060\"", pg).contains("`node.address`"));
+        assert!(problem(&format!("{ok}\nblf_poll_ms = 20"), pg).contains("`node.blf_poll_ms`"));
+        assert_eq!(problem(&format!("{ok}\nblf_poll_ms = 250"), pg), "accepted");
         // Alone (no peers) nothing else is needed, on either backend.
         assert_eq!(problem("", "path = \"gw.db\""), "accepted");
     }

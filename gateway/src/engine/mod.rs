@@ -98,6 +98,8 @@ pub struct Engine {
     glare_rng: rand::rngs::StdRng,
     /// Dialog event subscriptions (BLF keys), see [`blf`].
     subscriptions: blf::Subscriptions,
+    /// BLF across nodes: other nodes' dialogs, what this node wrote for them.
+    shared: blf::Shared,
     /// Heartbeats and calls routed through other nodes, see [`nodes`].
     nodes: nodes::Nodes,
 }
@@ -143,6 +145,7 @@ impl Engine {
             anchored: HashMap::new(),
             glare_rng: seeded_rng(b"re-INVITE glare", &secret),
             subscriptions: blf::Subscriptions::default(),
+            shared: blf::Shared::new(&config.node, now.mono),
             nodes: nodes::Nodes::new(&config.node, now.mono),
             config,
         }
@@ -346,6 +349,7 @@ impl Engine {
         self.pickup_timeouts(now);
         self.reoffer_timeouts(now);
         self.expire_subscriptions(now);
+        self.poll_shared_dialogs(now);
         self.publish_dialog_states(now);
     }
 
@@ -362,7 +366,8 @@ impl Engine {
     }
 
     /// Takes an answer from the store (a pickup claim's outcome, a CDR committed, a
-    /// heartbeat's takeovers, the registrations other nodes hold).
+    /// heartbeat's takeovers, the registrations other nodes hold, other nodes' BLF
+    /// dialogs) or a notification from another node (BLF).
     pub fn handle_store_result(&mut self, now: Now, result: StoreResult) {
         match result {
             StoreResult::Claim { pickup, outcome } => self.on_claim(now, pickup, outcome),
@@ -372,6 +377,19 @@ impl Engine {
             StoreResult::Registrations { lookup, found } => {
                 self.on_remote_registrations(now, lookup, found)
             }
+            StoreResult::Dialogs { query, rows } => self.on_shared_dialogs(now, query, rows),
+            // Nothing changed here yet: no dialogs to derive again.
+            StoreResult::DialogsPublished { extension, stored } => {
+                if !stored {
+                    self.on_publish_failed(extension);
+                }
+                return;
+            }
+            StoreResult::DialogsChanged { node, extension } => {
+                self.on_dialogs_changed(node, extension);
+                return;
+            }
+            StoreResult::Watched { extension, .. } => self.on_watched_elsewhere(extension),
         }
         self.publish_dialog_states(now);
     }
@@ -386,6 +404,7 @@ impl Engine {
             self.subscriptions.next_expiry(),
             self.subscriptions.notify_due(),
             self.nodes.next_heartbeat,
+            self.shared.next_poll(),
         ]
         .into_iter()
         .flatten()

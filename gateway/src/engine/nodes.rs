@@ -499,8 +499,10 @@ impl Engine {
                 dead.interrupted.unanswered
             );
         }
-        if let Some(others) = beat.others {
-            let others: HashMap<String, SocketAddr> = others.into_iter().collect();
+        let live: Option<HashMap<String, SocketAddr>> =
+            beat.others.map(|others| others.into_iter().collect());
+        self.blf_heartbeat(live.as_ref(), beat.watched, beat.revived);
+        if let Some(others) = live {
             let gone: Vec<(String, SocketAddr)> = self
                 .nodes
                 .others

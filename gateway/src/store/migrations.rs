@@ -123,6 +123,21 @@ const MIGRATIONS: &[&str] = &[
     // first row stays.
     "DELETE FROM cdrs WHERE id NOT IN (SELECT MIN(id) FROM cdrs GROUP BY call_key);
     CREATE UNIQUE INDEX cdrs_call_key ON cdrs (call_key);",
+    // 9: BLF across nodes. Each node's dialogs of each extension a key watches (the
+    // engine's text format, `engine/blf/wire.rs`; an empty text is a tombstone, kept a
+    // while so that nodes polling for changes see the dialogs go), written as they change
+    // and read by the other nodes; and the node each subscription is kept by (NULL for
+    // rows written before: they belong to whichever node loads them).
+    "CREATE TABLE blf_dialogs (
+        extension TEXT NOT NULL,
+        node TEXT NOT NULL,
+        dialogs TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (extension, node)
+    );
+    CREATE INDEX blf_dialogs_updated ON blf_dialogs (updated_ms);
+    ALTER TABLE subscriptions ADD COLUMN node TEXT;
+    CREATE INDEX subscriptions_target ON subscriptions (target);",
 ];
 
 /// Newest schema version this build knows.

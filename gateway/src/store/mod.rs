@@ -3,7 +3,9 @@
 //! exists once: versioned schema migrations, and a writer thread so SIP handling never
 //! waits for the database.
 
+mod blf;
 mod calls;
+mod listener;
 mod migrations;
 mod nodes;
 mod postgres;
@@ -17,10 +19,12 @@ mod writer;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_cluster;
 
+pub use blf::{DialogsQuery, Notification, SharedDialogs, BLF_CHANNEL, TOMBSTONE_KEEP_MS};
 pub use calls::{
     Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimRequest, FailedPickup, Interrupted,
     LegIds, NamedLeg, PickupMethod, PickupTarget, INTERRUPTED,
 };
+pub use listener::BlfListener;
 pub use migrations::SCHEMA_VERSION;
 pub use nodes::{Heartbeat, RemoteBinding, TakenOver};
 pub use postgres::PgPool;
@@ -125,6 +129,9 @@ pub struct Store {
     db: Box<dyn Db>,
     /// Schema versions before and after the migrations this open applied.
     migrated: (u32, u32),
+    /// Whether BLF writes still NOTIFY the other nodes (PostgreSQL, until the database
+    /// turns out to have no `pg_notify`).
+    blf_notify: bool,
 }
 
 impl Store {
@@ -152,7 +159,12 @@ impl Store {
 
     fn with(db: Box<dyn Db>) -> Result<Store, StoreError> {
         let migrated = migrations::apply(db.as_ref())?;
-        Ok(Store { db, migrated })
+        let blf_notify = db.dialect() == sql::Dialect::Postgres;
+        Ok(Store {
+            db,
+            migrated,
+            blf_notify,
+        })
     }
 
     /// The database as messages name it (file path, or URL without password).

@@ -3,7 +3,9 @@
 //! its node), and the takeover of a node that stopped heartbeating: exactly one survivor
 //! wins the conditional `DELETE ... RETURNING` of the dead node's row, and in the same
 //! transaction removes its registrations and gives its calls `interrupted` CDRs (the crash
-//! recovery of a restarting node, [`super::CallStore::recover_interrupted`]).
+//! recovery of a restarting node, [`super::CallStore::recover_interrupted`]) and deletes
+//! its BLF dialogs. Each heartbeat also reads which extensions the other nodes' BLF keys
+//! watch, and deletes old BLF tombstones (`super::blf`).
 
 use super::calls::recover;
 use super::sql::{Db, Param};
@@ -34,6 +36,10 @@ pub struct Heartbeat {
     /// heartbeat failed (nothing is known then). A node missing here that was there
     /// before was taken over (by this node or another).
     pub others: Option<Vec<(String, SocketAddr)>>,
+    /// The extensions that subscriptions kept by the other live nodes watch (BLF across
+    /// nodes: this node writes its dialogs of those for them, `super::blf`); None when the
+    /// heartbeat failed.
+    pub watched: Option<Vec<String>>,
 }
 
 /// A phone registered through another live node: calls for it go to that node.
@@ -120,6 +126,11 @@ impl Store {
                     &[Param::Text(&dead)],
                 )?;
                 let interrupted = recover(db, &dead)?;
+                // Its calls are over: no key stays lit by them.
+                db.execute(
+                    "DELETE FROM blf_dialogs WHERE node = ?1",
+                    &[Param::Text(&dead)],
+                )?;
                 taken_over.push(TakenOver {
                     node: dead,
                     registrations,
@@ -135,10 +146,23 @@ impl Store {
                 .into_iter()
                 .filter_map(|(id, addr)| Some((id, addr.parse().ok()?)))
                 .collect();
+            db.execute(
+                "DELETE FROM blf_dialogs WHERE dialogs = '' AND updated_ms < ?1",
+                &[now_ms.saturating_sub(super::blf::TOMBSTONE_KEEP_MS).into()],
+            )?;
+            // Those of live nodes (a dead node's are kept for its restart).
+            let watched = db.rows(
+                "SELECT DISTINCT target FROM subscriptions WHERE expires_at > ?2 AND \
+                 (node IS NULL OR (node != ?1 AND node IN (SELECT node_id FROM nodes))) \
+                 ORDER BY target",
+                &[node.into(), (now_ms / 1000).into()],
+                |row| row.text(0),
+            )?;
             Ok(Heartbeat {
                 revived,
                 taken_over,
                 others: Some(others),
+                watched: Some(watched),
             })
         })
     }

@@ -210,6 +210,18 @@ impl PgPool {
         })
     }
 
+    /// A new connection of its own, never lent by the pool (the BLF listener's: a
+    /// connection that LISTENs must not serve anyone else).
+    pub(super) fn connect(&self) -> Result<Client, StoreError> {
+        self.inner
+            .config
+            .connect(NoTls)
+            .map_err(|e| StoreError::Postgres {
+                database: self.inner.name.clone(),
+                detail: detail(&e),
+            })
+    }
+
     /// A connection as the store's backend.
     pub(super) fn db(&self) -> Result<PgDb, StoreError> {
         Ok(PgDb {

@@ -1,7 +1,10 @@
 //! Dialog subscriptions (BLF keys) kept across a restart: the subscription dialog, its
 //! expiry in Unix seconds, and the NOTIFY counters (CSeq, document version) that must keep
-//! rising after the restart, so the subscriber accepts the next NOTIFY.
+//! rising after the restart, so the subscriber accepts the next NOTIFY. Each is kept by the
+//! node that holds it (several nodes share the table: a node restores its own, and the
+//! others learn from it which extensions keys watch, `super::nodes`).
 
+use super::blf::{notify, Notification};
 use super::sql::Param;
 use super::{Store, StoreError};
 use crate::transport::Peer;
@@ -9,6 +12,8 @@ use crate::transport::Peer;
 /// One subscription as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSubscription {
+    /// The node holding the subscription (its NOTIFYs come from it).
+    pub node: String,
     /// The subscribing extension.
     pub subscriber: String,
     /// The watched extension.
@@ -38,22 +43,29 @@ pub struct StoredSubscription {
 }
 
 impl Store {
-    /// Inserts or updates a subscription (keyed by its dialog).
+    /// Inserts or updates a subscription (keyed by its dialog); with PostgreSQL the other
+    /// nodes are told which extension a key on `sub.node` watches ([`Notification::Watch`]).
     pub fn save_subscription(&mut self, sub: &StoredSubscription) -> Result<(), StoreError> {
         let (addr, local) = (sub.peer.addr.to_string(), sub.peer.local.to_string());
-        self.db
-            .execute(
+        let db = self.db.as_ref();
+        let notify_others = self.blf_notify;
+        let watch = Notification::Watch {
+            node: sub.node.clone(),
+            extension: sub.target.clone(),
+        };
+        let notified = db.atomically(|| {
+            db.execute(
                 "INSERT INTO subscriptions (call_id, local_tag, subscriber, target, \
                  remote_tag, local_uri, remote_uri, remote_target, peer_proto, peer_addr, cseq, \
-                 version, event_id, expires_at, peer_local) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                 version, event_id, expires_at, peer_local, node) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
                  ON CONFLICT (call_id, local_tag) DO UPDATE SET subscriber = excluded.subscriber, \
                  target = excluded.target, remote_tag = excluded.remote_tag, \
                  local_uri = excluded.local_uri, remote_uri = excluded.remote_uri, \
                  remote_target = excluded.remote_target, peer_proto = excluded.peer_proto, \
                  peer_addr = excluded.peer_addr, cseq = excluded.cseq, version = excluded.version, \
                  event_id = excluded.event_id, expires_at = excluded.expires_at, \
-                 peer_local = excluded.peer_local",
+                 peer_local = excluded.peer_local, node = excluded.node",
                 &[
                     (&sub.call_id).into(),
                     (&sub.local_tag).into(),
@@ -70,9 +82,16 @@ impl Store {
                     (&sub.event_id).into(),
                     sub.expires_at.into(),
                     (&local).into(),
+                    (&sub.node).into(),
                 ],
-            )
-            .map(drop)
+            )?;
+            match notify_others {
+                true => notify(db, &watch),
+                false => Ok(true),
+            }
+        })?;
+        self.notifications_unsupported(notified);
+        Ok(())
     }
 
     /// Forgets the subscription of dialog (Call-ID, our tag).
@@ -89,9 +108,14 @@ impl Store {
             .map(drop)
     }
 
-    /// Every subscription still running at `now` (Unix seconds); the expired ones are
+    /// Every subscription `node` holds (and those of rows from before nodes were
+    /// recorded) still running at `now` (Unix seconds); the expired ones of every node are
     /// deleted on the way (their subscribers re-subscribe when they notice).
-    pub fn load_subscriptions(&self, now: u64) -> Result<Vec<StoredSubscription>, StoreError> {
+    pub fn load_subscriptions(
+        &self,
+        node: &str,
+        now: u64,
+    ) -> Result<Vec<StoredSubscription>, StoreError> {
         self.db.execute(
             "DELETE FROM subscriptions WHERE expires_at <= ?1",
             &[now.into()],
@@ -99,11 +123,13 @@ impl Store {
         let rows = self.db.rows(
             "SELECT call_id, local_tag, subscriber, target, remote_tag, local_uri, \
              remote_uri, remote_target, peer_proto, peer_addr, cseq, version, event_id, \
-             expires_at, peer_local FROM subscriptions ORDER BY target, subscriber",
-            &[],
+             expires_at, peer_local FROM subscriptions WHERE node = ?1 OR node IS NULL \
+             ORDER BY target, subscriber",
+            &[node.into()],
             |row| {
                 Ok((
                     StoredSubscription {
+                        node: node.to_string(),
                         call_id: row.text(0)?,
                         local_tag: row.text(1)?,
                         subscriber: row.text(2)?,

@@ -75,6 +75,10 @@ on_both_backends!(
     a_claim_in_a_cluster_takes_the_calls_of_live_nodes_and_names_the_owner,
     a_call_has_one_cdr_and_a_real_record_replaces_an_interrupted_one,
     the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates,
+    blf_dialogs_are_read_by_the_other_nodes_changed_ones_and_tombstones_too,
+    a_takeover_deletes_the_dead_node_s_blf_dialogs_and_heartbeats_name_what_others_watch,
+    subscriptions_are_restored_by_the_node_that_holds_them,
+    the_writer_publishes_and_reads_blf_dialogs,
 );
 
 fn binding(contact: &str, expires_at: u64) -> Binding {
@@ -814,6 +818,7 @@ fn calls_left_by_a_crash_get_interrupted_cdrs_billed_to_their_last_mark(db: Test
 
 fn subscriptions_survive_reopening_and_expired_ones_are_dropped(db: TestDb) {
     let mut sub = StoredSubscription {
+        node: "gw1".into(),
         subscriber: "202".into(),
         target: "201".into(),
         call_id: "sub1".into(),
@@ -847,7 +852,7 @@ fn subscriptions_survive_reopening_and_expired_ones_are_dropped(db: TestDb) {
         store.delete_subscription("sub3", "ours").unwrap();
     }
     let store = db.open();
-    assert_eq!(store.load_subscriptions(500).unwrap(), vec![sub]);
+    assert_eq!(store.load_subscriptions("gw1", 500).unwrap(), vec![sub]);
 }
 
 fn addr(text: &str) -> std::net::SocketAddr {
@@ -1198,10 +1203,14 @@ fn a_call_has_one_cdr_and_a_real_record_replaces_an_interrupted_one(db: TestDb) 
 
 fn the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates(db: TestDb) {
     let store = db.open();
-    // A database of schema 7, written before a call had one CDR: duplicates.
+    // A database of schema 7, written before a call had one CDR: duplicates (and before
+    // the tables of migration 9).
     store
         .db
-        .execute_script("DROP INDEX cdrs_call_key; UPDATE schema_version SET version = 7")
+        .execute_script(
+            "DROP INDEX cdrs_call_key; DROP TABLE blf_dialogs; DROP INDEX subscriptions_target; \
+             ALTER TABLE subscriptions DROP COLUMN node; UPDATE schema_version SET version = 7",
+        )
         .unwrap();
     for (key, cause) in [
         ("c1", "first"),
@@ -1615,4 +1624,304 @@ fn the_writer_says_when_the_database_is_back_after_a_lost_connection() {
         std::thread::sleep(reconnect::FIRST_BACKOFF / 5);
     }
     assert_eq!(*answers.lock().unwrap(), [StoreResult::DatabaseBack]);
+}
+
+/// The rows `node` reads with `query`, as (extension, node, dialogs).
+fn shared(store: &Store, node: &str, query: &DialogsQuery) -> Vec<(String, String, String)> {
+    store
+        .shared_dialogs(node, query)
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.extension, row.node, row.dialogs))
+        .collect()
+}
+
+fn row(extension: &str, node: &str, dialogs: &str) -> (String, String, String) {
+    (extension.into(), node.into(), dialogs.into())
+}
+
+fn blf_dialogs_are_read_by_the_other_nodes_changed_ones_and_tombstones_too(db: TestDb) {
+    let mut store = db.open();
+    store.publish_dialogs("a", "201", "x", 1_000).unwrap();
+    store.publish_dialogs("a", "202", "y", 2_000).unwrap();
+    store.publish_dialogs("b", "201", "z", 1_500).unwrap();
+    // b reads a's rows, never its own.
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::All),
+        [row("201", "a", "x"), row("202", "a", "y")]
+    );
+    assert_eq!(
+        shared(&store, "a", &DialogsQuery::All),
+        [row("201", "b", "z")]
+    );
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::Since(1_000)),
+        [row("202", "a", "y")],
+        "written after"
+    );
+    let named = DialogsQuery::Rows(vec![
+        ("a".into(), "201".into()),
+        ("a".into(), "299".into()),
+        ("b".into(), "201".into()),
+    ]);
+    assert_eq!(
+        shared(&store, "b", &named),
+        [row("201", "a", "x")],
+        "the named rows that exist, not this node's"
+    );
+    // A row is replaced; no dialogs is a tombstone, which a poll for changes sees.
+    store.publish_dialogs("a", "202", "y2", 2_500).unwrap();
+    store.publish_dialogs("a", "201", "", 3_000).unwrap();
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::Since(2_000)),
+        [row("201", "a", ""), row("202", "a", "y2")]
+    );
+    let updated = store
+        .shared_dialogs("b", &DialogsQuery::Since(2_900))
+        .unwrap();
+    assert_eq!(updated[0].updated_ms, 3_000);
+    // A restarting node's rows of an earlier run become tombstones.
+    assert_eq!(store.clear_dialogs("a", 4_000).unwrap(), 1);
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::Since(3_500)),
+        [row("202", "a", "")]
+    );
+    assert_eq!(store.clear_dialogs("a", 4_500).unwrap(), 0, "once");
+    // Heartbeats delete tombstones once every poll has seen them.
+    store
+        .register_node("b", addr("10.0.0.2:5060"), 4_000)
+        .unwrap();
+    store
+        .heartbeat(
+            "b",
+            addr("10.0.0.2:5060"),
+            3_500 + TOMBSTONE_KEEP_MS,
+            10_000,
+        )
+        .unwrap();
+    assert_eq!(
+        shared(&store, "a", &DialogsQuery::All),
+        [row("201", "b", "z")],
+        "kept"
+    );
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::All),
+        [row("202", "a", "")],
+        "the newer tombstone is kept"
+    );
+}
+
+fn subscription(node: &str, target: &str, call_id: &str, expires_at: u64) -> StoredSubscription {
+    StoredSubscription {
+        node: node.into(),
+        subscriber: "203".into(),
+        target: target.into(),
+        call_id: call_id.into(),
+        local_tag: "ours".into(),
+        remote_tag: "theirs".into(),
+        local_uri: format!("<sip:{target}@127.0.0.1>"),
+        remote_uri: "<sip:203@127.0.0.1>".into(),
+        remote_target: "sip:203@127.0.0.1:5073".into(),
+        peer: Peer {
+            protocol: Protocol::Udp,
+            addr: "127.0.0.1:5073".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        },
+        cseq: 1,
+        version: 1,
+        event_id: None,
+        expires_at,
+    }
+}
+
+fn a_takeover_deletes_the_dead_node_s_blf_dialogs_and_heartbeats_name_what_others_watch(
+    db: TestDb,
+) {
+    let mut store = db.open();
+    let t0 = 1_000_000;
+    store.register_node("a", addr("10.0.0.1:5060"), t0).unwrap();
+    store.register_node("b", addr("10.0.0.2:5060"), t0).unwrap();
+    store.publish_dialogs("a", "201", "x", t0).unwrap();
+    store.publish_dialogs("b", "202", "y", t0).unwrap();
+    // Keys on a watch 201 and 202, one on b watches 203; one on b has expired.
+    let expiry = t0 / 1000 + 600;
+    for (node, target, call_id) in [("a", "201", "s1"), ("a", "202", "s2"), ("b", "203", "s3")] {
+        store
+            .save_subscription(&subscription(node, target, call_id, expiry))
+            .unwrap();
+    }
+    store
+        .save_subscription(&subscription("b", "204", "s4", t0 / 1000))
+        .unwrap();
+    let beat = store
+        .heartbeat("a", addr("10.0.0.1:5060"), t0 + 1_000, 10_000)
+        .unwrap();
+    assert_eq!(
+        beat.watched,
+        Some(vec!["203".to_string()]),
+        "by b, unexpired"
+    );
+    let beat = store
+        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 1_000, 10_000)
+        .unwrap();
+    assert_eq!(beat.watched, Some(vec!["201".into(), "202".into()]));
+    // a falls silent while b beats on: b's takeover deletes a's dialogs with the rest of
+    // it; what a's keys watch no longer counts (their rows stay for a's restart).
+    store
+        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 6_000, 10_000)
+        .unwrap();
+    let beat = store
+        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 12_000, 10_000)
+        .unwrap();
+    assert_eq!(beat.taken_over.len(), 1, "{beat:?}");
+    assert_eq!(beat.watched, Some(vec![]));
+    assert_eq!(store.load_subscriptions("a", t0 / 1000).unwrap().len(), 2);
+    assert!(shared(&store, "b", &DialogsQuery::All).is_empty());
+    assert_eq!(
+        shared(&store, "a", &DialogsQuery::All),
+        [row("202", "b", "y")],
+        "the survivor's stay"
+    );
+}
+
+fn subscriptions_are_restored_by_the_node_that_holds_them(db: TestDb) {
+    let mut store = db.open();
+    store
+        .save_subscription(&subscription("a", "201", "s1", 500))
+        .unwrap();
+    store
+        .save_subscription(&subscription("b", "202", "s2", 500))
+        .unwrap();
+    // A row from before subscriptions were kept per node: whoever loads it.
+    store
+        .db
+        .execute(
+            "UPDATE subscriptions SET node = NULL WHERE call_id = 's2'",
+            &[],
+        )
+        .unwrap();
+    let targets = |node: &str| -> Vec<String> {
+        store
+            .load_subscriptions(node, 100)
+            .unwrap()
+            .into_iter()
+            .map(|sub| sub.target)
+            .collect()
+    };
+    assert_eq!(targets("a"), ["201", "202"]);
+    assert_eq!(targets("b"), ["202"], "not a's");
+}
+
+fn the_writer_publishes_and_reads_blf_dialogs(db: TestDb) {
+    let mut store = db.open();
+    let published = execute(
+        &mut store,
+        StoreCommand::PublishDialogs {
+            node: "a".into(),
+            extension: "201".into(),
+            dialogs: "x".into(),
+            now_ms: 7,
+        },
+    );
+    assert_eq!(
+        published,
+        Some(StoreResult::DialogsPublished {
+            extension: "201".into(),
+            stored: true
+        })
+    );
+    let read = execute(
+        &mut store,
+        StoreCommand::ReadDialogs {
+            node: "b".into(),
+            query: DialogsQuery::Since(0),
+        },
+    );
+    assert_eq!(
+        read,
+        Some(StoreResult::Dialogs {
+            query: DialogsQuery::Since(0),
+            rows: Some(vec![SharedDialogs {
+                extension: "201".into(),
+                node: "a".into(),
+                dialogs: "x".into(),
+                updated_ms: 7,
+            }]),
+        })
+    );
+}
+
+#[test]
+fn a_listening_node_hears_of_the_other_nodes_blf_writes_but_not_of_its_own() {
+    let url = test_cluster::TestCluster::shared().create_database();
+    let pool = PgPool::new(&url).unwrap();
+    let mut store = Store::open_postgres(&pool).unwrap();
+    let (heard, hear) = std::sync::mpsc::channel();
+    let listener = BlfListener::start(pool.clone(), "a".into(), move |result| {
+        let _ = heard.send(result);
+    });
+    let changed = |node: &str, extension: &str| StoreResult::DialogsChanged {
+        node: node.into(),
+        extension: extension.into(),
+    };
+    // Until the listener listens, writes go unheard: write until one is heard (each
+    // round a's own first, then b's).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        store.publish_dialogs("a", "201", "x", 1).unwrap();
+        store.publish_dialogs("b", "202", "y", 1).unwrap();
+        if let Ok(result) = hear.recv_timeout(std::time::Duration::from_millis(100)) {
+            break result;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing heard");
+    };
+    assert_eq!(first, changed("b", "202"));
+    // Listening now: a's own write is not passed on, b's next one is, in order.
+    store.publish_dialogs("a", "203", "x", 2).unwrap();
+    store.publish_dialogs("b", "204", "", 2).unwrap();
+    let next = loop {
+        let result = hear
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("b's next write is heard");
+        if result != changed("b", "202") {
+            break result;
+        }
+    };
+    assert_eq!(next, changed("b", "204"));
+    // A write rolled back is never heard; a start's clearing is.
+    store.begin_batch().unwrap();
+    store.publish_dialogs("b", "205", "z", 3).unwrap();
+    store.rollback_batch();
+    store.publish_dialogs("b", "206", "z", 3).unwrap();
+    assert_eq!(store.clear_dialogs("b", 4).unwrap(), 2, "202 and 206");
+    let mut heard: Vec<String> = (0..3)
+        .map(
+            |_| match hear.recv_timeout(std::time::Duration::from_secs(10)) {
+                Ok(StoreResult::DialogsChanged { node, extension }) => {
+                    format!("{node} {extension}")
+                }
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(heard.remove(0), "b 206", "the rolled-back 205 is not heard");
+    heard.sort();
+    assert_eq!(heard, ["b 202", "b 206"], "the clearing of both");
+    // A key of b's watching an extension is heard of; one of a's own is not.
+    store
+        .save_subscription(&subscription("a", "207", "s7", 900))
+        .unwrap();
+    store
+        .save_subscription(&subscription("b", "208", "s8", 900))
+        .unwrap();
+    assert_eq!(
+        hear.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap(),
+        StoreResult::Watched {
+            node: "b".into(),
+            extension: "208".into()
+        }
+    );
+    assert!(!listener.has_ended());
+    drop(listener);
 }

@@ -130,6 +130,26 @@ pub enum StoreCommand {
         /// Nodes silent longer than this (ms) count as gone.
         takeover_ms: u64,
     },
+    /// This node's dialogs of a watched extension changed (BLF across nodes): store them
+    /// (empty: none) and, with PostgreSQL, notify the other nodes; answered with
+    /// [`StoreResult::DialogsPublished`].
+    PublishDialogs {
+        /// This node.
+        node: String,
+        /// The extension.
+        extension: String,
+        /// Its dialogs on this node, in the engine's text format.
+        dialogs: String,
+        /// Unix milliseconds.
+        now_ms: u64,
+    },
+    /// Read other nodes' dialogs; answered with [`StoreResult::Dialogs`].
+    ReadDialogs {
+        /// This node (its own rows are not read).
+        node: String,
+        /// Which rows.
+        query: super::DialogsQuery,
+    },
     /// Add an anchored call's media counters to its CDR.
     SetCdrMedia {
         /// The call.
@@ -180,6 +200,36 @@ pub enum StoreResult {
     CdrWritten {
         /// The call's key.
         call_key: String,
+    },
+    /// The outcome of a [`StoreCommand::PublishDialogs`].
+    DialogsPublished {
+        /// The extension.
+        extension: String,
+        /// Whether the dialogs are in the database (false: write them again later).
+        stored: bool,
+    },
+    /// The answer to a [`StoreCommand::ReadDialogs`].
+    Dialogs {
+        /// The query from the command.
+        query: super::DialogsQuery,
+        /// The rows; None when the database could not be read.
+        rows: Option<Vec<super::SharedDialogs>>,
+    },
+    /// Another node's dialogs of an extension changed (a PostgreSQL notification on
+    /// [`super::BLF_CHANNEL`], from the listener thread: [`super::BlfListener`]).
+    DialogsChanged {
+        /// The node.
+        node: String,
+        /// The extension.
+        extension: String,
+    },
+    /// A key on another node watches an extension (a PostgreSQL notification, from the
+    /// listener thread): this node writes its dialogs of it from now on.
+    Watched {
+        /// The node.
+        node: String,
+        /// The extension.
+        extension: String,
     },
 }
 
@@ -290,6 +340,32 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
             store.record_failed_pickup(&call_key, &failed)
         }
         StoreCommand::SetCdrMedia { call_key, media } => store.set_cdr_media(&call_key, &media),
+        StoreCommand::PublishDialogs {
+            node,
+            extension,
+            dialogs,
+            now_ms,
+        } => {
+            let written = store.publish_dialogs(&node, &extension, &dialogs, now_ms);
+            if let Err(e) = &written {
+                report(&format!("BLF dialogs of {extension} not published"), e);
+            }
+            let stored = written.is_ok();
+            return (
+                Some(StoreResult::DialogsPublished { extension, stored }),
+                stored,
+            );
+        }
+        StoreCommand::ReadDialogs { node, query } => {
+            let rows = match store.shared_dialogs(&node, &query) {
+                Ok(rows) => Some(rows),
+                Err(e) => {
+                    report("other nodes' BLF dialogs not read", &e);
+                    None
+                }
+            };
+            return (Some(StoreResult::Dialogs { query, rows }), true);
+        }
         StoreCommand::SaveSubscription(sub) => store.save_subscription(&sub),
         StoreCommand::DeleteSubscription { call_id, local_tag } => {
             store.delete_subscription(&call_id, &local_tag)
@@ -447,13 +523,15 @@ fn begin(store: &mut Store) -> bool {
     }
 }
 
-/// Claims and takeovers of a batch that was not stored hold nothing.
+/// Claims, takeovers and BLF writes of a batch that was not stored hold nothing.
 fn fail_claims(results: &mut [StoreResult]) {
     for result in results {
         match result {
             StoreResult::Claim { outcome, .. } => *outcome = ClaimOutcome::StoreFailed,
             // Nothing was taken over either.
             StoreResult::Heartbeat(beat) => *beat = super::Heartbeat::default(),
+            // Nor BLF dialogs published (the engine writes them again).
+            StoreResult::DialogsPublished { stored, .. } => *stored = false,
             _ => {}
         }
     }

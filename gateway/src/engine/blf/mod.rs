@@ -18,13 +18,20 @@
 //! the next `version`. Subscriptions are kept in the store and restored at start, each
 //! getting a fresh full-state NOTIFY (so no key stays lit by a call the restart ended); the
 //! CSeq and version stored with them keep rising across the restart.
+//!
+//! In a cluster a key sees the calls of every node: each node writes its dialogs of the
+//! extensions watched elsewhere to the shared database and reads the others'
+//! (`cluster.rs`, in the text format of `wire.rs`).
 
+mod cluster;
 mod dialog_info;
 mod notify;
 mod replaces;
 mod table;
 mod view;
+mod wire;
 
+pub use cluster::Shared;
 #[cfg(test)]
 pub use notify::NOTIFY_BATCH;
 pub use replaces::{named_leg, pickup_relay_named, replaced_dialog, Replaced};

@@ -11,7 +11,7 @@ use crate::sip::message::SipMessage;
 use crate::sip::transaction::ClientTxId;
 use crate::store::{StoreCommand, StoredSubscription};
 use ezk_sip_types::{Method, Name};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 /// The most NOTIFYs built per turn of the engine (about 3 ms of work): a fan-out to more
@@ -78,8 +78,9 @@ impl Engine {
         let watched: HashSet<&str> = targets.iter().map(String::as_str).collect();
         let mut current = view::dialogs_of(&self.calls, &self.config, |e| watched.contains(e));
         for target in targets {
-            let dialogs = merge(&[], current.remove(target).unwrap_or_default());
-            self.subscriptions.set_last(target, dialogs);
+            let mut dialogs = current.remove(target).unwrap_or_default();
+            dialogs.extend(self.shared.remote_dialogs(target).cloned());
+            self.subscriptions.set_last(target, merge(&[], dialogs));
         }
     }
 
@@ -151,7 +152,7 @@ impl Engine {
             return;
         }
         let peer = sub.dialog.peer;
-        if let Some(stored) = sub.save_due() {
+        if let Some(stored) = sub.save_due(&self.config.node.id) {
             self.store_commands
                 .push_back(StoreCommand::SaveSubscription(Box::new(stored)));
         }
@@ -203,25 +204,42 @@ impl Engine {
         }
     }
 
-    /// Notifies the watchers of every extension whose dialogs changed. Only extensions in a
-    /// call now, or last notified with one, can have changed: the rest are not looked at.
+    /// Notifies the watchers of every extension whose dialogs changed, and in a cluster
+    /// writes this node's dialogs of the extensions watched on other nodes where they
+    /// changed (`cluster.rs`). Only extensions in a call here now, shown by another node,
+    /// or last notified with a dialog going on can have changed: the rest are not looked
+    /// at. Each watched extension's dialogs are this node's (`view.rs`), then the other
+    /// nodes' (by node id).
     pub(in crate::engine) fn publish_dialog_states(&mut self, now: Now) {
+        let clustered = self.config.node.is_clustered();
+        if self.subscriptions.is_empty() && !(clustered && self.shared.publishes()) {
+            return;
+        }
+        let (subscriptions, shared) = (&self.subscriptions, &self.shared);
+        let mut current = view::dialogs_of(&self.calls, &self.config, |e| {
+            subscriptions.is_watched(e) || shared.watched_elsewhere(e)
+        });
+        if clustered {
+            self.publish_to_cluster(now, &current);
+        }
         if self.subscriptions.is_empty() {
             return;
         }
-        let subscriptions = &self.subscriptions;
-        let mut current =
-            view::dialogs_of(&self.calls, &self.config, |e| subscriptions.is_watched(e));
-        let lit: Vec<String> = subscriptions
-            .lit()
-            .filter(|target| !current.contains_key(*target))
+        let (subscriptions, shared) = (&self.subscriptions, &self.shared);
+        // In the order of the extensions, not of a hash map's seed, so a run replays.
+        let candidates: BTreeSet<String> = current
+            .keys()
+            .map(String::as_str)
+            .chain(shared.remote_extensions())
+            .filter(|target| subscriptions.is_watched(target))
+            .chain(subscriptions.lit())
             .map(str::to_string)
             .collect();
-        let candidates = current
-            .drain()
-            .chain(lit.into_iter().map(|target| (target, Vec::new())));
-        let mut changed: Vec<(String, Vec<DialogView>)> = candidates
-            .filter_map(|(target, now_views)| {
+        let changed: Vec<(String, Vec<DialogView>)> = candidates
+            .into_iter()
+            .filter_map(|target| {
+                let mut now_views = current.remove(&target).unwrap_or_default();
+                now_views.extend(shared.remote_dialogs(&target).cloned());
                 let last = subscriptions.last(&target);
                 live_differs(last, &now_views).then(|| {
                     let merged = merge(last, now_views);
@@ -229,8 +247,6 @@ impl Engine {
                 })
             })
             .collect();
-        // In the order of the extensions, not of a hash map's seed, so a run replays.
-        changed.sort_by(|a, b| a.0.cmp(&b.0));
         for (target, dialogs) in changed {
             self.subscriptions.set_last(&target, dialogs);
             for id in self.subscriptions.watching(&target) {

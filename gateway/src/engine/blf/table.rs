@@ -49,10 +49,10 @@ pub struct Reserved {
 }
 
 impl Subscription {
-    /// What the store must be given now, if anything: the subscription with its counters
-    /// reserved [`RESERVED_NOTIFYS`] ahead, when it was never stored since it changed or
-    /// its reservation is used up.
-    pub fn save_due(&mut self) -> Option<StoredSubscription> {
+    /// What the store must be given now, if anything: the subscription (held by `node`)
+    /// with its counters reserved [`RESERVED_NOTIFYS`] ahead, when it was never stored since
+    /// it changed or its reservation is used up.
+    pub fn save_due(&mut self, node: &str) -> Option<StoredSubscription> {
         let covered = self
             .reserved
             .is_some_and(|r| self.next_version < r.version && self.dialog.local_cseq < r.cseq);
@@ -65,6 +65,7 @@ impl Subscription {
         };
         self.reserved = Some(reserved);
         Some(StoredSubscription {
+            node: node.to_string(),
             subscriber: self.subscriber.clone(),
             target: self.target.clone(),
             call_id: self.dialog.call_id.clone(),
@@ -392,7 +393,7 @@ mod tests {
     #[test]
     fn a_save_reserves_counters_ahead_and_the_next_comes_when_they_are_used_up() {
         let mut sub = sub("202", "201", "s1", Instant::now());
-        let first = sub.save_due().expect("never stored");
+        let first = sub.save_due("gw1").expect("never stored");
         assert_eq!(
             (first.version, first.cseq),
             (RESERVED_NOTIFYS, RESERVED_NOTIFYS)
@@ -400,11 +401,11 @@ mod tests {
         for _ in 0..RESERVED_NOTIFYS - 1 {
             sub.next_version += 1;
             sub.dialog.local_cseq += 1;
-            assert_eq!(sub.save_due(), None, "covered by the reservation");
+            assert_eq!(sub.save_due("gw1"), None, "covered by the reservation");
         }
         sub.next_version += 1;
         sub.dialog.local_cseq += 1;
-        let next = sub.save_due().expect("the reservation is used up");
+        let next = sub.save_due("gw1").expect("the reservation is used up");
         assert_eq!(next.version, 2 * RESERVED_NOTIFYS);
         assert!(
             next.cseq > sub.dialog.local_cseq,
@@ -417,13 +418,13 @@ mod tests {
         let now = Instant::now();
         let mut table = Subscriptions::default();
         let id = table.insert(sub("202", "201", "s1", now));
-        assert!(table.get_mut(id).unwrap().save_due().is_some());
-        assert_eq!(table.get_mut(id).unwrap().save_due(), None);
+        assert!(table.get_mut(id).unwrap().save_due("gw1").is_some());
+        assert_eq!(table.get_mut(id).unwrap().save_due("gw1"), None);
         table.refresh(id, now + std::time::Duration::from_secs(60), 60);
         let saved = table
             .get_mut(id)
             .unwrap()
-            .save_due()
+            .save_due("gw1")
             .expect("the new expiry");
         assert_eq!(saved.expires_at, 60);
     }

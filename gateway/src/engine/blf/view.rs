@@ -11,6 +11,11 @@
 //! INVITE, its From tag as `local-tag` and the gateway's To tag as `remote-tag`. The
 //! gateway accepts a Replaces naming either leg of a call, with the tags in either order
 //! (`super::replaces`).
+//!
+//! In a cluster only the calls this node owns are shown: a call it carries for another
+//! node (`Call::relayed`: a call routed here for a phone registered here, a pickup on its
+//! way to or from the call's owner) is shown by that node, with the ids of its own legs,
+//! which are the ones the store knows a pickup by (`cluster.rs`).
 
 use super::dialog_info::{DialogIds, DialogState, DialogView, Direction, Participant};
 use crate::config::Config;
@@ -30,6 +35,7 @@ pub fn dialogs_of(
     let mut involved: Vec<(&Call, Vec<(String, DialogView)>)> = calls
         .calls
         .values()
+        .filter(|call| call.relayed.is_none())
         .map(|call| (call, views_of(call, config, &watched)))
         .filter(|(_, views)| !views.is_empty())
         .collect();

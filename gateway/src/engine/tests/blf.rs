@@ -8,7 +8,7 @@ use crate::engine::blf::NOTIFY_BATCH;
 use ezk_sip_types::Method;
 
 /// A SUBSCRIBE from `subscriber` (port `port`) for `target`'s dialogs, as text.
-fn subscribe_text(subscriber: &str, port: u16, target: &str, extra: &str) -> String {
+pub(super) fn subscribe_text(subscriber: &str, port: u16, target: &str, extra: &str) -> String {
     format!(
         "SUBSCRIBE sip:{target}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKsub{subscriber}{target};rport\r\n\
 Max-Forwards: 70\r\nFrom: <sip:{subscriber}@127.0.0.1>;tag=s{port}\r\nTo: <sip:{target}@127.0.0.1>\r\n\
@@ -17,10 +17,11 @@ Call-ID: sub-{subscriber}-{target}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:{subscr
     )
 }
 
-const DIALOG: &str = "Event: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 600\r\n";
+pub(super) const DIALOG: &str =
+    "Event: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 600\r\n";
 
 /// Subscribes (answering the challenge); returns what followed the credentials.
-fn subscribe(
+pub(super) fn subscribe(
     h: &mut Harness,
     subscriber: &str,
     port: u16,
@@ -32,7 +33,7 @@ fn subscribe(
 }
 
 /// The NOTIFYs sent to `port`.
-fn notifies(msgs: &[(Peer, SipMessage)], port: u16) -> Vec<SipMessage> {
+pub(super) fn notifies(msgs: &[(Peer, SipMessage)], port: u16) -> Vec<SipMessage> {
     requests(msgs, "NOTIFY")
         .into_iter()
         .filter(|(p, _)| *p == udp(port))
@@ -41,7 +42,7 @@ fn notifies(msgs: &[(Peer, SipMessage)], port: u16) -> Vec<SipMessage> {
 }
 
 /// The one NOTIFY sent to `port`, answered 200 by the subscriber.
-fn one_notify(h: &mut Harness, msgs: &[(Peer, SipMessage)], port: u16) -> SipMessage {
+pub(super) fn one_notify(h: &mut Harness, msgs: &[(Peer, SipMessage)], port: u16) -> SipMessage {
     let sent = notifies(msgs, port);
     assert_eq!(sent.len(), 1, "one NOTIFY to {port}: {:?}", statuses(msgs));
     let notify = sent[0].clone();
@@ -51,7 +52,11 @@ fn one_notify(h: &mut Harness, msgs: &[(Peer, SipMessage)], port: u16) -> SipMes
 
 /// Answers 200 to every NOTIFY in `msgs` and to those that follow (one NOTIFY is in
 /// flight per subscription: the next waits for its answer); returns all sent to `port`.
-fn answered_notifies(h: &mut Harness, msgs: &[(Peer, SipMessage)], port: u16) -> Vec<SipMessage> {
+pub(super) fn answered_notifies(
+    h: &mut Harness,
+    msgs: &[(Peer, SipMessage)],
+    port: u16,
+) -> Vec<SipMessage> {
     let mut pending: Vec<(Peer, SipMessage)> =
         requests(msgs, "NOTIFY").into_iter().cloned().collect();
     let mut to_port = Vec::new();
@@ -78,19 +83,19 @@ fn reply(h: &mut Harness, request: &SipMessage, port: u16, code: u16) {
     );
 }
 
-fn body(notify: &SipMessage) -> String {
+pub(super) fn body(notify: &SipMessage) -> String {
     String::from_utf8(notify.body.to_vec()).unwrap()
 }
 
 /// The value of the first `name="..."` in `xml` (after the XML declaration).
-fn attr(xml: &str, name: &str) -> Option<String> {
+pub(super) fn attr(xml: &str, name: &str) -> Option<String> {
     let xml = xml.split_once("?>").map_or(xml, |(_, rest)| rest);
     let start = xml.find(&format!(" {name}=\""))? + name.len() + 3;
     Some(xml[start..start + xml[start..].find('"')?].to_string())
 }
 
 /// Checks a NOTIFY's headers and validates its body against RFC 4235's schema.
-fn assert_valid(notify: &SipMessage) {
+pub(super) fn assert_valid(notify: &SipMessage) {
     assert_eq!(notify.header(&Name::EVENT), Some("dialog"));
     assert_eq!(
         notify.header(&Name::CONTENT_TYPE),
@@ -460,7 +465,7 @@ fn a_481_or_a_timeout_to_a_notify_ends_the_subscription() {
     let notify = notifies(&out, 5072).remove(0);
     reply(&mut h, &notify, 5072, 481);
     assert_eq!(h.engine.subscriptions.targets().count(), 0, "481 ends it");
-    let dropped = h.store.load_subscriptions(h.now.unix()).unwrap();
+    let dropped = h.store.load_subscriptions("gw1", h.now.unix()).unwrap();
     assert!(dropped.is_empty(), "and the store forgets it");
 
     let out = subscribe(&mut h, "203", 5073, "201", DIALOG);
@@ -590,7 +595,7 @@ fn an_analog_callee_rings_on_the_key_like_a_sip_phone() {
 fn a_restart_restores_subscriptions_with_rising_cseq_and_version() {
     let mut h = Harness::office();
     let first = watching_201(&mut h);
-    let stored = h.store.load_subscriptions(h.now.unix()).unwrap();
+    let stored = h.store.load_subscriptions("gw1", h.now.unix()).unwrap();
     assert_eq!(stored.len(), 1, "kept in the store");
     let config = h.engine.config.clone();
     let mut engine = Engine::new(config, Vec::new(), [7; 32], h.now);
@@ -700,7 +705,7 @@ fn a_fan_out_to_many_keys_goes_out_in_batches_with_the_engine_due_in_between() {
 fn a_stored_subscription_edited_to_last_forever_is_cut_to_the_longest_grant() {
     let mut h = Harness::office();
     watching_201(&mut h);
-    let mut stored = h.store.load_subscriptions(h.now.unix()).unwrap();
+    let mut stored = h.store.load_subscriptions("gw1", h.now.unix()).unwrap();
     stored[0].expires_at = u64::MAX;
     let mut engine = Engine::new(h.engine.config.clone(), Vec::new(), [7; 32], h.now);
     engine.restore_subscriptions(h.now, stored);

@@ -2,6 +2,7 @@
 
 mod addresses;
 mod blf;
+mod blf_nodes;
 mod nodes;
 mod pickup;
 mod security;
@@ -51,6 +52,9 @@ struct Harness {
     now: Now,
     /// The store the engine's commands go to, as the runtime's store thread would apply them.
     store: Store,
+    /// What PostgreSQL would notify the other nodes of (BLF writes), which SQLite does not:
+    /// `blf_nodes.rs` hands them on.
+    notices: Vec<crate::store::StoreResult>,
     _dir: tempfile::TempDir,
 }
 
@@ -118,6 +122,7 @@ impl Harness {
             engine: Engine::new(config, Vec::new(), [7; 32], now),
             now,
             store: Store::open(&dir.path().join("gw.db")).unwrap(),
+            notices: Vec::new(),
             _dir: dir,
         }
     }
@@ -125,6 +130,23 @@ impl Harness {
     /// Applies the engine's store commands and feeds the answers back, until quiet.
     fn run_store(&mut self) {
         while let Some(command) = self.engine.poll_store_command() {
+            match &command {
+                crate::store::StoreCommand::PublishDialogs {
+                    node, extension, ..
+                } => self
+                    .notices
+                    .push(crate::store::StoreResult::DialogsChanged {
+                        node: node.clone(),
+                        extension: extension.clone(),
+                    }),
+                crate::store::StoreCommand::SaveSubscription(sub) => {
+                    self.notices.push(crate::store::StoreResult::Watched {
+                        node: sub.node.clone(),
+                        extension: sub.target.clone(),
+                    })
+                }
+                _ => {}
+            }
             if let Some(result) = execute(&mut self.store, command) {
                 self.engine.handle_store_result(self.now, result);
             }

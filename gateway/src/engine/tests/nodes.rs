@@ -29,7 +29,7 @@ fn node_config_from(base: &str, id: &str, port: u16, peer: u16, secret: &str) ->
 }
 
 /// A peer reaching `local_port` from `port`.
-fn at(port: u16, local_port: u16) -> Peer {
+pub(super) fn at(port: u16, local_port: u16) -> Peer {
     Peer {
         protocol: Protocol::Udp,
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -37,8 +37,8 @@ fn at(port: u16, local_port: u16) -> Peer {
     }
 }
 
-const A: u16 = 5061;
-const B: u16 = 5060;
+pub(super) const A: u16 = 5061;
+pub(super) const B: u16 = 5060;
 
 /// Node a (port 5061) and node b (5060) on one database, both alive.
 fn cluster() -> (Harness, Harness) {
@@ -50,6 +50,11 @@ fn cluster() -> (Harness, Harness) {
 
 /// The quick-start office (201-203 in `sales`, 204 in no group) on nodes a and b.
 fn office_cluster() -> (Harness, Harness) {
+    office_cluster_edited(|office| office)
+}
+
+/// [`office_cluster`] with the office config changed by `edit` (on both nodes).
+pub(super) fn office_cluster_edited(edit: impl Fn(String) -> String) -> (Harness, Harness) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
     let office = std::fs::read_to_string(path)
         .unwrap()
@@ -59,6 +64,7 @@ fn office_cluster() -> (Harness, Harness) {
             "zone = \"us\"",
             "zone = \"us\"\ncontrol_socket = \"unused.sock\"",
         );
+    let office = edit(office);
     cluster_of(
         &node_config_from(&office, "a", A, B, SECRET),
         &node_config_from(&office, "b", B, A, SECRET),
@@ -100,7 +106,7 @@ fn pass(from: &mut Harness, to: &mut Harness, elsewhere: &mut Vec<(Peer, SipMess
 
 /// Moves messages between the nodes until neither sends the other anything; returns what
 /// they sent to anyone else (phones).
-fn exchange(a: &mut Harness, b: &mut Harness) -> Vec<(Peer, SipMessage)> {
+pub(super) fn exchange(a: &mut Harness, b: &mut Harness) -> Vec<(Peer, SipMessage)> {
     let mut elsewhere = Vec::new();
     while pass(a, b, &mut elsewhere) | pass(b, a, &mut elsewhere) {}
     elsewhere
@@ -336,7 +342,7 @@ fn a_silent_node_is_taken_over_and_learns_it_when_it_heartbeats_again() {
 }
 
 /// Sends `msg` (which `from_port`'s node or phone sent) into `to`.
-fn deliver(to: &mut Harness, from_port: u16, msg: &SipMessage) {
+pub(super) fn deliver(to: &mut Harness, from_port: u16, msg: &SipMessage) {
     let local = to.engine.config.listen_addr().port();
     to.send(
         at(from_port, local),
@@ -346,7 +352,7 @@ fn deliver(to: &mut Harness, from_port: u16, msg: &SipMessage) {
 
 /// In the office cluster, 204 calls 201 on node a (201 registered there) and 201 rings;
 /// 202 is registered on node b. Returns a's INVITE to 201.
-fn ringing_on_a(a: &mut Harness, b: &mut Harness) -> SipMessage {
+pub(super) fn ringing_on_a(a: &mut Harness, b: &mut Harness) -> SipMessage {
     assert_eq!(
         statuses(&a.register("201", "pw201", at(5071, A), 600)),
         [200]
@@ -383,7 +389,7 @@ fn pick_on_b(b: &mut Harness, code: &str, replaces: bool) -> SipMessage {
     forwarded[0].1.clone()
 }
 
-fn find(
+pub(super) fn find(
     msgs: &[(Peer, SipMessage)],
     port: u16,
     what: impl Fn(&SipMessage) -> bool,
