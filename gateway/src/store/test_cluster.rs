@@ -158,15 +158,25 @@ impl TestCluster {
         );
         let log = std::fs::File::create(dir.join("postgres.log")).expect("postgres log file");
         // The keeper: runs the server until its stdin closes, then stops it (fast shutdown)
-        // and removes the directory.
+        // and removes the directory; a line on its stdin restarts the server (stopped,
+        // started again, "keeper: restarted" in the log).
         let script = r#"
-            "$0" -D "$1" -k "$2" -c listen_addresses= -c fsync=off -c full_page_writes=off \
-                -c max_connections=200 &
-            pg=$!
-            read _ignored
+            postgres=$0 data=$1 sockets=$2 dir=$3
+            serve() {
+                "$postgres" -D "$data" -k "$sockets" -c listen_addresses= -c fsync=off \
+                    -c full_page_writes=off -c max_connections=200 &
+                pg=$!
+            }
+            serve
+            while read _line; do
+                kill -INT "$pg"
+                wait "$pg"
+                serve
+                echo "keeper: restarted" >&2
+            done
             kill -INT "$pg"
             wait "$pg"
-            rm -rf "$3"
+            rm -rf "$dir"
         "#;
         let mut shell = as_server_user(&mut Command::new("sh"), user)
             .arg("-c")
@@ -205,6 +215,28 @@ impl TestCluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops the server (fast shutdown: every connection dropped) and starts it again, as
+    /// an operator's restart does; returns once it accepts connections again.
+    pub fn restart(&self) {
+        let restarts = || self.log().matches("keeper: restarted").count();
+        let before = restarts();
+        let mut keeper = self.keeper.as_ref().expect("the keeper runs");
+        keeper
+            .write_all(b"restart\n")
+            .and_then(|()| keeper.flush())
+            .expect("asking the keeper to restart PostgreSQL");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while restarts() == before {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL was not restarted within 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_until_ready();
     }
 
     /// A connection to the `postgres` database, as the cluster's superuser.
