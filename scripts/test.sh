@@ -29,6 +29,8 @@ command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 # The PostgreSQL server binaries: the store tests and tests/tests/postgres.rs and nodes.rs run a throwaway
 # cluster of their own (initdb in a temporary directory; the package's own cluster is not used).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# openssl: the TLS store test makes a test CA and the server's certificate with it.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

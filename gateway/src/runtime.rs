@@ -332,10 +332,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (results_tx, mut results) = mpsc::unbounded_channel();
     // BLF across nodes: other nodes' notifications reach the engine like store answers.
     let listener = match (&config.database.url, config.node.is_clustered()) {
-        (Some(url), true) => {
+        (Some(_), true) => {
             let notices = results_tx.clone();
             Some(BlfListener::start(
-                PgPool::new(url)?,
+                PgPool::for_config(&config.database)?,
                 config.node.id.clone(),
                 move |result| {
                     let _ = notices.send(result);

@@ -150,6 +150,7 @@ fn gateway_migrate_brings_postgres_up_to_date_and_refuses_a_newer_schema() {
     let name = gateway::config::DatabaseConfig {
         path: None,
         url: Some(url.clone()),
+        tls_ca: None,
         spool: gateway::config::default_spool(),
     }
     .describe();
@@ -322,4 +323,40 @@ fn under_load_no_cdr_is_lost_or_doubled_when_postgres_is_restarted() {
         .unwrap();
     let (all, distinct): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!((all, distinct), (i64::from(CALLS), i64::from(CALLS)));
+}
+
+#[test]
+fn the_gateway_reaches_postgres_over_tls_trusting_the_configured_ca() {
+    let cluster = TestCluster::start_tls();
+    let in_clear = cluster.create_database();
+    let name = in_clear.rsplit('/').next().unwrap().to_string();
+    let (url, ca) = cluster.tls_url(&name);
+    let gateway = Gateway::start(GatewayOptions {
+        database_url: Some(url),
+        keys: vec![("database", format!("tls_ca = \"{}\"", ca.display()))],
+        ..GatewayOptions::default()
+    });
+    register(&gateway, "203", free_port(), 600, 200);
+    let mut client = cluster.client(&in_clear);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stored: i64 = client
+            .query_one("SELECT COUNT(*) FROM registrations WHERE aor = '203'", &[])
+            .unwrap()
+            .get(0);
+        if stored == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE s.ssl AND a.datname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the gateway's connections are over TLS");
 }

@@ -627,9 +627,15 @@ pub struct DatabaseConfig {
     pub path: Option<PathBuf>,
     /// PostgreSQL instead, e.g. `postgres://gateway@db.example/gateway` (a unix socket's
     /// directory percent-encoded as the host: `postgres://gateway@%2Frun%2Fpostgresql/gateway`).
-    /// Without TLS for now: `sslmode=require` is refused.
+    /// `?sslmode=require` for TLS to the server (the server's certificate checked against
+    /// `tls_ca`, else the system's trusted CAs, and its name against the URL's host); the
+    /// default `prefer` and `disable` connect in clear.
     #[serde(default)]
     pub url: Option<String>,
+    /// With `url` and `sslmode=require`: a PEM file of the CA certificates the server's
+    /// certificate must chain to (a private CA); default: the system's trusted CAs.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// With `url`: the SQLite file where CDRs wait while PostgreSQL is unreachable
     /// (created with its directory if missing; one per gateway). Unused with `path`.
     #[serde(default = "default_spool")]
@@ -889,6 +895,14 @@ impl Config {
                 }
                 if let Err(problem) = crate::store::parse_postgres_url(url) {
                     return Err(invalid("database.url", problem));
+                }
+                if let Some(ca) = &self.database.tls_ca {
+                    if let Err(e) = std::fs::metadata(ca) {
+                        return Err(invalid(
+                            "database.tls_ca",
+                            format!("{}: {e} (a PEM file of CA certificates)", ca.display()),
+                        ));
+                    }
                 }
                 if self
                     .analog
@@ -1328,9 +1342,17 @@ password = "pw201"
         let neither = MINIMAL.replace("path = \"./data/gw.db\"", "");
         let err = load(&neither).unwrap_err().to_string();
         assert!(err.contains("`database`"), "{err}");
+        let missing_ca = MINIMAL.replace(
+            "path = \"./data/gw.db\"",
+            "url = \"postgres://db/calls?sslmode=require\"\ntls_ca = \"/nonexistent/ca.pem\"",
+        );
+        let err = load(&missing_ca).unwrap_err().to_string();
+        assert!(
+            err.contains("database.tls_ca") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
         for (bad, expected) in [
             ("mysql://db/calls", "postgres:// URL"),
-            ("postgres://db/calls?sslmode=require", "TLS"),
             ("postgres://db/calls?sslmode=bogus", "database.url"),
         ] {
             let text = MINIMAL.replace("path = \"./data/gw.db\"", &format!("url = \"{bad}\""));

@@ -148,7 +148,7 @@ impl Store {
     /// Opens the database the config names (`database.url`, else `database.path`).
     pub fn open_config(config: &DatabaseConfig) -> Result<Store, StoreError> {
         match (&config.url, &config.path) {
-            (Some(url), _) => Store::open_postgres(&PgPool::new(url)?),
+            (Some(_), _) => Store::open_postgres(&PgPool::for_config(config)?),
             (None, Some(path)) => Store::open(path),
             // Config validation requires one of them.
             (None, None) => Err(StoreError::Url {

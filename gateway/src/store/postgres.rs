@@ -3,21 +3,26 @@
 //! thread stays an ordinary thread). Connections come from a small pool; statements are
 //! prepared once per connection.
 //!
-//! TLS to the server is not supported yet: `sslmode=require` is refused when the config is
-//! loaded; use a unix socket or a trusted network (`sslmode=disable`, or the default
-//! `prefer`, which then connects without TLS).
+//! TLS to the server with `sslmode=require` (rustls with ring, TLS 1.2 or 1.3): the server's certificate is checked against `database.tls_ca` or the system's
+//! CAs, and its name against the URL's host. The default `prefer` and `disable` connect in
+//! clear (a unix socket, or a trusted network).
 
 use super::reconnect::{Notice, Reconnect, MAX_BACKOFF};
 use super::sql::{Db, Dialect, Param, Row, Value};
 use super::StoreError;
+use crate::config::DatabaseConfig;
 use postgres::config::{Host, SslMode};
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::error::Error;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,13 +137,6 @@ fn display_name(config: &postgres::Config) -> String {
 /// Parses a `database.url`: the connection settings, and the name messages use.
 pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, String), String> {
     let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| detail(&e))?;
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(
-            "sslmode=require: TLS to PostgreSQL is not supported yet; use a unix \
-                    socket or a trusted network with sslmode=disable"
-                .into(),
-        );
-    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -152,7 +150,65 @@ pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, String), String>
 struct PoolInner {
     config: postgres::Config,
     name: String,
+    /// With `sslmode=require`: TLS, the server's certificate checked against the CA of
+    /// `database.tls_ca` (else the system's) and its name against the host's.
+    tls: Option<MakeRustlsConnect>,
     idle: Mutex<Vec<Client>>,
+}
+
+impl PoolInner {
+    /// A new connection, over TLS when the URL asks for it.
+    fn connect(&self) -> Result<Client, StoreError> {
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        connected.map_err(|e| StoreError::Postgres {
+            database: self.name.clone(),
+            detail: detail(&e),
+        })
+    }
+}
+
+/// The TLS setup for `sslmode=require`: the CA certificates of `ca` (PEM), else the
+/// system's trusted ones; TLS 1.2 or 1.3 (rustls with ring).
+fn tls_connector(ca: Option<&Path>) -> Result<MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            let unreadable = |why: String| {
+                format!(
+                    "database.tls_ca {}: {why} (expected a PEM file of CA certificates)",
+                    ca.display()
+                )
+            };
+            let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+                .and_then(|certificates| certificates.collect())
+                .map_err(|e| unreadable(e.to_string()))?;
+            if certificates.is_empty() {
+                return Err(unreadable("no certificate in it".into()));
+            }
+            for certificate in certificates {
+                roots
+                    .add(certificate)
+                    .map_err(|e| unreadable(e.to_string()))?;
+            }
+        }
+        None => {
+            // A system certificate that does not parse is skipped; none at all makes every
+            // connection fail with "unknown issuer", which names the problem.
+            for certificate in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(certificate);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// A small pool of connections to one PostgreSQL database (cheap to clone).
@@ -168,13 +224,34 @@ impl std::fmt::Debug for PgPool {
 }
 
 impl PgPool {
-    /// A pool for `url` (`postgres://user@host/db`); connects lazily.
+    /// A pool for `url` (`postgres://user@host/db`); connects lazily. With
+    /// `sslmode=require` over TLS, the server checked against the system's CAs.
     pub fn new(url: &str) -> Result<PgPool, StoreError> {
+        PgPool::with_tls_ca(url, None)
+    }
+
+    /// The pool `[database]` names: `url`, with `tls_ca` for `sslmode=require`.
+    pub fn for_config(database: &DatabaseConfig) -> Result<PgPool, StoreError> {
+        let url = database.url.as_deref().unwrap_or_default();
+        PgPool::with_tls_ca(url, database.tls_ca.as_deref())
+    }
+
+    /// [`PgPool::new`], the server's certificate checked against the CA certificates in
+    /// the PEM file `ca` when given.
+    pub fn with_tls_ca(url: &str, ca: Option<&Path>) -> Result<PgPool, StoreError> {
         let (config, name) = parse_url(url).map_err(|detail| StoreError::Url { detail })?;
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => {
+                Some(tls_connector(ca).map_err(|detail| StoreError::Url { detail })?)
+            }
+            // `prefer` (the default) and `disable`: in clear, as before TLS was offered.
+            _ => None,
+        };
         Ok(PgPool {
             inner: Arc::new(PoolInner {
                 config,
                 name,
+                tls,
                 idle: Mutex::new(Vec::new()),
             }),
         })
@@ -195,14 +272,7 @@ impl PgPool {
             .pop();
         let client = match idle.filter(|client| !client.is_closed()) {
             Some(client) => client,
-            None => self
-                .inner
-                .config
-                .connect(NoTls)
-                .map_err(|e| StoreError::Postgres {
-                    database: self.inner.name.clone(),
-                    detail: detail(&e),
-                })?,
+            None => self.inner.connect()?,
         };
         Ok(PooledClient {
             client: Some(client),
@@ -213,13 +283,7 @@ impl PgPool {
     /// A new connection of its own, never lent by the pool (the BLF listener's: a
     /// connection that LISTENs must not serve anyone else).
     pub(super) fn connect(&self) -> Result<Client, StoreError> {
-        self.inner
-            .config
-            .connect(NoTls)
-            .map_err(|e| StoreError::Postgres {
-                database: self.inner.name.clone(),
-                detail: detail(&e),
-            })
+        self.inner.connect()
     }
 
     /// A connection as the store's backend.
@@ -540,7 +604,23 @@ mod tests {
         assert_eq!(name, "postgres://gw@db.example:5433/calls");
         let (_, name) = parse_url("postgres://gw@%2Frun%2Fpostgresql/calls").unwrap();
         assert_eq!(name, "postgres://gw@/run/postgresql:5432/calls");
-        let refused = parse_url("postgres://gw@db/calls?sslmode=require").unwrap_err();
-        assert!(refused.contains("sslmode=require"), "{refused}");
+    }
+
+    #[test]
+    fn tls_is_asked_for_by_sslmode_require_and_a_bad_ca_file_is_named() {
+        let pool = PgPool::new("postgres://gw@db/calls?sslmode=require").unwrap();
+        assert!(pool.inner.tls.is_some());
+        let pool = PgPool::new("postgres://gw@db/calls").unwrap();
+        assert!(pool.inner.tls.is_none(), "prefer: in clear, as before");
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let error = PgPool::with_tls_ca("postgres://gw@db/calls?sslmode=require", Some(&not_pem))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("database.tls_ca") && error.contains("ca.pem"),
+            "{error}"
+        );
     }
 }

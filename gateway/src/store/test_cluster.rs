@@ -28,6 +28,9 @@ pub struct TestCluster {
     keeper: Option<ChildStdin>,
     shell: Child,
     next_database: AtomicU32,
+    /// With [`TestCluster::start_tls`]: the TCP port it serves TLS on, and the PEM file of
+    /// the test CA that signed its certificate (for `localhost`), which a client trusts.
+    tls: Option<(u16, PathBuf)>,
 }
 
 /// Where the server binaries are: `$PG_BINDIR`, else the newest
@@ -116,6 +119,16 @@ impl TestCluster {
 
     /// Starts a cluster of its own (stopped and removed when dropped).
     pub fn start() -> TestCluster {
+        TestCluster::start_with(false)
+    }
+
+    /// A cluster of its own that also serves TLS on a TCP port of 127.0.0.1, with a
+    /// certificate for `localhost` from a test CA made with Debian's `openssl`.
+    pub fn start_tls() -> TestCluster {
+        TestCluster::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> TestCluster {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let bin = bin_dir();
         let user = server_user();
@@ -156,14 +169,27 @@ impl TestCluster {
             String::from_utf8_lossy(&initdb.stdout),
             String::from_utf8_lossy(&initdb.stderr)
         );
+        let (server_options, tls) = if tls {
+            let (port, certificate, key, ca) = test_certificates(&dir, user);
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -c ssl=on -c ssl_cert_file={} \
+                 -c ssl_key_file={}",
+                certificate.display(),
+                key.display()
+            );
+            (options, Some((port, ca)))
+        } else {
+            ("-c listen_addresses=".to_string(), None)
+        };
         let log = std::fs::File::create(dir.join("postgres.log")).expect("postgres log file");
         // The keeper: runs the server until its stdin closes, then stops it (fast shutdown)
         // and removes the directory; a line on its stdin restarts the server (stopped,
         // started again, "keeper: restarted" in the log).
         let script = r#"
-            postgres=$0 data=$1 sockets=$2 dir=$3
+            postgres=$0 data=$1 sockets=$2 dir=$3 options=$4
             serve() {
-                "$postgres" -D "$data" -k "$sockets" -c listen_addresses= -c fsync=off \
+                # $options unquoted: one word per option.
+                "$postgres" -D "$data" -k "$sockets" $options -c fsync=off \
                     -c full_page_writes=off -c max_connections=200 &
                 pg=$!
             }
@@ -185,6 +211,7 @@ impl TestCluster {
             .arg(&data)
             .arg(&socket_dir)
             .arg(&dir)
+            .arg(&server_options)
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -197,6 +224,7 @@ impl TestCluster {
             keeper,
             shell,
             next_database: AtomicU32::new(0),
+            tls,
         };
         cluster.wait_until_ready();
         cluster
@@ -244,6 +272,7 @@ impl TestCluster {
         let mut config = postgres::Config::new();
         config
             .host_path(&self.socket_dir)
+            .port(self.port())
             .user(USER)
             .dbname("postgres");
         config.connect(postgres::NoTls)
@@ -262,9 +291,32 @@ impl TestCluster {
     /// The `postgres://` URL of database `name` in this cluster (as the gateway's
     /// `database.url` names it).
     pub fn url(&self, name: &str) -> String {
+        let port = match self.port() {
+            5432 => String::new(),
+            // The unix socket's name has the port in it.
+            port => format!(":{port}"),
+        };
         format!(
-            "postgres://{USER}@{}/{name}",
+            "postgres://{USER}@{}{port}/{name}",
             percent_encode(&self.socket_dir.to_string_lossy())
+        )
+    }
+
+    /// The server's port (its unix socket is named after it): 5432 unless it serves TLS.
+    fn port(&self) -> u16 {
+        self.tls.as_ref().map_or(5432, |(port, _)| *port)
+    }
+
+    /// The URL of database `name` over TLS (TCP to `localhost`, `sslmode=require`) and the
+    /// CA file a client must trust: a cluster started with [`TestCluster::start_tls`].
+    pub fn tls_url(&self, name: &str) -> (String, PathBuf) {
+        let (port, ca) = self
+            .tls
+            .clone()
+            .expect("a cluster started with TestCluster::start_tls");
+        (
+            format!("postgres://{USER}@localhost:{port}/{name}?sslmode=require"),
+            ca,
         )
     }
 
@@ -342,4 +394,86 @@ impl Drop for TestCluster {
         }
         let _ = self.shell.wait();
     }
+}
+
+/// A test CA, and a certificate for `localhost` it signed with its key, in `dir` (owned
+/// by the server's user, the key private as PostgreSQL demands), and a free TCP port to
+/// serve on: (port, certificate, key, CA certificate).
+fn test_certificates(dir: &Path, user: Option<(u32, u32)>) -> (u16, PathBuf, PathBuf, PathBuf) {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("running openssl (Debian package openssl): {e}"));
+        assert!(
+            made.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
+    std::fs::write(
+        path("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("writing the certificate extensions");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gateway test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    let (certificate, key) = (path("server.crt"), path("server.key"));
+    for file in [&certificate, &key] {
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(file, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", file.display()));
+        }
+    }
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", key.display()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free TCP port");
+    (port, certificate, key, path("ca.crt"))
 }

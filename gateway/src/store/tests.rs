@@ -1925,3 +1925,32 @@ fn a_listening_node_hears_of_the_other_nodes_blf_writes_but_not_of_its_own() {
     assert!(!listener.has_ended());
     drop(listener);
 }
+
+#[test]
+fn postgres_over_tls_checks_the_server_certificate_against_the_configured_ca() {
+    let cluster = test_cluster::TestCluster::start_tls();
+    let in_clear = cluster.create_database();
+    let name = in_clear.rsplit('/').next().unwrap().to_string();
+    let (url, ca) = cluster.tls_url(&name);
+    let pool = PgPool::with_tls_ca(&url, Some(&ca)).unwrap();
+    let mut store = Store::open_postgres(&pool).unwrap();
+    store
+        .replace_bindings("a", "201", &[binding("sip:201@a", 500)])
+        .unwrap();
+    let encrypted: i64 = cluster
+        .client(&in_clear)
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE s.ssl AND a.datname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the store's connection is over TLS");
+    // Checked against the system's CAs instead, the self-signed certificate is refused.
+    let refused = Store::open_postgres(&PgPool::new(&url).unwrap())
+        .err()
+        .expect("an untrusted server certificate is refused")
+        .to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+}
