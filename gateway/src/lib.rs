@@ -18,4 +18,6 @@ pub mod report;
 pub mod runtime;
 pub mod sip;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod transport;

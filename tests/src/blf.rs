@@ -2,7 +2,7 @@
 //! NOTIFY body validated against RFC 4235's schema (`tests/fixtures/dialog-info.xsd`, with
 //! xmllint).
 
-use crate::{free_port, workspace_root, Sipp, SippRun};
+use crate::{free_port, Sipp, SippRun};
 
 /// A BLF key of extension `ext` running `scenario` for `watched`'s dialogs, tracing its
 /// messages.
@@ -47,23 +47,8 @@ pub fn wait_validated(run: SippRun) -> Vec<String> {
         "no dialog-info body in {}",
         trace.display()
     );
-    let xsd = workspace_root().join("tests/fixtures/dialog-info.xsd");
-    let dir = tempfile::tempdir().unwrap();
-    for (n, body) in bodies.iter().enumerate() {
-        let file = dir.path().join(format!("notify{n}.xml"));
-        std::fs::write(&file, body).unwrap();
-        let output = std::process::Command::new("xmllint")
-            .arg("--noout")
-            .arg("--schema")
-            .arg(&xsd)
-            .arg(&file)
-            .output()
-            .expect("xmllint runs (Debian package libxml2-utils; scripts/test.sh installs it)");
-        assert!(
-            output.status.success(),
-            "{}\n{body}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    for body in &bodies {
+        gateway::test_support::assert_valid_dialog_info(body.as_bytes());
     }
     bodies
 }

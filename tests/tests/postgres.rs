@@ -350,13 +350,6 @@ fn the_gateway_reaches_postgres_over_tls_trusting_the_configured_ca() {
         assert!(std::time::Instant::now() < deadline, "{}", gateway.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let encrypted: i64 = client
-        .query_one(
-            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
-             WHERE s.ssl AND a.datname = $1",
-            &[&name],
-        )
-        .unwrap()
-        .get(0);
+    let encrypted = cluster.encrypted_connections(&name);
     assert!(encrypted >= 1, "the gateway's connections are over TLS");
 }

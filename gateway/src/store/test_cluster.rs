@@ -320,6 +320,20 @@ impl TestCluster {
         )
     }
 
+    /// How many connections to database `name` are encrypted (TLS).
+    pub fn encrypted_connections(&self, name: &str) -> i64 {
+        self.admin()
+            .and_then(|mut admin| {
+                admin.query_one(
+                    "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+                     WHERE s.ssl AND a.datname = $1",
+                    &[&name],
+                )
+            })
+            .map(|row| row.get(0))
+            .unwrap_or_else(|e| panic!("reading pg_stat_ssl: {e:?}"))
+    }
+
     /// Creates a new empty database; its URL.
     pub fn create_database(&self) -> String {
         let name = format!(

@@ -1937,17 +1937,9 @@ fn postgres_over_tls_checks_the_server_certificate_against_the_configured_ca() {
     store
         .replace_bindings("a", "201", &[binding("sip:201@a", 500)])
         .unwrap();
-    let encrypted: i64 = cluster
-        .client(&in_clear)
-        .query_one(
-            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
-             WHERE s.ssl AND a.datname = $1",
-            &[&name],
-        )
-        .unwrap()
-        .get(0);
+    let encrypted = cluster.encrypted_connections(&name);
     assert!(encrypted >= 1, "the store's connection is over TLS");
-    // Checked against the system's CAs instead, the self-signed certificate is refused.
+    // Checked against the system's CAs instead, the test CA's certificate is refused.
     let refused = Store::open_postgres(&PgPool::new(&url).unwrap())
         .err()
         .expect("an untrusted server certificate is refused")
