@@ -139,7 +139,7 @@ fn rtp_from_anyone_but_the_far_end_is_not_played_on_an_analog_port() {
     let analog_rtp: SocketAddr = status["rtp_local"].parse().expect("the port's RTP address");
     // With no call, the port takes nothing.
     attacker.send_tone(analog_rtp, Law::Ulaw, 0, 2000.0, 100);
-    gateway.wait_for_analog(1, "rtp_foreign_dropped", "5", Duration::from_secs(5));
+    gateway.wait_for_analog(1, "rtp_foreign_dropped", "5", Duration::from_secs(15));
 
     let mut peer = RtpPeer::new();
     let phone = sip_phone(&gateway, "201", "uas_answer.xml", &peer);
@@ -229,7 +229,7 @@ fn an_analog_caller_hears_busy_when_the_sip_phone_is_busy_and_congestion_for_now
     gateway.analog("hangup 1");
     // The line counts the hang-up as one (not a hook flash) once it has been on hook longer
     // than a flash: then the line is idle again.
-    gateway.wait_for_analog(1, "line_idle", "true", Duration::from_secs(5));
+    gateway.wait_for_analog(1, "line_idle", "true", Duration::from_secs(15));
     // 202 is not registered: 480, congestion.
     gateway.analog("lift 1");
     gateway.analog("dial 1 202");
@@ -247,11 +247,11 @@ fn a_sip_phone_calls_an_analog_phone_which_shows_caller_id_and_answers() {
         .fill("@MEDIA_PORT@", &peer.port().to_string())
         .fill("@HOLD_MS@", "3000")
         .spawn(&gateway);
-    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(5));
+    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(15));
     // Caller ID is sent between the first ring (2 s) and the second: once the second ring
     // starts, the phone has heard it all.
-    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(5));
-    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(8));
+    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(15));
+    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(15));
     let heard = gateway.analog("listen 1");
     assert_eq!(
         heard.get("callerid_number").map(String::as_str),
@@ -267,7 +267,7 @@ fn a_sip_phone_calls_an_analog_phone_which_shows_caller_id_and_answers() {
     gateway.wait_for_log("analog port 1: answered");
     analog_to_sip_audio(&gateway, 1, &peer);
     // The SIP caller hangs up: the analog phone hears busy until it hangs up too.
-    gateway.wait_for_analog(1, "call", "idle", Duration::from_secs(5));
+    gateway.wait_for_analog(1, "call", "idle", Duration::from_secs(15));
     gateway.hears_tone(1, "busy tone (us: 480+620 Hz)", &[480.0, 620.0]);
     gateway.analog("hangup 1");
     caller.wait();
@@ -342,11 +342,11 @@ fn a_pstn_caller_ringing_sales_is_picked_up_by_a_sip_phone() {
     // Offered after two rings, with the caller ID captured between them: the sales group
     // rings 201 and the analog phones 101 and 102.
     gateway.wait_for_log("5551234 -> sales, ringing 3 contact(s)");
-    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(3));
-    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(3));
+    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(15));
+    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(15));
     let pickup = picker("202", &peer, "\"Jane Doe\" <sip:5551234@").spawn(&gateway);
     gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(10));
-    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(3));
+    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(15));
     analog_to_sip_audio(&gateway, 3, &peer);
     // The PSTN caller hangs up: the office drops battery, the picker gets BYE.
     gateway.analog("battery-drop 3");
@@ -368,10 +368,10 @@ fn a_sip_caller_ringing_an_analog_phone_is_picked_up_by_another_sip_phone() {
         .key("caller", "204")
         .fill("@HOLD_MS@", "1000")
         .spawn(&gateway);
-    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(5));
+    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(15));
     let pickup = picker("203", &peer, "\"Reception 204\" <sip:204@").spawn(&gateway);
     gateway.wait_for_analog(2, "ringing", "false", Duration::from_secs(10));
-    gateway.wait_for_analog(2, "call", "idle", Duration::from_secs(5));
+    gateway.wait_for_analog(2, "call", "idle", Duration::from_secs(15));
     caller.wait();
     pickup.wait();
     assert_eq!(
@@ -400,11 +400,11 @@ fn the_pstn_far_end_hanging_up_ends_the_sip_call_whatever_the_signal() {
     for signal in ["battery-drop", "reverse", "busy"] {
         let phone = sip_phone(&gateway, "201", "uas_answer.xml", &peer);
         gateway.analog("ring 3");
-        gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(8));
+        gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(15));
         gateway.analog(&format!("{signal} 3"));
         phone.wait(); // it got the BYE
-        gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(5));
-        gateway.wait_for_analog(3, "call", "idle", Duration::from_secs(5));
+        gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(15));
+        gateway.wait_for_analog(3, "call", "idle", Duration::from_secs(15));
         std::thread::sleep(Duration::from_millis(2500)); // the office's ring guard time
     }
 }
@@ -421,9 +421,9 @@ fn a_sip_bye_puts_the_line_on_hook_and_sip_phones_dial_out_with_the_prefix() {
         &first_call_media,
     );
     gateway.analog("ring 3");
-    gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(8));
+    gateway.wait_for_analog(3, "loop_closed", "true", Duration::from_secs(15));
     phone.wait(); // it hung up after 300 ms
-    gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(5));
+    gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(15));
 
     let caller = Sipp::new("uac_call.xml", free_port())
         .service("95551234")
@@ -432,10 +432,10 @@ fn a_sip_bye_puts_the_line_on_hook_and_sip_phones_dial_out_with_the_prefix() {
         .fill("@MEDIA_PORT@", &peer.port().to_string())
         .fill("@HOLD_MS@", "4000")
         .spawn(&gateway);
-    gateway.wait_for_analog(3, "digits", "5551234", Duration::from_secs(8));
+    gateway.wait_for_analog(3, "digits", "5551234", Duration::from_secs(15));
     analog_to_sip_audio(&gateway, 3, &peer);
     caller.wait();
-    gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(5));
+    gateway.wait_for_analog(3, "loop_closed", "false", Duration::from_secs(15));
 }
 
 #[test]

@@ -119,11 +119,11 @@ fn a_key_watching_an_analog_phone_takes_the_sip_call_ringing_it() {
         .credentials("204", "pw204")
         .key("caller", "204")
         .spawn(&gateway);
-    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(5));
+    gateway.wait_for_analog(1, "ringing", "true", Duration::from_secs(15));
     let (bodies, picker) = take_from_the_key(&gateway, "101", "204", |(call_id, local, remote)| {
         (call_id.clone(), remote.clone(), local.clone())
     });
-    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(10));
+    gateway.wait_for_analog(1, "ringing", "false", Duration::from_secs(15));
     caller.wait();
     picker.wait();
     let early = bodies

@@ -33,7 +33,7 @@ fn a_call_works(gateway: &Gateway) {
 fn analog_audio_crosses(gateway: &Gateway, backend: &str) {
     gateway.analog("lift 1");
     gateway.analog("dial 1 102");
-    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(5));
+    gateway.wait_for_analog(2, "ringing", "true", Duration::from_secs(15));
     gateway.analog("lift 2");
     gateway.wait_for_log("analog port 1: call answered");
     gateway.analog("listen 2");
