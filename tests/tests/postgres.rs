@@ -11,6 +11,14 @@ use gateway::store::SCHEMA_VERSION;
 use std::path::Path;
 
 /// 202 calls 203 (a SIPp phone registered at `phone`), which answers; both hang up.
+/// A gateway whose database is `url`.
+fn on_postgres(url: &str) -> Gateway {
+    Gateway::start(GatewayOptions {
+        database_url: Some(url.to_string()),
+        ..GatewayOptions::default()
+    })
+}
+
 fn call_203_from_202(gateway: &Gateway, phone: u16) {
     let answering = Sipp::new("uas_answer.xml", phone).spawn(gateway);
     Sipp::new("uac_call.xml", free_port())
@@ -25,10 +33,7 @@ fn call_203_from_202(gateway: &Gateway, phone: u16) {
 fn a_call_and_a_group_pickup_are_billed_in_postgres() {
     let cluster = TestCluster::shared();
     let url = cluster.create_database();
-    let mut gateway = Gateway::start(GatewayOptions {
-        database_url: Some(url.clone()),
-        ..GatewayOptions::default()
-    });
+    let mut gateway = on_postgres(&url);
     // 204 calls 201; 202 takes the call with *8 (Replaces).
     let (callee, caller) = ringing(&gateway, "uas_ring_picked.xml", "uac_call.xml");
     picker("uac_pickup.xml", "*8", "202")
@@ -182,10 +187,7 @@ fn gateway_migrate_brings_sqlite_up_to_date_and_refuses_a_newer_schema() {
 fn calls_between_phones_go_on_while_postgres_is_unreachable_and_the_outage_is_logged_once() {
     let cluster = TestCluster::shared();
     let url = cluster.create_database();
-    let gateway = Gateway::start(GatewayOptions {
-        database_url: Some(url.clone()),
-        ..GatewayOptions::default()
-    });
+    let gateway = on_postgres(&url);
     let phone = free_port();
     register(&gateway, "203", phone, 600, 200);
     cluster.refuse_connections(&url);
@@ -208,10 +210,7 @@ fn calls_between_phones_go_on_while_postgres_is_unreachable_and_the_outage_is_lo
 fn cdrs_of_calls_completed_while_postgres_is_unreachable_reach_it_once_when_it_is_back() {
     let cluster = TestCluster::shared();
     let url = cluster.create_database();
-    let gateway = Gateway::start(GatewayOptions {
-        database_url: Some(url.clone()),
-        ..GatewayOptions::default()
-    });
+    let gateway = on_postgres(&url);
     let phone = free_port();
     register(&gateway, "203", phone, 600, 200);
     call_203_from_202(&gateway, phone);
@@ -268,10 +267,7 @@ fn under_load_no_cdr_is_lost_or_doubled_when_postgres_is_restarted() {
     // A cluster of its own: it is restarted under the other tests' feet otherwise.
     let cluster = TestCluster::start();
     let url = cluster.create_database();
-    let gateway = Gateway::start(GatewayOptions {
-        database_url: Some(url.clone()),
-        ..GatewayOptions::default()
-    });
+    let gateway = on_postgres(&url);
     let limit = std::time::Duration::from_secs(120);
     let phone = free_port();
     register(&gateway, "203", phone, 600, 200);

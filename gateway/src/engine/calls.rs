@@ -816,11 +816,6 @@ impl Engine {
         self.hang_up(now, id, &[Side::A, Side::B], cause, None);
     }
 
-    /// Sends BYE to both sides of an answered call and ends it.
-    pub(super) fn hang_up_both(&mut self, now: Now, id: u64, cause: &str) {
-        self.hang_up(now, id, &[Side::A, Side::B], cause, None);
-    }
-
     /// Sends BYE to the given sides of an answered call and ends it.
     pub(super) fn hang_up_sides(&mut self, now: Now, id: u64, sides: &[Side], cause: &str) {
         self.hang_up(now, id, sides, cause, None);

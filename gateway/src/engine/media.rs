@@ -278,7 +278,7 @@ impl Engine {
                         "call {id}: no media for {} s: hanging up",
                         self.config.media.idle_timeout_secs
                     );
-                    self.hang_up_both(now, id, "media timeout (no RTP)");
+                    self.hang_up_sides(now, id, &[Side::A, Side::B], "media timeout (no RTP)");
                 }
                 (key, anchor)
             }

@@ -320,7 +320,7 @@ impl Engine {
         } else {
             format!("{code} to re-INVITE")
         };
-        self.hang_up_both(now, id, &cause);
+        self.hang_up_sides(now, id, &[Side::A, Side::B], &cause);
     }
 
     /// A 2xx to our re-INVITE: ACK it; the side's answer may move the other side's media.
