@@ -21,6 +21,8 @@ pub struct Server {
     pub addr: SocketAddr,
     child: Child,
     dir: PathBuf,
+    /// The gateway's config file, for [`Server::restart_gateway`].
+    config: Option<PathBuf>,
 }
 
 impl Server {
@@ -55,10 +57,34 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM first (the gateway logs its fast path counters on the way out), then the
-        // whole process group (Kamailio's children too) after 3 s.
+impl Server {
+    /// Stops the gateway and starts it again on the same config and database; returns how
+    /// long the new process took from its start to answering OPTIONS (it opens the
+    /// database and restores the registrations before it listens).
+    pub fn restart_gateway(&mut self) -> std::io::Result<Duration> {
+        let Some(config) = self.config.clone() else {
+            return Err(std::io::Error::other(format!(
+                "{} is not a gateway: it cannot be restarted",
+                self.name
+            )));
+        };
+        self.stop();
+        let started = Instant::now();
+        self.child = gateway_command(&config)?
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(
+                self.dir.join("stderr-restarted.log"),
+            )?)
+            .process_group(0)
+            .spawn()?;
+        wait_until_answering(self.addr)?;
+        Ok(started.elapsed())
+    }
+
+    /// SIGTERM first (the gateway logs its fast path counters on the way out), then the
+    /// whole process group (Kamailio's children too) after 3 s.
+    fn stop(&mut self) {
         use nix::sys::signal::{kill, Signal};
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGTERM);
@@ -69,6 +95,12 @@ impl Drop for Server {
         let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
         let _ = kill(group, Signal::SIGKILL);
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
         if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
             eprintln!("  {} log kept in {}", self.name, self.dir.display());
         } else {
@@ -116,6 +148,7 @@ fn spawn(
     name: String,
     addr: SocketAddr,
     dir: PathBuf,
+    config: Option<PathBuf>,
 ) -> std::io::Result<Server> {
     let child = command
         .stdin(Stdio::null())
@@ -128,6 +161,7 @@ fn spawn(
         addr,
         child,
         dir,
+        config,
     };
     wait_until_answering(addr).map_err(|e| {
         let log = std::fs::read_to_string(server.dir.join("stderr.log")).unwrap_or_default();
@@ -208,6 +242,23 @@ fn start_configured(
     database: &str,
     body: &str,
 ) -> std::io::Result<Server> {
+    let config = format!(
+        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n{auth}\n\
+[database]\n{database}\n[media]\nanchor = \"never\"\n{body}"
+    );
+    let config_path = dir.join("gateway.toml");
+    std::fs::write(&config_path, config)?;
+    spawn(
+        gateway_command(&config_path)?,
+        "gateway (ours)".into(),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+        Some(config_path),
+    )
+}
+
+/// The gateway's release binary on `config`, logging warnings only.
+fn gateway_command(config: &Path) -> std::io::Result<Command> {
     let binary = workspace_root().join("target/release/gateway");
     if !binary.exists() {
         return Err(std::io::Error::other(format!(
@@ -215,24 +266,9 @@ fn start_configured(
             binary.display()
         )));
     }
-    let config = format!(
-        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n{auth}\n\
-[database]\n{database}\n[media]\nanchor = \"never\"\n{body}"
-    );
-    let config_path = dir.join("gateway.toml");
-    std::fs::write(&config_path, config)?;
     let mut command = Command::new(binary);
-    command
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--log")
-        .arg("warn");
-    spawn(
-        command,
-        "gateway (ours)".into(),
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        dir,
-    )
+    command.arg("--config").arg(config).arg("--log").arg("warn");
+    Ok(command)
 }
 
 /// Kamailio (the `kamailio` package) with `bench/kamailio/kamailio.cfg`, `children` UDP
@@ -275,5 +311,6 @@ pub fn start_kamailio(children: u32) -> std::io::Result<Server> {
         format!("kamailio {version}"),
         SocketAddr::from(([127, 0, 0, 1], port)),
         dir,
+        None,
     )
 }

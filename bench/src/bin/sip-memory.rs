@@ -1,9 +1,15 @@
-//! Resident memory of the gateway per registration and per active call: the gateway starts
-//! with 10,000 extensions configured; its RSS is read idle, after all 10,000 have registered,
-//! and with 1,000 answered calls up at once (caller and callee legs, dialogs, CDR context).
-//! The differences divided by the counts are the costs. Each reading is taken twice: at once
-//! (the REGISTER and INVITE transactions still kept for retransmissions, RFC 3261 Timer J and
-//! RFC 6026 Timer L, 32 s over UDP) and after they have expired (the lasting cost). Writes
+//! Resident memory of the gateway per registration and per active call, and how it scales:
+//! the gateway starts with 10,000 extensions configured; its RSS is read idle, after all
+//! 10,000 have registered, and with 5,000 answered calls up at once (caller and callee
+//! legs, dialogs, CDR context), every extension in a call. The differences divided by the
+//! counts are the costs. Each reading is taken twice: at once (the REGISTER and INVITE
+//! transactions still kept for retransmissions, RFC 3261 Timer J and RFC 6026 Timer L,
+//! 32 s over UDP) and after they have expired (the lasting cost). Between the two steps the
+//! gateway is restarted on its database: the time from the new process's start to its
+//! first answer is the time to restore the registrations (the calls that follow reach their
+//! callees only through the restored bindings). The gateway's CPU per call set up is
+//! measured for the first and the last tenth of the calls: work per message that grew with
+//! the calls already up would show as a ratio above 1. Writes
 //! `target/bench-results/sip-memory.{md,svg}`.
 //!
 //! Run: `scripts/bench.sh` or `cargo run --release -p bench --bin sip-memory -- [--quick]`
@@ -20,11 +26,15 @@ const STEP: Duration = Duration::from_secs(10);
 /// 64·T1 plus a margin: every finished transaction is gone after this.
 const TRANSACTIONS_EXPIRED: Duration = Duration::from_secs(34);
 
-/// Readings: idle, registered (at once, later), calls up (at once, later), KiB.
+/// Readings: idle, registered (at once, later), calls up (at once, later), KiB; the restart;
+/// the gateway's CPU seconds per call for the first and the last tenth of the calls.
 struct Readings {
     idle: u64,
     registered: (u64, u64),
     in_calls: (u64, u64),
+    restore: Duration,
+    restarted: u64,
+    cpu_per_call: (f64, f64),
 }
 
 /// RSS at once and after the transactions expired.
@@ -38,7 +48,7 @@ fn now_and_later(server: &Server) -> (u64, u64) {
 }
 
 fn run(registrations: u32, calls: u32) -> Result<Readings, Box<dyn std::error::Error>> {
-    let gateway = start_gateway(&format!(
+    let mut gateway = start_gateway(&format!(
         "[calls]\nring_timeout_secs = 60\n{}",
         extension_blocks(FIRST, registrations, "")
     ))?;
@@ -52,10 +62,16 @@ fn run(registrations: u32, calls: u32) -> Result<Readings, Box<dyn std::error::E
         }
     }
     let registered = now_and_later(&gateway);
+    let restore = gateway.restart_gateway()?;
+    let restarted = gateway.settled_rss_kib();
+    eprintln!("  restarted: answering after {restore:?}, RSS {restarted} KiB");
     // Callers are the first `calls` extensions, callees the next `calls`.
     let mut up = 0;
     let all: Vec<u32> = (0..calls).collect();
-    for batch in all.chunks(50) {
+    let tenth = (calls / 10).max(1) as usize;
+    let (mut first_cpu, mut last_cpu) = (0.0, 0.0);
+    for (n, batch) in all.chunks(50).enumerate() {
+        let cpu_before = gateway.cpu_seconds();
         let mut waiting = HashSet::new();
         for &i in batch {
             let (caller, callee) = (FIRST + i, FIRST + calls + i);
@@ -83,19 +99,35 @@ fn run(registrations: u32, calls: u32) -> Result<Readings, Box<dyn std::error::E
                 _ => {}
             }
         }
+        let spent = gateway.cpu_seconds() - cpu_before;
+        let start = n * 50;
+        if start < tenth {
+            first_cpu += spent;
+        }
+        if start + batch.len() > all.len() - tenth {
+            last_cpu += spent;
+        }
     }
     eprintln!("  {up} calls up");
     let in_calls = now_and_later(&gateway);
+    let batches = tenth.div_ceil(50) * 50;
     Ok(Readings {
         idle,
         registered,
         in_calls,
+        restore,
+        restarted,
+        cpu_per_call: (first_cpu / batches as f64, last_cpu / batches as f64),
     })
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (registrations, calls) = if quick { (2_000, 200) } else { (10_000, 1_000) };
+    let (registrations, calls) = if quick {
+        (2_000, 1_000)
+    } else {
+        (10_000, 5_000)
+    };
     let readings = run(registrations, calls).unwrap_or_else(|e| panic!("memory benchmark: {e}"));
     let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
     let per =
@@ -124,14 +156,30 @@ fn main() {
         ),
     ]);
     table.row(vec![
+        format!(
+            "restarted, {registrations} registrations restored (answering after {} ms)",
+            readings.restore.as_millis()
+        ),
+        mib(readings.restarted),
+        String::new(),
+        String::new(),
+    ]);
+    table.row(vec![
         format!("+ {calls} answered calls up"),
         mib(in_calls.0),
         mib(in_calls.1),
         format!(
             "{:.0} / {:.0} per call",
-            per(in_calls.0, registered.1, calls),
-            per(in_calls.1, registered.1, calls)
+            per(in_calls.0, readings.restarted, calls),
+            per(in_calls.1, readings.restarted, calls)
         ),
+    ]);
+    let (first, last) = readings.cpu_per_call;
+    table.row(vec![
+        format!("CPU per call set up, first / last {} calls", calls / 10),
+        format!("{:.0} / {:.0} µs", first * 1e6, last * 1e6),
+        String::new(),
+        format!("last / first {:.2}", last / first.max(f64::MIN_POSITIVE)),
     ]);
     print!("{}", table.render());
     let chart = BarChart {

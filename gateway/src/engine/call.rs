@@ -309,6 +309,11 @@ pub(super) struct Pickup {
     /// The SDP answer of the dummy dialog's 183, which the picker holds to (RFC 3261
     /// §13.2.1): a 200 to its INVITE repeats it.
     pub(super) early_answer: Option<Bytes>,
+    /// The dummy early dialog's key in `Calls::pickup_by_dialog`, once it has one.
+    pub(super) dummy_dialog: Option<(String, String)>,
+    /// When the pickup falls back if its Replaces INVITE hears nothing (its entry in
+    /// `Calls::silence_deadlines`).
+    pub(super) silence_at: Option<Instant>,
 }
 
 /// Which call a transaction or dialog belongs to, with each call's own keys so forgetting
@@ -318,6 +323,9 @@ pub(super) struct CallIndex {
     pub(super) by_server_tx: HashMap<ServerTxId, (u64, ServerRole)>,
     pub(super) by_client_tx: HashMap<ClientTxId, (u64, ClientRole)>,
     pub(super) by_dialog: HashMap<(String, String), (u64, Side)>,
+    /// Every leg a call rang or came in on, answered or not, by (Call-ID, our tag): what an
+    /// INVITE with Replaces may name.
+    by_leg: HashMap<(String, String), u64>,
     keys: HashMap<u64, CallKeys>,
 }
 
@@ -327,6 +335,7 @@ struct CallKeys {
     server_txs: Vec<ServerTxId>,
     client_txs: Vec<ClientTxId>,
     dialogs: Vec<(String, String)>,
+    legs: Vec<(String, String)>,
 }
 
 impl CallIndex {
@@ -352,6 +361,19 @@ impl CallIndex {
             .dialogs
             .push(dialog.clone());
         self.by_dialog.insert(dialog, (id, side));
+    }
+
+    /// Files leg (Call-ID, our tag) under call `id`, for INVITEs with Replaces.
+    pub(super) fn add_leg(&mut self, leg: (String, String), id: u64) {
+        self.keys.entry(id).or_default().legs.push(leg.clone());
+        self.by_leg.insert(leg, id);
+    }
+
+    /// The call with a leg of Call-ID `call_id` on which our tag is `tag`.
+    pub(super) fn call_of_leg(&self, call_id: &str, tag: &str) -> Option<u64> {
+        self.by_leg
+            .get(&(call_id.to_string(), tag.to_string()))
+            .copied()
     }
 
     /// Drops server transaction `tx` (it ended while its call goes on).
@@ -383,6 +405,11 @@ impl CallIndex {
             !matches!(role, ClientRole::Detached)
         });
         drop_owned(&mut self.by_dialog, keys.dialogs, id, |_| true);
+        for leg in keys.legs {
+            if self.by_leg.get(&leg) == Some(&id) {
+                self.by_leg.remove(&leg);
+            }
+        }
     }
 }
 
@@ -404,10 +431,111 @@ fn drop_owned<K: std::hash::Hash + Eq, V>(
     }
 }
 
+/// The calls in progress by id, with what BLF needs to find what changed without looking
+/// at every call: the calls touched (handed out for change, started or ended) since BLF last
+/// asked, and the extensions each call involves as BLF last derived them, indexed both
+/// ways. Every change to a call goes through [`CallTable::get_mut`], so a call changed is a
+/// call touched.
+#[derive(Debug, Default)]
+pub(super) struct CallTable {
+    calls: HashMap<u64, Call>,
+    involved: HashMap<u64, Vec<String>>,
+    by_extension: HashMap<String, BTreeSet<u64>>,
+    touched: BTreeSet<u64>,
+    /// The extensions of calls removed since BLF last asked.
+    ended: BTreeSet<String>,
+}
+
+impl CallTable {
+    /// Call `id`, to read.
+    pub(super) fn get(&self, id: &u64) -> Option<&Call> {
+        self.calls.get(id)
+    }
+
+    /// Call `id`, to change (noted as touched).
+    pub(super) fn get_mut(&mut self, id: &u64) -> Option<&mut Call> {
+        let call = self.calls.get_mut(id)?;
+        self.touched.insert(*id);
+        Some(call)
+    }
+
+    /// Adds call `id` (noted as touched).
+    pub(super) fn insert(&mut self, id: u64, call: Call) {
+        self.touched.insert(id);
+        self.calls.insert(id, call);
+    }
+
+    /// Removes call `id`; the extensions it involved are noted as changed.
+    pub(super) fn remove(&mut self, id: &u64) -> Option<Call> {
+        let call = self.calls.remove(id)?;
+        self.touched.remove(id);
+        let involved = self.involved.remove(id).unwrap_or_default();
+        self.unindex(*id, &involved);
+        self.ended.extend(involved);
+        Some(call)
+    }
+
+    /// Every call, for what looks at all of them (a node gone, the periodic billing mark).
+    pub(super) fn values(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// Every call with its id.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&u64, &Call)> {
+        self.calls.iter()
+    }
+
+    /// The calls that involved `extension` when BLF last derived it.
+    pub(super) fn of_extension<'a>(&'a self, extension: &str) -> impl Iterator<Item = &'a Call> {
+        self.by_extension
+            .get(extension)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.calls.get(id))
+    }
+
+    /// The calls touched since the last time (still in the table), and the extensions of
+    /// the calls removed meanwhile.
+    pub(super) fn take_touched(&mut self) -> (Vec<u64>, BTreeSet<String>) {
+        let touched = std::mem::take(&mut self.touched).into_iter().collect();
+        (touched, std::mem::take(&mut self.ended))
+    }
+
+    /// Call `id` now involves `extensions`; returns those it involved before and no longer
+    /// does.
+    pub(super) fn set_involved(&mut self, id: u64, extensions: Vec<String>) -> Vec<String> {
+        let before = self.involved.remove(&id).unwrap_or_default();
+        let dropped: Vec<String> = before
+            .into_iter()
+            .filter(|e| !extensions.contains(e))
+            .collect();
+        self.unindex(id, &dropped);
+        for extension in &extensions {
+            self.by_extension
+                .entry(extension.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.involved.insert(id, extensions);
+        dropped
+    }
+
+    fn unindex(&mut self, id: u64, extensions: &[String]) {
+        for extension in extensions {
+            if let Some(ids) = self.by_extension.get_mut(extension) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_extension.remove(extension);
+                }
+            }
+        }
+    }
+}
+
 /// The call table, pickups, and their indexes.
 #[derive(Debug, Default)]
 pub(super) struct Calls {
-    pub(super) calls: HashMap<u64, Call>,
+    pub(super) calls: CallTable,
     pub(super) next_id: u64,
     pub(super) next_relay: u64,
     pub(super) index: CallIndex,
@@ -426,6 +554,50 @@ pub(super) struct Calls {
 }
 
 impl Calls {
+    /// Pickup `id` falls back at `at` unless its Replaces INVITE hears something first.
+    pub(super) fn set_silence_deadline(&mut self, id: u64, at: Instant) {
+        self.clear_silence_deadline(id);
+        if let Some(pickup) = self.pickups.get_mut(&id) {
+            pickup.silence_at = Some(at);
+            self.silence_deadlines.insert((at, id));
+        }
+    }
+
+    /// Pickup `id` no longer waits for its Replaces INVITE's first answer.
+    pub(super) fn clear_silence_deadline(&mut self, id: u64) {
+        if let Some(at) = self.pickups.get_mut(&id).and_then(|p| p.silence_at.take()) {
+            self.silence_deadlines.remove(&(at, id));
+        }
+    }
+
+    /// The next pickup whose Replaces INVITE heard nothing by `now`, taken off the queue.
+    pub(super) fn pop_silent_pickup(&mut self, now: Instant) -> Option<u64> {
+        let &(at, id) = self
+            .silence_deadlines
+            .first()
+            .filter(|(at, _)| *at <= now)?;
+        self.silence_deadlines.remove(&(at, id));
+        if let Some(pickup) = self.pickups.get_mut(&id) {
+            pickup.silence_at = None;
+        }
+        Some(id)
+    }
+
+    /// Forgets pickup `id` and its index entries.
+    pub(super) fn remove_pickup(&mut self, id: u64) -> Option<Pickup> {
+        self.clear_silence_deadline(id);
+        let pickup = self.pickups.remove(&id)?;
+        if self.pickup_by_tx.get(&pickup.tx) == Some(&id) {
+            self.pickup_by_tx.remove(&pickup.tx);
+        }
+        if let Some(key) = &pickup.dummy_dialog {
+            if self.pickup_by_dialog.get(key) == Some(&id) {
+                self.pickup_by_dialog.remove(key);
+            }
+        }
+        Some(pickup)
+    }
+
     /// The earliest ring timeout, pickup fallback or re-offer deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let ring = self.deadlines.first().map(|(at, _)| *at);
@@ -449,6 +621,95 @@ impl Calls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(key: &str) -> Call {
+        let peer = Peer {
+            protocol: crate::transport::Protocol::Udp,
+            addr: "127.0.0.1:5072".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        };
+        Call {
+            key: key.into(),
+            a_tx: ServerTxId(1),
+            a: Dialog {
+                call_id: key.into(),
+                local_tag: "gw".into(),
+                remote_tag: Some("ph".into()),
+                local_uri: "<sip:201@gw>".into(),
+                remote_uri: "<sip:202@gw>".into(),
+                remote_target: "sip:202@127.0.0.1:5072".into(),
+                local_cseq: 1,
+                peer,
+            },
+            offer: Bytes::new(),
+            offer_type: None,
+            caller: Party {
+                number: "202".into(),
+                display: None,
+                uri: "sip:202@gw".into(),
+            },
+            called: "201".into(),
+            forks: Vec::new(),
+            answered: None,
+            b_ack: None,
+            deadline: None,
+            relays: HashMap::new(),
+            ring_started_ms: 0,
+            answer: None,
+            picking: None,
+            claim: None,
+            anchor: None,
+            sent_sdp: [None, None],
+            settled: [false, false],
+            reoffers: [None, None],
+            remote: Vec::new(),
+            relayed: None,
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// BLF derives again only what a call changed, started or ended since it last asked,
+    /// whatever else is in progress (no work per call up).
+    #[test]
+    fn the_table_hands_out_only_the_calls_touched_since_it_was_last_asked() {
+        let mut table = CallTable::default();
+        for id in 0..1000 {
+            table.insert(id, call(&format!("c{id}")));
+            assert!(table
+                .set_involved(id, strings(&[&format!("{id}"), "201"]))
+                .is_empty());
+        }
+        let (touched, ended) = table.take_touched();
+        assert_eq!(touched.len(), 1000, "new calls are touched");
+        assert!(ended.is_empty());
+        assert_eq!(table.of_extension("201").count(), 1000);
+        assert_eq!(table.of_extension("7").count(), 1);
+
+        assert!(table.get(&7).is_some());
+        assert_eq!(
+            table.take_touched().0,
+            Vec::<u64>::new(),
+            "a read is no change"
+        );
+        table.get_mut(&7).unwrap().picking = Some(1);
+        assert_eq!(table.take_touched().0, [7]);
+        assert_eq!(
+            table.set_involved(7, strings(&["7", "205"])),
+            ["201"],
+            "an extension no longer involved is handed back"
+        );
+        assert_eq!(table.of_extension("201").count(), 999);
+
+        table.remove(&9).unwrap();
+        let (touched, ended) = table.take_touched();
+        assert!(touched.is_empty(), "a removed call is not handed out");
+        assert_eq!(ended, ["201", "9"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(table.of_extension("9").count(), 0);
+        assert_eq!(table.take_touched(), (Vec::new(), BTreeSet::new()));
+    }
 
     #[test]
     fn forgetting_a_call_drops_only_its_own_entries_and_keeps_detached_byes() {

@@ -214,37 +214,35 @@ impl Engine {
         self.calls.next_id += 1;
         let key = format!("{}-{}-{id}", self.config.node.id, now.unix_ms);
         self.calls.index.add_server_tx(tx, id, ServerRole::Invite);
-        self.calls
-            .index
-            .add_dialog((a.call_id.clone(), a.local_tag.clone()), id, Side::A);
+        let leg_a = (a.call_id.clone(), a.local_tag.clone());
+        self.calls.index.add_leg(leg_a.clone(), id);
+        self.calls.index.add_dialog(leg_a, id, Side::A);
         self.calls.by_key.insert(key.clone(), id);
-        self.calls.calls.insert(
-            id,
-            Call {
-                key,
-                a_tx: tx,
-                a,
-                offer,
-                offer_type: msg.header(&Name::CONTENT_TYPE).map(str::to_string),
-                caller,
-                called: target,
-                forks: Vec::new(),
-                answered: None,
-                b_ack: None,
-                deadline: None,
-                relays: HashMap::new(),
-                ring_started_ms: now.unix_ms,
-                answer: None,
-                picking: None,
-                claim: None,
-                anchor,
-                sent_sdp: [None, None],
-                settled: [false, false],
-                reoffers: [None, None],
-                remote,
-                relayed: relayed.clone(),
-            },
-        );
+        let call = Call {
+            key,
+            a_tx: tx,
+            a,
+            offer,
+            offer_type: msg.header(&Name::CONTENT_TYPE).map(str::to_string),
+            caller,
+            called: target,
+            forks: Vec::new(),
+            answered: None,
+            b_ack: None,
+            deadline: None,
+            relays: HashMap::new(),
+            ring_started_ms: now.unix_ms,
+            answer: None,
+            picking: None,
+            claim: None,
+            anchor,
+            sent_sdp: [None, None],
+            settled: [false, false],
+            reoffers: [None, None],
+            remote,
+            relayed: relayed.clone(),
+        };
+        self.calls.calls.insert(id, call);
         if let Some(Relayed { recorded_by, leg }) = relayed {
             match leg {
                 RelayLeg::Call => {
@@ -320,6 +318,9 @@ impl Engine {
                 invite.set_header(Name::CONTENT_TYPE, content_type);
                 invite.body = super::media::offer_for(&self.local, call.anchor, &call.offer, peer);
             }
+            self.calls
+                .index
+                .add_leg((dialog.call_id.clone(), dialog.local_tag.clone()), id);
             let fitted = dialog.fit_transport(&mut invite, &self.local, tcp_served);
             if fitted.is_ok() {
                 super::nodes::sign_for_node(&self.config.node, now, &mut invite, dialog.peer);

@@ -145,6 +145,8 @@ impl Engine {
                 call: None,
                 context: None,
                 early_answer: None,
+                dummy_dialog: None,
+                silence_at: None,
             },
         );
         id
@@ -268,10 +270,11 @@ impl Engine {
             request.call_id().unwrap_or_default().to_string(),
             pickup.dummy_tag.clone(),
         );
-        self.calls.pickup_by_dialog.insert(key, id);
+        self.calls.pickup_by_dialog.insert(key.clone(), id);
         self.tx.send_response(now.mono, pickup.tx, progress);
         if let Some(pickup) = self.calls.pickups.get_mut(&id) {
             pickup.early_answer = early_answer;
+            pickup.dummy_dialog = Some(key);
         }
     }
 
@@ -370,13 +373,12 @@ impl Engine {
             extension: Some(picker),
         });
         self.calls
-            .silence_deadlines
-            .insert((now.mono + REPLACES_SILENCE, id));
+            .set_silence_deadline(id, now.mono + REPLACES_SILENCE);
     }
 
     /// The Replaces INVITE got a provisional: a phone is there, wait for its user.
     pub(super) fn replaces_progress(&mut self, id: u64) {
-        self.calls.silence_deadlines.retain(|(_, p)| *p != id);
+        self.calls.clear_silence_deadline(id);
     }
 
     /// The picker answered the Replaces INVITE and is connected to the caller.
@@ -389,7 +391,7 @@ impl Engine {
     /// The Replaces INVITE failed with `code` (408 when nothing came back at all); `why` says
     /// so for the record ("603 Decline", "timeout").
     pub(super) fn replaces_failed(&mut self, now: Now, id: u64, code: u16, why: &str) {
-        self.calls.silence_deadlines.retain(|(_, p)| *p != id);
+        self.calls.clear_silence_deadline(id);
         let dummy_open = self.calls.pickups.get(&id).is_some_and(|p| p.dummy_open);
         if dummy_open && matches!(code, 408 | 420 | 481 | 488) {
             tracing::info!(
@@ -404,11 +406,7 @@ impl Engine {
 
     /// Replaces INVITEs that got no response at all in time: fall back to bridging.
     pub(super) fn pickup_timeouts(&mut self, now: Now) {
-        while let Some(&(at, id)) = self.calls.silence_deadlines.first() {
-            if at > now.mono {
-                break;
-            }
-            self.calls.silence_deadlines.remove(&(at, id));
+        while let Some(id) = self.calls.pop_silent_pickup(now.mono) {
             let call_id = self.calls.pickups.get(&id).and_then(|p| p.call);
             let silent_fork = call_id
                 .and_then(|c| self.calls.calls.get_mut(&c))
@@ -576,12 +574,9 @@ impl Engine {
 
     /// Forgets a pickup; answers the picker's INVITE with `answer` if it is still open.
     pub(super) fn finish_pickup(&mut self, now: Now, id: u64, answer: Option<(u16, &str)>) {
-        self.calls.silence_deadlines.retain(|(_, p)| *p != id);
-        let Some(pickup) = self.calls.pickups.remove(&id) else {
+        let Some(pickup) = self.calls.remove_pickup(id) else {
             return;
         };
-        self.calls.pickup_by_tx.retain(|_, p| *p != id);
-        self.calls.pickup_by_dialog.retain(|_, p| *p != id);
         if let Some(call) = pickup.call.and_then(|c| self.calls.calls.get_mut(&c)) {
             if call.picking == Some(id) {
                 call.picking = None;

@@ -63,6 +63,9 @@ pub struct Shared {
     failed: BTreeSet<String>,
     /// The extensions keys on other nodes watch.
     elsewhere: HashSet<String>,
+    /// Extensions whose dialogs on other nodes, or whose watchers elsewhere, changed since
+    /// the engine last asked ([`Shared::take_changed`]).
+    changed: BTreeSet<String>,
     /// When the next poll is due (None: not clustered).
     next_poll: Option<Instant>,
     /// When the poll in flight was sent, if one is.
@@ -102,9 +105,19 @@ impl Shared {
         !(self.elsewhere.is_empty() && self.published.is_empty() && self.unsure.is_empty())
     }
 
-    /// The extensions other nodes show dialogs of.
-    pub fn remote_extensions(&self) -> impl Iterator<Item = &str> {
-        self.remote.keys().map(String::as_str)
+    /// The extensions whose dialogs on other nodes, or whose watchers there, changed since
+    /// the last call.
+    /// The extensions to be written whatever they hold are in it too: the engine derives
+    /// their dialogs.
+    pub fn take_changed(&mut self) -> BTreeSet<String> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.extend(self.unsure.iter().cloned());
+        changed
+    }
+
+    /// Whether the last write of `extension`'s dialogs listed any.
+    fn has_published(&self, extension: &str) -> bool {
+        self.published.contains_key(extension)
     }
 
     /// The other nodes' dialogs of `extension`, by node.
@@ -118,17 +131,20 @@ impl Shared {
 
 impl Engine {
     /// Writes this node's dialogs of the extensions watched on other nodes where they
-    /// differ from what it wrote last (`current`: its dialogs of the watched extensions).
+    /// differ from what it wrote last (`changed`: the extensions whose dialogs may have
+    /// changed; `current`: its dialogs of those watched).
     pub(super) fn publish_to_cluster(
         &mut self,
         now: Now,
+        changed: &BTreeSet<String>,
         current: &HashMap<String, Vec<DialogView>>,
     ) {
         let shared = &mut self.shared;
-        let mut targets: BTreeSet<String> = current
-            .keys()
-            .filter(|extension| shared.elsewhere.contains(*extension))
-            .chain(shared.published.keys())
+        let mut targets: BTreeSet<String> = changed
+            .iter()
+            .filter(|extension| {
+                shared.elsewhere.contains(*extension) || shared.has_published(extension)
+            })
             .cloned()
             .collect();
         targets.append(&mut shared.unsure.clone());
@@ -161,6 +177,7 @@ impl Engine {
     /// A key on another node now watches `extension` (a notification; the next heartbeat
     /// reads it from the subscriptions table anyway): this node writes its dialogs of it.
     pub(in crate::engine) fn on_watched_elsewhere(&mut self, extension: String) {
+        self.shared.changed.insert(extension.clone());
         self.shared.elsewhere.insert(extension);
     }
 
@@ -233,7 +250,8 @@ impl Engine {
         if let Some(rows) = rows {
             match query {
                 DialogsQuery::All => {
-                    self.shared.remote.clear();
+                    let shared = &mut self.shared;
+                    shared.changed.extend(shared.remote.drain().map(|(e, _)| e));
                     for row in rows {
                         self.apply_row(now, row);
                     }
@@ -297,6 +315,7 @@ impl Engine {
                 Vec::new()
             }
         };
+        shared.changed.insert(row.extension.clone());
         if dialogs.is_empty() {
             nodes.remove(&row.node);
         } else {
@@ -324,13 +343,21 @@ impl Engine {
     ) {
         let shared = &mut self.shared;
         if let Some(live) = live {
-            shared.remote.retain(|_, nodes| {
+            let changed = &mut shared.changed;
+            shared.remote.retain(|extension, nodes| {
+                let before = nodes.len();
                 nodes.retain(|node, _| live.contains_key(node));
+                if nodes.len() != before {
+                    changed.insert(extension.clone());
+                }
                 !nodes.is_empty()
             });
         }
         if let Some(watched) = watched {
-            shared.elsewhere = watched.into_iter().collect();
+            let watched: HashSet<String> = watched.into_iter().collect();
+            let changed = &mut shared.changed;
+            changed.extend(watched.symmetric_difference(&shared.elsewhere).cloned());
+            shared.elsewhere = watched;
         }
         if revived {
             let published: Vec<String> = shared.published.keys().cloned().collect();

@@ -11,7 +11,6 @@ use crate::sip::message::SipMessage;
 use crate::sip::transaction::ClientTxId;
 use crate::store::{StoreCommand, StoredSubscription};
 use ezk_sip_types::{Method, Name};
-use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 /// The most NOTIFYs built per turn of the engine (about 3 ms of work): a fan-out to more
@@ -75,8 +74,11 @@ impl Engine {
         if targets.is_empty() {
             return;
         }
-        let watched: HashSet<&str> = targets.iter().map(String::as_str).collect();
-        let mut current = view::dialogs_of(&self.calls, &self.config, |e| watched.contains(e));
+        let mut current = view::dialogs_of(
+            &self.calls,
+            &self.config,
+            targets.iter().map(String::as_str),
+        );
         for target in targets {
             let mut dialogs = current.remove(target).unwrap_or_default();
             dialogs.extend(self.shared.remote_dialogs(target).cloned());
@@ -206,35 +208,37 @@ impl Engine {
 
     /// Notifies the watchers of every extension whose dialogs changed, and in a cluster
     /// writes this node's dialogs of the extensions watched on other nodes where they
-    /// changed (`cluster.rs`). Only extensions in a call here now, shown by another node,
-    /// or last notified with a dialog going on can have changed: the rest are not looked
-    /// at. Each watched extension's dialogs are this node's (`view.rs`), then the other
-    /// nodes' (by node id).
+    /// changed (`cluster.rs`). Only extensions of a call touched since the last turn, or
+    /// whose dialogs on another node changed, can have changed: the rest are not looked at
+    /// (no work per call in progress). Each watched extension's dialogs are this node's
+    /// (`view.rs`), then the other nodes' (by node id).
     pub(in crate::engine) fn publish_dialog_states(&mut self, now: Now) {
+        // In the order of the extensions, not of a hash map's seed, so a run replays.
+        let mut changed = view::refresh(&mut self.calls, &self.config);
+        changed.append(&mut self.shared.take_changed());
         let clustered = self.config.node.is_clustered();
         if self.subscriptions.is_empty() && !(clustered && self.shared.publishes()) {
             return;
         }
         let (subscriptions, shared) = (&self.subscriptions, &self.shared);
-        let mut current = view::dialogs_of(&self.calls, &self.config, |e| {
-            subscriptions.is_watched(e) || shared.watched_elsewhere(e)
-        });
+        let mut current = view::dialogs_of(
+            &self.calls,
+            &self.config,
+            changed
+                .iter()
+                .map(String::as_str)
+                .filter(|e| subscriptions.is_watched(e) || shared.watched_elsewhere(e)),
+        );
         if clustered {
-            self.publish_to_cluster(now, &current);
+            self.publish_to_cluster(now, &changed, &current);
         }
         if self.subscriptions.is_empty() {
             return;
         }
         let (subscriptions, shared) = (&self.subscriptions, &self.shared);
-        // In the order of the extensions, not of a hash map's seed, so a run replays.
-        let candidates: BTreeSet<String> = current
-            .keys()
-            .map(String::as_str)
-            .chain(shared.remote_extensions())
-            .filter(|target| subscriptions.is_watched(target))
-            .chain(subscriptions.lit())
-            .map(str::to_string)
-            .collect();
+        let candidates = changed
+            .into_iter()
+            .filter(|target| subscriptions.is_watched(target));
         let changed: Vec<(String, Vec<DialogView>)> = candidates
             .into_iter()
             .filter_map(|target| {

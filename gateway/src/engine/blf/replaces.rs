@@ -66,23 +66,34 @@ fn tags_match(replaces: &Replaces<'_>, ours: &str, theirs: Option<&str>) -> bool
     matches(replaces.to_tag, replaces.from_tag) || matches(replaces.from_tag, replaces.to_tag)
 }
 
+/// The calls with a leg of the header's Call-ID on which our tag is one of its tags (at
+/// most two lookups: which tag is ours depends on who wrote the header).
+fn candidate_ids(calls: &Calls, replaces: &Replaces<'_>) -> impl Iterator<Item = u64> {
+    [replaces.to_tag, replaces.from_tag]
+        .map(|tag| tag.and_then(|tag| calls.index.call_of_leg(replaces.call_id, tag)))
+        .into_iter()
+        .flatten()
+}
+
 /// The call `header` names, and whether it still rings.
 pub fn replaced_dialog(calls: &Calls, header: &str) -> Replaced {
     let replaces = parse(header);
-    let named = calls.calls.values().find(|call| {
-        let a = &call.a;
-        (a.call_id == replaces.call_id
-            && tags_match(&replaces, &a.local_tag, a.remote_tag.as_deref()))
-            || call.forks.iter().any(|fork| {
-                fork.pickup.is_none()
-                    && fork.dialog.call_id == replaces.call_id
-                    && tags_match(
-                        &replaces,
-                        &fork.dialog.local_tag,
-                        fork.dialog.remote_tag.as_deref(),
-                    )
-            })
-    });
+    let named = candidate_ids(calls, &replaces)
+        .filter_map(|id| calls.calls.get(&id))
+        .find(|call| {
+            let a = &call.a;
+            (a.call_id == replaces.call_id
+                && tags_match(&replaces, &a.local_tag, a.remote_tag.as_deref()))
+                || call.forks.iter().any(|fork| {
+                    fork.pickup.is_none()
+                        && fork.dialog.call_id == replaces.call_id
+                        && tags_match(
+                            &replaces,
+                            &fork.dialog.local_tag,
+                            fork.dialog.remote_tag.as_deref(),
+                        )
+                })
+        });
     match named {
         None => Replaced::Nothing,
         Some(call) if call.answer.is_some() => Replaced::Answered {
@@ -126,9 +137,8 @@ pub fn named_leg(header: &str) -> NamedLeg {
 /// Replaces for the picker names that dialog.
 pub fn pickup_relay_named(calls: &Calls, header: &str) -> Option<u64> {
     let replaces = parse(header);
-    calls
-        .calls
-        .iter()
+    candidate_ids(calls, &replaces)
+        .filter_map(|id| calls.calls.get(&id).map(|call| (id, call)))
         .find(|(_, call)| {
             call.relayed
                 .as_ref()
@@ -142,7 +152,7 @@ pub fn pickup_relay_named(calls: &Calls, header: &str) -> Option<u64> {
                         )
                 })
         })
-        .map(|(id, _)| *id)
+        .map(|(id, _)| id)
 }
 
 #[cfg(test)]

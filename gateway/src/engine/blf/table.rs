@@ -101,14 +101,13 @@ pub struct Subscriptions {
     by_dialog: HashMap<(String, String), u64>,
     /// A NOTIFY in flight -> its subscription.
     by_tx: HashMap<ClientTxId, u64>,
+    /// A subscription -> its NOTIFYs in flight (the other way round).
+    notifies: HashMap<u64, Vec<ClientTxId>>,
     by_target: HashMap<String, BTreeSet<u64>>,
     per_subscriber: HashMap<String, usize>,
     expiries: BTreeSet<(Instant, u64)>,
     /// The dialogs each watched extension was last notified with (full, unfiltered).
     last: HashMap<String, Vec<DialogView>>,
-    /// The watched extensions whose last state shows a dialog going on (a key lit): with
-    /// the extensions in calls now, the only ones whose state can have changed.
-    lit: HashSet<String>,
     /// The documents rendered from `last`, per watched extension, one per way of seeing it
     /// (identities or not, the gateway's name toward the subscriber).
     documents: HashMap<String, Vec<(bool, GatewayName, Document)>>,
@@ -173,13 +172,14 @@ impl Subscriptions {
         let sub = self.subs.remove(&id)?;
         self.by_dialog
             .remove(&(sub.dialog.call_id.clone(), sub.dialog.local_tag.clone()));
-        self.by_tx.retain(|_, s| *s != id);
+        for tx in self.notifies.remove(&id).unwrap_or_default() {
+            self.by_tx.remove(&tx);
+        }
         if let Some(ids) = self.by_target.get_mut(&sub.target) {
             ids.remove(&id);
             if ids.is_empty() {
                 self.by_target.remove(&sub.target);
                 self.last.remove(&sub.target);
-                self.lit.remove(&sub.target);
                 self.documents.remove(&sub.target);
             }
         }
@@ -222,11 +222,12 @@ impl Subscriptions {
     /// Files a NOTIFY transaction under its subscription.
     pub fn add_notify(&mut self, tx: ClientTxId, id: u64) {
         self.by_tx.insert(tx, id);
+        self.notifies.entry(id).or_default().push(tx);
     }
 
     /// Whether subscription `id` has a NOTIFY in flight.
     pub fn notify_in_flight(&self, id: u64) -> bool {
-        self.by_tx.values().any(|&s| s == id)
+        self.notifies.contains_key(&id)
     }
 
     /// Subscription `id` is owed a NOTIFY once the one in flight is answered.
@@ -273,9 +274,14 @@ impl Subscriptions {
 
     /// A NOTIFY transaction ended: its subscription, if that still exists.
     pub fn take_notify(&mut self, tx: ClientTxId) -> Option<u64> {
-        self.by_tx
-            .remove(&tx)
-            .filter(|id| self.subs.contains_key(id))
+        let id = self.by_tx.remove(&tx)?;
+        if let Some(txs) = self.notifies.get_mut(&id) {
+            txs.retain(|t| *t != tx);
+            if txs.is_empty() {
+                self.notifies.remove(&id);
+            }
+        }
+        Some(id).filter(|id| self.subs.contains_key(id))
     }
 
     /// The earliest expiry.
@@ -299,11 +305,6 @@ impl Subscriptions {
         self.by_target.contains_key(target)
     }
 
-    /// The watched extensions last notified with a dialog going on.
-    pub fn lit(&self) -> impl Iterator<Item = &str> {
-        self.lit.iter().map(String::as_str)
-    }
-
     /// The subscriptions watching `target`.
     pub fn watching(&self, target: &str) -> Vec<u64> {
         self.by_target
@@ -321,11 +322,6 @@ impl Subscriptions {
     pub fn set_last(&mut self, target: &str, dialogs: Vec<DialogView>) {
         if !self.by_target.contains_key(target) {
             return;
-        }
-        if dialogs.iter().any(DialogView::is_live) {
-            self.lit.insert(target.to_string());
-        } else {
-            self.lit.remove(target);
         }
         self.last.insert(target.to_string(), dialogs);
         self.documents.remove(target);

@@ -21,58 +21,83 @@ use super::dialog_info::{DialogIds, DialogState, DialogView, Direction, Particip
 use crate::config::Config;
 use crate::engine::call::{Call, Calls, Fork};
 use crate::store::PickupMethod;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-/// The dialogs of every extension `watched` says yes to, from the calls in progress (only
-/// extensions with a dialog to show are in the map). A callee's leg still in `trying` is
-/// shown only with `subscriptions.notify_callee_trying`.
-pub fn dialogs_of(
+/// The dialogs of each of `extensions`, from the calls in progress that involve it (only
+/// extensions with a dialog to show are in the map), each extension's in the order its
+/// calls started. A callee's leg still in `trying` is shown only with
+/// `subscriptions.notify_callee_trying`. Reads the index [`refresh`] keeps.
+pub fn dialogs_of<'a>(
     calls: &Calls,
     config: &Config,
-    watched: impl Fn(&str) -> bool,
+    extensions: impl IntoIterator<Item = &'a str>,
 ) -> HashMap<String, Vec<DialogView>> {
-    let mut views: HashMap<String, Vec<DialogView>> = HashMap::new();
-    let mut involved: Vec<(&Call, Vec<(String, DialogView)>)> = calls
-        .calls
-        .values()
-        .filter(|call| call.relayed.is_none())
-        .map(|call| (call, views_of(call, config, &watched)))
-        .filter(|(_, views)| !views.is_empty())
-        .collect();
-    involved.sort_by_key(|(call, _)| (call.ring_started_ms, call.key.as_str()));
-    for (extension, view) in involved.into_iter().flat_map(|(_, views)| views) {
-        views.entry(extension).or_default().push(view);
+    let mut views = HashMap::new();
+    for extension in extensions {
+        let mut involved: Vec<&Call> = calls.calls.of_extension(extension).collect();
+        involved.sort_by_key(|call| (call.ring_started_ms, call.key.as_str()));
+        let shown: Vec<DialogView> = involved
+            .into_iter()
+            .filter_map(|call| view_for(call, config, extension))
+            .collect();
+        if !shown.is_empty() {
+            views.insert(extension.to_string(), shown);
+        }
     }
     views
 }
 
-/// The watched extensions `call` involves, each with its view of the call.
-fn views_of(
-    call: &Call,
-    config: &Config,
-    watched: &impl Fn(&str) -> bool,
-) -> Vec<(String, DialogView)> {
-    let mut out = Vec::new();
-    if watched(&call.caller.number) {
-        out.push((call.caller.number.clone(), initiator_view(call, config)));
+/// The extensions whose dialogs may have changed since the last call: those of every call
+/// touched, started or ended meanwhile (before and after the change), with the index of
+/// calls by extension brought up to date for [`dialogs_of`].
+pub fn refresh(calls: &mut Calls, config: &Config) -> BTreeSet<String> {
+    let (touched, mut changed) = calls.calls.take_touched();
+    for id in touched {
+        let Some(call) = calls.calls.get(&id) else {
+            continue;
+        };
+        let now = involved(call, config);
+        changed.extend(now.iter().cloned());
+        changed.extend(calls.calls.set_involved(id, now));
     }
-    let answered_by = call.answer.as_ref().map(|a| a.answered_by.as_str());
-    let shown = |view: &DialogView| {
-        view.state != DialogState::Trying || config.subscriptions.notify_callee_trying
-    };
-    for extension in callees(call, config) {
-        if watched(extension) && extension != call.caller.number {
-            if let Some(view) = recipient_view(call, extension, config).filter(shown) {
-                out.push((extension.to_string(), view));
-            }
-        }
+    changed
+}
+
+/// The extensions whose dialogs `call` shows: its caller, the extensions it rings and the
+/// picker who answered it (none for a call this node carries for another).
+fn involved(call: &Call, config: &Config) -> Vec<String> {
+    if call.relayed.is_some() {
+        return Vec::new();
     }
-    if let Some(picker) = answered_by.filter(|p| *p != call.called && watched(p)) {
-        if !callees(call, config).any(|e| e == picker) {
-            out.extend(recipient_view(call, picker, config).map(|v| (picker.to_string(), v)));
+    let mut out = vec![call.caller.number.clone()];
+    let picker = call.answer.as_ref().map(|a| a.answered_by.as_str());
+    for extension in callees(call, config).chain(picker) {
+        if !out.iter().any(|e| e == extension) {
+            out.push(extension.to_string());
         }
     }
     out
+}
+
+/// `call` as `extension` sees it, if it shows a dialog to it.
+fn view_for(call: &Call, config: &Config, extension: &str) -> Option<DialogView> {
+    if call.relayed.is_some() {
+        return None;
+    }
+    if call.caller.number == extension {
+        return Some(initiator_view(call, config));
+    }
+    let shown = |view: &DialogView| {
+        view.state != DialogState::Trying || config.subscriptions.notify_callee_trying
+    };
+    if callees(call, config).any(|e| e == extension) {
+        return recipient_view(call, extension, config).filter(shown);
+    }
+    let answered_by = call.answer.as_ref().map(|a| a.answered_by.as_str());
+    if answered_by == Some(extension) && extension != call.called {
+        return recipient_view(call, extension, config);
+    }
+    None
 }
 
 /// The extensions a call rings: the called extension, or every member of the called group.
