@@ -78,6 +78,141 @@ pub struct BarChart {
 
 const COLOURS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
 
+/// A chart that renders itself as SVG.
+pub trait Chart {
+    /// The chart as SVG.
+    fn svg(&self) -> String;
+}
+
+/// A line chart: one line per series through its (x, y) points; the y axis logarithmic
+/// (latencies from a millisecond to seconds fit one chart).
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    /// Chart title.
+    pub title: String,
+    /// X axis label.
+    pub x_unit: String,
+    /// Y axis label.
+    pub y_unit: String,
+    /// (series name, points).
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl Chart for LineChart {
+    fn svg(&self) -> String {
+        let (width, height, left, bottom, top, right) = (760.0, 420.0, 70.0, 80.0, 50.0, 20.0);
+        let (plot_w, plot_h) = (width - left - right, height - bottom - top);
+        let points = || self.series.iter().flat_map(|(_, p)| p.iter().copied());
+        let x_max = points().map(|(x, _)| x).fold(0.0f64, f64::max).max(1.0);
+        let y_max = points().map(|(_, y)| y).fold(0.0f64, f64::max).max(1.0);
+        let y_min = points()
+            .map(|(_, y)| y)
+            .filter(|y| *y > 0.0)
+            .fold(y_max, f64::min);
+        // Whole decades around the values.
+        let (low, high) = (
+            y_min.log10().floor(),
+            y_max.log10().ceil().max(y_min.log10().floor() + 1.0),
+        );
+        let x_at = |x: f64| left + plot_w * x / x_max;
+        let y_at = |y: f64| {
+            let decades = (y.max(10f64.powf(low)).log10() - low) / (high - low);
+            top + plot_h - plot_h * decades
+        };
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
+<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{} (log)</text>\n\
+<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            width / 2.0,
+            xml(&self.title),
+            top + plot_h / 2.0,
+            top + plot_h / 2.0,
+            xml(&self.y_unit),
+            left + plot_w / 2.0,
+            top + plot_h + 34.0,
+            xml(&self.x_unit)
+        );
+        for decade in (low as i32)..=(high as i32) {
+            let value = 10f64.powi(decade);
+            let y = y_at(value);
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                width - right,
+                left - 6.0,
+                y + 4.0,
+                short(value)
+            );
+        }
+        for tick in 0..=4 {
+            let x = x_max * f64::from(tick) / 4.0;
+            let _ = writeln!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                x_at(x),
+                top + plot_h + 16.0,
+                short(x)
+            );
+        }
+        for (s, (name, points)) in self.series.iter().enumerate() {
+            let colour = COLOURS[s % COLOURS.len()];
+            let path: Vec<String> = points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", x_at(x), y_at(y)))
+                .collect();
+            let _ = writeln!(
+                svg,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>",
+                path.join(" "),
+                xml(name)
+            );
+            for &(x, y) in points {
+                let _ = writeln!(
+                    svg,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{}: {}</title></circle>",
+                    x_at(x),
+                    y_at(y),
+                    short(x),
+                    short(y)
+                );
+            }
+        }
+        legend(
+            &mut svg,
+            self.series.iter().map(|(name, _)| name),
+            left,
+            height,
+        );
+        svg.push_str("</svg>\n");
+        svg
+    }
+}
+
+/// Legend entries side by side along the bottom, each as wide as its label (about 7 px a
+/// character at 12 px sans-serif).
+fn legend<'a>(svg: &mut String, names: impl Iterator<Item = &'a String>, left: f64, height: f64) {
+    let mut x = left;
+    for (s, name) in names.enumerate() {
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            height - 24.0,
+            COLOURS[s % COLOURS.len()],
+            x + 16.0,
+            height - 14.0,
+            xml(name)
+        );
+        x += 36.0 + 7.0 * name.chars().count() as f64;
+    }
+}
+
+impl Chart for BarChart {
+    fn svg(&self) -> String {
+        BarChart::svg(self)
+    }
+}
+
 impl BarChart {
     /// The chart as SVG.
     pub fn svg(&self) -> String {
@@ -137,21 +272,12 @@ impl BarChart {
                 xml(category)
             );
         }
-        // Legend entries side by side, each as wide as its label (about 7 px a character
-        // at 12 px sans-serif).
-        let mut x = left;
-        for (s, (name, _)) in self.series.iter().enumerate() {
-            let _ = writeln!(
-                svg,
-                "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
-                height - 24.0,
-                COLOURS[s % COLOURS.len()],
-                x + 16.0,
-                height - 14.0,
-                xml(name)
-            );
-            x += 36.0 + 7.0 * name.chars().count() as f64;
-        }
+        legend(
+            &mut svg,
+            self.series.iter().map(|(name, _)| name),
+            left,
+            height,
+        );
         svg.push_str("</svg>\n");
         svg
     }
@@ -182,7 +308,7 @@ pub fn results_dir() -> PathBuf {
 }
 
 /// Writes `name.md` (the table) and `name.svg` (the chart); returns their paths.
-pub fn write(name: &str, table: &Table, chart: &BarChart) -> std::io::Result<(PathBuf, PathBuf)> {
+pub fn write(name: &str, table: &Table, chart: &impl Chart) -> std::io::Result<(PathBuf, PathBuf)> {
     let dir = results_dir();
     let (md, svg) = (
         dir.join(format!("{name}.md")),
@@ -211,6 +337,21 @@ mod tests {
         };
         let svg = chart.svg();
         assert!(svg.starts_with("<svg") && svg.contains("a &lt; b") && svg.contains("2.00M"));
+        let lines = LineChart {
+            title: "p99".into(),
+            x_unit: "calls/s".into(),
+            y_unit: "ms".into(),
+            series: vec![("ours".into(), vec![(500.0, 1.5), (1000.0, 16.0)])],
+        }
+        .svg();
+        assert!(
+            lines.contains("<polyline") && lines.contains("1.0k: 16"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains(">1.00<") && lines.contains(">100<"),
+            "decades 1..100: {lines}"
+        );
         assert_eq!(short(150_000.0), "150.0k");
     }
 }

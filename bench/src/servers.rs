@@ -109,6 +109,33 @@ impl Drop for Server {
     }
 }
 
+/// The cores every server started from now on may run on (a `taskset -c` list), so that
+/// the servers compared get the same cores; unset, they may run on any.
+static SERVER_CORES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Pins every server started from now on to `cores` (a `taskset -c` list such as "1" or
+/// "0,1"); only the first call counts.
+pub fn pin_servers(cores: &str) {
+    let _ = SERVER_CORES.set(cores.to_string());
+}
+
+/// The cores servers are pinned to, if they are.
+pub fn server_cores() -> Option<&'static str> {
+    SERVER_CORES.get().map(String::as_str)
+}
+
+/// A command running `program`, under `taskset` when servers are pinned.
+fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match server_cores() {
+        Some(cores) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cores).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// The workspace root (bench/..).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -266,7 +293,7 @@ fn gateway_command(config: &Path) -> std::io::Result<Command> {
             binary.display()
         )));
     }
-    let mut command = Command::new(binary);
+    let mut command = server_command(binary);
     command.arg("--config").arg(config).arg("--log").arg("warn");
     Ok(command)
 }
@@ -287,7 +314,7 @@ pub fn start_kamailio(children: u32) -> std::io::Result<Server> {
         .to_string();
     let dir = scratch_dir("kamailio")?;
     let port = free_port()?;
-    let mut command = Command::new("kamailio");
+    let mut command = server_command("kamailio");
     command
         .arg("-f")
         .arg(workspace_root().join("bench/kamailio/kamailio.cfg"))
