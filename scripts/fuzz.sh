@@ -11,7 +11,7 @@ seconds="${1:-10}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(sip_roundtrip preparse engine sdp rtp relay_source callerid system_conf config)
+    targets=(sip_roundtrip preparse engine sdp rtp relay_source callerid system_conf config blf_wire)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -26,7 +26,7 @@ seeds_for() {
     case "$1" in
         sip_roundtrip|preparse|engine) echo gateway/tests/fixtures/rfc4475 gateway/tests/fixtures/rfc5118 fuzz/seeds/sip ;;
         config) echo examples ;;
-        sdp|rtp|system_conf) echo "fuzz/seeds/$1" ;;
+        sdp|rtp|system_conf|blf_wire) echo "fuzz/seeds/$1" ;;
         *) echo "" ;;
     esac
 }

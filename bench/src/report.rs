@@ -178,20 +178,18 @@ impl Chart for LineChart {
                 );
             }
         }
-        legend(
-            &mut svg,
-            self.series.iter().map(|(name, _)| name),
-            left,
-            height,
-        );
-        svg.push_str("</svg>\n");
-        svg
+        finish(svg, self.series.iter().map(|(name, _)| name), left, height)
     }
 }
 
-/// Legend entries side by side along the bottom, each as wide as its label (about 7 px a
-/// character at 12 px sans-serif).
-fn legend<'a>(svg: &mut String, names: impl Iterator<Item = &'a String>, left: f64, height: f64) {
+/// The chart `svg` with its legend (series `names`) along the bottom, closed: entries side
+/// by side, each as wide as its label (about 7 px a character at 12 px sans-serif).
+fn finish<'a>(
+    mut svg: String,
+    names: impl Iterator<Item = &'a String>,
+    left: f64,
+    height: f64,
+) -> String {
     let mut x = left;
     for (s, name) in names.enumerate() {
         let _ = writeln!(
@@ -205,6 +203,8 @@ fn legend<'a>(svg: &mut String, names: impl Iterator<Item = &'a String>, left: f
         );
         x += 36.0 + 7.0 * name.chars().count() as f64;
     }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 impl Chart for BarChart {
@@ -272,14 +272,7 @@ impl BarChart {
                 xml(category)
             );
         }
-        legend(
-            &mut svg,
-            self.series.iter().map(|(name, _)| name),
-            left,
-            height,
-        );
-        svg.push_str("</svg>\n");
-        svg
+        finish(svg, self.series.iter().map(|(name, _)| name), left, height)
     }
 }
 

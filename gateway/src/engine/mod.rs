@@ -20,6 +20,7 @@ pub mod routing;
 pub mod sdp;
 mod stats;
 
+pub use blf::wire as blf_wire;
 pub use stats::Stats;
 
 use crate::auth::guard::AuthGuard;

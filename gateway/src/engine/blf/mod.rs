@@ -29,7 +29,7 @@ mod notify;
 mod replaces;
 mod table;
 mod view;
-mod wire;
+pub mod wire;
 
 pub use cluster::Shared;
 #[cfg(test)]

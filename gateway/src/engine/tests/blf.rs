@@ -75,6 +75,15 @@ pub(super) fn answered_notifies(
     to_port
 }
 
+/// 201's phone (port 5071, tag b1) answers `b_invite` with `code` (180 or 200, with
+/// `body`); returns the one NOTIFY this causes to the key on port 5072, answered 200.
+fn phone_answers(h: &mut Harness, b_invite: &SipMessage, code: u16, body: &str) -> SipMessage {
+    let reason = if code == 180 { "Ringing" } else { "OK" };
+    h.send(udp(5071), &answer(b_invite, code, reason, "b1", 5071, body));
+    let out = h.sent();
+    one_notify(h, &out, 5072)
+}
+
 fn reply(h: &mut Harness, request: &SipMessage, port: u16, code: u16) {
     let response = request.response(code, "Whatever", None);
     h.send(
@@ -191,14 +200,7 @@ fn a_ringing_call_is_notified_early_with_the_callee_legs_ids_then_confirmed_then
         "201's phone has not answered the INVITE yet (trying): nothing to show"
     );
     let b_invite = requests(&out, "INVITE")[0].1.clone();
-    h.send(
-        udp(5071),
-        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
-    );
-    let early = {
-        let out = h.sent();
-        one_notify(&mut h, &out, 5072)
-    };
+    let early = phone_answers(&mut h, &b_invite, 180, "");
     assert_valid(&early);
     let xml = body(&early);
     assert_eq!(attr(&xml, "version").as_deref(), Some("1"));
@@ -230,14 +232,7 @@ fn a_ringing_call_is_notified_early_with_the_callee_legs_ids_then_confirmed_then
         "{xml}"
     );
 
-    h.send(
-        udp(5071),
-        &answer(&b_invite, 200, "OK", "b1", 5071, "v=0\r\n"),
-    );
-    let confirmed = {
-        let out = h.sent();
-        one_notify(&mut h, &out, 5072)
-    };
+    let confirmed = phone_answers(&mut h, &b_invite, 200, "v=0\r\n");
     assert!(body(&confirmed).contains("<state>confirmed</state>"));
     let bye = format!(
         "BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKbye\r\n\
@@ -744,14 +739,7 @@ fn with_notify_callee_trying_the_unanswered_invite_is_shown_as_trying_first() {
         body(&trying)
     );
     let b_invite = requests(&out, "INVITE")[0].1.clone();
-    h.send(
-        udp(5071),
-        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
-    );
-    let early = {
-        let out = h.sent();
-        one_notify(&mut h, &out, 5072)
-    };
+    let early = phone_answers(&mut h, &b_invite, 180, "");
     assert!(body(&early).contains("<state>early</state>"));
     assert_eq!(attr(&body(&early), "version").as_deref(), Some("2"));
 }
