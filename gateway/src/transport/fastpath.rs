@@ -66,10 +66,7 @@ impl ShardReceivers {
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.priority
-            .iter()
-            .chain(&self.new)
-            .all(Receiver::is_empty)
+        self.all().all(Receiver::is_empty)
     }
 }
 
@@ -364,6 +361,28 @@ To: <sip:b@h>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
             HEADERS.replace("Call-ID: c1\r\n", "")
         );
         assert_eq!(triage(no_call_id.as_bytes(), 4), new_request);
+    }
+
+    /// A request answering its challenge, left for the next turn, keeps the queues
+    /// non-empty: the control plane wakes for it at once instead of with the next datagram.
+    #[test]
+    fn requests_answering_a_challenge_count_as_queued() {
+        let (senders, receivers) = shard_queues(1, 8);
+        assert!(receivers.is_empty());
+        let queued = Queued {
+            peer: Peer {
+                protocol: Protocol::Udp,
+                addr: "192.0.2.1:5060".parse().unwrap(),
+                local: "192.0.2.9:5060".parse().unwrap(),
+            },
+            bytes: Bytes::from_static(HEADERS.as_bytes()),
+            received: Instant::now(),
+            class: Class::Answering,
+        };
+        senders.push(0, queued, &QueueDrops::default());
+        assert!(!receivers.is_empty(), "an answering request is waiting");
+        assert!(receivers.try_recv().is_some());
+        assert!(receivers.is_empty());
     }
 
     #[test]
