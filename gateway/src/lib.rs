@@ -12,6 +12,7 @@ pub mod descriptors;
 pub mod engine;
 pub mod log_limit;
 pub mod overload;
+pub mod queue_wait;
 pub mod registrar;
 pub mod relay;
 pub mod report;

@@ -7,6 +7,7 @@ use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind
 use crate::descriptors::{tcp_cap, Reserve};
 use crate::engine::{Engine, Now};
 use crate::overload::{Class, Shedder};
+use crate::queue_wait::QueueWaits;
 use crate::registrar::Binding;
 use crate::relay::MediaRelay;
 use crate::store::{
@@ -198,6 +199,7 @@ fn serve_fast_path(
     engine: &mut Engine,
     receivers: &ShardReceivers,
     shedder: &Shedder,
+    waits: &mut QueueWaits,
     clock: impl Fn() -> Now,
     after_each: &mut dyn FnMut(&mut Engine),
 ) {
@@ -210,6 +212,10 @@ fn serve_fast_path(
             break;
         };
         let now = clock();
+        waits.record(
+            queued.class,
+            now.mono.saturating_duration_since(queued.received),
+        );
         match queued.class {
             Class::Priority => engine.handle_datagram(now, queued.peer, &queued.bytes),
             Class::Answering | Class::New if shedder.serves(now.mono, queued.received) => {
@@ -447,6 +453,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let shedder = Shedder::new(std::time::Duration::from_millis(
         config.overload.max_queue_delay_ms,
     ));
+    let mut waits = QueueWaits::default();
     let mut engine = Engine::new(config, bindings, rand::random(), now);
     // Each restored subscription gets a full-state NOTIFY, sent by the loop's first turn.
     engine.restore_subscriptions(now, subscriptions);
@@ -489,7 +496,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
             _ = fast_ready => {
                 if let Some((receivers, _)) = &fast {
-                    serve_fast_path(&mut engine, receivers, &shedder, Now::system, &mut |engine| {
+                    serve_fast_path(&mut engine, receivers, &shedder, &mut waits, Now::system, &mut |engine| {
                         outputs.drain(engine)
                     });
                 }
@@ -554,6 +561,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         } else {
             tracing::info!("{summary}");
         }
+        tracing::info!("fast path queue waits: {}", waits.summary());
     }
     match stopped {
         Some(failure) => Err(RunError::WorkerStopped(failure)),
@@ -719,15 +727,21 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         // What each message causes leaves before the next is handled.
         let mut answers = Vec::new();
         let mut per_message = Vec::new();
-        serve_fast_path(&mut engine, &receivers, &shedder, || clock, &mut |engine| {
-            let before = answers.len();
-            answers.extend(
-                std::iter::from_fn(|| engine.poll_transmit()).map(|out| {
+        let mut waits = QueueWaits::default();
+        serve_fast_path(
+            &mut engine,
+            &receivers,
+            &shedder,
+            &mut waits,
+            || clock,
+            &mut |engine| {
+                let before = answers.len();
+                answers.extend(std::iter::from_fn(|| engine.poll_transmit()).map(|out| {
                     crate::sip::message::SipMessage::parse_datagram(&out.bytes).unwrap()
-                }),
-            );
-            per_message.push(answers.len() - before);
-        });
+                }));
+                per_message.push(answers.len() - before);
+            },
+        );
         assert!(
             per_message.iter().all(|&n| n == 1),
             "one answer after each message: {per_message:?}"
@@ -756,7 +770,14 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         );
         assert!(!receivers.is_empty(), "the rest waits for the next turn");
         while !receivers.is_empty() {
-            serve_fast_path(&mut engine, &receivers, &shedder, || clock, &mut |_| {});
+            serve_fast_path(
+                &mut engine,
+                &receivers,
+                &shedder,
+                &mut waits,
+                || clock,
+                &mut |_| {},
+            );
         }
         let rest = std::iter::from_fn(|| engine.poll_transmit()).count();
         assert_eq!(rest, 150 - (NEW_SERVED_PER_TURN - 1));
