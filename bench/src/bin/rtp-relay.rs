@@ -12,16 +12,21 @@
 //! The generator (one thread and socket pinned to the load core) sends each stream's
 //! packets of one 20 ms interval in one call by UDP GSO: at 50k pps that is one packet
 //! (1,000 real calls; consecutive packets go to different streams, so GSO has nothing to
-//! coalesce), at 150k three. Each call is stamped just before it is made.
+//! coalesce), at 150k three. Each call is stamped just before it is made. `--no-gso` sends
+//! one packet a call instead (every stream's packets evenly apart; the generator falls
+//! short sooner). Lost packets are told apart by where the kernel dropped them: at the
+//! relay's receiving sockets, at the sink's (a sink-bound run), or otherwise (inside the
+//! relay, or later than 200 ms after the last send).
 //!
 //! Run: `scripts/bench.sh` (installs rtpengine-daemon), or
-//! `cargo run --release -p bench --bin rtp-relay -- [--quick]`.
+//! `cargo run --release -p bench --bin rtp-relay -- [--quick] [--no-gso]`.
 
-use bench::procfs::{stat_cpu_seconds, system_busy_seconds};
+use bench::procfs::{stat_cpu_seconds, system_busy_seconds, udp_counters};
 use bench::report::{self, BarChart, Table};
 use fastpath::relay::{LegSockets, RelayCommand, RelayConfig, RelayHandler};
 use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
 use hdrhistogram::Histogram;
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -294,6 +299,9 @@ fn start_rtpengine(senders: &[SocketAddr], receivers: &[SocketAddr]) -> (Relay, 
     (relay, targets)
 }
 
+/// How long after the generator's last send a packet may still reach the sink.
+const LATE: Duration = Duration::from_millis(200);
+
 /// How far below its target a run's offered rate may fall and still count as offered: a
 /// run further below measured the generator, not the relay.
 const OFFER_TOLERANCE: f64 = 0.02;
@@ -309,6 +317,15 @@ struct Run {
     forwarded: f64,
     /// The share of the offered packets that never reached the sink.
     loss: f64,
+    /// The share of the offered packets the kernel dropped at the relay's receiving
+    /// sockets (the relay did not keep up) ...
+    relay_drops: f64,
+    /// ... and at the sink's (the sink, on the load core, did not).
+    sink_drops: f64,
+    /// Packets were still queued at the relay's sockets at the deadline ...
+    relay_late: bool,
+    /// ... and at the sink's.
+    sink_late: bool,
     system_us: f64,
     relay_us: f64,
     p50_us: f64,
@@ -337,12 +354,40 @@ impl Run {
         }
     }
 
+    /// Packets were lost (dropped or late) at the sink and none at the relay's sockets: the
+    /// run measured the sink, not the relay.
+    fn sink_bound(&self) -> bool {
+        self.loss > 0.0
+            && (self.sink_drops > 0.0 || self.sink_late)
+            && self.relay_drops <= 0.0
+            && !self.relay_late
+    }
+
+    /// Where the lost packets were dropped, as shares of the offered ones (other: inside
+    /// the relay, or late), and where packets were still queued at the deadline.
+    fn drops_cell(&self) -> String {
+        let late = match (self.relay_late, self.sink_late) {
+            (false, false) => "none",
+            (true, false) => "relay",
+            (false, true) => "sink",
+            (true, true) => "both",
+        };
+        let other = (self.loss - self.relay_drops - self.sink_drops).max(0.0);
+        format!(
+            "{:.3}% / {:.3}% / {:.3}%, queued at: {late}",
+            self.relay_drops * 100.0,
+            self.sink_drops * 100.0,
+            other * 100.0
+        )
+    }
+
     /// The zero-loss search's verdict on this run.
     fn verdict(&self) -> &'static str {
-        match (self.loss <= 0.0, self.generator_bound()) {
-            (true, false) => "zero loss",
-            (true, true) => "zero loss, generator-bound",
-            (false, _) => "loss",
+        match (self.loss <= 0.0, self.generator_bound(), self.sink_bound()) {
+            (true, false, _) => "zero loss",
+            (true, true, _) => "zero loss, generator-bound",
+            (false, _, true) => "loss at the sink only: sink-bound",
+            (false, _, false) => "loss",
         }
     }
 }
@@ -366,17 +411,21 @@ struct Bench {
     /// The kernel splits one send into PACKET-sized datagrams (UDP_SEGMENT).
     gso: bool,
     sink: Worker<SinkCommand>,
+    /// The sink's local ports, to count the datagrams dropped there.
+    sink_ports: HashSet<u16>,
 }
 
 impl Bench {
-    fn new() -> Bench {
+    /// With `gso` false, one packet a send: each stream's packets evenly apart, at the cost of
+    /// a generator that falls short sooner.
+    fn new(gso: bool) -> Bench {
         use nix::sys::socket::{setsockopt, sockopt};
         let start = Instant::now();
         let sender = loopback();
         let _ = setsockopt(&sender, sockopt::SndBuf, &(4 << 20));
-        let gso = setsockopt(&sender, sockopt::UdpGsoSegment, &(PACKET as i32)).is_ok();
+        let gso = gso && setsockopt(&sender, sockopt::UdpGsoSegment, &(PACKET as i32)).is_ok();
         if !gso {
-            eprintln!("UDP GSO unavailable: the generator sends one packet per call");
+            eprintln!("without UDP GSO: the generator sends one packet per call");
         }
         let receivers: Vec<UdpSocket> = (0..STREAMS).map(|_| loopback()).collect();
         let sink = Worker::spawn(
@@ -396,11 +445,13 @@ impl Bench {
             },
         )
         .expect("start the sink");
+        let sink_ports = sink.local_addrs().iter().map(SocketAddr::port).collect();
         Bench {
             start,
             sender,
             gso,
             sink,
+            sink_ports,
         }
     }
 
@@ -428,6 +479,8 @@ impl Bench {
         let control = self.sink.sender();
         control.command(SinkCommand::Reset);
         std::thread::sleep(Duration::from_millis(50));
+        let relay_ports: HashSet<u16> = targets.iter().map(SocketAddr::port).collect();
+        let (relay0_udp, sink0_udp) = (udp_counters(&relay_ports), udp_counters(&self.sink_ports));
         let (busy0, relay0) = (system_busy_seconds(), relay.cpu_seconds());
         let offered = std::thread::scope(|scope| {
             scope
@@ -438,8 +491,11 @@ impl Bench {
                 .join()
                 .expect("generator")
         });
-        std::thread::sleep(Duration::from_millis(200)); // in flight
+        // A packet not at the sink by this deadline is lost: later than any jitter buffer
+        // would wait.
+        std::thread::sleep(LATE);
         let (busy1, relay1) = (system_busy_seconds(), relay.cpu_seconds());
+        let (relay1_udp, sink1_udp) = (udp_counters(&relay_ports), udp_counters(&self.sink_ports));
         let (reply, answer) = crossbeam_channel::bounded(1);
         control.command(SinkCommand::Report(reply));
         let (received, latency) = answer
@@ -447,11 +503,16 @@ impl Bench {
             .expect("sink report");
         let per_packet = received.max(1) as f64;
         let duration = offered.seconds.max(f64::MIN_POSITIVE);
+        let share = |packets: u64| packets as f64 / offered.packets.max(1) as f64;
         Run {
             target: rate as f64,
             offered: offered.packets as f64 / duration,
             forwarded: received as f64 / duration,
-            loss: 1.0 - received as f64 / offered.packets.max(1) as f64,
+            loss: 1.0 - share(received),
+            relay_drops: share(relay1_udp.drops.saturating_sub(relay0_udp.drops)),
+            sink_drops: share(sink1_udp.drops.saturating_sub(sink0_udp.drops)),
+            relay_late: relay1_udp.queued_bytes > 0,
+            sink_late: sink1_udp.queued_bytes > 0,
             system_us: (busy1 - busy0) * 1e6 / per_packet,
             relay_us: (relay1 - relay0) * 1e6 / per_packet,
             p50_us: latency.value_at_quantile(0.5) as f64 / 1000.0,
@@ -549,24 +610,32 @@ impl Outcome {
             .max_by(|a, b| a.offered.total_cmp(&b.offered))
     }
 
-    /// The best zero-loss run fell short of its target and no run lost packets at a
-    /// higher offered rate: the relay's limit lies above what the generator could offer.
-    fn generator_bound(&self) -> bool {
-        self.best().is_some_and(|best| {
-            best.generator_bound()
-                && !self
-                    .all()
-                    .any(|run| run.loss > 0.0 && run.offered > best.offered)
-        })
+    /// What bounded the highest zero-loss rate: the first run that lost packets at a higher
+    /// offered rate tells (the relay's sockets or the sink's); with none, the generator,
+    /// if it fell short of some target.
+    fn limit(&self) -> Limit {
+        let Some(best) = self.best() else {
+            return Limit::Relay;
+        };
+        let above = self
+            .all()
+            .filter(|run| run.loss > 0.0 && run.offered > best.offered)
+            .min_by(|a, b| a.offered.total_cmp(&b.offered));
+        match above {
+            Some(run) if run.sink_bound() => Limit::Sink,
+            Some(_) => Limit::Relay,
+            None if self.all().any(Run::generator_bound) => Limit::Generator,
+            None => Limit::Relay,
+        }
     }
 
     fn zero_loss_cell(&self) -> String {
-        match self.best() {
-            None => "none".into(),
-            Some(best) if self.generator_bound() => {
-                format!("at least {}, generator-bound", report::short(best.offered))
+        match (self.best(), self.limit().bench_part()) {
+            (None, _) => "none".into(),
+            (Some(best), None) => report::short(best.offered),
+            (Some(best), Some(part)) => {
+                format!("at least {}, {part}-bound", report::short(best.offered))
             }
-            Some(best) => report::short(best.offered),
         }
     }
 
@@ -574,10 +643,11 @@ impl Outcome {
         match (self.best(), reference.best()) {
             (Some(ours), Some(theirs)) => {
                 let ratio = ours.offered / theirs.offered.max(1.0);
-                if self.generator_bound() || reference.generator_bound() {
-                    format!("{ratio:.2}x (generator-bound: not a relay measurement)")
-                } else {
-                    format!("{ratio:.2}x")
+                match self.limit().bench_part().or(reference.limit().bench_part()) {
+                    Some(part) => {
+                        format!("{ratio:.2}x ({part}-bound: not a relay measurement)")
+                    }
+                    None => format!("{ratio:.2}x"),
                 }
             }
             _ => "n/a (no zero-loss run)".into(),
@@ -585,15 +655,38 @@ impl Outcome {
     }
 }
 
+/// What stopped a relay's zero-loss search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// The relay lost packets: a measurement of the relay.
+    Relay,
+    /// The generator could offer no more, and the relay lost nothing.
+    Generator,
+    /// Packets were lost at the sink, none at the relay.
+    Sink,
+}
+
+impl Limit {
+    /// The part of the benchmark, not the relay, that set the limit.
+    fn bench_part(self) -> Option<&'static str> {
+        match self {
+            Limit::Relay => None,
+            Limit::Generator => Some("generator"),
+            Limit::Sink => Some("sink"),
+        }
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let gso = !std::env::args().any(|a| a == "--no-gso");
     let (rates, seconds, search_seconds, steps): (&[u64], f64, f64, u32) = if quick {
         (&[50_000, 100_000], 1.5, 1.0, 4)
     } else {
         (&[50_000, 100_000, 150_000], 4.0, 2.0, 8)
     };
     raise_file_limit();
-    let bench = Bench::new();
+    let bench = Bench::new(gso);
     let (senders, receivers) = (bench.sender_addrs(), bench.receiver_addrs());
     let kinds = ["io_uring", "epoll", "rtpengine"];
     let mut results: Vec<Outcome> = Vec::new();
@@ -614,12 +707,13 @@ fn main() {
             step += 1;
             let run = bench.run(&relay, &targets, rate, seconds);
             eprintln!(
-                "[{step}/{total_steps}] {name} @ {}pps: offered {}pps ({}), forwarded {}pps, loss {:.3}%, {:.2} us/packet system, p99 {:.0} us",
+                "[{step}/{total_steps}] {name} @ {}pps: offered {}pps ({}), forwarded {}pps, loss {:.3}% (lost at relay sockets / sink sockets / other {}), {:.2} us/packet system, p99 {:.0} us",
                 report::short(run.target),
                 report::short(run.offered),
                 run.generator_cell(),
                 report::short(run.forwarded),
                 run.loss * 100.0,
+                run.drops_cell(),
                 run.system_us,
                 run.p99_us
             );
@@ -640,11 +734,12 @@ fn main() {
             let mid = (low + high) / 2;
             let run = bench.run(&relay, &targets, mid, search_seconds);
             eprintln!(
-                "[{step}/{total_steps}] {name} zero-loss search @ {}pps: offered {}, forwarded {}, loss {:.3}% -> {}",
+                "[{step}/{total_steps}] {name} zero-loss search @ {}pps: offered {}, forwarded {}, loss {:.3}% (lost at relay sockets / sink sockets / other {}) -> {}",
                 report::short(run.target),
                 report::short(run.offered),
                 report::short(run.forwarded),
                 run.loss * 100.0,
+                run.drops_cell(),
                 run.verdict()
             );
             search.push(run);
@@ -673,6 +768,7 @@ fn main() {
         "forwarded pps",
         "generator",
         "loss",
+        "lost at relay sockets / sink sockets / other",
         "CPU us/packet (system)",
         "CPU us/packet (relay)",
         "p50 us",
@@ -688,6 +784,7 @@ fn main() {
                 report::short(run.forwarded),
                 run.generator_cell(),
                 format!("{:.3}%", run.loss * 100.0),
+                run.drops_cell(),
                 format!("{:.2}", run.system_us),
                 format!("{:.2}", run.relay_us),
                 format!("{:.0}", run.p50_us),
@@ -702,6 +799,7 @@ fn main() {
         "offered pps",
         "forwarded pps",
         "loss",
+        "lost at relay sockets / sink sockets / other",
         "verdict",
     ]);
     for outcome in &results {
@@ -712,6 +810,7 @@ fn main() {
                 report::short(run.offered),
                 report::short(run.forwarded),
                 format!("{:.3}%", run.loss * 100.0),
+                run.drops_cell(),
                 run.verdict().into(),
             ]);
         }
@@ -755,7 +854,7 @@ fn main() {
     } else {
         format!(
             "one thread and socket on core {LOAD_CORE} (shared with the sink), one packet a \
-             send (UDP GSO unavailable)"
+             send (no UDP GSO)"
         )
     };
     let notes = format!(
@@ -763,8 +862,12 @@ fn main() {
          received / the same duration; loss: the share of the offered packets not forwarded. \
          A run offered more than {:.0}% below its target is generator-bound: it measures the \
          generator, not the relay, and a zero-loss rate is never credited above the rate \
-         offered.\nGenerator: {generator}.\n",
-        OFFER_TOLERANCE * 100.0
+         offered. Lost packets were dropped by the kernel at the relay's full receiving sockets \
+         or the sink's, or otherwise (inside the relay, or not at the sink {} ms after the \
+         last send: late, and then possibly still queued at a socket); a run that lost \
+         packets at the sink only is sink-bound.\nGenerator: {generator}.\n",
+        OFFER_TOLERANCE * 100.0,
+        LATE.as_millis()
     );
     let chart = BarChart {
         title: format!("RTP relay, {STREAMS} streams: system CPU per forwarded packet"),
@@ -824,10 +927,10 @@ mod tests {
         );
         assert!(ours.search[0].generator_bound());
         assert_eq!(ours.best().map(|r| r.offered), Some(104e3));
-        assert!(ours.generator_bound());
+        assert_eq!(ours.limit(), Limit::Generator);
         assert_eq!(ours.zero_loss_cell(), "at least 104.0k, generator-bound");
         let rtpengine = outcome(vec![run(100e3, 100e3, 0.0)], vec![run(150e3, 150e3, 0.01)]);
-        assert!(!rtpengine.generator_bound());
+        assert_eq!(rtpengine.limit(), Limit::Relay);
         assert_eq!(
             ours.ratio_cell(&rtpengine),
             "1.04x (generator-bound: not a relay measurement)"
@@ -844,11 +947,27 @@ mod tests {
             vec![run(100e3, 100e3, 0.0)],
             vec![run(300e3, 280e3, 0.0), run(320e3, 290e3, 0.02)],
         );
-        assert!(!relay.generator_bound());
+        assert_eq!(relay.limit(), Limit::Relay);
         assert_eq!(relay.zero_loss_cell(), "280.0k");
         let reference = outcome(vec![run(100e3, 100e3, 0.0)], vec![run(140e3, 140e3, 0.0)]);
         assert_eq!(relay.ratio_cell(&reference), "2.00x");
         assert_eq!(run(100e3, 98.5e3, 0.0).verdict(), "zero loss");
         assert_eq!(run(100e3, 97e3, 0.0).generator_cell(), "bound (-3%)");
+    }
+
+    #[test]
+    fn loss_at_the_sink_alone_is_not_the_relays() {
+        let mut lost_at_sink = run(200e3, 200e3, 0.1);
+        lost_at_sink.sink_drops = 0.1;
+        let relay = outcome(vec![run(100e3, 100e3, 0.0)], vec![lost_at_sink]);
+        assert_eq!(lost_at_sink.verdict(), "loss at the sink only: sink-bound");
+        assert_eq!(relay.limit(), Limit::Sink);
+        assert_eq!(relay.zero_loss_cell(), "at least 100.0k, sink-bound");
+        // Dropped at the relay's sockets as well: the relay's limit.
+        let mut both = lost_at_sink;
+        both.relay_drops = 0.05;
+        let relay = outcome(vec![run(100e3, 100e3, 0.0)], vec![both]);
+        assert_eq!(relay.limit(), Limit::Relay);
+        assert_eq!(relay.ratio_cell(&relay), "1.00x");
     }
 }
