@@ -14,9 +14,10 @@
 //! (1,000 real calls; consecutive packets go to different streams, so GSO has nothing to
 //! coalesce), at 150k three. Each call is stamped just before it is made. `--no-gso` sends
 //! one packet a call instead (every stream's packets evenly apart; the generator falls
-//! short sooner). Lost packets are told apart by where the kernel dropped them: at the
-//! relay's receiving sockets, at the sink's (a sink-bound run), or otherwise (inside the
-//! relay, or later than 200 ms after the last send).
+//! short sooner). Lost packets are told apart by where they were dropped: by the kernel at
+//! the relay's receiving sockets or at the sink's (a sink-bound run), by our relay when
+//! sending (its counter), or otherwise (inside the relay, or later than 200 ms after the
+//! last send).
 //!
 //! Run: `scripts/bench.sh` (installs rtpengine-daemon), or
 //! `cargo run --release -p bench --bin rtp-relay -- [--quick] [--no-gso]`.
@@ -24,7 +25,7 @@
 use bench::procfs::{stat_cpu_seconds, system_busy_seconds, udp_counters};
 use bench::report::{self, BarChart, Table};
 use fastpath::relay::{LegSockets, RelayCommand, RelayConfig, RelayHandler};
-use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
+use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig, WorkerStats};
 use hdrhistogram::Histogram;
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -100,6 +101,15 @@ impl Relay {
             }
         };
         stat.map_or(0.0, |s| stat_cpu_seconds(&s))
+    }
+
+    /// Sends the relay dropped itself so far (no free send slot, or failed), where it
+    /// tells: ours does, rtpengine does not.
+    fn dropped_sends(&self) -> Option<u64> {
+        match self {
+            Relay::Ours(worker) => Some(WorkerStats::get(&worker.stats().send_dropped)),
+            Relay::Rtpengine(_) => None,
+        }
     }
 }
 
@@ -322,6 +332,8 @@ struct Run {
     relay_drops: f64,
     /// ... and at the sink's (the sink, on the load core, did not).
     sink_drops: f64,
+    /// ... and by the relay itself when sending, where it tells.
+    send_drops: Option<f64>,
     /// Packets were still queued at the relay's sockets at the deadline ...
     relay_late: bool,
     /// ... and at the sink's.
@@ -354,17 +366,19 @@ impl Run {
         }
     }
 
-    /// Packets were lost (dropped or late) at the sink and none at the relay's sockets: the
-    /// run measured the sink, not the relay.
+    /// Packets were lost (dropped or late) at the sink and none at the relay's sockets or
+    /// sends: the run measured the sink, not the relay.
     fn sink_bound(&self) -> bool {
         self.loss > 0.0
             && (self.sink_drops > 0.0 || self.sink_late)
             && self.relay_drops <= 0.0
+            && self.send_drops.unwrap_or(0.0) <= 0.0
             && !self.relay_late
     }
 
-    /// Where the lost packets were dropped, as shares of the offered ones (other: inside
-    /// the relay, or late), and where packets were still queued at the deadline.
+    /// Where the lost packets were dropped, as shares of the offered ones (sends: by the
+    /// relay itself, "-" where it does not tell; other: inside the relay, or late), and
+    /// where packets were still queued at the deadline.
     fn drops_cell(&self) -> String {
         let late = match (self.relay_late, self.sink_late) {
             (false, false) => "none",
@@ -372,11 +386,14 @@ impl Run {
             (false, true) => "sink",
             (true, true) => "both",
         };
-        let other = (self.loss - self.relay_drops - self.sink_drops).max(0.0);
+        let sends = self.send_drops.unwrap_or(0.0);
+        let other = (self.loss - self.relay_drops - self.sink_drops - sends).max(0.0);
         format!(
-            "{:.3}% / {:.3}% / {:.3}%, queued at: {late}",
+            "{:.3}% / {:.3}% / {} / {:.3}%, queued at: {late}",
             self.relay_drops * 100.0,
             self.sink_drops * 100.0,
+            self.send_drops
+                .map_or("-".into(), |share| format!("{:.3}%", share * 100.0)),
             other * 100.0
         )
     }
@@ -482,6 +499,7 @@ impl Bench {
         let relay_ports: HashSet<u16> = targets.iter().map(SocketAddr::port).collect();
         let (relay0_udp, sink0_udp) = (udp_counters(&relay_ports), udp_counters(&self.sink_ports));
         let (busy0, relay0) = (system_busy_seconds(), relay.cpu_seconds());
+        let dropped0 = relay.dropped_sends();
         let offered = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -495,6 +513,7 @@ impl Bench {
         // would wait.
         std::thread::sleep(LATE);
         let (busy1, relay1) = (system_busy_seconds(), relay.cpu_seconds());
+        let dropped1 = relay.dropped_sends();
         let (relay1_udp, sink1_udp) = (udp_counters(&relay_ports), udp_counters(&self.sink_ports));
         let (reply, answer) = crossbeam_channel::bounded(1);
         control.command(SinkCommand::Report(reply));
@@ -511,6 +530,9 @@ impl Bench {
             loss: 1.0 - share(received),
             relay_drops: share(relay1_udp.drops.saturating_sub(relay0_udp.drops)),
             sink_drops: share(sink1_udp.drops.saturating_sub(sink0_udp.drops)),
+            send_drops: dropped0
+                .zip(dropped1)
+                .map(|(before, after)| share(after.saturating_sub(before))),
             relay_late: relay1_udp.queued_bytes > 0,
             sink_late: sink1_udp.queued_bytes > 0,
             system_us: (busy1 - busy0) * 1e6 / per_packet,
@@ -707,7 +729,7 @@ fn main() {
             step += 1;
             let run = bench.run(&relay, &targets, rate, seconds);
             eprintln!(
-                "[{step}/{total_steps}] {name} @ {}pps: offered {}pps ({}), forwarded {}pps, loss {:.3}% (lost at relay sockets / sink sockets / other {}), {:.2} us/packet system, p99 {:.0} us",
+                "[{step}/{total_steps}] {name} @ {}pps: offered {}pps ({}), forwarded {}pps, loss {:.3}% (lost at relay sockets / sink sockets / relay sends / other {}), {:.2} us/packet system, p99 {:.0} us",
                 report::short(run.target),
                 report::short(run.offered),
                 run.generator_cell(),
@@ -734,7 +756,7 @@ fn main() {
             let mid = (low + high) / 2;
             let run = bench.run(&relay, &targets, mid, search_seconds);
             eprintln!(
-                "[{step}/{total_steps}] {name} zero-loss search @ {}pps: offered {}, forwarded {}, loss {:.3}% (lost at relay sockets / sink sockets / other {}) -> {}",
+                "[{step}/{total_steps}] {name} zero-loss search @ {}pps: offered {}, forwarded {}, loss {:.3}% (lost at relay sockets / sink sockets / relay sends / other {}) -> {}",
                 report::short(run.target),
                 report::short(run.offered),
                 report::short(run.forwarded),
@@ -768,7 +790,7 @@ fn main() {
         "forwarded pps",
         "generator",
         "loss",
-        "lost at relay sockets / sink sockets / other",
+        "lost at relay sockets / sink sockets / relay sends / other",
         "CPU us/packet (system)",
         "CPU us/packet (relay)",
         "p50 us",
@@ -799,7 +821,7 @@ fn main() {
         "offered pps",
         "forwarded pps",
         "loss",
-        "lost at relay sockets / sink sockets / other",
+        "lost at relay sockets / sink sockets / relay sends / other",
         "verdict",
     ]);
     for outcome in &results {
@@ -863,7 +885,8 @@ fn main() {
          A run offered more than {:.0}% below its target is generator-bound: it measures the \
          generator, not the relay, and a zero-loss rate is never credited above the rate \
          offered. Lost packets were dropped by the kernel at the relay's full receiving sockets \
-         or the sink's, or otherwise (inside the relay, or not at the sink {} ms after the \
+         or the sink's, by the relay when sending (ours counts these; rtpengine: -), or \
+         otherwise (inside the relay, or not at the sink {} ms after the \
          last send: late, and then possibly still queued at a socket); a run that lost \
          packets at the sink only is sink-bound.\nGenerator: {generator}.\n",
         OFFER_TOLERANCE * 100.0,
