@@ -423,7 +423,9 @@ const MAX_SEGMENTS: usize = 64;
 struct Bench {
     start: Instant,
     /// Every stream's packets leave from this one socket, pinned with its thread to
-    /// LOAD_CORE; with `gso`, each send carries several packets of one stream.
+    /// LOAD_CORE; with `gso`, each send carries several packets of one stream. More sockets
+    /// would not help: the cost is the kernel's loopback path per packet, on the one core
+    /// the relay leaves to the generator and the sink.
     sender: UdpSocket,
     /// The kernel splits one send into PACKET-sized datagrams (UDP_SEGMENT).
     gso: bool,
