@@ -1,5 +1,8 @@
 //! What the kernel says a process and the machine spent: CPU time and resident memory from
-//! `/proc`, so benchmarks can report CPU per call or packet and memory per registration.
+//! `/proc`, so benchmarks can report CPU per call or packet and memory per registration;
+//! datagrams dropped at full UDP sockets, so they can say where packets were lost.
+
+use std::collections::HashSet;
 
 /// Clock ticks per second of `/proc` CPU counters (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -69,6 +72,44 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// What the kernel holds for a set of IPv4 UDP sockets: from `/proc/net/udp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    /// Datagrams dropped so far at a full receive queue (the `drops` column).
+    pub drops: u64,
+    /// Bytes waiting in the receive queues now (`rx_queue`, kernel buffer accounting).
+    pub queued_bytes: u64,
+}
+
+/// The sockets bound to these local ports, summed: what tells a relay that could not keep
+/// up from a benchmark sink that could not.
+pub fn udp_counters(ports: &HashSet<u16>) -> UdpCounters {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    udp_table_counters(&table, ports)
+}
+
+fn udp_table_counters(table: &str, ports: &HashSet<u16>) -> UdpCounters {
+    let mut sum = UdpCounters::default();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = fields
+            .get(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .and_then(|(_, port)| u16::from_str_radix(port, 16).ok());
+        if !port.is_some_and(|port| ports.contains(&port)) {
+            continue;
+        }
+        let queued = fields
+            .get(4)
+            .and_then(|queues| queues.split_once(':'))
+            .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok());
+        let drops = fields.last().and_then(|d| d.parse::<u64>().ok());
+        sum.queued_bytes += queued.unwrap_or(0);
+        sum.drops += drops.unwrap_or(0);
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +127,19 @@ mod tests {
         assert!(rss_kib(std::process::id()) > 0);
         assert!(system_busy_seconds() > 0.0);
         assert_eq!(rss_kib(u32::MAX), 0);
+    }
+
+    #[test]
+    fn drops_and_queues_are_summed_over_the_sockets_of_the_ports_asked_for() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+   1: 0100007F:C350 00000000:0000 07 00000000:00000400 00:00000000 00000000     0        0 11 2 0000000000000000 5\n\
+   2: 0100007F:C351 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 12 2 0000000000000000 7\n\
+   3: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 13 2 0000000000000000 100\n";
+        let ports = HashSet::from([50_000, 50_001, 9]);
+        let counters = udp_table_counters(table, &ports);
+        assert_eq!((counters.drops, counters.queued_bytes), (12, 1024));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = socket.local_addr().expect("address").port();
+        assert_eq!(udp_counters(&HashSet::from([port])), UdpCounters::default());
     }
 }

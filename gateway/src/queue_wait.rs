@@ -46,7 +46,7 @@ impl QueueWaits {
             .filter_map(|class| {
                 let waits = &self.by_class[index(class)];
                 let ms = |us: u64| us as f64 / 1000.0;
-                (waits.len() > 0).then(|| {
+                (!waits.is_empty()).then(|| {
                     format!(
                         "{} {}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
                         waits.len(),

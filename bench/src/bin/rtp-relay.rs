@@ -1,18 +1,33 @@
 //! RTP relay benchmark, side by side in one run: our relay on io_uring, our relay on epoll,
 //! and rtpengine 10.5 in userspace mode (driven through its ng control protocol), each
-//! forwarding 1,000 streams offered at 50k, 100k and 150k packets/s; then the highest
-//! zero-loss rate of each by binary search. Reports CPU per forwarded packet (system-wide
-//! and the relay's own), loss and added latency (p50/p99/p99.9), prints a table with the
-//! ratios and writes `target/bench-results/rtp-relay.{md,svg}`.
+//! forwarding 1,000 streams asked for at 50k, 100k and 150k packets/s; then the highest
+//! zero-loss rate of each by binary search. Every run reports its target, the rate the
+//! generator actually offered and the rate forwarded, loss of the offered packets, CPU per
+//! forwarded packet (system-wide and the relay's own) and added latency (p50/p99/p99.9).
+//! A run offered more than 2% below its target is marked generator-bound, and a zero-loss
+//! rate is never credited above what was offered: a generator-bound top makes the ratio
+//! "not a relay measurement". Prints the tables with the ratios and writes
+//! `target/bench-results/rtp-relay.{md,svg}`.
+//!
+//! The generator (one thread and socket pinned to the load core) sends each stream's
+//! packets of one 20 ms interval in one call by UDP GSO: at 50k pps that is one packet
+//! (1,000 real calls; consecutive packets go to different streams, so GSO has nothing to
+//! coalesce), at 150k three. Each call is stamped just before it is made. `--no-gso` sends
+//! one packet a call instead (every stream's packets evenly apart; the generator falls
+//! short sooner). Lost packets are told apart by where they were dropped: by the kernel at
+//! the relay's receiving sockets or at the sink's (a sink-bound run), by our relay when
+//! sending (its counter), or otherwise (inside the relay, or later than 200 ms after the
+//! last send).
 //!
 //! Run: `scripts/bench.sh` (installs rtpengine-daemon), or
-//! `cargo run --release -p bench --bin rtp-relay -- [--quick]`.
+//! `cargo run --release -p bench --bin rtp-relay -- [--quick] [--no-gso]`.
 
-use bench::procfs::{stat_cpu_seconds, system_busy_seconds};
+use bench::procfs::{stat_cpu_seconds, system_busy_seconds, udp_counters};
 use bench::report::{self, BarChart, Table};
 use fastpath::relay::{LegSockets, RelayCommand, RelayConfig, RelayHandler};
-use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig};
+use fastpath::udp::{BackendChoice, Handler, Io, Worker, WorkerConfig, WorkerStats};
 use hdrhistogram::Histogram;
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,6 +101,15 @@ impl Relay {
             }
         };
         stat.map_or(0.0, |s| stat_cpu_seconds(&s))
+    }
+
+    /// Sends the relay dropped itself so far (no free send slot, or failed), where it
+    /// tells: ours does, rtpengine does not.
+    fn dropped_sends(&self) -> Option<u64> {
+        match self {
+            Relay::Ours(worker) => Some(WorkerStats::get(&worker.stats().send_dropped)),
+            Relay::Rtpengine(_) => None,
+        }
     }
 }
 
@@ -285,12 +309,35 @@ fn start_rtpengine(senders: &[SocketAddr], receivers: &[SocketAddr]) -> (Relay, 
     (relay, targets)
 }
 
-/// One measured run.
+/// How long after the generator's last send a packet may still reach the sink.
+const LATE: Duration = Duration::from_millis(200);
+
+/// How far below its target a run's offered rate may fall and still count as offered: a
+/// run further below measured the generator, not the relay.
+const OFFER_TOLERANCE: f64 = 0.02;
+
+/// One measured run: what was asked, what the generator managed, what came out.
 #[derive(Debug, Clone, Copy, Default)]
 struct Run {
+    /// The rate asked of the generator, packets/s.
+    target: f64,
+    /// Packets the generator actually sent / the generator's own duration.
     offered: f64,
+    /// Packets the sink received / the same duration.
     forwarded: f64,
+    /// The share of the offered packets that never reached the sink.
     loss: f64,
+    /// The share of the offered packets the kernel dropped at the relay's receiving
+    /// sockets (the relay did not keep up) ...
+    relay_drops: f64,
+    /// ... and at the sink's (the sink, on the load core, did not).
+    sink_drops: f64,
+    /// ... and by the relay itself when sending, where it tells.
+    send_drops: Option<f64>,
+    /// Packets were still queued at the relay's sockets at the deadline ...
+    relay_late: bool,
+    /// ... and at the sink's.
+    sink_late: bool,
     system_us: f64,
     relay_us: f64,
     p50_us: f64,
@@ -298,22 +345,107 @@ struct Run {
     p999_us: f64,
 }
 
-struct Bench {
-    start: Instant,
-    /// Every stream's packets leave from this one socket (sendmmsg batches).
-    sender: UdpSocket,
-    sink: Worker<SinkCommand>,
+impl Run {
+    /// The generator fell short of the target: the run says nothing about the relay at
+    /// the target rate, only (when nothing was lost) that it kept up with the offered one.
+    fn generator_bound(&self) -> bool {
+        self.offered < self.target * (1.0 - OFFER_TOLERANCE)
+    }
+
+    /// The relay forwarded everything offered, at the rate asked.
+    fn zero_loss_at_target(&self) -> bool {
+        self.loss <= 0.0 && !self.generator_bound()
+    }
+
+    /// The generator's column: kept up, or how far short of the target it fell.
+    fn generator_cell(&self) -> String {
+        if self.generator_bound() {
+            format!("bound ({:.0}%)", (self.offered / self.target - 1.0) * 100.0)
+        } else {
+            "kept up".into()
+        }
+    }
+
+    /// Packets were lost (dropped or late) at the sink and none at the relay's sockets or
+    /// sends: the run measured the sink, not the relay.
+    fn sink_bound(&self) -> bool {
+        self.loss > 0.0
+            && (self.sink_drops > 0.0 || self.sink_late)
+            && self.relay_drops <= 0.0
+            && self.send_drops.unwrap_or(0.0) <= 0.0
+            && !self.relay_late
+    }
+
+    /// Where the lost packets were dropped, as shares of the offered ones (sends: by the
+    /// relay itself, "-" where it does not tell; other: inside the relay, or late), and
+    /// where packets were still queued at the deadline.
+    fn drops_cell(&self) -> String {
+        let late = match (self.relay_late, self.sink_late) {
+            (false, false) => "none",
+            (true, false) => "relay",
+            (false, true) => "sink",
+            (true, true) => "both",
+        };
+        let sends = self.send_drops.unwrap_or(0.0);
+        let other = (self.loss - self.relay_drops - self.sink_drops - sends).max(0.0);
+        format!(
+            "{:.3}% / {:.3}% / {} / {:.3}%, queued at: {late}",
+            self.relay_drops * 100.0,
+            self.sink_drops * 100.0,
+            self.send_drops
+                .map_or("-".into(), |share| format!("{:.3}%", share * 100.0)),
+            other * 100.0
+        )
+    }
+
+    /// The zero-loss search's verdict on this run.
+    fn verdict(&self) -> &'static str {
+        match (self.loss <= 0.0, self.generator_bound(), self.sink_bound()) {
+            (true, false, _) => "zero loss",
+            (true, true, _) => "zero loss, generator-bound",
+            (false, _, true) => "loss at the sink only: sink-bound",
+            (false, _, false) => "loss",
+        }
+    }
 }
 
-/// Packets per sendmmsg call of the generator.
-const BATCH: usize = 64;
+/// What the generator did in one run.
+struct Offered {
+    packets: u64,
+    seconds: f64,
+}
+
+/// Packets per second of one stream at the rates real calls send: 20 ms of G.711 a packet.
+const STREAM_PPS: u64 = 50;
+/// UDP GSO's limit on segments in one send (UDP_MAX_SEGMENTS of older kernels).
+const MAX_SEGMENTS: usize = 64;
+
+struct Bench {
+    start: Instant,
+    /// Every stream's packets leave from this one socket, pinned with its thread to
+    /// LOAD_CORE; with `gso`, each send carries several packets of one stream. More sockets
+    /// would not help: the cost is the kernel's loopback path per packet, on the one core
+    /// the relay leaves to the generator and the sink.
+    sender: UdpSocket,
+    /// The kernel splits one send into PACKET-sized datagrams (UDP_SEGMENT).
+    gso: bool,
+    sink: Worker<SinkCommand>,
+    /// The sink's local ports, to count the datagrams dropped there.
+    sink_ports: HashSet<u16>,
+}
 
 impl Bench {
-    fn new() -> Bench {
+    /// With `gso` false, one packet a send: each stream's packets evenly apart, at the cost of
+    /// a generator that falls short sooner.
+    fn new(gso: bool) -> Bench {
+        use nix::sys::socket::{setsockopt, sockopt};
         let start = Instant::now();
         let sender = loopback();
-        let _ =
-            nix::sys::socket::setsockopt(&sender, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
+        let _ = setsockopt(&sender, sockopt::SndBuf, &(4 << 20));
+        let gso = gso && setsockopt(&sender, sockopt::UdpGsoSegment, &(PACKET as i32)).is_ok();
+        if !gso {
+            eprintln!("without UDP GSO: the generator sends one packet per call");
+        }
         let receivers: Vec<UdpSocket> = (0..STREAMS).map(|_| loopback()).collect();
         let sink = Worker::spawn(
             WorkerConfig {
@@ -332,10 +464,13 @@ impl Bench {
             },
         )
         .expect("start the sink");
+        let sink_ports = sink.local_addrs().iter().map(SocketAddr::port).collect();
         Bench {
             start,
             sender,
+            gso,
             sink,
+            sink_ports,
         }
     }
 
@@ -347,14 +482,27 @@ impl Bench {
         self.sink.local_addrs().to_vec()
     }
 
+    /// Packets of one stream per send at `rate`: those a stream has in one 20 ms interval
+    /// (one at 50k pps, i.e. 1,000 real calls: GSO cannot coalesce anything there, as
+    /// consecutive packets go to different streams), one without GSO.
+    fn burst(&self, rate: u64) -> usize {
+        if self.gso {
+            (rate.div_ceil(STREAMS as u64 * STREAM_PPS) as usize).clamp(1, MAX_SEGMENTS)
+        } else {
+            1
+        }
+    }
+
     /// Offers `rate` packets/s across all streams for `seconds` through `targets`.
     fn run(&self, relay: &Relay, targets: &[SocketAddr], rate: u64, seconds: f64) -> Run {
         let control = self.sink.sender();
         control.command(SinkCommand::Reset);
         std::thread::sleep(Duration::from_millis(50));
+        let relay_ports: HashSet<u16> = targets.iter().map(SocketAddr::port).collect();
+        let (relay0_udp, sink0_udp) = (udp_counters(&relay_ports), udp_counters(&self.sink_ports));
         let (busy0, relay0) = (system_busy_seconds(), relay.cpu_seconds());
-        let began = Instant::now();
-        let sent = std::thread::scope(|scope| {
+        let dropped0 = relay.dropped_sends();
+        let offered = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     pin(LOAD_CORE);
@@ -363,31 +511,47 @@ impl Bench {
                 .join()
                 .expect("generator")
         });
-        std::thread::sleep(Duration::from_millis(200)); // in flight
-        let elapsed = began.elapsed().as_secs_f64() - 0.2;
+        // A packet not at the sink by this deadline is lost: later than any jitter buffer
+        // would wait.
+        std::thread::sleep(LATE);
         let (busy1, relay1) = (system_busy_seconds(), relay.cpu_seconds());
+        let dropped1 = relay.dropped_sends();
+        let (relay1_udp, sink1_udp) = (udp_counters(&relay_ports), udp_counters(&self.sink_ports));
         let (reply, answer) = crossbeam_channel::bounded(1);
         control.command(SinkCommand::Report(reply));
         let (received, latency) = answer
             .recv_timeout(Duration::from_secs(5))
             .expect("sink report");
-        let forwarded = received.max(1) as f64;
+        let per_packet = received.max(1) as f64;
+        let duration = offered.seconds.max(f64::MIN_POSITIVE);
+        let share = |packets: u64| packets as f64 / offered.packets.max(1) as f64;
         Run {
-            offered: sent as f64 / elapsed,
-            forwarded: received as f64 / elapsed,
-            loss: 1.0 - received as f64 / sent.max(1) as f64,
-            system_us: (busy1 - busy0) * 1e6 / forwarded,
-            relay_us: (relay1 - relay0) * 1e6 / forwarded,
+            target: rate as f64,
+            offered: offered.packets as f64 / duration,
+            forwarded: received as f64 / duration,
+            loss: 1.0 - share(received),
+            relay_drops: share(relay1_udp.drops.saturating_sub(relay0_udp.drops)),
+            sink_drops: share(sink1_udp.drops.saturating_sub(sink0_udp.drops)),
+            send_drops: dropped0
+                .zip(dropped1)
+                .map(|(before, after)| share(after.saturating_sub(before))),
+            relay_late: relay1_udp.queued_bytes > 0,
+            sink_late: sink1_udp.queued_bytes > 0,
+            system_us: (busy1 - busy0) * 1e6 / per_packet,
+            relay_us: (relay1 - relay0) * 1e6 / per_packet,
             p50_us: latency.value_at_quantile(0.5) as f64 / 1000.0,
             p99_us: latency.value_at_quantile(0.99) as f64 / 1000.0,
             p999_us: latency.value_at_quantile(0.999) as f64 / 1000.0,
         }
     }
 
-    /// The generator: paced by the clock, round robin over the streams, BATCH packets per
-    /// sendmmsg call.
-    fn offer(&self, targets: &[SocketAddr], rate: u64, seconds: f64) -> u64 {
-        use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn};
+    /// The generator: paced by the clock for `seconds`, round robin over the streams, one
+    /// send per stream's burst (see `burst`). Each send is stamped just before the call
+    /// that carries it: a sendmmsg batch stamped once would overstate the latency of its
+    /// later messages by the time the call takes to reach them (on loopback each send
+    /// delivers its packets into the relay's socket before the next one starts).
+    fn offer(&self, targets: &[SocketAddr], rate: u64, seconds: f64) -> Offered {
+        use nix::sys::socket::{sendmsg, MsgFlags, SockaddrIn};
         use std::io::IoSlice;
         use std::os::fd::AsRawFd;
         let addrs: Vec<SockaddrIn> = targets
@@ -397,46 +561,47 @@ impl Bench {
                 SocketAddr::V6(_) => unreachable!("the benchmark runs on 127.0.0.1"),
             })
             .collect();
-        let mut packets = vec![[0u8; PACKET]; BATCH];
+        let burst = self.burst(rate);
+        let mut buffer = vec![0u8; PACKET * burst];
         let mut sequence = vec![0u16; STREAMS];
         let began = Instant::now();
-        let total = (rate as f64 * seconds) as u64;
         let (mut sent, mut stream) = (0u64, 0usize);
-        while sent < total {
-            let due = ((began.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-            if sent >= due {
+        loop {
+            let elapsed = began.elapsed().as_secs_f64();
+            if elapsed >= seconds {
+                return Offered {
+                    packets: sent,
+                    seconds: elapsed,
+                };
+            }
+            // A burst leaves once all its packets are due.
+            if ((elapsed * rate as f64) as u64) < sent + burst as u64 {
                 std::thread::sleep(Duration::from_micros(100));
                 continue;
             }
-            let batch = ((due - sent) as usize).min(BATCH);
-            let mut destinations = Vec::with_capacity(batch);
             let now = self.start.elapsed().as_nanos() as u64;
-            for packet in packets.iter_mut().take(batch) {
+            for packet in buffer.chunks_exact_mut(PACKET) {
                 packet[0] = 0x80;
                 packet[2..4].copy_from_slice(&sequence[stream].to_be_bytes());
                 packet[4..8].copy_from_slice(&(u32::from(sequence[stream]) * 160).to_be_bytes());
                 packet[8..12].copy_from_slice(&(stream as u32).to_be_bytes());
                 packet[12..20].copy_from_slice(&now.to_be_bytes());
-                destinations.push(Some(addrs[stream]));
                 sequence[stream] = sequence[stream].wrapping_add(1);
-                stream = (stream + 1) % STREAMS;
             }
-            let slices: Vec<[IoSlice<'_>; 1]> =
-                packets[..batch].iter().map(|p| [IoSlice::new(p)]).collect();
-            let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
-            let no_cmsgs: [ControlMessage<'_>; 0] = [];
-            // A full socket buffer drops the rest of the batch: it counts as offered and lost.
-            let _ = sendmmsg(
+            // A failed send offered nothing: it shows as an offered rate short of the target.
+            if sendmsg(
                 self.sender.as_raw_fd(),
-                &mut headers,
-                &slices,
-                &destinations,
-                no_cmsgs,
+                &[IoSlice::new(&buffer)],
+                &[],
                 MsgFlags::empty(),
-            );
-            sent += batch as u64;
+                Some(&addrs[stream]),
+            )
+            .is_ok()
+            {
+                sent += burst as u64;
+            }
+            stream = (stream + 1) % STREAMS;
         }
-        sent
     }
 }
 
@@ -447,18 +612,108 @@ fn raise_file_limit() {
     }
 }
 
+/// One relay's runs.
+struct Outcome {
+    name: String,
+    /// At the fixed rates, in order.
+    runs: Vec<Run>,
+    /// The zero-loss search's steps, in order.
+    search: Vec<Run>,
+}
+
+impl Outcome {
+    fn all(&self) -> impl Iterator<Item = &Run> {
+        self.runs.iter().chain(&self.search)
+    }
+
+    /// The zero-loss run with the highest offered rate: the relay's highest zero-loss rate
+    /// is the rate offered in it, never its target.
+    fn best(&self) -> Option<&Run> {
+        self.all()
+            .filter(|run| run.loss <= 0.0)
+            .max_by(|a, b| a.offered.total_cmp(&b.offered))
+    }
+
+    /// What bounded the highest zero-loss rate: the first run that lost packets at a higher
+    /// offered rate tells (the relay's sockets or the sink's); with none, the generator,
+    /// if it fell short of some target.
+    fn limit(&self) -> Limit {
+        let Some(best) = self.best() else {
+            return Limit::Relay;
+        };
+        let above = self
+            .all()
+            .filter(|run| run.loss > 0.0 && run.offered > best.offered)
+            .min_by(|a, b| a.offered.total_cmp(&b.offered));
+        match above {
+            Some(run) if run.sink_bound() => Limit::Sink,
+            Some(_) => Limit::Relay,
+            None if self.all().any(Run::generator_bound) => Limit::Generator,
+            None => Limit::Relay,
+        }
+    }
+
+    fn zero_loss_cell(&self) -> String {
+        match (self.best(), self.limit().bench_part()) {
+            (None, _) => "none".into(),
+            (Some(best), None) => report::short(best.offered),
+            (Some(best), Some(part)) => {
+                format!("at least {}, {part}-bound", report::short(best.offered))
+            }
+        }
+    }
+
+    fn ratio_cell(&self, reference: &Outcome) -> String {
+        match (self.best(), reference.best()) {
+            (Some(ours), Some(theirs)) => {
+                let ratio = ours.offered / theirs.offered.max(1.0);
+                match self.limit().bench_part().or(reference.limit().bench_part()) {
+                    Some(part) => {
+                        format!("{ratio:.2}x ({part}-bound: not a relay measurement)")
+                    }
+                    None => format!("{ratio:.2}x"),
+                }
+            }
+            _ => "n/a (no zero-loss run)".into(),
+        }
+    }
+}
+
+/// What stopped a relay's zero-loss search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// The relay lost packets: a measurement of the relay.
+    Relay,
+    /// The generator could offer no more, and the relay lost nothing.
+    Generator,
+    /// Packets were lost at the sink, none at the relay.
+    Sink,
+}
+
+impl Limit {
+    /// The part of the benchmark, not the relay, that set the limit.
+    fn bench_part(self) -> Option<&'static str> {
+        match self {
+            Limit::Relay => None,
+            Limit::Generator => Some("generator"),
+            Limit::Sink => Some("sink"),
+        }
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let gso = !std::env::args().any(|a| a == "--no-gso");
     let (rates, seconds, search_seconds, steps): (&[u64], f64, f64, u32) = if quick {
         (&[50_000, 100_000], 1.5, 1.0, 4)
     } else {
         (&[50_000, 100_000, 150_000], 4.0, 2.0, 8)
     };
     raise_file_limit();
-    let bench = Bench::new();
+    let bench = Bench::new(gso);
     let (senders, receivers) = (bench.sender_addrs(), bench.receiver_addrs());
     let kinds = ["io_uring", "epoll", "rtpengine"];
-    let mut results: Vec<(String, Vec<Run>, f64)> = Vec::new();
+    let mut results: Vec<Outcome> = Vec::new();
     let total_steps = kinds.len() * (rates.len() + steps as usize);
     let mut step = 0;
     for kind in kinds {
@@ -476,71 +731,84 @@ fn main() {
             step += 1;
             let run = bench.run(&relay, &targets, rate, seconds);
             eprintln!(
-                "[{step}/{total_steps}] {name} @ {}pps: forwarded {}pps, loss {:.3}%, {:.2} us/packet system, p99 {:.0} us",
-                report::short(rate as f64),
+                "[{step}/{total_steps}] {name} @ {}pps: offered {}pps ({}), forwarded {}pps, loss {:.3}% (lost at relay sockets / sink sockets / relay sends / other {}), {:.2} us/packet system, p99 {:.0} us",
+                report::short(run.target),
+                report::short(run.offered),
+                run.generator_cell(),
                 report::short(run.forwarded),
                 run.loss * 100.0,
+                run.drops_cell(),
                 run.system_us,
                 run.p99_us
             );
             runs.push(run);
         }
-        // Upward from the highest loss-free rate measured; an overloaded relay is started
-        // afresh before the next step (rtpengine may not recover from an overload).
-        let mut low = rates
+        // Upward from the highest target forwarded without loss; an overloaded relay is
+        // started afresh before the next step (rtpengine may not recover from an overload).
+        let mut low = runs
             .iter()
-            .zip(&runs)
-            .filter(|(_, run)| run.loss <= 0.0)
-            .map(|(&rate, _)| rate)
+            .filter(|run| run.zero_loss_at_target())
+            .map(|run| run.target as u64)
             .max()
             .unwrap_or(10_000);
         let mut high = 1_000_000u64;
+        let mut search = Vec::new();
         for _ in 0..steps {
             step += 1;
             let mid = (low + high) / 2;
             let run = bench.run(&relay, &targets, mid, search_seconds);
-            // A rate the generator could not offer is not a rate the relay sustained.
-            let ok = run.loss <= 0.0 && run.offered >= mid as f64 * 0.97;
             eprintln!(
-                "[{step}/{total_steps}] {name} zero-loss search @ {}pps (offered {}): loss {:.3}% -> {}",
-                report::short(mid as f64),
+                "[{step}/{total_steps}] {name} zero-loss search @ {}pps: offered {}, forwarded {}, loss {:.3}% (lost at relay sockets / sink sockets / relay sends / other {}) -> {}",
+                report::short(run.target),
                 report::short(run.offered),
+                report::short(run.forwarded),
                 run.loss * 100.0,
-                if ok { "ok" } else { "loss" }
+                run.drops_cell(),
+                run.verdict()
             );
-            if ok {
+            search.push(run);
+            if run.zero_loss_at_target() {
                 low = mid;
-            } else {
-                high = mid;
+                continue;
+            }
+            // Above the relay's limit, or above what the generator can offer.
+            high = mid;
+            if run.loss > 0.0 {
                 drop(relay);
                 std::thread::sleep(Duration::from_millis(300));
                 (relay, targets) = start();
                 bench.run(&relay, &targets, 20_000, 0.5);
             }
         }
-        results.push((name, runs, low as f64));
+        results.push(Outcome { name, runs, search });
         drop(relay);
         std::thread::sleep(Duration::from_millis(300));
     }
 
     let mut table = Table::new(&[
         "relay",
+        "target pps",
         "offered pps",
         "forwarded pps",
+        "generator",
         "loss",
+        "lost at relay sockets / sink sockets / relay sends / other",
         "CPU us/packet (system)",
         "CPU us/packet (relay)",
         "p50 us",
         "p99 us",
         "p99.9 us",
     ]);
-    for (name, runs, _) in &results {
-        for run in runs {
+    for outcome in &results {
+        for run in &outcome.runs {
             table.row(vec![
-                name.clone(),
+                outcome.name.clone(),
+                report::short(run.target),
                 report::short(run.offered),
                 report::short(run.forwarded),
+                run.generator_cell(),
                 format!("{:.3}%", run.loss * 100.0),
+                run.drops_cell(),
                 format!("{:.2}", run.system_us),
                 format!("{:.2}", run.relay_us),
                 format!("{:.0}", run.p50_us),
@@ -549,32 +817,83 @@ fn main() {
             ]);
         }
     }
-    let reference = results.last().map(|(_, runs, zero)| (runs.clone(), *zero));
+    let mut searches = Table::new(&[
+        "relay (zero-loss search)",
+        "target pps",
+        "offered pps",
+        "forwarded pps",
+        "loss",
+        "lost at relay sockets / sink sockets / relay sends / other",
+        "verdict",
+    ]);
+    for outcome in &results {
+        for run in &outcome.search {
+            searches.row(vec![
+                outcome.name.clone(),
+                report::short(run.target),
+                report::short(run.offered),
+                report::short(run.forwarded),
+                format!("{:.3}%", run.loss * 100.0),
+                run.drops_cell(),
+                run.verdict().into(),
+            ]);
+        }
+    }
     let mut ratios = Table::new(&[
         "relay",
-        "zero-loss pps",
+        "highest zero-loss pps (offered)",
         "zero-loss vs rtpengine",
-        "system CPU/packet vs rtpengine (per rate)",
+        "system CPU/packet vs rtpengine (per target rate)",
     ]);
-    for (name, runs, zero) in &results {
-        let (reference_runs, reference_zero) = reference.clone().unwrap_or_default();
-        let cpu: Vec<String> = runs
-            .iter()
-            .zip(&reference_runs)
-            .map(|(r, base)| {
-                format!(
-                    "{:.2}x",
-                    r.system_us / base.system_us.max(f64::MIN_POSITIVE)
-                )
-            })
-            .collect();
-        ratios.row(vec![
-            name.clone(),
-            report::short(*zero),
-            format!("{:.2}x", zero / reference_zero.max(1.0)),
-            cpu.join(" / "),
-        ]);
+    if let Some(reference) = results.last() {
+        for outcome in &results {
+            let cpu: Vec<String> = outcome
+                .runs
+                .iter()
+                .zip(&reference.runs)
+                .map(|(r, base)| {
+                    format!(
+                        "{:.2}x",
+                        r.system_us / base.system_us.max(f64::MIN_POSITIVE)
+                    )
+                })
+                .collect();
+            ratios.row(vec![
+                outcome.name.clone(),
+                outcome.zero_loss_cell(),
+                outcome.ratio_cell(reference),
+                cpu.join(" / "),
+            ]);
+        }
     }
+    let generator = if bench.gso {
+        format!(
+            "one thread and socket on core {LOAD_CORE} (shared with the sink), one send per \
+             stream's packets of a 20 ms interval by UDP GSO ({} at {} pps, {} at {} pps)",
+            bench.burst(rates[0]),
+            report::short(rates[0] as f64),
+            bench.burst(rates[rates.len() - 1]),
+            report::short(rates[rates.len() - 1] as f64),
+        )
+    } else {
+        format!(
+            "one thread and socket on core {LOAD_CORE} (shared with the sink), one packet a \
+             send (no UDP GSO)"
+        )
+    };
+    let notes = format!(
+        "Offered: packets the generator sent / its own duration; forwarded: packets the sink \
+         received / the same duration; loss: the share of the offered packets not forwarded. \
+         A run offered more than {:.0}% below its target is generator-bound: it measures the \
+         generator, not the relay, and a zero-loss rate is never credited above the rate \
+         offered. Lost packets were dropped by the kernel at the relay's full receiving sockets \
+         or the sink's, by the relay when sending (ours counts these; rtpengine: -), or \
+         otherwise (inside the relay, or not at the sink {} ms after the \
+         last send: late, and then possibly still queued at a socket); a run that lost \
+         packets at the sink only is sink-bound.\nGenerator: {generator}.\n",
+        OFFER_TOLERANCE * 100.0,
+        LATE.as_millis()
+    );
     let chart = BarChart {
         title: format!("RTP relay, {STREAMS} streams: system CPU per forwarded packet"),
         unit: "microseconds per packet".into(),
@@ -584,15 +903,96 @@ fn main() {
             .collect(),
         series: results
             .iter()
-            .map(|(name, runs, _)| (name.clone(), runs.iter().map(|r| r.system_us).collect()))
+            .map(|o| (o.name.clone(), o.runs.iter().map(|r| r.system_us).collect()))
             .collect(),
     };
-    let text = format!("{}\n{}", table.render(), ratios.render());
+    let text = format!(
+        "{}\n{}\n{}\n{notes}",
+        table.render(),
+        searches.render(),
+        ratios.render()
+    );
     print!("{text}");
     match std::fs::write(report::results_dir().join("rtp-relay.md"), &text)
         .and_then(|()| std::fs::write(report::results_dir().join("rtp-relay.svg"), chart.svg()))
     {
         Ok(()) => eprintln!("written: target/bench-results/rtp-relay.md and rtp-relay.svg"),
         Err(e) => eprintln!("could not write results: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(target: f64, offered: f64, loss: f64) -> Run {
+        Run {
+            target,
+            offered,
+            forwarded: offered * (1.0 - loss),
+            loss,
+            ..Run::default()
+        }
+    }
+
+    fn outcome(runs: Vec<Run>, search: Vec<Run>) -> Outcome {
+        Outcome {
+            name: "relay".into(),
+            runs,
+            search,
+        }
+    }
+
+    #[test]
+    fn a_rate_never_offered_is_never_credited() {
+        // The slow day of issue 17: asked for 150k, the generator offered 100k.
+        let ours = outcome(
+            vec![run(50e3, 50e3, 0.0), run(150e3, 100e3, 0.0)],
+            vec![run(575e3, 104e3, 0.0)],
+        );
+        assert!(ours.search[0].generator_bound());
+        assert_eq!(ours.best().map(|r| r.offered), Some(104e3));
+        assert_eq!(ours.limit(), Limit::Generator);
+        assert_eq!(ours.zero_loss_cell(), "at least 104.0k, generator-bound");
+        let rtpengine = outcome(vec![run(100e3, 100e3, 0.0)], vec![run(150e3, 150e3, 0.01)]);
+        assert_eq!(rtpengine.limit(), Limit::Relay);
+        assert_eq!(
+            ours.ratio_cell(&rtpengine),
+            "1.04x (generator-bound: not a relay measurement)"
+        );
+        assert_eq!(
+            rtpengine.ratio_cell(&ours),
+            "0.96x (generator-bound: not a relay measurement)"
+        );
+    }
+
+    #[test]
+    fn loss_above_a_short_offer_still_finds_the_relays_limit() {
+        let relay = outcome(
+            vec![run(100e3, 100e3, 0.0)],
+            vec![run(300e3, 280e3, 0.0), run(320e3, 290e3, 0.02)],
+        );
+        assert_eq!(relay.limit(), Limit::Relay);
+        assert_eq!(relay.zero_loss_cell(), "280.0k");
+        let reference = outcome(vec![run(100e3, 100e3, 0.0)], vec![run(140e3, 140e3, 0.0)]);
+        assert_eq!(relay.ratio_cell(&reference), "2.00x");
+        assert_eq!(run(100e3, 98.5e3, 0.0).verdict(), "zero loss");
+        assert_eq!(run(100e3, 97e3, 0.0).generator_cell(), "bound (-3%)");
+    }
+
+    #[test]
+    fn loss_at_the_sink_alone_is_not_the_relays() {
+        let mut lost_at_sink = run(200e3, 200e3, 0.1);
+        lost_at_sink.sink_drops = 0.1;
+        let relay = outcome(vec![run(100e3, 100e3, 0.0)], vec![lost_at_sink]);
+        assert_eq!(lost_at_sink.verdict(), "loss at the sink only: sink-bound");
+        assert_eq!(relay.limit(), Limit::Sink);
+        assert_eq!(relay.zero_loss_cell(), "at least 100.0k, sink-bound");
+        // Dropped at the relay's sockets as well: the relay's limit.
+        let mut both = lost_at_sink;
+        both.relay_drops = 0.05;
+        let relay = outcome(vec![run(100e3, 100e3, 0.0)], vec![both]);
+        assert_eq!(relay.limit(), Limit::Relay);
+        assert_eq!(relay.ratio_cell(&relay), "1.00x");
     }
 }
