@@ -20,8 +20,12 @@ use std::sync::atomic::{AtomicU16, Ordering};
 const ENTRIES: u32 = 1024;
 /// The provided-buffer group.
 const GROUP: u16 = 0;
-/// Sends in flight at most (more are dropped and counted).
+/// Send slots made at start: sends in flight before any more are made.
 const SEND_SLOTS: usize = 512;
+/// Sends in flight at most: past [`SEND_SLOTS`], slots are made as sends need them (a
+/// worker starved of CPU reaps completions late), up to this many (about 16 MiB of
+/// buffers); past it sends are dropped and counted.
+const MAX_SEND_SLOTS: usize = 8192;
 /// user_data: operation in the top byte, socket or slot index below.
 const TAG_SHIFT: u32 = 56;
 const RECV: u64 = 1;
@@ -136,6 +140,21 @@ struct SendSlot {
     msg: libc::msghdr,
 }
 
+impl SendSlot {
+    fn new() -> Box<SendSlot> {
+        Box::new(SendSlot {
+            data: Vec::with_capacity(2048),
+            addr: RawAddr::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            control: ControlBuffer::default(),
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            msg: zeroed_msghdr(),
+        })
+    }
+}
+
 fn zeroed_msghdr() -> libc::msghdr {
     // SAFETY: an all-zero msghdr is valid: null pointers with zero lengths.
     unsafe { std::mem::zeroed() }
@@ -148,9 +167,10 @@ pub(super) struct Ring {
     ring: IoUring,
     buffers: BufferRing,
     recv_msg: Box<libc::msghdr>,
-    /// Fixed at creation and never resized: the slots' addresses stay put while the kernel
-    /// holds pointers into them.
-    slots: Vec<SendSlot>,
+    /// Each slot boxed: its address stays put while the kernel holds pointers into it,
+    /// even as more slots are made (never more than [`MAX_SEND_SLOTS`]; none is freed).
+    #[allow(clippy::vec_box)] // the box is what keeps a slot's address when the Vec grows
+    slots: Vec<Box<SendSlot>>,
     free: Vec<usize>,
     /// The pending tick timeout's duration (the kernel reads it while the timeout waits).
     tick_spec: Box<types::Timespec>,
@@ -196,18 +216,7 @@ impl Ring {
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // Room for the destination a socket bound to the unspecified address reports.
         recv_msg.msg_controllen = cmsg::SPACE;
-        let slots = (0..SEND_SLOTS)
-            .map(|_| SendSlot {
-                data: Vec::with_capacity(2048),
-                addr: RawAddr::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-                control: ControlBuffer::default(),
-                iov: libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                },
-                msg: zeroed_msghdr(),
-            })
-            .collect();
+        let slots = (0..SEND_SLOTS).map(|_| SendSlot::new()).collect();
         Ok(Ring {
             ring,
             buffers,
@@ -383,11 +392,26 @@ impl Ring {
         }
     }
 
+    /// A free send slot: one whose send completed, else a new one while fewer than
+    /// [`MAX_SEND_SLOTS`] exist.
+    fn free_slot(&mut self) -> Option<usize> {
+        self.free.pop().or_else(|| {
+            (self.slots.len() < MAX_SEND_SLOTS).then(|| {
+                self.slots.push(SendSlot::new());
+                self.slots.len() - 1
+            })
+        })
+    }
+
     /// Turns the queued sends into sendmsg operations and file writes into write operations.
     fn flush(&mut self, io: &mut Io, stats: &WorkerStats) {
         let mut entries = Vec::new();
         io.drain_file_writes(|_, fd, bytes| {
-            let (Some(fd), Some(index)) = (fd, self.free.pop()) else {
+            let Some(fd) = fd else {
+                WorkerStats::add(&stats.send_dropped, 1);
+                return;
+            };
+            let Some(index) = self.free_slot() else {
                 WorkerStats::add(&stats.send_dropped, 1);
                 return;
             };
@@ -405,7 +429,11 @@ impl Ring {
             );
         });
         io.drain_sends(|fd, from, to, bytes| {
-            let (Some(fd), Some(index)) = (fd, self.free.pop()) else {
+            let Some(fd) = fd else {
+                WorkerStats::add(&stats.send_dropped, 1);
+                return;
+            };
+            let Some(index) = self.free_slot() else {
                 WorkerStats::add(&stats.send_dropped, 1);
                 return;
             };
@@ -676,5 +704,57 @@ mod tests {
             .collect();
         received.sort_unstable();
         assert_eq!(received, (0..24).collect::<Vec<_>>());
+    }
+
+    /// More sends at once than the slots made at start (a worker that reaps its
+    /// completions late): slots are made for them, none is dropped, up to the cap.
+    #[test]
+    fn sends_beyond_the_first_slots_get_slots_of_their_own() {
+        let far_end = UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::udp::enlarge_buffers(&far_end, 4 << 20).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut context = context(vec![socket]);
+        let mut ring = Ring::with_entries(&context, 256).unwrap();
+        let mut completions = Vec::new();
+        ring.apply_socket_changes(&mut context.io);
+        let to = far_end.local_addr().unwrap();
+        let count = 3 * SEND_SLOTS as u64;
+        for i in 0..count {
+            context.io.send(0, to, &i.to_be_bytes());
+        }
+        let stats = context.shared.clone();
+        ring.flush(&mut context.io, &stats.stats);
+        assert_eq!(
+            ring.slots.len(),
+            count as usize,
+            "a slot for each send in flight"
+        );
+        let mut turns = 0;
+        while WorkerStats::get(&stats.stats.sent) + WorkerStats::get(&stats.stats.send_dropped)
+            < count
+        {
+            turns += 1;
+            assert!(turns < 10_000, "every send completes");
+            assert_eq!(ring.turn(&mut context, &mut completions), Ok(false));
+        }
+        assert_eq!(WorkerStats::get(&stats.stats.send_dropped), 0);
+        assert_eq!(ring.free.len(), ring.slots.len(), "every slot came back");
+
+        // Past the cap, sends are dropped and counted.
+        for i in 0..(MAX_SEND_SLOTS as u64 + 10) {
+            context.io.send(0, to, &i.to_be_bytes());
+        }
+        ring.flush(&mut context.io, &stats.stats);
+        assert_eq!(ring.slots.len(), MAX_SEND_SLOTS);
+        assert_eq!(WorkerStats::get(&stats.stats.send_dropped), 10);
+        let all = count + MAX_SEND_SLOTS as u64 + 10;
+        while WorkerStats::get(&stats.stats.sent) + WorkerStats::get(&stats.stats.send_dropped)
+            < all
+        {
+            turns += 1;
+            assert!(turns < 100_000, "every send completes");
+            assert_eq!(ring.turn(&mut context, &mut completions), Ok(false));
+        }
     }
 }
