@@ -182,9 +182,11 @@ impl TestCluster {
             ("-c listen_addresses=".to_string(), None)
         };
         let log = std::fs::File::create(dir.join("postgres.log")).expect("postgres log file");
-        // The keeper: runs the server until its stdin closes, then stops it (fast shutdown)
-        // and removes the directory; a line on its stdin restarts the server (stopped,
-        // started again, "keeper: restarted" in the log).
+        // The keeper: runs the server until its stdin says `stop` or closes, then stops it
+        // (fast shutdown) and removes the directory; any other line restarts the server
+        // (stopped, started again, "keeper: restarted" in the log). A `stop` taken for a
+        // restart would signal the new server before it handles SIGINT (a background job
+        // of `sh` starts with SIGINT ignored): the keeper would wait for it for ever.
         let script = r#"
             postgres=$0 data=$1 sockets=$2 dir=$3 options=$4
             serve() {
@@ -194,7 +196,7 @@ impl TestCluster {
                 pg=$!
             }
             serve
-            while read _line; do
+            while read line && [ "$line" != stop ]; do
                 kill -INT "$pg"
                 wait "$pg"
                 serve
