@@ -6,6 +6,7 @@
 //! (folding removed, LWS around `/ ; = ,` dropped outside quoted strings) so the typed
 //! parsers of ezk-sip-types and our own accessors see one spelling.
 
+use super::headers::Headers;
 use bytes::Bytes;
 use bytesstr::BytesStr;
 use ezk_sip_types::header::typed::{CSeq, Via};
@@ -13,7 +14,7 @@ use ezk_sip_types::header::HeaderParse;
 use ezk_sip_types::msg::{Line, PullParser};
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::uri::SipUri;
-use ezk_sip_types::{Headers, Method, Name};
+use ezk_sip_types::{Method, Name};
 use std::fmt;
 
 /// The largest message we accept; larger ones are rejected (RFC 3261 §18.1.1 keeps UDP well
@@ -549,8 +550,13 @@ impl MessageHead {
             if name_text.is_empty() {
                 return Err(ParseError::HeaderLine(truncate(text)));
             }
-            let value = canonicalize_value(line.value.as_str());
-            headers.insert(line.name, BytesStr::from(value));
+            // Most values are already canonical: they stay slices of `head`, uncopied.
+            let value = if already_canonical(line.value.as_str()) {
+                line.value
+            } else {
+                BytesStr::from(canonicalize_folded(line.value.as_str()))
+            };
+            headers.insert(line.name, value);
         }
         Ok(MessageHead { start, headers })
     }
@@ -558,13 +564,13 @@ impl MessageHead {
     /// The body length the head announces (RFC 3261 §18.3, §20.14): Content-Length, which a
     /// stream requires; without it a datagram's body is the `available` rest.
     pub fn body_length(&self, framing: Framing, available: usize) -> Result<usize, ParseError> {
-        let lengths: Vec<&BytesStr> = self.headers.get_raw(&Name::CONTENT_LENGTH).collect();
-        match lengths.as_slice() {
-            [] if framing == Framing::Datagram => Ok(available),
-            [] => Err(ParseError::ContentLength(
+        let mut lengths = self.headers.get_raw(&Name::CONTENT_LENGTH);
+        match (lengths.next(), lengths.next()) {
+            (None, _) if framing == Framing::Datagram => Ok(available),
+            (None, _) => Err(ParseError::ContentLength(
                 "missing on a stream transport".into(),
             )),
-            [one] => one
+            (Some(one), None) => one
                 .as_str()
                 .trim()
                 .parse::<usize>()
@@ -651,21 +657,12 @@ impl SipMessage {
         }
     }
 
-    /// Every raw value of a header, in order. Faster than ezk's `Headers::get_raw`: parsed
-    /// names are canonical (compact forms already mapped to the full name), so comparing
-    /// printed names once replaces ezk's alias-by-alias `Name == Name`.
+    /// Every raw value of a header, in order.
     pub fn raw_values<'a, 'n>(
         &'a self,
         name: &'n Name,
     ) -> impl Iterator<Item = &'a BytesStr> + use<'a, 'n> {
-        let wanted = name.as_print_str();
-        self.headers
-            .iter()
-            .filter(move |(n, _)| {
-                let n = n.as_print_str();
-                n.len() == wanted.len() && n.eq_ignore_ascii_case(wanted)
-            })
-            .map(|(_, v)| v)
+        self.headers.get_raw(name)
     }
 
     /// First raw value of a header, canonicalised.
@@ -841,7 +838,7 @@ impl SipMessage {
             }
         }
         for (name, value) in self.headers.iter() {
-            if *name == Name::CONTENT_LENGTH {
+            if Headers::is(name, &Name::CONTENT_LENGTH) {
                 continue;
             }
             let _ = write!(out, "{}: {}\r\n", name.as_print_str(), value);

@@ -3,9 +3,10 @@
 
 use super::message::{canonicalize_value, starts_with_ignore_case, NameAddrValue, QuoteTracker};
 use super::message::{sip_uri_user, ParseError, RequestUri, SipMessage, StartLine, StatusLine};
+use crate::sip::headers::Headers;
 use bytes::Bytes;
 use bytesstr::BytesStr;
-use ezk_sip_types::{Headers, Method, Name};
+use ezk_sip_types::{Method, Name};
 
 /// What the gateway implements, for validation and for Allow/Accept/Supported headers.
 #[derive(Debug, Clone, Copy)]
