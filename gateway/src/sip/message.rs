@@ -384,7 +384,12 @@ pub fn split_list(value: &str) -> Vec<&str> {
 /// collecting them (lookups on every message only count or take the first).
 pub fn list_items(value: &str) -> impl Iterator<Item = &str> + '_ {
     let (mut quotes, mut depth, mut start) = (QuoteTracker::default(), 0u32, 0);
-    let mut chars = value.char_indices();
+    // Without a comma the value is one item: no need to walk it a character at a time.
+    let mut chars = if memchr::memchr(b',', value.as_bytes()).is_some() {
+        value.char_indices()
+    } else {
+        "".char_indices()
+    };
     let mut done = false;
     std::iter::from_fn(move || {
         for (i, c) in chars.by_ref() {
@@ -713,22 +718,23 @@ impl SipMessage {
 
     /// All Via values, top first.
     pub fn vias(&self) -> Vec<Via> {
-        self.header_list(&Name::VIA)
-            .into_iter()
-            .filter_map(|v| {
-                let bytes = Bytes::copy_from_slice(v.as_bytes());
-                let text = std::str::from_utf8(&bytes).ok()?;
-                Via::parse(&bytes, text).ok().map(|(_, via)| via)
+        self.raw_values(&Name::VIA)
+            .flat_map(|raw| list_items(raw.as_str()).map(move |item| (raw, item)))
+            .filter_map(|(raw, item)| {
+                let src: &Bytes = raw.as_ref();
+                Via::parse(src, item).ok().map(|(_, via)| via)
             })
             .collect()
     }
 
     /// The top Via, parsed.
     pub fn top_via(&self) -> Option<Via> {
-        let first = self.first_item(&Name::VIA)?;
-        let bytes = Bytes::copy_from_slice(first.as_bytes());
-        let text = std::str::from_utf8(&bytes).ok()?;
-        let (rest, via) = Via::parse(&bytes, text).ok()?;
+        let (raw, first) = self
+            .raw_values(&Name::VIA)
+            .find_map(|raw| Some((raw, list_items(raw.as_str()).next()?)))?;
+        // The parser slices into the buffer it is given: the value's own, not a copy.
+        let src: &Bytes = raw.as_ref();
+        let (rest, via) = Via::parse(src, first).ok()?;
         rest.trim().is_empty().then_some(via)
     }
 
