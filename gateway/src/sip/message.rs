@@ -11,7 +11,7 @@ use bytes::Bytes;
 use bytesstr::BytesStr;
 use ezk_sip_types::header::typed::{CSeq, Via};
 use ezk_sip_types::header::HeaderParse;
-use ezk_sip_types::msg::{Line, PullParser};
+use ezk_sip_types::msg::PullParser;
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::uri::SipUri;
 use ezk_sip_types::{Method, Name};
@@ -537,31 +537,31 @@ impl MessageHead {
     /// Parses `head`: the start line, header lines and the empty line after them.
     fn parse(head: Bytes) -> Result<MessageHead, ParseError> {
         // ezk's line reader drops a line holding a non-UTF-8 byte: refuse the head instead.
-        std::str::from_utf8(&head).map_err(|_| ParseError::NotUtf8)?;
+        let text = std::str::from_utf8(&head).map_err(|_| ParseError::NotUtf8)?;
         // The typed parsers slice into the buffer they parse, so lines must borrow `head`.
-        let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0).map_while(Result::ok).collect();
-        if raw_lines.is_empty() {
-            return Err(ParseError::Incomplete);
-        }
-        let start_text = std::str::from_utf8(raw_lines[0]).map_err(|_| ParseError::NotUtf8)?;
-        let start = parse_start_line(start_text)?;
+        // Lines end at CR/LF bytes, so each is a whole-character slice of `text`.
+        let mut lines = PullParser::new(&head, 0).map_while(Result::ok).map(|raw| {
+            let start = raw.as_ptr() as usize - head.as_ptr() as usize;
+            text.get(start..start + raw.len())
+                .ok_or(ParseError::NotUtf8)
+        });
+        let start = parse_start_line(lines.next().ok_or(ParseError::Incomplete)??)?;
 
-        let mut headers = Headers::with_capacity(raw_lines.len());
-        for raw in &raw_lines[1..] {
-            let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotUtf8)?;
-            let (_, line) =
-                Line::parse(&head, text).map_err(|_| ParseError::HeaderLine(truncate(text)))?;
-            let name_text = line.name.as_print_str();
-            if name_text.is_empty() {
+        let mut headers = Headers::with_capacity(16);
+        for text in lines {
+            let text = text?;
+            let (name, value) =
+                split_header_line(text).ok_or_else(|| ParseError::HeaderLine(truncate(text)))?;
+            if name.is_empty() {
                 return Err(ParseError::HeaderLine(truncate(text)));
             }
             // Most values are already canonical: they stay slices of `head`, uncopied.
-            let value = if already_canonical(line.value.as_str()) {
-                line.value
+            let value = if already_canonical(value) {
+                BytesStr::from_parse(&head, value)
             } else {
-                BytesStr::from(canonicalize_folded(line.value.as_str()))
+                BytesStr::from(canonicalize_folded(value))
             };
-            headers.insert(line.name, value);
+            headers.insert(header_name(&head, name), value);
         }
         Ok(MessageHead { start, headers })
     }
@@ -702,6 +702,9 @@ impl SipMessage {
     /// The CSeq header, parsed.
     pub fn cseq(&self) -> Option<CSeq> {
         let raw = self.raw_values(&Name::CSEQ).next()?;
+        if let Some(cseq) = plain_cseq(raw.as_str()) {
+            return Some(cseq);
+        }
         // `1*DIGIT LWS Method`: ezk would also read "3TE" as 3 TE.
         let digits = raw
             .trim_start()
@@ -835,21 +838,43 @@ impl SipMessage {
 
     /// Writes the start line, the headers (Content-Length from the body) and the empty line.
     fn write_head(&self, out: &mut impl fmt::Write) {
+        // Pieces written one by one: the formatting machinery costs more than the copies.
+        let mut put = |piece: &str| {
+            let _ = out.write_str(piece);
+        };
         match &self.start {
             StartLine::Request(line) => {
-                let _ = write!(out, "{} {} SIP/2.0\r\n", line.method, line.uri);
+                match known_method_text(&line.method) {
+                    Some(text) => put(text),
+                    None => put(&line.method.to_string()),
+                }
+                put(" ");
+                match &line.uri {
+                    RequestUri::Sip(uri) => put(uri.as_str()),
+                    RequestUri::Other { text, .. } => put(text),
+                }
+                put(" SIP/2.0\r\n");
             }
             StartLine::Response(line) => {
-                let _ = write!(out, "SIP/2.0 {} {}\r\n", line.code, line.reason);
+                put("SIP/2.0 ");
+                put(decimal(usize::from(line.code), &mut [0; 20]));
+                put(" ");
+                put(&line.reason);
+                put("\r\n");
             }
         }
         for (name, value) in self.headers.iter() {
             if Headers::is(name, &Name::CONTENT_LENGTH) {
                 continue;
             }
-            let _ = write!(out, "{}: {}\r\n", name.as_print_str(), value);
+            put(name.as_print_str());
+            put(": ");
+            put(value.as_str());
+            put("\r\n");
         }
-        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        put("Content-Length: ");
+        put(decimal(self.body.len(), &mut [0; 20]));
+        put("\r\n\r\n");
     }
 
     /// Builds a response to this request (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq
@@ -931,6 +956,124 @@ fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
+/// A header line's name and value, as ezk's `Line::parse` splits them: ASCII whitespace
+/// around the name and before the value skipped, the name made of token characters
+/// (possibly none), then a colon; None without the colon.
+fn split_header_line(line: &str) -> Option<(&str, &str)> {
+    let is_space = |c: char| c.is_ascii_whitespace();
+    let is_token = |c: char| {
+        c.is_alphanumeric()
+            || matches!(
+                c,
+                '-' | '.' | '!' | '%' | '*' | '_' | '`' | '\'' | '~' | '+'
+            )
+    };
+    let rest = line.trim_start_matches(is_space);
+    let (name, rest) = rest.split_at(rest.find(|c| !is_token(c)).unwrap_or(rest.len()));
+    let value = rest.trim_start_matches(is_space).strip_prefix(':')?;
+    Some((name, value.trim_start_matches(is_space)))
+}
+
+/// The header names of nearly every message, with their compact forms: resolved here
+/// without walking ezk's table of every name and alias (what `Name::from` does).
+const COMMON_NAMES: [(&str, Name); 22] = [
+    ("Via", Name::VIA),
+    ("v", Name::VIA),
+    ("From", Name::FROM),
+    ("f", Name::FROM),
+    ("To", Name::TO),
+    ("t", Name::TO),
+    ("Call-ID", Name::CALL_ID),
+    ("i", Name::CALL_ID),
+    ("CSeq", Name::CSEQ),
+    ("Contact", Name::CONTACT),
+    ("m", Name::CONTACT),
+    ("Max-Forwards", Name::MAX_FORWARDS),
+    ("Content-Length", Name::CONTENT_LENGTH),
+    ("l", Name::CONTENT_LENGTH),
+    ("Content-Type", Name::CONTENT_TYPE),
+    ("c", Name::CONTENT_TYPE),
+    ("Authorization", Name::AUTHORIZATION),
+    ("Proxy-Authorization", Name::PROXY_AUTHORIZATION),
+    ("Expires", Name::EXPIRES),
+    ("Record-Route", Name::RECORD_ROUTE),
+    ("Route", Name::ROUTE),
+    ("User-Agent", Name::USER_AGENT),
+];
+
+/// The name of a parsed header line, as `Name::from` would give it (compact forms mapped
+/// to the full name), borrowing `head` for a name ezk does not know.
+fn header_name(head: &Bytes, name: &str) -> Name {
+    COMMON_NAMES
+        .iter()
+        .find(|(known, _)| known.len() == name.len() && known.eq_ignore_ascii_case(name))
+        .map_or_else(
+            || Name::from(BytesStr::from_parse(head, name)),
+            |(_, known)| known.clone(),
+        )
+}
+
+/// The methods ezk knows, spelled as they print: a method written exactly so is that
+/// constant, as ezk's own parser would find it, without its case-insensitive prefix search.
+const KNOWN_METHODS: [(&str, Method); 14] = [
+    ("INVITE", Method::INVITE),
+    ("ACK", Method::ACK),
+    ("CANCEL", Method::CANCEL),
+    ("BYE", Method::BYE),
+    ("REGISTER", Method::REGISTER),
+    ("MESSAGE", Method::MESSAGE),
+    ("UPDATE", Method::UPDATE),
+    ("PRACK", Method::PRACK),
+    ("OPTIONS", Method::OPTIONS),
+    ("SUBSCRIBE", Method::SUBSCRIBE),
+    ("NOTIFY", Method::NOTIFY),
+    ("PUBLISH", Method::PUBLISH),
+    ("INFO", Method::INFO),
+    ("REFER", Method::REFER),
+];
+
+/// `n` in decimal, written into `buffer` (no formatting machinery, no allocation).
+fn decimal(mut n: usize, buffer: &mut [u8; 20]) -> &str {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        // A digit: n % 10 < 10.
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[at..]).unwrap_or_default()
+}
+
+/// How a known method prints, without formatting it.
+fn known_method_text(method: &Method) -> Option<&'static str> {
+    KNOWN_METHODS
+        .iter()
+        .find(|(_, known)| known == method)
+        .map(|(text, _)| *text)
+}
+
+fn known_method(text: &str) -> Option<Method> {
+    KNOWN_METHODS
+        .iter()
+        .find(|(known, _)| *known == text)
+        .map(|(_, method)| method.clone())
+}
+
+/// `CSeq: <number> <method>` in its common spelling (one space, a method as it prints, a
+/// number that fits), read without ezk's parser; None for anything else, which the full
+/// parser then reads.
+fn plain_cseq(value: &str) -> Option<CSeq> {
+    // Leading whitespace is left to the full parser, which refuses it.
+    let (number, method) = value.trim_end().split_once(' ')?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(CSeq::new(number.parse().ok()?, known_method(method)?))
+}
+
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let bad = || ParseError::StartLine(truncate(line));
     let parts: Vec<&str> = line.split([' ', '\t']).filter(|p| !p.is_empty()).collect();
@@ -974,9 +1117,14 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         return Err(request_line("method is not a token"));
     }
     // ezk's parsers slice into the buffer they are given: the text must borrow from it.
-    let owned = Bytes::copy_from_slice(method.as_bytes());
-    let text = std::str::from_utf8(&owned).map_err(|_| bad())?;
-    let method = Method::from_parse(&owned, text);
+    let method = match known_method(method) {
+        Some(known) => known,
+        None => {
+            let owned = Bytes::copy_from_slice(method.as_bytes());
+            let text = std::str::from_utf8(&owned).map_err(|_| bad())?;
+            Method::from_parse(&owned, text)
+        }
+    };
     Ok(StartLine::Request(RequestLine {
         method,
         uri: RequestUri::parse(uri)?,
@@ -1048,6 +1196,50 @@ l: 4\r\n\r\nv=0\r\n";
             );
         }
         assert_eq!(fast, 4, "the common shapes take the fast path");
+    }
+
+    #[test]
+    fn shortcuts_give_what_ezk_gives() {
+        let head = Bytes::from_static(b"X-Odd");
+        for (text, _) in COMMON_NAMES {
+            for spelling in [text.to_string(), text.to_ascii_uppercase()] {
+                let ours = header_name(&head, &spelling);
+                assert_eq!(
+                    ours.as_print_str(),
+                    Name::from(spelling.as_str()).as_print_str()
+                );
+            }
+        }
+        let odd = std::str::from_utf8(&head).unwrap();
+        assert_eq!(header_name(&head, odd).as_print_str(), "X-Odd");
+        for (text, method) in KNOWN_METHODS {
+            assert_eq!(Method::from(text), method);
+            assert_eq!(known_method_text(&method), Some(text));
+            assert_eq!(method.to_string(), text);
+        }
+        for value in ["1 INVITE", "0009 ACK", "4294967295 BYE", "7 REFER  "] {
+            let raw = Bytes::from(value);
+            let text = std::str::from_utf8(&raw).unwrap();
+            let (_, full) = CSeq::parse(&raw, text).unwrap();
+            assert_eq!(plain_cseq(value), Some(full), "{value}");
+        }
+        for value in [
+            "4294967296 BYE",
+            " 1 INVITE",
+            "1  INVITE",
+            "1 invite",
+            "1 FOO",
+            "x BYE",
+        ] {
+            assert_eq!(
+                plain_cseq(value),
+                None,
+                "{value} is left to the full parser"
+            );
+        }
+        for n in [0, 7, 10, 200, 65_535, usize::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
     }
 
     #[test]
