@@ -332,6 +332,9 @@ impl QuoteTracker {
 }
 
 fn find_unquoted(s: &str, wanted: char) -> Option<usize> {
+    if !s.contains('"') {
+        return s.find(wanted); // nothing quoted: a plain search
+    }
     let mut quotes = QuoteTracker::default();
     s.char_indices()
         .find(|&(_, c)| !quotes.inside(c) && c == wanted)
@@ -806,10 +809,17 @@ impl SipMessage {
 
     /// Which single-value header (if any) appears more than once.
     pub fn repeated_single_value_header(&self) -> Option<&'static str> {
-        SINGLE_VALUE.iter().find_map(|name| {
-            let mut values = self.raw_values(name).flat_map(|v| list_items(v.as_str()));
-            (values.next().is_some() && values.next().is_some()).then(|| static_name(name))
-        })
+        // One walk over the fields, counting the items of each single-value name.
+        let mut counts = [0usize; 6];
+        for (name, value) in self.headers.iter() {
+            if let Some(at) = SINGLE_VALUE.iter().position(|n| Headers::is(name, n)) {
+                counts[at] += list_items(value.as_str()).take(2).count();
+            }
+        }
+        SINGLE_VALUE
+            .iter()
+            .zip(counts)
+            .find_map(|(name, count)| (count >= 2).then(|| static_name(name)))
     }
 
     /// Serialises the message; Content-Length is always written from the body.
@@ -884,20 +894,23 @@ impl SipMessage {
         for via in self.raw_values(&Name::VIA) {
             headers.insert(Name::VIA, via.clone());
         }
-        if let Some(from) = self.header(&Name::FROM) {
-            headers.insert(Name::FROM, BytesStr::from(from.to_string()));
+        // The request's own values, shared (not copied); only a To getting a tag is new.
+        if let Some(from) = self.raw_values(&Name::FROM).next() {
+            headers.insert(Name::FROM, from.clone());
         }
-        if let Some(to) = self.header(&Name::TO) {
-            let has_tag = NameAddrValue::parse(to).is_some_and(|t| t.tag().is_some());
+        if let Some(to) = self.raw_values(&Name::TO).next() {
             let value = match to_tag {
-                Some(tag) if !has_tag => format!("{to};tag={tag}"),
-                _ => to.to_string(),
+                Some(tag) if !NameAddrValue::parse(to).is_some_and(|t| t.tag().is_some()) => {
+                    BytesStr::from(format!("{to};tag={tag}"))
+                }
+                _ => to.clone(),
             };
-            headers.insert(Name::TO, BytesStr::from(value));
+            headers.insert(Name::TO, value);
         }
         for name in [Name::CALL_ID, Name::CSEQ] {
-            if let Some(value) = self.header(&name) {
-                headers.insert(name, BytesStr::from(value.to_string()));
+            let value = self.raw_values(&name).next().cloned();
+            if let Some(value) = value {
+                headers.insert(name, value);
             }
         }
         SipMessage {
