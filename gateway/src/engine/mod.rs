@@ -448,7 +448,7 @@ impl Engine {
 
     fn on_request(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
         let method = msg.method().cloned().unwrap_or(Method::OPTIONS);
-        let in_dialog = msg.to_header().is_some_and(|to| to.tag().is_some());
+        let in_dialog = msg.to_tag().is_some();
         if method == Method::SUBSCRIBE {
             self.on_subscribe(now, tx, msg, peer, in_dialog);
         } else if in_dialog {

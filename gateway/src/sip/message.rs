@@ -202,41 +202,46 @@ pub struct NameAddrValue {
 impl NameAddrValue {
     /// Parses one name-addr or addr-spec value (a single element of a comma list).
     pub fn parse(value: &str) -> Option<Self> {
-        let value = value.trim();
-        let (display, uri, rest) = if let Some(lt) = find_unquoted(value, '<') {
-            let gt = value[lt..].find('>')? + lt;
-            let display = value[..lt].trim();
-            let display = if display.is_empty() {
-                None
-            } else if display.starts_with('"') {
-                Some(unquote(display)?)
-            } else {
-                if display.contains('"') {
-                    return None;
-                }
-                Some(display.to_string())
-            };
-            (
-                display,
-                value[lt + 1..gt].trim().to_string(),
-                &value[gt + 1..],
-            )
-        } else {
-            // addr-spec form: parameters after the first ';' belong to the header.
-            if value.contains('"') || value.contains('>') {
-                return None;
-            }
-            let end = value.find(';').unwrap_or(value.len());
-            (None, value[..end].trim().to_string(), &value[end..])
+        let parts = NameAddrParts::split(value)?;
+        let display = match parts.display {
+            None => None,
+            Some(quoted) if quoted.starts_with('"') => Some(unquote(quoted)?),
+            Some(plain) => Some(plain.to_string()),
         };
-        if uri.is_empty() || !uri.contains(':') || uri.contains(char::is_whitespace) {
-            return None;
-        }
+        let mut params = Vec::new();
+        for_each_param(parts.params, |name, value| {
+            params.push((name.to_ascii_lowercase(), value.map(str::to_string)))
+        })?;
         Some(NameAddrValue {
             display,
-            uri,
-            params: parse_params(rest)?,
+            uri: parts.uri.to_string(),
+            params,
         })
+    }
+
+    /// Whether [`NameAddrValue::parse`] accepts `value`, found without building it.
+    pub fn is_valid(value: &str) -> bool {
+        NameAddrParts::split(value).is_some_and(|parts| parts.is_valid())
+    }
+
+    /// The `tag` parameter of `value`, as [`NameAddrValue::parse`] then
+    /// [`NameAddrValue::tag`] give it (None when the value does not parse), without
+    /// building the value: what the hot path asks of From and To.
+    pub fn tag_of(value: &str) -> Option<&str> {
+        let parts = NameAddrParts::split(value)?;
+        if parts
+            .display
+            .is_some_and(|d| d.starts_with('"') && !is_quoted_string(d))
+        {
+            return None;
+        }
+        let mut tag = None;
+        for_each_param(parts.params, |name, value| {
+            if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+                tag = Some(value.unwrap_or(""));
+            }
+        })?;
+        tag
     }
 
     /// Value of a header parameter (`tag`, `expires`, ...), case-insensitive name.
@@ -355,9 +360,81 @@ fn unquote(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// Parses `;name=value;flag` parameter lists. Returns None on a malformed list.
-fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
-    let mut params = Vec::new();
+/// A name-addr or addr-spec value split without copying: what [`NameAddrValue::parse`]
+/// checks and copies out.
+struct NameAddrParts<'a> {
+    /// The display name as written (quoted or not), if any.
+    display: Option<&'a str>,
+    uri: &'a str,
+    /// The header parameters' text after the URI.
+    params: &'a str,
+}
+
+impl<'a> NameAddrParts<'a> {
+    /// The parts, or None for a value [`NameAddrValue::parse`] refuses for its shape (its
+    /// display name and parameters are checked by [`NameAddrParts::is_valid`]).
+    fn split(value: &'a str) -> Option<Self> {
+        let value = value.trim();
+        let (display, uri, params) = if let Some(lt) = find_unquoted(value, '<') {
+            let gt = value[lt..].find('>')? + lt;
+            let display = value[..lt].trim();
+            let display = if display.is_empty() {
+                None
+            } else if display.starts_with('"') || !display.contains('"') {
+                Some(display)
+            } else {
+                return None;
+            };
+            (display, value[lt + 1..gt].trim(), &value[gt + 1..])
+        } else {
+            // addr-spec form: parameters after the first ';' belong to the header.
+            if value.contains('"') || value.contains('>') {
+                return None;
+            }
+            let end = value.find(';').unwrap_or(value.len());
+            (None, value[..end].trim(), &value[end..])
+        };
+        if uri.is_empty() || !uri.contains(':') || uri.contains(char::is_whitespace) {
+            return None;
+        }
+        Some(NameAddrParts {
+            display,
+            uri,
+            params,
+        })
+    }
+
+    /// Whether the quoted display name and the parameters are well formed.
+    fn is_valid(&self) -> bool {
+        !self
+            .display
+            .is_some_and(|d| d.starts_with('"') && !is_quoted_string(d))
+            && for_each_param(self.params, |_, _| {}).is_some()
+    }
+}
+
+/// Whether `s` is one quoted string, as [`unquote`] accepts it.
+fn is_quoted_string(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.next().is_none() => return false,
+            '"' => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Walks a `;name=value;flag` parameter list, names and values trimmed; None (after
+/// some calls) on a malformed list.
+fn for_each_param<'a>(
+    mut rest: &'a str,
+    mut each: impl FnMut(&'a str, Option<&'a str>),
+) -> Option<()> {
     rest = rest.trim();
     while !rest.is_empty() {
         rest = rest.strip_prefix(';')?.trim_start();
@@ -368,14 +445,11 @@ fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
             continue;
         }
         match item.split_once('=') {
-            Some((name, value)) => params.push((
-                name.trim().to_ascii_lowercase(),
-                Some(value.trim().to_string()),
-            )),
-            None => params.push((item.to_ascii_lowercase(), None)),
+            Some((name, value)) => each(name.trim(), Some(value.trim())),
+            None => each(item, None),
         }
     }
-    Some(params)
+    Some(())
 }
 
 /// Splits a header value at top-level commas (not inside quotes or angle brackets).
@@ -767,6 +841,16 @@ impl SipMessage {
         NameAddrValue::parse(self.header(&Name::TO)?)
     }
 
+    /// The From tag, as `from_header()?.tag()` gives it, without building the value.
+    pub fn from_tag(&self) -> Option<&str> {
+        NameAddrValue::tag_of(self.header(&Name::FROM)?)
+    }
+
+    /// The To tag, as `to_header()?.tag()` gives it, without building the value.
+    pub fn to_tag(&self) -> Option<&str> {
+        NameAddrValue::tag_of(self.header(&Name::TO)?)
+    }
+
     /// Contact values, parsed; `*` yields an entry whose uri is `*`.
     pub fn contacts(&self) -> Option<Vec<NameAddrValue>> {
         self.header_list(&Name::CONTACT)
@@ -900,7 +984,7 @@ impl SipMessage {
         }
         if let Some(to) = self.raw_values(&Name::TO).next() {
             let value = match to_tag {
-                Some(tag) if !NameAddrValue::parse(to).is_some_and(|t| t.tag().is_some()) => {
+                Some(tag) if NameAddrValue::tag_of(to).is_none() => {
                     BytesStr::from(format!("{to};tag={tag}"))
                 }
                 _ => to.clone(),
@@ -1209,6 +1293,34 @@ l: 4\r\n\r\nv=0\r\n";
             );
         }
         assert_eq!(fast, 4, "the common shapes take the fast path");
+    }
+
+    #[test]
+    fn tags_and_validity_found_without_parsing_agree_with_the_parse() {
+        for value in [
+            "<sip:a@h>;tag=1",
+            "\"A \\\" B\" <sip:a@h>;TAG = x ;lr",
+            "sip:a@h;tag=2;x",
+            "Bob <sip:b@h>;tag",
+            "<sip:a@h>",
+            "\"unclosed <sip:a@h>;tag=3",
+            "\"bad\"\" <sip:a@h>;tag=3",
+            "x\"y <sip:a@h>;tag=4",
+            "<sip:a@h>;tag=5 junk",
+            "<sip:a@h> ;;tag=6",
+            "sip:a@h>",
+            "<nocolon>;tag=7",
+            "\"trailing\\\" <sip:a@h>;tag=8",
+            "",
+        ] {
+            let parsed = NameAddrValue::parse(value);
+            assert_eq!(NameAddrValue::is_valid(value), parsed.is_some(), "{value}");
+            assert_eq!(
+                NameAddrValue::tag_of(value),
+                parsed.as_ref().and_then(|p| p.tag()),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -150,7 +150,7 @@ fn mandatory_headers(msg: &SipMessage) -> Result<(), String> {
     for (name, label) in [(Name::FROM, "From"), (Name::TO, "To")] {
         match msg.header(&name) {
             None => return Err(format!("missing {label}")),
-            Some(value) if NameAddrValue::parse(value).is_none() => {
+            Some(value) if !NameAddrValue::is_valid(value) => {
                 return Err(format!("malformed {label}"))
             }
             Some(_) => {}
