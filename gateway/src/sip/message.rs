@@ -1130,7 +1130,7 @@ const KNOWN_METHODS: [(&str, Method); 14] = [
 ];
 
 /// `n` in decimal, written into `buffer` (no formatting machinery, no allocation).
-fn decimal(mut n: usize, buffer: &mut [u8; 20]) -> &str {
+pub fn decimal(mut n: usize, buffer: &mut [u8; 20]) -> &str {
     let mut at = buffer.len();
     loop {
         at -= 1;
