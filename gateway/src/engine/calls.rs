@@ -416,7 +416,7 @@ impl Engine {
             return;
         }
         let fork = &mut call.forks[index];
-        if let Some(tag) = msg.to_header().and_then(|to| to.tag().map(str::to_string)) {
+        if let Some(tag) = msg.to_tag().map(str::to_string) {
             if fork.dialog.remote_tag.is_none() && fork.pickup.is_none() && call.relayed.is_none() {
                 self.store_commands
                     .push_back(StoreCommand::SetLegRemoteTag {
@@ -855,9 +855,7 @@ impl Engine {
     ) {
         let key = (
             msg.call_id().unwrap_or_default().to_string(),
-            msg.to_header()
-                .and_then(|to| to.tag().map(str::to_string))
-                .unwrap_or_default(),
+            msg.to_tag().map(str::to_string).unwrap_or_default(),
         );
         if let Some(&pickup) = self.calls.pickup_by_dialog.get(&key) {
             // A request in the dummy early dialog: only BYE makes sense there.

@@ -1,11 +1,12 @@
 //! One side of a B2BUA call as a SIP dialog (RFC 3261 §12): identifiers, CSeq, remote
 //! target, and how to build in-dialog requests toward that side.
 
+use crate::sip::headers::Headers;
 use crate::sip::message::{RequestUri, SipMessage};
 use crate::transport::mtu::{route_by_size, SizeRoute, UDP_ONLY_LIMIT, UDP_REQUEST_LIMIT};
 use crate::transport::Peer;
 use bytesstr::BytesStr;
-use ezk_sip_types::{Headers, Method, Name};
+use ezk_sip_types::{Method, Name};
 
 pub use super::local::LocalIdentity;
 

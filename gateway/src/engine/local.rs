@@ -7,6 +7,7 @@
 
 use crate::config::address::HostPort;
 use crate::sip::ids;
+use crate::sip::message::decimal;
 use crate::transport::Peer;
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,9 +25,25 @@ pub struct LocalIdentity {
 
 /// `ip` as a URI host: IPv6 in brackets.
 fn uri_host(ip: IpAddr) -> String {
+    let mut out = String::with_capacity(48);
+    push_uri_host(&mut out, ip);
+    out
+}
+
+/// Appends `ip` as a URI host. IPv4 is written octet by octet: the messages of every call
+/// name the gateway several times, and `Ipv4Addr`'s `Display` (padding support, a buffer
+/// of its own) cost more than building the rest of those headers.
+fn push_uri_host(out: &mut String, ip: IpAddr) {
     match ip {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => out.push_str(&format!("[{v6}]")),
+        IpAddr::V4(v4) => {
+            for (at, octet) in v4.octets().into_iter().enumerate() {
+                if at > 0 {
+                    out.push('.');
+                }
+                out.push_str(decimal(usize::from(octet), &mut [0; 20]));
+            }
+        }
     }
 }
 
@@ -77,7 +94,11 @@ impl LocalIdentity {
             Some((host_port, _)) => host_port.clone(),
             None => {
                 let reached = self.reached(peer);
-                format!("{}:{}", uri_host(reached.ip()), reached.port())
+                let mut out = String::with_capacity(56);
+                push_uri_host(&mut out, reached.ip());
+                out.push(':');
+                out.push_str(decimal(usize::from(reached.port()), &mut [0; 20]));
+                out
             }
         }
     }
@@ -153,6 +174,10 @@ mod tests {
         assert_eq!(local.host_port(v6), "[2001:db8::1]:5060");
         assert_eq!(local.host(v6), "[2001:db8::1]");
         assert_eq!(local.media_ip(v6), "2001:db8::1".parse::<IpAddr>().unwrap());
+        for ip in ["0.0.0.0", "255.255.255.255", "10.20.3.4", "192.0.2.100"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(uri_host(ip), ip.to_string(), "written as Display writes it");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::registrar::{Binding, Registrar, SourceChange};
 use crate::sip::framing::FrameError;
 use crate::sip::ids;
-use crate::sip::message::{ParseError, SipMessage};
+use crate::sip::message::{list_items, ParseError, SipMessage};
 use crate::sip::transaction::{ServerTxId, TimerConfig, TxEvent, TxLayer};
 use crate::sip::validate::{self, Capabilities};
 use crate::store::{StoreCommand, StoreResult};
@@ -449,7 +449,7 @@ impl Engine {
 
     fn on_request(&mut self, now: Now, tx: ServerTxId, msg: SipMessage, peer: Peer) {
         let method = msg.method().cloned().unwrap_or(Method::OPTIONS);
-        let in_dialog = msg.to_header().is_some_and(|to| to.tag().is_some());
+        let in_dialog = msg.to_tag().is_some();
         if method == Method::SUBSCRIBE {
             self.on_subscribe(now, tx, msg, peer, in_dialog);
         } else if in_dialog {
@@ -509,31 +509,41 @@ fn add_capabilities(response: &mut SipMessage) {
 /// (`received`, and `rport` when the request asked for it), which decides where its
 /// responses go ([`crate::sip::response_route`]).
 fn stamp_received(msg: &mut SipMessage, peer: Peer) {
-    let mut vias: Vec<String> = msg
-        .header_list(&Name::VIA)
-        .into_iter()
-        .map(str::to_string)
+    // Every Via item as a value of its own, sharing the request's bytes.
+    let vias: Vec<bytesstr::BytesStr> = msg
+        .raw_values(&Name::VIA)
+        .flat_map(|raw| list_items(raw.as_str()).map(move |item| raw.slice_ref(item)))
         .collect();
-    let Some(top) = vias.first_mut() else { return };
-    let mut params: Vec<String> = top.split(';').map(str::to_string).collect();
+    let Some((top, below)) = vias.split_first() else {
+        return;
+    };
     let source_ip = peer.addr.ip().to_string();
+    let mut stamped = String::with_capacity(top.len() + source_ip.len() + 16);
     let mut has_received = false;
-    for param in params.iter_mut().skip(1) {
-        let name = param.split('=').next().unwrap_or("").to_ascii_lowercase();
-        if name == "rport" {
-            *param = format!("rport={}", peer.addr.port());
-        } else if name == "received" {
-            *param = format!("received={source_ip}");
+    for (at, param) in top.split(';').enumerate() {
+        if at > 0 {
+            stamped.push(';');
+        }
+        let name = param.split('=').next().unwrap_or("");
+        if at > 0 && name.eq_ignore_ascii_case("rport") {
+            stamped.push_str("rport=");
+            stamped.push_str(&peer.addr.port().to_string());
+        } else if at > 0 && name.eq_ignore_ascii_case("received") {
+            stamped.push_str("received=");
+            stamped.push_str(&source_ip);
             has_received = true;
+        } else {
+            stamped.push_str(param);
         }
     }
     if !has_received {
-        params.push(format!("received={source_ip}"));
+        stamped.push_str(";received=");
+        stamped.push_str(&source_ip);
     }
-    *top = params.join(";");
     msg.remove_header(&Name::VIA);
-    for via in vias {
-        msg.add_header(Name::VIA, via);
+    msg.headers.insert(Name::VIA, stamped);
+    for via in below {
+        msg.headers.insert(Name::VIA, via.clone());
     }
 }
 

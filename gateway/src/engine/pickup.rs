@@ -299,9 +299,7 @@ impl Engine {
         };
         let (Some(from), Some(picker_tag)) = (
             request.from_header(),
-            request
-                .from_header()
-                .and_then(|f| f.tag().map(str::to_string)),
+            request.from_tag().map(str::to_string),
         ) else {
             return;
         };

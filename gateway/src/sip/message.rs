@@ -6,14 +6,15 @@
 //! (folding removed, LWS around `/ ; = ,` dropped outside quoted strings) so the typed
 //! parsers of ezk-sip-types and our own accessors see one spelling.
 
+use super::headers::Headers;
 use bytes::Bytes;
 use bytesstr::BytesStr;
 use ezk_sip_types::header::typed::{CSeq, Via};
 use ezk_sip_types::header::HeaderParse;
-use ezk_sip_types::msg::{Line, PullParser};
+use ezk_sip_types::msg::PullParser;
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::uri::SipUri;
-use ezk_sip_types::{Headers, Method, Name};
+use ezk_sip_types::{Method, Name};
 use std::fmt;
 
 /// The largest message we accept; larger ones are rejected (RFC 3261 §18.1.1 keeps UDP well
@@ -201,41 +202,46 @@ pub struct NameAddrValue {
 impl NameAddrValue {
     /// Parses one name-addr or addr-spec value (a single element of a comma list).
     pub fn parse(value: &str) -> Option<Self> {
-        let value = value.trim();
-        let (display, uri, rest) = if let Some(lt) = find_unquoted(value, '<') {
-            let gt = value[lt..].find('>')? + lt;
-            let display = value[..lt].trim();
-            let display = if display.is_empty() {
-                None
-            } else if display.starts_with('"') {
-                Some(unquote(display)?)
-            } else {
-                if display.contains('"') {
-                    return None;
-                }
-                Some(display.to_string())
-            };
-            (
-                display,
-                value[lt + 1..gt].trim().to_string(),
-                &value[gt + 1..],
-            )
-        } else {
-            // addr-spec form: parameters after the first ';' belong to the header.
-            if value.contains('"') || value.contains('>') {
-                return None;
-            }
-            let end = value.find(';').unwrap_or(value.len());
-            (None, value[..end].trim().to_string(), &value[end..])
+        let parts = NameAddrParts::split(value)?;
+        let display = match parts.display {
+            None => None,
+            Some(quoted) if quoted.starts_with('"') => Some(unquote(quoted)?),
+            Some(plain) => Some(plain.to_string()),
         };
-        if uri.is_empty() || !uri.contains(':') || uri.contains(char::is_whitespace) {
-            return None;
-        }
+        let mut params = Vec::new();
+        for_each_param(parts.params, |name, value| {
+            params.push((name.to_ascii_lowercase(), value.map(str::to_string)))
+        })?;
         Some(NameAddrValue {
             display,
-            uri,
-            params: parse_params(rest)?,
+            uri: parts.uri.to_string(),
+            params,
         })
+    }
+
+    /// Whether [`NameAddrValue::parse`] accepts `value`, found without building it.
+    pub fn is_valid(value: &str) -> bool {
+        NameAddrParts::split(value).is_some_and(|parts| parts.is_valid())
+    }
+
+    /// The `tag` parameter of `value`, as [`NameAddrValue::parse`] then
+    /// [`NameAddrValue::tag`] give it (None when the value does not parse), without
+    /// building the value: what the hot path asks of From and To.
+    pub fn tag_of(value: &str) -> Option<&str> {
+        let parts = NameAddrParts::split(value)?;
+        if parts
+            .display
+            .is_some_and(|d| d.starts_with('"') && !is_quoted_string(d))
+        {
+            return None;
+        }
+        let mut tag = None;
+        for_each_param(parts.params, |name, value| {
+            if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+                tag = Some(value.unwrap_or(""));
+            }
+        })?;
+        tag
     }
 
     /// Value of a header parameter (`tag`, `expires`, ...), case-insensitive name.
@@ -331,6 +337,9 @@ impl QuoteTracker {
 }
 
 fn find_unquoted(s: &str, wanted: char) -> Option<usize> {
+    if !s.contains('"') {
+        return s.find(wanted); // nothing quoted: a plain search
+    }
     let mut quotes = QuoteTracker::default();
     s.char_indices()
         .find(|&(_, c)| !quotes.inside(c) && c == wanted)
@@ -351,9 +360,81 @@ fn unquote(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// Parses `;name=value;flag` parameter lists. Returns None on a malformed list.
-fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
-    let mut params = Vec::new();
+/// A name-addr or addr-spec value split without copying: what [`NameAddrValue::parse`]
+/// checks and copies out.
+struct NameAddrParts<'a> {
+    /// The display name as written (quoted or not), if any.
+    display: Option<&'a str>,
+    uri: &'a str,
+    /// The header parameters' text after the URI.
+    params: &'a str,
+}
+
+impl<'a> NameAddrParts<'a> {
+    /// The parts, or None for a value [`NameAddrValue::parse`] refuses for its shape (its
+    /// display name and parameters are checked by [`NameAddrParts::is_valid`]).
+    fn split(value: &'a str) -> Option<Self> {
+        let value = value.trim();
+        let (display, uri, params) = if let Some(lt) = find_unquoted(value, '<') {
+            let gt = value[lt..].find('>')? + lt;
+            let display = value[..lt].trim();
+            let display = if display.is_empty() {
+                None
+            } else if display.starts_with('"') || !display.contains('"') {
+                Some(display)
+            } else {
+                return None;
+            };
+            (display, value[lt + 1..gt].trim(), &value[gt + 1..])
+        } else {
+            // addr-spec form: parameters after the first ';' belong to the header.
+            if value.contains('"') || value.contains('>') {
+                return None;
+            }
+            let end = value.find(';').unwrap_or(value.len());
+            (None, value[..end].trim(), &value[end..])
+        };
+        if uri.is_empty() || !uri.contains(':') || uri.contains(char::is_whitespace) {
+            return None;
+        }
+        Some(NameAddrParts {
+            display,
+            uri,
+            params,
+        })
+    }
+
+    /// Whether the quoted display name and the parameters are well formed.
+    fn is_valid(&self) -> bool {
+        !self
+            .display
+            .is_some_and(|d| d.starts_with('"') && !is_quoted_string(d))
+            && for_each_param(self.params, |_, _| {}).is_some()
+    }
+}
+
+/// Whether `s` is one quoted string, as [`unquote`] accepts it.
+fn is_quoted_string(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.next().is_none() => return false,
+            '"' => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Walks a `;name=value;flag` parameter list, names and values trimmed; None (after
+/// some calls) on a malformed list.
+fn for_each_param<'a>(
+    mut rest: &'a str,
+    mut each: impl FnMut(&'a str, Option<&'a str>),
+) -> Option<()> {
     rest = rest.trim();
     while !rest.is_empty() {
         rest = rest.strip_prefix(';')?.trim_start();
@@ -364,14 +445,11 @@ fn parse_params(mut rest: &str) -> Option<Vec<(String, Option<String>)>> {
             continue;
         }
         match item.split_once('=') {
-            Some((name, value)) => params.push((
-                name.trim().to_ascii_lowercase(),
-                Some(value.trim().to_string()),
-            )),
-            None => params.push((item.to_ascii_lowercase(), None)),
+            Some((name, value)) => each(name.trim(), Some(value.trim())),
+            None => each(item, None),
         }
     }
-    Some(params)
+    Some(())
 }
 
 /// Splits a header value at top-level commas (not inside quotes or angle brackets).
@@ -383,7 +461,12 @@ pub fn split_list(value: &str) -> Vec<&str> {
 /// collecting them (lookups on every message only count or take the first).
 pub fn list_items(value: &str) -> impl Iterator<Item = &str> + '_ {
     let (mut quotes, mut depth, mut start) = (QuoteTracker::default(), 0u32, 0);
-    let mut chars = value.char_indices();
+    // Without a comma the value is one item: no need to walk it a character at a time.
+    let mut chars = if memchr::memchr(b',', value.as_bytes()).is_some() {
+        value.char_indices()
+    } else {
+        "".char_indices()
+    };
     let mut done = false;
     std::iter::from_fn(move || {
         for (i, c) in chars.by_ref() {
@@ -531,26 +614,31 @@ impl MessageHead {
     /// Parses `head`: the start line, header lines and the empty line after them.
     fn parse(head: Bytes) -> Result<MessageHead, ParseError> {
         // ezk's line reader drops a line holding a non-UTF-8 byte: refuse the head instead.
-        std::str::from_utf8(&head).map_err(|_| ParseError::NotUtf8)?;
+        let text = std::str::from_utf8(&head).map_err(|_| ParseError::NotUtf8)?;
         // The typed parsers slice into the buffer they parse, so lines must borrow `head`.
-        let raw_lines: Vec<&[u8]> = PullParser::new(&head, 0).map_while(Result::ok).collect();
-        if raw_lines.is_empty() {
-            return Err(ParseError::Incomplete);
-        }
-        let start_text = std::str::from_utf8(raw_lines[0]).map_err(|_| ParseError::NotUtf8)?;
-        let start = parse_start_line(start_text)?;
+        // Lines end at CR/LF bytes, so each is a whole-character slice of `text`.
+        let mut lines = PullParser::new(&head, 0).map_while(Result::ok).map(|raw| {
+            let start = raw.as_ptr() as usize - head.as_ptr() as usize;
+            text.get(start..start + raw.len())
+                .ok_or(ParseError::NotUtf8)
+        });
+        let start = parse_start_line(lines.next().ok_or(ParseError::Incomplete)??)?;
 
-        let mut headers = Headers::with_capacity(raw_lines.len());
-        for raw in &raw_lines[1..] {
-            let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotUtf8)?;
-            let (_, line) =
-                Line::parse(&head, text).map_err(|_| ParseError::HeaderLine(truncate(text)))?;
-            let name_text = line.name.as_print_str();
-            if name_text.is_empty() {
+        let mut headers = Headers::with_capacity(16);
+        for text in lines {
+            let text = text?;
+            let (name, value) =
+                split_header_line(text).ok_or_else(|| ParseError::HeaderLine(truncate(text)))?;
+            if name.is_empty() {
                 return Err(ParseError::HeaderLine(truncate(text)));
             }
-            let value = canonicalize_value(line.value.as_str());
-            headers.insert(line.name, BytesStr::from(value));
+            // Most values are already canonical: they stay slices of `head`, uncopied.
+            let value = if already_canonical(value) {
+                BytesStr::from_parse(&head, value)
+            } else {
+                BytesStr::from(canonicalize_folded(value))
+            };
+            headers.insert(header_name(&head, name), value);
         }
         Ok(MessageHead { start, headers })
     }
@@ -558,13 +646,13 @@ impl MessageHead {
     /// The body length the head announces (RFC 3261 §18.3, §20.14): Content-Length, which a
     /// stream requires; without it a datagram's body is the `available` rest.
     pub fn body_length(&self, framing: Framing, available: usize) -> Result<usize, ParseError> {
-        let lengths: Vec<&BytesStr> = self.headers.get_raw(&Name::CONTENT_LENGTH).collect();
-        match lengths.as_slice() {
-            [] if framing == Framing::Datagram => Ok(available),
-            [] => Err(ParseError::ContentLength(
+        let mut lengths = self.headers.get_raw(&Name::CONTENT_LENGTH);
+        match (lengths.next(), lengths.next()) {
+            (None, _) if framing == Framing::Datagram => Ok(available),
+            (None, _) => Err(ParseError::ContentLength(
                 "missing on a stream transport".into(),
             )),
-            [one] => one
+            (Some(one), None) => one
                 .as_str()
                 .trim()
                 .parse::<usize>()
@@ -651,21 +739,12 @@ impl SipMessage {
         }
     }
 
-    /// Every raw value of a header, in order. Faster than ezk's `Headers::get_raw`: parsed
-    /// names are canonical (compact forms already mapped to the full name), so comparing
-    /// printed names once replaces ezk's alias-by-alias `Name == Name`.
+    /// Every raw value of a header, in order.
     pub fn raw_values<'a, 'n>(
         &'a self,
         name: &'n Name,
     ) -> impl Iterator<Item = &'a BytesStr> + use<'a, 'n> {
-        let wanted = name.as_print_str();
-        self.headers
-            .iter()
-            .filter(move |(n, _)| {
-                let n = n.as_print_str();
-                n.len() == wanted.len() && n.eq_ignore_ascii_case(wanted)
-            })
-            .map(|(_, v)| v)
+        self.headers.get_raw(name)
     }
 
     /// First raw value of a header, canonicalised.
@@ -700,6 +779,9 @@ impl SipMessage {
     /// The CSeq header, parsed.
     pub fn cseq(&self) -> Option<CSeq> {
         let raw = self.raw_values(&Name::CSEQ).next()?;
+        if let Some(cseq) = plain_cseq(raw.as_str()) {
+            return Some(cseq);
+        }
         // `1*DIGIT LWS Method`: ezk would also read "3TE" as 3 TE.
         let digits = raw
             .trim_start()
@@ -716,22 +798,23 @@ impl SipMessage {
 
     /// All Via values, top first.
     pub fn vias(&self) -> Vec<Via> {
-        self.header_list(&Name::VIA)
-            .into_iter()
-            .filter_map(|v| {
-                let bytes = Bytes::copy_from_slice(v.as_bytes());
-                let text = std::str::from_utf8(&bytes).ok()?;
-                Via::parse(&bytes, text).ok().map(|(_, via)| via)
+        self.raw_values(&Name::VIA)
+            .flat_map(|raw| list_items(raw.as_str()).map(move |item| (raw, item)))
+            .filter_map(|(raw, item)| {
+                let src: &Bytes = raw.as_ref();
+                Via::parse(src, item).ok().map(|(_, via)| via)
             })
             .collect()
     }
 
     /// The top Via, parsed.
     pub fn top_via(&self) -> Option<Via> {
-        let first = self.first_item(&Name::VIA)?;
-        let bytes = Bytes::copy_from_slice(first.as_bytes());
-        let text = std::str::from_utf8(&bytes).ok()?;
-        let (rest, via) = Via::parse(&bytes, text).ok()?;
+        let (raw, first) = self
+            .raw_values(&Name::VIA)
+            .find_map(|raw| Some((raw, list_items(raw.as_str()).next()?)))?;
+        // The parser slices into the buffer it is given: the value's own, not a copy.
+        let src: &Bytes = raw.as_ref();
+        let (rest, via) = Via::parse(src, first).ok()?;
         rest.trim().is_empty().then_some(via)
     }
 
@@ -756,6 +839,16 @@ impl SipMessage {
     /// To header, parsed leniently (any URI scheme).
     pub fn to_header(&self) -> Option<NameAddrValue> {
         NameAddrValue::parse(self.header(&Name::TO)?)
+    }
+
+    /// The From tag, as `from_header()?.tag()` gives it, without building the value.
+    pub fn from_tag(&self) -> Option<&str> {
+        NameAddrValue::tag_of(self.header(&Name::FROM)?)
+    }
+
+    /// The To tag, as `to_header()?.tag()` gives it, without building the value.
+    pub fn to_tag(&self) -> Option<&str> {
+        NameAddrValue::tag_of(self.header(&Name::TO)?)
     }
 
     /// Contact values, parsed; `*` yields an entry whose uri is `*`.
@@ -800,10 +893,17 @@ impl SipMessage {
 
     /// Which single-value header (if any) appears more than once.
     pub fn repeated_single_value_header(&self) -> Option<&'static str> {
-        SINGLE_VALUE.iter().find_map(|name| {
-            let mut values = self.raw_values(name).flat_map(|v| list_items(v.as_str()));
-            (values.next().is_some() && values.next().is_some()).then(|| static_name(name))
-        })
+        // One walk over the fields, counting the items of each single-value name.
+        let mut counts = [0usize; 6];
+        for (name, value) in self.headers.iter() {
+            if let Some(at) = SINGLE_VALUE.iter().position(|n| Headers::is(name, n)) {
+                counts[at] += list_items(value.as_str()).take(2).count();
+            }
+        }
+        SINGLE_VALUE
+            .iter()
+            .zip(counts)
+            .find_map(|(name, count)| (count >= 2).then(|| static_name(name)))
     }
 
     /// Serialises the message; Content-Length is always written from the body.
@@ -832,21 +932,43 @@ impl SipMessage {
 
     /// Writes the start line, the headers (Content-Length from the body) and the empty line.
     fn write_head(&self, out: &mut impl fmt::Write) {
+        // Pieces written one by one: the formatting machinery costs more than the copies.
+        let mut put = |piece: &str| {
+            let _ = out.write_str(piece);
+        };
         match &self.start {
             StartLine::Request(line) => {
-                let _ = write!(out, "{} {} SIP/2.0\r\n", line.method, line.uri);
+                match known_method_text(&line.method) {
+                    Some(text) => put(text),
+                    None => put(&line.method.to_string()),
+                }
+                put(" ");
+                match &line.uri {
+                    RequestUri::Sip(uri) => put(uri.as_str()),
+                    RequestUri::Other { text, .. } => put(text),
+                }
+                put(" SIP/2.0\r\n");
             }
             StartLine::Response(line) => {
-                let _ = write!(out, "SIP/2.0 {} {}\r\n", line.code, line.reason);
+                put("SIP/2.0 ");
+                put(decimal(usize::from(line.code), &mut [0; 20]));
+                put(" ");
+                put(&line.reason);
+                put("\r\n");
             }
         }
         for (name, value) in self.headers.iter() {
-            if *name == Name::CONTENT_LENGTH {
+            if Headers::is(name, &Name::CONTENT_LENGTH) {
                 continue;
             }
-            let _ = write!(out, "{}: {}\r\n", name.as_print_str(), value);
+            put(name.as_print_str());
+            put(": ");
+            put(value.as_str());
+            put("\r\n");
         }
-        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        put("Content-Length: ");
+        put(decimal(self.body.len(), &mut [0; 20]));
+        put("\r\n\r\n");
     }
 
     /// Builds a response to this request (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq
@@ -856,20 +978,23 @@ impl SipMessage {
         for via in self.raw_values(&Name::VIA) {
             headers.insert(Name::VIA, via.clone());
         }
-        if let Some(from) = self.header(&Name::FROM) {
-            headers.insert(Name::FROM, BytesStr::from(from.to_string()));
+        // The request's own values, shared (not copied); only a To getting a tag is new.
+        if let Some(from) = self.raw_values(&Name::FROM).next() {
+            headers.insert(Name::FROM, from.clone());
         }
-        if let Some(to) = self.header(&Name::TO) {
-            let has_tag = NameAddrValue::parse(to).is_some_and(|t| t.tag().is_some());
+        if let Some(to) = self.raw_values(&Name::TO).next() {
             let value = match to_tag {
-                Some(tag) if !has_tag => format!("{to};tag={tag}"),
-                _ => to.to_string(),
+                Some(tag) if NameAddrValue::tag_of(to).is_none() => {
+                    BytesStr::from(format!("{to};tag={tag}"))
+                }
+                _ => to.clone(),
             };
-            headers.insert(Name::TO, BytesStr::from(value));
+            headers.insert(Name::TO, value);
         }
         for name in [Name::CALL_ID, Name::CSEQ] {
-            if let Some(value) = self.header(&name) {
-                headers.insert(name, BytesStr::from(value.to_string()));
+            let value = self.raw_values(&name).next().cloned();
+            if let Some(value) = value {
+                headers.insert(name, value);
             }
         }
         SipMessage {
@@ -928,6 +1053,124 @@ fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
+/// A header line's name and value, as ezk's `Line::parse` splits them: ASCII whitespace
+/// around the name and before the value skipped, the name made of token characters
+/// (possibly none), then a colon; None without the colon.
+fn split_header_line(line: &str) -> Option<(&str, &str)> {
+    let is_space = |c: char| c.is_ascii_whitespace();
+    let is_token = |c: char| {
+        c.is_alphanumeric()
+            || matches!(
+                c,
+                '-' | '.' | '!' | '%' | '*' | '_' | '`' | '\'' | '~' | '+'
+            )
+    };
+    let rest = line.trim_start_matches(is_space);
+    let (name, rest) = rest.split_at(rest.find(|c| !is_token(c)).unwrap_or(rest.len()));
+    let value = rest.trim_start_matches(is_space).strip_prefix(':')?;
+    Some((name, value.trim_start_matches(is_space)))
+}
+
+/// The header names of nearly every message, with their compact forms: resolved here
+/// without walking ezk's table of every name and alias (what `Name::from` does).
+const COMMON_NAMES: [(&str, Name); 22] = [
+    ("Via", Name::VIA),
+    ("v", Name::VIA),
+    ("From", Name::FROM),
+    ("f", Name::FROM),
+    ("To", Name::TO),
+    ("t", Name::TO),
+    ("Call-ID", Name::CALL_ID),
+    ("i", Name::CALL_ID),
+    ("CSeq", Name::CSEQ),
+    ("Contact", Name::CONTACT),
+    ("m", Name::CONTACT),
+    ("Max-Forwards", Name::MAX_FORWARDS),
+    ("Content-Length", Name::CONTENT_LENGTH),
+    ("l", Name::CONTENT_LENGTH),
+    ("Content-Type", Name::CONTENT_TYPE),
+    ("c", Name::CONTENT_TYPE),
+    ("Authorization", Name::AUTHORIZATION),
+    ("Proxy-Authorization", Name::PROXY_AUTHORIZATION),
+    ("Expires", Name::EXPIRES),
+    ("Record-Route", Name::RECORD_ROUTE),
+    ("Route", Name::ROUTE),
+    ("User-Agent", Name::USER_AGENT),
+];
+
+/// The name of a parsed header line, as `Name::from` would give it (compact forms mapped
+/// to the full name), borrowing `head` for a name ezk does not know.
+fn header_name(head: &Bytes, name: &str) -> Name {
+    COMMON_NAMES
+        .iter()
+        .find(|(known, _)| known.len() == name.len() && known.eq_ignore_ascii_case(name))
+        .map_or_else(
+            || Name::from(BytesStr::from_parse(head, name)),
+            |(_, known)| known.clone(),
+        )
+}
+
+/// The methods ezk knows, spelled as they print: a method written exactly so is that
+/// constant, as ezk's own parser would find it, without its case-insensitive prefix search.
+const KNOWN_METHODS: [(&str, Method); 14] = [
+    ("INVITE", Method::INVITE),
+    ("ACK", Method::ACK),
+    ("CANCEL", Method::CANCEL),
+    ("BYE", Method::BYE),
+    ("REGISTER", Method::REGISTER),
+    ("MESSAGE", Method::MESSAGE),
+    ("UPDATE", Method::UPDATE),
+    ("PRACK", Method::PRACK),
+    ("OPTIONS", Method::OPTIONS),
+    ("SUBSCRIBE", Method::SUBSCRIBE),
+    ("NOTIFY", Method::NOTIFY),
+    ("PUBLISH", Method::PUBLISH),
+    ("INFO", Method::INFO),
+    ("REFER", Method::REFER),
+];
+
+/// `n` in decimal, written into `buffer` (no formatting machinery, no allocation).
+pub fn decimal(mut n: usize, buffer: &mut [u8; 20]) -> &str {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        // A digit: n % 10 < 10.
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[at..]).unwrap_or_default()
+}
+
+/// How a known method prints, without formatting it.
+fn known_method_text(method: &Method) -> Option<&'static str> {
+    KNOWN_METHODS
+        .iter()
+        .find(|(_, known)| known == method)
+        .map(|(text, _)| *text)
+}
+
+fn known_method(text: &str) -> Option<Method> {
+    KNOWN_METHODS
+        .iter()
+        .find(|(known, _)| *known == text)
+        .map(|(_, method)| method.clone())
+}
+
+/// `CSeq: <number> <method>` in its common spelling (one space, a method as it prints, a
+/// number that fits), read without ezk's parser; None for anything else, which the full
+/// parser then reads.
+fn plain_cseq(value: &str) -> Option<CSeq> {
+    // Leading whitespace is left to the full parser, which refuses it.
+    let (number, method) = value.trim_end().split_once(' ')?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(CSeq::new(number.parse().ok()?, known_method(method)?))
+}
+
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let bad = || ParseError::StartLine(truncate(line));
     let parts: Vec<&str> = line.split([' ', '\t']).filter(|p| !p.is_empty()).collect();
@@ -971,9 +1214,14 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         return Err(request_line("method is not a token"));
     }
     // ezk's parsers slice into the buffer they are given: the text must borrow from it.
-    let owned = Bytes::copy_from_slice(method.as_bytes());
-    let text = std::str::from_utf8(&owned).map_err(|_| bad())?;
-    let method = Method::from_parse(&owned, text);
+    let method = match known_method(method) {
+        Some(known) => known,
+        None => {
+            let owned = Bytes::copy_from_slice(method.as_bytes());
+            let text = std::str::from_utf8(&owned).map_err(|_| bad())?;
+            Method::from_parse(&owned, text)
+        }
+    };
     Ok(StartLine::Request(RequestLine {
         method,
         uri: RequestUri::parse(uri)?,
@@ -1045,6 +1293,78 @@ l: 4\r\n\r\nv=0\r\n";
             );
         }
         assert_eq!(fast, 4, "the common shapes take the fast path");
+    }
+
+    #[test]
+    fn tags_and_validity_found_without_parsing_agree_with_the_parse() {
+        for value in [
+            "<sip:a@h>;tag=1",
+            "\"A \\\" B\" <sip:a@h>;TAG = x ;lr",
+            "sip:a@h;tag=2;x",
+            "Bob <sip:b@h>;tag",
+            "<sip:a@h>",
+            "\"unclosed <sip:a@h>;tag=3",
+            "\"bad\"\" <sip:a@h>;tag=3",
+            "x\"y <sip:a@h>;tag=4",
+            "<sip:a@h>;tag=5 junk",
+            "<sip:a@h> ;;tag=6",
+            "sip:a@h>",
+            "<nocolon>;tag=7",
+            "\"trailing\\\" <sip:a@h>;tag=8",
+            "",
+        ] {
+            let parsed = NameAddrValue::parse(value);
+            assert_eq!(NameAddrValue::is_valid(value), parsed.is_some(), "{value}");
+            assert_eq!(
+                NameAddrValue::tag_of(value),
+                parsed.as_ref().and_then(|p| p.tag()),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn shortcuts_give_what_ezk_gives() {
+        let head = Bytes::from_static(b"X-Odd");
+        for (text, _) in COMMON_NAMES {
+            for spelling in [text.to_string(), text.to_ascii_uppercase()] {
+                let ours = header_name(&head, &spelling);
+                assert_eq!(
+                    ours.as_print_str(),
+                    Name::from(spelling.as_str()).as_print_str()
+                );
+            }
+        }
+        let odd = std::str::from_utf8(&head).unwrap();
+        assert_eq!(header_name(&head, odd).as_print_str(), "X-Odd");
+        for (text, method) in KNOWN_METHODS {
+            assert_eq!(Method::from(text), method);
+            assert_eq!(known_method_text(&method), Some(text));
+            assert_eq!(method.to_string(), text);
+        }
+        for value in ["1 INVITE", "0009 ACK", "4294967295 BYE", "7 REFER  "] {
+            let raw = Bytes::from(value);
+            let text = std::str::from_utf8(&raw).unwrap();
+            let (_, full) = CSeq::parse(&raw, text).unwrap();
+            assert_eq!(plain_cseq(value), Some(full), "{value}");
+        }
+        for value in [
+            "4294967296 BYE",
+            " 1 INVITE",
+            "1  INVITE",
+            "1 invite",
+            "1 FOO",
+            "x BYE",
+        ] {
+            assert_eq!(
+                plain_cseq(value),
+                None,
+                "{value} is left to the full parser"
+            );
+        }
+        for n in [0, 7, 10, 200, 65_535, usize::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use super::message::{canonicalize_value, starts_with_ignore_case, NameAddrValue, QuoteTracker};
 use super::message::{sip_uri_user, ParseError, RequestUri, SipMessage, StartLine, StatusLine};
+use crate::sip::headers::Headers;
 use bytes::Bytes;
 use bytesstr::BytesStr;
-use ezk_sip_types::{Headers, Method, Name};
+use ezk_sip_types::{Method, Name};
 
 /// What the gateway implements, for validation and for Allow/Accept/Supported headers.
 #[derive(Debug, Clone, Copy)]
@@ -106,23 +107,28 @@ const MAX_CSEQ: u32 = (1 << 31) - 1;
 /// False for list values with empty elements or empty parameters (`;;`, `,,`, a trailing
 /// `;`), which RFC 4475 §3.1.2.1 says make the message invalid.
 fn well_formed_list(value: &str) -> bool {
-    let mut outside_quotes = String::with_capacity(value.len());
-    let mut quotes = QuoteTracker::default();
+    // The value with whitespace dropped and each quoted string standing for one token,
+    // scanned once: no two separators in a row, none first or last.
+    let is_separator = |c: char| matches!(c, ';' | ',');
+    let (mut quotes, mut first, mut last) = (QuoteTracker::default(), None, None);
     for c in value.chars() {
-        if quotes.inside(c) {
-            if !quotes.is_open() {
-                outside_quotes.push('q'); // a whole quoted string stands for one token
+        let token = if quotes.inside(c) {
+            if quotes.is_open() {
+                continue;
             }
-        } else if !c.is_whitespace() {
-            outside_quotes.push(c);
+            'q' // a whole quoted string stands for one token
+        } else if c.is_whitespace() {
+            continue;
+        } else {
+            c
+        };
+        if last.is_some_and(is_separator) && is_separator(token) {
+            return false;
         }
+        first.get_or_insert(token);
+        last = Some(token);
     }
-    let separators = |pair: &[char]| matches!(pair, [';' | ',', ';' | ',']);
-    let chars: Vec<char> = outside_quotes.chars().collect();
-    !quotes.is_open()
-        && !chars.windows(2).any(separators)
-        && !matches!(chars.first(), Some(',' | ';'))
-        && !matches!(chars.last(), Some(',' | ';'))
+    !quotes.is_open() && !first.is_some_and(is_separator) && !last.is_some_and(is_separator)
 }
 
 fn mandatory_headers(msg: &SipMessage) -> Result<(), String> {
@@ -144,7 +150,7 @@ fn mandatory_headers(msg: &SipMessage) -> Result<(), String> {
     for (name, label) in [(Name::FROM, "From"), (Name::TO, "To")] {
         match msg.header(&name) {
             None => return Err(format!("missing {label}")),
-            Some(value) if NameAddrValue::parse(value).is_none() => {
+            Some(value) if !NameAddrValue::is_valid(value) => {
                 return Err(format!("malformed {label}"))
             }
             Some(_) => {}

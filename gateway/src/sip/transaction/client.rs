@@ -223,10 +223,7 @@ impl ClientTx {
     fn end_crossed_dialog(&mut self, ok: &SipMessage) -> Vec<ClientAction> {
         let ack = requests::in_answered_dialog(&self.request, ok, Method::ACK, &ids::branch());
         let mut actions = vec![ClientAction::SendStateless(ack)];
-        let tag = ok
-            .to_header()
-            .and_then(|to| to.tag().map(str::to_string))
-            .unwrap_or_default();
+        let tag = ok.to_tag().map(str::to_string).unwrap_or_default();
         if !self.byed_tags.contains(&tag) {
             self.byed_tags.push(tag);
             let bye = requests::in_answered_dialog(&self.request, ok, Method::BYE, &ids::branch());

@@ -188,10 +188,7 @@ fn server_key(msg: &SipMessage, method: &Method) -> ServerKey {
                 .request_line()
                 .map(|line| line.uri.to_string())
                 .unwrap_or_default(),
-            from_tag: msg
-                .from_header()
-                .and_then(|f| f.tag().map(str::to_string))
-                .unwrap_or_default(),
+            from_tag: msg.from_tag().map(str::to_string).unwrap_or_default(),
             call_id: msg.call_id().unwrap_or_default().to_string(),
             cseq: msg.cseq().map(|c| c.cseq).unwrap_or(0),
             via: msg
@@ -207,10 +204,10 @@ fn server_key(msg: &SipMessage, method: &Method) -> ServerKey {
 fn ack_key(msg: &SipMessage, to_tag: Option<&str>) -> Option<AckKey> {
     Some((
         msg.call_id()?.to_string(),
-        msg.from_header()?.tag()?.to_string(),
+        msg.from_tag()?.to_string(),
         match to_tag {
             Some(tag) => tag.to_string(),
-            None => msg.to_header()?.tag()?.to_string(),
+            None => msg.to_tag()?.to_string(),
         },
         msg.cseq()?.cseq,
     ))
@@ -455,7 +452,7 @@ impl TxLayer {
         entry.trying_owed = false;
         let actions = entry.tx.send_response(now, &msg, &timers);
         if entry.tx.is_accepted() && entry.ack_key.is_none() {
-            let to_tag = msg.to_header().and_then(|to| to.tag().map(str::to_string));
+            let to_tag = msg.to_tag().map(str::to_string);
             if let Some(key) = ack_key(entry.tx.request(), to_tag.as_deref()) {
                 entry.ack_key = Some(key.clone());
                 self.ack_index.insert(key, tx);

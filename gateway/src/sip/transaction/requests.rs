@@ -2,9 +2,10 @@
 //! CANCEL (§9.1), and the ACK + BYE that end a dialog created by a 2xx that crossed our
 //! CANCEL (RFC 5407 §3.1.2).
 
+use crate::sip::headers::Headers;
 use crate::sip::message::{RequestUri, SipMessage};
 use bytesstr::BytesStr;
-use ezk_sip_types::{Headers, Method, Name};
+use ezk_sip_types::{Method, Name};
 
 fn copy(from: &SipMessage, name: Name, headers: &mut Headers) {
     for value in from.raw_values(&name) {
