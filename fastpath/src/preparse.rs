@@ -84,6 +84,29 @@ impl PreParseError {
     }
 }
 
+/// Where `byte` first occurs in `haystack`. On x86-64 this calls memchr's SSE2 routine
+/// directly: `memchr::memchr` picks AVX2 at run time through a function pointer, which on
+/// header-sized haystacks costs more than the search itself.
+#[inline]
+fn find_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(byte) {
+        return finder.find(haystack);
+    }
+    memchr::memchr(byte, haystack)
+}
+
+/// Where any of three bytes first occurs in `haystack` (SSE2 directly, as [`find_byte`]).
+#[inline]
+fn find_any3(bytes: [u8; 3], haystack: &[u8]) -> Option<usize> {
+    let [a, b, c] = bytes;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::Three::new(a, b, c) {
+        return finder.find(haystack);
+    }
+    memchr::memchr3(a, b, c, haystack)
+}
+
 /// Tokens allowed in a SIP method (RFC 3261 `token`).
 fn is_token(text: &str) -> bool {
     !text.is_empty()
@@ -103,19 +126,50 @@ fn is_sip_version(word: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
 }
 
+/// The words of `text`: the runs of bytes between the ones `blank` names (which are ASCII,
+/// so every word is text too).
+struct Words<'a, F> {
+    rest: &'a str,
+    blank: F,
+}
+
+impl<'a, F: Fn(u8) -> bool> Iterator for Words<'a, F> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.rest.as_bytes();
+        let start = bytes.iter().position(|&b| !(self.blank)(b))?;
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| (self.blank)(b))
+            .map_or(bytes.len(), |len| start + len);
+        let word = &self.rest[start..end];
+        self.rest = &self.rest[end..];
+        Some(word)
+    }
+}
+
 /// The start line, read as tolerantly as the control plane reads it (extra spaces and tabs
 /// between and after the parts are accepted, RFC 4475 §3.1.2.9-10).
 fn parse_start_line(line: &str) -> Result<Kind<'_>, PreParseError> {
-    let mut parts = line.split([' ', '\t']).filter(|p| !p.is_empty());
+    let mut parts = Words {
+        rest: line,
+        blank: |b| b == b' ' || b == b'\t',
+    };
     let first = parts.next().ok_or(PreParseError::StartLine)?;
     let second = parts.next().ok_or(PreParseError::StartLine)?;
     if is_sip_version(first) {
-        let status = second
-            .parse::<u16>()
-            .ok()
-            .filter(|code| second.len() == 3 && (100..=699).contains(code))
-            .ok_or(PreParseError::StartLine)?;
-        return Ok(Kind::Response(status));
+        // Three digits, 100 to 699.
+        return match *second.as_bytes() {
+            [hundreds @ b'1'..=b'6', tens @ b'0'..=b'9', units @ b'0'..=b'9'] => {
+                Ok(Kind::Response(
+                    u16::from(hundreds - b'0') * 100
+                        + u16::from(tens - b'0') * 10
+                        + u16::from(units - b'0'),
+                ))
+            }
+            _ => Err(PreParseError::StartLine),
+        };
     }
     match (parts.next(), parts.next()) {
         (Some(version), None) if is_token(first) && is_sip_version(version) => {
@@ -146,14 +200,14 @@ fn looks_like_request(line: &str) -> bool {
 /// Why a datagram without an empty line after its headers was refused: a request (the
 /// control plane answers it 400 when it can read the headers) or not.
 fn unterminated(data: &[u8]) -> PreParseError {
-    let first_end = memchr::memchr(b'\n', data).unwrap_or(data.len());
+    let first_end = find_byte(b'\n', data).unwrap_or(data.len());
     match std::str::from_utf8(strip_cr(&data[..first_end])) {
         Ok(line) if looks_like_request(line) => PreParseError::IncompleteRequest,
         _ => PreParseError::NoHeaderEnd,
     }
 }
 
-/// The header a line names, by its long or compact name.
+/// A header the pre-parser reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wanted {
     CallId,
@@ -161,33 +215,43 @@ enum Wanted {
     CSeq,
     To,
     Credentials,
-    Other,
 }
 
-/// Classifies a header name by its length first: most names are ruled out by one compare.
-fn classify(name: &[u8]) -> Wanted {
-    match name.len() {
-        1 => match name[0] | 0x20 {
-            b'i' => Wanted::CallId,
-            b'v' => Wanted::Via,
-            b't' => Wanted::To,
-            _ => Wanted::Other,
-        },
-        2 if name.eq_ignore_ascii_case(b"to") => Wanted::To,
-        3 if name.eq_ignore_ascii_case(b"via") => Wanted::Via,
-        4 if name.eq_ignore_ascii_case(b"cseq") => Wanted::CSeq,
-        7 if name.eq_ignore_ascii_case(b"call-id") => Wanted::CallId,
-        13 if name.eq_ignore_ascii_case(b"authorization") => Wanted::Credentials,
-        19 if name.eq_ignore_ascii_case(b"proxy-authorization") => Wanted::Credentials,
-        _ => Wanted::Other,
+/// The names the pre-parser reads (long and compact) that start with this byte: most lines
+/// are ruled out by their first byte, the others by comparing one or two names.
+fn names_starting(first: u8) -> &'static [(&'static [u8], Wanted)] {
+    match first.to_ascii_lowercase() {
+        b'c' => &[(b"cseq", Wanted::CSeq), (b"call-id", Wanted::CallId)],
+        b'i' => &[(b"i", Wanted::CallId)],
+        b'v' => &[(b"v", Wanted::Via), (b"via", Wanted::Via)],
+        b't' => &[(b"t", Wanted::To), (b"to", Wanted::To)],
+        b'a' => &[(b"authorization", Wanted::Credentials)],
+        b'p' => &[(b"proxy-authorization", Wanted::Credentials)],
+        _ => &[],
     }
+}
+
+/// The header a line names, if the pre-parser reads it, and the value after its colon. The
+/// name is what precedes the first colon, less the spaces and tabs before it; case does
+/// not matter.
+fn wanted(line: &[u8]) -> Option<(Wanted, &[u8])> {
+    names_starting(*line.first()?)
+        .iter()
+        .find_map(|&(name, which)| {
+            let (head, rest) = line.split_at_checked(name.len())?;
+            if !head.eq_ignore_ascii_case(name) {
+                return None;
+            }
+            let colon = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
+            (rest[colon] == b':').then(|| (which, &rest[colon + 1..]))
+        })
 }
 
 /// The first non-empty comma-separated value of a header (commas inside quotes or `<>` do
 /// not count).
 fn first_value(value: &str) -> Option<&str> {
     // Fast path: no quote or angle bracket before the first comma (a Via never has one).
-    match memchr::memchr3(b',', b'"', b'<', value.as_bytes()) {
+    match find_any3([b',', b'"', b'<'], value.as_bytes()) {
         None => return Some(value).filter(|v| !v.is_empty()),
         Some(at) if value.as_bytes()[at] == b',' && !trim_lws(&value[..at]).is_empty() => {
             return Some(trim_lws(&value[..at]));
@@ -215,10 +279,37 @@ fn first_value(value: &str) -> Option<&str> {
     Some(trim_lws(&value[start..])).filter(|item| !item.is_empty())
 }
 
+/// `text` split at the first `byte` (an ASCII one, so both halves are text).
+fn split_once_at(text: &str, byte: u8) -> Option<(&str, &str)> {
+    let at = find_byte(byte, text.as_bytes())?;
+    Some((&text[..at], &text[at + 1..]))
+}
+
+/// The `;`-separated pieces of a value, as `str::split(';')` gives them but found with
+/// `memchr`.
+struct Pieces<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        Some(match split_once_at(rest, b';') {
+            Some((piece, after)) => {
+                self.rest = Some(after);
+                piece
+            }
+            None => self.rest.take()?,
+        })
+    }
+}
+
 /// The `branch` parameter of a Via value.
 fn branch_of(via: &str) -> Option<&str> {
-    via.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
+    Pieces { rest: Some(via) }.skip(1).find_map(|param| {
+        let (name, value) = split_once_at(param, b'=')?;
         name.trim()
             .eq_ignore_ascii_case("branch")
             .then(|| value.trim())
@@ -226,69 +317,54 @@ fn branch_of(via: &str) -> Option<&str> {
     })
 }
 
-/// The length of the head (up to the line break before the empty line) and where the body
-/// starts. Lines end with CRLF or, tolerated as the control plane does, a bare LF: the head
-/// ends at the first `\n\r\n` or `\n\n`, whichever comes first (both found with SIMD).
-fn head_end(data: &[u8]) -> Option<(usize, usize)> {
-    use memchr::memmem::Finder;
-    use std::sync::LazyLock;
-    // Searchers built once: building one costs more than searching a datagram.
-    static CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
-    static BARE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
-    let crlf = CRLF.find(data).map(|at| (at, at + 3));
-    let bare = BARE
-        .find(&data[..crlf.map_or(data.len(), |(at, _)| at)])
-        .map(|at| (at, at + 2));
-    match (crlf, bare) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (found, None) | (None, found) => found,
-    }
-}
-
 /// A line without its trailing carriage return.
 fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// A header name without the spaces or tabs before its colon.
-fn trim_end_ws(name: &[u8]) -> &[u8] {
-    let end = name
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(0, |i| i + 1);
-    &name[..end]
+/// Where the body starts if the line break at `nl` ends the head, that is if an empty line
+/// follows it: CRLF or, tolerated as the control plane does, a bare LF.
+fn body_after(data: &[u8], nl: usize) -> Option<usize> {
+    match data.get(nl + 1..) {
+        Some([b'\n', ..]) => Some(nl + 2),
+        Some([b'\r', b'\n', ..]) => Some(nl + 3),
+        _ => None,
+    }
 }
 
-/// Header lines with their continuation lines folded in, without the line breaks at their
-/// ends (a line starting with a space or a tab continues the one before).
-struct LogicalLines<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for LogicalLines<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.rest.is_empty() {
-            return None;
+/// Where the header line starting at `start` ends (the `\n` after it), its continuation
+/// lines included: a line starting with a space or a tab continues the one before.
+fn line_end(data: &[u8], start: usize) -> Option<usize> {
+    let mut from = start;
+    loop {
+        let nl = from + find_byte(b'\n', data.get(from..)?)?;
+        if !matches!(data.get(nl + 1), Some(b' ' | b'\t')) {
+            return Some(nl);
         }
-        let mut end = 0;
-        let line = loop {
-            match memchr::memchr(b'\n', &self.rest[end..]) {
-                Some(at) => {
-                    let next = end + at + 1;
-                    if matches!(self.rest.get(next), Some(b' ' | b'\t')) {
-                        end = next;
-                        continue;
-                    }
-                    let line = &self.rest[..end + at];
-                    self.rest = &self.rest[next..];
-                    break line;
-                }
-                None => break std::mem::take(&mut self.rest),
-            }
-        };
-        Some(strip_cr(line))
+        from = nl + 1;
+    }
+}
+
+/// Frames the head in one pass: walks the header lines after the start line (which ends
+/// with the `\n` at `first_end`), hands each to `visit` (continuation lines folded in, the
+/// final line break left out) until `visit` returns false, and returns where the body
+/// starts, or None if no empty line ends the head. The head ends at the first line break
+/// followed by an empty line, so the lines after `visit` is done are still walked.
+fn frame<'a>(
+    data: &'a [u8],
+    first_end: usize,
+    mut visit: impl FnMut(&'a [u8]) -> bool,
+) -> Option<usize> {
+    let (mut nl, mut visiting) = (first_end, true);
+    loop {
+        if let Some(body) = body_after(data, nl) {
+            return Some(body);
+        }
+        let start = nl + 1;
+        nl = line_end(data, start)?;
+        if visiting {
+            visiting = visit(strip_cr(&data[start..nl]));
+        }
     }
 }
 
@@ -310,54 +386,57 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(PreParseError::NoHeaderEnd)?;
     let data = &datagram[skip..];
-    let (head_len, body_offset) = head_end(data).ok_or_else(|| unterminated(data))?;
-    let head = &data[..head_len];
-    let first_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
-    let start =
-        std::str::from_utf8(strip_cr(&head[..first_end])).map_err(|_| PreParseError::NotText)?;
-    let kind = parse_start_line(start)?;
+    let first_end = find_byte(b'\n', data).ok_or_else(|| unterminated(data))?;
+    let kind = std::str::from_utf8(strip_cr(&data[..first_end]))
+        .map_err(|_| PreParseError::NotText)
+        .and_then(parse_start_line);
+    let kind = match kind {
+        Ok(kind) => kind,
+        // A datagram whose head does not end is refused as such, whatever its first line.
+        Err(_) if frame(data, first_end, |_| false).is_none() => return Err(unterminated(data)),
+        Err(error) => return Err(error),
+    };
     let (mut call_id, mut via, mut cseq, mut to) = (None, None, None, None);
     // Credentials matter only in requests: a response is done once the four are found.
     let mut has_credentials = matches!(kind, Kind::Response(_));
-    // Lazily, as Kamailio does: stop once the wanted headers are found.
-    let mut lines = LogicalLines {
-        rest: head.get(first_end + 1..).unwrap_or_default(),
-    };
-    while call_id.is_none() || via.is_none() || cseq.is_none() || to.is_none() || !has_credentials {
-        let Some(line) = lines.next() else {
-            break;
-        };
+    // Lazily, as Kamailio does: stop reading once the wanted headers are found.
+    let body_offset = frame(data, first_end, |line| {
         // A malformed line is the control plane's to judge (it answers 400): skip it here.
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
-        };
-        let wanted = classify(trim_end_ws(&line[..colon]));
-        if wanted == Wanted::Other {
-            continue;
+        if let Some((wanted, value)) = wanted(line) {
+            let slot = match wanted {
+                Wanted::Credentials => {
+                    has_credentials = true;
+                    None
+                }
+                Wanted::CallId => Some(&mut call_id),
+                Wanted::Via => Some(&mut via),
+                Wanted::CSeq => Some(&mut cseq),
+                Wanted::To => Some(&mut to),
+            };
+            // The first one of each counts, or the first whose value is text.
+            if let Some(slot @ None) = slot {
+                if let Ok(value) = std::str::from_utf8(value) {
+                    let value = trim_lws(value);
+                    *slot = match wanted {
+                        Wanted::Via => first_value(value),
+                        _ => Some(value),
+                    };
+                }
+            }
         }
-        if wanted == Wanted::Credentials {
-            has_credentials = true;
-            continue;
-        }
-        let Ok(value) = std::str::from_utf8(&line[colon + 1..]) else {
-            continue;
-        };
-        let value = trim_lws(value);
-        match wanted {
-            Wanted::CallId if call_id.is_none() => call_id = Some(value),
-            Wanted::Via if via.is_none() => via = first_value(value),
-            Wanted::CSeq if cseq.is_none() => cseq = Some(value),
-            Wanted::To if to.is_none() => to = Some(value),
-            _ => {}
-        }
-    }
+        call_id.is_none() || via.is_none() || cseq.is_none() || to.is_none() || !has_credentials
+    })
+    .ok_or_else(|| unterminated(data))?;
     let body_offset = skip + body_offset;
     let call_id = call_id
         .filter(|v| !v.is_empty())
         .ok_or(PreParseError::CallId)?;
     let (number, method) = cseq
         .and_then(|v| {
-            let mut words = v.split([' ', '\t', '\r', '\n']).filter(|w| !w.is_empty());
+            let mut words = Words {
+                rest: v,
+                blank: |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'),
+            };
             let number = words.next()?.parse::<u32>().ok()?;
             let method = words.next().filter(|m| is_token(m))?;
             words.next().is_none().then_some((number, method))
@@ -382,31 +461,48 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
 fn tag_of(value: &str) -> Option<&str> {
     let params = match angle_close(value) {
         Some(close) => &value[close + 1..],
-        None => &value[value.find(';')?..],
+        None => &value[find_byte(b';', value.as_bytes())?..],
     };
     // A `tag` without a value is still a tag (empty), as the full parser reads it.
-    params.split(';').find_map(|param| {
-        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+    Pieces { rest: Some(params) }.find_map(|param| {
+        let (name, value) = split_once_at(param, b'=').unwrap_or((param, ""));
         trim_lws(name)
             .eq_ignore_ascii_case("tag")
             .then(|| trim_lws(value))
     })
 }
 
-/// Where the `>` closing a name-addr's URI is (quoted display names skipped).
+/// Where the `>` closing a name-addr's URI is (quoted display names skipped, and `\`
+/// escapes inside them). All the bytes that matter are ASCII, so it jumps between them
+/// with `memchr`.
 fn angle_close(value: &str) -> Option<usize> {
-    let (mut quoted, mut escaped, mut open) = (false, false, false);
-    for (i, c) in value.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => open = true,
-            '>' if !quoted && open => return Some(i),
-            _ => {}
-        }
+    let bytes = value.as_bytes();
+    let (mut from, mut open) = (0, false);
+    loop {
+        let at = from + find_any3([b'"', b'<', b'>'], bytes.get(from..)?)?;
+        let next = match bytes[at] {
+            b'<' => {
+                open = true;
+                at
+            }
+            b'>' if open => return Some(at),
+            b'>' => at,
+            _ => closing_quote(bytes, at)?,
+        };
+        from = next + 1;
     }
-    None
+}
+
+/// Where the quoted string opened at `open` ends (escaped characters skipped).
+fn closing_quote(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut from = open + 1;
+    loop {
+        let at = from + memchr::memchr2(b'"', b'\\', bytes.get(from..)?)?;
+        if bytes[at] == b'"' {
+            return Some(at);
+        }
+        from = at + 2;
+    }
 }
 
 /// Which of `shards` queues a Call-ID belongs to (FNV-1a): every message of a call goes to
