@@ -107,51 +107,87 @@ fn find_any3(bytes: [u8; 3], haystack: &[u8]) -> Option<usize> {
     memchr::memchr3(a, b, c, haystack)
 }
 
-/// Tokens allowed in a SIP method (RFC 3261 `token`).
-fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-                )
-        })
+/// Which bytes are token characters (RFC 3261 `token`), as a table: methods are checked
+/// twice per message.
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        byte += 1;
+    }
+    table
+};
+
+/// A SIP method (RFC 3261 `token`).
+fn is_token(word: &[u8]) -> bool {
+    !word.is_empty() && word.iter().all(|&b| TOKEN[usize::from(b)])
+}
+
+/// Whether `bytes` starts with `name` (lower case letters and other ASCII), in any case. A
+/// byte matches a letter of the name in either case, anything else only exactly (`|
+/// 0x20` alone would take `\r` for `-`); cheaper than `eq_ignore_ascii_case`, which
+/// folds both sides.
+fn starts_with_name(bytes: &[u8], name: &[u8]) -> bool {
+    let Some(head) = bytes.get(..name.len()) else {
+        return false;
+    };
+    for (&b, &n) in head.iter().zip(name) {
+        if b != n && (b | 0x20 != n || !n.is_ascii_lowercase()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `bytes` is `name` (as [`starts_with_name`]), in any case.
+fn is_name(bytes: &[u8], name: &[u8]) -> bool {
+    bytes.len() == name.len() && starts_with_name(bytes, name)
 }
 
 /// `SIP/` followed by anything: the version itself is the control plane's to judge (it
 /// answers a request for another version with 505).
-fn is_sip_version(word: &str) -> bool {
-    word.get(..4)
-        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+fn is_sip_version(word: &[u8]) -> bool {
+    starts_with_name(word, b"sip/")
 }
 
-/// The words of `text`: the runs of bytes between the ones `blank` names (which are ASCII,
-/// so every word is text too).
+/// The words of `text`: the runs of bytes between the ones `blank` names.
 struct Words<'a, F> {
-    rest: &'a str,
+    rest: &'a [u8],
     blank: F,
 }
 
 impl<'a, F: Fn(u8) -> bool> Iterator for Words<'a, F> {
-    type Item = &'a str;
+    type Item = &'a [u8];
 
-    fn next(&mut self) -> Option<&'a str> {
-        let bytes = self.rest.as_bytes();
-        let start = bytes.iter().position(|&b| !(self.blank)(b))?;
-        let end = bytes[start..]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| !(self.blank)(b))?;
+        let rest = &self.rest[start..];
+        let len = rest
             .iter()
             .position(|&b| (self.blank)(b))
-            .map_or(bytes.len(), |len| start + len);
-        let word = &self.rest[start..end];
-        self.rest = &self.rest[end..];
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(len);
+        self.rest = after;
         Some(word)
     }
 }
 
+/// What a start line names: a request's method or a response's status.
+enum Start<'a> {
+    Method(&'a [u8]),
+    Status(u16),
+}
+
 /// The start line, read as tolerantly as the control plane reads it (extra spaces and tabs
-/// between and after the parts are accepted, RFC 4475 §3.1.2.9-10).
-fn parse_start_line(line: &str) -> Result<Kind<'_>, PreParseError> {
+/// between and after the parts are accepted, RFC 4475 §3.1.2.9-10). Whether it is text is
+/// checked with the rest of the head.
+fn parse_start_line(line: &[u8]) -> Result<Start<'_>, PreParseError> {
     let mut parts = Words {
         rest: line,
         blank: |b| b == b' ' || b == b'\t',
@@ -160,20 +196,18 @@ fn parse_start_line(line: &str) -> Result<Kind<'_>, PreParseError> {
     let second = parts.next().ok_or(PreParseError::StartLine)?;
     if is_sip_version(first) {
         // Three digits, 100 to 699.
-        return match *second.as_bytes() {
-            [hundreds @ b'1'..=b'6', tens @ b'0'..=b'9', units @ b'0'..=b'9'] => {
-                Ok(Kind::Response(
-                    u16::from(hundreds - b'0') * 100
-                        + u16::from(tens - b'0') * 10
-                        + u16::from(units - b'0'),
-                ))
-            }
+        return match *second {
+            [hundreds @ b'1'..=b'6', tens @ b'0'..=b'9', units @ b'0'..=b'9'] => Ok(Start::Status(
+                u16::from(hundreds - b'0') * 100
+                    + u16::from(tens - b'0') * 10
+                    + u16::from(units - b'0'),
+            )),
             _ => Err(PreParseError::StartLine),
         };
     }
     match (parts.next(), parts.next()) {
         (Some(version), None) if is_token(first) && is_sip_version(version) => {
-            Ok(Kind::Request(first))
+            Ok(Start::Method(first))
         }
         _ => Err(malformed_start_line(line)),
     }
@@ -184,7 +218,7 @@ fn parse_start_line(line: &str) -> Result<Kind<'_>, PreParseError> {
 /// empty method, a method that is not a token, whitespace inside the Request-URI), which
 /// the control plane answers with 400 as it answers any request whose head it can read;
 /// anything else is not SIP. Off the hot path: only refused lines get here.
-fn malformed_start_line(line: &str) -> PreParseError {
+fn malformed_start_line(line: &[u8]) -> PreParseError {
     if looks_like_request(line) {
         PreParseError::RequestLine
     } else {
@@ -193,17 +227,23 @@ fn malformed_start_line(line: &str) -> PreParseError {
 }
 
 /// The control plane's test for a request it may answer although it cannot parse it.
-fn looks_like_request(line: &str) -> bool {
-    !is_sip_version(line) && line.trim_end_matches([' ', '\t']).ends_with("SIP/2.0")
+fn looks_like_request(line: &[u8]) -> bool {
+    let end = line
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |last| last + 1);
+    !is_sip_version(line) && line[..end].ends_with(b"SIP/2.0")
 }
 
 /// Why a datagram without an empty line after its headers was refused: a request (the
 /// control plane answers it 400 when it can read the headers) or not.
 fn unterminated(data: &[u8]) -> PreParseError {
     let first_end = find_byte(b'\n', data).unwrap_or(data.len());
-    match std::str::from_utf8(strip_cr(&data[..first_end])) {
-        Ok(line) if looks_like_request(line) => PreParseError::IncompleteRequest,
-        _ => PreParseError::NoHeaderEnd,
+    let line = strip_cr(&data[..first_end]);
+    if std::str::from_utf8(line).is_ok() && looks_like_request(line) {
+        PreParseError::IncompleteRequest
+    } else {
+        PreParseError::NoHeaderEnd
     }
 }
 
@@ -217,56 +257,58 @@ enum Wanted {
     Credentials,
 }
 
-/// The names the pre-parser reads (long and compact) that start with this byte: most lines
-/// are ruled out by their first byte, the others by comparing one or two names.
-fn names_starting(first: u8) -> &'static [(&'static [u8], Wanted)] {
-    match first.to_ascii_lowercase() {
-        b'c' => &[(b"cseq", Wanted::CSeq), (b"call-id", Wanted::CallId)],
-        b'i' => &[(b"i", Wanted::CallId)],
-        b'v' => &[(b"v", Wanted::Via), (b"via", Wanted::Via)],
-        b't' => &[(b"t", Wanted::To), (b"to", Wanted::To)],
-        b'a' => &[(b"authorization", Wanted::Credentials)],
-        b'p' => &[(b"proxy-authorization", Wanted::Credentials)],
-        _ => &[],
-    }
-}
-
 /// The header a line names, if the pre-parser reads it, and the value after its colon. The
 /// name is what precedes the first colon, less the spaces and tabs before it; case does
-/// not matter.
+/// not matter. Its first two bytes tell which name it can be (most lines are ruled out by
+/// the first), so at most one name is compared.
 fn wanted(line: &[u8]) -> Option<(Wanted, &[u8])> {
-    names_starting(*line.first()?)
-        .iter()
-        .find_map(|&(name, which)| {
-            let (head, rest) = line.split_at_checked(name.len())?;
-            if !head.eq_ignore_ascii_case(name) {
-                return None;
-            }
-            let colon = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
-            (rest[colon] == b':').then(|| (which, &rest[colon + 1..]))
-        })
+    let second = line.get(1).map_or(0, |&b| b | 0x20);
+    let (which, name): (Wanted, &[u8]) = match line.first()? | 0x20 {
+        b'v' if second == b'i' => (Wanted::Via, b"via"),
+        b'v' => (Wanted::Via, b"v"),
+        b't' if second == b'o' => (Wanted::To, b"to"),
+        b't' => (Wanted::To, b"t"),
+        b'i' => (Wanted::CallId, b"i"),
+        b'c' if second == b's' => (Wanted::CSeq, b"cseq"),
+        b'c' if second == b'a' => (Wanted::CallId, b"call-id"),
+        b'a' => (Wanted::Credentials, b"authorization"),
+        b'p' => (Wanted::Credentials, b"proxy-authorization"),
+        _ => return None,
+    };
+    if !starts_with_name(line, name) {
+        return None;
+    }
+    let rest = &line[name.len()..];
+    let colon = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
+    (rest[colon] == b':').then(|| (which, &rest[colon + 1..]))
+}
+
+/// Whether a header value is text (UTF-8); only a text value is read.
+fn is_text(value: &[u8]) -> bool {
+    value.is_ascii() || std::str::from_utf8(value).is_ok()
 }
 
 /// The first non-empty comma-separated value of a header (commas inside quotes or `<>` do
-/// not count).
-fn first_value(value: &str) -> Option<&str> {
+/// not count). The bytes that matter are ASCII, and UTF-8 never uses ASCII bytes inside a
+/// character, so the value is read byte by byte.
+fn first_value(value: &[u8]) -> Option<&[u8]> {
     // Fast path: no quote or angle bracket before the first comma (a Via never has one).
-    match find_any3([b',', b'"', b'<'], value.as_bytes()) {
+    match find_any3([b',', b'"', b'<'], value) {
         None => return Some(value).filter(|v| !v.is_empty()),
-        Some(at) if value.as_bytes()[at] == b',' && !trim_lws(&value[..at]).is_empty() => {
+        Some(at) if value[at] == b',' && !trim_lws(&value[..at]).is_empty() => {
             return Some(trim_lws(&value[..at]));
         }
         _ => {}
     }
     let (mut quoted, mut angle, mut escaped, mut start) = (false, false, false, 0);
-    for (i, c) in value.char_indices() {
-        match c {
+    for (i, &b) in value.iter().enumerate() {
+        match b {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'<' if !quoted => angle = true,
+            b'>' if !quoted => angle = false,
+            b',' if !quoted && !angle => {
                 let item = trim_lws(&value[start..i]);
                 if !item.is_empty() {
                     return Some(item);
@@ -279,42 +321,95 @@ fn first_value(value: &str) -> Option<&str> {
     Some(trim_lws(&value[start..])).filter(|item| !item.is_empty())
 }
 
-/// `text` split at the first `byte` (an ASCII one, so both halves are text).
-fn split_once_at(text: &str, byte: u8) -> Option<(&str, &str)> {
-    let at = find_byte(byte, text.as_bytes())?;
-    Some((&text[..at], &text[at + 1..]))
+/// The `;`-separated parameters of a value as (name, value) pairs, untrimmed, the value
+/// None for a parameter without `=`: what `str::split(';')` and then `split_once('=')`
+/// give, in one scan of each parameter.
+struct Params<'a> {
+    rest: Option<&'a [u8]>,
 }
 
-/// The `;`-separated pieces of a value, as `str::split(';')` gives them but found with
-/// `memchr`.
-struct Pieces<'a> {
-    rest: Option<&'a str>,
-}
+impl<'a> Iterator for Params<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
 
-impl<'a> Iterator for Pieces<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<Self::Item> {
         let rest = self.rest?;
-        Some(match split_once_at(rest, b';') {
-            Some((piece, after)) => {
-                self.rest = Some(after);
-                piece
-            }
-            None => self.rest.take()?,
-        })
+        let Some(at) = find_any3([b'=', b';', b';'], rest) else {
+            self.rest = None;
+            return Some((rest, None));
+        };
+        let (name, after) = (&rest[..at], &rest[at + 1..]);
+        if rest[at] == b';' {
+            self.rest = Some(after);
+            return Some((name, None));
+        }
+        let end = find_byte(b';', after);
+        self.rest = end.map(|end| &after[end + 1..]);
+        Some((name, Some(&after[..end.unwrap_or(after.len())])))
     }
 }
 
 /// The `branch` parameter of a Via value.
-fn branch_of(via: &str) -> Option<&str> {
-    Pieces { rest: Some(via) }.skip(1).find_map(|param| {
-        let (name, value) = split_once_at(param, b'=')?;
-        name.trim()
-            .eq_ignore_ascii_case("branch")
-            .then(|| value.trim())
-            .filter(|v| !v.is_empty())
+fn branch_of(via: &[u8]) -> Option<&[u8]> {
+    Params { rest: Some(via) }
+        .skip(1)
+        .find_map(|(name, value)| {
+            let value = trim_unicode(value?);
+            (is_name(trim_unicode(name), b"branch") && !value.is_empty()).then_some(value)
+        })
+}
+
+/// Trims white space at both ends as `str::trim` does (Unicode White_Space), which is how
+/// the `branch` parameter has always been read: ASCII ends are trimmed here, anything
+/// else through `str::trim`.
+fn trim_unicode(bytes: &[u8]) -> &[u8] {
+    // Nearly always: printable ASCII at both ends, nothing to trim.
+    if bytes.first().is_some_and(u8::is_ascii_graphic)
+        && bytes.last().is_some_and(u8::is_ascii_graphic)
+    {
+        return bytes;
+    }
+    let ascii_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let start = bytes
+        .iter()
+        .position(|b| !ascii_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !ascii_space(b))
+        .map_or(start, |last| last + 1);
+    let trimmed = &bytes[start..end];
+    match (trimmed.first(), trimmed.last()) {
+        (Some(&first), Some(&last)) if !first.is_ascii() || !last.is_ascii() => {
+            std::str::from_utf8(bytes).map_or(trimmed, |text| text.trim().as_bytes())
+        }
+        _ => trimmed,
+    }
+}
+
+/// A CSeq number as `str::parse::<u32>` reads it (an optional `+`, then digits).
+fn parse_number(word: &[u8]) -> Option<u32> {
+    let digits = word.strip_prefix(b"+").unwrap_or(word);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |number, &b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        number.checked_mul(10)?.checked_add(u32::from(digit))
     })
+}
+
+/// A CSeq value: `number method`, nothing more.
+fn parse_cseq(value: &[u8]) -> Option<(u32, &[u8])> {
+    let mut words = Words {
+        rest: value,
+        blank: |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'),
+    };
+    let number = parse_number(words.next()?)?;
+    let method = words.next().filter(|m| is_token(m))?;
+    words.next().is_none().then_some((number, method))
 }
 
 /// A line without its trailing carriage return.
@@ -332,50 +427,161 @@ fn body_after(data: &[u8], nl: usize) -> Option<usize> {
     }
 }
 
-/// Where the header line starting at `start` ends (the `\n` after it), its continuation
-/// lines included: a line starting with a space or a tab continues the one before.
-fn line_end(data: &[u8], start: usize) -> Option<usize> {
-    let mut from = start;
-    loop {
-        let nl = from + find_byte(b'\n', data.get(from..)?)?;
-        if !matches!(data.get(nl + 1), Some(b' ' | b'\t')) {
-            return Some(nl);
+/// The first line feed in `data` from `from` on. Most header lines are a few dozen bytes,
+/// too short for a vector search to pay for its set-up, so the first 32 bytes are searched
+/// eight at a time in a plain word (SWAR) and only the rest of a long line with SSE2.
+fn find_line_feed(data: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut rest = data.get(from..)?;
+    let mut at = from;
+    for _ in 0..4 {
+        let Some((word, tail)) = rest.split_first_chunk::<8>() else {
+            break;
+        };
+        let word = u64::from_le_bytes(*word) ^ LFS;
+        // The lowest byte that is zero (a line feed) gets its high bit set; borrows can
+        // only mark bytes above it.
+        let found = word.wrapping_sub(ONES) & !word & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
         }
-        from = nl + 1;
+        rest = tail;
+        at += 8;
     }
+    Some(at + find_byte(b'\n', rest)?)
 }
 
 /// Frames the head in one pass: walks the header lines after the start line (which ends
-/// with the `\n` at `first_end`), hands each to `visit` (continuation lines folded in, the
-/// final line break left out) until `visit` returns false, and returns where the body
-/// starts, or None if no empty line ends the head. The head ends at the first line break
-/// followed by an empty line, so the lines after `visit` is done are still walked.
+/// with the `\n` at `first_end`), hands each to `visit` with where it ends in `data`
+/// (continuation lines folded in: a line starting with a space or a tab continues the one
+/// before; the final line break left out) until `visit` returns false, and returns where
+/// the body starts, or None if no empty line ends the head. The head ends at the first
+/// line break followed by an empty line, so the lines after `visit` is done are still
+/// walked.
 fn frame<'a>(
     data: &'a [u8],
     first_end: usize,
-    mut visit: impl FnMut(&'a [u8]) -> bool,
+    mut visit: impl FnMut(&'a [u8], usize) -> bool,
 ) -> Option<usize> {
-    let (mut nl, mut visiting) = (first_end, true);
+    if let Some(body) = body_after(data, first_end) {
+        return Some(body);
+    }
+    let (mut start, mut from, mut visiting) = (first_end + 1, first_end + 1, true);
     loop {
+        let nl = find_line_feed(data, from)?;
+        from = nl + 1;
+        if matches!(data.get(from), Some(b' ' | b'\t')) {
+            continue;
+        }
+        if visiting {
+            let line = strip_cr(&data[start..nl]);
+            visiting = visit(line, start + line.len());
+        }
         if let Some(body) = body_after(data, nl) {
             return Some(body);
         }
-        let start = nl + 1;
-        nl = line_end(data, start)?;
-        if visiting {
-            visiting = visit(strip_cr(&data[start..nl]));
-        }
+        start = from;
     }
 }
 
 /// Trims SIP linear white space (spaces, tabs, folded line breaks) at both ends.
-fn trim_lws(text: &str) -> &str {
+fn trim_lws(bytes: &[u8]) -> &[u8] {
     let lws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-    let bytes = text.as_bytes();
+    // Nearly always: nothing to trim.
+    if bytes.first().is_some_and(|b| !lws(b)) && bytes.last().is_some_and(|b| !lws(b)) {
+        return bytes;
+    }
     let start = bytes.iter().position(|b| !lws(b)).unwrap_or(bytes.len());
     let end = bytes.iter().rposition(|b| !lws(b)).map_or(start, |i| i + 1);
-    // Both ends are at ASCII bytes, so at character boundaries.
-    &text[start..end]
+    &bytes[start..end]
+}
+
+/// The headers the keys come from, as read from the head (slices of the datagram).
+#[derive(Default)]
+struct Keys<'a> {
+    call_id: Option<&'a [u8]>,
+    /// The top Via (the first value of the first Via header).
+    via: Option<&'a [u8]>,
+    cseq: Option<&'a [u8]>,
+    to: Option<&'a [u8]>,
+    has_credentials: bool,
+    /// Where the last header a key was taken from ends.
+    end: usize,
+}
+
+/// Reads the keys' headers and frames the head ([`frame`]): the first header of each kind
+/// counts, lazily, as Kamailio does (reading stops once the wanted headers are found).
+/// With `checked`, the first whose value is text; without, the first, which is the same
+/// when the head is text up to the last header taken, as it nearly always is: the caller
+/// checks that once and reads again, checked, when it is not (one check for the lot
+/// instead of one per header). None if the head does not end.
+fn read_keys(
+    data: &[u8],
+    first_end: usize,
+    request: bool,
+    checked: bool,
+) -> Option<(Keys<'_>, usize)> {
+    // Credentials matter only in requests: a response is done once the four are found.
+    let mut keys = Keys {
+        has_credentials: !request,
+        ..Keys::default()
+    };
+    let body = frame(data, first_end, |line, end| {
+        // A malformed line is the control plane's to judge (it answers 400): skip it here.
+        if let Some((wanted, value)) = wanted(line) {
+            let slot = match wanted {
+                Wanted::Credentials => {
+                    keys.has_credentials = true;
+                    None
+                }
+                Wanted::CallId => Some(&mut keys.call_id),
+                Wanted::Via => Some(&mut keys.via),
+                Wanted::CSeq => Some(&mut keys.cseq),
+                Wanted::To => Some(&mut keys.to),
+            };
+            if let Some(slot @ None) = slot {
+                if !checked || is_text(value) {
+                    let value = trim_lws(value);
+                    *slot = match wanted {
+                        Wanted::Via => first_value(value),
+                        _ => Some(value),
+                    };
+                    keys.end = end;
+                }
+            }
+        }
+        keys.call_id.is_none()
+            || keys.via.is_none()
+            || keys.cseq.is_none()
+            || keys.to.is_none()
+            || !keys.has_credentials
+    })?;
+    Some((keys, body))
+}
+
+/// The keys as text. Each key is a slice of a header value checked to be text when it was
+/// read (or of the start line); rather than check each again, the head up to the last key
+/// is checked once and the keys are cut from it by their place in the datagram.
+struct Text<'a> {
+    data: &'a [u8],
+    /// `data` up to the end of the last key, if it is all text.
+    head: Option<&'a str>,
+}
+
+impl<'a> Text<'a> {
+    /// `key`, a slice of `data`, as text: None only if it is not text.
+    fn of(&self, key: &'a [u8]) -> Option<&'a str> {
+        match self.head {
+            Some(head) => {
+                // Where the key lies in the datagram (addresses within one slice).
+                let start = (key.as_ptr() as usize).wrapping_sub(self.data.as_ptr() as usize);
+                head.get(start..start.checked_add(key.len())?)
+            }
+            None => std::str::from_utf8(key).ok(),
+        }
+    }
 }
 
 /// Pre-parses one datagram.
@@ -386,108 +592,88 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(PreParseError::NoHeaderEnd)?;
     let data = &datagram[skip..];
-    let first_end = find_byte(b'\n', data).ok_or_else(|| unterminated(data))?;
-    let kind = std::str::from_utf8(strip_cr(&data[..first_end]))
-        .map_err(|_| PreParseError::NotText)
-        .and_then(parse_start_line);
-    let kind = match kind {
-        Ok(kind) => kind,
-        // A datagram whose head does not end is refused as such, whatever its first line.
-        Err(_) if frame(data, first_end, |_| false).is_none() => return Err(unterminated(data)),
+    let first_end = find_line_feed(data, 0).ok_or_else(|| unterminated(data))?;
+    let start_line = strip_cr(&data[..first_end]);
+    let start = match parse_start_line(start_line) {
+        Ok(start) => start,
+        // A datagram whose head does not end is refused as such, whatever its first line;
+        // a first line that is not text, as such.
+        Err(_) if frame(data, first_end, |_, _| false).is_none() => return Err(unterminated(data)),
+        Err(_) if std::str::from_utf8(start_line).is_err() => return Err(PreParseError::NotText),
         Err(error) => return Err(error),
     };
-    let (mut call_id, mut via, mut cseq, mut to) = (None, None, None, None);
-    // Credentials matter only in requests: a response is done once the four are found.
-    let mut has_credentials = matches!(kind, Kind::Response(_));
-    // Lazily, as Kamailio does: stop reading once the wanted headers are found.
-    let body_offset = frame(data, first_end, |line| {
-        // A malformed line is the control plane's to judge (it answers 400): skip it here.
-        if let Some((wanted, value)) = wanted(line) {
-            let slot = match wanted {
-                Wanted::Credentials => {
-                    has_credentials = true;
-                    None
-                }
-                Wanted::CallId => Some(&mut call_id),
-                Wanted::Via => Some(&mut via),
-                Wanted::CSeq => Some(&mut cseq),
-                Wanted::To => Some(&mut to),
-            };
-            // The first one of each counts, or the first whose value is text.
-            if let Some(slot @ None) = slot {
-                if let Ok(value) = std::str::from_utf8(value) {
-                    let value = trim_lws(value);
-                    *slot = match wanted {
-                        Wanted::Via => first_value(value),
-                        _ => Some(value),
-                    };
-                }
-            }
+    let request = matches!(start, Start::Method(_));
+    let (mut keys, body_offset) =
+        read_keys(data, first_end, request, false).ok_or_else(|| unterminated(data))?;
+    let head_end = keys.end.max(first_end);
+    let head = match std::str::from_utf8(data.get(..head_end).unwrap_or(data)) {
+        Ok(head) => Some(head),
+        Err(error) if error.valid_up_to() < start_line.len() => return Err(PreParseError::NotText),
+        Err(_) => {
+            (keys, _) =
+                read_keys(data, first_end, request, true).ok_or_else(|| unterminated(data))?;
+            None
         }
-        call_id.is_none() || via.is_none() || cseq.is_none() || to.is_none() || !has_credentials
-    })
-    .ok_or_else(|| unterminated(data))?;
+    };
+    let text = Text { data, head };
+    let kind = match start {
+        Start::Method(method) => Kind::Request(text.of(method).ok_or(PreParseError::NotText)?),
+        Start::Status(status) => Kind::Response(status),
+    };
     let body_offset = skip + body_offset;
-    let call_id = call_id
+    let call_id = keys
+        .call_id
         .filter(|v| !v.is_empty())
+        .and_then(|v| text.of(v))
         .ok_or(PreParseError::CallId)?;
-    let (number, method) = cseq
-        .and_then(|v| {
-            let mut words = Words {
-                rest: v,
-                blank: |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'),
-            };
-            let number = words.next()?.parse::<u32>().ok()?;
-            let method = words.next().filter(|m| is_token(m))?;
-            words.next().is_none().then_some((number, method))
-        })
+    let (number, method) = keys
+        .cseq
+        .and_then(parse_cseq)
+        .and_then(|(number, method)| Some((number, text.of(method)?)))
         .ok_or(PreParseError::CSeq)?;
     // Content-Length, like the version, is checked by the control plane (it answers 400).
-    let via = via.ok_or(PreParseError::Via)?;
+    let via = keys.via.ok_or(PreParseError::Via)?;
     Ok(PreParsed {
         kind,
         call_id,
-        branch: branch_of(via),
+        branch: branch_of(via).and_then(|branch| text.of(branch)),
         cseq: number,
         cseq_method: method,
-        to_tag: to.and_then(tag_of),
-        has_credentials: has_credentials && matches!(kind, Kind::Request(_)),
+        to_tag: keys.to.and_then(tag_of).and_then(|tag| text.of(tag)),
+        has_credentials: keys.has_credentials && request,
         body_offset,
     })
 }
 
 /// The `tag` parameter of a From/To value: parameters follow the `>` of a name-addr
 /// (`"A <b>" <sip:x@h>;tag=1`), or the URI of a bare addr-spec (`sip:x@h;tag=1`).
-fn tag_of(value: &str) -> Option<&str> {
+fn tag_of(value: &[u8]) -> Option<&[u8]> {
     let params = match angle_close(value) {
         Some(close) => &value[close + 1..],
-        None => &value[find_byte(b';', value.as_bytes())?..],
+        None => &value[find_byte(b';', value)?..],
     };
     // A `tag` without a value is still a tag (empty), as the full parser reads it.
-    Pieces { rest: Some(params) }.find_map(|param| {
-        let (name, value) = split_once_at(param, b'=').unwrap_or((param, ""));
-        trim_lws(name)
-            .eq_ignore_ascii_case("tag")
-            .then(|| trim_lws(value))
+    Params { rest: Some(params) }.find_map(|(name, value)| {
+        is_name(trim_lws(name), b"tag").then(|| trim_lws(value.unwrap_or(&name[name.len()..])))
     })
 }
 
 /// Where the `>` closing a name-addr's URI is (quoted display names skipped, and `\`
 /// escapes inside them). All the bytes that matter are ASCII, so it jumps between them
 /// with `memchr`.
-fn angle_close(value: &str) -> Option<usize> {
-    let bytes = value.as_bytes();
-    let (mut from, mut open) = (0, false);
+fn angle_close(value: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    let mut open = false;
     loop {
-        let at = from + find_any3([b'"', b'<', b'>'], bytes.get(from..)?)?;
-        let next = match bytes[at] {
+        let at = from + find_any3([b'"', b'<', b'>'], value.get(from..)?)?;
+        let next = match value[at] {
             b'<' => {
                 open = true;
                 at
             }
             b'>' if open => return Some(at),
             b'>' => at,
-            _ => closing_quote(bytes, at)?,
+            _ => closing_quote(value, at)?,
         };
         from = next + 1;
     }
