@@ -129,50 +129,87 @@ fn is_token(word: &[u8]) -> bool {
     !word.is_empty() && word.iter().all(|&b| TOKEN[usize::from(b)])
 }
 
-/// Whether `bytes` starts with `name` (lower case letters and other ASCII), in any case. A
-/// byte matches a letter of the name in either case, anything else only exactly (`|
-/// 0x20` alone would take `\r` for `-`); cheaper than `eq_ignore_ascii_case`, which
-/// folds both sides.
-fn starts_with_name(bytes: &[u8], name: &[u8]) -> bool {
-    let Some(head) = bytes.get(..name.len()) else {
-        return false;
-    };
-    for (&b, &n) in head.iter().zip(name) {
-        if b != n && (b | 0x20 != n || !n.is_ascii_lowercase()) {
-            return false;
-        }
-    }
-    true
+/// A name to match in any case (a header or parameter name, the `SIP/` of a version):
+/// lower case letters and other ASCII. A byte matches a letter of the name in either case,
+/// anything else only exactly (`| 0x20` on every byte would take `\r` for `-`). The first
+/// eight bytes are compared as one word, which is what rules out nearly every line.
+struct Name {
+    bytes: &'static [u8],
+    /// The first eight bytes of the name (zero past its end), little-endian.
+    word: u64,
+    /// 0x20 where the name has a letter: or-ed in, it folds the case of those bytes only.
+    fold: u64,
+    /// 0xff over the name's first eight bytes.
+    mask: u64,
 }
 
-/// Whether `bytes` is `name` (as [`starts_with_name`]), in any case.
-fn is_name(bytes: &[u8], name: &[u8]) -> bool {
-    bytes.len() == name.len() && starts_with_name(bytes, name)
+impl Name {
+    const fn new(bytes: &'static [u8]) -> Name {
+        let (mut word, mut fold, mut mask, mut i) = (0u64, 0u64, 0u64, 0);
+        while i < bytes.len() && i < 8 {
+            word |= (bytes[i] as u64) << (8 * i);
+            if bytes[i].is_ascii_lowercase() {
+                fold |= 0x20 << (8 * i);
+            }
+            mask |= 0xff << (8 * i);
+            i += 1;
+        }
+        Name {
+            bytes,
+            word,
+            fold,
+            mask,
+        }
+    }
+
+    /// Whether `bytes` starts with the name, in any case.
+    fn starts(&self, bytes: &[u8]) -> bool {
+        let Some(head) = bytes.get(..self.bytes.len()) else {
+            return false;
+        };
+        // Bytes compared as a word need no second look.
+        let compared = match bytes.first_chunk::<8>() {
+            Some(word) if (u64::from_le_bytes(*word) | self.fold) & self.mask != self.word => {
+                return false
+            }
+            Some(_) => 8,
+            None => 0,
+        };
+        head.iter()
+            .zip(self.bytes)
+            .skip(compared)
+            .all(|(&b, &n)| b == n || (b | 0x20 == n && n.is_ascii_lowercase()))
+    }
+
+    /// Whether `bytes` is the name, in any case.
+    fn is(&self, bytes: &[u8]) -> bool {
+        bytes.len() == self.bytes.len() && self.starts(bytes)
+    }
 }
 
 /// `SIP/` followed by anything: the version itself is the control plane's to judge (it
 /// answers a request for another version with 505).
 fn is_sip_version(word: &[u8]) -> bool {
-    starts_with_name(word, b"sip/")
+    const SIP: Name = Name::new(b"sip/");
+    SIP.starts(word)
 }
 
-/// The words of `text`: the runs of bytes between the ones `blank` names.
-struct Words<'a, F> {
+/// The words of `text`: the runs of bytes between the ones `blank` names, which
+/// `next_blank` finds (a vector search over a start line's long Request-URI, a plain loop
+/// over a short CSeq).
+struct Words<'a, F, G> {
     rest: &'a [u8],
     blank: F,
+    next_blank: G,
 }
 
-impl<'a, F: Fn(u8) -> bool> Iterator for Words<'a, F> {
+impl<'a, F: Fn(u8) -> bool, G: Fn(&[u8]) -> Option<usize>> Iterator for Words<'a, F, G> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let start = self.rest.iter().position(|&b| !(self.blank)(b))?;
         let rest = &self.rest[start..];
-        let len = rest
-            .iter()
-            .position(|&b| (self.blank)(b))
-            .unwrap_or(rest.len());
-        let (word, after) = rest.split_at(len);
+        let (word, after) = rest.split_at((self.next_blank)(rest).unwrap_or(rest.len()));
         self.rest = after;
         Some(word)
     }
@@ -191,6 +228,7 @@ fn parse_start_line(line: &[u8]) -> Result<Start<'_>, PreParseError> {
     let mut parts = Words {
         rest: line,
         blank: |b| b == b' ' || b == b'\t',
+        next_blank: |rest: &[u8]| find_any3([b' ', b'\t', b'\t'], rest),
     };
     let first = parts.next().ok_or(PreParseError::StartLine)?;
     let second = parts.next().ok_or(PreParseError::StartLine)?;
@@ -262,23 +300,32 @@ enum Wanted {
 /// not matter. Its first two bytes tell which name it can be (most lines are ruled out by
 /// the first), so at most one name is compared.
 fn wanted(line: &[u8]) -> Option<(Wanted, &[u8])> {
+    const VIA: Name = Name::new(b"via");
+    const V: Name = Name::new(b"v");
+    const TO: Name = Name::new(b"to");
+    const T: Name = Name::new(b"t");
+    const I: Name = Name::new(b"i");
+    const CSEQ: Name = Name::new(b"cseq");
+    const CALL_ID: Name = Name::new(b"call-id");
+    const AUTHORIZATION: Name = Name::new(b"authorization");
+    const PROXY_AUTHORIZATION: Name = Name::new(b"proxy-authorization");
     let second = line.get(1).map_or(0, |&b| b | 0x20);
-    let (which, name): (Wanted, &[u8]) = match line.first()? | 0x20 {
-        b'v' if second == b'i' => (Wanted::Via, b"via"),
-        b'v' => (Wanted::Via, b"v"),
-        b't' if second == b'o' => (Wanted::To, b"to"),
-        b't' => (Wanted::To, b"t"),
-        b'i' => (Wanted::CallId, b"i"),
-        b'c' if second == b's' => (Wanted::CSeq, b"cseq"),
-        b'c' if second == b'a' => (Wanted::CallId, b"call-id"),
-        b'a' => (Wanted::Credentials, b"authorization"),
-        b'p' => (Wanted::Credentials, b"proxy-authorization"),
+    let (which, name) = match line.first()? | 0x20 {
+        b'v' if second == b'i' => (Wanted::Via, &VIA),
+        b'v' => (Wanted::Via, &V),
+        b't' if second == b'o' => (Wanted::To, &TO),
+        b't' => (Wanted::To, &T),
+        b'i' => (Wanted::CallId, &I),
+        b'c' if second == b's' => (Wanted::CSeq, &CSEQ),
+        b'c' if second == b'a' => (Wanted::CallId, &CALL_ID),
+        b'a' => (Wanted::Credentials, &AUTHORIZATION),
+        b'p' => (Wanted::Credentials, &PROXY_AUTHORIZATION),
         _ => return None,
     };
-    if !starts_with_name(line, name) {
+    if !name.starts(line) {
         return None;
     }
-    let rest = &line[name.len()..];
+    let rest = &line[name.bytes.len()..];
     let colon = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
     (rest[colon] == b':').then(|| (which, &rest[colon + 1..]))
 }
@@ -350,12 +397,12 @@ impl<'a> Iterator for Params<'a> {
 
 /// The `branch` parameter of a Via value.
 fn branch_of(via: &[u8]) -> Option<&[u8]> {
-    Params { rest: Some(via) }
-        .skip(1)
-        .find_map(|(name, value)| {
-            let value = trim_unicode(value?);
-            (is_name(trim_unicode(name), b"branch") && !value.is_empty()).then_some(value)
-        })
+    const BRANCH: Name = Name::new(b"branch");
+    let params = &via[find_byte(b';', via)? + 1..];
+    Params { rest: Some(params) }.find_map(|(name, value)| {
+        let value = trim_unicode(value?);
+        (BRANCH.is(trim_unicode(name)) && !value.is_empty()).then_some(value)
+    })
 }
 
 /// Trims white space at both ends as `str::trim` does (Unicode White_Space), which is how
@@ -403,9 +450,11 @@ fn parse_number(word: &[u8]) -> Option<u32> {
 
 /// A CSeq value: `number method`, nothing more.
 fn parse_cseq(value: &[u8]) -> Option<(u32, &[u8])> {
+    let blank = |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
     let mut words = Words {
         rest: value,
-        blank: |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'),
+        blank,
+        next_blank: |rest: &[u8]| rest.iter().position(|&b| blank(b)),
     };
     let number = parse_number(words.next()?)?;
     let method = words.next().filter(|m| is_token(m))?;
@@ -427,32 +476,6 @@ fn body_after(data: &[u8], nl: usize) -> Option<usize> {
     }
 }
 
-/// The first line feed in `data` from `from` on. Most header lines are a few dozen bytes,
-/// too short for a vector search to pay for its set-up, so the first 32 bytes are searched
-/// eight at a time in a plain word (SWAR) and only the rest of a long line with SSE2.
-fn find_line_feed(data: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    let mut rest = data.get(from..)?;
-    let mut at = from;
-    for _ in 0..4 {
-        let Some((word, tail)) = rest.split_first_chunk::<8>() else {
-            break;
-        };
-        let word = u64::from_le_bytes(*word) ^ LFS;
-        // The lowest byte that is zero (a line feed) gets its high bit set; borrows can
-        // only mark bytes above it.
-        let found = word.wrapping_sub(ONES) & !word & HIGHS;
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        rest = tail;
-        at += 8;
-    }
-    Some(at + find_byte(b'\n', rest)?)
-}
-
 /// Frames the head in one pass: walks the header lines after the start line (which ends
 /// with the `\n` at `first_end`), hands each to `visit` with where it ends in `data`
 /// (continuation lines folded in: a line starting with a space or a tab continues the one
@@ -470,19 +493,21 @@ fn frame<'a>(
     }
     let (mut start, mut from, mut visiting) = (first_end + 1, first_end + 1, true);
     loop {
-        let nl = find_line_feed(data, from)?;
+        let nl = from + find_byte(b'\n', data.get(from..)?)?;
         from = nl + 1;
-        if matches!(data.get(from), Some(b' ' | b'\t')) {
+        let next = data.get(from);
+        if matches!(next, Some(b' ' | b'\t')) {
             continue;
         }
         if visiting {
             let line = strip_cr(&data[start..nl]);
             visiting = visit(line, start + line.len());
         }
-        if let Some(body) = body_after(data, nl) {
-            return Some(body);
+        match next {
+            Some(b'\n') => return Some(from + 1),
+            Some(b'\r') if data.get(from + 1) == Some(&b'\n') => return Some(from + 2),
+            _ => start = from,
         }
-        start = from;
     }
 }
 
@@ -592,7 +617,7 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(PreParseError::NoHeaderEnd)?;
     let data = &datagram[skip..];
-    let first_end = find_line_feed(data, 0).ok_or_else(|| unterminated(data))?;
+    let first_end = find_byte(b'\n', data).ok_or_else(|| unterminated(data))?;
     let start_line = strip_cr(&data[..first_end]);
     let start = match parse_start_line(start_line) {
         Ok(start) => start,
@@ -652,9 +677,15 @@ fn tag_of(value: &[u8]) -> Option<&[u8]> {
         Some(close) => &value[close + 1..],
         None => &value[find_byte(b';', value)?..],
     };
+    // Nearly always `;tag=` right after the URI: the first parameter, spelt plainly.
+    if let Some(tag) = params.strip_prefix(b";tag=") {
+        return Some(trim_lws(&tag[..find_byte(b';', tag).unwrap_or(tag.len())]));
+    }
     // A `tag` without a value is still a tag (empty), as the full parser reads it.
     Params { rest: Some(params) }.find_map(|(name, value)| {
-        is_name(trim_lws(name), b"tag").then(|| trim_lws(value.unwrap_or(&name[name.len()..])))
+        const TAG: Name = Name::new(b"tag");
+        TAG.is(trim_lws(name))
+            .then(|| trim_lws(value.unwrap_or(&name[name.len()..])))
     })
 }
 
@@ -835,6 +866,168 @@ Content-Length: 9\r\n\r\nabc";
             (parsed.kind, parsed.call_id),
             (Kind::Request("INVITE"), "x")
         );
+    }
+
+    /// A BYE with these header lines (CRLF after each, then the empty line).
+    fn bye(headers: &[&str]) -> Vec<u8> {
+        let mut text = String::from("BYE sip:x SIP/2.0\r\n");
+        for header in headers {
+            text.push_str(header);
+            text.push_str("\r\n");
+        }
+        text.push_str("\r\n");
+        text.into_bytes()
+    }
+
+    const KEYS: [&str; 4] = [
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+        "To: <sip:b@h>;tag=2",
+        "Call-ID: c1",
+        "CSeq: 2 BYE",
+    ];
+
+    #[test]
+    fn bare_line_feeds_and_where_the_body_starts() {
+        let text = "SIP/2.0 200 OK\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nTo: <sip:b@h>;tag=2\n\
+Call-ID: c1\nCSeq: 2 BYE\n\nbody";
+        let parsed = preparse(text.as_bytes()).unwrap();
+        assert_eq!((parsed.call_id, parsed.to_tag), ("c1", Some("2")));
+        assert_eq!(&text.as_bytes()[parsed.body_offset..], b"body");
+        // A bare empty line ends the head even when a CRLF follows it, as the full parser
+        // reads it.
+        let text = "SIP/2.0 200 OK\r\nVia: a;branch=b\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\n\r\nbody";
+        let parsed = preparse(text.as_bytes()).unwrap();
+        assert_eq!(&text.as_bytes()[parsed.body_offset..], b"\r\nbody");
+        // A head that is only a start line.
+        assert_eq!(
+            preparse(b"SIP/2.0 200 OK\r\n\r\n"),
+            Err(PreParseError::CallId)
+        );
+    }
+
+    #[test]
+    fn header_values_that_are_not_text_are_passed_over() {
+        // The first Call-ID and Via are not UTF-8: the next ones count.
+        let text = [
+            b"BYE sip:x SIP/2.0\r\nCall-ID: \xff\xfe\r\nVia: SIP/2.0/UDP \xc3;branch=no\r\n"
+                .as_slice(),
+            b"From: \"Jos\xe9\" <sip:j@h>;tag=1\r\ni: c2\r\nv: SIP/2.0/UDP h;branch=yes\r\n",
+            b"CSeq: 3 BYE\r\nt: <sip:b@h>;tag=\xc3\xa9t\xc3\xa9\r\n\r\n",
+        ]
+        .concat();
+        let parsed = preparse(&text).unwrap();
+        assert_eq!(parsed.call_id, "c2");
+        assert_eq!(parsed.branch, Some("yes"));
+        assert_eq!(parsed.to_tag, Some("été"));
+        // Latin-1 in a header the pre-parser does not read changes nothing.
+        let mut latin = bye(&KEYS);
+        latin.splice(19..19, b"Subject: caf\xe9\r\n".iter().copied());
+        assert_eq!(preparse(&latin).unwrap().call_id, "c1");
+        // A start line that is not text is refused, whichever way it is broken.
+        for line in [
+            &b"BYE sip:\xff SIP/2.0"[..],
+            b"B\xffE sip:x SIP/2.0",
+            b"SIP/2.0 \xff",
+        ] {
+            let text = [line, &bye(&KEYS)[17..]].concat();
+            assert_eq!(preparse(&text), Err(PreParseError::NotText), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn header_names_in_any_case_and_their_lookalikes() {
+        let shouted = bye(&[
+            "VIA: a;BRANCH=z9",
+            "tO: <sip:b@h>;Tag=t",
+            "cAlL-iD: c",
+            "CSEQ: 1 BYE",
+        ]);
+        let parsed = preparse(&shouted).unwrap();
+        assert_eq!(
+            (parsed.branch, parsed.to_tag, parsed.call_id),
+            (Some("z9"), Some("t"), "c")
+        );
+        // Names that only look like Call-ID (a carriage return folds to `-` under `| 0x20`),
+        // a name with a word after it, a name folded before its colon.
+        for fake in [
+            "Call\rID: x",
+            "Call-IDs: x",
+            "Call-ID x: y",
+            "Call-ID\r\n : x",
+            "I-: x",
+        ] {
+            let text = bye(&[KEYS[0], KEYS[1], fake, KEYS[3]]);
+            assert_eq!(preparse(&text), Err(PreParseError::CallId), "{fake:?}");
+        }
+        for fake in ["Vias: a;branch=b", "Vi: a", "V\r: a"] {
+            let text = bye(&[fake, KEYS[1], KEYS[2], KEYS[3]]);
+            assert_eq!(preparse(&text), Err(PreParseError::Via), "{fake:?}");
+        }
+        // Credentials under either name, in any case, and a lookalike.
+        for (line, credentials) in [
+            ("AUTHORIZATION: Digest x", true),
+            ("proxy-authorization: Digest x", true),
+            ("Authorizations: Digest x", false),
+            ("Proxy-Authenticate: Digest x", false),
+        ] {
+            let text = bye(&[KEYS[0], KEYS[1], KEYS[2], KEYS[3], line]);
+            assert_eq!(
+                preparse(&text).unwrap().has_credentials,
+                credentials,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn cseq_is_a_number_and_a_method() {
+        for (cseq, number) in [
+            ("CSeq: 7 BYE", Some(7)),
+            ("CSeq: +7 BYE", Some(7)),
+            ("CSeq: 4294967295 BYE", Some(u32::MAX)),
+            ("CSeq: 4294967296 BYE", None),
+            ("CSeq: -7 BYE", None),
+            ("CSeq: + BYE", None),
+            ("CSeq: 7", None),
+            ("CSeq: 7 BYE now", None),
+            ("CSeq: 7 B<YE", None),
+            ("CSeq: seven BYE", None),
+        ] {
+            let text = bye(&[KEYS[0], KEYS[1], KEYS[2], cseq]);
+            let parsed = preparse(&text).map(|p| p.cseq);
+            assert_eq!(parsed.ok(), number, "{cseq}");
+        }
+    }
+
+    #[test]
+    fn branch_and_tag_parameters_in_every_spelling() {
+        for (via, branch) in [
+            (
+                "Via: SIP/2.0/UDP h;rport;branch=z9hG4bK1;received=h",
+                Some("z9hG4bK1"),
+            ),
+            ("Via: SIP/2.0/UDP h ; Branch = z9 ;x", Some("z9")),
+            // Unicode white space around the name and the value, as `str::trim` reads it.
+            ("Via: SIP/2.0/UDP h;branch\u{a0}=\u{3000}z9", Some("z9")),
+            ("Via: SIP/2.0/UDP h;branch=;branch=second", Some("second")),
+            ("Via: SIP/2.0/UDP h;branch", None),
+            ("Via: SIP/2.0/UDP h;branches=x", None),
+            ("Via: SIP/2.0/UDP h", None),
+        ] {
+            let text = bye(&[via, KEYS[1], KEYS[2], KEYS[3]]);
+            assert_eq!(preparse(&text).unwrap().branch, branch, "{via}");
+        }
+        for (to, tag) in [
+            ("To: <sip:b@h>;tag=a=b;x", Some("a=b")),
+            ("To: <sip:b@h>;tag", Some("")),
+            ("To: <sip:b@h>;x=1;tag=t", Some("t")),
+            ("To: <sip:b@h>; tag = t ", Some("t")),
+            ("To: <sip:b@h>tag=t", Some("t")),
+            ("To: <sip:b@h>;tags=t", None),
+        ] {
+            let text = bye(&[KEYS[0], to, KEYS[2], KEYS[3]]);
+            assert_eq!(preparse(&text).unwrap().to_tag, tag, "{to}");
+        }
     }
 
     #[test]
