@@ -512,15 +512,14 @@ fn frame<'a>(
 }
 
 /// Trims SIP linear white space (spaces, tabs, folded line breaks) at both ends.
-fn trim_lws(bytes: &[u8]) -> &[u8] {
-    let lws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-    // Nearly always: nothing to trim.
-    if bytes.first().is_some_and(|b| !lws(b)) && bytes.last().is_some_and(|b| !lws(b)) {
-        return bytes;
+fn trim_lws(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = bytes {
+        bytes = rest;
     }
-    let start = bytes.iter().position(|b| !lws(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !lws(b)).map_or(start, |i| i + 1);
-    &bytes[start..end]
+    while let [rest @ .., b' ' | b'\t' | b'\r' | b'\n'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 /// The headers the keys come from, as read from the head (slices of the datagram).
