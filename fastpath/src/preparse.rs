@@ -96,6 +96,16 @@ fn find_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
     memchr::memchr(byte, haystack)
 }
 
+/// Where either of two bytes first occurs in `haystack` (SSE2 directly, as [`find_byte`]).
+#[inline]
+fn find_any2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::Two::new(a, b) {
+        return finder.find(haystack);
+    }
+    memchr::memchr2(a, b, haystack)
+}
+
 /// Where any of three bytes first occurs in `haystack` (SSE2 directly, as [`find_byte`]).
 #[inline]
 fn find_any3(bytes: [u8; 3], haystack: &[u8]) -> Option<usize> {
@@ -194,22 +204,18 @@ fn is_sip_version(word: &[u8]) -> bool {
     SIP.starts(word)
 }
 
-/// The words of `text`: the runs of bytes between the ones `blank` names, which
-/// `next_blank` finds (a vector search over a start line's long Request-URI, a plain loop
-/// over a short CSeq).
-struct Words<'a, F, G> {
+/// The words of a start line: the runs of bytes between spaces and tabs.
+struct Words<'a> {
     rest: &'a [u8],
-    blank: F,
-    next_blank: G,
 }
 
-impl<'a, F: Fn(u8) -> bool, G: Fn(&[u8]) -> Option<usize>> Iterator for Words<'a, F, G> {
+impl<'a> Iterator for Words<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        let start = self.rest.iter().position(|&b| !(self.blank)(b))?;
+        let start = self.rest.iter().position(|&b| b != b' ' && b != b'\t')?;
         let rest = &self.rest[start..];
-        let (word, after) = rest.split_at((self.next_blank)(rest).unwrap_or(rest.len()));
+        let (word, after) = rest.split_at(find_any2(b' ', b'\t', rest).unwrap_or(rest.len()));
         self.rest = after;
         Some(word)
     }
@@ -225,11 +231,7 @@ enum Start<'a> {
 /// between and after the parts are accepted, RFC 4475 §3.1.2.9-10). Whether it is text is
 /// checked with the rest of the head.
 fn parse_start_line(line: &[u8]) -> Result<Start<'_>, PreParseError> {
-    let mut parts = Words {
-        rest: line,
-        blank: |b| b == b' ' || b == b'\t',
-        next_blank: |rest: &[u8]| find_any3([b' ', b'\t', b'\t'], rest),
-    };
+    let mut parts = Words { rest: line };
     let first = parts.next().ok_or(PreParseError::StartLine)?;
     let second = parts.next().ok_or(PreParseError::StartLine)?;
     if is_sip_version(first) {
@@ -380,7 +382,7 @@ impl<'a> Iterator for Params<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.rest?;
-        let Some(at) = find_any3([b'=', b';', b';'], rest) else {
+        let Some(at) = find_any2(b'=', b';', rest) else {
             self.rest = None;
             return Some((rest, None));
         };
@@ -399,6 +401,13 @@ impl<'a> Iterator for Params<'a> {
 fn branch_of(via: &[u8]) -> Option<&[u8]> {
     const BRANCH: Name = Name::new(b"branch");
     let params = &via[find_byte(b';', via)? + 1..];
+    // Nearly always `;branch=` right after the sent-by, spelt plainly.
+    if let Some(branch) = params.strip_prefix(b"branch=") {
+        let branch = trim_unicode(&branch[..find_byte(b';', branch).unwrap_or(branch.len())]);
+        if !branch.is_empty() {
+            return Some(branch);
+        }
+    }
     Params { rest: Some(params) }.find_map(|(name, value)| {
         let value = trim_unicode(value?);
         (BRANCH.is(trim_unicode(name)) && !value.is_empty()).then_some(value)
@@ -448,17 +457,16 @@ fn parse_number(word: &[u8]) -> Option<u32> {
     })
 }
 
-/// A CSeq value: `number method`, nothing more.
+/// A CSeq value: `number method`, nothing more (the two separated by linear white space,
+/// which the method, a token, cannot hold).
 fn parse_cseq(value: &[u8]) -> Option<(u32, &[u8])> {
-    let blank = |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-    let mut words = Words {
-        rest: value,
-        blank,
-        next_blank: |rest: &[u8]| rest.iter().position(|&b| blank(b)),
-    };
-    let number = parse_number(words.next()?)?;
-    let method = words.next().filter(|m| is_token(m))?;
-    words.next().is_none().then_some((number, method))
+    let value = trim_lws(value);
+    let number_end = value
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
+    let number = parse_number(&value[..number_end])?;
+    let method = trim_lws(&value[number_end..]);
+    is_token(method).then_some((number, method))
 }
 
 /// A line without its trailing carriage return.
@@ -692,8 +700,15 @@ fn tag_of(value: &[u8]) -> Option<&[u8]> {
 /// escapes inside them). All the bytes that matter are ASCII, so it jumps between them
 /// with `memchr`.
 fn angle_close(value: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    let mut open = false;
+    let (mut from, mut open) = (0, false);
+    // Nearly always a bare `<uri>`: opened at once, closed before any quote.
+    if value.first() == Some(&b'<') {
+        let at = 1 + find_any2(b'"', b'>', &value[1..])?;
+        if value[at] == b'>' {
+            return Some(at);
+        }
+        (from, open) = (1, true);
+    }
     loop {
         let at = from + find_any3([b'"', b'<', b'>'], value.get(from..)?)?;
         let next = match value[at] {
