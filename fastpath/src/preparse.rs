@@ -637,7 +637,7 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(PreParseError::NoHeaderEnd)?;
     let data = &datagram[skip..];
-    let first_end = find_line_feed(data, 0).ok_or_else(|| unterminated(data))?;
+    let first_end = find_byte(b'\n', data).ok_or_else(|| unterminated(data))?;
     let start_line = strip_cr(&data[..first_end]);
     let start = match parse_start_line(start_line) {
         Ok(start) => start,
