@@ -231,17 +231,33 @@ enum Start<'a> {
 /// between and after the parts are accepted, RFC 4475 §3.1.2.9-10). Whether it is text is
 /// checked with the rest of the head.
 fn parse_start_line(line: &[u8]) -> Result<Start<'_>, PreParseError> {
+    // Nearly every status line: `SIP/2.0 `, three digits, then a space or the end.
+    if let [b'S', b'I', b'P', b'/', b'2', b'.', b'0', b' ', code @ ..] = line {
+        if let Some(status) = status_code(code) {
+            return Ok(Start::Status(status));
+        }
+    }
+    // Nearly every request line: `METHOD URI SIP/2.0`, single spaces.
+    if let Some(head) = line.strip_suffix(b" SIP/2.0") {
+        if let Some(space) = find_any2(b' ', b'\t', head) {
+            let (method, uri) = (&head[..space], &head[space + 1..]);
+            if head[space] == b' '
+                && is_token(method)
+                && !uri.is_empty()
+                && find_any2(b' ', b'\t', uri).is_none()
+            {
+                return Ok(Start::Method(method));
+            }
+        }
+    }
     let mut parts = Words { rest: line };
     let first = parts.next().ok_or(PreParseError::StartLine)?;
     let second = parts.next().ok_or(PreParseError::StartLine)?;
     if is_sip_version(first) {
-        // Three digits, 100 to 699.
-        return match *second {
-            [hundreds @ b'1'..=b'6', tens @ b'0'..=b'9', units @ b'0'..=b'9'] => Ok(Start::Status(
-                u16::from(hundreds - b'0') * 100
-                    + u16::from(tens - b'0') * 10
-                    + u16::from(units - b'0'),
-            )),
+        return match second.len() {
+            3 => status_code(second)
+                .map(Start::Status)
+                .ok_or(PreParseError::StartLine),
             _ => Err(PreParseError::StartLine),
         };
     }
@@ -250,6 +266,23 @@ fn parse_start_line(line: &[u8]) -> Result<Start<'_>, PreParseError> {
             Ok(Start::Method(first))
         }
         _ => Err(malformed_start_line(line)),
+    }
+}
+
+/// The status code at the start of `word`: three digits, 100 to 699, then the end of the
+/// word (a space, a tab or nothing).
+fn status_code(word: &[u8]) -> Option<u16> {
+    match *word {
+        [hundreds @ b'1'..=b'6', tens @ b'0'..=b'9', units @ b'0'..=b'9', ref rest @ ..]
+            if matches!(rest, [] | [b' ' | b'\t', ..]) =>
+        {
+            Some(
+                u16::from(hundreds - b'0') * 100
+                    + u16::from(tens - b'0') * 10
+                    + u16::from(units - b'0'),
+            )
+        }
+        _ => None,
     }
 }
 
