@@ -3,6 +3,13 @@
 //! an in-dialog request from a new one) without allocating or
 //! copying: every field borrows from the datagram. Headers are read lazily, as Kamailio does;
 //! everything else is left to the control plane's full parser.
+//!
+//! It runs on every datagram, so it reads the head once: one pass finds each line's end
+//! (memchr's SSE2 search, called directly), tells a wanted header by its first bytes
+//! (a word compare, not a case-folding compare of every name) and keeps the keys as byte
+//! slices; the head is then checked to be UTF-8 once, up to the last key, and the keys are
+//! cut from it as text. The common spellings (a `SIP/2.0 200` status line, `;branch=`,
+//! `<uri>;tag=`) are read directly, anything else the general way.
 
 /// Whether the message is a request or a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +161,7 @@ struct Name {
 }
 
 impl Name {
+    /// The name `bytes`, spelt in lower case.
     const fn new(bytes: &'static [u8]) -> Name {
         let (mut word, mut fold, mut mask, mut i) = (0u64, 0u64, 0u64, 0);
         while i < bytes.len() && i < 8 {
@@ -1036,6 +1044,32 @@ Call-ID: c1\nCSeq: 2 BYE\n\nbody";
                 credentials,
                 "{line}"
             );
+        }
+    }
+
+    #[test]
+    fn start_lines_in_every_spacing() {
+        let rest = &bye(&KEYS)[17..];
+        for (line, kind) in [
+            ("SIP/2.0 200 OK", Some(Kind::Response(200))),
+            ("SIP/2.0 200", Some(Kind::Response(200))),
+            ("SIP/2.0 180\tRinging", Some(Kind::Response(180))),
+            ("sip/2.0  486  Busy", Some(Kind::Response(486))),
+            ("SIP/3.0 699 x", Some(Kind::Response(699))),
+            ("SIP/2.0 2000 OK", None),
+            ("SIP/2.0 700 x", None),
+            ("SIP/2.0 20 OK", None),
+            ("SIP/2.0 2x0 OK", None),
+            ("BYE sip:x SIP/2.0", Some(Kind::Request("BYE"))),
+            ("BYE\tsip:x SIP/2.0", Some(Kind::Request("BYE"))),
+            ("BYE  sip:x\t SIP/2.0 ", Some(Kind::Request("BYE"))),
+            ("BYE sip:x sip/2.0", Some(Kind::Request("BYE"))),
+            ("BYE sip:x y SIP/2.0", None),
+            ("BYE  SIP/2.0", None),
+            ("B/E sip:x SIP/2.0", None),
+        ] {
+            let text = [line.as_bytes(), rest].concat();
+            assert_eq!(preparse(&text).ok().map(|p| p.kind), kind, "{line:?}");
         }
     }
 
