@@ -55,9 +55,7 @@ impl Server {
         }
         last
     }
-}
 
-impl Server {
     /// Stops the gateway and starts it again on the same config and database; returns how
     /// long the new process took from its start to answering OPTIONS (it opens the
     /// database and restores the registrations before it listens).

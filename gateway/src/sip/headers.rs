@@ -76,42 +76,28 @@ impl Headers {
 
     /// Appends a value: after the name's other values, or at the end for a new name.
     pub fn insert(&mut self, name: Name, value: impl Into<BytesStr>) {
-        let key = Key::of(&name);
-        let wanted = Wanted {
-            key,
-            name: name.as_print_str(),
-        };
-        let at = self
-            .fields
-            .iter()
-            .rposition(|field| wanted.matches(field))
-            .map_or(self.fields.len(), |last| last + 1);
-        let field = Field {
-            key,
-            name,
-            value: value.into(),
-        };
-        self.fields.insert(at, field);
+        let (key, last) = self.last_of(&name);
+        let at = last.map_or(self.fields.len(), |last| last + 1);
+        self.put(at, key, name, value.into());
     }
 
     /// Inserts a value at the front when the name is new; after the name's other values
     /// when it is present (as ezk's `insert_front`, which callers rely on after `remove`).
     pub fn insert_front(&mut self, name: Name, value: impl Into<BytesStr>) {
-        let at = if self.contains(&name) {
-            let wanted = Wanted::new(&name);
-            self.fields
-                .iter()
-                .rposition(|field| wanted.matches(field))
-                .map_or(0, |last| last + 1)
-        } else {
-            0
-        };
-        let field = Field {
-            key: Key::of(&name),
-            name,
-            value: value.into(),
-        };
-        self.fields.insert(at, field);
+        let (key, last) = self.last_of(&name);
+        let at = last.map_or(0, |last| last + 1);
+        self.put(at, key, name, value.into());
+    }
+
+    /// The name's key and where its last value is, if it has one.
+    fn last_of(&self, name: &Name) -> (Key, Option<usize>) {
+        let wanted = Wanted::new(name);
+        let last = self.fields.iter().rposition(|field| wanted.matches(field));
+        (wanted.key, last)
+    }
+
+    fn put(&mut self, at: usize, key: Key, name: Name, value: BytesStr) {
+        self.fields.insert(at, Field { key, name, value });
     }
 
     /// Removes every value of a name.

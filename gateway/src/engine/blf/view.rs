@@ -79,11 +79,9 @@ fn involved(call: &Call, config: &Config) -> Vec<String> {
     out
 }
 
-/// `call` as `extension` sees it, if it shows a dialog to it.
+/// `call` as `extension` sees it, if it shows a dialog to it (a call [`involved`] lists
+/// `extension` for: never one carried for another node).
 fn view_for(call: &Call, config: &Config, extension: &str) -> Option<DialogView> {
-    if call.relayed.is_some() {
-        return None;
-    }
     if call.caller.number == extension {
         return Some(initiator_view(call, config));
     }
