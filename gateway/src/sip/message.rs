@@ -700,8 +700,10 @@ impl SipMessage {
         let head = MessageHead::parse(Bytes::copy_from_slice(&data[..head_end]))?;
         let available = data.len() - head_end;
         let body_len = head.body_length(framing, available)?;
-        if head_end + body_len > MAX_MESSAGE_SIZE {
-            return Err(ParseError::TooLarge(head_end + body_len));
+        // Content-Length is the sender's number: it may be near usize::MAX.
+        let total = head_end.saturating_add(body_len);
+        if total > MAX_MESSAGE_SIZE {
+            return Err(ParseError::TooLarge(total));
         }
         if body_len > available {
             return Err(ParseError::BodyTruncated {
@@ -1259,6 +1261,15 @@ Max-Forwards: 70\r\n\
 m: <sip:202@127.0.0.1:5070>\r\n\
 c: application/sdp\r\n\
 l: 4\r\n\r\nv=0\r\n";
+
+    #[test]
+    fn a_content_length_near_the_largest_number_is_too_large_not_an_overflow() {
+        let invite = INVITE.replace("l: 4", &format!("l: {}", usize::MAX));
+        assert_eq!(
+            SipMessage::parse_datagram(invite.as_bytes()).err(),
+            Some(ParseError::TooLarge(usize::MAX))
+        );
+    }
 
     #[test]
     fn values_taken_as_already_canonical_are_unchanged_by_the_full_canonicalisation() {
