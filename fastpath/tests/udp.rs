@@ -285,6 +285,66 @@ fn handlers_built_on_the_worker_thread_tick_every_period_never_early() {
     }
 }
 
+/// Sends a tagged datagram when each scheduled time comes: its own timers, through
+/// [`fastpath::udp::Handler::deadline`].
+struct Alarms {
+    pending: Vec<(Instant, u8, SocketAddr)>,
+}
+
+/// Schedules a datagram carrying the tag to the address at the time.
+struct Alarm(Instant, u8, SocketAddr);
+
+impl fastpath::udp::Handler for Alarms {
+    type Command = Alarm;
+
+    fn datagram(&mut self, _: &mut Io, _: usize, _: SocketAddr, _: &[u8]) {}
+
+    fn command(&mut self, _: &mut Io, Alarm(at, tag, to): Alarm) {
+        self.pending.push((at, tag, to));
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|&(at, ..)| at).min()
+    }
+
+    fn timeout(&mut self, io: &mut Io, now: Instant) {
+        for &(_, tag, to) in self.pending.iter().filter(|&&(at, ..)| at <= now) {
+            io.send(0, to, &[tag]);
+        }
+        self.pending.retain(|&(at, ..)| at > now);
+    }
+}
+
+/// A deadline set while the worker already waits for a later one wakes it in time; each
+/// comes in order and never early.
+#[test]
+fn handlers_deadlines_wake_the_worker_in_order_never_early() {
+    for backend in BACKENDS {
+        let worker =
+            Worker::spawn(config(backend), vec![bound()], Alarms { pending: vec![] }).unwrap();
+        let client = client();
+        let to = client.local_addr().unwrap();
+        let start = Instant::now();
+        let (late, soon) = (
+            start + Duration::from_millis(300),
+            start + Duration::from_millis(30),
+        );
+        assert!(worker.sender().command(Alarm(late, 1, to)));
+        assert!(worker.sender().command(Alarm(soon, 2, to)));
+        assert_eq!(
+            receive(&client).0,
+            [2],
+            "{backend:?}: the earlier deadline first"
+        );
+        assert!(Instant::now() >= soon, "{backend:?}: not early");
+        assert_eq!(receive(&client).0, [1], "{backend:?}");
+        assert!(Instant::now() >= late, "{backend:?}: not early");
+        // A deadline already past is served at once, without waiting for I/O.
+        assert!(worker.sender().command(Alarm(start, 3, to)));
+        assert_eq!(receive(&client).0, [3], "{backend:?}");
+    }
+}
+
 /// Copies what it reads from one file to another, in blocks; reports end of file.
 struct Pump {
     files: Option<(usize, usize)>,

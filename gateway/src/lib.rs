@@ -17,6 +17,7 @@ pub mod registrar;
 pub mod relay;
 pub mod report;
 pub mod runtime;
+pub mod shard;
 pub mod sip;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]

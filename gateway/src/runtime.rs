@@ -1,28 +1,26 @@
-//! The tokio glue: binds the transports, restores registrations, and drives the sans-IO
-//! [`Engine`] with real time. The only place where the SIP core meets sockets and clocks.
+//! The tokio glue: binds the transports, opens the store, restores registrations and
+//! starts the engine shard ([`crate::shard`]) that drives the sans-IO engine with real time;
+//! then waits for shutdown or a failed worker.
 
 use crate::analog::service::{AnalogService, ServiceError};
 use crate::config::AnchorMode;
 use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind, TransportName};
 use crate::descriptors::{tcp_cap, Reserve};
-use crate::engine::{Engine, Now};
-use crate::overload::{Class, Shedder};
-use crate::queue_wait::QueueWaits;
+use crate::engine::Now;
 use crate::registrar::Binding;
 use crate::relay::MediaRelay;
+use crate::shard::outputs::{Outputs, UdpOut};
+use crate::shard::{EngineShard, ShardCommand, ShardSetup};
 use crate::store::{
     BlfListener, CallStore, Interrupted, PgPool, Spool, Store, StoreError, StoreWriter,
     StoredSubscription,
 };
-use crate::transport::bind::{
-    bind_waiting, is_addr_in_use, retry_while_port_in_use, PORT_RELEASE_WAIT,
-};
-use crate::transport::fastpath::{FastpathBindError, FastpathUdpTransport, ShardReceivers};
+use crate::transport::addressing::Addressing;
+use crate::transport::bind::bind_waiting;
 use crate::transport::tcp::policy::TcpLimits;
 use crate::transport::tcp::{TcpSettings, TcpTransport};
 use crate::transport::udp::UdpTransport;
-use crate::transport::{Inbound, Protocol, Transport};
-use fastpath::udp::WorkerFailure;
+use fastpath::udp::{Mailbox, SendHandle, WorkerConfig, WorkerFailure};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,125 +180,6 @@ fn tcp_settings(config: &Config, limit: u64, analog_ports: usize) -> TcpSettings
     }
 }
 
-/// Hands one inbound message to the engine.
-/// Messages taken from the fast path per turn of the loop, at most, before sends, timers
-/// and the other queues run again; of them, new requests served and new requests shed.
-const MESSAGES_PER_TURN: usize = 1024;
-const NEW_SERVED_PER_TURN: usize = 32;
-const NEW_SHED_PER_TURN: usize = 256;
-
-/// Serves the fast path's queues: priority messages first, then new requests, those
-/// that waited too long answered 503 (see [`crate::overload`]). What is left for the next
-/// turn wakes the loop again at once.
-/// `clock` is read per message (the runtime passes [`Now::system`]).
-/// `after_each` runs after every message, so what it caused leaves at once instead of after
-/// the turn's last message (the runtime passes [`Outputs::drain`]).
-fn serve_fast_path(
-    engine: &mut Engine,
-    receivers: &ShardReceivers,
-    shedder: &Shedder,
-    waits: &mut QueueWaits,
-    clock: impl Fn() -> Now,
-    after_each: &mut dyn FnMut(&mut Engine),
-) {
-    let (mut served, mut shed) = (0, 0);
-    for _ in 0..MESSAGES_PER_TURN {
-        if served == NEW_SERVED_PER_TURN || shed == NEW_SHED_PER_TURN {
-            break;
-        }
-        let Some(queued) = receivers.try_recv() else {
-            break;
-        };
-        let now = clock();
-        waits.record(
-            queued.class,
-            now.mono.saturating_duration_since(queued.received),
-        );
-        match queued.class {
-            Class::Priority => engine.handle_datagram(now, queued.peer, &queued.bytes),
-            Class::Answering | Class::New if shedder.serves(now.mono, queued.received) => {
-                served += 1;
-                engine.handle_datagram(now, queued.peer, &queued.bytes);
-            }
-            Class::Answering | Class::New => {
-                shed += 1;
-                engine.reject_overloaded(now, queued.peer, &queued.bytes);
-            }
-        }
-        after_each(engine);
-    }
-    if !receivers.is_empty() {
-        receivers.wake();
-    }
-}
-
-/// Where the engine's output goes: relay commands, datagrams and stream messages, source
-/// changes for the TCP policy, store commands.
-struct Outputs<'a> {
-    relay: Option<&'a MediaRelay>,
-    udp: Option<&'a dyn Transport>,
-    tcp: Option<&'a TcpTransport>,
-    analog: Option<&'a AnalogService>,
-    writer: &'a StoreWriter,
-}
-
-impl Outputs<'_> {
-    /// Hands on everything the engine has queued.
-    fn drain(&self, engine: &mut Engine) {
-        // Relay ports first: the SDP about to be sent names them.
-        while let Some(command) = engine.poll_media_command() {
-            match self.relay {
-                Some(relay) => relay.apply(command),
-                None => tracing::warn!("media command without a relay: {command:?}"),
-            }
-        }
-        while let Some(out) = engine.poll_transmit() {
-            let transport: Option<&dyn Transport> = match out.peer.protocol {
-                Protocol::Udp => self.udp,
-                Protocol::Tcp => self.tcp.map(|t| t as &dyn Transport),
-                Protocol::Internal => {
-                    match self.analog {
-                        Some(service) => service.send_sip(out.bytes),
-                        None => tracing::warn!("no analog ports: message for them dropped"),
-                    }
-                    continue;
-                }
-            };
-            match transport {
-                Some(transport) => {
-                    if let Err(e) = transport.send(out.peer, out.bytes) {
-                        tracing::warn!("send to {} failed: {e}", out.peer.addr);
-                    }
-                }
-                None => tracing::warn!(
-                    "no {} transport configured to reach {}",
-                    out.peer.protocol.via_token(),
-                    out.peer.addr
-                ),
-            }
-        }
-        if let Some(udp) = self.udp {
-            udp.flush();
-        }
-        while let Some(change) = engine.poll_source_change() {
-            if let Some(tcp) = self.tcp {
-                tcp.set_registered(change.peer.addr, change.registered);
-            }
-        }
-        while let Some(command) = engine.poll_store_command() {
-            self.writer.send(command);
-        }
-    }
-}
-
-fn deliver(engine: &mut Engine, message: Inbound) {
-    match message {
-        Inbound::Datagram { peer, bytes } => engine.handle_datagram(Now::system(), peer, &bytes),
-        Inbound::Message { peer, message } => engine.handle_message(Now::system(), peer, *message),
-        Inbound::StreamGarbage { peer, error } => engine.handle_stream_garbage(peer, &error),
-    }
-}
-
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let analog_plan = match &config.analog {
@@ -335,24 +214,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
     let now = Now::system();
     let (store, spool, bindings, subscriptions) = open_store(&config, now)?;
-    let (results_tx, mut results) = mpsc::unbounded_channel();
+    // The engine shard's queue exists before the shard: the store thread and the BLF
+    // listener answer into it from the start.
+    let mailbox = Mailbox::<ShardCommand>::new()
+        .map_err(|e| RunError::Fastpath(fastpath::udp::FastpathError::Setup(e)))?;
+    let to_shard = |sender: SendHandle<ShardCommand>| {
+        move |result| {
+            let _ = sender.command(ShardCommand::Store(result));
+        }
+    };
     // BLF across nodes: other nodes' notifications reach the engine like store answers.
     let listener = match (&config.database.url, config.node.is_clustered()) {
-        (Some(_), true) => {
-            let notices = results_tx.clone();
-            Some(BlfListener::start(
-                PgPool::for_config(&config.database)?,
-                config.node.id.clone(),
-                move |result| {
-                    let _ = notices.send(result);
-                },
-            ))
-        }
+        (Some(_), true) => Some(BlfListener::start(
+            PgPool::for_config(&config.database)?,
+            config.node.id.clone(),
+            to_shard(mailbox.sender()),
+        )),
         _ => None,
     };
-    let writer = StoreWriter::with_spool(store, spool, move |result| {
-        let _ = results_tx.send(result);
-    });
+    let writer = Arc::new(StoreWriter::with_spool(
+        store,
+        spool,
+        to_shard(mailbox.sender()),
+    ));
 
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
@@ -363,9 +247,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     let listen = config.listen_addr();
-    let mut udp: Option<Box<dyn Transport>> = None;
-    let mut tcp: Option<TcpTransport> = None;
-    let mut fast: Option<(ShardReceivers, Arc<FastpathUdpTransport>)> = None;
+    let mut udp = UdpOut::None;
+    let mut fast_socket: Option<std::net::UdpSocket> = None;
+    let mut tcp: Option<Arc<TcpTransport>> = None;
     for transport in &config.sip.transports {
         match transport {
             TransportName::Udp if config.fastpath.backend == FastpathBackend::Off => {
@@ -373,41 +257,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     .await
                     .map_err(RunError::bind("udp", listen))?;
                 tracing::info!("listening on udp {}", bound.local_addr().unwrap_or(listen));
-                udp = Some(Box::new(bound));
+                udp = UdpOut::Transport(Arc::new(bound));
             }
             TransportName::Udp => {
-                let (bound, receivers) = retry_while_port_in_use(
-                    "udp",
-                    PORT_RELEASE_WAIT,
-                    || async {
-                        FastpathUdpTransport::bind(
-                            listen,
-                            &config.fastpath,
-                            (1, config.overload.queue_capacity),
-                        )
-                    },
-                    |e| matches!(e, FastpathBindError::Bind(source) if is_addr_in_use(source)),
-                )
-                .await
-                .map_err(|e| match e {
-                    FastpathBindError::Bind(source) => RunError::bind("udp", listen)(source),
-                    FastpathBindError::Worker(e) => RunError::Fastpath(e),
-                })?;
-                match bound.fallback_reason() {
-                    Some(reason) => tracing::warn!(
-                        "listening on udp {} (fast path on epoll: io_uring unavailable: {reason})",
-                        bound.local_addr()
-                    ),
-                    None => tracing::info!(
-                        "listening on udp {} (fast path on {})",
-                        bound.local_addr(),
-                        bound.backend()
-                    ),
-                }
-                bound.on_failure(report_to(&failures_tx));
-                let bound = Arc::new(bound);
-                udp = Some(Box::new(bound.clone()));
-                fast = Some((receivers, bound));
+                let socket =
+                    bind_waiting("udp", || async { crate::transport::fastpath::bind(listen) })
+                        .await
+                        .map_err(RunError::bind("udp", listen))?;
+                let bound = socket.local_addr().map_err(RunError::bind("udp", listen))?;
+                udp = UdpOut::Ring(Addressing::new(bound));
+                fast_socket = Some(socket);
             }
             TransportName::Tcp => {
                 let bound = bind_waiting("tcp", || {
@@ -416,16 +275,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 .await
                 .map_err(RunError::bind("tcp", listen))?;
                 tracing::info!("listening on tcp {}", bound.local_addr());
-                tcp = Some(bound);
+                tcp = Some(Arc::new(bound));
             }
         }
     }
     let analog = match (&config.analog, analog_plan) {
-        (Some(analog), Some(ports)) => Some(AnalogService::start(
+        (Some(analog), Some(ports)) => Some(Arc::new(AnalogService::start(
             crate::analog::service_config(&config, analog, ports),
             config.fastpath.backend.worker_backend(),
             inbound_tx.clone(),
-        )?),
+        )?)),
         _ => None,
     };
     drop(inbound_tx);
@@ -446,122 +305,99 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 config.media_bind_ip()
             );
             relay.on_failure(report_to(&failures_tx));
-            Some(relay)
+            Some(Arc::new(relay))
         }
     };
-    let mut media_tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    let shedder = Shedder::new(std::time::Duration::from_millis(
-        config.overload.max_queue_delay_ms,
-    ));
-    let mut waits = QueueWaits::default();
-    let mut engine = Engine::new(config, bindings, rand::random(), now);
-    // Each restored subscription gets a full-state NOTIFY, sent by the loop's first turn.
-    engine.restore_subscriptions(now, subscriptions);
+    let mut worker = WorkerConfig::sip("sip-engine");
+    worker.core = config.fastpath.cores.first().copied();
+    worker.backend = config.fastpath.backend.worker_backend();
+    let on_fast_path = fast_socket.is_some();
+    let (summary_tx, summary) = tokio::sync::oneshot::channel();
+    let setup = ShardSetup {
+        config,
+        bindings,
+        subscriptions,
+        secret: rand::random(),
+        outputs: Outputs {
+            relay: relay.clone(),
+            udp,
+            tcp: tcp.clone(),
+            analog: analog.clone(),
+            writer: writer.clone(),
+        },
+        summary: summary_tx,
+    };
+    let shard =
+        EngineShard::spawn(setup, worker, fast_socket, mailbox).map_err(RunError::Fastpath)?;
+    if on_fast_path {
+        let bound = shard.local_addrs()[0];
+        match shard.fallback_reason() {
+            Some(reason) => tracing::warn!(
+                "listening on udp {bound} (fast path on epoll: io_uring unavailable: {reason})"
+            ),
+            None => tracing::info!(
+                "listening on udp {bound} (fast path on {})",
+                shard.backend()
+            ),
+        }
+    }
+    shard.on_failure(report_to(&failures_tx));
+    // TCP, the analog ports and the tokio UDP socket: at most INBOUND_QUEUE messages wait
+    // for the shard.
+    let forward = {
+        let shard = shard.sender();
+        let permits = Arc::new(tokio::sync::Semaphore::new(INBOUND_QUEUE));
+        tokio::spawn(async move {
+            while let Some(message) = inbound.recv().await {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                if !shard.command(ShardCommand::Inbound(message, permit)) {
+                    return;
+                }
+            }
+        })
+    };
     tokio::pin!(shutdown);
-    let mut inbound_open = true;
-    let mut stopped = None;
-    let outputs = Outputs {
-        relay: relay.as_ref(),
-        udp: udp.as_deref(),
-        tcp: tcp.as_ref(),
-        analog: analog.as_ref(),
-        writer: &writer,
-    };
-    loop {
-        outputs.drain(&mut engine);
-        let deadline = engine
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(1));
-        // Work due now (the rest of a NOTIFY fan-out, a batch of expired timers) is ready
-        // at once: tokio's timer would hold a past deadline until its next 1 ms tick.
-        let due = deadline <= tokio::time::Instant::now();
-        let timer = async move {
-            if !due {
-                tokio::time::sleep_until(deadline).await;
-            }
-        };
-        let fast_ready = async {
-            match &fast {
-                Some((receivers, _)) => receivers.ready().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            // The queue closes when no transport task feeds it (UDP on the fast path, no
-            // TCP, no analog ports): the fast path's own queue carries on.
-            message = inbound.recv(), if inbound_open => match message {
-                Some(message) => deliver(&mut engine, message),
-                None => inbound_open = false,
-            },
-            _ = fast_ready => {
-                if let Some((receivers, _)) = &fast {
-                    serve_fast_path(&mut engine, receivers, &shedder, &mut waits, Now::system, &mut |engine| {
-                        outputs.drain(engine)
-                    });
-                }
-            }
-            Some(result) = results.recv() => engine.handle_store_result(Now::system(), result),
-            _ = timer => engine.handle_timeout(Now::system()),
-            _ = media_tick.tick() => {
-                if let Some(relay) = &relay {
-                    relay.tick(std::time::Instant::now());
-                    for (id, idle, legs) in relay.ended() {
-                        engine.handle_media_ended(Now::system(), id, idle, legs);
-                    }
-                }
-            }
-            Some(failure) = failures.recv() => {
-                tracing::error!("{failure}; the gateway stops so that its supervisor restarts it");
-                stopped = Some(failure);
-                break;
-            }
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                break;
-            }
+    let stopped = tokio::select! {
+        Some(failure) = failures.recv() => {
+            tracing::error!("{failure}; the gateway stops so that its supervisor restarts it");
+            Some(failure)
         }
-    }
-    // Calls still up are billed to here when the next start records them as interrupted.
-    engine.mark_calls_up(Now::system());
-    while let Some(command) = engine.poll_store_command() {
-        writer.send(command);
-    }
-    writer.flush();
+        _ = &mut shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+    };
+    forward.abort();
+    let stats = shard.stats();
+    let count =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let (received, sent, truncated, send_dropped) = (
+        count(&stats.received),
+        count(&stats.sent),
+        count(&stats.truncated),
+        count(&stats.send_dropped),
+    );
+    // The shard stops: the calls still up are marked, the store has everything.
+    drop(shard);
+    let summary = summary.await.unwrap_or_default();
     drop(listener);
     drop(analog);
-    let guard = engine.guard_stats();
-    tracing::info!(
-        "auth: {} failed authentication(s), {} source(s) blocked, {} request(s) from blocked sources dropped, {} extension(s) locked, {} challenge(s) over the per-source rate left unanswered",
-        guard.failures,
-        guard.sources_blocked,
-        guard.blocked_requests_dropped,
-        guard.extensions_locked,
-        guard.challenges_dropped
-    );
-    if let Some((_, transport)) = &fast {
-        let stats = transport.stats();
-        let count = |counter: &std::sync::atomic::AtomicU64| {
-            counter.load(std::sync::atomic::Ordering::Relaxed)
-        };
-        let drops = transport.queue_drops();
-        let summary = format!(
-            "fast path: {} datagram(s) received, {} sent, {} malformed dropped, {} too large, {} send(s) dropped, {} priority and {} new dropped on full queues; {} new request(s) answered 503 (overload)",
-            count(&stats.received),
-            count(&stats.sent),
-            transport.malformed(),
-            count(&stats.truncated),
-            count(&stats.send_dropped),
-            count(&drops.priority),
-            count(&drops.new),
-            engine.stats().overload_rejected,
+    if on_fast_path {
+        let drops = summary.queue_drops;
+        let line = format!(
+            "fast path: {received} datagram(s) received, {sent} sent, {} malformed dropped, {truncated} too large, {send_dropped} send(s) dropped, {} priority and {} new dropped on full queues; {} new request(s) answered 503 (overload)",
+            summary.malformed,
+            drops.priority,
+            drops.new,
+            summary.overload_rejected,
         );
-        if count(&stats.send_dropped) > 0 {
-            tracing::warn!("{summary} (no free send slot or a failed send)");
+        if send_dropped > 0 {
+            tracing::warn!("{line} (no free send slot or a failed send)");
         } else {
-            tracing::info!("{summary}");
+            tracing::info!("{line}");
         }
-        tracing::info!("fast path queue waits: {}", waits.summary());
     }
     match stopped {
         Some(failure) => Err(RunError::WorkerStopped(failure)),
@@ -653,134 +489,4 @@ fn open_store(
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transport::fastpath::{shard_queues, QueueDrops, Queued};
-    use crate::transport::Peer;
-    use std::time::{Duration, Instant};
-
-    const CONFIG: &str = "[sip]\nlisten = \"127.0.0.1:5060\"\n[database]\npath = \"unused.db\"\n\
-[overload]\nqueue_capacity = 200\nretry_after_secs = 7\n";
-
-    fn request(method: &str, n: usize, to_tag: &str) -> bytes::Bytes {
-        bytes::Bytes::from(format!(
-            "{method} sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{method}{n}\r\n\
-Max-Forwards: 70\r\nFrom: <sip:202@127.0.0.1>;tag=f{n}\r\nTo: <sip:201@127.0.0.1>{to_tag}\r\n\
-Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
-        ))
-    }
-
-    fn queued(bytes: bytes::Bytes, received: Instant, class: Class) -> Queued {
-        Queued {
-            peer: Peer {
-                protocol: crate::transport::Protocol::Udp,
-                addr: "127.0.0.1:5099".parse().unwrap(),
-                local: "127.0.0.1:5060".parse().unwrap(),
-            },
-            bytes,
-            received,
-            class,
-        }
-    }
-
-    /// Under a backlog of new requests, the probe queued last is answered first, late new
-    /// requests get 503 with Retry-After, fresh ones are served, and a full queue drops.
-    #[test]
-    fn priority_first_late_new_requests_shed_full_queues_drop() {
-        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).unwrap();
-        let mut engine = Engine::new(config, Vec::new(), [7; 32], Now::system());
-        let (senders, receivers) = shard_queues(1, 200);
-        let drops = QueueDrops::default();
-        let clock = Now::system();
-        let now = clock.mono;
-        let late = now - Duration::from_secs(1);
-        for n in 0..210 {
-            let received = if n < 50 { late } else { now };
-            senders.push(
-                0,
-                queued(request("INVITE", n, ""), received, Class::New),
-                &drops,
-            );
-        }
-        assert_eq!(
-            drops.new.load(std::sync::atomic::Ordering::Relaxed),
-            10,
-            "a full queue drops"
-        );
-        senders.push(
-            0,
-            queued(request("OPTIONS", 0, ""), now, Class::Priority),
-            &drops,
-        );
-        // The second INVITE of a call (it answers its 407), queued last.
-        let answering = String::from_utf8(request("INVITE", 999, "").to_vec())
-            .unwrap()
-            .replace(
-                "Content-Length",
-                "Proxy-Authorization: Digest username=\"202\"\r\nContent-Length",
-            );
-        senders.push(0, queued(answering.into(), now, Class::Answering), &drops);
-        let shedder = Shedder::new(Duration::from_millis(100));
-        // What each message causes leaves before the next is handled.
-        let mut answers = Vec::new();
-        let mut per_message = Vec::new();
-        let mut waits = QueueWaits::default();
-        serve_fast_path(
-            &mut engine,
-            &receivers,
-            &shedder,
-            &mut waits,
-            || clock,
-            &mut |engine| {
-                let before = answers.len();
-                answers.extend(std::iter::from_fn(|| engine.poll_transmit()).map(|out| {
-                    crate::sip::message::SipMessage::parse_datagram(&out.bytes).unwrap()
-                }));
-                per_message.push(answers.len() - before);
-            },
-        );
-        assert!(
-            per_message.iter().all(|&n| n == 1),
-            "one answer after each message: {per_message:?}"
-        );
-        assert_eq!(answers[0].status(), Some(200), "the probe first");
-        let count = |code| answers.iter().filter(|m| m.status() == Some(code)).count();
-        assert_eq!(
-            count(400) + count(403) + count(407),
-            NEW_SERVED_PER_TURN,
-            "a turn's worth served"
-        );
-        assert_eq!(
-            answers[1].call_id(),
-            Some("INVITE999@test"),
-            "the call answering its challenge next, before new ones"
-        );
-        assert_eq!(count(503), 50, "the late ones are shed");
-        assert!(answers
-            .iter()
-            .filter(|m| m.status() == Some(503))
-            .all(|m| m.header(&ezk_sip_types::Name::RETRY_AFTER) == Some("7")));
-        assert_eq!(
-            count(407),
-            NEW_SERVED_PER_TURN - 1,
-            "then fresh new ones, to a turn's worth"
-        );
-        assert!(!receivers.is_empty(), "the rest waits for the next turn");
-        while !receivers.is_empty() {
-            serve_fast_path(
-                &mut engine,
-                &receivers,
-                &shedder,
-                &mut waits,
-                || clock,
-                &mut |_| {},
-            );
-        }
-        let rest = std::iter::from_fn(|| engine.poll_transmit()).count();
-        assert_eq!(rest, 150 - (NEW_SERVED_PER_TURN - 1));
-        assert_eq!(engine.stats().overload_rejected, 50);
-    }
 }

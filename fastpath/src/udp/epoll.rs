@@ -306,7 +306,7 @@ impl Poller {
         let mut events = vec![EpollEvent::empty(); 64];
         let shared = context.shared.clone();
         loop {
-            let timeout = match context.until_tick() {
+            let timeout = match context.until_wake() {
                 // Rounded up: waking a little late beats spinning until the tick.
                 Some(wait) => EpollTimeout::try_from(wait + std::time::Duration::from_micros(999))
                     .unwrap_or(EpollTimeout::MAX),
@@ -354,7 +354,7 @@ impl Poller {
             if context.stopping() {
                 return Ok(());
             }
-            context.run_tick();
+            context.run_due();
             apply_socket_changes(&epoll, &mut context.io);
             if context.io.has_sends() {
                 send_all(&mut context.io, &shared.stats);

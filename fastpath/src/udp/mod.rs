@@ -339,6 +339,16 @@ pub trait Handler: 'static {
     fn tick(&mut self, io: &mut Io, now: std::time::Instant) {
         let _ = (io, now);
     }
+    /// When the handler wants [`Handler::timeout`] called (its own timers, or work it left
+    /// for later: a time already past makes the worker poll instead of wait). Asked once
+    /// per loop turn, after the turn's datagrams and commands.
+    fn deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+    /// [`Handler::deadline`] has come.
+    fn timeout(&mut self, io: &mut Io, now: std::time::Instant) {
+        let _ = (io, now);
+    }
 }
 
 impl<F> Handler for F
@@ -484,6 +494,32 @@ impl<C> SendHandle<C> {
     }
 }
 
+/// A worker's queue of sends and commands, made before the worker so that what feeds it
+/// can be set up first (a thread whose answers go to the worker's handler).
+pub struct Mailbox<C> {
+    handle: SendHandle<C>,
+    queue: Receiver<Message<C>>,
+}
+
+impl<C> Mailbox<C> {
+    /// An empty mailbox.
+    pub fn new() -> std::io::Result<Mailbox<C>> {
+        let (queue_tx, queue) = crossbeam_channel::unbounded();
+        Ok(Mailbox {
+            handle: SendHandle {
+                queue: queue_tx,
+                waker: Arc::new(Waker::new()?),
+            },
+            queue,
+        })
+    }
+
+    /// A handle that reaches the worker once it runs (what it queues before waits).
+    pub fn sender(&self) -> SendHandle<C> {
+        self.handle.clone()
+    }
+}
+
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum FastpathError {
@@ -538,24 +574,30 @@ impl<H: Handler> LoopContext<H> {
         }
     }
 
-    /// Runs the handler's tick if it is due (never racing to catch up after a stall).
-    fn run_tick(&mut self) {
-        let (Some(at), Some(period)) = (self.next_tick, self.config.tick) else {
-            return;
-        };
+    /// Runs the handler's tick if it is due (never racing to catch up after a stall), then
+    /// its timeout if its deadline has come.
+    fn run_due(&mut self) {
         let now = std::time::Instant::now();
-        if now < at {
-            return;
+        if let (Some(at), Some(period)) = (self.next_tick, self.config.tick) {
+            if now >= at {
+                self.handler.tick(&mut self.io, now);
+                let next = at + period;
+                self.next_tick = Some(if next <= now { now + period } else { next });
+            }
         }
-        self.handler.tick(&mut self.io, now);
-        let next = at + period;
-        self.next_tick = Some(if next <= now { now + period } else { next });
+        if self.handler.deadline().is_some_and(|at| at <= now) {
+            self.handler.timeout(&mut self.io, now);
+        }
     }
 
-    /// How long until the next tick.
-    fn until_tick(&self) -> Option<std::time::Duration> {
-        self.next_tick
-            .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+    /// How long the worker may wait for I/O: until the next tick or the handler's deadline,
+    /// whichever comes first (None: until something arrives).
+    fn until_wake(&self) -> Option<std::time::Duration> {
+        let at = match (self.next_tick, self.handler.deadline()) {
+            (Some(tick), Some(deadline)) => Some(tick.min(deadline)),
+            (tick, deadline) => tick.or(deadline),
+        };
+        at.map(|at| at.saturating_duration_since(std::time::Instant::now()))
     }
 
     /// Hands one file read's result to the handler.
@@ -616,6 +658,17 @@ impl<C: Send + 'static> Worker<C> {
         sockets: Vec<UdpSocket>,
         make: impl FnOnce() -> H + Send + 'static,
     ) -> Result<Worker<C>, FastpathError> {
+        Worker::spawn_with_mailbox(config, sockets, Mailbox::new()?, make)
+    }
+
+    /// Like [`Worker::spawn_with`], taking what was queued in `mailbox` before the worker
+    /// existed (its [`Mailbox::sender`]s stay valid).
+    pub fn spawn_with_mailbox<H: Handler<Command = C>>(
+        config: WorkerConfig,
+        sockets: Vec<UdpSocket>,
+        mailbox: Mailbox<C>,
+        make: impl FnOnce() -> H + Send + 'static,
+    ) -> Result<Worker<C>, FastpathError> {
         let local_addrs = sockets
             .iter()
             .map(UdpSocket::local_addr)
@@ -624,8 +677,8 @@ impl<C: Send + 'static> Worker<C> {
             socket.set_nonblocking(true)?;
             watch_destinations(socket)?;
         }
-        let (queue_tx, queue) = crossbeam_channel::unbounded();
-        let waker = Arc::new(Waker::new()?);
+        let Mailbox { handle, queue } = mailbox;
+        let waker = handle.waker.clone();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             stats: WorkerStats::default(),
@@ -652,10 +705,7 @@ impl<C: Send + 'static> Worker<C> {
             })?;
         let (backend, fallback_reason) = started.recv().map_err(|_| FastpathError::Thread)??;
         Ok(Worker {
-            handle: SendHandle {
-                queue: queue_tx,
-                waker,
-            },
+            handle,
             backend,
             fallback_reason,
             shared,

@@ -2,7 +2,8 @@
 //! SQPOLL: no core burns while idle), a multishot recvmsg per socket drawing from a
 //! ring-mapped provided-buffer pool, sends as sendmsg operations from a fixed slab of send
 //! slots, and a multishot poll on the worker's eventfd for sends from other threads. One
-//! `submit_and_wait` per loop turn submits everything queued and reaps a batch.
+//! `submit_and_wait` per loop turn submits everything queued and reaps a batch, its wait
+//! bounded by the handler's next tick or deadline.
 #![allow(unsafe_code)]
 
 use super::cmsg::{self, ControlBuffer};
@@ -32,7 +33,6 @@ const RECV: u64 = 1;
 const SEND: u64 = 2;
 const WAKE: u64 = 3;
 const CANCEL: u64 = 4;
-const TICK: u64 = 5;
 const FILE_READ: u64 = 6;
 const FILE_WRITE: u64 = 7;
 const HANGUP: u64 = 8;
@@ -172,9 +172,6 @@ pub(super) struct Ring {
     #[allow(clippy::vec_box)] // the box is what keeps a slot's address when the Vec grows
     slots: Vec<Box<SendSlot>>,
     free: Vec<usize>,
-    /// The pending tick timeout's duration (the kernel reads it while the timeout waits).
-    tick_spec: Box<types::Timespec>,
-    tick_armed: bool,
     /// Each served file's read buffer, in flight while its read is.
     file_buffers: HashMap<usize, Vec<u8>>,
     /// Removed files, kept open until their cancelled read completes.
@@ -223,8 +220,6 @@ impl Ring {
             recv_msg,
             slots,
             free: (0..SEND_SLOTS).rev().collect(),
-            tick_spec: Box::new(types::Timespec::new()),
-            tick_armed: false,
             file_buffers: HashMap::new(),
             closing_files: HashMap::new(),
             closing: HashMap::new(),
@@ -352,18 +347,6 @@ impl Ring {
                 self.arm_file_read(file, fd, block);
             }
         }
-    }
-
-    /// Arms a timeout that completes when the handler's next tick is due.
-    fn arm_tick(&mut self, wait: std::time::Duration) {
-        *self.tick_spec = types::Timespec::new()
-            .sec(wait.as_secs())
-            .nsec(wait.subsec_nanos());
-        let entry = opcode::Timeout::new(&*self.tick_spec)
-            .build()
-            .user_data(TICK << TAG_SHIFT);
-        self.push(entry);
-        self.tick_armed = true;
     }
 
     /// Hands one received datagram to the handler.
@@ -505,9 +488,6 @@ impl Ring {
         let wake_fd = context.waker.fd.as_raw_fd();
         self.apply_socket_changes(&mut context.io);
         self.arm_wake(wake_fd);
-        if let Some(wait) = context.until_tick() {
-            self.arm_tick(wait);
-        }
         let mut completions = Vec::with_capacity(ENTRIES as usize);
         loop {
             if self.turn(&mut context, &mut completions)? {
@@ -525,11 +505,15 @@ impl Ring {
     ) -> Result<bool, FailureCause> {
         let wake_fd = context.waker.fd.as_raw_fd();
         self.refill();
-        // With a backlog, no waiting: it goes in as soon as completions make room.
-        let want = usize::from(self.backlog.is_empty());
-        match self.submit_and_wait(want) {
+        // With a backlog, no waiting: it goes in as soon as completions make room; nor
+        // when the handler's deadline has come.
+        let wait = context.until_wake();
+        let want = usize::from(self.backlog.is_empty() && wait != Some(std::time::Duration::ZERO));
+        match self.submit_and_wait(want, wait) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(false),
+            // The wait reached the tick or the handler's deadline.
+            Err(e) if errno_of(&e) == Errno::ETIME => {}
             // The completion queue is full (EBUSY) or the kernel is short of memory
             // (EAGAIN): the queue stays as it is, and goes in after these completions.
             Err(e) if matches!(errno_of(&e), Errno::EBUSY | Errno::EAGAIN) => {}
@@ -593,7 +577,6 @@ impl Ring {
                     context.take_queued();
                     rearm_wake |= !cqueue::more(flags);
                 }
-                TICK => self.tick_armed = false,
                 _ => {}
             }
         }
@@ -604,10 +587,7 @@ impl Ring {
         if context.stopping() {
             return Ok(true);
         }
-        context.run_tick();
-        if let (false, Some(wait)) = (self.tick_armed, context.until_tick()) {
-            self.arm_tick(wait);
-        }
+        context.run_due();
         self.apply_socket_changes(&mut context.io);
         if context.io.has_sends() {
             self.flush(&mut context.io, &shared.stats);
@@ -615,15 +595,26 @@ impl Ring {
         Ok(false)
     }
 
-    /// Submits the queue and waits for `want` completions (the seam where tests make
-    /// io_uring refuse).
-    fn submit_and_wait(&mut self, want: usize) -> std::io::Result<usize> {
+    /// Submits the queue and waits for `want` completions, or `wait` at most (ETIME); the
+    /// seam where tests make io_uring refuse.
+    fn submit_and_wait(
+        &mut self,
+        want: usize,
+        wait: Option<std::time::Duration>,
+    ) -> std::io::Result<usize> {
         #[cfg(test)]
         if self.refusals > 0 {
             self.refusals -= 1;
             return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
         }
-        self.ring.submit_and_wait(want)
+        match wait {
+            Some(wait) if want > 0 => {
+                let limit = types::Timespec::from(wait);
+                let args = types::SubmitArgs::new().timespec(&limit);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            _ => self.ring.submit_and_wait(want),
+        }
     }
 }
 

@@ -18,6 +18,8 @@ const RECV_BUFFER: usize = 65_536;
 pub struct UdpTransport {
     socket: Arc<UdpSocket>,
     addressing: Addressing,
+    /// The runtime the socket is registered with: sends come from the engine's thread.
+    runtime: tokio::runtime::Handle,
 }
 
 impl UdpTransport {
@@ -58,7 +60,11 @@ impl UdpTransport {
                 }
             }
         });
-        Ok(UdpTransport { socket, addressing })
+        Ok(UdpTransport {
+            socket,
+            addressing,
+            runtime: tokio::runtime::Handle::current(),
+        })
     }
 
     /// The bound address (useful when binding port 0).
@@ -91,7 +97,7 @@ impl Transport for UdpTransport {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // The socket buffer is full: hand the datagram to a task instead of blocking.
                 let socket = self.socket.clone();
-                tokio::spawn(async move {
+                self.runtime.spawn(async move {
                     let sent = socket
                         .async_io(Interest::WRITABLE, || {
                             fastpath::udp::send_from_to(&*socket, from, to, &bytes)

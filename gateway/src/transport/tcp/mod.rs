@@ -62,6 +62,8 @@ struct Shared {
     port: u16,
     inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
+    /// The runtime the connections run on: sends come from the engine's thread, outside it.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The transport's mutable state; it owns the connection table and the admission counts.
@@ -101,6 +103,7 @@ impl TcpTransport {
             settings,
             port: local.port(),
             inbound,
+            runtime: tokio::runtime::Handle::current(),
             state: Mutex::new(State {
                 connections: HashMap::new(),
                 registered: HashSet::new(),
@@ -409,7 +412,7 @@ impl Transport for TcpTransport {
             None => {
                 // No connection (e.g. the phone reconnected): open one, as RFC 3261 §18.1.1 says.
                 let shared = self.shared.clone();
-                tokio::spawn(async move {
+                self.shared.runtime.spawn(async move {
                     match TcpStream::connect(addr).await {
                         Ok(stream) => {
                             shared.state().admission.add(addr.ip());

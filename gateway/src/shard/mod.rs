@@ -1,0 +1,253 @@
+//! The engine on the fast path: a shard is an [`Engine`] run by the fast path worker that
+//! owns the SIP UDP socket, so a datagram is pre-parsed, queued by class and handled on the
+//! thread that received it, and its answers leave through the same ring, without a thread
+//! hop either way. TCP, the analog ports and the store hand their input to the shard as
+//! worker commands; the engine's timers are the worker's deadline; the media relay's
+//! once-a-second sweep is the worker's tick. The engine stays sans-IO: the shard is the
+//! edge that gives it clocks and bytes.
+
+pub mod outputs;
+pub mod queues;
+
+use crate::config::Config;
+use crate::engine::{Engine, Now};
+use crate::overload::Shedder;
+use crate::queue_wait::QueueWaits;
+use crate::registrar::Binding;
+use crate::store::{StoreResult, StoredSubscription};
+use crate::transport::fastpath::{triage, Triage};
+use crate::transport::Inbound;
+use bytes::Bytes;
+use fastpath::udp::{FastpathError, Handler, Io, Mailbox, Worker, WorkerConfig};
+use outputs::{Outputs, UdpOut};
+use queues::{ClassQueues, QueueDrops, Queued};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// Malformed datagrams logged one by one before only every thousandth is.
+const LOGGED_MALFORMED: u64 = 10;
+
+/// How often the media relay's idle and ended legs are swept.
+const MEDIA_SWEEP: Duration = Duration::from_secs(1);
+
+/// What other threads hand a shard.
+pub enum ShardCommand {
+    /// A message from TCP, the analog ports or the tokio UDP socket; the permit, released
+    /// when the message has been handled, bounds how many wait.
+    Inbound(Inbound, tokio::sync::OwnedSemaphorePermit),
+    /// An answer of the store thread, or another node's notification.
+    Store(StoreResult),
+}
+
+/// What a shard reports when it stops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardSummary {
+    /// New requests answered 503 because they waited too long.
+    pub overload_rejected: u64,
+    /// Datagrams dropped as malformed before the engine saw them.
+    pub malformed: u64,
+    /// Datagrams dropped on full queues.
+    pub queue_drops: QueueDrops,
+}
+
+/// What a shard starts from.
+pub struct ShardSetup {
+    /// The configuration.
+    pub config: Config,
+    /// The registrations restored from the store.
+    pub bindings: Vec<(String, Binding)>,
+    /// The dialog subscriptions restored from the store (each gets a full-state NOTIFY).
+    pub subscriptions: Vec<StoredSubscription>,
+    /// The engine's secret (digest nonces, draws).
+    pub secret: [u8; 32],
+    /// Where its output goes.
+    pub outputs: Outputs,
+    /// Where it reports when it stops.
+    pub summary: tokio::sync::oneshot::Sender<ShardSummary>,
+}
+
+/// The worker's handler: one engine, its queues and outputs.
+pub struct EngineShard {
+    engine: Engine,
+    queues: ClassQueues,
+    outputs: Outputs,
+    shedder: Shedder,
+    waits: QueueWaits,
+    malformed: u64,
+    /// Set until the first timeout hands on what the engine queued while starting.
+    started: Option<Instant>,
+    summary: Option<tokio::sync::oneshot::Sender<ShardSummary>>,
+}
+
+impl EngineShard {
+    /// Starts a shard on a worker of its own serving `udp` (the SIP socket, when UDP is on
+    /// the fast path), taking the commands queued in `mailbox` meanwhile.
+    pub fn spawn(
+        setup: ShardSetup,
+        worker: WorkerConfig,
+        udp: Option<UdpSocket>,
+        mailbox: Mailbox<ShardCommand>,
+    ) -> Result<Worker<ShardCommand>, FastpathError> {
+        let sockets = udp.into_iter().collect();
+        let worker = WorkerConfig {
+            tick: setup.outputs.relay.is_some().then_some(MEDIA_SWEEP),
+            ..worker
+        };
+        Worker::spawn_with_mailbox(worker, sockets, mailbox, move || EngineShard::new(setup))
+    }
+
+    fn new(setup: ShardSetup) -> EngineShard {
+        let now = Now::system();
+        let queues = ClassQueues::new(setup.config.overload.queue_capacity);
+        let shedder = Shedder::new(Duration::from_millis(
+            setup.config.overload.max_queue_delay_ms,
+        ));
+        let mut engine = Engine::new(setup.config, setup.bindings, setup.secret, now);
+        engine.restore_subscriptions(now, setup.subscriptions);
+        EngineShard {
+            engine,
+            queues,
+            outputs: setup.outputs,
+            shedder,
+            waits: QueueWaits::default(),
+            malformed: 0,
+            started: Some(now.mono),
+            summary: Some(setup.summary),
+        }
+    }
+
+    fn deliver(&mut self, io: &mut Io, message: Inbound) {
+        let now = Now::system();
+        match message {
+            Inbound::Datagram { peer, bytes } => self.engine.handle_datagram(now, peer, &bytes),
+            Inbound::Message { peer, message } => self.engine.handle_message(now, peer, *message),
+            Inbound::StreamGarbage { peer, error } => {
+                self.engine.handle_stream_garbage(peer, &error)
+            }
+        }
+        self.outputs.drain(&mut self.engine, io);
+    }
+}
+
+impl Handler for EngineShard {
+    type Command = ShardCommand;
+
+    fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        self.datagram_to(io, socket, from, None, bytes);
+    }
+
+    fn datagram_to(
+        &mut self,
+        _: &mut Io,
+        _: usize,
+        from: SocketAddr,
+        to: Option<IpAddr>,
+        bytes: &[u8],
+    ) {
+        let UdpOut::Ring(addressing) = &self.outputs.udp else {
+            return;
+        };
+        match triage(bytes, 1) {
+            Triage::KeepAlive => {}
+            Triage::Queue { class, .. } => self.queues.push(Queued {
+                peer: addressing.peer(from, to),
+                bytes: Bytes::copy_from_slice(bytes),
+                received: Instant::now(),
+                class,
+            }),
+            Triage::Drop(error) => {
+                self.malformed += 1;
+                let dropped = self.malformed;
+                if dropped <= LOGGED_MALFORMED || dropped % 1000 == 0 {
+                    tracing::warn!(
+                        "fast path dropped a malformed datagram from {from} ({error}; {dropped} so far)"
+                    );
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, io: &mut Io, command: ShardCommand) {
+        match command {
+            ShardCommand::Inbound(message, _permit) => self.deliver(io, message),
+            ShardCommand::Store(result) => {
+                self.engine.handle_store_result(Now::system(), result);
+                self.outputs.drain(&mut self.engine, io);
+            }
+        }
+    }
+
+    fn tick(&mut self, io: &mut Io, now: Instant) {
+        if let Some(relay) = &self.outputs.relay {
+            relay.tick(now);
+            for (id, idle, legs) in relay.ended() {
+                self.engine
+                    .handle_media_ended(Now::system(), id, idle, legs);
+            }
+        }
+        self.outputs.drain(&mut self.engine, io);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        [
+            self.started,
+            self.queues.oldest(),
+            self.engine.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn timeout(&mut self, io: &mut Io, _: Instant) {
+        self.started = None;
+        let EngineShard {
+            engine,
+            queues,
+            outputs,
+            shedder,
+            waits,
+            ..
+        } = self;
+        queues.serve(engine, shedder, waits, Now::system, &mut |engine| {
+            outputs.drain(engine, io)
+        });
+        let now = Now::system();
+        if engine.poll_timeout().is_some_and(|at| at <= now.mono) {
+            engine.handle_timeout(now);
+        }
+        outputs.drain(engine, io);
+    }
+}
+
+impl Drop for EngineShard {
+    /// The shard stops (the gateway shuts down, or its worker failed): the calls still up
+    /// are billed to here when the next start records them as interrupted, and the store
+    /// has everything before the gateway goes on.
+    fn drop(&mut self) {
+        self.engine.mark_calls_up(Now::system());
+        while let Some(command) = self.engine.poll_store_command() {
+            self.outputs.writer.send(command);
+        }
+        self.outputs.writer.flush();
+        let guard = self.engine.guard_stats();
+        tracing::info!(
+            "auth: {} failed authentication(s), {} source(s) blocked, {} request(s) from blocked sources dropped, {} extension(s) locked, {} challenge(s) over the per-source rate left unanswered",
+            guard.failures,
+            guard.sources_blocked,
+            guard.blocked_requests_dropped,
+            guard.extensions_locked,
+            guard.challenges_dropped
+        );
+        if let UdpOut::Ring(_) = self.outputs.udp {
+            tracing::info!("fast path queue waits: {}", self.waits.summary());
+        }
+        if let Some(summary) = self.summary.take() {
+            let _ = summary.send(ShardSummary {
+                overload_rejected: self.engine.stats().overload_rejected,
+                malformed: self.malformed,
+                queue_drops: self.queues.drops(),
+            });
+        }
+    }
+}
