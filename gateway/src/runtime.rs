@@ -324,6 +324,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             tcp: tcp.clone(),
             analog: analog.clone(),
             writer: writer.clone(),
+            store_commands: Vec::new(),
         },
         summary: summary_tx,
     };

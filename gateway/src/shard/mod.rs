@@ -126,6 +126,7 @@ impl EngineShard {
             }
         }
         self.outputs.drain(&mut self.engine, io);
+        self.outputs.flush_store();
     }
 }
 
@@ -173,6 +174,7 @@ impl Handler for EngineShard {
             ShardCommand::Store(result) => {
                 self.engine.handle_store_result(Now::system(), result);
                 self.outputs.drain(&mut self.engine, io);
+                self.outputs.flush_store();
             }
         }
     }
@@ -186,6 +188,7 @@ impl Handler for EngineShard {
             }
         }
         self.outputs.drain(&mut self.engine, io);
+        self.outputs.flush_store();
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -217,6 +220,7 @@ impl Handler for EngineShard {
             engine.handle_timeout(now);
         }
         outputs.drain(engine, io);
+        outputs.flush_store();
     }
 }
 
@@ -226,9 +230,10 @@ impl Drop for EngineShard {
     /// has everything before the gateway goes on.
     fn drop(&mut self) {
         self.engine.mark_calls_up(Now::system());
-        while let Some(command) = self.engine.poll_store_command() {
-            self.outputs.writer.send(command);
-        }
+        self.outputs
+            .store_commands
+            .extend(std::iter::from_fn(|| self.engine.poll_store_command()));
+        self.outputs.flush_store();
         self.outputs.writer.flush();
         let guard = self.engine.guard_stats();
         tracing::info!(

@@ -35,12 +35,14 @@ pub struct Outputs {
     pub analog: Option<Arc<AnalogService>>,
     /// The store thread.
     pub writer: Arc<StoreWriter>,
+    /// Store commands of this turn, handed over together by [`Outputs::flush_store`].
+    pub store_commands: Vec<crate::store::StoreCommand>,
 }
 
 impl Outputs {
     /// Hands on everything the engine has queued; datagrams for the ring go out at the
     /// end of the worker's turn.
-    pub fn drain(&self, engine: &mut Engine, io: &mut Io) {
+    pub fn drain(&mut self, engine: &mut Engine, io: &mut Io) {
         // Relay ports first: the SDP about to be sent names them.
         while let Some(command) = engine.poll_media_command() {
             match &self.relay {
@@ -86,8 +88,14 @@ impl Outputs {
                 tcp.set_registered(change.peer.addr, change.registered);
             }
         }
-        while let Some(command) = engine.poll_store_command() {
-            self.writer.send(command);
-        }
+        self.store_commands
+            .extend(std::iter::from_fn(|| engine.poll_store_command()));
+    }
+
+    /// Hands the store thread the commands queued since the last call, together (one
+    /// wake-up of the store thread per worker turn, not per command).
+    pub fn flush_store(&mut self) {
+        self.writer
+            .send_all(std::mem::take(&mut self.store_commands));
     }
 }

@@ -224,9 +224,19 @@ fn writer_thread_applies_commands_in_order(db: TestDb) {
             bindings: vec![binding("sip:202@x", expires)],
         });
     }
+    // A turn's commands handed over together keep their order too, after those before.
+    let together = [400, 500]
+        .map(|expires| StoreCommand::ReplaceBindings {
+            node: "gw1".into(),
+            aor: "202".into(),
+            bindings: vec![binding("sip:202@x", expires)],
+        })
+        .to_vec();
+    writer.send_all(together);
+    writer.send_all(Vec::new());
     writer.flush();
     let loaded = db.open().load_bindings("gw1", 0).unwrap();
-    assert_eq!(loaded[0].1.expires_at, 300);
+    assert_eq!(loaded[0].1.expires_at, 500);
 }
 
 fn context(key: &str, called: &str, groups: &[&str], ring_started_ms: u64) -> CallContext {

@@ -389,6 +389,8 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
 
 enum Message {
     Command(StoreCommand),
+    /// Commands queued together (an engine turn's): one wake-up of the store thread.
+    Commands(Vec<StoreCommand>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -404,7 +406,8 @@ enum SyncJob {
 /// Where answers go; called from the store thread (claims) and the sync thread (CDRs).
 type OnResult = Arc<dyn Fn(StoreResult) + Send + Sync>;
 
-/// At most this many commands share one transaction (bounds the time answers wait).
+/// At most this many queue entries (a command, or an engine turn's commands) share one
+/// transaction (bounds the time answers wait).
 const MAX_BATCH: usize = 512;
 
 /// Applies `messages`: first everything but the CDRs in one transaction, answered at once;
@@ -422,13 +425,15 @@ fn apply_batch(
 ) {
     let mut flushes = Vec::new();
     let (mut cdrs, mut rest) = (Vec::new(), Vec::new());
+    let mut sort = |command: StoreCommand| match command {
+        StoreCommand::WriteCdr { .. } | StoreCommand::SetCdrMedia { .. } => cdrs.push(command),
+        command => rest.push(command),
+    };
     for message in messages {
         match message {
             Message::Flush(done) => flushes.push(done),
-            Message::Command(
-                command @ (StoreCommand::WriteCdr { .. } | StoreCommand::SetCdrMedia { .. }),
-            ) => cdrs.push(command),
-            Message::Command(command) => rest.push(command),
+            Message::Command(command) => sort(command),
+            Message::Commands(commands) => commands.into_iter().for_each(&mut sort),
         }
     }
     // The database is reachable again: the spooled CDRs first, forgetting their calls'
@@ -653,6 +658,18 @@ impl StoreWriter {
         if let Some(sender) = &self.sender {
             if sender.send(Message::Command(command)).is_err() {
                 tracing::error!("store thread has stopped; a write was lost");
+            }
+        }
+    }
+
+    /// Queues `commands` together: the store thread wakes once for them (never blocks).
+    pub fn send_all(&self, commands: Vec<StoreCommand>) {
+        if commands.is_empty() {
+            return;
+        }
+        if let Some(sender) = &self.sender {
+            if sender.send(Message::Commands(commands)).is_err() {
+                tracing::error!("store thread has stopped; writes were lost");
             }
         }
     }
