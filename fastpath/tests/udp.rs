@@ -345,6 +345,52 @@ fn handlers_deadlines_wake_the_worker_in_order_never_early() {
     }
 }
 
+/// Always has work left (its deadline is always past, as a handler's whose queues are not
+/// empty), and echoes what arrives.
+struct AlwaysBusy {
+    since: Instant,
+}
+
+impl fastpath::udp::Handler for AlwaysBusy {
+    type Command = std::convert::Infallible;
+
+    fn datagram(&mut self, io: &mut Io, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        io.send(socket, from, bytes);
+    }
+
+    fn command(&mut self, _: &mut Io, command: Self::Command) {
+        match command {}
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.since)
+    }
+}
+
+/// A handler that never lets the worker wait still gets what arrives: the turns that do
+/// not wait take in datagrams too (with io_uring's deferred task running, only an enter
+/// that asks for events does).
+#[test]
+fn datagrams_are_taken_in_while_the_handler_has_work_left() {
+    for backend in BACKENDS {
+        let worker = Worker::spawn(
+            config(backend),
+            vec![bound()],
+            AlwaysBusy {
+                since: Instant::now(),
+            },
+        )
+        .unwrap();
+        let client = client();
+        for i in 0..50u32 {
+            client
+                .send_to(&i.to_be_bytes(), worker.local_addrs()[0])
+                .unwrap();
+            assert_eq!(receive(&client).0, i.to_be_bytes(), "{backend:?}");
+        }
+    }
+}
+
 /// Copies what it reads from one file to another, in blocks; reports end of file.
 struct Pump {
     files: Option<(usize, usize)>,

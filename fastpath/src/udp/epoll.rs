@@ -11,7 +11,7 @@
 use super::cmsg::{self, ControlBuffer};
 use super::failure::{is_fatal_receive_error, FailureCause};
 use super::sockaddr::{self, RawAddr};
-use super::{Handler, Io, LoopContext, WorkerStats};
+use super::{Handler, Io, LoopContext, WorkerStats, INTAKE_ROUNDS};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::os::fd::{AsFd, RawFd};
@@ -306,50 +306,61 @@ impl Poller {
         let mut events = vec![EpollEvent::empty(); 64];
         let shared = context.shared.clone();
         loop {
-            let timeout = match context.until_wake() {
+            // Waits once (until the handler's next tick or deadline at most), then takes in
+            // what else has arrived in rounds that do not wait, while datagrams keep coming
+            // (see the io_uring backend's turn).
+            let mut timeout = match context.until_wake() {
                 // Rounded up: waking a little late beats spinning until the tick.
                 Some(wait) => EpollTimeout::try_from(wait + std::time::Duration::from_micros(999))
                     .unwrap_or(EpollTimeout::MAX),
                 None => EpollTimeout::NONE,
             };
-            let ready = match epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(errno) => return Err(FailureCause::Wait(errno)),
-            };
-            for event in &events[..ready] {
-                let key = event.data();
-                if key == WAKE {
-                    context.take_queued();
-                    continue;
-                }
-                if key & FILE_KEY != 0 {
-                    read_file(
-                        &mut context,
-                        &epoll,
-                        (key & !FILE_KEY) as usize,
-                        &mut file_buffer,
-                    );
-                    continue;
-                }
-                let socket = key as usize;
-                // The socket may have been removed by a handler earlier in this turn.
-                let Some(fd) = context.io.fd(socket) else {
-                    continue;
+            for _ in 0..INTAKE_ROUNDS {
+                let ready = match epoll.wait(&mut events, timeout) {
+                    Ok(n) => n,
+                    Err(Errno::EINTR) => break,
+                    Err(errno) => return Err(FailureCause::Wait(errno)),
                 };
-                // One batch per turn: a socket with more waiting is reported again.
-                let count = batch
-                    .receive(fd)
-                    .map_err(|errno| context.socket_failure(socket, Some(errno)))?;
-                if count == 0 && event.events().contains(EpollFlags::EPOLLRDHUP) {
-                    return Err(context.socket_failure(socket, None));
-                }
-                for i in 0..count {
-                    match batch.datagram(i) {
-                        Some((from, to, bytes)) => context.deliver(socket, from, to, bytes),
-                        None => WorkerStats::add(&shared.stats.truncated, 1),
+                let mut received = 0;
+                for event in &events[..ready] {
+                    let key = event.data();
+                    if key == WAKE {
+                        context.take_queued();
+                        continue;
+                    }
+                    if key & FILE_KEY != 0 {
+                        read_file(
+                            &mut context,
+                            &epoll,
+                            (key & !FILE_KEY) as usize,
+                            &mut file_buffer,
+                        );
+                        continue;
+                    }
+                    let socket = key as usize;
+                    // The socket may have been removed by a handler earlier in this turn.
+                    let Some(fd) = context.io.fd(socket) else {
+                        continue;
+                    };
+                    // One batch per round: a socket with more waiting is reported again.
+                    let count = batch
+                        .receive(fd)
+                        .map_err(|errno| context.socket_failure(socket, Some(errno)))?;
+                    if count == 0 && event.events().contains(EpollFlags::EPOLLRDHUP) {
+                        return Err(context.socket_failure(socket, None));
+                    }
+                    received += count;
+                    for i in 0..count {
+                        match batch.datagram(i) {
+                            Some((from, to, bytes)) => context.deliver(socket, from, to, bytes),
+                            None => WorkerStats::add(&shared.stats.truncated, 1),
+                        }
                     }
                 }
+                if received == 0 || context.stopping() {
+                    break;
+                }
+                timeout = EpollTimeout::ZERO;
             }
             if context.stopping() {
                 return Ok(());

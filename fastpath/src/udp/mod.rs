@@ -28,6 +28,11 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Rounds of taking in datagrams per loop turn, at most, before the handler's due work and
+/// the sends run (each round takes what one receive batch holds: the io_uring buffer pool,
+/// or an epoll recvmmsg per ready socket).
+const INTAKE_ROUNDS: usize = 16;
+
 /// Which backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {

@@ -9,7 +9,7 @@
 use super::cmsg::{self, ControlBuffer};
 use super::failure::{is_fatal_receive_error, FailureCause};
 use super::sockaddr::{self, RawAddr};
-use super::{Handler, Io, LoopContext, WorkerStats};
+use super::{Handler, Io, LoopContext, WorkerStats, INTAKE_ROUNDS};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use nix::errno::Errno;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -196,6 +196,9 @@ impl Ring {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            // Flags deferred work (received datagrams) in the submission ring, so an enter
+            // that does not wait still runs it.
+            .setup_taskrun_flag()
             .build(entries)?;
         let count = context.config.buffers.next_power_of_two().clamp(1, 32_768);
         let buffers = BufferRing::new(count, context.config.buffer_size)?;
@@ -496,40 +499,70 @@ impl Ring {
         }
     }
 
-    /// Submits what is queued, waits for completions and handles them. True when the worker
-    /// is to stop.
+    /// One loop turn: waits for completions (until the handler's next tick or deadline at
+    /// most) and handles them, then takes in what else has arrived, in rounds that do not
+    /// wait, while datagrams keep coming (at most [`INTAKE_ROUNDS`]); then the handler's due
+    /// work, then the sends. Taking in before serving keeps the kernel's socket queue short,
+    /// so a handler that queues by priority sees an urgent datagram behind a flood. True
+    /// when the worker is to stop.
     fn turn<H: Handler>(
         &mut self,
         context: &mut LoopContext<H>,
         completions: &mut Vec<(u64, i32, u32)>,
     ) -> Result<bool, FailureCause> {
-        let wake_fd = context.waker.fd.as_raw_fd();
-        self.refill();
         // With a backlog, no waiting: it goes in as soon as completions make room; nor
         // when the handler's deadline has come.
         let wait = context.until_wake();
-        let want = usize::from(self.backlog.is_empty() && wait != Some(std::time::Duration::ZERO));
-        match self.submit_and_wait(want, wait) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(false),
-            // The wait reached the tick or the handler's deadline.
-            Err(e) if errno_of(&e) == Errno::ETIME => {}
-            // The completion queue is full (EBUSY) or the kernel is short of memory
-            // (EAGAIN): the queue stays as it is, and goes in after these completions.
-            Err(e) if matches!(errno_of(&e), Errno::EBUSY | Errno::EAGAIN) => {}
-            Err(e) => return Err(FailureCause::Ring(errno_of(&e))),
+        let mut want =
+            usize::from(self.backlog.is_empty() && wait != Some(std::time::Duration::ZERO));
+        for _ in 0..INTAKE_ROUNDS {
+            self.refill();
+            match self.submit_and_wait(want, wait) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(false),
+                // The wait reached the tick or the handler's deadline.
+                Err(e) if errno_of(&e) == Errno::ETIME => {}
+                // The completion queue is full (EBUSY) or the kernel is short of memory
+                // (EAGAIN): the queue stays as it is, and goes in after these completions.
+                Err(e) if matches!(errno_of(&e), Errno::EBUSY | Errno::EAGAIN) => {}
+                Err(e) => return Err(FailureCause::Ring(errno_of(&e))),
+            }
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            if self.handle_completions(context, completions)? == 0 || context.stopping() {
+                break;
+            }
+            want = 0;
         }
-        completions.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
+        if context.stopping() {
+            return Ok(true);
+        }
+        context.run_due();
+        self.apply_socket_changes(&mut context.io);
+        if context.io.has_sends() {
+            self.flush(&mut context.io, &context.shared.stats);
+        }
+        Ok(false)
+    }
+
+    /// Handles reaped completions; returns how many were received datagrams.
+    fn handle_completions<H: Handler>(
+        &mut self,
+        context: &mut LoopContext<H>,
+        completions: &mut Vec<(u64, i32, u32)>,
+    ) -> Result<usize, FailureCause> {
+        let wake_fd = context.waker.fd.as_raw_fd();
+        let mut received = 0;
         let shared = context.shared.clone();
         let mut rearm_wake = false;
         for (data, result, flags) in completions.drain(..) {
             let index = (data & ((1 << TAG_SHIFT) - 1)) as usize;
             match data >> TAG_SHIFT {
                 RECV => {
+                    received += 1;
                     if let (true, Some(bid)) = (result >= 0, cqueue::buffer_select(flags)) {
                         if !self.closing.contains_key(&index) {
                             self.deliver(context, index, bid, result as usize);
@@ -584,15 +617,7 @@ impl Ring {
         if rearm_wake {
             self.arm_wake(wake_fd);
         }
-        if context.stopping() {
-            return Ok(true);
-        }
-        context.run_due();
-        self.apply_socket_changes(&mut context.io);
-        if context.io.has_sends() {
-            self.flush(&mut context.io, &shared.stats);
-        }
-        Ok(false)
+        Ok(received)
     }
 
     /// Submits the queue and waits for `want` completions, or `wait` at most (ETIME); the
