@@ -357,6 +357,10 @@ impl Poller {
                         }
                     }
                 }
+                // What the datagrams caused (a relay's forwards) leaves before the next round.
+                if context.io.has_sends() {
+                    send_all(&mut context.io, &shared.stats);
+                }
                 if received == 0 || context.stopping() {
                     break;
                 }

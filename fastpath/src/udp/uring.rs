@@ -501,8 +501,8 @@ impl Ring {
 
     /// One loop turn: waits for completions (until the handler's next tick or deadline at
     /// most) and handles them, then takes in what else has arrived, in rounds that do not
-    /// wait, while datagrams keep coming (at most [`INTAKE_ROUNDS`]); then the handler's due
-    /// work, then the sends. Taking in before serving keeps the kernel's socket queue short,
+    /// wait, while datagrams keep coming (at most [`INTAKE_ROUNDS`]), each round's sends
+    /// submitted with the next; then the handler's due work, then its sends. Taking in before serving keeps the kernel's socket queue short,
     /// so a handler that queues by priority sees an urgent datagram behind a flood. True
     /// when the worker is to stop.
     fn turn<H: Handler>(
@@ -532,7 +532,12 @@ impl Ring {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
-            if self.handle_completions(context, completions)? == 0 || context.stopping() {
+            let received = self.handle_completions(context, completions)?;
+            // What the datagrams caused (a relay's forwards) goes in with the next round.
+            if context.io.has_sends() {
+                self.flush(&mut context.io, &context.shared.stats);
+            }
+            if received == 0 || context.stopping() {
                 break;
             }
             want = 0;

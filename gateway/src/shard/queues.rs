@@ -19,6 +19,10 @@ const LOGGED_DROPS: u64 = 10;
 const MESSAGES_PER_TURN: usize = 1024;
 const NEW_SERVED_PER_TURN: usize = 32;
 const NEW_SHED_PER_TURN: usize = 256;
+/// How long a turn serves new requests, at most: then the worker takes in what arrived
+/// meanwhile, so a priority message (an OPTIONS probe, a BYE) waits about this long behind
+/// a flood of new ones, not a whole turn's worth of them.
+const NEW_WORK_PER_TURN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A datagram waiting for the engine.
 #[derive(Debug)]
@@ -104,6 +108,15 @@ impl ClassQueues {
         self.drops
     }
 
+    /// Puts back what [`ClassQueues::pop`] took, at the head of its queue.
+    fn push_front(&mut self, queued: Queued) {
+        match queued.class {
+            Class::Priority => self.priority.push_front(queued),
+            Class::Answering => self.answering.push_front(queued),
+            Class::New => self.new.push_front(queued),
+        }
+    }
+
     fn pop(&mut self) -> Option<Queued> {
         self.priority
             .pop_front()
@@ -124,6 +137,7 @@ impl ClassQueues {
         after_each: &mut dyn FnMut(&mut Engine),
     ) {
         let (mut served, mut shed) = (0, 0);
+        let started = clock().mono;
         for _ in 0..MESSAGES_PER_TURN {
             if served == NEW_SERVED_PER_TURN || shed == NEW_SHED_PER_TURN {
                 break;
@@ -132,6 +146,13 @@ impl ClassQueues {
                 break;
             };
             let now = clock();
+            if queued.class != Class::Priority
+                && now.mono.saturating_duration_since(started) >= NEW_WORK_PER_TURN
+            {
+                // The rest of the turn's new work waits for the next turn, first in line.
+                self.push_front(queued);
+                break;
+            }
             waits.record(
                 queued.class,
                 now.mono.saturating_duration_since(queued.received),
@@ -180,6 +201,44 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
             received,
             class,
         }
+    }
+
+    /// New work stops when the turn's time for it is up (the worker then takes in what
+    /// arrived: a probe behind a flood waits about that long); what is left is served next.
+    #[test]
+    fn a_turn_serves_new_requests_for_a_bounded_time() {
+        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).unwrap();
+        let start = Now::system();
+        let mut engine = Engine::new(config, Vec::new(), [7; 32], start);
+        let mut queues = ClassQueues::new(200);
+        for n in 0..10 {
+            queues.push(queued(request("INVITE", n, ""), start.mono, Class::New));
+        }
+        // Each message takes a millisecond of the clock.
+        let ticks = std::cell::Cell::new(0u32);
+        let clock = || {
+            ticks.set(ticks.get() + 1);
+            Now {
+                mono: start.mono + Duration::from_millis(u64::from(ticks.get()) - 1),
+                ..start
+            }
+        };
+        let shedder = Shedder::new(Duration::from_secs(10));
+        let mut waits = QueueWaits::default();
+        queues.serve(&mut engine, &shedder, &mut waits, clock, &mut |_| {});
+        let answered = std::iter::from_fn(|| engine.poll_transmit()).count();
+        // The turn starts at 0 ms; the first request is taken at 1 ms, the second at 2 ms,
+        // when the turn's time for new work is up.
+        assert_eq!(answered, 1, "served within the 2 ms the turn has for them");
+        assert_eq!(
+            queues.new.len(),
+            9,
+            "the rest waits, the next in line first"
+        );
+        assert_eq!(
+            queues.new.front().map(|q| q.bytes.clone()),
+            Some(request("INVITE", 1, ""))
+        );
     }
 
     /// A request answering its challenge, left for the next turn, keeps the queues
