@@ -228,6 +228,27 @@ fn audio_port(sdp: &str) -> Option<u16> {
         .ok()
 }
 
+/// Waits until rtpengine answers an ng `ping` (it is listening), for 10 s at most: until
+/// then its port refuses datagrams (ECONNREFUSED on the connected socket) or drops them.
+fn wait_for_ng(control: &UdpSocket) {
+    control
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 512];
+    while Instant::now() < deadline {
+        // ng: a cookie, then the bencoded dictionary {"command": "ping"}.
+        let _ = control.send(b"ping d7:command4:pinge");
+        match control.recv(&mut buffer) {
+            Ok(n) if buffer[..n].windows(4).any(|w| w == b"pong") => return,
+            Ok(_) => {}
+            // Refused at once while nothing listens: poll again shortly, not in a spin.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    panic!("rtpengine did not answer an ng ping on 127.0.0.1:2223 within 10 s");
+}
+
 /// One ng exchange with rtpengine; returns the SDP it answers with.
 fn ng(control: &UdpSocket, cookie: usize, request: &NgRequest<'_>) -> String {
     let mut datagram = format!("{cookie} ").into_bytes();
@@ -272,10 +293,10 @@ fn start_rtpengine(senders: &[SocketAddr], receivers: &[SocketAddr]) -> (Relay, 
     control
         .connect("127.0.0.1:2223")
         .expect("ng control address");
+    wait_for_ng(&control);
     control
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    std::thread::sleep(Duration::from_millis(500));
     let mut targets = Vec::with_capacity(senders.len());
     for (i, (&from, &to)) in senders.iter().zip(receivers).enumerate() {
         let call_id = format!("bench-{i}");
