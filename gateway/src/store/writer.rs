@@ -410,8 +410,8 @@ type OnResult = Arc<dyn Fn(StoreResult) + Send + Sync>;
 /// transaction (bounds the time answers wait).
 const MAX_BATCH: usize = 512;
 
-/// How long the store thread waits for more commands to share a transaction with the
-/// first, when nothing in the batch is awaited (a commit costs far more than a statement:
+/// How long the store thread (on SQLite) waits for more commands to share a transaction
+/// with the first, when nothing in the batch is awaited (a commit costs far more than a statement:
 /// at 1,000 calls/s, committing each engine turn's commands apart cost the store a quarter
 /// of a core).
 const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
@@ -682,7 +682,11 @@ impl StoreWriter {
                     };
                     let mut batch = vec![first];
                     batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
-                    gather(&receiver, &mut batch);
+                    // SQLite only, where the cost was measured: a PostgreSQL commit is a
+                    // network round trip and its server's own group commit.
+                    if store.wal_path().is_some() {
+                        gather(&receiver, &mut batch);
+                    }
                     let was_lost = store.db.connection_lost();
                     apply_batch(&mut store, spool.as_mut(), batch, &on_result, &sync);
                     if was_lost && !store.db.connection_lost() {
