@@ -131,3 +131,33 @@ fn one_datagram_at_a_time_reports_and_chooses_addresses_too() {
     let (_, _, to) = fastpath::udp::recv_from_to(&specific, &mut buffer).unwrap();
     assert_eq!(to, None, "a socket bound to one address reports nothing");
 }
+
+#[test]
+fn shared_sockets_take_one_port_and_every_datagram_reaches_one_of_them() {
+    let sockets = fastpath::udp::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    let port = sockets[0].local_addr().unwrap().port();
+    assert_eq!(sockets[1].local_addr().unwrap().port(), port);
+    for socket in &sockets {
+        socket.set_nonblocking(true).unwrap();
+    }
+    // The kernel picks a socket per source address and port: several phones, each
+    // datagram arriving once, at one of the two.
+    let phones: Vec<UdpSocket> = (0..16).map(|_| client("127.0.0.1:0")).collect();
+    for phone in &phones {
+        phone.send_to(b"hello", ("127.0.0.1", port)).unwrap();
+    }
+    let mut received = [0usize; 2];
+    let mut buffer = [0u8; 64];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while received.iter().sum::<usize>() < phones.len() && std::time::Instant::now() < deadline {
+        for (at, socket) in sockets.iter().enumerate() {
+            if let Ok((n, _)) = socket.recv_from(&mut buffer) {
+                assert_eq!(&buffer[..n], b"hello");
+                received[at] += 1;
+            }
+        }
+    }
+    assert_eq!(received.iter().sum::<usize>(), phones.len(), "{received:?}");
+    let other = fastpath::udp::bind(SocketAddr::new("127.0.0.1".parse().unwrap(), port));
+    assert!(other.is_err(), "a socket without SO_REUSEPORT cannot join");
+}

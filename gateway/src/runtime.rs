@@ -6,11 +6,13 @@ use crate::analog::service::{AnalogService, ServiceError};
 use crate::config::AnchorMode;
 use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind, TransportName};
 use crate::descriptors::{tcp_cap, Reserve};
+use crate::engine::shard::ShardId;
 use crate::engine::Now;
 use crate::registrar::Binding;
 use crate::relay::MediaRelay;
 use crate::shard::outputs::{Outputs, UdpOut};
-use crate::shard::{EngineShard, ShardCommand, ShardSetup};
+use crate::shard::peers::Peers;
+use crate::shard::{EngineShard, ShardCommand, ShardSetup, ShardSummary};
 use crate::store::{
     BlfListener, CallStore, Interrupted, PgPool, Spool, Store, StoreError, StoreWriter,
     StoredSubscription,
@@ -20,7 +22,7 @@ use crate::transport::bind::bind_waiting;
 use crate::transport::tcp::policy::TcpLimits;
 use crate::transport::tcp::{TcpSettings, TcpTransport};
 use crate::transport::udp::UdpTransport;
-use fastpath::udp::{Mailbox, SendHandle, WorkerConfig, WorkerFailure};
+use fastpath::udp::{Mailbox, WorkerConfig, WorkerFailure};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -214,13 +216,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
     let now = Now::system();
     let (store, spool, bindings, subscriptions) = open_store(&config, now)?;
-    // The engine shard's queue exists before the shard: the store thread and the BLF
-    // listener answer into it from the start.
-    let mailbox = Mailbox::<ShardCommand>::new()
+    // The engine shards' queues exist before the shards: the store thread and the BLF
+    // listener answer into them from the start.
+    let shard_count = config.fastpath.shard_count();
+    let mailboxes = (0..shard_count)
+        .map(|_| Mailbox::<ShardCommand>::new())
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| RunError::Fastpath(fastpath::udp::FastpathError::Setup(e)))?;
-    let to_shard = |sender: SendHandle<ShardCommand>| {
+    let peers = Peers::new(
+        mailboxes.iter().map(Mailbox::sender).collect(),
+        config.overload.queue_capacity,
+    );
+    let to_shard = |peers: Peers| {
         move |result| {
-            let _ = sender.command(ShardCommand::Store(result));
+            let shard = peers.shard_of_result(&result);
+            let _ = peers.send(shard, ShardCommand::Store(result));
         }
     };
     // BLF across nodes: other nodes' notifications reach the engine like store answers.
@@ -228,14 +238,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         (Some(_), true) => Some(BlfListener::start(
             PgPool::for_config(&config.database)?,
             config.node.id.clone(),
-            to_shard(mailbox.sender()),
+            to_shard(peers.clone()),
         )),
         _ => None,
     };
     let writer = Arc::new(StoreWriter::with_spool(
         store,
         spool,
-        to_shard(mailbox.sender()),
+        to_shard(peers.clone()),
     ));
 
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
@@ -247,8 +257,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     let listen = config.listen_addr();
-    let mut udp = UdpOut::None;
-    let mut fast_socket: Option<std::net::UdpSocket> = None;
+    let mut udp = None;
+    let mut fast_sockets: Vec<std::net::UdpSocket> = Vec::new();
     let mut tcp: Option<Arc<TcpTransport>> = None;
     for transport in &config.sip.transports {
         match transport {
@@ -257,16 +267,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     .await
                     .map_err(RunError::bind("udp", listen))?;
                 tracing::info!("listening on udp {}", bound.local_addr().unwrap_or(listen));
-                udp = UdpOut::Transport(Arc::new(bound));
+                udp = Some(Arc::new(bound));
             }
             TransportName::Udp => {
-                let socket =
-                    bind_waiting("udp", || async { crate::transport::fastpath::bind(listen) })
-                        .await
-                        .map_err(RunError::bind("udp", listen))?;
-                let bound = socket.local_addr().map_err(RunError::bind("udp", listen))?;
-                udp = UdpOut::Ring(Addressing::new(bound));
-                fast_socket = Some(socket);
+                fast_sockets = bind_waiting("udp", || async {
+                    crate::transport::fastpath::bind(listen, shard_count)
+                })
+                .await
+                .map_err(RunError::bind("udp", listen))?;
             }
             TransportName::Tcp => {
                 let bound = bind_waiting("tcp", || {
@@ -308,52 +316,81 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some(Arc::new(relay))
         }
     };
-    let mut worker = WorkerConfig::sip("sip-engine");
-    worker.core = config.fastpath.cores.first().copied();
-    worker.backend = config.fastpath.backend.worker_backend();
-    let on_fast_path = fast_socket.is_some();
-    let (summary_tx, summary) = tokio::sync::oneshot::channel();
-    let setup = ShardSetup {
-        config,
-        bindings,
-        subscriptions,
-        secret: rand::random(),
-        outputs: Outputs {
-            relay: relay.clone(),
-            udp,
-            tcp: tcp.clone(),
-            analog: analog.clone(),
-            writer: writer.clone(),
-            store_commands: Vec::new(),
-        },
-        summary: summary_tx,
-    };
-    let shard =
-        EngineShard::spawn(setup, worker, fast_socket, mailbox).map_err(RunError::Fastpath)?;
+    let on_fast_path = !fast_sockets.is_empty();
+    let guard = crate::auth::guard::SharedGuard::new(config.auth.guard());
+    let secret: [u8; 32] = rand::random();
+    let mut sockets = fast_sockets.into_iter();
+    let mut shards = Vec::with_capacity(shard_count);
+    let mut summaries = Vec::with_capacity(shard_count);
+    for (index, mailbox) in mailboxes.into_iter().enumerate() {
+        let mut worker = WorkerConfig::sip(&match shard_count {
+            1 => "sip-engine".to_string(),
+            _ => format!("sip-engine-{index}"),
+        });
+        worker.core = config.fastpath.cores.get(index).copied();
+        worker.backend = config.fastpath.backend.worker_backend();
+        let socket = sockets.next();
+        let udp = match (&socket, &udp) {
+            (Some(socket), _) => UdpOut::Ring(Addressing::new(
+                socket.local_addr().map_err(RunError::bind("udp", listen))?,
+            )),
+            (None, Some(transport)) => UdpOut::Transport(transport.clone()),
+            (None, None) => UdpOut::None,
+        };
+        let (summary_tx, summary) = tokio::sync::oneshot::channel();
+        summaries.push(summary);
+        let setup = ShardSetup {
+            config: config.clone(),
+            bindings: bindings.clone(),
+            subscriptions: subscriptions.clone(),
+            secret,
+            shard: ShardId::new(index, shard_count).unwrap_or_default(),
+            guard: guard.clone(),
+            outputs: Outputs {
+                relay: relay.clone(),
+                udp,
+                tcp: tcp.clone(),
+                analog: analog.clone(),
+                writer: writer.clone(),
+                store_commands: Vec::new(),
+                peers: peers.clone(),
+            },
+            summary: summary_tx,
+        };
+        let shard =
+            EngineShard::spawn(setup, worker, socket, mailbox).map_err(RunError::Fastpath)?;
+        shard.on_failure(report_to(&failures_tx));
+        shards.push(shard);
+    }
+    drop((bindings, subscriptions));
     if on_fast_path {
-        let bound = shard.local_addrs()[0];
-        match shard.fallback_reason() {
+        let bound = shards[0].local_addrs()[0];
+        let engines = match shard_count {
+            1 => String::new(),
+            n => format!(", {n} engine shards on SO_REUSEPORT sockets"),
+        };
+        match shards[0].fallback_reason() {
             Some(reason) => tracing::warn!(
-                "listening on udp {bound} (fast path on epoll: io_uring unavailable: {reason})"
+                "listening on udp {bound} (fast path on epoll: io_uring unavailable: {reason}{engines})"
             ),
             None => tracing::info!(
-                "listening on udp {bound} (fast path on {})",
-                shard.backend()
+                "listening on udp {bound} (fast path on {}{engines})",
+                shards[0].backend()
             ),
         }
     }
-    shard.on_failure(report_to(&failures_tx));
     // TCP, the analog ports and the tokio UDP socket: at most INBOUND_QUEUE messages wait
-    // for the shard.
+    // for the shards.
     let forward = {
-        let shard = shard.sender();
+        let peers = peers.clone();
         let permits = Arc::new(tokio::sync::Semaphore::new(INBOUND_QUEUE));
         tokio::spawn(async move {
             while let Some(message) = inbound.recv().await {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                if !shard.command(ShardCommand::Inbound(message, permit)) {
+                let shard = peers.shard_of_inbound(&message);
+                if !peers.send(shard, ShardCommand::Inbound(message, permit)) {
                     return;
                 }
             }
@@ -371,27 +408,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     forward.abort();
-    let stats = shard.stats();
     let count =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
-    let (received, sent, truncated, send_dropped) = (
-        count(&stats.received),
-        count(&stats.sent),
-        count(&stats.truncated),
-        count(&stats.send_dropped),
-    );
-    // The shard stops: the calls still up are marked, the store has everything.
-    drop(shard);
-    let summary = summary.await.unwrap_or_default();
+    let (mut received, mut sent, mut truncated, mut send_dropped) = (0, 0, 0, 0);
+    for shard in &shards {
+        let stats = shard.stats();
+        received += count(&stats.received);
+        sent += count(&stats.sent);
+        truncated += count(&stats.truncated);
+        send_dropped += count(&stats.send_dropped);
+    }
+    // The shards stop: the calls still up are marked, the store has everything.
+    drop(shards);
+    drop(peers);
+    let mut summary = ShardSummary::default();
+    for shard in summaries {
+        summary = summary.plus(shard.await.unwrap_or_default());
+    }
     drop(listener);
     drop(analog);
     if on_fast_path {
         let drops = summary.queue_drops;
         let line = format!(
-            "fast path: {received} datagram(s) received, {sent} sent, {} malformed dropped, {truncated} too large, {send_dropped} send(s) dropped, {} priority and {} new dropped on full queues; {} new request(s) answered 503 (overload)",
+            "fast path: {received} datagram(s) received, {sent} sent, {} malformed dropped, {truncated} too large, {send_dropped} send(s) dropped, {} priority and {} new dropped on full queues, {} on their way to another shard; {} new request(s) answered 503 (overload)",
             summary.malformed,
             drops.priority,
             drops.new,
+            summary.forward_drops,
             summary.overload_rejected,
         );
         if send_dropped > 0 {

@@ -218,3 +218,41 @@ fn a_udp_only_gateway_keeps_serving() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(answers_options(&gateway), "{}", gateway.log());
 }
+
+/// Two engine shards on two SO_REUSEPORT sockets: SIPp's calls (one source port, so one
+/// socket receives them all and hands about half to the other shard), each registration
+/// seen by both shards, an analog call through whichever shard its Call-ID names.
+#[test]
+fn two_engine_shards_serve_calls_whichever_shard_their_call_ids_name() {
+    let mut gateway = Gateway::start(GatewayOptions {
+        fastpath_backend: Some("io_uring"),
+        keys: vec![("fastpath", "shards = 2".to_string())],
+        ..GatewayOptions::default()
+    });
+    assert!(
+        gateway
+            .log()
+            .contains("2 engine shards on SO_REUSEPORT sockets"),
+        "{}",
+        gateway.log()
+    );
+    let phone = free_port();
+    register(&gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone).calls(40).spawn(&gateway);
+    Sipp::new("uac_call.xml", free_port())
+        .service("201")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .rate(20)
+        .calls(40)
+        .run(&gateway);
+    callee.wait();
+    analog_audio_crosses(&gateway, "two shards");
+    assert!(answers_options(&gateway));
+    assert!(gateway.terminate().is_some_and(|s| s.success()));
+    let log = gateway.log();
+    assert!(
+        log.contains("0 on their way to another shard"),
+        "nothing dropped between the shards: {log}"
+    );
+}

@@ -19,7 +19,7 @@ mod sockaddr;
 mod uring;
 
 pub use failure::{FailureCause, WorkerFailure};
-pub use single::{bind, recv_from_to, send_from_to};
+pub use single::{bind, bind_shared, recv_from_to, send_from_to};
 
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -14,6 +14,28 @@ use std::os::fd::{AsFd, AsRawFd};
 /// too and appear as v4-mapped addresses. On an unspecified address the socket reports
 /// each datagram's destination ([`recv_from_to`], and workers do the same).
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    bind_with(addr, false)
+}
+
+/// `count` sockets bound to the same address with `SO_REUSEPORT`, as [`bind`] binds one:
+/// the kernel spreads the datagrams of different peers over them (by address and port), so
+/// that each of `count` workers receives on its own. On port 0 the first socket's port is
+/// taken by the others. Other users cannot join: the kernel admits to a reuse-port group
+/// only sockets of the same user.
+pub fn bind_shared(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    if count <= 1 {
+        return Ok(vec![bind(addr)?]);
+    }
+    let first = bind_with(addr, true)?;
+    let bound = SocketAddr::new(addr.ip(), first.local_addr()?.port());
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(bind_with(bound, true)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
     use nix::sys::socket::{bind, setsockopt, socket, sockopt, AddressFamily, SockFlag};
     use nix::sys::socket::{SockType, SockaddrStorage};
     let family = match addr {
@@ -23,6 +45,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    }
+    if reuse_port {
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     let socket = UdpSocket::from(fd);

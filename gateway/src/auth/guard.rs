@@ -96,6 +96,29 @@ pub struct Failure<'a> {
     pub reason: &'a dyn std::fmt::Display,
 }
 
+/// One guard for every engine shard: a source's failures count wherever its requests
+/// land, so sharding gives an attacker no extra guesses. Each request takes the lock once,
+/// briefly; the shards rarely meet there.
+#[derive(Clone)]
+pub struct SharedGuard(std::sync::Arc<std::sync::Mutex<AuthGuard>>);
+
+impl SharedGuard {
+    /// A guard with these limits, to share.
+    pub fn new(config: GuardConfig) -> Self {
+        SharedGuard(std::sync::Arc::new(std::sync::Mutex::new(AuthGuard::new(
+            config,
+        ))))
+    }
+
+    /// The guard (a shard that panicked holding it left it whole: every method keeps its
+    /// invariants before it returns).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, AuthGuard> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Failure counts, blocks and locks.
 pub struct AuthGuard {
     config: GuardConfig,

@@ -105,6 +105,15 @@ impl DigestAuthenticator {
         }
     }
 
+    /// The same authenticator as engine shard `shard`: its nonces are good on that shard
+    /// only (another shard answers them with a `stale=true` challenge of its own).
+    pub fn on_shard(self, shard: crate::engine::shard::ShardId) -> Self {
+        DigestAuthenticator {
+            nonces: self.nonces.on_shard(shard),
+            ..self
+        }
+    }
+
     /// Header values for WWW-Authenticate or Proxy-Authenticate: one per algorithm, in the
     /// order given, sharing one fresh nonce. No `opaque`: it is optional (RFC 7616
     /// §3.3) and would only add bytes to every challenge.

@@ -4,6 +4,7 @@
 //! protection), and only an authenticated request can create it: a flood of
 //! unauthenticated requests can neither fill memory nor push a phone's nonce out.
 
+use crate::engine::shard::{Numbers, ShardId};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
@@ -43,7 +44,11 @@ pub struct NonceIssuer {
     key: [u8; 32],
     /// The clock origin of the issue times written into nonces.
     epoch: Instant,
-    next_serial: u64,
+    /// The engine shard issuing them: a serial names its shard, and a nonce of another
+    /// shard is stale here (its use counts live there; accepting it here would let a
+    /// replay through).
+    shard: ShardId,
+    serials: Numbers,
     /// Nonces that authenticated a request: serial -> (issue second, highest count).
     /// Serials grow with time, so the first entry is always the oldest.
     in_use: BTreeMap<u64, (u32, u32)>,
@@ -61,9 +66,19 @@ impl NonceIssuer {
             lifetime,
             key,
             epoch: now,
-            next_serial: 1,
+            shard: ShardId::SOLE,
+            serials: ShardId::SOLE.numbers(1),
             in_use: BTreeMap::new(),
             forgotten_through: None,
+        }
+    }
+
+    /// The same issuer as engine shard `shard` (its serials name the shard).
+    pub fn on_shard(self, shard: ShardId) -> Self {
+        NonceIssuer {
+            shard,
+            serials: shard.numbers(1),
+            ..self
         }
     }
 
@@ -82,8 +97,7 @@ impl NonceIssuer {
 
     /// A fresh nonce. Nothing is remembered.
     pub fn issue(&mut self, now: Instant) -> String {
-        let (second, serial) = (self.second(now), self.next_serial);
-        self.next_serial += 1;
+        let (second, serial) = (self.second(now), self.serials.take());
         let tag = self.mac(second, serial).finalize().into_bytes();
         format!(
             "{second:08x}{serial:016x}{}",
@@ -93,7 +107,10 @@ impl NonceIssuer {
 
     /// What `nonce` is worth at `now`.
     pub fn check(&self, now: Instant, nonce: &str) -> NonceCheck {
-        let Some((second, serial)) = self.authentic(nonce) else {
+        let Some((second, serial)) = self
+            .authentic(nonce)
+            .filter(|&(_, serial)| self.shard.of_number(serial) == self.shard.index())
+        else {
             return NonceCheck::Stale;
         };
         let age = u64::from(self.second(now).saturating_sub(second));

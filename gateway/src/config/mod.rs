@@ -296,9 +296,24 @@ pub struct FastpathConfig {
     /// `off` (the control plane's own tokio socket).
     #[serde(default)]
     pub backend: FastpathBackend,
-    /// CPUs the fast path worker is pinned to (the first is used today); none: not pinned.
+    /// CPUs the engine shards' workers are pinned to (shard `i` on the `i`-th); none: not
+    /// pinned.
     #[serde(default)]
     pub cores: Vec<usize>,
+    /// How many engine shards handle SIP, each on a worker thread of its own with its own
+    /// socket (default: one per core in `cores`, one when none is given).
+    #[serde(default)]
+    pub shards: Option<usize>,
+}
+
+/// Engine shards at most (`fastpath.shards`).
+pub const MAX_SHARDS: usize = 64;
+
+impl FastpathConfig {
+    /// How many engine shards run.
+    pub fn shard_count(&self) -> usize {
+        self.shards.unwrap_or(self.cores.len()).clamp(1, MAX_SHARDS)
+    }
 }
 
 impl Default for FastpathConfig {
@@ -306,6 +321,7 @@ impl Default for FastpathConfig {
         FastpathConfig {
             backend: FastpathBackend::Auto,
             cores: Vec::new(),
+            shards: None,
         }
     }
 }
@@ -870,6 +886,26 @@ impl Config {
             key: key.to_string(),
             problem,
         };
+        match self.fastpath.shards {
+            Some(shards) if shards == 0 || shards > MAX_SHARDS => {
+                return Err(invalid(
+                    "fastpath.shards",
+                    format!("{shards} is out of range: 1 to {MAX_SHARDS} engine shards"),
+                ))
+            }
+            _ if self.fastpath.shard_count() > 1 && self.node.is_clustered() => {
+                return Err(invalid(
+                    "fastpath.shards",
+                    format!(
+                        "{} engine shards (fastpath.shards, or one per fastpath.cores entry) in a \
+                         cluster (node.peers) are not supported yet: run one shard per node \
+                         (fastpath.shards = 1)",
+                        self.fastpath.shard_count()
+                    ),
+                ))
+            }
+            _ => {}
+        }
         match (&self.database.path, &self.database.url) {
             (Some(_), Some(_)) => {
                 return Err(invalid(

@@ -536,13 +536,15 @@ impl CallTable {
 #[derive(Debug, Default)]
 pub(super) struct Calls {
     pub(super) calls: CallTable,
-    pub(super) next_id: u64,
+    /// Call numbers (they end call keys, which name the shard).
+    pub(super) numbers: super::shard::Numbers,
     pub(super) next_relay: u64,
     pub(super) index: CallIndex,
     pub(super) by_key: HashMap<String, u64>,
     pub(super) deadlines: BTreeSet<(Instant, u64)>,
     pub(super) pickups: HashMap<u64, Pickup>,
-    pub(super) next_pickup: u64,
+    /// Pickup numbers (store answers name them, and so the shard).
+    pub(super) pickup_numbers: super::shard::Numbers,
     /// The picker's INVITE transaction -> pickup.
     pub(super) pickup_by_tx: HashMap<ServerTxId, u64>,
     /// The dummy early dialog (picker's Call-ID, our tag) -> pickup.
@@ -554,6 +556,15 @@ pub(super) struct Calls {
 }
 
 impl Calls {
+    /// The empty call table of shard `shard`.
+    pub(super) fn on_shard(shard: super::shard::ShardId) -> Calls {
+        Calls {
+            numbers: shard.numbers(0),
+            pickup_numbers: shard.numbers(0),
+            ..Calls::default()
+        }
+    }
+
     /// Pickup `id` falls back at `at` unless its Replaces INVITE hears something first.
     pub(super) fn set_silence_deadline(&mut self, id: u64, at: Instant) {
         self.clear_silence_deadline(id);

@@ -210,8 +210,7 @@ impl Engine {
             uri: self.local.uri_for(&user, peer),
             number: user,
         };
-        let id = self.calls.next_id;
-        self.calls.next_id += 1;
+        let id = self.calls.numbers.take();
         let key = format!("{}-{}-{id}", self.config.node.id, now.unix_ms);
         self.calls.index.add_server_tx(tx, id, ServerRole::Invite);
         let leg_a = (a.call_id.clone(), a.local_tag.clone());
@@ -298,7 +297,7 @@ impl Engine {
         for (extension, binding) in bindings {
             let peer = route_to(&binding);
             let mut dialog = Dialog {
-                call_id: ids::call_id(&self.local.host(peer)),
+                call_id: self.shard.draw_call_id(&self.local.host(peer)),
                 local_tag: ids::tag(),
                 remote_tag: None,
                 local_uri: caller_uri.clone(),

@@ -83,6 +83,27 @@ pub(super) struct PortPool {
     rng: StdRng,
 }
 
+/// Shard `shard`'s part of the media port range `min..=max`: the range cut into equal runs
+/// of whole pairs, one per shard (the relay is shared, so no two shards may hand out the
+/// same pair). A range too small for every shard to have a pair leaves the last ones none.
+pub(super) fn shard_ports(min: u16, max: u16, shard: super::shard::ShardId) -> (u16, u16) {
+    let first = u32::from(min) + u32::from(min) % 2;
+    let pairs = (u32::from(max) + 1).saturating_sub(first) / 2;
+    let count = shard.count() as u32;
+    let each = pairs / count;
+    let extra = pairs % count;
+    let index = shard.index() as u32;
+    let start = index * each + index.min(extra);
+    let mine = each + u32::from(index < extra);
+    let low = first + 2 * start;
+    let high = (low + 2 * mine).saturating_sub(1);
+    let clamp = |port: u32| u16::try_from(port).unwrap_or(u16::MAX);
+    if mine == 0 {
+        return (clamp(low), clamp(low).saturating_sub(1));
+    }
+    (clamp(low), clamp(high))
+}
+
 /// Random draws before an allocation looks for a free pair by counting: with few pairs
 /// taken the first draw nearly always hits one.
 const DRAWS_BEFORE_COUNTING: usize = 16;
@@ -201,8 +222,7 @@ impl Engine {
             tracing::warn!("media port range exhausted: this call is not anchored");
             return None;
         };
-        let relay = self.next_relay;
-        self.next_relay += 1;
+        let relay = self.relays.take();
         self.media_commands.push_back(MediaCommand::Install {
             relay,
             a_port,
@@ -337,6 +357,31 @@ m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\nm=video 0 RTP
     fn pool(min: u16, max: u16, seed: u64) -> PortPool {
         use rand::SeedableRng;
         PortPool::new(min, max, StdRng::seed_from_u64(seed))
+    }
+
+    #[test]
+    fn shards_take_disjoint_runs_of_whole_pairs_covering_the_range() {
+        use crate::engine::shard::ShardId;
+        for (min, max, count) in [(10000, 10099, 3), (10001, 10010, 2), (10000, 10003, 4)] {
+            let mut covered = Vec::new();
+            for index in 0..count {
+                let (low, high) = shard_ports(min, max, ShardId::new(index, count).unwrap());
+                let mut pool = pool(low, high, 1);
+                while let Some(port) = pool.allocate() {
+                    assert!((min..=max).contains(&port) && (min..=max).contains(&(port + 1)));
+                    covered.push(port);
+                }
+            }
+            let mut whole = pool(min, max, 1);
+            let all: Vec<u16> = std::iter::from_fn(|| whole.allocate()).collect();
+            covered.sort();
+            let mut all_sorted = all.clone();
+            all_sorted.sort();
+            assert_eq!(
+                covered, all_sorted,
+                "{min}..={max} over {count}: each pair once"
+            );
+        }
     }
 
     #[test]

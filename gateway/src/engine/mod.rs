@@ -18,12 +18,13 @@ mod registration;
 mod reoffer;
 pub mod routing;
 pub mod sdp;
+pub mod shard;
 mod stats;
 
 pub use blf::wire as blf_wire;
 pub use stats::Stats;
 
-use crate::auth::guard::AuthGuard;
+use crate::auth::guard::SharedGuard;
 use crate::auth::DigestAuthenticator;
 use crate::config::Config;
 use crate::registrar::{Binding, Registrar, SourceChange};
@@ -77,10 +78,14 @@ pub const CAPABILITIES: Capabilities = validate::DEFAULT_CAPABILITIES;
 /// The sans-IO gateway.
 pub struct Engine {
     config: Config,
+    /// Which shard this engine is (see [`shard`]).
+    shard: shard::ShardId,
+    /// What the other shards must learn, oldest first.
+    shard_notices: VecDeque<shard::ShardNotice>,
     local: LocalIdentity,
     tx: TxLayer,
     auth: DigestAuthenticator,
-    guard: AuthGuard,
+    guard: SharedGuard,
     registrar: Registrar,
     calls: Calls,
     store_commands: VecDeque<StoreCommand>,
@@ -92,7 +97,8 @@ pub struct Engine {
     next_billing_mark: Instant,
     media_ports: media::PortPool,
     media_commands: VecDeque<media::MediaCommand>,
-    next_relay: u64,
+    /// Media relay numbers (the relay is shared by every shard).
+    relays: shard::Numbers,
     /// Relays removed, waiting for their counters: relay -> (call key, anchor).
     anchored: HashMap<u64, (String, media::Anchor)>,
     /// Draws the wait before a re-INVITE that met glare is retried (RFC 3261 §14.1).
@@ -115,6 +121,21 @@ impl Engine {
         secret: [u8; 32],
         now: Now,
     ) -> Self {
+        let guard = SharedGuard::new(config.auth.guard());
+        Engine::new_shard(config, bindings, secret, now, shard::ShardId::SOLE, guard)
+    }
+
+    /// Engine shard `shard` of a gateway (each shard owns the calls whose Call-IDs hash to
+    /// it; every shard holds every registration); `guard` is shared by all of them, and
+    /// each draws its media ports from its own part of the range.
+    pub fn new_shard(
+        config: Config,
+        bindings: Vec<(String, Binding)>,
+        secret: [u8; 32],
+        now: Now,
+        shard: shard::ShardId,
+        guard: SharedGuard,
+    ) -> Self {
         let listen = config.listen_addr();
         let local = LocalIdentity::new(listen, config.sip_advertised(), config.media_advertised());
         let auth = DigestAuthenticator::new(
@@ -122,32 +143,37 @@ impl Engine {
             Duration::from_secs(config.auth.nonce_lifetime_secs),
             secret,
             now.mono,
-        );
+        )
+        .on_shard(shard);
         let registrar = Registrar::from_bindings(config.registrar.clone(), listen, bindings);
+        let (port_min, port_max) =
+            media::shard_ports(config.media.port_min, config.media.port_max, shard);
         Engine {
+            shard,
+            shard_notices: VecDeque::new(),
             local,
             tx: TxLayer::new(TimerConfig::default()),
             auth,
-            guard: AuthGuard::new(config.auth.guard()),
+            guard,
             registrar,
-            calls: Calls::default(),
+            calls: Calls::on_shard(shard),
             store_commands: VecDeque::new(),
             cdr_waiters: HashMap::new(),
             stats: Stats::new(config.sip.bad_message_log_per_second),
             next_maintenance: now.mono + MAINTENANCE_INTERVAL,
             next_billing_mark: now.mono + config.billing_mark(),
             media_ports: media::PortPool::new(
-                config.media.port_min,
-                config.media.port_max,
+                port_min,
+                port_max,
                 seeded_rng(b"media port pool", &secret),
             ),
             media_commands: VecDeque::new(),
-            next_relay: 1,
+            relays: shard.numbers(1),
             anchored: HashMap::new(),
             glare_rng: seeded_rng(b"re-INVITE glare", &secret),
             subscriptions: blf::Subscriptions::default(),
             shared: blf::Shared::new(&config.node, now.mono),
-            nodes: nodes::Nodes::new(&config.node, now.mono),
+            nodes: nodes::Nodes::new(&config.node, shard, now.mono),
             config,
         }
     }
@@ -167,7 +193,7 @@ impl Engine {
 
     /// Failed-authentication counters (failures, blocks, dropped requests, locks).
     pub fn guard_stats(&self) -> crate::auth::guard::GuardStats {
-        self.guard.stats()
+        self.guard.lock().stats()
     }
 
     /// False for a request from a blocked source: it is dropped (and counted) unread.
@@ -176,7 +202,7 @@ impl Engine {
     fn admits(&mut self, now: Now, peer: Peer, is_response: bool) -> bool {
         is_response
             || peer.protocol == Protocol::Internal
-            || self.guard.admits(now.mono, peer.addr.ip())
+            || self.guard.lock().admits(now.mono, peer.addr.ip())
     }
 
     /// Handles one UDP datagram.
@@ -338,7 +364,7 @@ impl Engine {
             self.next_maintenance = now.mono + MAINTENANCE_INTERVAL;
             self.expire_registrations(now);
             self.auth.purge(now.mono);
-            self.guard.purge(now.mono);
+            self.guard.lock().purge(now.mono);
         }
         self.heartbeat_if_due(now);
         if now.mono >= self.next_billing_mark {
@@ -415,6 +441,25 @@ impl Engine {
     /// Next message to put on the wire.
     pub fn poll_transmit(&mut self) -> Option<Outgoing> {
         self.tx.poll_transmit()
+    }
+
+    /// Next thing the other shards must learn.
+    pub fn poll_shard_notice(&mut self) -> Option<shard::ShardNotice> {
+        self.shard_notices.pop_front()
+    }
+
+    /// Takes what another shard tells.
+    pub fn handle_shard_notice(&mut self, notice: shard::ShardNotice) {
+        match notice {
+            shard::ShardNotice::Bindings { aor, bindings } => {
+                self.registrar.replace(&aor, bindings)
+            }
+        }
+    }
+
+    /// Which shard this engine is.
+    pub fn shard(&self) -> shard::ShardId {
+        self.shard
     }
 
     /// Next write for the persistent store.

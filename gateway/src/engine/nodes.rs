@@ -111,16 +111,24 @@ pub(super) struct Nodes {
     /// INVITEs waiting for [`StoreResult::Registrations`](crate::store::StoreResult), by
     /// lookup number.
     lookups: HashMap<u64, Invite>,
-    next_lookup: u64,
+    /// Lookup numbers (store answers name them, and so the shard).
+    lookup_numbers: super::shard::Numbers,
     /// The other live nodes as the last heartbeat saw them, by id.
     others: HashMap<String, SocketAddr>,
 }
 
 impl Nodes {
     /// The node state of an engine started at `now` with `config`.
-    pub(super) fn new(config: &crate::config::NodeConfig, now: Instant) -> Nodes {
+    pub(super) fn new(
+        config: &crate::config::NodeConfig,
+        shard: super::shard::ShardId,
+        now: Instant,
+    ) -> Nodes {
         Nodes {
-            next_heartbeat: config.is_clustered().then(|| now + config.heartbeat()),
+            // The first shard heartbeats for the node.
+            next_heartbeat: (config.is_clustered() && shard.is_first())
+                .then(|| now + config.heartbeat()),
+            lookup_numbers: shard.numbers(0),
             ..Nodes::default()
         }
     }
@@ -199,8 +207,7 @@ impl Engine {
         if aors.is_empty() {
             return Some(invite);
         }
-        let lookup = self.nodes.next_lookup;
-        self.nodes.next_lookup += 1;
+        let lookup = self.nodes.lookup_numbers.take();
         self.nodes.lookups.insert(lookup, invite);
         self.store_commands
             .push_back(StoreCommand::LookupRegistrations {

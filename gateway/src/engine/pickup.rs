@@ -98,7 +98,7 @@ impl Engine {
             };
         tracing::info!(
             "pickup {}: {picker} asks for {target:?} ({})",
-            self.calls.next_pickup,
+            self.calls.pickup_numbers.peek(),
             if use_replaces { "Replaces" } else { "bridge" }
         );
         let id = self.open_pickup(tx, peer, &picker, method, use_replaces);
@@ -129,8 +129,7 @@ impl Engine {
         method: PickupMethod,
         use_replaces: bool,
     ) -> u64 {
-        let id = self.calls.next_pickup;
-        self.calls.next_pickup += 1;
+        let id = self.calls.pickup_numbers.take();
         self.calls.pickup_by_tx.insert(tx, id);
         self.calls.pickups.insert(
             id,
@@ -305,7 +304,7 @@ impl Engine {
         };
         let caller = Self::caller_name_addr(context);
         let mut dialog = Dialog {
-            call_id: ids::call_id(&self.local.host(pickup.peer)),
+            call_id: self.shard.draw_call_id(&self.local.host(pickup.peer)),
             local_tag: ids::tag(),
             remote_tag: None,
             local_uri: caller.clone(),

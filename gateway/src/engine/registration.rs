@@ -1,5 +1,6 @@
 //! REGISTER handling: digest challenge, verification, binding update, persistence.
 
+use super::shard::ShardNotice;
 use super::{Engine, Now};
 use crate::auth::guard::Failure;
 use crate::auth::{AuthOutcome, RejectReason};
@@ -99,7 +100,7 @@ impl Engine {
             return;
         };
         if peer.protocol != Protocol::Internal
-            && !self.guard.allows_challenge(now.mono, peer.addr.ip())
+            && !self.guard.lock().allows_challenge(now.mono, peer.addr.ip())
         {
             self.tx.forget_server(tx);
             return;
@@ -139,8 +140,11 @@ impl Engine {
     /// authenticate as it anyway: only trusted networks and the addresses it is
     /// registered from may.
     fn locked_out(&self, now: Now, user: &str, peer: Peer) -> bool {
-        self.guard.is_locked(now.mono, user)
-            && !self.guard.is_trusted(peer.addr.ip())
+        let locked = {
+            let guard = self.guard.lock();
+            guard.is_locked(now.mono, user) && !guard.is_trusted(peer.addr.ip())
+        };
+        locked
             && !self
                 .registrar
                 .lookup(now.unix(), user)
@@ -160,13 +164,14 @@ impl Engine {
         reason: &RejectReason,
     ) {
         let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
-        self.guard.record_failure(
+        let known_extension = user.is_some_and(|u| self.config.extension(u).is_some());
+        self.guard.lock().record_failure(
             now.mono,
             Failure {
                 source: peer.addr,
                 method: &method,
                 user,
-                known_extension: user.is_some_and(|u| self.config.extension(u).is_some()),
+                known_extension,
                 reason,
             },
         );
@@ -206,6 +211,7 @@ impl Engine {
                 if outcome.changed {
                     tracing::info!("{aor} now has {} contact(s)", outcome.contacts.len());
                     self.persist_bindings(now, &aor);
+                    self.tell_shards_bindings(now, &aor);
                 }
             }
             Err(error) => {
@@ -219,10 +225,24 @@ impl Engine {
         }
     }
 
+    /// Every shard drops the bindings whose time is up; the first one says so and writes
+    /// it to the store (once).
     pub(super) fn expire_registrations(&mut self, now: Now) {
         for aor in self.registrar.expire(now.unix()) {
-            tracing::info!("registration of {aor} expired");
-            self.persist_bindings(now, &aor);
+            if self.shard.is_first() {
+                tracing::info!("registration of {aor} expired");
+                self.persist_bindings(now, &aor);
+            }
+        }
+    }
+
+    /// The other shards learn `aor`'s bindings as they are now.
+    fn tell_shards_bindings(&mut self, now: Now, aor: &str) {
+        if self.shard.count() > 1 {
+            self.shard_notices.push_back(ShardNotice::Bindings {
+                aor: aor.to_string(),
+                bindings: self.registrar.lookup(now.unix(), aor),
+            });
         }
     }
 

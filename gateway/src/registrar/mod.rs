@@ -348,6 +348,20 @@ impl Registrar {
         found
     }
 
+    /// Holds exactly `bindings` for `aor`: another engine shard handled a REGISTER that
+    /// changed them (each shard holds every registration, so a call finds its callee on
+    /// the shard its Call-ID chose without asking another).
+    pub fn replace(&mut self, aor: &str, bindings: Vec<Binding>) {
+        let before = self.sources_of(aor);
+        if bindings.is_empty() {
+            self.bindings.remove(aor);
+        } else {
+            self.bindings.insert(aor.to_string(), bindings);
+        }
+        let after = self.sources_of(aor);
+        self.count_sources(after, before);
+    }
+
     /// Removes expired bindings; returns the extensions that lost some.
     pub fn expire(&mut self, now: u64) -> Vec<String> {
         let mut affected = Vec::new();

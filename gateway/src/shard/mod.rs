@@ -1,15 +1,21 @@
-//! The engine on the fast path: a shard is an [`Engine`] run by the fast path worker that
-//! owns the SIP UDP socket, so a datagram is pre-parsed, queued by class and handled on the
-//! thread that received it, and its answers leave through the same ring, without a thread
-//! hop either way. TCP, the analog ports and the store hand their input to the shard as
-//! worker commands; the engine's timers are the worker's deadline; the media relay's
-//! once-a-second sweep is the worker's tick. The engine stays sans-IO: the shard is the
-//! edge that gives it clocks and bytes.
+//! The engine on the fast path: a shard is an [`Engine`] run by a fast path worker that
+//! owns a SIP UDP socket (one of `fastpath.shards` bound to the same port with
+//! `SO_REUSEPORT`), so a datagram is pre-parsed, queued by class and handled on the thread
+//! that received it, and its answers leave through the same ring, without a thread hop
+//! either way. A datagram whose Call-ID hashes to another shard is handed to that shard's
+//! queue (see [`crate::engine::shard`] for what keeps a call's messages on one shard). TCP,
+//! the analog ports and the store hand their input to the shard it belongs to as worker
+//! commands ([`peers`]); the engine's timers are the worker's deadline; the media relay's
+//! once-a-second sweep is the first shard's tick. The engine stays sans-IO: the shard is
+//! the edge that gives it clocks and bytes.
 
 pub mod outputs;
+pub mod peers;
 pub mod queues;
 
+use crate::auth::guard::SharedGuard;
 use crate::config::Config;
+use crate::engine::shard::{ShardId, ShardNotice};
 use crate::engine::{Engine, Now};
 use crate::overload::Shedder;
 use crate::queue_wait::QueueWaits;
@@ -18,6 +24,7 @@ use crate::store::{StoreResult, StoredSubscription};
 use crate::transport::fastpath::{triage, Triage};
 use crate::transport::Inbound;
 use bytes::Bytes;
+use fastpath::relay::LegReport;
 use fastpath::udp::{FastpathError, Handler, Io, Mailbox, Worker, WorkerConfig};
 use outputs::{Outputs, UdpOut};
 use queues::{ClassQueues, QueueDrops, Queued};
@@ -37,6 +44,19 @@ pub enum ShardCommand {
     Inbound(Inbound, tokio::sync::OwnedSemaphorePermit),
     /// An answer of the store thread, or another node's notification.
     Store(StoreResult),
+    /// A datagram another shard's socket received for a call of this one.
+    Datagram(Queued),
+    /// What another shard tells every other.
+    Notice(ShardNotice),
+    /// A media relay of this shard's call ended (the first shard sweeps the relay).
+    MediaEnded {
+        /// The relay's number.
+        relay: u64,
+        /// Whether it ended by idle timeout.
+        idle: bool,
+        /// Its counters.
+        legs: [LegReport; 2],
+    },
 }
 
 /// What a shard reports when it stops.
@@ -48,6 +68,24 @@ pub struct ShardSummary {
     pub malformed: u64,
     /// Datagrams dropped on full queues.
     pub queue_drops: QueueDrops,
+    /// Datagrams for this shard that other shards received and dropped because too many
+    /// waited already.
+    pub forward_drops: u64,
+}
+
+impl ShardSummary {
+    /// The sum of two shards' counters.
+    pub fn plus(self, other: ShardSummary) -> ShardSummary {
+        ShardSummary {
+            overload_rejected: self.overload_rejected + other.overload_rejected,
+            malformed: self.malformed + other.malformed,
+            queue_drops: QueueDrops {
+                priority: self.queue_drops.priority + other.queue_drops.priority,
+                new: self.queue_drops.new + other.queue_drops.new,
+            },
+            forward_drops: self.forward_drops + other.forward_drops,
+        }
+    }
 }
 
 /// What a shard starts from.
@@ -58,8 +96,13 @@ pub struct ShardSetup {
     pub bindings: Vec<(String, Binding)>,
     /// The dialog subscriptions restored from the store (each gets a full-state NOTIFY).
     pub subscriptions: Vec<StoredSubscription>,
-    /// The engine's secret (digest nonces, draws).
+    /// The engine's secret (digest nonces, draws; the same for every shard, each drawing
+    /// from it apart).
     pub secret: [u8; 32],
+    /// Which shard this is.
+    pub shard: ShardId,
+    /// The failed-authentication guard every shard shares.
+    pub guard: SharedGuard,
     /// Where its output goes.
     pub outputs: Outputs,
     /// Where it reports when it stops.
@@ -90,7 +133,7 @@ impl EngineShard {
     ) -> Result<Worker<ShardCommand>, FastpathError> {
         let sockets = udp.into_iter().collect();
         let worker = WorkerConfig {
-            tick: setup.outputs.relay.is_some().then_some(MEDIA_SWEEP),
+            tick: (setup.outputs.relay.is_some() && setup.shard.is_first()).then_some(MEDIA_SWEEP),
             ..worker
         };
         Worker::spawn_with_mailbox(worker, sockets, mailbox, move || EngineShard::new(setup))
@@ -102,8 +145,21 @@ impl EngineShard {
         let shedder = Shedder::new(Duration::from_millis(
             setup.config.overload.max_queue_delay_ms,
         ));
-        let mut engine = Engine::new(setup.config, setup.bindings, setup.secret, now);
-        engine.restore_subscriptions(now, setup.subscriptions);
+        let mut engine = Engine::new_shard(
+            setup.config,
+            setup.bindings,
+            setup.secret,
+            now,
+            setup.shard,
+            setup.guard,
+        );
+        // Each subscription lives on the shard its dialog's Call-ID names.
+        let subscriptions = setup
+            .subscriptions
+            .into_iter()
+            .filter(|sub| setup.shard.owns_call_id(&sub.call_id))
+            .collect();
+        engine.restore_subscriptions(now, subscriptions);
         EngineShard {
             engine,
             queues,
@@ -148,14 +204,22 @@ impl Handler for EngineShard {
         let UdpOut::Ring(addressing) = &self.outputs.udp else {
             return;
         };
-        match triage(bytes, 1) {
+        let peers = &self.outputs.peers;
+        match triage(bytes, peers.count()) {
             Triage::KeepAlive => {}
-            Triage::Queue { class, .. } => self.queues.push(Queued {
-                peer: addressing.peer(from, to),
-                bytes: Bytes::copy_from_slice(bytes),
-                received: Instant::now(),
-                class,
-            }),
+            Triage::Queue { shard, class } => {
+                let queued = Queued {
+                    peer: addressing.peer(from, to),
+                    bytes: Bytes::copy_from_slice(bytes),
+                    received: Instant::now(),
+                    class,
+                };
+                if shard == self.engine.shard().index() {
+                    self.queues.push(queued);
+                } else {
+                    peers.forward(shard, queued);
+                }
+            }
             Triage::Drop(error) => {
                 self.malformed += 1;
                 let dropped = self.malformed;
@@ -176,15 +240,38 @@ impl Handler for EngineShard {
                 self.outputs.drain(&mut self.engine, io);
                 self.outputs.flush_store();
             }
+            ShardCommand::Datagram(queued) => {
+                self.outputs
+                    .peers
+                    .took_forwarded(self.engine.shard().index());
+                self.queues.push(queued);
+            }
+            ShardCommand::Notice(notice) => self.engine.handle_shard_notice(notice),
+            ShardCommand::MediaEnded { relay, idle, legs } => {
+                self.engine
+                    .handle_media_ended(Now::system(), relay, idle, legs);
+                self.outputs.drain(&mut self.engine, io);
+                self.outputs.flush_store();
+            }
         }
     }
 
     fn tick(&mut self, io: &mut Io, now: Instant) {
         if let Some(relay) = &self.outputs.relay {
             relay.tick(now);
-            for (id, idle, legs) in relay.ended() {
-                self.engine
-                    .handle_media_ended(Now::system(), id, idle, legs);
+            let shard = self.engine.shard();
+            for (relay, idle, legs) in relay.ended() {
+                match shard.of_number(relay) {
+                    owner if owner == shard.index() => {
+                        self.engine
+                            .handle_media_ended(Now::system(), relay, idle, legs)
+                    }
+                    owner => {
+                        self.outputs
+                            .peers
+                            .send(owner, ShardCommand::MediaEnded { relay, idle, legs });
+                    }
+                }
             }
         }
         self.outputs.drain(&mut self.engine, io);
@@ -235,15 +322,19 @@ impl Drop for EngineShard {
             .extend(std::iter::from_fn(|| self.engine.poll_store_command()));
         self.outputs.flush_store();
         self.outputs.writer.flush();
+        let shard = self.engine.shard();
         let guard = self.engine.guard_stats();
-        tracing::info!(
-            "auth: {} failed authentication(s), {} source(s) blocked, {} request(s) from blocked sources dropped, {} extension(s) locked, {} challenge(s) over the per-source rate left unanswered",
-            guard.failures,
-            guard.sources_blocked,
-            guard.blocked_requests_dropped,
-            guard.extensions_locked,
-            guard.challenges_dropped
-        );
+        // The guard is shared: the first shard reports it.
+        if shard.is_first() {
+            tracing::info!(
+                "auth: {} failed authentication(s), {} source(s) blocked, {} request(s) from blocked sources dropped, {} extension(s) locked, {} challenge(s) over the per-source rate left unanswered",
+                guard.failures,
+                guard.sources_blocked,
+                guard.blocked_requests_dropped,
+                guard.extensions_locked,
+                guard.challenges_dropped
+            );
+        }
         if let UdpOut::Ring(_) = self.outputs.udp {
             tracing::info!("fast path queue waits: {}", self.waits.summary());
         }
@@ -252,6 +343,7 @@ impl Drop for EngineShard {
                 overload_rejected: self.engine.stats().overload_rejected,
                 malformed: self.malformed,
                 queue_drops: self.queues.drops(),
+                forward_drops: self.outputs.peers.forward_drops(shard.index()),
             });
         }
     }

@@ -1,7 +1,8 @@
 //! Where a shard's engine output goes: relay commands to the media relay, datagrams into
 //! the shard's own ring (or the tokio UDP socket when the fast path is off), stream
 //! messages to the TCP transport, the analog ports' messages to their service, source
-//! changes to the TCP policy, store commands to the store thread.
+//! changes to the TCP policy, store commands to the store thread, notices to the other
+//! shards.
 
 use crate::analog::service::AnalogService;
 use crate::engine::Engine;
@@ -37,6 +38,8 @@ pub struct Outputs {
     pub writer: Arc<StoreWriter>,
     /// Store commands of this turn, handed over together by [`Outputs::flush_store`].
     pub store_commands: Vec<crate::store::StoreCommand>,
+    /// The other shards.
+    pub peers: super::peers::Peers,
 }
 
 impl Outputs {
@@ -90,6 +93,11 @@ impl Outputs {
         }
         self.store_commands
             .extend(std::iter::from_fn(|| engine.poll_store_command()));
+        let from = engine.shard().index();
+        while let Some(notice) = engine.poll_shard_notice() {
+            self.peers
+                .broadcast(from, || super::ShardCommand::Notice(notice.clone()));
+        }
     }
 
     /// Hands the store thread the commands queued since the last call, together (one

@@ -44,12 +44,15 @@ pub(crate) fn triage(bytes: &[u8], shards: usize) -> Triage {
     }
 }
 
-/// Binds the SIP UDP socket for the fast path (every address of both families for `[::]`,
-/// see [`fastpath::udp::bind`]), its buffers enlarged.
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = fastpath::udp::bind(addr)?;
-    super::enlarge_sip_buffers(&socket, addr);
-    Ok(socket)
+/// Binds the SIP UDP sockets for the fast path, one per engine shard on one port
+/// (every address of both families for `[::]`, see [`fastpath::udp::bind_shared`]), their
+/// buffers enlarged.
+pub(crate) fn bind(addr: SocketAddr, shards: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let sockets = fastpath::udp::bind_shared(addr, shards)?;
+    for socket in &sockets {
+        super::enlarge_sip_buffers(socket, addr);
+    }
+    Ok(sockets)
 }
 
 #[cfg(test)]

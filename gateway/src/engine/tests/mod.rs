@@ -6,6 +6,7 @@ mod blf_nodes;
 mod nodes;
 mod pickup;
 mod security;
+mod shards;
 
 use super::{Engine, Now};
 use crate::config::Config;

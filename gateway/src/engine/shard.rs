@@ -1,0 +1,183 @@
+//! Which engine shard an engine is, and what that decides: the pre-parser's Call-ID hash
+//! picks a message's shard, so every Call-ID this shard creates (B legs, the INVITE with
+//! Replaces of a pickup) is drawn until it hashes here; every number it hands out that
+//! leaves the shard and may come back through someone else (call numbers, inside call
+//! keys; pickup and lookup numbers in store answers; media relay numbers; digest nonce
+//! serials) is `index + k * count`, so the number alone names its shard.
+
+use crate::registrar::Binding;
+use crate::store::StoreResult;
+use fastpath::preparse::shard_of;
+
+/// What one shard tells every other, so that each can act alone on what it is handed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShardNotice {
+    /// An extension's bindings changed (a REGISTER handled there): hold exactly these.
+    Bindings {
+        /// The extension.
+        aor: String,
+        /// Its bindings now (none: unregistered).
+        bindings: Vec<Binding>,
+    },
+}
+
+/// One shard among `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardId {
+    index: usize,
+    count: usize,
+}
+
+impl ShardId {
+    /// The only shard of an unsharded engine.
+    pub const SOLE: ShardId = ShardId { index: 0, count: 1 };
+
+    /// Shard `index` of `count`; None unless `index < count`.
+    pub fn new(index: usize, count: usize) -> Option<ShardId> {
+        (index < count).then_some(ShardId { index, count })
+    }
+
+    /// Its position, from 0.
+    pub fn index(self) -> usize {
+        self.index
+    }
+
+    /// How many shards there are.
+    pub fn count(self) -> usize {
+        self.count
+    }
+
+    /// Whether this is the shard that does what one shard does for all (heartbeats,
+    /// registration expiry in the store, the media relay's sweep).
+    pub fn is_first(self) -> bool {
+        self.index == 0
+    }
+
+    /// The shard a message with `call_id` goes to.
+    pub fn of_call_id(self, call_id: &str) -> usize {
+        shard_of(call_id, self.count)
+    }
+
+    /// Whether messages with `call_id` come to this shard.
+    pub fn owns_call_id(self, call_id: &str) -> bool {
+        self.of_call_id(call_id) == self.index
+    }
+
+    /// The shard that handed out `number` (see [`Numbers`]).
+    pub fn of_number(self, number: u64) -> usize {
+        (number % self.count as u64) as usize
+    }
+
+    /// The shard whose call a call key (`<node>-<unix ms>-<call number>`) names; None for
+    /// a key of another form.
+    pub fn of_call_key(self, key: &str) -> Option<usize> {
+        let number = key.rsplit('-').next()?.parse().ok()?;
+        Some(self.of_number(number))
+    }
+
+    /// The shard waiting for a store answer: the one that handed out the number in it
+    /// (claims, lookups) or whose call it names (CDRs); the first shard takes what
+    /// concerns the node (heartbeats, other nodes' dialogs, the database coming back).
+    pub fn of_result(self, result: &StoreResult) -> usize {
+        match result {
+            StoreResult::Claim { pickup, .. } => self.of_number(*pickup),
+            StoreResult::Registrations { lookup, .. } => self.of_number(*lookup),
+            StoreResult::CdrWritten { call_key } => self.of_call_key(call_key).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// A fresh Call-ID at `host` that hashes to this shard (a draw lands here with
+    /// probability 1/count).
+    pub fn draw_call_id(self, host: &str) -> String {
+        loop {
+            let call_id = crate::sip::ids::call_id(host);
+            if self.owns_call_id(&call_id) {
+                return call_id;
+            }
+        }
+    }
+
+    /// The numbers this shard hands out, the first at least `min`.
+    pub fn numbers(self, min: u64) -> Numbers {
+        let count = self.count as u64;
+        let index = self.index as u64;
+        let first = min + (index + count - min % count) % count;
+        Numbers {
+            next: first,
+            step: count,
+        }
+    }
+}
+
+impl Default for ShardId {
+    fn default() -> Self {
+        ShardId::SOLE
+    }
+}
+
+/// A counter of numbers owned by one shard: `index`, `index + count`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numbers {
+    next: u64,
+    step: u64,
+}
+
+impl Numbers {
+    /// The next number (and moves on).
+    pub fn take(&mut self) -> u64 {
+        let number = self.next;
+        self.next += self.step;
+        number
+    }
+
+    /// The number [`Numbers::take`] gives next.
+    pub fn peek(&self) -> u64 {
+        self.next
+    }
+}
+
+impl Default for Numbers {
+    /// 0, 1, 2, ...: an unsharded engine's.
+    fn default() -> Self {
+        ShardId::SOLE.numbers(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_name_the_shard_that_handed_them_out() {
+        for count in 1..5 {
+            for index in 0..count {
+                let shard = ShardId::new(index, count).unwrap();
+                let mut numbers = shard.numbers(1);
+                let first = numbers.take();
+                assert!(first >= 1, "{first}");
+                assert!(first <= count as u64, "{first}");
+                for number in std::iter::once(first).chain((0..20).map(|_| numbers.take())) {
+                    assert_eq!(shard.of_number(number), index);
+                }
+            }
+        }
+        let mut sole = Numbers::default();
+        assert_eq!((sole.take(), sole.take()), (0, 1));
+    }
+
+    #[test]
+    fn drawn_call_ids_and_call_keys_come_back_to_their_shard() {
+        let shard = ShardId::new(2, 3).unwrap();
+        for _ in 0..50 {
+            let call_id = shard.draw_call_id("gw.example");
+            assert!(call_id.ends_with("@gw.example"));
+            assert_eq!(shard.of_call_id(&call_id), 2);
+        }
+        let mut numbers = shard.numbers(0);
+        let key = format!("gw1-1700000000000-{}", numbers.take());
+        assert_eq!(shard.of_call_key(&key), Some(2));
+        assert_eq!(shard.of_call_key("no number"), None);
+        assert!(ShardId::new(3, 3).is_none());
+    }
+}

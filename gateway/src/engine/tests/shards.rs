@@ -1,0 +1,236 @@
+//! Engine shards in virtual time: several engines of one gateway, each datagram handed to
+//! the shard its Call-ID hashes to, each notice to every other shard, each store answer
+//! to the shard it names — what the runtime's shards and their queues do.
+
+use super::*;
+use crate::auth::guard::SharedGuard;
+use crate::engine::shard::ShardId;
+use ezk_sip_types::Method;
+
+/// A gateway of `count` shards on one store.
+struct Shards {
+    engines: Vec<Engine>,
+    now: Now,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl Shards {
+    fn new(count: usize) -> Shards {
+        let config = Config::from_toml(CONFIG, Path::new("test.toml")).unwrap();
+        let now = Now {
+            mono: Instant::now(),
+            unix_ms: 1_700_000_000_000,
+        };
+        let guard = SharedGuard::new(config.auth.guard());
+        let engines = (0..count)
+            .map(|index| {
+                let shard = ShardId::new(index, count).unwrap();
+                Engine::new_shard(
+                    config.clone(),
+                    Vec::new(),
+                    [7; 32],
+                    now,
+                    shard,
+                    guard.clone(),
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        Shards {
+            engines,
+            now,
+            store: Store::open(&dir.path().join("gw.db")).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn shard_of(&self, call_id: &str) -> usize {
+        self.engines[0].shard().of_call_id(call_id)
+    }
+
+    /// Hands `text` to the shard its Call-ID names, then lets everything settle.
+    fn send(&mut self, from: Peer, text: &str) -> usize {
+        let msg = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        let shard = self.shard_of(msg.call_id().unwrap());
+        self.engines[shard].handle_datagram(self.now, from, text.as_bytes());
+        self.settle();
+        shard
+    }
+
+    /// Delivers notices and store answers until none is left.
+    fn settle(&mut self) {
+        loop {
+            let mut quiet = true;
+            for from in 0..self.engines.len() {
+                while let Some(notice) = self.engines[from].poll_shard_notice() {
+                    quiet = false;
+                    for (to, engine) in self.engines.iter_mut().enumerate() {
+                        if to != from {
+                            engine.handle_shard_notice(notice.clone());
+                        }
+                    }
+                }
+                while let Some(command) = self.engines[from].poll_store_command() {
+                    quiet = false;
+                    if let Some(result) = execute(&mut self.store, command) {
+                        let to = self.engines[from].shard().of_result(&result);
+                        self.engines[to].handle_store_result(self.now, result);
+                    }
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+    }
+
+    /// What every shard sent, with the shard that sent it.
+    fn sent(&mut self) -> Vec<(usize, Peer, SipMessage)> {
+        let mut sent = Vec::new();
+        for (shard, engine) in self.engines.iter_mut().enumerate() {
+            while let Some(out) = engine.poll_transmit() {
+                sent.push((
+                    shard,
+                    out.peer,
+                    SipMessage::parse_datagram(&out.bytes).unwrap(),
+                ));
+            }
+        }
+        sent
+    }
+
+    /// A Call-ID, numbered from `seed` on, that lands on `shard`.
+    fn call_id_on(&self, shard: usize, seed: &str) -> String {
+        (0..)
+            .map(|n| format!("{seed}-{n}"))
+            .find(|call_id| self.shard_of(call_id) == shard)
+            .unwrap()
+    }
+
+    /// Sends `text` (whose Call-ID is `call_id`), answers the challenge with credentials
+    /// of `user` on a request whose Call-ID is `retry_call_id`; what followed.
+    fn with_auth(
+        &mut self,
+        from: Peer,
+        text: &str,
+        (user, password): (&str, &str),
+        retry_call_id: &str,
+    ) -> Vec<(usize, Peer, SipMessage)> {
+        self.send(from, text);
+        let replies = self.sent();
+        let (_, _, challenge) = replies
+            .iter()
+            .find(|(_, _, m)| matches!(m.status(), Some(401 | 407)))
+            .expect("a challenge");
+        let (header, answer) = if challenge.status() == Some(401) {
+            (Name::WWW_AUTHENTICATE, "Authorization")
+        } else {
+            (Name::PROXY_AUTHENTICATE, "Proxy-Authorization")
+        };
+        let challenge = challenge.header(&header).unwrap().to_string();
+        let request = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+        let method = request.method().unwrap().to_string();
+        let uri = request.request_line().unwrap().uri.to_string();
+        let auth = credentials(&challenge, user, password, &method, &uri, 1);
+        let retry = text
+            .replace(request.call_id().unwrap(), retry_call_id)
+            .replacen("CSeq: 1 ", "CSeq: 2 ", 1)
+            .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
+            .replacen(
+                "Content-Length:",
+                &format!("{answer}: {auth}\r\nContent-Length:"),
+                1,
+            );
+        self.send(from, &retry);
+        self.sent()
+    }
+
+    fn register(&mut self, ext: &str, password: &str, port: u16, call_id: &str) -> Vec<u16> {
+        let text = register_text(ext, port, call_id);
+        let replies = self.with_auth(udp(port), &text, (ext, password), call_id);
+        replies.iter().filter_map(|(_, _, m)| m.status()).collect()
+    }
+}
+
+fn register_text(ext: &str, port: u16, call_id: &str) -> String {
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKreg{port};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{ext}@127.0.0.1>;tag=r{port}\r\nTo: <sip:{ext}@127.0.0.1>\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{ext}@127.0.0.1:{port}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_phone_registered_through_one_shard_is_called_from_every_shard() {
+    let mut shards = Shards::new(3);
+    let registered_on = shards.call_id_on(1, "reg-201");
+    assert_eq!(shards.register("201", "pw201", 5071, &registered_on), [200]);
+    for shard in 0..3 {
+        let call_id = shards.call_id_on(shard, "call");
+        let text = invite("202", "201", 5072, &call_id);
+        let replies = shards.with_auth(udp(5072), &text, ("202", "pw202"), &call_id);
+        let forks: Vec<_> = replies
+            .iter()
+            .filter(|(_, peer, m)| m.method() == Some(&Method::INVITE) && peer.addr.port() == 5071)
+            .collect();
+        assert_eq!(
+            forks.len(),
+            1,
+            "the call on shard {shard} rings 201: {replies:?}"
+        );
+        let (from, _, fork) = forks[0];
+        assert_eq!(*from, shard, "the call's own shard rings the callee");
+        let b_leg = fork.call_id().unwrap();
+        assert_eq!(
+            shards.shard_of(b_leg),
+            shard,
+            "the B leg's Call-ID ({b_leg}) brings its responses back to the call's shard"
+        );
+    }
+    // Unregistering through another shard reaches every shard too.
+    let elsewhere = shards.call_id_on(2, "reg-201");
+    let text = register_text("201", 5071, &elsewhere).replace("Expires: 600", "Expires: 0");
+    let replies = shards.with_auth(udp(5071), &text, ("201", "pw201"), &elsewhere);
+    assert!(replies.iter().any(|(_, _, m)| m.status() == Some(200)));
+    let call_id = shards.call_id_on(1, "after");
+    let text = invite("202", "201", 5072, &call_id);
+    let replies = shards.with_auth(udp(5072), &text, ("202", "pw202"), &call_id);
+    assert!(
+        replies.iter().any(|(_, _, m)| m.status() == Some(480)),
+        "201 is unregistered on shard 1 too: {replies:?}"
+    );
+}
+
+#[test]
+fn a_nonce_counts_on_the_shard_that_issued_it_only() {
+    let mut shards = Shards::new(2);
+    let first = shards.call_id_on(0, "reg");
+    let second = shards.call_id_on(1, "reg");
+    // Challenged on shard 0, answered with a Call-ID of shard 1: shard 1 never saw the
+    // nonce used and cannot tell a replay, so it is stale there.
+    let text = register_text("201", 5071, &first);
+    let replies = shards.with_auth(udp(5071), &text, ("201", "pw201"), &second);
+    let (shard, _, stale) = &replies[0];
+    assert_eq!((*shard, stale.status()), (1, Some(401)));
+    let www = stale.header(&Name::WWW_AUTHENTICATE).unwrap();
+    assert!(www.contains("stale=true"), "{www}");
+    // On its own shard the same answer is good.
+    let replies = shards.with_auth(udp(5071), &text, ("201", "pw201"), &first);
+    assert_eq!(replies[0].2.status(), Some(200));
+}
+
+#[test]
+fn failed_authentications_count_across_shards() {
+    let mut shards = Shards::new(2);
+    let guard = shards.engines[0].guard_stats();
+    assert_eq!(guard.failures, 0);
+    for (n, shard) in [0, 1, 0, 1].into_iter().enumerate() {
+        let call_id = shards.call_id_on(shard, &format!("bad{n}"));
+        let text = register_text("201", 5071, &call_id);
+        shards.with_auth(udp(5071), &text, ("201", "wrong"), &call_id);
+    }
+    for engine in &shards.engines {
+        assert_eq!(engine.guard_stats().failures, 4, "one count for all shards");
+    }
+}

@@ -1,0 +1,125 @@
+//! The shards' queues to one another: a datagram one shard's socket received for another
+//! shard's call, what a shard tells all the others (bindings), and where input from
+//! outside the workers (TCP, the analog ports, the store) goes: each message to the shard
+//! its Call-ID, or the number in a store answer, names.
+
+use super::queues::Queued;
+use super::ShardCommand;
+use crate::engine::shard::ShardId;
+use crate::store::StoreResult;
+use crate::transport::Inbound;
+use fastpath::udp::SendHandle;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Every shard's queue, shared by the shards and the threads that feed them.
+#[derive(Clone)]
+pub struct Peers {
+    shards: Arc<[Peer]>,
+    /// Forwarded datagrams that may wait for one shard.
+    capacity: usize,
+}
+
+struct Peer {
+    queue: SendHandle<ShardCommand>,
+    /// Datagrams handed to this shard by the others and not yet taken in: bounded, so a
+    /// flood one shard receives cannot pile up unbounded on its way to another.
+    in_flight: AtomicUsize,
+    dropped: AtomicU64,
+}
+
+impl Peers {
+    /// The shards behind these queues (shard `i` is `queues[i]`); at most `capacity`
+    /// forwarded datagrams wait for each.
+    pub fn new(queues: Vec<SendHandle<ShardCommand>>, capacity: usize) -> Peers {
+        let shards = queues
+            .into_iter()
+            .map(|queue| Peer {
+                queue,
+                in_flight: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+            })
+            .collect::<Vec<_>>();
+        Peers {
+            shards: shards.into(),
+            capacity,
+        }
+    }
+
+    /// How many shards there are.
+    pub fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Hands `command` to shard `shard`; false when it has stopped.
+    pub fn send(&self, shard: usize, command: ShardCommand) -> bool {
+        self.shards
+            .get(shard)
+            .is_some_and(|peer| peer.queue.command(command))
+    }
+
+    /// Hands shard `shard` a datagram received elsewhere; false (and counted) when too
+    /// many wait for it already.
+    pub fn forward(&self, shard: usize, datagram: Queued) -> bool {
+        let Some(peer) = self.shards.get(shard) else {
+            return false;
+        };
+        if peer.in_flight.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            peer.in_flight.fetch_sub(1, Ordering::Relaxed);
+            peer.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        peer.queue.command(ShardCommand::Datagram(datagram))
+    }
+
+    /// Shard `shard` took in a forwarded datagram.
+    pub fn took_forwarded(&self, shard: usize) {
+        if let Some(peer) = self.shards.get(shard) {
+            peer.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forwarded datagrams dropped on their way to shard `shard`.
+    pub fn forward_drops(&self, shard: usize) -> u64 {
+        self.shards
+            .get(shard)
+            .map_or(0, |peer| peer.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Hands every shard but `from` a copy of `command`.
+    pub fn broadcast(&self, from: usize, command: impl Fn() -> ShardCommand) {
+        for (at, peer) in self.shards.iter().enumerate() {
+            if at != from {
+                peer.queue.command(command());
+            }
+        }
+    }
+
+    /// The shard a message from outside the workers goes to: its Call-ID's (a stream that
+    /// cannot be framed has none: the first shard counts it).
+    pub fn shard_of_inbound(&self, message: &Inbound) -> usize {
+        let shard = self.any();
+        match message {
+            Inbound::Datagram { bytes, .. } => {
+                match crate::transport::fastpath::triage(bytes, self.count()) {
+                    crate::transport::fastpath::Triage::Queue { shard, .. } => shard,
+                    _ => 0,
+                }
+            }
+            Inbound::Message { message, .. } => message
+                .call_id()
+                .map_or(0, |call_id| shard.of_call_id(call_id)),
+            Inbound::StreamGarbage { .. } => 0,
+        }
+    }
+
+    /// The shard waiting for a store answer ([`ShardId::of_result`]).
+    pub fn shard_of_result(&self, result: &StoreResult) -> usize {
+        self.any().of_result(result)
+    }
+
+    /// A shard of this many (for the numbering rules, which depend on the count only).
+    fn any(&self) -> ShardId {
+        ShardId::new(0, self.count().max(1)).unwrap_or_default()
+    }
+}
