@@ -107,6 +107,8 @@ pub struct Engine {
     subscriptions: blf::Subscriptions,
     /// BLF across nodes: other nodes' dialogs, what this node wrote for them.
     shared: blf::Shared,
+    /// BLF across shards: other shards' dialogs, what this shard told them.
+    shard_dialogs: blf::ShardDialogs,
     /// Heartbeats and calls routed through other nodes, see [`nodes`].
     nodes: nodes::Nodes,
 }
@@ -173,6 +175,7 @@ impl Engine {
             glare_rng: seeded_rng(b"re-INVITE glare", &secret),
             subscriptions: blf::Subscriptions::default(),
             shared: blf::Shared::new(&config.node, now.mono),
+            shard_dialogs: blf::ShardDialogs::default(),
             nodes: nodes::Nodes::new(&config.node, shard, now.mono),
             config,
         }
@@ -449,10 +452,26 @@ impl Engine {
     }
 
     /// Takes what another shard tells.
-    pub fn handle_shard_notice(&mut self, notice: shard::ShardNotice) {
+    pub fn handle_shard_notice(&mut self, now: Now, notice: shard::ShardNotice) {
         match notice {
             shard::ShardNotice::Bindings { aor, bindings } => {
                 self.registrar.replace(&aor, bindings)
+            }
+            shard::ShardNotice::Watch {
+                shard,
+                extension,
+                watching,
+            } => {
+                self.shard_dialogs.on_watch(shard, extension, watching);
+                self.publish_dialog_states(now);
+            }
+            shard::ShardNotice::Dialogs {
+                shard,
+                extension,
+                dialogs,
+            } => {
+                self.shard_dialogs.on_dialogs(shard, extension, dialogs);
+                self.publish_dialog_states(now);
             }
         }
     }

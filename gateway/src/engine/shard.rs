@@ -5,6 +5,7 @@
 //! keys; pickup and lookup numbers in store answers; media relay numbers; digest nonce
 //! serials) is `index + k * count`, so the number alone names its shard.
 
+use super::blf::DialogView;
 use crate::registrar::Binding;
 use crate::store::StoreResult;
 use fastpath::preparse::shard_of;
@@ -18,6 +19,25 @@ pub enum ShardNotice {
         aor: String,
         /// Its bindings now (none: unregistered).
         bindings: Vec<Binding>,
+    },
+    /// Keys on shard `shard` started (or stopped) watching an extension: the others tell
+    /// it their dialogs of it from now on (or no more).
+    Watch {
+        /// The shard telling.
+        shard: usize,
+        /// The extension.
+        extension: String,
+        /// Whether any key there watches it now.
+        watching: bool,
+    },
+    /// Shard `shard`'s dialogs of an extension watched on another shard, as they are now.
+    Dialogs {
+        /// The shard telling.
+        shard: usize,
+        /// The extension.
+        extension: String,
+        /// Its dialogs on that shard (none: no more).
+        dialogs: Vec<DialogView>,
     },
 }
 

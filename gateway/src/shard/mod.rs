@@ -246,7 +246,11 @@ impl Handler for EngineShard {
                     .took_forwarded(self.engine.shard().index());
                 self.queues.push(queued);
             }
-            ShardCommand::Notice(notice) => self.engine.handle_shard_notice(notice),
+            ShardCommand::Notice(notice) => {
+                self.engine.handle_shard_notice(Now::system(), notice);
+                self.outputs.drain(&mut self.engine, io);
+                self.outputs.flush_store();
+            }
             ShardCommand::MediaEnded { relay, idle, legs } => {
                 self.engine
                     .handle_media_ended(Now::system(), relay, idle, legs);

@@ -21,20 +21,24 @@
 //!
 //! In a cluster a key sees the calls of every node: each node writes its dialogs of the
 //! extensions watched elsewhere to the shared database and reads the others'
-//! (`cluster.rs`, in the text format of `wire.rs`).
+//! (`cluster.rs`, in the text format of `wire.rs`); the engine shards of one gateway tell
+//! each other theirs through their queues (`shards.rs`).
 
 mod cluster;
 mod dialog_info;
 mod notify;
 mod replaces;
+mod shards;
 mod table;
 mod view;
 pub mod wire;
 
 pub use cluster::Shared;
+pub use dialog_info::DialogView;
 #[cfg(test)]
 pub use notify::NOTIFY_BATCH;
 pub use replaces::{named_leg, pickup_relay_named, replaced_dialog, Replaced};
+pub use shards::ShardDialogs;
 pub use table::Subscriptions;
 
 use super::{Engine, Now};

@@ -6,6 +6,7 @@ use super::dialog_info::{self, DialogState, DialogView, Document, GatewayName};
 use super::table::Subscription;
 use super::{view, SubState, EVENT_PACKAGE};
 use crate::engine::dialog::Dialog;
+use crate::engine::shard::ShardNotice;
 use crate::engine::{Engine, Now};
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::ClientTxId;
@@ -82,6 +83,7 @@ impl Engine {
         for target in targets {
             let mut dialogs = current.remove(target).unwrap_or_default();
             dialogs.extend(self.shared.remote_dialogs(target).cloned());
+            dialogs.extend(self.shard_dialogs.remote_dialogs(target).cloned());
             self.subscriptions.set_last(target, merge(&[], dialogs));
         }
     }
@@ -216,26 +218,54 @@ impl Engine {
         // In the order of the extensions, not of a hash map's seed, so a run replays.
         let mut changed = view::refresh(&mut self.calls, &self.config);
         changed.append(&mut self.shared.take_changed());
+        changed.append(&mut self.shard_dialogs.take_changed());
         let clustered = self.config.node.is_clustered();
-        if self.subscriptions.is_empty() && !(clustered && self.shared.publishes()) {
+        let sharded = self.shard.count() > 1;
+        // Taken whether or not there are other shards to tell: they pile up otherwise.
+        let watch_changes = self.subscriptions.take_watch_changes();
+        if sharded {
+            for (extension, watching) in watch_changes {
+                self.shard_notices.push_back(ShardNotice::Watch {
+                    shard: self.shard.index(),
+                    extension,
+                    watching,
+                });
+            }
+        }
+        if self.subscriptions.is_empty()
+            && !(clustered && self.shared.publishes())
+            && !(sharded && self.shard_dialogs.publishes())
+        {
             return;
         }
-        let (subscriptions, shared) = (&self.subscriptions, &self.shared);
+        let (subscriptions, shared, shard_dialogs) =
+            (&self.subscriptions, &self.shared, &self.shard_dialogs);
         let mut current = view::dialogs_of(
             &self.calls,
             &self.config,
-            changed
-                .iter()
-                .map(String::as_str)
-                .filter(|e| subscriptions.is_watched(e) || shared.watched_elsewhere(e)),
+            changed.iter().map(String::as_str).filter(|e| {
+                subscriptions.is_watched(e)
+                    || shared.watched_elsewhere(e)
+                    || shard_dialogs.watched_elsewhere(e)
+            }),
         );
         if clustered {
             self.publish_to_cluster(now, &changed, &current);
         }
+        if sharded {
+            for (extension, dialogs) in self.shard_dialogs.to_tell(&changed, &current) {
+                self.shard_notices.push_back(ShardNotice::Dialogs {
+                    shard: self.shard.index(),
+                    extension,
+                    dialogs,
+                });
+            }
+        }
         if self.subscriptions.is_empty() {
             return;
         }
-        let (subscriptions, shared) = (&self.subscriptions, &self.shared);
+        let (subscriptions, shared, shard_dialogs) =
+            (&self.subscriptions, &self.shared, &self.shard_dialogs);
         let candidates = changed
             .into_iter()
             .filter(|target| subscriptions.is_watched(target));
@@ -244,6 +274,7 @@ impl Engine {
             .filter_map(|target| {
                 let mut now_views = current.remove(&target).unwrap_or_default();
                 now_views.extend(shared.remote_dialogs(&target).cloned());
+                now_views.extend(shard_dialogs.remote_dialogs(&target).cloned());
                 let last = subscriptions.last(&target);
                 live_differs(last, &now_views).then(|| {
                     let merged = merge(last, now_views);

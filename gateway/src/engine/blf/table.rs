@@ -122,6 +122,9 @@ pub struct Subscriptions {
     queued: HashSet<u64>,
     /// When the oldest queued subscription was queued.
     queued_since: Option<Instant>,
+    /// Extensions that got their first watcher (true) or lost their last (false), in
+    /// order, not yet taken ([`Subscriptions::take_watch_changes`]).
+    watch_changes: Vec<(String, bool)>,
 }
 
 impl Subscriptions {
@@ -154,10 +157,11 @@ impl Subscriptions {
             (sub.dialog.call_id.clone(), sub.dialog.local_tag.clone()),
             id,
         );
-        self.by_target
-            .entry(sub.target.clone())
-            .or_default()
-            .insert(id);
+        let watchers = self.by_target.entry(sub.target.clone()).or_default();
+        if watchers.is_empty() {
+            self.watch_changes.push((sub.target.clone(), true));
+        }
+        watchers.insert(id);
         *self
             .per_subscriber
             .entry(sub.subscriber.clone())
@@ -179,6 +183,7 @@ impl Subscriptions {
             ids.remove(&id);
             if ids.is_empty() {
                 self.by_target.remove(&sub.target);
+                self.watch_changes.push((sub.target.clone(), false));
                 self.last.remove(&sub.target);
                 self.documents.remove(&sub.target);
             }
@@ -293,6 +298,12 @@ impl Subscriptions {
     pub fn pop_expired(&mut self, now: Instant) -> Option<u64> {
         let &(at, id) = self.expiries.first()?;
         (at <= now).then_some(id)
+    }
+
+    /// The extensions that got their first watcher (true) or lost their last (false)
+    /// since the last call, in order.
+    pub fn take_watch_changes(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.watch_changes)
     }
 
     /// The watched extensions.

@@ -17,7 +17,17 @@ struct Shards {
 
 impl Shards {
     fn new(count: usize) -> Shards {
-        let config = Config::from_toml(CONFIG, Path::new("test.toml")).unwrap();
+        Shards::with_config(CONFIG, count)
+    }
+
+    /// The quick-start office (201-203 in `sales`, 204 in no group) on `count` shards.
+    fn office(count: usize) -> Shards {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/office.toml");
+        Shards::with_config(&std::fs::read_to_string(path).unwrap(), count)
+    }
+
+    fn with_config(text: &str, count: usize) -> Shards {
+        let config = Config::from_toml(text, Path::new("test.toml")).unwrap();
         let now = Now {
             mono: Instant::now(),
             unix_ms: 1_700_000_000_000,
@@ -67,7 +77,7 @@ impl Shards {
                     quiet = false;
                     for (to, engine) in self.engines.iter_mut().enumerate() {
                         if to != from {
-                            engine.handle_shard_notice(notice.clone());
+                            engine.handle_shard_notice(self.now, notice.clone());
                         }
                     }
                 }
@@ -233,4 +243,74 @@ fn failed_authentications_count_across_shards() {
     for engine in &shards.engines {
         assert_eq!(engine.guard_stats().failures, 4, "one count for all shards");
     }
+}
+
+/// The NOTIFYs in `sent` to `port`, with the shard that sent each.
+fn notifies_to(sent: &[(usize, Peer, SipMessage)], port: u16) -> Vec<(usize, SipMessage)> {
+    sent.iter()
+        .filter(|(_, peer, m)| m.method() == Some(&Method::NOTIFY) && peer.addr.port() == port)
+        .map(|(shard, _, m)| (*shard, m.clone()))
+        .collect()
+}
+
+/// `port` answers 200 to `request`; what followed.
+fn answer_200(
+    shards: &mut Shards,
+    request: &SipMessage,
+    port: u16,
+) -> Vec<(usize, Peer, SipMessage)> {
+    let response = request.response(200, "OK", None);
+    shards.send(
+        udp(port),
+        std::str::from_utf8(&response.to_bytes()).unwrap(),
+    );
+    shards.sent()
+}
+
+#[test]
+fn a_key_on_one_shard_shows_the_calls_of_another() {
+    let mut shards = Shards::office(2);
+    let registered = shards.call_id_on(1, "reg-201");
+    assert_eq!(shards.register("201", "pw201", 5071, &registered), [200]);
+    // 203's key subscribes through shard 0.
+    let subscription = shards.call_id_on(0, "sub-203");
+    let text = super::blf::subscribe_text("203", 5073, "201", super::blf::DIALOG)
+        .replace("sub-203-201", &subscription);
+    let replies = shards.with_auth(udp(5073), &text, ("203", "pw203"), &subscription);
+    let first = notifies_to(&replies, 5073);
+    assert_eq!(first.len(), 1, "{replies:?}");
+    let xml = super::blf::body(&first[0].1);
+    assert!(!xml.contains("<state>trying"), "nothing rings yet: {xml}");
+    answer_200(&mut shards, &first[0].1, 5073);
+    // 202 calls 201 through shard 1: the key, watched on shard 0, lights up.
+    let call_id = shards.call_id_on(1, "call");
+    let text = invite("202", "201", 5072, &call_id);
+    let replies = shards.with_auth(udp(5072), &text, ("202", "pw202"), &call_id);
+    let (_, _, b_invite) = replies
+        .iter()
+        .find(|(_, peer, m)| m.method() == Some(&Method::INVITE) && peer.addr.port() == 5071)
+        .expect("201 rings")
+        .clone();
+    shards.send(
+        udp(5071),
+        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+    );
+    let out = shards.sent();
+    let lit = notifies_to(&out, 5073);
+    assert_eq!(lit.len(), 1, "{out:?}");
+    assert_eq!(lit[0].0, 0, "the subscription's shard notifies");
+    let xml = super::blf::body(&lit[0].1);
+    assert!(xml.contains("<state>early</state>"), "{xml}");
+    super::blf::assert_valid(&lit[0].1);
+    answer_200(&mut shards, &lit[0].1, 5073);
+    // The caller gives up: the key goes dark.
+    let cancel = text
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 CANCEL");
+    shards.send(udp(5072), &cancel);
+    let out = shards.sent();
+    let dark = notifies_to(&out, 5073);
+    assert_eq!(dark.len(), 1, "{out:?}");
+    assert!(super::blf::body(&dark[0].1).contains("terminated"));
 }
