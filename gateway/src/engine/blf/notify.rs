@@ -253,7 +253,7 @@ impl Engine {
             self.publish_to_cluster(now, &changed, &current);
         }
         if sharded {
-            for (extension, dialogs) in self.shard_dialogs.to_tell(&changed, &current) {
+            for (extension, dialogs) in self.shard_dialogs.take_news(&changed, &current) {
                 self.shard_notices.push_back(ShardNotice::Dialogs {
                     shard: self.shard.index(),
                     extension,

@@ -86,7 +86,7 @@ impl ShardDialogs {
     /// What to tell the others, of the extensions in `changed`: for each watched on
     /// another shard or told before, this shard's dialogs now (`current` holds those of
     /// the watched ones) where they differ from what it told last.
-    pub fn to_tell(
+    pub fn take_news(
         &mut self,
         changed: &BTreeSet<String>,
         current: &HashMap<String, Vec<DialogView>>,
