@@ -10,6 +10,7 @@ mod blf;
 mod call;
 mod calls;
 pub mod dialog;
+pub mod handover;
 pub mod local;
 pub mod media;
 mod nodes;
@@ -80,8 +81,10 @@ pub struct Engine {
     config: Config,
     /// Which shard this engine is (see [`shard`]).
     shard: shard::ShardId,
-    /// What the other shards must learn, oldest first.
-    shard_notices: VecDeque<shard::ShardNotice>,
+    /// What the other shards must learn or take, oldest first.
+    shard_outputs: VecDeque<shard::ShardOutput>,
+    /// Pickups handed between shards, by Call-ID.
+    handovers: handover::Handovers,
     local: LocalIdentity,
     tx: TxLayer,
     auth: DigestAuthenticator,
@@ -152,7 +155,8 @@ impl Engine {
             media::shard_ports(config.media.port_min, config.media.port_max, shard);
         Engine {
             shard,
-            shard_notices: VecDeque::new(),
+            shard_outputs: VecDeque::new(),
+            handovers: handover::Handovers::default(),
             local,
             tx: TxLayer::new(TimerConfig::default()),
             auth,
@@ -326,6 +330,9 @@ impl Engine {
     }
 
     fn handle_admitted(&mut self, now: Now, peer: Peer, mut msg: SipMessage) {
+        if self.hands_on(peer, &msg) {
+            return;
+        }
         if msg.is_request() {
             if let Err(rejection) = validate::validate_request(&msg, &CAPABILITIES) {
                 self.stats.rejected_requests += 1;
@@ -368,6 +375,7 @@ impl Engine {
             self.expire_registrations(now);
             self.auth.purge(now.mono);
             self.guard.lock().purge(now.mono);
+            self.expire_handovers(now);
         }
         self.heartbeat_if_due(now);
         if now.mono >= self.next_billing_mark {
@@ -446,9 +454,9 @@ impl Engine {
         self.tx.poll_transmit()
     }
 
-    /// Next thing the other shards must learn.
-    pub fn poll_shard_notice(&mut self) -> Option<shard::ShardNotice> {
-        self.shard_notices.pop_front()
+    /// Next thing for the other shards.
+    pub fn poll_shard_output(&mut self) -> Option<shard::ShardOutput> {
+        self.shard_outputs.pop_front()
     }
 
     /// Takes what another shard tells.

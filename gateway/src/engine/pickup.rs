@@ -165,7 +165,13 @@ impl Engine {
             return;
         };
         let context = match outcome {
-            ClaimOutcome::Claimed(context) => context,
+            ClaimOutcome::Claimed(context) => match self.claimed_elsewhere(&context) {
+                Some(owner) => {
+                    self.hand_over_pickup(now, id, context, owner);
+                    return;
+                }
+                None => context,
+            },
             ClaimOutcome::Elsewhere { context, owner } => {
                 self.forward_pickup(now, id, &context, owner);
                 return;

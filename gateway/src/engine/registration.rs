@@ -1,6 +1,6 @@
 //! REGISTER handling: digest challenge, verification, binding update, persistence.
 
-use super::shard::ShardNotice;
+use super::shard::{ShardNotice, ShardOutput};
 use super::{Engine, Now};
 use crate::auth::guard::Failure;
 use crate::auth::{AuthOutcome, RejectReason};
@@ -239,10 +239,11 @@ impl Engine {
     /// The other shards learn `aor`'s bindings as they are now.
     fn tell_shards_bindings(&mut self, now: Now, aor: &str) {
         if self.shard.count() > 1 {
-            self.shard_notices.push_back(ShardNotice::Bindings {
-                aor: aor.to_string(),
-                bindings: self.registrar.lookup(now.unix(), aor),
-            });
+            self.shard_outputs
+                .push_back(ShardOutput::Notice(ShardNotice::Bindings {
+                    aor: aor.to_string(),
+                    bindings: self.registrar.lookup(now.unix(), aor),
+                }));
         }
     }
 

@@ -6,9 +6,43 @@
 //! serials) is `index + k * count`, so the number alone names its shard.
 
 use super::blf::DialogView;
+use super::handover::HandedPickup;
 use crate::registrar::Binding;
+use crate::sip::message::SipMessage;
 use crate::store::StoreResult;
+use crate::transport::Peer;
 use fastpath::preparse::shard_of;
+
+/// What an engine shard hands the runtime for the other shards.
+#[derive(Debug, Clone)]
+pub enum ShardOutput {
+    /// For every other shard.
+    Notice(ShardNotice),
+    /// For shard `.0` only.
+    To(usize, ShardMessage),
+    /// Messages with `call_id` go to `shard` from now on, whatever the Call-ID hashes to
+    /// (None: to its own shard again). Applied before anything queued after it leaves.
+    Route {
+        /// The Call-ID.
+        call_id: String,
+        /// Its shard now.
+        shard: Option<usize>,
+    },
+}
+
+/// What one shard hands one other.
+#[derive(Debug, Clone)]
+pub enum ShardMessage {
+    /// A pickup claimed there for a call of the receiving shard ([`super::handover`]).
+    Pickup(Box<HandedPickup>),
+    /// A message of a Call-ID handed over, queued there before its route changed.
+    Message {
+        /// Its sender.
+        peer: Peer,
+        /// The message.
+        msg: Box<SipMessage>,
+    },
+}
 
 /// What one shard tells every other, so that each can act alone on what it is handed.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,10 +12,11 @@
 pub mod outputs;
 pub mod peers;
 pub mod queues;
+pub mod routes;
 
 use crate::auth::guard::SharedGuard;
 use crate::config::Config;
-use crate::engine::shard::{ShardId, ShardNotice};
+use crate::engine::shard::{ShardId, ShardMessage, ShardNotice};
 use crate::engine::{Engine, Now};
 use crate::overload::Shedder;
 use crate::queue_wait::QueueWaits;
@@ -48,6 +49,8 @@ pub enum ShardCommand {
     Datagram(Queued),
     /// What another shard tells every other.
     Notice(ShardNotice),
+    /// What another shard hands this one.
+    Message(ShardMessage),
     /// A media relay of this shard's call ended (the first shard sweeps the relay).
     MediaEnded {
         /// The relay's number.
@@ -205,7 +208,7 @@ impl Handler for EngineShard {
             return;
         };
         let peers = &self.outputs.peers;
-        match triage(bytes, peers.count()) {
+        match triage(bytes, peers.count(), peers.routes()) {
             Triage::KeepAlive => {}
             Triage::Queue { shard, class } => {
                 let queued = Queued {
@@ -245,6 +248,11 @@ impl Handler for EngineShard {
                     .peers
                     .took_forwarded(self.engine.shard().index());
                 self.queues.push(queued);
+            }
+            ShardCommand::Message(message) => {
+                self.engine.handle_shard_message(Now::system(), message);
+                self.outputs.drain(&mut self.engine, io);
+                self.outputs.flush_store();
             }
             ShardCommand::Notice(notice) => {
                 self.engine.handle_shard_notice(Now::system(), notice);

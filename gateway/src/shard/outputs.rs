@@ -5,6 +5,7 @@
 //! shards.
 
 use crate::analog::service::AnalogService;
+use crate::engine::shard::ShardOutput;
 use crate::engine::Engine;
 use crate::relay::MediaRelay;
 use crate::store::StoreWriter;
@@ -94,9 +95,17 @@ impl Outputs {
         self.store_commands
             .extend(std::iter::from_fn(|| engine.poll_store_command()));
         let from = engine.shard().index();
-        while let Some(notice) = engine.poll_shard_notice() {
-            self.peers
-                .broadcast(from, || super::ShardCommand::Notice(notice.clone()));
+        while let Some(output) = engine.poll_shard_output() {
+            match output {
+                ShardOutput::Notice(notice) => self
+                    .peers
+                    .broadcast(from, || super::ShardCommand::Notice(notice.clone())),
+                ShardOutput::To(shard, message) => {
+                    self.peers
+                        .send(shard, super::ShardCommand::Message(message));
+                }
+                ShardOutput::Route { call_id, shard } => self.peers.routes().set(call_id, shard),
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! its Call-ID, or the number in a store answer, names.
 
 use super::queues::Queued;
+use super::routes::CallRoutes;
 use super::ShardCommand;
 use crate::engine::shard::ShardId;
 use crate::store::StoreResult;
@@ -18,6 +19,8 @@ pub struct Peers {
     shards: Arc<[Peer]>,
     /// Forwarded datagrams that may wait for one shard.
     capacity: usize,
+    /// Call-IDs routed to a shard other than their hash's.
+    routes: CallRoutes,
 }
 
 struct Peer {
@@ -43,7 +46,13 @@ impl Peers {
         Peers {
             shards: shards.into(),
             capacity,
+            routes: CallRoutes::default(),
         }
+    }
+
+    /// The Call-IDs routed to a shard other than their hash's.
+    pub fn routes(&self) -> &CallRoutes {
+        &self.routes
     }
 
     /// How many shards there are.
@@ -101,14 +110,16 @@ impl Peers {
         let shard = self.any();
         match message {
             Inbound::Datagram { bytes, .. } => {
-                match crate::transport::fastpath::triage(bytes, self.count()) {
+                match crate::transport::fastpath::triage(bytes, self.count(), &self.routes) {
                     crate::transport::fastpath::Triage::Queue { shard, .. } => shard,
                     _ => 0,
                 }
             }
-            Inbound::Message { message, .. } => message
-                .call_id()
-                .map_or(0, |call_id| shard.of_call_id(call_id)),
+            Inbound::Message { message, .. } => message.call_id().map_or(0, |call_id| {
+                self.routes
+                    .route(call_id)
+                    .unwrap_or_else(|| shard.of_call_id(call_id))
+            }),
             Inbound::StreamGarbage { .. } => 0,
         }
     }

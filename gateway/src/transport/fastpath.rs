@@ -4,6 +4,7 @@
 //! the others are keyed by Call-ID to their shard and classed for the overload queues.
 
 use crate::overload::{class_of, Class};
+use crate::shard::routes::CallRoutes;
 use fastpath::preparse::{preparse, shard_of, PreParseError};
 use std::net::{SocketAddr, UdpSocket};
 
@@ -27,13 +28,18 @@ pub(crate) enum Triage {
 /// but the control plane can still answer (a malformed request line, Call-ID or CSeq:
 /// [`PreParseError::answerable`]) goes to shard 0 as a new request, so it gets its 400
 /// (stateless, never larger than the request) instead of silence; it belongs to no call.
-pub(crate) fn triage(bytes: &[u8], shards: usize) -> Triage {
+///
+/// The shard is the one its Call-ID hashes to, unless `routes` sends that Call-ID
+/// elsewhere (a pickup handed to the call's shard).
+pub(crate) fn triage(bytes: &[u8], shards: usize, routes: &CallRoutes) -> Triage {
     if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
         return Triage::KeepAlive;
     }
     match preparse(bytes) {
         Ok(keys) => Triage::Queue {
-            shard: shard_of(keys.call_id, shards),
+            shard: routes
+                .route(keys.call_id)
+                .unwrap_or_else(|| shard_of(keys.call_id, shards)),
             class: class_of(&keys),
         },
         Err(error) if error.answerable() && !bytes.starts_with(b"SIP/") => Triage::Queue {
@@ -69,23 +75,37 @@ To: <sip:b@h>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
             class: Class::New,
         };
         let lwsruri = include_bytes!("../../tests/fixtures/rfc4475/lwsruri.dat");
-        assert_eq!(triage(lwsruri, 4), new_request, "RFC 4475 §3.1.2.8");
+        assert_eq!(
+            triage(lwsruri, 4, &CallRoutes::default()),
+            new_request,
+            "RFC 4475 §3.1.2.8"
+        );
         for line in [" sip:x SIP/2.0", "OPTIONS sip:a b SIP/2.0"] {
             let text = format!("{line}\r\n{HEADERS}");
-            assert_eq!(triage(text.as_bytes(), 4), new_request, "{line:?}");
+            assert_eq!(
+                triage(text.as_bytes(), 4, &CallRoutes::default()),
+                new_request,
+                "{line:?}"
+            );
         }
         let no_call_id = format!(
             "OPTIONS sip:x SIP/2.0\r\n{}",
             HEADERS.replace("Call-ID: c1\r\n", "")
         );
-        assert_eq!(triage(no_call_id.as_bytes(), 4), new_request);
+        assert_eq!(
+            triage(no_call_id.as_bytes(), 4, &CallRoutes::default()),
+            new_request
+        );
     }
 
     #[test]
     fn garbage_responses_and_keep_alives_are_not_queued() {
-        assert_eq!(triage(b"\r\n\r\n", 4), Triage::KeepAlive);
         assert_eq!(
-            triage(b"hello world\r\n\r\n", 4),
+            triage(b"\r\n\r\n", 4, &CallRoutes::default()),
+            Triage::KeepAlive
+        );
+        assert_eq!(
+            triage(b"hello world\r\n\r\n", 4, &CallRoutes::default()),
             Triage::Drop(PreParseError::StartLine)
         );
         let response = format!(
@@ -93,13 +113,13 @@ To: <sip:b@h>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
             HEADERS.replace("Call-ID: c1\r\n", "")
         );
         assert_eq!(
-            triage(response.as_bytes(), 4),
+            triage(response.as_bytes(), 4, &CallRoutes::default()),
             Triage::Drop(PreParseError::CallId),
             "a broken response is never answered"
         );
         let ok = format!("OPTIONS sip:x SIP/2.0\r\n{HEADERS}");
         assert!(matches!(
-            triage(ok.as_bytes(), 4),
+            triage(ok.as_bytes(), 4, &CallRoutes::default()),
             Triage::Queue {
                 class: Class::Priority | Class::New,
                 ..

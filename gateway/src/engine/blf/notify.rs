@@ -6,7 +6,7 @@ use super::dialog_info::{self, DialogState, DialogView, Document, GatewayName};
 use super::table::Subscription;
 use super::{view, SubState, EVENT_PACKAGE};
 use crate::engine::dialog::Dialog;
-use crate::engine::shard::ShardNotice;
+use crate::engine::shard::{ShardNotice, ShardOutput};
 use crate::engine::{Engine, Now};
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::ClientTxId;
@@ -225,11 +225,12 @@ impl Engine {
         let watch_changes = self.subscriptions.take_watch_changes();
         if sharded {
             for (extension, watching) in watch_changes {
-                self.shard_notices.push_back(ShardNotice::Watch {
-                    shard: self.shard.index(),
-                    extension,
-                    watching,
-                });
+                self.shard_outputs
+                    .push_back(ShardOutput::Notice(ShardNotice::Watch {
+                        shard: self.shard.index(),
+                        extension,
+                        watching,
+                    }));
             }
         }
         if self.subscriptions.is_empty()
@@ -254,11 +255,12 @@ impl Engine {
         }
         if sharded {
             for (extension, dialogs) in self.shard_dialogs.take_news(&changed, &current) {
-                self.shard_notices.push_back(ShardNotice::Dialogs {
-                    shard: self.shard.index(),
-                    extension,
-                    dialogs,
-                });
+                self.shard_outputs
+                    .push_back(ShardOutput::Notice(ShardNotice::Dialogs {
+                        shard: self.shard.index(),
+                        extension,
+                        dialogs,
+                    }));
             }
         }
         if self.subscriptions.is_empty() {

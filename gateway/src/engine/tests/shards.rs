@@ -4,12 +4,14 @@
 
 use super::*;
 use crate::auth::guard::SharedGuard;
-use crate::engine::shard::ShardId;
+use crate::engine::shard::{ShardId, ShardOutput};
 use ezk_sip_types::Method;
 
 /// A gateway of `count` shards on one store.
 struct Shards {
     engines: Vec<Engine>,
+    /// Call-IDs routed away from their hash's shard (what the runtime's routes hold).
+    routes: std::collections::HashMap<String, usize>,
     now: Now,
     store: Store,
     _dir: tempfile::TempDir,
@@ -49,6 +51,7 @@ impl Shards {
         let dir = tempfile::tempdir().unwrap();
         Shards {
             engines,
+            routes: Default::default(),
             now,
             store: Store::open(&dir.path().join("gw.db")).unwrap(),
             _dir: dir,
@@ -56,7 +59,10 @@ impl Shards {
     }
 
     fn shard_of(&self, call_id: &str) -> usize {
-        self.engines[0].shard().of_call_id(call_id)
+        self.routes
+            .get(call_id)
+            .copied()
+            .unwrap_or_else(|| self.engines[0].shard().of_call_id(call_id))
     }
 
     /// Hands `text` to the shard its Call-ID names, then lets everything settle.
@@ -73,12 +79,27 @@ impl Shards {
         loop {
             let mut quiet = true;
             for from in 0..self.engines.len() {
-                while let Some(notice) = self.engines[from].poll_shard_notice() {
+                while let Some(output) = self.engines[from].poll_shard_output() {
                     quiet = false;
-                    for (to, engine) in self.engines.iter_mut().enumerate() {
-                        if to != from {
-                            engine.handle_shard_notice(self.now, notice.clone());
+                    match output {
+                        ShardOutput::Notice(notice) => {
+                            for (to, engine) in self.engines.iter_mut().enumerate() {
+                                if to != from {
+                                    engine.handle_shard_notice(self.now, notice.clone());
+                                }
+                            }
                         }
+                        ShardOutput::To(to, message) => {
+                            self.engines[to].handle_shard_message(self.now, message)
+                        }
+                        ShardOutput::Route { call_id, shard } => match shard {
+                            Some(shard) => {
+                                self.routes.insert(call_id, shard);
+                            }
+                            None => {
+                                self.routes.remove(&call_id);
+                            }
+                        },
                     }
                 }
                 while let Some(command) = self.engines[from].poll_store_command() {
@@ -93,6 +114,30 @@ impl Shards {
                 return;
             }
         }
+    }
+
+    /// Runs every shard's timers due within `by`, in time order.
+    fn advance(&mut self, by: Duration) {
+        let (start, start_unix_ms) = (self.now.mono, self.now.unix_ms);
+        let end = start + by;
+        loop {
+            let due = (0..self.engines.len())
+                .filter_map(|at| Some((self.engines[at].poll_timeout()?, at)))
+                .filter(|(when, _)| *when <= end)
+                .min();
+            let Some((when, at)) = due else { break };
+            let mono = when.max(self.now.mono);
+            self.now = Now {
+                mono,
+                unix_ms: start_unix_ms + u64::try_from((mono - start).as_millis()).unwrap(),
+            };
+            self.engines[at].handle_timeout(self.now);
+            self.settle();
+        }
+        self.now = Now {
+            mono: end,
+            unix_ms: start_unix_ms + u64::try_from(by.as_millis()).unwrap(),
+        };
     }
 
     /// What every shard sent, with the shard that sent it.
@@ -313,4 +358,180 @@ fn a_key_on_one_shard_shows_the_calls_of_another() {
     let dark = notifies_to(&out, 5073);
     assert_eq!(dark.len(), 1, "{out:?}");
     assert!(super::blf::body(&dark[0].1).contains("terminated"));
+}
+
+/// The office on 2 shards: 201 rings for 204 through shard 1; what 201 was sent.
+fn ringing_on_shard_1(shards: &mut Shards) -> SipMessage {
+    let registered = shards.call_id_on(0, "reg-201");
+    assert_eq!(shards.register("201", "pw201", 5071, &registered), [200]);
+    let call_id = shards.call_id_on(1, "call");
+    let text = invite("204", "201", 5074, &call_id);
+    let replies = shards.with_auth(udp(5074), &text, ("204", "pw204"), &call_id);
+    let (_, _, b_invite) = replies
+        .iter()
+        .find(|(_, peer, m)| m.method() == Some(&Method::INVITE) && peer.addr.port() == 5071)
+        .expect("201 rings")
+        .clone();
+    shards.send(
+        udp(5071),
+        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+    );
+    shards.sent();
+    b_invite
+}
+
+/// 202 (port 5072) dials `*8` with a Call-ID of shard 0; `replaces` adds
+/// `Supported: replaces`. The Call-ID and what followed.
+fn pick_on_shard_0(
+    shards: &mut Shards,
+    replaces: bool,
+) -> (String, Vec<(usize, Peer, SipMessage)>) {
+    let call_id = shards.call_id_on(0, "pick");
+    let mut text = invite("202", "*8", 5072, &call_id);
+    if replaces {
+        text = text.replacen("Content-Type", "Supported: replaces\r\nContent-Type", 1);
+    }
+    let out = shards.with_auth(udp(5072), &text, ("202", "pw202"), &call_id);
+    (call_id, out)
+}
+
+fn to_port(sent: &[(usize, Peer, SipMessage)], port: u16) -> Vec<(usize, SipMessage)> {
+    sent.iter()
+        .filter(|(_, peer, _)| peer.addr.port() == port)
+        .map(|(shard, _, m)| (*shard, m.clone()))
+        .collect()
+}
+
+#[test]
+fn a_picker_on_one_shard_takes_a_call_ringing_on_another_with_replaces() {
+    let mut shards = Shards::office(2);
+    let b_invite = ringing_on_shard_1(&mut shards);
+    let (pick_call_id, out) = pick_on_shard_0(&mut shards, true);
+    let picker = to_port(&out, 5072);
+    let progress = picker
+        .iter()
+        .find(|(_, m)| m.status() == Some(183))
+        .expect("the dummy early dialog");
+    assert_eq!(progress.0, 1, "the call's shard holds the picker");
+    let dummy_tag = progress.1.to_header().unwrap().tag().unwrap().to_string();
+    let (from, replaces_invite) = picker
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::INVITE))
+        .expect("an INVITE with Replaces")
+        .clone();
+    assert_eq!(from, 1);
+    assert_eq!(
+        replaces_invite.header(&Name::REPLACES),
+        Some(format!("{pick_call_id};to-tag=a5072;from-tag={dummy_tag};early-only").as_str())
+    );
+    assert_eq!(
+        shards.shard_of(replaces_invite.call_id().unwrap()),
+        1,
+        "the INVITE with Replaces is a dialog of the call's shard"
+    );
+    assert!(to_port(&out, 5071)
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::CANCEL)));
+    // The picker CANCELs the dummy (its Call-ID hashes to shard 0, routed to shard 1).
+    let cancel = invite("202", "*8", 5072, &pick_call_id)
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 CANCEL");
+    assert_eq!(shards.send(udp(5072), &cancel), 1);
+    let mut codes: Vec<u16> = to_port(&shards.sent(), 5072)
+        .iter()
+        .filter_map(|(_, m)| m.status())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, [200, 487]);
+    shards.send(
+        udp(5071),
+        &answer(&b_invite, 487, "Request Terminated", "b1", 5071, ""),
+    );
+    shards.sent();
+    shards.send(
+        udp(5072),
+        &answer(
+            &replaces_invite,
+            200,
+            "OK",
+            "pk",
+            5072,
+            "v=0\r\ns=picker\r\n",
+        ),
+    );
+    let out = shards.sent();
+    let caller = to_port(&out, 5074);
+    assert!(
+        caller.iter().any(|(_, m)| m.status() == Some(200)),
+        "the caller is connected to the picker: {out:?}"
+    );
+    // The CDR bills the picker, one for the call.
+    shards.advance(Duration::from_secs(1));
+    let connected = caller
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .1
+        .clone();
+    let a_tag = connected.to_header().unwrap().tag().unwrap().to_string();
+    let caller_call_id = connected.call_id().unwrap().to_string();
+    let bye = format!(
+        "BYE sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bKbye\r\n\
+From: <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:201@127.0.0.1>;tag={a_tag}\r\nCall-ID: {caller_call_id}\r\n\
+Max-Forwards: 70\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    shards.send(udp(5074), &bye);
+    shards.sent();
+    use crate::store::CallStore;
+    let cdrs = shards.store.recent_cdrs(5).unwrap();
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0].billed.as_deref(), Some("202"));
+    assert_eq!(cdrs[0].pickup_method, "group");
+    // Once the pickup is long over, the picker's Call-ID goes home again.
+    assert_eq!(shards.shard_of(&pick_call_id), 1);
+    shards.advance(Duration::from_secs(40));
+    assert_eq!(shards.shard_of(&pick_call_id), 0, "the route was dropped");
+}
+
+#[test]
+fn a_picker_without_replaces_is_bridged_on_the_calls_shard_and_its_dialog_follows() {
+    let mut shards = Shards::office(2);
+    ringing_on_shard_1(&mut shards);
+    let (pick_call_id, out) = pick_on_shard_0(&mut shards, false);
+    let answered = to_port(&out, 5072)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("the picker is answered");
+    assert_eq!(answered.0, 1);
+    assert!(to_port(&out, 5074)
+        .iter()
+        .any(|(_, m)| m.status() == Some(200)));
+    let tag = answered.1.to_header().unwrap().tag().unwrap().to_string();
+    let in_dialog = |method: &str, cseq: u32| {
+        format!(
+            "{method} sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK{method}\r\n\
+From: <sip:202@127.0.0.1>;tag=a5072\r\nTo: <sip:*8@127.0.0.1>;tag={tag}\r\nCall-ID: {pick_call_id}\r\n\
+Max-Forwards: 70\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    assert_eq!(shards.send(udp(5072), &in_dialog("ACK", 2)), 1);
+    assert_eq!(
+        shards.send(udp(5072), &in_dialog("BYE", 3)),
+        1,
+        "routed to the call"
+    );
+    let out = shards.sent();
+    assert!(
+        to_port(&out, 5072)
+            .iter()
+            .any(|(_, m)| m.status() == Some(200)),
+        "the picker's BYE is answered: {out:?}"
+    );
+    assert!(
+        to_port(&out, 5074)
+            .iter()
+            .any(|(_, m)| m.method() == Some(&Method::BYE)),
+        "and the caller hung up"
+    );
 }

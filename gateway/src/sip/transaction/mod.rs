@@ -278,26 +278,11 @@ impl TxLayer {
             self.apply_server_actions(id, actions);
             return;
         }
-        let id = ServerTxId(self.next_id);
-        self.next_id += 1;
-        let tx = ServerTx::new(msg.clone(), peer.protocol.is_reliable(), &self.timers);
-        self.server_index.insert(key.clone(), id);
-        self.servers.insert(
-            id,
-            Box::new(ServerEntry {
-                tx,
-                key,
-                peer,
-                reply_to: response_destination(&msg, peer),
-                ack_key: None,
-                trying_owed: method == Method::INVITE,
-            }),
-        );
+        let id = self.open_server(now, key, &msg, peer);
         if method == Method::BYE {
             self.stop_2xx_retransmissions_before(&msg);
         }
         if method == Method::INVITE {
-            self.owed_trying.push((id, now));
             self.events
                 .push_back(TxEvent::Request { tx: id, msg, peer });
         } else if method == Method::CANCEL {
@@ -306,6 +291,56 @@ impl TxLayer {
             self.events
                 .push_back(TxEvent::Request { tx: id, msg, peer });
         }
+    }
+
+    /// A new server transaction for `msg` (a request other than ACK) under `key`; an
+    /// INVITE is owed its 100 Trying.
+    fn open_server(
+        &mut self,
+        now: Instant,
+        key: ServerKey,
+        msg: &SipMessage,
+        peer: Peer,
+    ) -> ServerTxId {
+        let id = ServerTxId(self.next_id);
+        self.next_id += 1;
+        let invite = msg.method() == Some(&Method::INVITE);
+        let tx = ServerTx::new(msg.clone(), peer.protocol.is_reliable(), &self.timers);
+        self.server_index.insert(key.clone(), id);
+        self.servers.insert(
+            id,
+            Box::new(ServerEntry {
+                tx,
+                key,
+                peer,
+                reply_to: response_destination(msg, peer),
+                ack_key: None,
+                trying_owed: invite,
+            }),
+        );
+        if invite {
+            self.owed_trying.push((id, now));
+        }
+        id
+    }
+
+    /// Takes over a request another transaction layer received and handed on unanswered
+    /// (another engine shard's pickup of a call of this one): a server transaction for it
+    /// as if it had arrived here, without a [`TxEvent::Request`] (the caller acts on it);
+    /// its retransmissions are absorbed here from now on. None for an ACK or a request
+    /// without the keys of a transaction.
+    pub fn adopt_request(
+        &mut self,
+        now: Instant,
+        msg: SipMessage,
+        peer: Peer,
+    ) -> Option<ServerTxId> {
+        let method = msg.method().cloned().filter(|m| *m != Method::ACK)?;
+        let key = server_key(&msg, &method);
+        if let Some(&id) = self.server_index.get(&key) {
+            return Some(id);
+        }
+        Some(self.open_server(now, key, &msg, peer))
     }
 
     /// A BYE proves its sender got our 2xx for every earlier INVITE of the dialog: their
