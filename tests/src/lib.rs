@@ -689,6 +689,12 @@ impl Sipp {
         self.arg("-trace_msg")
     }
 
+    /// The Call-ID of SIPp's calls (`-cid_str`, SIPp's `%u` keywords allowed): a test
+    /// chooses which engine shard a call lands on.
+    pub fn call_id(self, call_id: &str) -> Sipp {
+        self.arg("-cid_str").arg(call_id)
+    }
+
     /// `-key name value`: a scenario keyword.
     pub fn key(self, name: &str, value: &str) -> Sipp {
         self.arg("-key").arg(name).arg(value)

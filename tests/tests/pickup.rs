@@ -332,3 +332,65 @@ fn a_silent_picker_phone_is_bridged_after_a_few_seconds() {
     callee.wait();
     gateway.wait_for_log("no answer to the Replaces INVITE; bridging instead");
 }
+
+/// A Call-ID that lands on engine shard `shard` of 2.
+fn call_id_on_shard(shard: usize, seed: &str) -> String {
+    let shards = gateway::engine::shard::ShardId::new(0, 2).unwrap();
+    (0..)
+        .map(|n| format!("{seed}-{n}@127.0.0.1"))
+        .find(|call_id| shards.of_call_id(call_id) == shard)
+        .unwrap()
+}
+
+/// A gateway of two engine shards, 204's call to 201 ringing on shard 1.
+fn ringing_on_shard_1() -> (Gateway, e2e_tests::SippRun, e2e_tests::SippRun) {
+    let gateway = Gateway::start(GatewayOptions {
+        keys: vec![("fastpath", "shards = 2".to_string())],
+        ..GatewayOptions::default()
+    });
+    let caller_call_id = call_id_on_shard(1, "caller");
+    let (callee, caller) = ringing_with(&gateway, "uas_ring_picked.xml", "uac_call.xml", |c| {
+        c.call_id(&caller_call_id)
+    });
+    (gateway, callee, caller)
+}
+
+/// Two engine shards: a picker dialling `*8` from shard 0 takes the call ringing on shard
+/// 1 with Replaces; the pickup is handed to the call's shard and billed there.
+#[test]
+fn a_group_pickup_reaches_a_call_ringing_on_another_engine_shard() {
+    let (gateway, callee, caller) = ringing_on_shard_1();
+    picker("uac_pickup.xml", "*8", "202")
+        .call_id(&call_id_on_shard(0, "picker"))
+        .out_of_call("uas_replaces.xml")
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    gateway.wait_for_log("of engine shard 1: handed over");
+    gateway.wait_for_log("connected through Replaces");
+    let (cdrs, fields) = gateway.last_cdr();
+    assert_eq!(
+        &fields[2..8],
+        ["204", "201", "202", "group", "202", "answered"],
+        "{cdrs}"
+    );
+}
+
+/// Two engine shards: a bridged directed pickup from shard 0, its dialog (ACK, BYE)
+/// routed to the call's shard 1.
+#[test]
+fn a_bridged_pickup_reaches_a_call_ringing_on_another_engine_shard() {
+    let (gateway, callee, caller) = ringing_on_shard_1();
+    picker("uac_pickup_bridge.xml", "**201", "203")
+        .call_id(&call_id_on_shard(0, "bridged-picker"))
+        .run(&gateway);
+    caller.wait();
+    callee.wait();
+    gateway.wait_for_log("of engine shard 1: handed over");
+    let (cdrs, fields) = gateway.last_cdr();
+    assert_eq!(
+        &fields[2..8],
+        ["204", "201", "203", "directed", "203", "answered"],
+        "{cdrs}"
+    );
+}
