@@ -16,7 +16,7 @@
 //! Run: `scripts/bench.sh` (builds, installs kamailio if missing), or
 //! `cargo run --release -p bench --bin sip-load -- [--quick] [--kamailio-children N]
 //! [--server-cores LIST]` after `cargo build --release -p gateway`; `--rate R [--seconds S]`
-//! runs one trial per server.
+//! runs one trial per server; `--shards N` runs the gateway with N engine shards.
 //! `--nodes` instead measures the gateway alone on its stores side by side: one node on
 //! SQLite, one node on PostgreSQL, and two nodes sharing one PostgreSQL (a throwaway
 //! cluster), each node with its own callers and callees and its own load generator at half
@@ -58,8 +58,11 @@ impl Peer {
     /// The servers of a trial; node `i` serves callers and callees `i * PHONES` on from
     /// the first (its own phones: no call of a node rings the other's).
     fn start(self) -> Vec<Server> {
+        // `--shards N`: the gateway's engine shards (its own default otherwise).
+        let shards = text_option("--shards")
+            .map_or(String::new(), |n| format!("[fastpath]\nshards = {n}\n"));
         let body = format!(
-            "[calls]\nring_timeout_secs = 30\n{}{}",
+            "{shards}[calls]\nring_timeout_secs = 30\n{}{}",
             extension_blocks(CALLERS, 2 * PHONES, ""),
             extension_blocks(CALLEES, 2 * PHONES, "")
         );
