@@ -218,7 +218,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (store, spool, bindings, subscriptions) = open_store(&config, now)?;
     // The engine shards' queues exist before the shards: the store thread and the BLF
     // listener answer into them from the start.
-    let shard_count = config.fastpath.shard_count();
+    let shard_count = config.shard_count();
     let mailboxes = (0..shard_count)
         .map(|_| Mailbox::<ShardCommand>::new())
         .collect::<Result<Vec<_>, _>>()

@@ -869,8 +869,9 @@ impl SippRun {
             }
             assert!(
                 Instant::now() < deadline,
-                "sipp {} never logged {prefix:?}",
-                self.scenario
+                "sipp {} never logged {prefix:?}; its messages (with -trace_msg):\n{}",
+                self.scenario,
+                std::fs::read_to_string(&self.messages).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }

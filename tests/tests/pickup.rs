@@ -21,6 +21,12 @@ fn picker_declines(gateway: &Gateway) {
         .run(gateway);
 }
 
+/// The last CDR's caller, called, answered by, pickup method, billed and disposition.
+fn assert_last_cdr(gateway: &Gateway, expected: [&str; 6]) {
+    let (cdrs, fields) = gateway.last_cdr();
+    assert_eq!(&fields[2..8], expected, "{cdrs}");
+}
+
 /// The caller stays on the line long enough for the picker's re-INVITE to be over first.
 fn holding(caller: Sipp) -> Sipp {
     caller.fill("@HOLD_MS@", "2000")
@@ -38,12 +44,7 @@ fn group_pickup_with_replaces() {
     // The caller got its 200 OK to the BYE: the CDR must already be on disk.
     gateway.kill();
     callee.wait();
-    let (cdrs, fields) = gateway.last_cdr();
-    assert_eq!(
-        &fields[2..8],
-        ["204", "201", "202", "group", "202", "answered"],
-        "{cdrs}"
-    );
+    assert_last_cdr(&gateway, ["204", "201", "202", "group", "202", "answered"]);
 }
 
 #[test]
@@ -53,11 +54,9 @@ fn directed_pickup_without_replaces_is_bridged() {
     picker("uac_pickup_bridge.xml", "**201", "203").run(&gateway);
     caller.wait();
     callee.wait();
-    let (cdrs, fields) = gateway.last_cdr();
-    assert_eq!(
-        &fields[2..8],
+    assert_last_cdr(
+        &gateway,
         ["204", "201", "203", "directed", "203", "answered"],
-        "{cdrs}"
     );
 }
 
@@ -368,12 +367,7 @@ fn a_group_pickup_reaches_a_call_ringing_on_another_engine_shard() {
     callee.wait();
     gateway.wait_for_log("of engine shard 1: handed over");
     gateway.wait_for_log("connected through Replaces");
-    let (cdrs, fields) = gateway.last_cdr();
-    assert_eq!(
-        &fields[2..8],
-        ["204", "201", "202", "group", "202", "answered"],
-        "{cdrs}"
-    );
+    assert_last_cdr(&gateway, ["204", "201", "202", "group", "202", "answered"]);
 }
 
 /// Two engine shards: a bridged directed pickup from shard 0, its dialog (ACK, BYE)
@@ -387,10 +381,8 @@ fn a_bridged_pickup_reaches_a_call_ringing_on_another_engine_shard() {
     caller.wait();
     callee.wait();
     gateway.wait_for_log("of engine shard 1: handed over");
-    let (cdrs, fields) = gateway.last_cdr();
-    assert_eq!(
-        &fields[2..8],
+    assert_last_cdr(
+        &gateway,
         ["204", "201", "203", "directed", "203", "answered"],
-        "{cdrs}"
     );
 }

@@ -301,20 +301,14 @@ pub struct FastpathConfig {
     #[serde(default)]
     pub cores: Vec<usize>,
     /// How many engine shards handle SIP, each on a worker thread of its own with its own
-    /// socket (default: one per core in `cores`, one when none is given).
+    /// socket (default: one per core in `cores`; without `cores`, one per CPU the gateway
+    /// may run on; one in a cluster).
     #[serde(default)]
     pub shards: Option<usize>,
 }
 
 /// Engine shards at most (`fastpath.shards`).
 pub const MAX_SHARDS: usize = 64;
-
-impl FastpathConfig {
-    /// How many engine shards run.
-    pub fn shard_count(&self) -> usize {
-        self.shards.unwrap_or(self.cores.len()).clamp(1, MAX_SHARDS)
-    }
-}
 
 impl Default for FastpathConfig {
     fn default() -> Self {
@@ -790,6 +784,21 @@ impl Config {
         Ok(config)
     }
 
+    /// How many engine shards run: `fastpath.shards`; else one per `fastpath.cores` entry,
+    /// or one per CPU the gateway may run on; one in a cluster (shards there are not
+    /// supported yet).
+    pub fn shard_count(&self) -> usize {
+        if self.node.is_clustered() {
+            return 1;
+        }
+        let cpus = || std::thread::available_parallelism().map_or(1, usize::from);
+        let default = match self.fastpath.cores.len() {
+            0 => cpus(),
+            cores => cores,
+        };
+        self.fastpath.shards.unwrap_or(default).clamp(1, MAX_SHARDS)
+    }
+
     /// The listening address (validated at load time).
     pub fn listen_addr(&self) -> SocketAddr {
         self.sip
@@ -893,14 +902,12 @@ impl Config {
                     format!("{shards} is out of range: 1 to {MAX_SHARDS} engine shards"),
                 ))
             }
-            _ if self.fastpath.shard_count() > 1 && self.node.is_clustered() => {
+            Some(shards) if shards > 1 && self.node.is_clustered() => {
                 return Err(invalid(
                     "fastpath.shards",
                     format!(
-                        "{} engine shards (fastpath.shards, or one per fastpath.cores entry) in a \
-                         cluster (node.peers) are not supported yet: run one shard per node \
-                         (fastpath.shards = 1)",
-                        self.fastpath.shard_count()
+                        "{shards} engine shards in a cluster (node.peers) are not supported \
+                         yet: run one shard per node (leave fastpath.shards unset)"
                     ),
                 ))
             }

@@ -479,6 +479,7 @@ impl Engine {
                 dialogs,
             } => {
                 self.shard_dialogs.on_dialogs(shard, extension, dialogs);
+                self.notify_answered_targets(now);
                 self.publish_dialog_states(now);
             }
         }

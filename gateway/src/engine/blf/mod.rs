@@ -272,6 +272,13 @@ impl Engine {
         let expires = now.mono + Duration::from_secs(granted.into());
         let first_watcher = self.subscriptions.watching(&target).is_empty();
         let seed = first_watcher.then(|| target.clone());
+        // With other shards, the first NOTIFY waits for their dialogs of the target.
+        if self.shard.count() > 1 && first_watcher {
+            let own = self.shard.index();
+            let others = (0..self.shard.count()).filter(|&shard| shard != own);
+            self.shard_dialogs.await_answers(&target, others);
+        }
+        let waits = self.shard_dialogs.is_awaited(&target);
         let id = self.subscriptions.insert(Subscription {
             subscriber,
             target,
@@ -284,7 +291,9 @@ impl Engine {
             reserved: None,
         });
         self.seed_last(seed.as_slice());
-        if granted == 0 {
+        if waits {
+            // Sent by `notify_answered_targets` (a fetch ends there too).
+        } else if granted == 0 {
             // A fetch (RFC 6665 §4.4.3): the state once, and no subscription.
             self.end_subscription(now, id, Some(SubState::Terminated(Some("timeout"))));
         } else {

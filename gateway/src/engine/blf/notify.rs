@@ -270,7 +270,7 @@ impl Engine {
             (&self.subscriptions, &self.shared, &self.shard_dialogs);
         let candidates = changed
             .into_iter()
-            .filter(|target| subscriptions.is_watched(target));
+            .filter(|target| subscriptions.is_watched(target) && !shard_dialogs.is_awaited(target));
         let changed: Vec<(String, Vec<DialogView>)> = candidates
             .into_iter()
             .filter_map(|target| {
@@ -291,6 +291,36 @@ impl Engine {
             }
         }
         self.send_queued_notifies(now);
+    }
+
+    /// The keys whose first NOTIFY waited for the other shards' dialogs of their
+    /// extension (all answered now) get it: the state as it is with those dialogs.
+    pub(in crate::engine) fn notify_answered_targets(&mut self, now: Now) {
+        let ready = self.shard_dialogs.take_ready();
+        if ready.is_empty() {
+            return;
+        }
+        self.seed_last(&ready);
+        for target in &ready {
+            for id in self.subscriptions.watching(target) {
+                let unnotified = self
+                    .subscriptions
+                    .get_mut(id)
+                    .is_some_and(|sub| sub.next_version == 0);
+                if !unnotified {
+                    continue;
+                }
+                let fetch = self
+                    .subscriptions
+                    .get_mut(id)
+                    .is_some_and(|sub| sub.expires <= now.mono);
+                if fetch {
+                    self.end_subscription(now, id, Some(SubState::Terminated(Some("timeout"))));
+                } else {
+                    self.send_notify(now, id, SubState::Active);
+                }
+            }
+        }
     }
 
     /// Sends the next [`NOTIFY_BATCH`] queued NOTIFYs; the rest wait for the next turn

@@ -9,6 +9,10 @@
 //!   when it has none any more, or nobody watches any more: [`ShardNotice::Dialogs`]).
 //!   Every shard hears every notice, so what a shard told last is what all the others hold.
 //! - A shard shows the others' dialogs after its own, as it shows other nodes'.
+//! - A shard answers a `Watch` with its dialogs of the extension at once, even none, and
+//!   the watching shard holds its keys' first NOTIFY until every other shard answered, so
+//!   that a key never shows an idle extension for a moment while a call rings on another
+//!   shard.
 //!
 //! [`ShardNotice::Watch`]: crate::engine::shard::ShardNotice::Watch
 //! [`ShardNotice::Dialogs`]: crate::engine::shard::ShardNotice::Dialogs
@@ -28,6 +32,13 @@ pub struct ShardDialogs {
     /// Extensions whose dialogs on other shards, or whose watchers there, changed since
     /// the engine last asked.
     changed: BTreeSet<String>,
+    /// Extensions another shard just started watching: told at the next turn whatever
+    /// this shard told before (its answer to the `Watch`).
+    owed: BTreeSet<String>,
+    /// Extensions this shard started watching, with the shards that have not answered yet.
+    awaiting: HashMap<String, BTreeSet<usize>>,
+    /// Extensions every other shard has answered for since the engine last asked.
+    ready: Vec<String>,
 }
 
 impl ShardDialogs {
@@ -55,8 +66,34 @@ impl ShardDialogs {
             .flat_map(|shards| shards.values().flatten())
     }
 
+    /// This shard's keys started watching `extension`: their first NOTIFY waits until
+    /// each of `others` told its dialogs of it.
+    pub fn await_answers(&mut self, extension: &str, others: impl Iterator<Item = usize>) {
+        let others: BTreeSet<usize> = others.collect();
+        if !others.is_empty() {
+            self.awaiting.insert(extension.to_string(), others);
+        }
+    }
+
+    /// Whether the first NOTIFY of `extension`'s keys still waits for other shards.
+    pub fn is_awaited(&self, extension: &str) -> bool {
+        self.awaiting.contains_key(extension)
+    }
+
+    /// The extensions every other shard has answered for since the last call.
+    pub fn take_ready(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ready)
+    }
+
     /// Shard `shard` holds `dialogs` of `extension` now.
     pub fn on_dialogs(&mut self, shard: usize, extension: String, dialogs: Vec<DialogView>) {
+        if let Some(waiting) = self.awaiting.get_mut(&extension) {
+            waiting.remove(&shard);
+            if waiting.is_empty() {
+                self.awaiting.remove(&extension);
+                self.ready.push(extension.clone());
+            }
+        }
         let shards = self.remote.entry(extension.clone()).or_default();
         if dialogs.is_empty() {
             shards.remove(&shard);
@@ -74,6 +111,7 @@ impl ShardDialogs {
         let shards = self.watchers.entry(extension.clone()).or_default();
         if watching {
             shards.insert(shard);
+            self.owed.insert(extension.clone());
         } else {
             shards.remove(&shard);
             if shards.is_empty() {
@@ -92,7 +130,8 @@ impl ShardDialogs {
         current: &HashMap<String, Vec<DialogView>>,
     ) -> Vec<(String, Vec<DialogView>)> {
         let mut tell = Vec::new();
-        for extension in changed {
+        let owed = std::mem::take(&mut self.owed);
+        for extension in changed.iter().chain(owed.difference(changed)) {
             let watched = self.watchers.contains_key(extension);
             if !watched && !self.told.contains_key(extension) {
                 continue;
@@ -102,7 +141,7 @@ impl ShardDialogs {
                 false => Vec::new(),
             };
             let last = self.told.get(extension).map_or(&[][..], Vec::as_slice);
-            if last == dialogs.as_slice() {
+            if last == dialogs.as_slice() && !owed.contains(extension) {
                 continue;
             }
             if dialogs.is_empty() {

@@ -198,24 +198,7 @@ impl Harness {
         else {
             return replies;
         };
-        let (header, answer) = if challenge.status() == Some(401) {
-            (Name::WWW_AUTHENTICATE, "Authorization")
-        } else {
-            (Name::PROXY_AUTHENTICATE, "Proxy-Authorization")
-        };
-        let challenge = challenge.header(&header).unwrap().to_string();
-        let request = SipMessage::parse_datagram(text.as_bytes()).unwrap();
-        let method = request.method().unwrap().to_string();
-        let uri = request.request_line().unwrap().uri.to_string();
-        let auth = credentials(&challenge, user, password, &method, &uri, 1);
-        let retry = text
-            .replacen("CSeq: 1 ", "CSeq: 2 ", 1)
-            .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
-            .replacen(
-                "Content-Length:",
-                &format!("{answer}: {auth}\r\nContent-Length:"),
-                1,
-            );
+        let retry = answering(text, challenge, user, password);
         self.send(from, &retry);
         self.sent()
     }
@@ -241,6 +224,28 @@ Call-ID: reg-{ext}-{port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{ext}@127.0.0.1:{
         );
         self.request_with_auth(from, &text, ext, password)
     }
+}
+
+/// `text` (a request with CSeq 1) sent again with credentials answering `challenge` (a
+/// 401 or 407 to it): CSeq 2, a new branch.
+fn answering(text: &str, challenge: &SipMessage, user: &str, password: &str) -> String {
+    let (header, answer) = if challenge.status() == Some(401) {
+        (Name::WWW_AUTHENTICATE, "Authorization")
+    } else {
+        (Name::PROXY_AUTHENTICATE, "Proxy-Authorization")
+    };
+    let challenge = challenge.header(&header).unwrap().to_string();
+    let request = SipMessage::parse_datagram(text.as_bytes()).unwrap();
+    let method = request.method().unwrap().to_string();
+    let uri = request.request_line().unwrap().uri.to_string();
+    let auth = credentials(&challenge, user, password, &method, &uri, 1);
+    text.replacen("CSeq: 1 ", "CSeq: 2 ", 1)
+        .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
+        .replacen(
+            "Content-Length:",
+            &format!("{answer}: {auth}\r\nContent-Length:"),
+            1,
+        )
 }
 
 fn invite(from_ext: &str, to: &str, port: u16, call_id: &str) -> String {

@@ -178,27 +178,36 @@ impl Shards {
             .iter()
             .find(|(_, _, m)| matches!(m.status(), Some(401 | 407)))
             .expect("a challenge");
-        let (header, answer) = if challenge.status() == Some(401) {
-            (Name::WWW_AUTHENTICATE, "Authorization")
-        } else {
-            (Name::PROXY_AUTHENTICATE, "Proxy-Authorization")
-        };
-        let challenge = challenge.header(&header).unwrap().to_string();
         let request = SipMessage::parse_datagram(text.as_bytes()).unwrap();
-        let method = request.method().unwrap().to_string();
-        let uri = request.request_line().unwrap().uri.to_string();
-        let auth = credentials(&challenge, user, password, &method, &uri, 1);
-        let retry = text
-            .replace(request.call_id().unwrap(), retry_call_id)
-            .replacen("CSeq: 1 ", "CSeq: 2 ", 1)
-            .replacen("branch=z9hG4bK", "branch=z9hG4bKretry", 1)
-            .replacen(
-                "Content-Length:",
-                &format!("{answer}: {auth}\r\nContent-Length:"),
-                1,
-            );
+        let text = text.replace(request.call_id().unwrap(), retry_call_id);
+        let retry = answering(&text, challenge, user, password);
         self.send(from, &retry);
         self.sent()
+    }
+
+    /// `caller` (port `port`) calls 201 (registered at 5071) with a Call-ID of `shard`,
+    /// and 201 rings: the caller's INVITE, 201's, and what followed its 180.
+    fn ringing_201(
+        &mut self,
+        caller: &str,
+        port: u16,
+        shard: usize,
+    ) -> (String, SipMessage, Vec<(usize, Peer, SipMessage)>) {
+        let call_id = self.call_id_on(shard, "call");
+        let text = invite(caller, "201", port, &call_id);
+        let password = format!("pw{caller}");
+        let replies = self.with_auth(udp(port), &text, (caller, &password), &call_id);
+        let (_, _, b_invite) = replies
+            .iter()
+            .find(|(_, peer, m)| m.method() == Some(&Method::INVITE) && peer.addr.port() == 5071)
+            .expect("201 rings")
+            .clone();
+        self.send(
+            udp(5071),
+            &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
+        );
+        let out = self.sent();
+        (text, b_invite, out)
     }
 
     fn register(&mut self, ext: &str, password: &str, port: u16, call_id: &str) -> Vec<u16> {
@@ -328,19 +337,7 @@ fn a_key_on_one_shard_shows_the_calls_of_another() {
     assert!(!xml.contains("<state>trying"), "nothing rings yet: {xml}");
     answer_200(&mut shards, &first[0].1, 5073);
     // 202 calls 201 through shard 1: the key, watched on shard 0, lights up.
-    let call_id = shards.call_id_on(1, "call");
-    let text = invite("202", "201", 5072, &call_id);
-    let replies = shards.with_auth(udp(5072), &text, ("202", "pw202"), &call_id);
-    let (_, _, b_invite) = replies
-        .iter()
-        .find(|(_, peer, m)| m.method() == Some(&Method::INVITE) && peer.addr.port() == 5071)
-        .expect("201 rings")
-        .clone();
-    shards.send(
-        udp(5071),
-        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
-    );
-    let out = shards.sent();
+    let (text, _, out) = shards.ringing_201("202", 5072, 1);
     let lit = notifies_to(&out, 5073);
     assert_eq!(lit.len(), 1, "{out:?}");
     assert_eq!(lit[0].0, 0, "the subscription's shard notifies");
@@ -364,20 +361,7 @@ fn a_key_on_one_shard_shows_the_calls_of_another() {
 fn ringing_on_shard_1(shards: &mut Shards) -> SipMessage {
     let registered = shards.call_id_on(0, "reg-201");
     assert_eq!(shards.register("201", "pw201", 5071, &registered), [200]);
-    let call_id = shards.call_id_on(1, "call");
-    let text = invite("204", "201", 5074, &call_id);
-    let replies = shards.with_auth(udp(5074), &text, ("204", "pw204"), &call_id);
-    let (_, _, b_invite) = replies
-        .iter()
-        .find(|(_, peer, m)| m.method() == Some(&Method::INVITE) && peer.addr.port() == 5071)
-        .expect("201 rings")
-        .clone();
-    shards.send(
-        udp(5071),
-        &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
-    );
-    shards.sent();
-    b_invite
+    shards.ringing_201("204", 5074, 1).1
 }
 
 /// 202 (port 5072) dials `*8` with a Call-ID of shard 0; `replaces` adds
@@ -534,4 +518,30 @@ Max-Forwards: 70\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
             .any(|(_, m)| m.method() == Some(&Method::BYE)),
         "and the caller hung up"
     );
+}
+
+#[test]
+fn a_key_subscribing_while_a_call_of_another_shard_rings_sees_it_in_its_first_notify() {
+    for (call_shard, key_shard) in [(1, 0), (0, 1)] {
+        let mut shards = Shards::office(2);
+        let registered = shards.call_id_on(key_shard, "reg-201");
+        assert_eq!(shards.register("201", "pw201", 5071, &registered), [200]);
+        shards.ringing_201("204", 5074, call_shard);
+        let subscription = shards.call_id_on(key_shard, "sub-203");
+        let text = super::blf::subscribe_text("203", 5073, "201", super::blf::DIALOG)
+            .replace("sub-203-201", &subscription);
+        let replies = shards.with_auth(udp(5073), &text, ("203", "pw203"), &subscription);
+        let mut seen = Vec::new();
+        let mut pending = notifies_to(&replies, 5073);
+        while let Some((_, notify)) = pending.pop() {
+            seen.push(super::blf::body(&notify));
+            pending.extend(notifies_to(&answer_200(&mut shards, &notify, 5073), 5073));
+        }
+        assert!(
+            seen.first()
+                .is_some_and(|xml| xml.contains("<state>early</state>")),
+            "call on {call_shard}, key on {key_shard}: the first NOTIFY already shows the \
+             call (it waited for the other shard's dialogs): {seen:?}"
+        );
+    }
 }
