@@ -366,15 +366,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if on_fast_path {
         let bound = shards[0].local_addrs()[0];
         let engines = match shard_count {
-            1 => String::new(),
-            n => format!(", {n} engine shards on SO_REUSEPORT sockets"),
+            1 => "; 1 engine shard".to_string(),
+            n => format!("; {n} engine shards on SO_REUSEPORT sockets"),
         };
         match shards[0].fallback_reason() {
             Some(reason) => tracing::warn!(
-                "listening on udp {bound} (fast path on epoll: io_uring unavailable: {reason}{engines})"
+                "listening on udp {bound} (fast path on epoll: io_uring unavailable: {reason}){engines}"
             ),
             None => tracing::info!(
-                "listening on udp {bound} (fast path on {}{engines})",
+                "listening on udp {bound} (fast path on {}){engines}",
                 shards[0].backend()
             ),
         }

@@ -380,7 +380,14 @@ impl Engine {
         self.heartbeat_if_due(now);
         if now.mono >= self.next_billing_mark {
             self.next_billing_mark = now.mono + self.config.billing_mark();
-            self.mark_calls_up(now);
+            // A mark covers every call of the node, on every shard: with several shards
+            // only the first marks, whether or not any of its own calls are up (marks
+            // from each would come closer together than the interval).
+            match self.shard.count() {
+                1 => self.mark_calls_up(now),
+                _ if self.shard.is_first() => self.push_mark_up(now),
+                _ => {}
+            }
         }
         self.process_events(now);
         self.ring_timeouts(now);
@@ -396,11 +403,15 @@ impl Engine {
     /// the runtime calls it once more at shutdown.
     pub fn mark_calls_up(&mut self, now: Now) {
         if self.calls.calls.values().any(|call| call.answer.is_some()) {
-            self.store_commands.push_back(StoreCommand::MarkUp {
-                node: self.config.node.id.clone(),
-                now_ms: now.unix_ms,
-            });
+            self.push_mark_up(now);
         }
+    }
+
+    fn push_mark_up(&mut self, now: Now) {
+        self.store_commands.push_back(StoreCommand::MarkUp {
+            node: self.config.node.id.clone(),
+            now_ms: now.unix_ms,
+        });
     }
 
     /// Takes an answer from the store (a pickup claim's outcome, a CDR committed, a
