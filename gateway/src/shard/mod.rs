@@ -184,6 +184,12 @@ impl EngineShard {
                 self.engine.handle_stream_garbage(peer, &error)
             }
         }
+        self.hand_on(io);
+    }
+
+    /// Hands on what the engine queued: its sends into the ring, its store commands to
+    /// the store thread, its notices to the other shards.
+    fn hand_on(&mut self, io: &mut Io) {
         self.outputs.drain(&mut self.engine, io);
         self.outputs.flush_store();
     }
@@ -240,8 +246,7 @@ impl Handler for EngineShard {
             ShardCommand::Inbound(message, _permit) => self.deliver(io, message),
             ShardCommand::Store(result) => {
                 self.engine.handle_store_result(Now::system(), result);
-                self.outputs.drain(&mut self.engine, io);
-                self.outputs.flush_store();
+                self.hand_on(io);
             }
             ShardCommand::Datagram(queued) => {
                 self.outputs
@@ -251,19 +256,16 @@ impl Handler for EngineShard {
             }
             ShardCommand::Message(message) => {
                 self.engine.handle_shard_message(Now::system(), message);
-                self.outputs.drain(&mut self.engine, io);
-                self.outputs.flush_store();
+                self.hand_on(io);
             }
             ShardCommand::Notice(notice) => {
                 self.engine.handle_shard_notice(Now::system(), notice);
-                self.outputs.drain(&mut self.engine, io);
-                self.outputs.flush_store();
+                self.hand_on(io);
             }
             ShardCommand::MediaEnded { relay, idle, legs } => {
                 self.engine
                     .handle_media_ended(Now::system(), relay, idle, legs);
-                self.outputs.drain(&mut self.engine, io);
-                self.outputs.flush_store();
+                self.hand_on(io);
             }
         }
     }
@@ -286,8 +288,7 @@ impl Handler for EngineShard {
                 }
             }
         }
-        self.outputs.drain(&mut self.engine, io);
-        self.outputs.flush_store();
+        self.hand_on(io);
     }
 
     fn deadline(&self) -> Option<Instant> {
