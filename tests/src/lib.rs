@@ -39,12 +39,15 @@ pub fn gateway_binary() -> PathBuf {
     binary
 }
 
-/// Hands out ports from a per-process range and checks that UDP and TCP are both free.
+/// Hands out ports from a per-process offset in 10000-19999 and checks that UDP and TCP are
+/// both free. The range lies below the kernel's ephemeral ports (32768-60999 on Debian), so a
+/// socket another process binds to port 0 cannot take a port between this check and the
+/// gateway's bind.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 2000) as u16 * 20;
+    let base = (std::process::id() % 500) as u16 * 20;
     loop {
-        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 4000;
+        let port = 10_000 + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
         let udp = UdpSocket::bind(("127.0.0.1", port));
         let tcp = TcpListener::bind(("127.0.0.1", port));
         if udp.is_ok() && tcp.is_ok() {
@@ -130,8 +133,8 @@ pub struct Gateway {
     _relay_range: RelayRange,
 }
 
-/// A range of 200 relay ports (40000-59999 in 100 ranges) reserved for one gateway across
-/// every test process of the machine: an exclusive lock on a file named after the range,
+/// A range of 200 relay ports (20000-31999 in 60 ranges, below the kernel's ephemeral ports)
+/// reserved for one gateway across every test process of the machine: an exclusive lock on a file named after the range,
 /// held until dropped.
 struct RelayRange {
     slot: u16,
@@ -139,7 +142,7 @@ struct RelayRange {
 }
 
 impl RelayRange {
-    const SLOTS: u16 = 100;
+    const SLOTS: u16 = 60;
 
     /// The first free range, searching from a per-process offset.
     fn reserve() -> RelayRange {
@@ -167,7 +170,7 @@ impl RelayRange {
 
     /// The range's first port.
     fn port_min(&self) -> u16 {
-        40_000 + self.slot * 200
+        20_000 + self.slot * 200
     }
 }
 
