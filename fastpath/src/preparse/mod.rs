@@ -5,11 +5,16 @@
 //! everything else is left to the control plane's full parser.
 //!
 //! It runs on every datagram, so it reads the head once: one pass finds each line's end
-//! (memchr's SSE2 search, called directly), tells a wanted header by its first bytes
-//! (a word compare, not a case-folding compare of every name) and keeps the keys as byte
-//! slices; the head is then checked to be UTF-8 once, up to the last key, and the keys are
-//! cut from it as text. The common spellings (a `SIP/2.0 200` status line, `;branch=`,
+//! (`line_feeds`: bit masks of 64 bytes at a time, which also show whether the bytes are
+//! ASCII), tells a wanted header by its first bytes (a word compare, not a case-folding
+//! compare of every name) and keeps the keys as byte slices; a head the scan saw to be
+//! ASCII up to the last key is text, anything else is checked to be UTF-8 once, and the
+//! keys are cut from it as text. The common spellings (a `SIP/2.0 200` status line, `;branch=`,
 //! `<uri>;tag=`) are read directly, anything else the general way.
+
+mod line_feeds;
+
+use line_feeds::LineFeeds;
 
 /// Whether the message is a request or a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -525,21 +530,9 @@ fn body_after(data: &[u8], nl: usize) -> Option<usize> {
     }
 }
 
-/// The first line feed in `data` from `from` on. Header lines are short, so it is looked
-/// for in the next 64 bytes first: on a haystack that short memchr's SSE2 routine skips the
-/// set-up of its long-haystack loop.
-fn find_line_feed(data: &[u8], from: usize) -> Option<usize> {
-    const NEAR: usize = 64;
-    let rest = data.get(from..)?;
-    let at = match find_byte(b'\n', &rest[..rest.len().min(NEAR)]) {
-        Some(at) => at,
-        None => NEAR + find_byte(b'\n', rest.get(NEAR..)?)?,
-    };
-    Some(from + at)
-}
-
 /// Frames the head in one pass: walks the header lines after the start line (which ends
-/// with the `\n` at `first_end`), hands each to `visit` with where it ends in `data`
+/// with the `\n` at `first_end`; `feeds` hands out the line feeds after it), hands each
+/// to `visit` with where it ends in `data`
 /// (continuation lines folded in: a line starting with a space or a tab continues the one
 /// before; the final line break left out) until `visit` returns false, and returns where
 /// the body starts, or None if no empty line ends the head. The head ends at the first
@@ -548,15 +541,16 @@ fn find_line_feed(data: &[u8], from: usize) -> Option<usize> {
 fn frame<'a>(
     data: &'a [u8],
     first_end: usize,
+    feeds: &mut LineFeeds<'a>,
     mut visit: impl FnMut(&'a [u8], usize) -> bool,
 ) -> Option<usize> {
     if let Some(body) = body_after(data, first_end) {
         return Some(body);
     }
-    let (mut start, mut from, mut visiting) = (first_end + 1, first_end + 1, true);
+    let (mut start, mut visiting) = (first_end + 1, true);
     loop {
-        let nl = find_line_feed(data, from)?;
-        from = nl + 1;
+        let nl = feeds.next()?;
+        let from = nl + 1;
         let next = data.get(from);
         if matches!(next, Some(b' ' | b'\t')) {
             continue;
@@ -603,18 +597,19 @@ struct Keys<'a> {
 /// when the head is text up to the last header taken, as it nearly always is: the caller
 /// checks that once and reads again, checked, when it is not (one check for the lot
 /// instead of one per header). None if the head does not end.
-fn read_keys(
-    data: &[u8],
+fn read_keys<'a>(
+    data: &'a [u8],
     first_end: usize,
+    feeds: &mut LineFeeds<'a>,
     request: bool,
     checked: bool,
-) -> Option<(Keys<'_>, usize)> {
+) -> Option<(Keys<'a>, usize)> {
     // Credentials matter only in requests: a response is done once the four are found.
     let mut keys = Keys {
         has_credentials: !request,
         ..Keys::default()
     };
-    let body = frame(data, first_end, |line, end| {
+    let body = frame(data, first_end, feeds, |line, end| {
         // A malformed line is the control plane's to judge (it answers 400): skip it here.
         if let Some((wanted, value)) = wanted(line) {
             let slot = match wanted {
@@ -678,28 +673,40 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(PreParseError::NoHeaderEnd)?;
     let data = &datagram[skip..];
-    let first_end = find_byte(b'\n', data).ok_or_else(|| unterminated(data))?;
+    let mut feeds = LineFeeds::new(data);
+    let first_end = feeds.next().ok_or_else(|| unterminated(data))?;
+    // Where the header lines' line feeds start, for each pass over them.
+    let after_start_line = feeds.clone();
     let start_line = strip_cr(&data[..first_end]);
     let start = match parse_start_line(start_line) {
         Ok(start) => start,
         // A datagram whose head does not end is refused as such, whatever its first line;
         // a first line that is not text, as such.
-        Err(_) if frame(data, first_end, |_, _| false).is_none() => return Err(unterminated(data)),
+        Err(_) if frame(data, first_end, &mut feeds, |_, _| false).is_none() => {
+            return Err(unterminated(data))
+        }
         Err(_) if std::str::from_utf8(start_line).is_err() => return Err(PreParseError::NotText),
         Err(error) => return Err(error),
     };
     let request = matches!(start, Start::Method(_));
     let (mut keys, body_offset) =
-        read_keys(data, first_end, request, false).ok_or_else(|| unterminated(data))?;
+        read_keys(data, first_end, &mut feeds, request, false).ok_or_else(|| unterminated(data))?;
     let head_end = keys.end.max(first_end);
-    let head = match std::str::from_utf8(data.get(..head_end).unwrap_or(data)) {
-        Ok(head) => Some(head),
-        Err(error) if error.valid_up_to() < start_line.len() => return Err(PreParseError::NotText),
-        Err(_) => {
-            (keys, _) =
-                read_keys(data, first_end, request, true).ok_or_else(|| unterminated(data))?;
-            None
-        }
+    // Nearly always ASCII, which the line feed scan has seen; else checked here.
+    let head = match feeds.ascii_text(head_end) {
+        Some(head) => Some(head),
+        None => match std::str::from_utf8(data.get(..head_end).unwrap_or(data)) {
+            Ok(head) => Some(head),
+            Err(error) if error.valid_up_to() < start_line.len() => {
+                return Err(PreParseError::NotText)
+            }
+            Err(_) => {
+                let mut feeds = after_start_line;
+                (keys, _) = read_keys(data, first_end, &mut feeds, request, true)
+                    .ok_or_else(|| unterminated(data))?;
+                None
+            }
+        },
     };
     let text = Text { data, head };
     let kind = match start {
