@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         mono: start,
         unix_ms: 1_700_000_000_000,
     };
-    let mut engine = Engine::new(CONFIG_PARSED.clone(), Vec::new(), [9; 32], now);
+    let mut engine = Engine::new(CONFIG_PARSED.clone(), Default::default(), [9; 32], now);
     for (i, datagram) in data.split(|&b| b == 0xff).enumerate() {
         let peer = Peer {
             protocol: if i % 3 == 2 { Protocol::Tcp } else { Protocol::Udp },

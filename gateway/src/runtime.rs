@@ -8,7 +8,7 @@ use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind
 use crate::descriptors::{tcp_cap, Reserve};
 use crate::engine::shard::ShardId;
 use crate::engine::Now;
-use crate::registrar::Binding;
+use crate::registrar::RestoredBindings;
 use crate::relay::MediaRelay;
 use crate::shard::outputs::{Outputs, UdpOut};
 use crate::shard::peers::Peers;
@@ -461,7 +461,7 @@ fn open_store(
     (
         Store,
         Option<Spool>,
-        Vec<(String, Binding)>,
+        RestoredBindings,
         Vec<StoredSubscription>,
     ),
     RunError,
@@ -528,7 +528,7 @@ fn open_store(
                     store.name(),
                     bindings.len()
                 );
-                Ok::<_, RunError>((store, spool, bindings, subscriptions))
+                Ok::<_, RunError>((store, spool, RestoredBindings::new(bindings), subscriptions))
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

@@ -104,7 +104,7 @@ impl Driver {
         };
         let store = Store::open(Path::new(":memory:")).expect("an in-memory SQLite store");
         Driver {
-            engine: Engine::new(config, Vec::new(), [7; 32], now),
+            engine: Engine::new(config, Default::default(), [7; 32], now),
             store,
             now,
             start: now.mono,

@@ -28,7 +28,7 @@ pub use stats::Stats;
 use crate::auth::guard::SharedGuard;
 use crate::auth::DigestAuthenticator;
 use crate::config::Config;
-use crate::registrar::{Binding, Registrar, SourceChange};
+use crate::registrar::{Registrar, RestoredBindings, SourceChange};
 use crate::sip::framing::FrameError;
 use crate::sip::ids;
 use crate::sip::message::{list_items, ParseError, SipMessage};
@@ -120,12 +120,7 @@ impl Engine {
     /// A new engine; `bindings` are the registrations restored from the store, `secret`
     /// keys the digest nonces and seeds the draws of media relay ports and glare waits (the
     /// same secret replays the same draws).
-    pub fn new(
-        config: Config,
-        bindings: Vec<(String, Binding)>,
-        secret: [u8; 32],
-        now: Now,
-    ) -> Self {
+    pub fn new(config: Config, bindings: RestoredBindings, secret: [u8; 32], now: Now) -> Self {
         let guard = SharedGuard::new(config.auth.guard());
         Engine::new_shard(config, bindings, secret, now, shard::ShardId::SOLE, guard)
     }
@@ -135,7 +130,7 @@ impl Engine {
     /// each draws its media ports from its own part of the range.
     pub fn new_shard(
         config: Config,
-        bindings: Vec<(String, Binding)>,
+        bindings: RestoredBindings,
         secret: [u8; 32],
         now: Now,
         shard: shard::ShardId,

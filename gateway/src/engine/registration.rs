@@ -211,7 +211,7 @@ impl Engine {
                 if outcome.changed {
                     tracing::info!("{aor} now has {} contact(s)", outcome.contacts.len());
                     self.persist_bindings(now, &aor);
-                    self.tell_shards_bindings(now, &aor);
+                    self.tell_shards_bindings(&aor);
                 }
             }
             Err(error) => {
@@ -237,12 +237,12 @@ impl Engine {
     }
 
     /// The other shards learn `aor`'s bindings as they are now.
-    fn tell_shards_bindings(&mut self, now: Now, aor: &str) {
+    fn tell_shards_bindings(&mut self, aor: &str) {
         if self.shard.count() > 1 {
             self.shard_outputs
                 .push_back(ShardOutput::Notice(ShardNotice::Bindings {
                     aor: aor.to_string(),
-                    bindings: self.registrar.lookup(now.unix(), aor),
+                    bindings: self.registrar.shared(aor),
                 }));
         }
     }

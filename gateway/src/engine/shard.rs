@@ -51,8 +51,8 @@ pub enum ShardNotice {
     Bindings {
         /// The extension.
         aor: String,
-        /// Its bindings now (none: unregistered).
-        bindings: Vec<Binding>,
+        /// Its bindings now (none: unregistered), shared with the shard that tells.
+        bindings: std::sync::Arc<Vec<Binding>>,
     },
     /// Keys on shard `shard` started (or stopped) watching an extension: the others tell
     /// it their dialogs of it from now on (or no more).

@@ -8,6 +8,7 @@ use crate::transport::{Peer, Protocol};
 use ezk_sip_types::Name;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 #[cfg(test)]
 mod tests;
@@ -89,13 +90,38 @@ pub struct SourceChange {
     pub registered: bool,
 }
 
+/// The registrations restored from the store, built once and handed to every engine
+/// shard: the shards share each extension's list (cloning this copies pointers, not
+/// bindings).
+#[derive(Debug, Clone, Default)]
+pub struct RestoredBindings(HashMap<String, Arc<Vec<Binding>>>);
+
+impl RestoredBindings {
+    /// The bindings the store held, by extension.
+    pub fn new(restored: Vec<(String, Binding)>) -> RestoredBindings {
+        let mut lists: HashMap<String, Vec<Binding>> = HashMap::new();
+        for (aor, binding) in restored {
+            lists.entry(aor).or_default().push(binding);
+        }
+        RestoredBindings(
+            lists
+                .into_iter()
+                .map(|(aor, list)| (aor, Arc::new(list)))
+                .collect(),
+        )
+    }
+}
+
 /// Bindings of every extension.
 #[derive(Debug)]
 pub struct Registrar {
     config: RegistrarConfig,
     /// The gateway's SIP address: no contact may name it.
     own: SocketAddr,
-    bindings: HashMap<String, Vec<Binding>>,
+    /// Each extension's list, shared with the other engine shards until one of them
+    /// changes it (copy on write: [`Arc::make_mut`]), so every shard holds every
+    /// registration without a copy of each.
+    bindings: HashMap<String, Arc<Vec<Binding>>>,
     /// How many bindings each TCP source holds (an entry only while above zero).
     sources: HashMap<Peer, usize>,
     /// Source changes not yet taken by [`Registrar::poll_source_change`].
@@ -147,13 +173,16 @@ impl Registrar {
     pub fn from_bindings(
         config: RegistrarConfig,
         own: SocketAddr,
-        restored: Vec<(String, Binding)>,
+        restored: RestoredBindings,
     ) -> Self {
         let mut registrar = Registrar::new(config, own);
-        for (aor, binding) in restored {
-            registrar.count_sources([binding.source], []);
-            registrar.bindings.entry(aor).or_default().push(binding);
-        }
+        let sources: Vec<Peer> = restored
+            .0
+            .values()
+            .flat_map(|list| list.iter().map(|b| b.source))
+            .collect();
+        registrar.count_sources(sources, []);
+        registrar.bindings = restored.0;
         registrar
     }
 
@@ -247,7 +276,7 @@ impl Registrar {
         };
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let cseq = msg.cseq().map(|c| c.cseq).unwrap_or(0);
-        let current = self.bindings.entry(aor.to_string()).or_default();
+        let current = Arc::make_mut(self.bindings.entry(aor.to_string()).or_default());
 
         if contacts.iter().any(|c| c.uri == "*") {
             if contacts.len() != 1 || header_expires != Some(0) {
@@ -348,10 +377,16 @@ impl Registrar {
         found
     }
 
+    /// `aor`'s list as held (expired bindings not yet swept included), shared: what
+    /// another engine shard is told after a REGISTER changed it.
+    pub fn shared(&self, aor: &str) -> Arc<Vec<Binding>> {
+        self.bindings.get(aor).cloned().unwrap_or_default()
+    }
+
     /// Holds exactly `bindings` for `aor`: another engine shard handled a REGISTER that
     /// changed them (each shard holds every registration, so a call finds its callee on
-    /// the shard its Call-ID chose without asking another).
-    pub fn replace(&mut self, aor: &str, bindings: Vec<Binding>) {
+    /// the shard its Call-ID chose without asking another; the list is shared, not copied).
+    pub fn replace(&mut self, aor: &str, bindings: Arc<Vec<Binding>>) {
         let before = self.sources_of(aor);
         if bindings.is_empty() {
             self.bindings.remove(aor);
@@ -367,6 +402,10 @@ impl Registrar {
         let mut affected = Vec::new();
         let mut removed = Vec::new();
         for (aor, list) in &mut self.bindings {
+            if list.iter().all(|b| b.expires_at > now) {
+                continue; // nothing to copy from a list the shards share
+            }
+            let list = Arc::make_mut(list);
             let before = list.len();
             list.retain(|b| {
                 let keep = b.expires_at > now;

@@ -186,7 +186,11 @@ fn restored_bindings_are_served() {
         source: source(),
         q: None,
     };
-    let r = Registrar::from_bindings(config(), own(), vec![("201".into(), binding.clone())]);
+    let r = Registrar::from_bindings(
+        config(),
+        own(),
+        RestoredBindings::new(vec![("201".into(), binding.clone())]),
+    );
     assert_eq!(r.lookup(100, "201"), [binding]);
     assert!(r.lookup(500, "201").is_empty());
 }
@@ -258,7 +262,7 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
     let restored = Registrar::from_bindings(
         config(),
         own(),
-        vec![(
+        RestoredBindings::new(vec![(
             "203".into(),
             Binding {
                 contact: "sip:203@t:1".into(),
@@ -268,7 +272,7 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
                 source: tcp,
                 q: None,
             },
-        )],
+        )]),
     );
     let mut restored = restored;
     assert_eq!(changes(&mut restored).len(), 1);
@@ -314,4 +318,56 @@ fn a_contact_naming_the_gateway_itself_is_refused() {
         any.register(1000, "201", &msg, source()).is_err(),
         "listening on every address: loopback is ours too"
     );
+}
+
+#[test]
+fn shards_share_an_extensions_list_until_one_changes_it() {
+    let mut first = Registrar::new(config(), own());
+    let mut second = Registrar::new(config(), own());
+    let msg = register("<sip:201@a:1>", Some(600), "c1", 1);
+    first.register(1000, "201", &msg, source()).unwrap();
+    second.replace("201", first.shared("201"));
+    assert!(
+        Arc::ptr_eq(&first.shared("201"), &second.shared("201")),
+        "told, not copied"
+    );
+    assert_eq!(second.lookup(1000, "201"), first.lookup(1000, "201"));
+    // A change on one shard copies the list there; the other keeps what it was told.
+    let msg = register("<sip:201@b:2>", Some(600), "c1", 2);
+    second.register(1001, "201", &msg, source()).unwrap();
+    assert_eq!(first.lookup(1001, "201").len(), 1);
+    assert_eq!(second.lookup(1001, "201").len(), 2);
+    // Expiry copies only a list that loses a binding.
+    first.replace("201", second.shared("201"));
+    assert!(first.expire(1500).is_empty());
+    assert!(Arc::ptr_eq(&first.shared("201"), &second.shared("201")));
+    assert_eq!(first.expire(1601), ["201"]);
+    assert!(first.lookup(1601, "201").is_empty());
+    assert_eq!(
+        second.shared("201").len(),
+        2,
+        "the other shard sweeps its own"
+    );
+}
+
+#[test]
+fn restored_bindings_are_shared_by_every_registrar_made_from_them() {
+    let binding = |contact: &str| Binding {
+        contact: contact.into(),
+        expires_at: 2000,
+        call_id: "r".into(),
+        cseq: 1,
+        source: source(),
+        q: None,
+    };
+    let restored = RestoredBindings::new(vec![
+        ("201".into(), binding("sip:201@a:1")),
+        ("202".into(), binding("sip:202@b:1")),
+        ("201".into(), binding("sip:201@c:1")),
+    ]);
+    let first = Registrar::from_bindings(config(), own(), restored.clone());
+    let second = Registrar::from_bindings(config(), own(), restored);
+    assert_eq!(first.lookup(1000, "201").len(), 2);
+    assert_eq!(first.aors(), ["201", "202"]);
+    assert!(Arc::ptr_eq(&first.shared("201"), &second.shared("201")));
 }

@@ -20,7 +20,7 @@ use crate::engine::shard::{ShardId, ShardMessage, ShardNotice};
 use crate::engine::{Engine, Now};
 use crate::overload::Shedder;
 use crate::queue_wait::QueueWaits;
-use crate::registrar::Binding;
+use crate::registrar::RestoredBindings;
 use crate::store::{StoreResult, StoredSubscription};
 use crate::transport::fastpath::{triage, Triage};
 use crate::transport::Inbound;
@@ -96,7 +96,7 @@ pub struct ShardSetup {
     /// The configuration.
     pub config: Config,
     /// The registrations restored from the store.
-    pub bindings: Vec<(String, Binding)>,
+    pub bindings: RestoredBindings,
     /// The dialog subscriptions restored from the store (each gets a full-state NOTIFY).
     pub subscriptions: Vec<StoredSubscription>,
     /// The engine's secret (digest nonces, draws; the same for every shard, each drawing

@@ -209,7 +209,7 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
     fn a_turn_serves_new_requests_for_a_bounded_time() {
         let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).unwrap();
         let start = Now::system();
-        let mut engine = Engine::new(config, Vec::new(), [7; 32], start);
+        let mut engine = Engine::new(config, Default::default(), [7; 32], start);
         let mut queues = ClassQueues::new(200);
         for n in 0..10 {
             queues.push(queued(request("INVITE", n, ""), start.mono, Class::New));
@@ -261,7 +261,7 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn priority_first_late_new_requests_shed_full_queues_drop() {
         let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).unwrap();
-        let mut engine = Engine::new(config, Vec::new(), [7; 32], Now::system());
+        let mut engine = Engine::new(config, Default::default(), [7; 32], Now::system());
         let mut queues = ClassQueues::new(200);
         let clock = Now::system();
         let now = clock.mono;

@@ -19,7 +19,7 @@ pub fn office_engine() -> (Engine, Now) {
         mono: Instant::now(),
         unix_ms: 1_700_000_000_000,
     };
-    (Engine::new(config, Vec::new(), [9; 32], now), now)
+    (Engine::new(config, Default::default(), [9; 32], now), now)
 }
 
 /// A UDP peer on loopback.

@@ -577,7 +577,7 @@ fn a_restart_restores_subscriptions_with_rising_cseq_and_version() {
     let stored = h.store.load_subscriptions("gw1", h.now.unix()).unwrap();
     assert_eq!(stored.len(), 1, "kept in the store");
     let config = h.engine.config.clone();
-    let mut engine = Engine::new(config, Vec::new(), [7; 32], h.now);
+    let mut engine = Engine::new(config, Default::default(), [7; 32], h.now);
     engine.restore_subscriptions(h.now, stored);
     let sent: Vec<SipMessage> = std::iter::from_fn(|| engine.poll_transmit())
         .map(|out| SipMessage::parse_datagram(&out.bytes).unwrap())
@@ -686,7 +686,7 @@ fn a_stored_subscription_edited_to_last_forever_is_cut_to_the_longest_grant() {
     watching_201(&mut h);
     let mut stored = h.store.load_subscriptions("gw1", h.now.unix()).unwrap();
     stored[0].expires_at = u64::MAX;
-    let mut engine = Engine::new(h.engine.config.clone(), Vec::new(), [7; 32], h.now);
+    let mut engine = Engine::new(h.engine.config.clone(), Default::default(), [7; 32], h.now);
     engine.restore_subscriptions(h.now, stored);
     let notify = SipMessage::parse_datagram(&engine.poll_transmit().unwrap().bytes).unwrap();
     assert_eq!(

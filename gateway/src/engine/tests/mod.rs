@@ -120,7 +120,7 @@ impl Harness {
         };
         let dir = tempfile::tempdir().unwrap();
         Harness {
-            engine: Engine::new(config, Vec::new(), [7; 32], now),
+            engine: Engine::new(config, Default::default(), [7; 32], now),
             now,
             store: Store::open(&dir.path().join("gw.db")).unwrap(),
             notices: Vec::new(),

@@ -40,7 +40,7 @@ impl Shards {
                 let shard = ShardId::new(index, count).unwrap();
                 Engine::new_shard(
                     config.clone(),
-                    Vec::new(),
+                    Default::default(),
                     [7; 32],
                     now,
                     shard,
