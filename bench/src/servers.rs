@@ -269,7 +269,8 @@ fn start_configured(
 ) -> std::io::Result<Server> {
     let config = format!(
         "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n{auth}\n\
-[database]\n{database}\n[media]\nanchor = \"never\"\n{body}"
+[database]\n{database}\n[media]\nanchor = \"never\"\n{}{body}",
+        shards_section()
     );
     let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, config)?;
@@ -280,6 +281,16 @@ fn start_configured(
         dir,
         Some(config_path),
     )
+}
+
+/// `--shards N` on any benchmark's command line: the gateway runs N engine shards (its own
+/// default, one per CPU it may use, otherwise), as a `[fastpath]` section.
+fn shards_section() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|arg| arg == "--shards")
+        .and_then(|at| args.get(at + 1))
+        .map_or(String::new(), |n| format!("[fastpath]\nshards = {n}\n"))
 }
 
 /// The gateway's release binary on `config`, logging warnings only.

@@ -227,12 +227,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         mailboxes.iter().map(Mailbox::sender).collect(),
         config.overload.queue_capacity,
     );
-    let to_shard = |peers: Peers| {
-        move |result| {
-            let shard = peers.shard_of_result(&result);
-            let _ = peers.send(shard, ShardCommand::Store(result));
-        }
-    };
+    let to_shard = |peers: Peers| move |result| peers.deliver_result(result);
     // BLF across nodes: other nodes' notifications reach the engine like store answers.
     let listener = match (&config.database.url, config.node.is_clustered()) {
         (Some(_), true) => Some(BlfListener::start(

@@ -2,6 +2,15 @@
 
 use crate::{free_port, register, Gateway, Sipp, SippRun};
 
+/// A Call-ID that lands on engine shard `shard` of 2.
+pub fn call_id_on_shard(shard: usize, seed: &str) -> String {
+    let shards = gateway::engine::shard::ShardId::new(0, 2).unwrap();
+    (0..)
+        .map(|n| format!("{seed}-{n}@127.0.0.1"))
+        .find(|call_id| shards.of_call_id(call_id) == shard)
+        .unwrap()
+}
+
 /// A SIPp picker `ext` (password `pw<ext>`) dialling `code` with `scenario`.
 pub fn picker(scenario: &str, code: &str, ext: &str) -> Sipp {
     Sipp::new(scenario, free_port())

@@ -10,7 +10,7 @@
 
 use e2e_tests::analog::{analog_to_sip_audio, sip_to_analog_audio, RtpPeer};
 use e2e_tests::blf::{key, logged_ids, wait_validated};
-use e2e_tests::pickup::{picker, ringing};
+use e2e_tests::pickup::{call_id_on_shard, picker, ringing, ringing_with};
 use e2e_tests::{free_port, register, udp_exchange, Gateway, GatewayOptions, Sipp};
 use gateway::store::test_cluster::TestCluster;
 use std::time::{Duration, Instant};
@@ -263,6 +263,37 @@ fn a_picker_on_node_b_takes_a_call_ringing_on_node_a_through_replaces() {
     );
 }
 
+/// Two nodes of two engine shards each. The call rings on a's shard 0, the picker's INVITE
+/// reaches b's shard 1; b's INVITE to a (a Call-ID of b's shard 1) reaches a's shard 1,
+/// which hands the forwarded pickup to the call's shard 0; a's INVITE with Replaces (a
+/// Call-ID of a's shard 0) reaches b's shard 0, which hands it to shard 1, where the
+/// picker's dialog is.
+#[test]
+fn a_pickup_across_nodes_crosses_engine_shards_on_both() {
+    let url = TestCluster::shared().create_database();
+    let (a, b) = two_nodes(&url, || GatewayOptions {
+        keys: vec![("fastpath", "shards = 2".to_string())],
+        ..GatewayOptions::default()
+    });
+    let caller_call_id = call_id_on_shard(0, "caller");
+    let (callee, caller) = ringing_with(&a, "uas_ring_picked.xml", "uac_call.xml", |c| {
+        c.call_id(&caller_call_id)
+    });
+    picker("uac_pickup.xml", "*8", "202")
+        .call_id(&call_id_on_shard(1, "picker"))
+        .out_of_call("uas_replaces.xml")
+        .run(&b);
+    caller.wait();
+    callee.wait();
+    a.wait_for_log("of engine shard 0: handed over");
+    b.wait_for_log("for a dialog of engine shard 1: handed over");
+    b.wait_for_log("node a hands the call to its picker here (Replaces)");
+    assert_eq!(
+        the_one_cdr(&url, &[&a, &b]),
+        ["204", "201", "202", "group", "202", "answered", "a"]
+    );
+}
+
 #[test]
 fn a_picker_on_node_b_without_replaces_is_bridged_through_both_nodes() {
     let cluster = TestCluster::shared();
@@ -418,7 +449,11 @@ fn three_nodes_an_analog_caller_on_a_rings_a_phone_on_b_and_a_picker_on_c_takes_
 fn a_key_on_node_b_sees_a_call_ringing_on_node_a_and_goes_dark_when_a_is_killed() {
     let cluster = TestCluster::shared();
     let url = cluster.create_database();
-    let (mut a, b) = two_nodes(&url, GatewayOptions::default);
+    // Two engine shards on each node, the call on a's second: its BLF row is that shard's.
+    let (mut a, b) = two_nodes(&url, || GatewayOptions {
+        keys: vec![("fastpath", "shards = 2".to_string())],
+        ..GatewayOptions::default()
+    });
     // 203's key on b watches 201: the idle state, then it waits for 201 to ring, then for
     // the dialog to end; then it refreshes and unsubscribes (with b).
     let watcher = key("uac_subscribe.xml", "203", "201")
@@ -426,8 +461,11 @@ fn a_key_on_node_b_sees_a_call_ringing_on_node_a_and_goes_dark_when_a_is_killed(
         .fill("@THEN_WAIT_FOR@", "event=&quot;cancelled&quot;")
         .spawn(&b);
     b.wait_for_log("203 subscribed to the dialogs of 201");
-    // 201 rings on a, with a call from 204 there.
-    let (callee, caller) = ringing(&a, "uas_ring_picked.xml", "uac_call.xml");
+    // 201 rings on a, with a call from 204 there, on a's shard 1.
+    let caller_call_id = call_id_on_shard(1, "caller");
+    let (callee, caller) = ringing_with(&a, "uas_ring_picked.xml", "uac_call.xml", |c| {
+        c.call_id(&caller_call_id)
+    });
     let (call_id, phone_tag, gateway_tag) = logged_ids(&watcher);
     // The ids are those of a's leg to the phone, which the store knows the call by.
     let mut client = cluster.client(&url);

@@ -5,7 +5,7 @@
 //! check that media flow through the relay both ways.
 
 use e2e_tests::analog::RtpPeer;
-use e2e_tests::pickup::{picker, ringing, ringing_with};
+use e2e_tests::pickup::{call_id_on_shard, picker, ringing, ringing_with};
 use e2e_tests::{free_port, logged_port, register, Gateway, GatewayOptions, Sipp};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -330,15 +330,6 @@ fn a_silent_picker_phone_is_bridged_after_a_few_seconds() {
     caller.wait();
     callee.wait();
     gateway.wait_for_log("no answer to the Replaces INVITE; bridging instead");
-}
-
-/// A Call-ID that lands on engine shard `shard` of 2.
-fn call_id_on_shard(shard: usize, seed: &str) -> String {
-    let shards = gateway::engine::shard::ShardId::new(0, 2).unwrap();
-    (0..)
-        .map(|n| format!("{seed}-{n}@127.0.0.1"))
-        .find(|call_id| shards.of_call_id(call_id) == shard)
-        .unwrap()
 }
 
 /// A gateway of two engine shards, 204's call to 201 ringing on shard 1.

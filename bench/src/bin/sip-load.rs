@@ -58,11 +58,8 @@ impl Peer {
     /// The servers of a trial; node `i` serves callers and callees `i * PHONES` on from
     /// the first (its own phones: no call of a node rings the other's).
     fn start(self) -> Vec<Server> {
-        // `--shards N`: the gateway's engine shards (its own default otherwise).
-        let shards = text_option("--shards")
-            .map_or(String::new(), |n| format!("[fastpath]\nshards = {n}\n"));
         let body = format!(
-            "{shards}[calls]\nring_timeout_secs = 30\n{}{}",
+            "[calls]\nring_timeout_secs = 30\n{}{}",
             extension_blocks(CALLERS, 2 * PHONES, ""),
             extension_blocks(CALLEES, 2 * PHONES, "")
         );

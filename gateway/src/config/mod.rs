@@ -302,7 +302,7 @@ pub struct FastpathConfig {
     pub cores: Vec<usize>,
     /// How many engine shards handle SIP, each on a worker thread of its own with its own
     /// socket (default: one per core in `cores`; without `cores`, one per CPU the gateway
-    /// may run on; one in a cluster).
+    /// may run on).
     #[serde(default)]
     pub shards: Option<usize>,
 }
@@ -785,12 +785,8 @@ impl Config {
     }
 
     /// How many engine shards run: `fastpath.shards`; else one per `fastpath.cores` entry,
-    /// or one per CPU the gateway may run on; one in a cluster (shards there are not
-    /// supported yet).
+    /// or one per CPU the gateway may run on.
     pub fn shard_count(&self) -> usize {
-        if self.node.is_clustered() {
-            return 1;
-        }
         let cpus = || std::thread::available_parallelism().map_or(1, usize::from);
         let default = match self.fastpath.cores.len() {
             0 => cpus(),
@@ -900,15 +896,6 @@ impl Config {
                 return Err(invalid(
                     "fastpath.shards",
                     format!("{shards} is out of range: 1 to {MAX_SHARDS} engine shards"),
-                ))
-            }
-            Some(shards) if shards > 1 && self.node.is_clustered() => {
-                return Err(invalid(
-                    "fastpath.shards",
-                    format!(
-                        "{shards} engine shards in a cluster (node.peers) are not supported \
-                         yet: run one shard per node (leave fastpath.shards unset)"
-                    ),
                 ))
             }
             _ => {}

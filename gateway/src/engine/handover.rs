@@ -13,6 +13,7 @@
 use super::shard::{ShardMessage, ShardOutput};
 use super::{Engine, Now};
 use crate::sip::message::SipMessage;
+use crate::sip::transaction::ServerTxId;
 use crate::store::{CallContext, ClaimOutcome, PickupMethod};
 use crate::transport::Peer;
 use std::collections::HashMap;
@@ -91,13 +92,7 @@ impl Engine {
             "pickup {id}: {picker} claimed call {} of engine shard {owner}: handed over",
             context.call_key
         );
-        self.handovers
-            .handed
-            .insert(call_id.clone(), (owner, now.mono + ROUTE_LINGER));
-        self.shard_outputs.push_back(ShardOutput::Route {
-            call_id,
-            shard: Some(owner),
-        });
+        self.route_to(now, call_id, owner);
         self.shard_outputs.push_back(ShardOutput::To(
             owner,
             ShardMessage::Pickup(Box::new(HandedPickup {
@@ -111,10 +106,55 @@ impl Engine {
         ));
     }
 
+    /// Request `tx` (from `peer`, unanswered but for a 100) belongs with a dialog of shard
+    /// `owner` (an INVITE with Replaces from the node that runs a pickup for a picker of
+    /// this node): it goes there to be handled afresh, its Call-ID with it.
+    pub(super) fn hand_over_request(&mut self, now: Now, tx: ServerTxId, peer: Peer, owner: usize) {
+        let Some(request) = self.tx.request(tx).cloned() else {
+            return;
+        };
+        let Some(call_id) = request.call_id().map(str::to_string) else {
+            return;
+        };
+        self.tx.forget_server(tx);
+        tracing::info!(
+            "{} of Call-ID {call_id} for a dialog of engine shard {owner}: handed over",
+            request
+                .method()
+                .map_or("a request".to_string(), |m| m.to_string())
+        );
+        self.route_to(now, call_id, owner);
+        self.shard_outputs.push_back(ShardOutput::To(
+            owner,
+            ShardMessage::Request {
+                peer,
+                msg: Box::new(request),
+            },
+        ));
+    }
+
+    /// Messages of `call_id` go to shard `owner` from now on (and a straggler queued here,
+    /// on to it).
+    fn route_to(&mut self, now: Now, call_id: String, owner: usize) {
+        self.handovers
+            .handed
+            .insert(call_id.clone(), (owner, now.mono + ROUTE_LINGER));
+        self.shard_outputs.push_back(ShardOutput::Route {
+            call_id,
+            shard: Some(owner),
+        });
+    }
+
     /// Takes a message another shard hands over.
     pub fn handle_shard_message(&mut self, now: Now, message: ShardMessage) {
         match message {
             ShardMessage::Pickup(pickup) => self.adopt_pickup(now, *pickup),
+            ShardMessage::Request { peer, msg } => {
+                if let Some(call_id) = msg.call_id() {
+                    self.handovers.adopted.insert(call_id.to_string(), None);
+                }
+                self.handle_message(now, peer, *msg);
+            }
             ShardMessage::Message { peer, msg } => self.handle_message(now, peer, *msg),
         }
     }

@@ -173,7 +173,7 @@ impl Engine {
             anchored: HashMap::new(),
             glare_rng: seeded_rng(b"re-INVITE glare", &secret),
             subscriptions: blf::Subscriptions::default(),
-            shared: blf::Shared::new(&config.node, now.mono),
+            shared: blf::Shared::new(&config.node, shard, now.mono),
             shard_dialogs: blf::ShardDialogs::default(),
             nodes: nodes::Nodes::new(&config.node, shard, now.mono),
             config,
@@ -423,7 +423,9 @@ impl Engine {
             }
             StoreResult::Dialogs { query, rows } => self.on_shared_dialogs(now, query, rows),
             // Nothing changed here yet: no dialogs to derive again.
-            StoreResult::DialogsPublished { extension, stored } => {
+            StoreResult::DialogsPublished {
+                extension, stored, ..
+            } => {
                 if !stored {
                     self.on_publish_failed(extension);
                 }

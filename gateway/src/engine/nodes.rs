@@ -360,6 +360,13 @@ impl Engine {
         let Some((relay, picker_tag)) =
             relay.and_then(|call| Some((call, call.a.remote_tag.clone()?)))
         else {
+            // The dialog it names is this node's leg to the owner, whose Call-ID this node
+            // drew to hash to the shard holding the pickup: that shard takes the INVITE.
+            let named = self.shard.of_call_id(super::blf::replaced_call_id(header));
+            if named != self.shard.index() {
+                self.hand_over_request(now, tx, peer, named);
+                return;
+            }
             self.reply(now, tx, 481, "Call/Transaction Does Not Exist");
             return;
         };
@@ -493,10 +500,13 @@ impl Engine {
         });
     }
 
-    /// The store recorded a heartbeat: logs the nodes it took over; when this node had been
-    /// taken over itself (silent too long), writes its registrations again.
+    /// The store recorded a heartbeat (every engine shard hears it): the calls of this
+    /// shard through nodes gone end, and BLF learns which nodes are alive and what they
+    /// watch; the first shard logs the nodes it took over and, when this node had been taken
+    /// over itself (silent too long), writes its registrations again.
     pub(super) fn on_heartbeat(&mut self, now: Now, beat: Heartbeat) {
-        for dead in &beat.taken_over {
+        let first = self.shard.is_first();
+        for dead in beat.taken_over.iter().filter(|_| first) {
             tracing::warn!(
                 "node {} stopped heartbeating for over {} s: took over, {} registration(s) removed, {} call(s) up and {} ringing closed with interrupted CDRs",
                 dead.node,
@@ -522,7 +532,7 @@ impl Engine {
                 self.node_gone(now, &node, addr);
             }
         }
-        if beat.revived {
+        if beat.revived && first {
             tracing::warn!(
                 "node {}: another node took this one over while it was silent; writing its registered extensions again",
                 self.config.node.id,

@@ -13,6 +13,34 @@ use crate::store::StoreResult;
 use crate::transport::Peer;
 use fastpath::preparse::shard_of;
 
+/// Where a store answer goes ([`ShardId::of_result`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFor {
+    /// One shard.
+    Shard(usize),
+    /// Every shard (a copy each).
+    Every,
+}
+
+/// Between a node id and a shard index in a BLF row's owner ([`ShardId::row_owner`]).
+pub const ROW_OWNER_SEPARATOR: char = ';';
+
+/// The node whose shard wrote a BLF row of this owner ([`ShardId::row_owner`]).
+pub fn node_of_row(owner: &str) -> &str {
+    owner
+        .split_once(ROW_OWNER_SEPARATOR)
+        .map_or(owner, |(node, _)| node)
+}
+
+/// The shard of its node that wrote a BLF row of this owner; None for an owner that is
+/// not of that form.
+pub fn shard_of_row(owner: &str) -> Option<usize> {
+    match owner.split_once(ROW_OWNER_SEPARATOR) {
+        None => Some(0),
+        Some((_, index)) => index.parse().ok(),
+    }
+}
+
 /// What an engine shard hands the runtime for the other shards.
 #[derive(Debug, Clone)]
 pub enum ShardOutput {
@@ -35,6 +63,14 @@ pub enum ShardOutput {
 pub enum ShardMessage {
     /// A pickup claimed there for a call of the receiving shard ([`super::handover`]).
     Pickup(Box<HandedPickup>),
+    /// A request handed over unanswered, to be handled here afresh (its Call-ID now
+    /// routed here): an INVITE with Replaces naming a dialog of this shard.
+    Request {
+        /// Its sender.
+        peer: Peer,
+        /// The request.
+        msg: Box<SipMessage>,
+    },
     /// A message of a Call-ID handed over, queued there before its route changed.
     Message {
         /// Its sender.
@@ -129,15 +165,38 @@ impl ShardId {
         Some(self.of_number(number))
     }
 
-    /// The shard waiting for a store answer: the one that handed out the number in it
-    /// (claims, lookups) or whose call it names (CDRs); the first shard takes what
-    /// concerns the node (heartbeats, other nodes' dialogs, the database coming back).
-    pub fn of_result(self, result: &StoreResult) -> usize {
+    /// Where a store answer goes: to the shard that handed out the number in it (claims,
+    /// lookups), whose call it names (CDRs) or whose BLF row it wrote; to every shard
+    /// what each acts on for its own calls and keys (heartbeats: nodes gone; other nodes'
+    /// dialogs, read by the first shard; an extension now watched on another node); to
+    /// the first shard what it does for all (reading a row another node changed, the
+    /// registrations written again when the database is back).
+    pub fn of_result(self, result: &StoreResult) -> ResultFor {
         match result {
-            StoreResult::Claim { pickup, .. } => self.of_number(*pickup),
-            StoreResult::Registrations { lookup, .. } => self.of_number(*lookup),
-            StoreResult::CdrWritten { call_key } => self.of_call_key(call_key).unwrap_or(0),
-            _ => 0,
+            StoreResult::Claim { pickup, .. } => ResultFor::Shard(self.of_number(*pickup)),
+            StoreResult::Registrations { lookup, .. } => ResultFor::Shard(self.of_number(*lookup)),
+            StoreResult::CdrWritten { call_key } => {
+                ResultFor::Shard(self.of_call_key(call_key).unwrap_or(0))
+            }
+            StoreResult::DialogsPublished { row_owner, .. } => ResultFor::Shard(
+                shard_of_row(row_owner)
+                    .filter(|&s| s < self.count)
+                    .unwrap_or(0),
+            ),
+            StoreResult::Heartbeat(_)
+            | StoreResult::Dialogs { .. }
+            | StoreResult::Watched { .. } => ResultFor::Every,
+            StoreResult::DialogsChanged { .. } | StoreResult::DatabaseBack => ResultFor::Shard(0),
+        }
+    }
+
+    /// Who writes this shard's BLF rows in the shared database: the node id on the first
+    /// shard, `<node id>;<index>` on the others (a node id has no `;`), so each shard
+    /// writes rows of its own and the shards of a node never overwrite each other's.
+    pub fn row_owner(self, node: &str) -> String {
+        match self.index {
+            0 => node.to_string(),
+            index => format!("{node}{ROW_OWNER_SEPARATOR}{index}"),
         }
     }
 

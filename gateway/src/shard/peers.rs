@@ -6,7 +6,7 @@
 use super::queues::Queued;
 use super::routes::CallRoutes;
 use super::ShardCommand;
-use crate::engine::shard::ShardId;
+use crate::engine::shard::{ResultFor, ShardId};
 use crate::store::StoreResult;
 use crate::transport::Inbound;
 use fastpath::udp::SendHandle;
@@ -124,9 +124,20 @@ impl Peers {
         }
     }
 
-    /// The shard waiting for a store answer ([`ShardId::of_result`]).
-    pub fn shard_of_result(&self, result: &StoreResult) -> usize {
-        self.any().of_result(result)
+    /// Hands a store answer to the shard waiting for it, or a copy to each shard
+    /// ([`ShardId::of_result`]).
+    pub fn deliver_result(&self, result: StoreResult) {
+        match self.any().of_result(&result) {
+            ResultFor::Shard(shard) => {
+                let _ = self.send(shard, ShardCommand::Store(result));
+            }
+            ResultFor::Every => {
+                for shard in 1..self.count() {
+                    let _ = self.send(shard, ShardCommand::Store(result.clone()));
+                }
+                let _ = self.send(0, ShardCommand::Store(result));
+            }
+        }
     }
 
     /// A shard of this many (for the numbering rules, which depend on the count only).

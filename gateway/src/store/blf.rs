@@ -147,7 +147,8 @@ impl Store {
         }
     }
 
-    /// The rows of nodes other than `node` that `query` asks for, by extension and node.
+    /// The rows of nodes other than `node` (rows of its engine shards are its own) that
+    /// `query` asks for, by extension and node.
     pub fn shared_dialogs(
         &self,
         node: &str,
@@ -165,12 +166,18 @@ impl Store {
         let db = self.db.as_ref();
         match query {
             DialogsQuery::All => db.rows(
-                &format!("{COLUMNS} WHERE node != ?1 ORDER BY extension, node"),
+                &format!(
+                    "{COLUMNS} WHERE NOT {} ORDER BY extension, node",
+                    of_node("?1")
+                ),
                 &[node.into()],
                 decode,
             ),
             DialogsQuery::Since(since_ms) => db.rows(
-                &format!("{COLUMNS} WHERE updated_ms > ?2 AND node != ?1 ORDER BY extension, node"),
+                &format!(
+                    "{COLUMNS} WHERE updated_ms > ?2 AND NOT {} ORDER BY extension, node",
+                    of_node("?1")
+                ),
                 &[node.into(), (*since_ms).into()],
                 decode,
             ),
@@ -181,7 +188,8 @@ impl Store {
                         .map(|i| format!("(node = ?{} AND extension = ?{})", 2 * i + 2, 2 * i + 3))
                         .collect();
                     let sql = format!(
-                        "{COLUMNS} WHERE node != ?1 AND ({}) ORDER BY extension, node",
+                        "{COLUMNS} WHERE NOT {} AND ({}) ORDER BY extension, node",
+                        of_node("?1"),
                         pairs.join(" OR ")
                     );
                     let mut params: Vec<Param<'_>> = vec![node.into()];
@@ -196,22 +204,25 @@ impl Store {
         }
     }
 
-    /// At start: the dialogs `node` wrote in its previous run are over (its calls ended
-    /// with it). They become tombstones at `now_ms` and the other nodes are notified; the
-    /// number of rows.
+    /// At start: the dialogs `node` (and each of its engine shards) wrote in its previous
+    /// run are over (its calls ended with it). They become tombstones at `now_ms` and the
+    /// other nodes are notified; the number of rows.
     pub fn clear_dialogs(&mut self, node: &str, now_ms: u64) -> Result<usize, StoreError> {
         let db = self.db.as_ref();
         let notify_others = self.blf_notify;
         let (cleared, notified) = db.atomically(|| {
             let cleared = db.rows(
-                "UPDATE blf_dialogs SET dialogs = '', updated_ms = ?2 \
-                 WHERE node = ?1 AND dialogs != '' RETURNING extension",
+                &format!(
+                    "UPDATE blf_dialogs SET dialogs = '', updated_ms = ?2 \
+                     WHERE {} AND dialogs != '' RETURNING node, extension",
+                    of_node("?1")
+                ),
                 &[node.into(), now_ms.into()],
-                |row| row.text(0),
+                |row| Ok((row.text(0)?, row.text(1)?)),
             )?;
             let mut notified = true;
-            for extension in cleared.iter().filter(|_| notify_others) {
-                if !notify(db, &dialogs_changed(node, extension))? {
+            for (owner, extension) in cleared.iter().filter(|_| notify_others) {
+                if !notify(db, &dialogs_changed(owner, extension))? {
                     notified = false;
                     break;
                 }
@@ -221,6 +232,15 @@ impl Store {
         self.notifications_unsupported(notified);
         Ok(cleared)
     }
+}
+
+/// An SQL condition: the row (its `node` column) was written by the node named by the
+/// parameter `param`, or by one of its engine shards
+/// ([`crate::engine::shard::ShardId::row_owner`]: `<node>;<index>`).
+pub(super) fn of_node(param: &str) -> String {
+    let node = format!("CAST({param} AS TEXT)");
+    let separator = crate::engine::shard::ROW_OWNER_SEPARATOR;
+    format!("(node = {node} OR substr(node, 1, length({node}) + 1) = {node} || '{separator}')")
 }
 
 fn dialogs_changed(node: &str, extension: &str) -> Notification {

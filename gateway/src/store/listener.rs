@@ -12,6 +12,7 @@
 use super::blf::{Notification, BLF_CHANNEL};
 use super::reconnect::{Notice, Reconnect};
 use super::{PgPool, StoreResult};
+use crate::engine::shard::node_of_row;
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -119,7 +120,7 @@ fn listen(pool: &PgPool, node: &str, stop: &AtomicBool, on_result: &dyn Fn(Store
                     Some(Notification::Dialogs {
                         node: from,
                         extension,
-                    }) if from != node => on_result(StoreResult::DialogsChanged {
+                    }) if node_of_row(&from) != node => on_result(StoreResult::DialogsChanged {
                         node: from,
                         extension,
                     }),

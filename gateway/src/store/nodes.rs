@@ -128,7 +128,10 @@ impl Store {
                 let interrupted = recover(db, &dead)?;
                 // Its calls are over: no key stays lit by them.
                 db.execute(
-                    "DELETE FROM blf_dialogs WHERE node = ?1",
+                    &format!(
+                        "DELETE FROM blf_dialogs WHERE {}",
+                        super::blf::of_node("?1")
+                    ),
                     &[Param::Text(&dead)],
                 )?;
                 taken_over.push(TakenOver {

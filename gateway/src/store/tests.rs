@@ -79,6 +79,7 @@ on_both_backends!(
     a_takeover_deletes_the_dead_node_s_blf_dialogs_and_heartbeats_name_what_others_watch,
     subscriptions_are_restored_by_the_node_that_holds_them,
     the_writer_publishes_and_reads_blf_dialogs,
+    the_rows_of_a_node_s_engine_shards_are_its_own,
 );
 
 fn binding(contact: &str, expires_at: u64) -> Binding {
@@ -1827,7 +1828,7 @@ fn the_writer_publishes_and_reads_blf_dialogs(db: TestDb) {
     let published = execute(
         &mut store,
         StoreCommand::PublishDialogs {
-            node: "a".into(),
+            row_owner: "a".into(),
             extension: "201".into(),
             dialogs: "x".into(),
             now_ms: 7,
@@ -1836,6 +1837,7 @@ fn the_writer_publishes_and_reads_blf_dialogs(db: TestDb) {
     assert_eq!(
         published,
         Some(StoreResult::DialogsPublished {
+            row_owner: "a".into(),
             extension: "201".into(),
             stored: true
         })
@@ -1955,4 +1957,53 @@ fn postgres_over_tls_checks_the_server_certificate_against_the_configured_ca() {
         .expect("an untrusted server certificate is refused")
         .to_string();
     assert!(refused.contains("certificate"), "{refused}");
+}
+
+fn the_rows_of_a_node_s_engine_shards_are_its_own(db: TestDb) {
+    let mut store = db.open();
+    let t0 = 1_000_000;
+    store.register_node("a", addr("10.0.0.1:5060"), t0).unwrap();
+    store.register_node("b", addr("10.0.0.2:5060"), t0).unwrap();
+    // Node a's two shards write rows of their own; so does b's first, and a node whose id
+    // merely starts like a's.
+    store.publish_dialogs("a", "201", "x", t0).unwrap();
+    store.publish_dialogs("a;1", "201", "x1", t0).unwrap();
+    store.publish_dialogs("b", "202", "y", t0).unwrap();
+    store.publish_dialogs("ab", "203", "w", t0).unwrap();
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::All),
+        [
+            row("201", "a", "x"),
+            row("201", "a;1", "x1"),
+            row("203", "ab", "w")
+        ],
+        "b reads both of a's shards"
+    );
+    assert_eq!(
+        shared(&store, "a", &DialogsQuery::All),
+        [row("202", "b", "y"), row("203", "ab", "w")],
+        "a reads none of its own shards' rows"
+    );
+    let named = DialogsQuery::Rows(vec![("a;1".into(), "201".into())]);
+    assert_eq!(shared(&store, "a", &named), []);
+    assert_eq!(shared(&store, "b", &named), [row("201", "a;1", "x1")]);
+    // A restart clears what every shard of the node wrote.
+    assert_eq!(store.clear_dialogs("a", t0 + 1).unwrap(), 2);
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::Since(t0)),
+        [row("201", "a", ""), row("201", "a;1", "")]
+    );
+    // A takeover deletes every shard's rows of the dead node, and only its.
+    store.publish_dialogs("a;1", "204", "z", t0 + 2).unwrap();
+    store
+        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 6_000, 10_000)
+        .unwrap();
+    let beat = store
+        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 12_000, 10_000)
+        .unwrap();
+    assert_eq!(beat.taken_over.len(), 1, "{beat:?}");
+    assert_eq!(
+        shared(&store, "b", &DialogsQuery::All),
+        [row("203", "ab", "w")]
+    );
 }

@@ -134,8 +134,9 @@ pub enum StoreCommand {
     /// (empty: none) and, with PostgreSQL, notify the other nodes; answered with
     /// [`StoreResult::DialogsPublished`].
     PublishDialogs {
-        /// This node.
-        node: String,
+        /// Who writes the row: this node, or one of its engine shards
+        /// ([`crate::engine::shard::ShardId::row_owner`]).
+        row_owner: String,
         /// The extension.
         extension: String,
         /// Its dialogs on this node, in the engine's text format.
@@ -203,6 +204,8 @@ pub enum StoreResult {
     },
     /// The outcome of a [`StoreCommand::PublishDialogs`].
     DialogsPublished {
+        /// Who wrote the row (from the command).
+        row_owner: String,
         /// The extension.
         extension: String,
         /// Whether the dialogs are in the database (false: write them again later).
@@ -341,18 +344,22 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
         }
         StoreCommand::SetCdrMedia { call_key, media } => store.set_cdr_media(&call_key, &media),
         StoreCommand::PublishDialogs {
-            node,
+            row_owner,
             extension,
             dialogs,
             now_ms,
         } => {
-            let written = store.publish_dialogs(&node, &extension, &dialogs, now_ms);
+            let written = store.publish_dialogs(&row_owner, &extension, &dialogs, now_ms);
             if let Err(e) = &written {
                 report(&format!("BLF dialogs of {extension} not published"), e);
             }
             let stored = written.is_ok();
             return (
-                Some(StoreResult::DialogsPublished { extension, stored }),
+                Some(StoreResult::DialogsPublished {
+                    row_owner,
+                    extension,
+                    stored,
+                }),
                 stored,
             );
         }

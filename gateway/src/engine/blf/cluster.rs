@@ -26,6 +26,7 @@
 use super::dialog_info::DialogView;
 use super::wire;
 use crate::config::NodeConfig;
+use crate::engine::shard::{node_of_row, ShardId};
 use crate::engine::{Engine, Now};
 use crate::store::{DialogsQuery, SharedDialogs, StoreCommand, TOMBSTONE_KEEP_MS};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -81,11 +82,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The state of an engine started at `now`: in a cluster, the first poll (of every
-    /// row) is due at once.
-    pub fn new(config: &NodeConfig, now: Instant) -> Shared {
+    /// The state of engine shard `shard` started at `now`: in a cluster, the first poll
+    /// (of every row) is due at once. The first shard polls and reads for all (its
+    /// answers reach every shard).
+    pub fn new(config: &NodeConfig, shard: ShardId, now: Instant) -> Shared {
         Shared {
-            next_poll: config.is_clustered().then_some(now),
+            next_poll: (config.is_clustered() && shard.is_first()).then_some(now),
             ..Shared::default()
         }
     }
@@ -161,7 +163,7 @@ impl Engine {
                 continue;
             }
             self.store_commands.push_back(StoreCommand::PublishDialogs {
-                node: self.config.node.id.clone(),
+                row_owner: self.shard.row_owner(&self.config.node.id),
                 extension: extension.clone(),
                 dialogs: wire::encode(dialogs),
                 now_ms: now.unix_ms,
@@ -292,7 +294,8 @@ impl Engine {
     fn apply_row(&mut self, now: Now, row: SharedDialogs) {
         let shared = &mut self.shared;
         shared.newest_ms = shared.newest_ms.max(row.updated_ms);
-        if row.node == self.config.node.id {
+        // This node's other shards tell theirs directly (`ShardNotice::Dialogs`).
+        if node_of_row(&row.node) == self.config.node.id {
             return;
         }
         let nodes = shared.remote.entry(row.extension.clone()).or_default();
@@ -346,7 +349,7 @@ impl Engine {
             let changed = &mut shared.changed;
             shared.remote.retain(|extension, nodes| {
                 let before = nodes.len();
-                nodes.retain(|node, _| live.contains_key(node));
+                nodes.retain(|owner, _| live.contains_key(node_of_row(owner)));
                 if nodes.len() != before {
                     changed.insert(extension.clone());
                 }

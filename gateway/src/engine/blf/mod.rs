@@ -37,7 +37,7 @@ pub use cluster::Shared;
 pub use dialog_info::DialogView;
 #[cfg(test)]
 pub use notify::NOTIFY_BATCH;
-pub use replaces::{named_leg, pickup_relay_named, replaced_dialog, Replaced};
+pub use replaces::{named_leg, pickup_relay_named, replaced_call_id, replaced_dialog, Replaced};
 pub use shards::ShardDialogs;
 pub use table::Subscriptions;
 

@@ -57,6 +57,11 @@ fn parse(value: &str) -> Replaces<'_> {
     }
 }
 
+/// The Call-ID of the dialog a `Replaces` header names.
+pub fn replaced_call_id(header: &str) -> &str {
+    parse(header).call_id
+}
+
 /// Whether the header's tags are `ours` and `theirs` in either order (`theirs` None: not
 /// known yet, anything matches it).
 fn tags_match(replaces: &Replaces<'_>, ours: &str, theirs: Option<&str>) -> bool {

@@ -133,11 +133,13 @@ impl Harness {
         while let Some(command) = self.engine.poll_store_command() {
             match &command {
                 crate::store::StoreCommand::PublishDialogs {
-                    node, extension, ..
+                    row_owner,
+                    extension,
+                    ..
                 } => self
                     .notices
                     .push(crate::store::StoreResult::DialogsChanged {
-                        node: node.clone(),
+                        node: row_owner.clone(),
                         extension: extension.clone(),
                     }),
                 crate::store::StoreCommand::SaveSubscription(sub) => {

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::auth::guard::SharedGuard;
-use crate::engine::shard::{ShardId, ShardOutput};
+use crate::engine::shard::{ResultFor, ShardId, ShardOutput};
 use ezk_sip_types::Method;
 
 /// A gateway of `count` shards on one store.
@@ -105,13 +105,24 @@ impl Shards {
                 while let Some(command) = self.engines[from].poll_store_command() {
                     quiet = false;
                     if let Some(result) = execute(&mut self.store, command) {
-                        let to = self.engines[from].shard().of_result(&result);
-                        self.engines[to].handle_store_result(self.now, result);
+                        self.deliver(result);
                     }
                 }
             }
             if quiet {
                 return;
+            }
+        }
+    }
+
+    /// Hands a store answer to its shard, or a copy to every shard, as the runtime does.
+    pub(super) fn deliver(&mut self, result: crate::store::StoreResult) {
+        match self.engines[0].shard().of_result(&result) {
+            ResultFor::Shard(to) => self.engines[to].handle_store_result(self.now, result),
+            ResultFor::Every => {
+                for engine in &mut self.engines {
+                    engine.handle_store_result(self.now, result.clone());
+                }
             }
         }
     }
