@@ -99,6 +99,17 @@ pub struct GatewayOptions {
     pub node: Option<String>,
 }
 
+impl GatewayOptions {
+    /// The defaults with two engine shards, for tests that choose the shard a call lands
+    /// on (`pickup::call_id_on_shard`).
+    pub fn two_shards() -> GatewayOptions {
+        GatewayOptions {
+            keys: vec![("fastpath", "shards = 2".to_string())],
+            ..GatewayOptions::default()
+        }
+    }
+}
+
 impl Default for GatewayOptions {
     fn default() -> Self {
         GatewayOptions {

@@ -11,6 +11,14 @@ pub fn call_id_on_shard(shard: usize, seed: &str) -> String {
         .unwrap()
 }
 
+/// [`ringing`] with the caller's Call-ID on engine shard `shard` of 2.
+pub fn ringing_on_shard(gateway: &Gateway, shard: usize) -> (SippRun, SippRun) {
+    let caller_call_id = call_id_on_shard(shard, "caller");
+    ringing_with(gateway, "uas_ring_picked.xml", "uac_call.xml", |caller| {
+        caller.call_id(&caller_call_id)
+    })
+}
+
 /// A SIPp picker `ext` (password `pw<ext>`) dialling `code` with `scenario`.
 pub fn picker(scenario: &str, code: &str, ext: &str) -> Sipp {
     Sipp::new(scenario, free_port())

@@ -228,8 +228,7 @@ fn a_udp_only_gateway_keeps_serving() {
 fn two_engine_shards_serve_calls_whichever_shard_their_call_ids_name() {
     let mut gateway = Gateway::start(GatewayOptions {
         fastpath_backend: Some("io_uring"),
-        keys: vec![("fastpath", "shards = 2".to_string())],
-        ..GatewayOptions::default()
+        ..GatewayOptions::two_shards()
     });
     assert!(
         gateway

@@ -10,7 +10,7 @@
 
 use e2e_tests::analog::{analog_to_sip_audio, sip_to_analog_audio, RtpPeer};
 use e2e_tests::blf::{key, logged_ids, wait_validated};
-use e2e_tests::pickup::{call_id_on_shard, picker, ringing, ringing_with};
+use e2e_tests::pickup::{call_id_on_shard, picker, ringing, ringing_on_shard};
 use e2e_tests::{free_port, register, udp_exchange, Gateway, GatewayOptions, Sipp};
 use gateway::store::test_cluster::TestCluster;
 use std::time::{Duration, Instant};
@@ -271,14 +271,8 @@ fn a_picker_on_node_b_takes_a_call_ringing_on_node_a_through_replaces() {
 #[test]
 fn a_pickup_across_nodes_crosses_engine_shards_on_both() {
     let url = TestCluster::shared().create_database();
-    let (a, b) = two_nodes(&url, || GatewayOptions {
-        keys: vec![("fastpath", "shards = 2".to_string())],
-        ..GatewayOptions::default()
-    });
-    let caller_call_id = call_id_on_shard(0, "caller");
-    let (callee, caller) = ringing_with(&a, "uas_ring_picked.xml", "uac_call.xml", |c| {
-        c.call_id(&caller_call_id)
-    });
+    let (a, b) = two_nodes(&url, GatewayOptions::two_shards);
+    let (callee, caller) = ringing_on_shard(&a, 0);
     picker("uac_pickup.xml", "*8", "202")
         .call_id(&call_id_on_shard(1, "picker"))
         .out_of_call("uas_replaces.xml")
@@ -450,10 +444,7 @@ fn a_key_on_node_b_sees_a_call_ringing_on_node_a_and_goes_dark_when_a_is_killed(
     let cluster = TestCluster::shared();
     let url = cluster.create_database();
     // Two engine shards on each node, the call on a's second: its BLF row is that shard's.
-    let (mut a, b) = two_nodes(&url, || GatewayOptions {
-        keys: vec![("fastpath", "shards = 2".to_string())],
-        ..GatewayOptions::default()
-    });
+    let (mut a, b) = two_nodes(&url, GatewayOptions::two_shards);
     // 203's key on b watches 201: the idle state, then it waits for 201 to ring, then for
     // the dialog to end; then it refreshes and unsubscribes (with b).
     let watcher = key("uac_subscribe.xml", "203", "201")
@@ -462,10 +453,7 @@ fn a_key_on_node_b_sees_a_call_ringing_on_node_a_and_goes_dark_when_a_is_killed(
         .spawn(&b);
     b.wait_for_log("203 subscribed to the dialogs of 201");
     // 201 rings on a, with a call from 204 there, on a's shard 1.
-    let caller_call_id = call_id_on_shard(1, "caller");
-    let (callee, caller) = ringing_with(&a, "uas_ring_picked.xml", "uac_call.xml", |c| {
-        c.call_id(&caller_call_id)
-    });
+    let (callee, caller) = ringing_on_shard(&a, 1);
     let (call_id, phone_tag, gateway_tag) = logged_ids(&watcher);
     // The ids are those of a's leg to the phone, which the store knows the call by.
     let mut client = cluster.client(&url);

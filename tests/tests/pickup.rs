@@ -5,7 +5,7 @@
 //! check that media flow through the relay both ways.
 
 use e2e_tests::analog::RtpPeer;
-use e2e_tests::pickup::{call_id_on_shard, picker, ringing, ringing_with};
+use e2e_tests::pickup::{call_id_on_shard, picker, ringing, ringing_on_shard, ringing_with};
 use e2e_tests::{free_port, logged_port, register, Gateway, GatewayOptions, Sipp};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -334,14 +334,8 @@ fn a_silent_picker_phone_is_bridged_after_a_few_seconds() {
 
 /// A gateway of two engine shards, 204's call to 201 ringing on shard 1.
 fn ringing_on_shard_1() -> (Gateway, e2e_tests::SippRun, e2e_tests::SippRun) {
-    let gateway = Gateway::start(GatewayOptions {
-        keys: vec![("fastpath", "shards = 2".to_string())],
-        ..GatewayOptions::default()
-    });
-    let caller_call_id = call_id_on_shard(1, "caller");
-    let (callee, caller) = ringing_with(&gateway, "uas_ring_picked.xml", "uac_call.xml", |c| {
-        c.call_id(&caller_call_id)
-    });
+    let gateway = Gateway::start(GatewayOptions::two_shards());
+    let (callee, caller) = ringing_on_shard(&gateway, 1);
     (gateway, callee, caller)
 }
 

@@ -1745,13 +1745,31 @@ fn subscription(node: &str, target: &str, call_id: &str, expires_at: u64) -> Sto
     }
 }
 
-fn a_takeover_deletes_the_dead_node_s_blf_dialogs_and_heartbeats_name_what_others_watch(
-    db: TestDb,
-) {
+/// A store with nodes a (10.0.0.1) and b (10.0.0.2) registered at the time returned.
+fn nodes_a_and_b(db: &TestDb) -> (Store, u64) {
     let mut store = db.open();
     let t0 = 1_000_000;
     store.register_node("a", addr("10.0.0.1:5060"), t0).unwrap();
     store.register_node("b", addr("10.0.0.2:5060"), t0).unwrap();
+    (store, t0)
+}
+
+/// Node b heartbeats alone until it takes a over (10 s takeover): its last heartbeat.
+fn b_takes_a_over(store: &mut Store, t0: u64) -> Heartbeat {
+    store
+        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 6_000, 10_000)
+        .unwrap();
+    let beat = store
+        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 12_000, 10_000)
+        .unwrap();
+    assert_eq!(beat.taken_over.len(), 1, "{beat:?}");
+    beat
+}
+
+fn a_takeover_deletes_the_dead_node_s_blf_dialogs_and_heartbeats_name_what_others_watch(
+    db: TestDb,
+) {
+    let (mut store, t0) = nodes_a_and_b(&db);
     store.publish_dialogs("a", "201", "x", t0).unwrap();
     store.publish_dialogs("b", "202", "y", t0).unwrap();
     // Keys on a watch 201 and 202, one on b watches 203; one on b has expired.
@@ -1778,13 +1796,7 @@ fn a_takeover_deletes_the_dead_node_s_blf_dialogs_and_heartbeats_name_what_other
     assert_eq!(beat.watched, Some(vec!["201".into(), "202".into()]));
     // a falls silent while b beats on: b's takeover deletes a's dialogs with the rest of
     // it; what a's keys watch no longer counts (their rows stay for a's restart).
-    store
-        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 6_000, 10_000)
-        .unwrap();
-    let beat = store
-        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 12_000, 10_000)
-        .unwrap();
-    assert_eq!(beat.taken_over.len(), 1, "{beat:?}");
+    let beat = b_takes_a_over(&mut store, t0);
     assert_eq!(beat.watched, Some(vec![]));
     assert_eq!(store.load_subscriptions("a", t0 / 1000).unwrap().len(), 2);
     assert!(shared(&store, "b", &DialogsQuery::All).is_empty());
@@ -1960,10 +1972,7 @@ fn postgres_over_tls_checks_the_server_certificate_against_the_configured_ca() {
 }
 
 fn the_rows_of_a_node_s_engine_shards_are_its_own(db: TestDb) {
-    let mut store = db.open();
-    let t0 = 1_000_000;
-    store.register_node("a", addr("10.0.0.1:5060"), t0).unwrap();
-    store.register_node("b", addr("10.0.0.2:5060"), t0).unwrap();
+    let (mut store, t0) = nodes_a_and_b(&db);
     // Node a's two shards write rows of their own; so does b's first, and a node whose id
     // merely starts like a's.
     store.publish_dialogs("a", "201", "x", t0).unwrap();
@@ -1995,13 +2004,7 @@ fn the_rows_of_a_node_s_engine_shards_are_its_own(db: TestDb) {
     );
     // A takeover deletes every shard's rows of the dead node, and only its.
     store.publish_dialogs("a;1", "204", "z", t0 + 2).unwrap();
-    store
-        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 6_000, 10_000)
-        .unwrap();
-    let beat = store
-        .heartbeat("b", addr("10.0.0.2:5060"), t0 + 12_000, 10_000)
-        .unwrap();
-    assert_eq!(beat.taken_over.len(), 1, "{beat:?}");
+    b_takes_a_over(&mut store, t0);
     assert_eq!(
         shared(&store, "b", &DialogsQuery::All),
         [row("203", "ab", "w")]
