@@ -280,6 +280,60 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_s_blf_rows_name_it_and_its_node() {
+        for index in 0..3 {
+            let shard = ShardId::new(index, 3).unwrap();
+            let owner = shard.row_owner("gw-1");
+            assert_eq!(node_of_row(&owner), "gw-1");
+            assert_eq!(shard_of_row(&owner), Some(index));
+            let published = StoreResult::DialogsPublished {
+                row_owner: owner,
+                extension: "201".into(),
+                stored: true,
+            };
+            assert_eq!(shard.of_result(&published), ResultFor::Shard(index));
+        }
+        assert_eq!(ShardId::SOLE.row_owner("gw-1"), "gw-1", "as before shards");
+        assert_eq!(shard_of_row("gw-1;x"), None);
+        // A row of a shard this node does not have (an earlier run had more): the first.
+        let published = StoreResult::DialogsPublished {
+            row_owner: "gw-1;7".into(),
+            extension: "201".into(),
+            stored: false,
+        };
+        assert_eq!(ShardId::SOLE.of_result(&published), ResultFor::Shard(0));
+    }
+
+    #[test]
+    fn what_concerns_the_node_reaches_every_shard_or_the_first() {
+        let shard = ShardId::new(1, 2).unwrap();
+        let every = [
+            StoreResult::Heartbeat(Default::default()),
+            StoreResult::Dialogs {
+                query: crate::store::DialogsQuery::All,
+                rows: None,
+            },
+            StoreResult::Watched {
+                node: "b".into(),
+                extension: "201".into(),
+            },
+        ];
+        for result in every {
+            assert_eq!(shard.of_result(&result), ResultFor::Every, "{result:?}");
+        }
+        let first = [
+            StoreResult::DatabaseBack,
+            StoreResult::DialogsChanged {
+                node: "b;1".into(),
+                extension: "201".into(),
+            },
+        ];
+        for result in first {
+            assert_eq!(shard.of_result(&result), ResultFor::Shard(0), "{result:?}");
+        }
+    }
+
+    #[test]
     fn drawn_call_ids_and_call_keys_come_back_to_their_shard() {
         let shard = ShardId::new(2, 3).unwrap();
         for _ in 0..50 {
