@@ -1082,6 +1082,24 @@ pub fn tcp_connect_from(gateway: &Gateway, source: std::net::IpAddr) -> TcpStrea
     socket.into()
 }
 
+/// 201 registers (a SIPp phone answering every call) and 202 calls it `calls` times at
+/// `rate` calls/s with SIPp; returns when both SIPp runs have ended well.
+pub fn sipp_calls(gateway: &Gateway, calls: u32, rate: u32) {
+    let phone = free_port();
+    register(gateway, "201", phone, 600, 200);
+    let callee = Sipp::new("uas_answer.xml", phone)
+        .calls(calls)
+        .spawn(gateway);
+    Sipp::new("uac_call.xml", free_port())
+        .service("201")
+        .credentials("202", "pw202")
+        .key("caller", "202")
+        .rate(rate)
+        .calls(calls)
+        .run(gateway);
+    callee.wait();
+}
+
 /// Registers `ext` (password `pw<ext>`) from `port` and expects `code`.
 pub fn register(gateway: &Gateway, ext: &str, port: u16, expires: u32, code: u16) {
     Sipp::new("register.xml", port)

@@ -4,8 +4,8 @@
 //! and analog audio crosses the analog and relay workers on that backend.
 
 use e2e_tests::{
-    answers_options, free_port, logged_port, register, status_of, udp_exchange, Gateway,
-    GatewayOptions, Sipp,
+    answers_options, free_port, logged_port, register, sipp_calls, status_of, udp_exchange,
+    Gateway, GatewayOptions, Sipp,
 };
 use std::time::Duration;
 
@@ -237,17 +237,7 @@ fn two_engine_shards_serve_calls_whichever_shard_their_call_ids_name() {
         "{}",
         gateway.log()
     );
-    let phone = free_port();
-    register(&gateway, "201", phone, 600, 200);
-    let callee = Sipp::new("uas_answer.xml", phone).calls(40).spawn(&gateway);
-    Sipp::new("uac_call.xml", free_port())
-        .service("201")
-        .credentials("202", "pw202")
-        .key("caller", "202")
-        .rate(20)
-        .calls(40)
-        .run(&gateway);
-    callee.wait();
+    sipp_calls(&gateway, 40, 20);
     analog_audio_crosses(&gateway, "two shards");
     assert!(answers_options(&gateway));
     assert!(gateway.terminate().is_some_and(|s| s.success()));

@@ -2,7 +2,7 @@
 //! against SIPp at a low rate: both complete every call, and the gateway's CDRs count them.
 
 use bench::sipload::{run, LoadConfig};
-use e2e_tests::{free_port, register, Gateway, GatewayOptions, Sipp};
+use e2e_tests::{sipp_calls, Gateway, GatewayOptions};
 use std::time::Duration;
 
 fn extensions(first: u32, count: u32) -> Vec<(String, String)> {
@@ -26,17 +26,7 @@ fn the_load_generator_completes_calls_like_sipp_does() {
         ..GatewayOptions::default()
     });
     // SIPp at 20 calls/s: 201 answers, 202 calls.
-    let phone = free_port();
-    register(&gateway, "201", phone, 600, 200);
-    let callee = Sipp::new("uas_answer.xml", phone).calls(40).spawn(&gateway);
-    Sipp::new("uac_call.xml", free_port())
-        .service("201")
-        .credentials("202", "pw202")
-        .key("caller", "202")
-        .rate(20)
-        .calls(40)
-        .run(&gateway);
-    callee.wait();
+    sipp_calls(&gateway, 40, 20);
     // The generator at the same rate.
     let report = run(&LoadConfig {
         server: gateway.addr(),
