@@ -318,11 +318,14 @@ fn an_analog_caller_on_node_a_picked_up_on_node_b_talks_to_the_picker() {
 fn a_caller_ringing_through_a_node_killed_mid_ring_is_told_at_the_takeover() {
     let cluster = TestCluster::shared();
     let url = cluster.create_database();
-    let (mut a, b) = two_nodes(&url, GatewayOptions::default);
+    // Two engine shards on b, the call on its second: the first shard's heartbeat finds a
+    // gone, and every shard hears it.
+    let (mut a, b) = two_nodes(&url, GatewayOptions::two_shards);
     let phone = free_port();
     register(&a, "201", phone, 600, 200);
     let callee = Sipp::new("uas_ring_picked.xml", phone).spawn(&a);
     let caller = Sipp::new("uac_fail.xml", free_port())
+        .call_id(&call_id_on_shard(1, "caller"))
         .service("201")
         .credentials("202", "pw202")
         .key("caller", "202")
