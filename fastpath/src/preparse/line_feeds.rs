@@ -6,7 +6,7 @@
 /// are scanned it also records how far every byte is ASCII ([`LineFeeds::ascii_text`]).
 /// The last bytes are scanned as the data's last whole block; data shorter than a block is
 /// padded with zeros.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct LineFeeds<'a> {
     data: &'a [u8],
     /// Where the block scanned last starts.

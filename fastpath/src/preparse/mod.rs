@@ -675,8 +675,6 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
     let data = &datagram[skip..];
     let mut feeds = LineFeeds::new(data);
     let first_end = feeds.next().ok_or_else(|| unterminated(data))?;
-    // Where the header lines' line feeds start, for each pass over them.
-    let after_start_line = feeds.clone();
     let start_line = strip_cr(&data[..first_end]);
     let start = match parse_start_line(start_line) {
         Ok(start) => start,
@@ -701,7 +699,9 @@ pub fn preparse(datagram: &[u8]) -> Result<PreParsed<'_>, PreParseError> {
                 return Err(PreParseError::NotText)
             }
             Err(_) => {
-                let mut feeds = after_start_line;
+                // A second pass over the header lines: their line feeds from the start.
+                let mut feeds = LineFeeds::new(data);
+                feeds.next();
                 (keys, _) = read_keys(data, first_end, &mut feeds, request, true)
                     .ok_or_else(|| unterminated(data))?;
                 None
