@@ -16,7 +16,7 @@ install_packages() {
     fi
 }
 
-# Test peers and independent checkers: SIPp (sip-tester), DTMF and FSK decoders, sox,
+# Test peers and independent checkers: SIPp (sip-tester), baresip, DTMF and FSK decoders, sox,
 # xmllint, PostgreSQL, fail2ban-regex (checks the fail2ban filter in contrib/ against the gateway's real log).
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
@@ -29,8 +29,11 @@ command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 # The PostgreSQL server binaries: the store tests and tests/tests/postgres.rs and nodes.rs run a throwaway
 # cluster of their own (initdb in a temporary directory; the package's own cluster is not used).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
-# openssl: the TLS store test makes a test CA and the server's certificate with it.
+# openssl: the TLS tests make a test CA and certificates with it, and s_client is a TLS
+# client independent of the gateway's rustls.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# baresip: a SIP phone registering over TLS (tests/tests/tls.rs).
+command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

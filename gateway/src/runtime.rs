@@ -20,12 +20,15 @@ use crate::store::{
 use crate::transport::addressing::Addressing;
 use crate::transport::bind::bind_waiting;
 use crate::transport::tcp::policy::TcpLimits;
-use crate::transport::tcp::{TcpSettings, TcpTransport};
+use crate::transport::tcp::{self, Listeners, TcpSettings, TcpTransport};
+use crate::transport::tls::TlsServer;
 use crate::transport::udp::UdpTransport;
 use fastpath::udp::{Mailbox, WorkerConfig, WorkerFailure};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 use telephony_hw::dahdi::ports::PortPlan;
 use tokio::sync::mpsc;
 
@@ -67,10 +70,13 @@ pub enum RunError {
     /// The analog ports could not be opened.
     #[error(transparent)]
     Analog(#[from] ServiceError),
+    /// The TLS certificate, key or client CA is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
     /// A listening socket could not be bound.
     #[error("cannot listen on {protocol} {addr}: {source} (is another process using the port, or is the address not local?)")]
     Bind {
-        /// udp or tcp.
+        /// udp, tcp or tls.
         protocol: &'static str,
         /// The configured address.
         addr: SocketAddr,
@@ -182,6 +188,39 @@ fn tcp_settings(config: &Config, limit: u64, analog_ports: usize) -> TcpSettings
     }
 }
 
+/// Re-reads what SIGHUP reloads, the TLS certificate, key and client CA, each time the
+/// signal comes: new connections get the new files, connections up keep theirs, and a
+/// failed reload keeps what was loaded and says why.
+async fn reload_on_hangup(tls: Option<Arc<TlsServer>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(
+                "SIGHUP cannot be caught ({e}): do not send it, it would stop the gateway"
+            );
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: nothing to reload (TLS is not served)");
+            continue;
+        };
+        match tls.reload(SystemTime::now()) {
+            Ok(expiry) => tracing::info!(
+                "SIGHUP: TLS certificate {} reloaded (valid until {}); new connections get it",
+                tls.certificate_path().display(),
+                expiry.not_after
+            ),
+            Err(e) => tracing::warn!(
+                "SIGHUP: TLS files not reloaded, new connections keep the previous \
+                 certificate: {e}"
+            ),
+        }
+    }
+}
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let analog_plan = match &config.analog {
@@ -254,7 +293,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listen = config.listen_addr();
     let mut udp = None;
     let mut fast_sockets: Vec<std::net::UdpSocket> = Vec::new();
-    let mut tcp: Option<Arc<TcpTransport>> = None;
+    let mut streams = Listeners::default();
+    let tls_server = match config.serves_tls() {
+        true => Some(Arc::new(TlsServer::load(&config.tls, SystemTime::now())?)),
+        false => None,
+    };
     for transport in &config.sip.transports {
         match transport {
             TransportName::Udp if config.fastpath.backend == FastpathBackend::Off => {
@@ -272,16 +315,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 .map_err(RunError::bind("udp", listen))?;
             }
             TransportName::Tcp => {
-                let bound = bind_waiting("tcp", || {
-                    TcpTransport::bind(listen, inbound_tx.clone(), tcp_settings)
-                })
-                .await
-                .map_err(RunError::bind("tcp", listen))?;
-                tracing::info!("listening on tcp {}", bound.local_addr());
-                tcp = Some(Arc::new(bound));
+                let bound = bind_waiting("tcp", || async { tcp::listen(listen) })
+                    .await
+                    .map_err(RunError::bind("tcp", listen))?;
+                tracing::info!("listening on tcp {}", bound.local_addr().unwrap_or(listen));
+                streams.tcp = Some(bound);
+            }
+            TransportName::Tls => {
+                let addr = config.tls_listen_addr();
+                let bound = bind_waiting("tls", || async { tcp::listen(addr) })
+                    .await
+                    .map_err(RunError::bind("tls", addr))?;
+                tracing::info!(
+                    "listening on tls {} (certificate {})",
+                    bound.local_addr().unwrap_or(addr),
+                    config
+                        .tls
+                        .certificate
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                );
+                let server = tls_server.clone().expect("loaded above when TLS is served");
+                streams.tls = Some((bound, server));
             }
         }
     }
+    let tcp = match (&streams.tcp, &streams.tls) {
+        (None, None) => None,
+        _ => Some(Arc::new(
+            TcpTransport::start(streams, inbound_tx.clone(), tcp_settings)
+                .map_err(RunError::bind("tcp", listen))?,
+        )),
+    };
     let analog = match (&config.analog, analog_plan) {
         (Some(analog), Some(ports)) => Some(Arc::new(AnalogService::start(
             crate::analog::service_config(&config, analog, ports),
@@ -391,6 +457,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     };
+    let reload = tokio::spawn(reload_on_hangup(tls_server));
     tokio::pin!(shutdown);
     let stopped = tokio::select! {
         Some(failure) = failures.recv() => {
@@ -403,6 +470,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     forward.abort();
+    reload.abort();
     let count =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let (mut received, mut sent, mut truncated, mut send_dropped) = (0, 0, 0, 0);

@@ -3,8 +3,10 @@
 //! and talk raw UDP/TCP to it for the bad-input tests.
 
 pub mod analog;
+pub mod baresip;
 pub mod blf;
 pub mod pickup;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -97,6 +99,8 @@ pub struct GatewayOptions {
     /// Replaces the `[node]` section's `id = "gw1"` line (e.g. a cluster node's id, peers,
     /// secret and timings).
     pub node: Option<String>,
+    /// SIP over TLS as well, with these lines as the `[tls]` section (see [`tls`]).
+    pub tls: Option<String>,
 }
 
 impl GatewayOptions {
@@ -129,6 +133,7 @@ impl Default for GatewayOptions {
             database_url: None,
             port: None,
             node: None,
+            tls: None,
         }
     }
 }
@@ -303,6 +308,17 @@ impl Gateway {
             }
             None => text,
         };
+        let text = match &options.tls {
+            Some(tls) => format!(
+                "{}\n[tls]\n{tls}\n",
+                text.replacen(
+                    "transports = [\"udp\", \"tcp\"]",
+                    "transports = [\"udp\", \"tcp\", \"tls\"]",
+                    1
+                )
+            ),
+            None => text,
+        };
         let text = format!("{text}\n{}\n", options.extra);
         std::fs::write(&config, text).expect("write config");
         (dir, port, config, relay_range)
@@ -414,10 +430,12 @@ impl Gateway {
             let log = self.log().get(log_start..).unwrap_or_default().to_string();
             let config = self.config_text();
             let tcp_expected = config.contains("\"tcp\"");
+            let tls_expected = config.contains("\"tls\"]");
             // The analog operator socket exists once the analog service says it serves.
             let analog_expected = config.contains("[[analog.port]]");
             if log.contains("listening on udp")
                 && (!tcp_expected || log.contains("listening on tcp"))
+                && (!tls_expected || log.contains("listening on tls"))
                 && (!analog_expected || log.contains("analog ports served by the fast path"))
             {
                 return;

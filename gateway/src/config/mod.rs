@@ -81,6 +81,8 @@ pub enum TransportName {
     Udp,
     /// TCP streams.
     Tcp,
+    /// TLS over TCP (`[tls]`: certificate, key, port 5061 by default).
+    Tls,
 }
 
 /// The whole configuration.
@@ -128,6 +130,9 @@ pub struct Config {
     /// Defences of the TCP transport: timeouts and connection caps.
     #[serde(default)]
     pub tcp: TcpConfig,
+    /// SIP over TLS: the listener, its certificate and client verification.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Dialog event subscriptions (BLF keys).
     #[serde(default)]
     pub subscriptions: SubscriptionsConfig,
@@ -193,6 +198,29 @@ impl Default for TcpConfig {
         }
     }
 }
+
+/// `[tls]`: SIP over TLS (RFC 3261 §26, RFC 5630), served when `sip.transports` names
+/// `"tls"`. The `[tcp]` timeouts and connection caps cover TLS connections too (one count).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where the TLS listener binds; by default `sip.listen`'s address with port 5061.
+    pub listen: Option<String>,
+    /// The gateway's certificate chain (PEM, its own certificate first, then the
+    /// intermediates). Re-read on SIGHUP.
+    pub certificate: Option<PathBuf>,
+    /// The private key of that certificate (PEM: PKCS#8, RSA or EC). Re-read on SIGHUP.
+    pub private_key: Option<PathBuf>,
+    /// CA certificates (PEM) a client certificate must chain to. When set, a client that
+    /// presents a certificate is verified against them (mutual TLS for trunks and nodes).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse the handshake of a client without a certificate that chains to `client_ca`.
+    #[serde(default)]
+    pub require_client_certificate: bool,
+}
+
+/// The TLS port of RFC 3261 §26.2 (`sips:`), used when `tls.listen` is not given.
+pub const TLS_PORT: u16 = 5061;
 
 fn default_queue_capacity() -> usize {
     10_000
@@ -803,6 +831,22 @@ impl Config {
             .expect("validated when the config was loaded")
     }
 
+    /// Whether SIP over TLS is served (`sip.transports` names `"tls"`).
+    pub fn serves_tls(&self) -> bool {
+        self.sip.transports.contains(&TransportName::Tls)
+    }
+
+    /// The TLS listener's address: `tls.listen`, else `sip.listen`'s address with port
+    /// [`TLS_PORT`].
+    pub fn tls_listen_addr(&self) -> SocketAddr {
+        match &self.tls.listen {
+            Some(listen) => listen
+                .parse()
+                .expect("validated when the config was loaded"),
+            None => SocketAddr::new(self.listen_addr().ip(), TLS_PORT),
+        }
+    }
+
     /// Ring timeout as a duration.
     pub fn ring_timeout(&self) -> Duration {
         Duration::from_secs(self.calls.ring_timeout_secs)
@@ -883,6 +927,78 @@ impl Config {
             .and_then(|n| self.extension(n))
             .and_then(|e| e.auth_algorithms.as_deref())
             .unwrap_or(&self.auth.algorithms)
+    }
+
+    /// `[tls]`: a listener that parses, a certificate and key that exist when TLS is
+    /// served, and a CA for required client certificates. Their content is checked when
+    /// the gateway starts ([`crate::transport::tls`]), which names the file at fault.
+    fn validate_tls(
+        &self,
+        invalid: &impl Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        if let Some(listen) = &tls.listen {
+            if listen.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    "tls.listen",
+                    format!("{listen:?} is not an address and port, e.g. \"0.0.0.0:5061\""),
+                ));
+            }
+        }
+        if tls.require_client_certificate && tls.client_ca.is_none() {
+            return Err(invalid(
+                "tls.require_client_certificate",
+                "needs tls.client_ca, the CA certificates (PEM) client certificates must \
+                 chain to"
+                    .into(),
+            ));
+        }
+        if !self.serves_tls() {
+            return Ok(());
+        }
+        let required = |key: &str, file: &Option<PathBuf>, what: &str| match file {
+            Some(file) => Ok(Some((file.clone(), what.to_string()))),
+            None => Err(invalid(
+                key,
+                format!("required when sip.transports names \"tls\": {what}"),
+            )),
+        };
+        let files = [
+            (
+                "tls.certificate",
+                required(
+                    "tls.certificate",
+                    &tls.certificate,
+                    "the certificate chain (PEM)",
+                )?,
+            ),
+            (
+                "tls.private_key",
+                required("tls.private_key", &tls.private_key, "its private key (PEM)")?,
+            ),
+            (
+                "tls.client_ca",
+                tls.client_ca
+                    .clone()
+                    .map(|ca| (ca, "CA certificates (PEM)".to_string())),
+            ),
+        ];
+        for (key, (file, what)) in files.iter().filter_map(|(key, f)| Some((key, f.as_ref()?))) {
+            if let Err(e) = std::fs::metadata(file) {
+                return Err(invalid(key, format!("{}: {e} ({what})", file.display())));
+            }
+        }
+        if self.sip.transports.contains(&TransportName::Tcp)
+            && self.tls_listen_addr() == self.listen_addr()
+        {
+            return Err(invalid(
+                "tls.listen",
+                "the same address and port as the TCP listener (sip.listen): give TLS its \
+                 own port (5061 by default)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -986,9 +1102,10 @@ impl Config {
         if self.sip.transports.is_empty() {
             return Err(invalid(
                 "sip.transports",
-                "name at least one of \"udp\", \"tcp\"".into(),
+                "name at least one of \"udp\", \"tcp\", \"tls\"".into(),
             ));
         }
+        self.validate_tls(&invalid)?;
         if !(1024..=crate::sip::message::MAX_MESSAGE_SIZE).contains(&self.sip.max_message_size) {
             return Err(invalid(
                 "sip.max_message_size",
@@ -1290,6 +1407,74 @@ password = "pw201"
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    /// MINIMAL serving UDP, TCP and TLS, with `tls` as the `[tls]` section.
+    fn with_tls(tls: &str) -> String {
+        let sip = "listen = \"127.0.0.1:5060\"\ntransports = [\"udp\", \"tcp\", \"tls\"]";
+        format!(
+            "{}[tls]\n{tls}\n",
+            MINIMAL.replace("listen = \"127.0.0.1:5060\"", sip)
+        )
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_key_that_exist_and_a_port_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.pem");
+        std::fs::write(&file, "").unwrap();
+        let file = file.display().to_string();
+        let both = format!("certificate = {file:?}\nprivate_key = {file:?}");
+        let config = load(&with_tls(&both)).unwrap();
+        assert!(config.serves_tls());
+        assert_eq!(config.tls_listen_addr(), "127.0.0.1:5061".parse().unwrap());
+        let cases = [
+            (
+                format!("private_key = {file:?}"),
+                "tls.certificate",
+                "required",
+            ),
+            (
+                format!("certificate = {file:?}"),
+                "tls.private_key",
+                "required",
+            ),
+            (
+                format!("certificate = \"/nonexistent/gw.crt\"\nprivate_key = {file:?}"),
+                "tls.certificate",
+                "/nonexistent/gw.crt",
+            ),
+            (
+                format!("{both}\nclient_ca = \"/nonexistent/ca.pem\""),
+                "tls.client_ca",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                format!("{both}\nrequire_client_certificate = true"),
+                "tls.require_client_certificate",
+                "tls.client_ca",
+            ),
+            (
+                format!("{both}\nlisten = \"127.0.0.1:5060\""),
+                "tls.listen",
+                "own port",
+            ),
+            (
+                format!("{both}\nlisten = \"5061\""),
+                "tls.listen",
+                "not an address",
+            ),
+        ];
+        for (tls, key, problem) in cases {
+            let err = load(&with_tls(&tls)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(problem),
+                "{tls}: {err}"
+            );
+        }
+        // Not served: the files are not needed.
+        let plain = load(&format!("{MINIMAL}[tls]\nlisten = \"127.0.0.1:5071\"\n")).unwrap();
+        assert!(!plain.serves_tls());
     }
 
     #[test]

@@ -557,11 +557,13 @@ impl Engine {
 }
 
 /// Whether `peer` is one of the configured nodes: over UDP its exact address (nodes send
-/// from their listening socket), over TCP its IP (connections come from any port).
+/// from their listening socket), over TCP or TLS its IP (connections come from any port).
 fn is_node_source(config: &NodeConfig, peer: Peer) -> bool {
     match peer.protocol {
         Protocol::Udp => config.is_peer(peer.addr),
-        Protocol::Tcp => config.peer_addrs().any(|node| node.ip() == peer.addr.ip()),
+        Protocol::Tcp | Protocol::Tls => {
+            config.peer_addrs().any(|node| node.ip() == peer.addr.ip())
+        }
         Protocol::Internal => false,
     }
 }

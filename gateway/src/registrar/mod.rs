@@ -4,7 +4,7 @@
 use crate::config::RegistrarConfig;
 use crate::sip::message::SipMessage;
 use crate::sip::target::UriTarget;
-use crate::transport::{Peer, Protocol};
+use crate::transport::Peer;
 use ezk_sip_types::Name;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -122,7 +122,7 @@ pub struct Registrar {
     /// changes it (copy on write: [`Arc::make_mut`]), so every shard holds every
     /// registration without a copy of each.
     bindings: HashMap<String, Arc<Vec<Binding>>>,
-    /// How many bindings each TCP source holds (an entry only while above zero).
+    /// How many bindings each TCP or TLS source holds (an entry only while above zero).
     sources: HashMap<Peer, usize>,
     /// Source changes not yet taken by [`Registrar::poll_source_change`].
     source_changes: VecDeque<SourceChange>,
@@ -130,7 +130,7 @@ pub struct Registrar {
 
 /// Whether a binding's source is a connection whose life depends on the registration.
 fn tracked(peer: &Peer) -> bool {
-    peer.protocol == Protocol::Tcp
+    peer.protocol.is_stream()
 }
 
 /// A requested change, validated before any is applied.

@@ -195,8 +195,9 @@ fn restored_bindings_are_served() {
     assert!(r.lookup(500, "201").is_empty());
 }
 
-/// A TCP source is reported once when it gains its first binding (of any extension) and
-/// once when it loses its last (by unregistration or expiry); UDP sources are not.
+/// A TCP or TLS source is reported once when it gains its first binding (of any
+/// extension) and once when it loses its last (by unregistration or expiry); UDP sources
+/// are not.
 #[test]
 fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
     let tcp = Peer {
@@ -276,6 +277,25 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
     );
     let mut restored = restored;
     assert_eq!(changes(&mut restored).len(), 1);
+    // TLS connections are kept open for their registrations the same way.
+    let tls = Peer {
+        protocol: Protocol::Tls,
+        ..tcp
+    };
+    r.register(
+        1200,
+        "204",
+        &register("<sips:204@t>", Some(600), "s", 1),
+        tls,
+    )
+    .unwrap();
+    assert_eq!(
+        changes(&mut r),
+        [SourceChange {
+            peer: tls,
+            registered: true
+        }]
+    );
 }
 
 /// A contact naming the gateway's own address would make every call to the extension come

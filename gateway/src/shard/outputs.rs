@@ -62,7 +62,9 @@ impl Outputs {
                 }
                 (Protocol::Udp, UdpOut::Transport(udp)) => Some(udp.as_ref()),
                 (Protocol::Udp, UdpOut::None) => None,
-                (Protocol::Tcp, _) => self.tcp.as_deref().map(|t| t as &dyn Transport),
+                (Protocol::Tcp | Protocol::Tls, _) => {
+                    self.tcp.as_deref().map(|t| t as &dyn Transport)
+                }
                 (Protocol::Internal, _) => {
                     match &self.analog {
                         Some(service) => service.send_sip(out.bytes),
@@ -89,7 +91,7 @@ impl Outputs {
         }
         while let Some(change) = engine.poll_source_change() {
             if let Some(tcp) = &self.tcp {
-                tcp.set_registered(change.peer.addr, change.registered);
+                tcp.set_registered(change.peer, change.registered);
             }
         }
         self.store_commands

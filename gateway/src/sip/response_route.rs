@@ -1,7 +1,7 @@
 //! Where a response goes (RFC 3261 §18.2.2, RFC 3581).
 //!
-//! Over a reliable transport (TCP, the analog ports' internal link) a response goes back
-//! the way its request came. Over UDP it goes to the request's `received` address (its
+//! Over a reliable transport (TCP, TLS, the analog ports' internal link) a response goes
+//! back the way its request came (for TLS, only that way: never in clear). Over UDP it goes to the request's `received` address (its
 //! source IP: the engine stamps it on every request it serves) and:
 //! - with `rport` in the top Via (RFC 3581 symmetric response routing, what phones behind
 //!   NAT send), to the source port;
@@ -17,8 +17,8 @@ use crate::transport::{Peer, Protocol};
 use ezk_sip_types::Name;
 use std::net::SocketAddr;
 
-/// The port responses go to when the top Via's sent-by names none (RFC 3261 §18.2.2; the
-/// gateway serves no TLS, whose default would be 5061).
+/// The port UDP responses go to when the top Via's sent-by names none (RFC 3261 §18.2.2;
+/// TLS responses always take the request's connection).
 pub const DEFAULT_SIP_PORT: u16 = 5060;
 
 /// Where the response `msg` (or a response to the request `msg`: both carry the same top
@@ -131,6 +131,9 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nConte
         let request = request("SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bK1");
         let tcp = from(Protocol::Tcp, "192.0.2.7:40000");
         assert_eq!(response_destination(&request, tcp), tcp);
+        let request = self::request("SIP/2.0/TLS 192.0.2.7;branch=z9hG4bK1");
+        let tls = from(Protocol::Tls, "192.0.2.7:40001");
+        assert_eq!(response_destination(&request, tls), tls);
         let internal = crate::transport::ANALOG_PEER;
         assert_eq!(response_destination(&request, internal), internal);
     }

@@ -317,10 +317,10 @@ impl Store {
 /// runtime asks the kernel which address reaches the peer
 /// (`transport::addressing::fill_local`).
 fn stored_peer(protocol: &str, addr: SocketAddr, local: Option<&str>) -> Peer {
-    let protocol = if protocol == "tcp" {
-        Protocol::Tcp
-    } else {
-        Protocol::Udp
+    let protocol = match protocol {
+        "tcp" => Protocol::Tcp,
+        "tls" => Protocol::Tls,
+        _ => Protocol::Udp,
     };
     let local = local.and_then(|l| l.parse().ok()).unwrap_or_else(|| {
         let unspecified: IpAddr = match addr {

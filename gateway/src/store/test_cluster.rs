@@ -416,69 +416,11 @@ impl Drop for TestCluster {
 /// by the server's user, the key private as PostgreSQL demands), and a free TCP port to
 /// serve on: (port, certificate, key, CA certificate).
 fn test_certificates(dir: &Path, user: Option<(u32, u32)>) -> (u16, PathBuf, PathBuf, PathBuf) {
-    let path = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let made = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("running openssl (Debian package openssl): {e}"));
-        assert!(
-            made.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    };
-    std::fs::write(
-        path("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("writing the certificate extensions");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=gateway test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ]);
-    let (certificate, key) = (path("server.crt"), path("server.key"));
+    let pki = crate::test_support::pki::TestPki::create(dir);
+    let (certificate, key) = (
+        PathBuf::from(pki.server_certificate()),
+        PathBuf::from(pki.server_key()),
+    );
     for file in [&certificate, &key] {
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(file, Some(uid), Some(gid))
@@ -491,5 +433,5 @@ fn test_certificates(dir: &Path, user: Option<(u32, u32)>) -> (u16, PathBuf, Pat
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free TCP port");
-    (port, certificate, key, path("ca.crt"))
+    (port, certificate, key, PathBuf::from(pki.ca_certificate()))
 }

@@ -114,13 +114,26 @@ fn bindings_survive_a_reopen(db: TestDb) {
             &[binding("sip:201@a", 500), binding("sip:201@b", 50)],
         )
         .unwrap();
+    // A phone registered over TLS is restored as one: it must never be reached in clear.
+    let mut secure = binding("sips:202@c", 500);
+    secure.source.protocol = Protocol::Tls;
+    store
+        .replace_bindings("gw1", "202", std::slice::from_ref(&secure))
+        .unwrap();
     drop(store);
     let store = db.open();
-    let loaded = store.load_bindings("gw1", 100).unwrap();
-    assert_eq!(loaded, [("201".to_string(), binding("sip:201@a", 500))]);
+    let mut loaded = store.load_bindings("gw1", 100).unwrap();
+    loaded.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        loaded,
+        [
+            ("201".to_string(), binding("sip:201@a", 500)),
+            ("202".to_string(), secure)
+        ]
+    );
     assert_eq!(
         store.load_bindings("gw1", 100).unwrap().len(),
-        1,
+        2,
         "the expired row is gone"
     );
 }

@@ -34,6 +34,9 @@ pub enum Protocol {
     Udp,
     /// TCP: reliable stream, no retransmissions, Content-Length framing.
     Tcp,
+    /// TLS over TCP: framed like TCP; a peer that reached the gateway over TLS is only
+    /// ever answered and reached over its own TLS connection, never in clear.
+    Tls,
     /// The in-process link to the analog ports' user agent (`crate::analog`): messages
     /// pass as values over a channel, reliably and in order.
     Internal,
@@ -42,7 +45,12 @@ pub enum Protocol {
 impl Protocol {
     /// Reliable transports switch off retransmission timers (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Protocol::Tcp | Protocol::Internal)
+        matches!(self, Protocol::Tcp | Protocol::Tls | Protocol::Internal)
+    }
+
+    /// Stream transports: connections, framing, the `[tcp]` caps.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Tls)
     }
 
     /// The transport token in a Via header.
@@ -50,6 +58,7 @@ impl Protocol {
         match self {
             Protocol::Udp => "UDP",
             Protocol::Tcp => "TCP",
+            Protocol::Tls => "TLS",
             Protocol::Internal => "INTERNAL",
         }
     }
@@ -59,13 +68,14 @@ impl Protocol {
         match self {
             Protocol::Udp => "udp",
             Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
             Protocol::Internal => "internal",
         }
     }
 }
 
-/// The far end of a message: protocol and address (for TCP, the connection's remote
-/// address), and the gateway's address it talks to.
+/// The far end of a message: protocol and address (for TCP and TLS, the connection's
+/// remote address), and the gateway's address it talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
     /// Transport protocol.
@@ -102,6 +112,7 @@ pub mod bind;
 pub mod fastpath;
 pub mod mtu;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 /// What a transport delivers to the SIP core.
@@ -114,7 +125,7 @@ pub enum Inbound {
         /// The datagram's bytes.
         bytes: Bytes,
     },
-    /// A message already framed out of a stream (TCP).
+    /// A message already framed out of a stream (TCP, TLS).
     Message {
         /// Sender (the connection's remote address).
         peer: Peer,
@@ -143,8 +154,6 @@ pub enum TransportError {
 /// pushed into the [`Inbound`] channel given at start. The UDP path of the io_uring fastpath
 /// will implement this trait too, so the SIP core does not change when it arrives.
 pub trait Transport: Send + Sync {
-    /// The protocol served.
-    fn protocol(&self) -> Protocol;
     /// Queues bytes for `peer` (its address, from its local address where the transport
     /// can choose). Never blocks the caller.
     fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError>;
@@ -155,10 +164,6 @@ pub trait Transport: Send + Sync {
 
 /// A shared transport is a transport (the runtime keeps the fast path's for its counters).
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
-    fn protocol(&self) -> Protocol {
-        self.as_ref().protocol()
-    }
-
     fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
         self.as_ref().send(peer, bytes)
     }

@@ -3,7 +3,7 @@
 //! and answers from it ([`super::addressing`]).
 
 use super::addressing::Addressing;
-use super::{Inbound, Peer, Protocol, Transport, TransportError};
+use super::{Inbound, Peer, Transport, TransportError};
 use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -86,10 +86,6 @@ fn try_send(
 }
 
 impl Transport for UdpTransport {
-    fn protocol(&self) -> Protocol {
-        Protocol::Udp
-    }
-
     fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
         let (from, to) = (self.addressing.source(&peer), peer.addr);
         match try_send(&self.socket, from, to, &bytes) {

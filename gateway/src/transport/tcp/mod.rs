@@ -1,17 +1,21 @@
-//! TCP transport on tokio: accepted and outgoing connections, Content-Length framing,
-//! one writer task per connection.
+//! The stream transports on tokio, TCP and TLS: accepted and outgoing connections,
+//! Content-Length framing, one writer task per connection. A TLS connection is a TCP one
+//! with a handshake first (settings from [`super::tls::TlsServer`], current at each
+//! handshake); from then on both are served alike, and share the connection caps.
 //!
 //! Defences ([`policy`] decides, this module acts): a connection over the per-source or
 //! total cap is accepted and closed at once (so the backlog never fills and locks everyone
 //! out); a message must be complete within the message timeout of its first byte; a
-//! connection whose remote address holds no registration is closed when idle; accept
-//! errors (EMFILE) back off instead of spinning; a stream that cannot be framed gets its
+//! connection whose remote address holds no registration is closed when idle; a TLS
+//! handshake must end within the message timeout; accept errors (EMFILE) back off
+//! instead of spinning; a stream that cannot be framed gets its
 //! 513 or 400 before it is closed; RFC 5626 CRLFCRLF pings get a CRLF pong. Repeated
 //! events are logged at most once a second, with their count.
 
 pub mod policy;
 
 use super::addressing::canonical;
+use super::tls::TlsServer;
 use super::{Inbound, Peer, Protocol, Transport, TransportError};
 use crate::sip::framing::{Framed, StreamFramer};
 use bytes::Bytes;
@@ -20,8 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -48,18 +51,34 @@ pub struct TcpSettings {
     pub max_message_size: usize,
 }
 
-/// A TCP listener serving SIP, plus the table of open connections by remote address.
+/// The TCP and TLS listeners serving SIP, plus the table of open connections by protocol
+/// and remote address.
 pub struct TcpTransport {
     shared: Arc<Shared>,
-    local: SocketAddr,
+}
+
+/// A connection's key in the table: TCP and TLS connections are told apart.
+type ConnectionKey = (Protocol, SocketAddr);
+
+/// The listeners the transport serves: TCP, TLS or both.
+#[derive(Default)]
+pub struct Listeners {
+    /// The TCP listener.
+    pub tcp: Option<TcpListener>,
+    /// The TLS listener and its settings.
+    pub tls: Option<(TcpListener, Arc<TlsServer>)>,
 }
 
 /// What the accept loop, the connection tasks and [`TcpTransport`] share.
 struct Shared {
     settings: TcpSettings,
-    /// The listening port: a connection's local address, as the core names it, has it
-    /// (an outgoing connection's own port is ephemeral, and Via must name the listener).
-    port: u16,
+    /// The listening addresses: a connection's local address, as the core names it, has
+    /// its listener's port (an outgoing connection's own port is ephemeral, and Via must
+    /// name the listener).
+    tcp_local: Option<SocketAddr>,
+    tls_local: Option<SocketAddr>,
+    /// The TLS settings, when TLS is served.
+    tls: Option<Arc<TlsServer>>,
     inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
     /// The runtime the connections run on: sends come from the engine's thread, outside it.
@@ -68,12 +87,16 @@ struct Shared {
 
 /// The transport's mutable state; it owns the connection table and the admission counts.
 struct State {
-    connections: HashMap<SocketAddr, Connection>,
-    /// Remote addresses holding a registration (told by the runtime from the registrar).
-    registered: HashSet<SocketAddr>,
+    connections: HashMap<ConnectionKey, Connection>,
+    /// Peers holding a registration (told by the runtime from the registrar).
+    registered: HashSet<ConnectionKey>,
     admission: Admission,
     /// Connections closed by a timeout, for the rate-limited log line.
     expired: RateLimitedLog,
+    /// Failed TLS handshakes, for the rate-limited log line.
+    handshakes_failed: RateLimitedLog,
+    /// Messages for a TLS peer without a connection (dropped), for the log line.
+    unreachable: RateLimitedLog,
     next_id: u64,
 }
 
@@ -91,17 +114,39 @@ impl Shared {
 }
 
 impl TcpTransport {
-    /// Listens on `addr` and starts accepting connections.
+    /// Listens for TCP on `addr` and starts accepting connections.
     pub async fn bind(
         addr: SocketAddr,
         inbound: mpsc::Sender<Inbound>,
         settings: TcpSettings,
     ) -> std::io::Result<Self> {
-        let listener = listen(addr)?;
-        let local = listener.local_addr()?;
+        let listeners = Listeners {
+            tcp: Some(listen(addr)?),
+            tls: None,
+        };
+        Self::start(listeners, inbound, settings)
+    }
+
+    /// Starts accepting connections on the listeners.
+    pub fn start(
+        listeners: Listeners,
+        inbound: mpsc::Sender<Inbound>,
+        settings: TcpSettings,
+    ) -> std::io::Result<Self> {
+        let tcp_local = listeners
+            .tcp
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let tls_local = match &listeners.tls {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             settings,
-            port: local.port(),
+            tcp_local,
+            tls_local,
+            tls: listeners.tls.as_ref().map(|(_, tls)| tls.clone()),
             inbound,
             runtime: tokio::runtime::Handle::current(),
             state: Mutex::new(State {
@@ -109,26 +154,45 @@ impl TcpTransport {
                 registered: HashSet::new(),
                 admission: Admission::new(&settings.limits),
                 expired: RateLimitedLog::new(LOG_INTERVAL),
+                handshakes_failed: RateLimitedLog::new(LOG_INTERVAL),
+                unreachable: RateLimitedLog::new(LOG_INTERVAL),
                 next_id: 0,
             }),
         });
-        tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(TcpTransport { shared, local })
+        if let Some(listener) = listeners.tcp {
+            tokio::spawn(accept_loop(listener, Protocol::Tcp, shared.clone()));
+        }
+        if let Some((listener, _)) = listeners.tls {
+            tokio::spawn(accept_loop(listener, Protocol::Tls, shared.clone()));
+        }
+        Ok(TcpTransport { shared })
     }
 
-    /// The listening address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// The address the listener of `protocol` (TCP or TLS) listens on, if it is served.
+    pub fn local_addr(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.shared.listener(protocol)
     }
 
-    /// Records whether `addr` holds a registration: an idle connection from a registered
+    /// Records whether `peer` holds a registration: an idle connection from a registered
     /// phone stays open, the others are closed after the idle timeout.
-    pub fn set_registered(&self, addr: SocketAddr, registered: bool) {
+    pub fn set_registered(&self, peer: Peer, registered: bool) {
+        let key = (peer.protocol, peer.addr);
         let mut state = self.shared.state();
         if registered {
-            state.registered.insert(addr);
+            state.registered.insert(key);
         } else {
-            state.registered.remove(&addr);
+            state.registered.remove(&key);
+        }
+    }
+}
+
+impl Shared {
+    /// The listening address of `protocol`'s listener.
+    fn listener(&self, protocol: Protocol) -> Option<SocketAddr> {
+        match protocol {
+            Protocol::Tcp => self.tcp_local,
+            Protocol::Tls => self.tls_local,
+            Protocol::Udp | Protocol::Internal => None,
         }
     }
 }
@@ -138,7 +202,7 @@ const BACKLOG: usize = 1024;
 
 /// A listener on `addr`; on `[::]` dual stack (`IPV6_V6ONLY` off: IPv4 clients connect
 /// too, as v4-mapped addresses), like the UDP socket.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType};
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
@@ -159,9 +223,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(std::net::TcpListener::from(fd))
 }
 
-/// Accepts connections until the process ends: admitted ones get their tasks, refused ones
-/// are closed at once, failures back off.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until the process ends: admitted ones get their tasks (after a
+/// handshake, for TLS), refused ones are closed at once, failures back off.
+async fn accept_loop(listener: TcpListener, protocol: Protocol, shared: Arc<Shared>) {
+    let name = protocol.uri_param();
     let mut refused = RateLimitedLog::new(LOG_INTERVAL);
     let mut failed = RateLimitedLog::new(LOG_INTERVAL);
     let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -174,16 +239,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     let mut state = shared.state();
                     (state.admission.admit(remote.ip()), state.admission.open())
                 };
-                match admitted {
-                    Ok(()) => {
-                        start_connection(stream, remote, &shared);
+                match (admitted, protocol) {
+                    (Ok(()), Protocol::Tls) => {
+                        tokio::spawn(handshake(stream, remote, shared.clone()));
                     }
-                    Err(refusal) => {
+                    (Ok(()), _) => {
+                        start_connection(stream, remote, protocol, &shared);
+                    }
+                    (Err(refusal), _) => {
                         drop(stream); // closed at once: the client sees EOF, not a hang
                         if let Some(count) = refused.record(Instant::now()) {
                             tracing::warn!(
-                                "tcp: refused {} connection(s) since the last report ({} in all, \
-                                 {open} open), the last from {remote}: {refusal}",
+                                "{name}: refused {} connection(s) since the last report ({} in \
+                                 all, {open} open), the last from {remote}: {refusal}",
                                 count.since_last,
                                 count.total
                             );
@@ -194,7 +262,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Err(e) => {
                 if let Some(count) = failed.record(Instant::now()) {
                     tracing::warn!(
-                        "tcp accept failed {} time(s) since the last report ({} in all): {e}; \
+                        "{name} accept failed {} time(s) since the last report ({} in all): {e}; \
                          pausing accepts for {backoff:?} (if out of descriptors: lower \
                          tcp.max_connections or raise the hard descriptor limit)",
                         count.since_last,
@@ -208,10 +276,42 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Runs the TLS handshake of an admitted connection, within the message timeout, then
+/// serves it; a failed one gives its admission back and is logged at most once a second.
+async fn handshake(stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
+    let settings = shared
+        .tls
+        .as_ref()
+        .expect("a TLS listener has settings")
+        .current();
+    let acceptor = tokio_rustls::TlsAcceptor::from(settings);
+    let local = local_of(&stream, Protocol::Tls, &shared);
+    let timeout = shared.settings.limits.message_timeout;
+    let failure = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            start_connection_at(stream, remote, local, Protocol::Tls, &shared);
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {timeout:?} (tcp.message_timeout_secs)"),
+    };
+    let mut state = shared.state();
+    state.admission.release(remote.ip());
+    if let Some(count) = state.handshakes_failed.record(Instant::now()) {
+        tracing::info!(
+            "tls: {} handshake(s) failed since the last report ({} in all), the last from \
+             {remote}: {failure}",
+            count.since_last,
+            count.total
+        );
+    }
+}
+
 /// Holds a connection's place in the table and in the admission counts; gives both back
 /// when dropped.
 struct Slot {
     shared: Arc<Shared>,
+    protocol: Protocol,
     remote: SocketAddr,
     /// The connection's local address (the gateway's address the peer reaches).
     local: SocketAddr,
@@ -221,13 +321,10 @@ struct Slot {
 impl Slot {
     /// Takes the connection out of the table, so no more sends are queued for it.
     fn detach(&self) {
+        let key = (self.protocol, self.remote);
         let mut state = self.shared.state();
-        if state
-            .connections
-            .get(&self.remote)
-            .is_some_and(|c| c.id == self.id)
-        {
-            state.connections.remove(&self.remote);
+        if state.connections.get(&key).is_some_and(|c| c.id == self.id) {
+            state.connections.remove(&key);
         }
     }
 }
@@ -239,27 +336,51 @@ impl Drop for Slot {
     }
 }
 
-/// Starts the reader and writer tasks of a connection already counted in the admission.
-fn start_connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    shared: &Arc<Shared>,
-) -> mpsc::Sender<Bytes> {
+/// The gateway's address a connection reaches as the core names it: the connection's
+/// local IP with its listener's port. Switches Nagle off on the way.
+fn local_of(stream: &TcpStream, protocol: Protocol, shared: &Shared) -> SocketAddr {
     let _ = stream.set_nodelay(true);
     let local_ip = stream
         .local_addr()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |addr| {
             canonical(addr).ip()
         });
-    let local = SocketAddr::new(local_ip, shared.port);
-    let (reader, mut writer) = stream.into_split();
+    let port = shared.listener(protocol).map_or(0, |addr| addr.port());
+    SocketAddr::new(local_ip, port)
+}
+
+/// Starts the reader and writer tasks of a TCP connection already counted in the
+/// admission.
+fn start_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    protocol: Protocol,
+    shared: &Arc<Shared>,
+) -> mpsc::Sender<Bytes> {
+    let local = local_of(&stream, protocol, shared);
+    start_connection_at(stream, remote, local, protocol, shared)
+}
+
+/// Starts the reader and writer tasks of a connection (TCP, or TLS after its handshake)
+/// already counted in the admission; `local` is the gateway's address it reaches.
+fn start_connection_at<S>(
+    stream: S,
+    remote: SocketAddr,
+    local: SocketAddr,
+    protocol: Protocol,
+    shared: &Arc<Shared>,
+) -> mpsc::Sender<Bytes>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let id = {
         let mut state = shared.state();
         state.next_id += 1;
         let id = state.next_id;
         state.connections.insert(
-            remote,
+            (protocol, remote),
             Connection {
                 id,
                 writer: tx.clone(),
@@ -269,6 +390,7 @@ fn start_connection(
     };
     let slot = Slot {
         shared: shared.clone(),
+        protocol,
         remote,
         local,
         id,
@@ -288,8 +410,9 @@ fn start_connection(
                 let count = slot.shared.state().expired.record(Instant::now());
                 if let Some(count) = count {
                     tracing::info!(
-                        "tcp: closed {} connection(s) for timeouts since the last report \
+                        "{}: closed {} connection(s) for timeouts since the last report \
                          ({} in all), the last from {remote}: {expiry}",
+                        protocol.uri_param(),
                         count.since_last,
                         count.total
                     );
@@ -323,10 +446,14 @@ enum End {
 }
 
 /// Reads, frames and delivers messages until the connection ends.
-async fn read_loop(reader: &mut OwnedReadHalf, writer: &mpsc::Sender<Bytes>, slot: &Slot) -> End {
+async fn read_loop(
+    reader: &mut (impl AsyncRead + Unpin),
+    writer: &mpsc::Sender<Bytes>,
+    slot: &Slot,
+) -> End {
     let shared = &slot.shared;
     let peer = Peer {
-        protocol: Protocol::Tcp,
+        protocol: slot.protocol,
         addr: slot.remote,
         local: slot.local,
     };
@@ -341,7 +468,7 @@ async fn read_loop(reader: &mut OwnedReadHalf, writer: &mpsc::Sender<Bytes>, slo
                 Ok(n) => n,
             },
             () = tokio::time::sleep_until(deadline) => {
-                let registered = shared.state().registered.contains(&peer.addr);
+                let registered = shared.state().registered.contains(&(peer.protocol, peer.addr));
                 if let Some(expiry) = timers.on_deadline(Instant::now(), registered) {
                     return End::Expired(expiry);
                 }
@@ -382,7 +509,7 @@ async fn read_loop(reader: &mut OwnedReadHalf, writer: &mpsc::Sender<Bytes>, slo
 
 /// Reads and discards what a rejected peer still sends, until it closes or [`LINGER`]
 /// passes.
-async fn linger(reader: &mut OwnedReadHalf) {
+async fn linger(reader: &mut (impl AsyncRead + Unpin)) {
     let mut sink = vec![0u8; READ_SIZE];
     let _ = tokio::time::timeout(LINGER, async {
         while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
@@ -391,22 +518,36 @@ async fn linger(reader: &mut OwnedReadHalf) {
 }
 
 impl Transport for TcpTransport {
-    fn protocol(&self) -> Protocol {
-        Protocol::Tcp
-    }
-
     fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), TransportError> {
         let addr = peer.addr;
         let existing = self
             .shared
             .state()
             .connections
-            .get(&addr)
+            .get(&(peer.protocol, addr))
             .map(|c| c.writer.clone());
         match existing {
             Some(writer) => {
                 if writer.try_send(bytes).is_err() {
-                    tracing::warn!("tcp write queue to {addr} full or closed; message dropped");
+                    tracing::warn!(
+                        "{} write queue to {addr} full or closed; message dropped",
+                        peer.protocol.uri_param()
+                    );
+                }
+            }
+            None if peer.protocol == Protocol::Tls => {
+                // A TLS peer is reached over its own connection only: the gateway opens no
+                // TLS connections, and never falls back to a clear transport.
+                let mut state = self.shared.state();
+                if let Some(count) = state.unreachable.record(Instant::now()) {
+                    tracing::warn!(
+                        "tls: {} message(s) dropped since the last report ({} in all) for \
+                         peers without a TLS connection, the last for {addr} (a phone \
+                         registered over TLS is reached over its own connection; it \
+                         reconnects and registers again)",
+                        count.since_last,
+                        count.total
+                    );
                 }
             }
             None => {
@@ -416,7 +557,7 @@ impl Transport for TcpTransport {
                     match TcpStream::connect(addr).await {
                         Ok(stream) => {
                             shared.state().admission.add(addr.ip());
-                            let writer = start_connection(stream, addr, &shared);
+                            let writer = start_connection(stream, addr, Protocol::Tcp, &shared);
                             let _ = writer.send(bytes).await;
                         }
                         Err(e) => tracing::warn!("tcp connect to {addr} failed: {e}"),

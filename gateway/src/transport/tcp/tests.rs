@@ -39,7 +39,19 @@ async fn connect(transport: &TcpTransport, source: &str) -> TcpStream {
     socket
         .bind(SocketAddr::new(source.parse::<IpAddr>().unwrap(), 0))
         .unwrap();
-    socket.connect(transport.local_addr()).await.unwrap()
+    socket
+        .connect(transport.local_addr(Protocol::Tcp).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The peer of a TCP connection from `addr`, as the registrar names it.
+fn tcp_peer(addr: SocketAddr) -> Peer {
+    Peer {
+        protocol: Protocol::Tcp,
+        addr,
+        local: addr,
+    }
 }
 
 /// Reads until the gateway closes the connection; returns what it sent first.
@@ -107,7 +119,7 @@ async fn idle_connections_close_unless_their_address_is_registered() {
     )
     .await;
     let mut phone = connect(&transport, "127.0.0.1").await;
-    transport.set_registered(phone.local_addr().unwrap(), true);
+    transport.set_registered(tcp_peer(phone.local_addr().unwrap()), true);
     // Two strangers in turn, so the phone has certainly been idle for the timeout.
     for _ in 0..2 {
         let mut stranger = connect(&transport, "127.0.0.1").await;
@@ -118,7 +130,7 @@ async fn idle_connections_close_unless_their_address_is_registered() {
         "the registered phone's connection was closed"
     );
     // Once its registration is gone, the phone's connection is closed too.
-    transport.set_registered(phone.local_addr().unwrap(), false);
+    transport.set_registered(tcp_peer(phone.local_addr().unwrap()), false);
     read_until_closed(&mut phone).await;
 }
 
@@ -287,7 +299,7 @@ async fn bad_content_lengths_are_answered_before_the_close() {
 #[tokio::test]
 async fn messages_name_the_listening_address_as_their_local_one_both_ways() {
     let (transport, mut inbound) = transport(limits(), 65_535).await;
-    let listen = transport.local_addr();
+    let listen = transport.local_addr(Protocol::Tcp).unwrap();
     // Accepted: the connection's local address is the listener's.
     let mut accepted = connect(&transport, "127.0.0.2").await;
     accepted
@@ -330,3 +342,5 @@ async fn messages_name_the_listening_address_as_their_local_one_both_ways() {
         "the listening port, not the ephemeral one"
     );
 }
+
+mod tls;

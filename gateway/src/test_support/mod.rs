@@ -1,4 +1,7 @@
-//! Checks the tests of this crate and of `tests/` share (the `test-support` feature).
+//! Checks and fixtures the tests of this crate and of `tests/` share (the `test-support`
+//! feature).
+
+pub mod pki;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,0 +1,147 @@
+//! baresip (Debian `baresip-core`) as a SIP phone in the end-to-end tests: it registers an
+//! extension with the gateway, answers calls itself and sends a 440 Hz tone as its audio.
+//! Its SIP trace (`-s`) goes to a file the tests read: it names the transport and the
+//! addresses of every message.
+
+use crate::free_port;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the phone sends as audio, Hz.
+pub const TONE_HZ: f32 = 440.0;
+
+/// A running baresip.
+pub struct Baresip {
+    child: Child,
+    output: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Baresip {
+    /// baresip as extension `ext` (password `pw<ext>`), registering over TLS to the
+    /// gateway's TLS port `tls_port` and trusting the CA certificate `ca`.
+    pub fn over_tls(ext: &str, tls_port: u16, ca: &str) -> Baresip {
+        let account = format!(
+            "<sip:{ext}@127.0.0.1;transport=tls>;outbound=\"sip:127.0.0.1:{tls_port};transport=tls\";\
+             auth_pass=pw{ext};regint=600;answermode=auto"
+        );
+        Baresip::start(&account, &format!("sip_cafile {ca}\n"))
+    }
+
+    fn start(account: &str, extra_config: &str) -> Baresip {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let tone = dir.path().join("tone.wav");
+        let made = Command::new("sox")
+            .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+            .arg(&tone)
+            .args(["synth", "120", "sine", &TONE_HZ.to_string()])
+            .output()
+            .expect("sox runs (Debian package sox; scripts/test.sh installs it)");
+        assert!(
+            made.status.success(),
+            "sox: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        // baresip listens for TLS on the port after its SIP port: two free ones in a row.
+        let sip_port = loop {
+            let port = free_port();
+            if free_port() == port + 1 {
+                break port;
+            }
+        };
+        // RTP above the kernel's ephemeral ports and the gateway tests' ranges.
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\n{extra_config}\
+             audio_source aufile,{}\naudio_player aufile,{}\naudio_alert aufile,/dev/null\n\
+             rtp_ports 61000-61999\nmodule_path /usr/lib/baresip/modules\n\
+             module g711.so\nmodule aufile.so\nmodule account.so\nmodule srtp.so\n",
+            tone.display(),
+            dir.path().join("heard.wav").display()
+        );
+        std::fs::write(dir.path().join("config"), config).expect("write baresip's config");
+        std::fs::write(dir.path().join("accounts"), format!("{account}\n"))
+            .expect("write baresip's accounts");
+        let output = dir.path().join("baresip.log");
+        let log = std::fs::File::create(&output).expect("baresip's log");
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .arg("-s")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("baresip runs (Debian package baresip-core; scripts/test.sh installs it)");
+        Baresip {
+            child,
+            output,
+            _dir: dir,
+        }
+    }
+
+    /// Everything baresip printed so far (its SIP trace included).
+    pub fn output(&self) -> String {
+        read(&self.output)
+    }
+
+    /// Waits until baresip has printed `text`; panics after 15 s or when it exits.
+    pub fn wait_for(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.output().contains(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("baresip exited with {status}:\n{}", self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baresip never printed {text:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The SIP messages baresip sent and received, as its trace shows them: a line of
+    /// transport and addresses (`TLS 127.0.0.1:5061 -> 127.0.0.1:40000`), then the message.
+    pub fn trace(&self) -> Vec<Traced> {
+        let output = self.output();
+        let mut traced = Vec::new();
+        let mut lines = output.lines();
+        while let Some(line) = lines.next() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [transport, from, "->", to] = words[..] {
+                traced.push(Traced {
+                    transport: transport.to_string(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    start_line: lines.next().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        traced
+    }
+}
+
+/// A SIP message in baresip's trace.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    /// `UDP`, `TCP` or `TLS`.
+    pub transport: String,
+    /// The sender's address.
+    pub from: String,
+    /// The receiver's address.
+    pub to: String,
+    /// The request or status line.
+    pub start_line: String,
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
