@@ -24,18 +24,42 @@ fn stat_parent(stat: &str) -> Option<u32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU time (user + system, all threads) of process `pid` and of its live children, seconds.
-/// Kamailio works in forked children, the gateway in threads; this counts both the same way.
-pub fn process_tree_cpu_seconds(pid: u32) -> f64 {
+/// Process `pid` and its live children, each with its `/proc/.../stat` line.
+fn process_tree(pid: u32) -> Vec<(u32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|candidate| {
             let stat = std::fs::read_to_string(format!("/proc/{candidate}/stat")).ok()?;
-            (candidate == pid || stat_parent(&stat) == Some(pid)).then(|| stat_cpu_seconds(&stat))
+            (candidate == pid || stat_parent(&stat) == Some(pid)).then_some((candidate, stat))
+        })
+        .collect()
+}
+
+/// CPU time (user + system, all threads) of process `pid` and of its live children, seconds.
+/// Kamailio works in forked children, the gateway in threads; this counts both the same way.
+pub fn process_tree_cpu_seconds(pid: u32) -> f64 {
+    process_tree(pid)
+        .iter()
+        .map(|(_, stat)| stat_cpu_seconds(stat))
+        .sum()
+}
+
+/// Proportional set size of process `pid` and its live children, KiB: memory shared
+/// between them (Kamailio's shared memory segment, libraries) counted once in all, so a
+/// forking server and a threaded one are measured alike.
+pub fn process_tree_pss_kib(pid: u32) -> u64 {
+    process_tree(pid)
+        .iter()
+        .filter_map(|(process, _)| {
+            let rollup = std::fs::read_to_string(format!("/proc/{process}/smaps_rollup")).ok()?;
+            rollup
+                .lines()
+                .find_map(|line| line.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .sum()
 }
@@ -125,6 +149,7 @@ mod tests {
     #[test]
     fn this_process_has_resident_memory_and_the_machine_has_been_busy() {
         assert!(rss_kib(std::process::id()) > 0);
+        assert!(process_tree_pss_kib(std::process::id()) > 0);
         assert!(system_busy_seconds() > 0.0);
         assert_eq!(rss_kib(u32::MAX), 0);
     }

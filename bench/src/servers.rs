@@ -44,16 +44,14 @@ impl Server {
     /// Its resident memory once it has stopped moving (the allocator and the store writer
     /// settle; at most 5 s), KiB.
     pub fn settled_rss_kib(&self) -> u64 {
-        let mut last = self.rss_kib();
-        for _ in 0..20 {
-            std::thread::sleep(std::time::Duration::from_millis(250));
-            let now = self.rss_kib();
-            if now == last {
-                break;
-            }
-            last = now;
-        }
-        last
+        settled(|| self.rss_kib())
+    }
+
+    /// The proportional set size of the process and its children once it has stopped
+    /// moving (at most 5 s), KiB: what a forking server (Kamailio's shared memory) and a
+    /// threaded one use, measured alike.
+    pub fn settled_pss_kib(&self) -> u64 {
+        settled(|| procfs::process_tree_pss_kib(self.pid()))
     }
 
     /// Stops the gateway and starts it again on the same config and database; returns how
@@ -94,6 +92,20 @@ impl Server {
         let _ = kill(group, Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// A memory reading taken every 250 ms until two agree (at most 5 s).
+fn settled(read: impl Fn() -> u64) -> u64 {
+    let mut last = read();
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let now = read();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 impl Drop for Server {
@@ -231,7 +243,18 @@ pub fn start_gateway(body: &str) -> std::io::Result<Server> {
 pub fn start_gateway_with(auth: &str, body: &str) -> std::io::Result<Server> {
     let dir = scratch_dir("gateway")?;
     let database = format!("path = \"{}\"", dir.join("gateway.db").display());
-    start_configured(dir, free_port()?, auth, &database, body)
+    start_configured(dir, free_port()?, auth, &database, "\"udp\"", body)
+}
+
+/// [`start_gateway`] serving TCP and TLS as well, with `tls` as its `[tls]` section; TCP
+/// on the UDP port.
+pub fn start_gateway_with_tls(tls: &str, body: &str) -> std::io::Result<Server> {
+    let dir = scratch_dir("gateway")?;
+    let database = format!("path = \"{}\"", dir.join("gateway.db").display());
+    let auth = "max_challenges_per_source = 1000000";
+    let transports = "\"udp\", \"tcp\", \"tls\"";
+    let body = format!("[tls]\n{tls}\n{body}");
+    start_configured(dir, free_port()?, auth, &database, transports, &body)
 }
 
 /// One node of a cluster on the PostgreSQL database `url`: [`start_gateway`] listening on
@@ -255,20 +278,22 @@ pub fn start_node(
         peers.join(", ")
     );
     let auth = "max_challenges_per_source = 1000000";
-    start_configured(dir, port, auth, &database, &format!("{node}{body}"))
+    let body = format!("{node}{body}");
+    start_configured(dir, port, auth, &database, "\"udp\"", &body)
 }
 
 /// The gateway in `dir` on UDP `port` with `[auth]` keys `auth`, `[database]` keys
-/// `database`, and `body`.
+/// `database`, `transports` (a TOML list's items), and `body`.
 fn start_configured(
     dir: PathBuf,
     port: u16,
     auth: &str,
     database: &str,
+    transports: &str,
     body: &str,
 ) -> std::io::Result<Server> {
     let config = format!(
-        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [\"udp\"]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n{auth}\n\
+        "[sip]\nlisten = \"127.0.0.1:{port}\"\ntransports = [{transports}]\n[auth]\nrealm = \"load\"\nalgorithms = [\"MD5\"]\n{auth}\n\
 [database]\n{database}\n[media]\nanchor = \"never\"\n{}{body}",
         shards_section()
     );
@@ -311,6 +336,11 @@ fn gateway_command(config: &Path) -> std::io::Result<Command> {
 /// worker processes, 2 GB of shared memory (its transaction table fills 256 MB at 2,000
 /// calls/s) and 32 MB of private memory per process.
 pub fn start_kamailio(children: u32) -> std::io::Result<Server> {
+    start_kamailio_with(children, &[])
+}
+
+/// [`start_kamailio`] with more `-A NAME=VALUE` defines for the config (`defines`).
+pub fn start_kamailio_with(children: u32, defines: &[String]) -> std::io::Result<Server> {
     let version = Command::new("kamailio").arg("-v").output().map_err(|e| {
         std::io::Error::other(format!(
             "kamailio not found ({e}): apt-get install kamailio"
@@ -342,6 +372,9 @@ pub fn start_kamailio(children: u32) -> std::io::Result<Server> {
         .arg("-A")
         .arg(format!("CHILDREN={children}"))
         .current_dir(&dir);
+    for define in defines {
+        command.arg("-A").arg(define);
+    }
     spawn(
         command,
         format!("kamailio {version}"),

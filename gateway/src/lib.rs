@@ -19,6 +19,7 @@ pub mod report;
 pub mod runtime;
 pub mod shard;
 pub mod sip;
+pub mod srtp;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

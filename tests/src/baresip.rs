@@ -1,11 +1,12 @@
 //! baresip (Debian `baresip-core`) as a SIP phone in the end-to-end tests: it registers an
-//! extension with the gateway, answers calls itself and sends a 440 Hz tone as its audio.
-//! Its SIP trace (`-s`) goes to a file the tests read: it names the transport and the
-//! addresses of every message.
+//! extension with the gateway, answers calls itself, places the calls its start commands
+//! name, and sends a 440 Hz tone as its audio. Its SIP trace (`-s`) and its console (the
+//! stdio module: call states, `audio=<sent>/<received> (bit/s)`) go to a file the tests
+//! read: the trace names the transport and the addresses of every message.
 
 use crate::free_port;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What the phone sends as audio, Hz.
@@ -14,6 +15,8 @@ pub const TONE_HZ: f32 = 440.0;
 /// A running baresip.
 pub struct Baresip {
     child: Child,
+    /// Held open: the stdio module reads its console from it (a pipe, which epoll takes).
+    _console: Option<ChildStdin>,
     output: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -22,14 +25,27 @@ impl Baresip {
     /// baresip as extension `ext` (password `pw<ext>`), registering over TLS to the
     /// gateway's TLS port `tls_port` and trusting the CA certificate `ca`.
     pub fn over_tls(ext: &str, tls_port: u16, ca: &str) -> Baresip {
-        let account = format!(
-            "<sip:{ext}@127.0.0.1;transport=tls>;outbound=\"sip:127.0.0.1:{tls_port};transport=tls\";\
-             auth_pass=pw{ext};regint=600;answermode=auto"
-        );
-        Baresip::start(&account, &format!("sip_cafile {ca}\n"))
+        Baresip::over_tls_with(ext, tls_port, ca, "", &[])
     }
 
-    fn start(account: &str, extra_config: &str) -> Baresip {
+    /// [`Baresip::over_tls`] with more account parameters (`account_params`, e.g.
+    /// `;mediaenc=srtp-mand`) and console commands run at start (`commands`, e.g.
+    /// `/dial 101`).
+    pub fn over_tls_with(
+        ext: &str,
+        tls_port: u16,
+        ca: &str,
+        account_params: &str,
+        commands: &[&str],
+    ) -> Baresip {
+        let account = format!(
+            "<sip:{ext}@127.0.0.1;transport=tls>;outbound=\"sip:127.0.0.1:{tls_port};transport=tls\";\
+             auth_pass=pw{ext};regint=600;answermode=auto{account_params}"
+        );
+        Baresip::start(&account, &format!("sip_cafile {ca}\n"), commands)
+    }
+
+    fn start(account: &str, extra_config: &str, commands: &[&str]) -> Baresip {
         let dir = tempfile::tempdir().expect("temporary directory");
         let tone = dir.path().join("tone.wav");
         let made = Command::new("sox")
@@ -55,7 +71,8 @@ impl Baresip {
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\n{extra_config}\
              audio_source aufile,{}\naudio_player aufile,{}\naudio_alert aufile,/dev/null\n\
              rtp_ports 61000-61999\nmodule_path /usr/lib/baresip/modules\n\
-             module g711.so\nmodule aufile.so\nmodule account.so\nmodule srtp.so\n",
+             module stdio.so\nmodule menu.so\nmodule g711.so\nmodule aufile.so\n\
+             module srtp.so\nmodule account.so\n",
             tone.display(),
             dir.path().join("heard.wav").display()
         );
@@ -64,16 +81,19 @@ impl Baresip {
             .expect("write baresip's accounts");
         let output = dir.path().join("baresip.log");
         let log = std::fs::File::create(&output).expect("baresip's log");
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(dir.path())
-            .arg("-s")
-            .stdin(Stdio::null())
+        let mut command = Command::new("baresip");
+        command.arg("-f").arg(dir.path()).arg("-s");
+        for line in commands {
+            command.arg("-e").arg(line);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .expect("baresip runs (Debian package baresip-core; scripts/test.sh installs it)");
         Baresip {
+            _console: child.stdin.take(),
             child,
             output,
             _dir: dir,
@@ -99,6 +119,20 @@ impl Baresip {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The bit rate of the audio baresip received and decoded, from the newest status line
+    /// of its console (`audio=<sent>/<received> (bit/s)`); 0 before there is one.
+    pub fn received_audio_bits_per_second(&self) -> u64 {
+        let output = self.output();
+        output
+            .rsplit("audio=")
+            .next()
+            .filter(|_| output.contains("audio="))
+            .and_then(|rates| rates.split_whitespace().next())
+            .and_then(|rates| rates.split_once('/'))
+            .and_then(|(_, received)| received.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The SIP messages baresip sent and received, as its trace shows them: a line of

@@ -10,6 +10,7 @@ use crate::engine::routing::ANALOG_HOST;
 use crate::sip::ids;
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::{ClientTxId, ServerTxId, TimerConfig, TxEvent, TxLayer};
+use crate::srtp::sdes::CryptoAttribute;
 use crate::transport::ANALOG_PEER;
 use bytes::Bytes;
 use ezk_sip_types::{Method, Name};
@@ -61,8 +62,10 @@ pub enum AgentAction {
     StartMedia {
         /// The port.
         channel: u32,
-        /// The far end's RTP address and format.
+        /// The far end's RTP address and format (and SRTP key, if secure).
         remote: RemoteMedia,
+        /// Our SRTP key, sent in our answer, when the media is secure.
+        local_crypto: Option<CryptoAttribute>,
     },
     /// Stop the port's RTP.
     StopMedia(u32),
@@ -382,6 +385,7 @@ impl AnalogAgent {
         port.call = PortCall::Connected {
             dialog: dialog.clone(),
         };
+        let local_crypto = remote.crypto.as_ref().map(CryptoAttribute::answering);
         if let Some(request) = self.tx.request(tx) {
             let mut ok = request.response(200, "OK", Some(&dialog.local_tag));
             ok.set_header(
@@ -389,11 +393,14 @@ impl AnalogAgent {
                 format!("<sip:analog@{ANALOG_HOST};channel={channel}>"),
             );
             ok.set_header(Name::CONTENT_TYPE, "application/sdp");
-            ok.body = sdp::answer(rtp, session_id, remote.format);
+            ok.body = sdp::answer(rtp, session_id, remote.format, local_crypto.as_ref());
             self.tx.send_response(now, tx, ok);
         }
-        self.actions
-            .push_back(AgentAction::StartMedia { channel, remote });
+        self.actions.push_back(AgentAction::StartMedia {
+            channel,
+            remote,
+            local_crypto,
+        });
         tracing::info!("analog port {channel}: answered");
     }
 
@@ -463,7 +470,11 @@ impl AnalogAgent {
                 }
                 let ack = dialog.request(Method::ACK, Some(1), &self.local);
                 self.tx.send_stateless(ack, ANALOG_PEER);
-                let remote = sdp::negotiate(&msg.body);
+                // Our offer was plain RTP: a secure answer cannot be honoured.
+                let remote = sdp::negotiate(&msg.body).and_then(|remote| match remote.crypto {
+                    Some(_) => Err(sdp::SdpProblem::NoCryptoSuite),
+                    None => Ok(remote),
+                });
                 if hung_up || remote.is_err() {
                     if let Err(problem) = &remote {
                         tracing::warn!("analog port {channel}: unusable answer: {problem}");
@@ -477,8 +488,11 @@ impl AnalogAgent {
                 }
                 port.call = PortCall::Connected { dialog };
                 if let Ok(remote) = remote {
-                    self.actions
-                        .push_back(AgentAction::StartMedia { channel, remote });
+                    self.actions.push_back(AgentAction::StartMedia {
+                        channel,
+                        remote,
+                        local_crypto: None,
+                    });
                 }
                 self.actions.push_back(if is_phone {
                     AgentAction::Phone(channel, PhoneCommand::FarEndAnswered)
@@ -643,10 +657,19 @@ impl AnalogAgent {
             format!("<sip:analog@{ANALOG_HOST};channel={channel}>"),
         );
         ok.set_header(Name::CONTENT_TYPE, "application/sdp");
-        ok.body = sdp::answer(port.setup.rtp, session_id, remote.format);
+        let local_crypto = remote.crypto.as_ref().map(CryptoAttribute::answering);
+        ok.body = sdp::answer(
+            port.setup.rtp,
+            session_id,
+            remote.format,
+            local_crypto.as_ref(),
+        );
         self.tx.send_response(now, tx, ok);
-        self.actions
-            .push_back(AgentAction::StartMedia { channel, remote });
+        self.actions.push_back(AgentAction::StartMedia {
+            channel,
+            remote,
+            local_crypto,
+        });
     }
 
     /// The engine cancelled a call before the port answered.

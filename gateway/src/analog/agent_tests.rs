@@ -104,7 +104,12 @@ fn a_call_for_a_phone_rings_it_with_caller_id_and_connects_on_answer() {
     assert_eq!(to_tag(&out[0]), tag, "one dialog, one tag");
     let answer = String::from_utf8(out[0].body.to_vec()).unwrap();
     assert!(answer.contains("m=audio 4000 RTP/AVP 0 101"), "{answer}");
-    let [AgentAction::StartMedia { channel: 1, remote }] = &actions(&mut agent)[..] else {
+    let [AgentAction::StartMedia {
+        channel: 1,
+        remote,
+        local_crypto: None,
+    }] = &actions(&mut agent)[..]
+    else {
         panic!("media must start");
     };
     assert_eq!(remote.addr, "10.0.0.9:6000".parse().unwrap());

@@ -13,6 +13,7 @@
 
 use super::agent::{AgentAction, AnalogAgent, PortRole, PortSetup};
 use super::control::{self, Command, Request};
+use crate::srtp::session::SrtpSession;
 use crate::transport::{Inbound, ANALOG_PEER};
 use bytes::Bytes;
 use fastpath::relay::strict_source::{Admission, StrictSource};
@@ -328,6 +329,9 @@ struct Port<C: Channel> {
     /// RTP packets dropped since the port opened: from anyone but the far end of the call,
     /// or with no call at all.
     foreign_dropped: u64,
+    /// SRTP packets of the far end refused since the port opened: failed authentication,
+    /// replays, plain RTP in a secure call.
+    srtp_refused: u64,
 }
 
 /// The media of a port's call.
@@ -335,6 +339,8 @@ struct CallMedia {
     session: MediaSession,
     /// Whose packets the port takes, and where its own go.
     far_end: StrictSource,
+    /// The call's SRTP contexts, when its media is secure (keys erased when it ends).
+    srtp: Option<SrtpSession>,
 }
 
 /// The analog ports as a fast path handler.
@@ -418,6 +424,7 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                     file: None,
                     media: None,
                     foreign_dropped: 0,
+                    srtp_refused: 0,
                 },
             );
         }
@@ -466,8 +473,13 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
             if let Some(media) = port.media.as_mut() {
                 let mut packet = [0u8; MAX_PACKET];
                 while let Some(n) = media.session.pop_packet(&mut packet) {
-                    if let Some(remote) = media.far_end.destination() {
-                        io.send(port.socket, remote, &packet[..n]);
+                    let Some(remote) = media.far_end.destination() else {
+                        continue;
+                    };
+                    match media.srtp.as_mut().map(|srtp| srtp.protect(&packet[..n])) {
+                        None => io.send(port.socket, remote, &packet[..n]),
+                        Some(Ok(protected)) => io.send(port.socket, remote, &protected),
+                        Some(Err(e)) => tracing::warn!("analog port {channel}: {e}"),
                     }
                 }
             }
@@ -549,17 +561,37 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                 };
                 self.deliver_or_warn(now, channel, result);
             }
-            AgentAction::StartMedia { channel, remote } => {
+            AgentAction::StartMedia {
+                channel,
+                remote,
+                local_crypto,
+            } => {
                 if let Some(port) = self.ports.get_mut(&channel) {
+                    let srtp = match (&local_crypto, &remote.crypto) {
+                        (Some(ours), Some(theirs)) => {
+                            match SrtpSession::new(ours.suite, &ours.key, &theirs.key) {
+                                Ok(session) => Some(session),
+                                Err(e) => {
+                                    tracing::warn!("analog port {channel}: {e}; no media");
+                                    return;
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
                     let start = StreamStart {
                         ssrc: rand::random(),
                         sequence: rand::random(),
                         timestamp: rand::random(),
                     };
                     tracing::info!(
-                        "analog port {channel}: RTP {:?} to {}",
+                        "analog port {channel}: RTP {:?} to {}{}",
                         remote.format.law,
-                        remote.addr
+                        remote.addr,
+                        srtp.as_ref().map_or(String::new(), |s| format!(
+                            " as SRTP ({})",
+                            s.suite().name()
+                        ))
                     );
                     // New SDP in the same call (a re-INVITE) keeps what was latched unless
                     // it names another address.
@@ -571,6 +603,7 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                     port.media = Some(CallMedia {
                         session: MediaSession::new(remote.format, start),
                         far_end,
+                        srtp,
                     });
                 }
             }
@@ -720,8 +753,8 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                     }
                     let _ = write!(
                         answer,
-                        "rtp_local={}\nrtp_foreign_dropped={}\n",
-                        port.rtp, port.foreign_dropped
+                        "rtp_local={}\nrtp_foreign_dropped={}\nsrtp_refused={}\n",
+                        port.rtp, port.foreign_dropped, port.srtp_refused
                     );
                 }
                 if let Some(media) = self.ports.get(p).and_then(|port| port.media.as_ref()) {
@@ -778,7 +811,11 @@ impl<C: Channel + RingAudio + 'static> Handler for Service<C> {
             Admission::Accepted => {}
         }
         media.session.set_now(line_now);
-        media.session.receive(bytes);
+        match media.srtp.as_mut().map(|srtp| srtp.unprotect(bytes)) {
+            None => media.session.receive(bytes),
+            Some(Ok(plain)) => media.session.receive(&plain),
+            Some(Err(_)) => port.srtp_refused += 1,
+        }
     }
 
     fn command(&mut self, _io: &mut Io, input: ServiceInput) {

@@ -1,0 +1,53 @@
+//! SRTP (SDES keys over TLS) against the real binary: baresip with mandatory SRTP calls an
+//! analog phone, whose port terminates SRTP itself; each side hears the other.
+
+use e2e_tests::baresip::{Baresip, TONE_HZ};
+use e2e_tests::tls::TlsSetup;
+use e2e_tests::Gateway;
+use std::time::{Duration, Instant};
+
+#[test]
+fn baresip_with_mandatory_srtp_calls_an_analog_phone_and_each_hears_the_other() {
+    let tls = TlsSetup::new();
+    let gateway = Gateway::start(tls.options());
+    let mut phone = Baresip::over_tls_with(
+        "201",
+        tls.port,
+        &tls.pki.ca_certificate(),
+        ";mediaenc=srtp-mand",
+        &["/dial 101"],
+    );
+    gateway.wait_for_log("analog port 1: incoming call");
+    gateway.analog("lift 1");
+    gateway.wait_for_log("as SRTP (AES_CM_128_HMAC_SHA1_80)");
+    phone.wait_for("SRTP is Enabled");
+    // baresip's audio, decrypted by the port, reaches the analog phone.
+    gateway.hears_tone(1, "baresip's tone through SRTP", &[TONE_HZ]);
+    // The port's audio, encrypted by it, is decrypted and decoded by baresip.
+    gateway.analog("say 1 1000 5000");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while phone.received_audio_bits_per_second() < 32_000 {
+        assert!(
+            Instant::now() < deadline,
+            "baresip decoded no audio:\n{}",
+            phone.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = gateway.analog("status 1");
+    assert_eq!(status["srtp_refused"], "0", "{status:?}");
+    assert!(
+        status["rtp_received"].parse::<u64>().unwrap() > 20,
+        "{status:?}"
+    );
+    // The offer was SRTP and went over TLS: its key never crossed the wire in clear.
+    let invite = phone
+        .trace()
+        .into_iter()
+        .find(|m| m.start_line.starts_with("INVITE sip:101@"))
+        .expect("baresip's INVITE in its trace");
+    assert_eq!(invite.transport, "TLS", "{invite:?}");
+    assert!(phone.output().contains("RTP/SAVP"), "{}", phone.output());
+    gateway.analog("hangup 1");
+    phone.wait_for("BYE sip:");
+}
