@@ -274,6 +274,25 @@ pub struct MediaConfig {
     /// media (a phone behind NAT); the signalled address needs none.
     #[serde(default = "default_probation_packets")]
     pub probation_packets: u32,
+    /// SRTP for SIP phones' calls, unless an extension says otherwise (`[[extension]]
+    /// srtp`): `off`, `optional` or `required` (see [`SrtpPolicy`]).
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
+}
+
+/// Whether a SIP phone's calls use SRTP (SDES keys, RFC 4568). Keys are only ever sent
+/// over TLS, whatever the policy: an offer with keys that arrives in clear is refused, and
+/// is never passed to a phone reached in clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SrtpPolicy {
+    /// Never: an SRTP offer from or to the phone is refused (488).
+    Off,
+    /// As the phones offer: SRTP when the offer is SRTP, plain RTP when it is not.
+    #[default]
+    Optional,
+    /// Always: a plain RTP offer from or to the phone is refused (488).
+    Required,
 }
 
 impl Default for MediaConfig {
@@ -286,6 +305,7 @@ impl Default for MediaConfig {
             advertise: None,
             idle_timeout_secs: default_media_idle(),
             probation_packets: default_probation_packets(),
+            srtp: SrtpPolicy::default(),
         }
     }
 }
@@ -728,6 +748,9 @@ pub struct ExtensionConfig {
     /// What subscribers outside its call groups learn from its BLF state.
     #[serde(default)]
     pub blf_others: BlfOthers,
+    /// SRTP for this phone's calls, instead of `media.srtp`.
+    #[serde(default)]
+    pub srtp: Option<SrtpPolicy>,
 }
 
 fn default_transports() -> Vec<TransportName> {
@@ -914,6 +937,16 @@ impl Config {
         self.directory
             .number(number)
             .map(|index| &self.extensions[index])
+    }
+
+    /// The SRTP policy of SIP extension `number` (its own, else `media.srtp`); None for
+    /// analog extensions and unknown numbers (their ports take what is offered).
+    pub fn srtp_policy_of(&self, number: &str) -> Option<SrtpPolicy> {
+        let extension = self.extension(number)?;
+        match extension.analog_channel {
+            Some(_) => None,
+            None => Some(extension.srtp.unwrap_or(self.media.srtp)),
+        }
     }
 
     /// Every extension, in the order of the file.

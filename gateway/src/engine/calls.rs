@@ -15,6 +15,7 @@ use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage, StartLine};
 use crate::sip::target::UriTarget;
 use crate::sip::transaction::{ClientTxId, ServerTxId};
+use crate::srtp::policy::{self, Security};
 use crate::store::{CallContext, LegIds, StoreCommand};
 use crate::transport::{Peer, Protocol};
 use ezk_sip_types::{Method, Name};
@@ -103,6 +104,18 @@ impl Engine {
                 403,
                 "Forbidden (From does not match the authenticated user)",
             );
+            return;
+        }
+        // SDES keys only over TLS, and the caller's SRTP policy (analog ports have none).
+        let caller_policy = match peer.protocol {
+            Protocol::Internal => None,
+            _ => self.config.srtp_policy_of(&user),
+        };
+        if let Err(refusal) =
+            policy::check_arrival(Security::of(&msg.body), peer.protocol, caller_policy)
+        {
+            tracing::info!("INVITE from {user} refused: {refusal}");
+            self.reply(now, tx, 488, &format!("Not Acceptable Here ({refusal})"));
             return;
         }
         let target = msg
@@ -282,6 +295,7 @@ impl Engine {
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
+        let security = Security::of(&call.offer);
         let caller_uri = NameAddrValue {
             display: call.caller.display.clone(),
             uri: call.caller.uri.clone(),
@@ -306,6 +320,23 @@ impl Engine {
                 local_cseq: 0,
                 peer,
             };
+            let callee_policy = extension
+                .as_deref()
+                .and_then(|number| self.config.srtp_policy_of(number));
+            if let Err(refusal) = policy::check_delivery(security, peer.protocol, callee_policy) {
+                tracing::info!(
+                    "call {id}: INVITE to {} not sent: {refusal}",
+                    binding.contact
+                );
+                call.forks.push(Fork {
+                    tx: None,
+                    dialog,
+                    final_status: Some((488, format!("Not Acceptable Here ({refusal})"))),
+                    pickup: None,
+                    extension,
+                });
+                continue;
+            }
             let mut invite = dialog.request(Method::INVITE, None, &self.local);
             add_capabilities(&mut invite);
             invite.remove_header(&Name::ACCEPT);

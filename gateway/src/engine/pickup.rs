@@ -19,6 +19,7 @@ use crate::config::PickupMode;
 use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage};
 use crate::sip::transaction::{ClientTxId, ServerTxId};
+use crate::srtp::policy::{self, Security};
 use crate::store::{
     CallContext, ClaimOutcome, ClaimRequest, PickupMethod, PickupTarget, StoreCommand,
 };
@@ -213,6 +214,21 @@ impl Engine {
                 return;
             }
         };
+        // The call's offer goes to the picker: its keys only over TLS, its SRTP policy.
+        let delivery = policy::check_delivery(
+            Security::of(&context.caller_offer),
+            pickup.peer.protocol,
+            self.config.srtp_policy_of(&pickup.picker),
+        );
+        if let Err(refusal) = delivery {
+            tracing::info!("pickup {id}: {} refused: {refusal}", pickup.picker);
+            self.store_commands.push_back(StoreCommand::Release {
+                call_key: context.call_key,
+            });
+            let reason = format!("Not Acceptable Here ({refusal})");
+            self.finish_pickup(now, id, Some((488, &reason)));
+            return;
+        }
         let call_id = self.calls.by_key.get(&context.call_key).copied();
         let ringing = call_id
             .and_then(|c| self.calls.calls.get(&c))

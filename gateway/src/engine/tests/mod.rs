@@ -7,6 +7,7 @@ mod nodes;
 mod pickup;
 mod security;
 mod shards;
+mod srtp;
 
 use super::{Engine, Now};
 use crate::config::Config;
