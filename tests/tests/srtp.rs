@@ -3,7 +3,7 @@
 
 use e2e_tests::baresip::{Baresip, TONE_HZ};
 use e2e_tests::tls::TlsSetup;
-use e2e_tests::Gateway;
+use e2e_tests::{Gateway, GatewayOptions};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -50,4 +50,49 @@ fn baresip_with_mandatory_srtp_calls_an_analog_phone_and_each_hears_the_other() 
     assert!(phone.output().contains("RTP/SAVP"), "{}", phone.output());
     gateway.analog("hangup 1");
     phone.wait_for("BYE sip:");
+}
+
+#[test]
+fn an_anchored_call_between_two_srtp_phones_passes_their_srtp_through_the_relay() {
+    let tls = TlsSetup::new();
+    let gateway = Gateway::start(GatewayOptions {
+        media_anchor: Some("always"),
+        ..tls.options()
+    });
+    let ca = tls.pki.ca_certificate();
+    let mut callee = Baresip::over_tls_with("202", tls.port, &ca, ";mediaenc=srtp-mand", &[]);
+    callee.wait_for("{0/TLS/v4} 200 OK");
+    gateway.wait_for_log("202 now has 1 contact(s)");
+    let mut caller =
+        Baresip::over_tls_with("201", tls.port, &ca, ";mediaenc=srtp-mand", &["/dial 202"]);
+    caller.wait_for("SRTP is Enabled");
+    callee.wait_for("SRTP is Enabled");
+    // Keyed end to end: each decodes the other's audio, which crossed the relay.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while caller.received_audio_bits_per_second() < 32_000
+        || callee.received_audio_bits_per_second() < 32_000
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no audio both ways:\n{}\n{}",
+            caller.output(),
+            callee.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What each phone was told to send to (in the SDP the gateway sent it) is a relay
+    // port (20000-31999 in these tests); the phones' own are 61000-61999.
+    for phone in [&caller, &callee] {
+        let output = phone.output();
+        let ports: Vec<u16> = output
+            .split("m=audio ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert!(
+            ports.iter().any(|port| (20_000..32_000).contains(port)),
+            "{ports:?}"
+        );
+        assert!(output.contains("RTP/SAVP"), "{output}");
+    }
 }
