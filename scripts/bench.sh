@@ -7,10 +7,13 @@
 #           per registration and per call (sip-memory), floods of unauthenticated requests
 #           (sip-flood), overload at 3x the sustainable call rate (sip-overload), calls
 #           and pickups completed at 10% packet loss each way (sip-loss, as root: a network
-#           namespace with nft drops);
+#           namespace with nft drops), memory per idle TLS connection vs Kamailio with
+#           OpenSSL (tls-memory);
 #   media:  SIP pre-parsing vs full parsers (sip-preparse), the RTP relay vs rtpengine 10.5
-#           (rtp-relay), the analog DSP cost per channel.
-# Installs kamailio, sip-tester, nftables, iproute2 and rtpengine-daemon when missing.
+#           (rtp-relay), SRTP per packet at the analog ports (srtp-cost), the analog DSP
+#           cost per channel.
+# Installs kamailio (and its TLS module), sip-tester, nftables, iproute2 and
+# rtpengine-daemon when missing.
 # Usage: scripts/bench.sh [--sip | --media] [--quick]   (default: everything, full length)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +41,9 @@ install_missing() { # command package
 }
 if [ "$part" != media ]; then
     install_missing kamailio kamailio
+    [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] \
+        || { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kamailio-tls-modules \
+            || { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kamailio-tls-modules; }; }
     install_missing sipp sip-tester
     install_missing nft nftables
     install_missing ip iproute2
@@ -70,12 +76,16 @@ if [ "$part" != media ]; then
     target/release/sip-overload "${quick[@]}"
     echo "==> calls and pickups completed at 10% packet loss each way"
     as_root target/release/sip-loss "${quick[@]}"
+    echo "==> memory per idle TLS connection, gateway vs Kamailio with OpenSSL"
+    target/release/tls-memory "${quick[@]}"
 fi
 if [ "$part" != sip ]; then
     echo "==> SIP pre-parsing"
     target/release/sip-preparse
     echo "==> RTP relay, 1,000 streams"
     target/release/rtp-relay "${quick[@]}"
+    echo "==> SRTP per packet at the analog ports"
+    target/release/srtp-cost
     echo "==> analog DSP per channel"
     cargo bench -p bench --bench dsp 2>/dev/null | grep -E "time:|channels" || true
 fi

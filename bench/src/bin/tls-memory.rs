@@ -9,7 +9,7 @@
 //! open while idle).
 //! Writes `target/bench-results/tls-memory.{md,svg}`.
 //!
-//! Run: `cargo run --release -p bench --bin tls-memory -- [--connections N]` after
+//! Run: `cargo run --release -p bench --bin tls-memory -- [--quick | --connections N]` after
 //! `cargo build --release -p gateway`.
 
 use bench::report::{self, BarChart, Table};
@@ -168,11 +168,16 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let default = if args.iter().any(|arg| arg == "--quick") {
+        1_000
+    } else {
+        5_000
+    };
     let count = args
         .iter()
         .position(|arg| arg == "--connections")
         .and_then(|at| args.get(at + 1))
-        .map_or(5_000, |n| n.parse().expect("--connections N"));
+        .map_or(default, |n| n.parse().expect("--connections N"));
     if let Err(e) = gateway::descriptors::raise_limit() {
         eprintln!("  {e}");
     }
