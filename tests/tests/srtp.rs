@@ -96,3 +96,33 @@ fn an_anchored_call_between_two_srtp_phones_passes_their_srtp_through_the_relay(
         assert!(output.contains("RTP/SAVP"), "{output}");
     }
 }
+
+#[test]
+fn an_analog_phone_calling_a_phone_that_requires_srtp_offers_it_srtp() {
+    let tls = TlsSetup::new();
+    let gateway = Gateway::start(GatewayOptions {
+        keys: vec![("media", "srtp = \"required\"".to_string())],
+        ..tls.options()
+    });
+    let ca = tls.pki.ca_certificate();
+    let mut phone = Baresip::over_tls_with("201", tls.port, &ca, ";mediaenc=srtp-mand", &[]);
+    phone.wait_for("{0/TLS/v4} 200 OK");
+    gateway.wait_for_log("201 now has 1 contact(s)");
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 201");
+    gateway.wait_for_log("as SRTP (AES_CM_128_HMAC_SHA1_80)");
+    phone.wait_for("SRTP is Enabled");
+    gateway.hears_tone(1, "baresip's tone through SRTP", &[TONE_HZ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while phone.received_audio_bits_per_second() < 32_000 {
+        assert!(
+            Instant::now() < deadline,
+            "baresip decoded no audio:\n{}",
+            phone.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gateway.analog("status 1")["srtp_refused"], "0");
+    gateway.analog("hangup 1");
+    phone.wait_for("BYE sip:");
+}

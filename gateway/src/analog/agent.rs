@@ -10,11 +10,11 @@ use crate::engine::routing::ANALOG_HOST;
 use crate::sip::ids;
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::{ClientTxId, ServerTxId, TimerConfig, TxEvent, TxLayer};
-use crate::srtp::sdes::CryptoAttribute;
+use crate::srtp::sdes::{CryptoAttribute, Suite};
 use crate::transport::ANALOG_PEER;
 use bytes::Bytes;
 use ezk_sip_types::{Method, Name};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 use telephony_hw::dsp::callerid::CallerId;
@@ -85,11 +85,13 @@ enum Addressed {
 #[derive(Debug)]
 enum PortCall {
     Idle,
-    /// Our INVITE is pending; `hung_up` once the analog side gave up (CANCEL sent).
+    /// Our INVITE is pending; `hung_up` once the analog side gave up (CANCEL sent);
+    /// `offered`: our SRTP key when the offer was secure.
     Calling {
         tx: ClientTxId,
         dialog: Dialog,
         hung_up: bool,
+        offered: Option<CryptoAttribute>,
     },
     /// An INVITE from the engine is ringing the phone or being dialled on the line.
     Alerting {
@@ -119,6 +121,8 @@ pub struct AnalogAgent {
     ports: BTreeMap<u32, Port>,
     actions: VecDeque<AgentAction>,
     session_ids: u64,
+    /// The extensions whose SRTP policy is `required`: calls to them are offered SRTP.
+    secure_callees: HashSet<String>,
 }
 
 /// The `channel=` parameter of an analog contact URI.
@@ -151,7 +155,15 @@ impl AnalogAgent {
                 .collect(),
             actions: VecDeque::new(),
             session_ids: 0,
+            secure_callees: HashSet::new(),
         }
+    }
+
+    /// The agent offering SRTP (SDES, AES_CM_128_HMAC_SHA1_80) on calls to `numbers`: the
+    /// extensions whose SRTP policy is `required`. Other calls are offered plain RTP.
+    pub fn offering_srtp_to(mut self, numbers: HashSet<String>) -> AnalogAgent {
+        self.secure_callees = numbers;
+        self
     }
 
     /// The next message for the engine (serialised, as over any transport).
@@ -360,13 +372,18 @@ impl AnalogAgent {
             format!("<sip:{user}@{ANALOG_HOST};channel={channel}>"),
         );
         invite.set_header(Name::CONTENT_TYPE, "application/sdp");
-        invite.body = sdp::offer(port.setup.rtp, session_id);
+        let offered = self
+            .secure_callees
+            .contains(called)
+            .then(|| CryptoAttribute::fresh(1, Suite::AesCm128HmacSha1_80));
+        invite.body = sdp::offer(port.setup.rtp, session_id, offered.as_ref());
         tracing::info!("analog port {channel}: calling {called} as {user}");
         let tx = self.tx.send_request(now, invite, ANALOG_PEER);
         port.call = PortCall::Calling {
             tx,
             dialog,
             hung_up: false,
+            offered,
         };
     }
 
@@ -415,12 +432,14 @@ impl AnalogAgent {
                 tx,
                 dialog,
                 hung_up: false,
+                offered,
             } => {
                 self.tx.cancel(now, tx);
                 port.call = PortCall::Calling {
                     tx,
                     dialog,
                     hung_up: true,
+                    offered,
                 };
             }
             calling @ PortCall::Calling { .. } => port.call = calling,
@@ -459,6 +478,7 @@ impl AnalogAgent {
                 let PortCall::Calling {
                     mut dialog,
                     hung_up,
+                    offered,
                     ..
                 } = std::mem::replace(&mut port.call, PortCall::Idle)
                 else {
@@ -470,11 +490,13 @@ impl AnalogAgent {
                 }
                 let ack = dialog.request(Method::ACK, Some(1), &self.local);
                 self.tx.send_stateless(ack, ANALOG_PEER);
-                // Our offer was plain RTP: a secure answer cannot be honoured.
-                let remote = sdp::negotiate(&msg.body).and_then(|remote| match remote.crypto {
-                    Some(_) => Err(sdp::SdpProblem::NoCryptoSuite),
-                    None => Ok(remote),
-                });
+                // The answer is secure exactly when our offer was, in the suite offered.
+                let remote =
+                    sdp::negotiate(&msg.body).and_then(|remote| match (&offered, &remote.crypto) {
+                        (None, None) => Ok(remote),
+                        (Some(ours), Some(theirs)) if ours.suite == theirs.suite => Ok(remote),
+                        _ => Err(sdp::SdpProblem::NoCryptoSuite),
+                    });
                 if hung_up || remote.is_err() {
                     if let Err(problem) = &remote {
                         tracing::warn!("analog port {channel}: unusable answer: {problem}");
@@ -491,7 +513,7 @@ impl AnalogAgent {
                     self.actions.push_back(AgentAction::StartMedia {
                         channel,
                         remote,
-                        local_crypto: None,
+                        local_crypto: offered,
                     });
                 }
                 self.actions.push_back(if is_phone {

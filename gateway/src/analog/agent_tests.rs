@@ -343,3 +343,66 @@ fn dialling_out_on_a_line_answers_by_supervision_or_at_once() {
     assert_eq!(statuses(&sent(&mut agent)), [503]);
     assert!(!agent.is_busy(3));
 }
+
+/// A call to an extension whose SRTP policy is `required` is offered SRTP with a key of
+/// the port's own; a secure answer starts secure media, a plain one is hung up.
+#[test]
+fn a_call_to_a_phone_requiring_srtp_is_offered_srtp_and_needs_a_secure_answer() {
+    let secure_answer = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+m=audio 6000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+    for (answer, secure) in [(secure_answer, true), (OFFER, false)] {
+        let now = Instant::now();
+        let mut agent = new_agent(true).offering_srtp_to(["201".to_string()].into());
+        agent.phone_notice(now, 1, PhoneAction::Dialed("201".into()));
+        let invite = sent(&mut agent).remove(0);
+        let offer = String::from_utf8_lossy(&invite.body).into_owned();
+        assert!(offer.contains("m=audio 4000 RTP/SAVP 0 8 101"), "{offer}");
+        assert!(
+            offer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{offer}"
+        );
+        let mut ok = invite.response(200, "OK", Some("b"));
+        ok.set_header(Name::CONTACT, "<sip:201@10.0.0.9:5070>");
+        ok.set_header(Name::CONTENT_TYPE, "application/sdp");
+        ok.body = answer.as_bytes().to_vec().into();
+        agent.handle_message(now, ok);
+        let methods: Vec<_> = sent(&mut agent)
+            .iter()
+            .filter_map(|m| m.method().cloned())
+            .collect();
+        let done = actions(&mut agent);
+        if secure {
+            assert_eq!(methods, [Method::ACK]);
+            let AgentAction::StartMedia {
+                remote,
+                local_crypto: Some(ours),
+                ..
+            } = &done[0]
+            else {
+                panic!("secure media must start: {done:?}");
+            };
+            assert!(
+                offer.contains(ours.value().as_str()),
+                "our key is the one offered"
+            );
+            assert_eq!(remote.crypto.as_ref().map(|c| c.suite), Some(ours.suite));
+        } else {
+            assert_eq!(
+                methods,
+                [Method::ACK, Method::BYE],
+                "a plain answer is hung up"
+            );
+            assert!(
+                !done
+                    .iter()
+                    .any(|a| matches!(a, AgentAction::StartMedia { .. })),
+                "{done:?}"
+            );
+        }
+    }
+    // Other callees are offered plain RTP.
+    let mut agent = new_agent(true).offering_srtp_to(["201".to_string()].into());
+    agent.phone_notice(Instant::now(), 1, PhoneAction::Dialed("202".into()));
+    let invite = sent(&mut agent).remove(0);
+    assert!(String::from_utf8_lossy(&invite.body).contains("RTP/AVP 0 8 101"));
+}

@@ -11,7 +11,7 @@ pub mod control;
 pub mod sdp;
 pub mod service;
 
-use crate::config::{AnalogConfig, Config, DialModeName};
+use crate::config::{AnalogConfig, Config, DialModeName, SrtpPolicy};
 use agent::PortRole;
 use service::{PortConfig, ServiceConfig};
 use telephony_hw::dahdi::ports::PortPlan;
@@ -84,5 +84,11 @@ pub fn service_config(
         },
         control_socket: analog.control_socket_path(&config.database),
         rtp_probation_packets: config.media.probation_packets,
+        srtp_required: config
+            .extensions()
+            .iter()
+            .filter(|e| config.srtp_policy_of(&e.number) == Some(SrtpPolicy::Required))
+            .map(|e| e.number.clone())
+            .collect(),
     }
 }

@@ -74,8 +74,9 @@ fn law_name(law: Law) -> &'static str {
     }
 }
 
-/// Our offer: PCMU, PCMA and telephone-event at `local`.
-pub fn offer(local: SocketAddr, session_id: u64) -> Bytes {
+/// Our offer: PCMU, PCMA and telephone-event at `local`; with our SDES key `crypto` as
+/// RTP/SAVP.
+pub fn offer(local: SocketAddr, session_id: u64, crypto: Option<&CryptoAttribute>) -> Bytes {
     body(
         local,
         session_id,
@@ -84,7 +85,7 @@ pub fn offer(local: SocketAddr, session_id: u64) -> Bytes {
             "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
 a=rtpmap:{EVENT_PAYLOAD_TYPE} telephone-event/8000\r\na=fmtp:{EVENT_PAYLOAD_TYPE} 0-15\r\n"
         ),
-        None,
+        crypto,
     )
 }
 
@@ -181,7 +182,7 @@ mod tests {
 
     #[test]
     fn our_offer_negotiates_pcmu_with_events() {
-        let remote = negotiate(&offer(LOCAL.parse().unwrap(), 1)).unwrap();
+        let remote = negotiate(&offer(LOCAL.parse().unwrap(), 1, None)).unwrap();
         assert_eq!(remote.addr, LOCAL.parse().unwrap());
         assert_eq!(
             remote.format,

@@ -83,6 +83,8 @@ pub struct ServiceConfig {
     /// sequence, before a port with nothing latched takes its media (`[media]
     /// probation_packets`).
     pub rtp_probation_packets: u32,
+    /// The extensions whose SRTP policy is `required`: the ports offer them SRTP.
+    pub srtp_required: std::collections::HashSet<String>,
 }
 
 /// Why the analog service could not start.
@@ -428,7 +430,8 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                 },
             );
         }
-        service.agent = AnalogAgent::new(setups, config.gateway_host.clone());
+        service.agent = AnalogAgent::new(setups, config.gateway_host.clone())
+            .offering_srtp_to(config.srtp_required.clone());
         service
     }
 

@@ -138,13 +138,18 @@ impl CryptoAttribute {
         values.into_iter().find_map(CryptoAttribute::parse)
     }
 
+    /// A fresh key of our own for `suite`, as attribute `tag`.
+    pub fn fresh(tag: u32, suite: Suite) -> CryptoAttribute {
+        CryptoAttribute {
+            tag,
+            suite,
+            key: KeyMaterial::generate(suite),
+        }
+    }
+
     /// A fresh key of our own answering `offered` (its tag and suite).
     pub fn answering(offered: &CryptoAttribute) -> CryptoAttribute {
-        CryptoAttribute {
-            tag: offered.tag,
-            suite: offered.suite,
-            key: KeyMaterial::generate(offered.suite),
-        }
+        CryptoAttribute::fresh(offered.tag, offered.suite)
     }
 
     /// The attribute's value, e.g. `1 AES_CM_128_HMAC_SHA1_80 inline:...` (it holds the
