@@ -29,8 +29,8 @@ impl Baresip {
     }
 
     /// [`Baresip::over_tls`] with more account parameters (`account_params`, e.g.
-    /// `;mediaenc=srtp-mand`) and console commands run at start (`commands`, e.g.
-    /// `/dial 101`).
+    /// `;mediaenc=srtp-mand`, or `;answermode=manual` for a phone that only rings) and
+    /// console commands run at start (`commands`, e.g. `/dial 101`).
     pub fn over_tls_with(
         ext: &str,
         tls_port: u16,
@@ -38,9 +38,14 @@ impl Baresip {
         account_params: &str,
         commands: &[&str],
     ) -> Baresip {
+        // It answers calls itself unless the parameters say otherwise.
+        let answer = match account_params.contains("answermode=") {
+            true => "",
+            false => ";answermode=auto",
+        };
         let account = format!(
             "<sip:{ext}@127.0.0.1;transport=tls>;outbound=\"sip:127.0.0.1:{tls_port};transport=tls\";\
-             auth_pass=pw{ext};regint=600;answermode=auto{account_params}"
+             auth_pass=pw{ext};regint=600{answer}{account_params}"
         );
         Baresip::start(&account, &format!("sip_cafile {ca}\n"), commands)
     }

@@ -126,3 +126,49 @@ fn an_analog_phone_calling_a_phone_that_requires_srtp_offers_it_srtp() {
     gateway.analog("hangup 1");
     phone.wait_for("BYE sip:");
 }
+
+/// The product's own flow, secured: an analog caller rings a SIP phone, a colleague over
+/// TLS takes the call with `*8`, and the call's media is SRTP end to end between the
+/// analog port and the picker, each hearing the other; the picker is billed.
+#[test]
+fn a_picker_over_tls_takes_an_analog_call_with_star_8_and_srtp_both_ways() {
+    let tls = TlsSetup::new();
+    let gateway = Gateway::start(GatewayOptions {
+        keys: vec![("media", "srtp = \"required\"".to_string())],
+        ..tls.options()
+    });
+    let ca = tls.pki.ca_certificate();
+    let secure_ringing = ";mediaenc=srtp-mand;answermode=manual";
+    let mut callee = Baresip::over_tls_with("202", tls.port, &ca, secure_ringing, &[]);
+    callee.wait_for("{0/TLS/v4} 200 OK");
+    gateway.wait_for_log("202 now has 1 contact(s)");
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 202");
+    callee.wait_for("Incoming call");
+    let mut picker =
+        Baresip::over_tls_with("201", tls.port, &ca, ";mediaenc=srtp-mand", &["/dial *8"]);
+    gateway.wait_for_log("analog port 1: call answered");
+    gateway.wait_for_log("as SRTP (AES_CM_128_HMAC_SHA1_80)");
+    picker.wait_for("SRTP is Enabled");
+    gateway.hears_tone(1, "the picker's tone through SRTP", &[TONE_HZ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while picker.received_audio_bits_per_second() < 32_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the picker decoded no audio:\n{}",
+            picker.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gateway.analog("status 1")["srtp_refused"], "0");
+    gateway.analog("hangup 1");
+    picker.wait_for("BYE sip:");
+    // Caller, called, answered by, how, billed, result.
+    let (cdrs, fields) = gateway.last_cdr();
+    assert!(fields.len() >= 8, "{cdrs}");
+    assert_eq!(
+        &fields[2..8],
+        ["101", "202", "201", "group", "201", "answered"],
+        "{cdrs}"
+    );
+}

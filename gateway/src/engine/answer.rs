@@ -9,6 +9,13 @@
 //! is rejected with port 0; the direction is the offer's reversed, narrowed by what the
 //! other party offered.
 //!
+//! SDES keys (RFC 4568): each party sends with the key of its own `a=crypto` line, so the
+//! answer to one party's secure stream carries the other party's line for one suite both
+//! offered, under the tag the answered party gave that suite. Both answers pick the same
+//! suite (the first both offered in a fixed order), so each party learns the key the other
+//! sends with; the relay passes the SRTP through. Secure streams without a common suite
+//! are rejected.
+//!
 //! Payload type numbers: an answer names each format by the number the other party offered
 //! it under, with that party's rtpmap and fmtp, because that party is the one that receives
 //! what the offerer sends (RFC 3264 §6.1 makes the offer's numbers a SHOULD, not a MUST).
@@ -176,6 +183,13 @@ fn answer_stream(
             .filter(|a| a.attribute == "ptime")
             .cloned(),
     );
+    if offered.proto.to_ascii_uppercase().contains("SAVP") {
+        let crypto = crypto_answer(offered, theirs)?;
+        media.attributes.push(Attribute {
+            attribute: "crypto".into(),
+            value: Some(crypto),
+        });
+    }
     let wanted = direction(other, theirs);
     let reversed = direction(offer, offered).reverse();
     let send = reversed.has_send() && wanted.has_send();
@@ -190,6 +204,40 @@ fn answer_stream(
         .attributes
         .push(Attribute::new(answered.as_str().to_string()));
     Some(media)
+}
+
+/// A stream's `a=crypto` lines as (tag, suite, key parameters and the rest).
+fn crypto_lines(media: &Media) -> Vec<(&str, &str, &str)> {
+    media
+        .attributes
+        .iter()
+        .filter(|a| a.attribute == "crypto")
+        .filter_map(|a| {
+            let value = a.value.as_deref()?.trim();
+            let (tag, rest) = value.split_once(char::is_whitespace)?;
+            let (suite, keys) = rest.trim_start().split_once(char::is_whitespace)?;
+            Some((tag, suite, keys.trim_start()))
+        })
+        .collect()
+}
+
+/// The `a=crypto` value answering `offered` from `theirs`: `theirs`'s line for the suite
+/// both offered that comes first in a fixed order (the gateway's own preference, then by
+/// name), under `offered`'s tag for it. None when they have no suite in common.
+fn crypto_answer(offered: &Media, theirs: &Media) -> Option<String> {
+    let (ours, their_lines) = (crypto_lines(offered), crypto_lines(theirs));
+    let rank = |suite: &str| {
+        let known = crate::srtp::sdes::Suite::ALL
+            .iter()
+            .position(|s| s.name() == suite);
+        (known.unwrap_or(usize::MAX), suite.to_string())
+    };
+    let (tag, suite, _) = ours
+        .iter()
+        .filter(|(_, suite, _)| their_lines.iter().any(|(_, s, _)| s == suite))
+        .min_by_key(|(_, suite, _)| rank(suite))?;
+    let (_, _, keys) = their_lines.iter().find(|(_, s, _)| s == suite)?;
+    Some(format!("{tag} {suite} {keys}"))
 }
 
 #[cfg(test)]
@@ -354,5 +402,49 @@ m=audio 4000 RTP/AVP 0\r\n{offer_dir}"
     fn unreadable_sdp_gives_no_answer() {
         assert!(answer(b"not sdp", CALLER.as_bytes()).is_none());
         assert!(answer(CALLER.as_bytes(), b"not sdp").is_none());
+    }
+
+    /// Two secure offers (a bridged pickup of an SRTP call by an SRTP phone): each answer
+    /// carries the other party's key for the same suite, under the answered party's tag.
+    #[test]
+    fn secure_streams_are_answered_with_the_other_party_s_key_for_a_common_suite() {
+        let secure = |port: u16, lines: &[(&str, &str, &str)]| {
+            let mut text = format!(
+                "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+                 m=audio {port} RTP/SAVP 0\r\n"
+            );
+            for (tag, suite, key) in lines {
+                text.push_str(&format!("a=crypto:{tag} {suite} inline:{key}\r\n"));
+            }
+            text
+        };
+        let caller = secure(
+            4000,
+            &[
+                ("1", "AES_CM_128_HMAC_SHA1_32", "CALLER32"),
+                ("2", "AES_CM_128_HMAC_SHA1_80", "CALLER80"),
+            ],
+        );
+        let picker = secure(
+            5000,
+            &[
+                ("7", "AES_CM_128_HMAC_SHA1_80", "PICKER80|2^31"),
+                ("8", "AES_CM_128_HMAC_SHA1_32", "PICKER32"),
+            ],
+        );
+        let to_caller = text(&caller, &picker);
+        let to_picker = text(&picker, &caller);
+        assert!(
+            to_caller.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:PICKER80|2^31\r\n"),
+            "{to_caller}"
+        );
+        assert!(
+            to_picker.contains("a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:CALLER80\r\n"),
+            "{to_picker}"
+        );
+        assert_eq!(to_caller.matches("a=crypto").count(), 1, "{to_caller}");
+        // No suite in common: the secure stream is rejected.
+        let other = secure(5000, &[("1", "AEAD_AES_128_GCM", "PICKERGCM")]);
+        assert!(m_lines(&text(&caller, &other))[0].starts_with("m=audio 0 "));
     }
 }
