@@ -405,7 +405,8 @@ impl Engine {
             caller_display: call.caller.display.clone(),
             caller_number: call.caller.number.clone(),
             caller_uri: call.caller.uri.clone(),
-            caller_offer: call.offer.to_vec(),
+            // Without its SDES keys: no key material at rest in the database.
+            caller_offer: crate::srtp::sdes::without_keys(&call.offer),
             called: call.called.clone(),
             call_groups,
             legs,

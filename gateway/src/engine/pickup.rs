@@ -214,21 +214,6 @@ impl Engine {
                 return;
             }
         };
-        // The call's offer goes to the picker: its keys only over TLS, its SRTP policy.
-        let delivery = policy::check_delivery(
-            Security::of(&context.caller_offer),
-            pickup.peer.protocol,
-            self.config.srtp_policy_of(&pickup.picker),
-        );
-        if let Err(refusal) = delivery {
-            tracing::info!("pickup {id}: {} refused: {refusal}", pickup.picker);
-            self.store_commands.push_back(StoreCommand::Release {
-                call_key: context.call_key,
-            });
-            let reason = format!("Not Acceptable Here ({refusal})");
-            self.finish_pickup(now, id, Some((488, &reason)));
-            return;
-        }
         let call_id = self.calls.by_key.get(&context.call_key).copied();
         let ringing = call_id
             .and_then(|c| self.calls.calls.get(&c))
@@ -242,6 +227,27 @@ impl Engine {
             );
             return;
         };
+        // The call's offer (as the call holds it: the store keeps no keys) goes to the
+        // picker: its keys only over TLS, the picker's SRTP policy honoured.
+        let offer = self
+            .calls
+            .calls
+            .get(&call_id)
+            .map(|call| Security::of(&call.offer));
+        let delivery = policy::check_delivery(
+            offer.unwrap_or_default(),
+            pickup.peer.protocol,
+            self.config.srtp_policy_of(&pickup.picker),
+        );
+        if let Err(refusal) = delivery {
+            tracing::info!("pickup {id}: {} refused: {refusal}", pickup.picker);
+            self.store_commands.push_back(StoreCommand::Release {
+                call_key: context.call_key,
+            });
+            let reason = format!("Not Acceptable Here ({refusal})");
+            self.finish_pickup(now, id, Some((488, &reason)));
+            return;
+        }
         let (picker, method, use_replaces) =
             (pickup.picker.clone(), pickup.method, pickup.use_replaces);
         if let Some(pickup) = self.calls.pickups.get_mut(&id) {
@@ -361,10 +367,15 @@ impl Engine {
                 self.local.host_port(pickup.peer)
             ),
         );
-        if !context.caller_offer.is_empty() {
+        // The call's own offer (with its SRTP keys, which the store does not keep).
+        let held = self.calls.calls.get(&call_id);
+        let offer = held.map_or_else(
+            || Bytes::from(context.caller_offer.clone()),
+            |call| call.offer.clone(),
+        );
+        if !offer.is_empty() {
             // Anchored, the offer names the relay at the address the picker reached.
-            let anchor = self.calls.calls.get(&call_id).and_then(|call| call.anchor);
-            let offer = Bytes::from(context.caller_offer.clone());
+            let anchor = held.and_then(|call| call.anchor);
             invite.set_header(Name::CONTENT_TYPE, "application/sdp");
             invite.body = media::offer_for(&self.local, anchor, &offer, pickup.peer);
         }

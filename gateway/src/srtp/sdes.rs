@@ -164,6 +164,16 @@ impl CryptoAttribute {
     }
 }
 
+/// `sdp` without its `a=crypto` lines (for what is kept at rest: the store's copy of a
+/// ringing call's offer holds no key).
+pub fn without_keys(sdp: &[u8]) -> Vec<u8> {
+    sdp.split_inclusive(|&b| b == b'\n')
+        .filter(|line| !line.starts_with(b"a=crypto:"))
+        .flatten()
+        .copied()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +211,14 @@ mod tests {
             ),
             (16, 12)
         );
+    }
+
+    #[test]
+    fn what_is_kept_at_rest_has_no_key() {
+        let sdp =
+            format!("v=0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:{RFC_EXAMPLE}\r\na=sendrecv\r\n");
+        let kept = without_keys(sdp.as_bytes());
+        assert_eq!(kept, b"v=0\r\nm=audio 4000 RTP/SAVP 0\r\na=sendrecv\r\n");
     }
 
     #[test]

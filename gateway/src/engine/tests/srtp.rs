@@ -113,6 +113,18 @@ fn a_picker_reached_in_clear_cannot_take_a_call_whose_offer_carries_keys() {
         &answer(&b_invite, 180, "Ringing", "b1", 5071, ""),
     );
     h.sent();
+    // The store's copy of the ringing call's offer (for pickups) holds no key.
+    let database = rusqlite::Connection::open(h._dir.path().join("gw.db")).unwrap();
+    let kept: Vec<u8> = database
+        .query_row("SELECT caller_offer FROM call_contexts", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let kept = String::from_utf8(kept).unwrap();
+    assert!(
+        kept.contains("RTP/SAVP") && !kept.contains("a=crypto"),
+        "{kept}"
+    );
     // 202 over UDP dials *8: refused, and 201 keeps ringing (nothing cancelled).
     let pick = invite("202", "*8", 5072, "pick5072");
     let out = h.request_with_auth(udp(5072), &pick, "202", "pw202");
@@ -132,4 +144,10 @@ fn a_picker_reached_in_clear_cannot_take_a_call_whose_offer_carries_keys() {
     );
     let out = h.request_with_auth(tls(5072), &pick, "202", "pw202");
     assert_eq!(requests(&out, "CANCEL").len(), 1, "{:?}", statuses(&out));
+    // The INVITE with Replaces carries the call's offer with its key (from the call, not
+    // the store).
+    let replaces = requests(&out, "INVITE");
+    assert_eq!(replaces.len(), 1, "{:?}", statuses(&out));
+    assert_eq!(replaces[0].0, tls(5072));
+    assert!(String::from_utf8_lossy(&replaces[0].1.body).contains("a=crypto:1"));
 }
