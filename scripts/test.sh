@@ -16,7 +16,7 @@ install_packages() {
     fi
 }
 
-# Test peers and independent checkers: SIPp (sip-tester), baresip, DTMF and FSK decoders, sox,
+# Test peers and independent checkers: SIPp (sip-tester), baresip, linphone, DTMF and FSK decoders, sox,
 # xmllint, PostgreSQL, fail2ban-regex (checks the fail2ban filter in contrib/ against the gateway's real log).
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
@@ -32,8 +32,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # openssl: the TLS tests make a test CA and certificates with it, and s_client is a TLS
 # client independent of the gateway's rustls.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# baresip: a SIP phone registering over TLS (tests/tests/tls.rs).
+# baresip and linphone (its daemon): SIP phones over TLS with SRTP (tests/tests/tls.rs, srtp.rs).
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
+command -v linphone-daemon >/dev/null 2>&1 || missing+=(linphone-cli)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

@@ -5,6 +5,7 @@
 pub mod analog;
 pub mod baresip;
 pub mod blf;
+pub mod linphone;
 pub mod pickup;
 pub mod tls;
 

@@ -2,6 +2,7 @@
 //! analog phone, whose port terminates SRTP itself; each side hears the other.
 
 use e2e_tests::baresip::{Baresip, TONE_HZ};
+use e2e_tests::linphone::Linphone;
 use e2e_tests::tls::TlsSetup;
 use e2e_tests::{Gateway, GatewayOptions};
 use std::time::{Duration, Instant};
@@ -169,6 +170,74 @@ fn a_picker_over_tls_takes_an_analog_call_with_star_8_and_srtp_both_ways() {
     assert_eq!(
         &fields[2..8],
         ["101", "202", "201", "group", "201", "answered"],
+        "{cdrs}"
+    );
+}
+
+/// The issue's own interop case, with linphone: it registers over TLS (checking the
+/// gateway's certificate), takes an analog caller ringing another phone with `*8`, the
+/// gateway hands it the call with an INVITE with Replaces over TLS, and the media is SRTP
+/// between linphone and the analog port: the analog phone hears what linphone plays.
+#[test]
+fn linphone_over_tls_picks_up_an_analog_call_with_star_8_through_replaces_with_srtp() {
+    let tls = TlsSetup::new();
+    let gateway = Gateway::start(GatewayOptions {
+        keys: vec![("media", "srtp = \"required\"".to_string())],
+        ..tls.options()
+    });
+    let ca = tls.pki.ca_certificate();
+    let ringing = ";mediaenc=srtp-mand;answermode=manual";
+    let mut callee = Baresip::over_tls_with("202", tls.port, &ca, ringing, &[]);
+    let mut picker = Linphone::over_tls("203", tls.port, &ca);
+    picker.until("register-status ALL", "LinphoneRegistrationOk");
+    callee.wait_for("{0/TLS/v4} 200 OK");
+    gateway.wait_for_log("202 now has 1 contact(s)");
+    gateway.analog("lift 1");
+    gateway.analog("dial 1 202");
+    callee.wait_for("Incoming call");
+    picker.until("call sip:*8@127.0.0.1", "Status: Ok");
+    gateway.wait_for_log(": connected through Replaces");
+    gateway.wait_for_log("as SRTP (AES_CM_128_HMAC_SHA1_80)");
+    picker.until("call-status", "LinphoneCallStreamsRunning");
+    let tone = picker.scratch().join("tone.wav");
+    let made = std::process::Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&tone)
+        .args(["synth", "30", "sine", &TONE_HZ.to_string()])
+        .status()
+        .expect("sox runs");
+    assert!(made.success());
+    picker.until(
+        &format!("incall-player-start {}", tone.display()),
+        "Status: Ok",
+    );
+    gateway.hears_tone(1, "linphone's tone through SRTP", &[TONE_HZ]);
+    // linphone's packets keep coming and are decrypted (a second of them at least).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = gateway.analog("status 1");
+        if status["rtp_received"].parse::<u64>().unwrap() > 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The INVITE with Replaces reached linphone over TLS with the analog port's key.
+    let log = picker.log();
+    assert!(
+        log.contains("Replaces: "),
+        "no INVITE with Replaces in linphone's log"
+    );
+    assert!(
+        log.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80"),
+        "no key in linphone's log"
+    );
+    gateway.analog("hangup 1");
+    let (cdrs, fields) = gateway.last_cdr();
+    assert!(fields.len() >= 8, "{cdrs}");
+    assert_eq!(
+        &fields[2..8],
+        ["101", "202", "203", "group", "203", "answered"],
         "{cdrs}"
     );
 }

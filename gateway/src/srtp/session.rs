@@ -106,6 +106,23 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_crossing_the_sequence_wrap_is_carried_whole() {
+        let suite = Suite::AesCm128HmacSha1_80;
+        let (ours, theirs) = (KeyMaterial::generate(suite), KeyMaterial::generate(suite));
+        let mut gateway = SrtpSession::new(suite, &ours, &theirs).unwrap();
+        let mut phone = SrtpSession::new(suite, &theirs, &ours).unwrap();
+        for offset in 0..40u16 {
+            let sequence = 65_520u16.wrapping_add(offset);
+            let sent = phone.protect(&rtp(sequence)).unwrap();
+            assert_eq!(
+                gateway.unprotect(&sent).unwrap(),
+                rtp(sequence),
+                "{sequence}"
+            );
+        }
+    }
+
+    #[test]
     fn each_suite_carries_packets_one_way_and_refuses_tampering_and_replays() {
         for suite in Suite::ALL {
             let (ours, theirs) = (KeyMaterial::generate(suite), KeyMaterial::generate(suite));
