@@ -4,7 +4,7 @@
 //! stdio module: call states, `audio=<sent>/<received> (bit/s)`) go to a file the tests
 //! read: the trace names the transport and the addresses of every message.
 
-use crate::free_port;
+use crate::{free_port, Gateway};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +14,8 @@ pub const TONE_HZ: f32 = 440.0;
 
 /// A running baresip.
 pub struct Baresip {
+    /// The extension it registers.
+    ext: String,
     child: Child,
     /// Held open: the stdio module reads its console from it (a pipe, which epoll takes).
     _console: Option<ChildStdin>,
@@ -47,10 +49,10 @@ impl Baresip {
             "<sip:{ext}@127.0.0.1;transport=tls>;outbound=\"sip:127.0.0.1:{tls_port};transport=tls\";\
              auth_pass=pw{ext};regint=600{answer}{account_params}"
         );
-        Baresip::start(&account, &format!("sip_cafile {ca}\n"), commands)
+        Baresip::start(ext, &account, &format!("sip_cafile {ca}\n"), commands)
     }
 
-    fn start(account: &str, extra_config: &str, commands: &[&str]) -> Baresip {
+    fn start(ext: &str, account: &str, extra_config: &str, commands: &[&str]) -> Baresip {
         let dir = tempfile::tempdir().expect("temporary directory");
         let tone = dir.path().join("tone.wav");
         let made = Command::new("sox")
@@ -98,6 +100,7 @@ impl Baresip {
             .spawn()
             .expect("baresip runs (Debian package baresip-core; scripts/test.sh installs it)");
         Baresip {
+            ext: ext.to_string(),
             _console: child.stdin.take(),
             child,
             output,
@@ -123,6 +126,27 @@ impl Baresip {
                 self.output()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until baresip has registered over TLS and the gateway holds its contact.
+    pub fn wait_registered(&mut self, gateway: &Gateway) {
+        self.wait_for("{0/TLS/v4} 200 OK");
+        gateway.wait_for_log(&format!("{} now has 1 contact(s)", self.ext));
+    }
+
+    /// Waits until baresip decodes at least 32 kbit/s of the far end's audio (half of
+    /// G.711's 64); panics after 15 s.
+    pub fn wait_for_audio_received(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.received_audio_bits_per_second() < 32_000 {
+            assert!(
+                Instant::now() < deadline,
+                "baresip {} decoded no audio:\n{}",
+                self.ext,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

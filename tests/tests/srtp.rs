@@ -1,11 +1,21 @@
-//! SRTP (SDES keys over TLS) against the real binary: baresip with mandatory SRTP calls an
-//! analog phone, whose port terminates SRTP itself; each side hears the other.
+//! SRTP (SDES keys over TLS) against the real binary, with baresip and linphone as the
+//! phones: calls to and from analog phones, whose ports terminate SRTP themselves; a call
+//! between two SRTP phones through the relay; `*8` pickups of an analog caller, bridged
+//! (baresip) and through the INVITE with Replaces (linphone). Audio is checked each way.
 
 use e2e_tests::baresip::{Baresip, TONE_HZ};
 use e2e_tests::linphone::Linphone;
 use e2e_tests::tls::TlsSetup;
 use e2e_tests::{Gateway, GatewayOptions};
 use std::time::{Duration, Instant};
+
+/// The gateway serving TLS with `media.srtp = "required"`.
+fn requiring_srtp(tls: &TlsSetup) -> Gateway {
+    Gateway::start(GatewayOptions {
+        keys: vec![("media", "srtp = \"required\"".to_string())],
+        ..tls.options()
+    })
+}
 
 #[test]
 fn baresip_with_mandatory_srtp_calls_an_analog_phone_and_each_hears_the_other() {
@@ -26,15 +36,7 @@ fn baresip_with_mandatory_srtp_calls_an_analog_phone_and_each_hears_the_other() 
     gateway.hears_tone(1, "baresip's tone through SRTP", &[TONE_HZ]);
     // The port's audio, encrypted by it, is decrypted and decoded by baresip.
     gateway.analog("say 1 1000 5000");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while phone.received_audio_bits_per_second() < 32_000 {
-        assert!(
-            Instant::now() < deadline,
-            "baresip decoded no audio:\n{}",
-            phone.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    phone.wait_for_audio_received();
     let status = gateway.analog("status 1");
     assert_eq!(status["srtp_refused"], "0", "{status:?}");
     assert!(
@@ -62,25 +64,14 @@ fn an_anchored_call_between_two_srtp_phones_passes_their_srtp_through_the_relay(
     });
     let ca = tls.pki.ca_certificate();
     let mut callee = Baresip::over_tls_with("202", tls.port, &ca, ";mediaenc=srtp-mand", &[]);
-    callee.wait_for("{0/TLS/v4} 200 OK");
-    gateway.wait_for_log("202 now has 1 contact(s)");
+    callee.wait_registered(&gateway);
     let mut caller =
         Baresip::over_tls_with("201", tls.port, &ca, ";mediaenc=srtp-mand", &["/dial 202"]);
     caller.wait_for("SRTP is Enabled");
     callee.wait_for("SRTP is Enabled");
     // Keyed end to end: each decodes the other's audio, which crossed the relay.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while caller.received_audio_bits_per_second() < 32_000
-        || callee.received_audio_bits_per_second() < 32_000
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no audio both ways:\n{}\n{}",
-            caller.output(),
-            callee.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    caller.wait_for_audio_received();
+    callee.wait_for_audio_received();
     // What each phone was told to send to (in the SDP the gateway sent it) is a relay
     // port (20000-31999 in these tests); the phones' own are 61000-61999.
     for phone in [&caller, &callee] {
@@ -101,28 +92,16 @@ fn an_anchored_call_between_two_srtp_phones_passes_their_srtp_through_the_relay(
 #[test]
 fn an_analog_phone_calling_a_phone_that_requires_srtp_offers_it_srtp() {
     let tls = TlsSetup::new();
-    let gateway = Gateway::start(GatewayOptions {
-        keys: vec![("media", "srtp = \"required\"".to_string())],
-        ..tls.options()
-    });
+    let gateway = requiring_srtp(&tls);
     let ca = tls.pki.ca_certificate();
     let mut phone = Baresip::over_tls_with("201", tls.port, &ca, ";mediaenc=srtp-mand", &[]);
-    phone.wait_for("{0/TLS/v4} 200 OK");
-    gateway.wait_for_log("201 now has 1 contact(s)");
+    phone.wait_registered(&gateway);
     gateway.analog("lift 1");
     gateway.analog("dial 1 201");
     gateway.wait_for_log("as SRTP (AES_CM_128_HMAC_SHA1_80)");
     phone.wait_for("SRTP is Enabled");
     gateway.hears_tone(1, "baresip's tone through SRTP", &[TONE_HZ]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while phone.received_audio_bits_per_second() < 32_000 {
-        assert!(
-            Instant::now() < deadline,
-            "baresip decoded no audio:\n{}",
-            phone.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    phone.wait_for_audio_received();
     assert_eq!(gateway.analog("status 1")["srtp_refused"], "0");
     gateway.analog("hangup 1");
     phone.wait_for("BYE sip:");
@@ -134,15 +113,11 @@ fn an_analog_phone_calling_a_phone_that_requires_srtp_offers_it_srtp() {
 #[test]
 fn a_picker_over_tls_takes_an_analog_call_with_star_8_and_srtp_both_ways() {
     let tls = TlsSetup::new();
-    let gateway = Gateway::start(GatewayOptions {
-        keys: vec![("media", "srtp = \"required\"".to_string())],
-        ..tls.options()
-    });
+    let gateway = requiring_srtp(&tls);
     let ca = tls.pki.ca_certificate();
     let secure_ringing = ";mediaenc=srtp-mand;answermode=manual";
     let mut callee = Baresip::over_tls_with("202", tls.port, &ca, secure_ringing, &[]);
-    callee.wait_for("{0/TLS/v4} 200 OK");
-    gateway.wait_for_log("202 now has 1 contact(s)");
+    callee.wait_registered(&gateway);
     gateway.analog("lift 1");
     gateway.analog("dial 1 202");
     callee.wait_for("Incoming call");
@@ -152,15 +127,7 @@ fn a_picker_over_tls_takes_an_analog_call_with_star_8_and_srtp_both_ways() {
     gateway.wait_for_log("as SRTP (AES_CM_128_HMAC_SHA1_80)");
     picker.wait_for("SRTP is Enabled");
     gateway.hears_tone(1, "the picker's tone through SRTP", &[TONE_HZ]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while picker.received_audio_bits_per_second() < 32_000 {
-        assert!(
-            Instant::now() < deadline,
-            "the picker decoded no audio:\n{}",
-            picker.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    picker.wait_for_audio_received();
     assert_eq!(gateway.analog("status 1")["srtp_refused"], "0");
     gateway.analog("hangup 1");
     picker.wait_for("BYE sip:");
@@ -181,17 +148,13 @@ fn a_picker_over_tls_takes_an_analog_call_with_star_8_and_srtp_both_ways() {
 #[test]
 fn linphone_over_tls_picks_up_an_analog_call_with_star_8_through_replaces_with_srtp() {
     let tls = TlsSetup::new();
-    let gateway = Gateway::start(GatewayOptions {
-        keys: vec![("media", "srtp = \"required\"".to_string())],
-        ..tls.options()
-    });
+    let gateway = requiring_srtp(&tls);
     let ca = tls.pki.ca_certificate();
     let ringing = ";mediaenc=srtp-mand;answermode=manual";
     let mut callee = Baresip::over_tls_with("202", tls.port, &ca, ringing, &[]);
     let mut picker = Linphone::over_tls("203", tls.port, &ca);
     picker.until("register-status ALL", "LinphoneRegistrationOk");
-    callee.wait_for("{0/TLS/v4} 200 OK");
-    gateway.wait_for_log("202 now has 1 contact(s)");
+    callee.wait_registered(&gateway);
     gateway.analog("lift 1");
     gateway.analog("dial 1 202");
     callee.wait_for("Incoming call");

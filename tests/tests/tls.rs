@@ -144,8 +144,7 @@ fn baresip_registered_over_tls_is_called_from_an_analog_phone_over_its_own_conne
         ..GatewayOptions::default()
     });
     let mut phone = Baresip::over_tls("201", tls.port, &tls.pki.ca_certificate());
-    phone.wait_for("{0/TLS/v4} 200 OK");
-    gateway.wait_for_log("201 now has 1 contact(s)");
+    phone.wait_registered(&gateway);
     gateway.analog("lift 1");
     gateway.analog("dial 1 201");
     gateway.wait_for_log("analog port 1: call answered");

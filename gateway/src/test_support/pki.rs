@@ -23,35 +23,10 @@ impl TestPki {
         let pki = TestPki {
             dir: dir.to_path_buf(),
         };
-        let ca = pki.ca_certificate();
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Gateway Test CA",
-            "-keyout",
-            &pki.path("ca.key"),
-            "-out",
-            &ca,
-        ]);
+        pki.self_signed("ca", "/CN=Gateway Test CA", false);
         pki.issue("server", &format!("/CN={SERVER_NAME}"), true);
         pki.issue("client", "/CN=trunk.test", false);
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=stranger",
-            "-keyout",
-            &pki.path("stranger.key"),
-            "-out",
-            &pki.path("stranger.crt"),
-            "-addext",
-            LEAF,
-        ]);
+        pki.self_signed("stranger", "/CN=stranger", true);
         pki.expired_server_certificate();
         pki
     }
@@ -98,6 +73,31 @@ impl TestPki {
 
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
+    }
+
+    /// A key `<stem>.key` and a self-signed certificate `<stem>.crt` for `subject`: a CA's,
+    /// or an end entity's when `leaf`.
+    fn self_signed(&self, stem: &str, subject: &str, leaf: bool) {
+        let (key, certificate) = (
+            self.path(&format!("{stem}.key")),
+            self.path(&format!("{stem}.crt")),
+        );
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            subject,
+            "-keyout",
+            &key,
+            "-out",
+            &certificate,
+        ];
+        if leaf {
+            args.extend(["-addext", LEAF]);
+        }
+        self.openssl(&args);
     }
 
     /// A key and a certificate signed by the CA; a server's names the test host and
