@@ -4,7 +4,9 @@
 
 use crate::analog::service::{AnalogService, ServiceError};
 use crate::config::AnchorMode;
-use crate::config::{AnalogConfig, Config, ConfigError, FastpathBackend, PortKind, TransportName};
+use crate::config::{
+    AnalogConfig, Config, ConfigError, FastpathBackend, NodeTransport, PortKind, TransportName,
+};
 use crate::descriptors::{tcp_cap, Reserve};
 use crate::engine::shard::ShardId;
 use crate::engine::Now;
@@ -341,6 +343,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     }
+    if config.node.transport == NodeTransport::Tls {
+        streams.tls_peers = config.node.peer_addrs().collect();
+    }
     let tcp = match (&streams.tcp, &streams.tls) {
         (None, None) => None,
         _ => Some(Arc::new(
@@ -545,7 +550,7 @@ fn open_store(
                     );
                 }
                 if config.node.is_clustered() {
-                    let address = config.node.advertised(config.listen_addr());
+                    let address = config.node_advertised();
                     store.register_node(&config.node.id, address, now.unix_ms)?;
                     // The calls of an earlier run are over: its keys elsewhere go dark.
                     let cleared = store.clear_dialogs(&config.node.id, now.unix_ms)?;

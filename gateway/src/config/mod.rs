@@ -10,7 +10,7 @@ mod subscriptions;
 
 use address::HostPort;
 use directory::Directory;
-pub use node::NodeConfig;
+pub use node::{NodeConfig, NodeTransport};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -854,6 +854,20 @@ impl Config {
             .expect("validated when the config was loaded")
     }
 
+    /// The address this node's SIP reaches the other nodes from and is reached at: the SIP
+    /// listen address, or the TLS one when the nodes talk TLS.
+    pub fn node_listen_addr(&self) -> SocketAddr {
+        match self.node.transport {
+            node::NodeTransport::Udp => self.listen_addr(),
+            node::NodeTransport::Tls => self.tls_listen_addr(),
+        }
+    }
+
+    /// The inter-node address this node advertises in the database.
+    pub fn node_advertised(&self) -> SocketAddr {
+        self.node.advertised(self.node_listen_addr())
+    }
+
     /// Whether SIP over TLS is served (`sip.transports` names `"tls"`).
     pub fn serves_tls(&self) -> bool {
         self.sip.transports.contains(&TransportName::Tls)
@@ -977,6 +991,16 @@ impl Config {
                     format!("{listen:?} is not an address and port, e.g. \"0.0.0.0:5061\""),
                 ));
             }
+        }
+        if self.node.transport == node::NodeTransport::Tls
+            && (!self.serves_tls() || tls.client_ca.is_none())
+        {
+            return Err(invalid(
+                "node.transport",
+                "\"tls\" needs \"tls\" in sip.transports and tls.client_ca (the CA the \
+                 nodes' certificates chain to: they check each other's)"
+                    .into(),
+            ));
         }
         if tls.require_client_certificate && tls.client_ca.is_none() {
             return Err(invalid(
@@ -1505,6 +1529,19 @@ password = "pw201"
                 "{tls}: {err}"
             );
         }
+        // Nodes over TLS check each other's certificates: a CA is needed, and TLS served.
+        let nodes = "[node]\nid = \"a\"\ntransport = \"tls\"\n";
+        let err = load(&format!("{nodes}{}", with_tls(&both)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`node.transport`") && err.contains("tls.client_ca"),
+            "{err}"
+        );
+        let mutual = format!("{both}\nclient_ca = {file:?}");
+        let config = load(&format!("{nodes}{}", with_tls(&mutual))).unwrap();
+        assert_eq!(config.node_listen_addr(), config.tls_listen_addr());
+        assert!(load(&format!("{nodes}{MINIMAL}")).is_err(), "no TLS served");
         // Not served: the files are not needed.
         let plain = load(&format!("{MINIMAL}[tls]\nlisten = \"127.0.0.1:5071\"\n")).unwrap();
         assert!(!plain.serves_tls());

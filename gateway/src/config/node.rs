@@ -36,6 +36,23 @@ pub struct NodeConfig {
     /// CockroachDB), and a safety net where it can.
     #[serde(default = "default_blf_poll_ms")]
     pub blf_poll_ms: u64,
+    /// How the nodes' SIP to each other travels: `udp`, or `tls` (mutual TLS: `peers` name
+    /// the other nodes' TLS listeners, this node advertises its own, each side presents
+    /// `tls.certificate` and checks the other's against `tls.client_ca`). With `tls`, a
+    /// call whose SRTP keys must cross to another node can.
+    #[serde(default)]
+    pub transport: NodeTransport,
+}
+
+/// `[node] transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeTransport {
+    /// UDP from and to the SIP listen addresses.
+    #[default]
+    Udp,
+    /// Mutual TLS between the nodes' TLS listeners.
+    Tls,
 }
 
 fn default_blf_poll_ms() -> u64 {
@@ -66,6 +83,7 @@ impl Default for NodeConfig {
             heartbeat_secs: default_heartbeat_secs(),
             takeover_secs: default_takeover_secs(),
             blf_poll_ms: default_blf_poll_ms(),
+            transport: NodeTransport::default(),
         }
     }
 }
@@ -86,7 +104,8 @@ impl NodeConfig {
         self.peer_addrs().any(|peer| peer == addr)
     }
 
-    /// The inter-node address this node advertises (`address`, else `listen`).
+    /// The inter-node address this node advertises (`address`, else `listen`: the SIP
+    /// listen address, or with `transport = "tls"` the TLS one).
     pub fn advertised(&self, listen: SocketAddr) -> SocketAddr {
         self.address
             .as_deref()

@@ -26,7 +26,7 @@
 use super::call::{RelayLeg, Relayed, Side};
 use super::{Engine, Now};
 use crate::auth::node as node_auth;
-use crate::config::NodeConfig;
+use crate::config::{Config, NodeConfig, NodeTransport};
 use crate::registrar::Binding;
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::ServerTxId;
@@ -243,7 +243,7 @@ impl Engine {
                 );
                 continue;
             }
-            let binding = node_binding(&found.aor, found.peer.addr, self.config.listen_addr());
+            let binding = node_binding(&found.aor, found.peer.addr, &self.config);
             remote.push((Some(found.aor.clone()), binding));
         }
         self.route_invite(now, invite, remote, None);
@@ -297,7 +297,7 @@ impl Engine {
             .and_then(|line| line.uri.user())
             .unwrap_or_default()
             .to_string();
-        let owner_binding = node_binding(&target, owner, self.config.listen_addr());
+        let owner_binding = node_binding(&target, owner, &self.config);
         let invite = Invite {
             tx,
             msg,
@@ -494,7 +494,7 @@ impl Engine {
         self.nodes.next_heartbeat = Some((due + interval).max(now.mono));
         self.store_commands.push_back(StoreCommand::Heartbeat {
             node: self.config.node.id.clone(),
-            address: self.config.node.advertised(self.config.listen_addr()),
+            address: self.config.node_advertised(),
             now_ms: now.unix_ms,
             takeover_ms: millis(self.config.node.takeover()),
         });
@@ -577,15 +577,20 @@ pub(super) fn sign_for_node(config: &NodeConfig, now: Now, msg: &mut SipMessage,
     }
 }
 
-/// How a node is reached for `user` (an extension, or what a picker dialled): over UDP
-/// at its advertised address, from this node's listening address.
-fn node_binding(user: &str, node: SocketAddr, listen: SocketAddr) -> Binding {
+/// How a node is reached for `user` (an extension, or what a picker dialled): at its
+/// advertised address, over UDP from this node's listening address, or over TLS (`[node]
+/// transport`).
+fn node_binding(user: &str, node: SocketAddr, config: &Config) -> Binding {
+    let protocol = match config.node.transport {
+        NodeTransport::Udp => Protocol::Udp,
+        NodeTransport::Tls => Protocol::Tls,
+    };
     let mut source = Peer {
-        protocol: Protocol::Udp,
+        protocol,
         addr: node,
         local: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
     };
-    crate::transport::addressing::fill_local(&mut source, listen);
+    crate::transport::addressing::fill_local(&mut source, config.node_listen_addr());
     Binding {
         contact: format!("sip:{user}@{node}"),
         expires_at: u64::MAX,

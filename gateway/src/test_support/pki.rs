@@ -105,7 +105,7 @@ impl TestPki {
     fn issue(&self, name: &str, subject: &str, server: bool) {
         let names = format!("subjectAltName=DNS:{SERVER_NAME},DNS:localhost,IP:127.0.0.1,IP:::1");
         let usage = match server {
-            true => "extendedKeyUsage=serverAuth",
+            true => "extendedKeyUsage=serverAuth,clientAuth",
             false => "extendedKeyUsage=clientAuth",
         };
         let (ca, ca_key) = (self.ca_certificate(), self.path("ca.key"));

@@ -10,7 +10,7 @@ use crate::config::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::ServerConfig;
+use rustls::{ClientConfig, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -107,11 +107,20 @@ pub struct Expiry {
     pub soon: bool,
 }
 
+/// The TLS settings built from the files: the server's, and, when a CA is configured, the
+/// client's the gateway connects to the other nodes with (mutual TLS: it presents its own
+/// certificate and checks theirs against that CA).
+#[derive(Debug)]
+struct Settings {
+    server: Arc<ServerConfig>,
+    client: Option<Arc<ClientConfig>>,
+}
+
 /// The server's TLS settings, replaceable while connections use the old ones.
 #[derive(Debug)]
 pub struct TlsServer {
     files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Settings>,
 }
 
 impl TlsServer {
@@ -138,10 +147,19 @@ impl TlsServer {
 
     /// The settings for the next handshake.
     pub fn current(&self) -> Arc<ServerConfig> {
+        self.settings().server.clone()
+    }
+
+    /// The settings for the next connection the gateway opens to another node; None
+    /// without `tls.client_ca` (there is nothing to check the node's certificate against).
+    pub fn client(&self) -> Option<Arc<ClientConfig>> {
+        self.settings().client.clone()
+    }
+
+    fn settings(&self) -> std::sync::RwLockReadGuard<'_, Settings> {
         self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     /// Reads the files again; on success new handshakes use them, on failure the old
@@ -180,7 +198,7 @@ fn warn_of(certificate: &Path, expiry: &Expiry) {
 }
 
 /// The rustls settings from the files, and the certificate's expiry.
-fn build(files: &TlsFiles, now: SystemTime) -> Result<(Arc<ServerConfig>, Expiry), TlsError> {
+fn build(files: &TlsFiles, now: SystemTime) -> Result<(Settings, Expiry), TlsError> {
     let chain = certificates("tls.certificate", &files.certificate)?;
     let expiry = expiry_of(&chain[0], now).map_err(|detail| TlsError::BadCertificate {
         path: files.certificate.clone(),
@@ -200,8 +218,8 @@ fn build(files: &TlsFiles, now: SystemTime) -> Result<(Arc<ServerConfig>, Expiry
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .expect("ring supports TLS 1.2 and 1.3");
-    let builder = match &files.client_ca {
-        None => builder.with_no_client_auth(),
+    let roots = match &files.client_ca {
+        None => None,
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for certificate in certificates("tls.client_ca", ca)? {
@@ -210,7 +228,14 @@ fn build(files: &TlsFiles, now: SystemTime) -> Result<(Arc<ServerConfig>, Expiry
                     detail: e.to_string(),
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            Some((ca, Arc::new(roots)))
+        }
+    };
+    let client_roots = roots.as_ref().map(|(_, roots)| roots.clone());
+    let builder = match roots {
+        None => builder.with_no_client_auth(),
+        Some((ca, roots)) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
             let verifier = match files.require_client_certificate {
                 true => verifier,
                 false => verifier.allow_unauthenticated(),
@@ -223,21 +248,42 @@ fn build(files: &TlsFiles, now: SystemTime) -> Result<(Arc<ServerConfig>, Expiry
             })?)
         }
     };
-    let settings = builder.with_single_cert(chain, key).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
-            certificate: files.certificate.clone(),
-            key: files.private_key.clone(),
-        },
-        rustls::Error::InvalidCertificate(e) => TlsError::BadCertificate {
-            path: files.certificate.clone(),
-            detail: format!("{e:?}"),
-        },
-        other => TlsError::UnusableKey {
-            path: files.private_key.clone(),
-            detail: other.to_string(),
-        },
-    })?;
-    Ok((Arc::new(settings), expiry))
+    let settings = builder
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                certificate: files.certificate.clone(),
+                key: files.private_key.clone(),
+            },
+            rustls::Error::InvalidCertificate(e) => TlsError::BadCertificate {
+                path: files.certificate.clone(),
+                detail: format!("{e:?}"),
+            },
+            other => TlsError::UnusableKey {
+                path: files.private_key.clone(),
+                detail: other.to_string(),
+            },
+        })?;
+    // After the server's: a key that is not the certificate's is named as such there.
+    let client = match client_roots {
+        None => None,
+        Some(roots) => Some(Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+                .expect("ring supports TLS 1.2 and 1.3")
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::UnusableKey {
+                    path: files.private_key.clone(),
+                    detail: e.to_string(),
+                })?,
+        )),
+    };
+    let settings = Settings {
+        server: Arc::new(settings),
+        client,
+    };
+    Ok((settings, expiry))
 }
 
 /// The certificates of a PEM file; at least one.

@@ -70,6 +70,9 @@ pub struct Listeners {
     pub tcp: Option<TcpListener>,
     /// The TLS listener and its settings.
     pub tls: Option<(TcpListener, Arc<TlsServer>)>,
+    /// The other nodes' TLS addresses (`[node] transport = "tls"`): the only ones the
+    /// gateway opens TLS connections to (mutual TLS). Phones are reached over their own.
+    pub tls_peers: HashSet<SocketAddr>,
 }
 
 /// What the accept loop, the connection tasks and [`TcpTransport`] share.
@@ -82,6 +85,8 @@ struct Shared {
     tls_local: Option<SocketAddr>,
     /// The TLS settings, when TLS is served.
     tls: Option<Arc<TlsServer>>,
+    /// Where TLS connections may be opened to ([`Listeners::tls_peers`]).
+    tls_peers: HashSet<SocketAddr>,
     inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
     /// The runtime the connections run on: sends come from the engine's thread, outside it.
@@ -125,7 +130,7 @@ impl TcpTransport {
     ) -> std::io::Result<Self> {
         let listeners = Listeners {
             tcp: Some(listen(addr)?),
-            tls: None,
+            ..Listeners::default()
         };
         Self::start(listeners, inbound, settings)
     }
@@ -150,6 +155,7 @@ impl TcpTransport {
             tcp_local,
             tls_local,
             tls: listeners.tls.as_ref().map(|(_, tls)| tls.clone()),
+            tls_peers: listeners.tls_peers,
             inbound,
             runtime: tokio::runtime::Handle::current(),
             state: Mutex::new(State {
@@ -307,6 +313,36 @@ async fn handshake(stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
             count.since_last,
             count.total
         );
+    }
+}
+
+/// Opens a TLS connection to another node (its certificate checked against `tls.client_ca`
+/// for its IP address, ours presented), within the message timeout, and sends `bytes`.
+async fn connect_tls(shared: Arc<Shared>, addr: SocketAddr, bytes: Bytes) {
+    let Some(client) = shared.tls.as_ref().and_then(|tls| tls.client()) else {
+        tracing::warn!("tls: no tls.client_ca to check node {addr} against; message dropped");
+        return;
+    };
+    let timeout = shared.settings.limits.message_timeout;
+    let connected = tokio::time::timeout(timeout, async {
+        let stream = TcpStream::connect(addr).await?;
+        let local = local_of(&stream, Protocol::Tls, &shared);
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let stream = tokio_rustls::TlsConnector::from(client)
+            .connect(name, stream)
+            .await?;
+        Ok::<_, std::io::Error>((stream, local))
+    })
+    .await;
+    match connected {
+        Ok(Ok((stream, local))) => {
+            tracing::info!("tls: connected to node {addr} (its certificate checked)");
+            shared.state().admission.add(addr.ip());
+            let writer = start_connection_at(stream, addr, local, Protocol::Tls, &shared);
+            let _ = writer.send(bytes).await;
+        }
+        Ok(Err(e)) => tracing::warn!("tls connect to node {addr} failed: {e}"),
+        Err(_) => tracing::warn!("tls connect to node {addr}: no handshake within {timeout:?}"),
     }
 }
 
@@ -538,9 +574,14 @@ impl Transport for TcpTransport {
                     );
                 }
             }
+            None if peer.protocol == Protocol::Tls && self.shared.tls_peers.contains(&addr) => {
+                let shared = self.shared.clone();
+                self.shared.runtime.spawn(connect_tls(shared, addr, bytes));
+            }
             None if peer.protocol == Protocol::Tls => {
-                // A TLS peer is reached over its own connection only: the gateway opens no
-                // TLS connections, and never falls back to a clear transport.
+                // A phone over TLS is reached over its own connection only: the gateway
+                // opens TLS connections to the other nodes alone, and never falls back to a
+                // clear transport.
                 let mut state = self.shared.state();
                 if let Some(count) = state.unreachable.record(Instant::now()) {
                     tracing::warn!(

@@ -22,6 +22,18 @@ struct Setup {
 async fn tls_transport(client_ca: bool, require: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(dir.path());
+    serving(pki, dir, client_ca, require, HashSet::new())
+}
+
+/// A transport serving TLS with the certificates of `pki`, opening TLS connections to
+/// `tls_peers` (the other nodes).
+fn serving(
+    pki: TestPki,
+    dir: tempfile::TempDir,
+    client_ca: bool,
+    require: bool,
+    tls_peers: HashSet<SocketAddr>,
+) -> Setup {
     let config = TlsConfig {
         certificate: Some(pki.server_certificate().into()),
         private_key: Some(pki.server_key().into()),
@@ -34,6 +46,7 @@ async fn tls_transport(client_ca: bool, require: bool) -> Setup {
     let listeners = Listeners {
         tcp: None,
         tls: Some((listen("127.0.0.1:0".parse().unwrap()).unwrap(), server)),
+        tls_peers,
     };
     let settings = TcpSettings {
         limits: limits(),
@@ -215,4 +228,41 @@ async fn read_until_closed_or(stream: &mut TcpStream, marker: &str) -> String {
     .await
     .expect("the message arrived");
     String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Nodes talk mutual TLS: a transport opens a TLS connection to another node (its
+/// certificate checked against the CA, its own presented and required there), the request
+/// arrives as a TLS peer, and the answer comes back over the same connection.
+#[tokio::test]
+async fn a_node_opens_a_mutual_tls_connection_to_another_and_is_answered_over_it() {
+    let mut b = tls_transport(true, true).await;
+    let b_addr = b.transport.local_addr(Protocol::Tls).unwrap();
+    let mut a = serving(
+        b.pki.clone(),
+        tempfile::tempdir().unwrap(),
+        true,
+        false,
+        HashSet::from([b_addr]),
+    );
+    let a_addr = a.transport.local_addr(Protocol::Tls).unwrap();
+    let to_b = Peer {
+        protocol: Protocol::Tls,
+        addr: b_addr,
+        local: a_addr,
+    };
+    a.transport
+        .send(to_b, Bytes::from(options("node", "")))
+        .unwrap();
+    let (from_a, message) = next_message(&mut b.inbound).await;
+    assert_eq!(message.call_id(), Some("node"));
+    assert_eq!(from_a.protocol, Protocol::Tls);
+    let answer = message.response(200, "OK", Some("b"));
+    b.transport.send(from_a, answer.to_bytes()).unwrap();
+    match tokio::time::timeout(GUARD, a.inbound.recv()).await.unwrap() {
+        Some(Inbound::Message { peer, message }) => {
+            assert_eq!((peer.protocol, peer.addr), (Protocol::Tls, b_addr));
+            assert_eq!(message.status(), Some(200));
+        }
+        other => panic!("expected the answer, got {other:?}"),
+    }
 }
