@@ -141,6 +141,34 @@ impl Linphone {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
+    /// The bit rate of the RTP linphone received (kbit/s, SRTP decrypted) in the newest
+    /// bandwidth line of its log (`RTP : [d=76.20,u=0.77]`); 0 before there is one.
+    pub fn received_kbit_per_second(&self) -> f64 {
+        let log = self.log();
+        log.rsplit("RTP : [d=")
+            .next()
+            .filter(|_| log.contains("RTP : [d="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|rate| rate.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Plays a 30 s tone of `hz` into the current call.
+    pub fn play_tone(&mut self, hz: f32) {
+        let tone = self.dir.path().join("tone.wav");
+        let made = Command::new("sox")
+            .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+            .arg(&tone)
+            .args(["synth", "30", "sine", &hz.to_string()])
+            .status()
+            .expect("sox runs (Debian package sox)");
+        assert!(made.success(), "sox made no tone");
+        self.until(
+            &format!("incall-player-start {}", tone.display()),
+            "Status: Ok",
+        );
+    }
+
     /// A scratch directory of this phone's (for the audio files it plays).
     pub fn scratch(&self) -> &std::path::Path {
         self.dir.path()

@@ -334,6 +334,9 @@ struct Port<C: Channel> {
     /// SRTP packets of the far end refused since the port opened: failed authentication,
     /// replays, plain RTP in a secure call.
     srtp_refused: u64,
+    /// Datagrams of the far end that are no RTP (RFC 7983: STUN keep-alives, which
+    /// linphone sends on its RTP port, DTLS), dropped since the port opened.
+    non_rtp_dropped: u64,
 }
 
 /// The media of a port's call.
@@ -343,6 +346,12 @@ struct CallMedia {
     far_end: StrictSource,
     /// The call's SRTP contexts, when its media is secure (keys erased when it ends).
     srtp: Option<SrtpSession>,
+}
+
+/// Whether a datagram on an RTP port is RTP (or RTCP) by its first byte, as RFC 7983
+/// demultiplexes: 128-191; STUN is 0-3, DTLS 20-63.
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (128..=191).contains(b))
 }
 
 /// The analog ports as a fast path handler.
@@ -427,6 +436,7 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                     media: None,
                     foreign_dropped: 0,
                     srtp_refused: 0,
+                    non_rtp_dropped: 0,
                 },
             );
         }
@@ -756,8 +766,8 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                     }
                     let _ = write!(
                         answer,
-                        "rtp_local={}\nrtp_foreign_dropped={}\nsrtp_refused={}\n",
-                        port.rtp, port.foreign_dropped, port.srtp_refused
+                        "rtp_local={}\nrtp_foreign_dropped={}\nsrtp_refused={}\nnon_rtp_dropped={}\n",
+                        port.rtp, port.foreign_dropped, port.srtp_refused, port.non_rtp_dropped
                     );
                 }
                 if let Some(media) = self.ports.get(p).and_then(|port| port.media.as_ref()) {
@@ -812,6 +822,10 @@ impl<C: Channel + RingAudio + 'static> Handler for Service<C> {
                 tracing::info!("analog port {channel}: RTP from {from} taken as the far end's")
             }
             Admission::Accepted => {}
+        }
+        if !is_rtp(bytes) {
+            port.non_rtp_dropped += 1;
+            return;
         }
         media.session.set_now(line_now);
         match media.srtp.as_mut().map(|srtp| srtp.unprotect(bytes)) {
