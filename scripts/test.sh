@@ -35,6 +35,10 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # baresip and linphone (its daemon): SIP phones over TLS with SRTP (tests/tests/tls.rs, srtp.rs).
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 command -v linphone-daemon >/dev/null 2>&1 || missing+=(linphone-cli)
+# promtool (Debian's prometheus) checks the metrics text; headless Chromium renders the
+# status page (tests/tests/operations.rs).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

@@ -88,6 +88,41 @@ pub enum RelayCommand {
         /// Now.
         now: Instant,
     },
+    /// The operator asks for the counters (status view, metrics): answered on `reply`.
+    Report {
+        /// Where the [`RelayReport`] goes.
+        reply: Sender<RelayReport>,
+    },
+}
+
+/// The relay's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RelayReport {
+    /// Every live relay's legs, by relay number.
+    pub live: Vec<(u64, [LegReport; 2])>,
+    /// The sums over every leg of the relays that ended (jitter is not summed: 0).
+    pub ended: LegReport,
+    /// Relays ended so far.
+    pub ended_relays: u64,
+}
+
+impl RelayReport {
+    /// The sums over every leg, live and ended: counters that only ever grow.
+    pub fn totals(&self) -> LegReport {
+        self.live
+            .iter()
+            .flat_map(|(_, legs)| legs)
+            .fold(self.ended, |sum, leg| sum.plus(leg))
+    }
+
+    /// The highest jitter of a live leg (ms).
+    pub fn worst_jitter_ms(&self) -> f32 {
+        self.live
+            .iter()
+            .flat_map(|(_, legs)| legs)
+            .map(|leg| leg.jitter_ms)
+            .fold(0.0, f32::max)
+    }
 }
 
 /// Why a relay ended.
@@ -117,6 +152,21 @@ pub struct LegReport {
     pub foreign_dropped: u64,
     /// Packets dropped because the other leg's address is not known yet.
     pub unroutable: u64,
+}
+
+impl LegReport {
+    /// The counters of two legs added (jitter is not a sum: 0).
+    pub fn plus(self, other: &LegReport) -> LegReport {
+        LegReport {
+            packets: self.packets + other.packets,
+            bytes: self.bytes + other.bytes,
+            lost: self.lost + other.lost,
+            jitter_ms: 0.0,
+            rtcp_packets: self.rtcp_packets + other.rtcp_packets,
+            foreign_dropped: self.foreign_dropped + other.foreign_dropped,
+            unroutable: self.unroutable + other.unroutable,
+        }
+    }
 }
 
 /// What the relay tells the control plane.
@@ -217,6 +267,14 @@ struct Relay {
 }
 
 impl Relay {
+    /// Both legs' counters.
+    fn reports(&self, clock_rate: u32) -> [LegReport; 2] {
+        [
+            self.legs[0].report(clock_rate),
+            self.legs[1].report(clock_rate),
+        ]
+    }
+
     /// Packets accepted from the far ends so far: the relay's sign of life (foreign packets
     /// are not, or an attacker could keep a dead call's relay up).
     fn packets(&self) -> u64 {
@@ -242,6 +300,8 @@ pub struct RelayHandler {
     routes: Vec<Option<Route>>,
     events: Sender<RelayEvent>,
     started: Instant,
+    /// The sums of the relays that ended, and their number.
+    ended: (LegReport, u64),
 }
 
 impl RelayHandler {
@@ -253,6 +313,7 @@ impl RelayHandler {
             routes: Vec::new(),
             events,
             started: Instant::now(),
+            ended: (LegReport::default(), 0),
         }
     }
 
@@ -345,15 +406,9 @@ impl RelayHandler {
                 }
             }
         }
-        let clock_rate = self.config.clock_rate;
-        let _ = self.events.send(RelayEvent::Ended {
-            id,
-            reason,
-            legs: [
-                relay.legs[0].report(clock_rate),
-                relay.legs[1].report(clock_rate),
-            ],
-        });
+        let legs = relay.reports(self.config.clock_rate);
+        self.ended = (self.ended.0.plus(&legs[0]).plus(&legs[1]), self.ended.1 + 1);
+        let _ = self.events.send(RelayEvent::Ended { id, reason, legs });
     }
 
     fn tick(&mut self, io: &mut Io, now: Instant) {
@@ -437,6 +492,20 @@ impl Handler for RelayHandler {
             }
             RelayCommand::Remove { id } => self.end(io, id, EndReason::Removed),
             RelayCommand::Tick { now } => self.tick(io, now),
+            RelayCommand::Report { reply } => {
+                let clock_rate = self.config.clock_rate;
+                let mut live: Vec<(u64, [LegReport; 2])> = self
+                    .relays
+                    .iter()
+                    .map(|(&id, relay)| (id, relay.reports(clock_rate)))
+                    .collect();
+                live.sort_by_key(|(id, _)| *id);
+                let _ = reply.send(RelayReport {
+                    live,
+                    ended: self.ended.0,
+                    ended_relays: self.ended.1,
+                });
+            }
         }
     }
 }

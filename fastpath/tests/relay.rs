@@ -240,6 +240,15 @@ impl Probe {
     }
 }
 
+/// The relay's counters, as the operator's status asks for them.
+fn report(bench: &Bench) -> fastpath::relay::RelayReport {
+    let (reply, report) = crossbeam_channel::bounded(1);
+    assert!(bench.control.command(RelayCommand::Report { reply }));
+    report
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the relay answers")
+}
+
 fn next_event(bench: &Bench) -> RelayEvent {
     bench
         .events
@@ -300,11 +309,21 @@ fn media_and_rtcp_cross_both_ways_and_counters_are_reported() {
             Phone::receive(&a.rtcp).map(|(p, _)| p),
             Some(b"rtcp from b".to_vec())
         );
+        // The operator's report while it runs: the live counters.
+        let live = report(&bench);
+        assert_eq!(live.live.len(), 1);
+        assert_eq!((live.live[0].0, live.live[0].1[0].packets), (1, 95));
+        assert_eq!((live.ended_relays, live.totals().packets), (0, 96));
         assert!(bench.control.command(RelayCommand::Remove { id: 1 }));
         let RelayEvent::Ended { id, reason, legs } = next_event(&bench) else {
             panic!("ended");
         };
         assert_eq!((id, reason), (1, EndReason::Removed));
+        // Once ended, its counters stay in the totals.
+        let after = report(&bench);
+        assert!(after.live.is_empty());
+        assert_eq!((after.ended_relays, after.totals().packets), (1, 96));
+        assert_eq!(after.totals().lost, 5);
         assert_eq!(
             (legs[0].packets, legs[0].lost, legs[0].rtcp_packets),
             (95, 5, 1),

@@ -8,6 +8,7 @@
 pub mod analog;
 pub mod auth;
 pub mod config;
+pub mod control_socket;
 pub mod descriptors;
 pub mod engine;
 pub mod log_limit;
@@ -20,6 +21,7 @@ pub mod runtime;
 pub mod shard;
 pub mod sip;
 pub mod srtp;
+pub mod status;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

@@ -28,6 +28,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Shows the running gateway (over its control socket, `[status] control_socket`):
+    /// calls, registrations, analog ports, pickups, subscriptions; `reload` re-reads
+    /// the config file and the TLS files; `metrics` prints the Prometheus text.
+    Status {
+        /// What to show or do.
+        #[arg(value_enum, default_value_t = StatusWhat::All)]
+        what: StatusWhat,
+        /// JSON for scripts instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Brings the configured database's schema up to date (SQLite file or PostgreSQL)
     /// and exits; refuses a schema newer than this gateway.
     Migrate,
@@ -38,6 +49,92 @@ enum Command {
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         words: Vec<String>,
     },
+}
+
+/// What `gateway status` shows or does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StatusWhat {
+    /// Every list below.
+    All,
+    /// Calls up and ringing: parties, state, durations, media counters, node and shard.
+    Calls,
+    /// Registered contacts: transport, source, expiry, User-Agent.
+    Registrations,
+    /// Analog ports, like `dahdi show channels`: line state, alarm, call, media.
+    Ports,
+    /// Pickups in flight and the recent ones.
+    Pickups,
+    /// Dialog event subscriptions (BLF keys).
+    Subscriptions,
+    /// Re-reads the config (extensions and [calls] for new calls) and the TLS files.
+    Reload,
+    /// The Prometheus metrics text.
+    Metrics,
+}
+
+/// How `gateway status` draws one list.
+type Table = fn(&gateway::status::StatusView) -> String;
+
+/// `gateway status ...`: asks the running gateway at `socket`.
+fn show_status(socket: &std::path::Path, what: StatusWhat, json: bool) -> ExitCode {
+    use gateway::status::{control, table};
+    let command = match what {
+        StatusWhat::Reload => Some("reload"),
+        StatusWhat::Metrics => Some("metrics"),
+        _ => None,
+    };
+    if let Some(command) = command {
+        return match control::ask(socket, command) {
+            Ok(answer) => {
+                print!("{}", answer.strip_prefix("ok\n").unwrap_or(&answer));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let view = match control::fetch(socket) {
+        Ok(view) => view,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sections: Vec<(&str, Table)> = match what {
+        StatusWhat::Calls => vec![("calls", table::calls)],
+        StatusWhat::Registrations => vec![("registrations", table::registrations)],
+        StatusWhat::Ports => vec![("ports", table::ports)],
+        StatusWhat::Pickups => vec![("pickups", table::pickups)],
+        StatusWhat::Subscriptions => vec![("subscriptions", table::subscriptions)],
+        _ => vec![
+            ("calls", table::calls),
+            ("registrations", table::registrations),
+            ("ports", table::ports),
+            ("pickups", table::pickups),
+            ("subscriptions", table::subscriptions),
+        ],
+    };
+    if json {
+        let value = serde_json::to_value(&view).unwrap_or_default();
+        let shown = match sections.as_slice() {
+            [(name, _)] => value.get(name).cloned().unwrap_or_default(),
+            _ => value,
+        };
+        println!("{shown}");
+        return ExitCode::SUCCESS;
+    }
+    for (index, (name, render)) in sections.iter().enumerate() {
+        if sections.len() > 1 {
+            if index > 0 {
+                println!();
+            }
+            println!("== {name} ==");
+        }
+        print!("{}", render(&view));
+    }
+    ExitCode::SUCCESS
 }
 
 /// `gateway analog ...`: one operator command to the running gateway.
@@ -131,12 +228,22 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("gateway: {e}");
+            // The running gateway may still be asked (a reload then says why it refuses).
+            if let Some(Command::Status { what, json }) = &cli.command {
+                if let Some(socket) = gateway::config::control_socket_of_file(&path) {
+                    show_status(&socket, *what, *json);
+                }
+            }
             return ExitCode::FAILURE;
         }
     };
     match &cli.command {
         Some(Command::Cdr { limit }) => return list_cdrs(&config, *limit),
         Some(Command::Migrate) => return migrate(&config),
+        Some(Command::Status { what, json }) => {
+            let socket = config.status.control_socket_path(&config.database);
+            return show_status(&socket, *what, *json);
+        }
         Some(Command::Analog { words }) => return operate_analog(&config, words),
         None => {}
     }
@@ -188,6 +295,14 @@ mod tests {
             "gateway", "analog", "-c", "x.toml", "ring", "3", "555", "Jane", "Doe",
         ]);
         assert!(matches!(cli.command, Some(Command::Analog { words }) if words.len() == 5));
+        let cli = Cli::parse_from(["gateway", "status", "ports", "--json", "-c", "x.toml"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Status {
+                what: StatusWhat::Ports,
+                json: true
+            })
+        ));
         let cli = Cli::parse_from(["gateway", "migrate", "-c", "x.toml"]);
         assert!(matches!(cli.command, Some(Command::Migrate)));
     }

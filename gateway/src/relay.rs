@@ -5,7 +5,9 @@
 use crate::config::Config;
 use crate::engine::media::MediaCommand;
 use crossbeam_channel::Receiver;
-use fastpath::relay::{LegReport, LegSockets, RelayCommand, RelayConfig, RelayEvent, RelayHandler};
+use fastpath::relay::{
+    LegReport, LegSockets, RelayCommand, RelayConfig, RelayEvent, RelayHandler, RelayReport,
+};
 use fastpath::udp::{BackendKind, FastpathError, SendHandle, Worker, WorkerConfig, WorkerFailure};
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -115,6 +117,13 @@ impl MediaRelay {
     /// The clock, for idle relays.
     pub fn tick(&self, now: Instant) {
         self.control.command(RelayCommand::Tick { now });
+    }
+
+    /// Asks the relay for its counters: they arrive on the receiver.
+    pub fn report(&self) -> Receiver<RelayReport> {
+        let (reply, report) = crossbeam_channel::bounded(1);
+        self.control.command(RelayCommand::Report { reply });
+        report
     }
 
     /// Relays that ended since the last call: number, whether by idle timeout, counters.

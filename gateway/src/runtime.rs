@@ -15,6 +15,7 @@ use crate::relay::MediaRelay;
 use crate::shard::outputs::{Outputs, UdpOut};
 use crate::shard::peers::Peers;
 use crate::shard::{EngineShard, ShardCommand, ShardSetup, ShardSummary};
+use crate::status::Sources;
 use crate::store::{
     BlfListener, CallStore, Interrupted, PgPool, Spool, Store, StoreError, StoreWriter,
     StoredSubscription,
@@ -75,6 +76,14 @@ pub enum RunError {
     /// The TLS certificate, key or client CA is unusable.
     #[error(transparent)]
     Tls(#[from] crate::transport::tls::TlsError),
+    /// The status control socket could not be made.
+    #[error("cannot make the status control socket {path}: {source} (set [status] control_socket to a writable place)")]
+    ControlSocket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A listening socket could not be bound.
     #[error("cannot listen on {protocol} {addr}: {source} (is another process using the port, or is the address not local?)")]
     Bind {
@@ -190,10 +199,90 @@ fn tcp_settings(config: &Config, limit: u64, analog_ports: usize) -> TcpSettings
     }
 }
 
-/// Re-reads what SIGHUP reloads, the TLS certificate, key and client CA, each time the
-/// signal comes: new connections get the new files, connections up keep theirs, and a
-/// failed reload keeps what was loaded and says why.
-async fn reload_on_hangup(tls: Option<Arc<TlsServer>>) {
+/// What SIGHUP and `gateway status reload` do: the config file read again (its
+/// extensions and `[calls]` for new calls, see [`crate::config::reload`]) and the TLS
+/// certificate, key and client CA (new connections get them, connections up keep
+/// theirs). A failed reload keeps what runs and says why.
+struct Reloader {
+    running: std::sync::Mutex<Config>,
+    tls: Option<Arc<TlsServer>>,
+    peers: Peers,
+}
+
+impl Reloader {
+    /// Reloads; the lines saying what happened (logged too), as an error when the config
+    /// or the TLS files were refused.
+    fn reload(&self) -> Result<String, String> {
+        let mut said = Vec::new();
+        let mut refused = false;
+        match self.running.lock() {
+            Ok(mut running) => {
+                let file = running
+                    .source()
+                    .map_or("config".to_string(), |p| p.display().to_string());
+                match running.reload() {
+                    Ok(reloaded) => {
+                        for shard in 0..self.peers.count() {
+                            let config = Box::new(reloaded.config.clone());
+                            self.peers.send(shard, ShardCommand::Reconfigure(config));
+                        }
+                        let changes = match reloaded.changed.is_empty() {
+                            true => "nothing changed for calls".to_string(),
+                            false => reloaded.changed.join(", "),
+                        };
+                        said.push(format!("{file} reloaded: {changes}"));
+                        if !reloaded.kept.is_empty() {
+                            said.push(format!(
+                                "{file}: {} changed but take(s) effect at a restart only; the running values are kept",
+                                reloaded.kept.join(", ")
+                            ));
+                        }
+                        *running = reloaded.config;
+                    }
+                    Err(e) => {
+                        refused = true;
+                        said.push(format!(
+                            "{file} not reloaded, the running config is kept: {e}"
+                        ));
+                    }
+                }
+            }
+            Err(_) => {
+                refused = true;
+                said.push("config not reloaded: an earlier reload failed midway".into());
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload(SystemTime::now()) {
+                Ok(expiry) => said.push(format!(
+                    "TLS certificate {} reloaded (valid until {}); new connections get it",
+                    tls.certificate_path().display(),
+                    expiry.not_after
+                )),
+                Err(e) => {
+                    refused = true;
+                    said.push(format!(
+                        "TLS files not reloaded, new connections keep the previous certificate: {e}"
+                    ));
+                }
+            }
+        }
+        for line in &said {
+            match refused {
+                true => tracing::warn!("reload: {line}"),
+                false => tracing::info!("reload: {line}"),
+            }
+        }
+        let text = said.join("\n");
+        match refused {
+            true => Err(text),
+            false => Ok(text),
+        }
+    }
+}
+
+/// Reloads each time SIGHUP comes.
+async fn reload_on_hangup(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
@@ -205,22 +294,42 @@ async fn reload_on_hangup(tls: Option<Arc<TlsServer>>) {
         }
     };
     while hangups.recv().await.is_some() {
-        let Some(tls) = &tls else {
-            tracing::info!("SIGHUP: nothing to reload (TLS is not served)");
-            continue;
-        };
-        match tls.reload(SystemTime::now()) {
-            Ok(expiry) => tracing::info!(
-                "SIGHUP: TLS certificate {} reloaded (valid until {}); new connections get it",
-                tls.certificate_path().display(),
-                expiry.not_after
-            ),
-            Err(e) => tracing::warn!(
-                "SIGHUP: TLS files not reloaded, new connections keep the previous \
-                 certificate: {e}"
-            ),
-        }
+        tracing::info!("SIGHUP: reloading");
+        let _ = reloader.reload();
     }
+}
+
+/// Starts the operator's views: the control socket and, when configured, the HTTP
+/// listener for metrics and the status page.
+async fn serve_status(
+    config: &Config,
+    sources: Sources,
+    reloader: Arc<Reloader>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, RunError> {
+    let path = config.status.control_socket_path(&config.database);
+    crate::status::control::serve(&path, sources.clone(), Box::new(move || reloader.reload()))
+        .map_err(|source| RunError::ControlSocket {
+            path: path.clone(),
+            source,
+        })?;
+    tracing::info!("status control socket {} (gateway status)", path.display());
+    let Some(addr) = config.status.http_listen else {
+        return Ok(None);
+    };
+    let listener = bind_waiting("http", || tokio::net::TcpListener::bind(addr))
+        .await
+        .map_err(RunError::bind("http", addr))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    if bound.ip().is_loopback() {
+        tracing::info!("status page and metrics on http://{bound}/ (/metrics)");
+    } else {
+        tracing::warn!(
+            "status page and metrics on http://{bound}/ (/metrics): not loopback, so whoever reaches it sees every call; keep it behind a firewall"
+        );
+    }
+    Ok(Some(tokio::spawn(crate::status::http::serve(
+        listener, sources,
+    ))))
 }
 
 /// Runs the gateway until `shutdown` completes.
@@ -462,7 +571,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     };
-    let reload = tokio::spawn(reload_on_hangup(tls_server));
+    let reloader = Arc::new(Reloader {
+        running: std::sync::Mutex::new(config.clone()),
+        tls: tls_server,
+        peers: peers.clone(),
+    });
+    let sources = Sources {
+        node: config.node.id.clone(),
+        peers: peers.clone(),
+        relay: relay.clone(),
+        analog: analog.clone(),
+        tcp: tcp.clone(),
+        writer: writer.clone(),
+    };
+    let http = serve_status(&config, sources, reloader.clone()).await?;
+    let reload = tokio::spawn(reload_on_hangup(reloader));
     tokio::pin!(shutdown);
     let stopped = tokio::select! {
         Some(failure) = failures.recv() => {
@@ -476,6 +599,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     forward.abort();
     reload.abort();
+    if let Some(http) = http {
+        http.abort();
+    }
     let count =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let (mut received, mut sent, mut truncated, mut send_dropped) = (0, 0, 0, 0);

@@ -128,13 +128,17 @@ fn an_outgoing_call_waits_for_dial_tone_dials_and_sees_the_answer() {
 #[test]
 fn no_line_means_red_alarm_and_no_dial_tone() {
     let mut b = Bench::new();
+    assert!(!b.driver.in_alarm());
     b.card.unplug_line(LINE, true);
     assert_eq!(b.run(1200), [LineAction::Alarm(true)]);
+    assert!(b.driver.in_alarm(), "the operator's status shows the alarm");
     b.command(LineCommand::Dial("5550123".into()));
     let notices = b.run(4000);
     assert_eq!(notices, [LineAction::NoDialTone]);
+    assert_eq!(b.driver.state_name(), "idle");
     b.card.unplug_line(LINE, false);
     assert_eq!(b.run(200), [LineAction::Alarm(false)]);
+    assert!(!b.driver.in_alarm());
 }
 
 #[test]

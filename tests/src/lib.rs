@@ -6,6 +6,7 @@ pub mod analog;
 pub mod baresip;
 pub mod blf;
 pub mod linphone;
+pub mod operations;
 pub mod pickup;
 pub mod tls;
 
@@ -284,14 +285,22 @@ impl Gateway {
                 let path = format!("path = \"{}\"", dir.path().join("gateway.db").display());
                 assert!(text.contains(&path), "office.toml has [database] path");
                 let socket = dir.path().join("analog.sock");
-                // Each gateway its own CDR spool (the default is relative to the cwd).
+                // Each gateway its own CDR spool and control socket (the defaults are
+                // relative to the cwd).
                 let spool = dir.path().join("cdr-spool.db");
                 let database = format!("url = \"{url}\"\nspool = \"{}\"", spool.display());
-                text.replace(&path, &database).replacen(
-                    "\n[analog]\n",
-                    &format!("\n[analog]\ncontrol_socket = \"{}\"\n", socket.display()),
-                    1,
-                )
+                let control = dir.path().join("control.sock");
+                text.replace(&path, &database)
+                    .replacen(
+                        "\n[analog]\n",
+                        &format!("\n[analog]\ncontrol_socket = \"{}\"\n", socket.display()),
+                        1,
+                    )
+                    .replacen(
+                        "\n[status]\n",
+                        &format!("\n[status]\ncontrol_socket = \"{}\"\n", control.display()),
+                        1,
+                    )
             }
             None => text,
         };

@@ -202,6 +202,18 @@ impl AnalogAgent {
             .is_some_and(|p| !matches!(p.call, PortCall::Idle))
     }
 
+    /// The port's SIP call for the operator: `idle`, `calling` (our INVITE is pending),
+    /// `alerting` (the engine's INVITE rings the phone or is dialled on the line) or
+    /// `connected`.
+    pub fn call_state(&self, channel: u32) -> &'static str {
+        match self.ports.get(&channel).map(|p| &p.call) {
+            None | Some(PortCall::Idle) => "idle",
+            Some(PortCall::Calling { .. }) => "calling",
+            Some(PortCall::Alerting { .. }) => "alerting",
+            Some(PortCall::Connected { .. }) => "connected",
+        }
+    }
+
     /// A message from the engine.
     pub fn handle_message(&mut self, now: Instant, msg: SipMessage) {
         self.tx.handle_message(now, msg, ANALOG_PEER);

@@ -3,14 +3,11 @@
 //! connection; the answer is `ok` or `error: ...` on the first line, then `key=value` lines.
 //! `gateway analog --config FILE <command...>` is the client.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use crate::control_socket::ClientError;
+use std::path::Path;
 use std::time::Duration;
 
-/// The longest command line accepted (bytes).
-const MAX_COMMAND: u64 = 1024;
-/// How long a client waits for the gateway's answer.
+/// How long a command waits for the analog service's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An operator command.
@@ -119,99 +116,37 @@ pub struct Request {
     pub answer: std::sync::mpsc::Sender<String>,
 }
 
-/// Serves the socket at `path` on a thread of its own, handing each command to `deliver`.
-/// A stale socket file from an earlier run is replaced.
+/// Serves the socket at `path` on a thread of its own, handing each command to `deliver`
+/// (false: the service is gone). A stale socket file from an earlier run is replaced.
 pub fn serve(
     path: &Path,
     deliver: impl Fn(Request) -> bool + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::thread::Builder::new()
-        .name("analog-control".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if !answer_one(stream, &deliver) {
-                    break;
-                }
-            }
-        })?;
-    Ok(())
-}
-
-/// Reads one command, has it carried out, writes the answer. False once the service is gone.
-fn answer_one(stream: UnixStream, deliver: &impl Fn(Request) -> bool) -> bool {
-    let _ = stream.set_read_timeout(Some(ANSWER_TIMEOUT));
-    let mut line = String::new();
-    let Ok(mut writer) = stream.try_clone() else {
-        return true;
-    };
-    if BufReader::new(stream.take(MAX_COMMAND))
-        .read_line(&mut line)
-        .is_err()
-    {
-        return true;
-    }
-    let answer = match Command::parse(line.trim()) {
-        Err(e) => format!("error: {e}\n"),
-        Ok(command) => {
-            let (tx, rx) = std::sync::mpsc::channel();
-            if !deliver(Request {
-                command,
-                answer: tx,
-            }) {
-                let _ = writer.write_all(b"error: the gateway is shutting down\n");
-                return false;
-            }
-            rx.recv_timeout(ANSWER_TIMEOUT)
-                .unwrap_or_else(|_| "error: no answer from the analog service\n".into())
+    crate::control_socket::serve(path, "analog-control", move |line| {
+        let command = match Command::parse(line) {
+            Err(e) => return Some(format!("error: {e}\n")),
+            Ok(command) => command,
+        };
+        let (answer, answered) = std::sync::mpsc::channel();
+        if !deliver(Request { command, answer }) {
+            return None;
         }
-    };
-    let _ = writer.write_all(answer.as_bytes());
-    true
+        Some(
+            answered
+                .recv_timeout(ANSWER_TIMEOUT)
+                .unwrap_or_else(|_| "error: no answer from the analog service\n".into()),
+        )
+    })
 }
 
-/// Why the client could not get an answer.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// Nothing listens on the socket.
-    #[error("cannot reach the gateway's operator interface at {path}: {source} (is the gateway running with this config, in demo mode?)")]
-    Connect {
-        /// The socket path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The exchange failed midway.
-    #[error("operator interface at {path}: {source}")]
-    Io {
-        /// The socket path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
-
-/// Sends one command line to the gateway at `path`; returns its whole answer.
+/// Sends one command line to the demo-mode interface of the gateway at `path`; returns
+/// its whole answer.
 pub fn request(path: &Path, command: &str) -> Result<String, ClientError> {
-    let mut stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let io = |source| ClientError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
-    stream
-        .write_all(format!("{}\n", command.trim()).as_bytes())
-        .map_err(io)?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(io)?;
-    Ok(answer)
+    crate::control_socket::request(
+        path,
+        command,
+        "is the gateway running with this config, in demo mode?",
+    )
 }
 
 #[cfg(test)]

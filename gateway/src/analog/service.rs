@@ -14,6 +14,7 @@
 use super::agent::{AgentAction, AnalogAgent, PortRole, PortSetup};
 use super::control::{self, Command, Request};
 use crate::srtp::session::SrtpSession;
+use crate::status::view::PortView;
 use crate::transport::{Inbound, ANALOG_PEER};
 use bytes::Bytes;
 use fastpath::relay::strict_source::{Admission, StrictSource};
@@ -28,7 +29,7 @@ use telephony_hw::dahdi::channel::{Channel, ChannelError, DahdiChannel};
 use telephony_hw::dahdi::emulator::EmulatedCard;
 use telephony_hw::dahdi::ports::PortPlan;
 use telephony_hw::dahdi::queued::QueuedChannel;
-use telephony_hw::dahdi::system_conf::SystemConf;
+use telephony_hw::dahdi::system_conf::{Signalling, SystemConf};
 use telephony_hw::dsp::analysis::dominant_frequency;
 use telephony_hw::dsp::callerid::{decode_spill, demodulate, CallerId, Modem};
 use telephony_hw::dsp::dtmf::{detect_digits, DtmfThresholds};
@@ -49,6 +50,8 @@ pub enum ServiceInput {
     Sip(Bytes),
     /// An operator command (demo mode).
     Control(Request),
+    /// The operator asks for every port's state (`gateway status ports`, the metrics).
+    Report(crossbeam_channel::Sender<Vec<PortView>>),
 }
 
 /// How a port is set up, from the configuration.
@@ -249,6 +252,13 @@ impl AnalogService {
         self.worker.on_failure(report);
     }
 
+    /// Asks for every port's state: it arrives on the receiver.
+    pub fn report(&self) -> crossbeam_channel::Receiver<Vec<PortView>> {
+        let (reply, report) = crossbeam_channel::bounded(1);
+        self.worker.sender().command(ServiceInput::Report(reply));
+        report
+    }
+
     /// Hands a SIP message from the engine to the analog ports.
     pub fn send_sip(&self, bytes: Bytes) {
         if !self.worker.sender().command(ServiceInput::Sip(bytes)) {
@@ -321,6 +331,8 @@ enum Driver<C: Channel> {
 
 struct Port<C: Channel> {
     driver: Driver<C>,
+    /// Its signalling (system.conf), for the operator.
+    signalling: Signalling,
     /// Its RTP socket's number in the worker.
     socket: usize,
     /// Its RTP socket's address (what its SDP names).
@@ -430,6 +442,7 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                 channel,
                 Port {
                     driver,
+                    signalling: port.plan.signalling,
                     socket,
                     rtp,
                     file: None,
@@ -632,6 +645,34 @@ impl<C: Channel + RingAudio + 'static> Service<C> {
                 }
             }
         }
+    }
+
+    /// Every port's state, by channel.
+    fn port_views(&self) -> Vec<PortView> {
+        self.ports
+            .iter()
+            .map(|(&channel, port)| {
+                let (kind, line_state, alarm) = match &port.driver {
+                    Driver::Phone(driver) => ("phone", driver.state_name(), false),
+                    Driver::Line(driver) => ("line", driver.state_name(), driver.in_alarm()),
+                };
+                PortView {
+                    channel,
+                    kind: kind.into(),
+                    signalling: format!("{:?}", port.signalling).to_ascii_lowercase(),
+                    line_state: line_state.into(),
+                    alarm,
+                    call: self.agent.call_state(channel).into(),
+                    media_peer: port
+                        .media
+                        .as_ref()
+                        .and_then(|m| m.far_end.destination())
+                        .map(|addr| addr.to_string()),
+                    srtp: port.media.as_ref().is_some_and(|m| m.srtp.is_some()),
+                    foreign_dropped: port.foreign_dropped,
+                }
+            })
+            .collect()
     }
 
     /// Carries out an operator command; returns the answer text.
@@ -841,6 +882,9 @@ impl<C: Channel + RingAudio + 'static> Handler for Service<C> {
             ServiceInput::Control(request) => {
                 let answer = self.operate(&request.command);
                 let _ = request.answer.send(answer);
+            }
+            ServiceInput::Report(reply) => {
+                let _ = reply.send(self.port_views());
             }
         }
         self.flush(Instant::now());

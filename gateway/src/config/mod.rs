@@ -6,6 +6,7 @@
 pub mod address;
 mod directory;
 mod node;
+pub mod reload;
 mod subscriptions;
 
 use address::HostPort;
@@ -136,6 +137,58 @@ pub struct Config {
     /// Dialog event subscriptions (BLF keys).
     #[serde(default)]
     pub subscriptions: SubscriptionsConfig,
+    /// The operator's views: the control socket, metrics and the status page.
+    #[serde(default)]
+    pub status: StatusConfig,
+    /// The file it was loaded from (what a reload reads again).
+    #[serde(skip)]
+    source: Option<PathBuf>,
+}
+
+/// `[status]`: how operators look at the running gateway.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// The control socket `gateway status` talks to (owner and group only); default
+    /// `control.sock` beside the SQLite database (in the working directory with
+    /// PostgreSQL).
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    /// Where the HTTP listener serves `/metrics` (Prometheus) and the status page; off
+    /// when absent. Meant for loopback (`127.0.0.1:9099`): it shows every call to whoever
+    /// reaches it.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
+}
+
+impl StatusConfig {
+    /// The control socket's path.
+    pub fn control_socket_path(&self, database: &DatabaseConfig) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| beside_database(database, "control.sock"))
+    }
+}
+
+/// A file named `name` in the SQLite database's directory (the working directory with
+/// PostgreSQL).
+fn beside_database(database: &DatabaseConfig, name: &str) -> PathBuf {
+    beside(database.path.as_deref(), name)
+}
+
+fn beside(database_path: Option<&Path>, name: &str) -> PathBuf {
+    database_path.unwrap_or(Path::new(".")).with_file_name(name)
+}
+
+/// The control socket the config file at `path` names, read leniently (any valid TOML):
+/// `gateway status reload` must reach the running gateway, and hear why it refuses, even
+/// when the edited file does not load.
+pub fn control_socket_of_file(path: &Path) -> Option<PathBuf> {
+    let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+    let named =
+        |section: &str, key: &str| table.get(section)?.get(key)?.as_str().map(PathBuf::from);
+    named("status", "control_socket")
+        .or_else(|| Some(beside(named("database", "path").as_deref(), "control.sock")))
 }
 
 /// `[overload]`: what happens when SIP arrives faster than the control plane serves it
@@ -423,13 +476,9 @@ impl AnalogConfig {
     /// (next to the SQLite file unless configured; validation requires `control_socket`
     /// with PostgreSQL).
     pub fn control_socket_path(&self, database: &DatabaseConfig) -> PathBuf {
-        self.control_socket.clone().unwrap_or_else(|| {
-            database
-                .path
-                .as_deref()
-                .unwrap_or(Path::new("."))
-                .with_file_name("analog.sock")
-        })
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| beside_database(database, "analog.sock"))
     }
 }
 
@@ -821,7 +870,14 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text, path)
+        let mut config = Self::from_toml(&text, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// The file the config was loaded from, if any.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
     }
 
     /// Parses and validates config text; `path` is used in messages and to resolve the database path.

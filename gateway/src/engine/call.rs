@@ -2,6 +2,7 @@
 //! progress, and the indexes that map transactions and dialogs back to them.
 
 use super::dialog::Dialog;
+use super::metrics::PickupPath;
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::{ClientTxId, ServerTxId};
 use crate::store::{Answer, CallContext, Cdr, FailedPickup, PickupMethod, StoreCommand};
@@ -129,6 +130,9 @@ pub(super) struct Call {
     pub(super) deadline: Option<Instant>,
     pub(super) relays: HashMap<u64, Relay>,
     pub(super) ring_started_ms: u64,
+    /// Whether the caller got its first ringing or final response (the setup latency
+    /// is measured then).
+    pub(super) set_up: bool,
     /// Who answered and who pays, once answered.
     pub(super) answer: Option<Answer>,
     /// The pickup in progress, if any (the call is claimed and not ringing the callee).
@@ -314,6 +318,20 @@ pub(super) struct Pickup {
     /// When the pickup falls back if its Replaces INVITE hears nothing (its entry in
     /// `Calls::silence_deadlines`).
     pub(super) silence_at: Option<Instant>,
+    /// Whether the metrics counted how it ended (or another shard or node took it over
+    /// and counts it there).
+    pub(super) counted: bool,
+}
+
+impl Pickup {
+    /// The way this pickup hands the call over when it succeeds without falling back.
+    pub(super) fn path(&self) -> PickupPath {
+        match (self.method, self.use_replaces) {
+            (PickupMethod::Replaces, _) => PickupPath::Blf,
+            (_, true) => PickupPath::Replaces,
+            (_, false) => PickupPath::Bridged,
+        }
+    }
 }
 
 /// Which call a transaction or dialog belongs to, with each call's own keys so forgetting
@@ -666,6 +684,7 @@ mod tests {
             deadline: None,
             relays: HashMap::new(),
             ring_started_ms: 0,
+            set_up: false,
             answer: None,
             picking: None,
             claim: None,

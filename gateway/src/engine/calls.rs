@@ -244,6 +244,7 @@ impl Engine {
             deadline: None,
             relays: HashMap::new(),
             ring_started_ms: now.unix_ms,
+            set_up: false,
             answer: None,
             picking: None,
             claim: None,
@@ -255,6 +256,7 @@ impl Engine {
             relayed: relayed.clone(),
         };
         self.calls.calls.insert(id, call);
+        self.metrics.calls_started += 1;
         if let Some(Relayed { recorded_by, leg }) = relayed {
             match leg {
                 RelayLeg::Call => {
@@ -580,6 +582,7 @@ impl Engine {
             }
             return;
         };
+        self.metrics.call_ended(disposition);
         if let Some(pickup) = call.picking {
             self.abandon_pickup(now, pickup, 480, "Temporarily Unavailable (the call ended)");
         }
@@ -626,6 +629,7 @@ impl Engine {
         reason: &str,
         from_b: &SipMessage,
     ) {
+        self.note_setup(now, a_tx, code);
         let id = self.calls.index.by_server_tx.get(&a_tx).map(|(id, _)| *id);
         let anchor = id
             .and_then(|id| self.calls.calls.get(&id))
@@ -689,11 +693,30 @@ impl Engine {
         code: u16,
         reason: &str,
     ) {
+        self.note_setup(now, a_tx, code);
         let Some(request) = self.tx.request(a_tx) else {
             return;
         };
         let response = request.response(code, reason, Some(a_tag));
         self.tx.send_response(now.mono, a_tx, response);
+    }
+
+    /// The caller's INVITE `a_tx` gets a response with `code`: the first ringing or final
+    /// one ends the call's setup, whose latency the metrics count.
+    fn note_setup(&mut self, now: Now, a_tx: ServerTxId, code: u16) {
+        if code < 180 {
+            return;
+        }
+        let Some(&(id, _)) = self.calls.index.by_server_tx.get(&a_tx) else {
+            return;
+        };
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        if !std::mem::replace(&mut call.set_up, true) {
+            let latency = now.unix_ms.saturating_sub(call.ring_started_ms);
+            self.metrics.call_set_up(latency);
+        }
     }
 
     pub(super) fn on_client_timeout(&mut self, now: Now, tx: ClientTxId) {

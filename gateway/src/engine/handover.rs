@@ -86,6 +86,7 @@ impl Engine {
         let Some(call_id) = request.call_id().map(str::to_string) else {
             return;
         };
+        self.pickup_handed_on(id);
         self.finish_pickup(now, id, None);
         self.tx.forget_server(tx);
         tracing::info!(

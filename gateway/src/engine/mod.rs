@@ -13,7 +13,9 @@ pub mod dialog;
 pub mod handover;
 pub mod local;
 pub mod media;
+pub mod metrics;
 mod nodes;
+pub mod observe;
 mod pickup;
 mod registration;
 mod reoffer;
@@ -95,6 +97,8 @@ pub struct Engine {
     /// Responses held until the store confirms a CDR (by call key).
     cdr_waiters: HashMap<String, (ServerTxId, SipMessage)>,
     stats: Stats,
+    /// What it did, for the operator's metrics.
+    metrics: metrics::EngineMetrics,
     next_maintenance: Instant,
     /// When the calls up are next marked durably (`calls.billing_mark_secs`).
     next_billing_mark: Instant,
@@ -161,6 +165,7 @@ impl Engine {
             store_commands: VecDeque::new(),
             cdr_waiters: HashMap::new(),
             stats: Stats::new(config.sip.bad_message_log_per_second),
+            metrics: metrics::EngineMetrics::default(),
             next_maintenance: now.mono + MAINTENANCE_INTERVAL,
             next_billing_mark: now.mono + config.billing_mark(),
             media_ports: media::PortPool::new(
@@ -186,6 +191,12 @@ impl Engine {
             .sip
             .transports
             .contains(&crate::config::TransportName::Tcp)
+    }
+
+    /// Takes a reloaded config ([`Config::reload`]): new calls and requests follow its
+    /// extensions and `[calls]`; the calls up go on.
+    pub fn reconfigure(&mut self, config: Config) {
+        self.config = config;
     }
 
     /// Counters of what was dropped or rejected.

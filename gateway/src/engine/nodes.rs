@@ -286,6 +286,7 @@ impl Engine {
         let Some(msg) = self.tx.request(tx).cloned() else {
             return;
         };
+        self.pickup_handed_on(id);
         self.finish_pickup(now, id, None);
         tracing::info!(
             "pickup {id}: {picker} claimed call {} ringing on node {}: forwarded to {owner}",
@@ -395,6 +396,7 @@ impl Engine {
             cseq: 0,
             source: picker_dialog.peer,
             q: None,
+            user_agent: None,
         };
         let caller = msg
             .from_header()
@@ -598,6 +600,7 @@ fn node_binding(user: &str, node: SocketAddr, config: &Config) -> Binding {
         cseq: 0,
         source,
         q: None,
+        user_agent: None,
     }
 }
 

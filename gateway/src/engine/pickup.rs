@@ -14,12 +14,14 @@
 use super::blf::Replaced;
 use super::call::{ClientRole, Fork, Pickup, PickupRecord, ServerRole, Side};
 use super::dialog::Dialog;
+use super::metrics::PickupPath;
 use super::{add_capabilities, answer, media, sdp, Engine, Now};
 use crate::config::PickupMode;
 use crate::sip::ids;
 use crate::sip::message::{NameAddrValue, SipMessage};
 use crate::sip::transaction::{ClientTxId, ServerTxId};
 use crate::srtp::policy::{self, Security};
+use crate::status::view::RecentPickupView;
 use crate::store::{
     CallContext, ClaimOutcome, ClaimRequest, PickupMethod, PickupTarget, StoreCommand,
 };
@@ -147,6 +149,7 @@ impl Engine {
                 early_answer: None,
                 dummy_dialog: None,
                 silence_at: None,
+                counted: false,
             },
         );
         id
@@ -414,6 +417,7 @@ impl Engine {
     /// The picker answered the Replaces INVITE and is connected to the caller.
     pub(super) fn pickup_connected(&mut self, now: Now, id: u64) {
         tracing::info!("pickup {id}: connected through Replaces");
+        self.count_pickup(now, id, PickupPath::Replaces, true);
         // The picker normally CANCELs the dummy itself; if not, end it for the picker.
         self.finish_pickup(now, id, Some((487, "Request Terminated")));
     }
@@ -540,6 +544,11 @@ impl Engine {
         set_sdp(&mut answer, to_caller);
         self.tx.send_response(now.mono, a_tx, answer);
         tracing::info!("pickup {id}: call {call_id} bridged to the picker");
+        let path = match self.calls.pickups.get(&id).map(Pickup::path) {
+            Some(PickupPath::Replaces) => PickupPath::Fallback,
+            path => path.unwrap_or(PickupPath::Bridged),
+        };
+        self.count_pickup(now, id, path, true);
         self.finish_pickup(now, id, None);
     }
 
@@ -604,6 +613,9 @@ impl Engine {
 
     /// Forgets a pickup; answers the picker's INVITE with `answer` if it is still open.
     pub(super) fn finish_pickup(&mut self, now: Now, id: u64, answer: Option<(u16, &str)>) {
+        if let Some(path) = self.calls.pickups.get(&id).map(Pickup::path) {
+            self.count_pickup(now, id, path, false);
+        }
         let Some(pickup) = self.calls.remove_pickup(id) else {
             return;
         };
@@ -614,6 +626,32 @@ impl Engine {
         }
         if let (true, Some((code, reason))) = (pickup.dummy_open, answer) {
             self.answer_picker(now, pickup.tx, &pickup.dummy_tag, code, reason);
+        }
+    }
+
+    /// Counts how pickup `id` ended, along `path`, `connected` or not; only its first
+    /// ending counts (a failure after it connected is its cleanup).
+    fn count_pickup(&mut self, now: Now, id: u64, path: PickupPath, connected: bool) {
+        let Some(pickup) = self.calls.pickups.get_mut(&id) else {
+            return;
+        };
+        if std::mem::replace(&mut pickup.counted, true) {
+            return;
+        }
+        let recent = RecentPickupView {
+            picker: pickup.picker.clone(),
+            method: pickup.method.as_str().into(),
+            path: path.as_str().into(),
+            outcome: if connected { "connected" } else { "failed" }.into(),
+            at_ms: now.unix_ms,
+        };
+        self.metrics.pickup_ended(path, connected, recent);
+    }
+
+    /// Pickup `id` goes on on another shard or node, which counts how it ends.
+    pub(super) fn pickup_handed_on(&mut self, id: u64) {
+        if let Some(pickup) = self.calls.pickups.get_mut(&id) {
+            pickup.counted = true;
         }
     }
 

@@ -25,6 +25,7 @@ fn analog_binding(user: &str, channel: u32) -> Binding {
         cseq: 0,
         source: ANALOG_PEER,
         q: None,
+        user_agent: None,
     }
 }
 

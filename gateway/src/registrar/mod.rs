@@ -28,6 +28,31 @@ pub struct Binding {
     pub source: Peer,
     /// Preference (`q` parameter).
     pub q: Option<f32>,
+    /// The phone's User-Agent (at most [`USER_AGENT_LIMIT`] characters, printable ASCII),
+    /// for the operator's status view.
+    pub user_agent: Option<String>,
+}
+
+/// The most of a User-Agent a binding keeps: it comes from the network.
+pub const USER_AGENT_LIMIT: usize = 100;
+
+/// The User-Agent a binding keeps of a REGISTER: printable ASCII only, at most
+/// [`USER_AGENT_LIMIT`] characters.
+fn user_agent_of(msg: &SipMessage) -> Option<String> {
+    let kept: String = msg
+        .header(&Name::USER_AGENT)?
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(USER_AGENT_LIMIT)
+        .collect();
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// Why a REGISTER was refused; each maps to a response.
@@ -276,6 +301,7 @@ impl Registrar {
         };
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let cseq = msg.cseq().map(|c| c.cseq).unwrap_or(0);
+        let user_agent = user_agent_of(msg);
         let current = Arc::make_mut(self.bindings.entry(aor.to_string()).or_default());
 
         if contacts.iter().any(|c| c.uri == "*") {
@@ -351,6 +377,7 @@ impl Registrar {
                     cseq,
                     source,
                     q: update.q,
+                    user_agent: user_agent.clone(),
                 });
             }
         }

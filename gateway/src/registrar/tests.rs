@@ -185,6 +185,7 @@ fn restored_bindings_are_served() {
         cseq: 1,
         source: source(),
         q: None,
+        user_agent: None,
     };
     let r = Registrar::from_bindings(
         config(),
@@ -272,6 +273,7 @@ fn tcp_sources_are_reported_when_they_gain_and_lose_bindings() {
                 cseq: 1,
                 source: tcp,
                 q: None,
+                user_agent: None,
             },
         )]),
     );
@@ -379,6 +381,7 @@ fn restored_bindings_are_shared_by_every_registrar_made_from_them() {
         cseq: 1,
         source: source(),
         q: None,
+        user_agent: None,
     };
     let restored = RestoredBindings::new(vec![
         ("201".into(), binding("sip:201@a:1")),

@@ -16,6 +16,7 @@ pub mod routes;
 
 use crate::auth::guard::SharedGuard;
 use crate::config::Config;
+use crate::engine::observe::EngineReport;
 use crate::engine::shard::{ShardId, ShardMessage, ShardNotice};
 use crate::engine::{Engine, Now};
 use crate::overload::Shedder;
@@ -60,6 +61,25 @@ pub enum ShardCommand {
         /// Its counters.
         legs: [LegReport; 2],
     },
+    /// The operator asks what the shard holds and did (`gateway status`, the metrics).
+    Report(crossbeam_channel::Sender<ShardReport>),
+    /// The config was reloaded: new calls follow it.
+    Reconfigure(Box<Config>),
+}
+
+/// A shard's answer to [`ShardCommand::Report`].
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    /// The engine's calls, registrations, subscriptions and counters.
+    pub engine: EngineReport,
+    /// Datagrams waiting in its queues.
+    pub queued: usize,
+    /// Datagrams dropped on its full queues.
+    pub queue_drops: QueueDrops,
+    /// Datagrams dropped as malformed before the engine saw them.
+    pub malformed: u64,
+    /// Datagrams for it that other shards dropped because too many waited already.
+    pub forward_drops: u64,
 }
 
 /// What a shard reports when it stops.
@@ -266,6 +286,19 @@ impl Handler for EngineShard {
                 self.engine
                     .handle_media_ended(Now::system(), relay, idle, legs);
                 self.hand_on(io);
+            }
+            ShardCommand::Reconfigure(config) => self.engine.reconfigure(*config),
+            ShardCommand::Report(reply) => {
+                let _ = reply.send(ShardReport {
+                    engine: self.engine.report(Now::system()),
+                    queued: self.queues.len(),
+                    queue_drops: self.queues.drops(),
+                    malformed: self.malformed,
+                    forward_drops: self
+                        .outputs
+                        .peers
+                        .forward_drops(self.engine.shard().index()),
+                });
             }
         }
     }

@@ -103,6 +103,11 @@ impl ClassQueues {
         self.priority.is_empty() && self.answering.is_empty() && self.new.is_empty()
     }
 
+    /// How many datagrams wait.
+    pub fn len(&self) -> usize {
+        self.priority.len() + self.answering.len() + self.new.len()
+    }
+
     /// The datagrams dropped on full queues so far.
     pub fn drops(&self) -> QueueDrops {
         self.drops

@@ -138,6 +138,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX blf_dialogs_updated ON blf_dialogs (updated_ms);
     ALTER TABLE subscriptions ADD COLUMN node TEXT;
     CREATE INDEX subscriptions_target ON subscriptions (target);",
+    // 10: the User-Agent of each registration, for the operator's status view (NULL for
+    // rows written before, and for phones that send none).
+    "ALTER TABLE registrations ADD COLUMN user_agent TEXT;",
 ];
 
 /// Newest schema version this build knows.

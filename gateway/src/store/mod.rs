@@ -241,12 +241,12 @@ impl Store {
                     b.source.local.to_string(),
                 );
                 db.execute(
-                    "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr, node) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                    "INSERT INTO registrations (aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr, node, user_agent) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
                      ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, \
                      call_id = excluded.call_id, cseq = excluded.cseq, source_proto = excluded.source_proto, \
                      source_addr = excluded.source_addr, q = excluded.q, local_addr = excluded.local_addr, \
-                     node = excluded.node",
+                     node = excluded.node, user_agent = excluded.user_agent",
                     &[
                         aor.into(),
                         (&b.contact).into(),
@@ -258,6 +258,7 @@ impl Store {
                         b.q.into(),
                         (&local).into(),
                         node.into(),
+                        (&b.user_agent).into(),
                     ],
                 )?;
             }
@@ -277,7 +278,7 @@ impl Store {
             &[now.into()],
         )?;
         let rows = self.db.rows(
-            "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr \
+            "SELECT aor, contact, expires_at, call_id, cseq, source_proto, source_addr, q, local_addr, user_agent \
              FROM registrations WHERE node = ?1 OR node IS NULL ORDER BY aor, contact",
             &[node.into()],
             |row| {
@@ -290,6 +291,7 @@ impl Store {
                         cseq: row.u32(4)?,
                         source: crate::transport::ANALOG_PEER,
                         q: row.opt_real(7)?.map(|q| q as f32),
+                        user_agent: row.opt_text(9)?,
                     },
                     (row.text(5)?, row.text(6)?, row.opt_text(8)?),
                 ))

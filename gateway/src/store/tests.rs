@@ -94,6 +94,7 @@ fn binding(contact: &str, expires_at: u64) -> Binding {
             local: "127.0.0.1:5060".parse().unwrap(),
         },
         q: Some(0.5),
+        user_agent: None,
     }
 }
 
@@ -1233,7 +1234,8 @@ fn the_migration_to_one_cdr_per_call_keeps_the_first_of_duplicates(db: TestDb) {
         .db
         .execute_script(
             "DROP INDEX cdrs_call_key; DROP TABLE blf_dialogs; DROP INDEX subscriptions_target; \
-             ALTER TABLE subscriptions DROP COLUMN node; UPDATE schema_version SET version = 7",
+             ALTER TABLE subscriptions DROP COLUMN node; ALTER TABLE registrations DROP COLUMN user_agent; \
+             UPDATE schema_version SET version = 7",
         )
         .unwrap();
     for (key, cause) in [

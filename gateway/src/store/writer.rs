@@ -17,8 +17,9 @@ use super::calls::{Answer, CallContext, CallStore, Cdr, ClaimOutcome, ClaimReque
 use super::spool::Spool;
 use super::{Store, StoreError};
 use crate::registrar::Binding;
+use crate::status::histogram::{LatencyHistogram, COMMIT_BOUNDS_US};
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Work the engine asks of the store.
@@ -630,6 +631,8 @@ fn run_sync(wal: Option<&Path>, jobs: mpsc::Receiver<SyncJob>, on_result: &OnRes
 pub struct StoreWriter {
     sender: Option<mpsc::Sender<Message>>,
     threads: Vec<JoinHandle<()>>,
+    /// How long each batch took to apply and commit.
+    commits: Arc<Mutex<LatencyHistogram>>,
 }
 
 impl StoreWriter {
@@ -656,6 +659,8 @@ impl StoreWriter {
         let (sync, jobs) = mpsc::channel::<SyncJob>();
         let wal = store.wal_path().map(Path::to_path_buf);
         let sync_answers = on_result.clone();
+        let commits = Arc::new(Mutex::new(LatencyHistogram::new(COMMIT_BOUNDS_US)));
+        let commit_latency = commits.clone();
         let syncer = std::thread::Builder::new()
             .name("store-sync".into())
             .spawn(move || run_sync(wal.as_deref(), jobs, &sync_answers))
@@ -695,7 +700,12 @@ impl StoreWriter {
                         gather(&receiver, &mut batch);
                     }
                     let was_lost = store.db.connection_lost();
+                    let started = std::time::Instant::now();
                     apply_batch(&mut store, spool.as_mut(), batch, &on_result, &sync);
+                    let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    if let Ok(mut histogram) = commit_latency.lock() {
+                        histogram.record(took);
+                    }
                     if was_lost && !store.db.connection_lost() {
                         on_result(StoreResult::DatabaseBack);
                     }
@@ -706,7 +716,16 @@ impl StoreWriter {
             sender: Some(sender),
             // The writer first: it ends when the queue closes, and closes the sync queue.
             threads: vec![writer, syncer],
+            commits,
         }
+    }
+
+    /// How long the batches took to apply and commit so far.
+    pub fn commit_latency(&self) -> LatencyHistogram {
+        self.commits
+            .lock()
+            .map(|histogram| histogram.clone())
+            .unwrap_or_else(|_| LatencyHistogram::new(COMMIT_BOUNDS_US))
     }
 
     /// Queues a command (never blocks).

@@ -142,6 +142,11 @@ impl<C: Channel> PhonePortDriver<C> {
         self.line.is_idle()
     }
 
+    /// The phone port state machine's state, for the operator.
+    pub fn state_name(&self) -> &'static str {
+        self.line.state_name()
+    }
+
     /// Performs the state machine's actions; returns those meant for the control plane.
     fn perform(&mut self) -> Result<Vec<PhoneAction>, ChannelError> {
         let mut notices = Vec::new();
@@ -305,6 +310,16 @@ impl<C: Channel> LinePortDriver<C> {
     /// The channel (e.g. to feed a queued channel the blocks its ring read).
     pub fn channel_mut(&mut self) -> &mut C {
         &mut self.channel
+    }
+
+    /// The line port state machine's state, for the operator.
+    pub fn state_name(&self) -> &'static str {
+        self.line.state_name()
+    }
+
+    /// Whether the card reports a red alarm on the line.
+    pub fn in_alarm(&self) -> bool {
+        self.line.in_alarm()
     }
 }
 

@@ -88,6 +88,8 @@ pub struct LinePort {
     progress: ProgressDetector,
     frame: Vec<i16>,
     actions: VecDeque<LineAction>,
+    /// Whether the card reports a red alarm (no battery from the office).
+    alarm: bool,
 }
 
 impl LinePort {
@@ -99,6 +101,7 @@ impl LinePort {
             progress: ProgressDetector::new(zone),
             frame: Vec::with_capacity(FRAME),
             actions: VecDeque::new(),
+            alarm: false,
         }
     }
 
@@ -107,11 +110,37 @@ impl LinePort {
         self.actions.pop_front()
     }
 
+    /// The state's name for the operator (`idle`, `ringing`, `seizing`, `dialing`,
+    /// `connected`, `answered`).
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Idle => "idle",
+            State::Ringing { .. } => "ringing",
+            State::Seizing { .. } => "seizing",
+            State::Dialing => "dialing",
+            State::Connected {
+                answered: false, ..
+            } => "connected",
+            State::Connected { answered: true, .. } => "answered",
+        }
+    }
+
+    /// Whether the card reports a red alarm on the line (the office's battery is gone).
+    pub fn in_alarm(&self) -> bool {
+        self.alarm
+    }
+
     /// A DAHDI event from the channel.
     pub fn handle_event(&mut self, now: u64, dahdi_event: i32) {
         match dahdi_event {
-            event::ALARM => self.actions.push_back(LineAction::Alarm(true)),
-            event::NOALARM => self.actions.push_back(LineAction::Alarm(false)),
+            event::ALARM => {
+                self.alarm = true;
+                self.actions.push_back(LineAction::Alarm(true));
+            }
+            event::NOALARM => {
+                self.alarm = false;
+                self.actions.push_back(LineAction::Alarm(false));
+            }
             event::RINGBEGIN => self.ring_begins(),
             event::RINGOFFHOOK => self.ring_ends(now),
             event::ONHOOK => self.far_end_gone(Disconnect::BatteryDrop),

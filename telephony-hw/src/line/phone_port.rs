@@ -118,6 +118,20 @@ impl PhonePort {
         self.state == State::Idle
     }
 
+    /// The state's name for the operator (`idle`, `dialtone`, `collecting`, `calling`,
+    /// `connected`, `announcing`, `ringing`).
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Idle => "idle",
+            State::DialTone { .. } => "dialtone",
+            State::Collecting { .. } => "collecting",
+            State::Calling => "calling",
+            State::Connected => "connected",
+            State::Announcing => "announcing",
+            State::Ringing { .. } => "ringing",
+        }
+    }
+
     /// When [`PhonePort::handle_timeout`] should run next.
     pub fn poll_timeout(&self) -> Option<u64> {
         match &self.state {

@@ -133,6 +133,11 @@ impl Subscriptions {
         self.subs.is_empty()
     }
 
+    /// Every subscription, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.subs.values()
+    }
+
     /// Whether one more subscription for `subscriber` fits the limits.
     pub fn admits(
         &self,

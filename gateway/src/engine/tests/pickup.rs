@@ -252,6 +252,13 @@ fn a_picker_without_replaces_is_bridged() {
     );
     let to_caller = response_to(&out, udp(5074), 200).expect("the caller is connected");
     assert!(String::from_utf8_lossy(&to_caller.body).contains("m=audio 4000"));
+    let metrics = h.engine.report(h.now).metrics;
+    assert_eq!(
+        (metrics.pickups_connected, metrics.pickups_failed),
+        ([0, 1, 0, 0], [0; 4]),
+        "counted as bridged"
+    );
+    assert_eq!(metrics.recent_pickups[0].path, "bridged");
 }
 
 #[test]
@@ -396,6 +403,12 @@ fn a_silent_picker_falls_back_after_a_few_seconds_but_a_ringing_one_is_waited_fo
         "bridged after silence: {:?}",
         statuses(&out)
     );
+    let metrics = h.engine.report(h.now).metrics;
+    assert_eq!(
+        metrics.pickups_connected,
+        [0, 0, 0, 1],
+        "counted as a fallback"
+    );
 
     let (mut h, replaces_invite) = picked_with_replaces();
     h.send(
@@ -433,6 +446,14 @@ Max-Forwards: 70\r\nFrom: \"Caller\" <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:2
         "the dummy dialog ends"
     );
     assert_eq!(h.store.recent_cdrs(1).unwrap()[0].disposition, "cancelled");
+    let metrics = h.engine.report(h.now).metrics;
+    assert_eq!(
+        metrics.pickups_failed,
+        [1, 0, 0, 0],
+        "a Replaces pickup that failed"
+    );
+    assert_eq!((metrics.calls_started, metrics.calls_ended[3]), (1, 1));
+    assert_eq!(metrics.setup.count(), 1, "the caller heard ringing once");
 }
 
 #[test]

@@ -182,6 +182,17 @@ impl TcpTransport {
         self.shared.listener(protocol)
     }
 
+    /// Open connections: (TCP, TLS).
+    pub fn connections(&self) -> (usize, usize) {
+        let state = self.shared.state();
+        let tls = state
+            .connections
+            .keys()
+            .filter(|(protocol, _)| *protocol == Protocol::Tls)
+            .count();
+        (state.connections.len() - tls, tls)
+    }
+
     /// Records whether `peer` holds a registration: an idle connection from a registered
     /// phone stays open, the others are closed after the idle timeout.
     pub fn set_registered(&self, peer: Peer, registered: bool) {
