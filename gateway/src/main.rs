@@ -22,11 +22,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Lists the most recent call detail records from the configured database.
+    /// Lists call detail records from the configured database: the most recent as a
+    /// table, or exported as CSV or JSON (oldest first) for billing.
     Cdr {
-        /// How many records.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// How many records at most (default: 20 for the table, all for an export or
+        /// with --since).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// How to print them.
+        #[arg(long, value_enum, default_value_t = CdrFormat::Table)]
+        format: CdrFormat,
+        /// Only calls that started ringing at or after this: a UTC date or time
+        /// (2026-12-01, "2026-12-01 08:30"), a Unix time (@1796112000) or an age (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
     },
     /// Shows the running gateway (over its control socket, `[status] control_socket`):
     /// calls, registrations, analog ports, pickups, subscriptions; `reload` re-reads
@@ -49,6 +58,17 @@ enum Command {
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         words: Vec<String>,
     },
+}
+
+/// How `gateway cdr` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CdrFormat {
+    /// Aligned columns for people, newest first, failed pickups under their call.
+    Table,
+    /// RFC 4180 CSV with a header line, oldest first.
+    Csv,
+    /// A JSON array of objects, oldest first.
+    Json,
 }
 
 /// What `gateway status` shows or does.
@@ -160,12 +180,28 @@ fn operate_analog(config: &Config, words: &[String]) -> ExitCode {
     }
 }
 
-/// `gateway cdr`: prints recent CDRs.
-fn list_cdrs(config: &Config, limit: usize) -> ExitCode {
+/// `gateway cdr`: prints or exports CDRs.
+fn list_cdrs(
+    config: &Config,
+    limit: Option<usize>,
+    format: CdrFormat,
+    since: Option<&str>,
+) -> ExitCode {
+    use gateway::report::{export, since::parse_since};
     use gateway::store::{CallStore, Store};
+    let since_ms = match since.map(|s| parse_since(s, gateway::engine::Now::system().unix_ms)) {
+        None => 0,
+        Some(Ok(ms)) => ms,
+        Some(Err(e)) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let everything = since.is_some() || format != CdrFormat::Table;
+    let limit = limit.unwrap_or(if everything { usize::MAX } else { 20 });
     let calls = Store::open_config(&config.database).and_then(|store| {
         store
-            .recent_cdrs(limit)?
+            .cdrs_since(since_ms, limit)?
             .into_iter()
             .map(|cdr| {
                 let failed = store.failed_pickups(&cdr.call_key)?;
@@ -173,13 +209,34 @@ fn list_cdrs(config: &Config, limit: usize) -> ExitCode {
             })
             .collect::<Result<Vec<_>, _>>()
     });
-    match calls {
-        Ok(calls) => {
-            print!("{}", gateway::report::cdr_table(&calls));
+    let mut calls = match calls {
+        Ok(calls) => calls,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match format {
+        CdrFormat::Table => Ok(gateway::report::cdr_table(&calls)),
+        CdrFormat::Csv | CdrFormat::Json => {
+            calls.reverse();
+            let rows: Vec<export::CdrRow> = calls
+                .iter()
+                .map(|(cdr, failed)| export::CdrRow::new(cdr, failed))
+                .collect();
+            match format {
+                CdrFormat::Csv => export::csv(&rows),
+                _ => export::json(&rows).map(|json| json + "\n"),
+            }
+        }
+    };
+    match text {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gateway: {e}");
+            eprintln!("gateway: cannot write the CDRs: {e}");
             ExitCode::FAILURE
         }
     }
@@ -238,7 +295,11 @@ fn main() -> ExitCode {
         }
     };
     match &cli.command {
-        Some(Command::Cdr { limit }) => return list_cdrs(&config, *limit),
+        Some(Command::Cdr {
+            limit,
+            format,
+            since,
+        }) => return list_cdrs(&config, *limit, *format, since.as_deref()),
         Some(Command::Migrate) => return migrate(&config),
         Some(Command::Status { what, json }) => {
             let socket = config.status.control_socket_path(&config.database);
@@ -289,7 +350,19 @@ mod tests {
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
         let cli = Cli::parse_from(["gateway", "cdr", "--config", "x.toml", "--limit", "5"]);
-        assert!(matches!(cli.command, Some(Command::Cdr { limit: 5 })));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Cdr {
+                limit: Some(5),
+                format: CdrFormat::Table,
+                since: None
+            })
+        ));
+        let export = Cli::parse_from(["gateway", "cdr", "--format", "csv", "--since", "24h"]);
+        assert!(matches!(
+            export.command,
+            Some(Command::Cdr { format: CdrFormat::Csv, since: Some(s), .. }) if s == "24h"
+        ));
         assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
         let cli = Cli::parse_from([
             "gateway", "analog", "-c", "x.toml", "ring", "3", "555", "Jane", "Doe",

@@ -150,6 +150,34 @@ fn a_pstn_call_picked_up_shows_in_gateway_status_the_metrics_and_the_status_page
         0.0
     );
     assert!(sample(&after, "potsgw_store_commit_seconds_count") >= 1.0);
+
+    // The CDR exported for billing, as CSV and as JSON, with the columns README lists.
+    let csv = gateway.subcommand(&["cdr", "--format", "csv", "--since", "1h"]);
+    let csv = String::from_utf8_lossy(&csv.stdout).to_string();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert_eq!(lines[0], gateway::report::export::COLUMNS.join(","));
+    let fields: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(
+        fields[2..7],
+        ["5551234", "sales", "202", "group", "202"],
+        "{csv}"
+    );
+    assert_eq!(fields[13], "answered", "{csv}");
+    let json = gateway.subcommand(&["cdr", "--format", "json", "--since", "2000-01-01"]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["billed"], "202");
+    assert_eq!(rows[0]["pickup_method"], "group");
+    assert!(rows[0]["talk_ms"].as_u64().is_some());
+    let future = gateway.subcommand(&["cdr", "--format", "csv", "--since", "2099-01-01"]);
+    assert_eq!(
+        String::from_utf8_lossy(&future.stdout).lines().count(),
+        1,
+        "the header only"
+    );
+    let bad = gateway.subcommand(&["cdr", "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected a UTC date"));
 }
 
 #[test]

@@ -64,11 +64,14 @@ impl Config {
             let number = changed.split(' ').next().unwrap_or_default().to_string();
             return Err(ReloadError::AnalogExtension(number));
         }
+        let differ = |running: &dyn std::fmt::Debug, read: &dyn std::fmt::Debug| {
+            format!("{running:?}") != format!("{read:?}")
+        };
         let mut changed = Vec::new();
         for old in &self.extensions {
             match new.extension(&old.number) {
                 None => changed.push(format!("extension {} removed", old.number)),
-                Some(now) if format!("{now:?}") != format!("{old:?}") => {
+                Some(now) if differ(now, old) => {
                     changed.push(format!("extension {} changed", old.number))
                 }
                 Some(_) => {}
@@ -79,73 +82,32 @@ impl Config {
                 changed.push(format!("extension {} added", added.number));
             }
         }
-        if format!("{:?}", self.calls) != format!("{:?}", new.calls) {
+        if differ(&self.calls, &new.calls) {
             changed.push("[calls] changed".into());
         }
-        let sections: [(&'static str, String, String); 14] = [
-            (
-                "[node]",
-                format!("{:?}", self.node),
-                format!("{:?}", new.node),
-            ),
-            ("[sip]", format!("{:?}", self.sip), format!("{:?}", new.sip)),
-            (
-                "[auth]",
-                format!("{:?}", self.auth),
-                format!("{:?}", new.auth),
-            ),
-            (
-                "[registrar]",
-                format!("{:?}", self.registrar),
-                format!("{:?}", new.registrar),
-            ),
-            (
-                "[features]",
-                format!("{:?}", self.features),
-                format!("{:?}", new.features),
-            ),
-            (
-                "[database]",
-                format!("{:?}", self.database),
-                format!("{:?}", new.database),
-            ),
-            (
-                "[analog]",
-                format!("{:?}", self.analog),
-                format!("{:?}", new.analog),
-            ),
-            (
-                "[fastpath]",
-                format!("{:?}", self.fastpath),
-                format!("{:?}", new.fastpath),
-            ),
-            (
-                "[media]",
-                format!("{:?}", self.media),
-                format!("{:?}", new.media),
-            ),
-            (
-                "[overload]",
-                format!("{:?}", self.overload),
-                format!("{:?}", new.overload),
-            ),
-            ("[tcp]", format!("{:?}", self.tcp), format!("{:?}", new.tcp)),
-            ("[tls]", format!("{:?}", self.tls), format!("{:?}", new.tls)),
+        let sections: [(&'static str, bool); 14] = [
+            ("[node]", differ(&self.node, &new.node)),
+            ("[sip]", differ(&self.sip, &new.sip)),
+            ("[auth]", differ(&self.auth, &new.auth)),
+            ("[registrar]", differ(&self.registrar, &new.registrar)),
+            ("[features]", differ(&self.features, &new.features)),
+            ("[database]", differ(&self.database, &new.database)),
+            ("[analog]", differ(&self.analog, &new.analog)),
+            ("[fastpath]", differ(&self.fastpath, &new.fastpath)),
+            ("[media]", differ(&self.media, &new.media)),
+            ("[overload]", differ(&self.overload, &new.overload)),
+            ("[tcp]", differ(&self.tcp, &new.tcp)),
+            ("[tls]", differ(&self.tls, &new.tls)),
             (
                 "[subscriptions]",
-                format!("{:?}", self.subscriptions),
-                format!("{:?}", new.subscriptions),
+                differ(&self.subscriptions, &new.subscriptions),
             ),
-            (
-                "[status]",
-                format!("{:?}", self.status),
-                format!("{:?}", new.status),
-            ),
+            ("[status]", differ(&self.status, &new.status)),
         ];
         let kept = sections
             .into_iter()
-            .filter(|(_, running, read)| running != read)
-            .map(|(name, _, _)| name)
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| name)
             .collect();
         let mut config = self.clone();
         config.extensions = new.extensions;

@@ -276,7 +276,12 @@ pub trait CallStore {
     /// call has either its CDR or a context to recover.
     fn write_cdr(&mut self, cdr: &Cdr) -> Result<(), StoreError>;
     /// The most recent CDRs, newest first.
-    fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError>;
+    fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError> {
+        self.cdrs_since(0, limit)
+    }
+    /// The most recent `limit` CDRs of calls that started ringing at or after `since_ms`
+    /// (Unix ms), newest first.
+    fn cdrs_since(&self, since_ms: u64, limit: usize) -> Result<Vec<Cdr>, StoreError>;
     /// Adds the media counters to a call's CDR.
     fn set_cdr_media(&mut self, call_key: &str, media: &str) -> Result<(), StoreError>;
 }
@@ -761,11 +766,15 @@ impl CallStore for Store {
         )
     }
 
-    fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>, StoreError> {
+    fn cdrs_since(&self, since_ms: u64, limit: usize) -> Result<Vec<Cdr>, StoreError> {
         self.db.rows(
             "SELECT call_key, caller, called, answered_by, pickup_method, billed, ring_start_ms, pickup_ms, \
-             answer_ms, end_ms, duration_ms, disposition, hangup_cause, node, media FROM cdrs ORDER BY id DESC LIMIT ?1",
-            &[Param::Int(i64::try_from(limit).unwrap_or(i64::MAX))],
+             answer_ms, end_ms, duration_ms, disposition, hangup_cause, node, media FROM cdrs \
+             WHERE ring_start_ms >= ?2 ORDER BY id DESC LIMIT ?1",
+            &[
+                Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+                since_ms.into(),
+            ],
             |row| {
                 Ok(Cdr {
                     call_key: row.text(0)?,

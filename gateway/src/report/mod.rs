@@ -1,4 +1,8 @@
-//! Operator-facing text reports (the `gateway cdr` subcommand).
+//! Operator-facing reports of the `gateway cdr` subcommand: the table, and the export
+//! formats ([`export`]) for a `--since` ([`since`]).
+
+pub mod export;
+pub mod since;
 
 use crate::store::{Cdr, FailedPickup};
 use std::fmt::Write as _;
