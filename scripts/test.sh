@@ -38,6 +38,8 @@ command -v linphone-daemon >/dev/null 2>&1 || missing+=(linphone-cli)
 # promtool (Debian's prometheus) checks the metrics text; headless Chromium renders the
 # status page (tests/tests/operations.rs).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# systemd-analyze verifies the unit file (tests/tests/service.rs).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # nft and ip: the packet-loss tests drop datagrams in a network namespace of their own.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)

@@ -18,6 +18,7 @@ pub mod registrar;
 pub mod relay;
 pub mod report;
 pub mod runtime;
+pub mod service_manager;
 pub mod shard;
 pub mod sip;
 pub mod srtp;

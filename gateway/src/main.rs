@@ -265,6 +265,29 @@ fn migrate(config: &Config) -> ExitCode {
     }
 }
 
+/// Logs to journald, with fields (`PRIORITY`, `TARGET`, `CODE_FILE`...), when systemd
+/// connected stderr to the journal (`$JOURNAL_STREAM`) and its socket is there; else as
+/// text lines to stderr.
+fn init_logging(filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let journal = std::env::var_os("JOURNAL_STREAM")
+        .and_then(|_| tracing_journald::layer().ok())
+        .map(|layer| layer.with_syslog_identifier("pots-gateway".into()));
+    match journal {
+        Some(journal) => tracing_subscriber::registry()
+            .with(filter)
+            .with(journal)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = cli
@@ -272,11 +295,7 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(&filter);
     let Some(path) = cli.config.clone() else {
         eprintln!("gateway: --config PATH is required (e.g. --config examples/office.toml)");
         return ExitCode::from(2);

@@ -213,6 +213,13 @@ impl Reloader {
     /// Reloads; the lines saying what happened (logged too), as an error when the config
     /// or the TLS files were refused.
     fn reload(&self) -> Result<String, String> {
+        crate::service_manager::reloading();
+        let said = self.reload_files();
+        crate::service_manager::ready("serving (reloaded)");
+        said
+    }
+
+    fn reload_files(&self) -> Result<String, String> {
         let mut said = Vec::new();
         let mut refused = false;
         match self.running.lock() {
@@ -586,6 +593,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let http = serve_status(&config, sources, reloader.clone()).await?;
     let reload = tokio::spawn(reload_on_hangup(reloader));
+    let watchdog = tokio::spawn(crate::service_manager::watchdog(peers.clone()));
+    crate::service_manager::ready(&format!(
+        "serving SIP on {listen} with {shard_count} engine shard(s)"
+    ));
     tokio::pin!(shutdown);
     let stopped = tokio::select! {
         Some(failure) = failures.recv() => {
@@ -597,8 +608,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             None
         }
     };
+    crate::service_manager::stopping();
     forward.abort();
     reload.abort();
+    watchdog.abort();
     if let Some(http) = http {
         http.abort();
     }

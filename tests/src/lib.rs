@@ -85,6 +85,8 @@ pub struct GatewayOptions {
     pub tcp: Option<String>,
     /// The soft and hard descriptor limits the gateway is started with (`ulimit -n`).
     pub nofile: Option<(u64, u64)>,
+    /// Environment variables the gateway is started with (e.g. systemd's `NOTIFY_SOCKET`).
+    pub env: Vec<(&'static str, String)>,
     /// The address `sip.listen` names instead of `127.0.0.1` (e.g. `0.0.0.0`, `[::]`); the
     /// harness still reaches the gateway at 127.0.0.1.
     pub listen_ip: Option<&'static str>,
@@ -130,6 +132,7 @@ impl Default for GatewayOptions {
             udp_only_without_analog: false,
             tcp: None,
             nofile: None,
+            env: Vec::new(),
             listen_ip: None,
             keys: Vec::new(),
             database_url: None,
@@ -147,7 +150,7 @@ pub struct Gateway {
     pub port: u16,
     dir: tempfile::TempDir,
     config: PathBuf,
-    nofile: Option<(u64, u64)>,
+    launch: Launch,
     _relay_range: RelayRange,
 }
 
@@ -337,7 +340,7 @@ impl Gateway {
     /// Runs the binary on a config that must be refused; returns what it printed.
     pub fn start_failing(options: GatewayOptions) -> String {
         let (dir, _, config, _relay_range) = Gateway::configure(&options);
-        let mut child = spawn_gateway(&config, dir.path(), options.nofile);
+        let mut child = spawn_gateway(&config, dir.path(), &Launch::of(&options));
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait for the gateway") {
@@ -358,11 +361,11 @@ impl Gateway {
     pub fn start(options: GatewayOptions) -> Gateway {
         let (dir, port, config, relay_range) = Gateway::configure(&options);
         let mut gateway = Gateway {
-            child: spawn_gateway(&config, dir.path(), options.nofile),
+            child: spawn_gateway(&config, dir.path(), &Launch::of(&options)),
             port,
             dir,
             config,
-            nofile: options.nofile,
+            launch: Launch::of(&options),
             _relay_range: relay_range,
         };
         gateway.wait_until_listening(0);
@@ -379,7 +382,7 @@ impl Gateway {
     /// database, and waits until it listens.
     pub fn start_again(&mut self) {
         let log_start = self.log().len();
-        self.child = spawn_gateway(&self.config, self.dir.path(), self.nofile);
+        self.child = spawn_gateway(&self.config, self.dir.path(), &self.launch);
         self.wait_until_listening(log_start);
     }
 
@@ -552,13 +555,29 @@ impl Gateway {
 
 /// Starts the binary; with `nofile`, through `sh` setting the soft and hard descriptor
 /// limits first (`exec` keeps the process id, so the child is the gateway itself).
-fn spawn_gateway(config: &Path, dir: &Path, nofile: Option<(u64, u64)>) -> Child {
+/// How the binary is started, besides its config.
+#[derive(Debug, Clone)]
+struct Launch {
+    nofile: Option<(u64, u64)>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Launch {
+    fn of(options: &GatewayOptions) -> Launch {
+        Launch {
+            nofile: options.nofile,
+            env: options.env.clone(),
+        }
+    }
+}
+
+fn spawn_gateway(config: &Path, dir: &Path, launch: &Launch) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("gateway.log"))
         .expect("gateway log file");
-    let mut command = match nofile {
+    let mut command = match launch.nofile {
         Some((soft, hard)) => {
             let mut sh = Command::new("sh");
             sh.arg("-c")
@@ -575,6 +594,7 @@ fn spawn_gateway(config: &Path, dir: &Path, nofile: Option<(u64, u64)>) -> Child
         .arg(config)
         .arg("--log")
         .arg("debug")
+        .envs(launch.env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -65,6 +65,8 @@ pub enum ShardCommand {
     Report(crossbeam_channel::Sender<ShardReport>),
     /// The config was reloaded: new calls follow it.
     Reconfigure(Box<Config>),
+    /// The watchdog asks whether the shard still serves: it answers at once.
+    Ping(crossbeam_channel::Sender<()>),
 }
 
 /// A shard's answer to [`ShardCommand::Report`].
@@ -288,6 +290,9 @@ impl Handler for EngineShard {
                 self.hand_on(io);
             }
             ShardCommand::Reconfigure(config) => self.engine.reconfigure(*config),
+            ShardCommand::Ping(reply) => {
+                let _ = reply.send(());
+            }
             ShardCommand::Report(reply) => {
                 let _ = reply.send(ShardReport {
                     engine: self.engine.report(Now::system()),
