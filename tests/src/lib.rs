@@ -525,6 +525,15 @@ impl Gateway {
         String::from_utf8_lossy(&output.stdout).to_string()
     }
 
+    /// Sends SIGHUP: the gateway reloads its config and TLS files.
+    pub fn hang_up(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -HUP {}", self.pid());
+    }
+
     /// Waits until the log contains `text` (panics after 10 s).
     pub fn wait_for_log(&self, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -263,7 +263,7 @@ fn a_reload_takes_a_new_extension_keeps_calls_up_and_refuses_a_broken_config() {
 
     // SIGHUP does the same: the extension removed again.
     std::fs::write(config, &original).unwrap();
-    nix_kill_hup(gateway.pid());
+    gateway.hang_up();
     gateway.wait_for_log("reloaded: extension 205 removed");
     register(&gateway, "205", free_port(), 600, 403);
 
@@ -275,13 +275,4 @@ fn a_reload_takes_a_new_extension_keeps_calls_up_and_refuses_a_broken_config() {
         ["204", "201", "201", "none", "204", "answered"],
         "{cdrs}"
     );
-}
-
-/// Sends SIGHUP to `pid`.
-fn nix_kill_hup(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }

@@ -85,8 +85,8 @@ fn an_expired_certificate_is_named_with_its_date_and_sighup_replaces_it_keeping_
     assert!(open.wait_for("Call-ID: before"), "{}", open.output());
 
     tls.install(&tls.pki.server_certificate(), &tls.pki.server_key());
-    hang_up(&gateway);
-    gateway.wait_for_log("SIGHUP: TLS certificate");
+    gateway.hang_up();
+    gateway.wait_for_log("reload: TLS certificate");
     let mut renewed = tls.s_client(true, &[]);
     renewed.send(&options_over_tls("renewed"));
     assert!(renewed.wait_for("Call-ID: renewed"), "{}", renewed.output());
@@ -94,8 +94,8 @@ fn an_expired_certificate_is_named_with_its_date_and_sighup_replaces_it_keeping_
     // A broken file: the reload is refused, with the file named; the last good
     // certificate stays.
     std::fs::write(&tls.key, "not a key\n").unwrap();
-    hang_up(&gateway);
-    gateway.wait_for_log("SIGHUP: TLS files not reloaded");
+    gateway.hang_up();
+    gateway.wait_for_log("reload: TLS files not reloaded");
     assert!(
         gateway
             .log()
@@ -109,15 +109,6 @@ fn an_expired_certificate_is_named_with_its_date_and_sighup_replaces_it_keeping_
     // The session opened before both reloads is still served.
     open.send(&options_over_tls("across"));
     assert!(open.wait_for("Call-ID: across"), "{}", open.output());
-}
-
-/// Sends SIGHUP to the gateway.
-fn hang_up(gateway: &Gateway) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &gateway.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]
