@@ -66,5 +66,7 @@ echo "==> cargo test --workspace"
 cargo test --workspace
 echo "==> the README's demo (scripts/demo.sh: an analog caller picked up by a SIP phone)"
 DEMO_PROFILE=debug scripts/demo.sh
+echo "==> the Debian package (scripts/package.sh on the debug build: installed into a throwaway root and checked)"
+PACKAGE_PROFILE=dev scripts/package.sh
 echo "==> fuzz smoke run (scripts/fuzz.sh: every cargo fuzz target for 10 s)"
 scripts/fuzz.sh 10

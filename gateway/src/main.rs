@@ -366,6 +366,22 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn readme_shows_the_help_as_it_is() {
+        let readme = include_str!("../../README.md");
+        let shown = readme
+            .split("<!-- gateway --help -->\n```text\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README shows `gateway --help` after <!-- gateway --help -->");
+        let help = Cli::command().render_help().to_string();
+        assert_eq!(
+            shown.trim_end(),
+            help.trim_end(),
+            "update README's copy of --help"
+        );
+    }
+
+    #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
         let cli = Cli::parse_from(["gateway", "cdr", "--config", "x.toml", "--limit", "5"]);
