@@ -38,6 +38,9 @@ command -v linphone-daemon >/dev/null 2>&1 || missing+=(linphone-cli)
 # promtool (Debian's prometheus) checks the metrics text; headless Chromium renders the
 # status page (tests/tests/operations.rs).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# tshark decodes the SIP capture's pcap, sngrep unwraps its HEP3 (tests/tests/capture.rs).
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v sngrep >/dev/null 2>&1 || missing+=(sngrep)
 # systemd-analyze verifies the unit file (tests/tests/service.rs).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)

@@ -26,4 +26,5 @@ pub mod status;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+pub mod trace;
 pub mod transport;

@@ -73,6 +73,9 @@ pub enum RunError {
     /// The analog ports could not be opened.
     #[error(transparent)]
     Analog(#[from] ServiceError),
+    /// The SIP capture cannot start.
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
     /// The TLS certificate, key or client CA is unusable.
     #[error(transparent)]
     Tls(#[from] crate::transport::tls::TlsError),
@@ -498,6 +501,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some(Arc::new(relay))
         }
     };
+    let capture = crate::trace::Capture::start(&config.trace, listen)?;
+    if let Some(path) = &config.trace.pcap {
+        tracing::info!(
+            "SIP capture to {} ({} files of {} MB at most)",
+            path.display(),
+            config.trace.pcap_files,
+            config.trace.pcap_max_megabytes
+        );
+    }
+    if let Some(collector) = config.trace.hep {
+        tracing::info!("SIP capture to the HEP3 collector {collector}");
+    }
     let on_fast_path = !fast_sockets.is_empty();
     let guard = crate::auth::guard::SharedGuard::new(config.auth.guard());
     let secret: [u8; 32] = rand::random();
@@ -536,6 +551,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 writer: writer.clone(),
                 store_commands: Vec::new(),
                 peers: peers.clone(),
+                tracer: capture.tracer(),
             },
             summary: summary_tx,
         };
@@ -634,6 +650,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     drop(listener);
     drop(analog);
+    drop(capture);
     if on_fast_path {
         let drops = summary.queue_drops;
         let line = format!(

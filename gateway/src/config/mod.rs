@@ -140,9 +140,61 @@ pub struct Config {
     /// The operator's views: the control socket, metrics and the status page.
     #[serde(default)]
     pub status: StatusConfig,
+    /// SIP capture to a pcap file or a HEP collector.
+    #[serde(default)]
+    pub trace: TraceConfig,
     /// The file it was loaded from (what a reload reads again).
     #[serde(skip)]
     source: Option<PathBuf>,
+}
+
+/// `[trace]`: SIP capture (see [`crate::trace`]); off when neither `pcap` nor `hep` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// The pcap file SIP messages are written to (Wireshark, tshark).
+    #[serde(default)]
+    pub pcap: Option<PathBuf>,
+    /// A pcap file is rotated once it passes this size (MB).
+    #[serde(default = "default_pcap_max_megabytes")]
+    pub pcap_max_megabytes: u64,
+    /// How many pcap files are kept (the current one and `.1`, `.2`...).
+    #[serde(default = "default_pcap_files")]
+    pub pcap_files: u32,
+    /// The Homer (HEP3) collector SIP messages are sent to, e.g. `192.0.2.50:9060`.
+    #[serde(default)]
+    pub hep: Option<SocketAddr>,
+    /// The capture agent id HEP packets carry.
+    #[serde(default = "default_hep_capture_id")]
+    pub hep_capture_id: u32,
+    /// The collector's password, when it wants one.
+    #[serde(default)]
+    pub hep_password: Option<String>,
+}
+
+fn default_pcap_max_megabytes() -> u64 {
+    10
+}
+
+fn default_pcap_files() -> u32 {
+    5
+}
+
+fn default_hep_capture_id() -> u32 {
+    2001
+}
+
+impl Default for TraceConfig {
+    fn default() -> TraceConfig {
+        TraceConfig {
+            pcap: None,
+            pcap_max_megabytes: default_pcap_max_megabytes(),
+            pcap_files: default_pcap_files(),
+            hep: None,
+            hep_capture_id: default_hep_capture_id(),
+            hep_password: None,
+        }
+    }
 }
 
 /// `[status]`: how operators look at the running gateway.

@@ -85,7 +85,7 @@ impl Config {
         if differ(&self.calls, &new.calls) {
             changed.push("[calls] changed".into());
         }
-        let sections: [(&'static str, bool); 14] = [
+        let sections: [(&'static str, bool); 15] = [
             ("[node]", differ(&self.node, &new.node)),
             ("[sip]", differ(&self.sip, &new.sip)),
             ("[auth]", differ(&self.auth, &new.auth)),
@@ -103,6 +103,7 @@ impl Config {
                 differ(&self.subscriptions, &new.subscriptions),
             ),
             ("[status]", differ(&self.status, &new.status)),
+            ("[trace]", differ(&self.trace, &new.trace)),
         ];
         let kept = sections
             .into_iter()

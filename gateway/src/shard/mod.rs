@@ -199,9 +199,18 @@ impl EngineShard {
 
     fn deliver(&mut self, io: &mut Io, message: Inbound) {
         let now = Now::system();
+        let tracer = &self.outputs.tracer;
         match message {
-            Inbound::Datagram { peer, bytes } => self.engine.handle_datagram(now, peer, &bytes),
-            Inbound::Message { peer, message } => self.engine.handle_message(now, peer, *message),
+            Inbound::Datagram { peer, bytes } => {
+                tracer.received(&peer, &bytes);
+                self.engine.handle_datagram(now, peer, &bytes)
+            }
+            Inbound::Message { peer, message } => {
+                if tracer.is_on() {
+                    tracer.received(&peer, &message.to_bytes());
+                }
+                self.engine.handle_message(now, peer, *message)
+            }
             Inbound::StreamGarbage { peer, error } => {
                 self.engine.handle_stream_garbage(peer, &error)
             }
@@ -236,7 +245,13 @@ impl Handler for EngineShard {
             return;
         };
         let peers = &self.outputs.peers;
-        match triage(bytes, peers.count(), peers.routes()) {
+        let triaged = triage(bytes, peers.count(), peers.routes());
+        if !matches!(triaged, Triage::KeepAlive) {
+            self.outputs
+                .tracer
+                .received(&addressing.peer(from, to), bytes);
+        }
+        match triaged {
             Triage::KeepAlive => {}
             Triage::Queue { shard, class } => {
                 let queued = Queued {

@@ -41,6 +41,8 @@ pub struct Outputs {
     pub store_commands: Vec<crate::store::StoreCommand>,
     /// The other shards.
     pub peers: super::peers::Peers,
+    /// SIP capture (`[trace]`).
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Outputs {
@@ -55,6 +57,7 @@ impl Outputs {
             }
         }
         while let Some(out) = engine.poll_transmit() {
+            self.tracer.sent(&out.peer, &out.bytes);
             let transport: Option<&dyn Transport> = match (out.peer.protocol, &self.udp) {
                 (Protocol::Udp, UdpOut::Ring(addressing)) => {
                     io.send_from(0, addressing.source(&out.peer), out.peer.addr, &out.bytes);
