@@ -274,7 +274,17 @@ fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::new(filter);
     let journal = std::env::var_os("JOURNAL_STREAM")
         .and_then(|_| tracing_journald::layer().ok())
-        .map(|layer| layer.with_syslog_identifier("pots-gateway".into()));
+        .map(|layer| {
+            // syslog's levels: info is informational (6), debug and trace debug (7).
+            use tracing_journald::{Priority, PriorityMappings};
+            layer
+                .with_syslog_identifier("pots-gateway".into())
+                .with_priority_mappings(PriorityMappings {
+                    info: Priority::Informational,
+                    debug: Priority::Debug,
+                    ..PriorityMappings::new()
+                })
+        });
     match journal {
         Some(journal) => tracing_subscriber::registry()
             .with(filter)
