@@ -7,11 +7,40 @@ use super::{Engine, Now, Stats};
 use crate::auth::guard::GuardStats;
 use crate::status::view::{CallView, PickupView, RegistrationView, SubscriptionView};
 
+/// How much a report holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The counters and counts only (the metrics, scraped often).
+    Counts,
+    /// The lists of calls, pickups, subscriptions and registrations too.
+    Lists,
+}
+
+/// How many of each the shard holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCounts {
+    /// Unexpired registered contacts (the first shard's report only).
+    pub registrations: usize,
+    /// Extensions holding one (the first shard's report only).
+    pub registered_extensions: usize,
+    /// Calls ringing, picking (a pickup holds its claim) and answered.
+    pub calls: [usize; 3],
+    /// Pickups in flight.
+    pub pickups: usize,
+    /// Dialog subscriptions.
+    pub subscriptions: usize,
+}
+
+/// The states of [`EngineCounts::calls`], in order.
+pub const CALL_STATES: [&str; 3] = ["ringing", "picking", "answered"];
+
 /// One engine shard's report.
 #[derive(Debug, Clone, Default)]
 pub struct EngineReport {
     /// Which shard.
     pub shard: usize,
+    /// How many of each it holds.
+    pub counts: EngineCounts,
     /// Its calls (media counters are the relay's to fill in).
     pub calls: Vec<CallView>,
     /// Its pickups in flight.
@@ -32,30 +61,51 @@ pub struct EngineReport {
     pub relays: usize,
 }
 
+/// The index in [`CALL_STATES`] of `call`'s state.
+fn call_state(call: &super::call::Call) -> usize {
+    match (&call.answer, &call.claim) {
+        (Some(_), _) => 2,
+        (None, Some(_)) => 1,
+        (None, None) => 0,
+    }
+}
+
 impl Engine {
-    /// What this shard holds and did, at `now`.
-    pub fn report(&self, now: Now) -> EngineReport {
+    /// What this shard holds and did, at `now`; the lists only with [`Detail::Lists`].
+    pub fn report(&self, now: Now, detail: Detail) -> EngineReport {
         let shard = self.shard.index();
         let first = self.shard.is_first();
+        let lists = detail == Detail::Lists;
+        let (registrations, registered_extensions) = match first {
+            true => self.registrar.counts(now.unix()),
+            false => (0, 0),
+        };
+        let mut calls = [0; 3];
+        for call in self.calls.calls.values() {
+            calls[call_state(call)] += 1;
+        }
         EngineReport {
             shard,
-            calls: self.call_views(),
-            pickups: self.pickup_views(),
-            subscriptions: self
-                .subscriptions
-                .iter()
-                .map(|sub| SubscriptionView {
-                    subscriber: sub.subscriber.clone(),
-                    watched: sub.target.clone(),
-                    peer: format!(
-                        "{} {}",
-                        sub.dialog.peer.protocol.uri_param(),
-                        sub.dialog.peer.addr
-                    ),
-                    expires_at: sub.expires_unix,
-                })
-                .collect(),
-            registrations: match first {
+            counts: EngineCounts {
+                registrations,
+                registered_extensions,
+                calls,
+                pickups: self.calls.pickups.len(),
+                subscriptions: self.subscriptions.len(),
+            },
+            calls: match lists {
+                true => self.call_views(),
+                false => Vec::new(),
+            },
+            pickups: match lists {
+                true => self.pickup_views(),
+                false => Vec::new(),
+            },
+            subscriptions: match lists {
+                true => self.subscription_views(),
+                false => Vec::new(),
+            },
+            registrations: match first && lists {
                 true => self.registration_views(now),
                 false => Vec::new(),
             },
@@ -72,17 +122,29 @@ impl Engine {
         }
     }
 
+    fn subscription_views(&self) -> Vec<SubscriptionView> {
+        self.subscriptions
+            .iter()
+            .map(|sub| SubscriptionView {
+                subscriber: sub.subscriber.clone(),
+                watched: sub.target.clone(),
+                peer: format!(
+                    "{} {}",
+                    sub.dialog.peer.protocol.uri_param(),
+                    sub.dialog.peer.addr
+                ),
+                expires_at: sub.expires_unix,
+            })
+            .collect()
+    }
+
     fn call_views(&self) -> Vec<CallView> {
         let mut calls: Vec<CallView> = self
             .calls
             .calls
             .values()
             .map(|call| {
-                let state = match (&call.answer, &call.claim) {
-                    (Some(_), _) => "answered",
-                    (None, Some(_)) => "picking",
-                    (None, None) => "ringing",
-                };
+                let state = CALL_STATES[call_state(call)];
                 let pickup = call
                     .answer
                     .as_ref()

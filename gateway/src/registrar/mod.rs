@@ -404,6 +404,18 @@ impl Registrar {
         found
     }
 
+    /// Unexpired bindings at Unix time `now`, and the extensions holding one (counted
+    /// in place: the metrics ask often).
+    pub fn counts(&self, now: u64) -> (usize, usize) {
+        self.bindings
+            .values()
+            .map(|list| list.iter().filter(|b| b.expires_at > now).count())
+            .filter(|&live| live > 0)
+            .fold((0, 0), |(contacts, extensions), live| {
+                (contacts + live, extensions + 1)
+            })
+    }
+
     /// `aor`'s list as held (expired bindings not yet swept included), shared: what
     /// another engine shard is told after a REGISTER changed it.
     pub fn shared(&self, aor: &str) -> Arc<Vec<Binding>> {

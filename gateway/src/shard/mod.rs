@@ -16,7 +16,7 @@ pub mod routes;
 
 use crate::auth::guard::SharedGuard;
 use crate::config::Config;
-use crate::engine::observe::EngineReport;
+use crate::engine::observe::{Detail, EngineReport};
 use crate::engine::shard::{ShardId, ShardMessage, ShardNotice};
 use crate::engine::{Engine, Now};
 use crate::overload::Shedder;
@@ -61,8 +61,9 @@ pub enum ShardCommand {
         /// Its counters.
         legs: [LegReport; 2],
     },
-    /// The operator asks what the shard holds and did (`gateway status`, the metrics).
-    Report(crossbeam_channel::Sender<ShardReport>),
+    /// The operator asks what the shard holds and did (`gateway status`, the metrics), in
+    /// this detail.
+    Report(crossbeam_channel::Sender<ShardReport>, Detail),
     /// The config was reloaded: new calls follow it.
     Reconfigure(Box<Config>),
     /// The watchdog asks whether the shard still serves: it answers at once.
@@ -308,9 +309,9 @@ impl Handler for EngineShard {
             ShardCommand::Ping(reply) => {
                 let _ = reply.send(());
             }
-            ShardCommand::Report(reply) => {
+            ShardCommand::Report(reply, detail) => {
                 let _ = reply.send(ShardReport {
-                    engine: self.engine.report(Now::system()),
+                    engine: self.engine.report(Now::system(), detail),
                     queued: self.queues.len(),
                     queue_drops: self.queues.drops(),
                     malformed: self.malformed,

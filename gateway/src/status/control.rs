@@ -2,7 +2,7 @@
 //! JSON, `metrics` the Prometheus text, `reload` re-reads the config. `gateway status`
 //! is the client; the socket is for its owner and group only.
 
-use super::{prometheus, Sources, StatusView};
+use super::{prometheus, Detail, Sources, StatusView};
 use crate::control_socket::{self, ClientError};
 use std::path::Path;
 
@@ -16,11 +16,11 @@ pub type Reload = Box<dyn Fn() -> Result<String, String> + Send>;
 pub fn serve(path: &Path, sources: Sources, reload: Reload) -> std::io::Result<()> {
     control_socket::serve(path, "status-control", move |command| {
         Some(match command {
-            "status" => match serde_json::to_string(&sources.snapshot().view()) {
+            "status" => match serde_json::to_string(&sources.snapshot(Detail::Lists).view()) {
                 Ok(json) => json + "\n",
                 Err(e) => format!("error: {e}\n"),
             },
-            "metrics" => prometheus::render(&sources.snapshot()),
+            "metrics" => prometheus::render(&sources.snapshot(Detail::Counts)),
             "reload" => match reload() {
                 Ok(said) => format!("ok\n{said}\n"),
                 Err(why) => format!("error: {why}\n"),

@@ -5,7 +5,7 @@
 //! once (more are closed unanswered). The page writes every value as text, never as
 //! markup: a User-Agent or a caller ID from the network cannot script it.
 
-use super::{prometheus, Sources};
+use super::{prometheus, Detail, Sources};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,8 +128,8 @@ async fn route(method: &str, path: &str, sources: Sources) -> Answer {
         return Answer::error("405 Method Not Allowed", "Allow: GET, HEAD\r\n");
     }
     let path = path.split('?').next().unwrap_or_default();
-    let snapshot = || async move {
-        tokio::task::spawn_blocking(move || sources.snapshot())
+    let snapshot = |detail| async move {
+        tokio::task::spawn_blocking(move || sources.snapshot(detail))
             .await
             .ok()
     };
@@ -137,11 +137,14 @@ async fn route(method: &str, path: &str, sources: Sources) -> Answer {
         "/" | "/index.html" => Answer::ok("text/html; charset=utf-8", PAGE.into()),
         "/status.js" => Answer::ok("text/javascript; charset=utf-8", SCRIPT.into()),
         "/status.css" => Answer::ok("text/css; charset=utf-8", STYLE.into()),
-        "/metrics" => match snapshot().await {
+        "/metrics" => match snapshot(Detail::Counts).await {
             Some(snapshot) => Answer::ok(prometheus::CONTENT_TYPE, prometheus::render(&snapshot)),
             None => Answer::error("503 Service Unavailable", ""),
         },
-        "/status.json" => match snapshot().await.map(|s| serde_json::to_string(&s.view())) {
+        "/status.json" => match snapshot(Detail::Lists)
+            .await
+            .map(|s| serde_json::to_string(&s.view()))
+        {
             Some(Ok(json)) => Answer::ok("application/json", json),
             _ => Answer::error("503 Service Unavailable", ""),
         },

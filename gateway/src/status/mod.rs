@@ -13,6 +13,7 @@ pub mod table;
 pub mod view;
 
 use crate::analog::service::AnalogService;
+pub use crate::engine::observe::Detail;
 use crate::relay::MediaRelay;
 use crate::shard::peers::Peers;
 use crate::shard::{ShardCommand, ShardReport};
@@ -69,14 +70,17 @@ pub struct Snapshot {
 }
 
 impl Sources {
-    /// Asks every part for its state and waits (blocking, at most [`REPORT_TIMEOUT`] in
-    /// all) for the answers.
-    pub fn snapshot(&self) -> Snapshot {
+    /// Asks every part for its state in `detail` and waits (blocking, at most
+    /// [`REPORT_TIMEOUT`] in all) for the answers.
+    pub fn snapshot(&self, detail: Detail) -> Snapshot {
         let deadline = Instant::now() + REPORT_TIMEOUT;
         let shard_count = self.peers.count();
         let (reply, replies) = crossbeam_channel::bounded(shard_count.max(1));
         let asked = (0..shard_count)
-            .filter(|&shard| self.peers.send(shard, ShardCommand::Report(reply.clone())))
+            .filter(|&shard| {
+                self.peers
+                    .send(shard, ShardCommand::Report(reply.clone(), detail))
+            })
             .count();
         drop(reply);
         let relay = self.relay.as_ref().map(|relay| relay.report());

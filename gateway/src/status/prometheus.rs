@@ -6,6 +6,7 @@
 use super::histogram::LatencyHistogram;
 use super::Snapshot;
 use crate::engine::metrics::{PickupPath, CALL_ENDS};
+use crate::engine::observe::{EngineCounts, CALL_STATES};
 use std::fmt::Write as _;
 
 /// The Content-Type of the text format.
@@ -93,32 +94,27 @@ pub fn render(snapshot: &Snapshot) -> String {
         snapshot.shards.len(),
     );
 
-    let registrations: Vec<_> = engines().flat_map(|e| &e.registrations).collect();
-    let mut extensions: Vec<&str> = registrations.iter().map(|r| r.extension.as_str()).collect();
-    extensions.dedup();
+    let counts =
+        |count: fn(&EngineCounts) -> usize| engines().map(|e| count(&e.counts)).sum::<usize>();
     out.single(
         "registrations",
         "gauge",
         "Registered contacts.",
-        registrations.len(),
+        counts(|c| c.registrations),
     );
     out.single(
         "registered_extensions",
         "gauge",
         "Extensions with at least one registered contact.",
-        extensions.len(),
+        counts(|c| c.registered_extensions),
     );
-
     out.family(
         "calls_active",
         "gauge",
         "Calls the gateway carries, by state.",
     );
-    for state in ["ringing", "picking", "answered"] {
-        let count = engines()
-            .flat_map(|e| &e.calls)
-            .filter(|call| call.state == state)
-            .count();
+    for (index, state) in CALL_STATES.iter().enumerate() {
+        let count: usize = engines().map(|e| e.counts.calls[index]).sum();
         out.sample("calls_active", &[("state", state)], count);
     }
     out.single(
@@ -162,13 +158,13 @@ pub fn render(snapshot: &Snapshot) -> String {
         "pickups_active",
         "gauge",
         "Pickups in flight.",
-        engines().map(|e| e.pickups.len()).sum::<usize>(),
+        counts(|c| c.pickups),
     );
     out.single(
         "subscriptions",
         "gauge",
         "Dialog event subscriptions (BLF keys).",
-        engines().map(|e| e.subscriptions.len()).sum::<usize>(),
+        counts(|c| c.subscriptions),
     );
 
     if let Some(guard) = engines().find_map(|e| e.guard) {

@@ -133,6 +133,11 @@ impl Subscriptions {
         self.subs.is_empty()
     }
 
+    /// How many subscriptions there are.
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
     /// Every subscription, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
         self.subs.values()

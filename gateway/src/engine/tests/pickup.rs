@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::calls::reason_of;
+use crate::engine::observe::Detail;
 use crate::store::CallStore;
 
 mod reinvite;
@@ -239,6 +240,19 @@ fn group_pickup_follows_the_seed_flow_and_bills_the_picker() {
 fn a_picker_without_replaces_is_bridged() {
     let mut h = Harness::office();
     ringing_call(&mut h);
+    let ringing = h.engine.report(h.now, Detail::Lists);
+    assert_eq!(ringing.counts.calls, [1, 0, 0]);
+    assert_eq!(
+        (
+            ringing.calls[0].called.as_str(),
+            ringing.calls[0].state.as_str()
+        ),
+        ("201", "ringing")
+    );
+    assert!(
+        h.engine.report(h.now, Detail::Counts).calls.is_empty(),
+        "the metrics' report holds no lists"
+    );
     let out = pick(&mut h, "203", "**201", 5073, false);
     assert_eq!(requests(&out, "CANCEL").len(), 1);
     assert!(
@@ -252,13 +266,17 @@ fn a_picker_without_replaces_is_bridged() {
     );
     let to_caller = response_to(&out, udp(5074), 200).expect("the caller is connected");
     assert!(String::from_utf8_lossy(&to_caller.body).contains("m=audio 4000"));
-    let metrics = h.engine.report(h.now).metrics;
+    let metrics = h.engine.report(h.now, Detail::Counts).metrics;
     assert_eq!(
         (metrics.pickups_connected, metrics.pickups_failed),
         ([0, 1, 0, 0], [0; 4]),
         "counted as bridged"
     );
     assert_eq!(metrics.recent_pickups[0].path, "bridged");
+    let answered = h.engine.report(h.now, Detail::Lists);
+    assert_eq!(answered.counts.calls, [0, 0, 1]);
+    assert_eq!(answered.calls[0].answered_by.as_deref(), Some("203"));
+    assert_eq!(answered.calls[0].pickup.as_deref(), Some("directed"));
 }
 
 #[test]
@@ -403,7 +421,7 @@ fn a_silent_picker_falls_back_after_a_few_seconds_but_a_ringing_one_is_waited_fo
         "bridged after silence: {:?}",
         statuses(&out)
     );
-    let metrics = h.engine.report(h.now).metrics;
+    let metrics = h.engine.report(h.now, Detail::Counts).metrics;
     assert_eq!(
         metrics.pickups_connected,
         [0, 0, 0, 1],
@@ -446,7 +464,7 @@ Max-Forwards: 70\r\nFrom: \"Caller\" <sip:204@127.0.0.1>;tag=a5074\r\nTo: <sip:2
         "the dummy dialog ends"
     );
     assert_eq!(h.store.recent_cdrs(1).unwrap()[0].disposition, "cancelled");
-    let metrics = h.engine.report(h.now).metrics;
+    let metrics = h.engine.report(h.now, Detail::Counts).metrics;
     assert_eq!(
         metrics.pickups_failed,
         [1, 0, 0, 0],
