@@ -606,6 +606,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         analog: analog.clone(),
         tcp: tcp.clone(),
         writer: writer.clone(),
+        tracer: capture.tracer(),
     };
     let http = serve_status(&config, sources, reloader.clone()).await?;
     let reload = tokio::spawn(reload_on_hangup(reloader));

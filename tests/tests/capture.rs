@@ -127,7 +127,15 @@ fn sip_over_udp_and_tcp_is_captured_to_pcap_and_to_a_hep_collector() {
     assert_eq!(exchange(udp_port, false), expected, "UDP: {rows:?}");
     assert_eq!(exchange(tcp_port, true), expected, "TCP: {rows:?}");
 
-    // The collector got the same messages as HEP3: tshark decodes them.
+    // Nothing was left out of the capture, and the metrics say so.
+    let metrics = gateway.subcommand(&["status", "metrics"]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("\npotsgw_capture_dropped_total 0\n"),
+        "{metrics}"
+    );
+
+    // The collector got the same messages as HEP3.
     let mut received = Vec::new();
     let mut buffer = [0u8; 65_535];
     while received.len() < 8 {

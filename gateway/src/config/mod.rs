@@ -1656,6 +1656,26 @@ password = "pw201"
     }
 
     #[test]
+    fn the_control_socket_is_found_in_a_file_that_does_not_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        // Valid TOML, but no config: number 206 is no string.
+        std::fs::write(&path, format!("{MINIMAL}[[extension]]\nnumber = 206\n")).unwrap();
+        assert!(Config::load(&path).is_err());
+        assert_eq!(
+            control_socket_of_file(&path),
+            Some(PathBuf::from("./data/control.sock"))
+        );
+        std::fs::write(&path, "[status]\ncontrol_socket = \"/run/gw.sock\"\n").unwrap();
+        assert_eq!(
+            control_socket_of_file(&path),
+            Some(PathBuf::from("/run/gw.sock"))
+        );
+        std::fs::write(&path, "not toml [").unwrap();
+        assert_eq!(control_socket_of_file(&path), None);
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let config = load(MINIMAL).unwrap();
         assert_eq!(config.features.group_pickup, "*8");

@@ -46,6 +46,8 @@ pub struct Sources {
     pub tcp: Option<Arc<TcpTransport>>,
     /// The store thread.
     pub writer: Arc<StoreWriter>,
+    /// The SIP capture.
+    pub tracer: crate::trace::Tracer,
 }
 
 /// Everything the parts reported at one moment.
@@ -67,6 +69,8 @@ pub struct Snapshot {
     pub connections: Option<(usize, usize)>,
     /// How long store batches took to commit.
     pub store_commits: LatencyHistogram,
+    /// Messages left out of the SIP capture (its queue was full), when capturing.
+    pub capture_dropped: Option<u64>,
 }
 
 impl Sources {
@@ -98,6 +102,7 @@ impl Sources {
             ports: ports.and_then(|report| report.recv_deadline(deadline).ok()),
             connections: self.tcp.as_ref().map(|tcp| tcp.connections()),
             store_commits: self.writer.commit_latency(),
+            capture_dropped: self.tracer.is_on().then(|| self.tracer.dropped()),
         }
     }
 }

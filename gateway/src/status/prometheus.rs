@@ -278,6 +278,14 @@ pub fn render(snapshot: &Snapshot) -> String {
         &snapshot.store_commits,
     );
 
+    if let Some(dropped) = snapshot.capture_dropped {
+        out.single(
+            "capture_dropped_total",
+            "counter",
+            "SIP messages left out of the capture ([trace]) because its queue was full.",
+            dropped,
+        );
+    }
     if let Some((tcp, tls)) = snapshot.connections {
         out.family(
             "connections",
@@ -387,6 +395,7 @@ mod tests {
             ports: None,
             connections: Some((0, 0)),
             store_commits: LatencyHistogram::new(super::super::histogram::COMMIT_BOUNDS_US),
+            capture_dropped: Some(0),
         };
         let text = render(&snapshot);
         let mut names: Vec<&str> = text
@@ -401,6 +410,7 @@ mod tests {
         assert!(text.contains("potsgw_calls_ended_total{disposition=\"busy\"} 0\n"));
         assert!(text.contains("potsgw_call_setup_seconds_bucket{le=\"+Inf\"} 0\n"));
         assert!(text.contains("potsgw_connections{transport=\"tls\"} 0\n"));
+        assert!(text.contains("potsgw_capture_dropped_total 0\n"));
         assert!(text.ends_with('\n'));
     }
 }
