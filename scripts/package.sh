@@ -12,7 +12,13 @@ profile=${PACKAGE_PROFILE:-release}
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked
 echo "==> cargo deb -p gateway --profile $profile"
 rm -f target/debian/pots-gateway_*.deb
-cargo deb -p gateway --profile "$profile" --output target/debian >/dev/null
+if [ "$profile" = dev ]; then
+    # The binary the suite built; cargo deb's own build would compile it again.
+    cargo build -p gateway
+    cargo deb -p gateway --profile dev --no-build --output target/debian >/dev/null
+else
+    cargo deb -p gateway --profile "$profile" --output target/debian >/dev/null
+fi
 deb=$(ls -t target/debian/pots-gateway_*.deb | head -1)
 echo "==> built $deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
