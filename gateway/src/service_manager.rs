@@ -38,13 +38,9 @@ pub fn stopping() {
 
 /// Whether every engine shard answers a ping within `within`.
 fn shards_answer(peers: &Peers, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    let (reply, replies) = crossbeam_channel::bounded(peers.count().max(1));
-    let asked = (0..peers.count())
-        .filter(|&shard| peers.send(shard, ShardCommand::Ping(reply.clone())))
-        .count();
-    drop(reply);
-    asked == peers.count() && (0..asked).all(|_| replies.recv_deadline(deadline).is_ok())
+    peers
+        .ask_every(ShardCommand::Ping)
+        .all_by(Instant::now() + within)
 }
 
 /// Feeds the watchdog at half its interval while the shards answer; returns at once when

@@ -629,8 +629,10 @@ impl Engine {
         reason: &str,
         from_b: &SipMessage,
     ) {
-        self.note_setup(now, a_tx, code);
         let id = self.calls.index.by_server_tx.get(&a_tx).map(|(id, _)| *id);
+        if let Some(id) = id {
+            self.note_setup(now, id, code);
+        }
         let anchor = id
             .and_then(|id| self.calls.calls.get(&id))
             .and_then(|call| call.anchor);
@@ -693,7 +695,9 @@ impl Engine {
         code: u16,
         reason: &str,
     ) {
-        self.note_setup(now, a_tx, code);
+        if let Some(&(id, _)) = self.calls.index.by_server_tx.get(&a_tx) {
+            self.note_setup(now, id, code);
+        }
         let Some(request) = self.tx.request(a_tx) else {
             return;
         };
@@ -701,15 +705,12 @@ impl Engine {
         self.tx.send_response(now.mono, a_tx, response);
     }
 
-    /// The caller's INVITE `a_tx` gets a response with `code`: the first ringing or final
-    /// one ends the call's setup, whose latency the metrics count.
-    fn note_setup(&mut self, now: Now, a_tx: ServerTxId, code: u16) {
+    /// Call `id`'s caller gets a response with `code` to its INVITE: the first ringing or
+    /// final one ends the call's setup, whose latency the metrics count.
+    fn note_setup(&mut self, now: Now, id: u64, code: u16) {
         if code < 180 {
             return;
         }
-        let Some(&(id, _)) = self.calls.index.by_server_tx.get(&a_tx) else {
-            return;
-        };
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };

@@ -57,8 +57,6 @@ pub struct EngineReport {
     pub guard: Option<GuardStats>,
     /// Transactions alive.
     pub transactions: usize,
-    /// Media relays its calls hold.
-    pub relays: usize,
 }
 
 /// The index in [`CALL_STATES`] of `call`'s state.
@@ -113,12 +111,6 @@ impl Engine {
             stats: self.stats.clone(),
             guard: first.then(|| self.guard_stats()),
             transactions: self.tx.len(),
-            relays: self
-                .calls
-                .calls
-                .values()
-                .filter(|c| c.anchor.is_some())
-                .count(),
         }
     }
 

@@ -247,10 +247,9 @@ impl Handler for EngineShard {
         };
         let peers = &self.outputs.peers;
         let triaged = triage(bytes, peers.count(), peers.routes());
-        if !matches!(triaged, Triage::KeepAlive) {
-            self.outputs
-                .tracer
-                .received(&addressing.peer(from, to), bytes);
+        let tracer = &self.outputs.tracer;
+        if tracer.is_on() && !matches!(triaged, Triage::KeepAlive) {
+            tracer.received(&addressing.peer(from, to), bytes);
         }
         match triaged {
             Triage::KeepAlive => {}

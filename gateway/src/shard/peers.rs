@@ -9,9 +9,33 @@ use super::ShardCommand;
 use crate::engine::shard::{ResultFor, ShardId};
 use crate::store::StoreResult;
 use crate::transport::Inbound;
+use crossbeam_channel::{Receiver, Sender};
 use fastpath::udp::SendHandle;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+/// The answers of the shards [`Peers::ask_every`] asked.
+pub struct Answers<T> {
+    replies: Receiver<T>,
+    asked: usize,
+    shards: usize,
+}
+
+impl<T> Answers<T> {
+    /// The answers that came by `deadline` (a shard that stopped was not asked).
+    pub fn until(self, deadline: Instant) -> Vec<T> {
+        (0..self.asked)
+            .map_while(|_| self.replies.recv_deadline(deadline).ok())
+            .collect()
+    }
+
+    /// Whether every shard was asked and answered by `deadline`.
+    pub fn all_by(self, deadline: Instant) -> bool {
+        let shards = self.shards;
+        self.asked == shards && self.until(deadline).len() == shards
+    }
+}
 
 /// Every shard's queue, shared by the shards and the threads that feed them.
 #[derive(Clone)]
@@ -58,6 +82,20 @@ impl Peers {
     /// How many shards there are.
     pub fn count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Asks every shard with the command `ask` makes around a reply handle (the operator's
+    /// status, the watchdog's ping); the answers come in on the returned [`Answers`].
+    pub fn ask_every<T>(&self, ask: impl Fn(Sender<T>) -> ShardCommand) -> Answers<T> {
+        let (reply, replies) = crossbeam_channel::bounded(self.count().max(1));
+        let asked = (0..self.count())
+            .filter(|&shard| self.send(shard, ask(reply.clone())))
+            .count();
+        Answers {
+            replies,
+            asked,
+            shards: self.count(),
+        }
     }
 
     /// Hands `command` to shard `shard`; false when it has stopped.

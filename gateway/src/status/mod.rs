@@ -79,19 +79,12 @@ impl Sources {
     pub fn snapshot(&self, detail: Detail) -> Snapshot {
         let deadline = Instant::now() + REPORT_TIMEOUT;
         let shard_count = self.peers.count();
-        let (reply, replies) = crossbeam_channel::bounded(shard_count.max(1));
-        let asked = (0..shard_count)
-            .filter(|&shard| {
-                self.peers
-                    .send(shard, ShardCommand::Report(reply.clone(), detail))
-            })
-            .count();
-        drop(reply);
+        let answers = self
+            .peers
+            .ask_every(|reply| ShardCommand::Report(reply, detail));
         let relay = self.relay.as_ref().map(|relay| relay.report());
         let ports = self.analog.as_ref().map(|analog| analog.report());
-        let mut shards: Vec<ShardReport> = (0..asked)
-            .map_while(|_| replies.recv_deadline(deadline).ok())
-            .collect();
+        let mut shards: Vec<ShardReport> = answers.until(deadline);
         shards.sort_by_key(|report| report.engine.shard);
         Snapshot {
             node: self.node.clone(),
@@ -131,9 +124,13 @@ pub struct StatusView {
 impl Snapshot {
     /// The lists of every shard together, calls with the relay's media counters.
     pub fn view(&self) -> StatusView {
-        let live = self.relay.as_ref().map(|relay| &relay.live);
+        let live: std::collections::HashMap<u64, &[fastpath::relay::LegReport; 2]> = self
+            .relay
+            .iter()
+            .flat_map(|relay| relay.live.iter().map(|(id, legs)| (*id, legs)))
+            .collect();
         let media_of = |relay: u64| {
-            let (_, legs) = live?.iter().find(|(id, _)| *id == relay)?;
+            let legs = live.get(&relay)?;
             Some(legs.map(|leg| MediaView {
                 packets: leg.packets,
                 lost: leg.lost,
