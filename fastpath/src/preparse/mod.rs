@@ -503,10 +503,9 @@ fn parse_number(word: &[u8]) -> Option<u32> {
     })
 }
 
-/// A CSeq value: `number method`, nothing more (the two separated by linear white space,
-/// which the method, a token, cannot hold).
+/// A CSeq value, trimmed as [`read_keys`] keeps it: `number method`, nothing more (the two
+/// separated by linear white space, which the method, a token, cannot hold).
 fn parse_cseq(value: &[u8]) -> Option<(u32, &[u8])> {
-    let value = trim_lws(value);
     let number_end = value
         .iter()
         .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
@@ -551,8 +550,9 @@ fn frame<'a>(
     loop {
         let nl = feeds.next()?;
         let from = nl + 1;
-        let next = data.get(from);
-        if matches!(next, Some(b' ' | b'\t')) {
+        // The byte after the line feed (0 at the end of the data: a line that never ends).
+        let next = data.get(from).copied().unwrap_or(0);
+        if matches!(next, b' ' | b'\t') {
             continue;
         }
         if visiting {
@@ -560,14 +560,17 @@ fn frame<'a>(
             visiting = visit(line, start + line.len());
         }
         match next {
-            Some(b'\n') => return Some(from + 1),
-            Some(b'\r') if data.get(from + 1) == Some(&b'\n') => return Some(from + 2),
+            b'\n' => return Some(from + 1),
+            b'\r' if data.get(from + 1) == Some(&b'\n') => return Some(from + 2),
             _ => start = from,
         }
     }
 }
 
 /// Trims SIP linear white space (spaces, tabs, folded line breaks) at both ends.
+// Not inlined: it is called from a dozen places, and inlined into the header loop it made
+// that loop slower (callgrind: 3% more instructions per message).
+#[inline(never)]
 fn trim_lws(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = bytes {
         bytes = rest;
@@ -609,12 +612,17 @@ fn read_keys<'a>(
         has_credentials: !request,
         ..Keys::default()
     };
+    // The keys still to find: four, and the credentials of a request.
+    let mut missing = 4 + u8::from(request);
     let body = frame(data, first_end, feeds, |line, end| {
         // A malformed line is the control plane's to judge (it answers 400): skip it here.
         if let Some((wanted, value)) = wanted(line) {
             let slot = match wanted {
                 Wanted::Credentials => {
-                    keys.has_credentials = true;
+                    if !keys.has_credentials {
+                        keys.has_credentials = true;
+                        missing -= 1;
+                    }
                     None
                 }
                 Wanted::CallId => Some(&mut keys.call_id),
@@ -629,15 +637,14 @@ fn read_keys<'a>(
                         Wanted::Via => first_value(value),
                         _ => Some(value),
                     };
+                    if slot.is_some() {
+                        missing -= 1;
+                    }
                     keys.end = end;
                 }
             }
         }
-        keys.call_id.is_none()
-            || keys.via.is_none()
-            || keys.cseq.is_none()
-            || keys.to.is_none()
-            || !keys.has_credentials
+        missing > 0
     })?;
     Some((keys, body))
 }
