@@ -247,3 +247,36 @@ fn two_engine_shards_serve_calls_whichever_shard_their_call_ids_name() {
         "nothing dropped between the shards: {log}"
     );
 }
+
+/// With two engine shards every datagram reaches the socket of its call's shard: the
+/// kernel steers by Call-ID (the BPF program), so no shard hands one to another. Requests
+/// come from many source ports, which the kernel's own hash would spread over both sockets
+/// whatever their Call-IDs (about half of them handed over without the program).
+#[test]
+fn with_two_shards_the_kernel_steers_each_datagram_to_its_call_s_shard() {
+    use e2e_tests::operations::sample;
+    let gateway = Gateway::start(GatewayOptions::two_shards());
+    assert!(
+        gateway
+            .log()
+            .contains("the kernel steers each datagram to its call's engine shard (BPF)"),
+        "{}",
+        gateway.log()
+    );
+    for i in 0..40 {
+        let options = format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKst{i};rport\r\n\
+From: <sip:probe@127.0.0.1>;tag=st{i}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: steer-{i}@probe\r\n\
+CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let answer = udp_exchange(&gateway, options.as_bytes(), Duration::from_secs(5));
+        assert_eq!(answer.as_deref().and_then(status_of), Some(200), "{i}");
+    }
+    let metrics = gateway.subcommand(&["status", "metrics"]);
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert_eq!(
+        sample(&text, "potsgw_engine_handed_over_total"),
+        0.0,
+        "{text}"
+    );
+}

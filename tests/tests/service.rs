@@ -45,7 +45,7 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "Restart=on-failure",
         "User=pots-gateway",
         "SupplementaryGroups=dialout",
-        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_BPF",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
     ] {

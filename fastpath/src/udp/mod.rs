@@ -16,10 +16,12 @@ mod epoll;
 mod failure;
 mod single;
 mod sockaddr;
+mod steer;
 mod uring;
 
 pub use failure::{FailureCause, WorkerFailure};
 pub use single::{bind, bind_shared, recv_from_to, send_from_to};
+pub use steer::{steer_by_call_id, SteerError};
 
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{IpAddr, SocketAddr, UdpSocket};

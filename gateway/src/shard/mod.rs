@@ -83,6 +83,8 @@ pub struct ShardReport {
     pub malformed: u64,
     /// Datagrams for it that other shards dropped because too many waited already.
     pub forward_drops: u64,
+    /// Datagrams for it that other shards' sockets received and handed to it.
+    pub handed_over: u64,
 }
 
 /// What a shard reports when it stops.
@@ -318,6 +320,7 @@ impl Handler for EngineShard {
                         .outputs
                         .peers
                         .forward_drops(self.engine.shard().index()),
+                    handed_over: self.outputs.peers.handed_to(self.engine.shard().index()),
                 });
             }
         }

@@ -53,6 +53,8 @@ struct Peer {
     /// flood one shard receives cannot pile up unbounded on its way to another.
     in_flight: AtomicUsize,
     dropped: AtomicU64,
+    /// Datagrams handed to this shard by the others (received on their sockets).
+    handed: AtomicU64,
 }
 
 impl Peers {
@@ -65,6 +67,7 @@ impl Peers {
                 queue,
                 in_flight: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
+                handed: AtomicU64::new(0),
             })
             .collect::<Vec<_>>();
         Peers {
@@ -116,6 +119,7 @@ impl Peers {
             peer.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        peer.handed.fetch_add(1, Ordering::Relaxed);
         peer.queue.command(ShardCommand::Datagram(datagram))
     }
 
@@ -131,6 +135,13 @@ impl Peers {
         self.shards
             .get(shard)
             .map_or(0, |peer| peer.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Datagrams other shards received for shard `shard` and handed to it.
+    pub fn handed_to(&self, shard: usize) -> u64 {
+        self.shards
+            .get(shard)
+            .map_or(0, |peer| peer.handed.load(Ordering::Relaxed))
     }
 
     /// Hands every shard but `from` a copy of `command`.

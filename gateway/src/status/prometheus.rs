@@ -267,6 +267,12 @@ pub fn render(snapshot: &Snapshot) -> String {
         snapshot.shards.iter().map(|s| s.forward_drops).sum::<u64>(),
     );
     out.single(
+        "engine_handed_over_total",
+        "counter",
+        "Datagrams one shard's socket received for another shard's call and handed to it (few when the kernel steers by Call-ID).",
+        snapshot.shards.iter().map(|s| s.handed_over).sum::<u64>(),
+    );
+    out.single(
         "fastpath_malformed_dropped_total",
         "counter",
         "Datagrams the fast path's pre-parser dropped as malformed.",

@@ -52,11 +52,23 @@ pub(crate) fn triage(bytes: &[u8], shards: usize, routes: &CallRoutes) -> Triage
 
 /// Binds the SIP UDP sockets for the fast path, one per engine shard on one port
 /// (every address of both families for `[::]`, see [`fastpath::udp::bind_shared`]), their
-/// buffers enlarged.
+/// buffers enlarged, and with several, has the kernel steer each datagram to the socket of
+/// its Call-ID's shard ([`fastpath::udp::steer_by_call_id`]); without that (no `CAP_BPF`),
+/// a datagram another shard's socket receives is handed to its shard.
 pub(crate) fn bind(addr: SocketAddr, shards: usize) -> std::io::Result<Vec<UdpSocket>> {
     let sockets = fastpath::udp::bind_shared(addr, shards)?;
     for socket in &sockets {
         super::enlarge_sip_buffers(socket, addr);
+    }
+    if shards > 1 {
+        match fastpath::udp::steer_by_call_id(&sockets[0], shards) {
+            Ok(()) => tracing::info!(
+                "udp {addr}: the kernel steers each datagram to its call's engine shard (BPF)"
+            ),
+            Err(e) => tracing::warn!(
+                "udp {addr}: {e}; datagrams that reach another shard's socket are handed over"
+            ),
+        }
     }
     Ok(sockets)
 }
