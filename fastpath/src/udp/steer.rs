@@ -295,7 +295,8 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// `struct bpf_insn` (opcode, registers, offset, immediate, little-endian), jumps to labels
 /// resolved at the end.
 mod asm {
-    /// An eBPF register.
+    /// An eBPF register: r0 results, r1-r5 a call's arguments (clobbered by it), r6-r9 kept
+    /// across calls, r10 the read-only frame pointer.
     #[derive(Clone, Copy)]
     pub enum Reg {
         R0 = 0,
@@ -372,19 +373,23 @@ mod asm {
     }
 
     impl Asm {
+        /// A new label, to bind once and jump to from anywhere.
         pub fn label(&mut self) -> Label {
             self.labels.push(None);
             Label(self.labels.len() - 1)
         }
+        /// Places `label` at the next instruction.
         pub fn bind(&mut self, label: Label) {
             self.labels[label.0] = Some(self.code.len());
         }
         fn emit(&mut self, code: u8, dst: Reg, src: Reg, off: i16, imm: i32) {
             self.code.push(insn(code, dst, src, off, imm));
         }
+        /// `dst = src` (64 bits).
         pub fn mov_reg(&mut self, dst: Reg, src: Reg) {
             self.emit(ALU64 | MOV | X, dst, src, 0, 0);
         }
+        /// `dst = imm`, sign-extended to 64 bits.
         pub fn mov_imm(&mut self, dst: Reg, imm: i32) {
             self.emit(ALU64 | MOV | K, dst, Reg::R0, 0, imm);
         }
@@ -392,21 +397,27 @@ mod asm {
         pub fn mov32_imm(&mut self, dst: Reg, imm: i32) {
             self.emit(ALU | MOV | K, dst, Reg::R0, 0, imm);
         }
+        /// `dst += imm`.
         pub fn add_imm(&mut self, dst: Reg, imm: i32) {
             self.emit(ALU64 | ADD | K, dst, Reg::R0, 0, imm);
         }
+        /// `dst += src`.
         pub fn add_reg(&mut self, dst: Reg, src: Reg) {
             self.emit(ALU64 | ADD | X, dst, src, 0, 0);
         }
+        /// `dst |= imm`.
         pub fn or_imm(&mut self, dst: Reg, imm: i32) {
             self.emit(ALU64 | OR | K, dst, Reg::R0, 0, imm);
         }
+        /// `dst |= src`.
         pub fn or_reg(&mut self, dst: Reg, src: Reg) {
             self.emit(ALU64 | OR | X, dst, src, 0, 0);
         }
+        /// `dst ^= src`.
         pub fn xor_reg(&mut self, dst: Reg, src: Reg) {
             self.emit(ALU64 | XOR | X, dst, src, 0, 0);
         }
+        /// `dst *= src` (wrapping).
         pub fn mul_reg(&mut self, dst: Reg, src: Reg) {
             self.emit(ALU64 | MUL | X, dst, src, 0, 0);
         }
@@ -414,37 +425,47 @@ mod asm {
         pub fn mod_imm(&mut self, dst: Reg, imm: i32) {
             self.emit(ALU64 | MOD | K, dst, Reg::R0, 0, imm);
         }
+        /// `dst = *(size *)(src + off)`.
         pub fn load(&mut self, size: u8, dst: Reg, src: Reg, off: i16) {
             self.emit(LDX | MEM | size, dst, src, off, 0);
         }
+        /// `*(size *)(dst + off) = src`.
         pub fn store(&mut self, size: u8, dst: Reg, off: i16, src: Reg) {
             self.emit(STX | MEM | size, dst, src, off, 0);
         }
+        /// `*(size *)(dst + off) = imm`.
         pub fn store_imm(&mut self, size: u8, dst: Reg, off: i16, imm: i32) {
             self.emit(ST | MEM | size, dst, Reg::R0, off, imm);
         }
+        /// `dst = value`, a 64-bit constant (two instruction slots).
         pub fn load_imm64(&mut self, dst: Reg, value: u64) {
             self.emit(LD_IMM64, dst, Reg::R0, 0, value as u32 as i32);
             self.emit(0, Reg::R0, Reg::R0, 0, (value >> 32) as u32 as i32);
         }
+        /// `dst` = the map behind descriptor `fd` (the kernel puts its address there).
         pub fn load_map_fd(&mut self, dst: Reg, fd: i32) {
             self.emit(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd);
             self.emit(0, Reg::R0, Reg::R0, 0, 0);
         }
+        /// Calls kernel helper number `helper` (arguments in r1-r5, result in r0).
         pub fn call(&mut self, helper: i32) {
             self.emit(JMP | CALL, Reg::R0, Reg::R0, 0, helper);
         }
+        /// Returns r0.
         pub fn exit(&mut self) {
             self.emit(JMP | EXIT, Reg::R0, Reg::R0, 0, 0);
         }
+        /// Jumps to `to`.
         pub fn jump(&mut self, to: Label) {
             self.jumps.push((self.code.len(), to));
             self.emit(JMP | JA, Reg::R0, Reg::R0, 0, 0);
         }
+        /// Jumps to `to` if `dst op imm` (unsigned).
         pub fn jump_imm(&mut self, op: u8, dst: Reg, imm: i32, to: Label) {
             self.jumps.push((self.code.len(), to));
             self.emit(JMP | op | K, dst, Reg::R0, 0, imm);
         }
+        /// Jumps to `to` if `dst op src` (unsigned).
         pub fn jump_reg(&mut self, op: u8, dst: Reg, src: Reg, to: Label) {
             self.jumps.push((self.code.len(), to));
             self.emit(JMP | op | X, dst, src, 0, 0);
