@@ -568,8 +568,8 @@ fn frame<'a>(
 }
 
 /// Trims SIP linear white space (spaces, tabs, folded line breaks) at both ends.
-// Not inlined: it is called from a dozen places, and inlined into the header loop it made
-// that loop slower (callgrind: 3% more instructions per message).
+// Not inlined: it has several callers, and inlined into the header loop it made that loop
+// slower (callgrind: 3% more instructions per message).
 #[inline(never)]
 fn trim_lws(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = bytes {

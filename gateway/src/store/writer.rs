@@ -397,7 +397,7 @@ fn apply(store: &mut Store, command: StoreCommand) -> (Option<StoreResult>, bool
 
 enum Message {
     Command(StoreCommand),
-    /// Commands queued together (an engine turn's): one wake-up of the store thread.
+    /// Commands queued together (an engine turn's): one queue entry.
     Commands(Vec<StoreCommand>),
     Flush(mpsc::Sender<()>),
 }
@@ -450,8 +450,8 @@ impl Message {
     }
 }
 
-/// Adds to `batch` what arrives within `window` ([`GATHER`]) of now, unless something in it is awaited
-/// or it is full. The store thread sleeps through the window instead of waking for every
+/// Adds to `batch` what arrives within `window` ([`GATHER`]) of now, unless something in
+/// it is awaited or it is full. The store thread sleeps through the window instead of waking for every
 /// message (each wake-up is a context switch on both sides at thousands of commands a
 /// second); a sender of an awaited command or a flush wakes it (`StoreWriter::queue`),
 /// which ends the wait.
@@ -759,7 +759,7 @@ impl StoreWriter {
         self.queue(Message::Command(command), "a write was lost");
     }
 
-    /// Queues `commands` together: the store thread wakes once for them (never blocks).
+    /// Queues `commands` together, as one queue entry (never blocks).
     pub fn send_all(&self, commands: Vec<StoreCommand>) {
         if commands.is_empty() {
             return;
