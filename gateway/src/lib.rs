@@ -11,6 +11,7 @@ pub mod config;
 pub mod control_socket;
 pub mod descriptors;
 pub mod engine;
+pub mod hashing;
 pub mod log_limit;
 pub mod overload;
 pub mod queue_wait;

@@ -17,13 +17,14 @@ mod tests;
 
 pub use timers::TimerConfig;
 
+use crate::hashing::{IdMap, KeyHasher, Prehashed, PrehashedMap};
 use crate::sip::message::SipMessage;
 use crate::sip::response_route::response_destination;
 use crate::transport::{Outgoing, Peer};
 use client::{ClientAction, ClientTx};
 use ezk_sip_types::Method;
 use server::{ServerAction, ServerTx};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 use timer_queue::TimerQueue;
 
@@ -116,13 +117,13 @@ enum TxRef {
 
 struct ClientEntry {
     tx: ClientTx,
-    key: (String, String),
+    key: Prehashed<(String, String)>,
     peer: Peer,
 }
 
 struct ServerEntry {
     tx: ServerTx,
-    key: ServerKey,
+    key: Prehashed<ServerKey>,
     /// Where the request came from.
     peer: Peer,
     /// Where its responses go (RFC 3261 §18.2.2, RFC 3581).
@@ -142,12 +143,15 @@ pub struct TxLayer {
     timers: TimerConfig,
     next_id: u64,
     /// Boxed, like `servers`: tens of thousands of transactions live at once (Timer K keeps
-    /// a NOTIFY's for 5 s), and a map growing must move pointers, not whole entries (a
-    /// resize of inline entries stalled the engine for 20-40 ms).
-    clients: HashMap<ClientTxId, Box<ClientEntry>>,
-    client_index: HashMap<(String, String), ClientTxId>,
-    servers: HashMap<ServerTxId, Box<ServerEntry>>,
-    server_index: HashMap<ServerKey, ServerTxId>,
+    /// a NOTIFY's for 5 s, Timers J, L and M a call's for 32 s), and a map growing must
+    /// move pointers, not whole entries (a resize of inline entries stalled the engine for
+    /// 20-40 ms), nor hash strings again (see [`crate::hashing`]).
+    clients: IdMap<ClientTxId, Box<ClientEntry>>,
+    client_index: PrehashedMap<(String, String), ClientTxId>,
+    servers: IdMap<ServerTxId, Box<ServerEntry>>,
+    server_index: PrehashedMap<ServerKey, ServerTxId>,
+    /// The hash of the network-chosen keys of both indexes.
+    keys: KeyHasher,
     ack_index: BTreeMap<AckKey, ServerTxId>,
     /// Each transaction's next timer.
     deadlines: TimerQueue<TxRef>,
@@ -219,10 +223,11 @@ impl TxLayer {
         TxLayer {
             timers,
             next_id: 1,
-            clients: HashMap::new(),
-            client_index: HashMap::new(),
-            servers: HashMap::new(),
-            server_index: HashMap::new(),
+            clients: IdMap::default(),
+            client_index: PrehashedMap::default(),
+            servers: IdMap::default(),
+            server_index: PrehashedMap::default(),
+            keys: KeyHasher::default(),
             ack_index: BTreeMap::new(),
             deadlines: TimerQueue::default(),
             events: VecDeque::new(),
@@ -268,7 +273,7 @@ impl TxLayer {
             self.handle_ack(now, msg, peer);
             return;
         }
-        let key = server_key(&msg, &method);
+        let key = self.keys.key(server_key(&msg, &method));
         if let Some(&id) = self.server_index.get(&key) {
             let actions = self
                 .servers
@@ -298,7 +303,7 @@ impl TxLayer {
     fn open_server(
         &mut self,
         now: Instant,
-        key: ServerKey,
+        key: Prehashed<ServerKey>,
         msg: &SipMessage,
         peer: Peer,
     ) -> ServerTxId {
@@ -336,7 +341,7 @@ impl TxLayer {
         peer: Peer,
     ) -> Option<ServerTxId> {
         let method = msg.method().cloned().filter(|m| *m != Method::ACK)?;
-        let key = server_key(&msg, &method);
+        let key = self.keys.key(server_key(&msg, &method));
         if let Some(&id) = self.server_index.get(&key) {
             return Some(id);
         }
@@ -368,7 +373,7 @@ impl TxLayer {
     fn handle_cancel(&mut self, now: Instant, id: ServerTxId, msg: SipMessage, peer: Peer) {
         let invite = self
             .server_index
-            .get(&server_key(&msg, &Method::INVITE))
+            .get(&self.keys.key(server_key(&msg, &Method::INVITE)))
             .copied()
             .filter(|invite| self.servers.get(invite).is_some_and(|e| e.tx.is_invite()));
         match invite {
@@ -396,7 +401,7 @@ impl TxLayer {
         let cseq = msg.cseq().map(|c| c.cseq);
         let by_branch = self
             .server_index
-            .get(&server_key(&msg, &Method::ACK))
+            .get(&self.keys.key(server_key(&msg, &Method::ACK)))
             .copied()
             .filter(|id| {
                 self.servers.get(id).is_some_and(|entry| {
@@ -428,10 +433,10 @@ impl TxLayer {
     }
 
     fn handle_response(&mut self, now: Instant, msg: SipMessage) {
-        let key = (
+        let key = self.keys.key((
             msg.top_branch().unwrap_or_default(),
             msg.cseq().map(|c| c.method.to_string()).unwrap_or_default(),
-        );
+        ));
         let Some(&id) = self.client_index.get(&key) else {
             self.stray_responses += 1;
             return;
@@ -459,10 +464,10 @@ impl TxLayer {
     ) -> ClientTxId {
         let id = ClientTxId(self.next_id);
         self.next_id += 1;
-        let key = (
+        let key = self.keys.key((
             msg.top_branch().unwrap_or_default(),
             msg.method().map(|m| m.to_string()).unwrap_or_default(),
-        );
+        ));
         let tx = ClientTx::new(
             now,
             msg,

@@ -5,8 +5,9 @@
 //! the top is always a live deadline and every operation is O(log n) on contiguous memory
 //! (a `BTreeSet` of tens of thousands of entries cost more per NOTIFY than building it).
 
+use crate::hashing::IdMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::hash::Hash;
 use std::time::Instant;
 
@@ -14,15 +15,16 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct TimerQueue<K> {
     heap: BinaryHeap<Reverse<(Instant, K)>>,
-    /// The live deadline of each key (a heap entry that differs is stale).
-    live: HashMap<K, Instant>,
+    /// The live deadline of each key (a heap entry that differs is stale). Keys are ids the
+    /// owner assigns (see [`crate::hashing`]).
+    live: IdMap<K, Instant>,
 }
 
 impl<K> Default for TimerQueue<K> {
     fn default() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
-            live: HashMap::new(),
+            live: IdMap::default(),
         }
     }
 }
