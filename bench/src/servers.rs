@@ -318,7 +318,8 @@ fn shards_section() -> String {
         .map_or(String::new(), |n| format!("[fastpath]\nshards = {n}\n"))
 }
 
-/// The gateway's release binary on `config`, logging warnings only.
+/// The gateway's release binary on `config`, logging warnings only (or the filter in
+/// `BENCH_GATEWAY_LOG`, e.g. `warn,gateway::shard=info` for the queue waits at the end).
 fn gateway_command(config: &Path) -> std::io::Result<Command> {
     let binary = workspace_root().join("target/release/gateway");
     if !binary.exists() {
@@ -328,7 +329,8 @@ fn gateway_command(config: &Path) -> std::io::Result<Command> {
         )));
     }
     let mut command = server_command(binary);
-    command.arg("--config").arg(config).arg("--log").arg("warn");
+    let log = std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into());
+    command.arg("--config").arg(config).arg("--log").arg(log);
     Ok(command)
 }
 

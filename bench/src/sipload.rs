@@ -4,7 +4,9 @@
 //! challenge, ACK the 2xx, hold, and hang up. Both roles run on fast path workers (epoll or
 //! io_uring), so one process drives thousands of calls per second. A call counts as
 //! completed when the 200 to its BYE arrives; anything else (a final error, a timeout) is a
-//! failure. Setup latency (first INVITE to 200) goes into a histogram.
+//! failure. Setup latency (first INVITE to 200) goes into a histogram, and so do its hops
+//! ([`SetupHops`]; the callers' sockets report the kernel's receipt time, which splits the
+//! challenge hop into the server's share and the generator's own wait to read).
 //!
 //! It behaves as RFC 3261 asks of a UA where a proxy relies on it: callees copy Record-Route
 //! into their responses, callers send ACK and BYE along the recorded route set, INVITE and
@@ -55,6 +57,8 @@ pub struct LoadReport {
     pub failures: BTreeMap<String, u64>,
     /// First INVITE to 200 OK, microseconds.
     pub setup_us: Histogram<u64>,
+    /// The same time in its hops, to tell which one makes the tail.
+    pub hops: SetupHops,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -71,8 +75,84 @@ impl LoadReport {
         }
         // Same bounds on both sides: adding cannot fail.
         let _ = self.setup_us.add(&other.setup_us);
+        self.hops.absorb(&other.hops);
         self.elapsed = self.elapsed.max(other.elapsed);
     }
+}
+
+/// Call setup in its hops, microseconds each (same bounds as the setup histogram): where
+/// the time between the first INVITE and its 200 goes.
+#[derive(Debug, Clone)]
+pub struct SetupHops {
+    /// The first INVITE sent to its 407 received: one message through the server.
+    pub challenge_us: Histogram<u64>,
+    /// The INVITE with credentials sent to the 180 received: the server forwards the
+    /// INVITE, the callee rings, the server forwards the 180.
+    pub ringing_us: Histogram<u64>,
+    /// The 180 received to the 200 received (the callee sends them back to back): what
+    /// the server adds between two responses of one call.
+    pub answer_us: Histogram<u64>,
+    /// The first INVITE sent to the kernel's receipt of its 407: the hop without the
+    /// generator's own wait to read the answer.
+    pub challenge_to_kernel_us: Histogram<u64>,
+    /// The kernel's receipt of a response to the callers reading it: the generator's wait.
+    pub callers_wait_us: Histogram<u64>,
+}
+
+impl SetupHops {
+    fn new() -> std::io::Result<SetupHops> {
+        let histogram = || {
+            Histogram::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        Ok(SetupHops {
+            challenge_us: histogram()?,
+            ringing_us: histogram()?,
+            answer_us: histogram()?,
+            challenge_to_kernel_us: histogram()?,
+            callers_wait_us: histogram()?,
+        })
+    }
+
+    fn absorb(&mut self, other: &SetupHops) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.challenge_us.add(&other.challenge_us);
+        let _ = self.ringing_us.add(&other.ringing_us);
+        let _ = self.answer_us.add(&other.answer_us);
+        let _ = self
+            .challenge_to_kernel_us
+            .add(&other.challenge_to_kernel_us);
+        let _ = self.callers_wait_us.add(&other.callers_wait_us);
+    }
+
+    /// One line: p50, p90, p99 and p99.9 of each hop, ms.
+    pub fn summary(&self) -> String {
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        [
+            ("INVITE->407", &self.challenge_us),
+            ("INVITE with credentials->180", &self.ringing_us),
+            ("180->200", &self.answer_us),
+            ("INVITE->407 in the kernel", &self.challenge_to_kernel_us),
+            ("callers' read wait", &self.callers_wait_us),
+        ]
+        .iter()
+        .map(|(name, h)| {
+            format!(
+                "{name} p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} ms",
+                ms(h, 0.5),
+                ms(h, 0.9),
+                ms(h, 0.99),
+                ms(h, 0.999)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
+/// Microseconds since `since`, for a histogram.
+fn micros_since(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A quoted parameter of a challenge header, e.g. `nonce`.
@@ -299,6 +379,11 @@ struct Call {
     cseq: u32,
     branch: String,
     started: Instant,
+    /// The same on the real-time clock, as the kernel stamps the answer's receipt.
+    started_wall: std::time::SystemTime,
+    /// When the INVITE with credentials went out, and when its 180 came.
+    authenticated_at: Option<Instant>,
+    ringing_at: Option<Instant>,
     stage: Stage,
     to: Option<String>,
     target: Option<String>,
@@ -314,8 +399,11 @@ pub enum CallerCommand {
     /// Place call number `n`.
     Start(u64),
     /// Report the counts so far.
-    Report(crossbeam_channel::Sender<(u64, BTreeMap<String, u64>, Histogram<u64>)>),
+    Report(crossbeam_channel::Sender<CallerCounts>),
 }
+
+/// What the callers' worker reports: calls completed, failures by reason, setup times.
+pub type CallerCounts = (u64, BTreeMap<String, u64>, Histogram<u64>, SetupHops);
 
 struct Callers {
     server: SocketAddr,
@@ -327,6 +415,7 @@ struct Callers {
     completed: u64,
     failures: BTreeMap<String, u64>,
     setup_us: Histogram<u64>,
+    hops: SetupHops,
 }
 
 impl Callers {
@@ -402,7 +491,12 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
         io.send(call.caller, server, text.as_bytes());
     }
 
-    fn response(&mut self, io: &mut Io, response: SipMessage) {
+    fn response(
+        &mut self,
+        io: &mut Io,
+        response: SipMessage,
+        arrived: Option<std::time::SystemTime>,
+    ) {
         let Some(call_id) = response.call_id().map(str::to_string) else {
             return;
         };
@@ -423,6 +517,13 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
         }
         match (call.stage, method.as_str(), code) {
             (Stage::Inviting, "INVITE", 407) if call.cseq == 1 => {
+                let _ = self.hops.challenge_us.record(micros_since(call.started));
+                if let Some(Ok(took)) = arrived.map(|at| at.duration_since(call.started_wall)) {
+                    let _ = self
+                        .hops
+                        .challenge_to_kernel_us
+                        .record(took.as_micros() as u64);
+                }
                 self.ack_failure(io, &call, &response);
                 let challenge = response
                     .header(&ezk_sip_types::Name::PROXY_AUTHENTICATE)
@@ -434,8 +535,17 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
                 call.cseq = 2;
                 call.branch = branch();
                 self.invite(io, &mut call, Some(&auth));
+                call.authenticated_at = Some(Instant::now());
             }
-            (Stage::Inviting, "INVITE", 100..=199) => call.retransmit = None,
+            (Stage::Inviting, "INVITE", 100..=199) => {
+                call.retransmit = None;
+                if code == 180 && call.ringing_at.is_none() {
+                    call.ringing_at = Some(Instant::now());
+                    if let Some(at) = call.authenticated_at {
+                        let _ = self.hops.ringing_us.record(micros_since(at));
+                    }
+                }
+            }
             (Stage::Inviting, "INVITE", 200..=299) => {
                 call.retransmit = None;
                 call.to = response
@@ -449,9 +559,10 @@ From: <sip:{user}@{server}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nC
                     .map(str::to_string)
                     .collect();
                 self.in_dialog(io, &call, "ACK", call.cseq);
-                let _ = self
-                    .setup_us
-                    .record(call.started.elapsed().as_micros() as u64);
+                let _ = self.setup_us.record(micros_since(call.started));
+                if let Some(at) = call.ringing_at {
+                    let _ = self.hops.answer_us.record(micros_since(at));
+                }
                 call.stage = Stage::Answered;
                 call.bye_at = Some(Instant::now() + self.hold);
             }
@@ -482,7 +593,12 @@ impl Handler for Callers {
     fn datagram(&mut self, io: &mut Io, _socket: usize, _from: SocketAddr, bytes: &[u8]) {
         if let Ok(message) = SipMessage::parse_datagram(bytes) {
             if message.status().is_some() {
-                self.response(io, message);
+                let arrived = io.received_at();
+                let now = std::time::SystemTime::now();
+                if let Some(Ok(waited)) = arrived.map(|at| now.duration_since(at)) {
+                    let _ = self.hops.callers_wait_us.record(waited.as_micros() as u64);
+                }
+                self.response(io, message, arrived);
             }
         }
     }
@@ -499,6 +615,9 @@ impl Handler for Callers {
                     cseq: 1,
                     branch: branch(),
                     started: Instant::now(),
+                    started_wall: std::time::SystemTime::now(),
+                    authenticated_at: None,
+                    ringing_at: None,
                     stage: Stage::Inviting,
                     to: None,
                     target: None,
@@ -510,7 +629,12 @@ impl Handler for Callers {
                 self.calls.insert(call.call_id.clone(), call);
             }
             CallerCommand::Report(reply) => {
-                let _ = reply.send((self.completed, self.failures.clone(), self.setup_us.clone()));
+                let _ = reply.send((
+                    self.completed,
+                    self.failures.clone(),
+                    self.setup_us.clone(),
+                    self.hops.clone(),
+                ));
             }
         }
     }
@@ -600,6 +724,9 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
         .iter()
         .map(|_| bind())
         .collect::<Result<_, _>>()?;
+    for socket in &caller_sockets {
+        fastpath::udp::report_receive_times(socket)?;
+    }
     let callers = Worker::spawn(
         worker_config("load-uac", Some(Duration::from_millis(10))),
         caller_sockets,
@@ -614,6 +741,7 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
             failures: BTreeMap::new(),
             setup_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
+            hops: SetupHops::new()?,
         },
     )
     .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -630,7 +758,7 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
     loop {
         let (reply, answer) = crossbeam_channel::bounded(1);
         control.command(CallerCommand::Report(reply));
-        let (completed, mut failures, setup_us) = answer
+        let (completed, mut failures, setup_us, hops) = answer
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| std::io::Error::other("the callers' worker did not answer"))?;
         let failed: u64 = failures.values().sum();
@@ -645,6 +773,7 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
                 failed: config.calls - completed,
                 failures,
                 setup_us,
+                hops,
                 elapsed: began.elapsed(),
             });
         }

@@ -268,12 +268,13 @@ fn main() {
         for peer in [Peer::Gateway, kamailio] {
             let (report, cpu, busy, name) = trial(peer, rate, seconds);
             println!(
-                "{name}: {rate} calls/s for {seconds} s: {} completed, {} failed{}, setup p50 {:.2} ms p99 {:.2} ms, server CPU {cpu:.2} s, with the generator {busy:.2} s",
+                "{name}: {rate} calls/s for {seconds} s: {} completed, {} failed{}, setup p50 {:.2} ms p99 {:.2} ms, server CPU {cpu:.2} s, with the generator {busy:.2} s\n  hops: {}",
                 report.completed,
                 report.failed,
                 why(&report),
                 report.setup_us.value_at_quantile(0.5) as f64 / 1000.0,
                 report.setup_us.value_at_quantile(0.99) as f64 / 1000.0,
+                report.hops.summary(),
             );
         }
         return;
@@ -324,12 +325,13 @@ fn side_by_side(kamailio: Peer, quick: bool, runs: u32, seconds: f64, steps: u32
             let (report, server_cpu, busy, name) = trial(peer, rate, trial_seconds);
             let calls = report.completed.max(1) as f64;
             eprintln!(
-                "[fixed rate] {name} at {rate:.0} calls/s: {} completed, {} failed{}, setup p50 {:.2} ms p99 {:.2} ms, server {server_cpu:.2} s, with the generator {busy:.2} s",
+                "[fixed rate] {name} at {rate:.0} calls/s: {} completed, {} failed{}, setup p50 {:.2} ms p99 {:.2} ms, server {server_cpu:.2} s, with the generator {busy:.2} s\n  hops: {}",
                 report.completed,
                 report.failed,
                 why(&report),
                 setup_ms(&report, 0.5),
                 setup_ms(&report, 0.99),
+                report.hops.summary(),
             );
             at_rates[i].push(AtRate {
                 report,

@@ -8,7 +8,7 @@
 //! sockets that became ready meanwhile).
 #![allow(unsafe_code)]
 
-use super::cmsg::{self, ControlBuffer};
+use super::cmsg::{self, Arrival, ControlBuffer};
 use super::failure::{is_fatal_receive_error, FailureCause};
 use super::sockaddr::{self, RawAddr};
 use super::{Handler, Io, LoopContext, WorkerStats, INTAKE_ROUNDS};
@@ -90,7 +90,8 @@ impl ReceiveBatch {
         }
     }
 
-    /// Datagram `i` of the last receive: source, destination (when reported) and bytes,
+    /// Datagram `i` of the last receive: source, destination and receive time (when
+    /// reported) and bytes,
     /// or None when truncated.
     fn datagram(&self, i: usize) -> Option<Received<'_>> {
         let header = &self.headers[i];
@@ -99,20 +100,24 @@ impl ReceiveBatch {
         }
         let name_len = (header.msg_hdr.msg_namelen as usize).min(NAME);
         let from = sockaddr::parse(&self.names[i][..name_len])?;
-        let to = match header.msg_hdr.msg_flags & libc::MSG_CTRUNC {
+        let arrival = match header.msg_hdr.msg_flags & libc::MSG_CTRUNC {
             0 => {
                 let control_len = header.msg_hdr.msg_controllen.min(cmsg::SPACE);
-                cmsg::destination(&self.controls[i].0[..control_len])
+                cmsg::arrival(&self.controls[i].0[..control_len])
             }
-            _ => None,
+            _ => Arrival::default(),
         };
         let len = (header.msg_len as usize).min(self.size);
-        Some((from, to, &self.data[i * self.size..i * self.size + len]))
+        Some((
+            from,
+            arrival,
+            &self.data[i * self.size..i * self.size + len],
+        ))
     }
 }
 
-/// A received datagram: source, destination (when reported), bytes.
-type Received<'a> = (std::net::SocketAddr, Option<std::net::IpAddr>, &'a [u8]);
+/// A received datagram: source, what its control data tells, bytes.
+type Received<'a> = (std::net::SocketAddr, Arrival, &'a [u8]);
 
 /// A send waiting for sendmmsg: descriptor, destination, source control message and its
 /// length (0: none), bytes.
@@ -352,7 +357,9 @@ impl Poller {
                     received += count;
                     for i in 0..count {
                         match batch.datagram(i) {
-                            Some((from, to, bytes)) => context.deliver(socket, from, to, bytes),
+                            Some((from, arrival, bytes)) => {
+                                context.deliver(socket, from, arrival, bytes)
+                            }
                             None => WorkerStats::add(&shared.stats.truncated, 1),
                         }
                     }

@@ -23,6 +23,7 @@ pub use failure::{FailureCause, WorkerFailure};
 pub use single::{bind, bind_shared, recv_from_to, send_from_to};
 pub use steer::{steer_by_call_id, SteerError};
 
+use cmsg::Arrival;
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
@@ -129,6 +130,11 @@ fn is_v6(socket: &UdpSocket) -> bool {
     socket.local_addr().is_ok_and(|addr| addr.is_ipv6())
 }
 
+/// Makes `socket` report when the kernel received each datagram ([`Io::received_at`]).
+pub fn report_receive_times(socket: &UdpSocket) -> std::io::Result<()> {
+    cmsg::report_receive_times(socket)
+}
+
 /// Makes a socket bound to the unspecified address report each datagram's destination.
 fn watch_destinations(socket: &UdpSocket) -> std::io::Result<()> {
     let ip = socket.local_addr()?.ip();
@@ -142,6 +148,8 @@ fn watch_destinations(socket: &UdpSocket) -> std::io::Result<()> {
 /// or remove sockets (served from the next loop turn on).
 #[derive(Debug, Default)]
 pub struct Io {
+    /// When the kernel received the datagram being handled (sockets asked to report it).
+    received_at: Option<std::time::SystemTime>,
     sends: Vec<QueuedSend>,
     data: Vec<u8>,
     sockets: Vec<Option<UdpSocket>>,
@@ -167,6 +175,13 @@ impl Io {
             sockets: sockets.into_iter().map(Some).collect(),
             ..Io::default()
         }
+    }
+
+    /// When the kernel received the datagram the handler is handling, on a socket made to
+    /// report it ([`report_receive_times`]): the start of the time a datagram spends in this
+    /// process, socket queue included.
+    pub fn received_at(&self) -> Option<std::time::SystemTime> {
+        self.received_at
     }
 
     /// Queues `bytes` to `to` from socket `socket`.
@@ -628,10 +643,15 @@ impl<H: Handler> LoopContext<H> {
         }
     }
 
-    /// Hands one datagram (sent to `to`, when reported) to the handler.
-    fn deliver(&mut self, socket: usize, from: SocketAddr, to: Option<IpAddr>, bytes: &[u8]) {
+    /// Hands one datagram (sent to `arrival.to`, when reported) to the handler, which finds
+    /// its receive time (when reported) in [`Io::received_at`].
+    fn deliver(&mut self, socket: usize, from: SocketAddr, arrival: Arrival, bytes: &[u8]) {
         WorkerStats::add(&self.shared.stats.received, 1);
-        let (from, to) = (sockaddr::canonical(from), to.map(|ip| ip.to_canonical()));
+        let (from, to) = (
+            sockaddr::canonical(from),
+            arrival.to.map(|ip| ip.to_canonical()),
+        );
+        self.io.received_at = arrival.at;
         self.handler
             .datagram_to(&mut self.io, socket, from, to, bytes);
     }

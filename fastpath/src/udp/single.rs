@@ -86,7 +86,7 @@ pub fn recv_from_to(
     let from = sockaddr::parse(&name[..name_len])
         .ok_or_else(|| std::io::Error::other("datagram from an address of another family"))?;
     let to = match msg.msg_flags & libc::MSG_CTRUNC {
-        0 => cmsg::destination(&control.0[..msg.msg_controllen.min(cmsg::SPACE)]),
+        0 => cmsg::arrival(&control.0[..msg.msg_controllen.min(cmsg::SPACE)]).to,
         _ => None,
     };
     Ok((

@@ -214,7 +214,8 @@ impl Ring {
         }
         let mut recv_msg = Box::new(zeroed_msghdr());
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // Room for the destination a socket bound to the unspecified address reports.
+        // Room for the destination a socket bound to the unspecified address reports, and the
+        // receive time.
         recv_msg.msg_controllen = cmsg::SPACE;
         let slots = (0..SEND_SLOTS).map(|_| SendSlot::new()).collect();
         Ok(Ring {
@@ -369,12 +370,12 @@ impl Ring {
             WorkerStats::add(&context.shared.stats.truncated, 1);
             return;
         }
-        let to = match message.is_control_data_truncated() {
-            true => None,
-            false => cmsg::destination(message.control_data()),
+        let arrival = match message.is_control_data_truncated() {
+            true => cmsg::Arrival::default(),
+            false => cmsg::arrival(message.control_data()),
         };
         if let Some(from) = sockaddr::parse(message.name_data()) {
-            context.deliver(socket, from, to, message.payload_data());
+            context.deliver(socket, from, arrival, message.payload_data());
         }
     }
 

@@ -238,7 +238,7 @@ impl Handler for EngineShard {
 
     fn datagram_to(
         &mut self,
-        _: &mut Io,
+        io: &mut Io,
         _: usize,
         from: SocketAddr,
         to: Option<IpAddr>,
@@ -260,6 +260,7 @@ impl Handler for EngineShard {
                     peer: addressing.peer(from, to),
                     bytes: Bytes::copy_from_slice(bytes),
                     received: Instant::now(),
+                    arrived: io.received_at(),
                     class,
                 };
                 if shard == self.engine.shard().index() {
@@ -377,6 +378,8 @@ impl Handler for EngineShard {
         }
         outputs.drain(engine, io);
         outputs.flush_store();
+        // The worker sends what the turn queued as soon as the handler returns.
+        waits.turn_ended(std::time::SystemTime::now());
     }
 }
 
@@ -406,6 +409,10 @@ impl Drop for EngineShard {
         }
         if let UdpOut::Ring(_) = self.outputs.udp {
             tracing::info!("fast path queue waits: {}", self.waits.summary());
+            tracing::info!(
+                "fast path time in the gateway (the kernel's receipt to the end of the turn that handled it): {}",
+                self.waits.in_gateway_summary()
+            );
         }
         if let Some(summary) = self.summary.take() {
             let _ = summary.send(ShardSummary {

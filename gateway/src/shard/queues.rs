@@ -33,6 +33,9 @@ pub struct Queued {
     pub bytes: Bytes,
     /// When the fast path received it (how long it waited decides whether it is served).
     pub received: Instant,
+    /// When the kernel received it, where the socket reports it (the start of its time in
+    /// the gateway).
+    pub arrived: Option<std::time::SystemTime>,
     /// How urgent it is.
     pub class: Class,
 }
@@ -162,6 +165,7 @@ impl ClassQueues {
                 queued.class,
                 now.mono.saturating_duration_since(queued.received),
             );
+            waits.handling(queued.class, queued.arrived);
             match queued.class {
                 Class::Priority => engine.handle_datagram(now, queued.peer, &queued.bytes),
                 Class::Answering | Class::New if shedder.serves(now.mono, queued.received) => {
@@ -197,6 +201,7 @@ Call-ID: {method}{n}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
 
     fn queued(bytes: Bytes, received: Instant, class: Class) -> Queued {
         Queued {
+            arrived: None,
             peer: Peer {
                 protocol: crate::transport::Protocol::Udp,
                 addr: "127.0.0.1:5099".parse().unwrap(),

@@ -59,6 +59,9 @@ pub(crate) fn bind(addr: SocketAddr, shards: usize) -> std::io::Result<Vec<UdpSo
     let sockets = fastpath::udp::bind_shared(addr, shards)?;
     for socket in &sockets {
         super::enlarge_sip_buffers(socket, addr);
+        if let Err(e) = fastpath::udp::report_receive_times(socket) {
+            tracing::warn!("udp {addr}: no receive times ({e}): time in the gateway is counted from the worker's read");
+        }
     }
     if shards > 1 {
         match fastpath::udp::steer_by_call_id(&sockets[0], shards) {
