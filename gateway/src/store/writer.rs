@@ -429,24 +429,36 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 /// waiting for one (`sched_yield`; it carries on at once when none waits). A batch is a
 /// burst of about a millisecond every [`GATHER`] at 1,500 calls/s, and an engine shard woken
 /// by a datagram meanwhile waited for the whole burst on a busy machine: at 1,500 calls/s
-/// on 2 cores, call setup p99 2.3-2.8 ms without the yields, 1.3-2.0 ms with them
+/// on 2 cores, call setup p99 2.3-3.0 ms without the yields, 1.1-1.8 ms with them
 /// (paired trials), 1.6 -> 2.4 ms with bursts four times as long (a 40 ms window).
 const WORK_BEFORE_YIELD: std::time::Duration = std::time::Duration::from_micros(100);
 
-/// When the store thread last offered its core (see [`WORK_BEFORE_YIELD`]).
+/// The store thread offers its core only while it keeps up: while its last batch took less
+/// than this. Past it (the engines keep every core busy, as at twice the sustainable call
+/// rate) it works at its fair share: yielding then starved it, its queue grew, and calls
+/// already up timed out waiting for their BYE's 200.
+const KEEPING_UP: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// When the store thread last offered its core (see [`WORK_BEFORE_YIELD`]), and whether it
+/// does in this batch ([`KEEPING_UP`]).
 struct Courtesy {
     since: std::time::Instant,
+    offers: bool,
 }
 
 impl Courtesy {
-    fn new(now: std::time::Instant) -> Courtesy {
-        Courtesy { since: now }
+    /// For a batch started at `now` after one that took `last_batch`.
+    fn new(now: std::time::Instant, last_batch: std::time::Duration) -> Courtesy {
+        Courtesy {
+            since: now,
+            offers: last_batch < KEEPING_UP,
+        }
     }
 
     /// Whether the thread has worked long enough at `now` to offer its core; if so, the
     /// count starts again.
     fn due(&mut self, now: std::time::Instant) -> bool {
-        let due = now.saturating_duration_since(self.since) >= WORK_BEFORE_YIELD;
+        let due = self.offers && now.saturating_duration_since(self.since) >= WORK_BEFORE_YIELD;
         if due {
             self.since = now;
         }
@@ -533,6 +545,7 @@ fn apply_batch(
     messages: Vec<Message>,
     on_result: &OnResult,
     sync: &mpsc::Sender<SyncJob>,
+    courtesy: &mut Courtesy,
 ) {
     let mut flushes = Vec::new();
     let (mut cdrs, mut rest) = (Vec::new(), Vec::new());
@@ -556,7 +569,7 @@ fn apply_batch(
     let sync_now = store.wal_path().is_none();
     let billing = rest.iter().any(StoreCommand::is_billing_record);
     if !rest.is_empty() {
-        apply_transaction(store, rest, sync_now && billing)
+        apply_transaction(store, rest, sync_now && billing, courtesy)
             .into_iter()
             .for_each(|result| on_result(result));
         if billing {
@@ -566,7 +579,7 @@ fn apply_batch(
     if !cdrs.is_empty() {
         let results = match spool {
             Some(spool) => spool.write(store, cdrs),
-            None => apply_transaction(store, cdrs, sync_now),
+            None => apply_transaction(store, cdrs, sync_now, courtesy),
         };
         let _ = sync.send(SyncJob::Cdrs(results));
     } else if billing {
@@ -585,11 +598,12 @@ fn apply_transaction(
     store: &mut Store,
     commands: Vec<StoreCommand>,
     full_sync: bool,
+    courtesy: &mut Courtesy,
 ) -> Vec<StoreResult> {
     if full_sync {
         let _ = store.set_full_sync(true);
     }
-    let results = apply_commands(store, commands);
+    let results = apply_commands(store, commands, courtesy);
     if full_sync {
         let _ = store.set_full_sync(false);
     }
@@ -597,12 +611,15 @@ fn apply_transaction(
 }
 
 /// [`apply_transaction`]'s work.
-fn apply_commands(store: &mut Store, commands: Vec<StoreCommand>) -> Vec<StoreResult> {
+fn apply_commands(
+    store: &mut Store,
+    commands: Vec<StoreCommand>,
+    courtesy: &mut Courtesy,
+) -> Vec<StoreResult> {
     let mut results = Vec::new();
     // Answers given inside the current batch (index into `results` where it began).
     let mut batch_start = 0;
     let mut batched = begin(store);
-    let mut courtesy = Courtesy::new(std::time::Instant::now());
     for command in commands {
         let result = execute(store, command);
         courtesy.offer();
@@ -731,6 +748,7 @@ impl StoreWriter {
         let writer = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
+                let mut last_batch = std::time::Duration::ZERO;
                 loop {
                     // While CDRs wait in the spool, the queue is watched only until the
                     // next replay is due (the reconnect backoff; at once with the
@@ -764,8 +782,17 @@ impl StoreWriter {
                     }
                     let was_lost = store.db.connection_lost();
                     let started = std::time::Instant::now();
-                    apply_batch(&mut store, spool.as_mut(), batch, &on_result, &sync);
-                    let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let mut courtesy = Courtesy::new(started, last_batch);
+                    apply_batch(
+                        &mut store,
+                        spool.as_mut(),
+                        batch,
+                        &on_result,
+                        &sync,
+                        &mut courtesy,
+                    );
+                    last_batch = started.elapsed();
+                    let took = u64::try_from(last_batch.as_micros()).unwrap_or(u64::MAX);
                     if let Ok(mut histogram) = commit_latency.lock() {
                         histogram.record(took);
                     }
@@ -888,7 +915,7 @@ mod tests {
     #[test]
     fn the_store_thread_offers_its_core_after_each_stretch_of_work() {
         let start = std::time::Instant::now();
-        let mut courtesy = Courtesy::new(start);
+        let mut courtesy = Courtesy::new(start, std::time::Duration::from_millis(1));
         let at = |us| start + std::time::Duration::from_micros(us);
         assert!(!courtesy.due(at(40)), "not after 40 µs");
         assert!(!courtesy.due(at(99)));
@@ -897,6 +924,17 @@ mod tests {
         assert!(courtesy.due(at(260)));
         // A clock that did not move (or a stale reading) never counts as due.
         assert!(!courtesy.due(at(200)));
+    }
+
+    /// The failure the yields caused at twice the sustainable call rate: a store thread
+    /// that yields to engines keeping every core busy falls behind for good.
+    #[test]
+    fn a_store_thread_behind_its_work_keeps_its_core() {
+        let start = std::time::Instant::now();
+        let mut courtesy = Courtesy::new(start, KEEPING_UP);
+        for us in [100, 1_000, 100_000] {
+            assert!(!courtesy.due(start + std::time::Duration::from_micros(us)));
+        }
     }
 
     /// A gathering store thread sleeps through commands nobody waits for (no wake-up per
