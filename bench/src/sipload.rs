@@ -99,12 +99,14 @@ pub struct SetupHops {
     pub callers_wait_us: Histogram<u64>,
 }
 
+/// A histogram of microseconds up to a minute, as every setup time is kept.
+fn setup_histogram() -> std::io::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 impl SetupHops {
     fn new() -> std::io::Result<SetupHops> {
-        let histogram = || {
-            Histogram::new_with_bounds(1, 60_000_000, 3)
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        };
+        let histogram = setup_histogram;
         Ok(SetupHops {
             challenge_us: histogram()?,
             ringing_us: histogram()?,
@@ -739,8 +741,7 @@ pub fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
             calls: HashMap::new(),
             completed: 0,
             failures: BTreeMap::new(),
-            setup_us: Histogram::new_with_bounds(1, 60_000_000, 3)
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            setup_us: setup_histogram()?,
             hops: SetupHops::new()?,
         },
     )

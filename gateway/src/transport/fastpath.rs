@@ -60,7 +60,9 @@ pub(crate) fn bind(addr: SocketAddr, shards: usize) -> std::io::Result<Vec<UdpSo
     for socket in &sockets {
         super::enlarge_sip_buffers(socket, addr);
         if let Err(e) = fastpath::udp::report_receive_times(socket) {
-            tracing::warn!("udp {addr}: no receive times ({e}): time in the gateway is counted from the worker's read");
+            tracing::warn!(
+                "udp {addr}: no receive times ({e}): each message's time in the gateway goes unmeasured (its queue wait still is)"
+            );
         }
     }
     if shards > 1 {
